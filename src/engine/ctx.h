@@ -5,10 +5,12 @@
 
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/pool.h"
 
 struct eng_ctx {
     const eng_model *m;
     eng_params p;
+    pool *pool;
     int *slot_len;
 
     /* KV cache: [slot][layer][pos][n_head_kv * head_dim], f32 or f16 */
@@ -18,7 +20,9 @@ struct eng_ctx {
     /* text scratch, n_batch rows each */
     float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u;
     int *row_pos;   /* position of each row */
-    float *scores;  /* n_ctx */
+    int *row_item;  /* index of each row's item in the step */
+    float *scores;  /* per thread: max(n_ctx, v_patches) */
+    int scores_stride;
     float *rope_cos, *rope_sin; /* n_ctx * head_dim/2: angles depend only on position */
 
     /* logits: one row per slot, and which slots hold fresh ones */
@@ -28,13 +32,11 @@ struct eng_ctx {
     float *ltmp;    /* n_slots x n_vocab */
     int *lslot;
 
-    /* activation quantization for the integer kernels */
-    int8_t *aq;
-    int16_t *agsum;
-    float *ascale;
+    /* mm_matmul's scratch: int8 activations for the integer kernels */
+    void *mm_scratch;
 
     /* vision scratch, v_patches rows each */
-    float *vx, *vxn, *vq, *vk, *vv, *vatt, *vtmp, *vff, *vshuf, *vscores;
+    float *vx, *vxn, *vq, *vk, *vv, *vatt, *vtmp, *vff, *vshuf;
 };
 
 /* out (rows x w->n_out) = x (rows x w->n_in) times w transposed. The one

@@ -26,26 +26,38 @@ eng_params eng_default_params(void)
 
 void ctx_linear(eng_ctx *c, const eng_weight *w, const float *x, int rows, float *out)
 {
-    const kern_ops *ops = w->ti->ref_ops(w->type);
-    kern_acts a = {.n = w->n_in, .rows = rows};
-    if (ops->int8_acts) {
-        int ng = w->n_in / KERN_GROUP;
-        for (int j = 0; j < rows; j++)
-            kern_quantize_row(x + (size_t)j * w->n_in, w->n_in, c->aq + (size_t)j * w->n_in,
-                              c->agsum + (size_t)j * ng, c->ascale + j);
-        a.q = c->aq;
-        a.gsum = c->agsum;
-        a.scale = c->ascale;
-    } else {
-        a.f = x;
-    }
-    ops->gemm(w->data, w->row_bytes, 0, w->n_out, &a, out, (size_t)w->n_out);
+    mm_matmul(c->pool, &w->mm, x, rows, out, c->mm_scratch);
 }
 
-static int max3(int a, int b, int c)
+/* The largest mm_matmul scratch any weight needs at its batch size. */
+static size_t scratch_bytes(const eng_model *m, int n_text, int n_vision)
 {
-    int m = a > b ? a : b;
-    return m > c ? m : c;
+    size_t best = mm_scratch_bytes(&m->output.mm, n_text);
+    for (int l = 0; l < m->info.n_layer; l++) {
+        const eng_layer *L = &m->layers[l];
+        const eng_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up,
+                                  &L->w_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            size_t b = mm_scratch_bytes(&ws[i]->mm, n_text);
+            best = b > best ? b : best;
+        }
+    }
+    if (!m->info.has_vision)
+        return best;
+    const eng_weight *vs[] = {&m->patch_embd, &m->mm_fc};
+    for (size_t i = 0; i < 2; i++) {
+        size_t b = mm_scratch_bytes(&vs[i]->mm, n_vision);
+        best = b > best ? b : best;
+    }
+    for (int l = 0; l < m->v_layer; l++) {
+        const eng_vlayer *L = &m->vlayers[l];
+        const eng_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            size_t b = mm_scratch_bytes(&ws[i]->mm, n_vision);
+            best = b > best ? b : best;
+        }
+    }
+    return best;
 }
 
 #define ALLOC(ptr, n)                                 \
@@ -79,6 +91,11 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
         return fail(err, errlen, "out of memory");
     c->m = m;
     c->p = p;
+    c->pool = pool_create(p.n_threads, err, errlen);
+    if (!c->pool) {
+        free(c);
+        return ENG_ERR;
+    }
     int N = p.n_batch, D = in->n_embd, hd = m->head_dim;
     int qd = in->n_head * hd, kvd = in->n_head_kv * hd, F = in->n_ff, V = in->n_vocab;
 
@@ -99,7 +116,9 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
     ALLOC(c->g, (size_t)N * F);
     ALLOC(c->u, (size_t)N * F);
     ALLOC(c->row_pos, N);
-    ALLOC(c->scores, p.n_ctx);
+    ALLOC(c->row_item, N);
+    c->scores_stride = p.n_ctx > m->v_patches ? p.n_ctx : m->v_patches;
+    ALLOC(c->scores, (size_t)c->scores_stride * p.n_threads);
     ALLOC(c->rope_cos, (size_t)p.n_ctx * hd / 2);
     ALLOC(c->rope_sin, (size_t)p.n_ctx * hd / 2);
     ALLOC(c->logits, (size_t)p.n_slots * V);
@@ -117,14 +136,9 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
             c->rope_sin[(size_t)pos * hd / 2 + i] = (float)sin(a);
         }
 
-    size_t aq_n = (size_t)N * max3(D, qd, F);
     if (in->has_vision) {
-        int P = m->v_patches, Dv = m->v_embd, s = in->scale_factor;
-        int ps = in->patch_size;
+        int P = m->v_patches, Dv = m->v_embd, ps = in->patch_size;
         int vin = 3 * ps * ps;
-        size_t vq_n = (size_t)P * max3(vin, Dv * s * s, m->v_ff);
-        if (vq_n > aq_n)
-            aq_n = vq_n;
         ALLOC(c->vx, (size_t)P * Dv);
         ALLOC(c->vxn, (size_t)P * (vin > Dv ? vin : Dv));
         ALLOC(c->vq, (size_t)P * Dv);
@@ -134,12 +148,13 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
         ALLOC(c->vtmp, (size_t)P * Dv);
         ALLOC(c->vff, (size_t)P * m->v_ff);
         ALLOC(c->vshuf, (size_t)P * Dv);
-        ALLOC(c->vscores, P);
     }
-    ALLOC(c->aq, aq_n);
-    ALLOC(c->agsum, aq_n / KERN_GROUP + 1);
-    size_t nrows = (size_t)N > (size_t)m->v_patches ? (size_t)N : (size_t)m->v_patches;
-    ALLOC(c->ascale, nrows);
+    size_t sb = scratch_bytes(m, N, m->v_patches);
+    if (sb > 0) {
+        c->mm_scratch = aligned_alloc(64, (sb + 63) / 64 * 64);
+        if (!c->mm_scratch)
+            goto oom;
+    }
     *out = c;
     return ENG_OK;
 oom:
@@ -154,11 +169,12 @@ void eng_ctx_destroy(eng_ctx *c)
         return;
     void *bufs[] = {c->k_cache, c->v_cache, c->slot_len, c->x, c->xn, c->tmp, c->q, c->att,
                     c->k, c->v, c->g, c->u, c->row_pos, c->scores, c->rope_cos, c->rope_sin,
-                    c->logits, c->has_logits, c->lhid, c->ltmp, c->lslot, c->aq, c->agsum,
-                    c->ascale, c->vx, c->vxn, c->vq, c->vk, c->vv, c->vatt, c->vtmp, c->vff,
-                    c->vshuf, c->vscores};
+                    c->logits, c->has_logits, c->lhid, c->ltmp, c->lslot, c->mm_scratch,
+                    c->row_item, c->vx, c->vxn, c->vq, c->vk, c->vv, c->vatt, c->vtmp, c->vff,
+                    c->vshuf};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
+    pool_destroy(c->pool);
     free(c);
 }
 
@@ -212,6 +228,7 @@ int eng_step(eng_ctx *c, const eng_item *items, int n_items, char *err, size_t e
             else
                 model_weight_row(&m->tok_embd, it->tokens[t], x);
             c->row_pos[r] = it->pos + t;
+            c->row_item[r] = i;
         }
     }
     for (int s = 0; s < c->p.n_slots; s++)

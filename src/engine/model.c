@@ -115,9 +115,6 @@ static int load_mat(const gguf_file *f, const char *name, int64_t n_in, int64_t 
     if (n_in % ti->block != 0)
         return fail(err, errlen, "%s: tensor '%s': row length %lld is not a multiple of the %s "
                     "block (%d)", gguf_path(f), name, (long long)n_in, ti->name, ti->block);
-    if (ti->ref_ops(t->type) == NULL)
-        return fail(err, errlen, "%s: tensor '%s': no matmul kernel for type %s", gguf_path(f),
-                    name, type_name(t->type));
     w->name = t->name;
     w->type = t->type;
     w->ti = ti;
@@ -128,6 +125,11 @@ static int load_mat(const gguf_file *f, const char *name, int64_t n_in, int64_t 
     if (w->row_bytes * (size_t)n_out != t->nbytes)
         return fail(err, errlen, "%s: tensor '%s': %zu bytes, expected %zu", gguf_path(f), name,
                     t->nbytes, w->row_bytes * (size_t)n_out);
+    w->mm = (mm_weight){.type = t->type, .data = t->data, .rows = (int)n_out, .cols = (int)n_in};
+    char merr[256];
+    if (mm_check(&w->mm, merr, sizeof merr) != 0)
+        return fail(err, errlen, "%s: tensor '%s' (%s): %s", gguf_path(f), name,
+                    type_name(t->type), merr);
     return ENG_OK;
 }
 

@@ -7,6 +7,7 @@
 
 #include "engine/engine.h"
 #include "engine/gguf.h"
+#include "engine/matmul.h"
 #include "engine/types.h"
 
 /* A matrix of n_out rows, each n_in weights of one block type. */
@@ -18,6 +19,7 @@ typedef struct {
     int n_out;
     size_t row_bytes;
     const void *data;
+    mm_weight mm;      /* the same matrix, as the matmul wants it */
 } eng_weight;
 
 typedef struct {

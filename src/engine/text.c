@@ -93,38 +93,50 @@ static void kv_axpy(const eng_ctx *c, const void *cache, size_t off, float w, fl
     }
 }
 
-/* Causal attention of one item's rows against its slot's cache (which
+/* Causal attention of one row and head against its slot's cache (which
  * already holds this step's keys and values). */
-static void attend(eng_ctx *c, int layer, const eng_item *it, int row0)
+static void attend_one(const eng_ctx *c, int layer, int slot, int r, int h, float *sc)
 {
     const eng_model_info *in = &c->m->info;
-    int hd = c->m->head_dim, H = in->n_head, rep = H / in->n_head_kv;
+    int hd = c->m->head_dim, H = in->n_head, rep = H / in->n_head_kv, p = c->row_pos[r];
+    size_t kvd = (size_t)in->n_head_kv * hd;
+    size_t base = kv_off(c, slot, layer, 0) + (size_t)(h / rep) * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    float *sc = c->scores;
-    for (int i = 0; i < it->n_tokens; i++) {
-        int r = row0 + i, p = it->pos + i;
-        size_t base = kv_off(c, it->slot, layer, 0);
-        size_t kvd = (size_t)in->n_head_kv * hd;
-        for (int h = 0; h < H; h++) {
-            const float *q = c->q + (size_t)r * H * hd + (size_t)h * hd;
-            size_t hoff = (size_t)(h / rep) * hd;
-            float mx = -INFINITY;
-            for (int t = 0; t <= p; t++) {
-                sc[t] = kv_dot(c, c->k_cache, base + t * kvd + hoff, q, hd) * scale;
-                if (sc[t] > mx)
-                    mx = sc[t];
-            }
-            float sum = 0.0f;
-            for (int t = 0; t <= p; t++) {
-                sc[t] = expf(sc[t] - mx);
-                sum += sc[t];
-            }
-            float *o = c->att + (size_t)r * H * hd + (size_t)h * hd;
-            memset(o, 0, (size_t)hd * sizeof *o);
-            float inv = 1.0f / sum;
-            for (int t = 0; t <= p; t++)
-                kv_axpy(c, c->v_cache, base + t * kvd + hoff, sc[t] * inv, o, hd);
-        }
+    const float *q = c->q + (size_t)r * H * hd + (size_t)h * hd;
+    float mx = -INFINITY;
+    for (int t = 0; t <= p; t++) {
+        sc[t] = kv_dot(c, c->k_cache, base + t * kvd, q, hd) * scale;
+        if (sc[t] > mx)
+            mx = sc[t];
+    }
+    float sum = 0.0f;
+    for (int t = 0; t <= p; t++) {
+        sc[t] = expf(sc[t] - mx);
+        sum += sc[t];
+    }
+    float *o = c->att + (size_t)r * H * hd + (size_t)h * hd, inv = 1.0f / sum;
+    memset(o, 0, (size_t)hd * sizeof *o);
+    for (int t = 0; t <= p; t++)
+        kv_axpy(c, c->v_cache, base + t * kvd, sc[t] * inv, o, hd);
+}
+
+typedef struct {
+    const eng_ctx *c;
+    const eng_item *items;
+    int layer, n_rows;
+} attn_job;
+
+/* (row, head) pairs dealt round-robin: rows late in a sequence cost more,
+ * so interleaving balances the threads. */
+static void attend_worker(void *arg, int ith, int nth)
+{
+    const attn_job *j = arg;
+    const eng_ctx *c = j->c;
+    int H = c->m->info.n_head;
+    float *sc = c->scores + (size_t)ith * c->scores_stride;
+    for (int u = ith; u < j->n_rows * H; u += nth) {
+        int r = u / H;
+        attend_one(c, j->layer, j->items[c->row_item[r]].slot, r, u % H, sc);
     }
 }
 
@@ -148,17 +160,13 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
             rope(c->q + (size_t)r * qd, in->n_head, hd, cs, sn);
             rope(c->k + (size_t)r * kvd, in->n_head_kv, hd, cs, sn);
         }
-        int r = 0;
-        for (int i = 0; i < n_items; i++) {
-            const eng_item *it = &items[i];
-            for (int t = 0; t < it->n_tokens; t++) {
-                size_t off = kv_off(c, it->slot, l, it->pos + t);
-                kv_store(c, c->k_cache, off, c->k + (size_t)(r + t) * kvd, kvd);
-                kv_store(c, c->v_cache, off, c->v + (size_t)(r + t) * kvd, kvd);
-            }
-            attend(c, l, it, r);
-            r += it->n_tokens;
+        for (int r = 0; r < n; r++) {
+            size_t off = kv_off(c, items[c->row_item[r]].slot, l, c->row_pos[r]);
+            kv_store(c, c->k_cache, off, c->k + (size_t)r * kvd, kvd);
+            kv_store(c, c->v_cache, off, c->v + (size_t)r * kvd, kvd);
         }
+        attn_job job = {.c = c, .items = items, .layer = l, .n_rows = n};
+        pool_run(c->pool, attend_worker, &job);
         ctx_linear(c, &L->wo, c->att, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * D; i++)
             c->x[i] += c->tmp[i];

@@ -33,38 +33,43 @@ static float gelu_tanh(float x)
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
-/* Full bidirectional multi-head attention over the tile's patches. */
-static void attend(eng_ctx *c, int P, int Dv, int H)
+/* Full bidirectional attention of patch i, head h, over the tile. */
+static void attend_one(const eng_ctx *c, int P, int Dv, int hd, int i, int h, float *sc)
 {
-    int hd = Dv / H;
-    float scale = 1.0f / sqrtf((float)hd), *sc = c->vscores;
-    for (int i = 0; i < P; i++)
-        for (int h = 0; h < H; h++) {
-            const float *q = c->vq + (size_t)i * Dv + (size_t)h * hd;
-            float mx = -INFINITY;
-            for (int j = 0; j < P; j++) {
-                const float *k = c->vk + (size_t)j * Dv + (size_t)h * hd;
-                float s = 0.0f;
-                for (int d = 0; d < hd; d++)
-                    s += q[d] * k[d];
-                sc[j] = s * scale;
-                if (sc[j] > mx)
-                    mx = sc[j];
-            }
-            float sum = 0.0f;
-            for (int j = 0; j < P; j++) {
-                sc[j] = expf(sc[j] - mx);
-                sum += sc[j];
-            }
-            float *o = c->vatt + (size_t)i * Dv + (size_t)h * hd, inv = 1.0f / sum;
-            memset(o, 0, (size_t)hd * sizeof *o);
-            for (int j = 0; j < P; j++) {
-                const float *v = c->vv + (size_t)j * Dv + (size_t)h * hd;
-                float w = sc[j] * inv;
-                for (int d = 0; d < hd; d++)
-                    o[d] += w * v[d];
-            }
-        }
+    float scale = 1.0f / sqrtf((float)hd);
+    const float *q = c->vq + (size_t)i * Dv + (size_t)h * hd;
+    float mx = -INFINITY;
+    for (int j = 0; j < P; j++) {
+        const float *k = c->vk + (size_t)j * Dv + (size_t)h * hd;
+        float s = 0.0f;
+        for (int d = 0; d < hd; d++)
+            s += q[d] * k[d];
+        sc[j] = s * scale;
+        if (sc[j] > mx)
+            mx = sc[j];
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < P; j++) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
+    }
+    float *o = c->vatt + (size_t)i * Dv + (size_t)h * hd, inv = 1.0f / sum;
+    memset(o, 0, (size_t)hd * sizeof *o);
+    for (int j = 0; j < P; j++) {
+        const float *v = c->vv + (size_t)j * Dv + (size_t)h * hd;
+        float w = sc[j] * inv;
+        for (int d = 0; d < hd; d++)
+            o[d] += w * v[d];
+    }
+}
+
+static void attend_worker(void *arg, int ith, int nth)
+{
+    const eng_ctx *c = arg;
+    int P = c->m->v_patches, Dv = c->m->v_embd, H = c->m->v_head;
+    float *sc = c->scores + (size_t)ith * c->scores_stride;
+    for (int u = ith; u < P * H; u += nth)
+        attend_one(c, P, Dv, Dv / H, u / H, u % H, sc);
 }
 
 void vision_forward(eng_ctx *c, const float *pixels, float *out)
@@ -100,7 +105,7 @@ void vision_forward(eng_ctx *c, const float *pixels, float *out)
         add_bias(c->vk, L->bk, P, Dv);
         ctx_linear(c, &L->wv, c->vxn, P, c->vv);
         add_bias(c->vv, L->bv, P, Dv);
-        attend(c, P, Dv, m->v_head);
+        pool_run(c->pool, attend_worker, c);
         ctx_linear(c, &L->wo, c->vatt, P, c->vtmp);
         add_bias(c->vtmp, L->bo, P, Dv);
         for (size_t i = 0; i < (size_t)P * Dv; i++)
