@@ -48,13 +48,27 @@ static void golden_open(golden *g, const char *name)
     g->n_greedy = (int)v;
     ck_assert(gguf_get_i64(g->f, "golden.image_token_id", &v));
     g->image_token = (int)v;
-    g->prompt = gguf_arr_data(g->f, gguf_find_key(g->f, "golden.prompt"));
-    g->greedy = gguf_arr_data(g->f, gguf_find_key(g->f, "golden.greedy"));
+    /* Array data in a GGUF may be unaligned: copy it out. */
+    int32_t *pr = malloc((size_t)g->n_prompt * sizeof *pr);
+    int32_t *gr = malloc((size_t)g->n_greedy * sizeof *gr);
+    memcpy(pr, gguf_arr_data(g->f, gguf_find_key(g->f, "golden.prompt")),
+           (size_t)g->n_prompt * sizeof *pr);
+    memcpy(gr, gguf_arr_data(g->f, gguf_find_key(g->f, "golden.greedy")),
+           (size_t)g->n_greedy * sizeof *gr);
+    g->prompt = pr;
+    g->greedy = gr;
     g->logits = gguf_find_tensor(g->f, "logits")->data;
     const gguf_tensor *t = gguf_find_tensor(g->f, "pixels");
     g->pixels = t ? t->data : NULL;
     t = gguf_find_tensor(g->f, "image_embd");
     g->image_embd = t ? t->data : NULL;
+}
+
+static void golden_close(golden *g)
+{
+    free((void *)g->prompt);
+    free((void *)g->greedy);
+    gguf_close(g->f);
 }
 
 /* ---- derived model files ---- */
@@ -275,7 +289,7 @@ static void check_golden(const char *name, bool vision)
     free(embd);
     eng_ctx_destroy(c);
     eng_model_free(m);
-    gguf_close(g.f);
+    golden_close(&g);
 }
 
 START_TEST(test_golden_tiny) { check_golden("tiny", true); }
@@ -321,7 +335,7 @@ static double quant_vs_dequant(const char *name, bool vision, kt_type q, int *ag
     eng_ctx_destroy(cd);
     eng_model_free(mq);
     eng_model_free(md);
-    gguf_close(g.f);
+    golden_close(&g);
     return worst;
 }
 
@@ -413,7 +427,7 @@ START_TEST(test_batched)
     eng_ctx_destroy(solo);
     eng_ctx_destroy(c);
     eng_model_free(m);
-    gguf_close(g.f);
+    golden_close(&g);
 }
 END_TEST
 
@@ -446,7 +460,7 @@ START_TEST(test_kv_f16)
     free(embd);
     eng_ctx_destroy(c);
     eng_model_free(m);
-    gguf_close(g.f);
+    golden_close(&g);
 }
 END_TEST
 
