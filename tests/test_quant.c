@@ -209,6 +209,27 @@ START_TEST(test_to_type_conversions)
 }
 END_TEST
 
+START_TEST(test_pick_type)
+{
+    kt_type got;
+    ck_assert(quant_pick_type(KT_TQ2_0, 768, &got) && got == KT_TQ2_0);
+    ck_assert(quant_pick_type(KT_TQ2_0, 576, &got) && got == KT_Q2_0);
+    ck_assert(quant_pick_type(KT_TQ1_0, 96, &got) && got == KT_Q8_0);
+    ck_assert(quant_pick_type(KT_Q1_0, 576, &got) && got == KT_Q8_0);
+    ck_assert(quant_pick_type(KT_Q1_0, 384, &got) && got == KT_Q1_0);
+    ck_assert(quant_pick_type(KT_Q2_0, 96, &got) && got == KT_Q8_0);
+    ck_assert(!quant_pick_type(KT_TQ2_0, 100, &got));
+    ck_assert(!quant_pick_type(KT_Q8_0, 48, &got));
+    ck_assert(quant_pick_type(KT_F16, 7, &got) && got == KT_F16);
+    ck_assert_int_eq(quant_llama_ftype(KT_TQ2_0), 37);
+    ck_assert_int_eq(quant_llama_ftype(KT_TQ1_0), 36);
+    ck_assert_int_eq(quant_llama_ftype(KT_Q1_0), 40);
+    ck_assert_int_eq(quant_llama_ftype(KT_Q2_0), 41);
+    ck_assert_int_eq(quant_llama_ftype(KT_BF16), 32);
+    ck_assert_int_eq(quant_llama_ftype(KT_Q8_0), 7);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("quant");
@@ -220,6 +241,7 @@ int main(void)
     tcase_add_test(tc, test_method_names);
     tcase_add_test(tc, test_to_type_exact);
     tcase_add_test(tc, test_to_type_conversions);
+    tcase_add_test(tc, test_pick_type);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
