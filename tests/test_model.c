@@ -133,6 +133,41 @@ static void tmp_path(char *out, size_t n, const char *name)
     snprintf(out, n, "%s/%s", g_tmp, name);
 }
 
+/* Copy src to dst, leaving out tensor `drop`, giving tensor `shrink` one
+ * row less, and storing token_embd's data under `as_output`'s name (each
+ * may be NULL). */
+static void edit_copy(const char *src, const char *dst, const char *drop, const char *shrink,
+                      const char *as_output)
+{
+    gguf_file *f;
+    ck_assert_msg(gguf_open(src, &f, g_err, sizeof g_err) == GGUF_OK, "%s", g_err);
+    gguf_writer *w = gguf_writer_create();
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        gguf_set_from(w, f, i);
+    const gguf_tensor *te = gguf_find_tensor(f, "token_embd.weight");
+    for (int i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        if (drop && strcmp(t->name, drop) == 0)
+            continue;
+        int64_t ne[GGUF_MAX_DIMS];
+        memcpy(ne, t->ne, sizeof ne);
+        const void *data = t->data;
+        kt_type type = t->type;
+        if (shrink && strcmp(t->name, shrink) == 0)
+            ne[1]--;
+        if (as_output && strcmp(t->name, as_output) == 0) {
+            memcpy(ne, te->ne, sizeof ne);
+            data = te->data;
+            type = te->type;
+        }
+        ck_assert_msg(gguf_add_tensor(w, t->name, type, t->n_dims, ne, data, g_err,
+                                      sizeof g_err) == GGUF_OK, "%s", g_err);
+    }
+    ck_assert_msg(gguf_write(w, dst, g_err, sizeof g_err) == GGUF_OK, "%s", g_err);
+    gguf_writer_destroy(w);
+    gguf_close(f);
+}
+
 /* Load name's text (+ mmproj) model, converted through derive(). */
 static eng_model *load_derived(const char *name, bool vision, kt_type q, bool dequant)
 {
@@ -464,6 +499,47 @@ START_TEST(test_kv_f16)
 }
 END_TEST
 
+/* No output.weight: the output layer is token_embd (tied), the same as a
+ * file whose output.weight holds token_embd's values. Missing and
+ * mis-shaped tensors are refused by name. */
+START_TEST(test_tied_and_shapes)
+{
+    char src[512], tied[512], copy[512], bad[512];
+    snprintf(src, sizeof src, "%s/odd.gguf", g_tmp);
+    tmp_path(tied, sizeof tied, "tied.gguf");
+    tmp_path(copy, sizeof copy, "copy.gguf");
+    tmp_path(bad, sizeof bad, "bad.gguf");
+    edit_copy(src, tied, "output.weight", NULL, NULL);
+    edit_copy(src, copy, NULL, NULL, "output.weight");
+    eng_model *mt, *mc;
+    ck_assert_msg(eng_model_load(tied, NULL, &mt, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
+    ck_assert_msg(eng_model_load(copy, NULL, &mc, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
+    eng_ctx *ct = make_ctx(mt, 1), *cc = make_ctx(mc, 1);
+    int32_t toks[5] = {1, 20, 30, 40, 50};
+    eng_item it = {.slot = 0, .n_tokens = 5, .tokens = toks, .pos = 0, .want_logits = true};
+    ck_assert_int_eq(eng_step(ct, &it, 1, g_err, sizeof g_err), ENG_OK);
+    ck_assert_int_eq(eng_step(cc, &it, 1, g_err, sizeof g_err), ENG_OK);
+    int V = eng_model_get_info(mt)->n_vocab;
+    ck_assert(memcmp(eng_logits(ct, 0), eng_logits(cc, 0), (size_t)V * sizeof(float)) == 0);
+    eng_ctx_destroy(ct);
+    eng_ctx_destroy(cc);
+    eng_model_free(mt);
+    eng_model_free(mc);
+
+    eng_model *m;
+    edit_copy(src, bad, "blk.1.ffn_up.weight", NULL, NULL);
+    ck_assert_int_eq(eng_model_load(bad, NULL, &m, g_err, sizeof g_err), ENG_ERR);
+    ck_assert_msg(strstr(g_err, "blk.1.ffn_up.weight") && strstr(g_err, "bad.gguf") &&
+                  strstr(g_err, "missing"), "%s", g_err);
+    edit_copy(src, bad, NULL, "blk.0.attn_k.weight", NULL);
+    ck_assert_int_eq(eng_model_load(bad, NULL, &m, g_err, sizeof g_err), ENG_ERR);
+    ck_assert_msg(strstr(g_err, "blk.0.attn_k.weight") && strstr(g_err, "shape"), "%s", g_err);
+    unlink(tied);
+    unlink(copy);
+    unlink(bad);
+}
+END_TEST
+
 START_TEST(test_bad_input)
 {
     eng_model *m;
@@ -672,6 +748,7 @@ int main(void)
     tcase_add_loop_test(tc, test_quantized, 0, (int)(sizeof quant_cases / sizeof quant_cases[0]));
     tcase_add_test(tc, test_batched);
     tcase_add_test(tc, test_kv_f16);
+    tcase_add_test(tc, test_tied_and_shapes);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_sampler);
     tcase_add_test(tc, test_stop_strings);
