@@ -436,8 +436,8 @@ static bool read_tensors(reader *r, gguf_file *f, uint64_t n_t)
             return fail(r, "tensor '%s': offset %" PRIu64 " is not a multiple of the alignment %" PRIu64,
                         t->name, t->offset, a);
         if (t->offset > room || t->nbytes > room - t->offset)
-            return fail(r, "tensor '%s': data [%" PRIu64 ", +%zu) runs past the end of the file", t->name,
-                        data + t->offset, t->nbytes);
+            return fail(r, "tensor '%s': data at offset %" PRIu64 " (%zu bytes) runs past the end "
+                           "of the file (%zu bytes)", t->name, data + t->offset, t->nbytes, r->len);
         t->data = r->p + data + t->offset;
     }
     const gguf_tensor **by_off = malloc((size_t)f->n_tensors * sizeof *by_off);
