@@ -6,5 +6,7 @@
 #define TERN_CLI_COMMANDS_H
 
 int cmd_inspect(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_mkmodel(int argc, char **argv);
 
 #endif
