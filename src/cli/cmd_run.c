@@ -122,7 +122,7 @@ static int build_prompt(prompt *p, const tok *t, const char *text, const float *
         int k = 0;
         for (int r = 0; r < rows && rc == 0; r++) {
             for (int c = 0; c < cols && rc == 0; c++, k++) {
-                char name[32];
+                char name[48];
                 snprintf(name, sizeof name, "<row_%d_col_%d>", r + 1, c + 1);
                 rc = push_special(p, t, "<fake_token_around_image>") ||
                      push_special(p, t, name) ||
