@@ -16,11 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli_util.h"
+#include "cli/commands.h"
 #include "engine/gguf.h"
 #include "engine/quant.h"
 #include "engine/types.h"
 
-int cmd_mkmodel(int argc, char **argv);
+#define CMD "mkmodel"
 
 typedef struct {
     const char *like;
@@ -521,14 +523,19 @@ static int make_mmproj(const arch *a, const ttype_info *t, uint64_t seed, const 
     return rc;
 }
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: tern mkmodel --like ARCH --type TYPE -o FILE [--mmproj FILE]\n"
-               "                    [--layers N] [--seed S]\n"
-               "  ARCH: tiny smolvlm-256m smolvlm-500m smollm2-1.7b\n"
-               "  TYPE: tq2_0 tq1_0 q2_0 q1_0 q8_0 f16 bf16 f32 (the weight matrices)\n"
-               "  --layers N overrides the text model's block count\n");
-}
+static const char usage_text[] =
+    "usage: tern mkmodel --like ARCH --type TYPE -o FILE [--mmproj FILE]\n"
+    "                    [--layers N] [--seed S]\n"
+    "Writes a random-weight model with ARCH's tensor names, shapes and metadata.\n"
+    "  -l, --like ARCH    tiny, smolvlm-256m, smolvlm-500m, smollm2-1.7b\n"
+    "  -t, --type TYPE    the weight matrices' type: tq2_0 tq1_0 q2_0 q1_0 q8_0\n"
+    "                     f16 bf16 f32 (rows that do not fit fall back as in\n"
+    "                     tern quantize)\n"
+    "  -o, --output FILE  the text model\n"
+    "      --mmproj FILE  also write the vision projector (VLM architectures)\n"
+    "      --layers N     override the text model's block count\n"
+    "      --seed S       random seed (default 1)\n"
+    "  -h, --help         show this help\n";
 
 int cmd_mkmodel(int argc, char **argv)
 {
@@ -541,72 +548,50 @@ int cmd_mkmodel(int argc, char **argv)
     const arch *like = NULL;
     const ttype_info *type = NULL;
     const char *out = NULL, *mmproj = NULL;
-    long layers = 0;
-    unsigned long long seed = 1;
-    char *end;
+    long long layers = 0, seed = 1;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+    while ((c = cli_getopt(CMD, argc, argv, "l:t:o:h", longopts)) != -1) {
         switch (c) {
         case 'l':
             for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
                 if (strcmp(archs[i].like, optarg) == 0)
                     like = &archs[i];
-            if (!like) {
-                fprintf(stderr, "tern mkmodel: unknown --like '%s'\n", optarg);
-                usage(stderr);
-                return 2;
-            }
+            if (!like)
+                return cli_usage_error(CMD,
+                                       "unknown --like '%s' (tiny, smolvlm-256m, smolvlm-500m, "
+                                       "smollm2-1.7b)",
+                                       optarg);
             break;
         case 'n':
-            layers = strtol(optarg, &end, 10);
-            if (*end || layers < 1 || layers > 1000) {
-                fprintf(stderr, "tern mkmodel: --layers wants 1..1000, not '%s'\n", optarg);
-                return 2;
-            }
+            if (!cli_parse_int(CMD, "--layers", optarg, 1, 1000, &layers))
+                return CLI_USAGE;
             break;
         case 's':
-            seed = strtoull(optarg, &end, 0);
-            if (*end || !*optarg) {
-                fprintf(stderr, "tern mkmodel: bad --seed '%s'\n", optarg);
-                return 2;
-            }
+            if (!cli_parse_int(CMD, "--seed", optarg, 0, INT64_MAX, &seed))
+                return CLI_USAGE;
             break;
         case 't':
             type = ttype_by_name(optarg);
-            if (!type) {
-                fprintf(stderr, "tern mkmodel: unknown type '%s'\n", optarg);
-                return 2;
-            }
+            if (!type)
+                return cli_usage_error(CMD, "unknown type '%s'", optarg);
             break;
         case 'o': out = optarg; break;
         case 'm': mmproj = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default:
-            fprintf(stderr, "tern mkmodel: bad option '%s'\n", argv[optind - 1]);
-            usage(stderr);
-            return 2;
+        case 'h': fputs(usage_text, stdout); return CLI_OK;
+        default: return CLI_USAGE;
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "tern mkmodel: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
-    if (!like || !type || !out) {
-        fprintf(stderr, "tern mkmodel: need --like, --type and -o\n");
-        usage(stderr);
-        return 2;
-    }
-    if (mmproj && !like->vision) {
-        fprintf(stderr, "tern mkmodel: %s has no vision part (--mmproj)\n", like->like);
-        return 2;
-    }
+    if (optind < argc)
+        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (!like || !type || !out)
+        return cli_usage_error(CMD, "need --like, --type and -o");
+    if (mmproj && !like->vision)
+        return cli_usage_error(CMD, "%s has no vision part for --mmproj", like->like);
     arch a = *like;
     if (layers)
         a.layers = (int)layers;
-    int rc = make_text(&a, type, seed, out);
+    int rc = make_text(&a, type, (uint64_t)seed, out);
     if (rc == 0 && mmproj)
-        rc = make_mmproj(&a, type, seed, mmproj);
+        rc = make_mmproj(&a, type, (uint64_t)seed, mmproj);
     return rc;
 }

@@ -15,11 +15,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/cli_util.h"
+#include "cli/commands.h"
 #include "engine/gguf.h"
 #include "engine/quant.h"
 #include "engine/types.h"
 
-int cmd_quantize(int argc, char **argv);
+#define CMD "quantize"
 
 #define MAX_KEEP 64
 
@@ -47,19 +49,19 @@ typedef struct {
     double alt[3];     /* --report: per-row error of each method, -1 if n/a */
 } qrow;
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: tern quantize IN OUT --type TYPE [options]\n"
-            "  --type T          tq2_0 tq1_0 q2_0 q1_0 q8_0 f16 bf16 f32\n"
-            "  --method M        ternarizer: kmeans (default), absmean, twn\n"
-            "  --keep GLOB       also keep tensors whose name matches (repeatable)\n"
-            "  --strict          fail instead of falling back when a row does not fit T\n"
-            "  --per-tensor      one scale per tensor instead of per row\n"
-            "  --report          also print k-means / absmean / TWN errors per matrix\n"
-            "Keeps token_embd, norms, biases, v.position_embd, v.patch_embd and\n"
-            "output.weight as they are.\n");
-}
+static const char usage_text[] =
+    "usage: tern quantize IN OUT --type TYPE [options]\n"
+    "Re-types the 2-D weight matrices of the GGUF file IN and writes OUT.\n"
+    "  -t, --type T      tq2_0 tq1_0 q2_0 q1_0 q8_0 f16 bf16 f32\n"
+    "  -m, --method M    ternarizer: kmeans (default), absmean, twn\n"
+    "  -k, --keep GLOB   also keep tensors whose name matches (repeatable)\n"
+    "      --strict      fail instead of falling back when rows do not fit TYPE\n"
+    "      --per-tensor  one scale per tensor instead of one per row\n"
+    "      --report      also print k-means / absmean / TWN errors per matrix\n"
+    "  -h, --help        show this help\n"
+    "Keeps token_embd, norms, biases, v.position_embd, v.patch_embd and\n"
+    "output.weight as they are. Rows that do not fit TYPE's block fall back\n"
+    "(tq2_0/tq1_0 -> q2_0 -> q8_0, q1_0 -> q8_0) with a note.\n";
 
 static int parse(int argc, char **argv, qopts *o)
 {
@@ -71,40 +73,29 @@ static int parse(int argc, char **argv, qopts *o)
     };
     memset(o, 0, sizeof *o);
     o->method = QUANT_KMEANS;
-    optind = 1;
-    opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "t:m:k:h", longopts, NULL)) != -1) {
+    while ((c = cli_getopt(CMD, argc, argv, "t:m:k:h", longopts)) != -1) {
         switch (c) {
         case 't':
             o->type = ttype_by_name(optarg);
-            if (!o->type) {
-                fprintf(stderr, "tern quantize: unknown type '%s'\n", optarg);
-                return 2;
-            }
+            if (!o->type)
+                return cli_usage_error(CMD, "unknown type '%s'", optarg);
             break;
         case 'm':
-            if (!quant_method_by_name(optarg, &o->method)) {
-                fprintf(stderr, "tern quantize: unknown method '%s' (kmeans, absmean, twn)\n",
-                        optarg);
-                return 2;
-            }
+            if (!quant_method_by_name(optarg, &o->method))
+                return cli_usage_error(CMD, "unknown method '%s' (kmeans, absmean, twn)",
+                                       optarg);
             break;
         case 'k':
-            if (o->n_keep == MAX_KEEP) {
-                fprintf(stderr, "tern quantize: more than %d --keep patterns\n", MAX_KEEP);
-                return 2;
-            }
+            if (o->n_keep == MAX_KEEP)
+                return cli_usage_error(CMD, "more than %d --keep patterns", MAX_KEEP);
             o->keep[o->n_keep++] = optarg;
             break;
         case 's': o->strict = true; break;
         case 'p': o->per_tensor = true; break;
         case 'r': o->report = true; break;
-        case 'h': usage(stdout); return -1;
-        default:
-            fprintf(stderr, "tern quantize: bad option '%s'\n", argv[optind - 1]);
-            usage(stderr);
-            return 2;
+        case 'h': fputs(usage_text, stdout); return -1;
+        default: return CLI_USAGE;
         }
     }
     /* getopt_long moved the positional arguments to the end */
@@ -112,15 +103,12 @@ static int parse(int argc, char **argv, qopts *o)
         o->in = argv[optind++];
     if (optind < argc)
         o->out = argv[optind++];
-    if (optind < argc) {
-        fprintf(stderr, "tern quantize: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
-    if (!o->in || !o->out || !o->type) {
-        fprintf(stderr, "tern quantize: need IN, OUT and --type\n");
-        usage(stderr);
-        return 2;
-    }
+    if (optind < argc)
+        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (!o->in || !o->out)
+        return cli_usage_error(CMD, "need IN and OUT files");
+    if (!o->type)
+        return cli_usage_error(CMD, "need --type");
     return 0;
 }
 

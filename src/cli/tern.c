@@ -20,7 +20,11 @@ typedef struct {
 
 static const tern_command commands[] = {
     {"inspect", "show a GGUF file's header, metadata, tensors and size by type", cmd_inspect},
+    {"quantize", "re-type a GGUF file's weight matrices (ternary, binary, int8, float)",
+     cmd_quantize},
+    {"mkmodel", "write a random-weight model of a real architecture's shapes", cmd_mkmodel},
     {"convert", "Hugging Face Idefics3/SmolVLM checkpoint to a GGUF pair (text + mmproj)", cmd_convert},
+    {"run", "answer one prompt (about one image), streaming the text", cmd_run},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
