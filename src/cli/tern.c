@@ -25,6 +25,7 @@ static const tern_command commands[] = {
     {"mkmodel", "write a random-weight model of a real architecture's shapes", cmd_mkmodel},
     {"convert", "Hugging Face Idefics3/SmolVLM checkpoint to a GGUF pair (text + mmproj)", cmd_convert},
     {"run", "answer one prompt (about one image), streaming the text", cmd_run},
+    {"perplexity", "score a JSONL test set's answers: perplexity and exact match", cmd_perplexity},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
