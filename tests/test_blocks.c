@@ -460,6 +460,39 @@ START_TEST(test_from_float_rounding)
 }
 END_TEST
 
+/* Bad floats (NaN, infinity) give some finite-or-not values but never an
+ * undefined conversion (UBSan) or a code outside the type's range. */
+START_TEST(test_bad_floats)
+{
+    float x[256];
+    for (int k = 0; k < 256; k++)
+        x[k] = k % 3 == 0 ? NAN : k % 3 == 1 ? INFINITY : -1.0f;
+    kt_type types[] = {KT_Q8_0, KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0, KT_F16, KT_BF16};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        const ttype_info *ti = ttype_get(types[i]);
+        unsigned char buf[1024];
+        float y[256];
+        ti->from_float(types[i], x, buf, 256);
+        ti->to_float(types[i], buf, y, 256);
+        if (ti->ternary) {
+            uint8_t c[256];
+            float d;
+            for (int b = 0; b < 256 / ti->block; b++) {
+                int nc = kt_unpack_codes(types[i], buf + b * ti->block_bytes, c, &d);
+                for (int j = 0; j < nc; j++)
+                    ck_assert_uint_le(c[j], types[i] == KT_Q2_0 ? 3 : 2);
+            }
+        }
+    }
+    int8_t q[256];
+    int16_t gs[8];
+    float sc;
+    kern_quantize_row(x, 256, q, gs, &sc);
+    for (int k = 0; k < 256; k++)
+        ck_assert(q[k] >= -127 && q[k] <= 127);
+}
+END_TEST
+
 /* ---- type table ---- */
 
 START_TEST(test_type_table)
@@ -638,6 +671,7 @@ int main(void)
     tcase_add_test(tc, test_grid_round_trip);
     tcase_add_test(tc, test_float_types_round_trip);
     tcase_add_test(tc, test_from_float_rounding);
+    tcase_add_test(tc, test_bad_floats);
     tcase_add_test(tc, test_type_table);
     tcase_add_test(tc, test_quantize_row);
     tcase_add_test(tc, test_gemm_ref);

@@ -98,7 +98,7 @@ float quant_absmean(const float *w, int64_t n, int8_t *t)
     double s = mean_abs(w, n);
     for (int64_t i = 0; i < n; i++) {
         double r = s > 0.0 ? (double)w[i] / s : 0.0;
-        r = r > 1.0 ? 1.0 : r < -1.0 ? -1.0 : r;
+        r = r > 1.0 ? 1.0 : r < -1.0 ? -1.0 : r == r ? r : 0.0;
         t[i] = (int8_t)lround(r);
     }
     return (float)s;

@@ -300,6 +300,17 @@ static float absmax(const float *x, int n)
     return m;
 }
 
+/* round(v) half away from zero (as ggml's roundf/lroundf), clamped to
+ * [lo, hi]; NaN (from NaN or infinite weights) becomes 0 rather than an
+ * undefined float-to-int conversion. */
+static int clamp_round(float v, int lo, int hi)
+{
+    if (!(v == v))
+        return 0;
+    v = roundf(v);
+    return v < (float)lo ? lo : v > (float)hi ? hi : (int)v;
+}
+
 /* One block of floats to codes and a scale, following ggml's reference
  * quantizers: absmax scale and round-half-away (lroundf) for TQ1_0/TQ2_0;
  * mean|x| and the sign for Q1_0. Q2_0 (levels -1..+2) takes the smallest
@@ -314,7 +325,7 @@ static float block_codes(kt_type t, const float *x, int bs, uint8_t *c)
         d = absmax(x, bs);
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         for (int j = 0; j < bs; j++)
-            c[j] = (uint8_t)(lroundf(x[j] * id) + 1);
+            c[j] = (uint8_t)(clamp_round(x[j] * id, -1, 1) + 1);
         break;
     }
     case KT_Q2_0: {
@@ -325,11 +336,8 @@ static float block_codes(kt_type t, const float *x, int bs, uint8_t *c)
         }
         d = fmaxf(-lo, hi / 2.0f);
         float id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int j = 0; j < bs; j++) {
-            long q = lroundf(x[j] * id);
-            q = q < -1 ? -1 : q > 2 ? 2 : q;
-            c[j] = (uint8_t)(q + 1);
-        }
+        for (int j = 0; j < bs; j++)
+            c[j] = (uint8_t)(clamp_round(x[j] * id, -1, 2) + 1);
         break;
     }
     case KT_Q1_0: {
@@ -373,7 +381,7 @@ void kt_from_float(kt_type t, const float *src, void *dst, int64_t n)
             float id = d != 0.0f ? 1.0f / d : 0.0f;
             b[i].d = kt_f32_to_f16(d);
             for (int j = 0; j < BLK_Q8_0; j++)
-                b[i].qs[j] = (int8_t)roundf(x[j] * id);
+                b[i].qs[j] = (int8_t)clamp_round(x[j] * id, -127, 127);
         }
         return;
     }

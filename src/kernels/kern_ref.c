@@ -31,6 +31,8 @@ void kern_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *s
         /* nearbyintf: round half to even, as SIMD float->int conversions do */
         float v = nearbyintf(x[i] * id);
         v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        if (!(v == v)) /* NaN: keep the conversion defined */
+            v = 0.0f;
         q[i] = (int8_t)v;
     }
     for (int g = 0; g < n / KERN_GROUP; g++) {
