@@ -124,11 +124,9 @@ START_TEST(test_f16_matches_compiler)
     for (int i = 0; i < 500000; i++) {
         uint32_t u = rnd();
         /* bias toward the interesting range of exponents */
-        if (i & 1)
-            u = (u & 0x807fffffu) | ((uint32_t)(100 + rnd() % 45) << 23);
+        if (i & 1) u = (u & 0x807fffffu) | ((uint32_t)(100 + rnd() % 45) << 23);
         float f = f32_of(u);
-        if (isnan(f))
-            continue;
+        if (isnan(f)) continue;
         _Float16 c = (_Float16)f;
         uint16_t cb;
         memcpy(&cb, &c, sizeof cb);
@@ -151,12 +149,11 @@ START_TEST(test_bf16_edges)
     ck_assert_uint_eq(kt_f32_to_bf16(-0.0f), 0x8000);
     ck_assert_uint_eq(kt_f32_to_bf16(f32_of(0x00000001)), 0x0000);
     ck_assert_uint_eq(kt_f32_to_bf16(f32_of(0x00018000)), 0x0002); /* subnormal tie */
-    kt_bf16 n = kt_f32_to_bf16(f32_of(0x7f800001)); /* nan with a low payload bit */
+    kt_bf16 n = kt_f32_to_bf16(f32_of(0x7f800001));                /* nan with a low payload bit */
     ck_assert(isnan(kt_bf16_to_f32(n)));
     for (uint32_t h = 0; h < 0x10000; h++) {
         float f = kt_bf16_to_f32((kt_bf16)h);
-        if (isnan(f))
-            continue;
+        if (isnan(f)) continue;
         ck_assert_uint_eq(kt_f32_to_bf16(f), h);
     }
 }
@@ -168,8 +165,7 @@ END_TEST
  * element 0 so the absmax scale is the block's d. */
 static int tern_at(int k, int salt)
 {
-    if (k == 0)
-        return 1;
+    if (k == 0) return 1;
     return (int)((k * 7 + salt * 13 + k / 5) % 3) - 1;
 }
 
@@ -189,8 +185,8 @@ START_TEST(test_layout_tq2_0)
     put_f16(hand + 64, d);
 
     /* one literal: byte 0 holds elements 0, 32, 64, 96 */
-    ck_assert_uint_eq(hand[0], (uint8_t)((t[0] + 1) | (t[32] + 1) << 2 | (t[64] + 1) << 4 |
-                                         (t[96] + 1) << 6));
+    ck_assert_uint_eq(
+        hand[0], (uint8_t)((t[0] + 1) | (t[32] + 1) << 2 | (t[64] + 1) << 4 | (t[96] + 1) << 6));
 
     float y[256];
     kt_to_float(KT_TQ2_0, hand, y, 256);
@@ -311,8 +307,7 @@ START_TEST(test_layout_q1_0)
     for (int k = 0; k < 128; k++) {
         t[k] = ((k * 11 + k / 3) % 5) < 2 ? 1 : -1;
         x[k] = t[k] * d;
-        if (t[k] > 0)
-            hand[2 + k / 8] |= (uint8_t)(1 << (k % 8));
+        if (t[k] > 0) hand[2 + k / 8] |= (uint8_t)(1 << (k % 8));
     }
     float y[128];
     kt_to_float(KT_Q1_0, hand, y, 128);
@@ -367,20 +362,35 @@ static void grid_values(kt_type t, float *x, int64_t n, int bs)
         for (int j = 0; j < bs; j++) {
             int q;
             switch (t) {
-            case KT_Q8_0: q = (int)(rnd() % 255) - 127; break;
-            case KT_Q2_0: q = (int)(rnd() % 4) - 1; break;
-            case KT_Q1_0: q = rnd() & 1 ? 1 : -1; break;
-            default: q = (int)(rnd() % 3) - 1; break;
+            case KT_Q8_0:
+                q = (int)(rnd() % 255) - 127;
+                break;
+            case KT_Q2_0:
+                q = (int)(rnd() % 4) - 1;
+                break;
+            case KT_Q1_0:
+                q = rnd() & 1 ? 1 : -1;
+                break;
+            default:
+                q = (int)(rnd() % 3) - 1;
+                break;
             }
             x[b * bs + j] = (float)q * d;
         }
         /* pin the block's extreme so the scale rule finds d again */
         int at = (int)(rnd() % (unsigned)bs);
         switch (t) {
-        case KT_Q8_0: x[b * bs + at] = (rnd() & 1 ? 127.0f : -127.0f) * d; break;
-        case KT_Q2_0: x[b * bs + at] = -d; break;
-        case KT_Q1_0: break;
-        default: x[b * bs + at] = rnd() & 1 ? d : -d; break;
+        case KT_Q8_0:
+            x[b * bs + at] = (rnd() & 1 ? 127.0f : -127.0f) * d;
+            break;
+        case KT_Q2_0:
+            x[b * bs + at] = -d;
+            break;
+        case KT_Q1_0:
+            break;
+        default:
+            x[b * bs + at] = rnd() & 1 ? d : -d;
+            break;
         }
         if (b == 1) /* an all-zero block (Q1_0 has no zero) */
             for (int j = 0; j < bs; j++)
@@ -403,8 +413,8 @@ START_TEST(test_grid_round_trip)
             info->from_float(types[ti], x, buf, n);
             info->to_float(types[ti], buf, y, n);
             for (int64_t i = 0; i < n; i++)
-                ck_assert_msg(x[i] == y[i], "%s element %lld: %a vs %a", info->name,
-                              (long long)i, (double)x[i], (double)y[i]);
+                ck_assert_msg(x[i] == y[i], "%s element %lld: %a vs %a", info->name, (long long)i,
+                              (double)x[i], (double)y[i]);
         }
         free(x);
         free(y);
