@@ -230,29 +230,39 @@ KX_INLINE void kx_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_
 }
 
 /* Q8_0: |w| as the unsigned operand, the activation with w's sign as the
- * signed one. Two accumulators per row hide the FMA latency in GEMV. */
+ * signed one. Even and odd blocks go to separate accumulators (named, not
+ * indexed by b, so they stay in registers) to hide the FMA latency. */
+KX_INLINE __m256 kx_q8_block(const blk_q8_0 *w, const int8_t *q, __m256 acc)
+{
+    __m256i x = _mm256_loadu_si256((const __m256i *)w->qs);
+    __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), x);
+    __m256i i = KX_I32(KX_DOT(_mm256_setzero_si256(), _mm256_sign_epi8(x, x), s));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(kx_f16(w->d)), acc);
+}
+
 KX_INLINE void kx_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int j0,
                             float *out, size_t ldo, int r)
 {
     const int nb = a->n / BLK_Q8_0;
     const blk_q8_0 *w = (const blk_q8_0 *)wrow;
-    __m256 acc[KX_TILE][2];
-    for (int jj = 0; jj < nr; jj++)
-        acc[jj][0] = acc[jj][1] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)w[b].qs);
-        __m256i u = _mm256_sign_epi8(x, x);
-        __m256 d = _mm256_set1_ps(kx_f16(w[b].d));
-        for (int jj = 0; jj < nr; jj++) {
-            const int8_t *q = a->q + (size_t)(j0 + jj) * a->n + (size_t)b * BLK_Q8_0;
-            __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), x);
-            __m256i i = KX_I32(KX_DOT(_mm256_setzero_si256(), u, s));
-            acc[jj][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, acc[jj][b & 1]);
-        }
+    __m256 acc0[KX_TILE], acc1[KX_TILE];
+    const int8_t *q[KX_TILE];
+    for (int jj = 0; jj < nr; jj++) {
+        acc0[jj] = acc1[jj] = _mm256_setzero_ps();
+        q[jj] = a->q + (size_t)(j0 + jj) * a->n;
     }
+    int b = 0;
+    for (; b + 2 <= nb; b += 2)
+        for (int jj = 0; jj < nr; jj++) {
+            acc0[jj] = kx_q8_block(&w[b], q[jj] + b * BLK_Q8_0, acc0[jj]);
+            acc1[jj] = kx_q8_block(&w[b + 1], q[jj] + (b + 1) * BLK_Q8_0, acc1[jj]);
+        }
+    for (; b < nb; b++)
+        for (int jj = 0; jj < nr; jj++)
+            acc0[jj] = kx_q8_block(&w[b], q[jj] + b * BLK_Q8_0, acc0[jj]);
     for (int jj = 0; jj < nr; jj++)
         out[(size_t)(j0 + jj) * ldo + r] =
-            kx_hsum(_mm256_add_ps(acc[jj][0], acc[jj][1])) * a->scale[j0 + jj];
+            kx_hsum(_mm256_add_ps(acc0[jj], acc1[jj])) * a->scale[j0 + jj];
 }
 
 /* F16 weights times float activations. */
