@@ -25,11 +25,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/commands.h"
 #include "engine/matmul.h"
 #include "engine/pool.h"
 #include "kernels/kernels.h"
-
-int cmd_bench(int argc, char **argv);
 
 #define COLD_BYTES (512.0 * 1024 * 1024)
 #define MIN_REP_SECONDS 0.2 /* each repetition loops calls for at least this */

@@ -238,3 +238,37 @@ int quant_to_type(const float *w, int64_t rows, int64_t n, kt_type type, quant_m
     }
     return 0;
 }
+
+bool quant_pick_type(kt_type want, int64_t row_len, kt_type *got)
+{
+    kt_type chain[4];
+    int n = 0;
+    chain[n++] = want;
+    if (want == KT_TQ2_0 || want == KT_TQ1_0)
+        chain[n++] = KT_Q2_0;
+    if (want == KT_TQ2_0 || want == KT_TQ1_0 || want == KT_Q2_0 || want == KT_Q1_0)
+        chain[n++] = KT_Q8_0;
+    for (int i = 0; i < n; i++) {
+        const ttype_info *ti = ttype_get(chain[i]);
+        if (ti && row_len > 0 && row_len % ti->block == 0) {
+            *got = chain[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+int quant_llama_ftype(kt_type t)
+{
+    switch (t) {
+    case KT_F32: return 0;
+    case KT_F16: return 1;
+    case KT_Q8_0: return 7;
+    case KT_BF16: return 32;
+    case KT_TQ1_0: return 36;
+    case KT_TQ2_0: return 37;
+    case KT_Q1_0: return 40;
+    case KT_Q2_0: return 41;
+    default: return -1;
+    }
+}

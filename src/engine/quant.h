@@ -57,4 +57,14 @@ double quant_rel_error(const float *w, const float *w_hat, int64_t n);
 int quant_to_type(const float *w, int64_t rows, int64_t n, kt_type type, quant_method m,
                   bool per_tensor, void *dst, double *rel_err, char *err, size_t errlen);
 
+/* The type a matrix with rows of row_len weights gets when `want` is
+ * asked for: want itself if row_len fits its block, else a fallback
+ * (TQ2_0/TQ1_0 -> Q2_0 -> Q8_0; Q1_0 -> Q8_0). Returns false when nothing
+ * fits (the matrix should keep its type). */
+bool quant_pick_type(kt_type want, int64_t row_len, kt_type *got);
+
+/* llama.cpp's general.file_type (llama_ftype) for a file mostly of type t,
+ * or -1. */
+int quant_llama_ftype(kt_type t);
+
 #endif
