@@ -8,5 +8,6 @@
 int cmd_inspect(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

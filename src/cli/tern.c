@@ -23,6 +23,7 @@ static const tern_command commands[] = {
     {"quantize", "re-type a GGUF file's weight matrices (ternary, binary, int8, float)",
      cmd_quantize},
     {"mkmodel", "write a random-weight model of a real architecture's shapes", cmd_mkmodel},
+    {"bench", "measure kernel speed per type and shape (--kernels), or a model's", cmd_bench},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
