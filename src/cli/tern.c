@@ -24,6 +24,8 @@ static const tern_command commands[] = {
      cmd_quantize},
     {"mkmodel", "write a random-weight model of a real architecture's shapes", cmd_mkmodel},
     {"bench", "measure kernel speed per type and shape (--kernels), or a model's", cmd_bench},
+    {"convert", "Hugging Face Idefics3/SmolVLM checkpoint to a GGUF pair (text + mmproj)", cmd_convert},
+    {"run", "answer one prompt (about one image), streaming the text", cmd_run},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
