@@ -266,7 +266,7 @@ void config_print_help(const char *prog)
            "  --config PATH     config file (default %s; env TERND_CONFIG)\n"
            "  --help            this text\n"
            "  --version         print the version\n\n"
-           "Every config key is also a flag (--key VALUE or --key=VALUE, '_' may be '-')\n"
+           "Every config key is also a flag (--key VALUE or --key=VALUE; '-' or '_' alike)\n"
            "and an environment variable TERND_<KEY>. Precedence: flags > env > file > defaults.\n\n",
            prog, CONFIG_DEFAULT_PATH);
     struct config d;
@@ -280,7 +280,11 @@ void config_print_help(const char *prog)
         if (k->kind == K_STR) snprintf(def, sizeof def, "%s", base);
         else if (k->kind == K_INT) snprintf(def, sizeof def, "%d", *(const int *)base);
         else snprintf(def, sizeof def, "%ld", *(const long *)base);
-        printf("  --%-20s %s (default: %s)\n", k->name, k->help, def[0] ? def : "\"\"");
+        char flag[64];
+        size_t n = 0;
+        for (; k->name[n] && n + 1 < sizeof flag; n++) flag[n] = k->name[n] == '_' ? '-' : k->name[n];
+        flag[n] = 0;
+        printf("  --%-20s %s (default: %s)\n", flag, k->help, def[0] ? def : "\"\"");
     }
 }
 

@@ -593,6 +593,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         client_addr(conn, r->client, sizeof r->client);
         *con_cls = r;
         first_call(r, method, url);
+        /* A declared body over the limit is refused before it is read (a client that sent
+         * "Expect: 100-continue" never sends it). Smaller refused bodies are read and dropped
+         * so that the client sees the response rather than a reset connection. */
+        if (r->has_early && r->early.status == 413) http_reply_error(r, &r->early);
         return MHD_YES;
     }
     if (*upload_data_size) {
