@@ -74,14 +74,16 @@ bool gguf_get_f64(const gguf_file *f, const char *key, double *out); /* any numb
 bool gguf_get_bool(const gguf_file *f, const char *key, bool *out);
 const char *gguf_get_str(const gguf_file *f, const char *key); /* NUL-terminated, or NULL */
 
-/* Raw access by index. For a scalar, gguf_kv_data points at the value
- * (little-endian, as in the file; may be unaligned: memcpy it). Strings use
- * gguf_kv_str. */
+/* Raw access by index (an index out of range gives NULL or 0). For a
+ * scalar, gguf_kv_data points at the value (little-endian, as in the file;
+ * may be unaligned: memcpy it). Strings use gguf_kv_str. */
 const void *gguf_kv_data(const gguf_file *f, int i);
 const char *gguf_kv_str(const gguf_file *f, int i, size_t *len);
 
 /* Arrays: element type and count; numeric elements are contiguous at
- * gguf_arr_data (unaligned); string elements via gguf_arr_str. */
+ * gguf_arr_data (unaligned); string elements via gguf_arr_str. For a key
+ * that is not an array, gguf_arr_type is its own type and the length 0.
+ * Arrays of arrays are refused when the file is opened. */
 gguf_vtype gguf_arr_type(const gguf_file *f, int i);
 uint64_t gguf_arr_len(const gguf_file *f, int i);
 const void *gguf_arr_data(const gguf_file *f, int i);
@@ -91,6 +93,13 @@ int gguf_n_tensors(const gguf_file *f);
 const gguf_tensor *gguf_tensor_at(const gguf_file *f, int i);
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name); /* or NULL */
 
+/* The reader's view of tensor types (kept apart from types.c so the reader
+ * stands alone): lower-case name ("tq2_0") or NULL if unknown, and the
+ * bytes of a tensor of that shape, or 0 if the type is unknown or the
+ * shape invalid (a dimension <= 0, a row not a multiple of the block). */
+const char *gguf_type_name(kt_type t);
+size_t gguf_tensor_bytes(kt_type t, int n_dims, const int64_t *ne);
+
 /* ---- writing ---- */
 
 typedef struct gguf_writer gguf_writer;
@@ -98,7 +107,9 @@ typedef struct gguf_writer gguf_writer;
 gguf_writer *gguf_writer_create(void);
 void gguf_writer_destroy(gguf_writer *w);
 
-/* Setting a key that exists replaces it. Strings and arrays are copied. */
+/* Setting a key that exists replaces it. Strings and arrays are copied.
+ * A setter that fails (bad key, out of memory) makes gguf_write fail with
+ * its message. general.alignment, if set, must be a uint32 power of two. */
 void gguf_set_u8(gguf_writer *w, const char *key, uint8_t v);
 void gguf_set_i8(gguf_writer *w, const char *key, int8_t v);
 void gguf_set_u16(gguf_writer *w, const char *key, uint16_t v);
@@ -118,7 +129,8 @@ void gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *v, uin
 void gguf_set_from(gguf_writer *w, const gguf_file *f, int i);
 
 /* Tensor data is referenced, not copied: keep it alive until the write.
- * Tensors are laid out in the order added, each aligned. */
+ * Tensors are laid out in the order added, each aligned. Names are 1 to 63
+ * bytes (ggml's limit). */
 int gguf_add_tensor(gguf_writer *w, const char *name, kt_type type, int n_dims,
                     const int64_t *ne, const void *data, char *err, size_t errlen);
 

@@ -75,9 +75,15 @@ void kt_to_float(kt_type t, const void *src, float *dst, int64_t n);
 void kt_from_float(kt_type t, const float *src, void *dst, int64_t n);
 
 /* Encode ternary/binary weights that were chosen elsewhere (the quantizers):
- * t[i] in {-1,0,+1} (binary: {-1,+1}) and one scale per block. Exact: no
- * second rounding beyond storing the scale as f16. */
+ * t[i] in {-1,0,+1} (Q2_0 also +2; Q1_0: t > 0 is +1, anything else -1;
+ * Q8_0: any int8) and one scale per block. Exact: no second rounding beyond
+ * storing the scale as f16. */
 void kt_pack_ternary(kt_type t, const int8_t *tern, const float *block_scales, void *dst,
                      int64_t n);
+
+/* One block of a code type (TQ2_0, TQ1_0, Q2_0, Q1_0) as codes c = w + 1 in
+ * element order (ternary 0..2, Q2_0 0..3, Q1_0 0 or 2) and its scale.
+ * Returns the number of codes written (the block size), 0 for other types. */
+int kt_unpack_codes(kt_type t, const void *blk, uint8_t *codes, float *d);
 
 #endif

@@ -61,4 +61,28 @@ void kern_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *s
 /* The scalar reference kernels, one per type. */
 const kern_ops *kern_ref_ops(kt_type t);
 
+/* ---- Run-time selection (dispatch.c) ----
+ *
+ * kern_get(t) gives the fastest kernel this CPU runs for type t, falling back
+ * level by level to the scalar reference, so it never returns NULL for a type
+ * kern_ref_ops knows. The environment variable TERN_KERNELS=scalar|avx2|
+ * avx512|avx512vnni|neon|dotprod caps the level (for tests and comparisons);
+ * it is read once, on the first call. */
+const kern_ops *kern_get(kt_type t);
+
+/* The kernel of exactly this level, or NULL where this CPU or this build
+ * lacks the level or the level has no kernel of its own for type t. */
+const kern_ops *kern_get_isa(kt_type t, kern_isa isa);
+
+/* The highest level this CPU runs (after the TERN_KERNELS cap), and names. */
+kern_isa kern_best_isa(void);
+bool kern_isa_supported(kern_isa isa); /* this CPU and build, ignoring the cap */
+const char *kern_isa_name(kern_isa isa);
+
+/* Activation quantization, vectorised. Bit-identical to kern_quantize_row. */
+typedef void (*kern_quantize_fn)(const float *x, int n, int8_t *q, int16_t *gsum,
+                                 float *scale);
+kern_quantize_fn kern_get_quantize(void);            /* best, honouring the cap */
+kern_quantize_fn kern_get_quantize_isa(kern_isa isa); /* NULL if unavailable */
+
 #endif

@@ -1,0 +1,80 @@
+#include "cli/cli_util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "tern %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry 'tern %s --help'.\n", cmd);
+    va_end(ap);
+    return CLI_USAGE;
+}
+
+int cli_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "tern %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return CLI_FAIL;
+}
+
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
+               const struct option *longopts)
+{
+    char opts[128];
+    /* A leading ':' makes getopt report a missing value as ':' and keep quiet. */
+    snprintf(opts, sizeof opts, ":%s", shortopts);
+    opterr = 0;
+    int c = getopt_long(argc, argv, opts, longopts, NULL);
+    if (c != '?' && c != ':') return c;
+    const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+    char shortname[3] = {'-', (char)optopt, 0};
+    /* For a long option, or a bundle like -xq, name what the user typed. */
+    const char *name = !strncmp(arg, "--", 2) || !optopt ? arg : shortname;
+    if (c == ':')
+        cli_usage_error(cmd, "option '%s' needs a value", name);
+    else if (!strncmp(arg, "--", 2) && strchr(arg, '='))
+        cli_usage_error(cmd, "unknown option or unexpected value '%s'", arg);
+    else
+        cli_usage_error(cmd, "unknown option '%s'", name);
+    return '?';
+}
+
+bool cli_parse_int(const char *cmd, const char *opt, const char *s, long long min, long long max,
+                   long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno || v < min || v > max) {
+        cli_usage_error(cmd, "%s: '%s' is not an integer from %lld to %lld", opt, s, min, max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool cli_parse_float(const char *cmd, const char *opt, const char *s, double min, double max,
+                     double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !isfinite(v) || v < min || v > max) {
+        cli_usage_error(cmd, "%s: '%s' is not a number from %g to %g", opt, s, min, max);
+        return false;
+    }
+    *out = v;
+    return true;
+}

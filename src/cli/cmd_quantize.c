@@ -1,0 +1,351 @@
+/* tern quantize: re-type the weight matrices of a GGUF file.
+ *
+ *   tern quantize IN OUT --type T [--method kmeans|absmean|twn] [--keep GLOB]...
+ *                 [--strict] [--per-tensor] [--report]
+ *
+ * Every 2-D weight matrix not kept is decoded to floats and re-encoded as T
+ * (ternary types through the chosen ternarizer, one scale per row). Token
+ * embeddings, norms, biases, vision position/patch embeddings and
+ * output.weight keep their type unless asked otherwise; everything else in
+ * the file (metadata, kept tensors) is copied as it is. */
+#include <fnmatch.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/gguf.h"
+#include "engine/quant.h"
+#include "engine/types.h"
+
+int cmd_quantize(int argc, char **argv);
+
+#define MAX_KEEP 64
+
+/* Kept by default: what DESIGN §4 keeps out of ternary. 1-D tensors (norms,
+ * biases) are always kept. */
+static const char *const default_keep[] = {
+    "token_embd.*", "output.weight", "*norm*", "*.bias", "v.position_embd.*", "v.patch_embd.*",
+};
+
+typedef struct {
+    const char *in, *out;
+    const ttype_info *type;
+    quant_method method;
+    const char *keep[MAX_KEEP];
+    int n_keep;
+    bool strict, per_tensor, report;
+} qopts;
+
+typedef struct {
+    const char *name;
+    kt_type from, to;
+    int64_t n, rows;
+    bool changed;
+    double err;        /* of what was stored */
+    double alt[3];     /* --report: per-row error of each method, -1 if n/a */
+} qrow;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tern quantize IN OUT --type TYPE [options]\n"
+            "  --type T          tq2_0 tq1_0 q2_0 q1_0 q8_0 f16 bf16 f32\n"
+            "  --method M        ternarizer: kmeans (default), absmean, twn\n"
+            "  --keep GLOB       also keep tensors whose name matches (repeatable)\n"
+            "  --strict          fail instead of falling back when a row does not fit T\n"
+            "  --per-tensor      one scale per tensor instead of per row\n"
+            "  --report          also print k-means / absmean / TWN errors per matrix\n"
+            "Keeps token_embd, norms, biases, v.position_embd, v.patch_embd and\n"
+            "output.weight as they are.\n");
+}
+
+static int parse(int argc, char **argv, qopts *o)
+{
+    static const struct option longopts[] = {
+        {"type", required_argument, NULL, 't'},   {"method", required_argument, NULL, 'm'},
+        {"keep", required_argument, NULL, 'k'},   {"strict", no_argument, NULL, 's'},
+        {"per-tensor", no_argument, NULL, 'p'},   {"report", no_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    memset(o, 0, sizeof *o);
+    o->method = QUANT_KMEANS;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "t:m:k:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            o->type = ttype_by_name(optarg);
+            if (!o->type) {
+                fprintf(stderr, "tern quantize: unknown type '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'm':
+            if (!quant_method_by_name(optarg, &o->method)) {
+                fprintf(stderr, "tern quantize: unknown method '%s' (kmeans, absmean, twn)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'k':
+            if (o->n_keep == MAX_KEEP) {
+                fprintf(stderr, "tern quantize: more than %d --keep patterns\n", MAX_KEEP);
+                return 2;
+            }
+            o->keep[o->n_keep++] = optarg;
+            break;
+        case 's': o->strict = true; break;
+        case 'p': o->per_tensor = true; break;
+        case 'r': o->report = true; break;
+        case 'h': usage(stdout); return -1;
+        default:
+            fprintf(stderr, "tern quantize: bad option '%s'\n", argv[optind - 1]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    /* getopt_long moved the positional arguments to the end */
+    if (optind < argc)
+        o->in = argv[optind++];
+    if (optind < argc)
+        o->out = argv[optind++];
+    if (optind < argc) {
+        fprintf(stderr, "tern quantize: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!o->in || !o->out || !o->type) {
+        fprintf(stderr, "tern quantize: need IN, OUT and --type\n");
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}
+
+static bool kept(const qopts *o, const gguf_tensor *t)
+{
+    if (t->n_dims != 2)
+        return true; /* norms, biases, 4-D patch kernels */
+    for (size_t i = 0; i < sizeof default_keep / sizeof default_keep[0]; i++)
+        if (fnmatch(default_keep[i], t->name, 0) == 0)
+            return true;
+    for (int i = 0; i < o->n_keep; i++)
+        if (fnmatch(o->keep[i], t->name, 0) == 0)
+            return true;
+    return false;
+}
+
+static void progress(int done, int total, const char *name)
+{
+    int width = 30, fill = total ? done * width / total : width;
+    fprintf(stderr, "\r[");
+    for (int i = 0; i < width; i++)
+        fputc(i < fill ? '#' : '.', stderr);
+    fprintf(stderr, "] %d/%d %-40.40s", done, total, name);
+    fflush(stderr);
+}
+
+static const char *tname(kt_type t)
+{
+    const ttype_info *ti = ttype_get(t);
+    return ti ? ti->name : "?";
+}
+
+/* Decode one tensor (rows x n) to floats; NULL with a message on failure. */
+static float *decode(const qopts *o, const gguf_tensor *t, int64_t rows, char *err,
+                     size_t errlen)
+{
+    const ttype_info *src = ttype_get(t->type);
+    if (!src) {
+        snprintf(err, errlen, "%s: tensor %s has type %d, which tern cannot convert", o->in,
+                 t->name, (int)t->type);
+        return NULL;
+    }
+    int64_t n = t->ne[0];
+    float *w = malloc((size_t)(rows * n) * sizeof(float));
+    if (!w) {
+        snprintf(err, errlen, "%s: out of memory decoding %s", o->in, t->name);
+        return NULL;
+    }
+    size_t rb = ttype_row_bytes(src, n);
+    for (int64_t r = 0; r < rows; r++)
+        src->to_float(t->type, (const unsigned char *)t->data + (size_t)r * rb, w + r * n, n);
+    return w;
+}
+
+static int run(const qopts *o)
+{
+    char err[512];
+    gguf_file *f = NULL;
+    if (gguf_open(o->in, &f, err, sizeof err) != GGUF_OK) {
+        fprintf(stderr, "tern quantize: %s\n", err);
+        return 1;
+    }
+    int nt = gguf_n_tensors(f);
+    gguf_writer *w = gguf_writer_create();
+    void **bufs = calloc((size_t)nt + 1, sizeof *bufs);
+    qrow *rows = calloc((size_t)nt + 1, sizeof *rows);
+    int rc = 1;
+    if (!w || !bufs || !rows) {
+        fprintf(stderr, "tern quantize: out of memory\n");
+        goto done;
+    }
+
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        gguf_set_from(w, f, i);
+    gguf_set_u32(w, "general.file_type", (uint32_t)quant_llama_ftype(o->type->id));
+    gguf_set_u32(w, "general.quantization_version", 2);
+
+    bool tty = isatty(STDERR_FILENO);
+    for (int i = 0; i < nt; i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        qrow *q = &rows[i];
+        q->name = t->name;
+        q->from = q->to = t->type;
+        q->n = t->ne[0];
+        q->rows = t->ne[1];
+        for (int m = 0; m < 3; m++)
+            q->alt[m] = -1;
+        if (tty)
+            progress(i, nt, t->name);
+
+        const void *data = t->data;
+        kt_type to = t->type;
+        if (!kept(o, t)) {
+            if (!quant_pick_type(o->type->id, t->ne[0], &to)) {
+                to = t->type;
+            }
+            if (to != o->type->id) {
+                if (o->strict) {
+                    if (tty)
+                        fputc('\n', stderr);
+                    fprintf(stderr,
+                            "tern quantize: %s: %s has rows of %lld, not a multiple of %s's "
+                            "block of %d (--strict)\n",
+                            o->in, t->name, (long long)t->ne[0], o->type->name,
+                            o->type->block);
+                    goto done;
+                }
+                fprintf(stderr, "%stern quantize: note: %s has rows of %lld, not a multiple of %s's "
+                        "block of %d: %s %s\n",
+                        tty ? "\n" : "", t->name, (long long)t->ne[0], o->type->name,
+                        o->type->block, to == t->type ? "kept as" : "using", tname(to));
+            }
+        }
+        if (to != t->type) {
+            float *wf = decode(o, t, t->ne[1], err, sizeof err);
+            const ttype_info *ti = ttype_get(to);
+            if (!wf) {
+                fprintf(stderr, "%stern quantize: %s\n", tty ? "\n" : "", err);
+                goto done;
+            }
+            size_t bytes = ttype_row_bytes(ti, t->ne[0]) * (size_t)t->ne[1];
+            bufs[i] = malloc(bytes ? bytes : 1);
+            if (!bufs[i] || quant_to_type(wf, t->ne[1], t->ne[0], to, o->method, o->per_tensor,
+                                          bufs[i], &q->err, err, sizeof err) != 0) {
+                fprintf(stderr, "%stern quantize: %s: %s: %s\n", tty ? "\n" : "", o->in,
+                        t->name, bufs[i] ? err : "out of memory");
+                free(wf);
+                goto done;
+            }
+            if (o->report && ti->ternary) {
+                int8_t *tv = malloc((size_t)(t->ne[0] * t->ne[1]));
+                float *sc = malloc((size_t)t->ne[1] * sizeof(float));
+                if (tv && sc)
+                    for (int m = 0; m < 3; m++)
+                        q->alt[m] = quant_matrix_ternary(wf, t->ne[1], t->ne[0],
+                                                         (quant_method)m, o->per_tensor, false,
+                                                         tv, sc);
+                free(tv);
+                free(sc);
+            }
+            free(wf);
+            data = bufs[i];
+            q->to = to;
+            q->changed = true;
+        }
+        if (gguf_add_tensor(w, t->name, q->to, t->n_dims, t->ne, data, err, sizeof err) !=
+            GGUF_OK) {
+            fprintf(stderr, "%stern quantize: %s: %s\n", tty ? "\n" : "", o->out, err);
+            goto done;
+        }
+    }
+    if (tty) {
+        progress(nt, nt, "writing");
+        fputc('\n', stderr);
+    }
+    if (gguf_write(w, o->out, err, sizeof err) != GGUF_OK) {
+        fprintf(stderr, "tern quantize: %s\n", err);
+        goto done;
+    }
+
+    /* the summary */
+    printf("%-36s %6s    %-6s %14s %10s", "tensor", "from", "to", "shape", "rel.err");
+    if (o->report)
+        printf(" %9s %9s %9s", "kmeans", "absmean", "twn");
+    printf("\n");
+    double in_bytes = 0, out_bytes = 0;
+    int changed = 0;
+    for (int i = 0; i < nt; i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        const qrow *q = &rows[i];
+        in_bytes += (double)t->nbytes;
+        const ttype_info *ti = ttype_get(q->to);
+        out_bytes += q->changed && ti ? (double)ttype_row_bytes(ti, q->n) * (double)q->rows
+                                      : (double)t->nbytes;
+        if (!q->changed)
+            continue;
+        changed++;
+        char shape[32];
+        snprintf(shape, sizeof shape, "%lldx%lld", (long long)q->n, (long long)q->rows);
+        printf("%-36s %6s -> %-6s %14s %10.4f", q->name, tname(q->from), tname(q->to), shape,
+               q->err);
+        if (o->report)
+            for (int m = 0; m < 3; m++) {
+                if (q->alt[m] < 0)
+                    printf(" %9s", "-");
+                else
+                    printf(" %9.4f", q->alt[m]);
+            }
+        printf("\n");
+    }
+    printf("%d of %d tensors re-typed", changed, nt);
+    for (int k = 0, first = 1; k < ttype_count(); k++) {
+        int cnt = 0;
+        for (int i = 0; i < nt; i++)
+            cnt += rows[i].changed && rows[i].to == ttype_at(k)->id;
+        if (cnt) {
+            printf("%s%d %s", first ? ": " : ", ", cnt, ttype_at(k)->name);
+            first = 0;
+        }
+    }
+    if (changed && o->type->ternary)
+        printf(" (%s, one scale per %s)", quant_method_name(o->method),
+               o->per_tensor ? "tensor" : "row");
+    printf("; %.1f MiB -> %.1f MiB; wrote %s\n", in_bytes / 1048576.0, out_bytes / 1048576.0,
+           o->out);
+    rc = 0;
+
+done:
+    if (bufs)
+        for (int i = 0; i < nt; i++)
+            free(bufs[i]);
+    free(bufs);
+    free(rows);
+    gguf_writer_destroy(w);
+    gguf_close(f);
+    return rc;
+}
+
+int cmd_quantize(int argc, char **argv)
+{
+    qopts o;
+    int rc = parse(argc, argv, &o);
+    if (rc == -1)
+        return 0;
+    if (rc)
+        return rc;
+    return run(&o);
+}

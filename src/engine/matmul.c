@@ -1,0 +1,147 @@
+/* mm_matmul: quantize the activations once, then split weight rows. */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "engine/matmul.h"
+
+#define MM_ROW_ALIGN 16 /* output rows per chunk boundary: 64 bytes of floats */
+
+typedef struct {
+    const kern_ops *ops;
+    const mm_weight *w;
+    size_t stride;
+    kern_acts acts;
+    float *out;
+    const float *x;
+    kern_quantize_fn quantize;
+    int8_t *q;
+    int16_t *gsum;
+    float *scale;
+    int chunk;
+    _Alignas(64) atomic_int next; /* next chunk to hand out */
+} mm_job;
+
+static int block_of(kt_type t)
+{
+    switch (t) {
+    case KT_Q8_0: return BLK_Q8_0;
+    case KT_TQ2_0: return BLK_TQ2_0;
+    case KT_TQ1_0: return BLK_TQ1_0;
+    case KT_Q2_0: return BLK_Q2_0;
+    case KT_Q1_0: return BLK_Q1_0;
+    default: return 1;
+    }
+}
+
+static size_t row_bytes(kt_type t, int cols)
+{
+    switch (t) {
+    case KT_Q8_0: return (size_t)cols / BLK_Q8_0 * sizeof(blk_q8_0);
+    case KT_TQ2_0: return (size_t)cols / BLK_TQ2_0 * sizeof(blk_tq2_0);
+    case KT_TQ1_0: return (size_t)cols / BLK_TQ1_0 * sizeof(blk_tq1_0);
+    case KT_Q2_0: return (size_t)cols / BLK_Q2_0 * sizeof(blk_q2_0);
+    case KT_Q1_0: return (size_t)cols / BLK_Q1_0 * sizeof(blk_q1_0);
+    case KT_F32: return (size_t)cols * 4;
+    default: return (size_t)cols * 2; /* F16, BF16 */
+    }
+}
+
+static size_t up64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+int mm_check(const mm_weight *w, char *err, size_t errlen)
+{
+    const kern_ops *ops = kern_get(w->type);
+    if (!ops) {
+        snprintf(err, errlen, "matmul: no kernel for tensor type %d", (int)w->type);
+        return -1;
+    }
+    int blk = block_of(w->type);
+    if (w->rows < 0 || w->cols <= 0 || w->cols % blk ||
+        (ops->int8_acts && w->cols % KERN_GROUP)) {
+        snprintf(err, errlen, "matmul: %d x %d matrix does not fit type %d (block %d)", w->rows,
+                 w->cols, (int)w->type, blk);
+        return -1;
+    }
+    return 0;
+}
+
+size_t mm_scratch_bytes(const mm_weight *w, int n)
+{
+    const kern_ops *ops = kern_get(w->type);
+    if (!ops || !ops->int8_acts || n <= 0)
+        return 0;
+    size_t cols = (size_t)w->cols;
+    return up64(cols * (size_t)n) + up64(cols / KERN_GROUP * sizeof(int16_t) * (size_t)n) +
+           up64(sizeof(float) * (size_t)n);
+}
+
+static void quantize_rows(void *ctx, int ith, int nth)
+{
+    mm_job *j = ctx;
+    int n = j->acts.rows, cols = j->w->cols;
+    for (int r = ith; r < n; r += nth)
+        j->quantize(j->x + (size_t)r * cols, cols, j->q + (size_t)r * cols,
+                    j->gsum + (size_t)r * (cols / KERN_GROUP), j->scale + r);
+}
+
+static void gemm_rows(void *ctx, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    mm_job *j = ctx;
+    int rows = j->w->rows;
+    for (;;) {
+        int c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        long r0 = (long)c * j->chunk;
+        if (r0 >= rows)
+            return;
+        int r1 = r0 + j->chunk < rows ? (int)(r0 + j->chunk) : rows;
+        j->ops->gemm(j->w->data, j->stride, (int)r0, r1, &j->acts, j->out, (size_t)rows);
+    }
+}
+
+int mm_matmul(pool *p, const mm_weight *w, const float *x, int n, float *out, void *scratch)
+{
+    char err[8];
+    if (n <= 0)
+        return 0;
+    if (mm_check(w, err, sizeof err))
+        return -1;
+    int nth = p ? pool_threads(p) : 1;
+    mm_job j = {.ops = kern_get(w->type), .w = w, .stride = row_bytes(w->type, w->cols),
+                .out = out, .x = x};
+    j.acts.n = w->cols;
+    j.acts.rows = n;
+    if (j.ops->int8_acts) {
+        size_t cols = (size_t)w->cols;
+        uint8_t *s = scratch;
+        j.q = (int8_t *)s;
+        j.gsum = (int16_t *)(s + up64(cols * (size_t)n));
+        j.scale = (float *)(s + up64(cols * (size_t)n) +
+                            up64(cols / KERN_GROUP * sizeof(int16_t) * (size_t)n));
+        j.quantize = kern_get_quantize();
+        if (p && n >= 2 * nth)
+            pool_run(p, quantize_rows, &j);
+        else
+            quantize_rows(&j, 0, 1);
+        j.acts.q = j.q;
+        j.acts.gsum = j.gsum;
+        j.acts.scale = j.scale;
+    } else {
+        j.acts.f = x;
+    }
+    /* about four chunks per thread, whole cache lines of out each */
+    int chunk = (w->rows + 4 * nth - 1) / (4 * nth);
+    chunk = (chunk + MM_ROW_ALIGN - 1) / MM_ROW_ALIGN * MM_ROW_ALIGN;
+    j.chunk = chunk > 0 ? chunk : MM_ROW_ALIGN;
+    atomic_init(&j.next, 0);
+    if (p)
+        pool_run(p, gemm_rows, &j);
+    else
+        gemm_rows(&j, 0, 1);
+    return 0;
+}

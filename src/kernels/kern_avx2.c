@@ -1,0 +1,45 @@
+/* AVX2 + FMA + F16C kernels (kern_x86.h), and the vectorised activation
+ * quantizer that every x86 level uses. Built with -mavx2 -mfma -mf16c. */
+#define KX_PREFIX kern_avx2_
+#define KX_ISA KERN_ISA_AVX2
+#define KX_VNNI 0
+#include "kernels/kern_x86.h"
+
+/* Same arithmetic as kern_quantize_row, step for step, so the result is
+ * bit-identical: max|x| (NaN ignored like fmaxf), x * (127 / max) rounded
+ * half to even, clamped to [-127, 127]. */
+void kern_avx2_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *scale)
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) /* max_ps returns its second operand for NaN */
+        m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), absmask), m);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float amax = _mm_cvtss_f32(h);
+
+    *scale = amax / 127.0f;
+    const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    __m256i v[4];
+    for (int g = 0; g < n / KERN_GROUP; g++) {
+        const float *xg = x + (size_t)g * KERN_GROUP;
+        for (int k = 0; k < 4; k++) {
+            __m256 f = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xg + 8 * k), id),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v[k] = _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(f, hi), lo));
+        }
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]),
+                                       _mm256_packs_epi32(v[2], v[3]));
+        p = _mm256_permutevar8x32_epi32(p, order);
+        _mm256_storeu_si256((__m256i *)(q + (size_t)g * KERN_GROUP), p);
+        /* sum of q as sum of (q + 128) over unsigned bytes, minus 32 * 128 */
+        __m256i s = _mm256_sad_epu8(_mm256_xor_si256(p, bias), _mm256_setzero_si256());
+        __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        t = _mm_add_epi64(t, _mm_unpackhi_epi64(t, t));
+        gsum[g] = (int16_t)(_mm_cvtsi128_si32(t) - 32 * 128);
+    }
+}

@@ -1,0 +1,18 @@
+/* Internal to src/kernels: the entry points of each ISA's kernel file.
+ * dispatch.c is the only caller; it checks the CPU before calling any. */
+#ifndef TERN_KERNELS_KERN_ISA_H
+#define TERN_KERNELS_KERN_ISA_H
+
+#include "kernels/kernels.h"
+
+/* Each returns NULL for types the level has no kernel of its own for. */
+const kern_ops *kern_avx2_ops(kt_type t);
+const kern_ops *kern_avx512_ops(kt_type t);
+const kern_ops *kern_avx512vnni_ops(kt_type t);
+const kern_ops *kern_neon_ops(kt_type t);
+const kern_ops *kern_dotprod_ops(kt_type t);
+
+void kern_avx2_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *scale);
+void kern_neon_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *scale);
+
+#endif

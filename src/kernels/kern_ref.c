@@ -1,0 +1,170 @@
+/* Scalar reference kernels: plain C that is obviously right. Every SIMD
+ * kernel is tested against these, so they favour clarity over speed.
+ *
+ * Integer types. Activations are int8 q with |q| <= 127 and a scale per row;
+ * a weight block is codes c (c = w + 1) or, for Q8_0, int8 weights, plus an
+ * f16 scale d. Per block
+ *     isum = sum(c * q) - sum(q)   (= sum(w * q))
+ * is exact in int32, and the row's result is sum over blocks of isum * d,
+ * times the activation scale.
+ *
+ * Why int32 cannot overflow inside a block: the largest block is 256
+ * weights with codes <= 3 (Q2_0) and |q| <= 127, so |sum(c * q)| <=
+ * 256 * 3 * 127 = 97536 and |sum(q)| <= 256 * 127 = 32512. Q8_0 has 32
+ * weights with |w| <= 128: |sum(w * q)| <= 32 * 128 * 127 = 520192. All far
+ * below 2^31 (and sums of 32 q fit the int16 group sums: 32 * 127 = 4064).
+ * Across blocks we accumulate in float, as the SIMD kernels do. */
+#include <math.h>
+#include <stddef.h>
+
+#include "kernels/kernels.h"
+
+void kern_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *scale)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++)
+        amax = fmaxf(amax, fabsf(x[i]));
+
+    *scale = amax / 127.0f;
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < n; i++) {
+        /* nearbyintf: round half to even, as SIMD float->int conversions do */
+        float v = nearbyintf(x[i] * id);
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        q[i] = (int8_t)v;
+    }
+    for (int g = 0; g < n / KERN_GROUP; g++) {
+        int s = 0;
+        for (int i = 0; i < KERN_GROUP; i++)
+            s += q[g * KERN_GROUP + i];
+        gsum[g] = (int16_t)s;
+    }
+}
+
+static int block_of(kt_type t, size_t *bytes)
+{
+    switch (t) {
+    case KT_Q8_0: *bytes = sizeof(blk_q8_0); return BLK_Q8_0;
+    case KT_TQ2_0: *bytes = sizeof(blk_tq2_0); return BLK_TQ2_0;
+    case KT_TQ1_0: *bytes = sizeof(blk_tq1_0); return BLK_TQ1_0;
+    case KT_Q2_0: *bytes = sizeof(blk_q2_0); return BLK_Q2_0;
+    case KT_Q1_0: *bytes = sizeof(blk_q1_0); return BLK_Q1_0;
+    default: *bytes = 0; return 0;
+    }
+}
+
+/* Integer GEMM shared by all integer types; only the block decode differs.
+ * Loops: weight row, block, activation row, so each block is decoded once
+ * and its partial sums go straight into out. */
+static void gemm_int(kt_type t, const void *w, size_t w_stride, int r0, int r1,
+                     const kern_acts *a, float *out, size_t ldo)
+{
+    size_t bb;
+    int bs = block_of(t, &bb);
+    int n = a->n;
+    int nb = n / bs;
+    int ng = n / KERN_GROUP;
+    int gpb = bs / KERN_GROUP; /* activation groups per weight block */
+
+    for (int r = r0; r < r1; r++) {
+        const unsigned char *row = (const unsigned char *)w + (size_t)r * w_stride;
+        for (int j = 0; j < a->rows; j++)
+            out[(size_t)j * ldo + r] = 0.0f;
+
+        for (int b = 0; b < nb; b++) {
+            const void *blk = row + (size_t)b * bb;
+            int8_t wq[BLK_Q8_0];
+            uint8_t c[256];
+            float d;
+
+            if (t == KT_Q8_0) {
+                const blk_q8_0 *q8 = blk;
+                for (int i = 0; i < BLK_Q8_0; i++)
+                    wq[i] = q8->qs[i];
+                d = kt_f16_to_f32(q8->d);
+            } else {
+                kt_unpack_codes(t, blk, c, &d);
+            }
+
+            for (int j = 0; j < a->rows; j++) {
+                const int8_t *q = a->q + (size_t)j * n + (size_t)b * bs;
+                int32_t isum = 0;
+                if (t == KT_Q8_0) {
+                    for (int i = 0; i < bs; i++)
+                        isum += (int32_t)wq[i] * q[i];
+                } else {
+                    int32_t cq = 0, qs = 0;
+                    for (int i = 0; i < bs; i++)
+                        cq += (int32_t)c[i] * q[i];
+                    const int16_t *gs = a->gsum + (size_t)j * ng + (size_t)b * gpb;
+                    for (int g = 0; g < gpb; g++)
+                        qs += gs[g];
+                    isum = cq - qs;
+                }
+                out[(size_t)j * ldo + r] += (float)isum * d;
+            }
+        }
+        for (int j = 0; j < a->rows; j++)
+            out[(size_t)j * ldo + r] *= a->scale[j];
+    }
+}
+
+static float weight_at(kt_type t, const void *row, int i)
+{
+    switch (t) {
+    case KT_F16: return kt_f16_to_f32(((const kt_f16 *)row)[i]);
+    case KT_BF16: return kt_bf16_to_f32(((const kt_bf16 *)row)[i]);
+    default: return ((const float *)row)[i];
+    }
+}
+
+static void gemm_float(kt_type t, const void *w, size_t w_stride, int r0, int r1,
+                       const kern_acts *a, float *out, size_t ldo)
+{
+    int n = a->n;
+    for (int r = r0; r < r1; r++) {
+        const void *row = (const unsigned char *)w + (size_t)r * w_stride;
+        for (int j = 0; j < a->rows; j++) {
+            const float *x = a->f + (size_t)j * n;
+            float s = 0.0f;
+            for (int i = 0; i < n; i++)
+                s += weight_at(t, row, i) * x[i];
+            out[(size_t)j * ldo + r] = s;
+        }
+    }
+}
+
+#define GEMM_FN(name, type, impl)                                                          \
+    static void name(const void *w, size_t w_stride, int r0, int r1, const kern_acts *a, \
+                     float *out, size_t ldo)                                               \
+    {                                                                                      \
+        impl(type, w, w_stride, r0, r1, a, out, ldo);                                      \
+    }
+
+GEMM_FN(gemm_f32, KT_F32, gemm_float)
+GEMM_FN(gemm_f16, KT_F16, gemm_float)
+GEMM_FN(gemm_bf16, KT_BF16, gemm_float)
+GEMM_FN(gemm_q8_0, KT_Q8_0, gemm_int)
+GEMM_FN(gemm_tq2_0, KT_TQ2_0, gemm_int)
+GEMM_FN(gemm_tq1_0, KT_TQ1_0, gemm_int)
+GEMM_FN(gemm_q2_0, KT_Q2_0, gemm_int)
+GEMM_FN(gemm_q1_0, KT_Q1_0, gemm_int)
+
+static const kern_ops ref_ops[] = {
+    {KT_F32, KERN_ISA_SCALAR, false, gemm_f32},
+    {KT_F16, KERN_ISA_SCALAR, false, gemm_f16},
+    {KT_BF16, KERN_ISA_SCALAR, false, gemm_bf16},
+    {KT_Q8_0, KERN_ISA_SCALAR, true, gemm_q8_0},
+    {KT_TQ2_0, KERN_ISA_SCALAR, true, gemm_tq2_0},
+    {KT_TQ1_0, KERN_ISA_SCALAR, true, gemm_tq1_0},
+    {KT_Q2_0, KERN_ISA_SCALAR, true, gemm_q2_0},
+    {KT_Q1_0, KERN_ISA_SCALAR, true, gemm_q1_0},
+};
+
+const kern_ops *kern_ref_ops(kt_type t)
+{
+    for (size_t i = 0; i < sizeof ref_ops / sizeof ref_ops[0]; i++)
+        if (ref_ops[i].type == t)
+            return &ref_ops[i];
+    return NULL;
+}

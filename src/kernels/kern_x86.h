@@ -1,0 +1,349 @@
+/* x86 kernels, written once and compiled once per ISA level.
+ *
+ * kern_avx2.c, kern_avx512.c and kern_avx512vnni.c each define KX_PREFIX
+ * (the exported name prefix), KX_ISA and KX_VNNI, then include this file;
+ * meson compiles each with its own -m flags, so nothing here runs unless
+ * dispatch.c has checked the CPU first.
+ *
+ * All kernels work on 256-bit vectors. Zen 4 splits 512-bit work into two
+ * 256-bit halves anyway; what the AVX-512 levels add here is VNNI's
+ * vpdpbusd (u8 x s8 -> int32 in one instruction) and, through EVEX,
+ * 32 vector registers for the compiler.
+ *
+ * Shape of every GEMM (see kernels.h for the contract):
+ *   for each chunk of weight rows small enough to stay in L2
+ *     for each tile of up to KX_TILE activation rows
+ *       for each weight row r in the chunk
+ *         for each weight block: unpack it ONCE into u8 code vectors,
+ *           then multiply it into every activation row of the tile.
+ * GEMV (one activation row) is the same loop with a tile of one; it is
+ * bound by streaming the weights.
+ *
+ * Integer accumulation bounds (the reason nothing overflows):
+ *   activations q are in [-127, 127] (kern_quantize_row's absmax scaling),
+ *   codes c are in [0, 3] (2-bit fields; ternary files hold 0..2, Q1_0 0 or 2),
+ *   |Q8_0 weights| <= 128.
+ *   AVX2: vpmaddubsw adds two u8*s8 products into int16: |pair| <= 2*3*127
+ *   = 762 for codes, 2*128*127 = 32512 < 32767 for Q8_0 (one per block, so
+ *   it never saturates). A ternary block adds at most 8 such pairs per
+ *   int16 lane before widening: 8*762 = 6096. Binary/Q2_0 blocks add fewer.
+ *   Then vpmaddwd widens to int32.
+ *   VNNI: vpdpbusd adds four products into int32 directly.
+ *   Either way the int32 of one block is at most 256*3*127 = 97536 in
+ *   magnitude, is turned into float per block (exactly: < 2^24) and scaled,
+ *   so int32 never accumulates across blocks and no row length can
+ *   overflow it. The row-sum correction (sum of activations over the
+ *   block, <= 256*127) is subtracted in int32 before the conversion. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/kern_isa.h"
+
+#define KX_TILE 4                  /* activation rows per tile */
+#define KX_L2_BYTES (256 * 1024)   /* weight bytes kept hot while tiles pass */
+
+#define KX_INLINE static inline __attribute__((always_inline))
+#define KX_CAT2(a, b) a##b
+#define KX_CAT(a, b) KX_CAT2(a, b)
+#define KX_NAME(x) KX_CAT(KX_PREFIX, x)
+
+/* u8 x s8 dot products: acc += sum over groups of 4 (VNNI) or pairs (AVX2). */
+#if KX_VNNI
+#define KX_DOT(acc, u, s) _mm256_dpbusd_epi32((acc), (u), (s))
+#define KX_I32(acc) (acc)
+#else
+#define KX_DOT(acc, u, s) _mm256_add_epi16((acc), _mm256_maddubs_epi16((u), (s)))
+#define KX_I32(acc) _mm256_madd_epi16((acc), _mm256_set1_epi16(1))
+#endif
+
+KX_INLINE float kx_f16(kt_f16 h) { return _cvtsh_ss(h); }
+
+KX_INLINE float kx_hsum(__m256 v)
+{
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+/* ---- Unpacking one block into 32-wide u8 code vectors, in weight order ---- */
+
+KX_INLINE int kx_qk(kt_type t)
+{
+    switch (t) {
+    case KT_TQ2_0: return BLK_TQ2_0;
+    case KT_TQ1_0: return BLK_TQ1_0;
+    case KT_Q2_0: return BLK_Q2_0;
+    case KT_Q1_0: return BLK_Q1_0;
+    default: return BLK_Q8_0;
+    }
+}
+
+KX_INLINE size_t kx_bytes(kt_type t)
+{
+    switch (t) {
+    case KT_TQ2_0: return sizeof(blk_tq2_0);
+    case KT_TQ1_0: return sizeof(blk_tq1_0);
+    case KT_Q2_0: return sizeof(blk_q2_0);
+    case KT_Q1_0: return sizeof(blk_q1_0);
+    default: return sizeof(blk_q8_0);
+    }
+}
+
+/* q * 3 modulo 256 in every byte */
+KX_INLINE __m256i kx_mul3(__m256i q) { return _mm256_add_epi8(q, _mm256_add_epi8(q, q)); }
+
+/* The top trit of a base-3 byte as TQ1_0 stores it (ceil(v * 256 / 243)):
+ * floor(3q / 256), i.e. (q >= 86) + (q >= 171), compared as signed bytes. */
+KX_INLINE __m256i kx_trit(__m256i q)
+{
+    __m256i s = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
+    __m256i ge1 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8(-43));
+    __m256i ge2 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8(42));
+    return _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge1, ge2));
+}
+
+/* Fills c[0 .. qk/32) and returns the block's scale. */
+KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
+{
+    const __m256i m3 = _mm256_set1_epi8(3);
+    switch (t) {
+    case KT_TQ2_0: {
+        /* byte m of 32-byte half h holds weight 128h + 32s + m at bits 2s */
+        const blk_tq2_0 *b = (const blk_tq2_0 *)p;
+        for (int h = 0; h < 2; h++) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
+            c[4 * h + 0] = _mm256_and_si256(x, m3);
+            c[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(x, 2), m3);
+            c[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3);
+            c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3);
+        }
+        return kx_f16(b->d);
+    }
+    case KT_TQ1_0: {
+        /* qs[0..32): trit n of byte m is weight 32n + m (n = 0..4);
+         * qs[32..48): trit n of byte m is weight 160 + 16n + m;
+         * qh[0..4): trit n of byte j is weight 240 + 4n + j.
+         * Trit n comes to the top by multiplying by 3^n modulo 256. */
+        const blk_tq1_0 *b = (const blk_tq1_0 *)p;
+        __m256i x = _mm256_loadu_si256((const __m256i *)b->qs);
+        for (int n = 0; n < 5; n++) {
+            c[n] = kx_trit(x);
+            x = kx_mul3(x);
+        }
+        __m256i y = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32)));
+        __m256i z = _mm256_blend_epi32(y, kx_mul3(y), 0xF0); /* trits 0 | 1 */
+        c[5] = kx_trit(z);
+        z = kx_mul3(kx_mul3(z)); /* trits 2 | 3 */
+        c[6] = kx_trit(z);
+        z = kx_mul3(kx_mul3(z)); /* trit 4 in the low half */
+        uint32_t qh;
+        memcpy(&qh, b->qh, 4);
+        /* byte p of the high half: qh[p % 4] * 3^(p / 4); 16-bit multiplies
+         * keep each byte's product modulo 256 when done per byte. */
+        __m128i h = _mm_set1_epi32((int)qh);
+        const __m128i pw = _mm_setr_epi16(1, 1, 3, 3, 9, 9, 27, 27);
+        const __m128i lo8 = _mm_set1_epi16(0x00FF);
+        __m128i lo = _mm_and_si128(_mm_mullo_epi16(h, pw), lo8);
+        __m128i hi = _mm_andnot_si128(lo8, _mm_mullo_epi16(_mm_andnot_si128(lo8, h), pw));
+        __m256i hv = _mm256_inserti128_si256(z, _mm_or_si128(lo, hi), 1);
+        c[7] = kx_trit(hv);
+        return kx_f16(b->d);
+    }
+    case KT_Q2_0: {
+        /* weight j: bits 2(j % 4) of byte j / 4 */
+        const blk_q2_0 *b = (const blk_q2_0 *)p;
+        const __m128i m = _mm_set1_epi8(3);
+        __m128i x = _mm_loadu_si128((const __m128i *)b->qs);
+        __m128i t0 = _mm_and_si128(x, m);
+        __m128i t1 = _mm_and_si128(_mm_srli_epi16(x, 2), m);
+        __m128i t2 = _mm_and_si128(_mm_srli_epi16(x, 4), m);
+        __m128i t3 = _mm_and_si128(_mm_srli_epi16(x, 6), m);
+        __m128i a0 = _mm_unpacklo_epi8(t0, t1), b0 = _mm_unpacklo_epi8(t2, t3);
+        __m128i a1 = _mm_unpackhi_epi8(t0, t1), b1 = _mm_unpackhi_epi8(t2, t3);
+        c[0] = _mm256_set_m128i(_mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a0, b0));
+        c[1] = _mm256_set_m128i(_mm_unpackhi_epi16(a1, b1), _mm_unpacklo_epi16(a1, b1));
+        return kx_f16(b->d);
+    }
+    case KT_Q1_0: {
+        /* weight j: bit j % 8 of byte j / 8; code 2 for +1, 0 for -1 */
+        const blk_q1_0 *b = (const blk_q1_0 *)p;
+        const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                             2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+        const __m256i two = _mm256_set1_epi8(2);
+        for (int k = 0; k < 4; k++) {
+            uint32_t v;
+            memcpy(&v, b->qs + 4 * k, 4);
+            __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi32((int)v), idx);
+            c[k] = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(x, bit), bit), two);
+        }
+        return kx_f16(b->d);
+    }
+    default:
+        return 0.0f;
+    }
+}
+
+/* Sum of the activations over one block, spread over int32 lanes (only the
+ * total of the lanes matters: it is subtracted lane by lane). */
+KX_INLINE __m256i kx_block_sum(kt_type t, const int16_t *g)
+{
+    switch (t) {
+    case KT_TQ2_0:
+    case KT_TQ1_0:
+        return _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)g));
+    case KT_Q1_0:
+        return _mm256_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)g));
+    default: { /* Q2_0: two groups */
+        int32_t v;
+        memcpy(&v, g, 4);
+        return _mm256_cvtepi16_epi32(_mm_cvtsi32_si128(v));
+    }
+    }
+}
+
+/* One weight row times nr activation rows starting at j0. */
+KX_INLINE void kx_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a,
+                             int j0, float *out, size_t ldo, int r)
+{
+    const int qk = kx_qk(t), nk = qk / 32, nb = a->n / qk, ng = a->n / KERN_GROUP;
+    const size_t bytes = kx_bytes(t);
+    __m256 acc[KX_TILE];
+    for (int jj = 0; jj < nr; jj++)
+        acc[jj] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m256i c[8];
+        __m256 d = _mm256_set1_ps(kx_unpack(t, wrow + (size_t)b * bytes, c));
+        for (int jj = 0; jj < nr; jj++) {
+            const int8_t *q = a->q + (size_t)(j0 + jj) * a->n + (size_t)b * qk;
+            __m256i s = _mm256_setzero_si256();
+            for (int k = 0; k < nk; k++)
+                s = KX_DOT(s, c[k], _mm256_loadu_si256((const __m256i *)(q + 32 * k)));
+            __m256i i = _mm256_sub_epi32(
+                KX_I32(s), kx_block_sum(t, a->gsum + (size_t)(j0 + jj) * ng + (size_t)b * nk));
+            acc[jj] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, acc[jj]);
+        }
+    }
+    for (int jj = 0; jj < nr; jj++)
+        out[(size_t)(j0 + jj) * ldo + r] = kx_hsum(acc[jj]) * a->scale[j0 + jj];
+}
+
+/* Q8_0: |w| as the unsigned operand, the activation with w's sign as the
+ * signed one. Two accumulators per row hide the FMA latency in GEMV. */
+KX_INLINE void kx_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int j0,
+                            float *out, size_t ldo, int r)
+{
+    const int nb = a->n / BLK_Q8_0;
+    const blk_q8_0 *w = (const blk_q8_0 *)wrow;
+    __m256 acc[KX_TILE][2];
+    for (int jj = 0; jj < nr; jj++)
+        acc[jj][0] = acc[jj][1] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)w[b].qs);
+        __m256i u = _mm256_sign_epi8(x, x);
+        __m256 d = _mm256_set1_ps(kx_f16(w[b].d));
+        for (int jj = 0; jj < nr; jj++) {
+            const int8_t *q = a->q + (size_t)(j0 + jj) * a->n + (size_t)b * BLK_Q8_0;
+            __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), x);
+            __m256i i = KX_I32(KX_DOT(_mm256_setzero_si256(), u, s));
+            acc[jj][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, acc[jj][b & 1]);
+        }
+    }
+    for (int jj = 0; jj < nr; jj++)
+        out[(size_t)(j0 + jj) * ldo + r] =
+            kx_hsum(_mm256_add_ps(acc[jj][0], acc[jj][1])) * a->scale[j0 + jj];
+}
+
+/* F16 weights times float activations. */
+KX_INLINE void kx_tile_f16(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
+                           size_t ldo, int r)
+{
+    const kt_f16 *w = (const kt_f16 *)wrow;
+    const int n = a->n;
+    __m256 acc[KX_TILE][2];
+    for (int jj = 0; jj < nr; jj++)
+        acc[jj][0] = acc[jj][1] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + k)));
+        __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + k + 8)));
+        for (int jj = 0; jj < nr; jj++) {
+            const float *f = a->f + (size_t)(j0 + jj) * n + k;
+            acc[jj][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(f), acc[jj][0]);
+            acc[jj][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(f + 8), acc[jj][1]);
+        }
+    }
+    for (int jj = 0; jj < nr; jj++) {
+        const float *f = a->f + (size_t)(j0 + jj) * n;
+        float s = kx_hsum(_mm256_add_ps(acc[jj][0], acc[jj][1]));
+        for (int i = k; i < n; i++)
+            s += _cvtsh_ss(w[i]) * f[i];
+        out[(size_t)(j0 + jj) * ldo + r] = s;
+    }
+}
+
+KX_INLINE void kx_tile(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
+                       float *out, size_t ldo, int r)
+{
+    if (t == KT_Q8_0)
+        kx_tile_q8_0(nr, wrow, a, j0, out, ldo, r);
+    else if (t == KT_F16)
+        kx_tile_f16(nr, wrow, a, j0, out, ldo, r);
+    else
+        kx_tile_codes(t, nr, wrow, a, j0, out, ldo, r);
+}
+
+KX_INLINE void kx_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1,
+                       const kern_acts *a, float *out, size_t ldo)
+{
+    const uint8_t *wb = (const uint8_t *)w;
+    int chunk = (int)(KX_L2_BYTES / (w_stride ? w_stride : 1));
+    if (chunk < 1)
+        chunk = 1;
+    for (int rs = r0; rs < r1; rs += chunk) {
+        int re = rs + chunk < r1 ? rs + chunk : r1;
+        for (int j0 = 0; j0 < a->rows; j0 += KX_TILE) {
+            int nr = a->rows - j0 < KX_TILE ? a->rows - j0 : KX_TILE;
+            for (int r = rs; r < re; r++) {
+                const uint8_t *wrow = wb + (size_t)r * w_stride;
+                switch (nr) { /* constant tile sizes, so the loops unroll */
+                case 4: kx_tile(t, 4, wrow, a, j0, out, ldo, r); break;
+                case 3: kx_tile(t, 3, wrow, a, j0, out, ldo, r); break;
+                case 2: kx_tile(t, 2, wrow, a, j0, out, ldo, r); break;
+                default: kx_tile(t, 1, wrow, a, j0, out, ldo, r); break;
+                }
+            }
+        }
+    }
+}
+
+#define KX_GEMM(T, tag)                                                                    \
+    static void kx_gemm_##tag(const void *w, size_t w_stride, int r0, int r1,              \
+                              const kern_acts *a, float *out, size_t ldo)                  \
+    {                                                                                      \
+        kx_gemm(T, w, w_stride, r0, r1, a, out, ldo);                                      \
+    }
+KX_GEMM(KT_TQ2_0, tq2_0)
+KX_GEMM(KT_TQ1_0, tq1_0)
+KX_GEMM(KT_Q2_0, q2_0)
+KX_GEMM(KT_Q1_0, q1_0)
+KX_GEMM(KT_Q8_0, q8_0)
+KX_GEMM(KT_F16, f16)
+
+static const kern_ops kx_ops[] = {
+    {KT_TQ2_0, KX_ISA, true, kx_gemm_tq2_0},
+    {KT_TQ1_0, KX_ISA, true, kx_gemm_tq1_0},
+    {KT_Q2_0, KX_ISA, true, kx_gemm_q2_0},
+    {KT_Q1_0, KX_ISA, true, kx_gemm_q1_0},
+    {KT_Q8_0, KX_ISA, true, kx_gemm_q8_0},
+    {KT_F16, KX_ISA, false, kx_gemm_f16},
+};
+
+const kern_ops *KX_NAME(ops)(kt_type t)
+{
+    for (size_t i = 0; i < sizeof kx_ops / sizeof kx_ops[0]; i++)
+        if (kx_ops[i].type == t)
+            return &kx_ops[i];
+    return NULL;
+}

@@ -1,0 +1,546 @@
+/* SIMD kernels against the scalar reference, the activation quantizer,
+ * dispatch, the thread pool and mm_matmul.
+ *
+ * Exactness. Inside a block every kernel's arithmetic is integer and exact;
+ * across blocks the kernels add float terms d_b * isum_b in a different
+ * order than the reference (vector lanes, pairs of accumulators). So:
+ *  - "exact" tests use block scales 1.0 and activations that are already
+ *    integers in [-127, 127] with max 127 (activation scale exactly 1): all
+ *    partial sums are integers below 2^24, any order gives the same float,
+ *    and results must be bit-identical to the reference;
+ *  - "random" tests use random scales and activations, and allow
+ *        |simd - ref| <= (blocks + 8) * FLT_EPSILON * sum_i |w_i * x_i|,
+ *    the bound for reordering a float sum of `blocks` terms (each exact up
+ *    to one rounding of d_b * isum_b);
+ *  - F16 (float arithmetic throughout) allows (n + 8) * FLT_EPSILON *
+ *    sum |w_i * x_i|, the bound for two differently ordered sums of n
+ *    products. */
+#include <check.h>
+#include <float.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/matmul.h"
+#include "engine/pool.h"
+#include "kernels/blocks.h"
+#include "kernels/kernels.h"
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+static uint32_t rnd(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (uint32_t)((rng * 2685821657736338717ull) >> 32);
+}
+
+static float frand(float lo, float hi)
+{
+    return lo + (hi - lo) * (float)(rnd() / 4294967296.0);
+}
+
+static const kt_type int_types[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0, KT_Q8_0};
+
+static int blk_of(kt_type t, size_t *bytes)
+{
+    switch (t) {
+    case KT_TQ2_0: *bytes = sizeof(blk_tq2_0); return BLK_TQ2_0;
+    case KT_TQ1_0: *bytes = sizeof(blk_tq1_0); return BLK_TQ1_0;
+    case KT_Q2_0: *bytes = sizeof(blk_q2_0); return BLK_Q2_0;
+    case KT_Q1_0: *bytes = sizeof(blk_q1_0); return BLK_Q1_0;
+    case KT_Q8_0: *bytes = sizeof(blk_q8_0); return BLK_Q8_0;
+    default: *bytes = 2; return 1; /* F16 */
+    }
+}
+
+static kt_f16 *scale_ptr(kt_type t, uint8_t *blk)
+{
+    switch (t) {
+    case KT_TQ2_0: return &((blk_tq2_0 *)blk)->d;
+    case KT_TQ1_0: return &((blk_tq1_0 *)blk)->d;
+    case KT_Q2_0: return &((blk_q2_0 *)blk)->d;
+    case KT_Q1_0: return &((blk_q1_0 *)blk)->d;
+    default: return &((blk_q8_0 *)blk)->d;
+    }
+}
+
+/* Random weights: random bytes (so every code pattern occurs, including the
+ * 2-bit code 3 and all base-3 bytes), then a finite scale per block:
+ * 1.0 when exact, else random in [0.001, 0.1]. F16: values in [-1, 1]. */
+static uint8_t *make_weights(kt_type t, int rows, int n, int exact, size_t *stride)
+{
+    size_t bb;
+    int bs = blk_of(t, &bb);
+    *stride = (size_t)n / bs * bb;
+    uint8_t *w = malloc(*stride * rows + 1);
+    ck_assert_ptr_nonnull(w);
+    if (t == KT_F16) {
+        kt_f16 *h = (kt_f16 *)w;
+        for (size_t i = 0; i < (size_t)rows * n; i++)
+            h[i] = kt_f32_to_f16(exact ? (float)((int)(rnd() % 5) - 2) : frand(-1, 1));
+        return w;
+    }
+    for (size_t i = 0; i < *stride * rows; i++)
+        w[i] = (uint8_t)rnd();
+    for (size_t b = 0; b < (size_t)rows * (n / bs); b++)
+        *scale_ptr(t, w + b * bb) = kt_f32_to_f16(exact ? 1.0f : frand(0.001f, 0.1f));
+    return w;
+}
+
+/* Activation rows quantized by the reference quantizer. exact: integers in
+ * [-127, 127] with one 127 per row, so the scale is exactly 1. */
+typedef struct {
+    float *x;
+    int8_t *q;
+    int16_t *g;
+    float *s;
+    kern_acts a;
+} acts;
+
+static void make_acts(acts *A, int rows, int n, int exact)
+{
+    A->x = malloc(sizeof(float) * rows * n);
+    A->q = malloc((size_t)rows * n);
+    A->g = malloc(sizeof(int16_t) * rows * (n / KERN_GROUP + 1));
+    A->s = malloc(sizeof(float) * rows);
+    for (int j = 0; j < rows; j++) {
+        float *x = A->x + (size_t)j * n;
+        for (int i = 0; i < n; i++)
+            x[i] = exact ? (float)((int)(rnd() % 255) - 127) : frand(-3, 3);
+        if (exact)
+            x[rnd() % n] = 127.0f;
+        if (n % KERN_GROUP == 0)
+            kern_quantize_row(x, n, A->q + (size_t)j * n, A->g + (size_t)j * (n / KERN_GROUP),
+                              A->s + j);
+    }
+    A->a = (kern_acts){.n = n, .rows = rows, .f = A->x, .q = A->q, .gsum = A->g, .scale = A->s};
+}
+
+static void free_acts(acts *A)
+{
+    free(A->x);
+    free(A->q);
+    free(A->g);
+    free(A->s);
+}
+
+/* sum_i |w_i * x_i| for weight row r and activation row j (dequantized). */
+static double abs_dot(kt_type t, const uint8_t *w, size_t stride, int r, const acts *A, int j)
+{
+    int n = A->a.n;
+    float *wf = malloc(sizeof(float) * n);
+    kt_to_float(t, w + (size_t)r * stride, wf, n);
+    double s = 0;
+    for (int i = 0; i < n; i++) {
+        double x = t == KT_F16 ? A->x[(size_t)j * n + i]
+                               : (double)A->q[(size_t)j * n + i] * A->s[j];
+        s += fabs((double)wf[i] * x);
+    }
+    free(wf);
+    return s;
+}
+
+/* Runs ops and the reference on rows [r0, r1) of a rows-row matrix into
+ * outputs with a stride of ldo = rows + 3; checks every value in range and
+ * that nothing outside it was written. */
+static void compare(const kern_ops *ops, int rows, int n, int arows, int exact, int r0, int r1)
+{
+    kt_type t = ops->type;
+    size_t stride;
+    uint8_t *w = make_weights(t, rows, n, exact, &stride);
+    acts A;
+    make_acts(&A, arows, n, exact);
+    size_t ldo = (size_t)rows + 3, len = ldo * arows;
+    float *got = malloc(sizeof(float) * len), *want = malloc(sizeof(float) * len);
+    for (size_t i = 0; i < len; i++)
+        got[i] = want[i] = -12345.0f;
+    kern_ref_ops(t)->gemm(w, stride, r0, r1, &A.a, want, ldo);
+    ops->gemm(w, stride, r0, r1, &A.a, got, ldo);
+    size_t bb;
+    int nb = n / blk_of(t, &bb);
+    for (int j = 0; j < arows; j++) {
+        for (size_t r = 0; r < ldo; r++) {
+            float g = got[j * ldo + r], e = want[j * ldo + r];
+            if ((int)r < r0 || (int)r >= r1) {
+                ck_assert_msg(g == -12345.0f, "%s type %d wrote outside rows: j %d r %zu",
+                              kern_isa_name(ops->isa), (int)t, j, r);
+                continue;
+            }
+            if (exact) {
+                ck_assert_msg(g == e, "%s type %d n %d rows %d arows %d: [%d][%zu] %.9g != %.9g",
+                              kern_isa_name(ops->isa), t, n, rows, arows, j, r, g, e);
+            } else {
+                double tol = ((t == KT_F16 ? n : nb) + 8) * (double)FLT_EPSILON *
+                                 abs_dot(t, w, stride, (int)r, &A, j) +
+                             1e-30;
+                ck_assert_msg(fabs((double)g - e) <= tol,
+                              "%s type %d n %d rows %d arows %d: [%d][%zu] %.9g vs %.9g (tol %g)",
+                              kern_isa_name(ops->isa), t, n, rows, arows, j, r, g, e, tol);
+            }
+        }
+    }
+    free(got);
+    free(want);
+    free(w);
+    free_acts(&A);
+}
+
+/* Row lengths per type: one block, a few, an odd count, the most blocks. */
+static void sizes_for(kt_type t, int *ns, int *count)
+{
+    size_t bb;
+    int bs = blk_of(t, &bb);
+    if (t == KT_F16) {
+        int v[] = {1, 7, 33, 4099};
+        memcpy(ns, v, sizeof v);
+        *count = 4;
+        return;
+    }
+    int base = bs < KERN_GROUP ? KERN_GROUP : bs;
+    ns[0] = base;
+    ns[1] = 3 * base;
+    ns[2] = 7 * base;
+    ns[3] = (14336 / base) * base; /* the largest FFN row we run */
+    *count = 4;
+}
+
+static const kt_type all_types[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0, KT_Q8_0, KT_F16};
+
+static void run_all(int exact)
+{
+    static const int wrows[] = {1, 7, 33};
+    static const int arows[] = {1, 3, 4, 5};
+    int checked = 0;
+    for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
+        for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+            const kern_ops *ops = kern_get_isa(all_types[ti], (kern_isa)isa);
+            if (!ops)
+                continue;
+            ck_assert_int_eq(ops->type, all_types[ti]);
+            ck_assert_int_eq(ops->isa, isa);
+            int ns[4], cnt;
+            sizes_for(all_types[ti], ns, &cnt);
+            for (int k = 0; k < cnt; k++)
+                for (size_t a = 0; a < 4; a++)
+                    for (size_t r = 0; r < 3; r++) {
+                        int big = ns[k] > 4096;
+                        if (big && (wrows[r] > 7 || arows[a] > 3))
+                            continue; /* keep the long rows cheap */
+                        compare(ops, wrows[r], ns[k], arows[a], exact, 0, wrows[r]);
+                    }
+            /* the tile remainder over many activation rows, a sub-range of rows */
+            compare(ops, 19, ns[1], 513, exact, 3, 17);
+            checked++;
+        }
+    }
+    /* an x86 or ARM build on its own CPU checks at least one SIMD level */
+#if defined(__x86_64__) || defined(__aarch64__)
+    ck_assert_int_gt(checked, 0);
+#endif
+}
+
+START_TEST(simd_exact)
+{
+    run_all(1);
+}
+END_TEST
+
+START_TEST(simd_random)
+{
+    run_all(0);
+}
+END_TEST
+
+/* Accumulation worst case: every weight at its largest code and every
+ * activation at +-127, on a row far longer than any model's; with unit
+ * scales the exact answer is known in closed form and is representable. */
+START_TEST(overflow_worst_case)
+{
+    const int n = 1 << 20;
+    const int w_of_code[] = {-1, 0, 1, 2};
+    int8_t *q = malloc(n);
+    int16_t *g = malloc(sizeof(int16_t) * (n / KERN_GROUP));
+    float s = 1.0f;
+    for (int sign = -1; sign <= 1; sign += 2) {
+        for (int i = 0; i < n; i++)
+            q[i] = (int8_t)(127 * sign);
+        for (int i = 0; i < n / KERN_GROUP; i++)
+            g[i] = (int16_t)(32 * 127 * sign);
+        kern_acts a = {.n = n, .rows = 1, .q = q, .gsum = g, .scale = &s};
+        for (size_t ti = 0; ti < sizeof int_types / sizeof int_types[0]; ti++) {
+            kt_type t = int_types[ti];
+            size_t bb;
+            int bs = blk_of(t, &bb);
+            size_t stride = (size_t)n / bs * bb;
+            uint8_t *w = malloc(stride);
+            /* largest codes: 3 for 2-bit types, +1 for TQ1_0/Q1_0, -128 for Q8_0 */
+            int wv;
+            if (t == KT_Q8_0) {
+                memset(w, 0x80, stride);
+                wv = -128;
+            } else if (t == KT_TQ1_0) {
+                memset(w, 0xFF, stride); /* every trit 2: w = +1 */
+                wv = 1;
+            } else {
+                memset(w, 0xFF, stride);
+                wv = t == KT_Q1_0 ? 1 : w_of_code[3];
+            }
+            for (size_t b = 0; b < (size_t)n / bs; b++)
+                *scale_ptr(t, w + b * bb) = kt_f32_to_f16(1.0f);
+            double want = (double)n * wv * 127 * sign;
+            for (int isa = 0; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
+                const kern_ops *ops = kern_get_isa(t, (kern_isa)isa);
+                if (!ops)
+                    continue;
+                float out = 0;
+                ops->gemm(w, stride, 0, 1, &a, &out, 1);
+                ck_assert_msg((double)out == want, "%s type %d: %.9g, want %.9g",
+                              kern_isa_name((kern_isa)isa), t, out, want);
+            }
+            free(w);
+        }
+    }
+    free(q);
+    free(g);
+}
+END_TEST
+
+/* TQ1_0's all-0xFF bytes decode to trit 2 everywhere? The reference agrees
+ * with the closed form above only if so; this pins the assumption. */
+START_TEST(tq1_all_ff_is_plus_one)
+{
+    blk_tq1_0 b;
+    memset(&b, 0xFF, sizeof b);
+    b.d = kt_f32_to_f16(1.0f);
+    float f[BLK_TQ1_0];
+    kt_to_float(KT_TQ1_0, &b, f, BLK_TQ1_0);
+    for (int i = 0; i < BLK_TQ1_0; i++)
+        ck_assert_float_eq(f[i], 1.0f);
+}
+END_TEST
+
+START_TEST(quantize_bit_identical)
+{
+    static const int ns[] = {32, 96, 576, 14336};
+    for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
+        kern_quantize_fn f = kern_get_quantize_isa((kern_isa)isa);
+        if (!f)
+            continue;
+        for (size_t k = 0; k < 4; k++) {
+            int n = ns[k];
+            float *x = malloc(sizeof(float) * n);
+            int8_t q1[14336], q2[14336];
+            int16_t g1[14336 / 32], g2[14336 / 32];
+            for (int mode = 0; mode < 4; mode++) {
+                for (int i = 0; i < n; i++) {
+                    switch (mode) {
+                    case 0: x[i] = frand(-5, 5); break;
+                    case 1: x[i] = (float)((int)(rnd() % 255) - 127) + 0.5f; break; /* ties */
+                    case 2: x[i] = 0.0f; break;
+                    default: x[i] = frand(-1e-30f, 1e-30f); break;
+                    }
+                }
+                if (mode == 1)
+                    x[n / 2] = 127.0f; /* scale 1: every x * id is a tie */
+                float s1, s2;
+                kern_quantize_row(x, n, q1, g1, &s1);
+                f(x, n, q2, g2, &s2);
+                ck_assert_msg(memcmp(&s1, &s2, sizeof s1) == 0, "%s scale mode %d",
+                              kern_isa_name((kern_isa)isa), mode);
+                ck_assert_msg(memcmp(q1, q2, n) == 0, "%s q mode %d n %d",
+                              kern_isa_name((kern_isa)isa), mode, n);
+                ck_assert_msg(memcmp(g1, g2, sizeof(int16_t) * (n / 32)) == 0, "%s gsum mode %d",
+                              kern_isa_name((kern_isa)isa), mode);
+            }
+            free(x);
+        }
+    }
+}
+END_TEST
+
+START_TEST(dispatch_levels)
+{
+    kern_isa best = kern_best_isa();
+    ck_assert(kern_isa_supported(KERN_ISA_SCALAR));
+    ck_assert(kern_isa_supported(best));
+    ck_assert_str_eq(kern_isa_name(KERN_ISA_SCALAR), "scalar");
+    ck_assert_str_eq(kern_isa_name(KERN_ISA_AVX512VNNI), "avx512vnni");
+    ck_assert_str_eq(kern_isa_name(KERN_ISA_NEON_DOTPROD), "dotprod");
+    for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+        const kern_ops *o = kern_get(all_types[ti]);
+        ck_assert_ptr_nonnull(o);
+        ck_assert_int_eq(o->type, all_types[ti]);
+        ck_assert_int_le(o->isa, best);
+    }
+    /* a level this CPU lacks gives NULL, never a kernel that would fault */
+#if defined(__x86_64__)
+    ck_assert_ptr_null(kern_get_isa(KT_TQ2_0, KERN_ISA_NEON));
+#elif defined(__aarch64__)
+    ck_assert_ptr_null(kern_get_isa(KT_TQ2_0, KERN_ISA_AVX2));
+#endif
+    ck_assert_ptr_nonnull(kern_get(KT_F32)); /* the reference covers the rest */
+}
+END_TEST
+
+/* ---- pool ---- */
+
+#define POOL_ITEMS 1000
+typedef struct {
+    atomic_int hits[POOL_ITEMS];
+    atomic_int calls;
+    int nth_seen;
+} pool_ctx;
+
+static void pool_body(void *ctx, int ith, int nth)
+{
+    pool_ctx *c = ctx;
+    c->nth_seen = nth;
+    atomic_fetch_add(&c->calls, 1);
+    for (int i = ith; i < POOL_ITEMS; i += nth)
+        atomic_fetch_add(&c->hits[i], 1);
+}
+
+static void pool_case(int threads)
+{
+    char err[128];
+    pool *p = pool_create(threads, err, sizeof err);
+    ck_assert_msg(p != NULL, "%s", err);
+    ck_assert_int_eq(pool_threads(p), threads);
+    static pool_ctx c;
+    for (int round = 0; round < 2000; round++) {
+        memset(&c, 0, sizeof c);
+        pool_run(p, pool_body, &c);
+        ck_assert_int_eq(atomic_load(&c.calls), threads);
+        ck_assert_int_eq(c.nth_seen, threads);
+        for (int i = 0; i < POOL_ITEMS; i++)
+            ck_assert_int_eq(atomic_load(&c.hits[i]), 1);
+    }
+    pool_destroy(p);
+}
+
+START_TEST(pool_one_thread) { pool_case(1); }
+END_TEST
+
+START_TEST(pool_many_threads)
+{
+    pool_case(2);
+    pool_case(5);
+}
+END_TEST
+
+START_TEST(pool_create_destroy_idle)
+{
+    char err[128];
+    for (int i = 0; i < 20; i++) {
+        pool *p = pool_create(3, err, sizeof err);
+        ck_assert_ptr_nonnull(p);
+        pool_destroy(p);
+    }
+    pool_destroy(NULL);
+    pool *p = pool_create(0, err, sizeof err); /* one per CPU */
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_ge(pool_threads(p), 1);
+    pool_destroy(p);
+}
+END_TEST
+
+/* ---- mm_matmul ---- */
+
+static void mm_case(kt_type t, int rows, int cols, int n, int threads)
+{
+    char err[128];
+    pool *p = threads ? pool_create(threads, err, sizeof err) : NULL;
+    size_t stride;
+    uint8_t *w = make_weights(t, rows, cols, 0, &stride);
+    mm_weight mw = {t, w, rows, cols};
+    ck_assert_int_eq(mm_check(&mw, err, sizeof err), 0);
+    acts A;
+    make_acts(&A, n, cols, 0);
+    size_t sb = mm_scratch_bytes(&mw, n);
+    void *scratch = sb ? aligned_alloc(64, (sb + 63) / 64 * 64) : NULL;
+    float *got = aligned_alloc(64, ((sizeof(float) * rows * n) + 63) / 64 * 64);
+    float *want = malloc(sizeof(float) * rows * n);
+    ck_assert_int_eq(mm_matmul(p, &mw, A.x, n, got, scratch), 0);
+    kern_ref_ops(t)->gemm(w, stride, 0, rows, &A.a, want, (size_t)rows);
+    size_t bb;
+    int nb = cols / blk_of(t, &bb);
+    for (int j = 0; j < n; j++)
+        for (int r = 0; r < rows; r++) {
+            double tol = ((t == KT_F16 ? cols : nb) + 8) * (double)FLT_EPSILON *
+                             abs_dot(t, w, stride, r, &A, j) +
+                         1e-30;
+            ck_assert_msg(fabs((double)got[j * rows + r] - want[j * rows + r]) <= tol,
+                          "type %d rows %d n %d threads %d: [%d][%d] %g vs %g", t, rows, n,
+                          threads, j, r, got[j * rows + r], want[j * rows + r]);
+        }
+    free(got);
+    free(want);
+    free(scratch);
+    free(w);
+    free_acts(&A);
+    pool_destroy(p);
+}
+
+START_TEST(mm_matches_reference)
+{
+    for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+        kt_type t = all_types[ti];
+        int cols = t == KT_F16 ? 96 : 768;
+        mm_case(t, 1, cols, 1, 0);
+        mm_case(t, 37, cols, 1, 2);
+        mm_case(t, 100, cols, 5, 3);
+        mm_case(t, 33, cols, 9, 1);
+    }
+}
+END_TEST
+
+START_TEST(mm_rejects_bad_shapes)
+{
+    char err[128];
+    mm_weight w = {KT_TQ2_0, NULL, 4, 100};
+    ck_assert_int_eq(mm_check(&w, err, sizeof err), -1);
+    ck_assert(strstr(err, "100") != NULL);
+    ck_assert_int_eq(mm_matmul(NULL, &w, NULL, 1, NULL, NULL), -1);
+    mm_weight bad = {(kt_type)99, NULL, 4, 256};
+    ck_assert_int_eq(mm_check(&bad, err, sizeof err), -1);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("kernels");
+    TCase *k = tcase_create("kernels");
+    tcase_set_timeout(k, 600);
+    tcase_add_test(k, dispatch_levels);
+    tcase_add_test(k, quantize_bit_identical);
+    tcase_add_test(k, tq1_all_ff_is_plus_one);
+    tcase_add_test(k, simd_exact);
+    tcase_add_test(k, simd_random);
+    tcase_add_test(k, overflow_worst_case);
+    suite_add_tcase(s, k);
+    TCase *p = tcase_create("pool");
+    tcase_set_timeout(p, 120);
+    tcase_add_test(p, pool_one_thread);
+    tcase_add_test(p, pool_many_threads);
+    tcase_add_test(p, pool_create_destroy_idle);
+    suite_add_tcase(s, p);
+    TCase *m = tcase_create("matmul");
+    tcase_set_timeout(m, 120);
+    tcase_add_test(m, mm_matches_reference);
+    tcase_add_test(m, mm_rejects_bad_shapes);
+    suite_add_tcase(s, m);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *r = srunner_create(suite());
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
