@@ -17,9 +17,10 @@ struct backend_admit {
 
 /* One slot's result from a batched decode step. */
 struct backend_token {
-    char text[64];       /* detokenized piece; may be empty (mid UTF-8 sequence) */
+    char text[256];      /* detokenized piece; may be empty (mid UTF-8 sequence) */
     size_t len;
-    int eos;             /* end of generation (end-of-utterance / EOS) */
+    int eos;             /* end of generation (end-of-utterance / EOS); text may still hold
+                            the detokenizer's last bytes */
 };
 
 struct backend_info {
@@ -39,10 +40,13 @@ struct backend_ops {
      * request, e.g. prompt too long: *client_error = 1) */
     int  (*admit)(struct backend *b, int slot, struct job *j, struct backend_admit *out,
                   int *client_error, char *err, size_t errlen);
-    /* Prefill up to `budget` prompt tokens; returns tokens left to prefill (0 = ready) or -1. */
+    /* Queue up to `budget` prompt tokens of the slot for this step's decode call (the real
+     * engine runs them in the same forward pass). Returns the tokens left after them
+     * (0 = the prompt is complete after this step), or -1. */
     int  (*prefill)(struct backend *b, int slot, int budget, char *err, size_t errlen);
-    /* One forward pass advancing every listed slot by one token (sampled with each slot's
-     * job params). out[i] belongs to slots[i]. Returns 0 or -1 with err. */
+    /* The step's ONE forward pass: the queued prefill chunks, and one new token for each
+     * listed slot (sampled with its job's params from the previous step's logits).
+     * out[i] belongs to slots[i]; n may be 0 (prefill only). Returns 0 or -1 with err. */
     int  (*decode)(struct backend *b, int n, const int *slots, struct backend_token *out,
                    char *err, size_t errlen);
     /* Forget the slot's sequence (its KV cache region is free again). */
@@ -59,7 +63,7 @@ struct backend {
 
 struct backend_options {
     const char *model_path, *mmproj_path, *model_name;
-    int slots, ctx_size, threads;
+    int slots, ctx_size, threads, prefill_chunk;
     int echo_delay_ms;
 };
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "img.h"
+#include "upload.h"
 
 int codec_fail(struct api_error *e, int status, const char *type, const char *fmt, ...)
 {
@@ -192,7 +192,7 @@ int codec_add_image_bytes(struct job *j, const unsigned char *data, size_t len,
         return codec_fail(e, 422, "invalid_request", "%s: at most %d images per request", field,
                           lim->max_images < JOB_MAX_IMAGES ? lim->max_images : JOB_MAX_IMAGES);
     char msg[200];
-    int st = img_decode(data, len, lim->max_image_bytes, lim->max_image_pixels,
+    int st = upload_image_decode(data, len, lim->max_image_bytes, lim->max_image_pixels,
                         &j->images[j->n_images], msg, sizeof msg);
     if (st)
         return codec_fail(e, st, st == 413 ? "payload_too_large" : st == 415 ? "unsupported_media_type"

@@ -69,6 +69,11 @@ static const struct key keys[] = {
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
+const char *config_key_at(int i)
+{
+    return i >= 0 && (size_t)i < NKEYS ? keys[i].name : NULL;
+}
+
 void config_defaults(struct config *c)
 {
     memset(c, 0, sizeof *c);

@@ -69,5 +69,7 @@ int  config_validate(const struct config *c, char *err, size_t errlen);
 /* Resolve a possibly relative model path against data_dir into out. */
 void config_resolve_path(const struct config *c, const char *path, char *out, size_t outlen);
 void config_print_help(const char *prog);
+/* Name of the i-th key, NULL past the last (for documentation checks). */
+const char *config_key_at(int i);
 
 #endif

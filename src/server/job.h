@@ -96,6 +96,10 @@ size_t job_take(struct job *j, char **out, size_t *cap, int *done);
  * hung up, or the deadline passes. Returns 1 readable, 0 timed out, -1 client gone. */
 int  job_wait(struct job *j, int sock_fd, double deadline);
 
+/* Copies n bytes to out (room for 3n), replacing each byte that is not part of valid UTF-8
+ * with U+FFFD, so every API emits valid JSON strings. Returns the bytes written. */
+size_t job_utf8_sanitize(const char *in, size_t n, char *out);
+
 const char *job_done_name(int done);
 double job_now(void);                /* monotonic seconds */
 

@@ -74,7 +74,8 @@ int main(int argc, char **argv)
     if (cfg.model_name[0]) snprintf(name, sizeof name, "%s", cfg.model_name);
     else model_name_from_path(model, name, sizeof name);
 
-    struct backend_options bo = { model, mmproj, name, cfg.slots, cfg.ctx_size, threads, cfg.echo_delay_ms };
+    struct backend_options bo = { model, mmproj, name, cfg.slots, cfg.ctx_size, threads,
+                                  cfg.prefill_chunk, cfg.echo_delay_ms };
     struct server srv = { 0 };
     srv.cfg = &cfg;
     srv.started_wall = stats_wall_now();

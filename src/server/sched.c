@@ -12,9 +12,9 @@
 
 #include "log.h"
 
-enum slot_state { SLOT_FREE, SLOT_ADMIT, SLOT_PREFILL, SLOT_DECODE };
+enum slot_state { SLOT_FREE, SLOT_ADMIT, SLOT_PREFILL, SLOT_PREFILLED, SLOT_DECODE };
 
-#define PEND_MAX 512
+#define PEND_MAX 1024
 
 struct slot {
     struct job *job;
@@ -96,12 +96,12 @@ static void finish_slot(struct sched *s, struct slot *sl, int done, const char *
 static int emit(struct slot *sl, const char *text, size_t n)
 {
     struct job *j = sl->job;
-    if (sl->pend_len + n > PEND_MAX) { /* cannot happen with bounded stops; flush anyway */
+    if (n > sizeof ((struct backend_token *)0)->text) n = sizeof ((struct backend_token *)0)->text;
+    if (sl->pend_len + 3 * n > PEND_MAX) { /* cannot happen with bounded stops; flush anyway */
         job_push(j, sl->pend, sl->pend_len);
         sl->pend_len = 0;
     }
-    memcpy(sl->pend + sl->pend_len, text, n);
-    sl->pend_len += n;
+    sl->pend_len += job_utf8_sanitize(text, n, sl->pend + sl->pend_len);
     int hit;
     size_t send = sched_stop_scan(sl->pend, sl->pend_len, j->params.stop, j->params.n_stop, &hit);
     if (send) job_push(j, sl->pend, send);
@@ -156,9 +156,15 @@ static void step(struct sched *s, int cancel_all)
         sl->state = SLOT_PREFILL;
     }
 
+    /* The slots already generating; a slot whose prompt completes this step starts next step
+     * (its first token is sampled from the logits this step computes). */
+    int n = 0;
+    for (int i = 0; i < s->o.slots; i++)
+        if (s->slots[i].state == SLOT_DECODE) s->batch[n++] = i;
+
     /* Prefill: one chunk per step, shared among the slots waiting for it, so decoding slots
      * are never stalled for more than a chunk's worth of work. */
-    int budget = s->o.prefill_chunk;
+    int budget = s->o.prefill_chunk, queued = 0, prefilled = 0;
     for (int i = 0; i < s->o.slots && budget > 0; i++) {
         struct slot *sl = &s->slots[i];
         if (sl->state != SLOT_PREFILL) continue;
@@ -168,34 +174,38 @@ static void step(struct sched *s, int cancel_all)
             continue;
         }
         budget -= sl->prefill_left - left;
+        queued += sl->prefill_left - left;
         sl->prefill_left = left;
-        if (left == 0) {
-            sl->state = SLOT_DECODE;
-            sl->t_prefill_done = job_now();
-            struct job *j = sl->job;
-            pthread_mutex_lock(&j->mu);
-            j->t.prefill_ms = (sl->t_prefill_done - sl->t_admit) * 1e3;
-            if (j->t.vision_ms > 0) j->t.prefill_ms -= j->t.vision_ms;
-            pthread_mutex_unlock(&j->mu);
-        }
+        if (left == 0) sl->state = SLOT_PREFILLED, prefilled++;
     }
+    if (n == 0 && queued == 0 && prefilled == 0) return;
 
-    /* Decode: one batched call for every slot that is generating. */
-    int n = 0;
-    for (int i = 0; i < s->o.slots; i++)
-        if (s->slots[i].state == SLOT_DECODE) s->batch[n++] = i;
-    if (n == 0) return;
+    /* One batched forward pass for every slot. */
     double t0 = job_now();
     if (ops->decode(s->be, n, s->batch, s->out, err, sizeof err) != 0) {
-        for (int k = 0; k < n; k++) finish_slot(s, &s->slots[s->batch[k]], DONE_ERROR, err);
+        for (int i = 0; i < s->o.slots; i++)
+            if (s->slots[i].state == SLOT_DECODE || s->slots[i].state == SLOT_PREFILLED)
+                finish_slot(s, &s->slots[i], DONE_ERROR, err);
         return;
     }
     double t1 = job_now();
+    for (int i = 0; i < s->o.slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->state != SLOT_PREFILLED) continue;
+        sl->state = SLOT_DECODE;
+        sl->t_prefill_done = t1;
+        struct job *j = sl->job;
+        pthread_mutex_lock(&j->mu);
+        j->t.prefill_ms = (t1 - sl->t_admit) * 1e3;
+        if (j->t.vision_ms > 0) j->t.prefill_ms -= j->t.vision_ms;
+        pthread_mutex_unlock(&j->mu);
+    }
     for (int k = 0; k < n; k++) {
         struct slot *sl = &s->slots[s->batch[k]];
         struct job *j = sl->job;
         struct backend_token *t = &s->out[k];
         if (t->eos) {
+            if (t->len) emit(sl, t->text, t->len);   /* the detokenizer's last bytes */
             finish_slot(s, sl, DONE_STOP, NULL);
             continue;
         }

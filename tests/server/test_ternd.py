@@ -587,6 +587,72 @@ class Lifecycle(unittest.TestCase):
         self.assertIn('--api-key-file', p.stdout)
 
 
+class RealEngine(unittest.TestCase):
+    """The real engine behind the same HTTP paths, on a tiny random-weight SmolVLM-shaped
+    model built at test time (tests/make_hf_fixture.py + tern convert). Its answers are
+    gibberish; what is checked is the plumbing: image -> vision encoder -> batched decode ->
+    stream, token accounting, greedy determinism under batching."""
+
+    @classmethod
+    def setUpClass(cls):
+        tern, fixture = os.environ.get('TERN_CLI'), os.environ.get('TERN_HF_FIXTURE')
+        if not tern or not fixture:
+            raise unittest.SkipTest('TERN_CLI / TERN_HF_FIXTURE not set')
+        if subprocess.run(['/usr/bin/python3', '-c', 'import numpy'], capture_output=True).returncode:
+            raise unittest.SkipTest('/usr/bin/python3 has no numpy')
+        cls.tmp = tempfile.mkdtemp(prefix='ternd-model-')
+        subprocess.run(['/usr/bin/python3', fixture, cls.tmp + '/hf'], check=True, capture_output=True)
+        subprocess.run([tern, 'convert', cls.tmp + '/hf', cls.tmp + '/tiny'], check=True, capture_output=True)
+        cls.d = Daemon('--engine', 'model', '--model', cls.tmp + '/tiny.gguf',
+                       '--mmproj', cls.tmp + '/tiny-mmproj.gguf', '--ctx-size', '512',
+                       '--max-prompt-tokens', '400', '--slots', '3', '--threads', '1')
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.d.stop() == 0
+
+    def test_stream_with_image(self):
+        img = base64.b64encode(read_file('shapes.jpg')).decode()
+        st, h, lines = self.d.stream('/generate', {'prompt': 'what color', 'image': img, 'max_tokens': 6})
+        self.assertEqual(st, 200)
+        objs = [json.loads(l) for l in lines]
+        final = objs[-1]
+        self.assertTrue(final['done'])
+        self.assertIn(final['done_reason'], ('stop', 'length'))
+        self.assertGreater(final['usage']['image_tokens'], 0)
+        self.assertGreater(final['usage']['prompt_tokens'], final['usage']['image_tokens'])
+        self.assertGreater(final['timings']['vision_ms'], 0)
+        self.assertLessEqual(final['usage']['completion_tokens'], 6)
+
+    def test_greedy_is_deterministic_under_batching(self):
+        body = {'prompt': 'the red circle', 'max_tokens': 12, 'temperature': 0, 'stream': False}
+        alone = self.d.json('POST', '/generate', body)[2]['text']
+        out = [None] * 5
+
+        def run(i):
+            out[i] = self.d.json('POST', '/generate', body)[2]['text']
+        ts = [threading.Thread(target=run, args=(i,)) for i in range(5)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        self.assertEqual(out, [alone] * 5)
+
+    def test_compat_apis_and_limits(self):
+        st, h, lines = self.d.stream('/v1/chat/completions', {
+            'stream': True, 'max_tokens': 3, 'messages': [{'role': 'user', 'content': 'hi'}]})
+        self.assertEqual(lines[-1], 'data: [DONE]')
+        st, h, o = self.d.json('POST', '/api/chat', {'stream': False, 'options': {'num_predict': 3},
+                                                     'messages': [{'role': 'user', 'content': 'hi'}]})
+        self.assertEqual(st, 200)
+        self.assertLessEqual(o['eval_count'], 3)
+        st, h, o = self.d.json('POST', '/generate', {'prompt': 'the ' * 500})
+        self.assertEqual(st, 422)
+        st, h, o = self.d.json('GET', '/api/tags')
+        self.assertEqual(o['models'][0]['details']['family'], 'llama')
+        self.assertGreater(o['models'][0]['size'], 0)
+
+
 if __name__ == '__main__':
     TERND = os.path.abspath(sys.argv.pop(1))
     unittest.main(verbosity=2)
