@@ -22,6 +22,7 @@ static const tern_command commands[] = {
     {"inspect", "show a GGUF file's header, metadata, tensors and size by type", cmd_inspect},
     {"convert", "Hugging Face Idefics3/SmolVLM checkpoint to a GGUF pair (text + mmproj)", cmd_convert},
     {"run", "answer one prompt (about one image), streaming the text", cmd_run},
+    {"stats", "request statistics from ternd's database (count, latency, tokens/s)", cmd_stats},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -424,6 +424,15 @@ class Main(unittest.TestCase):
         self.assertTrue(any(r[1] == 500 and r[2] == 'error' for r in rows))
         self.assertEqual(self.d.rows('PRAGMA user_version')[0][0], 1)
         self.assertTrue(self.d.wait_for(lambda: self.d.rows('SELECT count(*) FROM samples')[0][0] > 0, 5))
+        # `tern stats` prints the same aggregates as a table.
+        tern = os.environ.get('TERN_CLI')
+        if tern:
+            p = subprocess.run([tern, 'stats', '--db', self.d.db, '--window', '600'],
+                               capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            table = dict(l.split(None, 1) if ' ' in l else (l, '') for l in p.stdout.splitlines())
+            self.assertIn('latency (ms)', p.stdout)
+            self.assertGreaterEqual(int(p.stdout.split('requests')[1].split()[0]), o['count'])
 
 
 class Small(unittest.TestCase):
