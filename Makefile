@@ -49,7 +49,7 @@ test-release: build
 
 test-asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
-	meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --suite unit
+	meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --suite unit --suite integration
 
 # libFuzzer needs clang; skipped (with a note) where clang is absent.
 fuzz: deps
@@ -77,9 +77,17 @@ test-arm:
 
 test: test-release test-asan test-arm fuzz
 
-# Until the daemon lands this builds and shows the CLI.
+# Start ternd on 127.0.0.1:8080 with the demo model (the echo test double when the model
+# files are not there yet). Stats go to $(BUILD)/ternd-stats.db.
+SERVE_MODEL  ?= models/tern-demo-tq2_0.gguf
+SERVE_MMPROJ ?= models/tern-demo-mmproj-tq2_0.gguf
 serve: build
-	$(BUILD)/src/cli/tern --help
+	@if [ -f $(SERVE_MODEL) ]; then engine=model; else engine=echo; \
+	  echo "note: $(SERVE_MODEL) not found: serving the echo test double (it repeats the prompt)"; fi; \
+	echo "try:  curl -N http://127.0.0.1:8080/generate -F image=@tests/server/data/shapes.jpg -F prompt='What is in the picture?'"; \
+	echo "  or open http://127.0.0.1:8080/ in a browser"; \
+	exec $(BUILD)/src/server/ternd --config /dev/null --bind 127.0.0.1 --port 8080 --engine $$engine \
+	  --model $(SERVE_MODEL) --mmproj $(SERVE_MMPROJ) --db $(BUILD)/ternd-stats.db
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(ARM_BUILD)

@@ -26,6 +26,7 @@ static const tern_command commands[] = {
     {"bench", "measure kernel speed per type and shape (--kernels), or a model's", cmd_bench},
     {"convert", "Hugging Face Idefics3/SmolVLM checkpoint to a GGUF pair (text + mmproj)", cmd_convert},
     {"run", "answer one prompt (about one image), streaming the text", cmd_run},
+    {"stats", "request statistics from ternd's database (count, latency, tokens/s)", cmd_stats},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
