@@ -135,7 +135,9 @@ def main():
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-limit", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=2)
+    # 1 thread: on a busy 2-core box, 2 OpenMP threads were 6-10x slower than 1 (barrier
+    # waits when a thread is descheduled). Measured 02:40 UTC, load average ~9.
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
 

@@ -232,7 +232,9 @@ def main():
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-limit", type=int, default=150, help="val images per eval")
     ap.add_argument("--ckpt-every", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2)
+    # 1 thread: on a busy 2-core box, 2 OpenMP threads were 6-10x slower than 1 (barrier
+    # waits when a thread is descheduled). Measured 02:40 UTC, load average ~9.
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--config", default=None, help="JSON overrides for demo_config")
