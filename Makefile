@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 20
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 
-.PHONY: all deps build test test-release test-asan test-arm fuzz serve clean
+.PHONY: all deps build test test-release test-asan test-arm test-training fuzz serve clean
 
 all: build
 
@@ -75,7 +75,11 @@ test-arm:
 	  TERN_EXPECT_ISA=neon qemu-aarch64-static -cpu cortex-a72 $(ARM_BUILD)/test_kernels; \
 	else echo "aarch64-linux-gnu-gcc or qemu-aarch64-static not found: ARM tests skipped"; fi
 
-test: test-release test-asan test-arm fuzz
+# The demo model's Python pipeline on a tiny data set (skipped without python3-torch).
+test-training:
+	$(MAKE) -C training smoke
+
+test: test-release test-asan test-arm fuzz test-training
 
 # Start ternd on 127.0.0.1:8080 with the demo model (the echo test double when the model
 # files are not there yet). Stats go to $(BUILD)/ternd-stats.db.
