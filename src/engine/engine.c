@@ -96,6 +96,7 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
         free(c);
         return ENG_ERR;
     }
+    c->p.n_threads = p.n_threads = pool_threads(c->pool);
     int N = p.n_batch, D = in->n_embd, hd = m->head_dim;
     int qd = in->n_head * hd, kvd = in->n_head_kv * hd, F = in->n_ff, V = in->n_vocab;
 
