@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 20
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 
-.PHONY: all deps build test test-release test-asan fuzz serve clean
+.PHONY: all deps build test test-release test-asan fuzz serve clean test-training
 
 all: build
 
@@ -59,7 +59,11 @@ fuzz: deps
 	    $(FUZZ_BUILD)/corpus tests/data/fuzz-seeds; \
 	else echo "clang not found: fuzzing skipped"; fi
 
-test: test-release test-asan fuzz
+test: test-release test-asan fuzz test-training
+
+# The demo model's Python pipeline on a tiny data set (skipped without python3-torch).
+test-training:
+	$(MAKE) -C training smoke
 
 # Until the daemon lands this builds and shows the CLI.
 serve: build
