@@ -627,6 +627,39 @@ oom:
     return -1;
 }
 
+static bool get_floats3(const gguf_file *f, const char *key, float *out)
+{
+    int k = gguf_find_key(f, key);
+    if (k < 0 || gguf_kv_type(f, k) != GGUF_ARRAY || gguf_arr_type(f, k) != GGUF_FLOAT32 ||
+        gguf_arr_len(f, k) != 3)
+        return false;
+    memcpy(out, gguf_arr_data(f, k), 3 * sizeof *out);
+    return true;
+}
+
+int img_proc_cfg_from_gguf(const gguf_file *f, img_proc_cfg *cfg, char *err, size_t errlen)
+{
+    uint64_t tile = 0, longest = 0;
+    if (!gguf_get_u64(f, "clip.vision.image_size", &tile) || tile == 0 || tile > 65535) {
+        seterr(err, errlen, "%s: clip.vision.image_size is missing or out of range", gguf_path(f));
+        return -1;
+    }
+    if (!gguf_get_u64(f, "clip.vision.preproc_image_size", &longest) || longest == 0 ||
+        longest > 65535)
+        longest = tile;
+    *cfg = (img_proc_cfg){.longest_edge = (int)longest, .tile = (int)tile, .split = false,
+                          .rescale = 1.0 / 255.0, .mean = {0.5f, 0.5f, 0.5f},
+                          .std = {0.5f, 0.5f, 0.5f}};
+    get_floats3(f, "clip.vision.image_mean", cfg->mean);
+    if (get_floats3(f, "clip.vision.image_std", cfg->std))
+        for (int c = 0; c < 3; c++)
+            if (!(cfg->std[c] > 0)) {
+                seterr(err, errlen, "%s: clip.vision.image_std has a value <= 0", gguf_path(f));
+                return -1;
+            }
+    return 0;
+}
+
 int img_preprocess(const img_rgb *im, const img_proc_cfg *cfg, img_tiles *out, char *err,
                    size_t errlen)
 {
