@@ -333,6 +333,61 @@ START_TEST(unknown_tensor_refused)
 }
 END_TEST
 
+START_TEST(tied_embeddings_and_no_tokenizer)
+{
+    char dir[512];
+    copy_fixture(dir, sizeof dir, "tied");
+    /* drop lm_head.weight from its shard's header and from the index */
+    sh("%s -c \"import json,struct;p='%s/model-00001-of-00002.safetensors';b=open(p,'rb').read();n=struct.unpack('<Q',b[:8])[0];h=json.loads(b[8:8+n]);"
+       "del h['lm_head.weight'];s=json.dumps(h).encode();open(p,'wb').write(struct.pack('<Q',len(s))+s+b[8+n:])\"",
+       python, dir);
+    sh("%s -c \"import json;p='%s/model.safetensors.index.json';c=json.load(open(p));del c['weight_map']['lm_head.weight'];json.dump(c,open(p,'w'))\"",
+       python, dir);
+    sh("rm %s/tokenizer.json", dir);
+    char err[1024], prefix[600], path[700];
+    snprintf(prefix, sizeof prefix, "%s/out", dir);
+    ck_assert_msg(convert_hf(dir, prefix, KT_F32, err, sizeof err) == 0, "%s", err);
+    snprintf(path, sizeof path, "%s.gguf", prefix);
+    gguf_file *f;
+    ck_assert_msg(gguf_open(path, &f, err, sizeof err) == 0, "%s", err);
+    ck_assert_ptr_null(gguf_find_tensor(f, "output.weight")); /* llama.cpp reuses token_embd */
+    ck_assert_ptr_nonnull(gguf_find_tensor(f, "token_embd.weight"));
+    ck_assert_int_lt(gguf_find_key(f, "tokenizer.ggml.tokens"), 0);
+    gguf_close(f);
+}
+END_TEST
+
+START_TEST(single_file_checkpoint)
+{
+    char dir[512];
+    copy_fixture(dir, sizeof dir, "single");
+    /* merge the two shards into model.safetensors */
+    sh("cd %s && %s -c \"import json,struct\n"
+       "hs=[];ds=[]\n"
+       "for p in ['model-00001-of-00002.safetensors','model-00002-of-00002.safetensors']:\n"
+       "  b=open(p,'rb').read();n=struct.unpack('<Q',b[:8])[0];hs.append(json.loads(b[8:8+n]));ds.append(b[8+n:])\n"
+       "out={};off=len(ds[0])\n"
+       "for k,v in hs[0].items():\n  out[k]=v\n"
+       "for k,v in hs[1].items():\n"
+       "  if k!='__metadata__': v['data_offsets']=[v['data_offsets'][0]+off,v['data_offsets'][1]+off]\n"
+       "  out[k]=v\n"
+       "s=json.dumps(out).encode();open('model.safetensors','wb').write(struct.pack('<Q',len(s))+s+ds[0]+ds[1])\" "
+       "&& rm model-0000* model.safetensors.index.json", dir, python);
+    char err[1024], prefix[600];
+    snprintf(prefix, sizeof prefix, "%s/out", dir);
+    ck_assert_msg(convert_hf(dir, prefix, KT_BF16, err, sizeof err) == 0, "%s", err);
+    char path[700];
+    snprintf(path, sizeof path, "%s-mmproj.gguf", prefix);
+    gguf_file *f;
+    ck_assert_msg(gguf_open(path, &f, err, sizeof err) == 0, "%s", err);
+    const gguf_tensor *t = gguf_find_tensor(f, "mm.model.fc.weight");
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(t->type, KT_BF16);
+    ck_assert_int_eq(u64(f, "general.file_type"), 32);
+    gguf_close(f);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -351,6 +406,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, bad_header_named);
     tcase_add_test(tc, missing_config);
     tcase_add_test(tc, unknown_tensor_refused);
+    tcase_add_test(tc, tied_embeddings_and_no_tokenizer);
+    tcase_add_test(tc, single_file_checkpoint);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     /* One process: the fixture is generated once and shared. */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/image.h"
 
@@ -240,6 +241,42 @@ START_TEST(preprocess_matches_idefics3)
 }
 END_TEST
 
+START_TEST(settings_from_mmproj)
+{
+    char path[] = "/tmp/tern-img-XXXXXX", err[256];
+    close(mkstemp(path));
+    gguf_writer *w = gguf_writer_create();
+    gguf_set_u32(w, "clip.vision.image_size", 512);
+    gguf_set_u32(w, "clip.vision.preproc_image_size", 2048);
+    float mean[3] = {0.1f, 0.2f, 0.3f}, std[3] = {0.4f, 0.5f, 0.6f};
+    gguf_set_arr(w, "clip.vision.image_mean", GGUF_FLOAT32, mean, 3);
+    gguf_set_arr(w, "clip.vision.image_std", GGUF_FLOAT32, std, 3);
+    ck_assert_int_eq(gguf_write(w, path, err, sizeof err), 0);
+    gguf_writer_destroy(w);
+    gguf_file *f;
+    ck_assert_int_eq(gguf_open(path, &f, err, sizeof err), 0);
+    img_proc_cfg cfg;
+    ck_assert_msg(img_proc_cfg_from_gguf(f, &cfg, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(cfg.tile, 512);
+    ck_assert_int_eq(cfg.longest_edge, 2048);
+    ck_assert(!cfg.split);
+    ck_assert_float_eq(cfg.mean[2], 0.3f);
+    ck_assert_float_eq(cfg.std[0], 0.4f);
+    ck_assert_double_eq(cfg.rescale, 1.0 / 255.0);
+    gguf_close(f);
+
+    w = gguf_writer_create();
+    gguf_set_u32(w, "clip.vision.patch_size", 16);
+    ck_assert_int_eq(gguf_write(w, path, err, sizeof err), 0);
+    gguf_writer_destroy(w);
+    ck_assert_int_eq(gguf_open(path, &f, err, sizeof err), 0);
+    ck_assert_int_ne(img_proc_cfg_from_gguf(f, &cfg, err, sizeof err), 0);
+    ck_assert_ptr_nonnull(strstr(err, "clip.vision.image_size"));
+    gguf_close(f);
+    unlink(path);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("image");
@@ -251,6 +288,7 @@ int main(void)
     tcase_add_test(tc, limits_checked_first);
     tcase_add_test(tc, resize_matches_pillow);
     tcase_add_test(tc, preprocess_matches_idefics3);
+    tcase_add_test(tc, settings_from_mmproj);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -102,6 +102,19 @@ START_TEST(pretokenizer_splits)
 }
 END_TEST
 
+START_TEST(gpt2_pre_keeps_numbers_together)
+{
+    /* pre "gpt-2" (plain GPT-2): " 12" is one chunk, so " 1" merges */
+    tok *g = tt_make_pre("gpt-2");
+    int32_t ids[8];
+    int n = tok_encode(g, " 12", 3, ids, 8);
+    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(ids[0], tok_special(g, "Ġ1"));
+    ck_assert_int_eq(ids[1], BYTE0 + '2');
+    tok_free(g);
+}
+END_TEST
+
 START_TEST(round_trip)
 {
     const char *texts[] = {
@@ -271,6 +284,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, merges_by_rank);
     tcase_add_test(tc, pretokenizer_splits);
+    tcase_add_test(tc, gpt2_pre_keeps_numbers_together);
     tcase_add_test(tc, round_trip);
     tcase_add_test(tc, encode_needs_more_room);
     tcase_add_test(tc, long_input);

@@ -3,7 +3,7 @@
  * tokenizer.json goes through tern convert's tokenizer path into a GGUF,
  * and every case must give exactly the recorded ids.
  *
- * usage: test_tokenizer_ref DIR_WITH_TOKENIZER_JSON CASES_JSON */
+ * usage: test_tokenizer_ref TOKENIZER_JSON CASES_JSON */
 #include <check.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -14,7 +14,7 @@
 #include "cli/convert.h"
 #include "engine/tokenizer.h"
 
-static const char *tok_dir, *cases_path;
+static const char *tok_json, *cases_path;
 
 static char *slurp(const char *path)
 {
@@ -65,8 +65,16 @@ static int encode_like_hf(const tok *t, char *const *specials, int n_spec, const
 START_TEST(matches_reference)
 {
     char err[512];
+    /* convert reads DIR/tokenizer.json: give it a directory with a link */
+    char dir[] = "/tmp/tern-tokref-XXXXXX", link[600], abs[4096];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(link, sizeof link, "%s/tokenizer.json", dir);
+    ck_assert_ptr_nonnull(realpath(tok_json, abs));
+    ck_assert_int_eq(symlink(abs, link), 0);
     gguf_writer *w = gguf_writer_create();
-    ck_assert_msg(convert_tokenizer(tok_dir, w, 0, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(convert_tokenizer(dir, w, 0, err, sizeof err) == 0, "%s", err);
+    unlink(link);
+    rmdir(dir);
     char path[] = "/tmp/tern-tokref-XXXXXX";
     close(mkstemp(path));
     ck_assert_msg(gguf_write(w, path, err, sizeof err) == 0, "%s", err);
@@ -135,10 +143,10 @@ END_TEST
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s DIR_WITH_TOKENIZER_JSON CASES_JSON\n", argv[0]);
+        fprintf(stderr, "usage: %s TOKENIZER_JSON CASES_JSON\n", argv[0]);
         return 2;
     }
-    tok_dir = argv[1];
+    tok_json = argv[1];
     cases_path = argv[2];
     Suite *s = suite_create("tokenizer_ref");
     TCase *tc = tcase_create("tokenizer_ref");

@@ -49,6 +49,11 @@ static void byte_str(int b, char *out)
 
 tok *tt_make(void)
 {
+    return tt_make_pre("smollm");
+}
+
+tok *tt_make_pre(const char *pre)
+{
     static char bytes[256][4];
     static char merged[N_MERGES][32];
     static char mlines[N_MERGES][32];
@@ -80,7 +85,7 @@ tok *tt_make(void)
     gguf_writer *w = gguf_writer_create();
     gguf_set_str(w, "general.architecture", "llama");
     gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
-    gguf_set_str(w, "tokenizer.ggml.pre", "smollm");
+    gguf_set_str(w, "tokenizer.ggml.pre", pre);
     gguf_set_arr_str(w, "tokenizer.ggml.tokens", tokens, (uint64_t)n);
     gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, types, (uint64_t)n);
     gguf_set_arr_str(w, "tokenizer.ggml.merges", mptr, N_MERGES);

@@ -339,7 +339,7 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
         seterr(c->err, c->errlen, "%s: vocabulary of %lld tokens", path, n);
         goto out;
     }
-    if (max_id + 1 > vocab_size)
+    if (vocab_size > 0 && max_id + 1 > vocab_size)
         fprintf(stderr, "convert: warning: tokenizer has %lld tokens, config.json vocab_size is %lld\n",
                 max_id + 1, vocab_size);
     tokens = calloc((size_t)n, sizeof *tokens);

@@ -346,14 +346,11 @@ int cmd_perplexity(int argc, char **argv)
         goto done;
     }
     if (p.info->has_vision) {
-        uint64_t pre = 0;
-        p.icfg = (img_proc_cfg){.longest_edge = p.info->image_size, .tile = p.info->image_size,
-                                .split = split, .rescale = 1.0 / 255.0};
-        if (gguf_get_u64(eng_model_vision_file(p.m), "clip.vision.preproc_image_size", &pre) &&
-            pre > 0 && pre < 65536)
-            p.icfg.longest_edge = (int)pre;
-        memcpy(p.icfg.mean, p.info->image_mean, sizeof p.icfg.mean);
-        memcpy(p.icfg.std, p.info->image_std, sizeof p.icfg.std);
+        if (img_proc_cfg_from_gguf(eng_model_vision_file(p.m), &p.icfg, err, sizeof err) != 0) {
+            cli_error(CMD, "%s", err);
+            goto done;
+        }
+        p.icfg.split = split;
     }
 
     tally all = {.name = "all"}, types[MAX_QTYPES];

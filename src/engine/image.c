@@ -425,18 +425,27 @@ static void pass_h(const uint8_t *src, int w_in, int y0, int rows, uint8_t *dst,
     }
 }
 
-static void pass_v(const uint8_t *src, int w, uint8_t *dst, int h_out, const coeffs *c, int shift)
+/* Rows of the output from rows of src. The taps run over whole rows into an
+ * int32 accumulator row (integer sums: same result in any order as
+ * Pillow's column-by-column loop, but reading memory in sequence). */
+static void pass_v(const uint8_t *src, int w, uint8_t *dst, int h_out, const coeffs *c, int shift,
+                   int32_t *acc)
 {
+    size_t row = (size_t)w * 3;
     for (int yy = 0; yy < h_out; yy++) {
         int ymin = c->bounds[2 * yy] - shift, n = c->bounds[2 * yy + 1];
         const int32_t *k = c->k + (size_t)yy * c->ksize;
-        uint8_t *d = dst + (size_t)yy * w * 3;
-        for (int x = 0; x < w * 3; x++) {
-            int32_t s = 1 << (PREC - 1);
-            for (int y = 0; y < n; y++)
-                s += src[(size_t)(y + ymin) * w * 3 + x] * k[y];
-            d[x] = clip8(s);
+        for (size_t x = 0; x < row; x++)
+            acc[x] = 1 << (PREC - 1);
+        for (int y = 0; y < n; y++) {
+            const uint8_t *s = src + (size_t)(y + ymin) * row;
+            int32_t ky = k[y];
+            for (size_t x = 0; x < row; x++)
+                acc[x] += s[x] * ky;
         }
+        uint8_t *d = dst + (size_t)yy * row;
+        for (size_t x = 0; x < row; x++)
+            d[x] = clip8(acc[x]);
     }
 }
 
@@ -457,8 +466,9 @@ int img_resize(const img_rgb *src, int w, int h, img_rgb *dst)
     }
     coeffs ch = {0}, cv = {0};
     uint8_t *tmp = NULL, *out = malloc(out_bytes);
+    int32_t *acc = malloc((size_t)w * 3 * sizeof *acc);
     int rc = -1;
-    if (!out || precompute(src->w, w, &ch) != 0 || precompute(src->h, h, &cv) != 0)
+    if (!out || !acc || precompute(src->w, w, &ch) != 0 || precompute(src->h, h, &cv) != 0)
         goto done;
     /* horizontal first, over only the rows the vertical pass will read */
     const uint8_t *mid = src->rgb;
@@ -473,7 +483,7 @@ int img_resize(const img_rgb *src, int w, int h, img_rgb *dst)
         shift = first;
     }
     if (h != src->h)
-        pass_v(mid, w, out, h, &cv, shift);
+        pass_v(mid, w, out, h, &cv, shift, acc);
     else
         memcpy(out, mid, out_bytes);
     dst->rgb = out;
@@ -483,6 +493,7 @@ int img_resize(const img_rgb *src, int w, int h, img_rgb *dst)
 done:
     free(out);
     free(tmp);
+    free(acc);
     coeffs_free(&ch);
     coeffs_free(&cv);
     return rc;
@@ -616,6 +627,39 @@ oom:
     return -1;
 }
 
+static bool get_floats3(const gguf_file *f, const char *key, float *out)
+{
+    int k = gguf_find_key(f, key);
+    if (k < 0 || gguf_kv_type(f, k) != GGUF_ARRAY || gguf_arr_type(f, k) != GGUF_FLOAT32 ||
+        gguf_arr_len(f, k) != 3)
+        return false;
+    memcpy(out, gguf_arr_data(f, k), 3 * sizeof *out);
+    return true;
+}
+
+int img_proc_cfg_from_gguf(const gguf_file *f, img_proc_cfg *cfg, char *err, size_t errlen)
+{
+    uint64_t tile = 0, longest = 0;
+    if (!gguf_get_u64(f, "clip.vision.image_size", &tile) || tile == 0 || tile > 65535) {
+        seterr(err, errlen, "%s: clip.vision.image_size is missing or out of range", gguf_path(f));
+        return -1;
+    }
+    if (!gguf_get_u64(f, "clip.vision.preproc_image_size", &longest) || longest == 0 ||
+        longest > 65535)
+        longest = tile;
+    *cfg = (img_proc_cfg){.longest_edge = (int)longest, .tile = (int)tile, .split = false,
+                          .rescale = 1.0 / 255.0, .mean = {0.5f, 0.5f, 0.5f},
+                          .std = {0.5f, 0.5f, 0.5f}};
+    get_floats3(f, "clip.vision.image_mean", cfg->mean);
+    if (get_floats3(f, "clip.vision.image_std", cfg->std))
+        for (int c = 0; c < 3; c++)
+            if (!(cfg->std[c] > 0)) {
+                seterr(err, errlen, "%s: clip.vision.image_std has a value <= 0", gguf_path(f));
+                return -1;
+            }
+    return 0;
+}
+
 int img_preprocess(const img_rgb *im, const img_proc_cfg *cfg, img_tiles *out, char *err,
                    size_t errlen)
 {
@@ -629,14 +673,20 @@ int img_preprocess(const img_rgb *im, const img_proc_cfg *cfg, img_tiles *out, c
     out->pixels = malloc((size_t)n * 3 * plane * sizeof *out->pixels);
     if (out->pixels) {
         /* rescale in double then store as float (numpy's rescale), normalise
-         * in float (numpy on float32 arrays) */
-        double scale = cfg->rescale;
+         * in float (numpy on float32 arrays); only 256 inputs per channel */
+        float lut[3][256];
+        for (int c = 0; c < 3; c++)
+            for (int v = 0; v < 256; v++) {
+                float x = (float)((double)v * cfg->rescale);
+                lut[c][v] = (x - cfg->mean[c]) / cfg->std[c];
+            }
         for (int t = 0; t < n; t++)
-            for (size_t p = 0; p < plane; p++)
-                for (int c = 0; c < 3; c++) {
-                    float x = (float)((double)tiles[t].rgb[3 * p + c] * scale);
-                    out->pixels[((size_t)t * 3 + c) * plane + p] = (x - cfg->mean[c]) / cfg->std[c];
-                }
+            for (int c = 0; c < 3; c++) {
+                float *dst = out->pixels + ((size_t)t * 3 + c) * plane;
+                const uint8_t *src = tiles[t].rgb + c;
+                for (size_t p = 0; p < plane; p++)
+                    dst[p] = lut[c][src[3 * p]];
+            }
         out->rows = rows, out->cols = cols, out->n = n, out->tile = T;
     }
     for (int t = 0; t < n; t++)

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/gguf.h"
+
 typedef struct {
     int w, h;
     uint8_t *rgb; /* w * h * 3 bytes, row-major; owned, free with img_free */
@@ -46,6 +48,12 @@ typedef struct {
     double rescale;    /* rescale_factor, 1/255 */
     float mean[3], std[3];
 } img_proc_cfg;
+
+/* The settings a mmproj GGUF records: tile = clip.vision.image_size,
+ * longest_edge = clip.vision.preproc_image_size (else the tile),
+ * mean/std = clip.vision.image_mean/std (else 0.5), rescale 1/255, no
+ * splitting. Fails naming the file when image_size is missing or bad. */
+int img_proc_cfg_from_gguf(const gguf_file *f, img_proc_cfg *cfg, char *err, size_t errlen);
 
 /* Tiles in the order the prompt lists them: rows x cols crops row by row,
  * then the global image (the only one when rows = cols = 0). */

@@ -226,10 +226,10 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
     bool split_digits;
     if (!pre || !strcmp(pre, "smollm"))
         split_digits = true;
-    else if (!strcmp(pre, "gpt2") || !strcmp(pre, "default"))
+    else if (!strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2") || !strcmp(pre, "default"))
         split_digits = false;
     else {
-        seterr(err, errlen, "%s: tokenizer.ggml.pre \"%s\" is not supported (smollm, gpt2 are)",
+        seterr(err, errlen, "%s: tokenizer.ggml.pre \"%s\" is not supported (smollm, gpt-2 are)",
                path, pre);
         return -1;
     }
