@@ -430,7 +430,6 @@ class Main(unittest.TestCase):
             p = subprocess.run([tern, 'stats', '--db', self.d.db, '--window', '600'],
                                capture_output=True, text=True)
             self.assertEqual(p.returncode, 0, p.stderr)
-            table = dict(l.split(None, 1) if ' ' in l else (l, '') for l in p.stdout.splitlines())
             self.assertIn('latency (ms)', p.stdout)
             self.assertGreaterEqual(int(p.stdout.split('requests')[1].split()[0]), o['count'])
 
@@ -574,6 +573,21 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(d.stop(), 0)
         with open(d.log) as f:
             self.assertEqual(f.read().count('records are dropped'), 1)
+
+    def test_sd_notify_ready_and_watchdog(self):
+        path = os.path.join(tempfile.mkdtemp(prefix='ternd-notify-'), 'notify.sock')
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(10)
+        d = Daemon(env={'NOTIFY_SOCKET': path, 'WATCHDOG_USEC': '200000'})
+        msgs = []
+        while not any('WATCHDOG=1' in m for m in msgs):
+            msgs.append(sock.recv(4096).decode())
+        self.assertTrue(any('READY=1' in m for m in msgs), msgs)
+        self.assertEqual(d.stop(), 0)
+        while not any('STOPPING=1' in m for m in msgs):
+            msgs.append(sock.recv(4096).decode())
+        sock.close()
 
     def test_bad_config_names_key(self):
         for args, key in ((['--slots', 'many'], 'slots'), (['--port', '99999'], 'port'),
