@@ -226,13 +226,17 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     while (st->out_pos == st->out.len) {
         if (st->eof) return MHD_CONTENT_READER_END_OF_STREAM;
         st->out.len = st->out_pos = 0;
-        int done;
-        size_t n = job_take(st->job, &st->take, &st->take_cap, &done);
-        if (n) st->gen->chunk(&st->ctx, st->take, n, &st->out);
+        int done = 0, any = 0;
+        size_t n;
+        /* Everything made since the last call, one chunk per token, sent together. */
+        while ((n = job_take(st->job, &st->take, &st->take_cap, &done)) > 0) {
+            st->gen->chunk(&st->ctx, st->take, n, &st->out);
+            any = 1;
+        }
         if (done) {
             st->gen->final(&st->ctx, st->job, &st->out);
             st->eof = 1;
-        } else if (!n && job_wait(st->job, st->sock, 0) < 0) {
+        } else if (!any && job_wait(st->job, st->sock, 0) < 0) {
             job_cancel(st->job);
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
@@ -396,6 +400,7 @@ static enum MHD_Result run_generation(struct http_req *r)
             pthread_mutex_lock(&j->mu);
             done = j->done;
             j->text_read = j->text_len;
+            j->pieces_read = j->n_pieces;
             pthread_mutex_unlock(&j->mu);
         }
         if (done == DONE_ERROR) {
