@@ -3,7 +3,7 @@
 # Debian packages the project builds, tests and trains with.
 PKGS := gcc make meson ninja-build pkg-config clang libclang-rt-14-dev \
         libmicrohttpd-dev libcjson-dev libjpeg62-turbo-dev libspng-dev libinih-dev \
-        libsystemd-dev libsqlite3-dev sqlite3 check \
+        libsystemd-dev libsqlite3-dev sqlite3 check curl systemd \
         python3 python3-torch python3-numpy python3-pil libopenblas0-pthread
 
 BUILD      ?= build
