@@ -124,7 +124,7 @@ static int push_image(struct engb *e, struct eslot *p, const struct job_image *i
     int n_img = in->n_image_tokens, n_embd = in->n_embd, rc = 0, c = 0;
     for (int r = 0; r < tiles.rows && rc == 0; r++) {
         for (int col = 0; col < tiles.cols && rc == 0; col++, c++) {
-            char name[32];
+            char name[64];
             snprintf(name, sizeof name, "<row_%d_col_%d>", r + 1, col + 1);
             rc = push_special(p, t, "<fake_token_around_image>") || push_special(p, t, name) ||
                  push_image_rows(p, t, embd + (size_t)c * n_img * n_embd, n_img, n_embd);
