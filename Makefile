@@ -4,17 +4,19 @@
 PKGS := gcc make meson ninja-build pkg-config clang libclang-rt-14-dev \
         libmicrohttpd-dev libcjson-dev libjpeg62-turbo-dev libspng-dev libinih-dev \
         libsystemd-dev libsqlite3-dev sqlite3 check curl systemd \
-        python3 python3-torch python3-numpy python3-pil libopenblas0-pthread
+        python3 python3-torch python3-numpy python3-pil libopenblas0-pthread \
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
+ARM_BUILD  ?= build-arm
 FUZZ_SECONDS ?= 20
 
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 
-.PHONY: all deps build test test-release test-asan fuzz serve clean
+.PHONY: all deps build test test-release test-asan test-arm test-training fuzz serve clean
 
 all: build
 
@@ -59,7 +61,25 @@ fuzz: deps
 	    $(FUZZ_BUILD)/corpus tests/data/fuzz-seeds; \
 	else echo "clang not found: fuzzing skipped"; fi
 
-test: test-release test-asan fuzz
+# The kernels and their test cross-built for aarch64 and run under qemu twice:
+# a CPU with dotprod (sdot kernels) and the Raspberry Pi 4's Cortex-A72
+# (plain NEON). Skipped (with a note) without the cross compiler or qemu.
+test-arm:
+	@if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null; then \
+	  set -e; \
+	  [ -f $(ARM_BUILD)/build.ninja ] || meson setup $(ARM_BUILD) --cross-file cross/aarch64.txt -Dkernels_only=true; \
+	  ninja -C $(ARM_BUILD) test_kernels; \
+	  echo "== aarch64, -cpu max (dotprod)"; \
+	  TERN_EXPECT_ISA=dotprod qemu-aarch64-static -cpu max $(ARM_BUILD)/test_kernels; \
+	  echo "== aarch64, -cpu cortex-a72 (NEON, no dotprod)"; \
+	  TERN_EXPECT_ISA=neon qemu-aarch64-static -cpu cortex-a72 $(ARM_BUILD)/test_kernels; \
+	else echo "aarch64-linux-gnu-gcc or qemu-aarch64-static not found: ARM tests skipped"; fi
+
+# The demo model's Python pipeline on a tiny data set (skipped without python3-torch).
+test-training:
+	$(MAKE) -C training smoke
+
+test: test-release test-asan test-arm fuzz test-training
 
 # Start ternd on 127.0.0.1:8080 with the demo model (the echo test double when the model
 # files are not there yet). Stats go to $(BUILD)/ternd-stats.db.
@@ -74,4 +94,4 @@ serve: build
 	  --model $(SERVE_MODEL) --mmproj $(SERVE_MMPROJ) --db $(BUILD)/ternd-stats.db
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(ARM_BUILD)

@@ -12,7 +12,8 @@ static void touch(const void *p, size_t n)
 {
     const uint8_t *b = p;
     uint64_t h = 0;
-    for (size_t i = 0; i < n; i++) h = h * 31 + b[i];
+    for (size_t i = 0; i < n; i++)
+        h = h * 31 + b[i];
     sink += h;
 }
 

@@ -72,8 +72,9 @@ static int tiny(const char *dir)
 
 static int vocab(const char *dir)
 {
-    static const char *const tokens[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>",
-                                         "a", "b", "c", "ab", "\xc4\xa0the", "\n", "\n\n", "x"};
+    static const char *const tokens[] = {
+        "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "a", "b", "c", "ab",
+        "\xc4\xa0the",   "\n",           "\n\n",       "x"};
     enum { N = sizeof tokens / sizeof tokens[0] };
     float scores[N];
     int32_t types[N];
@@ -124,7 +125,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: mkgguf DIR\n");
         return 2;
     }
-    for (size_t i = 0; i < sizeof bytes; i++) bytes[i] = (uint8_t)(i * 7 + 3);
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (uint8_t)(i * 7 + 3);
     int rc = tiny(argv[1]);
     rc |= vocab(argv[1]);
     rc |= align64(argv[1]);

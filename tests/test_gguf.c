@@ -54,18 +54,21 @@ static void spit(const char *path, const void *b, size_t len)
 
 static void wr32(uint8_t *p, uint32_t v)
 {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> 8 * i);
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> 8 * i);
 }
 
 static void wr64(uint8_t *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> 8 * i);
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> 8 * i);
 }
 
 static uint64_t rd64(const uint8_t *p)
 {
     uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
     return v;
 }
 
@@ -103,14 +106,10 @@ typedef struct {
 } tspec;
 
 static const tspec tensors[] = {
-    {"t.f32", KT_F32, 2, {3, 2}, 24},
-    {"t.f16", KT_F16, 1, {5}, 10},
-    {"t.q8_0", KT_Q8_0, 2, {64, 3}, 204},
-    {"t.bf16", KT_BF16, 3, {7, 1, 2}, 28},
-    {"t.tq1_0", KT_TQ1_0, 2, {256, 2}, 108},
-    {"t.tq2_0", KT_TQ2_0, 1, {512}, 132},
-    {"t.q1_0", KT_Q1_0, 4, {128, 1, 1, 2}, 36},
-    {"t.q2_0", KT_Q2_0, 2, {64, 3}, 54},
+    {"t.f32", KT_F32, 2, {3, 2}, 24},           {"t.f16", KT_F16, 1, {5}, 10},
+    {"t.q8_0", KT_Q8_0, 2, {64, 3}, 204},       {"t.bf16", KT_BF16, 3, {7, 1, 2}, 28},
+    {"t.tq1_0", KT_TQ1_0, 2, {256, 2}, 108},    {"t.tq2_0", KT_TQ2_0, 1, {512}, 132},
+    {"t.q1_0", KT_Q1_0, 4, {128, 1, 1, 2}, 36}, {"t.q2_0", KT_Q2_0, 2, {64, 3}, 54},
 };
 #define N_TENSORS (int)(sizeof tensors / sizeof tensors[0])
 
@@ -148,11 +147,12 @@ static gguf_writer *sample_writer(void)
     gguf_set_arr(w, "a.empty", GGUF_INT32, NULL, 0);
     gguf_set_arr_str(w, "a.empty_strings", NULL, 0);
     for (int i = 0; i < N_TENSORS; i++) {
-        for (int j = 0; j < 256; j++) tdata[i][j] = (uint8_t)(i * 31 + j * 7 + 1);
+        for (int j = 0; j < 256; j++)
+            tdata[i][j] = (uint8_t)(i * 31 + j * 7 + 1);
         const tspec *t = &tensors[i];
-        ck_assert_int_eq(gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, tdata[i], err,
-                                         sizeof err),
-                         GGUF_OK);
+        ck_assert_int_eq(
+            gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, tdata[i], err, sizeof err),
+            GGUF_OK);
     }
     return w;
 }
@@ -253,7 +253,8 @@ static void check_sample(const gguf_file *f)
         ck_assert_ptr_eq(gguf_find_tensor(f, s->name), g);
         ck_assert_int_eq(g->type, s->type);
         ck_assert_int_eq(g->n_dims, s->n_dims);
-        for (int d = 0; d < 4; d++) ck_assert_int_eq(g->ne[d], d < s->n_dims ? s->ne[d] : 1);
+        for (int d = 0; d < 4; d++)
+            ck_assert_int_eq(g->ne[d], d < s->n_dims ? s->ne[d] : 1);
         ck_assert_uint_eq(g->nbytes, s->nbytes);
         ck_assert_uint_eq(gguf_tensor_bytes(s->type, s->n_dims, s->ne), s->nbytes);
         ck_assert_uint_eq(g->offset % 32, 0);
@@ -429,14 +430,15 @@ START_TEST(writer_replace_and_copy)
     ck_assert_int_eq(gguf_open_memory(b, len, "src", &f, err, sizeof err), GGUF_OK);
 
     gguf_writer *w = gguf_writer_create();
-    for (int i = 0; i < gguf_n_kv(f); i++) gguf_set_from(w, f, i);
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        gguf_set_from(w, f, i);
     gguf_set_u32(w, "v.u8", 5); /* replace: type and value change, order stays */
     gguf_set_str(w, "v.string", "replaced");
     for (int t = 0; t < gguf_n_tensors(f); t++) {
         const gguf_tensor *g = gguf_tensor_at(f, t);
-        ck_assert_int_eq(gguf_add_tensor(w, g->name, g->type, g->n_dims, g->ne, g->data, err,
-                                         sizeof err),
-                         GGUF_OK);
+        ck_assert_int_eq(
+            gguf_add_tensor(w, g->name, g->type, g->n_dims, g->ne, g->data, err, sizeof err),
+            GGUF_OK);
     }
     const char *path = tmp_path("copy.gguf");
     ck_assert_int_eq(gguf_write(w, path, err, sizeof err), GGUF_OK);
@@ -445,7 +447,8 @@ START_TEST(writer_replace_and_copy)
     gguf_file *g;
     ck_assert_int_eq(gguf_open(path, &g, err, sizeof err), GGUF_OK);
     ck_assert_int_eq(gguf_n_kv(g), gguf_n_kv(f));
-    for (int i = 0; i < gguf_n_kv(f); i++) ck_assert_str_eq(gguf_key(g, i), gguf_key(f, i));
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        ck_assert_str_eq(gguf_key(g, i), gguf_key(f, i));
     ck_assert_int_eq(gguf_kv_type(g, key(g, "v.u8")), GGUF_UINT32);
     uint64_t u;
     ck_assert(gguf_get_u64(g, "v.u8", &u) && u == 5);
@@ -616,8 +619,7 @@ CORRUPT(too_many_kv, "metadata keys, more than", wr64(b + 16, 1000000))
 CORRUPT(huge_kv_count, "metadata keys, more than", wr64(b + 16, UINT64_MAX))
 CORRUPT(too_many_tensors, "tensors, more than", wr64(b + 8, 1u << 20))
 CORRUPT(huge_tensor_count, "tensors, more than", wr64(b + 8, UINT64_MAX))
-CORRUPT(key_len_past_end, "key 0: length 18446744073709551615",
-        wr64(b + 24, UINT64_MAX))
+CORRUPT(key_len_past_end, "key 0: length 18446744073709551615", wr64(b + 24, UINT64_MAX))
 CORRUPT(key_len_barely, "runs past the end", wr64(b + 24, len - 32 + 1))
 CORRUPT(empty_key, "key 0: empty key", wr64(b + 24, 0))
 CORRUPT(nul_in_key, "NUL", b[after(b, len, "key.count") - 2] = 0)
@@ -651,8 +653,7 @@ CORRUPT(alignment_type, "key 'general.alignment': must be a uint32",
         wr32(b + after(b, len, "general.alignment"), GGUF_INT32))
 CORRUPT(tensor_name_past_end, "tensor 0 name: length",
         wr64(b + after(b, len, "tensor.alpha") - 20, UINT64_MAX))
-CORRUPT(tensor_empty_name, "tensor 1: empty name",
-        wr64(b + after(b, len, "tensor.gamma") - 20, 0))
+CORRUPT(tensor_empty_name, "tensor 1: empty name", wr64(b + after(b, len, "tensor.gamma") - 20, 0))
 CORRUPT(n_dims_zero, "tensor 'tensor.alpha': 0 dimensions",
         wr32(b + after(b, len, "tensor.alpha"), 0))
 CORRUPT(n_dims_five, "tensor 'tensor.alpha': 5 dimensions",
@@ -668,8 +669,9 @@ CORRUPT(ne_overflow, "tensor 'tensor.gamma': shape is too large",
         wr64(b + after(b, len, "tensor.gamma") + 12, 1ull << 40))
 CORRUPT(ne_past_end, "tensor 'tensor.gamma': data",
         wr64(b + after(b, len, "tensor.gamma") + 12, 1ull << 20))
-CORRUPT(not_block_multiple, "tensor 'tensor.alpha': row length 65 is not a multiple of q8_0's "
-                            "block of 32",
+CORRUPT(not_block_multiple,
+        "tensor 'tensor.alpha': row length 65 is not a multiple of q8_0's "
+        "block of 32",
         wr64(b + after(b, len, "tensor.alpha") + 4, 65))
 CORRUPT(unknown_ttype, "tensor 'tensor.gamma': unknown tensor type 7",
         wr32(b + after(b, len, "tensor.gamma") + 20, 7))
@@ -770,17 +772,54 @@ int main(void)
     tc = tcase_create("malformed");
     tcase_set_timeout(tc, 60);
     const TTest *const bad[] = {
-        bad_magic, bad_version, bad_version_big, big_endian, short_header, tiny, empty_buf,
-        too_many_kv, huge_kv_count, too_many_tensors, huge_tensor_count, key_len_past_end,
-        key_len_barely, empty_key, nul_in_key, string_past_end, unknown_vtype,
-        unknown_vtype_huge, bad_bool, array_past_end, array_u64_overflow, array_unknown_type,
-        nested_array, string_array_past_end, string_in_array_past_end, duplicate_key,
-        alignment_not_pow2, alignment_zero, alignment_type, tensor_name_past_end,
-        tensor_empty_name, n_dims_zero, n_dims_five, n_dims_huge, ne_zero, ne_negative,
-        ne_overflow, ne_past_end, not_block_multiple, unknown_ttype, offset_misaligned,
-        offset_past_end, offset_huge, overlap, duplicate_tensor,
+        bad_magic,
+        bad_version,
+        bad_version_big,
+        big_endian,
+        short_header,
+        tiny,
+        empty_buf,
+        too_many_kv,
+        huge_kv_count,
+        too_many_tensors,
+        huge_tensor_count,
+        key_len_past_end,
+        key_len_barely,
+        empty_key,
+        nul_in_key,
+        string_past_end,
+        unknown_vtype,
+        unknown_vtype_huge,
+        bad_bool,
+        array_past_end,
+        array_u64_overflow,
+        array_unknown_type,
+        nested_array,
+        string_array_past_end,
+        string_in_array_past_end,
+        duplicate_key,
+        alignment_not_pow2,
+        alignment_zero,
+        alignment_type,
+        tensor_name_past_end,
+        tensor_empty_name,
+        n_dims_zero,
+        n_dims_five,
+        n_dims_huge,
+        ne_zero,
+        ne_negative,
+        ne_overflow,
+        ne_past_end,
+        not_block_multiple,
+        unknown_ttype,
+        offset_misaligned,
+        offset_past_end,
+        offset_huge,
+        overlap,
+        duplicate_tensor,
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) tcase_add_test(tc, bad[i]);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        tcase_add_test(tc, bad[i]);
     tcase_add_test(tc, every_truncation);
     tcase_add_test(tc, open_errors);
     suite_add_tcase(s, tc);

@@ -13,8 +13,7 @@
 
 /* Prints "tern CMD: MESSAGE" and "Try 'tern CMD --help'." to stderr;
  * returns CLI_USAGE. */
-int cli_usage_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Prints "tern CMD: MESSAGE" to stderr; returns CLI_FAIL. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -15,8 +15,8 @@
 #include "engine/gguf.h"
 
 #define CMD "inspect"
-#define HEAD 4        /* array elements shown */
-#define TEXT_MAX 64   /* string bytes shown in text mode */
+#define HEAD 4      /* array elements shown */
+#define TEXT_MAX 64 /* string bytes shown in text mode */
 #define MAX_TYPE_ID 64
 
 static const char usage_text[] =
@@ -31,8 +31,8 @@ static const char usage_text[] =
 
 static const char *vtype_name(gguf_vtype t)
 {
-    static const char *const names[] = {"u8",     "i8",    "u16", "i16", "u32", "i32", "f32",
-                                        "bool",   "string", "array", "u64", "i64", "f64"};
+    static const char *const names[] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
+                                        "bool", "string", "array", "u64", "i64", "f64"};
     return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
 }
 
@@ -45,7 +45,8 @@ static size_t vsize(gguf_vtype t)
 static uint64_t le(const uint8_t *p, size_t n)
 {
     uint64_t v = 0;
-    for (size_t i = n; i-- > 0;) v = v << 8 | p[i];
+    for (size_t i = n; i-- > 0;)
+        v = v << 8 | p[i];
     return v;
 }
 
@@ -66,14 +67,27 @@ static void fmt_num(gguf_vtype t, const uint8_t *p, char *buf, size_t n, bool *f
     uint64_t v = le(p, vsize(t));
     *finite = true;
     switch (t) {
-    case GGUF_UINT8: case GGUF_UINT16: case GGUF_UINT32: case GGUF_UINT64:
+    case GGUF_UINT8:
+    case GGUF_UINT16:
+    case GGUF_UINT32:
+    case GGUF_UINT64:
         snprintf(buf, n, "%" PRIu64, v);
         break;
-    case GGUF_INT8: snprintf(buf, n, "%d", (int8_t)v); break;
-    case GGUF_INT16: snprintf(buf, n, "%d", (int16_t)v); break;
-    case GGUF_INT32: snprintf(buf, n, "%" PRId32, (int32_t)v); break;
-    case GGUF_INT64: snprintf(buf, n, "%" PRId64, (int64_t)v); break;
-    case GGUF_BOOL: snprintf(buf, n, "%s", v ? "true" : "false"); break;
+    case GGUF_INT8:
+        snprintf(buf, n, "%d", (int8_t)v);
+        break;
+    case GGUF_INT16:
+        snprintf(buf, n, "%d", (int16_t)v);
+        break;
+    case GGUF_INT32:
+        snprintf(buf, n, "%" PRId32, (int32_t)v);
+        break;
+    case GGUF_INT64:
+        snprintf(buf, n, "%" PRId64, (int64_t)v);
+        break;
+    case GGUF_BOOL:
+        snprintf(buf, n, "%s", v ? "true" : "false");
+        break;
     case GGUF_FLOAT32: {
         uint32_t b = (uint32_t)v;
         float x;
@@ -89,7 +103,9 @@ static void fmt_num(gguf_vtype t, const uint8_t *p, char *buf, size_t n, bool *f
         fmt_float(x, false, buf, n);
         break;
     }
-    default: snprintf(buf, n, "?"); break;
+    default:
+        snprintf(buf, n, "?");
+        break;
     }
 }
 
@@ -101,17 +117,24 @@ static void put_str(const char *s, size_t n, size_t max)
     size_t shown = n;
     if (shown > max) {
         shown = max;
-        while (shown > 0 && ((unsigned char)s[shown] & 0xC0) == 0x80) shown--;
+        while (shown > 0 && ((unsigned char)s[shown] & 0xC0) == 0x80)
+            shown--;
     }
     putchar('"');
     for (size_t i = 0; i < shown; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c == '\n') fputs("\\n", stdout);
-        else if (c == '\t') fputs("\\t", stdout);
-        else if (c == '\r') fputs("\\r", stdout);
-        else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
-        else putchar(c);
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '\t')
+            fputs("\\t", stdout);
+        else if (c == '\r')
+            fputs("\\r", stdout);
+        else if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            putchar(c);
     }
     putchar('"');
     if (shown < n) printf("... (%zu bytes)", n);
@@ -157,7 +180,8 @@ typedef struct {
 static uint64_t n_params(const gguf_tensor *t)
 {
     uint64_t p = 1;
-    for (int d = 0; d < t->n_dims; d++) p *= (uint64_t)t->ne[d];
+    for (int d = 0; d < t->n_dims; d++)
+        p *= (uint64_t)t->ne[d];
     return p;
 }
 
@@ -192,9 +216,8 @@ static void sum_by_type(const gguf_file *f, total *by_type, total *all)
 
 static void print_text(const gguf_file *f)
 {
-    printf("%s\n  GGUF v%" PRIu32 ", alignment %zu, %zu bytes, %d keys, %d tensors\n",
-           gguf_path(f), gguf_version(f), gguf_alignment(f), gguf_file_size(f), gguf_n_kv(f),
-           gguf_n_tensors(f));
+    printf("%s\n  GGUF v%" PRIu32 ", alignment %zu, %zu bytes, %d keys, %d tensors\n", gguf_path(f),
+           gguf_version(f), gguf_alignment(f), gguf_file_size(f), gguf_n_kv(f), gguf_n_tensors(f));
 
     int kw = 4;
     for (int i = 0; i < gguf_n_kv(f); i++) {
@@ -248,7 +271,8 @@ static char *utf8_clean(const char *s, size_t n)
         unsigned char c = (unsigned char)s[i];
         size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
         bool ok = c != 0 && len && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++) ok = ((unsigned char)s[i + k] & 0xC0) == 0x80;
+        for (size_t k = 1; ok && k < len; k++)
+            ok = ((unsigned char)s[i + k] & 0xC0) == 0x80;
         if (ok && len > 1) { /* no overlong forms, surrogates or values past U+10FFFF */
             unsigned char d = (unsigned char)s[i + 1];
             ok = !(len == 2 && c < 0xC2) && !(len == 3 && c == 0xE0 && d < 0xA0) &&
@@ -348,7 +372,8 @@ static int print_json(const gguf_file *f)
     cJSON_AddItemToObject(root, "size", json_u64(gguf_file_size(f)));
 
     cJSON *meta = cJSON_AddArrayToObject(root, "metadata");
-    for (int i = 0; i < gguf_n_kv(f); i++) cJSON_AddItemToArray(meta, json_kv(f, i));
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        cJSON_AddItemToArray(meta, json_kv(f, i));
 
     cJSON *tensors = cJSON_AddArrayToObject(root, "tensors");
     for (int i = 0; i < gguf_n_tensors(f); i++) {
@@ -357,7 +382,8 @@ static int print_json(const gguf_file *f)
         cJSON_AddItemToObject(o, "name", json_str(t->name, strlen(t->name)));
         cJSON_AddStringToObject(o, "type", gguf_type_name(t->type));
         cJSON *shape = cJSON_AddArrayToObject(o, "shape");
-        for (int d = 0; d < t->n_dims; d++) cJSON_AddItemToArray(shape, json_u64((uint64_t)t->ne[d]));
+        for (int d = 0; d < t->n_dims; d++)
+            cJSON_AddItemToArray(shape, json_u64((uint64_t)t->ne[d]));
         cJSON_AddItemToObject(o, "offset", json_u64(t->offset));
         cJSON_AddItemToObject(o, "bytes", json_u64(t->nbytes));
         cJSON_AddNumberToObject(o, "bits_per_weight", bpw(t->nbytes, n_params(t)));
@@ -391,9 +417,14 @@ int cmd_inspect(int argc, char **argv)
     int c;
     while ((c = cli_getopt(CMD, argc, argv, "h", longopts)) != -1) {
         switch (c) {
-        case 'j': json = true; break;
-        case 'h': fputs(usage_text, stdout); return CLI_OK;
-        default: return CLI_USAGE;
+        case 'j':
+            json = true;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return CLI_OK;
+        default:
+            return CLI_USAGE;
         }
     }
     if (optind >= argc) return cli_usage_error(CMD, "no FILE given");

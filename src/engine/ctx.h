@@ -39,6 +39,21 @@ struct eng_ctx {
     float *vx, *vxn, *vq, *vk, *vv, *vatt, *vtmp, *vff, *vshuf;
 };
 
+/* Dot product in eight independent lanes, so the compiler can vectorise it
+ * without reassociating one long sum (no -ffast-math needed). */
+static inline float ctx_dot(const float *a, const float *b, int n)
+{
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += a[i + l] * b[i + l];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
 /* out (rows x w->n_out) = x (rows x w->n_in) times w transposed. The one
  * place every linear layer goes through. */
 void ctx_linear(eng_ctx *c, const eng_weight *w, const float *x, int rows, float *out);

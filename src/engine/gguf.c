@@ -41,10 +41,9 @@ typedef struct {
 } tsize;
 
 static const tsize tsizes[] = {
-    {KT_F32, "f32", 1, 4},          {KT_F16, "f16", 1, 2},
-    {KT_Q8_0, "q8_0", 32, 34},      {KT_BF16, "bf16", 1, 2},
-    {KT_TQ1_0, "tq1_0", 256, 54},   {KT_TQ2_0, "tq2_0", 256, 66},
-    {KT_Q1_0, "q1_0", 128, 18},     {KT_Q2_0, "q2_0", 64, 18},
+    {KT_F32, "f32", 1, 4},      {KT_F16, "f16", 1, 2},        {KT_Q8_0, "q8_0", 32, 34},
+    {KT_BF16, "bf16", 1, 2},    {KT_TQ1_0, "tq1_0", 256, 54}, {KT_TQ2_0, "tq2_0", 256, 66},
+    {KT_Q1_0, "q1_0", 128, 18}, {KT_Q2_0, "q2_0", 64, 18},
 };
 
 static const tsize *tsize_get(uint32_t id)
@@ -70,11 +69,23 @@ static uint64_t tensor_bytes(const tsize *ts, int n_dims, const int64_t *ne)
 static size_t vsize(uint32_t t) /* bytes of a fixed-size value; 0 for string/array/unknown */
 {
     switch (t) {
-    case GGUF_UINT8: case GGUF_INT8: case GGUF_BOOL: return 1;
-    case GGUF_UINT16: case GGUF_INT16: return 2;
-    case GGUF_UINT32: case GGUF_INT32: case GGUF_FLOAT32: return 4;
-    case GGUF_UINT64: case GGUF_INT64: case GGUF_FLOAT64: return 8;
-    default: return 0;
+    case GGUF_UINT8:
+    case GGUF_INT8:
+    case GGUF_BOOL:
+        return 1;
+    case GGUF_UINT16:
+    case GGUF_INT16:
+        return 2;
+    case GGUF_UINT32:
+    case GGUF_INT32:
+    case GGUF_FLOAT32:
+        return 4;
+    case GGUF_UINT64:
+    case GGUF_INT64:
+    case GGUF_FLOAT64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -112,9 +123,9 @@ typedef struct {
     const uint8_t *val;  /* scalars and numeric arrays: the bytes in the file */
     const uint8_t *raw;  /* the whole encoded value, for gguf_set_from */
     size_t raw_len;
-    char *str;           /* strings: NUL-terminated copy */
-    char *blob;          /* string arrays: the n strings, each NUL-terminated */
-    uint64_t *off;       /* string arrays: n + 1 offsets into blob */
+    char *str;     /* strings: NUL-terminated copy */
+    char *blob;    /* string arrays: the n strings, each NUL-terminated */
+    uint64_t *off; /* string arrays: n + 1 offsets into blob */
 } rkv;
 
 typedef struct {
@@ -177,8 +188,9 @@ typedef struct {
 static bool need(reader *r, uint64_t n, const char *what, owner o)
 {
     if (n <= left(r)) return true;
-    return fail(r, "truncated: " OWNER_FMT "%s needs %" PRIu64 " bytes at offset %zu but the file has %zu",
-                OWNER_ARGS(o), what, n, r->pos, r->len);
+    return fail(
+        r, "truncated: " OWNER_FMT "%s needs %" PRIu64 " bytes at offset %zu but the file has %zu",
+        OWNER_ARGS(o), what, n, r->pos, r->len);
 }
 
 static bool get32(reader *r, uint32_t *v, const char *what, owner o)
@@ -202,7 +214,8 @@ static bool get_str(reader *r, const uint8_t **s, uint64_t *len, const char *wha
 {
     if (!get64(r, len, what, o)) return false;
     if (*len > left(r))
-        return fail(r, OWNER_FMT "%s: length %" PRIu64 " at offset %zu runs past the end of the file",
+        return fail(r,
+                    OWNER_FMT "%s: length %" PRIu64 " at offset %zu runs past the end of the file",
                     OWNER_ARGS(o), what, *len, r->pos - 8);
     *s = r->p + r->pos;
     r->pos += (size_t)*len;
@@ -269,7 +282,8 @@ static bool read_value(reader *r, rkv *kv)
     } else if (kv->type == GGUF_ARRAY) {
         uint32_t et;
         if (!get32(r, &et, "array element type", KEY(kv->key))) return false;
-        if (et == GGUF_ARRAY) return fail(r, "key '%s': arrays of arrays are not supported", kv->key);
+        if (et == GGUF_ARRAY)
+            return fail(r, "key '%s': arrays of arrays are not supported", kv->key);
         if (et != GGUF_STRING && !vsize(et))
             return fail(r, "key '%s': unknown array element type %" PRIu32, kv->key, et);
         kv->arr_type = (gguf_vtype)et;
@@ -280,7 +294,8 @@ static bool read_value(reader *r, rkv *kv)
         } else {
             size_t es = vsize(et);
             if (kv->n > left(r) / es)
-                return fail(r, "key '%s': array of %" PRIu64 " elements runs past the end of the file",
+                return fail(r,
+                            "key '%s': array of %" PRIu64 " elements runs past the end of the file",
                             kv->key, kv->n);
             if (et == GGUF_BOOL && !check_bools(r, kv->val, kv->n, kv->key)) return false;
             r->pos += (size_t)kv->n * es;
@@ -316,7 +331,8 @@ static bool read_kvs(reader *r, gguf_file *f, uint64_t n_kv)
 {
     /* Smallest kv: 8-byte key length, 4-byte type, 1-byte value. */
     if (n_kv > left(r) / 13 || n_kv > INT32_MAX)
-        return fail(r, "header claims %" PRIu64 " metadata keys, more than a %zu-byte file can hold",
+        return fail(r,
+                    "header claims %" PRIu64 " metadata keys, more than a %zu-byte file can hold",
                     n_kv, r->len);
     f->kv = calloc((size_t)n_kv + 1, sizeof *f->kv);
     f->kv_sorted = calloc((size_t)n_kv + 1, sizeof *f->kv_sorted);
@@ -364,7 +380,8 @@ static bool read_tensor_info(reader *r, gguf_tensor *t, uint64_t i)
     snprintf(what, sizeof what, "tensor %" PRIu64 " name", i);
     if (!get_str(r, &s, &len, what, NOBODY)) return false;
     if (len == 0) return fail(r, "tensor %" PRIu64 ": empty name", i);
-    if (memchr(s, 0, (size_t)len)) return fail(r, "tensor %" PRIu64 ": name contains a NUL byte", i);
+    if (memchr(s, 0, (size_t)len))
+        return fail(r, "tensor %" PRIu64 ": name contains a NUL byte", i);
     char *name = dup_n(s, (size_t)len);
     if (!name) return fail(r, "out of memory");
     t->name = name;
@@ -375,7 +392,8 @@ static bool read_tensor_info(reader *r, gguf_tensor *t, uint64_t i)
         return fail(r, "tensor '%s': %" PRIu32 " dimensions (must be 1 to %d)", name, n_dims,
                     GGUF_MAX_DIMS);
     t->n_dims = (int)n_dims;
-    for (int d = 0; d < GGUF_MAX_DIMS; d++) t->ne[d] = 1;
+    for (int d = 0; d < GGUF_MAX_DIMS; d++)
+        t->ne[d] = 1;
     for (uint32_t d = 0; d < n_dims; d++) {
         uint64_t ne;
         if (!get64(r, &ne, "dimension", TENSOR(name))) return false;
@@ -427,22 +445,28 @@ static bool read_tensors(reader *r, gguf_file *f, uint64_t n_t)
     uint64_t a = f->alignment;
     uint64_t data = ((uint64_t)r->pos + a - 1) / a * a;
     if (data > r->len)
-        return fail(r, "truncated: the data section starts at offset %" PRIu64
-                       " but the file has %zu bytes", data, r->len);
+        return fail(r,
+                    "truncated: the data section starts at offset %" PRIu64
+                    " but the file has %zu bytes",
+                    data, r->len);
     uint64_t room = r->len - data;
     for (int i = 0; i < f->n_tensors; i++) {
         gguf_tensor *t = &f->t[i];
         if (t->offset % a)
-            return fail(r, "tensor '%s': offset %" PRIu64 " is not a multiple of the alignment %" PRIu64,
-                        t->name, t->offset, a);
+            return fail(
+                r, "tensor '%s': offset %" PRIu64 " is not a multiple of the alignment %" PRIu64,
+                t->name, t->offset, a);
         if (t->offset > room || t->nbytes > room - t->offset)
-            return fail(r, "tensor '%s': data at offset %" PRIu64 " (%zu bytes) runs past the end "
-                           "of the file (%zu bytes)", t->name, data + t->offset, t->nbytes, r->len);
+            return fail(r,
+                        "tensor '%s': data at offset %" PRIu64 " (%zu bytes) runs past the end "
+                        "of the file (%zu bytes)",
+                        t->name, data + t->offset, t->nbytes, r->len);
         t->data = r->p + data + t->offset;
     }
     const gguf_tensor **by_off = malloc((size_t)f->n_tensors * sizeof *by_off);
     if (!by_off) return fail(r, "out of memory");
-    for (int i = 0; i < f->n_tensors; i++) by_off[i] = &f->t[i];
+    for (int i = 0; i < f->n_tensors; i++)
+        by_off[i] = &f->t[i];
     qsort(by_off, (size_t)f->n_tensors, sizeof *by_off, cmp_offset);
     for (int i = 1; i < f->n_tensors; i++) {
         const gguf_tensor *x = by_off[i - 1], *y = by_off[i];
@@ -465,8 +489,7 @@ static bool parse(reader *r, gguf_file *f)
         return fail(r, "truncated: %zu bytes is too short for a GGUF header", r->len);
     f->version = rd32(r->p + 4);
     if (f->version != GGUF_VERSION) {
-        if (f->version == 0x03000000u)
-            return fail(r, "big-endian GGUF files are not supported");
+        if (f->version == 0x03000000u) return fail(r, "big-endian GGUF files are not supported");
         return fail(r, "unsupported GGUF version %" PRIu32 " (tern reads version %d)", f->version,
                     GGUF_VERSION);
     }
@@ -535,7 +558,8 @@ int gguf_open_memory(const void *buf, size_t len, const char *name, gguf_file **
                      size_t errlen)
 {
     if (!buf) len = 0;
-    return open_common(buf ? (const uint8_t *)buf : (const uint8_t *)"", len, name ? name : "<memory>", false, out, err, errlen);
+    return open_common(buf ? (const uint8_t *)buf : (const uint8_t *)"", len,
+                       name ? name : "<memory>", false, out, err, errlen);
 }
 
 void gguf_close(gguf_file *f)
@@ -547,7 +571,8 @@ void gguf_close(gguf_file *f)
         free(f->kv[i].blob);
         free(f->kv[i].off);
     }
-    for (int i = 0; i < f->n_tensors; i++) free((char *)f->t[i].name);
+    for (int i = 0; i < f->n_tensors; i++)
+        free((char *)f->t[i].name);
     free(f->kv);
     free(f->kv_sorted);
     free(f->t);
@@ -590,8 +615,10 @@ static int find_sorted(const sorted_name *s, int n, const char *name)
         int mid = lo + (hi - lo) / 2;
         int c = strcmp(s[mid].name, name);
         if (!c) return s[mid].idx;
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return -1;
 }
@@ -624,15 +651,36 @@ static bool int_value(const rkv *kv, uint64_t *mag, bool *neg)
     const uint8_t *p = kv->val;
     int64_t s;
     switch (kv->type) {
-    case GGUF_UINT8: *mag = p[0]; *neg = false; return true;
-    case GGUF_UINT16: *mag = rd16(p); *neg = false; return true;
-    case GGUF_UINT32: *mag = rd32(p); *neg = false; return true;
-    case GGUF_UINT64: *mag = rd64(p); *neg = false; return true;
-    case GGUF_INT8: s = (int8_t)p[0]; break;
-    case GGUF_INT16: s = (int16_t)rd16(p); break;
-    case GGUF_INT32: s = (int32_t)rd32(p); break;
-    case GGUF_INT64: s = (int64_t)rd64(p); break;
-    default: return false;
+    case GGUF_UINT8:
+        *mag = p[0];
+        *neg = false;
+        return true;
+    case GGUF_UINT16:
+        *mag = rd16(p);
+        *neg = false;
+        return true;
+    case GGUF_UINT32:
+        *mag = rd32(p);
+        *neg = false;
+        return true;
+    case GGUF_UINT64:
+        *mag = rd64(p);
+        *neg = false;
+        return true;
+    case GGUF_INT8:
+        s = (int8_t)p[0];
+        break;
+    case GGUF_INT16:
+        s = (int16_t)rd16(p);
+        break;
+    case GGUF_INT32:
+        s = (int32_t)rd32(p);
+        break;
+    case GGUF_INT64:
+        s = (int64_t)rd64(p);
+        break;
+    default:
+        return false;
     }
     *neg = s < 0;
     *mag = (uint64_t)s; /* two's complement bits; only read as signed when neg */
@@ -823,7 +871,8 @@ void gguf_writer_destroy(gguf_writer *w)
         free(w->kv[i].key);
         free(w->kv[i].val);
     }
-    for (int i = 0; i < w->n_t; i++) free(w->t[i].name);
+    for (int i = 0; i < w->n_t; i++)
+        free(w->t[i].name);
     free(w->kv);
     free(w->t);
     free(w);
@@ -841,12 +890,14 @@ static void wfail(gguf_writer *w, const char *fmt, ...)
 
 static void wr32(uint8_t *p, uint32_t v)
 {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> 8 * i);
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> 8 * i);
 }
 
 static void wr64(uint8_t *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> 8 * i);
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> 8 * i);
 }
 
 /* Takes ownership of val (which may be NULL after a failed allocation). */
@@ -899,7 +950,8 @@ static void set_scalar(gguf_writer *w, const char *key, gguf_vtype type, uint64_
     size_t n = vsize(type);
     uint8_t *v = malloc(n);
     if (v)
-        for (size_t i = 0; i < n; i++) v[i] = (uint8_t)(bits >> 8 * i);
+        for (size_t i = 0; i < n; i++)
+            v[i] = (uint8_t)(bits >> 8 * i);
     set_value(w, key, type, v, n);
 }
 
@@ -998,7 +1050,8 @@ void gguf_set_arr(gguf_writer *w, const char *key, gguf_vtype et, const void *da
         wr64(p + 4, n);
         if (n) memcpy(p + 12, data, (size_t)n * es);
         if (et == GGUF_BOOL)
-            for (uint64_t j = 0; j < n; j++) p[12 + j] = p[12 + j] != 0;
+            for (uint64_t j = 0; j < n; j++)
+                p[12 + j] = p[12 + j] != 0;
     }
     set_value(w, key, GGUF_ARRAY, p, len);
 }
@@ -1056,8 +1109,8 @@ static int werr(char *err, size_t errlen, const char *name, const char *fmt, ...
     return GGUF_ERR;
 }
 
-int gguf_add_tensor(gguf_writer *w, const char *name, kt_type type, int n_dims,
-                    const int64_t *ne, const void *data, char *err, size_t errlen)
+int gguf_add_tensor(gguf_writer *w, const char *name, kt_type type, int n_dims, const int64_t *ne,
+                    const void *data, char *err, size_t errlen)
 {
     const char *who = "gguf_add_tensor";
     if (!w) return werr(err, errlen, who, "no writer");
@@ -1071,11 +1124,13 @@ int gguf_add_tensor(gguf_writer *w, const char *name, kt_type type, int n_dims,
                     GGUF_MAX_DIMS);
     for (int d = 0; d < n_dims; d++)
         if (ne[d] <= 0)
-            return werr(err, errlen, who, "tensor '%s': dimension %d is %" PRId64 " (must be positive)",
-                        name, d, ne[d]);
+            return werr(err, errlen, who,
+                        "tensor '%s': dimension %d is %" PRId64 " (must be positive)", name, d,
+                        ne[d]);
     if (ne[0] % ts->block)
-        return werr(err, errlen, who, "tensor '%s': row length %" PRId64
-                    " is not a multiple of %s's block of %d", name, ne[0], ts->name, ts->block);
+        return werr(err, errlen, who,
+                    "tensor '%s': row length %" PRId64 " is not a multiple of %s's block of %d",
+                    name, ne[0], ts->name, ts->block);
     uint64_t nbytes = tensor_bytes(ts, n_dims, ne);
     if (!nbytes || nbytes > SIZE_MAX)
         return werr(err, errlen, who, "tensor '%s': shape is too large", name);
@@ -1091,10 +1146,14 @@ int gguf_add_tensor(gguf_writer *w, const char *name, kt_type type, int n_dims,
         w->cap_t = cap;
     }
     wtensor *t = &w->t[w->n_t];
-    *t = (wtensor){.name = strdup(name), .type = type, .n_dims = n_dims, .data = data,
+    *t = (wtensor){.name = strdup(name),
+                   .type = type,
+                   .n_dims = n_dims,
+                   .data = data,
                    .nbytes = (size_t)nbytes};
     if (!t->name) return werr(err, errlen, who, "out of memory");
-    for (int d = 0; d < GGUF_MAX_DIMS; d++) t->ne[d] = d < n_dims ? ne[d] : 1;
+    for (int d = 0; d < GGUF_MAX_DIMS; d++)
+        t->ne[d] = d < n_dims ? ne[d] : 1;
     w->n_t++;
     return GGUF_OK;
 }
@@ -1196,7 +1255,8 @@ int gguf_write(gguf_writer *w, const char *path, char *err, size_t errlen)
         put64(&o, nl);
         put(&o, t->name, nl);
         put32(&o, (uint32_t)t->n_dims);
-        for (int d = 0; d < t->n_dims; d++) put64(&o, (uint64_t)t->ne[d]);
+        for (int d = 0; d < t->n_dims; d++)
+            put64(&o, (uint64_t)t->ne[d]);
         put32(&o, (uint32_t)t->type);
         put64(&o, t->offset);
     }

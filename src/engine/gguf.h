@@ -62,8 +62,8 @@ size_t gguf_file_size(const gguf_file *f);
 
 int gguf_n_kv(const gguf_file *f);
 int gguf_find_key(const gguf_file *f, const char *key); /* index or -1 */
-const char *gguf_key(const gguf_file *f, int i);
-gguf_vtype gguf_kv_type(const gguf_file *f, int i);
+const char *gguf_key(const gguf_file *f, int i);     /* NULL if i is out of range */
+gguf_vtype gguf_kv_type(const gguf_file *f, int i); /* GGUF_ARRAY if out of range */
 
 /* Scalar getters convert between integer widths when the value fits and
  * return false (leaving *out alone) when the key is absent or of another

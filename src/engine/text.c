@@ -67,15 +67,15 @@ static void kv_store(eng_ctx *c, void *cache, size_t off, const float *src, int 
 /* dot(q, cache row) or out += w * cache row, over hd elements. */
 static float kv_dot(const eng_ctx *c, const void *cache, size_t off, const float *q, int hd)
 {
-    float s = 0.0f;
-    if (c->kv_elem == 4) {
-        const float *k = (const float *)cache + off;
-        for (int i = 0; i < hd; i++)
-            s += q[i] * k[i];
-    } else {
-        const uint16_t *k = (const uint16_t *)cache + off;
-        for (int i = 0; i < hd; i++)
-            s += q[i] * h2f(k[i]);
+    if (c->kv_elem == 4)
+        return ctx_dot(q, (const float *)cache + off, hd);
+    const uint16_t *k = (const uint16_t *)cache + off;
+    float s = 0.0f, buf[64];
+    for (int i = 0; i < hd; i += 64) {
+        int n = hd - i < 64 ? hd - i : 64;
+        for (int j = 0; j < n; j++)
+            buf[j] = h2f(k[i + j]);
+        s += ctx_dot(q + i, buf, n);
     }
     return s;
 }

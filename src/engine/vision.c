@@ -40,11 +40,7 @@ static void attend_one(const eng_ctx *c, int P, int Dv, int hd, int i, int h, fl
     const float *q = c->vq + (size_t)i * Dv + (size_t)h * hd;
     float mx = -INFINITY;
     for (int j = 0; j < P; j++) {
-        const float *k = c->vk + (size_t)j * Dv + (size_t)h * hd;
-        float s = 0.0f;
-        for (int d = 0; d < hd; d++)
-            s += q[d] * k[d];
-        sc[j] = s * scale;
+        sc[j] = ctx_dot(q, c->vk + (size_t)j * Dv + (size_t)h * hd, hd) * scale;
         if (sc[j] > mx)
             mx = sc[j];
     }

@@ -94,10 +94,14 @@ KX_INLINE size_t kx_bytes(kt_type t)
 KX_INLINE __m256i kx_mul3(__m256i q) { return _mm256_add_epi8(q, _mm256_add_epi8(q, q)); }
 
 /* The top trit of a base-3 byte as TQ1_0 stores it (ceil(v * 256 / 243)):
- * floor(3q / 256), i.e. (q >= 86) + (q >= 171), compared as signed bytes. */
-KX_INLINE __m256i kx_trit(__m256i q)
+ * floor(3q / 256), i.e. (q >= 86) + (q >= 171). The byte is kept biased,
+ * s = q + 128 (mod 256), so the comparisons can be signed; the bias survives
+ * multiplying by 3 (3(q + 128) = 3q + 128 mod 256), so each block's bytes
+ * are biased once, not once per trit. */
+KX_INLINE __m256i kx_bias(__m256i q) { return _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80)); }
+
+KX_INLINE __m256i kx_trit(__m256i s)
 {
-    __m256i s = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
     __m256i ge1 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8(-43));
     __m256i ge2 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8(42));
     return _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge1, ge2));
@@ -126,12 +130,13 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
          * qh[0..4): trit n of byte j is weight 240 + 4n + j.
          * Trit n comes to the top by multiplying by 3^n modulo 256. */
         const blk_tq1_0 *b = (const blk_tq1_0 *)p;
-        __m256i x = _mm256_loadu_si256((const __m256i *)b->qs);
+        __m256i x = kx_bias(_mm256_loadu_si256((const __m256i *)b->qs));
         for (int n = 0; n < 5; n++) {
             c[n] = kx_trit(x);
             x = kx_mul3(x);
         }
-        __m256i y = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32)));
+        __m256i y =
+            kx_bias(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32))));
         __m256i z = _mm256_blend_epi32(y, kx_mul3(y), 0xF0); /* trits 0 | 1 */
         c[5] = kx_trit(z);
         z = kx_mul3(kx_mul3(z)); /* trits 2 | 3 */
@@ -146,7 +151,8 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
         const __m128i lo8 = _mm_set1_epi16(0x00FF);
         __m128i lo = _mm_and_si128(_mm_mullo_epi16(h, pw), lo8);
         __m128i hi = _mm_andnot_si128(lo8, _mm_mullo_epi16(_mm_andnot_si128(lo8, h), pw));
-        __m256i hv = _mm256_inserti128_si256(z, _mm_or_si128(lo, hi), 1);
+        __m128i hq = _mm_xor_si128(_mm_or_si128(lo, hi), _mm_set1_epi8((char)0x80));
+        __m256i hv = _mm256_inserti128_si256(z, hq, 1);
         c[7] = kx_trit(hv);
         return kx_f16(b->d);
     }
@@ -230,29 +236,39 @@ KX_INLINE void kx_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_
 }
 
 /* Q8_0: |w| as the unsigned operand, the activation with w's sign as the
- * signed one. Two accumulators per row hide the FMA latency in GEMV. */
+ * signed one. Even and odd blocks go to separate accumulators (named, not
+ * indexed by b, so they stay in registers) to hide the FMA latency. */
+KX_INLINE __m256 kx_q8_block(const blk_q8_0 *w, const int8_t *q, __m256 acc)
+{
+    __m256i x = _mm256_loadu_si256((const __m256i *)w->qs);
+    __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), x);
+    __m256i i = KX_I32(KX_DOT(_mm256_setzero_si256(), _mm256_sign_epi8(x, x), s));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(kx_f16(w->d)), acc);
+}
+
 KX_INLINE void kx_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int j0,
                             float *out, size_t ldo, int r)
 {
     const int nb = a->n / BLK_Q8_0;
     const blk_q8_0 *w = (const blk_q8_0 *)wrow;
-    __m256 acc[KX_TILE][2];
-    for (int jj = 0; jj < nr; jj++)
-        acc[jj][0] = acc[jj][1] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)w[b].qs);
-        __m256i u = _mm256_sign_epi8(x, x);
-        __m256 d = _mm256_set1_ps(kx_f16(w[b].d));
-        for (int jj = 0; jj < nr; jj++) {
-            const int8_t *q = a->q + (size_t)(j0 + jj) * a->n + (size_t)b * BLK_Q8_0;
-            __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), x);
-            __m256i i = KX_I32(KX_DOT(_mm256_setzero_si256(), u, s));
-            acc[jj][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, acc[jj][b & 1]);
-        }
+    __m256 acc0[KX_TILE], acc1[KX_TILE];
+    const int8_t *q[KX_TILE];
+    for (int jj = 0; jj < nr; jj++) {
+        acc0[jj] = acc1[jj] = _mm256_setzero_ps();
+        q[jj] = a->q + (size_t)(j0 + jj) * a->n;
     }
+    int b = 0;
+    for (; b + 2 <= nb; b += 2)
+        for (int jj = 0; jj < nr; jj++) {
+            acc0[jj] = kx_q8_block(&w[b], q[jj] + b * BLK_Q8_0, acc0[jj]);
+            acc1[jj] = kx_q8_block(&w[b + 1], q[jj] + (b + 1) * BLK_Q8_0, acc1[jj]);
+        }
+    for (; b < nb; b++)
+        for (int jj = 0; jj < nr; jj++)
+            acc0[jj] = kx_q8_block(&w[b], q[jj] + b * BLK_Q8_0, acc0[jj]);
     for (int jj = 0; jj < nr; jj++)
         out[(size_t)(j0 + jj) * ldo + r] =
-            kx_hsum(_mm256_add_ps(acc[jj][0], acc[jj][1])) * a->scale[j0 + jj];
+            kx_hsum(_mm256_add_ps(acc0[jj], acc1[jj])) * a->scale[j0 + jj];
 }
 
 /* F16 weights times float activations. */

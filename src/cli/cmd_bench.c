@@ -1,0 +1,364 @@
+/* tern bench: speed measurements, like llama-bench.
+ *
+ *   tern bench --kernels [--threads N] [--reps R] [--types LIST] [--json]
+ *       per weight type and shape, decode GEMV (1 activation row) and
+ *       prefill GEMM (512 rows) through mm_matmul on the thread pool:
+ *       time (mean +- stddev over repetitions), GB/s of weights read, GOP/s
+ *       (2 ops per weight per activation row) and, for GEMV, the fraction of
+ *       this machine's read bandwidth, measured here by streaming a buffer
+ *       far larger than the last-level cache with all threads.
+ *   tern bench -m FILE ...  per-model pp512/tg128: needs the text model's
+ *       forward pass, which is not in this build yet (says so, exits 2).
+ *
+ * Shapes: 4096x14336 (a 7B-class FFN matrix, the shape llama.cpp's numbers
+ * are quoted for) run twice, "hot" (the same matrix every call, as
+ * llama.cpp's test-backend-ops measures it) and "cold" (cycling through
+ * copies whose total is >= 512 MiB, so every call reads from DRAM: the
+ * decode case of a real model); and 2048x2048, which fits in cache. */
+#include <getopt.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "engine/matmul.h"
+#include "engine/pool.h"
+#include "kernels/kernels.h"
+
+#define COLD_BYTES (512.0 * 1024 * 1024)
+#define MIN_REP_SECONDS 0.2 /* each repetition loops calls for at least this */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static const struct {
+    kt_type t;
+    const char *name;
+    int blk;
+    int bytes;
+} types[] = {
+    {KT_TQ2_0, "tq2_0", BLK_TQ2_0, sizeof(blk_tq2_0)},
+    {KT_TQ1_0, "tq1_0", BLK_TQ1_0, sizeof(blk_tq1_0)},
+    {KT_Q2_0, "q2_0", BLK_Q2_0, sizeof(blk_q2_0)},
+    {KT_Q1_0, "q1_0", BLK_Q1_0, sizeof(blk_q1_0)},
+    {KT_Q8_0, "q8_0", BLK_Q8_0, sizeof(blk_q8_0)},
+    {KT_F16, "f16", 1, 2},
+};
+#define N_TYPES (int)(sizeof types / sizeof types[0])
+
+typedef struct {
+    int rows, cols, act_rows;
+    int cold; /* cycle through copies that together exceed the LLC */
+} shape;
+
+static const shape shapes[] = {
+    {4096, 14336, 1, 0},
+    {4096, 14336, 1, 1},
+    {2048, 2048, 1, 0},
+    {4096, 14336, 512, 0},
+    {2048, 2048, 512, 0},
+};
+#define N_SHAPES (int)(sizeof shapes / sizeof shapes[0])
+
+/* ---- read bandwidth: every thread sums its slice of a big buffer ---- */
+
+typedef struct {
+    const uint64_t *buf;
+    size_t words;
+    uint64_t sink[64];
+} bw_ctx;
+
+static void bw_body(void *ctx, int ith, int nth)
+{
+    bw_ctx *c = ctx;
+    size_t per = c->words / nth, lo = per * ith, hi = ith == nth - 1 ? c->words : lo + per;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = lo; i + 4 <= hi; i += 4) {
+        s0 += c->buf[i];
+        s1 += c->buf[i + 1];
+        s2 += c->buf[i + 2];
+        s3 += c->buf[i + 3];
+    }
+    c->sink[(ith * 8) % 64] = s0 + s1 + s2 + s3; /* keeps the loads alive */
+}
+
+/* Best of a few passes over 1 GiB: the machine's read ceiling in GB/s. */
+static double read_bandwidth(pool *p)
+{
+    size_t bytes = (size_t)1 << 30;
+    uint64_t *buf = aligned_alloc(64, bytes);
+    if (!buf)
+        return 0;
+    memset(buf, 1, bytes);
+    bw_ctx c = {.buf = buf, .words = bytes / 8};
+    double best = 0;
+    for (int i = 0; i < 5; i++) {
+        double t0 = now();
+        pool_run(p, bw_body, &c);
+        double gbs = bytes / (now() - t0) / 1e9;
+        if (gbs > best)
+            best = gbs;
+    }
+    free(buf);
+    return best;
+}
+
+/* ---- one measurement ---- */
+
+typedef struct {
+    const char *type;
+    const char *kernel;
+    shape s;
+    double weight_mb;
+    int copies;
+    double mean_ms, sd_ms, gbs, gops, bw_frac;
+} result;
+
+static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
+static uint8_t rnd8(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint8_t)((rng_state * 2685821657736338717ull) >> 56);
+}
+
+/* Random bytes make valid blocks once each block's f16 scale is finite. */
+static void fill_weights(int ti, uint8_t *w, size_t row_bytes, int rows)
+{
+    size_t total = row_bytes * rows;
+    for (size_t i = 0; i < total; i++)
+        w[i] = rnd8();
+    if (types[ti].t == KT_F16) {
+        for (size_t i = 0; i < total / 2; i++)
+            ((kt_f16 *)w)[i] = kt_f32_to_f16((float)(rnd8() - 128) / 128.0f);
+        return;
+    }
+    size_t off = types[ti].t == KT_TQ2_0   ? offsetof(blk_tq2_0, d)
+                 : types[ti].t == KT_TQ1_0 ? offsetof(blk_tq1_0, d)
+                                           : 0;
+    kt_f16 one = kt_f32_to_f16(0.01f);
+    for (size_t b = 0; b < total / types[ti].bytes; b++)
+        memcpy(w + b * types[ti].bytes + off, &one, sizeof one);
+}
+
+static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
+{
+    size_t row_bytes = (size_t)s.cols / types[ti].blk * types[ti].bytes;
+    size_t mat = row_bytes * s.rows;
+    int copies = s.cold ? (int)ceil(COLD_BYTES / mat) : 1;
+    uint8_t *w = malloc(mat * copies);
+    float *x = malloc(sizeof(float) * s.cols * s.act_rows);
+    float *out = aligned_alloc(64, (sizeof(float) * s.rows * s.act_rows + 63) / 64 * 64);
+    mm_weight mw = {types[ti].t, NULL, s.rows, s.cols};
+    size_t sb = mm_scratch_bytes(&mw, s.act_rows);
+    void *scratch = sb ? aligned_alloc(64, (sb + 63) / 64 * 64) : NULL;
+    if (!w || !x || !out || (sb && !scratch)) {
+        free(w), free(x), free(out), free(scratch);
+        fprintf(stderr, "tern bench: out of memory for %s %dx%d\n", types[ti].name, s.rows,
+                s.cols);
+        return -1;
+    }
+    for (int c = 0; c < copies; c++)
+        fill_weights(ti, w + mat * c, row_bytes, s.rows);
+    for (size_t i = 0; i < (size_t)s.cols * s.act_rows; i++)
+        x[i] = (float)(rnd8() - 128) / 64.0f;
+
+    /* calls per repetition: enough for MIN_REP_SECONDS, found on a warm-up */
+    int calls = 1, next = 0;
+    double t0 = now();
+    mw.data = w;
+    mm_matmul(p, &mw, x, s.act_rows, out, scratch);
+    double one = now() - t0;
+    calls = one > 0 ? (int)(MIN_REP_SECONDS / one) + 1 : 1;
+
+    double sum = 0, sum2 = 0;
+    for (int r = 0; r < reps; r++) {
+        t0 = now();
+        for (int k = 0; k < calls; k++) {
+            mw.data = w + mat * (size_t)next;
+            next = (next + 1) % copies;
+            mm_matmul(p, &mw, x, s.act_rows, out, scratch);
+        }
+        double ms = (now() - t0) / calls * 1e3;
+        sum += ms;
+        sum2 += ms * ms;
+    }
+    double mean = sum / reps, var = reps > 1 ? (sum2 - sum * sum / reps) / (reps - 1) : 0;
+    *res = (result){
+        .type = types[ti].name,
+        .kernel = kern_isa_name(kern_get(types[ti].t)->isa),
+        .s = s,
+        .weight_mb = mat / 1e6,
+        .copies = copies,
+        .mean_ms = mean,
+        .sd_ms = var > 0 ? sqrt(var) : 0,
+        .gbs = mat / (mean * 1e-3) / 1e9,
+        .gops = 2.0 * s.rows * s.cols * s.act_rows / (mean * 1e-3) / 1e9,
+    };
+    res->bw_frac = bw > 0 ? res->gbs / bw : 0;
+    free(w), free(x), free(out), free(scratch);
+    return 0;
+}
+
+static const char *cpu_name(char *buf, size_t len)
+{
+    snprintf(buf, len, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return buf;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        char *c = strchr(line, ':');
+        if (c && !strncmp(line, "model name", 10)) {
+            snprintf(buf, len, "%s", c + 2);
+            buf[strcspn(buf, "\n")] = 0;
+            break;
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: tern bench --kernels [--threads N] [--reps R] [--types LIST] [--json]\n"
+               "       tern bench -m MODEL.gguf   (not in this build yet)\n\n"
+               "  --kernels     per type and shape: decode GEMV and 512-row prefill GEMM\n"
+               "  -t, --threads N  worker threads including the caller (default: all CPUs)\n"
+               "  -r, --reps R  repetitions per measurement (default 5)\n"
+               "  --types LIST  comma-separated: tq2_0,tq1_0,q2_0,q1_0,q8_0,f16 (default all)\n"
+               "  --gemv-only   skip the 512-row GEMM shapes\n"
+               "  --json        one JSON object instead of the markdown table\n"
+               "TERN_KERNELS=scalar|avx2|avx512|avx512vnni|neon|dotprod caps the kernel level.\n");
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    enum { O_KERNELS = 256, O_TYPES, O_JSON, O_GEMV };
+    static const struct option opts[] = {
+        {"kernels", no_argument, NULL, O_KERNELS}, {"threads", required_argument, NULL, 't'},
+        {"reps", required_argument, NULL, 'r'},    {"types", required_argument, NULL, O_TYPES},
+        {"json", no_argument, NULL, O_JSON},       {"gemv-only", no_argument, NULL, O_GEMV},
+        {"model", required_argument, NULL, 'm'},   {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int kernels = 0, threads = 0, reps = 5, json = 0, gemv_only = 0;
+    const char *model = NULL, *type_list = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "t:r:m:h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_KERNELS: kernels = 1; break;
+        case 't': threads = atoi(optarg); break;
+        case 'r': reps = atoi(optarg); break;
+        case O_TYPES: type_list = optarg; break;
+        case O_JSON: json = 1; break;
+        case O_GEMV: gemv_only = 1; break;
+        case 'm': model = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (model) {
+        fprintf(stderr, "tern bench: %s: model benchmarks (pp512, tg128) need the text model's "
+                        "forward pass, which is not in this build yet; use --kernels\n",
+                model);
+        return 2;
+    }
+    if (!kernels) {
+        usage(stderr);
+        return 2;
+    }
+    if (reps < 1 || threads < 0) {
+        fprintf(stderr, "tern bench: --reps must be >= 1 and --threads >= 0\n");
+        return 2;
+    }
+    int want[N_TYPES];
+    for (int i = 0; i < N_TYPES; i++)
+        want[i] = type_list == NULL;
+    for (const char *p = type_list; p && *p;) {
+        size_t len = strcspn(p, ",");
+        int found = 0;
+        for (int i = 0; i < N_TYPES; i++)
+            if (strlen(types[i].name) == len && !strncmp(types[i].name, p, len))
+                want[i] = found = 1;
+        if (!found) {
+            fprintf(stderr, "tern bench: unknown type '%.*s' in --types\n", (int)len, p);
+            return 2;
+        }
+        p += len + (p[len] == ',');
+    }
+
+    char err[256], cpu[128];
+    pool *p = pool_create(threads, err, sizeof err);
+    if (!p) {
+        fprintf(stderr, "tern bench: %s\n", err);
+        return 1;
+    }
+    threads = pool_threads(p);
+    double bw = read_bandwidth(p);
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    cpu_name(cpu, sizeof cpu);
+    const char *cap = getenv("TERN_KERNELS");
+
+    if (!json) {
+        printf("CPU: %s, %d threads; kernels: %s%s%s%s; LLC (as reported): %.0f MiB\n", cpu,
+               threads, kern_isa_name(kern_best_isa()), cap ? " (TERN_KERNELS=" : "",
+               cap ? cap : "", cap ? ")" : "", llc > 0 ? llc / 1048576.0 : 0.0);
+        printf("read bandwidth (1 GiB streamed, %d threads, best of 5): %.1f GB/s\n\n", threads,
+               bw);
+        printf("| type | rows x cols | weights MB | cache | act rows | kernel | ms (mean ± sd) "
+               "| GB/s | GOP/s | of read BW |\n");
+        printf("|---|---|---:|---|---:|---|---:|---:|---:|---:|\n");
+    } else {
+        printf("{\"cpu\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", "
+               "\"read_bandwidth_gbs\": %.2f, \"reps\": %d, \"results\": [",
+               cpu, threads, kern_isa_name(kern_best_isa()), bw, reps);
+    }
+    int first = 1, rc = 0;
+    for (int si = 0; si < N_SHAPES; si++) {
+        if (gemv_only && shapes[si].act_rows > 1)
+            continue;
+        for (int ti = 0; ti < N_TYPES; ti++) {
+            if (!want[ti])
+                continue;
+            result r;
+            if (measure(p, ti, shapes[si], reps, bw, &r)) {
+                rc = 1;
+                continue;
+            }
+            const char *cache = r.s.cold ? "cold" : "hot";
+            if (json) {
+                printf("%s\n  {\"type\": \"%s\", \"rows\": %d, \"cols\": %d, \"act_rows\": %d, "
+                       "\"cache\": \"%s\", \"copies\": %d, \"weight_mb\": %.3f, \"kernel\": "
+                       "\"%s\", \"ms_mean\": %.6f, \"ms_sd\": %.6f, \"gbs\": %.3f, \"gops\": "
+                       "%.3f, \"read_bw_fraction\": %.4f}",
+                       first ? "" : ",", r.type, r.s.rows, r.s.cols, r.s.act_rows, cache,
+                       r.copies, r.weight_mb, r.kernel, r.mean_ms, r.sd_ms, r.gbs, r.gops,
+                       r.bw_frac);
+            } else {
+                char frac[32] = "";
+                if (r.s.act_rows == 1)
+                    snprintf(frac, sizeof frac, "%.0f %%", 100 * r.bw_frac);
+                printf("| %s | %d x %d | %.1f | %s | %d | %s | %.3f ± %.3f | %.1f | %.1f | %s |\n",
+                       r.type, r.s.rows, r.s.cols, r.weight_mb, cache, r.s.act_rows, r.kernel,
+                       r.mean_ms, r.sd_ms, r.gbs, r.gops, frac);
+            }
+            fflush(stdout);
+            first = 0;
+        }
+    }
+    if (json)
+        printf("\n]}\n");
+    pool_destroy(p);
+    return rc;
+}

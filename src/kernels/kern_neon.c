@@ -1,0 +1,34 @@
+/* NEON kernels for every ARMv8-A (kern_neon.h without sdot), and the
+ * vectorised activation quantizer every ARM level uses. */
+#define KN_PREFIX kern_neon_
+#define KN_ISA KERN_ISA_NEON
+#define KN_DOTPROD 0
+#include "kernels/kern_neon.h"
+
+/* Same arithmetic as kern_quantize_row, step for step (bit-identical):
+ * vmaxnm ignores NaN like fmaxf, vrndn rounds half to even. */
+void kern_neon_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *scale)
+{
+    float32x4_t m = vdupq_n_f32(0);
+    for (int i = 0; i < n; i += 4)
+        m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(x + i)));
+    float amax = vmaxnmvq_f32(m);
+    *scale = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    const float32x4_t hi = vdupq_n_f32(127.0f), lo = vdupq_n_f32(-127.0f);
+    for (int g = 0; g < n / KERN_GROUP; g++) {
+        const float *xg = x + (size_t)g * KERN_GROUP;
+        int8x8_t v[4];
+        for (int k = 0; k < 4; k++) {
+            int32x4_t i0 = vcvtq_s32_f32(vmaxq_f32(
+                vminq_f32(vrndnq_f32(vmulq_n_f32(vld1q_f32(xg + 8 * k), id)), hi), lo));
+            int32x4_t i1 = vcvtq_s32_f32(vmaxq_f32(
+                vminq_f32(vrndnq_f32(vmulq_n_f32(vld1q_f32(xg + 8 * k + 4), id)), hi), lo));
+            v[k] = vqmovn_s16(vcombine_s16(vqmovn_s32(i0), vqmovn_s32(i1)));
+        }
+        int8x16_t a = vcombine_s8(v[0], v[1]), b = vcombine_s8(v[2], v[3]);
+        vst1q_s8(q + (size_t)g * KERN_GROUP, a);
+        vst1q_s8(q + (size_t)g * KERN_GROUP + 16, b);
+        gsum[g] = (int16_t)(vaddlvq_s8(a) + vaddlvq_s8(b));
+    }
+}

@@ -1,0 +1,296 @@
+/* aarch64 NEON kernels, written once and compiled twice: kern_neon.c for
+ * every ARMv8-A (the Raspberry Pi 4's Cortex-A72: widening multiply-add)
+ * and kern_dotprod.c with -march=armv8.2-a+dotprod (sdot: four int8
+ * products into an int32 lane per instruction). The loop structure is the
+ * x86 one (kern_x86.h): chunks of weight rows, tiles of KN_TILE activation
+ * rows, each block unpacked once per tile into 16-wide code vectors.
+ *
+ * Accumulation bounds: codes c <= 3 and |q| <= 127. Without dotprod,
+ * vmull_s8 + vmlal_s8 add two products into an int16 lane, at most
+ * 2 * 3 * 127 = 762 for codes and 2 * 128 * 127 = 32512 < 32767 for Q8_0,
+ * then vpadalq_s16 widens into int32. With sdot, int32 directly. A block's
+ * int32 is at most 256 * 3 * 127 in magnitude and is turned into float per
+ * block, so int32 never accumulates across blocks. */
+#include <arm_neon.h>
+#include <string.h>
+
+#include "kernels/kern_isa.h"
+
+#define KN_TILE 4
+#define KN_L2_BYTES (256 * 1024)
+
+#define KN_INLINE static inline __attribute__((always_inline))
+#define KN_CAT2(a, b) a##b
+#define KN_CAT(a, b) KN_CAT2(a, b)
+#define KN_NAME(x) KN_CAT(KN_PREFIX, x)
+
+/* acc (int32x4) += 16 products of int8 lanes */
+#if KN_DOTPROD
+#define KN_DOT(acc, u, s) vdotq_s32((acc), (u), (s))
+#else
+KN_INLINE int32x4_t kn_dot(int32x4_t acc, int8x16_t u, int8x16_t s)
+{
+    int16x8_t p = vmull_s8(vget_low_s8(u), vget_low_s8(s));
+    p = vmlal_s8(p, vget_high_s8(u), vget_high_s8(s));
+    return vpadalq_s16(acc, p);
+}
+#define KN_DOT(acc, u, s) kn_dot((acc), (u), (s))
+#endif
+
+KN_INLINE float kn_f16(kt_f16 h)
+{
+    __fp16 f;
+    memcpy(&f, &h, sizeof f);
+    return (float)f;
+}
+
+KN_INLINE int kn_qk(kt_type t)
+{
+    switch (t) {
+    case KT_TQ2_0: return BLK_TQ2_0;
+    case KT_TQ1_0: return BLK_TQ1_0;
+    case KT_Q2_0: return BLK_Q2_0;
+    case KT_Q1_0: return BLK_Q1_0;
+    default: return BLK_Q8_0;
+    }
+}
+
+KN_INLINE size_t kn_bytes(kt_type t)
+{
+    switch (t) {
+    case KT_TQ2_0: return sizeof(blk_tq2_0);
+    case KT_TQ1_0: return sizeof(blk_tq1_0);
+    case KT_Q2_0: return sizeof(blk_q2_0);
+    case KT_Q1_0: return sizeof(blk_q1_0);
+    default: return sizeof(blk_q8_0);
+    }
+}
+
+/* TQ1_0's top trit of a byte: floor(3q / 256) = (q >= 86) + (q >= 171). */
+KN_INLINE int8x16_t kn_trit(uint8x16_t q)
+{
+    uint8x16_t m = vaddq_u8(vcgeq_u8(q, vdupq_n_u8(86)), vcgeq_u8(q, vdupq_n_u8(171)));
+    return vreinterpretq_s8_u8(vsubq_u8(vdupq_n_u8(0), m));
+}
+
+/* Fills c[0 .. qk/16) with codes in weight order; returns the scale. */
+KN_INLINE float kn_unpack(kt_type t, const uint8_t *p, int8x16_t *c)
+{
+    const uint8x16_t m3 = vdupq_n_u8(3);
+    switch (t) {
+    case KT_TQ2_0: {
+        /* byte m of 32-byte half h holds weight 128h + 32s + m at bits 2s */
+        const blk_tq2_0 *b = (const blk_tq2_0 *)p;
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 2; k++) {
+                uint8x16_t x = vld1q_u8(b->qs + 32 * h + 16 * k);
+                c[8 * h + 0 + k] = vreinterpretq_s8_u8(vandq_u8(x, m3));
+                c[8 * h + 2 + k] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(x, 2), m3));
+                c[8 * h + 4 + k] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(x, 4), m3));
+                c[8 * h + 6 + k] = vreinterpretq_s8_u8(vshrq_n_u8(x, 6));
+            }
+        return kn_f16(b->d);
+    }
+    case KT_TQ1_0: {
+        /* see kern_x86.h: trit n of a byte comes to the top times 3^n */
+        const blk_tq1_0 *b = (const blk_tq1_0 *)p;
+        const uint8x16_t three = vdupq_n_u8(3);
+        uint8x16_t x0 = vld1q_u8(b->qs), x1 = vld1q_u8(b->qs + 16), y = vld1q_u8(b->qs + 32);
+        for (int n = 0; n < 5; n++) {
+            c[2 * n] = kn_trit(x0);
+            c[2 * n + 1] = kn_trit(x1);
+            c[10 + n] = kn_trit(y);
+            x0 = vmulq_u8(x0, three);
+            x1 = vmulq_u8(x1, three);
+            y = vmulq_u8(y, three);
+        }
+        uint32_t qh;
+        memcpy(&qh, b->qh, 4);
+        static const uint8_t pw[16] = {1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27};
+        uint8x16_t h = vmulq_u8(vreinterpretq_u8_u32(vdupq_n_u32(qh)), vld1q_u8(pw));
+        c[15] = kn_trit(h);
+        return kn_f16(b->d);
+    }
+    case KT_Q2_0: {
+        /* weight j: bits 2(j % 4) of byte j / 4 */
+        const blk_q2_0 *b = (const blk_q2_0 *)p;
+        uint8x16_t x = vld1q_u8(b->qs);
+        uint8x16_t t0 = vandq_u8(x, m3), t1 = vandq_u8(vshrq_n_u8(x, 2), m3);
+        uint8x16_t t2 = vandq_u8(vshrq_n_u8(x, 4), m3), t3 = vshrq_n_u8(x, 6);
+        uint8x16x2_t a = vzipq_u8(t0, t1), bb = vzipq_u8(t2, t3);
+        for (int k = 0; k < 2; k++) {
+            uint16x8x2_t z = vzipq_u16(vreinterpretq_u16_u8(a.val[k]),
+                                       vreinterpretq_u16_u8(bb.val[k]));
+            c[2 * k] = vreinterpretq_s8_u16(z.val[0]);
+            c[2 * k + 1] = vreinterpretq_s8_u16(z.val[1]);
+        }
+        return kn_f16(b->d);
+    }
+    case KT_Q1_0: {
+        /* weight j: bit j % 8 of byte j / 8; code 2 for +1, 0 for -1 */
+        const blk_q1_0 *b = (const blk_q1_0 *)p;
+        static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+        const uint8x16_t bits = vld1q_u8(bit), two = vdupq_n_u8(2);
+        uint8x16_t x = vld1q_u8(b->qs);
+        for (int k = 0; k < 8; k++) {
+            /* bytes 2k and 2k + 1, each repeated 8 times */
+            uint8x16_t idx = vcombine_u8(vdup_n_u8((uint8_t)(2 * k)), vdup_n_u8((uint8_t)(2 * k + 1)));
+            uint8x16_t r = vqtbl1q_u8(x, idx);
+            c[k] = vreinterpretq_s8_u8(vandq_u8(vtstq_u8(r, bits), two));
+        }
+        return kn_f16(b->d);
+    }
+    default:
+        return 0.0f;
+    }
+}
+
+/* The block's activation sum spread over int32 lanes. */
+KN_INLINE int32x4_t kn_block_sum(kt_type t, const int16_t *g)
+{
+    switch (t) {
+    case KT_TQ2_0:
+    case KT_TQ1_0: return vpaddlq_s16(vld1q_s16(g));
+    case KT_Q1_0: return vmovl_s16(vld1_s16(g));
+    default: return vsetq_lane_s32((int32_t)g[0] + g[1], vdupq_n_s32(0), 0);
+    }
+}
+
+KN_INLINE void kn_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
+                             float *out, size_t ldo, int r)
+{
+    const int qk = kn_qk(t), nk = qk / 16, nb = a->n / qk, ng = a->n / KERN_GROUP;
+    const size_t bytes = kn_bytes(t);
+    float32x4_t acc[KN_TILE];
+    for (int jj = 0; jj < nr; jj++)
+        acc[jj] = vdupq_n_f32(0);
+    for (int b = 0; b < nb; b++) {
+        int8x16_t c[16];
+        float d = kn_unpack(t, wrow + (size_t)b * bytes, c);
+        for (int jj = 0; jj < nr; jj++) {
+            const int8_t *q = a->q + (size_t)(j0 + jj) * a->n + (size_t)b * qk;
+            int32x4_t s = vdupq_n_s32(0);
+            for (int k = 0; k < nk; k++)
+                s = KN_DOT(s, c[k], vld1q_s8(q + 16 * k));
+            s = vsubq_s32(s, kn_block_sum(t, a->gsum + (size_t)(j0 + jj) * ng +
+                                                 (size_t)b * (qk / KERN_GROUP)));
+            acc[jj] = vfmaq_n_f32(acc[jj], vcvtq_f32_s32(s), d);
+        }
+    }
+    for (int jj = 0; jj < nr; jj++)
+        out[(size_t)(j0 + jj) * ldo + r] = vaddvq_f32(acc[jj]) * a->scale[j0 + jj];
+}
+
+KN_INLINE void kn_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
+                            size_t ldo, int r)
+{
+    const int nb = a->n / BLK_Q8_0;
+    const blk_q8_0 *w = (const blk_q8_0 *)wrow;
+    float32x4_t acc[KN_TILE];
+    for (int jj = 0; jj < nr; jj++)
+        acc[jj] = vdupq_n_f32(0);
+    for (int b = 0; b < nb; b++) {
+        int8x16_t w0 = vld1q_s8(w[b].qs), w1 = vld1q_s8(w[b].qs + 16);
+        float d = kn_f16(w[b].d);
+        for (int jj = 0; jj < nr; jj++) {
+            const int8_t *q = a->q + (size_t)(j0 + jj) * a->n + (size_t)b * BLK_Q8_0;
+            int32x4_t s = KN_DOT(vdupq_n_s32(0), w0, vld1q_s8(q));
+            s = KN_DOT(s, w1, vld1q_s8(q + 16));
+            acc[jj] = vfmaq_n_f32(acc[jj], vcvtq_f32_s32(s), d);
+        }
+    }
+    for (int jj = 0; jj < nr; jj++)
+        out[(size_t)(j0 + jj) * ldo + r] = vaddvq_f32(acc[jj]) * a->scale[j0 + jj];
+}
+
+KN_INLINE void kn_tile_f16(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
+                           size_t ldo, int r)
+{
+    const uint16_t *w = (const uint16_t *)wrow;
+    const int n = a->n;
+    float32x4_t acc[KN_TILE][2];
+    for (int jj = 0; jj < nr; jj++)
+        acc[jj][0] = acc[jj][1] = vdupq_n_f32(0);
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        float32x4_t w0 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w + k)));
+        float32x4_t w1 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w + k + 4)));
+        for (int jj = 0; jj < nr; jj++) {
+            const float *f = a->f + (size_t)(j0 + jj) * n + k;
+            acc[jj][0] = vfmaq_f32(acc[jj][0], w0, vld1q_f32(f));
+            acc[jj][1] = vfmaq_f32(acc[jj][1], w1, vld1q_f32(f + 4));
+        }
+    }
+    for (int jj = 0; jj < nr; jj++) {
+        const float *f = a->f + (size_t)(j0 + jj) * n;
+        float s = vaddvq_f32(vaddq_f32(acc[jj][0], acc[jj][1]));
+        for (int i = k; i < n; i++)
+            s += kn_f16(w[i]) * f[i];
+        out[(size_t)(j0 + jj) * ldo + r] = s;
+    }
+}
+
+KN_INLINE void kn_tile(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
+                       float *out, size_t ldo, int r)
+{
+    if (t == KT_Q8_0)
+        kn_tile_q8_0(nr, wrow, a, j0, out, ldo, r);
+    else if (t == KT_F16)
+        kn_tile_f16(nr, wrow, a, j0, out, ldo, r);
+    else
+        kn_tile_codes(t, nr, wrow, a, j0, out, ldo, r);
+}
+
+KN_INLINE void kn_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1,
+                       const kern_acts *a, float *out, size_t ldo)
+{
+    const uint8_t *wb = (const uint8_t *)w;
+    int chunk = (int)(KN_L2_BYTES / (w_stride ? w_stride : 1));
+    if (chunk < 1)
+        chunk = 1;
+    for (int rs = r0; rs < r1; rs += chunk) {
+        int re = rs + chunk < r1 ? rs + chunk : r1;
+        for (int j0 = 0; j0 < a->rows; j0 += KN_TILE) {
+            int nr = a->rows - j0 < KN_TILE ? a->rows - j0 : KN_TILE;
+            for (int r = rs; r < re; r++) {
+                const uint8_t *wrow = wb + (size_t)r * w_stride;
+                switch (nr) {
+                case 4: kn_tile(t, 4, wrow, a, j0, out, ldo, r); break;
+                case 3: kn_tile(t, 3, wrow, a, j0, out, ldo, r); break;
+                case 2: kn_tile(t, 2, wrow, a, j0, out, ldo, r); break;
+                default: kn_tile(t, 1, wrow, a, j0, out, ldo, r); break;
+                }
+            }
+        }
+    }
+}
+
+#define KN_GEMM(T, tag)                                                                    \
+    static void kn_gemm_##tag(const void *w, size_t w_stride, int r0, int r1,              \
+                              const kern_acts *a, float *out, size_t ldo)                  \
+    {                                                                                      \
+        kn_gemm(T, w, w_stride, r0, r1, a, out, ldo);                                      \
+    }
+KN_GEMM(KT_TQ2_0, tq2_0)
+KN_GEMM(KT_TQ1_0, tq1_0)
+KN_GEMM(KT_Q2_0, q2_0)
+KN_GEMM(KT_Q1_0, q1_0)
+KN_GEMM(KT_Q8_0, q8_0)
+KN_GEMM(KT_F16, f16)
+
+static const kern_ops kn_ops[] = {
+    {KT_TQ2_0, KN_ISA, true, kn_gemm_tq2_0},
+    {KT_TQ1_0, KN_ISA, true, kn_gemm_tq1_0},
+    {KT_Q2_0, KN_ISA, true, kn_gemm_q2_0},
+    {KT_Q1_0, KN_ISA, true, kn_gemm_q1_0},
+    {KT_Q8_0, KN_ISA, true, kn_gemm_q8_0},
+    {KT_F16, KN_ISA, false, kn_gemm_f16},
+};
+
+const kern_ops *KN_NAME(ops)(kt_type t)
+{
+    for (size_t i = 0; i < sizeof kn_ops / sizeof kn_ops[0]; i++)
+        if (kn_ops[i].type == t)
+            return &kn_ops[i];
+    return NULL;
+}
