@@ -555,6 +555,34 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(json.loads(lines[-1])['done_reason'], 'cancelled')
         self.assertEqual(d.proc.wait(20), 0)
 
+    def test_request_deadline(self):
+        d = Daemon('--slots', '1', '--queue', '4', '--echo-delay-ms', '100', '--request-timeout', '1')
+        c = d.conn()
+        c.request('POST', '/generate', json.dumps({'prompt': ' '.join(['w'] * 100)}))
+        # A second request waits behind the first past its deadline: 503, never run.
+        st, h, o = d.json('POST', '/generate', {'prompt': 'late', 'stream': False})
+        self.assertEqual(st, 503, o)
+        self.assertIn('deadline', o['error']['message'])
+        self.assertIn('retry-after', h)
+        r = c.getresponse()
+        lines = r.read().decode().strip().splitlines()
+        final = json.loads(lines[-1])
+        self.assertEqual(final['done_reason'], 'timeout')
+        self.assertLess(final['usage']['completion_tokens'], 100)
+        self.assertEqual(d.stop(), 0)
+
+    def test_slow_client_is_dropped(self):
+        d = Daemon('--connection-timeout', '1')
+        s = socket.create_connection(('127.0.0.1', d.port))
+        s.sendall(b'GET /health HTTP/1.1\r\nHost: x\r\n')   # never finishes its headers
+        s.settimeout(10)
+        t0 = time.time()
+        self.assertEqual(s.recv(100), b'')                    # closed by the server
+        self.assertLess(time.time() - t0, 9)
+        s.close()
+        self.assertEqual(d.request('GET', '/health')[0], 200)
+        self.assertEqual(d.stop(), 0)
+
     def test_sighup_reopens_log(self):
         d = Daemon()
         os.rename(d.log, d.log + '.1')
