@@ -71,7 +71,9 @@ int main(int argc, char **argv)
     char model[CONFIG_STR + 16], mmproj[CONFIG_STR + 16], name[128];
     config_resolve_path(&cfg, cfg.model, model, sizeof model);
     config_resolve_path(&cfg, cfg.mmproj, mmproj, sizeof mmproj);
+    int is_echo = strcmp(cfg.engine, "echo") == 0;
     if (cfg.model_name[0]) snprintf(name, sizeof name, "%s", cfg.model_name);
+    else if (is_echo) snprintf(name, sizeof name, "echo");
     else model_name_from_path(model, name, sizeof name);
 
     struct backend_options bo = { model, mmproj, name, cfg.slots, cfg.ctx_size, threads,
@@ -81,7 +83,6 @@ int main(int argc, char **argv)
     srv.started_wall = stats_wall_now();
     srv.limits = (struct api_limits){ cfg.max_image_bytes, cfg.max_image_pixels, cfg.max_images,
                                       cfg.max_tokens, cfg.default_max_tokens };
-    int is_echo = strcmp(cfg.engine, "echo") == 0;
     if (is_echo) log_warn("engine = echo: a test double that repeats the prompt, not a model");
     srv.backend = is_echo ? backend_echo_create(&bo, err, sizeof err)
                           : backend_engine_create(&bo, err, sizeof err);
