@@ -58,7 +58,11 @@ fuzz: deps
 	  ninja -C $(FUZZ_BUILD) tests/fuzz_gguf && \
 	  mkdir -p $(FUZZ_BUILD)/corpus && \
 	  $(FUZZ_BUILD)/tests/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 \
-	    $(FUZZ_BUILD)/corpus tests/data/fuzz-seeds; \
+	    $(FUZZ_BUILD)/corpus tests/data/fuzz-seeds && \
+	  ninja -C $(FUZZ_BUILD) tests/server/fuzz_request && \
+	  mkdir -p $(FUZZ_BUILD)/corpus-request && \
+	  $(FUZZ_BUILD)/tests/server/fuzz_request -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 \
+	    $(FUZZ_BUILD)/corpus-request tests/server/fuzz-seeds; \
 	else echo "clang not found: fuzzing skipped"; fi
 
 # The kernels and their test cross-built for aarch64 and run under qemu twice:
