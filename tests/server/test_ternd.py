@@ -559,6 +559,7 @@ class Lifecycle(unittest.TestCase):
         d = Daemon('--slots', '1', '--queue', '4', '--echo-delay-ms', '100', '--request-timeout', '1')
         c = d.conn()
         c.request('POST', '/generate', json.dumps({'prompt': ' '.join(['w'] * 100)}))
+        self.assertTrue(d.wait_for(lambda: d.json('GET', '/ready')[2]['active_slots'] == 1))
         # A second request waits behind the first past its deadline: 503, never run.
         st, h, o = d.json('POST', '/generate', {'prompt': 'late', 'stream': False})
         self.assertEqual(st, 503, o)
