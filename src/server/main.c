@@ -112,7 +112,7 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
-    srv.ready = 1;
+    __atomic_store_n(&srv.ready, 1, __ATOMIC_RELEASE);
     log_info("ternd %s listening on http://%s%s%s:%d (model %s, engine %s, %d slots, queue %d, %d threads%s%s)",
              TERN_VERSION, strchr(cfg.bind, ':') ? "[" : "", cfg.bind, strchr(cfg.bind, ':') ? "]" : "",
              http_port(http), srv.info.name, cfg.engine, cfg.slots, cfg.queue, threads,
@@ -145,7 +145,7 @@ int main(int argc, char **argv)
 
     log_info("shutting down: draining for up to %d s", cfg.drain_timeout);
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
-    srv.ready = 0;
+    __atomic_store_n(&srv.ready, 0, __ATOMIC_RELEASE);   /* /ready says "draining" */
     http_quiesce(http);
     sched_drain(srv.sched, cfg.drain_timeout);
     /* Let the last final lines reach their clients before the sockets close. */
