@@ -8,6 +8,7 @@ disconnect, error statuses, auth, stats rows in SQLite, /metrics, drain on SIGTE
 
 usage: test_ternd.py PATH/TO/ternd
 """
+import atexit
 import base64
 import http.client
 import json
@@ -52,6 +53,7 @@ class Daemon:
                '--db', self.db, '--log-file', self.log, '--sample-interval', '1'] + list(args)
         self.proc = subprocess.Popen(cmd, env=dict(os.environ, **(env or {})),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        atexit.register(self._reap)   # a failed test must not leave a daemon behind
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -62,6 +64,11 @@ class Daemon:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError('ternd did not come up')
+
+    def _reap(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def conn(self, timeout=30):
         return http.client.HTTPConnection('127.0.0.1', self.port, timeout=timeout)
