@@ -3,7 +3,7 @@
 # Debian packages the project builds, tests and trains with.
 PKGS := gcc make meson ninja-build pkg-config clang libclang-rt-14-dev \
         libmicrohttpd-dev libcjson-dev libjpeg62-turbo-dev libspng-dev libinih-dev \
-        libsystemd-dev libsqlite3-dev sqlite3 check \
+        libsystemd-dev libsqlite3-dev sqlite3 check curl systemd \
         python3 python3-torch python3-numpy python3-pil libopenblas0-pthread \
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
 
@@ -58,7 +58,11 @@ fuzz: deps
 	  ninja -C $(FUZZ_BUILD) tests/fuzz_gguf && \
 	  mkdir -p $(FUZZ_BUILD)/corpus && \
 	  $(FUZZ_BUILD)/tests/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 \
-	    $(FUZZ_BUILD)/corpus tests/data/fuzz-seeds; \
+	    $(FUZZ_BUILD)/corpus tests/data/fuzz-seeds && \
+	  ninja -C $(FUZZ_BUILD) tests/server/fuzz_request && \
+	  mkdir -p $(FUZZ_BUILD)/corpus-request && \
+	  $(FUZZ_BUILD)/tests/server/fuzz_request -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 \
+	    $(FUZZ_BUILD)/corpus-request tests/server/fuzz-seeds; \
 	else echo "clang not found: fuzzing skipped"; fi
 
 # The kernels and their test cross-built for aarch64 and run under qemu twice:

@@ -23,14 +23,15 @@ int api_ready(struct http_req *r)
     sched_snapshot(srv->sched, &active, &queued);
     int room = active + queued < srv->cfg->slots + srv->cfg->queue;
     cJSON *o = cJSON_CreateObject();
-    const char *status = !srv->ready ? "loading" : room ? "ready" : "busy";
+    int ready = __atomic_load_n(&srv->ready, __ATOMIC_ACQUIRE);
+    const char *status = !ready ? "draining" : room ? "ready" : "busy";
     cJSON_AddStringToObject(o, "status", status);
     cJSON_AddStringToObject(o, "model", srv->info.name);
     cJSON_AddNumberToObject(o, "active_slots", active);
     cJSON_AddNumberToObject(o, "slots", srv->cfg->slots);
     cJSON_AddNumberToObject(o, "queued", queued);
     cJSON_AddNumberToObject(o, "queue_max", srv->cfg->queue);
-    http_reply_json(r, srv->ready && room ? 200 : 503, o);
+    http_reply_json(r, ready && room ? 200 : 503, o);
     return 0;
 }
 

@@ -1,7 +1,7 @@
 /* The real engine (src/engine) behind the scheduler's backend interface.
  *
- * Per slot: the prompt as token ids with, at image positions, the vision encoder's embedding
- * rows; a sampler with the request's parameters; a streaming detokenizer. Each scheduler step
+ * Per slot: the prompt as token ids (the engine's SmolVLM template) with, at image positions,
+ * the vision encoder's embedding rows; a sampler with the request's parameters; a streaming detokenizer. Each scheduler step
  * becomes ONE eng_step: the queued prefill chunks plus one token for every generating slot.
  * A generating slot's token is sampled from the logits of the previous step, then fed. */
 #include <stdio.h>
@@ -13,13 +13,14 @@
 #include "backend.h"
 #include "engine/engine.h"
 #include "engine/image.h"
+#include "engine/prompt.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 
 struct eslot {
-    int32_t *ids;
+    int32_t *ids;            /* the prompt (from prompt_build) */
     const float **rows;      /* per position: image embedding row, or NULL */
-    int n, cap;
+    int n;
     float *embd[JOB_MAX_IMAGES];
     int pos;                 /* positions in the KV cache */
     int queued;              /* prefill tokens queued for the next step */
@@ -34,68 +35,21 @@ struct engb {
     eng_ctx *c;
     tok *t;
     const eng_model_info *in;
-    int nslots, n_ctx, n_batch, eou, eos;
+    prompt_ctx pc;
+    int nslots, n_ctx, n_batch;
     struct eslot *slots;
     eng_item *items;
     char name[128], quant[16];
     long long size, params;
 };
 
-static int push(struct eslot *p, int32_t id, const float *row)
-{
-    if (id < 0) return -1;
-    if (p->n == p->cap) {
-        int cap = p->cap ? 2 * p->cap : 256;
-        int32_t *ids = realloc(p->ids, (size_t)cap * sizeof *ids);
-        if (!ids) return -1;
-        p->ids = ids;
-        const float **rows = realloc(p->rows, (size_t)cap * sizeof *rows);
-        if (!rows) return -1;
-        p->rows = rows;
-        p->cap = cap;
-    }
-    p->ids[p->n] = id;
-    p->rows[p->n++] = row;
-    return 0;
-}
-
-static int push_text(struct eslot *p, const tok *t, const char *s)
-{
-    size_t len = strlen(s);
-    int n = tok_encode(t, s, len, NULL, 0);
-    if (n < 0) return -1;
-    int32_t *ids = malloc(((size_t)n + 1) * sizeof *ids);
-    if (!ids || tok_encode(t, s, len, ids, n) != n) {
-        free(ids);
-        return -1;
-    }
-    int rc = 0;
-    for (int i = 0; i < n && rc == 0; i++) rc = push(p, ids[i], NULL);
-    free(ids);
-    return rc;
-}
-
-static int push_special(struct eslot *p, const tok *t, const char *name)
-{
-    return push(p, tok_special(t, name), NULL);
-}
-
-static int push_image_rows(struct eslot *p, const tok *t, const float *embd, int n_img, int n_embd)
-{
-    int id = tok_special(t, "<image>"), rc = 0;
-    for (int i = 0; i < n_img && rc == 0; i++) rc = push(p, id, embd + (size_t)i * n_embd);
-    return rc;
-}
-
-/* One image as the Idefics3 processor lays it out: each crop as
- * <fake_token_around_image><row_r_col_c><image>*n, a newline after each row of crops, then
- * \n<fake_token_around_image><global-img><image>*n<fake_token_around_image>. */
-static int push_image(struct engb *e, struct eslot *p, const struct job_image *im, int k,
-                      double *vision_ms, char *err, size_t errlen)
+/* Decode-side work for one image: Idefics3 preprocessing (resize, tiling) and the vision
+ * encoder. Returns the embedding rows ((rows*cols + 1) tiles of n_image_tokens rows). */
+static float *encode_image(struct engb *e, const struct job_image *im, int *rows, int *cols,
+                           char *err, size_t errlen)
 {
     const eng_model_info *in = e->in;
     const gguf_file *vf = eng_model_vision_file(e->m);
-    double t0 = job_now();
     img_proc_cfg cfg = { .longest_edge = in->image_size, .tile = in->image_size, .rescale = 1.0 / 255.0 };
     uint64_t pre;
     if (gguf_get_u64(vf, "clip.vision.preproc_image_size", &pre) && pre > 0 && pre < 65536)
@@ -105,39 +59,17 @@ static int push_image(struct engb *e, struct eslot *p, const struct job_image *i
     memcpy(cfg.std, in->image_std, sizeof cfg.std);
     img_rgb rgb = { im->width, im->height, im->rgb };
     img_tiles tiles = { 0 };
-    if (img_preprocess(&rgb, &cfg, &tiles, err, errlen) != 0) return -1;
-    size_t rows = (size_t)tiles.n * in->n_image_tokens;
-    float *embd = malloc(rows * in->n_embd * sizeof *embd);
-    if (!embd) {
-        img_tiles_free(&tiles);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    if (eng_vision_encode(e->c, tiles.pixels, tiles.n, embd, err, errlen) != ENG_OK) {
+    if (img_preprocess(&rgb, &cfg, &tiles, err, errlen) != 0) return NULL;
+    float *embd = malloc((size_t)tiles.n * in->n_image_tokens * in->n_embd * sizeof *embd);
+    if (!embd) snprintf(err, errlen, "out of memory");
+    else if (eng_vision_encode(e->c, tiles.pixels, tiles.n, embd, err, errlen) != ENG_OK) {
         free(embd);
-        img_tiles_free(&tiles);
-        return -1;
+        embd = NULL;
     }
-    p->embd[k] = embd;
-    *vision_ms += (job_now() - t0) * 1e3;
-    const tok *t = e->t;
-    int n_img = in->n_image_tokens, n_embd = in->n_embd, rc = 0, c = 0;
-    for (int r = 0; r < tiles.rows && rc == 0; r++) {
-        for (int col = 0; col < tiles.cols && rc == 0; col++, c++) {
-            char name[32];
-            snprintf(name, sizeof name, "<row_%d_col_%d>", r + 1, col + 1);
-            rc = push_special(p, t, "<fake_token_around_image>") || push_special(p, t, name) ||
-                 push_image_rows(p, t, embd + (size_t)c * n_img * n_embd, n_img, n_embd);
-        }
-        rc = rc || push_text(p, t, "\n");
-    }
-    if (tiles.rows > 0) rc = rc || push_text(p, t, "\n");
-    rc = rc || push_special(p, t, "<fake_token_around_image>") || push_special(p, t, "<global-img>") ||
-         push_image_rows(p, t, embd + (size_t)c * n_img * n_embd, n_img, n_embd) ||
-         push_special(p, t, "<fake_token_around_image>");
+    *rows = tiles.rows;
+    *cols = tiles.cols;
     img_tiles_free(&tiles);
-    if (rc) snprintf(err, errlen, "could not lay out the image tokens (tokenizer lacks a special token?)");
-    return rc ? -1 : 0;
+    return embd;
 }
 
 static void slot_clear(struct engb *e, int i)
@@ -152,44 +84,69 @@ static void slot_clear(struct engb *e, int i)
     eng_slot_reset(e->c, i);
 }
 
-static const char *role_name(int role)
-{
-    return role == ROLE_SYSTEM ? "System" : role == ROLE_ASSISTANT ? "Assistant" : "User";
-}
-
-/* The SmolVLM chat template: <|im_start|>, then per message "Role:" (": " when the message
- * starts with text), its images, its text, <end_of_utterance>\n; then "Assistant:". */
+/* The prompt comes from the engine's SmolVLM template builder (engine/prompt.h); the image
+ * rows then go, in order, to the <image> ids it laid out. */
 static int eng_admit(struct backend *b, int slot, struct job *j, struct backend_admit *out,
                      int *client_error, char *err, size_t errlen)
 {
     struct engb *e = (struct engb *)b;
     struct eslot *p = &e->slots[slot];
-    const tok *t = e->t;
-    double vision_ms = 0;
-    int img = 0, rc = push_special(p, t, "<|im_start|>");
+    const eng_model_info *in = e->in;
+    int rows[JOB_MAX_IMAGES], cols[JOB_MAX_IMAGES];
+    prompt_part parts[JOB_MAX_IMAGES + 64];
+    prompt_msg msgs[64];
     *client_error = 0;
-    if (j->n_images && !e->in->has_vision) {
+    if (j->n_images && !in->has_vision) {
         *client_error = 1;
         snprintf(err, errlen, "this model has no vision projector (mmproj); send text only");
-        goto fail;
+        return -1;
     }
-    for (int m = 0; m < j->n_msgs && rc == 0; m++) {
-        const struct job_msg *msg = &j->msgs[m];
-        char head[16];
-        snprintf(head, sizeof head, "%s%s", m ? "\n" : "", role_name(msg->role));
-        rc = push_text(p, t, head) || push_text(p, t, msg->n_images ? ":" : ": ");
-        for (int k = 0; k < msg->n_images && rc == 0 && img < j->n_images; k++, img++)
-            if (push_image(e, p, &j->images[img], img, &vision_ms, err, errlen) != 0) goto fail;
-        rc = rc || push_text(p, t, msg->text) || push_special(p, t, "<end_of_utterance>");
+    if (j->n_msgs > 64) {
+        *client_error = 1;
+        snprintf(err, errlen, "at most 64 messages per request");
+        return -1;
     }
-    rc = rc || push_text(p, t, "\nAssistant:");
-    if (rc) {
-        snprintf(err, errlen, "could not build the prompt (tokenizer lacks a SmolVLM special token?)");
-        goto fail;
+    double t0 = job_now();
+    for (int i = 0; i < j->n_images; i++)
+        if (!(p->embd[i] = encode_image(e, &j->images[i], &rows[i], &cols[i], err, errlen))) goto fail;
+    double vision_ms = (job_now() - t0) * 1e3;
+
+    int np = 0, img = 0;
+    for (int m = 0; m < j->n_msgs; m++) {
+        const struct job_msg *jm = &j->msgs[m];
+        msgs[m].role = jm->role == ROLE_SYSTEM ? PROMPT_SYSTEM
+                     : jm->role == ROLE_ASSISTANT ? PROMPT_ASSISTANT : PROMPT_USER;
+        msgs[m].parts = parts + np;
+        for (int k = 0; k < jm->n_images && img < j->n_images; k++, img++)
+            parts[np++] = (prompt_part){ .image = true, .rows = rows[img], .cols = cols[img] };
+        parts[np++] = (prompt_part){ .text = jm->text };
+        msgs[m].n_parts = (int)(parts + np - msgs[m].parts);
     }
+    if (prompt_build(&e->pc, msgs, j->n_msgs, true, &p->ids, &p->n, err, errlen) != 0) goto fail;
     if (p->n >= e->n_ctx) {
         *client_error = 1;
         snprintf(err, errlen, "prompt is %d tokens; the context holds %d", p->n, e->n_ctx);
+        goto fail;
+    }
+    if (!(p->rows = calloc((size_t)p->n, sizeof *p->rows))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    int image_tokens = 0;
+    img = 0;
+    int left = j->n_images ? (rows[0] * cols[0] + 1) * in->n_image_tokens : 0, row = 0;
+    for (int i = 0; i < p->n; i++) {
+        if (p->ids[i] != e->pc.image || img >= j->n_images) continue;
+        p->rows[i] = p->embd[img] + (size_t)row * in->n_embd;
+        image_tokens++;
+        row++;
+        if (--left == 0 && ++img < j->n_images) {
+            left = (rows[img] * cols[img] + 1) * in->n_image_tokens;
+            row = 0;
+        }
+    }
+    if (img != j->n_images) {
+        snprintf(err, errlen, "the prompt holds %d image tokens, fewer than the images' rows", image_tokens);
         goto fail;
     }
     sampler_params sp = sampler_default_params();
@@ -200,8 +157,8 @@ static int eng_admit(struct backend *b, int slot, struct job *j, struct backend_
     sp.repeat_penalty = j->params.repeat_penalty;
     if (j->params.has_seed) sp.seed = j->params.seed;
     else if (getrandom(&sp.seed, sizeof sp.seed, GRND_NONBLOCK) != sizeof sp.seed) sp.seed = (uint64_t)(job_now() * 1e9);
-    p->s = sampler_create(e->in->n_vocab, &sp);
-    p->ts = tok_stream_create(t);
+    p->s = sampler_create(in->n_vocab, &sp);
+    p->ts = tok_stream_create(e->t);
     if (!p->s || !p->ts) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -209,8 +166,7 @@ static int eng_admit(struct backend *b, int slot, struct job *j, struct backend_
     for (int i = 0; i < p->n; i++) sampler_accept(p->s, p->ids[i]);
     eng_slot_reset(e->c, slot);
     out->prompt_tokens = p->n;
-    out->image_tokens = 0;
-    for (int i = 0; i < p->n; i++) out->image_tokens += p->rows[i] != NULL;
+    out->image_tokens = image_tokens;
     out->vision_ms = j->n_images ? vision_ms : -1;
     return 0;
 fail:
@@ -239,8 +195,8 @@ static int eng_decode(struct backend *b, int n, const int *slots, struct backend
         const float *logits = eng_logits(e->c, slots[k]);
         o->len = 0;
         o->eos = 0;
-        int32_t id = logits ? sampler_sample(p->s, logits) : e->eos;
-        if (id == e->eou || id == e->eos || p->pos >= e->n_ctx) {
+        int32_t id = logits ? sampler_sample(p->s, logits) : e->pc.eos;
+        if (prompt_is_stop(&e->pc, id) || p->pos >= e->n_ctx) {
             size_t len;
             const char *tail = tok_stream_flush(p->ts, &len);
             if (len >= sizeof o->text) len = sizeof o->text - 1;
@@ -351,8 +307,7 @@ struct backend *backend_engine_create(const struct backend_options *o, char *err
     e->nslots = o->slots;
     e->n_ctx = eng_ctx_params(e->c)->n_ctx;
     e->n_batch = eng_ctx_params(e->c)->n_batch;
-    e->eou = tok_special(e->t, "<end_of_utterance>");
-    e->eos = tok_eos(e->t);
+    if (prompt_init(&e->pc, e->t, e->in->n_image_tokens, err, errlen) != 0) goto fail;
     e->slots = calloc((size_t)o->slots, sizeof *e->slots);
     e->items = calloc((size_t)o->slots * 2, sizeof *e->items);
     if (!e->slots || !e->items) {

@@ -5,7 +5,11 @@
 
 #include <stddef.h>
 
+#ifdef TERN_CONFIG_PATH
+#define CONFIG_DEFAULT_PATH TERN_CONFIG_PATH   /* from meson: sysconfdir/ternd/ternd.conf */
+#else
 #define CONFIG_DEFAULT_PATH "/etc/ternd/ternd.conf"
+#endif
 #define CONFIG_STR 512
 
 struct config {

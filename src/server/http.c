@@ -64,6 +64,7 @@ struct http_req {
     struct MHD_Connection *conn;
     const struct route *route;
     const char *endpoint;        /* label for metrics and stats */
+    char method[8];
     double t0, wall0;
     char request_id[40];
     char client[64];
@@ -226,13 +227,17 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     while (st->out_pos == st->out.len) {
         if (st->eof) return MHD_CONTENT_READER_END_OF_STREAM;
         st->out.len = st->out_pos = 0;
-        int done;
-        size_t n = job_take(st->job, &st->take, &st->take_cap, &done);
-        if (n) st->gen->chunk(&st->ctx, st->take, n, &st->out);
+        int done = 0, any = 0;
+        size_t n;
+        /* Everything made since the last call, one chunk per token, sent together. */
+        while ((n = job_take(st->job, &st->take, &st->take_cap, &done)) > 0) {
+            st->gen->chunk(&st->ctx, st->take, n, &st->out);
+            any = 1;
+        }
         if (done) {
             st->gen->final(&st->ctx, st->job, &st->out);
             st->eof = 1;
-        } else if (!n && job_wait(st->job, st->sock, 0) < 0) {
+        } else if (!any && job_wait(st->job, st->sock, 0) < 0) {
             job_cancel(st->job);
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
@@ -396,6 +401,7 @@ static enum MHD_Result run_generation(struct http_req *r)
             pthread_mutex_lock(&j->mu);
             done = j->done;
             j->text_read = j->text_len;
+            j->pieces_read = j->n_pieces;
             pthread_mutex_unlock(&j->mu);
         }
         if (done == DONE_ERROR) {
@@ -592,6 +598,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         new_request_id(r->request_id, sizeof r->request_id);
         client_addr(conn, r->client, sizeof r->client);
         *con_cls = r;
+        snprintf(r->method, sizeof r->method, "%s", method);
         first_call(r, method, url);
         /* A declared body over the limit is refused before it is read (a client that sent
          * "Expect: 100-continue" never sends it). Smaller refused bodies are read and dropped
@@ -643,6 +650,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status == 0) r->status = 499;
     if (r->status == 0) r->status = 500;
     metrics_request(r->srv->metrics, r->endpoint, r->status);
+    /* Access log: generations and errors at info, the rest (probes, scrapes) at debug. */
+    log_msg(r->route && r->route->gen ? LOG_LVL_INFO : r->status >= 400 ? LOG_LVL_INFO : LOG_LVL_DEBUG,
+            "%s %s %s %d %.1f ms %s%s%s", r->client, r->method, r->endpoint, r->status,
+            (job_now() - r->t0) * 1e3, r->request_id, r->error[0] ? " " : "", r->error);
     if (r->job) {
         struct job *j = r->job;
         pthread_mutex_lock(&j->mu);

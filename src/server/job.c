@@ -54,6 +54,7 @@ void job_unref(struct job *j)
     for (int i = 0; i < j->n_images; i++) free(j->images[i].rgb);
     for (int i = 0; i < j->params.n_stop; i++) free(j->params.stop[i]);
     free(j->text);
+    free(j->piece_end);
     close(j->notify_fd);
     pthread_mutex_destroy(&j->mu);
     free(j);
@@ -93,9 +94,19 @@ int job_push(struct job *j, const char *s, size_t n)
         }
         j->text = t, j->text_cap = cap;
     }
+    if (j->n_pieces == j->pieces_cap) {
+        size_t cap = j->pieces_cap ? 2 * j->pieces_cap : 64;
+        size_t *pe = realloc(j->piece_end, cap * sizeof *pe);
+        if (!pe) {
+            pthread_mutex_unlock(&j->mu);
+            return -1;
+        }
+        j->piece_end = pe, j->pieces_cap = cap;
+    }
     memcpy(j->text + j->text_len, s, n);
     j->text_len += n;
     j->text[j->text_len] = 0;
+    j->piece_end[j->n_pieces++] = j->text_len;
     pthread_mutex_unlock(&j->mu);
     wake(j);
     return 0;
@@ -134,21 +145,24 @@ void job_cancel(struct job *j)
 size_t job_take(struct job *j, char **out, size_t *cap, int *done)
 {
     pthread_mutex_lock(&j->mu);
-    size_t n = j->text_len - j->text_read;
-    if (n + 1 > *cap) {
-        char *p = realloc(*out, n + 1);
-        if (!p) {
-            n = 0;
-        } else {
+    size_t n = 0;
+    if (j->pieces_read < j->n_pieces) {
+        n = j->piece_end[j->pieces_read] - j->text_read;
+        if (n + 1 > *cap) {
+            char *p = realloc(*out, n + 1);
+            if (!p) {
+                pthread_mutex_unlock(&j->mu);
+                *done = 0;
+                return 0;
+            }
             *out = p, *cap = n + 1;
         }
-    }
-    if (n) {
         memcpy(*out, j->text + j->text_read, n);
+        (*out)[n] = 0;
         j->text_read += n;
+        j->pieces_read++;
     }
-    if (*out) (*out)[n] = 0;
-    *done = j->done;
+    *done = j->pieces_read == j->n_pieces ? j->done : 0;
     pthread_mutex_unlock(&j->mu);
     return n;
 }

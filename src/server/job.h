@@ -59,6 +59,8 @@ struct job {
     char *text;                /* all text produced so far */
     size_t text_len, text_cap;
     size_t text_read;          /* HTTP side's position */
+    size_t *piece_end;         /* end offset of each push: one streamed chunk per token */
+    size_t n_pieces, pieces_cap, pieces_read;
     int done;                  /* enum job_done, DONE_NONE while running */
     char error[256];
     int error_status;          /* HTTP status for DONE_ERROR: 422 bad input, 500 engine */
@@ -89,8 +91,9 @@ int  job_cancelled(struct job *j);
 
 /* HTTP side. */
 void job_cancel(struct job *j);
-/* Copy unread text into *out (grown as needed, caller frees); returns bytes copied.
- * *done receives the done state observed under the same lock. */
+/* Copy the next unread piece (one push: usually one token) into *out, NUL-terminated (grown
+ * as needed, caller frees); returns its length, 0 when none is waiting. *done receives the
+ * done state, set only once every piece has been taken. */
 size_t job_take(struct job *j, char **out, size_t *cap, int *done);
 /* Wait until there is something to read, the job is done, the socket (sock_fd >= 0) is
  * hung up, or the deadline passes. Returns 1 readable, 0 timed out, -1 client gone. */

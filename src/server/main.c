@@ -71,7 +71,9 @@ int main(int argc, char **argv)
     char model[CONFIG_STR + 16], mmproj[CONFIG_STR + 16], name[128];
     config_resolve_path(&cfg, cfg.model, model, sizeof model);
     config_resolve_path(&cfg, cfg.mmproj, mmproj, sizeof mmproj);
+    int is_echo = strcmp(cfg.engine, "echo") == 0;
     if (cfg.model_name[0]) snprintf(name, sizeof name, "%s", cfg.model_name);
+    else if (is_echo) snprintf(name, sizeof name, "echo");
     else model_name_from_path(model, name, sizeof name);
 
     struct backend_options bo = { model, mmproj, name, cfg.slots, cfg.ctx_size, threads,
@@ -81,7 +83,6 @@ int main(int argc, char **argv)
     srv.started_wall = stats_wall_now();
     srv.limits = (struct api_limits){ cfg.max_image_bytes, cfg.max_image_pixels, cfg.max_images,
                                       cfg.max_tokens, cfg.default_max_tokens };
-    int is_echo = strcmp(cfg.engine, "echo") == 0;
     if (is_echo) log_warn("engine = echo: a test double that repeats the prompt, not a model");
     srv.backend = is_echo ? backend_echo_create(&bo, err, sizeof err)
                           : backend_engine_create(&bo, err, sizeof err);
@@ -111,7 +112,7 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
-    srv.ready = 1;
+    __atomic_store_n(&srv.ready, 1, __ATOMIC_RELEASE);
     log_info("ternd %s listening on http://%s%s%s:%d (model %s, engine %s, %d slots, queue %d, %d threads%s%s)",
              TERN_VERSION, strchr(cfg.bind, ':') ? "[" : "", cfg.bind, strchr(cfg.bind, ':') ? "]" : "",
              http_port(http), srv.info.name, cfg.engine, cfg.slots, cfg.queue, threads,
@@ -144,7 +145,7 @@ int main(int argc, char **argv)
 
     log_info("shutting down: draining for up to %d s", cfg.drain_timeout);
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
-    srv.ready = 0;
+    __atomic_store_n(&srv.ready, 0, __ATOMIC_RELEASE);   /* /ready says "draining" */
     http_quiesce(http);
     sched_drain(srv.sched, cfg.drain_timeout);
     /* Let the last final lines reach their clients before the sockets close. */

@@ -227,6 +227,29 @@ static void step(struct sched *s, int cancel_all)
     }
 }
 
+/* Drop waiting jobs whose client left or whose deadline passed, without waiting for a slot.
+ * Called with s->mu held. */
+static void expire_queued(struct sched *s)
+{
+    double now = job_now();
+    int kept = 0;
+    for (int i = 0; i < s->qlen; i++) {
+        struct job *j = s->queue[(s->qhead + i) % s->qcap];
+        int done = job_cancelled(j) ? DONE_CANCELLED : now > j->deadline ? DONE_TIMEOUT : 0;
+        if (!done) {
+            s->queue[(s->qhead + kept++) % s->qcap] = j;
+            continue;
+        }
+        pthread_mutex_lock(&j->mu);
+        j->t.queue_ms = (now - j->t_arrival) * 1e3;
+        pthread_mutex_unlock(&j->mu);
+        metrics_add(s->m, CNT_CANCELLED, 1);
+        job_finish(j, done, done == DONE_TIMEOUT ? "request deadline passed while queued" : NULL);
+        job_unref(j);
+    }
+    s->qlen = kept;
+}
+
 static void *engine_main(void *arg)
 {
     struct sched *s = arg;
@@ -241,6 +264,7 @@ static void *engine_main(void *arg)
         if (s->stop && s->qlen == 0 && s->busy == 0) break;
         s->stepping = 1;
         int cancel_all = s->cancel_all;
+        expire_queued(s);
         /* Move waiting jobs into free slots; drop cancelled ones without admitting them. */
         for (int i = 0; i < s->o.slots && s->qlen > 0; i++) {
             if (s->slots[i].job) continue;

@@ -20,7 +20,7 @@ struct server {
     struct auth *auth;
     struct api_limits limits;
     double started_wall;
-    int ready;                /* model loaded, accepting */
+    int ready;                /* accepting (atomic): 0 once draining */
 };
 
 #endif

@@ -154,6 +154,29 @@ START_TEST(newer_schema_refused)
 }
 END_TEST
 
+START_TEST(retention_deletes_old_rows)
+{
+    char dir[] = "/tmp/ternd-stats-XXXXXX", path[64], err[256];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/s.db", dir);
+    struct stats_options o = { path, 8, 3600, 1 };   /* keep one day */
+    struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
+    double now = stats_wall_now();
+    struct stats_record old = gen(now - 3 * 86400, 1, 1, 1, "stop", 200);
+    struct stats_record fresh = gen(now - 60, 1, 1, 1, "stop", 200);
+    stats_record(s, &old);
+    stats_record(s, &fresh);
+    stats_flush(s);
+    stats_close(s);
+    struct stats_summary sum;
+    ck_assert_int_eq(stats_query(path, 0, now, &sum, err, sizeof err), 0);
+    ck_assert_int_eq(sum.requests, 1);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("stats");
@@ -163,6 +186,7 @@ int main(void)
     tcase_add_test(tc, write_and_aggregate);
     tcase_add_test(tc, unwritable_db_drops_and_counts);
     tcase_add_test(tc, newer_schema_refused);
+    tcase_add_test(tc, retention_deletes_old_rows);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

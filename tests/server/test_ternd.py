@@ -8,6 +8,7 @@ disconnect, error statuses, auth, stats rows in SQLite, /metrics, drain on SIGTE
 
 usage: test_ternd.py PATH/TO/ternd
 """
+import atexit
 import base64
 import http.client
 import json
@@ -52,6 +53,7 @@ class Daemon:
                '--db', self.db, '--log-file', self.log, '--sample-interval', '1'] + list(args)
         self.proc = subprocess.Popen(cmd, env=dict(os.environ, **(env or {})),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        atexit.register(self._reap)   # a failed test must not leave a daemon behind
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -62,6 +64,11 @@ class Daemon:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError('ternd did not come up')
+
+    def _reap(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def conn(self, timeout=30):
         return http.client.HTTPConnection('127.0.0.1', self.port, timeout=timeout)
@@ -430,7 +437,6 @@ class Main(unittest.TestCase):
             p = subprocess.run([tern, 'stats', '--db', self.d.db, '--window', '600'],
                                capture_output=True, text=True)
             self.assertEqual(p.returncode, 0, p.stderr)
-            table = dict(l.split(None, 1) if ' ' in l else (l, '') for l in p.stdout.splitlines())
             self.assertIn('latency (ms)', p.stdout)
             self.assertGreaterEqual(int(p.stdout.split('requests')[1].split()[0]), o['count'])
 
@@ -556,6 +562,35 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(json.loads(lines[-1])['done_reason'], 'cancelled')
         self.assertEqual(d.proc.wait(20), 0)
 
+    def test_request_deadline(self):
+        d = Daemon('--slots', '1', '--queue', '4', '--echo-delay-ms', '100', '--request-timeout', '1')
+        c = d.conn()
+        c.request('POST', '/generate', json.dumps({'prompt': ' '.join(['w'] * 100)}))
+        self.assertTrue(d.wait_for(lambda: d.json('GET', '/ready')[2]['active_slots'] == 1))
+        # A second request waits behind the first past its deadline: 503, never run.
+        st, h, o = d.json('POST', '/generate', {'prompt': 'late', 'stream': False})
+        self.assertEqual(st, 503, o)
+        self.assertIn('deadline', o['error']['message'])
+        self.assertIn('retry-after', h)
+        r = c.getresponse()
+        lines = r.read().decode().strip().splitlines()
+        final = json.loads(lines[-1])
+        self.assertEqual(final['done_reason'], 'timeout')
+        self.assertLess(final['usage']['completion_tokens'], 100)
+        self.assertEqual(d.stop(), 0)
+
+    def test_slow_client_is_dropped(self):
+        d = Daemon('--connection-timeout', '1')
+        s = socket.create_connection(('127.0.0.1', d.port))
+        s.sendall(b'GET /health HTTP/1.1\r\nHost: x\r\n')   # never finishes its headers
+        s.settimeout(10)
+        t0 = time.time()
+        self.assertEqual(s.recv(100), b'')                    # closed by the server
+        self.assertLess(time.time() - t0, 9)
+        s.close()
+        self.assertEqual(d.request('GET', '/health')[0], 200)
+        self.assertEqual(d.stop(), 0)
+
     def test_sighup_reopens_log(self):
         d = Daemon()
         os.rename(d.log, d.log + '.1')
@@ -574,6 +609,21 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(d.stop(), 0)
         with open(d.log) as f:
             self.assertEqual(f.read().count('records are dropped'), 1)
+
+    def test_sd_notify_ready_and_watchdog(self):
+        path = os.path.join(tempfile.mkdtemp(prefix='ternd-notify-'), 'notify.sock')
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(10)
+        d = Daemon(env={'NOTIFY_SOCKET': path, 'WATCHDOG_USEC': '200000'})
+        msgs = []
+        while not any('WATCHDOG=1' in m for m in msgs):
+            msgs.append(sock.recv(4096).decode())
+        self.assertTrue(any('READY=1' in m for m in msgs), msgs)
+        self.assertEqual(d.stop(), 0)
+        while not any('STOPPING=1' in m for m in msgs):
+            msgs.append(sock.recv(4096).decode())
+        sock.close()
 
     def test_bad_config_names_key(self):
         for args, key in ((['--slots', 'many'], 'slots'), (['--port', '99999'], 'port'),

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Runs clients/curl.sh and every ```sh example of docs/api.md against a live ternd (echo test double) and checks
+its HTTP status: 200, or the one a leading "# expect: NNN" comment names.
+
+usage: test_api_doc.py PATH/TO/ternd docs/api.md tests/server/data/shapes.jpg
+"""
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def main():
+    ternd, doc, photo = sys.argv[1:4]
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    tmp = tempfile.mkdtemp(prefix='ternd-doc-')
+    d = subprocess.Popen([ternd, '--config', '/dev/null', '--engine', 'echo', '--port', str(port),
+                          '--db', os.path.join(tmp, 'stats.db')], stderr=subprocess.DEVNULL)
+    url = 'http://127.0.0.1:%d' % port
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url + '/health')
+                break
+            except OSError:
+                time.sleep(0.05)
+        text = open(doc).read()
+        blocks = re.findall(r'```sh\n(.*?)```', text, re.S)
+        assert len(blocks) >= 14, 'only %d examples found' % len(blocks)
+        failures = 0
+        body = os.path.join(tmp, 'body')
+        for b in blocks:
+            m = re.match(r'# expect: (\d+)', b)
+            want = m.group(1) if m else '200'
+            script = b.replace('http://localhost:8080', url).replace('photo.jpg', os.path.abspath(photo))
+            wrapper = 'curl() { command curl -sS -o "%s" -w "%%{http_code}\\n" "$@"; }\n' % body
+            if os.path.exists(body):
+                os.unlink(body)
+            p = subprocess.run(['sh', '-c', wrapper + script], capture_output=True, text=True, timeout=60)
+            got = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ''
+            ok = p.returncode == 0 and got == want
+            if ok and want == '200' and os.path.exists(body):
+                ok = os.path.getsize(body) > 0
+            print('%s %s -> %s' % ('ok  ' if ok else 'FAIL', b.strip().splitlines()[-1][:90], got))
+            if not ok:
+                print(p.stderr)
+                failures += 1
+        # clients/curl.sh: every endpoint, each must succeed.
+        curl_sh = os.path.join(os.path.dirname(os.path.abspath(doc)), '..', 'clients', 'curl.sh')
+        p = subprocess.run(['sh', curl_sh], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, TERN_URL=url, TERN_IMAGE=os.path.abspath(photo)))
+        n = p.stdout.count('\n== ') + p.stdout.startswith('== ')
+        print('%s clients/curl.sh: %d endpoints' % ('ok  ' if p.returncode == 0 else 'FAIL', n))
+        if p.returncode != 0 or n < 13:
+            print(p.stdout[-2000:], p.stderr[-2000:])
+            failures += 1
+        return 1 if failures else 0
+    finally:
+        d.terminate()
+        d.wait(20)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
