@@ -5,7 +5,7 @@ PKGS := gcc make meson ninja-build pkg-config clang libclang-rt-14-dev \
         libmicrohttpd-dev libcjson-dev libjpeg62-turbo-dev libspng-dev libinih-dev \
         libsystemd-dev libsqlite3-dev sqlite3 check curl systemd \
         python3 python3-torch python3-numpy python3-pil libopenblas0-pthread \
-        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
