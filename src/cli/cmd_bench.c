@@ -6,7 +6,10 @@
  *       time (mean +- stddev over repetitions), GB/s of weights read, GOP/s
  *       (2 ops per weight per activation row) and, for GEMV, the fraction of
  *       this machine's read bandwidth, measured here by streaming a buffer
- *       far larger than the last-level cache with all threads.
+ *       far larger than the last-level cache with all threads. "cpu ms" is
+ *       the process's CPU time per call over all threads and "cores had"
+ *       is cpu ms / wall ms: below the thread count, other processes had
+ *       the cores part of the time (the figures are then pessimistic).
  *   tern bench -m FILE ...  per-model pp512/tg128: needs the text model's
  *       forward pass, which is not in this build yet (says so, exits 2).
  *
@@ -37,6 +40,15 @@ static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU time of the whole process (all threads): on a shared machine, wall
+ * time / (CPU time / threads) shows how much of the cores we really had. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -120,7 +132,7 @@ typedef struct {
     shape s;
     double weight_mb;
     int copies;
-    double mean_ms, sd_ms, gbs, gops, bw_frac;
+    double mean_ms, sd_ms, cpu_ms, gbs, gops, bw_frac;
 } result;
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
@@ -181,7 +193,7 @@ static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
     double one = now() - t0;
     calls = one > 0 ? (int)(MIN_REP_SECONDS / one) + 1 : 1;
 
-    double sum = 0, sum2 = 0;
+    double sum = 0, sum2 = 0, c0 = cpu_now();
     for (int r = 0; r < reps; r++) {
         t0 = now();
         for (int k = 0; k < calls; k++) {
@@ -193,6 +205,7 @@ static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
         sum += ms;
         sum2 += ms * ms;
     }
+    double cpu_ms = (cpu_now() - c0) / ((double)reps * calls) * 1e3;
     double mean = sum / reps, var = reps > 1 ? (sum2 - sum * sum / reps) / (reps - 1) : 0;
     *res = (result){
         .type = types[ti].name,
@@ -202,6 +215,7 @@ static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
         .copies = copies,
         .mean_ms = mean,
         .sd_ms = var > 0 ? sqrt(var) : 0,
+        .cpu_ms = cpu_ms,
         .gbs = mat / (mean * 1e-3) / 1e9,
         .gops = 2.0 * s.rows * s.cols * s.act_rows / (mean * 1e-3) / 1e9,
     };
@@ -317,8 +331,8 @@ int cmd_bench(int argc, char **argv)
         printf("read bandwidth (1 GiB streamed, %d threads, best of 5): %.1f GB/s\n\n", threads,
                bw);
         printf("| type | rows x cols | weights MB | cache | act rows | kernel | ms (mean ± sd) "
-               "| GB/s | GOP/s | of read BW |\n");
-        printf("|---|---|---:|---|---:|---|---:|---:|---:|---:|\n");
+               "| GB/s | GOP/s | of read BW | cpu ms | cores had |\n");
+        printf("|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
     } else {
         printf("{\"cpu\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", "
                "\"read_bandwidth_gbs\": %.2f, \"reps\": %d, \"results\": [",
@@ -341,17 +355,19 @@ int cmd_bench(int argc, char **argv)
                 printf("%s\n  {\"type\": \"%s\", \"rows\": %d, \"cols\": %d, \"act_rows\": %d, "
                        "\"cache\": \"%s\", \"copies\": %d, \"weight_mb\": %.3f, \"kernel\": "
                        "\"%s\", \"ms_mean\": %.6f, \"ms_sd\": %.6f, \"gbs\": %.3f, \"gops\": "
-                       "%.3f, \"read_bw_fraction\": %.4f}",
+                       "%.3f, \"read_bw_fraction\": %.4f, \"cpu_ms\": %.6f}",
                        first ? "" : ",", r.type, r.s.rows, r.s.cols, r.s.act_rows, cache,
                        r.copies, r.weight_mb, r.kernel, r.mean_ms, r.sd_ms, r.gbs, r.gops,
-                       r.bw_frac);
+                       r.bw_frac, r.cpu_ms);
             } else {
                 char frac[32] = "";
                 if (r.s.act_rows == 1)
                     snprintf(frac, sizeof frac, "%.0f %%", 100 * r.bw_frac);
-                printf("| %s | %d x %d | %.1f | %s | %d | %s | %.3f ± %.3f | %.1f | %.1f | %s |\n",
+                printf("| %s | %d x %d | %.1f | %s | %d | %s | %.3f ± %.3f | %.1f | %.1f | %s | "
+                       "%.3f | %.2f |\n",
                        r.type, r.s.rows, r.s.cols, r.weight_mb, cache, r.s.act_rows, r.kernel,
-                       r.mean_ms, r.sd_ms, r.gbs, r.gops, frac);
+                       r.mean_ms, r.sd_ms, r.gbs, r.gops, frac, r.cpu_ms,
+                       r.cpu_ms / r.mean_ms);
             }
             fflush(stdout);
             first = 0;
