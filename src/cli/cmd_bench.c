@@ -10,8 +10,12 @@
  *       the process's CPU time per call over all threads and "cores had"
  *       is cpu ms / wall ms: below the thread count, other processes had
  *       the cores part of the time (the figures are then pessimistic).
- *   tern bench -m FILE ...  per-model pp512/tg128: needs the text model's
- *       forward pass, which is not in this build yet (says so, exits 2).
+ *   tern bench -m TEXT.gguf [--mmproj MMPROJ.gguf] [-t N,N...] [-r R]
+ *       [-p 512] [-n 128] [--json]
+ *       per model file and thread count: prompt processing tokens/s (one
+ *       eng_step over p tokens from an empty cache: pp512), generation
+ *       tokens/s (n single-token steps from an empty cache: tg128), image
+ *       encode ms (one tile, with --mmproj) and the process's peak RSS.
  *
  * Shapes: 4096x14336 (a 7B-class FFN matrix, the shape llama.cpp's numbers
  * are quoted for) run twice, "hot" (the same matrix every call, as
@@ -25,10 +29,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "engine/engine.h"
 #include "engine/matmul.h"
 #include "engine/pool.h"
 #include "kernels/kernels.h"
@@ -243,12 +249,193 @@ static const char *cpu_name(char *buf, size_t len)
     return buf;
 }
 
+/* ---- model files: pp / tg / image encode, like llama-bench ---- */
+
+typedef struct {
+    const char *test;
+    int threads;
+    double mean, sd; /* tokens/s, or ms for "image" */
+    const char *unit;
+} mresult;
+
+static void stats(const double *v, int n, double *mean, double *sd)
+{
+    double s = 0, s2 = 0;
+    for (int i = 0; i < n; i++)
+        s += v[i];
+    *mean = s / n;
+    for (int i = 0; i < n; i++)
+        s2 += (v[i] - *mean) * (v[i] - *mean);
+    *sd = n > 1 ? sqrt(s2 / (n - 1)) : 0;
+}
+
+#define MAX_REPS 64
+
+/* One thread count: pp, tg and (with a vision model) one image tile. */
+static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_tg,
+                     mresult *out, int *n_out, char *err, size_t errlen)
+{
+    const eng_model_info *info = eng_model_get_info(m);
+    eng_params p = eng_default_params();
+    p.n_threads = threads;
+    p.n_ctx = n_pp > n_tg ? n_pp + 1 : n_tg + 1;
+    p.n_batch = n_pp > 1 ? n_pp : 1;
+    eng_ctx *c;
+    if (eng_ctx_create(m, &p, &c, err, errlen) != ENG_OK)
+        return -1;
+    if (eng_ctx_params(c)->n_ctx < p.n_ctx) {
+        snprintf(err, errlen, "the model's context (%d) is shorter than -p/-n ask for",
+                 eng_ctx_params(c)->n_ctx);
+        eng_ctx_destroy(c);
+        return -1;
+    }
+    int n_tok = n_pp > n_tg ? n_pp : n_tg;
+    int32_t *tok = malloc(sizeof(int32_t) * n_tok);
+    double v[MAX_REPS];
+    int rc = -1;
+    if (!tok) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n_tok; i++)
+        tok[i] = (int32_t)(((uint64_t)i * 2654435761u + 17) % (uint64_t)info->n_vocab);
+    if (n_pp > 0) {
+        for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+            eng_slot_reset(c, 0);
+            eng_item it = {.slot = 0, .n_tokens = n_pp, .tokens = tok, .pos = 0,
+                           .want_logits = true};
+            double t0 = now();
+            if (eng_step(c, &it, 1, err, errlen) != ENG_OK)
+                goto done;
+            if (r >= 0)
+                v[r] = n_pp / (now() - t0);
+        }
+        out[*n_out] = (mresult){"pp", threads, 0, 0, "t/s"};
+        stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
+        (*n_out)++;
+    }
+    if (n_tg > 0) {
+        for (int r = -1; r < reps; r++) {
+            eng_slot_reset(c, 0);
+            double t0 = now();
+            for (int i = 0; i < n_tg; i++) {
+                eng_item it = {.slot = 0, .n_tokens = 1, .tokens = &tok[i], .pos = i,
+                               .want_logits = true};
+                if (eng_step(c, &it, 1, err, errlen) != ENG_OK)
+                    goto done;
+            }
+            if (r >= 0)
+                v[r] = n_tg / (now() - t0);
+        }
+        out[*n_out] = (mresult){"tg", threads, 0, 0, "t/s"};
+        stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
+        (*n_out)++;
+    }
+    if (info->has_vision) {
+        size_t px = (size_t)3 * info->image_size * info->image_size;
+        float *pix = malloc(sizeof(float) * px);
+        float *emb = malloc(sizeof(float) * (size_t)info->n_image_tokens * info->n_embd);
+        if (!pix || !emb) {
+            free(pix), free(emb);
+            snprintf(err, errlen, "out of memory");
+            goto done;
+        }
+        for (size_t i = 0; i < px; i++)
+            pix[i] = (float)((i * 7919) % 200) / 100.0f - 1.0f;
+        for (int r = -1; r < reps; r++) {
+            double t0 = now();
+            if (eng_vision_encode(c, pix, 1, emb, err, errlen) != ENG_OK) {
+                free(pix), free(emb);
+                goto done;
+            }
+            if (r >= 0)
+                v[r] = (now() - t0) * 1e3;
+        }
+        free(pix), free(emb);
+        out[*n_out] = (mresult){"image", threads, 0, 0, "ms"};
+        stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
+        (*n_out)++;
+    }
+    rc = 0;
+done:
+    free(tok);
+    eng_ctx_destroy(c);
+    return rc;
+}
+
+static int bench_model(const char *path, const char *mmproj, const char *thread_list, int reps,
+                       int n_pp, int n_tg, int json)
+{
+    char err[512];
+    if (reps > MAX_REPS)
+        reps = MAX_REPS;
+    eng_model *m;
+    if (eng_model_load(path, mmproj, &m, err, sizeof err) != ENG_OK) {
+        fprintf(stderr, "tern bench: %s\n", err);
+        return 1;
+    }
+    mresult res[3 * 16];
+    int n = 0, rc = 0;
+    const char *tl = thread_list ? thread_list : "0";
+    for (const char *q = tl; *q && n + 3 <= (int)(sizeof res / sizeof res[0]);) {
+        int t = atoi(q);
+        if (t <= 0) {
+            long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+            t = cpus > 0 ? (int)cpus : 1;
+        }
+        if (bench_ctx(m, t, reps, n_pp, n_tg, res, &n, err, sizeof err)) {
+            fprintf(stderr, "tern bench: %s: %s\n", path, err);
+            rc = 1;
+            break;
+        }
+        q += strcspn(q, ",");
+        q += *q == ',';
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss_mb = ru.ru_maxrss / 1024.0;
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    if (json) {
+        printf("{\"model\": \"%s\", \"kernels\": \"%s\", \"reps\": %d, \"peak_rss_mb\": %.1f, "
+               "\"results\": [",
+               base, kern_isa_name(kern_best_isa()), reps, rss_mb);
+        for (int i = 0; i < n; i++)
+            printf("%s\n  {\"test\": \"%s%d\", \"threads\": %d, \"mean\": %.4f, \"sd\": %.4f, "
+                   "\"unit\": \"%s\"}",
+                   i ? "," : "", res[i].test,
+                   !strcmp(res[i].test, "pp") ? n_pp : !strcmp(res[i].test, "tg") ? n_tg : 1,
+                   res[i].threads, res[i].mean, res[i].sd, res[i].unit);
+        printf("\n]}\n");
+    } else {
+        printf("| model | kernels | threads | test | result | peak RSS MB |\n");
+        printf("|---|---|---:|---|---:|---:|\n");
+        for (int i = 0; i < n; i++) {
+            char name[32];
+            if (!strcmp(res[i].test, "image"))
+                snprintf(name, sizeof name, "image encode (1 tile)");
+            else
+                snprintf(name, sizeof name, "%s%d", res[i].test,
+                         !strcmp(res[i].test, "pp") ? n_pp : n_tg);
+            printf("| %s | %s | %d | %s | %.2f ± %.2f %s | %.1f |\n", base,
+                   kern_isa_name(kern_best_isa()), res[i].threads, name, res[i].mean, res[i].sd,
+                   res[i].unit, rss_mb);
+        }
+    }
+    eng_model_free(m);
+    return rc;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: tern bench --kernels [--threads N] [--reps R] [--types LIST] [--json]\n"
-               "       tern bench -m MODEL.gguf   (not in this build yet)\n\n"
+               "       tern bench -m TEXT.gguf [--mmproj MMPROJ.gguf] [-t N[,N...]] [-r R]\n"
+               "                  [-p TOKENS] [-n TOKENS] [--json]\n\n"
                "  --kernels     per type and shape: decode GEMV and 512-row prefill GEMM\n"
-               "  -t, --threads N  worker threads including the caller (default: all CPUs)\n"
+               "  -m, --model FILE  pp (prompt tokens/s), tg (generated tokens/s), image\n"
+               "                encode ms (with --mmproj) and peak RSS for a model file\n"
+               "  -p N, -n N    prompt and generation lengths (default 512 and 128)\n"
+               "  -t, --threads N  threads including the caller (default: all CPUs);\n"
+               "                with -m a comma-separated list\n"
                "  -r, --reps R  repetitions per measurement (default 5)\n"
                "  --types LIST  comma-separated: tq2_0,tq1_0,q2_0,q1_0,q8_0,f16 (default all)\n"
                "  --gemv-only   skip the 512-row GEMM shapes\n"
@@ -258,21 +445,25 @@ static void usage(FILE *f)
 
 int cmd_bench(int argc, char **argv)
 {
-    enum { O_KERNELS = 256, O_TYPES, O_JSON, O_GEMV };
+    enum { O_KERNELS = 256, O_TYPES, O_JSON, O_GEMV, O_MMPROJ };
     static const struct option opts[] = {
         {"kernels", no_argument, NULL, O_KERNELS}, {"threads", required_argument, NULL, 't'},
         {"reps", required_argument, NULL, 'r'},    {"types", required_argument, NULL, O_TYPES},
         {"json", no_argument, NULL, O_JSON},       {"gemv-only", no_argument, NULL, O_GEMV},
         {"model", required_argument, NULL, 'm'},   {"help", no_argument, NULL, 'h'},
+        {"mmproj", required_argument, NULL, O_MMPROJ},
         {NULL, 0, NULL, 0},
     };
-    int kernels = 0, threads = 0, reps = 5, json = 0, gemv_only = 0;
-    const char *model = NULL, *type_list = NULL;
+    int kernels = 0, threads = 0, reps = 5, json = 0, gemv_only = 0, n_pp = 512, n_tg = 128;
+    const char *model = NULL, *mmproj = NULL, *type_list = NULL, *thread_list = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "t:r:m:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:r:m:p:n:h", opts, NULL)) != -1) {
         switch (c) {
         case O_KERNELS: kernels = 1; break;
-        case 't': threads = atoi(optarg); break;
+        case 't': thread_list = optarg; threads = atoi(optarg); break;
+        case 'p': n_pp = atoi(optarg); break;
+        case 'n': n_tg = atoi(optarg); break;
+        case O_MMPROJ: mmproj = optarg; break;
         case 'r': reps = atoi(optarg); break;
         case O_TYPES: type_list = optarg; break;
         case O_JSON: json = 1; break;
@@ -283,10 +474,11 @@ int cmd_bench(int argc, char **argv)
         }
     }
     if (model) {
-        fprintf(stderr, "tern bench: %s: model benchmarks (pp512, tg128) need the text model's "
-                        "forward pass, which is not in this build yet; use --kernels\n",
-                model);
-        return 2;
+        if (reps < 1 || n_pp < 0 || n_tg < 0 || n_pp + n_tg == 0) {
+            fprintf(stderr, "tern bench: --reps must be >= 1, -p and -n >= 0, not both 0\n");
+            return 2;
+        }
+        return bench_model(model, mmproj, thread_list, reps, n_pp, n_tg, json);
     }
     if (!kernels) {
         usage(stderr);

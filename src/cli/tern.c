@@ -23,6 +23,8 @@ static const tern_command commands[] = {
     {"quantize", "re-type a GGUF file's weight matrices (ternary, binary, int8, float)",
      cmd_quantize},
     {"mkmodel", "write a random-weight model of a real architecture's shapes", cmd_mkmodel},
+    {"convert", "Hugging Face Idefics3/SmolVLM checkpoint to a GGUF pair (text + mmproj)", cmd_convert},
+    {"run", "answer one prompt (about one image), streaming the text", cmd_run},
     {"bench", "measure kernel speed per type and shape (--kernels), or a model's", cmd_bench},
 };
 

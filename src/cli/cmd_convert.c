@@ -1,0 +1,809 @@
+/* tern convert: a Hugging Face Idefics3/SmolVLM checkpoint to a GGUF pair.
+ *
+ * The text model follows llama.cpp's LlamaModel conversion (llama names and
+ * keys, q/k rows permuted so RoPE rotates adjacent pairs, tokenizer.ggml.*
+ * from tokenizer.json); the vision tower and connector follow its
+ * SmolVLMModel mmproj conversion (clip.* keys, projector type idefics3,
+ * v.blk.N.* and mm.model.fc names, embeddings kept F32). */
+#include "cli/convert.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/safetensors.h"
+#include "engine/gguf.h"
+
+/* llama.cpp's token types (gguf-py TokenType). */
+enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5 };
+
+typedef struct {
+    const char *dir;
+    st_set *st;
+    bool *used;         /* per safetensors tensor: consumed by a mapping */
+    kt_type outtype;
+    void **bufs;        /* converted tensor data, alive until the writes */
+    int n_bufs, cap_bufs;
+    char *err;
+    size_t errlen;
+} conv;
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (cap - len < 65536) {
+            cap = cap ? 2 * cap : 65536;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + len, 1, cap - len, f);
+        len += r;
+        if (r == 0)
+            break;
+    }
+    fclose(f);
+    buf[len] = 0;
+    return buf;
+}
+
+/* Parses dir/name. Returns NULL and sets err if it is missing (when
+ * required) or not valid JSON. */
+static cJSON *load_json(const conv *c, const char *name, bool required, bool *bad)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", c->dir, name);
+    char *text = read_text(path);
+    *bad = false;
+    if (!text) {
+        if (required) {
+            seterr(c->err, c->errlen, "%s: %s", path, strerror(errno ? errno : ENOENT));
+            *bad = true;
+        }
+        return NULL;
+    }
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j) {
+        seterr(c->err, c->errlen, "%s: not valid JSON", path);
+        *bad = true;
+    }
+    return j;
+}
+
+/* Integer field from the first object that has it. */
+static bool jint(const cJSON *a, const cJSON *b, const char *key, long long *out)
+{
+    const cJSON *objs[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *v = objs[i] ? cJSON_GetObjectItemCaseSensitive(objs[i], key) : NULL;
+        if (cJSON_IsNumber(v)) {
+            *out = (long long)v->valuedouble;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool jnum(const cJSON *a, const cJSON *b, const char *key, double *out)
+{
+    const cJSON *objs[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *v = objs[i] ? cJSON_GetObjectItemCaseSensitive(objs[i], key) : NULL;
+        if (cJSON_IsNumber(v)) {
+            *out = v->valuedouble;
+            return true;
+        }
+    }
+    return false;
+}
+
+static int need_int(conv *c, const cJSON *a, const cJSON *b, const char *what, const char *key,
+                    long long *out)
+{
+    if (jint(a, b, key, out) && *out > 0)
+        return 0;
+    seterr(c->err, c->errlen, "%s/config.json: %s needs a positive \"%s\"", c->dir, what, key);
+    return -1;
+}
+
+static void *keep(conv *c, size_t bytes)
+{
+    if (c->n_bufs == c->cap_bufs) {
+        int nc = c->cap_bufs ? 2 * c->cap_bufs : 256;
+        void **nb = realloc(c->bufs, (size_t)nc * sizeof *nb);
+        if (!nb)
+            return NULL;
+        c->bufs = nb;
+        c->cap_bufs = nc;
+    }
+    void *p = malloc(bytes ? bytes : 1);
+    if (p)
+        c->bufs[c->n_bufs++] = p;
+    return p;
+}
+
+/* llama.cpp's LlamaModel.permute: within each head, rows [first half; second
+ * half] become interleaved pairs, so HF's rotate-half RoPE turns into the
+ * adjacent-pair rotation that GGML uses. */
+static void permute_rows(const float *src, float *dst, int64_t rows, int64_t cols, int n_head)
+{
+    int64_t hd = rows / n_head, half = hd / 2;
+    for (int h = 0; h < n_head; h++)
+        for (int64_t i = 0; i < half; i++)
+            for (int j = 0; j < 2; j++) {
+                int64_t to = h * hd + i * 2 + j, from = h * hd + j * half + i;
+                memcpy(dst + to * cols, src + from * cols, (size_t)cols * sizeof *dst);
+            }
+}
+
+typedef enum { KEEP_F32, OUTTYPE } type_rule;
+
+/* Maps one safetensors tensor into the writer. permute_heads > 0 applies
+ * the q/k permutation with that many heads. expect_rows/cols, when > 0,
+ * check the torch shape. */
+static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_rule rule,
+               int permute_heads, int64_t expect_rows, int64_t expect_cols)
+{
+    const st_tensor *t = st_find(c->st, hf);
+    if (!t) {
+        seterr(c->err, c->errlen, "%s: tensor '%s' (for %s) is missing from the checkpoint",
+               c->dir, hf, name);
+        return -1;
+    }
+    c->used[t - st_at(c->st, 0)] = true;
+    if ((expect_rows > 0 && (t->n_dims < 1 || t->shape[0] != expect_rows)) ||
+        (expect_cols > 0 && (t->n_dims < 2 || t->shape[1] != expect_cols))) {
+        seterr(c->err, c->errlen,
+               "%s: tensor '%s' has shape [%lld, %lld], config.json implies [%lld, %lld]",
+               t->file, hf, (long long)t->shape[0], (long long)(t->n_dims > 1 ? t->shape[1] : 1),
+               (long long)expect_rows, (long long)expect_cols);
+        return -1;
+    }
+    float *f = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *f);
+    if (!f) {
+        seterr(c->err, c->errlen, "%s: out of memory", hf);
+        return -1;
+    }
+    if (st_to_f32(t, f, c->err, c->errlen) != 0) {
+        free(f);
+        return -1;
+    }
+    if (permute_heads > 0) {
+        int64_t rows = t->shape[0], cols = t->numel / (rows ? rows : 1);
+        if (rows % (2 * permute_heads) != 0) {
+            seterr(c->err, c->errlen, "%s: tensor '%s': %lld rows do not split into %d heads of even size",
+                   t->file, hf, (long long)rows, permute_heads);
+            free(f);
+            return -1;
+        }
+        float *p = malloc((size_t)t->numel * sizeof *p);
+        if (!p) {
+            free(f);
+            seterr(c->err, c->errlen, "%s: out of memory", hf);
+            return -1;
+        }
+        permute_rows(f, p, rows, cols, permute_heads);
+        free(f);
+        f = p;
+    }
+    kt_type type = (rule == KEEP_F32 || t->n_dims < 2) ? KT_F32 : c->outtype;
+    size_t esz = type == KT_F32 ? 4 : 2;
+    void *out = keep(c, (size_t)t->numel * esz);
+    if (!out) {
+        free(f);
+        seterr(c->err, c->errlen, "%s: out of memory", hf);
+        return -1;
+    }
+    if (type == KT_F32) {
+        memcpy(out, f, (size_t)t->numel * 4);
+    } else {
+        uint16_t *h = out;
+        for (int64_t i = 0; i < t->numel; i++)
+            h[i] = type == KT_F16 ? kt_f32_to_f16(f[i]) : kt_f32_to_bf16(f[i]);
+    }
+    free(f);
+
+    int64_t ne[GGUF_MAX_DIMS] = {1, 1, 1, 1};
+    int nd = t->n_dims ? t->n_dims : 1;
+    for (int d = 0; d < t->n_dims; d++)
+        ne[d] = t->shape[t->n_dims - 1 - d]; /* GGUF lists the innermost dimension first */
+    char terr[512];
+    if (gguf_add_tensor(w, name, type, nd, ne, out, terr, sizeof terr) != 0) {
+        seterr(c->err, c->errlen, "%s: %s", name, terr);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- tokenizer ---- */
+
+static const char *special_name(const cJSON *tc, const char *key)
+{
+    const cJSON *v = tc ? cJSON_GetObjectItemCaseSensitive(tc, key) : NULL;
+    if (cJSON_IsString(v))
+        return v->valuestring;
+    const cJSON *content = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "content") : NULL;
+    return cJSON_IsString(content) ? content->valuestring : NULL;
+}
+
+static long long find_token(char **tokens, long long n, const char *s)
+{
+    for (long long i = 0; i < n; i++)
+        if (tokens[i] && !strcmp(tokens[i], s))
+            return i;
+    return -1;
+}
+
+static bool looks_special(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 4 && !strncmp(s, "<|", 2) && !strcmp(s + n - 2, "|>");
+}
+
+static int set_special(conv *c, gguf_writer *w, const char *key, const cJSON *tcfg,
+                       const char *tc_key, const cJSON *cfg, const cJSON *text_cfg,
+                       const char *cfg_key, char **tokens, long long n)
+{
+    const char *s = special_name(tcfg, tc_key);
+    long long id = -1;
+    if (s) {
+        id = find_token(tokens, n, s);
+        if (id < 0) {
+            seterr(c->err, c->errlen, "%s/tokenizer_config.json: %s \"%s\" is not in the vocabulary",
+                   c->dir, tc_key, s);
+            return -1;
+        }
+    } else if (!jint(cfg, text_cfg, cfg_key, &id)) {
+        return 0;
+    }
+    if (id >= 0 && id < n)
+        gguf_set_u32(w, key, (uint32_t)id);
+    return 0;
+}
+
+static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSON *text_cfg,
+                           long long vocab_size)
+{
+    bool bad;
+    cJSON *tj = load_json(c, "tokenizer.json", false, &bad);
+    if (!tj) {
+        if (bad)
+            return -1;
+        /* Weights alone still make a usable file for forward-pass tests. */
+        fprintf(stderr, "convert: warning: %s has no tokenizer.json; the text GGUF gets no tokenizer\n",
+                c->dir);
+        return 0;
+    }
+    cJSON *tcfg = load_json(c, "tokenizer_config.json", false, &bad);
+    int rc = -1;
+    char **tokens = NULL;
+    int32_t *types = NULL;
+    char **merges = NULL;
+    long long n = 0, n_merges = 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", c->dir);
+    if (bad)
+        goto out;
+
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
+    const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *mlist = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(tj, "added_tokens");
+    if (!cJSON_IsString(mtype) || strcmp(mtype->valuestring, "BPE") != 0) {
+        seterr(c->err, c->errlen, "%s: model.type must be \"BPE\" (byte-level BPE)", path);
+        goto out;
+    }
+    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(mlist)) {
+        seterr(c->err, c->errlen, "%s: model needs a \"vocab\" object and a \"merges\" array", path);
+        goto out;
+    }
+    /* The table is as long as the model's embedding; ids the tokenizer does
+     * not use become [PADn] placeholders, as llama.cpp does. */
+    long long max_id = -1;
+    for (const cJSON *it = vocab->child; it; it = it->next)
+        if (cJSON_IsNumber(it) && it->valuedouble > max_id)
+            max_id = (long long)it->valuedouble;
+    for (const cJSON *it = added ? added->child : NULL; it; it = it->next) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        if (cJSON_IsNumber(id) && id->valuedouble > max_id)
+            max_id = (long long)id->valuedouble;
+    }
+    n = max_id + 1 > vocab_size ? max_id + 1 : vocab_size;
+    if (n <= 0 || n > (1 << 24)) {
+        seterr(c->err, c->errlen, "%s: vocabulary of %lld tokens", path, n);
+        goto out;
+    }
+    if (max_id + 1 > vocab_size)
+        fprintf(stderr, "convert: warning: tokenizer has %lld tokens, config.json vocab_size is %lld\n",
+                max_id + 1, vocab_size);
+    tokens = calloc((size_t)n, sizeof *tokens);
+    types = calloc((size_t)n, sizeof *types);
+    if (!tokens || !types) {
+        seterr(c->err, c->errlen, "%s: out of memory", path);
+        goto out;
+    }
+    for (const cJSON *it = vocab->child; it; it = it->next) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0) {
+            seterr(c->err, c->errlen, "%s: vocab entry '%s' has no valid id", path, it->string);
+            goto out;
+        }
+        long long id = (long long)it->valuedouble;
+        free(tokens[id]);
+        tokens[id] = strdup(it->string);
+        types[id] = TOK_NORMAL;
+    }
+    for (const cJSON *it = added ? added->child : NULL; it; it = it->next) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
+        const cJSON *special = cJSON_GetObjectItemCaseSensitive(it, "special");
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || !cJSON_IsString(content)) {
+            seterr(c->err, c->errlen, "%s: an added_tokens entry lacks id or content", path);
+            goto out;
+        }
+        long long i = (long long)id->valuedouble;
+        free(tokens[i]);
+        tokens[i] = strdup(content->valuestring);
+        types[i] = (cJSON_IsTrue(special) || looks_special(content->valuestring)) ? TOK_CONTROL
+                                                                                  : TOK_USER;
+    }
+    for (long long i = 0; i < n; i++) {
+        if (!tokens[i]) {
+            char pad[32];
+            snprintf(pad, sizeof pad, "[PAD%lld]", i);
+            tokens[i] = strdup(pad);
+            types[i] = TOK_UNUSED;
+        }
+        if (!tokens[i]) {
+            seterr(c->err, c->errlen, "%s: out of memory", path);
+            goto out;
+        }
+    }
+    /* Merges come as "a b" strings, or as ["a", "b"] pairs in newer files. */
+    n_merges = cJSON_GetArraySize(mlist);
+    merges = calloc((size_t)(n_merges ? n_merges : 1), sizeof *merges);
+    if (!merges)
+        goto out;
+    long long k = 0;
+    for (const cJSON *it = mlist->child; it; it = it->next, k++) {
+        if (cJSON_IsString(it)) {
+            merges[k] = strdup(it->valuestring);
+        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 &&
+                   cJSON_IsString(it->child) && cJSON_IsString(it->child->next)) {
+            size_t la = strlen(it->child->valuestring), lb = strlen(it->child->next->valuestring);
+            merges[k] = malloc(la + lb + 2);
+            if (merges[k])
+                snprintf(merges[k], la + lb + 2, "%s %s", it->child->valuestring,
+                         it->child->next->valuestring);
+        } else {
+            seterr(c->err, c->errlen, "%s: merge %lld is neither \"a b\" nor [\"a\", \"b\"]", path, k);
+            goto out;
+        }
+        if (!merges[k]) {
+            seterr(c->err, c->errlen, "%s: out of memory", path);
+            goto out;
+        }
+    }
+
+    gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_set_str(w, "tokenizer.ggml.pre", "smollm");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tokens, (uint64_t)n);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, types, (uint64_t)n);
+    gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, (uint64_t)n_merges);
+    if (set_special(c, w, "tokenizer.ggml.bos_token_id", tcfg, "bos_token", cfg, text_cfg,
+                    "bos_token_id", tokens, n) != 0 ||
+        set_special(c, w, "tokenizer.ggml.eos_token_id", tcfg, "eos_token", cfg, text_cfg,
+                    "eos_token_id", tokens, n) != 0 ||
+        set_special(c, w, "tokenizer.ggml.unknown_token_id", tcfg, "unk_token", NULL, NULL,
+                    "unk_token_id", tokens, n) != 0 ||
+        set_special(c, w, "tokenizer.ggml.padding_token_id", tcfg, "pad_token", cfg, text_cfg,
+                    "pad_token_id", tokens, n) != 0)
+        goto out;
+    const cJSON *ab = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_bos_token") : NULL;
+    if (cJSON_IsBool(ab))
+        gguf_set_bool(w, "tokenizer.ggml.add_bos_token", cJSON_IsTrue(ab));
+    const cJSON *ae = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_eos_token") : NULL;
+    if (cJSON_IsBool(ae))
+        gguf_set_bool(w, "tokenizer.ggml.add_eos_token", cJSON_IsTrue(ae));
+
+    /* Chat template: tokenizer_config.json, else chat_template.json, else
+     * chat_template.jinja. */
+    const cJSON *tmpl = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "chat_template") : NULL;
+    cJSON *ctj = NULL;
+    char *jinja = NULL;
+    if (!cJSON_IsString(tmpl)) {
+        ctj = load_json(c, "chat_template.json", false, &bad);
+        tmpl = ctj ? cJSON_GetObjectItemCaseSensitive(ctj, "chat_template") : NULL;
+    }
+    if (cJSON_IsString(tmpl)) {
+        gguf_set_str(w, "tokenizer.chat_template", tmpl->valuestring);
+    } else {
+        snprintf(path, sizeof path, "%s/chat_template.jinja", c->dir);
+        jinja = read_text(path);
+        if (jinja)
+            gguf_set_str(w, "tokenizer.chat_template", jinja);
+    }
+    free(jinja);
+    cJSON_Delete(ctj);
+    rc = 0;
+out:
+    for (long long i = 0; tokens && i < n; i++)
+        free(tokens[i]);
+    for (long long i = 0; merges && i < n_merges; i++)
+        free(merges[i]);
+    free(tokens);
+    free(types);
+    free(merges);
+    cJSON_Delete(tj);
+    cJSON_Delete(tcfg);
+    return rc;
+}
+
+/* ---- the two files ---- */
+
+static uint32_t file_type(kt_type t)
+{
+    return t == KT_F32 ? 0 : t == KT_F16 ? 1 : 32; /* llama.cpp LlamaFileType: ALL_F32, MOSTLY_F16, MOSTLY_BF16 */
+}
+
+static const char *base_name(const char *dir)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    const char *s = dir + n;
+    while (s > dir && s[-1] != '/')
+        s--;
+    return s;
+}
+
+static int text_model(conv *c, const cJSON *cfg, const char *out_path)
+{
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
+    if (!cJSON_IsObject(tc))
+        tc = cfg; /* a plain Llama checkpoint */
+    long long hidden, ffn, n_layer, n_head, n_kv, n_ctx = 2048, vocab;
+    if (need_int(c, tc, NULL, "text_config", "hidden_size", &hidden) ||
+        need_int(c, tc, NULL, "text_config", "intermediate_size", &ffn) ||
+        need_int(c, tc, NULL, "text_config", "num_hidden_layers", &n_layer) ||
+        need_int(c, tc, NULL, "text_config", "num_attention_heads", &n_head) ||
+        need_int(c, tc, cfg, "text_config", "vocab_size", &vocab))
+        return -1;
+    if (!jint(tc, NULL, "num_key_value_heads", &n_kv))
+        n_kv = n_head;
+    jint(tc, NULL, "max_position_embeddings", &n_ctx);
+    long long head_dim = hidden / n_head;
+    jint(tc, NULL, "head_dim", &head_dim);
+    double eps = 1e-6, theta = 10000.0; /* transformers' LlamaConfig defaults */
+    jnum(tc, NULL, "rms_norm_eps", &eps);
+    jnum(tc, NULL, "rope_theta", &theta);
+    if (n_kv <= 0 || n_head % n_kv != 0 || head_dim <= 0 || head_dim % 2 != 0) {
+        seterr(c->err, c->errlen, "%s/config.json: heads %lld, kv heads %lld, head_dim %lld are inconsistent",
+               c->dir, n_head, n_kv, head_dim);
+        return -1;
+    }
+
+    const char *pre = st_find(c->st, "model.text_model.embed_tokens.weight") ? "model.text_model."
+                                                                             : "model.";
+    gguf_writer *w = gguf_writer_create();
+    if (!w) {
+        seterr(c->err, c->errlen, "out of memory");
+        return -1;
+    }
+    gguf_set_str(w, "general.architecture", "llama");
+    gguf_set_str(w, "general.type", "model");
+    gguf_set_str(w, "general.name", base_name(c->dir));
+    gguf_set_u32(w, "general.file_type", file_type(c->outtype));
+    gguf_set_u32(w, "general.quantization_version", 2);
+    gguf_set_u32(w, "llama.vocab_size", (uint32_t)vocab);
+    gguf_set_u32(w, "llama.context_length", (uint32_t)n_ctx);
+    gguf_set_u32(w, "llama.embedding_length", (uint32_t)hidden);
+    gguf_set_u32(w, "llama.block_count", (uint32_t)n_layer);
+    gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)ffn);
+    gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)head_dim);
+    gguf_set_u32(w, "llama.attention.head_count", (uint32_t)n_head);
+    gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)n_kv);
+    gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)eps);
+    gguf_set_f32(w, "llama.rope.freq_base", (float)theta);
+    if (head_dim != hidden / n_head) {
+        gguf_set_u32(w, "llama.attention.key_length", (uint32_t)head_dim);
+        gguf_set_u32(w, "llama.attention.value_length", (uint32_t)head_dim);
+    }
+
+    int rc = write_tokenizer(c, w, cfg, tc == cfg ? NULL : tc, vocab);
+    char hf[256], name[128];
+#define HF(...) (snprintf(hf, sizeof hf, __VA_ARGS__), hf)
+#define GG(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
+    if (rc == 0)
+        rc = add(c, w, HF("%sembed_tokens.weight", pre), "token_embd.weight", OUTTYPE, 0, vocab, hidden);
+    for (long long i = 0; rc == 0 && i < n_layer; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "%slayers.%lld.", pre, i);
+        rc = add(c, w, HF("%sinput_layernorm.weight", p), GG("blk.%lld.attn_norm.weight", i), KEEP_F32, 0, hidden, 0) ||
+             add(c, w, HF("%sself_attn.q_proj.weight", p), GG("blk.%lld.attn_q.weight", i), OUTTYPE, (int)n_head, n_head * head_dim, hidden) ||
+             add(c, w, HF("%sself_attn.k_proj.weight", p), GG("blk.%lld.attn_k.weight", i), OUTTYPE, (int)n_kv, n_kv * head_dim, hidden) ||
+             add(c, w, HF("%sself_attn.v_proj.weight", p), GG("blk.%lld.attn_v.weight", i), OUTTYPE, 0, n_kv * head_dim, hidden) ||
+             add(c, w, HF("%sself_attn.o_proj.weight", p), GG("blk.%lld.attn_output.weight", i), OUTTYPE, 0, hidden, n_head * head_dim) ||
+             add(c, w, HF("%spost_attention_layernorm.weight", p), GG("blk.%lld.ffn_norm.weight", i), KEEP_F32, 0, hidden, 0) ||
+             add(c, w, HF("%smlp.gate_proj.weight", p), GG("blk.%lld.ffn_gate.weight", i), OUTTYPE, 0, ffn, hidden) ||
+             add(c, w, HF("%smlp.up_proj.weight", p), GG("blk.%lld.ffn_up.weight", i), OUTTYPE, 0, ffn, hidden) ||
+             add(c, w, HF("%smlp.down_proj.weight", p), GG("blk.%lld.ffn_down.weight", i), OUTTYPE, 0, hidden, ffn)
+                 ? -1 : 0;
+    }
+    if (rc == 0)
+        rc = add(c, w, HF("%snorm.weight", pre), "output_norm.weight", KEEP_F32, 0, hidden, 0);
+    /* Tied embeddings: no output tensor, llama.cpp then reuses token_embd. */
+    if (rc == 0 && st_find(c->st, "lm_head.weight"))
+        rc = add(c, w, "lm_head.weight", "output.weight", OUTTYPE, 0, vocab, hidden);
+#undef HF
+#undef GG
+    if (rc == 0) {
+        char werr[512];
+        if (gguf_write(w, out_path, werr, sizeof werr) != 0) {
+            seterr(c->err, c->errlen, "%s", werr);
+            rc = -1;
+        }
+    }
+    gguf_writer_destroy(w);
+    return rc;
+}
+
+static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
+{
+    const cJSON *vc = cJSON_GetObjectItemCaseSensitive(cfg, "vision_config");
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
+    if (!cJSON_IsObject(tc))
+        tc = cfg;
+    /* Real configs leave out keys that equal transformers' defaults
+     * (Idefics3VisionConfig), SmolVLM2's even the sizes. */
+    long long hidden = 1152, ffn = 3072, n_head = 16, n_layer = 12, image_size = 224, patch = 32;
+    long long scale = 2, text_hidden;
+    double eps = 1e-6;
+    jint(vc, NULL, "hidden_size", &hidden);
+    jint(vc, NULL, "intermediate_size", &ffn);
+    jint(vc, NULL, "num_attention_heads", &n_head);
+    jint(vc, NULL, "num_hidden_layers", &n_layer);
+    jint(vc, NULL, "image_size", &image_size);
+    jint(vc, NULL, "patch_size", &patch);
+    jnum(vc, NULL, "layer_norm_eps", &eps);
+    jint(cfg, NULL, "scale_factor", &scale);
+    if (need_int(c, tc, NULL, "text_config", "hidden_size", &text_hidden))
+        return -1;
+    if (hidden <= 0 || ffn <= 0 || n_head <= 0 || n_layer <= 0 || image_size <= 0 || patch <= 0 ||
+        scale <= 0 || image_size % patch != 0 || (image_size / patch) % scale != 0) {
+        seterr(c->err, c->errlen, "%s/config.json: image_size %lld, patch_size %lld, scale_factor %lld do not fit",
+               c->dir, image_size, patch, scale);
+        return -1;
+    }
+    long long n_patches = (image_size / patch) * (image_size / patch);
+
+    bool bad;
+    cJSON *pp = load_json(c, "preprocessor_config.json", true, &bad);
+    if (!pp)
+        return -1;
+    float mean[3], std[3];
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(pp, "image_mean");
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(pp, "image_std");
+    if (cJSON_GetArraySize(jm) != 3 || cJSON_GetArraySize(js) != 3) {
+        seterr(c->err, c->errlen, "%s/preprocessor_config.json: image_mean and image_std need 3 values",
+               c->dir);
+        cJSON_Delete(pp);
+        return -1;
+    }
+    for (int i = 0; i < 3; i++) {
+        mean[i] = (float)cJSON_GetArrayItem(jm, i)->valuedouble;
+        std[i] = (float)cJSON_GetArrayItem(js, i)->valuedouble;
+    }
+    long long longest = image_size;
+    const cJSON *size = cJSON_GetObjectItemCaseSensitive(pp, "size");
+    jint(size, NULL, "longest_edge", &longest);
+    cJSON_Delete(pp);
+
+    gguf_writer *w = gguf_writer_create();
+    if (!w) {
+        seterr(c->err, c->errlen, "out of memory");
+        return -1;
+    }
+    gguf_set_str(w, "general.architecture", "clip");
+    gguf_set_str(w, "general.type", "mmproj");
+    gguf_set_str(w, "general.name", base_name(c->dir));
+    gguf_set_u32(w, "general.file_type", file_type(c->outtype));
+    gguf_set_u32(w, "general.quantization_version", 2);
+    gguf_set_bool(w, "clip.has_vision_encoder", true);
+    gguf_set_str(w, "clip.projector_type", "idefics3");
+    gguf_set_u32(w, "clip.vision.projection_dim", (uint32_t)text_hidden);
+    gguf_set_u32(w, "clip.vision.image_size", (uint32_t)image_size);
+    gguf_set_u32(w, "clip.vision.preproc_image_size", (uint32_t)longest);
+    gguf_set_u32(w, "clip.vision.patch_size", (uint32_t)patch);
+    gguf_set_u32(w, "clip.vision.embedding_length", (uint32_t)hidden);
+    gguf_set_u32(w, "clip.vision.feed_forward_length", (uint32_t)ffn);
+    gguf_set_u32(w, "clip.vision.block_count", (uint32_t)n_layer);
+    gguf_set_u32(w, "clip.vision.attention.head_count", (uint32_t)n_head);
+    gguf_set_f32(w, "clip.vision.attention.layer_norm_epsilon", (float)eps);
+    gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)scale);
+    gguf_set_bool(w, "clip.use_gelu", true);
+    gguf_set_arr(w, "clip.vision.image_mean", GGUF_FLOAT32, mean, 3);
+    gguf_set_arr(w, "clip.vision.image_std", GGUF_FLOAT32, std, 3);
+
+    const char *pre = "model.vision_model.";
+    char hf[256], name[128];
+#define HF(...) (snprintf(hf, sizeof hf, __VA_ARGS__), hf)
+#define GG(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
+    /* The patch embedding stays a conv kernel: torch [hidden, 3, p, p] is
+     * GGUF ne {p, p, 3, hidden}, as llama.cpp's clip expects. */
+    int rc = add(c, w, HF("%sembeddings.patch_embedding.weight", pre), "v.patch_embd.weight", KEEP_F32, 0, hidden, 3) ||
+             add(c, w, HF("%sembeddings.patch_embedding.bias", pre), "v.patch_embd.bias", KEEP_F32, 0, hidden, 0) ||
+             add(c, w, HF("%sembeddings.position_embedding.weight", pre), "v.position_embd.weight", KEEP_F32, 0, n_patches, hidden)
+                 ? -1 : 0;
+    static const struct { const char *hf, *gg; bool matrix; } blk[] = {
+        {"layer_norm1", "ln1", false},        {"self_attn.q_proj", "attn_q", true},
+        {"self_attn.k_proj", "attn_k", true}, {"self_attn.v_proj", "attn_v", true},
+        {"self_attn.out_proj", "attn_out", true}, {"layer_norm2", "ln2", false},
+        {"mlp.fc1", "ffn_up", true},          {"mlp.fc2", "ffn_down", true},
+    };
+    for (long long i = 0; rc == 0 && i < n_layer; i++)
+        for (size_t j = 0; rc == 0 && j < sizeof blk / sizeof blk[0]; j++) {
+            int64_t rows = !strcmp(blk[j].gg, "ffn_up") ? ffn : hidden;
+            int64_t cols = !blk[j].matrix ? 0 : !strcmp(blk[j].gg, "ffn_down") ? ffn : hidden;
+            rc = add(c, w, HF("%sencoder.layers.%lld.%s.weight", pre, i, blk[j].hf),
+                     GG("v.blk.%lld.%s.weight", i, blk[j].gg), blk[j].matrix ? OUTTYPE : KEEP_F32,
+                     0, rows, cols) ||
+                 add(c, w, HF("%sencoder.layers.%lld.%s.bias", pre, i, blk[j].hf),
+                     GG("v.blk.%lld.%s.bias", i, blk[j].gg), KEEP_F32, 0, rows, 0)
+                     ? -1 : 0;
+        }
+    if (rc == 0)
+        rc = add(c, w, HF("%spost_layernorm.weight", pre), "v.post_ln.weight", KEEP_F32, 0, hidden, 0) ||
+             add(c, w, HF("%spost_layernorm.bias", pre), "v.post_ln.bias", KEEP_F32, 0, hidden, 0) ||
+             add(c, w, "model.connector.modality_projection.proj.weight", "mm.model.fc.weight",
+                 OUTTYPE, 0, text_hidden, hidden * scale * scale)
+                 ? -1 : 0;
+#undef HF
+#undef GG
+    if (rc == 0) {
+        char werr[512];
+        if (gguf_write(w, out_path, werr, sizeof werr) != 0) {
+            seterr(c->err, c->errlen, "%s", werr);
+            rc = -1;
+        }
+    }
+    gguf_writer_destroy(w);
+    return rc;
+}
+
+/* Buffers that torch registers but that are not weights. */
+static bool ignorable(const char *name)
+{
+    size_t n = strlen(name);
+    static const char *const suffixes[] = {"rotary_emb.inv_freq", "position_ids"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        size_t m = strlen(suffixes[i]);
+        if (n >= m && !strcmp(name + n - m, suffixes[i]))
+            return true;
+    }
+    return false;
+}
+
+int convert_hf(const char *hf_dir, const char *prefix, kt_type outtype, char *err, size_t errlen)
+{
+    if (outtype != KT_F32 && outtype != KT_F16 && outtype != KT_BF16) {
+        seterr(err, errlen, "convert: output type must be f32, f16 or bf16");
+        return -1;
+    }
+    conv c = {.dir = hf_dir, .outtype = outtype, .err = err, .errlen = errlen};
+    bool bad;
+    cJSON *cfg = load_json(&c, "config.json", true, &bad);
+    if (!cfg)
+        return -1;
+    int rc = -1;
+    if (st_open_dir(hf_dir, &c.st, err, errlen) != 0)
+        goto out;
+    c.used = calloc((size_t)st_count(c.st) + 1, sizeof *c.used);
+    if (!c.used) {
+        seterr(err, errlen, "out of memory");
+        goto out;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s.gguf", prefix);
+    if (text_model(&c, cfg, path) != 0)
+        goto out;
+    if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(cfg, "vision_config"))) {
+        snprintf(path, sizeof path, "%s-mmproj.gguf", prefix);
+        if (vision_model(&c, cfg, path) != 0)
+            goto out;
+    }
+    for (int i = 0; i < st_count(c.st); i++)
+        if (!c.used[i] && !ignorable(st_at(c.st, i)->name)) {
+            seterr(err, errlen, "%s: tensor '%s' has no place in the GGUF files (unknown architecture part?)",
+                   st_at(c.st, i)->file, st_at(c.st, i)->name);
+            goto out;
+        }
+    rc = 0;
+out:
+    for (int i = 0; i < c.n_bufs; i++)
+        free(c.bufs[i]);
+    free(c.bufs);
+    free(c.used);
+    st_close(c.st);
+    cJSON_Delete(cfg);
+    return rc;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: tern convert HF_DIR OUT_PREFIX [--outtype f32|f16|bf16]\n"
+                    "  writes OUT_PREFIX.gguf (text model) and OUT_PREFIX-mmproj.gguf (vision)\n");
+    return 2;
+}
+
+int cmd_convert(int argc, char **argv)
+{
+    const char *dir = NULL, *prefix = NULL;
+    kt_type outtype = KT_F16;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--outtype") && i + 1 < argc) {
+            const char *t = argv[++i];
+            if (!strcmp(t, "f32"))
+                outtype = KT_F32;
+            else if (!strcmp(t, "f16"))
+                outtype = KT_F16;
+            else if (!strcmp(t, "bf16"))
+                outtype = KT_BF16;
+            else
+                return usage();
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage();
+            return 0;
+        } else if (argv[i][0] == '-') {
+            return usage();
+        } else if (!dir) {
+            dir = argv[i];
+        } else if (!prefix) {
+            prefix = argv[i];
+        } else {
+            return usage();
+        }
+    }
+    if (!dir || !prefix)
+        return usage();
+    char err[1024];
+    if (convert_hf(dir, prefix, outtype, err, sizeof err) != 0) {
+        fprintf(stderr, "tern convert: %s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "wrote %s.gguf", prefix);
+    char path[4096];
+    snprintf(path, sizeof path, "%s-mmproj.gguf", prefix);
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        fclose(f);
+        fprintf(stderr, " and %s", path);
+    }
+    fprintf(stderr, "\n");
+    return 0;
+}

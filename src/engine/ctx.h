@@ -1,0 +1,67 @@
+/* The engine context's insides, shared by engine.c (create, step, slots),
+ * text.c (decoder) and vision.c (encoder). Not a public header. */
+#ifndef TERN_ENGINE_CTX_H
+#define TERN_ENGINE_CTX_H
+
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/pool.h"
+
+struct eng_ctx {
+    const eng_model *m;
+    eng_params p;
+    pool *pool;
+    int *slot_len;
+
+    /* KV cache: [slot][layer][pos][n_head_kv * head_dim], f32 or f16 */
+    void *k_cache, *v_cache;
+    size_t kv_elem; /* bytes per element */
+
+    /* text scratch, n_batch rows each */
+    float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u;
+    int *row_pos;   /* position of each row */
+    int *row_item;  /* index of each row's item in the step */
+    float *scores;  /* per thread: max(n_ctx, v_patches) */
+    int scores_stride;
+    float *rope_cos, *rope_sin; /* n_ctx * head_dim/2: angles depend only on position */
+
+    /* logits: one row per slot, and which slots hold fresh ones */
+    float *logits;
+    bool *has_logits;
+    float *lhid;    /* n_slots x n_embd: final hidden rows that want logits */
+    float *ltmp;    /* n_slots x n_vocab */
+    int *lslot;
+
+    /* mm_matmul's scratch: int8 activations for the integer kernels */
+    void *mm_scratch;
+
+    /* vision scratch, v_patches rows each */
+    float *vx, *vxn, *vq, *vk, *vv, *vatt, *vtmp, *vff, *vshuf;
+};
+
+/* Dot product in eight independent lanes, so the compiler can vectorise it
+ * without reassociating one long sum (no -ffast-math needed). */
+static inline float ctx_dot(const float *a, const float *b, int n)
+{
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += a[i + l] * b[i + l];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* out (rows x w->n_out) = x (rows x w->n_in) times w transposed. The one
+ * place every linear layer goes through. */
+void ctx_linear(eng_ctx *c, const eng_weight *w, const float *x, int rows, float *out);
+
+/* Decoder forward over the rows already embedded in c->x; see text.c. */
+void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n_rows);
+
+/* Vision encoder + connector for one tile. */
+void vision_forward(eng_ctx *c, const float *pixels, float *out);
+
+#endif

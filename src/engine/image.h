@@ -1,0 +1,68 @@
+/* Images in: JPEG/PNG bytes -> RGB8 -> the Idefics3 image processor's
+ * float tiles.
+ *
+ * Decoding checks the byte and pixel limits from the header, before any
+ * pixel is decoded; a corrupt or truncated file is an error with a message,
+ * never a crash or a half image. JPEG EXIF orientation is applied and alpha
+ * is composited over white, as transformers' load_image + Idefics3's
+ * convert_to_rgb do. Resizing reproduces Pillow's LANCZOS (the processor's
+ * resample=1) bit for bit. */
+#ifndef TERN_ENGINE_IMAGE_H
+#define TERN_ENGINE_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int w, h;
+    uint8_t *rgb; /* w * h * 3 bytes, row-major; owned, free with img_free */
+} img_rgb;
+
+typedef struct {
+    size_t max_bytes;   /* encoded size; 0 = no limit */
+    uint64_t max_pixels; /* w * h; 0 = no limit */
+} img_limits;
+
+/* JPEG or PNG (told apart by their signatures). */
+int img_decode(const void *data, size_t len, const img_limits *lim, img_rgb *out, char *err,
+               size_t errlen);
+void img_free(img_rgb *im);
+
+/* EXIF orientation (1..8) of a JPEG's APP1 segment, 1 when there is none. */
+int img_jpeg_orientation(const void *data, size_t len);
+/* Applies an EXIF orientation in place (rotating swaps w and h). */
+int img_orient(img_rgb *im, int orientation);
+
+/* Pillow's Image.resize(..., LANCZOS) on RGB8, exactly. */
+int img_resize(const img_rgb *src, int w, int h, img_rgb *dst);
+
+/* The Idefics3 processor's settings (preprocessor_config.json, or the
+ * mmproj's clip.vision.* keys). */
+typedef struct {
+    int longest_edge;  /* size.longest_edge: first resize, aspect kept */
+    int tile;          /* max_image_size.longest_edge = the encoder's image_size */
+    bool split;        /* do_image_splitting */
+    double rescale;    /* rescale_factor, 1/255 */
+    float mean[3], std[3];
+} img_proc_cfg;
+
+/* Tiles in the order the prompt lists them: rows x cols crops row by row,
+ * then the global image (the only one when rows = cols = 0). */
+typedef struct {
+    int rows, cols;
+    int n;             /* rows * cols + 1 */
+    int tile;          /* side of every tile */
+    float *pixels;     /* n * 3 * tile * tile, each tile CHW */
+} img_tiles;
+
+int img_preprocess(const img_rgb *im, const img_proc_cfg *cfg, img_tiles *out, char *err,
+                   size_t errlen);
+void img_tiles_free(img_tiles *t);
+
+/* The uint8 images img_preprocess normalises (same order), for tests and
+ * tools; free each with img_free and the array with free(). */
+int img_preprocess_u8(const img_rgb *im, const img_proc_cfg *cfg, img_rgb **tiles, int *n,
+                      int *rows, int *cols, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,64 @@
+/* Token sampling: greedy, temperature, top-k, top-p, min-p, repetition
+ * penalty, seeded. One sampler per request: it owns its PRNG state, the
+ * recent-token window and all scratch (allocated by sampler_create), so
+ * sampling a token allocates nothing and the same seed gives the same
+ * tokens.
+ *
+ * Order: repetition penalty on the raw logits -> (temperature <= 0: argmax)
+ * -> top-k -> softmax with temperature -> top-p -> min-p -> draw. */
+#ifndef TERN_ENGINE_SAMPLER_H
+#define TERN_ENGINE_SAMPLER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    float temperature;    /* <= 0: greedy */
+    int top_k;            /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off; logit > 0 divided by it, < 0 multiplied */
+    int repeat_last_n;    /* window of recent tokens the penalty looks at */
+    uint64_t seed;
+} sampler_params;
+
+/* temperature 0.8, top_k 40, top_p 0.95, min_p 0.05, repeat_penalty 1.0,
+ * repeat_last_n 64, seed 0. */
+sampler_params sampler_default_params(void);
+
+typedef struct sampler sampler;
+
+sampler *sampler_create(int n_vocab, const sampler_params *p); /* NULL on out of memory */
+void sampler_destroy(sampler *s);
+/* Forget the recent tokens and restart the PRNG from the seed. */
+void sampler_reset(sampler *s);
+/* Tell the sampler about a token in the context (prompt tokens too, if the
+ * penalty should see them). sampler_sample records its own picks. */
+void sampler_accept(sampler *s, int32_t token);
+/* Pick the next token. logits is read, not changed. */
+int32_t sampler_sample(sampler *s, const float *logits);
+
+/* Stop strings over streamed text. Feed each decoded piece; the matcher
+ * holds back any tail that could still become a stop string and returns the
+ * text that is safe to show. Stop strings are at most SAMPLER_STOP_MAX bytes. */
+#define SAMPLER_STOP_MAX 128
+
+typedef struct {
+    const char *const *stops; /* not owned; kept alive by the caller */
+    int n_stops;
+    char held[SAMPLER_STOP_MAX];
+    size_t n_held;
+} sampler_stop;
+
+void sampler_stop_init(sampler_stop *st, const char *const *stops, int n_stops);
+/* Writes the text that may be shown now into out (cap >= n + SAMPLER_STOP_MAX
+ * is always enough) and returns its length. *stopped becomes true when a
+ * stop string completed: out then holds the text before it, and the caller
+ * ends the request. */
+size_t sampler_stop_feed(sampler_stop *st, const char *piece, size_t n, char *out, size_t cap,
+                         bool *stopped);
+/* At the end of a request with no stop match: the held-back text. */
+size_t sampler_stop_flush(sampler_stop *st, char *out, size_t cap);
+
+#endif
