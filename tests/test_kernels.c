@@ -420,7 +420,7 @@ static void pool_case(int threads)
     ck_assert_msg(p != NULL, "%s", err);
     ck_assert_int_eq(pool_threads(p), threads);
     static pool_ctx c;
-    for (int round = 0; round < 2000; round++) {
+    for (int round = 0; round < 500; round++) {
         memset(&c, 0, sizeof c);
         pool_run(p, pool_body, &c);
         ck_assert_int_eq(atomic_load(&c.calls), threads);
