@@ -271,19 +271,45 @@ KX_INLINE void kx_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int
             kx_hsum(_mm256_add_ps(acc0[jj], acc1[jj])) * a->scale[j0 + jj];
 }
 
-/* F16 weights times float activations. */
-KX_INLINE void kx_tile_f16(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
-                           size_t ldo, int r)
+/* Float weights (F32, F16, BF16) times float activations: 8 weights at a
+ * time widened to float, two accumulators per row. */
+KX_INLINE __m256 kx_load8(kt_type t, const uint8_t *w, int k)
 {
-    const kt_f16 *w = (const kt_f16 *)wrow;
+    switch (t) {
+    case KT_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * (size_t)k)));
+    case KT_BF16: /* bfloat16 is the top half of a float */
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 2 * (size_t)k))), 16));
+    default: return _mm256_loadu_ps((const float *)w + k);
+    }
+}
+
+KX_INLINE float kx_load1(kt_type t, const uint8_t *w, int i)
+{
+    uint16_t h;
+    float f;
+    switch (t) {
+    case KT_F16: memcpy(&h, w + 2 * (size_t)i, 2); return _cvtsh_ss(h);
+    case KT_BF16: {
+        memcpy(&h, w + 2 * (size_t)i, 2);
+        uint32_t u = (uint32_t)h << 16;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    default: memcpy(&f, w + 4 * (size_t)i, 4); return f;
+    }
+}
+
+KX_INLINE void kx_tile_float(kt_type t, int nr, const uint8_t *w, const kern_acts *a, int j0,
+                             float *out, size_t ldo, int r)
+{
     const int n = a->n;
     __m256 acc[KX_TILE][2];
     for (int jj = 0; jj < nr; jj++)
         acc[jj][0] = acc[jj][1] = _mm256_setzero_ps();
     int k = 0;
     for (; k + 16 <= n; k += 16) {
-        __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + k)));
-        __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + k + 8)));
+        __m256 w0 = kx_load8(t, w, k), w1 = kx_load8(t, w, k + 8);
         for (int jj = 0; jj < nr; jj++) {
             const float *f = a->f + (size_t)(j0 + jj) * n + k;
             acc[jj][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(f), acc[jj][0]);
@@ -294,7 +320,7 @@ KX_INLINE void kx_tile_f16(int nr, const uint8_t *wrow, const kern_acts *a, int 
         const float *f = a->f + (size_t)(j0 + jj) * n;
         float s = kx_hsum(_mm256_add_ps(acc[jj][0], acc[jj][1]));
         for (int i = k; i < n; i++)
-            s += _cvtsh_ss(w[i]) * f[i];
+            s += kx_load1(t, w, i) * f[i];
         out[(size_t)(j0 + jj) * ldo + r] = s;
     }
 }
@@ -304,8 +330,8 @@ KX_INLINE void kx_tile(kt_type t, int nr, const uint8_t *wrow, const kern_acts *
 {
     if (t == KT_Q8_0)
         kx_tile_q8_0(nr, wrow, a, j0, out, ldo, r);
-    else if (t == KT_F16)
-        kx_tile_f16(nr, wrow, a, j0, out, ldo, r);
+    else if (t == KT_F16 || t == KT_BF16 || t == KT_F32)
+        kx_tile_float(t, nr, wrow, a, j0, out, ldo, r);
     else
         kx_tile_codes(t, nr, wrow, a, j0, out, ldo, r);
 }
@@ -346,6 +372,8 @@ KX_GEMM(KT_Q2_0, q2_0)
 KX_GEMM(KT_Q1_0, q1_0)
 KX_GEMM(KT_Q8_0, q8_0)
 KX_GEMM(KT_F16, f16)
+KX_GEMM(KT_BF16, bf16)
+KX_GEMM(KT_F32, f32)
 
 static const kern_ops kx_ops[] = {
     {KT_TQ2_0, KX_ISA, true, kx_gemm_tq2_0},
@@ -354,6 +382,8 @@ static const kern_ops kx_ops[] = {
     {KT_Q1_0, KX_ISA, true, kx_gemm_q1_0},
     {KT_Q8_0, KX_ISA, true, kx_gemm_q8_0},
     {KT_F16, KX_ISA, false, kx_gemm_f16},
+    {KT_BF16, KX_ISA, false, kx_gemm_bf16},
+    {KT_F32, KX_ISA, false, kx_gemm_f32},
 };
 
 const kern_ops *KX_NAME(ops)(kt_type t)
