@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 20
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 
-.PHONY: all deps build test test-release test-asan test-arm fuzz serve clean
+.PHONY: all deps build test test-release test-asan test-arm test-training fuzz serve clean
 
 all: build
 
@@ -49,7 +49,7 @@ test-release: build
 
 test-asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
-	meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --suite unit
+	meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --suite unit --suite integration
 
 # libFuzzer needs clang; skipped (with a note) where clang is absent.
 fuzz: deps
@@ -75,11 +75,23 @@ test-arm:
 	  TERN_EXPECT_ISA=neon qemu-aarch64-static -cpu cortex-a72 $(ARM_BUILD)/test_kernels; \
 	else echo "aarch64-linux-gnu-gcc or qemu-aarch64-static not found: ARM tests skipped"; fi
 
-test: test-release test-asan test-arm fuzz
+# The demo model's Python pipeline on a tiny data set (skipped without python3-torch).
+test-training:
+	$(MAKE) -C training smoke
 
-# Until the daemon lands this builds and shows the CLI.
+test: test-release test-asan test-arm fuzz test-training
+
+# Start ternd on 127.0.0.1:8080 with the demo model (the echo test double when the model
+# files are not there yet). Stats go to $(BUILD)/ternd-stats.db.
+SERVE_MODEL  ?= models/tern-demo-tq2_0.gguf
+SERVE_MMPROJ ?= models/tern-demo-mmproj-tq2_0.gguf
 serve: build
-	$(BUILD)/src/cli/tern --help
+	@if [ -f $(SERVE_MODEL) ]; then engine=model; else engine=echo; \
+	  echo "note: $(SERVE_MODEL) not found: serving the echo test double (it repeats the prompt)"; fi; \
+	echo "try:  curl -N http://127.0.0.1:8080/generate -F image=@tests/server/data/shapes.jpg -F prompt='What is in the picture?'"; \
+	echo "  or open http://127.0.0.1:8080/ in a browser"; \
+	exec $(BUILD)/src/server/ternd --config /dev/null --bind 127.0.0.1 --port 8080 --engine $$engine \
+	  --model $(SERVE_MODEL) --mmproj $(SERVE_MMPROJ) --db $(BUILD)/ternd-stats.db
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(ARM_BUILD)

@@ -22,8 +22,7 @@ static double urand(void)
 
 static float sample(int dist)
 {
-    if (dist == 0)
-        return (float)(sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand()));
+    if (dist == 0) return (float)(sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand()));
     double u = urand() - 0.5;
     return (float)(u < 0 ? log(1.0 + 2.0 * u) : -log(1.0 - 2.0 * u));
 }
@@ -35,12 +34,9 @@ int main(void)
         int dist;
         int rows, n;
     } cases[] = {
-        {"gaussian 256x256", 0, 256, 256},
-        {"gaussian 576x1536", 0, 576, 1536},
-        {"gaussian 2048x2048", 0, 2048, 2048},
-        {"laplacian 256x256", 1, 256, 256},
-        {"laplacian 576x1536", 1, 576, 1536},
-        {"laplacian 2048x2048", 1, 2048, 2048},
+        {"gaussian 256x256", 0, 256, 256},     {"gaussian 576x1536", 0, 576, 1536},
+        {"gaussian 2048x2048", 0, 2048, 2048}, {"laplacian 256x256", 1, 256, 256},
+        {"laplacian 576x1536", 1, 576, 1536},  {"laplacian 2048x2048", 1, 2048, 2048},
     };
     printf("%-22s %9s %9s %9s %9s\n", "matrix (per-row scale)", "kmeans", "absmean", "twn",
            "binary");
@@ -49,16 +45,14 @@ int main(void)
         float *w = malloc((size_t)count * sizeof(float));
         int8_t *t = malloc((size_t)count);
         float *sc = malloc((size_t)cases[c].rows * sizeof(float));
-        if (!w || !t || !sc)
-            return 1;
+        if (!w || !t || !sc) return 1;
         for (int64_t i = 0; i < count; i++)
             w[i] = 0.02f * sample(cases[c].dist);
         double e[4];
         for (int m = 0; m < 3; m++)
-            e[m] = quant_matrix_ternary(w, cases[c].rows, cases[c].n, (quant_method)m, false,
-                                        false, t, sc);
-        e[3] = quant_matrix_ternary(w, cases[c].rows, cases[c].n, QUANT_KMEANS, false, true, t,
-                                    sc);
+            e[m] = quant_matrix_ternary(w, cases[c].rows, cases[c].n, (quant_method)m, false, false,
+                                        t, sc);
+        e[3] = quant_matrix_ternary(w, cases[c].rows, cases[c].n, QUANT_KMEANS, false, true, t, sc);
         printf("%-22s %9.4f %9.4f %9.4f %9.4f\n", cases[c].name, e[0], e[1], e[2], e[3]);
         free(w);
         free(t);

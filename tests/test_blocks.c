@@ -124,11 +124,9 @@ START_TEST(test_f16_matches_compiler)
     for (int i = 0; i < 500000; i++) {
         uint32_t u = rnd();
         /* bias toward the interesting range of exponents */
-        if (i & 1)
-            u = (u & 0x807fffffu) | ((uint32_t)(100 + rnd() % 45) << 23);
+        if (i & 1) u = (u & 0x807fffffu) | ((uint32_t)(100 + rnd() % 45) << 23);
         float f = f32_of(u);
-        if (isnan(f))
-            continue;
+        if (isnan(f)) continue;
         _Float16 c = (_Float16)f;
         uint16_t cb;
         memcpy(&cb, &c, sizeof cb);
@@ -151,12 +149,11 @@ START_TEST(test_bf16_edges)
     ck_assert_uint_eq(kt_f32_to_bf16(-0.0f), 0x8000);
     ck_assert_uint_eq(kt_f32_to_bf16(f32_of(0x00000001)), 0x0000);
     ck_assert_uint_eq(kt_f32_to_bf16(f32_of(0x00018000)), 0x0002); /* subnormal tie */
-    kt_bf16 n = kt_f32_to_bf16(f32_of(0x7f800001)); /* nan with a low payload bit */
+    kt_bf16 n = kt_f32_to_bf16(f32_of(0x7f800001));                /* nan with a low payload bit */
     ck_assert(isnan(kt_bf16_to_f32(n)));
     for (uint32_t h = 0; h < 0x10000; h++) {
         float f = kt_bf16_to_f32((kt_bf16)h);
-        if (isnan(f))
-            continue;
+        if (isnan(f)) continue;
         ck_assert_uint_eq(kt_f32_to_bf16(f), h);
     }
 }
@@ -168,8 +165,7 @@ END_TEST
  * element 0 so the absmax scale is the block's d. */
 static int tern_at(int k, int salt)
 {
-    if (k == 0)
-        return 1;
+    if (k == 0) return 1;
     return (int)((k * 7 + salt * 13 + k / 5) % 3) - 1;
 }
 
@@ -189,8 +185,8 @@ START_TEST(test_layout_tq2_0)
     put_f16(hand + 64, d);
 
     /* one literal: byte 0 holds elements 0, 32, 64, 96 */
-    ck_assert_uint_eq(hand[0], (uint8_t)((t[0] + 1) | (t[32] + 1) << 2 | (t[64] + 1) << 4 |
-                                         (t[96] + 1) << 6));
+    ck_assert_uint_eq(
+        hand[0], (uint8_t)((t[0] + 1) | (t[32] + 1) << 2 | (t[64] + 1) << 4 | (t[96] + 1) << 6));
 
     float y[256];
     kt_to_float(KT_TQ2_0, hand, y, 256);
@@ -311,8 +307,7 @@ START_TEST(test_layout_q1_0)
     for (int k = 0; k < 128; k++) {
         t[k] = ((k * 11 + k / 3) % 5) < 2 ? 1 : -1;
         x[k] = t[k] * d;
-        if (t[k] > 0)
-            hand[2 + k / 8] |= (uint8_t)(1 << (k % 8));
+        if (t[k] > 0) hand[2 + k / 8] |= (uint8_t)(1 << (k % 8));
     }
     float y[128];
     kt_to_float(KT_Q1_0, hand, y, 128);
@@ -367,20 +362,35 @@ static void grid_values(kt_type t, float *x, int64_t n, int bs)
         for (int j = 0; j < bs; j++) {
             int q;
             switch (t) {
-            case KT_Q8_0: q = (int)(rnd() % 255) - 127; break;
-            case KT_Q2_0: q = (int)(rnd() % 4) - 1; break;
-            case KT_Q1_0: q = rnd() & 1 ? 1 : -1; break;
-            default: q = (int)(rnd() % 3) - 1; break;
+            case KT_Q8_0:
+                q = (int)(rnd() % 255) - 127;
+                break;
+            case KT_Q2_0:
+                q = (int)(rnd() % 4) - 1;
+                break;
+            case KT_Q1_0:
+                q = rnd() & 1 ? 1 : -1;
+                break;
+            default:
+                q = (int)(rnd() % 3) - 1;
+                break;
             }
             x[b * bs + j] = (float)q * d;
         }
         /* pin the block's extreme so the scale rule finds d again */
         int at = (int)(rnd() % (unsigned)bs);
         switch (t) {
-        case KT_Q8_0: x[b * bs + at] = (rnd() & 1 ? 127.0f : -127.0f) * d; break;
-        case KT_Q2_0: x[b * bs + at] = -d; break;
-        case KT_Q1_0: break;
-        default: x[b * bs + at] = rnd() & 1 ? d : -d; break;
+        case KT_Q8_0:
+            x[b * bs + at] = (rnd() & 1 ? 127.0f : -127.0f) * d;
+            break;
+        case KT_Q2_0:
+            x[b * bs + at] = -d;
+            break;
+        case KT_Q1_0:
+            break;
+        default:
+            x[b * bs + at] = rnd() & 1 ? d : -d;
+            break;
         }
         if (b == 1) /* an all-zero block (Q1_0 has no zero) */
             for (int j = 0; j < bs; j++)
@@ -403,8 +413,8 @@ START_TEST(test_grid_round_trip)
             info->from_float(types[ti], x, buf, n);
             info->to_float(types[ti], buf, y, n);
             for (int64_t i = 0; i < n; i++)
-                ck_assert_msg(x[i] == y[i], "%s element %lld: %a vs %a", info->name,
-                              (long long)i, (double)x[i], (double)y[i]);
+                ck_assert_msg(x[i] == y[i], "%s element %lld: %a vs %a", info->name, (long long)i,
+                              (double)x[i], (double)y[i]);
         }
         free(x);
         free(y);
@@ -457,6 +467,39 @@ START_TEST(test_from_float_rounding)
     kt_from_float(KT_Q1_0, x1, b1, 128);
     kt_to_float(KT_Q1_0, b1, y, 128);
     ck_assert(y[0] == -2.0f && y[1] == 2.0f);
+}
+END_TEST
+
+/* Bad floats (NaN, infinity) give some finite-or-not values but never an
+ * undefined conversion (UBSan) or a code outside the type's range. */
+START_TEST(test_bad_floats)
+{
+    float x[256];
+    for (int k = 0; k < 256; k++)
+        x[k] = k % 3 == 0 ? NAN : k % 3 == 1 ? INFINITY : -1.0f;
+    kt_type types[] = {KT_Q8_0, KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0, KT_F16, KT_BF16};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        const ttype_info *ti = ttype_get(types[i]);
+        unsigned char buf[1024];
+        float y[256];
+        ti->from_float(types[i], x, buf, 256);
+        ti->to_float(types[i], buf, y, 256);
+        if (ti->ternary) {
+            uint8_t c[256];
+            float d;
+            for (int b = 0; b < 256 / ti->block; b++) {
+                int nc = kt_unpack_codes(types[i], buf + b * ti->block_bytes, c, &d);
+                for (int j = 0; j < nc; j++)
+                    ck_assert_uint_le(c[j], types[i] == KT_Q2_0 ? 3 : 2);
+            }
+        }
+    }
+    int8_t q[256];
+    int16_t gs[8];
+    float sc;
+    kern_quantize_row(x, 256, q, gs, &sc);
+    for (int k = 0; k < 256; k++)
+        ck_assert(q[k] >= -127 && q[k] <= 127);
 }
 END_TEST
 
@@ -638,6 +681,7 @@ int main(void)
     tcase_add_test(tc, test_grid_round_trip);
     tcase_add_test(tc, test_float_types_round_trip);
     tcase_add_test(tc, test_from_float_rounding);
+    tcase_add_test(tc, test_bad_floats);
     tcase_add_test(tc, test_type_table);
     tcase_add_test(tc, test_quantize_row);
     tcase_add_test(tc, test_gemm_ref);

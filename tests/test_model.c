@@ -195,13 +195,15 @@ static eng_model *load_derived(const char *name, bool vision, kt_type q, bool de
     return m;
 }
 
-static eng_ctx *make_ctx(const eng_model *m, int n_slots)
+/* Threads: 2 where the split over the pool is under test, else 1 (a pool
+ * on a machine busier than its cores spends its time handing work over). */
+static eng_ctx *make_ctx(const eng_model *m, int n_slots, int n_threads)
 {
     eng_params p = eng_default_params();
     p.n_slots = n_slots;
     p.n_ctx = 128;
     p.n_batch = 128;
-    p.n_threads = 2;
+    p.n_threads = n_threads;
     p.kv_f16 = false;
     eng_ctx *c;
     ck_assert_msg(eng_ctx_create(m, &p, &c, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
@@ -276,7 +278,7 @@ static void check_golden(const char *name, bool vision)
     eng_model *m = load_derived(name, vision, KT_F32, false);
     const eng_model_info *in = eng_model_get_info(m);
     int V = in->n_vocab;
-    eng_ctx *c = make_ctx(m, 2);
+    eng_ctx *c = make_ctx(m, 2, 2);
 
     float *embd = encode_image(c, m, &g);
     if (embd) {
@@ -347,7 +349,7 @@ static double quant_vs_dequant(const char *name, bool vision, kt_type q, int *ag
     eng_model *mq = load_derived(name, vision, q, false);
     eng_model *md = load_derived(name, vision, q, true);
     int V = eng_model_get_info(mq)->n_vocab, D = eng_model_get_info(mq)->n_embd;
-    eng_ctx *cq = make_ctx(mq, 1), *cd = make_ctx(md, 1);
+    eng_ctx *cq = make_ctx(mq, 1, 1), *cd = make_ctx(md, 1, 1);
     float *eq = encode_image(cq, mq, &g), *ed = encode_image(cd, md, &g);
     const float **rq = image_rows(&g, eq, D), **rd = image_rows(&g, ed, D);
     float *lq = malloc((size_t)g.n_prompt * V * sizeof *lq);
@@ -421,7 +423,7 @@ START_TEST(test_batched)
     golden_open(&g, "odd");
     eng_model *m = load_derived("odd", false, KT_F32, false);
     int V = eng_model_get_info(m)->n_vocab;
-    eng_ctx *solo = make_ctx(m, 1), *c = make_ctx(m, 3);
+    eng_ctx *solo = make_ctx(m, 1, 1), *c = make_ctx(m, 3, 2);
     int len[3] = {g.n_prompt, 17, 9}, off[3] = {0, 3, 11};
     float *ref = malloc((size_t)3 * g.n_prompt * V * sizeof *ref);
     for (int s = 0; s < 3; s++) {
@@ -479,6 +481,7 @@ START_TEST(test_kv_f16)
     int V = eng_model_get_info(m)->n_vocab;
     eng_params p = eng_default_params();
     p.n_ctx = 64;
+    p.n_threads = 1;
     p.kv_f16 = true;
     eng_ctx *c;
     ck_assert_int_eq(eng_ctx_create(m, &p, &c, g_err, sizeof g_err), ENG_OK);
@@ -517,7 +520,7 @@ START_TEST(test_tied_and_shapes)
     eng_model *mt, *mc;
     ck_assert_msg(eng_model_load(tied, NULL, &mt, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
     ck_assert_msg(eng_model_load(copy, NULL, &mc, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
-    eng_ctx *ct = make_ctx(mt, 1), *cc = make_ctx(mc, 1);
+    eng_ctx *ct = make_ctx(mt, 1, 1), *cc = make_ctx(mc, 1, 1);
     int32_t toks[5] = {1, 20, 30, 40, 50};
     eng_item it = {.slot = 0, .n_tokens = 5, .tokens = toks, .pos = 0, .want_logits = true};
     ck_assert_int_eq(eng_step(ct, &it, 1, g_err, sizeof g_err), ENG_OK);
@@ -565,7 +568,7 @@ START_TEST(test_bad_input)
     ck_assert_msg(strstr(g_err, "architecture") != NULL, "%s", g_err);
 
     ck_assert_int_eq(eng_model_load(odd, NULL, &m, g_err, sizeof g_err), ENG_OK);
-    eng_ctx *c = make_ctx(m, 2);
+    eng_ctx *c = make_ctx(m, 2, 1);
     int32_t toks[4] = {1, 2, 3, 999};
     eng_item it = {.slot = 0, .n_tokens = 4, .tokens = toks, .pos = 0};
     ck_assert_int_eq(eng_step(c, &it, 1, g_err, sizeof g_err), ENG_ERR); /* token 999 */

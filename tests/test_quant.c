@@ -167,9 +167,9 @@ START_TEST(test_to_type_exact)
         unsigned char *buf = malloc(rb * ROWS);
         char err[128];
         double rel = -1;
-        ck_assert_int_eq(quant_to_type(w, ROWS, N, types[k], QUANT_KMEANS, false, buf, &rel, err,
-                                       sizeof err),
-                         0);
+        ck_assert_int_eq(
+            quant_to_type(w, ROWS, N, types[k], QUANT_KMEANS, false, buf, &rel, err, sizeof err),
+            0);
         double want = quant_matrix_ternary(w, ROWS, N, QUANT_KMEANS, false, ti->binary, t, sc);
         ck_assert_msg(fabs(rel - want) < 1e-3 * want, "%s: %g vs %g", ti->name, rel, want);
         for (int r = 0; r < ROWS; r++) {
@@ -192,9 +192,11 @@ START_TEST(test_to_type_conversions)
     unsigned char buf[ROWS * N * 4];
     char err[128];
     double rel;
-    ck_assert_int_eq(quant_to_type(w, ROWS, N, KT_F32, QUANT_KMEANS, false, buf, &rel, err, 128), 0);
+    ck_assert_int_eq(quant_to_type(w, ROWS, N, KT_F32, QUANT_KMEANS, false, buf, &rel, err, 128),
+                     0);
     ck_assert(rel == 0.0);
-    ck_assert_int_eq(quant_to_type(w, ROWS, N, KT_F16, QUANT_KMEANS, false, buf, &rel, err, 128), 0);
+    ck_assert_int_eq(quant_to_type(w, ROWS, N, KT_F16, QUANT_KMEANS, false, buf, &rel, err, 128),
+                     0);
     ck_assert(rel > 0 && rel < 1e-3);
     ck_assert_int_eq(quant_to_type(w, ROWS, N, KT_BF16, QUANT_KMEANS, false, buf, &rel, err, 128),
                      0);

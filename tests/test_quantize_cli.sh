@@ -69,7 +69,8 @@ has "$O" '^  mm.model.fc.weight +tq2_0'
 
 # back to float, other methods, --keep
 expect 0 "14 of 21 tensors re-typed: 14 f32" "$TERN" quantize "$T/tiny-tq2_0.gguf" "$T/back.gguf" --type f32
-expect 0 "twn" "$TERN" quantize "$M" "$T/twn.gguf" --type tq2_0 --method twn
+expect 0 "(twn, one scale per row)" "$TERN" quantize "$M" "$T/twn.gguf" --type tq2_0 --method twn
+expect 0 "(absmean, one scale per tensor)" "$TERN" quantize "$M" "$T/pt.gguf" --type q2_0 --method absmean --per-tensor
 expect 0 "7 of 21 tensors re-typed: 7 tq1_0" "$TERN" quantize "$M" "$T/keep.gguf" --type tq1_0 --keep 'blk.1.*'
 has "$T/keep.gguf" '^  blk.1.ffn_up.weight +f32'
 

@@ -9,96 +9,15 @@
 
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
+#include "testtok.h"
 
-static const char *const specials[] = {
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<end_of_utterance>",
-    "<image>", "<fake_token_around_image>", "<global-img>", "<row_1_col_1>",
-};
-#define N_SPECIAL 8
-#define BYTE0 N_SPECIAL /* byte b is token BYTE0 + b */
-
-/* pairs in the byte-level alphabet (Ġ is a space, Ċ a newline) */
-static const char *const merges[][2] = {
-    {"Ġ", "t"}, {"h", "e"}, {"Ġt", "he"}, {"a", "a"}, {"aa", "aa"}, {"'", "s"},
-    {"Ġ", "1"}, {"Ã", "©"}, {"c", "a"}, {"ca", "f"}, {"caf", "Ã©"}, {"Ġ", "Ġ"},
-    {"i", "m"}, {"im", "a"}, {"ima", "g"}, {"imag", "e"}, {"<", "image"},
-    {"<image", ">"}, {"ð", "Ł"}, {"ðŁ", "ĺ"}, {"ðŁĺ", "Ģ"},
-};
-#define N_MERGES (int)(sizeof merges / sizeof merges[0])
+#define BYTE0 TT_BYTE0
 
 static tok *T;
-static int n_tokens;
-
-static void byte_str(int b, char *out)
-{
-    int cp;
-    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) {
-        cp = b;
-    } else {
-        int n = 0;
-        for (int i = 0; i < b; i++)
-            if (!((i >= '!' && i <= '~') || (i >= 0xA1 && i <= 0xAC) || (i >= 0xAE && i <= 0xFF)))
-                n++;
-        cp = 256 + n;
-    }
-    if (cp < 0x80) {
-        out[0] = (char)cp, out[1] = 0;
-    } else {
-        out[0] = (char)(0xC0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3F)), out[2] = 0;
-    }
-}
 
 static void setup(void)
 {
-    static char bytes[256][4];
-    static char merged[N_MERGES][32];
-    static char mlines[N_MERGES][32];
-    const char *tokens[N_SPECIAL + 256 + N_MERGES + 1];
-    const char *mptr[N_MERGES];
-    int32_t types[N_SPECIAL + 256 + N_MERGES + 1];
-    int n = 0;
-    for (int i = 0; i < N_SPECIAL; i++) {
-        types[n] = 3;
-        tokens[n++] = specials[i];
-    }
-    for (int b = 0; b < 256; b++) {
-        byte_str(b, bytes[b]);
-        types[n] = 1;
-        tokens[n++] = bytes[b];
-    }
-    for (int i = 0; i < N_MERGES; i++) {
-        snprintf(merged[i], sizeof merged[i], "%s%s", merges[i][0], merges[i][1]);
-        snprintf(mlines[i], sizeof mlines[i], "%s %s", merges[i][0], merges[i][1]);
-        mptr[i] = mlines[i];
-        bool dup = false;
-        for (int j = 0; j < n; j++)
-            dup = dup || !strcmp(tokens[j], merged[i]);
-        if (!dup) {
-            types[n] = 1;
-            tokens[n++] = merged[i];
-        }
-    }
-    n_tokens = n;
-    gguf_writer *w = gguf_writer_create();
-    gguf_set_str(w, "general.architecture", "llama");
-    gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
-    gguf_set_str(w, "tokenizer.ggml.pre", "smollm");
-    gguf_set_arr_str(w, "tokenizer.ggml.tokens", tokens, (uint64_t)n);
-    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, types, (uint64_t)n);
-    gguf_set_arr_str(w, "tokenizer.ggml.merges", mptr, N_MERGES);
-    gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
-    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 3);
-    char path[] = "/tmp/tern-tok-XXXXXX", err[512];
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    ck_assert_msg(gguf_write(w, path, err, sizeof err) == 0, "%s", err);
-    gguf_writer_destroy(w);
-    gguf_file *f;
-    ck_assert_msg(gguf_open(path, &f, err, sizeof err) == 0, "%s", err);
-    ck_assert_msg(tok_load(f, &T, err, sizeof err) == 0, "%s", err);
-    gguf_close(f);
-    unlink(path);
+    T = tt_make();
 }
 
 static void teardown(void)
@@ -240,7 +159,7 @@ START_TEST(special_lookalikes_are_text)
     ck_assert_int_eq(tok_special(T, "<row_1_col_1>"), 7);
     ck_assert_int_eq(tok_special(T, "<no_such_token>"), -1);
     ck_assert_int_eq(tok_bos(T), 1);
-    ck_assert_int_eq(tok_eos(T), 3);
+    ck_assert_int_eq(tok_eos(T), 0);
     ck_assert_int_eq(tok_type_of(T, image), TOK_TYPE_CONTROL);
 
     const char *texts[] = {"<image>", "hi <image> there", "<|im_start|>User:", "<end_of_utterance>"};

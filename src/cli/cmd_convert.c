@@ -464,6 +464,21 @@ out:
     return rc;
 }
 
+int convert_tokenizer(const char *hf_dir, gguf_writer *w, long long vocab_size, char *err,
+                      size_t errlen)
+{
+    conv c = {.dir = hf_dir, .err = err, .errlen = errlen};
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", hf_dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    fclose(f);
+    return write_tokenizer(&c, w, NULL, NULL, vocab_size);
+}
+
 /* ---- the two files ---- */
 
 static uint32_t file_type(kt_type t)

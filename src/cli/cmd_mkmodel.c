@@ -39,8 +39,8 @@ static const arch archs[] = {
      512, 16, 4},
     {"smolvlm-500m", 960, 2560, 32, 15, 5, 49280, 8192, 100000.0f, false, true, 768, 3072, 12, 12,
      512, 16, 4},
-    {"smollm2-1.7b", 2048, 8192, 24, 32, 32, 49152, 8192, 130000.0f, true, false, 0, 0, 0, 0, 0,
-     0, 0},
+    {"smollm2-1.7b", 2048, 8192, 24, 32, 32, 49152, 8192, 130000.0f, true, false, 0, 0, 0, 0, 0, 0,
+     0},
 };
 
 #define WEIGHT_STD 0.02f
@@ -87,9 +87,9 @@ static float rng_normal(rng *r)
 typedef struct {
     gguf_writer *w;
     uint64_t seed;
-    kt_type type;   /* what matrices become */
-    kt_type embd;   /* what embeddings become */
-    void **bufs;    /* tensor data kept alive until the write */
+    kt_type type; /* what matrices become */
+    kt_type embd; /* what embeddings become */
+    void **bufs;  /* tensor data kept alive until the write */
     int n_bufs, cap;
     int fallbacks;
     int64_t params;
@@ -102,22 +102,19 @@ static void *keep_buf(builder *b, size_t bytes)
     if (b->n_bufs == b->cap) {
         int cap = b->cap ? 2 * b->cap : 64;
         void **nb = realloc(b->bufs, (size_t)cap * sizeof *nb);
-        if (!nb)
-            return NULL;
+        if (!nb) return NULL;
         b->bufs = nb;
         b->cap = cap;
     }
     void *p = malloc(bytes ? bytes : 1);
-    if (p)
-        b->bufs[b->n_bufs++] = p;
+    if (p) b->bufs[b->n_bufs++] = p;
     return p;
 }
 
 static void add(builder *b, const char *name, kt_type type, int n_dims, const int64_t *ne,
                 const void *data)
 {
-    if (b->failed)
-        return;
+    if (b->failed) return;
     if (gguf_add_tensor(b->w, name, type, n_dims, ne, data, b->err, sizeof b->err) != GGUF_OK)
         b->failed = true;
 }
@@ -127,8 +124,7 @@ static void add(builder *b, const char *name, kt_type type, int n_dims, const in
 static void add_tensor(builder *b, const char *name, int n_dims, const int64_t *ne, float mean,
                        float std, kt_type want)
 {
-    if (b->failed)
-        return;
+    if (b->failed) return;
     int64_t n = ne[0], rows = 1;
     for (int d = 1; d < n_dims; d++)
         rows *= ne[d];
@@ -145,16 +141,13 @@ static void add_tensor(builder *b, const char *name, int n_dims, const int64_t *
     b->params += n * rows;
 
     kt_type to = KT_F32;
-    if (!quant_pick_type(want, n, &to))
-        to = KT_F32;
-    if (to != want)
-        b->fallbacks++;
+    if (!quant_pick_type(want, n, &to)) to = KT_F32;
+    if (to != want) b->fallbacks++;
     const ttype_info *ti = ttype_get(to);
     void *buf = keep_buf(b, ttype_row_bytes(ti, n) * (size_t)rows);
-    if (!buf || quant_to_type(w, rows, n, to, QUANT_KMEANS, false, buf, NULL, b->err,
-                              sizeof b->err) != 0) {
-        if (!buf)
-            snprintf(b->err, sizeof b->err, "out of memory making %s", name);
+    if (!buf ||
+        quant_to_type(w, rows, n, to, QUANT_KMEANS, false, buf, NULL, b->err, sizeof b->err) != 0) {
+        if (!buf) snprintf(b->err, sizeof b->err, "out of memory making %s", name);
         b->failed = true;
         free(w);
         return;
@@ -185,8 +178,7 @@ static void byte_token(int byte, char out[4])
     bool printable = (byte >= 33 && byte <= 126) || (byte >= 161 && byte <= 172) || byte >= 174;
     if (!printable) {
         for (int b = 0; b < byte; b++)
-            if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174))
-                k++;
+            if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174)) k++;
         cp = 256 + k;
     }
     if (cp < 0x80) {
@@ -200,13 +192,16 @@ static void byte_token(int byte, char out[4])
 }
 
 static const char *const words[] = {
-    "the", "a", "is", "of", "and", "to", "in", "it", "on", "at", "what", "which", "where", "how",
-    "many", "there", "are", "this", "that", "with", "color", "colour", "shape", "red", "green",
-    "blue", "yellow", "orange", "purple", "black", "white", "circle", "square", "triangle",
-    "star", "left", "right", "top", "bottom", "middle", "center", "one", "two", "three", "four",
-    "five", "six", "image", "picture", "describe", "small", "large", "big", "answer", "question",
-    "User", "Assistant", "yes", "no", "I", "see", "can", "you", "shapes", "circles", "squares",
-    "triangles", "above", "below", "next", "between", "hello", "world", "model", "tern",
+    "the",       "a",        "is",        "of",     "and",    "to",     "in",       "it",
+    "on",        "at",       "what",      "which",  "where",  "how",    "many",     "there",
+    "are",       "this",     "that",      "with",   "color",  "colour", "shape",    "red",
+    "green",     "blue",     "yellow",    "orange", "purple", "black",  "white",    "circle",
+    "square",    "triangle", "star",      "left",   "right",  "top",    "bottom",   "middle",
+    "center",    "one",      "two",       "three",  "four",   "five",   "six",      "image",
+    "picture",   "describe", "small",     "large",  "big",    "answer", "question", "User",
+    "Assistant", "yes",      "no",        "I",      "see",    "can",    "you",      "shapes",
+    "circles",   "squares",  "triangles", "above",  "below",  "next",   "between",  "hello",
+    "world",     "model",    "tern",
 };
 
 typedef struct {
@@ -220,15 +215,13 @@ typedef struct {
 static int find_tok(const vocab *v, const char *s)
 {
     for (int i = 0; i < v->n; i++)
-        if (strcmp(v->tok[i], s) == 0)
-            return i;
+        if (strcmp(v->tok[i], s) == 0) return i;
     return -1;
 }
 
 static bool push_tok(vocab *v, const char *s, int32_t type)
 {
-    if (v->n == v->cap)
-        return false;
+    if (v->n == v->cap) return false;
     v->tok[v->n] = strdup(s);
     v->type[v->n] = type;
     return v->tok[v->n++] != NULL;
@@ -236,12 +229,10 @@ static bool push_tok(vocab *v, const char *s, int32_t type)
 
 static bool push_merge(vocab *v, const char *l, const char *r)
 {
-    if (v->n_merge == v->cap_merge)
-        return false;
+    if (v->n_merge == v->cap_merge) return false;
     size_t len = strlen(l) + strlen(r) + 2;
     v->merge[v->n_merge] = malloc(len);
-    if (!v->merge[v->n_merge])
-        return false;
+    if (!v->merge[v->n_merge]) return false;
     snprintf(v->merge[v->n_merge++], len, "%s %s", l, r);
     return true;
 }
@@ -264,8 +255,7 @@ static void add_word(vocab *v, const char *word, bool space, int room)
         char next[64];
         snprintf(next, sizeof next, "%s%s", cur, piece);
         if (find_tok(v, next) < 0) {
-            if (v->n >= room)
-                return;
+            if (v->n >= room) return;
             push_tok(v, next, 1);
             push_merge(v, cur, piece);
         }
@@ -296,8 +286,7 @@ static bool vocab_make(vocab *v, int size, int *eou_id)
     v->tok = calloc((size_t)size, sizeof *v->tok);
     v->type = calloc((size_t)size, sizeof *v->type);
     v->merge = calloc((size_t)size, sizeof *v->merge);
-    if (!v->tok || !v->type || !v->merge)
-        return false;
+    if (!v->tok || !v->type || !v->merge) return false;
 
     const char *head[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
     for (int i = 0; i < 3; i++)
@@ -356,16 +345,14 @@ static const char chatml_template[] =
 
 static int finish(builder *b, const char *path, const char *what)
 {
-    if (!b->failed && gguf_write(b->w, path, b->err, sizeof b->err) != GGUF_OK)
-        b->failed = true;
+    if (!b->failed && gguf_write(b->w, path, b->err, sizeof b->err) != GGUF_OK) b->failed = true;
     if (b->failed) {
         fprintf(stderr, "tern mkmodel: %s: %s\n", path, b->err);
         return 1;
     }
     printf("wrote %s: %s, %.2fM parameters", path, what, (double)b->params / 1e6);
     if (b->fallbacks)
-        printf(", %d matrices in a fallback type (rows not a multiple of the block)",
-               b->fallbacks);
+        printf(", %d matrices in a fallback type (rows not a multiple of the block)", b->fallbacks);
     printf("\n");
     return 0;
 }
@@ -416,8 +403,7 @@ static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const ch
     gguf_set_str(w, "tokenizer.ggml.pre", "smollm");
     gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v.tok, (uint64_t)v.n);
     gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, v.type, (uint64_t)v.n);
-    gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v.merge,
-                     (uint64_t)v.n_merge);
+    gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v.merge, (uint64_t)v.n_merge);
     gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
     gguf_set_u32(w, "tokenizer.ggml.eos_token_id", a->vision ? (uint32_t)eou : 2);
     gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0);
@@ -444,8 +430,7 @@ static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const ch
 #undef BLK
     }
     vec(&b, "output_norm.weight", a->dim, 1.0f, WEIGHT_STD);
-    if (!a->tied)
-        add_tensor(&b, "output.weight", 2, ne, 0.0f, WEIGHT_STD, b.embd);
+    if (!a->tied) add_tensor(&b, "output.weight", 2, ne, 0.0f, WEIGHT_STD, b.embd);
 
     char what[128];
     snprintf(what, sizeof what, "%s text model, layers %d, %s", a->like, a->layers, t->name);
@@ -554,8 +539,7 @@ int cmd_mkmodel(int argc, char **argv)
         switch (c) {
         case 'l':
             for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
-                if (strcmp(archs[i].like, optarg) == 0)
-                    like = &archs[i];
+                if (strcmp(archs[i].like, optarg) == 0) like = &archs[i];
             if (!like)
                 return cli_usage_error(CMD,
                                        "unknown --like '%s' (tiny, smolvlm-256m, smolvlm-500m, "
@@ -563,35 +547,35 @@ int cmd_mkmodel(int argc, char **argv)
                                        optarg);
             break;
         case 'n':
-            if (!cli_parse_int(CMD, "--layers", optarg, 1, 1000, &layers))
-                return CLI_USAGE;
+            if (!cli_parse_int(CMD, "--layers", optarg, 1, 1000, &layers)) return CLI_USAGE;
             break;
         case 's':
-            if (!cli_parse_int(CMD, "--seed", optarg, 0, INT64_MAX, &seed))
-                return CLI_USAGE;
+            if (!cli_parse_int(CMD, "--seed", optarg, 0, INT64_MAX, &seed)) return CLI_USAGE;
             break;
         case 't':
             type = ttype_by_name(optarg);
-            if (!type)
-                return cli_usage_error(CMD, "unknown type '%s'", optarg);
+            if (!type) return cli_usage_error(CMD, "unknown type '%s'", optarg);
             break;
-        case 'o': out = optarg; break;
-        case 'm': mmproj = optarg; break;
-        case 'h': fputs(usage_text, stdout); return CLI_OK;
-        default: return CLI_USAGE;
+        case 'o':
+            out = optarg;
+            break;
+        case 'm':
+            mmproj = optarg;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return CLI_OK;
+        default:
+            return CLI_USAGE;
         }
     }
-    if (optind < argc)
-        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
-    if (!like || !type || !out)
-        return cli_usage_error(CMD, "need --like, --type and -o");
+    if (optind < argc) return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (!like || !type || !out) return cli_usage_error(CMD, "need --like, --type and -o");
     if (mmproj && !like->vision)
         return cli_usage_error(CMD, "%s has no vision part for --mmproj", like->like);
     arch a = *like;
-    if (layers)
-        a.layers = (int)layers;
+    if (layers) a.layers = (int)layers;
     int rc = make_text(&a, type, (uint64_t)seed, out);
-    if (rc == 0 && mmproj)
-        rc = make_mmproj(&a, type, (uint64_t)seed, mmproj);
+    if (rc == 0 && mmproj) rc = make_mmproj(&a, type, (uint64_t)seed, mmproj);
     return rc;
 }

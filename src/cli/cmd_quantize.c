@@ -45,8 +45,8 @@ typedef struct {
     kt_type from, to;
     int64_t n, rows;
     bool changed;
-    double err;        /* of what was stored */
-    double alt[3];     /* --report: per-row error of each method, -1 if n/a */
+    double err;    /* of what was stored */
+    double alt[3]; /* --report: per-row error of each method, -1 if n/a */
 } qrow;
 
 static const char usage_text[] =
@@ -66,10 +66,10 @@ static const char usage_text[] =
 static int parse(int argc, char **argv, qopts *o)
 {
     static const struct option longopts[] = {
-        {"type", required_argument, NULL, 't'},   {"method", required_argument, NULL, 'm'},
-        {"keep", required_argument, NULL, 'k'},   {"strict", no_argument, NULL, 's'},
-        {"per-tensor", no_argument, NULL, 'p'},   {"report", no_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"type", required_argument, NULL, 't'}, {"method", required_argument, NULL, 'm'},
+        {"keep", required_argument, NULL, 'k'}, {"strict", no_argument, NULL, 's'},
+        {"per-tensor", no_argument, NULL, 'p'}, {"report", no_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
     o->method = QUANT_KMEANS;
@@ -78,50 +78,49 @@ static int parse(int argc, char **argv, qopts *o)
         switch (c) {
         case 't':
             o->type = ttype_by_name(optarg);
-            if (!o->type)
-                return cli_usage_error(CMD, "unknown type '%s'", optarg);
+            if (!o->type) return cli_usage_error(CMD, "unknown type '%s'", optarg);
             break;
         case 'm':
             if (!quant_method_by_name(optarg, &o->method))
-                return cli_usage_error(CMD, "unknown method '%s' (kmeans, absmean, twn)",
-                                       optarg);
+                return cli_usage_error(CMD, "unknown method '%s' (kmeans, absmean, twn)", optarg);
             break;
         case 'k':
             if (o->n_keep == MAX_KEEP)
                 return cli_usage_error(CMD, "more than %d --keep patterns", MAX_KEEP);
             o->keep[o->n_keep++] = optarg;
             break;
-        case 's': o->strict = true; break;
-        case 'p': o->per_tensor = true; break;
-        case 'r': o->report = true; break;
-        case 'h': fputs(usage_text, stdout); return -1;
-        default: return CLI_USAGE;
+        case 's':
+            o->strict = true;
+            break;
+        case 'p':
+            o->per_tensor = true;
+            break;
+        case 'r':
+            o->report = true;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return -1;
+        default:
+            return CLI_USAGE;
         }
     }
     /* getopt_long moved the positional arguments to the end */
-    if (optind < argc)
-        o->in = argv[optind++];
-    if (optind < argc)
-        o->out = argv[optind++];
-    if (optind < argc)
-        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
-    if (!o->in || !o->out)
-        return cli_usage_error(CMD, "need IN and OUT files");
-    if (!o->type)
-        return cli_usage_error(CMD, "need --type");
+    if (optind < argc) o->in = argv[optind++];
+    if (optind < argc) o->out = argv[optind++];
+    if (optind < argc) return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (!o->in || !o->out) return cli_usage_error(CMD, "need IN and OUT files");
+    if (!o->type) return cli_usage_error(CMD, "need --type");
     return 0;
 }
 
 static bool kept(const qopts *o, const gguf_tensor *t)
 {
-    if (t->n_dims != 2)
-        return true; /* norms, biases, 4-D patch kernels */
+    if (t->n_dims != 2) return true; /* norms, biases, 4-D patch kernels */
     for (size_t i = 0; i < sizeof default_keep / sizeof default_keep[0]; i++)
-        if (fnmatch(default_keep[i], t->name, 0) == 0)
-            return true;
+        if (fnmatch(default_keep[i], t->name, 0) == 0) return true;
     for (int i = 0; i < o->n_keep; i++)
-        if (fnmatch(o->keep[i], t->name, 0) == 0)
-            return true;
+        if (fnmatch(o->keep[i], t->name, 0) == 0) return true;
     return false;
 }
 
@@ -142,8 +141,7 @@ static const char *tname(kt_type t)
 }
 
 /* Decode one tensor (rows x n) to floats; NULL with a message on failure. */
-static float *decode(const qopts *o, const gguf_tensor *t, int64_t rows, char *err,
-                     size_t errlen)
+static float *decode(const qopts *o, const gguf_tensor *t, int64_t rows, char *err, size_t errlen)
 {
     const ttype_info *src = ttype_get(t->type);
     if (!src) {
@@ -196,8 +194,7 @@ static int run(const qopts *o)
         q->rows = t->ne[1];
         for (int m = 0; m < 3; m++)
             q->alt[m] = -1;
-        if (tty)
-            progress(i, nt, t->name);
+        if (tty) progress(i, nt, t->name);
 
         const void *data = t->data;
         kt_type to = t->type;
@@ -207,16 +204,15 @@ static int run(const qopts *o)
             }
             if (to != o->type->id) {
                 if (o->strict) {
-                    if (tty)
-                        fputc('\n', stderr);
+                    if (tty) fputc('\n', stderr);
                     fprintf(stderr,
                             "tern quantize: %s: %s has rows of %lld, not a multiple of %s's "
                             "block of %d (--strict)\n",
-                            o->in, t->name, (long long)t->ne[0], o->type->name,
-                            o->type->block);
+                            o->in, t->name, (long long)t->ne[0], o->type->name, o->type->block);
                     goto done;
                 }
-                fprintf(stderr, "%stern quantize: note: %s has rows of %lld, not a multiple of %s's "
+                fprintf(stderr,
+                        "%stern quantize: note: %s has rows of %lld, not a multiple of %s's "
                         "block of %d: %s %s\n",
                         tty ? "\n" : "", t->name, (long long)t->ne[0], o->type->name,
                         o->type->block, to == t->type ? "kept as" : "using", tname(to));
@@ -233,8 +229,8 @@ static int run(const qopts *o)
             bufs[i] = malloc(bytes ? bytes : 1);
             if (!bufs[i] || quant_to_type(wf, t->ne[1], t->ne[0], to, o->method, o->per_tensor,
                                           bufs[i], &q->err, err, sizeof err) != 0) {
-                fprintf(stderr, "%stern quantize: %s: %s: %s\n", tty ? "\n" : "", o->in,
-                        t->name, bufs[i] ? err : "out of memory");
+                fprintf(stderr, "%stern quantize: %s: %s: %s\n", tty ? "\n" : "", o->in, t->name,
+                        bufs[i] ? err : "out of memory");
                 free(wf);
                 goto done;
             }
@@ -243,9 +239,8 @@ static int run(const qopts *o)
                 float *sc = malloc((size_t)t->ne[1] * sizeof(float));
                 if (tv && sc)
                     for (int m = 0; m < 3; m++)
-                        q->alt[m] = quant_matrix_ternary(wf, t->ne[1], t->ne[0],
-                                                         (quant_method)m, o->per_tensor, false,
-                                                         tv, sc);
+                        q->alt[m] = quant_matrix_ternary(wf, t->ne[1], t->ne[0], (quant_method)m,
+                                                         o->per_tensor, false, tv, sc);
                 free(tv);
                 free(sc);
             }
@@ -271,8 +266,7 @@ static int run(const qopts *o)
 
     /* the summary */
     printf("%-36s %6s    %-6s %14s %10s", "tensor", "from", "to", "shape", "rel.err");
-    if (o->report)
-        printf(" %9s %9s %9s", "kmeans", "absmean", "twn");
+    if (o->report) printf(" %9s %9s %9s", "kmeans", "absmean", "twn");
     printf("\n");
     double in_bytes = 0, out_bytes = 0;
     int changed = 0;
@@ -283,8 +277,7 @@ static int run(const qopts *o)
         const ttype_info *ti = ttype_get(q->to);
         out_bytes += q->changed && ti ? (double)ttype_row_bytes(ti, q->n) * (double)q->rows
                                       : (double)t->nbytes;
-        if (!q->changed)
-            continue;
+        if (!q->changed) continue;
         changed++;
         char shape[32];
         snprintf(shape, sizeof shape, "%lldx%lld", (long long)q->n, (long long)q->rows);
@@ -331,9 +324,7 @@ int cmd_quantize(int argc, char **argv)
 {
     qopts o;
     int rc = parse(argc, argv, &o);
-    if (rc == -1)
-        return 0;
-    if (rc)
-        return rc;
+    if (rc == -1) return 0;
+    if (rc) return rc;
     return run(&o);
 }

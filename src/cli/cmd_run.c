@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "engine/engine.h"
 #include "engine/image.h"
+#include "engine/prompt.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 
@@ -45,100 +46,36 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* A growing list of prompt ids with, per id, the embedding row that
- * replaces it (image positions) or NULL. */
-typedef struct {
-    int32_t *ids;
-    const float **rows;
-    int n, cap;
-} prompt;
-
-static int push(prompt *p, int32_t id, const float *row)
+/* The SmolVLM chat prompt for one user turn (image first, as SmolVLM's
+ * examples put it), and per id the embedding row that replaces it: the
+ * image's rows go, in order, to the real <image> tokens (crops row by row,
+ * then the global tile: img_tiles' order, which prompt_build follows). */
+static int build_prompt(const tok *t, const eng_model_info *in, const char *text,
+                        const float *embd, int rows, int cols, int32_t **ids, const float ***erows,
+                        int *n, char *err, size_t errlen)
 {
-    if (id < 0)
+    prompt_ctx pc;
+    if (prompt_init(&pc, t, in->n_image_tokens, err, errlen) != 0)
         return -1;
-    if (p->n == p->cap) {
-        int cap = p->cap ? 2 * p->cap : 256;
-        int32_t *ids = realloc(p->ids, (size_t)cap * sizeof *ids);
-        if (!ids)
-            return -1;
-        p->ids = ids;
-        const float **rows = realloc(p->rows, (size_t)cap * sizeof *rows);
-        if (!rows)
-            return -1;
-        p->rows = rows;
-        p->cap = cap;
+    prompt_part parts[2] = {{.image = true, .rows = rows, .cols = cols}, {.text = text}};
+    prompt_msg msg = {.role = PROMPT_USER, .parts = embd ? parts : parts + 1,
+                      .n_parts = embd ? 2 : 1};
+    if (prompt_build(&pc, &msg, 1, true, ids, n, err, errlen) != 0)
+        return -1;
+    *erows = calloc((size_t)*n, sizeof **erows);
+    if (!*erows) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
-    p->ids[p->n] = id;
-    p->rows[p->n++] = row;
+    int k = 0, n_rows = embd ? (rows * cols + 1) * in->n_image_tokens : 0;
+    for (int i = 0; i < *n; i++)
+        if ((*ids)[i] == pc.image && k < n_rows)
+            (*erows)[i] = embd + (size_t)(k++) * in->n_embd;
+    if (k != n_rows) {
+        snprintf(err, errlen, "the prompt holds %d image tokens for %d image rows", k, n_rows);
+        return -1;
+    }
     return 0;
-}
-
-static int push_text(prompt *p, const tok *t, const char *s)
-{
-    int n = tok_encode(t, s, strlen(s), NULL, 0);
-    if (n < 0)
-        return -1;
-    int32_t *ids = malloc(((size_t)n + 1) * sizeof *ids);
-    if (!ids || tok_encode(t, s, strlen(s), ids, n) != n) {
-        free(ids);
-        return -1;
-    }
-    int rc = 0;
-    for (int i = 0; i < n && rc == 0; i++)
-        rc = push(p, ids[i], NULL);
-    free(ids);
-    return rc;
-}
-
-static int push_special(prompt *p, const tok *t, const char *name)
-{
-    int id = tok_special(t, name);
-    if (id < 0)
-        fprintf(stderr, "tern run: the tokenizer has no '%s' token\n", name);
-    return push(p, id, NULL);
-}
-
-/* One tile's image tokens, each carrying its embedding row. */
-static int push_image(prompt *p, const tok *t, const float *embd, int n_img, int n_embd)
-{
-    int id = tok_special(t, "<image>");
-    int rc = 0;
-    for (int i = 0; i < n_img && rc == 0; i++)
-        rc = push(p, id, embd + (size_t)i * n_embd);
-    return rc;
-}
-
-/* The SmolVLM chat template with one user turn, images expanded as the
- * Idefics3 processor does: each crop as <fake_token_around_image>
- * <row_r_col_c> <image>*n, a newline after each row, then
- * \n<fake_token_around_image><global-img><image>*n<fake_token_around_image>
- * (only that last part when the image was not split). */
-static int build_prompt(prompt *p, const tok *t, const char *text, const float *embd,
-                        int rows, int cols, int n_img, int n_embd)
-{
-    int rc = push_special(p, t, "<|im_start|>") || push_text(p, t, embd ? "User:" : "User: ");
-    if (embd && rc == 0) {
-        int k = 0;
-        for (int r = 0; r < rows && rc == 0; r++) {
-            for (int c = 0; c < cols && rc == 0; c++, k++) {
-                char name[32];
-                snprintf(name, sizeof name, "<row_%d_col_%d>", r + 1, c + 1);
-                rc = push_special(p, t, "<fake_token_around_image>") ||
-                     push_special(p, t, name) ||
-                     push_image(p, t, embd + (size_t)k * n_img * n_embd, n_img, n_embd);
-            }
-            rc = rc || push_text(p, t, "\n");
-        }
-        if (rows > 0)
-            rc = rc || push_text(p, t, "\n");
-        rc = rc || push_special(p, t, "<fake_token_around_image>") ||
-             push_special(p, t, "<global-img>") ||
-             push_image(p, t, embd + (size_t)k * n_img * n_embd, n_img, n_embd) ||
-             push_special(p, t, "<fake_token_around_image>");
-    }
-    return rc || push_text(p, t, text) || push_special(p, t, "<end_of_utterance>") ||
-           push_text(p, t, "\nAssistant:");
 }
 
 static void *read_file(const char *path, size_t *len)
@@ -321,7 +258,9 @@ int cmd_run(int argc, char **argv)
     tok_stream *ts = NULL;
     sampler *s = NULL;
     float *embd = NULL;
-    prompt pr = {0};
+    int32_t *ids = NULL;
+    const float **erows = NULL;
+    int n_prompt = 0;
     rc = CLI_FAIL;
 
     if (eng_model_load(o.model, o.mmproj, &m, err, sizeof err) != ENG_OK ||
@@ -348,21 +287,22 @@ int cmd_run(int argc, char **argv)
             goto out;
         t_img = now_ms() - t0;
     }
-    if (build_prompt(&pr, t, o.prompt, embd, rows, cols, in->n_image_tokens, in->n_embd) != 0) {
-        cli_error(CMD, "could not build the prompt");
+    if (build_prompt(t, in, o.prompt, embd, rows, cols, &ids, &erows, &n_prompt, err,
+                     sizeof err) != 0) {
+        cli_error(CMD, "%s", err);
         goto out;
     }
-    if (pr.n >= n_ctx) {
-        cli_error(CMD, "the prompt is %d tokens; the context holds %d", pr.n, n_ctx);
+    if (n_prompt >= n_ctx) {
+        cli_error(CMD, "the prompt is %d tokens; the context holds %d", n_prompt, n_ctx);
         goto out;
     }
 
     double t1 = now_ms();
-    for (int pos = 0; pos < pr.n; pos += n_batch) {
-        int n = pr.n - pos < n_batch ? pr.n - pos : n_batch;
-        eng_item it = {.slot = 0, .n_tokens = n, .tokens = pr.ids + pos,
-                       .embd = (const float *const *)pr.rows + pos, .pos = pos,
-                       .want_logits = pos + n == pr.n};
+    for (int pos = 0; pos < n_prompt; pos += n_batch) {
+        int n = n_prompt - pos < n_batch ? n_prompt - pos : n_batch;
+        eng_item it = {.slot = 0, .n_tokens = n, .tokens = ids + pos,
+                       .embd = (const float *const *)erows + pos, .pos = pos,
+                       .want_logits = pos + n == n_prompt};
         if (eng_step(c, &it, 1, err, sizeof err) != ENG_OK) {
             cli_error(CMD, "%s", err);
             goto out;
@@ -376,16 +316,16 @@ int cmd_run(int argc, char **argv)
         cli_error(CMD, "out of memory");
         goto out;
     }
-    for (int i = 0; i < pr.n; i++)
-        sampler_accept(s, pr.ids[i]);
+    for (int i = 0; i < n_prompt; i++)
+        sampler_accept(s, ids[i]);
     int eou = tok_special(t, "<end_of_utterance>"), eos = tok_eos(t), n_gen = 0;
     int32_t next = sampler_sample(s, eng_logits(c, 0));
-    while (next != eou && next != eos && n_gen < o.max_tokens && pr.n + n_gen < n_ctx) {
+    while (next != eou && next != eos && n_gen < o.max_tokens && n_prompt + n_gen < n_ctx) {
         size_t len;
         const char *piece = tok_stream_push(ts, next, &len);
         fwrite(piece, 1, len, stdout);
         fflush(stdout);
-        eng_item it = {.slot = 0, .n_tokens = 1, .tokens = &next, .pos = pr.n + n_gen,
+        eng_item it = {.slot = 0, .n_tokens = 1, .tokens = &next, .pos = n_prompt + n_gen,
                        .want_logits = true};
         n_gen++;
         if (eng_step(c, &it, 1, err, sizeof err) != ENG_OK) {
@@ -405,12 +345,12 @@ int cmd_run(int argc, char **argv)
     fprintf(stderr,
             "image encode %.1f ms | prompt %d tokens, %.1f tokens/s | generation %d tokens, "
             "%.1f tokens/s | peak RSS %.1f MiB\n",
-            t_img, pr.n, pr.n / ((t2 - t1) / 1e3), n_gen,
+            t_img, n_prompt, n_prompt / ((t2 - t1) / 1e3), n_gen,
             n_gen > 0 ? n_gen / ((t3 - t2) / 1e3) : 0.0, ru.ru_maxrss / 1024.0);
     rc = CLI_OK;
 out:
-    free(pr.ids);
-    free(pr.rows);
+    free(ids);
+    free(erows);
     free(embd);
     sampler_destroy(s);
     tok_stream_destroy(ts);

@@ -23,9 +23,11 @@ static const tern_command commands[] = {
     {"quantize", "re-type a GGUF file's weight matrices (ternary, binary, int8, float)",
      cmd_quantize},
     {"mkmodel", "write a random-weight model of a real architecture's shapes", cmd_mkmodel},
+    {"bench", "measure kernel speed per type and shape (--kernels), or a model's", cmd_bench},
     {"convert", "Hugging Face Idefics3/SmolVLM checkpoint to a GGUF pair (text + mmproj)", cmd_convert},
     {"run", "answer one prompt (about one image), streaming the text", cmd_run},
-    {"bench", "measure kernel speed per type and shape (--kernels), or a model's", cmd_bench},
+    {"perplexity", "score a JSONL test set's answers: perplexity and exact match", cmd_perplexity},
+    {"stats", "request statistics from ternd's database (count, latency, tokens/s)", cmd_stats},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -79,8 +79,8 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
                     "positive", p.n_slots, p.n_ctx, p.n_batch);
     if (p.n_ctx > in->n_ctx_train)
         p.n_ctx = in->n_ctx_train;
-    if (p.n_batch > p.n_slots * p.n_ctx)
-        p.n_batch = p.n_slots * p.n_ctx;
+    if ((long long)p.n_batch > (long long)p.n_slots * p.n_ctx)
+        p.n_batch = p.n_slots * p.n_ctx; /* fits: less than the n_batch asked for */
     if (p.n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         p.n_threads = n > 0 ? (int)n : 1;
@@ -96,6 +96,7 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
         free(c);
         return ENG_ERR;
     }
+    c->p.n_threads = p.n_threads = pool_threads(c->pool);
     int N = p.n_batch, D = in->n_embd, hd = m->head_dim;
     int qd = in->n_head * hd, kvd = in->n_head_kv * hd, F = in->n_ff, V = in->n_vocab;
 

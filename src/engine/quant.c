@@ -64,8 +64,7 @@ float quant_kmeans(const float *w, int64_t n, int max_rounds, int8_t *t, double 
 {
     double m = mean_abs(w, n);
     int k = 0;
-    if (round_err)
-        round_err[0] = kmeans_error(w, n, m);
+    if (round_err) round_err[0] = kmeans_error(w, n, m);
     while (k < max_rounds) {
         double s = 0.0;
         int64_t cnt = 0;
@@ -77,19 +76,16 @@ float quant_kmeans(const float *w, int64_t n, int max_rounds, int8_t *t, double 
             }
         }
         double next = cnt > 0 ? s / (double)cnt : 0.0;
-        if (next == m)
-            break; /* same assignment again: converged */
+        if (next == m) break; /* same assignment again: converged */
         m = next;
         k++;
-        if (round_err)
-            round_err[k] = kmeans_error(w, n, m);
+        if (round_err) round_err[k] = kmeans_error(w, n, m);
     }
     for (int64_t i = 0; i < n; i++) {
         double a = fabs((double)w[i]);
         t[i] = a > m / 2 ? (w[i] > 0 ? 1 : -1) : 0;
     }
-    if (rounds)
-        *rounds = k;
+    if (rounds) *rounds = k;
     return (float)m;
 }
 
@@ -98,7 +94,7 @@ float quant_absmean(const float *w, int64_t n, int8_t *t)
     double s = mean_abs(w, n);
     for (int64_t i = 0; i < n; i++) {
         double r = s > 0.0 ? (double)w[i] / s : 0.0;
-        r = r > 1.0 ? 1.0 : r < -1.0 ? -1.0 : r;
+        r = r > 1.0 ? 1.0 : r < -1.0 ? -1.0 : r == r ? r : 0.0;
         t[i] = (int8_t)lround(r);
     }
     return (float)s;
@@ -131,12 +127,14 @@ float quant_binary(const float *w, int64_t n, int8_t *t)
 
 static float quant_one(const float *w, int64_t n, quant_method m, bool binary, int8_t *t)
 {
-    if (binary)
-        return quant_binary(w, n, t);
+    if (binary) return quant_binary(w, n, t);
     switch (m) {
-    case QUANT_ABSMEAN: return quant_absmean(w, n, t);
-    case QUANT_TWN: return quant_twn(w, n, t);
-    default: return quant_kmeans(w, n, QUANT_KMEANS_MAX_ROUNDS, t, NULL, NULL);
+    case QUANT_ABSMEAN:
+        return quant_absmean(w, n, t);
+    case QUANT_TWN:
+        return quant_twn(w, n, t);
+    default:
+        return quant_kmeans(w, n, QUANT_KMEANS_MAX_ROUNDS, t, NULL, NULL);
     }
 }
 
@@ -183,8 +181,8 @@ int quant_to_type(const float *w, int64_t rows, int64_t n, kt_type type, quant_m
         return -1;
     }
     if (n <= 0 || rows < 0 || n % ti->block != 0) {
-        snprintf(err, errlen, "row length %lld is not a multiple of %s's block of %d",
-                 (long long)n, ti->name, ti->block);
+        snprintf(err, errlen, "row length %lld is not a multiple of %s's block of %d", (long long)n,
+                 ti->name, ti->block);
         return -1;
     }
     size_t rb = ttype_row_bytes(ti, n);
@@ -244,8 +242,7 @@ bool quant_pick_type(kt_type want, int64_t row_len, kt_type *got)
     kt_type chain[4];
     int n = 0;
     chain[n++] = want;
-    if (want == KT_TQ2_0 || want == KT_TQ1_0)
-        chain[n++] = KT_Q2_0;
+    if (want == KT_TQ2_0 || want == KT_TQ1_0) chain[n++] = KT_Q2_0;
     if (want == KT_TQ2_0 || want == KT_TQ1_0 || want == KT_Q2_0 || want == KT_Q1_0)
         chain[n++] = KT_Q8_0;
     for (int i = 0; i < n; i++) {
@@ -261,14 +258,23 @@ bool quant_pick_type(kt_type want, int64_t row_len, kt_type *got)
 int quant_llama_ftype(kt_type t)
 {
     switch (t) {
-    case KT_F32: return 0;
-    case KT_F16: return 1;
-    case KT_Q8_0: return 7;
-    case KT_BF16: return 32;
-    case KT_TQ1_0: return 36;
-    case KT_TQ2_0: return 37;
-    case KT_Q1_0: return 40;
-    case KT_Q2_0: return 41;
-    default: return -1;
+    case KT_F32:
+        return 0;
+    case KT_F16:
+        return 1;
+    case KT_Q8_0:
+        return 7;
+    case KT_BF16:
+        return 32;
+    case KT_TQ1_0:
+        return 36;
+    case KT_TQ2_0:
+        return 37;
+    case KT_Q1_0:
+        return 40;
+    case KT_Q2_0:
+        return 41;
+    default:
+        return -1;
     }
 }

@@ -5,7 +5,7 @@
 #include <strings.h>
 
 static const ttype_info types[] = {
-    /* id        name     block      block bytes         ternary binary */
+    /* id, name, weights per block, block bytes, ternary, binary, codecs, kernels */
     {KT_F32, "f32", 1, 4, false, false, kt_to_float, kt_from_float, kern_ref_ops},
     {KT_F16, "f16", 1, 2, false, false, kt_to_float, kt_from_float, kern_ref_ops},
     {KT_BF16, "bf16", 1, 2, false, false, kt_to_float, kt_from_float, kern_ref_ops},
@@ -26,18 +26,15 @@ static const ttype_info types[] = {
 const ttype_info *ttype_get(kt_type id)
 {
     for (int i = 0; i < N_TYPES; i++)
-        if (types[i].id == id)
-            return &types[i];
+        if (types[i].id == id) return &types[i];
     return NULL;
 }
 
 const ttype_info *ttype_by_name(const char *name)
 {
-    if (!name)
-        return NULL;
+    if (!name) return NULL;
     for (int i = 0; i < N_TYPES; i++)
-        if (strcasecmp(types[i].name, name) == 0)
-            return &types[i];
+        if (strcasecmp(types[i].name, name) == 0) return &types[i];
     return NULL;
 }
 

@@ -35,8 +35,7 @@ float kt_f16_to_f32(kt_f16 h)
     if (e == 0x1f) /* inf, nan: keep the payload */
         return bits_f32(sign | 0x7f800000u | (m << 13));
     if (e == 0) {
-        if (m == 0)
-            return bits_f32(sign);
+        if (m == 0) return bits_f32(sign);
         /* subnormal: normalise the mantissa into an f32 normal */
         int32_t ex = 1;
         while (!(m & 0x400)) {
@@ -56,14 +55,12 @@ kt_f16 kt_f32_to_f16(float f)
     uint32_t ax = x & 0x7fffffffu;
 
     if (ax >= 0x7f800000u) { /* inf or nan; a nan stays a (quiet) nan */
-        if (ax == 0x7f800000u)
-            return (kt_f16)(sign | 0x7c00);
+        if (ax == 0x7f800000u) return (kt_f16)(sign | 0x7c00);
         return (kt_f16)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
     }
     /* 65520 is halfway between 65504 (odd mantissa) and 65536: ties to even
      * round it up, out of range, to infinity. */
-    if (ax >= 0x477ff000u)
-        return (kt_f16)(sign | 0x7c00);
+    if (ax >= 0x477ff000u) return (kt_f16)(sign | 0x7c00);
 
     if (ax >= 0x38800000u) { /* normal half: >= 2^-14 */
         uint32_t e = (ax >> 23) - 127 + 15;
@@ -77,15 +74,13 @@ kt_f16 kt_f32_to_f16(float f)
 
     /* subnormal half: units of 2^-24. 2^-25 and below round to zero
      * (2^-25 itself is a tie, and zero is even). */
-    if (ax <= 0x33000000u)
-        return (kt_f16)sign;
+    if (ax <= 0x33000000u) return (kt_f16)sign;
     uint32_t mant = (ax & 0x7fffff) | 0x800000;
     uint32_t shift = 126 - (ax >> 23); /* 14..24 here */
     uint32_t h = mant >> shift;
     uint32_t rem = mant & ((1u << shift) - 1);
     uint32_t half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1)))
-        h++;
+    if (rem > half || (rem == half && (h & 1))) h++;
     return (kt_f16)(sign | h);
 }
 
@@ -176,8 +171,7 @@ static void pack_codes(kt_type t, const uint8_t *c, float d, void *blk)
         blk_q1_0 *b = blk;
         memset(b->qs, 0, sizeof b->qs);
         for (int j = 0; j < BLK_Q1_0; j++)
-            if (c[j] >= 2)
-                b->qs[j / 8] |= (uint8_t)(1u << (j % 8));
+            if (c[j] >= 2) b->qs[j / 8] |= (uint8_t)(1u << (j % 8));
         b->d = kt_f32_to_f16(d);
         break;
     }
@@ -235,11 +229,21 @@ int kt_unpack_codes(kt_type t, const void *blk, uint8_t *c, float *d)
 static int code_block(kt_type t, size_t *bytes)
 {
     switch (t) {
-    case KT_TQ2_0: *bytes = sizeof(blk_tq2_0); return BLK_TQ2_0;
-    case KT_TQ1_0: *bytes = sizeof(blk_tq1_0); return BLK_TQ1_0;
-    case KT_Q2_0: *bytes = sizeof(blk_q2_0); return BLK_Q2_0;
-    case KT_Q1_0: *bytes = sizeof(blk_q1_0); return BLK_Q1_0;
-    default: *bytes = 0; return 0;
+    case KT_TQ2_0:
+        *bytes = sizeof(blk_tq2_0);
+        return BLK_TQ2_0;
+    case KT_TQ1_0:
+        *bytes = sizeof(blk_tq1_0);
+        return BLK_TQ1_0;
+    case KT_Q2_0:
+        *bytes = sizeof(blk_q2_0);
+        return BLK_Q2_0;
+    case KT_Q1_0:
+        *bytes = sizeof(blk_q1_0);
+        return BLK_Q1_0;
+    default:
+        *bytes = 0;
+        return 0;
     }
 }
 
@@ -275,8 +279,7 @@ void kt_to_float(kt_type t, const void *src, float *dst, int64_t n)
     default: {
         size_t bb;
         int bs = code_block(t, &bb);
-        if (bs == 0)
-            return;
+        if (bs == 0) return;
         uint8_t c[256];
         float d;
         const uint8_t *p = src;
@@ -300,6 +303,16 @@ static float absmax(const float *x, int n)
     return m;
 }
 
+/* round(v) half away from zero (as ggml's roundf/lroundf), clamped to
+ * [lo, hi]; NaN (from NaN or infinite weights) becomes 0 rather than an
+ * undefined float-to-int conversion. */
+static int clamp_round(float v, int lo, int hi)
+{
+    if (!(v == v)) return 0;
+    v = roundf(v);
+    return v < (float)lo ? lo : v > (float)hi ? hi : (int)v;
+}
+
 /* One block of floats to codes and a scale, following ggml's reference
  * quantizers: absmax scale and round-half-away (lroundf) for TQ1_0/TQ2_0;
  * mean|x| and the sign for Q1_0. Q2_0 (levels -1..+2) takes the smallest
@@ -314,7 +327,7 @@ static float block_codes(kt_type t, const float *x, int bs, uint8_t *c)
         d = absmax(x, bs);
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         for (int j = 0; j < bs; j++)
-            c[j] = (uint8_t)(lroundf(x[j] * id) + 1);
+            c[j] = (uint8_t)(clamp_round(x[j] * id, -1, 1) + 1);
         break;
     }
     case KT_Q2_0: {
@@ -325,11 +338,8 @@ static float block_codes(kt_type t, const float *x, int bs, uint8_t *c)
         }
         d = fmaxf(-lo, hi / 2.0f);
         float id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int j = 0; j < bs; j++) {
-            long q = lroundf(x[j] * id);
-            q = q < -1 ? -1 : q > 2 ? 2 : q;
-            c[j] = (uint8_t)(q + 1);
-        }
+        for (int j = 0; j < bs; j++)
+            c[j] = (uint8_t)(clamp_round(x[j] * id, -1, 2) + 1);
         break;
     }
     case KT_Q1_0: {
@@ -373,15 +383,14 @@ void kt_from_float(kt_type t, const float *src, void *dst, int64_t n)
             float id = d != 0.0f ? 1.0f / d : 0.0f;
             b[i].d = kt_f32_to_f16(d);
             for (int j = 0; j < BLK_Q8_0; j++)
-                b[i].qs[j] = (int8_t)roundf(x[j] * id);
+                b[i].qs[j] = (int8_t)clamp_round(x[j] * id, -127, 127);
         }
         return;
     }
     default: {
         size_t bb;
         int bs = code_block(t, &bb);
-        if (bs == 0)
-            return;
+        if (bs == 0) return;
         uint8_t c[256];
         uint8_t *p = dst;
         for (int64_t i = 0; i < n / bs; i++) {
@@ -393,8 +402,7 @@ void kt_from_float(kt_type t, const float *src, void *dst, int64_t n)
     }
 }
 
-void kt_pack_ternary(kt_type t, const int8_t *tern, const float *block_scales, void *dst,
-                     int64_t n)
+void kt_pack_ternary(kt_type t, const int8_t *tern, const float *block_scales, void *dst, int64_t n)
 {
     if (t == KT_Q8_0) {
         blk_q8_0 *b = dst;
@@ -406,8 +414,7 @@ void kt_pack_ternary(kt_type t, const int8_t *tern, const float *block_scales, v
     }
     size_t bb;
     int bs = code_block(t, &bb);
-    if (bs == 0)
-        return;
+    if (bs == 0) return;
     uint8_t c[256];
     uint8_t *p = dst;
     for (int64_t i = 0; i < n / bs; i++) {

@@ -31,6 +31,8 @@ void kern_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *s
         /* nearbyintf: round half to even, as SIMD float->int conversions do */
         float v = nearbyintf(x[i] * id);
         v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        if (!(v == v)) /* NaN: keep the conversion defined */
+            v = 0.0f;
         q[i] = (int8_t)v;
     }
     for (int g = 0; g < n / KERN_GROUP; g++) {
@@ -44,20 +46,32 @@ void kern_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *s
 static int block_of(kt_type t, size_t *bytes)
 {
     switch (t) {
-    case KT_Q8_0: *bytes = sizeof(blk_q8_0); return BLK_Q8_0;
-    case KT_TQ2_0: *bytes = sizeof(blk_tq2_0); return BLK_TQ2_0;
-    case KT_TQ1_0: *bytes = sizeof(blk_tq1_0); return BLK_TQ1_0;
-    case KT_Q2_0: *bytes = sizeof(blk_q2_0); return BLK_Q2_0;
-    case KT_Q1_0: *bytes = sizeof(blk_q1_0); return BLK_Q1_0;
-    default: *bytes = 0; return 0;
+    case KT_Q8_0:
+        *bytes = sizeof(blk_q8_0);
+        return BLK_Q8_0;
+    case KT_TQ2_0:
+        *bytes = sizeof(blk_tq2_0);
+        return BLK_TQ2_0;
+    case KT_TQ1_0:
+        *bytes = sizeof(blk_tq1_0);
+        return BLK_TQ1_0;
+    case KT_Q2_0:
+        *bytes = sizeof(blk_q2_0);
+        return BLK_Q2_0;
+    case KT_Q1_0:
+        *bytes = sizeof(blk_q1_0);
+        return BLK_Q1_0;
+    default:
+        *bytes = 0;
+        return 0;
     }
 }
 
 /* Integer GEMM shared by all integer types; only the block decode differs.
  * Loops: weight row, block, activation row, so each block is decoded once
  * and its partial sums go straight into out. */
-static void gemm_int(kt_type t, const void *w, size_t w_stride, int r0, int r1,
-                     const kern_acts *a, float *out, size_t ldo)
+static void gemm_int(kt_type t, const void *w, size_t w_stride, int r0, int r1, const kern_acts *a,
+                     float *out, size_t ldo)
 {
     size_t bb;
     int bs = block_of(t, &bb);
@@ -112,9 +126,12 @@ static void gemm_int(kt_type t, const void *w, size_t w_stride, int r0, int r1,
 static float weight_at(kt_type t, const void *row, int i)
 {
     switch (t) {
-    case KT_F16: return kt_f16_to_f32(((const kt_f16 *)row)[i]);
-    case KT_BF16: return kt_bf16_to_f32(((const kt_bf16 *)row)[i]);
-    default: return ((const float *)row)[i];
+    case KT_F16:
+        return kt_f16_to_f32(((const kt_f16 *)row)[i]);
+    case KT_BF16:
+        return kt_bf16_to_f32(((const kt_bf16 *)row)[i]);
+    default:
+        return ((const float *)row)[i];
     }
 }
 
@@ -134,11 +151,11 @@ static void gemm_float(kt_type t, const void *w, size_t w_stride, int r0, int r1
     }
 }
 
-#define GEMM_FN(name, type, impl)                                                          \
-    static void name(const void *w, size_t w_stride, int r0, int r1, const kern_acts *a, \
-                     float *out, size_t ldo)                                               \
-    {                                                                                      \
-        impl(type, w, w_stride, r0, r1, a, out, ldo);                                      \
+#define GEMM_FN(name, type, impl)                                                                  \
+    static void name(const void *w, size_t w_stride, int r0, int r1, const kern_acts *a,           \
+                     float *out, size_t ldo)                                                       \
+    {                                                                                              \
+        impl(type, w, w_stride, r0, r1, a, out, ldo);                                              \
     }
 
 GEMM_FN(gemm_f32, KT_F32, gemm_float)
@@ -151,20 +168,15 @@ GEMM_FN(gemm_q2_0, KT_Q2_0, gemm_int)
 GEMM_FN(gemm_q1_0, KT_Q1_0, gemm_int)
 
 static const kern_ops ref_ops[] = {
-    {KT_F32, KERN_ISA_SCALAR, false, gemm_f32},
-    {KT_F16, KERN_ISA_SCALAR, false, gemm_f16},
-    {KT_BF16, KERN_ISA_SCALAR, false, gemm_bf16},
-    {KT_Q8_0, KERN_ISA_SCALAR, true, gemm_q8_0},
-    {KT_TQ2_0, KERN_ISA_SCALAR, true, gemm_tq2_0},
-    {KT_TQ1_0, KERN_ISA_SCALAR, true, gemm_tq1_0},
-    {KT_Q2_0, KERN_ISA_SCALAR, true, gemm_q2_0},
-    {KT_Q1_0, KERN_ISA_SCALAR, true, gemm_q1_0},
+    {KT_F32, KERN_ISA_SCALAR, false, gemm_f32},    {KT_F16, KERN_ISA_SCALAR, false, gemm_f16},
+    {KT_BF16, KERN_ISA_SCALAR, false, gemm_bf16},  {KT_Q8_0, KERN_ISA_SCALAR, true, gemm_q8_0},
+    {KT_TQ2_0, KERN_ISA_SCALAR, true, gemm_tq2_0}, {KT_TQ1_0, KERN_ISA_SCALAR, true, gemm_tq1_0},
+    {KT_Q2_0, KERN_ISA_SCALAR, true, gemm_q2_0},   {KT_Q1_0, KERN_ISA_SCALAR, true, gemm_q1_0},
 };
 
 const kern_ops *kern_ref_ops(kt_type t)
 {
     for (size_t i = 0; i < sizeof ref_ops / sizeof ref_ops[0]; i++)
-        if (ref_ops[i].type == t)
-            return &ref_ops[i];
+        if (ref_ops[i].type == t) return &ref_ops[i];
     return NULL;
 }

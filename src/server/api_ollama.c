@@ -1,0 +1,235 @@
+/* Ollama-compatible API: /api/generate, /api/chat (NDJSON streams, durations in
+ * nanoseconds, Ollama's field names), /api/tags, /api/version. */
+#include <stdio.h>
+#include <string.h>
+
+#include "api.h"
+#include "http.h"
+
+static int parse_images(const cJSON *o, const char *where, const struct api_limits *lim,
+                        struct job *j, struct api_error *e)
+{
+    const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(o, "images");
+    if (!imgs || cJSON_IsNull(imgs)) return 0;
+    if (!cJSON_IsArray(imgs))
+        return codec_fail(e, 400, "invalid_request", "%simages: expected an array of base64 strings", where);
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, imgs) {
+        char field[48];
+        snprintf(field, sizeof field, "%simages[%d]", where, i++);
+        if (!cJSON_IsString(it))
+            return codec_fail(e, 400, "invalid_request", "%s: expected a base64 string", field);
+        if (codec_add_image_b64(j, it->valuestring, 0, lim, field, e) != 0) return -1;
+    }
+    return 0;
+}
+
+/* Ollama puts sampling under "options" and calls max_tokens num_predict (-1 = unlimited). */
+static int parse_options(const cJSON *root, const struct api_limits *lim, struct job *j,
+                         int *stream, struct api_error *e)
+{
+    codec_default_params(lim, &j->params);
+    if (codec_get_bool(root, "stream", "", stream, e) < 0) return -1;
+    const cJSON *opt = cJSON_GetObjectItemCaseSensitive(root, "options");
+    if (!opt || cJSON_IsNull(opt)) return 0;
+    if (!cJSON_IsObject(opt)) return codec_fail(e, 400, "invalid_request", "options: expected an object");
+    long np = 0;
+    int rc = codec_get_int(opt, "num_predict", "options.", -2, 1L << 30, &np, e);
+    if (rc < 0) return -1;
+    cJSON *copy = cJSON_Duplicate(opt, 1);
+    if (!copy) return codec_fail(e, 500, "internal", "out of memory");
+    cJSON_DeleteItemFromObjectCaseSensitive(copy, "num_predict");
+    rc = codec_sampling(copy, "options.", "max_tokens", lim, &j->params, e);
+    cJSON_Delete(copy);
+    if (rc != 0) return -1;
+    if (np > 0) {
+        if (np > lim->max_tokens)
+            return codec_fail(e, 422, "invalid_request", "options.num_predict: %ld exceeds the server limit of %d",
+                              np, lim->max_tokens);
+        j->params.max_tokens = (int)np;
+    } else if (np < 0) {
+        j->params.max_tokens = lim->max_tokens;
+    }
+    return 0;
+}
+
+static int generate_parse(const cJSON *root, const struct api_limits *lim, struct job *j,
+                          struct api_ctx *c, int *stream, struct api_error *e)
+{
+    const char *prompt = NULL, *system = NULL, *model = NULL;
+    if (codec_get_string(root, "model", "", &model, e) < 0) return -1;
+    if (model && *model) snprintf(c->model, sizeof c->model, "%s", model);
+    int rc = codec_get_string(root, "prompt", "", &prompt, e);
+    if (rc < 0) return -1;
+    if (rc == 0) return codec_fail(e, 400, "invalid_request", "prompt: required");
+    if (codec_get_string(root, "system", "", &system, e) < 0) return -1;
+    if (parse_images(root, "", lim, j, e) != 0) return -1;
+    if (parse_options(root, lim, j, stream, e) != 0) return -1;
+    if (system && *system && job_add_msg(j, ROLE_SYSTEM, system, strlen(system), 0) != 0)
+        return codec_fail(e, 500, "internal", "out of memory");
+    if (job_add_msg(j, ROLE_USER, prompt, strlen(prompt), j->n_images) != 0)
+        return codec_fail(e, 500, "internal", "out of memory");
+    return 0;
+}
+
+static int chat_parse(const cJSON *root, const struct api_limits *lim, struct job *j,
+                      struct api_ctx *c, int *stream, struct api_error *e)
+{
+    const char *model = NULL;
+    if (codec_get_string(root, "model", "", &model, e) < 0) return -1;
+    if (model && *model) snprintf(c->model, sizeof c->model, "%s", model);
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
+        return codec_fail(e, 400, "invalid_request", "messages: expected a non-empty array");
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs) {
+        char where[32];
+        snprintf(where, sizeof where, "messages[%d].", i++);
+        if (!cJSON_IsObject(m)) return codec_fail(e, 400, "invalid_request", "%.*s: expected an object",
+                                                   (int)strlen(where) - 1, where);
+        const char *role = NULL, *content = NULL;
+        if (codec_get_string(m, "role", where, &role, e) < 0) return -1;
+        if (codec_get_string(m, "content", where, &content, e) < 0) return -1;
+        if (!role) return codec_fail(e, 400, "invalid_request", "%srole: required", where);
+        int r = !strcmp(role, "system") ? ROLE_SYSTEM : !strcmp(role, "user") ? ROLE_USER
+              : !strcmp(role, "assistant") ? ROLE_ASSISTANT : -1;
+        if (r < 0) return codec_fail(e, 422, "invalid_request", "%srole: '%s' is not system, user or assistant",
+                                     where, role);
+        int before = j->n_images;
+        if (parse_images(m, where, lim, j, e) != 0) return -1;
+        const char *text = content ? content : "";
+        if (job_add_msg(j, r, text, strlen(text), j->n_images - before) != 0)
+            return codec_fail(e, 500, "internal", "out of memory");
+    }
+    return parse_options(root, lim, j, stream, e);
+}
+
+static void base(cJSON *o, struct api_ctx *c)
+{
+    char ts[48];
+    codec_time_rfc3339(stats_wall_now(), ts, sizeof ts);
+    cJSON_AddStringToObject(o, "model", c->model);
+    cJSON_AddStringToObject(o, "created_at", ts);
+}
+
+static void add_message(cJSON *o, const char *text)
+{
+    cJSON *m = cJSON_AddObjectToObject(o, "message");
+    cJSON_AddStringToObject(m, "role", "assistant");
+    cJSON_AddStringToObject(m, "content", text);
+}
+
+static void add_final_fields(cJSON *o, struct job *j)
+{
+    /* Called with j->mu held. */
+    cJSON_AddBoolToObject(o, "done", 1);
+    cJSON_AddStringToObject(o, "done_reason", job_done_name(j->done));
+    if (j->done == DONE_ERROR || j->done == DONE_TIMEOUT) cJSON_AddStringToObject(o, "error", j->error);
+    double ns = 1e6;
+    double pre = (j->t.vision_ms > 0 ? j->t.vision_ms : 0) + (j->t.prefill_ms > 0 ? j->t.prefill_ms : 0);
+    cJSON_AddNumberToObject(o, "total_duration", (double)(long long)((j->t.total_ms > 0 ? j->t.total_ms : 0) * ns));
+    cJSON_AddNumberToObject(o, "load_duration", 0);
+    cJSON_AddNumberToObject(o, "prompt_eval_count", j->prompt_tokens);
+    cJSON_AddNumberToObject(o, "prompt_eval_duration", (double)(long long)(pre * ns));
+    cJSON_AddNumberToObject(o, "eval_count", j->completion_tokens);
+    cJSON_AddNumberToObject(o, "eval_duration", (double)(long long)((j->t.decode_ms > 0 ? j->t.decode_ms : 0) * ns));
+}
+
+static void generate_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
+{
+    (void)n;
+    cJSON *o = cJSON_CreateObject();
+    base(o, c);
+    cJSON_AddStringToObject(o, "response", text);
+    cJSON_AddBoolToObject(o, "done", 0);
+    sbuf_add_json(out, o);
+    sbuf_add(out, "\n", 1);
+}
+
+static void chat_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
+{
+    (void)n;
+    cJSON *o = cJSON_CreateObject();
+    base(o, c);
+    add_message(o, text);
+    cJSON_AddBoolToObject(o, "done", 0);
+    sbuf_add_json(out, o);
+    sbuf_add(out, "\n", 1);
+}
+
+static cJSON *final_obj(struct api_ctx *c, struct job *j, int chat, int whole)
+{
+    cJSON *o = cJSON_CreateObject();
+    base(o, c);
+    pthread_mutex_lock(&j->mu);
+    const char *text = whole && j->text ? j->text : "";
+    if (chat) add_message(o, text);
+    else cJSON_AddStringToObject(o, "response", text);
+    add_final_fields(o, j);
+    pthread_mutex_unlock(&j->mu);
+    return o;
+}
+
+static void generate_final(struct api_ctx *c, struct job *j, struct sbuf *out)
+{
+    sbuf_add_json(out, final_obj(c, j, 0, 0));
+    sbuf_add(out, "\n", 1);
+}
+
+static void chat_final(struct api_ctx *c, struct job *j, struct sbuf *out)
+{
+    sbuf_add_json(out, final_obj(c, j, 1, 0));
+    sbuf_add(out, "\n", 1);
+}
+
+static cJSON *generate_whole(struct api_ctx *c, struct job *j) { return final_obj(c, j, 0, 1); }
+static cJSON *chat_whole(struct api_ctx *c, struct job *j) { return final_obj(c, j, 1, 1); }
+
+const struct api_gen api_ollama_generate = {
+    "/api/generate", "application/x-ndjson", 1,
+    generate_parse, generate_chunk, generate_final, generate_whole,
+};
+
+const struct api_gen api_ollama_chat = {
+    "/api/chat", "application/x-ndjson", 1,
+    chat_parse, chat_chunk, chat_final, chat_whole,
+};
+
+int api_ollama_tags(struct http_req *r)
+{
+    struct server *srv = http_server(r);
+    const struct backend_info *in = &srv->info;
+    cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "models");
+    cJSON *m = cJSON_CreateObject();
+    char ts[48], psize[32];
+    codec_time_rfc3339(srv->started_wall, ts, sizeof ts);
+    cJSON_AddStringToObject(m, "name", in->name);
+    cJSON_AddStringToObject(m, "model", in->name);
+    cJSON_AddStringToObject(m, "modified_at", ts);
+    cJSON_AddNumberToObject(m, "size", (double)in->size_bytes);
+    cJSON_AddStringToObject(m, "digest", "");
+    cJSON *d = cJSON_AddObjectToObject(m, "details");
+    cJSON_AddStringToObject(d, "parent_model", "");
+    cJSON_AddStringToObject(d, "format", "gguf");
+    cJSON_AddStringToObject(d, "family", in->family);
+    cJSON *fam = cJSON_AddArrayToObject(d, "families");
+    cJSON_AddItemToArray(fam, cJSON_CreateString(in->family));
+    if (in->has_vision) cJSON_AddItemToArray(fam, cJSON_CreateString("clip"));
+    if (in->params >= 1000000000) snprintf(psize, sizeof psize, "%.1fB", (double)in->params / 1e9);
+    else snprintf(psize, sizeof psize, "%.1fM", (double)in->params / 1e6);
+    cJSON_AddStringToObject(d, "parameter_size", psize);
+    cJSON_AddStringToObject(d, "quantization_level", in->quant);
+    cJSON_AddItemToArray(arr, m);
+    http_reply_json(r, 200, root);
+    return 0;
+}
+
+int api_ollama_version(struct http_req *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "version", TERN_VERSION);
+    http_reply_json(r, 200, o);
+    return 0;
+}

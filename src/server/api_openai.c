@@ -1,0 +1,215 @@
+/* OpenAI-compatible API: POST /v1/chat/completions (content parts with image_url data URIs,
+ * SSE stream ending "data: [DONE]", stream_options.include_usage) and GET /v1/models. */
+#include <stdio.h>
+#include <string.h>
+
+#include "api.h"
+#include "http.h"
+
+static int parse_content(const cJSON *content, const char *where, const struct api_limits *lim,
+                         struct job *j, struct sbuf *text, struct api_error *e)
+{
+    if (!content || cJSON_IsNull(content)) return 0;
+    if (cJSON_IsString(content)) return sbuf_add(text, content->valuestring, strlen(content->valuestring));
+    if (!cJSON_IsArray(content))
+        return codec_fail(e, 400, "invalid_request", "%scontent: expected a string or an array of parts", where);
+    int i = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, content) {
+        char pw[64];
+        snprintf(pw, sizeof pw, "%scontent[%d].", where, i++);
+        const char *type = NULL;
+        if (!cJSON_IsObject(part)) return codec_fail(e, 400, "invalid_request", "%s: expected an object", pw);
+        if (codec_get_string(part, "type", pw, &type, e) < 0) return -1;
+        if (!type) return codec_fail(e, 400, "invalid_request", "%stype: required", pw);
+        if (!strcmp(type, "text")) {
+            const char *t = NULL;
+            if (codec_get_string(part, "text", pw, &t, e) < 0) return -1;
+            if (t && text->len) sbuf_add(text, "\n", 1);
+            if (t) sbuf_add(text, t, strlen(t));
+        } else if (!strcmp(type, "image_url")) {
+            const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
+            const char *url = NULL;
+            char f[80];
+            snprintf(f, sizeof f, "%simage_url.", pw);
+            if (cJSON_IsString(iu)) url = iu->valuestring;
+            else if (cJSON_IsObject(iu) && codec_get_string(iu, "url", f, &url, e) < 0) return -1;
+            if (!url) return codec_fail(e, 400, "invalid_request", "%surl: required", f);
+            snprintf(f, sizeof f, "%simage_url.url", pw);
+            if (strncmp(url, "data:", 5) != 0 && strncmp(url, "http", 4) != 0)
+                return codec_fail(e, 400, "invalid_request", "%s: expected a data:image/...;base64, URI", f);
+            if (codec_add_image_b64(j, url, 1, lim, f, e) != 0) return -1;
+        } else {
+            return codec_fail(e, 422, "invalid_request", "%stype: '%s' is not text or image_url", pw, type);
+        }
+    }
+    return 0;
+}
+
+static int chat_parse(const cJSON *root, const struct api_limits *lim, struct job *j,
+                      struct api_ctx *c, int *stream, struct api_error *e)
+{
+    const char *model = NULL;
+    if (codec_get_string(root, "model", "", &model, e) < 0) return -1;
+    if (model && *model) snprintf(c->model, sizeof c->model, "%s", model);
+    if (codec_get_bool(root, "stream", "", stream, e) < 0) return -1;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (so && !cJSON_IsNull(so)) {
+        if (!cJSON_IsObject(so)) return codec_fail(e, 400, "invalid_request", "stream_options: expected an object");
+        if (codec_get_bool(so, "include_usage", "stream_options.", &c->include_usage, e) < 0) return -1;
+    }
+    long n = 1;
+    if (codec_get_int(root, "n", "", 1, 1, &n, e) < 0) return -1;
+    codec_default_params(lim, &j->params);
+    if (cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens")) {
+        if (codec_sampling(root, "", "max_completion_tokens", lim, &j->params, e) != 0) return -1;
+    } else if (codec_sampling(root, "", "max_tokens", lim, &j->params, e) != 0) {
+        return -1;
+    }
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
+        return codec_fail(e, 400, "invalid_request", "messages: expected a non-empty array");
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs) {
+        char where[32];
+        snprintf(where, sizeof where, "messages[%d].", i++);
+        if (!cJSON_IsObject(m)) return codec_fail(e, 400, "invalid_request", "%.*s: expected an object",
+                                                   (int)strlen(where) - 1, where);
+        const char *role = NULL;
+        if (codec_get_string(m, "role", where, &role, e) < 0) return -1;
+        if (!role) return codec_fail(e, 400, "invalid_request", "%srole: required", where);
+        int r = !strcmp(role, "system") || !strcmp(role, "developer") ? ROLE_SYSTEM
+              : !strcmp(role, "user") ? ROLE_USER : !strcmp(role, "assistant") ? ROLE_ASSISTANT : -1;
+        if (r < 0) return codec_fail(e, 422, "invalid_request",
+                                     "%srole: '%s' is not system, developer, user or assistant", where, role);
+        struct sbuf text = { 0 };
+        int before = j->n_images;
+        int rc = parse_content(cJSON_GetObjectItemCaseSensitive(m, "content"), where, lim, j, &text, e);
+        if (rc == 0 && job_add_msg(j, r, text.p ? text.p : "", text.len, j->n_images - before) != 0)
+            rc = codec_fail(e, 500, "internal", "out of memory");
+        sbuf_free(&text);
+        if (rc != 0) return -1;
+    }
+    return 0;
+}
+
+static cJSON *chunk_obj(struct api_ctx *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    char id[64];
+    snprintf(id, sizeof id, "chatcmpl-%s", c->request_id + 4);
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", "chat.completion.chunk");
+    cJSON_AddNumberToObject(o, "created", (double)(long long)c->created_wall);
+    cJSON_AddStringToObject(o, "model", c->model);
+    cJSON_AddNullToObject(o, "system_fingerprint");
+    return o;
+}
+
+static void sse(struct sbuf *out, cJSON *o)
+{
+    sbuf_add(out, "data: ", 6);
+    sbuf_add_json(out, o);
+    sbuf_add(out, "\n\n", 2);
+}
+
+static void chat_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
+{
+    (void)n;
+    cJSON *o = chunk_obj(c);
+    cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *choice = cJSON_CreateObject();
+    cJSON_AddNumberToObject(choice, "index", 0);
+    cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
+    if (c->chunks_sent++ == 0) cJSON_AddStringToObject(delta, "role", "assistant");
+    cJSON_AddStringToObject(delta, "content", text);
+    cJSON_AddNullToObject(choice, "logprobs");
+    cJSON_AddNullToObject(choice, "finish_reason");
+    cJSON_AddItemToArray(ch, choice);
+    if (c->include_usage) cJSON_AddNullToObject(o, "usage");
+    sse(out, o);
+}
+
+static const char *finish_reason(int done) { return done == DONE_LENGTH ? "length" : "stop"; }
+
+static cJSON *usage(const struct job *j)
+{
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", j->prompt_tokens);
+    cJSON_AddNumberToObject(u, "completion_tokens", j->completion_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", j->prompt_tokens + j->completion_tokens);
+    return u;
+}
+
+static void chat_final(struct api_ctx *c, struct job *j, struct sbuf *out)
+{
+    pthread_mutex_lock(&j->mu);
+    int done = j->done;
+    if (done == DONE_ERROR || done == DONE_TIMEOUT) {
+        cJSON *eo = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(eo, "error");
+        cJSON_AddStringToObject(err, "type", done == DONE_ERROR ? "internal" : "timeout");
+        cJSON_AddStringToObject(err, "message", j->error);
+        sse(out, eo);
+    }
+    cJSON *o = chunk_obj(c);
+    cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *choice = cJSON_CreateObject();
+    cJSON_AddNumberToObject(choice, "index", 0);
+    cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
+    if (c->chunks_sent++ == 0) cJSON_AddStringToObject(delta, "role", "assistant");
+    cJSON_AddNullToObject(choice, "logprobs");
+    cJSON_AddStringToObject(choice, "finish_reason", finish_reason(done));
+    cJSON_AddItemToArray(ch, choice);
+    if (c->include_usage) cJSON_AddNullToObject(o, "usage");
+    sse(out, o);
+    if (c->include_usage) {
+        cJSON *u = chunk_obj(c);
+        cJSON_AddArrayToObject(u, "choices");
+        cJSON_AddItemToObject(u, "usage", usage(j));
+        sse(out, u);
+    }
+    pthread_mutex_unlock(&j->mu);
+    sbuf_add(out, "data: [DONE]\n\n", 14);
+}
+
+static cJSON *chat_whole(struct api_ctx *c, struct job *j)
+{
+    cJSON *o = cJSON_CreateObject();
+    char id[64];
+    snprintf(id, sizeof id, "chatcmpl-%s", c->request_id + 4);
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", "chat.completion");
+    cJSON_AddNumberToObject(o, "created", (double)(long long)c->created_wall);
+    cJSON_AddStringToObject(o, "model", c->model);
+    cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *choice = cJSON_CreateObject();
+    cJSON_AddNumberToObject(choice, "index", 0);
+    cJSON *msg = cJSON_AddObjectToObject(choice, "message");
+    cJSON_AddStringToObject(msg, "role", "assistant");
+    pthread_mutex_lock(&j->mu);
+    cJSON_AddStringToObject(msg, "content", j->text ? j->text : "");
+    cJSON_AddNullToObject(choice, "logprobs");
+    cJSON_AddStringToObject(choice, "finish_reason", finish_reason(j->done));
+    cJSON_AddItemToArray(ch, choice);
+    cJSON_AddItemToObject(o, "usage", usage(j));
+    pthread_mutex_unlock(&j->mu);
+    return o;
+}
+
+const struct api_gen api_openai_chat = {
+    "/v1/chat/completions", "text/event-stream", 0,
+    chat_parse, chat_chunk, chat_final, chat_whole,
+};
+
+int api_openai_models(struct http_req *r)
+{
+    struct server *srv = http_server(r);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(root, "data"), *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", srv->info.name);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)(long long)srv->started_wall);
+    cJSON_AddStringToObject(m, "owned_by", "tern");
+    cJSON_AddItemToArray(data, m);
+    http_reply_json(r, 200, root);
+    return 0;
+}

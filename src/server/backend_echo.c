@@ -1,0 +1,192 @@
+/* The echo backend: a TEST DOUBLE, not a model. It "generates" the last user message back,
+ * one word (or 16-byte piece of a long word) per step, after one "[image WxH]" token per
+ * image, then ends. It sleeps echo_delay_ms per batched step so tests can hold slots busy.
+ * A prompt containing "__fail__" makes decode fail (to exercise the engine-error path).
+ * It exists so the scheduler, streaming, cancellation and every API can be tested end to end
+ * without a model file. */
+#include "backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PIECE 16
+
+struct echo_slot {
+    char *pieces;     /* concatenated pieces, each NUL-terminated */
+    int n, next;      /* pieces, next to emit */
+    size_t pos;       /* byte offset of the next piece */
+    int prefill_left;
+    int fail;
+};
+
+struct echo {
+    struct backend base;
+    int delay_ms, nslots, ctx;
+    struct echo_slot *slots;
+    char name[128];
+};
+
+/* Split text into pieces; each but the first word's gets a leading space. Returns count, and
+ * if out != NULL writes the pieces there (caller sizes it 2*len+n+16). */
+static int split(const char *s, char *out)
+{
+    int n = 0, first = 1;
+    size_t o = 0;
+    while (*s) {
+        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+        if (!*s) break;
+        const char *w = s;
+        while (*s && *s != ' ' && *s != '\t' && *s != '\n' && *s != '\r') s++;
+        size_t wl = (size_t)(s - w), p = 0;
+        while (p < wl) {
+            size_t take = wl - p > PIECE ? PIECE : wl - p;
+            while (p + take < wl && take > 1 && ((unsigned char)w[p + take] & 0xC0) == 0x80) take--;
+            if (out) {
+                if (first && p == 0) first = 0;
+                else if (p == 0) out[o++] = ' ';
+                memcpy(out + o, w + p, take);
+                o += take;
+                out[o++] = 0;
+            }
+            first = 0;
+            p += take;
+            n++;
+        }
+    }
+    return n;
+}
+
+static const char *last_user_text(const struct job *j)
+{
+    for (int i = j->n_msgs - 1; i >= 0; i--)
+        if (j->msgs[i].role == ROLE_USER) return j->msgs[i].text;
+    return j->n_msgs ? j->msgs[j->n_msgs - 1].text : "";
+}
+
+static int echo_admit(struct backend *b, int slot, struct job *j, struct backend_admit *out,
+                      int *client_error, char *err, size_t errlen)
+{
+    struct echo *e = (struct echo *)b;
+    struct echo_slot *s = &e->slots[slot];
+    double t0 = job_now();
+    const char *text = last_user_text(j);
+    size_t len = strlen(text);
+    int total = 0;
+    for (int i = 0; i < j->n_msgs; i++) total += split(j->msgs[i].text, NULL);
+    total += 64 * j->n_images;
+    if (total + 1 > e->ctx) {
+        *client_error = 1;
+        snprintf(err, errlen, "prompt is %d tokens; the context holds %d", total, e->ctx);
+        return -1;
+    }
+    s->pieces = malloc(2 * len + (size_t)JOB_MAX_IMAGES * 32 + 16);
+    if (!s->pieces) {
+        *client_error = 0;
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t o = 0;
+    s->n = 0;
+    for (int i = 0; i < j->n_images; i++) {
+        o += (size_t)sprintf(s->pieces + o, "[image %dx%d]", j->images[i].width, j->images[i].height) + 1;
+        s->n++;
+    }
+    if (j->n_images && split(text, NULL) > 0) s->pieces[o++] = ' ';
+    int nw = split(text, s->pieces + o);
+    s->n += nw;
+    s->next = 0;
+    s->pos = 0;
+    s->prefill_left = total;
+    s->fail = strstr(text, "__fail__") != NULL;
+    out->prompt_tokens = total;
+    out->image_tokens = 64 * j->n_images;
+    out->vision_ms = j->n_images ? (job_now() - t0) * 1e3 : -1;
+    return 0;
+}
+
+static int echo_prefill(struct backend *b, int slot, int budget, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    struct echo_slot *s = &((struct echo *)b)->slots[slot];
+    s->prefill_left -= budget < s->prefill_left ? budget : s->prefill_left;
+    return s->prefill_left;
+}
+
+static int echo_decode(struct backend *b, int n, const int *slots, struct backend_token *out,
+                       char *err, size_t errlen)
+{
+    struct echo *e = (struct echo *)b;
+    if (e->delay_ms > 0) {
+        struct timespec ts = { e->delay_ms / 1000, (long)(e->delay_ms % 1000) * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < n; i++) {
+        struct echo_slot *s = &e->slots[slots[i]];
+        if (s->fail) {
+            snprintf(err, errlen, "echo engine: failure requested by the prompt");
+            return -1;
+        }
+        if (s->next >= s->n) {
+            out[i].len = 0, out[i].text[0] = 0, out[i].eos = 1;
+            continue;
+        }
+        const char *p = s->pieces + s->pos;
+        size_t l = strlen(p);
+        memcpy(out[i].text, p, l + 1);
+        out[i].len = l;
+        out[i].eos = 0;
+        s->pos += l + 1;
+        s->next++;
+    }
+    return 0;
+}
+
+static void echo_release(struct backend *b, int slot)
+{
+    struct echo_slot *s = &((struct echo *)b)->slots[slot];
+    free(s->pieces);
+    memset(s, 0, sizeof *s);
+}
+
+static int echo_count(struct backend *b, const char *text)
+{
+    (void)b;
+    return split(text, NULL);
+}
+
+static void echo_info(struct backend *b, struct backend_info *out)
+{
+    struct echo *e = (struct echo *)b;
+    *out = (struct backend_info){ e->name, "echo", "none", 0, 0, 1 };
+}
+
+static void echo_destroy(struct backend *b)
+{
+    struct echo *e = (struct echo *)b;
+    for (int i = 0; i < e->nslots; i++) free(e->slots[i].pieces);
+    free(e->slots);
+    free(e);
+}
+
+static const struct backend_ops echo_ops = {
+    echo_admit, echo_prefill, echo_decode, echo_release, echo_count, echo_info, echo_destroy,
+};
+
+struct backend *backend_echo_create(const struct backend_options *o, char *err, size_t errlen)
+{
+    struct echo *e = calloc(1, sizeof *e);
+    if (e) e->slots = calloc((size_t)o->slots, sizeof *e->slots);
+    if (!e || !e->slots) {
+        free(e);
+        snprintf(err, errlen, "echo engine: out of memory");
+        return NULL;
+    }
+    e->base.ops = &echo_ops;
+    e->delay_ms = o->echo_delay_ms;
+    e->nslots = o->slots;
+    e->ctx = o->ctx_size;
+    snprintf(e->name, sizeof e->name, "%s", o->model_name && *o->model_name ? o->model_name : "echo");
+    return &e->base;
+}

@@ -1,0 +1,287 @@
+/* Shared JSON codec pieces. */
+#include "codec.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "upload.h"
+
+int codec_fail(struct api_error *e, int status, const char *type, const char *fmt, ...)
+{
+    e->status = status;
+    snprintf(e->type, sizeof e->type, "%s", type);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+cJSON *codec_error_json(const struct api_error *e)
+{
+    cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(err, "type", e->type);
+    cJSON_AddStringToObject(err, "message", e->message);
+    return root;
+}
+
+char *codec_error_body(const struct api_error *e)
+{
+    cJSON *j = codec_error_json(e);
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+int codec_get_string(const cJSON *o, const char *name, const char *where, const char **out,
+                     struct api_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsString(v))
+        return codec_fail(e, 400, "invalid_request", "%s%s: expected a string", where, name);
+    *out = v->valuestring;
+    return 1;
+}
+
+int codec_get_bool(const cJSON *o, const char *name, const char *where, int *out,
+                   struct api_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsBool(v))
+        return codec_fail(e, 400, "invalid_request", "%s%s: expected true or false", where, name);
+    *out = cJSON_IsTrue(v);
+    return 1;
+}
+
+int codec_get_number(const cJSON *o, const char *name, const char *where, double lo, double hi,
+                     double *out, struct api_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v))
+        return codec_fail(e, 400, "invalid_request", "%s%s: expected a number", where, name);
+    if (!(v->valuedouble >= lo && v->valuedouble <= hi))
+        return codec_fail(e, 422, "invalid_request", "%s%s: %g is outside [%g, %g]", where, name,
+                          v->valuedouble, lo, hi);
+    *out = v->valuedouble;
+    return 1;
+}
+
+int codec_get_int(const cJSON *o, const char *name, const char *where, long lo, long hi,
+                  long *out, struct api_error *e)
+{
+    double d;
+    int rc = codec_get_number(o, name, where, (double)lo, (double)hi, &d, e);
+    if (rc != 1) return rc;
+    if (d != floor(d))
+        return codec_fail(e, 400, "invalid_request", "%s%s: expected an integer", where, name);
+    *out = (long)d;
+    return 1;
+}
+
+void codec_default_params(const struct api_limits *lim, struct job_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->max_tokens = lim->default_max_tokens;
+    p->temperature = 0.0f;   /* greedy unless asked: reproducible answers from a small model */
+    p->top_k = 0;
+    p->top_p = 1.0f;
+    p->min_p = 0.0f;
+    p->repeat_penalty = 1.0f;
+}
+
+int codec_sampling(const cJSON *o, const char *where, const char *max_name,
+                   const struct api_limits *lim, struct job_params *p, struct api_error *e)
+{
+    double d;
+    long l;
+    int rc;
+    if ((rc = codec_get_int(o, max_name, where, 1, 1L << 30, &l, e)) < 0) return -1;
+    if (rc) {
+        if (l > lim->max_tokens)
+            return codec_fail(e, 422, "invalid_request", "%s%s: %ld exceeds the server limit of %d",
+                              where, max_name, l, lim->max_tokens);
+        p->max_tokens = (int)l;
+    }
+    if ((rc = codec_get_number(o, "temperature", where, 0, 100, &d, e)) < 0) return -1;
+    if (rc) p->temperature = (float)d;
+    if ((rc = codec_get_int(o, "top_k", where, 0, 1L << 20, &l, e)) < 0) return -1;
+    if (rc) p->top_k = (int)l;
+    if ((rc = codec_get_number(o, "top_p", where, 0, 1, &d, e)) < 0) return -1;
+    if (rc) p->top_p = (float)d;
+    if ((rc = codec_get_number(o, "min_p", where, 0, 1, &d, e)) < 0) return -1;
+    if (rc) p->min_p = (float)d;
+    if ((rc = codec_get_number(o, "repeat_penalty", where, 0.01, 100, &d, e)) < 0) return -1;
+    if (rc) p->repeat_penalty = (float)d;
+    if ((rc = codec_get_number(o, "seed", where, -9007199254740992.0, 9007199254740992.0, &d, e)) < 0)
+        return -1;
+    if (rc) {
+        p->seed = (uint64_t)(int64_t)d;
+        p->has_seed = 1;
+    }
+    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(o, "stop");
+    if (stop && !cJSON_IsNull(stop)) {
+        const cJSON *one = cJSON_IsString(stop) ? stop : NULL;
+        if (!one && !cJSON_IsArray(stop))
+            return codec_fail(e, 400, "invalid_request", "%sstop: expected a string or an array of strings", where);
+        int n = one ? 1 : cJSON_GetArraySize(stop);
+        if (n > JOB_MAX_STOP)
+            return codec_fail(e, 422, "invalid_request", "%sstop: at most %d stop strings", where, JOB_MAX_STOP);
+        for (int i = 0; i < n; i++) {
+            const cJSON *s = one ? one : cJSON_GetArrayItem(stop, i);
+            if (!cJSON_IsString(s))
+                return codec_fail(e, 400, "invalid_request", "%sstop[%d]: expected a string", where, i);
+            size_t len = strlen(s->valuestring);
+            if (len == 0 || len > 64)
+                return codec_fail(e, 422, "invalid_request", "%sstop[%d]: must be 1 to 64 bytes", where, i);
+            if (!(p->stop[p->n_stop] = strdup(s->valuestring)))
+                return codec_fail(e, 500, "internal", "out of memory");
+            p->n_stop++;
+        }
+    }
+    return 0;
+}
+
+static int b64val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+' || c == '-') return 62;
+    if (c == '/' || c == '_') return 63;
+    return -1;
+}
+
+int codec_base64_decode(const char *s, size_t n, unsigned char **out, size_t *outlen)
+{
+    while (n && s[n - 1] == '=') n--;
+    if (n % 4 == 1) return -1;
+    unsigned char *o = malloc(n / 4 * 3 + 3);
+    if (!o) return -1;
+    size_t k = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64val((unsigned char)s[i]);
+        if (v < 0) {
+            free(o);
+            return -1;
+        }
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            o[k++] = (unsigned char)(acc >> bits);
+        }
+    }
+    *out = o;
+    *outlen = k;
+    return 0;
+}
+
+int codec_add_image_bytes(struct job *j, const unsigned char *data, size_t len,
+                          const struct api_limits *lim, const char *field, struct api_error *e)
+{
+    if (j->n_images >= lim->max_images || j->n_images >= JOB_MAX_IMAGES)
+        return codec_fail(e, 422, "invalid_request", "%s: at most %d images per request", field,
+                          lim->max_images < JOB_MAX_IMAGES ? lim->max_images : JOB_MAX_IMAGES);
+    char msg[200];
+    int st = upload_image_decode(data, len, lim->max_image_bytes, lim->max_image_pixels,
+                        &j->images[j->n_images], msg, sizeof msg);
+    if (st)
+        return codec_fail(e, st, st == 413 ? "payload_too_large" : st == 415 ? "unsupported_media_type"
+                          : st == 500 ? "internal" : "invalid_image", "%s: %s", field, msg);
+    j->n_images++;
+    return 0;
+}
+
+int codec_add_image_b64(struct job *j, const char *s, int allow_uri, const struct api_limits *lim,
+                        const char *field, struct api_error *e)
+{
+    if (allow_uri && strncmp(s, "data:", 5) == 0) {
+        const char *comma = strchr(s, ',');
+        if (!comma || comma - s < 12 || memcmp(comma - 7, ";base64", 7) != 0)
+            return codec_fail(e, 400, "invalid_request", "%s: expected a data:image/...;base64, URI", field);
+        s = comma + 1;
+    } else if (allow_uri && (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0)) {
+        return codec_fail(e, 422, "invalid_request", "%s: image URLs are not fetched; send a data URI", field);
+    }
+    size_t n = strlen(s);
+    if ((long)(n / 4 * 3) > lim->max_image_bytes + 3)
+        return codec_fail(e, 413, "payload_too_large", "%s: image exceeds the limit of %ld bytes",
+                          field, lim->max_image_bytes);
+    unsigned char *bytes;
+    size_t len;
+    if (codec_base64_decode(s, n, &bytes, &len) != 0)
+        return codec_fail(e, 400, "invalid_request", "%s: invalid base64", field);
+    int rc = codec_add_image_bytes(j, bytes, len, lim, field, e);
+    free(bytes);
+    return rc;
+}
+
+void codec_time_rfc3339(double wall, char *out, size_t outlen)
+{
+    time_t t = (time_t)wall;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[32];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, outlen, "%s.%09ldZ", base, (long)((wall - (double)t) * 1e9));
+}
+
+int sbuf_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) return -1;
+        b->p = p, b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return 0;
+}
+
+int sbuf_addf(struct sbuf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return -1;
+    if ((size_t)n < sizeof tmp) return sbuf_add(b, tmp, (size_t)n);
+    char *big = malloc((size_t)n + 1);
+    if (!big) return -1;
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int rc = sbuf_add(b, big, (size_t)n);
+    free(big);
+    return rc;
+}
+
+int sbuf_add_json(struct sbuf *b, cJSON *j)
+{
+    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!s) return -1;
+    int rc = sbuf_add(b, s, strlen(s));
+    free(s);
+    return rc;
+}
+
+void sbuf_free(struct sbuf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}

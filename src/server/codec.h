@@ -1,0 +1,69 @@
+/* JSON helpers shared by the API families: typed field access with precise messages,
+ * sampling parameters, base64 and data URIs, images, and the error body. */
+#ifndef TERN_SERVER_CODEC_H
+#define TERN_SERVER_CODEC_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+#include "job.h"
+
+struct api_error {
+    int status;            /* HTTP status */
+    char type[32];         /* invalid_request, authentication, not_found, ... */
+    char message[256];
+};
+
+struct api_limits {
+    long max_image_bytes, max_image_pixels;
+    int max_images, max_tokens, default_max_tokens;
+};
+
+/* Fills e and returns -1 (so callers can `return codec_fail(...)`). */
+int codec_fail(struct api_error *e, int status, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* {"error":{"type":..,"message":..}} */
+cJSON *codec_error_json(const struct api_error *e);
+char *codec_error_body(const struct api_error *e);  /* printed, malloc'd */
+
+/* Optional typed fields: 0 absent, 1 present (value stored), -1 wrong type/range (e filled).
+ * `where` prefixes the field in messages (e.g. "options."). */
+int codec_get_string(const cJSON *o, const char *name, const char *where, const char **out,
+                     struct api_error *e);
+int codec_get_bool(const cJSON *o, const char *name, const char *where, int *out,
+                   struct api_error *e);
+int codec_get_number(const cJSON *o, const char *name, const char *where, double lo, double hi,
+                     double *out, struct api_error *e);
+int codec_get_int(const cJSON *o, const char *name, const char *where, long lo, long hi,
+                  long *out, struct api_error *e);
+
+/* Reads temperature, top_k, top_p, min_p, repeat_penalty, seed, stop and the max-tokens field
+ * named max_name from o into p (defaults first). */
+int codec_sampling(const cJSON *o, const char *where, const char *max_name,
+                   const struct api_limits *lim, struct job_params *p, struct api_error *e);
+void codec_default_params(const struct api_limits *lim, struct job_params *p);
+
+/* Strict base64 (RFC 4648, padding optional, no whitespace). Returns 0 or -1. */
+int codec_base64_decode(const char *s, size_t n, unsigned char **out, size_t *outlen);
+/* Decodes a base64 image, or a data URI "data:image/...;base64,..." when allow_uri, and
+ * appends it to j->images. */
+int codec_add_image_b64(struct job *j, const char *s, int allow_uri, const struct api_limits *lim,
+                        const char *field, struct api_error *e);
+int codec_add_image_bytes(struct job *j, const unsigned char *data, size_t len,
+                          const struct api_limits *lim, const char *field, struct api_error *e);
+
+/* RFC 3339 UTC time with nanoseconds, as Ollama writes it. */
+void codec_time_rfc3339(double wall, char *out, size_t outlen);
+
+/* A growable byte buffer for response bodies. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+};
+int  sbuf_add(struct sbuf *b, const char *s, size_t n);
+int  sbuf_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends cJSON_PrintUnformatted(j) and deletes j. */
+int  sbuf_add_json(struct sbuf *b, cJSON *j);
+void sbuf_free(struct sbuf *b);
+
+#endif

@@ -1,0 +1,371 @@
+/* Configuration table, parsing and validation. */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#ifndef TERN_VERSION
+#define TERN_VERSION "0.0.0"
+#endif
+#ifndef TERN_DATA_DIR
+#define TERN_DATA_DIR "/usr/local/share/tern"
+#endif
+
+enum kind { K_STR, K_INT, K_LONG };
+
+struct key {
+    const char *section, *name;
+    enum kind kind;
+    size_t off, size;       /* size: buffer size for K_STR */
+    long min, max;          /* numeric range */
+    const char *help;
+};
+
+#define S(sec, n, h)         { sec, #n, K_STR, offsetof(struct config, n), sizeof(((struct config *)0)->n), 0, 0, h }
+#define I(sec, n, lo, hi, h) { sec, #n, K_INT, offsetof(struct config, n), sizeof(int), lo, hi, h }
+#define L(sec, n, lo, hi, h) { sec, #n, K_LONG, offsetof(struct config, n), sizeof(long), lo, hi, h }
+
+static const struct key keys[] = {
+    S("server", bind, "address to listen on (127.0.0.1 = this machine only; 0.0.0.0 = LAN)"),
+    I("server", port, 1, 65535, "TCP port"),
+    I("server", max_connections, 1, 100000, "simultaneous HTTP connections"),
+    I("server", connection_timeout, 1, 86400, "seconds an idle or slow connection may live"),
+    S("server", api_keys, "comma-separated API keys; empty = no authentication"),
+    S("server", api_key_file, "file with one API key per line"),
+    S("model", engine, "inference backend: model (real engine) or echo (test double)"),
+    S("model", model, "text model GGUF (relative paths resolve against data_dir)"),
+    S("model", mmproj, "vision projector GGUF"),
+    S("model", model_name, "model name the APIs report; empty = from the file name"),
+    S("model", data_dir, "directory relative model paths resolve against"),
+    I("model", threads, 0, 1024, "worker threads; 0 = one per core"),
+    I("model", ctx_size, 64, 1 << 20, "KV cache tokens per slot"),
+    I("model", echo_delay_ms, 0, 60000, "echo engine only: milliseconds per step"),
+    I("scheduler", slots, 1, 256, "sequences generated at once"),
+    I("scheduler", queue, 0, 100000, "requests that may wait for a slot; more get 503"),
+    I("scheduler", prefill_chunk, 1, 1 << 20, "prompt tokens prefilled per step"),
+    I("scheduler", request_timeout, 1, 86400, "seconds a request may take in total"),
+    I("scheduler", drain_timeout, 0, 3600, "seconds SIGTERM waits for running requests"),
+    L("limits", max_body_bytes, 1024, 1L << 32, "largest request body"),
+    L("limits", max_header_bytes, 4096, 1L << 24, "per-connection memory for headers"),
+    L("limits", max_image_bytes, 1024, 1L << 32, "largest encoded image"),
+    L("limits", max_image_pixels, 1, 1L << 30, "largest decoded image (width*height)"),
+    I("limits", max_images, 0, 64, "images per request"),
+    I("limits", max_prompt_tokens, 1, 1 << 20, "longest prompt in tokens"),
+    I("limits", max_tokens, 1, 1 << 20, "cap on a request's max_tokens"),
+    I("limits", default_max_tokens, 1, 1 << 20, "max_tokens when a request gives none"),
+    S("stats", db, "SQLite database for request stats; empty = off"),
+    I("stats", retention_days, 0, 36500, "days of rows kept; 0 = forever"),
+    I("stats", sample_interval, 1, 3600, "seconds between samples rows"),
+    I("stats", stats_queue, 1, 1 << 20, "records buffered for the writer before dropping"),
+    S("log", log_level, "error, warn, info or debug"),
+    S("log", log_file, "log file (reopened on SIGHUP); empty = stderr"),
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+const char *config_key_at(int i)
+{
+    return i >= 0 && (size_t)i < NKEYS ? keys[i].name : NULL;
+}
+
+void config_defaults(struct config *c)
+{
+    memset(c, 0, sizeof *c);
+    strcpy(c->bind, "127.0.0.1");
+    c->port = 8080;
+    c->max_connections = 64;
+    c->connection_timeout = 30;
+    strcpy(c->engine, "model");
+    strcpy(c->model, "models/tern-demo-tq2_0.gguf");
+    strcpy(c->mmproj, "models/tern-demo-mmproj-tq2_0.gguf");
+    snprintf(c->data_dir, sizeof c->data_dir, "%s", TERN_DATA_DIR);
+    c->threads = 0;
+    c->ctx_size = 2048;
+    c->echo_delay_ms = 0;
+    c->slots = 4;
+    c->queue = 16;
+    c->prefill_chunk = 64;
+    c->request_timeout = 300;
+    c->drain_timeout = 10;
+    c->max_body_bytes = 16L << 20;
+    c->max_header_bytes = 64L << 10;
+    c->max_image_bytes = 8L << 20;
+    c->max_image_pixels = 4096L * 4096;
+    c->max_images = 4;
+    c->max_prompt_tokens = 1536;
+    c->max_tokens = 1024;
+    c->default_max_tokens = 256;
+    c->retention_days = 30;
+    c->sample_interval = 10;
+    c->stats_queue = 1024;
+    strcpy(c->log_level, "info");
+}
+
+static const struct key *find_key(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static int set_key(struct config *c, const struct key *k, const char *value, char *err, size_t errlen)
+{
+    char *base = (char *)c + k->off;
+    if (k->kind == K_STR) {
+        if (strlen(value) >= k->size) {
+            snprintf(err, errlen, "%s: value too long (max %zu bytes)", k->name, k->size - 1);
+            return CONFIG_ERR;
+        }
+        memcpy(base, value, strlen(value) + 1);
+        return CONFIG_OK;
+    }
+    char *end;
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    while (end && (*end == ' ' || *end == '\t')) end++;
+    if (errno || end == value || *end) {
+        snprintf(err, errlen, "%s: '%s' is not an integer", k->name, value);
+        return CONFIG_ERR;
+    }
+    if (v < k->min || v > k->max) {
+        snprintf(err, errlen, "%s: %lld is out of range [%ld, %ld]", k->name, v, k->min, k->max);
+        return CONFIG_ERR;
+    }
+    if (k->kind == K_INT) *(int *)base = (int)v;
+    else *(long *)base = (long)v;
+    return CONFIG_OK;
+}
+
+int config_set(struct config *c, const char *key, const char *value, char *err, size_t errlen)
+{
+    const struct key *k = find_key(key);
+    if (!k) {
+        snprintf(err, errlen, "unknown key '%s'", key);
+        return CONFIG_ERR;
+    }
+    return set_key(c, k, value, err, errlen);
+}
+
+struct ini_ctx { struct config *c; char *err; size_t errlen; int failed; const char *path; };
+
+static int on_ini_line(void *user, const char *section, const char *name, const char *value)
+{
+    struct ini_ctx *x = user;
+    if (x->failed) return 0;
+    const struct key *k = find_key(name);
+    char msg[512];
+    if (!k || strcmp(k->section, section) != 0) {
+        snprintf(x->err, x->errlen, "%s: unknown key '%s' in section [%s]", x->path, name, section);
+        x->failed = 1;
+        return 0;
+    }
+    if (set_key(x->c, k, value, msg, sizeof msg) != CONFIG_OK) {
+        snprintf(x->err, x->errlen, "%s: [%s] %s", x->path, section, msg);
+        x->failed = 1;
+        return 0;
+    }
+    return 1;
+}
+
+int config_load_file(struct config *c, const char *path, int required, char *err, size_t errlen)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        if (!required && errno == ENOENT) return CONFIG_OK;
+        snprintf(err, errlen, "config %s: %s", path, strerror(errno));
+        return CONFIG_ERR;
+    }
+    struct ini_ctx x = { c, err, errlen, 0, path };
+    int rc = ini_parse_file(fp, on_ini_line, &x);
+    fclose(fp);
+    if (x.failed) return CONFIG_ERR;
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: line %d: syntax error", path, rc);
+        return CONFIG_ERR;
+    }
+    snprintf(c->config_path, sizeof c->config_path, "%s", path);
+    return CONFIG_OK;
+}
+
+int config_apply_env(struct config *c, char *const *envp, char *err, size_t errlen)
+{
+    for (; envp && *envp; envp++) {
+        const char *e = *envp;
+        if (strncmp(e, "TERND_", 6) != 0) continue;
+        const char *eq = strchr(e, '=');
+        if (!eq) continue;
+        char name[64];
+        size_t n = (size_t)(eq - e - 6);
+        if (n == 0 || n >= sizeof name) continue;
+        for (size_t i = 0; i < n; i++) {
+            char ch = e[6 + i];
+            name[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+        }
+        name[n] = 0;
+        if (strcmp(name, "config") == 0) continue;
+        const struct key *k = find_key(name);
+        if (!k) {
+            snprintf(err, errlen, "environment TERND_%.*s: unknown key", (int)n, e + 6);
+            return CONFIG_ERR;
+        }
+        char msg[512];
+        if (set_key(c, k, eq + 1, msg, sizeof msg) != CONFIG_OK) {
+            snprintf(err, errlen, "environment TERND_%.*s: %s", (int)n, e + 6, msg);
+            return CONFIG_ERR;
+        }
+    }
+    return CONFIG_OK;
+}
+
+int config_validate(const struct config *c, char *err, size_t errlen)
+{
+    if (strcmp(c->engine, "model") != 0 && strcmp(c->engine, "echo") != 0) {
+        snprintf(err, errlen, "engine: '%s' is not one of model, echo", c->engine);
+        return CONFIG_ERR;
+    }
+    if (!c->bind[0]) {
+        snprintf(err, errlen, "bind: empty address");
+        return CONFIG_ERR;
+    }
+    if (c->default_max_tokens > c->max_tokens) {
+        snprintf(err, errlen, "default_max_tokens: %d exceeds max_tokens %d",
+                 c->default_max_tokens, c->max_tokens);
+        return CONFIG_ERR;
+    }
+    if (c->max_image_bytes > c->max_body_bytes) {
+        snprintf(err, errlen, "max_image_bytes: %ld exceeds max_body_bytes %ld",
+                 c->max_image_bytes, c->max_body_bytes);
+        return CONFIG_ERR;
+    }
+    if (c->max_prompt_tokens >= c->ctx_size) {
+        snprintf(err, errlen, "max_prompt_tokens: %d must be below ctx_size %d",
+                 c->max_prompt_tokens, c->ctx_size);
+        return CONFIG_ERR;
+    }
+    if (log_level_parse(c->log_level) < 0) {
+        snprintf(err, errlen, "log_level: '%s' is not one of error, warn, info, debug", c->log_level);
+        return CONFIG_ERR;
+    }
+    return CONFIG_OK;
+}
+
+void config_resolve_path(const struct config *c, const char *path, char *out, size_t outlen)
+{
+    if (!path[0] || path[0] == '/' || access(path, F_OK) == 0 || !c->data_dir[0])
+        snprintf(out, outlen, "%s", path);
+    else
+        snprintf(out, outlen, "%s/%s", c->data_dir, path);
+}
+
+void config_print_help(const char *prog)
+{
+    printf("usage: %s [options]\n\n"
+           "Serves a ternary vision-language model over HTTP (native, Ollama and OpenAI APIs).\n\n"
+           "  --config PATH     config file (default %s; env TERND_CONFIG)\n"
+           "  --help            this text\n"
+           "  --version         print the version\n\n"
+           "Every config key is also a flag (--key VALUE or --key=VALUE; '-' or '_' alike)\n"
+           "and an environment variable TERND_<KEY>. Precedence: flags > env > file > defaults.\n\n",
+           prog, CONFIG_DEFAULT_PATH);
+    struct config d;
+    config_defaults(&d);
+    const char *sec = "";
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        if (strcmp(sec, k->section) != 0) printf("[%s]\n", sec = k->section);
+        char def[CONFIG_STR + 2];
+        const char *base = (const char *)&d + k->off;
+        if (k->kind == K_STR) snprintf(def, sizeof def, "%s", base);
+        else if (k->kind == K_INT) snprintf(def, sizeof def, "%d", *(const int *)base);
+        else snprintf(def, sizeof def, "%ld", *(const long *)base);
+        char flag[64];
+        size_t n = 0;
+        for (; k->name[n] && n + 1 < sizeof flag; n++) flag[n] = k->name[n] == '_' ? '-' : k->name[n];
+        flag[n] = 0;
+        printf("  --%-20s %s (default: %s)\n", flag, k->help, def[0] ? def : "\"\"");
+    }
+}
+
+/* Flag name to key name: strip "--", '-' -> '_'. */
+static void flag_to_key(const char *flag, size_t n, char *out, size_t outlen)
+{
+    size_t i = 0;
+    for (; i < n && i + 1 < outlen; i++) out[i] = flag[i] == '-' ? '_' : flag[i];
+    out[i] = 0;
+}
+
+int config_load(struct config *c, int argc, char **argv, char *const *envp,
+                char *err, size_t errlen)
+{
+    config_defaults(c);
+    const char *path = NULL;
+    int required = 0;
+    for (char *const *e = envp; e && *e; e++)
+        if (strncmp(*e, "TERND_CONFIG=", 13) == 0) path = *e + 13, required = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            config_print_help(argv[0]);
+            return CONFIG_EXIT;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("ternd %s\n", TERN_VERSION);
+            return CONFIG_EXIT;
+        }
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "--config: missing value");
+                return CONFIG_ERR;
+            }
+            path = argv[++i], required = 1;
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            path = argv[i] + 9, required = 1;
+        }
+    }
+    if (!path) path = CONFIG_DEFAULT_PATH;
+    if (config_load_file(c, path, required, err, errlen) != CONFIG_OK) return CONFIG_ERR;
+    if (config_apply_env(c, envp, err, errlen) != CONFIG_OK) return CONFIG_ERR;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
+            return CONFIG_ERR;
+        }
+        a += 2;
+        const char *eq = strchr(a, '=');
+        const char *value;
+        char name[64];
+        flag_to_key(a, eq ? (size_t)(eq - a) : strlen(a), name, sizeof name);
+        if (strcmp(name, "config") == 0) {
+            if (!eq) i++;
+            continue;
+        }
+        if (eq) {
+            value = eq + 1;
+        } else {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "--%s: missing value", a);
+                return CONFIG_ERR;
+            }
+            value = argv[++i];
+        }
+        const struct key *k = find_key(name);
+        if (!k) {
+            snprintf(err, errlen, "unknown option --%s (see --help)", name);
+            return CONFIG_ERR;
+        }
+        char msg[512];
+        if (set_key(c, k, value, msg, sizeof msg) != CONFIG_OK) {
+            snprintf(err, errlen, "--%s", msg);
+            return CONFIG_ERR;
+        }
+    }
+    return config_validate(c, err, errlen);
+}

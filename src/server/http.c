@@ -1,0 +1,736 @@
+/* libmicrohttpd glue. Every connection gets its own thread (MHD_USE_THREAD_PER_CONNECTION), so
+ * a generation handler may block: it waits in poll() on its job's eventfd and on the client
+ * socket, never spinning. Flow per request: route + auth + Content-Length/Content-Type checks
+ * on the first call, body (JSON bytes or multipart via MHD's post processor) on the next calls,
+ * then the route runs on the last call and queues exactly one response. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "log.h"
+
+#define MAX_FORM_FIELDS 32
+
+struct route {
+    const char *method, *path;
+    const struct api_gen *gen;            /* generation endpoint, or */
+    int (*handler)(struct http_req *r);   /* plain handler */
+    int open;                             /* no API key needed */
+};
+
+static const struct route routes[] = {
+    { "POST", "/generate", &api_native_generate, NULL, 0 },
+    { "POST", "/api/generate", &api_ollama_generate, NULL, 0 },
+    { "POST", "/api/chat", &api_ollama_chat, NULL, 0 },
+    { "GET", "/api/tags", NULL, api_ollama_tags, 0 },
+    { "GET", "/api/version", NULL, api_ollama_version, 0 },
+    { "POST", "/v1/chat/completions", &api_openai_chat, NULL, 0 },
+    { "GET", "/v1/models", NULL, api_openai_models, 0 },
+    { "GET", "/health", NULL, api_health, 1 },
+    { "GET", "/ready", NULL, api_ready, 1 },
+    { "GET", "/metrics", NULL, api_metrics, 0 },
+    { "GET", "/stats", NULL, api_stats, 0 },
+    { "GET", "/", NULL, api_index, 1 },
+};
+#define NROUTES (sizeof routes / sizeof routes[0])
+
+struct form_field {
+    char key[32];
+    int is_file;
+    struct sbuf value;
+};
+
+struct http {
+    struct server *srv;
+    struct MHD_Daemon *d;
+    int port;
+    int streams;                 /* atomic */
+};
+
+struct http_req {
+    struct http *h;
+    struct server *srv;
+    struct MHD_Connection *conn;
+    const struct route *route;
+    const char *endpoint;        /* label for metrics and stats */
+    double t0, wall0;
+    char request_id[40];
+    char client[64];
+    struct sbuf body;
+    long long body_seen;
+    struct MHD_PostProcessor *pp;
+    struct form_field form[MAX_FORM_FIELDS];
+    int nform;
+    struct api_error early;      /* an error found while the body was arriving */
+    int has_early;
+    int status;                  /* status of the queued response, 0 = none yet */
+    char error[256];
+    char allow[64];              /* for 405 */
+    struct job *job;             /* set once a generation job exists: it records the stats */
+};
+
+/* ---------- replies ---------- */
+
+struct server *http_server(struct http_req *r) { return r->srv; }
+
+const char *http_query(struct http_req *r, const char *key)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static void common_headers(struct http_req *r, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    MHD_add_response_header(resp, "Server", "ternd/" TERN_VERSION);
+}
+
+void http_reply(struct http_req *r, int status, const char *content_type, const void *body, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return;
+    MHD_add_response_header(resp, "Content-Type", content_type);
+    common_headers(r, resp);
+    if (status == 503) {
+        int active, queued;
+        sched_snapshot(r->srv->sched, &active, &queued);
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", 1 + queued / (r->srv->cfg->slots ? r->srv->cfg->slots : 1));
+        MHD_add_response_header(resp, "Retry-After", ra);
+    }
+    if (status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    if (status == 405) MHD_add_response_header(resp, "Allow", r->allow);
+    MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    r->status = status;
+}
+
+void http_reply_json(struct http_req *r, int status, cJSON *body)
+{
+    char *s = body ? cJSON_PrintUnformatted(body) : NULL;
+    cJSON_Delete(body);
+    if (!s) {
+        static const char oom[] = "{\"error\":{\"type\":\"internal\",\"message\":\"out of memory\"}}";
+        http_reply(r, 500, "application/json", oom, sizeof oom - 1);
+        return;
+    }
+    size_t n = strlen(s);
+    s[n] = '\n';   /* replaces the NUL: send a trailing newline like curl-friendly APIs do */
+    http_reply(r, status, "application/json", s, n + 1);
+    free(s);
+}
+
+void http_reply_error(struct http_req *r, const struct api_error *e)
+{
+    snprintf(r->error, sizeof r->error, "%s", e->message);
+    http_reply_json(r, e->status, codec_error_json(e));
+}
+
+static void fail(struct http_req *r, int status, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fail(struct http_req *r, int status, const char *type, const char *fmt, ...)
+{
+    struct api_error e = { status, "", "" };
+    snprintf(e.type, sizeof e.type, "%s", type);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    va_end(ap);
+    http_reply_error(r, &e);
+}
+
+/* ---------- stats records ---------- */
+
+static void fill_record(struct stats_record *rec, struct http_req *r)
+{
+    memset(rec, 0, sizeof *rec);
+    rec->received_at = r->wall0;
+    snprintf(rec->request_id, sizeof rec->request_id, "%s", r->request_id);
+    snprintf(rec->endpoint, sizeof rec->endpoint, "%s", r->endpoint);
+    snprintf(rec->client, sizeof rec->client, "%s", r->client);
+    snprintf(rec->model, sizeof rec->model, "%s", r->srv->info.name);
+    rec->http_status = r->status;
+    snprintf(rec->error, sizeof rec->error, "%s", r->error);
+    snprintf(rec->status, sizeof rec->status, "%s",
+             r->status == 503 ? "rejected" : r->status >= 400 ? "error" : "ok");
+    rec->prompt_tokens = rec->image_tokens = rec->completion_tokens = -1;
+    rec->queue_ms = rec->vision_ms = rec->prefill_ms = rec->ttft_ms = rec->decode_ms = -1;
+    rec->decode_tokens_per_s = -1;
+    rec->total_ms = (job_now() - r->t0) * 1e3;
+    stats_rss(&rec->rss_kb, &rec->rss_peak_kb);
+}
+
+/* on_release of a generation job: the last owner (HTTP side or scheduler) writes its row. */
+static void record_job(struct job *j, void *ctx)
+{
+    struct server *srv = ctx;
+    struct stats_record rec;
+    memset(&rec, 0, sizeof rec);
+    rec.received_at = stats_wall_now() - (job_now() - j->t_arrival);
+    snprintf(rec.request_id, sizeof rec.request_id, "%s", j->request_id);
+    snprintf(rec.endpoint, sizeof rec.endpoint, "%s", j->endpoint);
+    snprintf(rec.client, sizeof rec.client, "%s", j->client);
+    snprintf(rec.model, sizeof rec.model, "%s", j->model);
+    rec.http_status = j->http_status;
+    int done = j->done;
+    if (j->http_status == 503) snprintf(rec.status, sizeof rec.status, "rejected");
+    else if (j->http_status == 499 && done == DONE_NONE) snprintf(rec.status, sizeof rec.status, "cancelled");
+    else snprintf(rec.status, sizeof rec.status, "%s", done ? job_done_name(done) : "error");
+    snprintf(rec.error, sizeof rec.error, "%s", j->error);
+    int ran = done != DONE_NONE && j->t.queue_ms >= 0;
+    rec.prompt_tokens = ran ? j->prompt_tokens : -1;
+    rec.image_tokens = ran ? j->image_tokens : -1;
+    rec.completion_tokens = ran ? j->completion_tokens : -1;
+    rec.queue_ms = j->t.queue_ms;
+    rec.vision_ms = j->t.vision_ms;
+    rec.prefill_ms = j->t.prefill_ms;
+    rec.ttft_ms = j->t.ttft_ms;
+    rec.decode_ms = j->t.decode_ms;
+    rec.total_ms = j->t.total_ms >= 0 ? j->t.total_ms : (job_now() - j->t_arrival) * 1e3;
+    rec.decode_tokens_per_s = j->completion_tokens > 1 && j->t.decode_ms > 0
+        ? (j->completion_tokens - 1) / (j->t.decode_ms / 1e3) : -1;
+    stats_rss(&rec.rss_kb, &rec.rss_peak_kb);
+    if (ran) metrics_observe(srv->metrics, HIST_REQUEST_SECONDS, rec.total_ms / 1e3);
+    stats_record(srv->stats, &rec);
+}
+
+/* ---------- generation ---------- */
+
+struct stream {
+    struct http *h;
+    struct job *job;
+    const struct api_gen *gen;
+    struct api_ctx ctx;
+    int sock;
+    struct sbuf out;
+    size_t out_pos;
+    char *take;
+    size_t take_cap;
+    int eof;
+};
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct stream *st = cls;
+    while (st->out_pos == st->out.len) {
+        if (st->eof) return MHD_CONTENT_READER_END_OF_STREAM;
+        st->out.len = st->out_pos = 0;
+        int done;
+        size_t n = job_take(st->job, &st->take, &st->take_cap, &done);
+        if (n) st->gen->chunk(&st->ctx, st->take, n, &st->out);
+        if (done) {
+            st->gen->final(&st->ctx, st->job, &st->out);
+            st->eof = 1;
+        } else if (!n && job_wait(st->job, st->sock, 0) < 0) {
+            job_cancel(st->job);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+    size_t n = st->out.len - st->out_pos;
+    if (n > max) n = max;
+    memcpy(buf, st->out.p + st->out_pos, n);
+    st->out_pos += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    struct stream *st = cls;
+    if (!st->eof) job_cancel(st->job);
+    __atomic_sub_fetch(&st->h->streams, 1, __ATOMIC_RELAXED);
+    job_unref(st->job);
+    sbuf_free(&st->out);
+    free(st->take);
+    free(st);
+}
+
+static int conn_fd(struct http_req *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+/* Multipart fields become a JSON object (numbers and booleans typed by field name); files
+ * go straight to the job as images. */
+static cJSON *form_to_json(struct http_req *r, struct job *j, struct api_error *e)
+{
+    static const char *numeric[] = { "max_tokens", "temperature", "top_k", "top_p", "min_p",
+                                     "repeat_penalty", "seed" };
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; i < r->nform; i++) {
+        struct form_field *f = &r->form[i];
+        const char *v = f->value.p ? f->value.p : "";
+        if (f->is_file || strcmp(f->key, "image") == 0 || strcmp(f->key, "images") == 0) {
+            if (codec_add_image_bytes(j, (const unsigned char *)v, f->value.len, &r->srv->limits,
+                                      f->key, e) != 0) {
+                cJSON_Delete(o);
+                return NULL;
+            }
+            continue;
+        }
+        cJSON *item = NULL;
+        for (size_t k = 0; k < sizeof numeric / sizeof *numeric && !item; k++)
+            if (strcmp(f->key, numeric[k]) == 0) {
+                char *end;
+                double d = strtod(v, &end);
+                if (end != v && *end == 0) item = cJSON_CreateNumber(d);
+            }
+        if (!item && strcmp(f->key, "stream") == 0) {
+            if (!strcmp(v, "true") || !strcmp(v, "1")) item = cJSON_CreateTrue();
+            else if (!strcmp(v, "false") || !strcmp(v, "0")) item = cJSON_CreateFalse();
+        }
+        if (!item) item = cJSON_CreateString(v);
+        cJSON_AddItemToObject(o, f->key, item);
+    }
+    return o;
+}
+
+static int count_prompt_tokens(struct server *srv, const struct job *j)
+{
+    int total = 0;
+    for (int i = 0; i < j->n_msgs; i++) {
+        int n = srv->backend->ops->count_tokens(srv->backend, j->msgs[i].text);
+        if (n < 0) return -1;
+        total += n;
+    }
+    return total;
+}
+
+/* Returns MHD_NO when the client went away (the connection is then closed). */
+static enum MHD_Result run_generation(struct http_req *r)
+{
+    struct server *srv = r->srv;
+    const struct api_gen *gen = r->route->gen;
+    struct api_error e = { 0, "", "" };
+    struct job *j = job_create();
+    if (!j) {
+        fail(r, 500, "internal", "out of memory");
+        return MHD_YES;
+    }
+    cJSON *root;
+    if (r->pp) {
+        root = form_to_json(r, j, &e);
+    } else {
+        root = cJSON_ParseWithLength(r->body.p ? r->body.p : "", r->body.len);
+        if (!root) {
+            const char *at = cJSON_GetErrorPtr();
+            long off = at && r->body.p && at >= r->body.p && at <= r->body.p + r->body.len
+                ? (long)(at - r->body.p) : 0;
+            codec_fail(&e, 400, "invalid_request", "malformed JSON near byte %ld", off);
+        } else if (!cJSON_IsObject(root)) {
+            codec_fail(&e, 400, "invalid_request", "request body must be a JSON object");
+        }
+    }
+    struct api_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    snprintf(ctx.model, sizeof ctx.model, "%s", srv->info.name);
+    snprintf(ctx.request_id, sizeof ctx.request_id, "%s", r->request_id);
+    ctx.created_wall = r->wall0;
+    int stream = gen->stream_default;
+    if (!e.status && gen->parse(root, &srv->limits, j, &ctx, &stream, &e) == 0) {
+        int n = count_prompt_tokens(srv, j);
+        if (n > srv->cfg->max_prompt_tokens)
+            codec_fail(&e, 422, "invalid_request", "prompt is %d tokens; the limit is %d", n,
+                       srv->cfg->max_prompt_tokens);
+    }
+    cJSON_Delete(root);
+    if (e.status) {
+        job_unref(j);
+        http_reply_error(r, &e);
+        return MHD_YES;
+    }
+
+    j->t_arrival = r->t0;
+    j->deadline = r->t0 + srv->cfg->request_timeout;
+    snprintf(j->request_id, sizeof j->request_id, "%s", r->request_id);
+    snprintf(j->endpoint, sizeof j->endpoint, "%s", r->endpoint);
+    snprintf(j->client, sizeof j->client, "%s", r->client);
+    snprintf(j->model, sizeof j->model, "%s", srv->info.name);
+    j->on_release = record_job;
+    j->on_release_ctx = srv;
+    r->job = j;   /* from here on the job writes this request's stats row */
+
+    int rc = sched_submit(srv->sched, j);
+    if (rc != SCHED_OK) {
+        if (rc == SCHED_FULL) fail(r, 503, "overloaded", "all %d slots are busy and %d requests are queued; retry later",
+                                   srv->cfg->slots, srv->cfg->queue);
+        else fail(r, 503, "unavailable", "the server is shutting down");
+        snprintf(j->error, sizeof j->error, "%s", r->error);
+        return MHD_YES;
+    }
+
+    int sock = conn_fd(r);
+    /* Headers wait for the first event so that failures before any text (a prompt the engine
+     * refuses, a deadline passed in the queue) still get a proper status. */
+    if (job_wait(j, sock, 0) < 0) goto gone;
+    pthread_mutex_lock(&j->mu);
+    int done = j->done, has_text = j->text_len > 0, tokens = j->completion_tokens;
+    int est = j->error_status;
+    pthread_mutex_unlock(&j->mu);
+    if (done == DONE_ERROR && !has_text) {
+        fail(r, est ? est : 500, est == 422 ? "invalid_request" : "internal", "%s", j->error);
+        return MHD_YES;
+    }
+    if (done == DONE_TIMEOUT && !has_text && tokens == 0) {
+        fail(r, 503, "overloaded", "request deadline (%d s) passed before it could run",
+             srv->cfg->request_timeout);
+        return MHD_YES;
+    }
+
+    if (!stream) {
+        while (!done) {
+            if (job_wait(j, sock, 0) < 0) goto gone;
+            /* Only the done flag matters here; the text stays in the job for whole(). */
+            pthread_mutex_lock(&j->mu);
+            done = j->done;
+            j->text_read = j->text_len;
+            pthread_mutex_unlock(&j->mu);
+        }
+        if (done == DONE_ERROR) {
+            fail(r, j->error_status ? j->error_status : 500, "internal", "%s", j->error);
+            return MHD_YES;
+        }
+        http_reply_json(r, 200, gen->whole(&ctx, j));
+        return MHD_YES;
+    }
+
+    struct stream *st = calloc(1, sizeof *st);
+    if (!st) {
+        fail(r, 500, "internal", "out of memory");
+        return MHD_YES;
+    }
+    job_ref(j);
+    st->h = r->h;
+    __atomic_add_fetch(&r->h->streams, 1, __ATOMIC_RELAXED);
+    st->job = j;
+    st->gen = gen;
+    st->ctx = ctx;
+    st->sock = sock;
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, st, stream_free);
+    if (!resp) {
+        stream_free(st);
+        fail(r, 500, "internal", "out of memory");
+        return MHD_YES;
+    }
+    MHD_add_response_header(resp, "Content-Type", gen->stream_type);
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    common_headers(r, resp);
+    MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    r->status = 200;
+    return MHD_YES;
+
+gone:
+    job_cancel(j);
+    r->status = 499;   /* nginx's "client closed request", for the stats row only */
+    snprintf(r->error, sizeof r->error, "client disconnected");
+    return MHD_NO;
+}
+
+/* ---------- MHD callbacks ---------- */
+
+static enum MHD_Result on_form(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *filename, const char *content_type,
+                               const char *transfer_encoding, const char *data, uint64_t off,
+                               size_t size)
+{
+    (void)kind, (void)content_type, (void)transfer_encoding;
+    struct http_req *r = cls;
+    struct form_field *f = r->nform ? &r->form[r->nform - 1] : NULL;
+    if (!f || off == 0 || strcmp(f->key, key) != 0) {
+        if (r->nform == MAX_FORM_FIELDS) {
+            codec_fail(&r->early, 400, "invalid_request", "too many form fields (max %d)", MAX_FORM_FIELDS);
+            r->has_early = 1;
+            return MHD_NO;
+        }
+        f = &r->form[r->nform++];
+        snprintf(f->key, sizeof f->key, "%s", key);
+        f->is_file = filename != NULL;
+    }
+    if (size && sbuf_add(&f->value, data, size) != 0) {
+        codec_fail(&r->early, 500, "internal", "out of memory");
+        r->has_early = 1;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+static const struct route *find_route(const char *method, const char *url, int *path_known)
+{
+    *path_known = 0;
+    if (strcmp(method, "HEAD") == 0) method = "GET";
+    for (size_t i = 0; i < NROUTES; i++) {
+        if (strcmp(routes[i].path, url) != 0) continue;
+        *path_known = 1;
+        if (strcmp(routes[i].method, method) == 0) return &routes[i];
+    }
+    return NULL;
+}
+
+static void new_request_id(char *out, size_t n)
+{
+    unsigned char b[8];
+    if (getrandom(b, sizeof b, GRND_NONBLOCK) != sizeof b) {
+        static unsigned long long ctr;
+        unsigned long long v = __atomic_add_fetch(&ctr, 1, __ATOMIC_RELAXED) ^ (unsigned long long)job_now();
+        memcpy(b, &v, sizeof b);
+    }
+    snprintf(out, n, "req-%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+}
+
+static void client_addr(struct MHD_Connection *conn, char *out, size_t n)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    out[0] = 0;
+    if (!ci || !ci->client_addr) return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)n);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)n);
+}
+
+static int media_type_is(const char *ct, const char *type)
+{
+    size_t n = strlen(type);
+    return strncasecmp(ct, type, n) == 0 && (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* First call for a request: everything decidable from the headers. */
+static void first_call(struct http_req *r, const char *method, const char *url)
+{
+    struct server *srv = r->srv;
+    int path_known;
+    r->route = find_route(method, url, &path_known);
+    r->endpoint = r->route ? r->route->path : path_known ? url : "unknown";
+    if (!r->route) {
+        if (path_known) {
+            char *allow = r->allow;
+            for (size_t i = 0; i < NROUTES; i++)
+                if (strcmp(routes[i].path, url) == 0)
+                    snprintf(allow + strlen(allow), sizeof r->allow - strlen(allow), "%s%s",
+                             allow[0] ? ", " : "", routes[i].method);
+            codec_fail(&r->early, 405, "method_not_allowed", "%s %s: allowed: %s", method, url, allow);
+            for (size_t i = 0; i < NROUTES; i++)   /* endpoint label from the table: static storage */
+                if (strcmp(routes[i].path, url) == 0) r->endpoint = routes[i].path;
+        } else {
+            codec_fail(&r->early, 404, "not_found", "no such endpoint: %s %s", method, url);
+        }
+        r->has_early = 1;
+        return;
+    }
+    if (!r->route->open) {
+        const char *authz = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+        const char *xkey = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Api-Key");
+        if (!auth_check(srv->auth, authz, xkey)) {
+            codec_fail(&r->early, 401, "authentication", "missing or invalid API key");
+            r->has_early = 1;
+            return;
+        }
+    }
+    if (strcmp(r->route->method, "POST") != 0) return;
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoll(cl, NULL, 10) > srv->cfg->max_body_bytes) {
+        codec_fail(&r->early, 413, "payload_too_large", "request body of %s bytes exceeds the limit of %ld bytes",
+                   cl, srv->cfg->max_body_bytes);
+        r->has_early = 1;
+        return;
+    }
+    const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
+    if (ct && media_type_is(ct, "multipart/form-data")) {
+        if (r->route->gen != &api_native_generate) {
+            codec_fail(&r->early, 415, "unsupported_media_type", "%s accepts application/json only", url);
+            r->has_early = 1;
+            return;
+        }
+        r->pp = MHD_create_post_processor(r->conn, 64 * 1024, on_form, r);
+        if (!r->pp) {
+            codec_fail(&r->early, 400, "invalid_request", "malformed multipart/form-data header");
+            r->has_early = 1;
+        }
+        return;
+    }
+    /* curl -d sends x-www-form-urlencoded and some clients send text/plain or nothing;
+     * all of them mean JSON here. Anything else is refused. */
+    if (ct && !media_type_is(ct, "application/json") && !media_type_is(ct, "text/plain") &&
+        !media_type_is(ct, "application/x-www-form-urlencoded")) {
+        codec_fail(&r->early, 415, "unsupported_media_type",
+                   "Content-Type %s: send application/json or multipart/form-data", ct);
+        r->has_early = 1;
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    struct http *h = cls;
+    struct http_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        r->h = h;
+        r->srv = h->srv;
+        r->conn = conn;
+        r->t0 = job_now();
+        r->wall0 = stats_wall_now();
+        new_request_id(r->request_id, sizeof r->request_id);
+        client_addr(conn, r->client, sizeof r->client);
+        *con_cls = r;
+        first_call(r, method, url);
+        /* A declared body over the limit is refused before it is read (a client that sent
+         * "Expect: 100-continue" never sends it). Smaller refused bodies are read and dropped
+         * so that the client sees the response rather than a reset connection. */
+        if (r->has_early && r->early.status == 413) http_reply_error(r, &r->early);
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->has_early) return MHD_YES;    /* discard the rest of a refused body */
+        r->body_seen += (long long)n;
+        if (r->body_seen > r->srv->cfg->max_body_bytes) {
+            codec_fail(&r->early, 413, "payload_too_large", "request body exceeds the limit of %ld bytes",
+                       r->srv->cfg->max_body_bytes);
+            r->has_early = 1;
+            sbuf_free(&r->body);
+            return MHD_YES;
+        }
+        if (r->pp) {
+            if (MHD_post_process(r->pp, upload_data, n) != MHD_YES && !r->has_early) {
+                codec_fail(&r->early, 400, "invalid_request", "malformed multipart/form-data body");
+                r->has_early = 1;
+            }
+        } else if (sbuf_add(&r->body, upload_data, n) != 0) {
+            codec_fail(&r->early, 500, "internal", "out of memory");
+            r->has_early = 1;
+        }
+        return MHD_YES;
+    }
+    if (r->status) return MHD_YES;
+    if (r->has_early) {
+        http_reply_error(r, &r->early);
+        return MHD_YES;
+    }
+    if (r->route->gen) return run_generation(r);
+    r->route->handler(r);
+    if (!r->status) fail(r, 500, "internal", "handler produced no response");
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)conn;
+    struct http_req *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status == 0) r->status = 499;
+    if (r->status == 0) r->status = 500;
+    metrics_request(r->srv->metrics, r->endpoint, r->status);
+    if (r->job) {
+        struct job *j = r->job;
+        pthread_mutex_lock(&j->mu);
+        j->http_status = r->status;
+        if (!j->error[0] && r->error[0]) snprintf(j->error, sizeof j->error, "%s", r->error);
+        pthread_mutex_unlock(&j->mu);
+        job_unref(j);
+    } else {
+        struct stats_record rec;
+        fill_record(&rec, r);
+        stats_record(r->srv->stats, &rec);
+    }
+    if (r->pp) MHD_destroy_post_processor(r->pp);
+    for (int i = 0; i < r->nform; i++) sbuf_free(&r->form[i].value);
+    sbuf_free(&r->body);
+    free(r);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n') msg[--n] = 0;
+    log_warn("http: %s", msg);
+}
+
+struct http *http_start(struct server *srv, char *err, size_t errlen)
+{
+    const struct config *c = srv->cfg;
+    struct http *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "http: out of memory");
+        return NULL;
+    }
+    h->srv = srv;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_POLL;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, c->bind, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((unsigned short)c->port);
+    } else if (inet_pton(AF_INET6, c->bind, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((unsigned short)c->port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        snprintf(err, errlen, "bind: '%s' is not an IPv4 or IPv6 address", c->bind);
+        free(h);
+        return NULL;
+    }
+    h->d = MHD_start_daemon(flags, (uint16_t)c->port, NULL, NULL, on_request, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)c->max_header_bytes,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_END);
+    if (!h->d) {
+        snprintf(err, errlen, "http: cannot listen on %s:%d (address in use or not available?)",
+                 c->bind, c->port);
+        free(h);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : c->port;
+    return h;
+}
+
+int http_port(const struct http *h) { return h->port; }
+
+int http_active_streams(struct http *h) { return __atomic_load_n(&h->streams, __ATOMIC_RELAXED); }
+
+void http_quiesce(struct http *h)
+{
+    if (!h || !h->d) return;
+    MHD_socket s = MHD_quiesce_daemon(h->d);
+    if (s != MHD_INVALID_SOCKET) close(s);
+}
+
+void http_stop(struct http *h)
+{
+    if (!h) return;
+    if (h->d) MHD_stop_daemon(h->d);
+    free(h);
+}

@@ -1,0 +1,106 @@
+/* A generation job: what a client asked for (filled by the API codecs), and the stream of text
+ * the scheduler produces for it (read by the HTTP side). Shared by exactly those two sides,
+ * reference counted; the last unref sends its stats record. */
+#ifndef TERN_SERVER_JOB_H
+#define TERN_SERVER_JOB_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define JOB_MAX_STOP 4
+#define JOB_MAX_IMAGES 8
+
+enum job_role { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
+
+struct job_msg {
+    int role;           /* enum job_role */
+    char *text;
+    int n_images;       /* images (in order of job->images) that precede this message's text */
+};
+
+struct job_image {
+    unsigned char *rgb; /* width*height*3 bytes, decoded by the HTTP thread */
+    int width, height;
+};
+
+struct job_params {
+    int max_tokens;
+    float temperature, top_p, min_p, repeat_penalty;
+    int top_k;
+    uint64_t seed;      /* 0 = random */
+    int has_seed;
+    char *stop[JOB_MAX_STOP];
+    int n_stop;
+};
+
+enum job_done {
+    DONE_NONE = 0, DONE_STOP, DONE_LENGTH, DONE_CANCELLED, DONE_TIMEOUT, DONE_ERROR
+};
+
+/* Milliseconds; -1 when the phase did not happen. */
+struct job_timings {
+    double queue_ms, vision_ms, prefill_ms, ttft_ms, decode_ms, total_ms;
+};
+
+struct job {
+    /* ---- input: set before submission, read-only afterwards ---- */
+    struct job_msg *msgs;
+    int n_msgs;
+    struct job_image images[JOB_MAX_IMAGES];
+    int n_images;
+    struct job_params params;
+    double t_arrival;          /* monotonic seconds */
+    double deadline;           /* monotonic seconds */
+    char request_id[40];
+
+    /* ---- output: guarded by mu; the scheduler writes, the HTTP side reads ---- */
+    pthread_mutex_t mu;
+    char *text;                /* all text produced so far */
+    size_t text_len, text_cap;
+    size_t text_read;          /* HTTP side's position */
+    int done;                  /* enum job_done, DONE_NONE while running */
+    char error[256];
+    int error_status;          /* HTTP status for DONE_ERROR: 422 bad input, 500 engine */
+    int prompt_tokens, image_tokens, completion_tokens;
+    struct job_timings t;
+    int notify_fd;             /* eventfd: written on every push and on done */
+    int cancel;                /* set by HTTP side (disconnect); read by scheduler */
+
+    /* ---- for the stats record (HTTP side, before the last unref) ---- */
+    int refs;
+    int http_status;
+    char endpoint[32];
+    char client[64];
+    char model[128];
+    void (*on_release)(struct job *j, void *ctx);
+    void *on_release_ctx;
+};
+
+struct job *job_create(void);
+void job_ref(struct job *j);
+void job_unref(struct job *j);      /* frees on the last reference (after on_release) */
+int  job_add_msg(struct job *j, int role, const char *text, size_t len, int n_images);
+
+/* Scheduler side. */
+int  job_push(struct job *j, const char *s, size_t n);  /* append text, wake the reader */
+void job_finish(struct job *j, int done, const char *error);
+int  job_cancelled(struct job *j);
+
+/* HTTP side. */
+void job_cancel(struct job *j);
+/* Copy unread text into *out (grown as needed, caller frees); returns bytes copied.
+ * *done receives the done state observed under the same lock. */
+size_t job_take(struct job *j, char **out, size_t *cap, int *done);
+/* Wait until there is something to read, the job is done, the socket (sock_fd >= 0) is
+ * hung up, or the deadline passes. Returns 1 readable, 0 timed out, -1 client gone. */
+int  job_wait(struct job *j, int sock_fd, double deadline);
+
+/* Copies n bytes to out (room for 3n), replacing each byte that is not part of valid UTF-8
+ * with U+FFFD, so every API emits valid JSON strings. Returns the bytes written. */
+size_t job_utf8_sanitize(const char *in, size_t n, char *out);
+
+const char *job_done_name(int done);
+double job_now(void);                /* monotonic seconds */
+
+#endif

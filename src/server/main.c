@@ -1,0 +1,164 @@
+/* ternd: load the config and the model, start the scheduler, stats writer and HTTP server,
+ * then sleep in sigwait until a signal: SIGHUP reopens the log, SIGTERM/SIGINT drain and exit.
+ * With a systemd watchdog the wait wakes at half the interval to ping it (only while the
+ * engine thread is making progress). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "log.h"
+#include "server.h"
+
+extern char **environ;
+
+static void sample(void *ctx, struct stats_sample *out)
+{
+    struct server *srv = ctx;
+    long peak;
+    stats_rss(&out->rss_kb, &peak);
+    sched_snapshot(srv->sched, &out->active_slots, &out->queued);
+    out->tokens_total = metrics_get(srv->metrics, CNT_COMPLETION_TOKENS);
+}
+
+static long long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : 0;
+}
+
+static void model_name_from_path(const char *path, char *out, size_t n)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    size_t len = strlen(b);
+    if (len >= n) len = n - 1;
+    memcpy(out, b, len);
+    out[len] = 0;
+    char *dot = strstr(out, ".gguf");
+    if (dot) *dot = 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct config cfg;
+    char err[512];
+    int rc = config_load(&cfg, argc, argv, environ, err, sizeof err);
+    if (rc == CONFIG_EXIT) return 0;
+    if (rc != CONFIG_OK) {
+        fprintf(stderr, "ternd: %s\n", err);
+        return 2;
+    }
+    if (log_setup(log_level_parse(cfg.log_level), cfg.log_file) != 0)
+        fprintf(stderr, "ternd: log_file %s: cannot open, logging to stderr\n", cfg.log_file);
+
+    /* Every thread inherits this mask; only the sigwait below receives these signals. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int threads = cfg.threads > 0 ? cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    char model[CONFIG_STR + 16], mmproj[CONFIG_STR + 16], name[128];
+    config_resolve_path(&cfg, cfg.model, model, sizeof model);
+    config_resolve_path(&cfg, cfg.mmproj, mmproj, sizeof mmproj);
+    if (cfg.model_name[0]) snprintf(name, sizeof name, "%s", cfg.model_name);
+    else model_name_from_path(model, name, sizeof name);
+
+    struct backend_options bo = { model, mmproj, name, cfg.slots, cfg.ctx_size, threads,
+                                  cfg.prefill_chunk, cfg.echo_delay_ms };
+    struct server srv = { 0 };
+    srv.cfg = &cfg;
+    srv.started_wall = stats_wall_now();
+    srv.limits = (struct api_limits){ cfg.max_image_bytes, cfg.max_image_pixels, cfg.max_images,
+                                      cfg.max_tokens, cfg.default_max_tokens };
+    int is_echo = strcmp(cfg.engine, "echo") == 0;
+    if (is_echo) log_warn("engine = echo: a test double that repeats the prompt, not a model");
+    srv.backend = is_echo ? backend_echo_create(&bo, err, sizeof err)
+                          : backend_engine_create(&bo, err, sizeof err);
+    if (!srv.backend) {
+        log_error("%s", err);
+        return 1;
+    }
+    srv.backend->ops->info(srv.backend, &srv.info);
+    if (!is_echo && srv.info.size_bytes == 0) srv.info.size_bytes = file_size(model) + file_size(mmproj);
+
+    srv.auth = auth_create(cfg.api_keys, cfg.api_key_file, err, sizeof err);
+    srv.metrics = metrics_create();
+    struct sched_options so = { cfg.slots, cfg.queue, cfg.prefill_chunk };
+    if (!srv.auth || !srv.metrics || !(srv.sched = sched_create(&so, srv.backend, srv.metrics, err, sizeof err))) {
+        log_error("%s", srv.metrics ? err : "out of memory");
+        return 1;
+    }
+    if (cfg.db[0]) {
+        struct stats_options sto = { cfg.db, cfg.stats_queue, cfg.sample_interval, cfg.retention_days };
+        if (!(srv.stats = stats_open(&sto, sample, &srv, err, sizeof err))) {
+            log_error("%s", err);
+            return 1;
+        }
+    }
+    struct http *http = http_start(&srv, err, sizeof err);
+    if (!http) {
+        log_error("%s", err);
+        return 1;
+    }
+    srv.ready = 1;
+    log_info("ternd %s listening on http://%s%s%s:%d (model %s, engine %s, %d slots, queue %d, %d threads%s%s)",
+             TERN_VERSION, strchr(cfg.bind, ':') ? "[" : "", cfg.bind, strchr(cfg.bind, ':') ? "]" : "",
+             http_port(http), srv.info.name, cfg.engine, cfg.slots, cfg.queue, threads,
+             auth_enabled(srv.auth) ? ", API keys on" : "", cfg.db[0] ? ", stats on" : "");
+    sd_notify(0, "READY=1\nSTATUS=serving");
+
+    uint64_t wd_usec = 0;
+    int watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
+    for (;;) {
+        siginfo_t si;
+        int sig;
+        if (watchdog) {
+            struct timespec ts = { (time_t)(wd_usec / 2000000), (long)((wd_usec / 2) % 1000000) * 1000 };
+            sig = sigtimedwait(&sigs, &si, &ts);
+            int busy;
+            double hb = sched_heartbeat(srv.sched, &busy);
+            if (!busy || job_now() - hb < (double)wd_usec / 1e6) sd_notify(0, "WATCHDOG=1");
+            if (sig < 0) continue;
+        } else {
+            sig = sigwaitinfo(&sigs, &si);
+            if (sig < 0) continue;
+        }
+        if (sig == SIGHUP) {
+            log_reopen();
+            log_info("SIGHUP: log reopened");
+            continue;
+        }
+        break;
+    }
+
+    log_info("shutting down: draining for up to %d s", cfg.drain_timeout);
+    sd_notify(0, "STOPPING=1\nSTATUS=draining");
+    srv.ready = 0;
+    http_quiesce(http);
+    sched_drain(srv.sched, cfg.drain_timeout);
+    /* Let the last final lines reach their clients before the sockets close. */
+    for (int i = 0; i < 40 && http_active_streams(http) > 0; i++) {
+        struct timespec ts = { 0, 50 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    http_stop(http);
+    sched_destroy(srv.sched);
+    stats_close(srv.stats);
+    srv.backend->ops->destroy(srv.backend);
+    auth_destroy(srv.auth);
+    metrics_destroy(srv.metrics);
+    log_info("stopped");
+    log_close();
+    return 0;
+}

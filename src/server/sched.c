@@ -1,0 +1,392 @@
+/* Continuous batching over a fixed set of slots. Only the engine thread touches the backend
+ * and the slots; HTTP threads only enqueue jobs and read their streams. */
+#include "sched.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+enum slot_state { SLOT_FREE, SLOT_ADMIT, SLOT_PREFILL, SLOT_PREFILLED, SLOT_DECODE };
+
+#define PEND_MAX 1024
+
+struct slot {
+    struct job *job;
+    int state;
+    int generated;
+    int prefill_left;
+    double t_admit, t_prefill_done, t_first, t_last;
+    char pend[PEND_MAX];    /* text held back while it may be the start of a stop string */
+    size_t pend_len;
+};
+
+struct sched {
+    struct sched_options o;
+    struct backend *be;
+    struct metrics *m;
+
+    pthread_mutex_t mu;
+    pthread_cond_t work;     /* engine thread waits here when idle */
+    pthread_cond_t idle;     /* sched_drain waits here */
+    struct job **queue;      /* ring of waiting jobs */
+    int qcap, qhead, qlen;
+    int busy;                /* slots holding a job (engine thread's count, published) */
+    int accepting, cancel_all, stop, stepping;
+    double heartbeat;
+
+    struct slot *slots;
+    int *batch;
+    struct backend_token *out;
+    pthread_t thread;
+};
+
+size_t sched_stop_scan(const char *pend, size_t len, char *const *stop, int n_stop, int *hit)
+{
+    *hit = 0;
+    size_t first = len;
+    for (int i = 0; i < n_stop; i++) {
+        size_t sl = strlen(stop[i]);
+        if (!sl || sl > len) continue;
+        for (size_t p = 0; p + sl <= len; p++)
+            if (memcmp(pend + p, stop[i], sl) == 0) {
+                if (p < first) first = p;
+                *hit = 1;
+                break;
+            }
+    }
+    if (*hit) return first;
+    /* Hold back the longest suffix that is a proper prefix of some stop string. */
+    size_t keep = 0;
+    for (int i = 0; i < n_stop; i++) {
+        size_t sl = strlen(stop[i]);
+        for (size_t k = sl > len ? len : sl - 1; k > keep; k--)
+            if (memcmp(pend + len - k, stop[i], k) == 0) {
+                keep = k;
+                break;
+            }
+    }
+    return len - keep;
+}
+
+static void finish_slot(struct sched *s, struct slot *sl, int done, const char *error)
+{
+    struct job *j = sl->job;
+    if (sl->pend_len && done != DONE_ERROR) job_push(j, sl->pend, sl->pend_len);
+    double now = job_now();
+    pthread_mutex_lock(&j->mu);
+    j->completion_tokens = sl->generated;
+    if (sl->t_first > 0) j->t.decode_ms = (now - sl->t_first) * 1e3;
+    pthread_mutex_unlock(&j->mu);
+    if (sl->state != SLOT_ADMIT) s->be->ops->release(s->be, (int)(sl - s->slots));
+    if (done == DONE_CANCELLED || done == DONE_TIMEOUT) metrics_add(s->m, CNT_CANCELLED, 1);
+    metrics_add(s->m, CNT_COMPLETION_TOKENS, sl->generated);
+    job_finish(j, done, error);
+    if (error && done == DONE_ERROR) log_warn("request %s failed: %s", j->request_id, error);
+    job_unref(j);
+    memset(sl, 0, sizeof *sl);
+}
+
+/* Text from one token: append, hold back a possible stop prefix, push the rest. */
+static int emit(struct slot *sl, const char *text, size_t n)
+{
+    struct job *j = sl->job;
+    if (n > sizeof ((struct backend_token *)0)->text) n = sizeof ((struct backend_token *)0)->text;
+    if (sl->pend_len + 3 * n > PEND_MAX) { /* cannot happen with bounded stops; flush anyway */
+        job_push(j, sl->pend, sl->pend_len);
+        sl->pend_len = 0;
+    }
+    sl->pend_len += job_utf8_sanitize(text, n, sl->pend + sl->pend_len);
+    int hit;
+    size_t send = sched_stop_scan(sl->pend, sl->pend_len, j->params.stop, j->params.n_stop, &hit);
+    if (send) job_push(j, sl->pend, send);
+    if (hit) {
+        sl->pend_len = 0;
+        return 1;
+    }
+    memmove(sl->pend, sl->pend + send, sl->pend_len - send);
+    sl->pend_len -= send;
+    return 0;
+}
+
+static void step(struct sched *s, int cancel_all)
+{
+    const struct backend_ops *ops = s->be->ops;
+    char err[256];
+    double now = job_now();
+
+    for (int i = 0; i < s->o.slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (!sl->job) continue;
+        if (cancel_all || job_cancelled(sl->job)) finish_slot(s, sl, DONE_CANCELLED, NULL);
+        else if (now > sl->job->deadline) finish_slot(s, sl, DONE_TIMEOUT, "request deadline passed");
+    }
+
+    /* Admit: tokenize + vision encode. */
+    for (int i = 0; i < s->o.slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->state != SLOT_ADMIT) continue;
+        struct job *j = sl->job;
+        struct backend_admit a = { 0, 0, -1 };
+        int client_error = 0;
+        sl->t_admit = job_now();
+        metrics_observe(s->m, HIST_QUEUE_SECONDS, sl->t_admit - j->t_arrival);
+        pthread_mutex_lock(&j->mu);
+        j->t.queue_ms = (sl->t_admit - j->t_arrival) * 1e3;
+        pthread_mutex_unlock(&j->mu);
+        if (ops->admit(s->be, i, j, &a, &client_error, err, sizeof err) != 0) {
+            pthread_mutex_lock(&j->mu);
+            j->error_status = client_error ? 422 : 500;
+            pthread_mutex_unlock(&j->mu);
+            finish_slot(s, sl, DONE_ERROR, err);
+            continue;
+        }
+        pthread_mutex_lock(&j->mu);
+        j->prompt_tokens = a.prompt_tokens;
+        j->image_tokens = a.image_tokens;
+        j->t.vision_ms = a.vision_ms;
+        pthread_mutex_unlock(&j->mu);
+        metrics_add(s->m, CNT_PROMPT_TOKENS, a.prompt_tokens);
+        sl->prefill_left = a.prompt_tokens;
+        sl->state = SLOT_PREFILL;
+    }
+
+    /* The slots already generating; a slot whose prompt completes this step starts next step
+     * (its first token is sampled from the logits this step computes). */
+    int n = 0;
+    for (int i = 0; i < s->o.slots; i++)
+        if (s->slots[i].state == SLOT_DECODE) s->batch[n++] = i;
+
+    /* Prefill: one chunk per step, shared among the slots waiting for it, so decoding slots
+     * are never stalled for more than a chunk's worth of work. */
+    int budget = s->o.prefill_chunk, queued = 0, prefilled = 0;
+    for (int i = 0; i < s->o.slots && budget > 0; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->state != SLOT_PREFILL) continue;
+        int left = ops->prefill(s->be, i, budget, err, sizeof err);
+        if (left < 0) {
+            finish_slot(s, sl, DONE_ERROR, err);
+            continue;
+        }
+        budget -= sl->prefill_left - left;
+        queued += sl->prefill_left - left;
+        sl->prefill_left = left;
+        if (left == 0) sl->state = SLOT_PREFILLED, prefilled++;
+    }
+    if (n == 0 && queued == 0 && prefilled == 0) return;
+
+    /* One batched forward pass for every slot. */
+    double t0 = job_now();
+    if (ops->decode(s->be, n, s->batch, s->out, err, sizeof err) != 0) {
+        for (int i = 0; i < s->o.slots; i++)
+            if (s->slots[i].state == SLOT_DECODE || s->slots[i].state == SLOT_PREFILLED)
+                finish_slot(s, &s->slots[i], DONE_ERROR, err);
+        return;
+    }
+    double t1 = job_now();
+    for (int i = 0; i < s->o.slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->state != SLOT_PREFILLED) continue;
+        sl->state = SLOT_DECODE;
+        sl->t_prefill_done = t1;
+        struct job *j = sl->job;
+        pthread_mutex_lock(&j->mu);
+        j->t.prefill_ms = (t1 - sl->t_admit) * 1e3;
+        if (j->t.vision_ms > 0) j->t.prefill_ms -= j->t.vision_ms;
+        pthread_mutex_unlock(&j->mu);
+    }
+    for (int k = 0; k < n; k++) {
+        struct slot *sl = &s->slots[s->batch[k]];
+        struct job *j = sl->job;
+        struct backend_token *t = &s->out[k];
+        if (t->eos) {
+            if (t->len) emit(sl, t->text, t->len);   /* the detokenizer's last bytes */
+            finish_slot(s, sl, DONE_STOP, NULL);
+            continue;
+        }
+        sl->generated++;
+        if (sl->generated == 1) {
+            sl->t_first = t1;
+            pthread_mutex_lock(&j->mu);
+            j->t.ttft_ms = (t1 - j->t_arrival) * 1e3;
+            pthread_mutex_unlock(&j->mu);
+            metrics_observe(s->m, HIST_TTFT_SECONDS, t1 - j->t_arrival);
+        } else {
+            metrics_observe(s->m, HIST_TOKEN_SECONDS, t1 - t0);
+        }
+        pthread_mutex_lock(&j->mu);
+        j->completion_tokens = sl->generated;
+        pthread_mutex_unlock(&j->mu);
+        if (emit(sl, t->text, t->len)) finish_slot(s, sl, DONE_STOP, NULL);
+        else if (sl->generated >= j->params.max_tokens) finish_slot(s, sl, DONE_LENGTH, NULL);
+    }
+}
+
+static void *engine_main(void *arg)
+{
+    struct sched *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->stop && s->qlen == 0 && s->busy == 0) {
+            s->heartbeat = job_now();
+            s->stepping = 0;
+            pthread_cond_broadcast(&s->idle);
+            pthread_cond_wait(&s->work, &s->mu);
+        }
+        if (s->stop && s->qlen == 0 && s->busy == 0) break;
+        s->stepping = 1;
+        int cancel_all = s->cancel_all;
+        /* Move waiting jobs into free slots; drop cancelled ones without admitting them. */
+        for (int i = 0; i < s->o.slots && s->qlen > 0; i++) {
+            if (s->slots[i].job) continue;
+            struct job *j = s->queue[s->qhead];
+            s->qhead = (s->qhead + 1) % s->qcap;
+            s->qlen--;
+            s->slots[i].job = j;
+            s->slots[i].state = SLOT_ADMIT;
+            s->busy++;
+        }
+        pthread_mutex_unlock(&s->mu);
+
+        step(s, cancel_all);
+
+        pthread_mutex_lock(&s->mu);
+        int busy = 0;
+        for (int i = 0; i < s->o.slots; i++) busy += s->slots[i].job != NULL;
+        s->busy = busy;
+        s->heartbeat = job_now();
+    }
+    s->stepping = 0;
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+struct sched *sched_create(const struct sched_options *o, struct backend *b, struct metrics *m,
+                           char *err, size_t errlen)
+{
+    struct sched *s = calloc(1, sizeof *s);
+    if (!s) goto oom;
+    s->o = *o;
+    s->be = b;
+    s->m = m;
+    s->qcap = o->slots + o->queue_max;
+    s->queue = calloc((size_t)s->qcap, sizeof *s->queue);
+    s->slots = calloc((size_t)o->slots, sizeof *s->slots);
+    s->batch = calloc((size_t)o->slots, sizeof *s->batch);
+    s->out = calloc((size_t)o->slots, sizeof *s->out);
+    if (!s->queue || !s->slots || !s->batch || !s->out) goto oom;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->work, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->accepting = 1;
+    s->heartbeat = job_now();
+    if (pthread_create(&s->thread, NULL, engine_main, s) != 0) {
+        snprintf(err, errlen, "scheduler: cannot start the engine thread");
+        pthread_cond_destroy(&s->idle);
+        pthread_cond_destroy(&s->work);
+        pthread_mutex_destroy(&s->mu);
+        goto fail;
+    }
+    return s;
+oom:
+    snprintf(err, errlen, "scheduler: out of memory");
+fail:
+    if (s) free(s->queue), free(s->slots), free(s->batch), free(s->out);
+    free(s);
+    return NULL;
+}
+
+int sched_submit(struct sched *s, struct job *j)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = SCHED_OK;
+    if (!s->accepting) rc = SCHED_DRAINING;
+    else if (s->qlen + s->busy >= s->qcap) rc = SCHED_FULL;
+    else {
+        job_ref(j);
+        s->queue[(s->qhead + s->qlen) % s->qcap] = j;
+        s->qlen++;
+        pthread_cond_signal(&s->work);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc == SCHED_FULL) metrics_add(s->m, CNT_REJECTED_QUEUE_FULL, 1);
+    return rc;
+}
+
+void sched_snapshot(struct sched *s, int *active, int *queued)
+{
+    pthread_mutex_lock(&s->mu);
+    *active = s->busy;
+    *queued = s->qlen;
+    pthread_mutex_unlock(&s->mu);
+}
+
+double sched_heartbeat(struct sched *s, int *busy)
+{
+    pthread_mutex_lock(&s->mu);
+    double h = s->heartbeat;
+    if (busy) *busy = s->stepping;
+    pthread_mutex_unlock(&s->mu);
+    return h;
+}
+
+static void wait_idle(struct sched *s, double deadline)
+{
+    while (s->qlen > 0 || s->busy > 0 || s->stepping) {
+        if (deadline <= 0) {
+            pthread_cond_wait(&s->idle, &s->mu);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double left = deadline - job_now();
+        if (left <= 0) return;
+        ts.tv_sec += (time_t)left;
+        ts.tv_nsec += (long)((left - floor(left)) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        if (pthread_cond_timedwait(&s->idle, &s->mu, &ts) == ETIMEDOUT) return;
+    }
+}
+
+void sched_drain(struct sched *s, double grace_s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->accepting = 0;
+    wait_idle(s, job_now() + grace_s);
+    if (s->qlen > 0 || s->busy > 0) {
+        log_warn("drain: cancelling %d running and %d queued requests after %.0f s",
+                 s->busy, s->qlen, grace_s);
+        s->cancel_all = 1;
+        /* Queued jobs are admitted and cancelled in the next steps without running. */
+        pthread_cond_signal(&s->work);
+        wait_idle(s, 0);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_destroy(struct sched *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->accepting = 0;
+    s->stop = 1;
+    s->cancel_all = 1;
+    pthread_cond_signal(&s->work);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    for (int i = 0; i < s->qlen; i++) job_unref(s->queue[(s->qhead + i) % s->qcap]);
+    pthread_cond_destroy(&s->idle);
+    pthread_cond_destroy(&s->work);
+    pthread_mutex_destroy(&s->mu);
+    free(s->queue);
+    free(s->slots);
+    free(s->batch);
+    free(s->out);
+    free(s);
+}

@@ -1,0 +1,465 @@
+/* The stats writer thread and the aggregate queries over its tables. */
+#include "stats.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "log.h"
+
+struct stats {
+    struct stats_options o;
+    char path[4096];
+    stats_sample_fn sample;
+    void *sample_ctx;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv, flushed;
+    struct stats_record *q;       /* ring */
+    int qhead, qlen;
+    long long dropped;
+    int stop;
+    long long seq_in, seq_done;   /* records accepted / written-or-dropped, for flush */
+
+    sqlite3 *db;                  /* writer thread only */
+    int failing;                  /* logged the current failure already */
+    double next_sample, last_retention;
+    long long last_tokens;
+    pthread_t thread;
+};
+
+static const char *schema =
+    "CREATE TABLE IF NOT EXISTS requests("
+    " id INTEGER PRIMARY KEY, request_id TEXT, received_at REAL NOT NULL, endpoint TEXT,"
+    " client TEXT, model TEXT, status TEXT, http_status INTEGER, error TEXT,"
+    " prompt_tokens INTEGER, image_tokens INTEGER, completion_tokens INTEGER,"
+    " queue_ms REAL, vision_ms REAL, prefill_ms REAL, ttft_ms REAL, decode_ms REAL,"
+    " total_ms REAL, decode_tokens_per_s REAL, rss_kb INTEGER, rss_peak_kb INTEGER);"
+    "CREATE INDEX IF NOT EXISTS requests_received_at ON requests(received_at);"
+    "CREATE TABLE IF NOT EXISTS samples("
+    " ts REAL NOT NULL, rss_kb INTEGER, active_slots INTEGER, queued INTEGER, tokens_per_s REAL);"
+    "CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts);";
+
+double stats_wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void stats_rss(long *rss_kb, long *peak_kb)
+{
+    long pages = 0, resident = 0;
+    FILE *fp = fopen("/proc/self/statm", "r");
+    if (fp) {
+        if (fscanf(fp, "%ld %ld", &pages, &resident) != 2) resident = 0;
+        fclose(fp);
+    }
+    *rss_kb = resident * 4;  /* Linux pages are 4 KiB on every target we build for */
+    struct rusage ru;
+    *peak_kb = getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
+}
+
+double stats_percentile(const double *sorted, long n, double p)
+{
+    if (n <= 0) return 0;
+    long rank = (long)ceil(p / 100.0 * (double)n);
+    if (rank < 1) rank = 1;
+    if (rank > n) rank = n;
+    return sorted[rank - 1];
+}
+
+/* ---- writer ---- */
+
+static void fail(struct stats *s, const char *what)
+{
+    if (!s->failing)
+        log_error("stats: %s: %s (records are dropped and counted until it works again)",
+                  s->path, what);
+    s->failing = 1;
+    if (s->db) sqlite3_close(s->db);
+    s->db = NULL;
+}
+
+static int db_open(struct stats *s)
+{
+    if (s->db) return 0;
+    if (sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+        fail(s, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+        return -1;
+    }
+    sqlite3_busy_timeout(s->db, 2000);
+    sqlite3_stmt *st;
+    int version = -1;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    if (version < 0) {
+        fail(s, sqlite3_errmsg(s->db));
+        return -1;
+    }
+    if (version > STATS_SCHEMA_VERSION) {
+        fail(s, "database schema is newer than this ternd");
+        return -1;
+    }
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(s->db, schema, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(s->db, "PRAGMA user_version=1", NULL, NULL, &msg) != SQLITE_OK) {
+        char m[256];
+        snprintf(m, sizeof m, "%s", msg ? msg : sqlite3_errmsg(s->db));
+        sqlite3_free(msg);
+        fail(s, m);
+        return -1;
+    }
+    if (s->failing) log_info("stats: %s writable again", s->path);
+    s->failing = 0;
+    return 0;
+}
+
+static void bind_ms(sqlite3_stmt *st, int i, double v)
+{
+    if (v < 0) sqlite3_bind_null(st, i);
+    else sqlite3_bind_double(st, i, v);
+}
+
+static void bind_count(sqlite3_stmt *st, int i, long long v)
+{
+    if (v < 0) sqlite3_bind_null(st, i);
+    else sqlite3_bind_int64(st, i, v);
+}
+
+static int insert_record(sqlite3 *db, const struct stats_record *r)
+{
+    static const char *sql =
+        "INSERT INTO requests(request_id, received_at, endpoint, client, model, status,"
+        " http_status, error, prompt_tokens, image_tokens, completion_tokens, queue_ms,"
+        " vision_ms, prefill_ms, ttft_ms, decode_ms, total_ms, decode_tokens_per_s, rss_kb,"
+        " rss_peak_kb) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+    sqlite3_bind_text(st, 1, r->request_id, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 2, r->received_at);
+    sqlite3_bind_text(st, 3, r->endpoint, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, r->client, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, r->model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, r->status, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 7, r->http_status);
+    if (r->error[0]) sqlite3_bind_text(st, 8, r->error, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 8);
+    bind_count(st, 9, r->prompt_tokens);
+    bind_count(st, 10, r->image_tokens);
+    bind_count(st, 11, r->completion_tokens);
+    bind_ms(st, 12, r->queue_ms);
+    bind_ms(st, 13, r->vision_ms);
+    bind_ms(st, 14, r->prefill_ms);
+    bind_ms(st, 15, r->ttft_ms);
+    bind_ms(st, 16, r->decode_ms);
+    bind_ms(st, 17, r->total_ms);
+    bind_ms(st, 18, r->decode_tokens_per_s);
+    sqlite3_bind_int64(st, 19, r->rss_kb);
+    sqlite3_bind_int64(st, 20, r->rss_peak_kb);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int insert_sample(sqlite3 *db, double ts, const struct stats_sample *x, double tps)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "INSERT INTO samples(ts, rss_kb, active_slots, queued, tokens_per_s)"
+                           " VALUES(?,?,?,?,?)", -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_double(st, 1, ts);
+    sqlite3_bind_int64(st, 2, x->rss_kb);
+    sqlite3_bind_int(st, 3, x->active_slots);
+    sqlite3_bind_int(st, 4, x->queued);
+    sqlite3_bind_double(st, 5, tps);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Writes a batch in one transaction. Returns records that could not be written. */
+static int write_batch(struct stats *s, const struct stats_record *r, int n,
+                       const struct stats_sample *sample, double sample_tps)
+{
+    if (db_open(s) != 0) return n;
+    if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) goto bad;
+    for (int i = 0; i < n; i++)
+        if (insert_record(s->db, &r[i]) != 0) goto rollback;
+    if (sample && insert_sample(s->db, stats_wall_now(), sample, sample_tps) != 0) goto rollback;
+    double now = stats_wall_now();
+    if (s->o.retention_days > 0 && now - s->last_retention > 3600) {
+        char sql[160];
+        double cutoff = now - s->o.retention_days * 86400.0;
+        snprintf(sql, sizeof sql, "DELETE FROM requests WHERE received_at < %.3f;"
+                 "DELETE FROM samples WHERE ts < %.3f", cutoff, cutoff);
+        if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK) goto rollback;
+        s->last_retention = now;
+    }
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto rollback;
+    if (s->failing) log_info("stats: %s writable again", s->path);
+    s->failing = 0;
+    return 0;
+rollback:
+    {
+        char m[256];
+        snprintf(m, sizeof m, "%s", sqlite3_errmsg(s->db));
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        fail(s, m);
+    }
+    return n;
+bad:
+    fail(s, sqlite3_errmsg(s->db));
+    return n;
+}
+
+static void abs_deadline(struct timespec *ts, double wall)
+{
+    ts->tv_sec = (time_t)wall;
+    ts->tv_nsec = (long)((wall - floor(wall)) * 1e9);
+}
+
+static void *writer_main(void *arg)
+{
+    struct stats *s = arg;
+    int cap = s->o.queue_max;
+    struct stats_record *batch = malloc((size_t)cap * sizeof *batch);
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->stop && s->qlen == 0 && (!s->sample || stats_wall_now() < s->next_sample)) {
+            if (s->sample) {
+                struct timespec ts;
+                abs_deadline(&ts, s->next_sample);
+                pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+            } else {
+                pthread_cond_wait(&s->cv, &s->mu);
+            }
+        }
+        int n = 0;
+        while (s->qlen > 0 && batch && n < cap) {
+            batch[n++] = s->q[s->qhead];
+            s->qhead = (s->qhead + 1) % cap;
+            s->qlen--;
+        }
+        int stop = s->stop;
+        pthread_mutex_unlock(&s->mu);
+
+        struct stats_sample smp, *sp = NULL;
+        double tps = 0;
+        double now = stats_wall_now();
+        if (s->sample && now >= s->next_sample) {
+            s->sample(s->sample_ctx, &smp);
+            tps = (double)(smp.tokens_total - s->last_tokens) / s->o.sample_interval_s;
+            s->last_tokens = smp.tokens_total;
+            s->next_sample = now + s->o.sample_interval_s;
+            sp = &smp;
+        }
+        int lost = (n || sp) ? write_batch(s, batch, n, sp, tps) : 0;
+
+        pthread_mutex_lock(&s->mu);
+        s->dropped += lost;
+        s->seq_done += n;
+        pthread_cond_broadcast(&s->flushed);
+        if (stop && s->qlen == 0) break;
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(batch);
+    if (s->db) sqlite3_close(s->db);
+    s->db = NULL;
+    return NULL;
+}
+
+struct stats *stats_open(const struct stats_options *o, stats_sample_fn sample, void *ctx,
+                         char *err, size_t errlen)
+{
+    struct stats *s = calloc(1, sizeof *s);
+    if (!s || !(s->q = calloc((size_t)o->queue_max, sizeof *s->q))) {
+        free(s);
+        snprintf(err, errlen, "stats: out of memory");
+        return NULL;
+    }
+    s->o = *o;
+    snprintf(s->path, sizeof s->path, "%s", o->path);
+    s->o.path = s->path;
+    if (s->o.sample_interval_s < 1) s->o.sample_interval_s = 1;
+    s->sample = sample;
+    s->sample_ctx = ctx;
+    s->next_sample = stats_wall_now() + s->o.sample_interval_s;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pthread_cond_init(&s->flushed, NULL);
+    if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
+        snprintf(err, errlen, "stats: cannot start the writer thread");
+        pthread_cond_destroy(&s->flushed);
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
+        free(s->q);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void stats_record(struct stats *s, const struct stats_record *r)
+{
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    if (s->qlen >= s->o.queue_max) {
+        if (s->dropped++ == 0) log_warn("stats: queue full, dropping records");
+    } else {
+        s->q[(s->qhead + s->qlen) % s->o.queue_max] = *r;
+        s->qlen++;
+        s->seq_in++;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+long long stats_dropped(struct stats *s)
+{
+    if (!s) return 0;
+    pthread_mutex_lock(&s->mu);
+    long long d = s->dropped;
+    pthread_mutex_unlock(&s->mu);
+    return d;
+}
+
+void stats_flush(struct stats *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    long long target = s->seq_in;
+    while (s->seq_done < target) pthread_cond_wait(&s->flushed, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void stats_close(struct stats *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    if (s->dropped) log_warn("stats: %lld records were dropped", s->dropped);
+    pthread_cond_destroy(&s->flushed);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s->q);
+    free(s);
+}
+
+/* ---- queries ---- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Loads one column of generation rows in the window, sorted. */
+static long load_sorted(sqlite3 *db, const char *col, double since, double **out)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT %s FROM requests WHERE received_at >= ? AND %s IS NOT NULL"
+             " AND completion_tokens IS NOT NULL AND status IN ('stop','length')", col, col);
+    sqlite3_stmt *st;
+    *out = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+    sqlite3_bind_double(st, 1, since);
+    long n = 0, cap = 0;
+    double *v = NULL;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 256;
+            double *p = realloc(v, (size_t)cap * sizeof *v);
+            if (!p) break;
+            v = p;
+        }
+        v[n++] = sqlite3_column_double(st, 0);
+    }
+    sqlite3_finalize(st);
+    if (n) qsort(v, (size_t)n, sizeof *v, cmp_double);
+    *out = v;
+    return n;
+}
+
+int stats_query(const char *path, double window_s, double now, struct stats_summary *out,
+                char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->window_s = window_s;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "stats db %s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_busy_timeout(db, 2000);
+    double since = window_s > 0 ? now - window_s : -1e300;
+    sqlite3_stmt *st;
+    const char *sql =
+        "SELECT count(*),"
+        " sum(completion_tokens IS NOT NULL),"
+        " sum(http_status >= 400 OR status IN ('error','timeout')),"
+        " coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0),"
+        " coalesce(sum(CASE WHEN completion_tokens > 1 THEN decode_ms END),0),"
+        " coalesce(sum(CASE WHEN completion_tokens > 1 THEN completion_tokens - 1 END),0),"
+        " coalesce(max(rss_peak_kb),0), min(received_at)"
+        " FROM requests WHERE received_at >= ?";
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "stats db %s: %s", path, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_bind_double(st, 1, since);
+    double decode_ms = 0, decode_tokens = 0, first = now;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        out->requests = sqlite3_column_int64(st, 0);
+        out->generations = sqlite3_column_int64(st, 1);
+        out->errors = sqlite3_column_int64(st, 2);
+        out->prompt_tokens = sqlite3_column_int64(st, 3);
+        out->completion_tokens = sqlite3_column_int64(st, 4);
+        decode_ms = sqlite3_column_double(st, 5);
+        decode_tokens = sqlite3_column_double(st, 6);
+        out->rss_peak_kb = (long)sqlite3_column_int64(st, 7);
+        if (sqlite3_column_type(st, 8) != SQLITE_NULL) first = sqlite3_column_double(st, 8);
+    }
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(rss_kb),0) FROM samples WHERE ts >= ?", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_double(st, 1, since);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            long k = (long)sqlite3_column_int64(st, 0);
+            if (k > out->rss_peak_kb) out->rss_peak_kb = k;
+        }
+        sqlite3_finalize(st);
+    }
+    /* Decode speed counts the tokens after the first: the first one's time is TTFT. */
+    out->decode_tokens_per_s = decode_ms > 0 ? decode_tokens / (decode_ms / 1e3) : 0;
+    double span = window_s > 0 ? window_s : now - first;
+    out->throughput_tokens_per_s = span > 0 ? (double)out->completion_tokens / span : 0;
+
+    double *v;
+    long n = load_sorted(db, "total_ms", since, &v);
+    out->latency_p50_ms = stats_percentile(v, n, 50);
+    out->latency_p95_ms = stats_percentile(v, n, 95);
+    out->latency_p99_ms = stats_percentile(v, n, 99);
+    free(v);
+    n = load_sorted(db, "ttft_ms", since, &v);
+    out->ttft_p50_ms = stats_percentile(v, n, 50);
+    out->ttft_p95_ms = stats_percentile(v, n, 95);
+    out->ttft_p99_ms = stats_percentile(v, n, 99);
+    free(v);
+    sqlite3_close(db);
+    return 0;
+}

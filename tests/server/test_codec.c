@@ -1,0 +1,268 @@
+/* Unit tests: JSON request codecs of each API family, base64, images, stop strings. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/api.h"
+#include "server/codec.h"
+#include "server/sched.h"
+
+static const struct api_limits lim = { 1 << 20, 1 << 20, 2, 100, 20 };
+
+/* Parses body with gen; returns 0 or the error status. */
+static int parse(const struct api_gen *gen, const char *body, struct job **out, int *stream,
+                 struct api_ctx *c, struct api_error *e)
+{
+    cJSON *root = cJSON_Parse(body);
+    ck_assert_ptr_nonnull(root);
+    struct job *j = job_create();
+    memset(c, 0, sizeof *c);
+    memset(e, 0, sizeof *e);
+    *stream = gen->stream_default;
+    int rc = gen->parse(root, &lim, j, c, stream, e);
+    cJSON_Delete(root);
+    if (rc != 0) {
+        job_unref(j);
+        *out = NULL;
+        ck_assert_int_ne(e->status, 0);
+        return e->status;
+    }
+    *out = j;
+    return 0;
+}
+
+/* A 1x1 PNG. */
+static const char *png_b64 =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC";
+
+START_TEST(native)
+{
+    struct job *j;
+    struct api_ctx c;
+    struct api_error e;
+    int stream;
+    char body[512];
+    snprintf(body, sizeof body, "{\"prompt\":\"hi\",\"system\":\"sys\",\"image\":\"%s\",\"max_tokens\":7,"
+             "\"temperature\":0.5,\"top_k\":3,\"top_p\":0.9,\"min_p\":0.1,\"repeat_penalty\":1.1,"
+             "\"seed\":42,\"stop\":[\"a\",\"bc\"],\"stream\":false}", png_b64);
+    ck_assert_int_eq(parse(&api_native_generate, body, &j, &stream, &c, &e), 0);
+    ck_assert_int_eq(stream, 0);
+    ck_assert_int_eq(j->n_msgs, 2);
+    ck_assert_int_eq(j->msgs[0].role, ROLE_SYSTEM);
+    ck_assert_str_eq(j->msgs[1].text, "hi");
+    ck_assert_int_eq(j->msgs[1].n_images, 1);
+    ck_assert_int_eq(j->n_images, 1);
+    ck_assert_int_eq(j->images[0].width, 1);
+    ck_assert_int_eq(j->params.max_tokens, 7);
+    ck_assert_float_eq_tol(j->params.temperature, 0.5, 1e-6);
+    ck_assert_int_eq(j->params.top_k, 3);
+    ck_assert_int_eq(j->params.has_seed, 1);
+    ck_assert_uint_eq(j->params.seed, 42);
+    ck_assert_int_eq(j->params.n_stop, 2);
+    ck_assert_str_eq(j->params.stop[1], "bc");
+    job_unref(j);
+
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\"}", &j, &stream, &c, &e), 0);
+    ck_assert_int_eq(stream, 1);
+    ck_assert_int_eq(j->params.max_tokens, 20);   /* default_max_tokens */
+    job_unref(j);
+}
+END_TEST
+
+START_TEST(native_errors)
+{
+    struct job *j;
+    struct api_ctx c;
+    struct api_error e;
+    int s;
+    ck_assert_int_eq(parse(&api_native_generate, "{}", &j, &s, &c, &e), 400);
+    ck_assert_ptr_nonnull(strstr(e.message, "prompt"));
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":1}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"max_tokens\":1.5}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"max_tokens\":101}", &j, &s, &c, &e), 422);
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"top_p\":2}", &j, &s, &c, &e), 422);
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"stop\":[1]}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"stop\":[\"\"]}", &j, &s, &c, &e), 422);
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"image\":\"%%%\"}", &j, &s, &c, &e), 400);
+    ck_assert_ptr_nonnull(strstr(e.message, "base64"));
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"image\":\"aGVsbG8=\"}", &j, &s, &c, &e), 415);
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"images\":{}}", &j, &s, &c, &e), 400);
+    char body[1024];
+    snprintf(body, sizeof body, "{\"prompt\":\"x\",\"images\":[\"%s\",\"%s\",\"%s\"]}", png_b64, png_b64, png_b64);
+    ck_assert_int_eq(parse(&api_native_generate, body, &j, &s, &c, &e), 422);   /* max_images = 2 */
+}
+END_TEST
+
+START_TEST(ollama)
+{
+    struct job *j;
+    struct api_ctx c;
+    struct api_error e;
+    int s;
+    char body[512];
+    snprintf(body, sizeof body, "{\"model\":\"m:latest\",\"prompt\":\"p\",\"images\":[\"%s\"],"
+             "\"options\":{\"num_predict\":5,\"temperature\":0.2,\"stop\":\"x\"}}", png_b64);
+    ck_assert_int_eq(parse(&api_ollama_generate, body, &j, &s, &c, &e), 0);
+    ck_assert_int_eq(s, 1);
+    ck_assert_str_eq(c.model, "m:latest");
+    ck_assert_int_eq(j->params.max_tokens, 5);
+    ck_assert_int_eq(j->params.n_stop, 1);
+    ck_assert_int_eq(j->msgs[0].n_images, 1);
+    job_unref(j);
+    ck_assert_int_eq(parse(&api_ollama_generate, "{\"prompt\":\"p\",\"options\":{\"num_predict\":-1}}", &j, &s, &c, &e), 0);
+    ck_assert_int_eq(j->params.max_tokens, 100);   /* unlimited = the server cap */
+    job_unref(j);
+    ck_assert_int_eq(parse(&api_ollama_generate, "{\"prompt\":\"p\",\"options\":[]}", &j, &s, &c, &e), 400);
+
+    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
+             "{\"role\":\"user\",\"content\":\"u\",\"images\":[\"%s\"]},{\"role\":\"assistant\",\"content\":\"a\"},"
+             "{\"role\":\"user\",\"content\":\"again\"}],\"stream\":false}", png_b64);
+    ck_assert_int_eq(parse(&api_ollama_chat, body, &j, &s, &c, &e), 0);
+    ck_assert_int_eq(s, 0);
+    ck_assert_int_eq(j->n_msgs, 4);
+    ck_assert_int_eq(j->msgs[1].n_images, 1);
+    ck_assert_int_eq(j->msgs[3].n_images, 0);
+    ck_assert_int_eq(j->msgs[2].role, ROLE_ASSISTANT);
+    job_unref(j);
+    ck_assert_int_eq(parse(&api_ollama_chat, "{\"messages\":[{\"content\":\"x\"}]}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(parse(&api_ollama_chat, "{\"messages\":[{\"role\":\"bot\",\"content\":\"x\"}]}", &j, &s, &c, &e), 422);
+}
+END_TEST
+
+START_TEST(openai)
+{
+    struct job *j;
+    struct api_ctx c;
+    struct api_error e;
+    int s;
+    char body[768];
+    snprintf(body, sizeof body, "{\"model\":\"gpt\",\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+             "\"max_completion_tokens\":9,\"messages\":[{\"role\":\"developer\",\"content\":\"d\"},"
+             "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"one\"},"
+             "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,%s\"}},"
+             "{\"type\":\"text\",\"text\":\"two\"}]}]}", png_b64);
+    ck_assert_int_eq(parse(&api_openai_chat, body, &j, &s, &c, &e), 0);
+    ck_assert_int_eq(s, 1);
+    ck_assert_int_eq(c.include_usage, 1);
+    ck_assert_int_eq(j->params.max_tokens, 9);
+    ck_assert_int_eq(j->msgs[0].role, ROLE_SYSTEM);
+    ck_assert_str_eq(j->msgs[1].text, "one\ntwo");
+    ck_assert_int_eq(j->msgs[1].n_images, 1);
+    job_unref(j);
+    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &j, &s, &c, &e), 0);
+    ck_assert_int_eq(s, 0);   /* OpenAI does not stream unless asked */
+    job_unref(j);
+    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"audio\"}]}]}", &j, &s, &c, &e), 422);
+    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}}]}]}", &j, &s, &c, &e), 422);
+    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png,abc\"}}]}]}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(parse(&api_openai_chat, "{\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &j, &s, &c, &e), 422);
+}
+END_TEST
+
+START_TEST(formatters)
+{
+    struct job *j = job_create();
+    struct api_ctx c = { "m", "req-0123456789abcdef", 1700000000.5, 1, 0 };
+    struct sbuf out = { 0 };
+    api_openai_chat.chunk(&c, "hi \"there\"", 10, &out);
+    ck_assert_ptr_nonnull(strstr(out.p, "data: {"));
+    ck_assert_ptr_nonnull(strstr(out.p, "\"role\":\"assistant\""));
+    ck_assert_ptr_nonnull(strstr(out.p, "hi \\\"there\\\""));
+    ck_assert_ptr_nonnull(strstr(out.p, "\"id\":\"chatcmpl-0123456789abcdef\""));
+    ck_assert(out.len > 2 && out.p[out.len - 1] == '\n' && out.p[out.len - 2] == '\n');
+    out.len = 0;
+    j->done = DONE_LENGTH;
+    j->prompt_tokens = 3;
+    j->completion_tokens = 4;
+    api_openai_chat.final(&c, j, &out);
+    ck_assert_ptr_nonnull(strstr(out.p, "\"finish_reason\":\"length\""));
+    ck_assert_ptr_nonnull(strstr(out.p, "\"total_tokens\":7"));
+    ck_assert_str_eq(out.p + out.len - 14, "data: [DONE]\n\n");
+    out.len = 0;
+    j->t.total_ms = 1.5;
+    j->t.decode_ms = 1.0;
+    api_ollama_generate.final(&c, j, &out);
+    cJSON *o = cJSON_Parse(out.p);
+    ck_assert_ptr_nonnull(o);
+    ck_assert_double_eq(cJSON_GetObjectItem(o, "total_duration")->valuedouble, 1500000);
+    ck_assert_double_eq(cJSON_GetObjectItem(o, "eval_count")->valuedouble, 4);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(o, "done")));
+    cJSON_Delete(o);
+    out.len = 0;
+    api_native_generate.chunk(&c, "a\nb", 3, &out);
+    ck_assert_str_eq(out.p, "{\"token\":\"a\\nb\"}\n");
+    sbuf_free(&out);
+    job_unref(j);
+}
+END_TEST
+
+START_TEST(base64)
+{
+    unsigned char *o;
+    size_t n;
+    ck_assert_int_eq(codec_base64_decode("aGVsbG8=", 8, &o, &n), 0);
+    ck_assert_uint_eq(n, 5);
+    ck_assert_int_eq(memcmp(o, "hello", 5), 0);
+    free(o);
+    ck_assert_int_eq(codec_base64_decode("aGVsbG8", 7, &o, &n), 0);   /* padding optional */
+    ck_assert_uint_eq(n, 5);
+    free(o);
+    ck_assert_int_eq(codec_base64_decode("", 0, &o, &n), 0);
+    ck_assert_uint_eq(n, 0);
+    free(o);
+    ck_assert_int_eq(codec_base64_decode("aGV sbG8", 8, &o, &n), -1);
+    ck_assert_int_eq(codec_base64_decode("a", 1, &o, &n), -1);
+}
+END_TEST
+
+START_TEST(stop_scan)
+{
+    char *stops[] = { "END", "\n\n" };
+    int hit;
+    ck_assert_uint_eq(sched_stop_scan("hello", 5, stops, 2, &hit), 5);
+    ck_assert_int_eq(hit, 0);
+    ck_assert_uint_eq(sched_stop_scan("helloEN", 7, stops, 2, &hit), 5);   /* hold "EN" back */
+    ck_assert_int_eq(hit, 0);
+    ck_assert_uint_eq(sched_stop_scan("helloENDmore", 12, stops, 2, &hit), 5);
+    ck_assert_int_eq(hit, 1);
+    ck_assert_uint_eq(sched_stop_scan("a\n", 2, stops, 2, &hit), 1);
+    ck_assert_uint_eq(sched_stop_scan("a\n\nb", 4, stops, 2, &hit), 1);
+    ck_assert_int_eq(hit, 1);
+    ck_assert_uint_eq(sched_stop_scan("abc", 3, NULL, 0, &hit), 3);
+}
+END_TEST
+
+START_TEST(utf8)
+{
+    char out[64];
+    ck_assert_uint_eq(job_utf8_sanitize("h\xc3\xa9!", 4, out), 4);
+    ck_assert_int_eq(memcmp(out, "h\xc3\xa9!", 4), 0);
+    ck_assert_uint_eq(job_utf8_sanitize("a\xff", 2, out), 4);
+    ck_assert_int_eq(memcmp(out, "a\xef\xbf\xbd", 4), 0);
+    ck_assert_uint_eq(job_utf8_sanitize("\xc3", 1, out), 3);            /* truncated */
+    ck_assert_uint_eq(job_utf8_sanitize("\xc0\xaf", 2, out), 6);        /* overlong */
+    ck_assert_uint_eq(job_utf8_sanitize("\xed\xa0\x80", 3, out), 9);   /* surrogate */
+    ck_assert_uint_eq(job_utf8_sanitize("\xf0\x9f\x98\x80", 4, out), 4); /* emoji */
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("codec");
+    TCase *tc = tcase_create("codec");
+    tcase_add_test(tc, native);
+    tcase_add_test(tc, native_errors);
+    tcase_add_test(tc, ollama);
+    tcase_add_test(tc, openai);
+    tcase_add_test(tc, formatters);
+    tcase_add_test(tc, base64);
+    tcase_add_test(tc, stop_scan);
+    tcase_add_test(tc, utf8);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

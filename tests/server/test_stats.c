@@ -1,0 +1,172 @@
+/* Unit tests: percentiles, the writer (rows, schema version, samples), aggregation windows,
+ * and surviving an unwritable database. */
+#include <check.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server/stats.h"
+
+START_TEST(percentiles)
+{
+    double v[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 };
+    ck_assert_double_eq(stats_percentile(v, 10, 50), 5);
+    ck_assert_double_eq(stats_percentile(v, 10, 95), 10);
+    ck_assert_double_eq(stats_percentile(v, 10, 10), 1);
+    ck_assert_double_eq(stats_percentile(v, 10, 0), 1);
+    ck_assert_double_eq(stats_percentile(v, 1, 99), 1);
+    ck_assert_double_eq(stats_percentile(v, 0, 50), 0);
+}
+END_TEST
+
+static struct stats_record gen(double at, double total, int tokens, double decode_ms, const char *status, int http)
+{
+    struct stats_record r;
+    memset(&r, 0, sizeof r);
+    r.received_at = at;
+    snprintf(r.endpoint, sizeof r.endpoint, "/generate");
+    snprintf(r.status, sizeof r.status, "%s", status);
+    r.http_status = http;
+    r.prompt_tokens = 10;
+    r.image_tokens = 0;
+    r.completion_tokens = tokens;
+    r.queue_ms = 1;
+    r.vision_ms = -1;
+    r.prefill_ms = 2;
+    r.ttft_ms = total / 4;
+    r.decode_ms = decode_ms;
+    r.total_ms = total;
+    r.decode_tokens_per_s = -1;
+    r.rss_kb = 100;
+    r.rss_peak_kb = 200;
+    return r;
+}
+
+static void fake_sample(void *ctx, struct stats_sample *out)
+{
+    (void)ctx;
+    out->rss_kb = 300;
+    out->active_slots = 1;
+    out->queued = 0;
+    out->tokens_total = 10;
+}
+
+START_TEST(write_and_aggregate)
+{
+    char dir[] = "/tmp/ternd-stats-XXXXXX", path[64], err[256];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/s.db", dir);
+    struct stats_options o = { path, 64, 1, 0 };
+    struct stats *s = stats_open(&o, fake_sample, NULL, err, sizeof err);
+    ck_assert_ptr_nonnull(s);
+    double now = stats_wall_now();
+    /* Ten generations: totals 100..1000 ms, each 11 tokens decoded in 500 ms (10 tokens after
+     * the first: 20 tok/s); one old row outside the window; one 400 and one engine error. */
+    for (int i = 1; i <= 10; i++) {
+        struct stats_record r = gen(now - 10, 100.0 * i, 11, 500, "stop", 200);
+        stats_record(s, &r);
+    }
+    struct stats_record old = gen(now - 7200, 99999, 5, 100, "stop", 200);
+    stats_record(s, &old);
+    struct stats_record bad = gen(now - 5, 1, -1, -1, "error", 400);
+    bad.prompt_tokens = bad.completion_tokens = -1;
+    stats_record(s, &bad);
+    struct stats_record fail = gen(now - 5, 50, 0, -1, "error", 500);
+    stats_record(s, &fail);
+    stats_flush(s);
+
+    struct stats_summary sum;
+    ck_assert_int_eq(stats_query(path, 3600, now, &sum, err, sizeof err), 0);
+    ck_assert_int_eq(sum.requests, 12);
+    ck_assert_int_eq(sum.generations, 11);     /* rows with completion_tokens */
+    ck_assert_int_eq(sum.errors, 2);
+    ck_assert_double_eq(sum.latency_p50_ms, 500);
+    ck_assert_double_eq(sum.latency_p95_ms, 1000);
+    ck_assert_double_eq(sum.latency_p99_ms, 1000);
+    ck_assert_double_eq(sum.ttft_p50_ms, 125);
+    ck_assert_int_eq(sum.completion_tokens, 110);
+    ck_assert_double_eq_tol(sum.decode_tokens_per_s, 20, 1e-9);
+    ck_assert_double_eq_tol(sum.throughput_tokens_per_s, 110.0 / 3600, 1e-9);
+    ck_assert_int_eq(sum.rss_peak_kb, 200);
+
+    ck_assert_int_eq(stats_query(path, 0, now, &sum, err, sizeof err), 0);   /* all rows */
+    ck_assert_int_eq(sum.requests, 13);
+    ck_assert_double_eq(sum.latency_p99_ms, 99999);
+
+    stats_close(s);
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(st, 0), STATS_SCHEMA_VERSION);
+    sqlite3_finalize(st);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    /* NULL for "not applicable" timings. */
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM requests WHERE vision_ms IS NULL", -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(st, 0), 13);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+START_TEST(unwritable_db_drops_and_counts)
+{
+    char err[256];
+    struct stats_options o = { "/nonexistent-dir/s.db", 8, 3600, 0 };
+    struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
+    ck_assert_ptr_nonnull(s);
+    struct stats_record r = gen(stats_wall_now(), 1, 1, 1, "stop", 200);
+    for (int i = 0; i < 3; i++) stats_record(s, &r);
+    stats_flush(s);
+    ck_assert_int_eq(stats_dropped(s), 3);
+    stats_close(s);
+}
+END_TEST
+
+START_TEST(newer_schema_refused)
+{
+    char dir[] = "/tmp/ternd-stats-XXXXXX", path[64], err[256];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/s.db", dir);
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    struct stats_options o = { path, 8, 3600, 0 };
+    struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
+    struct stats_record r = gen(stats_wall_now(), 1, 1, 1, "stop", 200);
+    stats_record(s, &r);
+    stats_flush(s);
+    ck_assert_int_eq(stats_dropped(s), 1);
+    stats_close(s);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("stats");
+    TCase *tc = tcase_create("stats");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, percentiles);
+    tcase_add_test(tc, write_and_aggregate);
+    tcase_add_test(tc, unwritable_db_drops_and_counts);
+    tcase_add_test(tc, newer_schema_refused);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The demo model pipeline: data -> float training -> k-means ternary / binary / absmean
+# fine-tuning -> export -> accuracy of the exported files -> results.json + RESULTS.md.
+#
+#   training/run.sh            full run in training/out (resumes: finished stages are skipped,
+#                              float training continues from its checkpoint); copies the final
+#                              models to models/hf/{float,ternary,binary}
+#   training/run.sh --smoke    the whole pipeline on a tiny data set with a few steps, in a
+#                              temporary directory (or $OUT), nothing copied; < 3 minutes
+#
+# Environment: PYTHON (default /usr/bin/python3, Debian's, which has python3-torch),
+# OUT, FLOAT_STEPS, QAT_STEPS, ABSMEAN_STEPS, TERN (the tern CLI for the C-side hooks).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+PY="${PYTHON:-/usr/bin/python3}"
+smoke=0
+[ "${1:-}" = "--smoke" ] && smoke=1
+
+if [ $smoke = 1 ]; then
+  OUT="${OUT:-$(mktemp -d /tmp/tern-training-smoke.XXXXXX)}"
+  data_args=(--train 48 --val 12 --test 8 --workers 1)
+  float_args=(--steps 4 --images 4 --qpi 2 --eval-every 2 --eval-limit 4 --ckpt-every 2 --log-every 1)
+  qat_args=(--steps 3 --images 4 --qpi 2 --eval-every 2 --eval-limit 4 --log-every 1)
+  abs_args=("${qat_args[@]}")
+  eval_args=(--limit 4)
+else
+  OUT="${OUT:-$here/out}"
+  data_args=()
+  float_args=(--steps "${FLOAT_STEPS:-1100}" --images 16 --qpi 3 --lr 2e-3)
+  qat_args=(--steps "${QAT_STEPS:-400}" --images 16 --qpi 3)
+  abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 3 --eval-every 1000)
+  eval_args=()
+fi
+echo "training pipeline: OUT=$OUT smoke=$smoke"
+mkdir -p "$OUT"
+t0=$(date +%s)
+
+# 1. data + tokenizer + test split files for the C engine
+[ -f "$OUT/data/train.npz" ] || "$PY" "$here/data.py" --out "$OUT/data" "${data_args[@]}"
+
+# 2. float training (resumable)
+[ -f "$OUT/float/hf/config.json" ] ||
+  "$PY" "$here/train.py" --data "$OUT/data" --out "$OUT/float" --resume "${float_args[@]}"
+[ -f "$OUT/float/hf16/config.json" ] || "$PY" "$here/export.py" "$OUT/float/hf" "$OUT/float/hf16"
+
+# 3. ternary (k-means) and binary fine-tuning side by side (one thread each), then absmean
+pids=()
+for mode in kmeans binary; do
+  dir=ternary; [ $mode = binary ] && dir=binary
+  if [ ! -f "$OUT/$dir/eval.json" ]; then
+    "$PY" "$here/ternarize.py" --data "$OUT/data" --float "$OUT/float/hf" --out "$OUT/$dir" \
+      --mode $mode "${qat_args[@]}" > "$OUT/$dir.out" 2>&1 &
+    pids+=($!)
+  fi
+done
+for p in "${pids[@]}"; do wait "$p"; done
+[ -f "$OUT/absmean/eval.json" ] ||
+  "$PY" "$here/ternarize.py" --data "$OUT/data" --float "$OUT/float/hf" --out "$OUT/absmean" \
+    --mode absmean "${abs_args[@]}" > "$OUT/absmean.out" 2>&1
+
+# 4. accuracy of the exported files (what tern convert will read)
+for st in float:hf16 ternary:hf binary:hf; do
+  name=${st%%:*}; sub=${st#*:}
+  [ -f "$OUT/$name/eval_hf.json" ] ||
+    "$PY" "$here/evaluate.py" --model "$OUT/$name/$sub" --data "$OUT/data" "${eval_args[@]}" \
+      --out "$OUT/$name/eval_hf.json" > /dev/null
+done
+
+# 5. results
+if [ $smoke = 1 ]; then
+  "$PY" "$here/report.py" "$OUT" "$OUT/results.json" "$OUT/RESULTS.md"
+  echo "smoke pipeline OK in $(( $(date +%s) - t0 )) s: $OUT"
+  [ -n "${KEEP:-}" ] || rm -rf "$OUT"
+  exit 0
+fi
+"$PY" "$here/report.py" "$OUT" "$here/results.json" "$here/RESULTS.md"
+for st in float:hf16 ternary:hf binary:hf; do
+  name=${st%%:*}; sub=${st#*:}
+  mkdir -p "$root/models/hf/$name"
+  cp "$OUT/$name/$sub"/* "$root/models/hf/$name/"
+done
+cp "$OUT/data/test.jsonl" "$here/test.jsonl" 2>/dev/null || true
+
+# 6. hooks for the C side (best effort; each step says why when it cannot run):
+#    tern convert HF_DIR PREFIX  -> PREFIX.gguf (text) + PREFIX-mmproj.gguf (vision), f16
+#    tern quantize IN OUT --type T: the ternary/binary weights are already t*s with f16 s, so
+#    k-means re-quantization to TQ2_0/TQ1_0/Q1_0 reproduces them exactly (no second rounding)
+#    tern perplexity / accuracy on $OUT/data/test.jsonl when the engine has them.
+TERN="${TERN:-$root/build/src/cli/tern}"
+if [ -x "$TERN" ] && "$TERN" --help 2>&1 | grep -q convert; then
+  g="$OUT/gguf"; mkdir -p "$g"
+  for name in float ternary binary; do
+    "$TERN" convert "$root/models/hf/$name" "$g/$name" || echo "tern convert $name failed"
+  done
+  if "$TERN" --help 2>&1 | grep -q quantize; then
+    for f in "" -mmproj; do
+      for t in TQ2_0 TQ1_0; do
+        "$TERN" quantize "$g/ternary$f.gguf" "$g/ternary-$t$f.gguf" --type $t ||
+          echo "tern quantize ternary$f $t failed"
+      done
+      "$TERN" quantize "$g/binary$f.gguf" "$g/binary-Q1_0$f.gguf" --type Q1_0 ||
+        echo "tern quantize binary$f failed"
+    done
+  fi
+  if "$TERN" --help 2>&1 | grep -q perplexity; then
+    for f in "$g"/*.gguf; do
+      case "$f" in *-mmproj.gguf) continue ;; esac
+      "$TERN" perplexity "$f" --data "$OUT/data/test.jsonl" || echo "tern perplexity $f failed"
+    done
+  fi
+else
+  echo "no tern CLI with convert at $TERN: GGUF conversion and C-engine evaluation skipped"
+fi
+echo "pipeline done in $(( $(date +%s) - t0 )) s"

@@ -1,0 +1,308 @@
+"""Float training of the demo model on the shapes data (loss on answer tokens only).
+
+  python3 train.py --data DIR --out DIR [--steps N] [--resume]
+
+Writes OUT/ckpt.pt (model, optimizer, step; every --ckpt-every steps, so a killed run resumes
+with --resume), OUT/log.jsonl (one line per logged step: loss, lr, seconds per step; val accuracy
+lines), OUT/hf/ (the final model in HF format) and OUT/eval.json. Uses a GPU when one is
+present, never needs one.
+
+Prompt layout is SmolVLM's chat template with the Idefics3 single-image block:
+  <|im_start|>User:<fake_token_around_image><global-img><image>*N<fake_token_around_image>
+  QUESTION<end_of_utterance>\\nAssistant: ANSWER<end_of_utterance>
+The answer part is " ANSWER<end_of_utterance>" (the space belongs to the answer, as in SmolVLM).
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import data as D  # noqa: E402
+import model as M  # noqa: E402
+from tokenizer import Tokenizer  # noqa: E402
+
+PAD = 0  # <|endoftext|>
+
+
+def image_block(n):
+    return "<fake_token_around_image><global-img>" + "<image>" * n + "<fake_token_around_image>"
+
+
+def prompt_text(question, n_image_tokens):
+    return ("<|im_start|>User:" + image_block(n_image_tokens) + question +
+            "<end_of_utterance>\nAssistant:")
+
+
+class Encoded:
+    """A split, tokenized: pixels (N,H,W,3) uint8 and per image {qtype: (prompt_ids, ans_ids)}."""
+
+    def __init__(self, path, tok, n_img):
+        self.pixels, meta = D.load_split(path)
+        self.pixels = torch.from_numpy(self.pixels)
+        self.items = []
+        for m in meta:
+            qs = {}
+            for qt, (q, a) in m["questions"].items():
+                p = tok.encode(prompt_text(q, n_img))
+                full = tok.encode(prompt_text(q, n_img) + " " + a + "<end_of_utterance>")
+                assert full[:len(p)] == p, (q, a)
+                qs[qt] = (p, full[len(p):])
+            self.items.append(qs)
+
+    def flat(self):
+        """All (image index, qtype, prompt ids, answer ids)."""
+        return [(i, qt, p, a) for i, qs in enumerate(self.items) for qt, (p, a) in qs.items()]
+
+
+def collate(seqs, device):
+    """seqs: list of (img_slot, prompt, answer). -> ids, labels (answer tokens only), slots."""
+    T = max(len(p) + len(a) for _, p, a in seqs)
+    ids = torch.full((len(seqs), T), PAD, dtype=torch.long)
+    labels = torch.full((len(seqs), T), -100, dtype=torch.long)
+    for r, (_, p, a) in enumerate(seqs):
+        s = p + a
+        ids[r, :len(s)] = torch.tensor(s)
+        # position t predicts token t+1: label the positions that predict answer tokens
+        labels[r, len(p) - 1:len(s) - 1] = torch.tensor(a)
+    slots = torch.tensor([s for s, _, _ in seqs])
+    return ids.to(device), labels.to(device), slots.to(device)
+
+
+def batch_loss(model, pixels_u8, seqs, device, groups=1):
+    """Mean cross-entropy over answer tokens. With groups > 1 the sequences are sorted by length
+    and run in that many chunks, so short questions are not padded to the long descriptions.
+    Also returns (logits, labels) of the last chunk (groups=1: the whole batch, in order)."""
+    px = M.to_pixels(pixels_u8.to(device))
+    feats = model.image_features(px)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][1]) + len(seqs[i][2]))
+    if groups == 1:
+        order = list(range(len(seqs)))
+    total, ntok = 0.0, 0
+    k = (len(order) + groups - 1) // groups
+    for g in range(0, len(order), k):
+        chunk = [seqs[i] for i in order[g:g + k]]
+        ids, labels, slots = collate(chunk, device)
+        logits = model(ids, image_feats=feats[slots])
+        n = int((labels != -100).sum())
+        total = total + F.cross_entropy(logits.flatten(0, 1), labels.flatten(),
+                                        ignore_index=-100, reduction="sum")
+        ntok += n
+    return total / max(1, ntok), logits, labels
+
+
+def sample_batch(ds, rng, n_images, q_per_image):
+    idx = [rng.randrange(len(ds.items)) for _ in range(n_images)]
+    seqs = []
+    for slot, i in enumerate(idx):
+        qts = list(ds.items[i])
+        for qt in rng.sample(qts, min(q_per_image, len(qts))):
+            p, a = ds.items[i][qt]
+            seqs.append((slot, p, a))
+    return ds.pixels[idx], seqs
+
+
+@torch.no_grad()
+def evaluate(model, ds, device, batch_images=64, limit=None):
+    """Exact match under teacher forcing: every answer token (and the closing
+    <end_of_utterance>) is the argmax. That is exactly when greedy decoding reproduces the
+    answer, so it equals greedy exact-match accuracy at the cost of one forward pass.
+    Returns ({qtype: acc, "overall": acc}, mean answer-token loss)."""
+    model.eval()
+    n = len(ds.items) if limit is None else min(limit, len(ds.items))
+    right, total, losses, ntok = {}, {}, 0.0, 0
+    for s in range(0, n, batch_images):
+        idx = list(range(s, min(n, s + batch_images)))
+        seqs, qts = [], []
+        for slot, i in enumerate(idx):
+            for qt, (p, a) in ds.items[i].items():
+                seqs.append((slot, p, a))
+                qts.append(qt)
+        loss, logits, labels = batch_loss(model, ds.pixels[idx], seqs, device)
+        m = labels != -100
+        ok = ((logits.argmax(-1) == labels) | ~m).all(1)
+        k = int(m.sum())
+        losses += float(loss) * k
+        ntok += k
+        for qt, o in zip(qts, ok.tolist()):
+            right[qt] = right.get(qt, 0) + int(o)
+            total[qt] = total.get(qt, 0) + 1
+    model.train()
+    acc = {qt: right[qt] / total[qt] for qt in sorted(total)}
+    acc["overall"] = sum(right.values()) / sum(total.values())
+    return acc, losses / max(1, ntok)
+
+
+@torch.no_grad()
+def greedy(model, tok, pixels_u8, prompts, device, max_new=48):
+    """Batched greedy decoding (no KV cache: the sequences are short). Returns strings."""
+    model.eval()
+    eou = tok.token_id("<end_of_utterance>")
+    feats = model.image_features(M.to_pixels(pixels_u8.to(device)))
+    L = max(len(p) for p in prompts) + max_new
+    ids = torch.full((len(prompts), L), PAD, dtype=torch.long, device=device)
+    lens = torch.tensor([len(p) for p in prompts], device=device)
+    for r, p in enumerate(prompts):
+        ids[r, :len(p)] = torch.tensor(p)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    out = [[] for _ in prompts]
+    for _ in range(max_new):
+        T = int(lens.max())
+        logits = model(ids[:, :T], image_feats=feats)
+        nxt = logits[torch.arange(len(prompts)), lens - 1].argmax(-1)
+        for r in range(len(prompts)):
+            if not done[r]:
+                t = int(nxt[r])
+                if t == eou:
+                    done[r] = True
+                else:
+                    out[r].append(t)
+                    ids[r, lens[r]] = t
+                    lens[r] += 1
+        if done.all():
+            break
+    model.train()
+    return [tok.decode(o).strip() for o in out]
+
+
+@torch.no_grad()
+def evaluate_greedy(model, tok, ds, device, batch_images=32, limit=None):
+    """Real greedy decoding, string exact match per qtype (for the final results)."""
+    n = len(ds.items) if limit is None else min(limit, len(ds.items))
+    right, total, examples = {}, {}, []
+    for s in range(0, n, batch_images):
+        idx = list(range(s, min(n, s + batch_images)))
+        pix, prompts, answers, qts = [], [], [], []
+        for i in idx:
+            for qt, (p, a) in ds.items[i].items():
+                pix.append(i)
+                prompts.append(p)
+                answers.append(tok.decode(a, skip_special=True).strip())
+                qts.append(qt)
+        outs = greedy(model, tok, ds.pixels[pix], prompts, device)
+        for qt, o, a in zip(qts, outs, answers):
+            right[qt] = right.get(qt, 0) + int(o == a)
+            total[qt] = total.get(qt, 0) + 1
+            if o != a and len(examples) < 20:
+                examples.append({"qtype": qt, "expected": a, "got": o})
+    acc = {qt: right[qt] / total[qt] for qt in sorted(total)}
+    acc["overall"] = sum(right.values()) / sum(total.values())
+    acc["n"] = sum(total.values())
+    return acc, examples
+
+
+def lr_at(step, total, base, warmup):
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def device_pick():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def log(path, rec):
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(json.dumps(rec), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tokenizer", default=None, help="default: DATA/tokenizer.json")
+    ap.add_argument("--steps", type=int, default=900)
+    ap.add_argument("--images", type=int, default=32, help="images per batch")
+    ap.add_argument("--qpi", type=int, default=3, help="questions per image in a batch")
+    ap.add_argument("--groups", type=int, default=3, help="length buckets per batch")
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--wd", type=float, default=0.05)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--eval-limit", type=int, default=150, help="val images per eval")
+    ap.add_argument("--ckpt-every", type=int, default=50)
+    # 1 thread: on a busy 2-core box, 2 OpenMP threads were 6-10x slower than 1 (barrier
+    # waits when a thread is descheduled). Measured 02:40 UTC, load average ~9.
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--config", default=None, help="JSON overrides for demo_config")
+    a = ap.parse_args()
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    dev = device_pick()
+    os.makedirs(a.out, exist_ok=True)
+    tok_path = a.tokenizer or os.path.join(a.data, "tokenizer.json")
+    tok = Tokenizer.load(tok_path)
+    over = json.loads(a.config) if a.config else {}
+    cfg = M.demo_config(len(tok), tok.token_id("<image>"), **over)
+    n_img = M.image_seq_len(cfg)
+    model = M.build_model(cfg).to(dev)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd},
+                             {"params": other, "weight_decay": 0.0}], lr=a.lr,
+                            betas=(0.9, 0.98))
+    ckpt = os.path.join(a.out, "ckpt.pt")
+    logf = os.path.join(a.out, "log.jsonl")
+    step = 0
+    if a.resume and os.path.exists(ckpt):
+        st = torch.load(ckpt, map_location=dev)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        print(f"resumed at step {step}", flush=True)
+
+    t0 = time.time()
+    train = Encoded(os.path.join(a.data, "train.npz"), tok, n_img)
+    val = Encoded(os.path.join(a.data, "val.npz"), tok, n_img)
+    print(f"params {M.num_params(model)}; train {len(train.items)} images "
+          f"{len(train.flat())} questions; val {len(val.items)}; load {time.time() - t0:.1f}s; "
+          f"device {dev}", flush=True)
+    rng = random.Random(a.seed * 1000003 + step)
+    model.train()
+    run_loss, run_n, t_last = 0.0, 0, time.time()
+    while step < a.steps:
+        lr = lr_at(step, a.steps, a.lr, a.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        pix, seqs = sample_batch(train, rng, a.images, a.qpi)
+        loss, _, _ = batch_loss(model, pix, seqs, dev, groups=a.groups)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        run_loss += float(loss)
+        run_n += 1
+        if step % a.log_every == 0 or step == a.steps:
+            now = time.time()
+            log(logf, {"step": step, "loss": run_loss / run_n, "lr": lr,
+                       "s_per_step": (now - t_last) / run_n, "seqs": len(seqs)})
+            run_loss, run_n, t_last = 0.0, 0, now
+        if step % a.ckpt_every == 0 or step == a.steps:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "config": cfg}, ckpt + ".tmp")
+            os.replace(ckpt + ".tmp", ckpt)
+        if step % a.eval_every == 0 or step == a.steps:
+            acc, vl = evaluate(model, val, dev, limit=a.eval_limit)
+            log(logf, {"step": step, "val_loss": vl, "val_acc": acc})
+            t_last = time.time()
+    M.save_hf(model.cpu(), os.path.join(a.out, "hf"), tok_path)
+    print("saved", os.path.join(a.out, "hf"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
