@@ -159,6 +159,20 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
     case KT_Q2_0: {
         /* weight j: bits 2(j % 4) of byte j / 4 */
         const blk_q2_0 *b = (const blk_q2_0 *)p;
+#if KX_VBMI
+        /* vpmultishiftqb: output byte k of each 64-bit lane takes the 8 bits
+         * at offset 2(8 lane + k) of the lane; every lane holds the same
+         * 8 bytes (32 weights), so byte j gets weight j's field. */
+        const __m256i sh = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                            30, 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56,
+                                            58, 60, 62);
+        for (int k = 0; k < 2; k++) {
+            int64_t v;
+            memcpy(&v, b->qs + 8 * k, 8);
+            c[k] = _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), m3);
+        }
+        return kx_f16(b->d);
+#else
         const __m128i m = _mm_set1_epi8(3);
         __m128i x = _mm_loadu_si128((const __m128i *)b->qs);
         __m128i t0 = _mm_and_si128(x, m);
@@ -170,10 +184,29 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
         c[0] = _mm256_set_m128i(_mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a0, b0));
         c[1] = _mm256_set_m128i(_mm_unpackhi_epi16(a1, b1), _mm_unpacklo_epi16(a1, b1));
         return kx_f16(b->d);
+#endif
     }
     case KT_Q1_0: {
         /* weight j: bit j % 8 of byte j / 8; code 2 for +1, 0 for -1 */
         const blk_q1_0 *b = (const blk_q1_0 *)p;
+#if KX_VBMI
+        /* as for Q2_0: byte j takes the 8 bits at offset j - 1 (rotating
+         * within the lane), which puts weight j's bit at bit 1: the code */
+        const __m256i two = _mm256_set1_epi8(2);
+        for (int h = 0; h < 2; h++) {
+            const __m256i sh = _mm256_add_epi8(
+                _mm256_setr_epi8(63, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+                                 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30),
+                _mm256_set1_epi8(h ? 32 : 0));
+            for (int k = 0; k < 2; k++) {
+                int64_t v;
+                memcpy(&v, b->qs + 8 * k, 8);
+                c[2 * k + h] =
+                    _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), two);
+            }
+        }
+        return kx_f16(b->d);
+#else
         const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
                                              2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
         const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
@@ -185,6 +218,7 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
             c[k] = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(x, bit), bit), two);
         }
         return kx_f16(b->d);
+#endif
     }
     default:
         return 0.0f;
