@@ -130,10 +130,18 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
          * qh[0..4): trit n of byte j is weight 240 + 4n + j.
          * Trit n comes to the top by multiplying by 3^n modulo 256. */
         const blk_tq1_0 *b = (const blk_tq1_0 *)p;
-        __m256i x = kx_bias(_mm256_loadu_si256((const __m256i *)b->qs));
+        /* the first 160 weights: 16-bit lanes, each byte's trit taken by a
+         * high multiply (floor(3q / 256)) while a low multiply moves on to
+         * the next (3q mod 256), keeping the work on the multiplier ports */
+        __m256i x = _mm256_loadu_si256((const __m256i *)b->qs);
+        __m256i ev = _mm256_slli_epi16(x, 8);                           /* even bytes, high */
+        __m256i od = _mm256_and_si256(x, _mm256_set1_epi16((short)0xFF00)); /* odd bytes, high */
+        const __m256i three = _mm256_set1_epi16(3);
         for (int n = 0; n < 5; n++) {
-            c[n] = kx_trit(x);
-            x = kx_mul3(x);
+            c[n] = _mm256_or_si256(_mm256_mulhi_epu16(ev, three),
+                                   _mm256_slli_epi16(_mm256_mulhi_epu16(od, three), 8));
+            ev = _mm256_mullo_epi16(ev, three);
+            od = _mm256_mullo_epi16(od, three);
         }
         __m256i y =
             kx_bias(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32))));
