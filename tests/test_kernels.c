@@ -58,8 +58,14 @@ static int blk_of(kt_type t, size_t *bytes)
     case KT_Q2_0: *bytes = sizeof(blk_q2_0); return BLK_Q2_0;
     case KT_Q1_0: *bytes = sizeof(blk_q1_0); return BLK_Q1_0;
     case KT_Q8_0: *bytes = sizeof(blk_q8_0); return BLK_Q8_0;
-    default: *bytes = 2; return 1; /* F16 */
+    case KT_F32: *bytes = 4; return 1;
+    default: *bytes = 2; return 1; /* F16, BF16 */
     }
+}
+
+static int is_float(kt_type t)
+{
+    return t == KT_F16 || t == KT_BF16 || t == KT_F32;
 }
 
 static kt_f16 *scale_ptr(kt_type t, uint8_t *blk)
@@ -83,10 +89,16 @@ static uint8_t *make_weights(kt_type t, int rows, int n, int exact, size_t *stri
     *stride = (size_t)n / bs * bb;
     uint8_t *w = malloc(*stride * rows + 1);
     ck_assert_ptr_nonnull(w);
-    if (t == KT_F16) {
-        kt_f16 *h = (kt_f16 *)w;
-        for (size_t i = 0; i < (size_t)rows * n; i++)
-            h[i] = kt_f32_to_f16(exact ? (float)((int)(rnd() % 5) - 2) : frand(-1, 1));
+    if (is_float(t)) {
+        for (size_t i = 0; i < (size_t)rows * n; i++) {
+            float v = exact ? (float)((int)(rnd() % 5) - 2) : frand(-1, 1);
+            if (t == KT_F32)
+                memcpy(w + 4 * i, &v, 4);
+            else if (t == KT_BF16)
+                ((kt_bf16 *)w)[i] = kt_f32_to_bf16(v);
+            else
+                ((kt_f16 *)w)[i] = kt_f32_to_f16(v);
+        }
         return w;
     }
     for (size_t i = 0; i < *stride * rows; i++)
@@ -141,7 +153,7 @@ static double abs_dot(kt_type t, const uint8_t *w, size_t stride, int r, const a
     kt_to_float(t, w + (size_t)r * stride, wf, n);
     double s = 0;
     for (int i = 0; i < n; i++) {
-        double x = t == KT_F16 ? A->x[(size_t)j * n + i]
+        double x = is_float(t) ? A->x[(size_t)j * n + i]
                                : (double)A->q[(size_t)j * n + i] * A->s[j];
         s += fabs((double)wf[i] * x);
     }
@@ -179,7 +191,7 @@ static void compare(const kern_ops *ops, int rows, int n, int arows, int exact, 
                 ck_assert_msg(g == e, "%s type %d n %d rows %d arows %d: [%d][%zu] %.9g != %.9g",
                               kern_isa_name(ops->isa), t, n, rows, arows, j, r, g, e);
             } else {
-                double tol = ((t == KT_F16 ? n : nb) + 8) * (double)FLT_EPSILON *
+                double tol = ((is_float(t) ? n : nb) + 8) * (double)FLT_EPSILON *
                                  abs_dot(t, w, stride, (int)r, &A, j) +
                              1e-30;
                 ck_assert_msg(fabs((double)g - e) <= tol,
@@ -199,7 +211,7 @@ static void sizes_for(kt_type t, int *ns, int *count)
 {
     size_t bb;
     int bs = blk_of(t, &bb);
-    if (t == KT_F16) {
+    if (is_float(t)) {
         int v[] = {1, 7, 33, 4099};
         memcpy(ns, v, sizeof v);
         *count = 4;
@@ -213,7 +225,8 @@ static void sizes_for(kt_type t, int *ns, int *count)
     *count = 4;
 }
 
-static const kt_type all_types[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0, KT_Q8_0, KT_F16};
+static const kt_type all_types[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0,
+                                    KT_Q8_0,  KT_F16,   KT_BF16, KT_F32};
 
 static void run_all(int exact)
 {
@@ -420,7 +433,7 @@ static void pool_case(int threads)
     ck_assert_msg(p != NULL, "%s", err);
     ck_assert_int_eq(pool_threads(p), threads);
     static pool_ctx c;
-    for (int round = 0; round < 2000; round++) {
+    for (int round = 0; round < 500; round++) {
         memset(&c, 0, sizeof c);
         pool_run(p, pool_body, &c);
         ck_assert_int_eq(atomic_load(&c.calls), threads);
@@ -479,7 +492,7 @@ static void mm_case(kt_type t, int rows, int cols, int n, int threads)
     int nb = cols / blk_of(t, &bb);
     for (int j = 0; j < n; j++)
         for (int r = 0; r < rows; r++) {
-            double tol = ((t == KT_F16 ? cols : nb) + 8) * (double)FLT_EPSILON *
+            double tol = ((is_float(t) ? cols : nb) + 8) * (double)FLT_EPSILON *
                              abs_dot(t, w, stride, r, &A, j) +
                          1e-30;
             ck_assert_msg(fabs((double)got[j * rows + r] - want[j * rows + r]) <= tol,
@@ -498,7 +511,7 @@ START_TEST(mm_matches_reference)
 {
     for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
         kt_type t = all_types[ti];
-        int cols = t == KT_F16 ? 96 : 768;
+        int cols = is_float(t) ? 96 : 768;
         mm_case(t, 1, cols, 1, 0);
         mm_case(t, 37, cols, 1, 2);
         mm_case(t, 100, cols, 5, 3);

@@ -6,9 +6,16 @@
  *       time (mean +- stddev over repetitions), GB/s of weights read, GOP/s
  *       (2 ops per weight per activation row) and, for GEMV, the fraction of
  *       this machine's read bandwidth, measured here by streaming a buffer
- *       far larger than the last-level cache with all threads.
- *   tern bench -m FILE ...  per-model pp512/tg128: needs the text model's
- *       forward pass, which is not in this build yet (says so, exits 2).
+ *       far larger than the last-level cache with all threads. "cpu ms" is
+ *       the process's CPU time per call over all threads and "cores had"
+ *       is cpu ms / wall ms: below the thread count, other processes had
+ *       the cores part of the time (the figures are then pessimistic).
+ *   tern bench -m TEXT.gguf [--mmproj MMPROJ.gguf] [-t N,N...] [-r R]
+ *       [-p 512] [-n 128] [--json]
+ *       per model file and thread count: prompt processing tokens/s (one
+ *       eng_step over p tokens from an empty cache: pp512), generation
+ *       tokens/s (n single-token steps from an empty cache: tg128), image
+ *       encode ms (one tile, with --mmproj) and the process's peak RSS.
  *
  * Shapes: 4096x14336 (a 7B-class FFN matrix, the shape llama.cpp's numbers
  * are quoted for) run twice, "hot" (the same matrix every call, as
@@ -22,10 +29,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "engine/engine.h"
 #include "engine/matmul.h"
 #include "engine/pool.h"
 #include "kernels/kernels.h"
@@ -37,6 +46,15 @@ static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU time of the whole process (all threads): on a shared machine, wall
+ * time / (CPU time / threads) shows how much of the cores we really had. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -120,7 +138,7 @@ typedef struct {
     shape s;
     double weight_mb;
     int copies;
-    double mean_ms, sd_ms, gbs, gops, bw_frac;
+    double mean_ms, sd_ms, cpu_ms, gbs, gops, bw_frac;
 } result;
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
@@ -181,7 +199,7 @@ static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
     double one = now() - t0;
     calls = one > 0 ? (int)(MIN_REP_SECONDS / one) + 1 : 1;
 
-    double sum = 0, sum2 = 0;
+    double sum = 0, sum2 = 0, c0 = cpu_now();
     for (int r = 0; r < reps; r++) {
         t0 = now();
         for (int k = 0; k < calls; k++) {
@@ -193,6 +211,7 @@ static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
         sum += ms;
         sum2 += ms * ms;
     }
+    double cpu_ms = (cpu_now() - c0) / ((double)reps * calls) * 1e3;
     double mean = sum / reps, var = reps > 1 ? (sum2 - sum * sum / reps) / (reps - 1) : 0;
     *res = (result){
         .type = types[ti].name,
@@ -202,6 +221,7 @@ static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
         .copies = copies,
         .mean_ms = mean,
         .sd_ms = var > 0 ? sqrt(var) : 0,
+        .cpu_ms = cpu_ms,
         .gbs = mat / (mean * 1e-3) / 1e9,
         .gops = 2.0 * s.rows * s.cols * s.act_rows / (mean * 1e-3) / 1e9,
     };
@@ -229,12 +249,193 @@ static const char *cpu_name(char *buf, size_t len)
     return buf;
 }
 
+/* ---- model files: pp / tg / image encode, like llama-bench ---- */
+
+typedef struct {
+    const char *test;
+    int threads;
+    double mean, sd; /* tokens/s, or ms for "image" */
+    const char *unit;
+} mresult;
+
+static void stats(const double *v, int n, double *mean, double *sd)
+{
+    double s = 0, s2 = 0;
+    for (int i = 0; i < n; i++)
+        s += v[i];
+    *mean = s / n;
+    for (int i = 0; i < n; i++)
+        s2 += (v[i] - *mean) * (v[i] - *mean);
+    *sd = n > 1 ? sqrt(s2 / (n - 1)) : 0;
+}
+
+#define MAX_REPS 64
+
+/* One thread count: pp, tg and (with a vision model) one image tile. */
+static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_tg,
+                     mresult *out, int *n_out, char *err, size_t errlen)
+{
+    const eng_model_info *info = eng_model_get_info(m);
+    eng_params p = eng_default_params();
+    p.n_threads = threads;
+    p.n_ctx = n_pp > n_tg ? n_pp + 1 : n_tg + 1;
+    p.n_batch = n_pp > 1 ? n_pp : 1;
+    eng_ctx *c;
+    if (eng_ctx_create(m, &p, &c, err, errlen) != ENG_OK)
+        return -1;
+    if (eng_ctx_params(c)->n_ctx < p.n_ctx) {
+        snprintf(err, errlen, "the model's context (%d) is shorter than -p/-n ask for",
+                 eng_ctx_params(c)->n_ctx);
+        eng_ctx_destroy(c);
+        return -1;
+    }
+    int n_tok = n_pp > n_tg ? n_pp : n_tg;
+    int32_t *tok = malloc(sizeof(int32_t) * n_tok);
+    double v[MAX_REPS];
+    int rc = -1;
+    if (!tok) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n_tok; i++)
+        tok[i] = (int32_t)(((uint64_t)i * 2654435761u + 17) % (uint64_t)info->n_vocab);
+    if (n_pp > 0) {
+        for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+            eng_slot_reset(c, 0);
+            eng_item it = {.slot = 0, .n_tokens = n_pp, .tokens = tok, .pos = 0,
+                           .want_logits = true};
+            double t0 = now();
+            if (eng_step(c, &it, 1, err, errlen) != ENG_OK)
+                goto done;
+            if (r >= 0)
+                v[r] = n_pp / (now() - t0);
+        }
+        out[*n_out] = (mresult){"pp", threads, 0, 0, "t/s"};
+        stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
+        (*n_out)++;
+    }
+    if (n_tg > 0) {
+        for (int r = -1; r < reps; r++) {
+            eng_slot_reset(c, 0);
+            double t0 = now();
+            for (int i = 0; i < n_tg; i++) {
+                eng_item it = {.slot = 0, .n_tokens = 1, .tokens = &tok[i], .pos = i,
+                               .want_logits = true};
+                if (eng_step(c, &it, 1, err, errlen) != ENG_OK)
+                    goto done;
+            }
+            if (r >= 0)
+                v[r] = n_tg / (now() - t0);
+        }
+        out[*n_out] = (mresult){"tg", threads, 0, 0, "t/s"};
+        stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
+        (*n_out)++;
+    }
+    if (info->has_vision) {
+        size_t px = (size_t)3 * info->image_size * info->image_size;
+        float *pix = malloc(sizeof(float) * px);
+        float *emb = malloc(sizeof(float) * (size_t)info->n_image_tokens * info->n_embd);
+        if (!pix || !emb) {
+            free(pix), free(emb);
+            snprintf(err, errlen, "out of memory");
+            goto done;
+        }
+        for (size_t i = 0; i < px; i++)
+            pix[i] = (float)((i * 7919) % 200) / 100.0f - 1.0f;
+        for (int r = -1; r < reps; r++) {
+            double t0 = now();
+            if (eng_vision_encode(c, pix, 1, emb, err, errlen) != ENG_OK) {
+                free(pix), free(emb);
+                goto done;
+            }
+            if (r >= 0)
+                v[r] = (now() - t0) * 1e3;
+        }
+        free(pix), free(emb);
+        out[*n_out] = (mresult){"image", threads, 0, 0, "ms"};
+        stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
+        (*n_out)++;
+    }
+    rc = 0;
+done:
+    free(tok);
+    eng_ctx_destroy(c);
+    return rc;
+}
+
+static int bench_model(const char *path, const char *mmproj, const char *thread_list, int reps,
+                       int n_pp, int n_tg, int json)
+{
+    char err[512];
+    if (reps > MAX_REPS)
+        reps = MAX_REPS;
+    eng_model *m;
+    if (eng_model_load(path, mmproj, &m, err, sizeof err) != ENG_OK) {
+        fprintf(stderr, "tern bench: %s\n", err);
+        return 1;
+    }
+    mresult res[3 * 16];
+    int n = 0, rc = 0;
+    const char *tl = thread_list ? thread_list : "0";
+    for (const char *q = tl; *q && n + 3 <= (int)(sizeof res / sizeof res[0]);) {
+        int t = atoi(q);
+        if (t <= 0) {
+            long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+            t = cpus > 0 ? (int)cpus : 1;
+        }
+        if (bench_ctx(m, t, reps, n_pp, n_tg, res, &n, err, sizeof err)) {
+            fprintf(stderr, "tern bench: %s: %s\n", path, err);
+            rc = 1;
+            break;
+        }
+        q += strcspn(q, ",");
+        q += *q == ',';
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss_mb = ru.ru_maxrss / 1024.0;
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    if (json) {
+        printf("{\"model\": \"%s\", \"kernels\": \"%s\", \"reps\": %d, \"peak_rss_mb\": %.1f, "
+               "\"results\": [",
+               base, kern_isa_name(kern_best_isa()), reps, rss_mb);
+        for (int i = 0; i < n; i++)
+            printf("%s\n  {\"test\": \"%s%d\", \"threads\": %d, \"mean\": %.4f, \"sd\": %.4f, "
+                   "\"unit\": \"%s\"}",
+                   i ? "," : "", res[i].test,
+                   !strcmp(res[i].test, "pp") ? n_pp : !strcmp(res[i].test, "tg") ? n_tg : 1,
+                   res[i].threads, res[i].mean, res[i].sd, res[i].unit);
+        printf("\n]}\n");
+    } else {
+        printf("| model | kernels | threads | test | result | peak RSS MB |\n");
+        printf("|---|---|---:|---|---:|---:|\n");
+        for (int i = 0; i < n; i++) {
+            char name[32];
+            if (!strcmp(res[i].test, "image"))
+                snprintf(name, sizeof name, "image encode (1 tile)");
+            else
+                snprintf(name, sizeof name, "%s%d", res[i].test,
+                         !strcmp(res[i].test, "pp") ? n_pp : n_tg);
+            printf("| %s | %s | %d | %s | %.2f ± %.2f %s | %.1f |\n", base,
+                   kern_isa_name(kern_best_isa()), res[i].threads, name, res[i].mean, res[i].sd,
+                   res[i].unit, rss_mb);
+        }
+    }
+    eng_model_free(m);
+    return rc;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: tern bench --kernels [--threads N] [--reps R] [--types LIST] [--json]\n"
-               "       tern bench -m MODEL.gguf   (not in this build yet)\n\n"
+               "       tern bench -m TEXT.gguf [--mmproj MMPROJ.gguf] [-t N[,N...]] [-r R]\n"
+               "                  [-p TOKENS] [-n TOKENS] [--json]\n\n"
                "  --kernels     per type and shape: decode GEMV and 512-row prefill GEMM\n"
-               "  -t, --threads N  worker threads including the caller (default: all CPUs)\n"
+               "  -m, --model FILE  pp (prompt tokens/s), tg (generated tokens/s), image\n"
+               "                encode ms (with --mmproj) and peak RSS for a model file\n"
+               "  -p N, -n N    prompt and generation lengths (default 512 and 128)\n"
+               "  -t, --threads N  threads including the caller (default: all CPUs);\n"
+               "                with -m a comma-separated list\n"
                "  -r, --reps R  repetitions per measurement (default 5)\n"
                "  --types LIST  comma-separated: tq2_0,tq1_0,q2_0,q1_0,q8_0,f16 (default all)\n"
                "  --gemv-only   skip the 512-row GEMM shapes\n"
@@ -244,21 +445,25 @@ static void usage(FILE *f)
 
 int cmd_bench(int argc, char **argv)
 {
-    enum { O_KERNELS = 256, O_TYPES, O_JSON, O_GEMV };
+    enum { O_KERNELS = 256, O_TYPES, O_JSON, O_GEMV, O_MMPROJ };
     static const struct option opts[] = {
         {"kernels", no_argument, NULL, O_KERNELS}, {"threads", required_argument, NULL, 't'},
         {"reps", required_argument, NULL, 'r'},    {"types", required_argument, NULL, O_TYPES},
         {"json", no_argument, NULL, O_JSON},       {"gemv-only", no_argument, NULL, O_GEMV},
         {"model", required_argument, NULL, 'm'},   {"help", no_argument, NULL, 'h'},
+        {"mmproj", required_argument, NULL, O_MMPROJ},
         {NULL, 0, NULL, 0},
     };
-    int kernels = 0, threads = 0, reps = 5, json = 0, gemv_only = 0;
-    const char *model = NULL, *type_list = NULL;
+    int kernels = 0, threads = 0, reps = 5, json = 0, gemv_only = 0, n_pp = 512, n_tg = 128;
+    const char *model = NULL, *mmproj = NULL, *type_list = NULL, *thread_list = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "t:r:m:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:r:m:p:n:h", opts, NULL)) != -1) {
         switch (c) {
         case O_KERNELS: kernels = 1; break;
-        case 't': threads = atoi(optarg); break;
+        case 't': thread_list = optarg; threads = atoi(optarg); break;
+        case 'p': n_pp = atoi(optarg); break;
+        case 'n': n_tg = atoi(optarg); break;
+        case O_MMPROJ: mmproj = optarg; break;
         case 'r': reps = atoi(optarg); break;
         case O_TYPES: type_list = optarg; break;
         case O_JSON: json = 1; break;
@@ -269,10 +474,11 @@ int cmd_bench(int argc, char **argv)
         }
     }
     if (model) {
-        fprintf(stderr, "tern bench: %s: model benchmarks (pp512, tg128) need the text model's "
-                        "forward pass, which is not in this build yet; use --kernels\n",
-                model);
-        return 2;
+        if (reps < 1 || n_pp < 0 || n_tg < 0 || n_pp + n_tg == 0) {
+            fprintf(stderr, "tern bench: --reps must be >= 1, -p and -n >= 0, not both 0\n");
+            return 2;
+        }
+        return bench_model(model, mmproj, thread_list, reps, n_pp, n_tg, json);
     }
     if (!kernels) {
         usage(stderr);
@@ -317,8 +523,8 @@ int cmd_bench(int argc, char **argv)
         printf("read bandwidth (1 GiB streamed, %d threads, best of 5): %.1f GB/s\n\n", threads,
                bw);
         printf("| type | rows x cols | weights MB | cache | act rows | kernel | ms (mean ± sd) "
-               "| GB/s | GOP/s | of read BW |\n");
-        printf("|---|---|---:|---|---:|---|---:|---:|---:|---:|\n");
+               "| GB/s | GOP/s | of read BW | cpu ms | cores had |\n");
+        printf("|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
     } else {
         printf("{\"cpu\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", "
                "\"read_bandwidth_gbs\": %.2f, \"reps\": %d, \"results\": [",
@@ -341,17 +547,19 @@ int cmd_bench(int argc, char **argv)
                 printf("%s\n  {\"type\": \"%s\", \"rows\": %d, \"cols\": %d, \"act_rows\": %d, "
                        "\"cache\": \"%s\", \"copies\": %d, \"weight_mb\": %.3f, \"kernel\": "
                        "\"%s\", \"ms_mean\": %.6f, \"ms_sd\": %.6f, \"gbs\": %.3f, \"gops\": "
-                       "%.3f, \"read_bw_fraction\": %.4f}",
+                       "%.3f, \"read_bw_fraction\": %.4f, \"cpu_ms\": %.6f}",
                        first ? "" : ",", r.type, r.s.rows, r.s.cols, r.s.act_rows, cache,
                        r.copies, r.weight_mb, r.kernel, r.mean_ms, r.sd_ms, r.gbs, r.gops,
-                       r.bw_frac);
+                       r.bw_frac, r.cpu_ms);
             } else {
                 char frac[32] = "";
                 if (r.s.act_rows == 1)
                     snprintf(frac, sizeof frac, "%.0f %%", 100 * r.bw_frac);
-                printf("| %s | %d x %d | %.1f | %s | %d | %s | %.3f ± %.3f | %.1f | %.1f | %s |\n",
+                printf("| %s | %d x %d | %.1f | %s | %d | %s | %.3f ± %.3f | %.1f | %.1f | %s | "
+                       "%.3f | %.2f |\n",
                        r.type, r.s.rows, r.s.cols, r.weight_mb, cache, r.s.act_rows, r.kernel,
-                       r.mean_ms, r.sd_ms, r.gbs, r.gops, frac);
+                       r.mean_ms, r.sd_ms, r.gbs, r.gops, frac, r.cpu_ms,
+                       r.cpu_ms / r.mean_ms);
             }
             fflush(stdout);
             first = 0;

@@ -61,12 +61,12 @@ static unsigned detect(void)
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
         return m;
     int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1,
-        avx512vl = (b >> 31) & 1, vnni = (c >> 11) & 1;
+        avx512vl = (b >> 31) & 1, vbmi = (c >> 1) & 1, vnni = (c >> 11) & 1;
     if (ymm_os && avx2 && fma && f16c) {
         m |= 1u << KERN_ISA_AVX2;
         if (zmm_os && avx512f && avx512bw && avx512vl) {
             m |= 1u << KERN_ISA_AVX512;
-            if (vnni)
+            if (vnni && vbmi) /* see kern_avx512vnni.c */
                 m |= 1u << KERN_ISA_AVX512VNNI;
         }
     }

@@ -3,6 +3,7 @@
 #define KX_PREFIX kern_avx2_
 #define KX_ISA KERN_ISA_AVX2
 #define KX_VNNI 0
+#define KX_VBMI 0
 #include "kernels/kern_x86.h"
 
 /* Same arithmetic as kern_quantize_row, step for step, so the result is

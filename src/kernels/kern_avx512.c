@@ -4,4 +4,5 @@
 #define KX_PREFIX kern_avx512_
 #define KX_ISA KERN_ISA_AVX512
 #define KX_VNNI 0
+#define KX_VBMI 0
 #include "kernels/kern_x86.h"

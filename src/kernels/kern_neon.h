@@ -203,18 +203,43 @@ KN_INLINE void kn_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int
         out[(size_t)(j0 + jj) * ldo + r] = vaddvq_f32(acc[jj]) * a->scale[j0 + jj];
 }
 
-KN_INLINE void kn_tile_f16(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
-                           size_t ldo, int r)
+/* Float weights (F32, F16, BF16) times float activations. */
+KN_INLINE float32x4_t kn_load4(kt_type t, const uint8_t *w, int k)
 {
-    const uint16_t *w = (const uint16_t *)wrow;
+    switch (t) {
+    case KT_F16: return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)w + k)));
+    case KT_BF16: /* bfloat16 is the top half of a float */
+        return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)w + k), 16));
+    default: return vld1q_f32((const float *)w + k);
+    }
+}
+
+KN_INLINE float kn_load1(kt_type t, const uint8_t *w, int i)
+{
+    uint16_t h;
+    float f;
+    switch (t) {
+    case KT_F16: memcpy(&h, w + 2 * (size_t)i, 2); return kn_f16(h);
+    case KT_BF16: {
+        memcpy(&h, w + 2 * (size_t)i, 2);
+        uint32_t u = (uint32_t)h << 16;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    default: memcpy(&f, w + 4 * (size_t)i, 4); return f;
+    }
+}
+
+KN_INLINE void kn_tile_float(kt_type t, int nr, const uint8_t *w, const kern_acts *a, int j0,
+                             float *out, size_t ldo, int r)
+{
     const int n = a->n;
     float32x4_t acc[KN_TILE][2];
     for (int jj = 0; jj < nr; jj++)
         acc[jj][0] = acc[jj][1] = vdupq_n_f32(0);
     int k = 0;
     for (; k + 8 <= n; k += 8) {
-        float32x4_t w0 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w + k)));
-        float32x4_t w1 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w + k + 4)));
+        float32x4_t w0 = kn_load4(t, w, k), w1 = kn_load4(t, w, k + 4);
         for (int jj = 0; jj < nr; jj++) {
             const float *f = a->f + (size_t)(j0 + jj) * n + k;
             acc[jj][0] = vfmaq_f32(acc[jj][0], w0, vld1q_f32(f));
@@ -225,7 +250,7 @@ KN_INLINE void kn_tile_f16(int nr, const uint8_t *wrow, const kern_acts *a, int 
         const float *f = a->f + (size_t)(j0 + jj) * n;
         float s = vaddvq_f32(vaddq_f32(acc[jj][0], acc[jj][1]));
         for (int i = k; i < n; i++)
-            s += kn_f16(w[i]) * f[i];
+            s += kn_load1(t, w, i) * f[i];
         out[(size_t)(j0 + jj) * ldo + r] = s;
     }
 }
@@ -235,8 +260,8 @@ KN_INLINE void kn_tile(kt_type t, int nr, const uint8_t *wrow, const kern_acts *
 {
     if (t == KT_Q8_0)
         kn_tile_q8_0(nr, wrow, a, j0, out, ldo, r);
-    else if (t == KT_F16)
-        kn_tile_f16(nr, wrow, a, j0, out, ldo, r);
+    else if (t == KT_F16 || t == KT_BF16 || t == KT_F32)
+        kn_tile_float(t, nr, wrow, a, j0, out, ldo, r);
     else
         kn_tile_codes(t, nr, wrow, a, j0, out, ldo, r);
 }
@@ -277,6 +302,8 @@ KN_GEMM(KT_Q2_0, q2_0)
 KN_GEMM(KT_Q1_0, q1_0)
 KN_GEMM(KT_Q8_0, q8_0)
 KN_GEMM(KT_F16, f16)
+KN_GEMM(KT_BF16, bf16)
+KN_GEMM(KT_F32, f32)
 
 static const kern_ops kn_ops[] = {
     {KT_TQ2_0, KN_ISA, true, kn_gemm_tq2_0},
@@ -285,6 +312,8 @@ static const kern_ops kn_ops[] = {
     {KT_Q1_0, KN_ISA, true, kn_gemm_q1_0},
     {KT_Q8_0, KN_ISA, true, kn_gemm_q8_0},
     {KT_F16, KN_ISA, false, kn_gemm_f16},
+    {KT_BF16, KN_ISA, false, kn_gemm_bf16},
+    {KT_F32, KN_ISA, false, kn_gemm_f32},
 };
 
 const kern_ops *KN_NAME(ops)(kt_type t)

@@ -130,10 +130,18 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
          * qh[0..4): trit n of byte j is weight 240 + 4n + j.
          * Trit n comes to the top by multiplying by 3^n modulo 256. */
         const blk_tq1_0 *b = (const blk_tq1_0 *)p;
-        __m256i x = kx_bias(_mm256_loadu_si256((const __m256i *)b->qs));
+        /* the first 160 weights: 16-bit lanes, each byte's trit taken by a
+         * high multiply (floor(3q / 256)) while a low multiply moves on to
+         * the next (3q mod 256), keeping the work on the multiplier ports */
+        __m256i x = _mm256_loadu_si256((const __m256i *)b->qs);
+        __m256i ev = _mm256_slli_epi16(x, 8);                           /* even bytes, high */
+        __m256i od = _mm256_and_si256(x, _mm256_set1_epi16((short)0xFF00)); /* odd bytes, high */
+        const __m256i three = _mm256_set1_epi16(3);
         for (int n = 0; n < 5; n++) {
-            c[n] = kx_trit(x);
-            x = kx_mul3(x);
+            c[n] = _mm256_or_si256(_mm256_mulhi_epu16(ev, three),
+                                   _mm256_slli_epi16(_mm256_mulhi_epu16(od, three), 8));
+            ev = _mm256_mullo_epi16(ev, three);
+            od = _mm256_mullo_epi16(od, three);
         }
         __m256i y =
             kx_bias(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32))));
@@ -159,6 +167,20 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
     case KT_Q2_0: {
         /* weight j: bits 2(j % 4) of byte j / 4 */
         const blk_q2_0 *b = (const blk_q2_0 *)p;
+#if KX_VBMI
+        /* vpmultishiftqb: output byte k of each 64-bit lane takes the 8 bits
+         * at offset 2(8 lane + k) of the lane; every lane holds the same
+         * 8 bytes (32 weights), so byte j gets weight j's field. */
+        const __m256i sh = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                            30, 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56,
+                                            58, 60, 62);
+        for (int k = 0; k < 2; k++) {
+            int64_t v;
+            memcpy(&v, b->qs + 8 * k, 8);
+            c[k] = _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), m3);
+        }
+        return kx_f16(b->d);
+#else
         const __m128i m = _mm_set1_epi8(3);
         __m128i x = _mm_loadu_si128((const __m128i *)b->qs);
         __m128i t0 = _mm_and_si128(x, m);
@@ -170,10 +192,29 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
         c[0] = _mm256_set_m128i(_mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a0, b0));
         c[1] = _mm256_set_m128i(_mm_unpackhi_epi16(a1, b1), _mm_unpacklo_epi16(a1, b1));
         return kx_f16(b->d);
+#endif
     }
     case KT_Q1_0: {
         /* weight j: bit j % 8 of byte j / 8; code 2 for +1, 0 for -1 */
         const blk_q1_0 *b = (const blk_q1_0 *)p;
+#if KX_VBMI
+        /* as for Q2_0: byte j takes the 8 bits at offset j - 1 (rotating
+         * within the lane), which puts weight j's bit at bit 1: the code */
+        const __m256i two = _mm256_set1_epi8(2);
+        for (int h = 0; h < 2; h++) {
+            const __m256i sh = _mm256_add_epi8(
+                _mm256_setr_epi8(63, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+                                 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30),
+                _mm256_set1_epi8(h ? 32 : 0));
+            for (int k = 0; k < 2; k++) {
+                int64_t v;
+                memcpy(&v, b->qs + 8 * k, 8);
+                c[2 * k + h] =
+                    _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), two);
+            }
+        }
+        return kx_f16(b->d);
+#else
         const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
                                              2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
         const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
@@ -185,6 +226,7 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
             c[k] = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(x, bit), bit), two);
         }
         return kx_f16(b->d);
+#endif
     }
     default:
         return 0.0f;
@@ -271,19 +313,45 @@ KX_INLINE void kx_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int
             kx_hsum(_mm256_add_ps(acc0[jj], acc1[jj])) * a->scale[j0 + jj];
 }
 
-/* F16 weights times float activations. */
-KX_INLINE void kx_tile_f16(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
-                           size_t ldo, int r)
+/* Float weights (F32, F16, BF16) times float activations: 8 weights at a
+ * time widened to float, two accumulators per row. */
+KX_INLINE __m256 kx_load8(kt_type t, const uint8_t *w, int k)
 {
-    const kt_f16 *w = (const kt_f16 *)wrow;
+    switch (t) {
+    case KT_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * (size_t)k)));
+    case KT_BF16: /* bfloat16 is the top half of a float */
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 2 * (size_t)k))), 16));
+    default: return _mm256_loadu_ps((const float *)w + k);
+    }
+}
+
+KX_INLINE float kx_load1(kt_type t, const uint8_t *w, int i)
+{
+    uint16_t h;
+    float f;
+    switch (t) {
+    case KT_F16: memcpy(&h, w + 2 * (size_t)i, 2); return _cvtsh_ss(h);
+    case KT_BF16: {
+        memcpy(&h, w + 2 * (size_t)i, 2);
+        uint32_t u = (uint32_t)h << 16;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    default: memcpy(&f, w + 4 * (size_t)i, 4); return f;
+    }
+}
+
+KX_INLINE void kx_tile_float(kt_type t, int nr, const uint8_t *w, const kern_acts *a, int j0,
+                             float *out, size_t ldo, int r)
+{
     const int n = a->n;
     __m256 acc[KX_TILE][2];
     for (int jj = 0; jj < nr; jj++)
         acc[jj][0] = acc[jj][1] = _mm256_setzero_ps();
     int k = 0;
     for (; k + 16 <= n; k += 16) {
-        __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + k)));
-        __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + k + 8)));
+        __m256 w0 = kx_load8(t, w, k), w1 = kx_load8(t, w, k + 8);
         for (int jj = 0; jj < nr; jj++) {
             const float *f = a->f + (size_t)(j0 + jj) * n + k;
             acc[jj][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(f), acc[jj][0]);
@@ -294,7 +362,7 @@ KX_INLINE void kx_tile_f16(int nr, const uint8_t *wrow, const kern_acts *a, int 
         const float *f = a->f + (size_t)(j0 + jj) * n;
         float s = kx_hsum(_mm256_add_ps(acc[jj][0], acc[jj][1]));
         for (int i = k; i < n; i++)
-            s += _cvtsh_ss(w[i]) * f[i];
+            s += kx_load1(t, w, i) * f[i];
         out[(size_t)(j0 + jj) * ldo + r] = s;
     }
 }
@@ -304,8 +372,8 @@ KX_INLINE void kx_tile(kt_type t, int nr, const uint8_t *wrow, const kern_acts *
 {
     if (t == KT_Q8_0)
         kx_tile_q8_0(nr, wrow, a, j0, out, ldo, r);
-    else if (t == KT_F16)
-        kx_tile_f16(nr, wrow, a, j0, out, ldo, r);
+    else if (t == KT_F16 || t == KT_BF16 || t == KT_F32)
+        kx_tile_float(t, nr, wrow, a, j0, out, ldo, r);
     else
         kx_tile_codes(t, nr, wrow, a, j0, out, ldo, r);
 }
@@ -346,6 +414,8 @@ KX_GEMM(KT_Q2_0, q2_0)
 KX_GEMM(KT_Q1_0, q1_0)
 KX_GEMM(KT_Q8_0, q8_0)
 KX_GEMM(KT_F16, f16)
+KX_GEMM(KT_BF16, bf16)
+KX_GEMM(KT_F32, f32)
 
 static const kern_ops kx_ops[] = {
     {KT_TQ2_0, KX_ISA, true, kx_gemm_tq2_0},
@@ -354,6 +424,8 @@ static const kern_ops kx_ops[] = {
     {KT_Q1_0, KX_ISA, true, kx_gemm_q1_0},
     {KT_Q8_0, KX_ISA, true, kx_gemm_q8_0},
     {KT_F16, KX_ISA, false, kx_gemm_f16},
+    {KT_BF16, KX_ISA, false, kx_gemm_bf16},
+    {KT_F32, KX_ISA, false, kx_gemm_f32},
 };
 
 const kern_ops *KX_NAME(ops)(kt_type t)
