@@ -286,3 +286,8 @@ int eng_vision_encode(eng_ctx *c, const float *pixels, int n_tiles, float *out, 
         vision_forward(c, pixels + t * tile, out + t * rows);
     return ENG_OK;
 }
+
+const char *eng_kernels_name(void)
+{
+    return kern_isa_name(kern_best_isa());
+}

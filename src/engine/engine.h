@@ -88,6 +88,10 @@ int eng_ctx_create(const eng_model *m, const eng_params *p, eng_ctx **out, char 
 void eng_ctx_destroy(eng_ctx *c);
 const eng_params *eng_ctx_params(const eng_ctx *c); /* after defaults and caps */
 
+/* The instruction set the matmul kernels run with on this CPU ("avx2", "dotprod", ...),
+ * after any TERN_KERNELS cap: for startup logs. */
+const char *eng_kernels_name(void);
+
 /* One piece of work for one slot within a step: a prefill chunk
  * (n_tokens > 1) or a decode step (n_tokens == 1). */
 typedef struct {

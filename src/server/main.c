@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/engine.h"
 #include "http.h"
 #include "log.h"
 #include "server.h"
@@ -113,9 +114,9 @@ int main(int argc, char **argv)
         return 1;
     }
     __atomic_store_n(&srv.ready, 1, __ATOMIC_RELEASE);
-    log_info("ternd %s listening on http://%s%s%s:%d (model %s, engine %s, %d slots, queue %d, %d threads%s%s)",
+    log_info("ternd %s listening on http://%s%s%s:%d (model %s, engine %s, kernels %s, %d slots, queue %d, %d threads%s%s)",
              TERN_VERSION, strchr(cfg.bind, ':') ? "[" : "", cfg.bind, strchr(cfg.bind, ':') ? "]" : "",
-             http_port(http), srv.info.name, cfg.engine, cfg.slots, cfg.queue, threads,
+             http_port(http), srv.info.name, cfg.engine, eng_kernels_name(), cfg.slots, cfg.queue, threads,
              auth_enabled(srv.auth) ? ", API keys on" : "", cfg.db[0] ? ", stats on" : "");
     sd_notify(0, "READY=1\nSTATUS=serving");
 
