@@ -219,6 +219,39 @@ def spread(vals, fmt):
     return s
 
 
+def render(res):
+    """The markdown table of one result (this script's --json output)."""
+    runs = res['runs']
+    print('model `%s`, threads %s, slots %s, image %s; streams: %s, max_tokens %d, '
+          'temperature %g, %g s windows; load average %s -> %s\n'
+          % (res['model'],
+             '? (attached)' if res['threads'] is None else res['threads'] or 'one per core',
+             res['server_slots'], res['image'],
+             'streamed' if res['streamed'] else '"stream": false', res['max_tokens'],
+             res['temperature'], res['seconds'], res['loadavg_start'], res['loadavg_end']))
+    print('| measure | median (min..max over %d repeats) |' % len(runs))
+    print('|---|---|')
+    for k, label in (('rss_after_load', 'RSS after load'),
+                     ('rss_idle_after_warmup', 'RSS idle after warm-up')):
+        if res[k]:
+            print('| %s | %.1f MB (peak %.1f MB) |' % (label, res[k]['VmRSS'] / 1024,
+                                                       res[k]['VmHWM'] / 1024))
+    print('| TTFT, image + short prompt (client) | %s ms |'
+          % spread([r['ttft']['ttft_ms'] for r in runs], '%.1f'))
+    for k in ('queue_ms', 'vision_ms', 'prefill_ms', 'ttft_ms'):
+        print('| … server %s | %s |' % (k, spread([r['ttft']['server_' + k] for r in runs], '%.1f')))
+    for n in sorted(int(k) for k in runs[0]['streams']):
+        s = [r['streams'][str(n)] for r in runs]
+        print('| %d stream%s: aggregate tokens/s | %s |'
+              % (n, 's' if n > 1 else '', spread([x['tokens_per_s'] for x in s], '%.0f')))
+        if n > 1:
+            print('| … ratio to 1 stream (same repeat) | %s× |' % spread([x['ratio'] for x in s], '%.2f'))
+        print('| … per-stream decode tokens/s (server) | %s |'
+              % spread([x['stream_decode_tokens_per_s'] for x in s], '%.0f'))
+        print('| … requests, tokens in window | %s |' % ', '.join(
+            '%d/%d' % (x['requests'], x['tokens']) for x in s))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--ternd', default='build/src/server/ternd')
@@ -244,13 +277,18 @@ def main():
                    help='extra ternd argument, e.g. --server-arg=--prefill-chunk=32')
     p.add_argument('--json', action='store_true', help='print JSON instead of markdown')
     p.add_argument('--quiet', action='store_true', help="hide ternd's stderr")
+    p.add_argument('--render', metavar='FILE', help='print the table of a saved --json result')
     a = p.parse_args()
+    if a.render:
+        with open(a.render) as f:
+            render(json.load(f))
+        return
     counts = [int(x) for x in a.streams.split(',') if x]
     with open(a.image, 'rb') as f:
         image_b64 = base64.b64encode(f.read()).decode()
 
     res = {'loadavg_start': loadavg(), 'image': os.path.basename(a.image),
-           'threads': a.threads, 'slots': a.slots, 'max_tokens': a.max_tokens,
+           'threads': None if a.url else a.threads, 'slots': a.slots, 'max_tokens': a.max_tokens,
            'seconds': a.seconds, 'temperature': a.temperature, 'streamed': not a.whole}
     if a.url:
         u = urllib.parse.urlsplit(a.url)
@@ -294,34 +332,8 @@ def main():
 
     if a.json:
         print(json.dumps(res, indent=1))
-        return
-    runs = res['runs']
-    print('model `%s`, threads %s, slots %s, image %s; streams: %s, max_tokens %d, '
-          'temperature %g, %g s windows; load average %s -> %s\n'
-          % (res['model'], a.threads or 'one per core', res['server_slots'], res['image'],
-             'streamed' if not a.whole else '"stream": false', a.max_tokens, a.temperature,
-             a.seconds, res['loadavg_start'], res['loadavg_end']))
-    print('| measure | median (min..max over %d repeats) |' % len(runs))
-    print('|---|---|')
-    for k, label in (('rss_after_load', 'RSS after load'),
-                     ('rss_idle_after_warmup', 'RSS idle after warm-up')):
-        if res[k]:
-            print('| %s | %.1f MB (peak %.1f MB) |' % (label, res[k]['VmRSS'] / 1024,
-                                                       res[k]['VmHWM'] / 1024))
-    print('| TTFT, image + short prompt (client) | %s ms |'
-          % spread([r['ttft']['ttft_ms'] for r in runs], '%.1f'))
-    for k in ('queue_ms', 'vision_ms', 'prefill_ms', 'ttft_ms'):
-        print('| … server %s | %s |' % (k, spread([r['ttft']['server_' + k] for r in runs], '%.1f')))
-    for n in counts:
-        s = [r['streams'][n] for r in runs]
-        print('| %d stream%s: aggregate tokens/s | %s |'
-              % (n, 's' if n > 1 else '', spread([x['tokens_per_s'] for x in s], '%.0f')))
-        if n > 1:
-            print('| … ratio to 1 stream (same repeat) | %s× |' % spread([x['ratio'] for x in s], '%.2f'))
-        print('| … per-stream decode tokens/s (server) | %s |'
-              % spread([x['stream_decode_tokens_per_s'] for x in s], '%.0f'))
-        print('| … requests, tokens in window | %s |' % ', '.join(
-            '%d/%d' % (x['requests'], x['tokens']) for x in s))
+    else:
+        render(json.loads(json.dumps(res)))   # the same path as --render: string keys
 
 
 if __name__ == '__main__':
