@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""ternd with a real model: idle memory, time to first token, and generation throughput for
+1, 4 and 8 concurrent streams (continuous batching). Python 3 standard library only.
+
+  bench/ternd_bench.py --ternd build/src/server/ternd --model M.gguf --mmproj P.gguf
+  bench/ternd_bench.py --url http://127.0.0.1:8080          # attach to a running ternd
+
+What it measures (each figure is taken by this script, client side, unless it says server):
+  rss_*        VmRSS / VmHWM of the ternd process (/proc/PID/status): right after /ready, and
+               idle again after a warm-up (one image request, one generation)
+  ttft         a small JPEG + a short prompt, streamed, one request at a time: time from
+               sending the request to the first NDJSON line; median of --ttft-n (server's own
+               queue/vision/prefill/ttft split from the final line, medians too)
+  streams N    N clients in a closed loop for --seconds: each sends a text-only request with
+               max_tokens --max-tokens, reads the stream to the end, sends the next. After the
+               window no new request starts and the in-flight ones finish. Aggregate tokens/s
+               = sum of usage.completion_tokens / wall time (first send to last reply), so
+               answers that stop early (EOS) count what they produced, prompts included in
+               the cost. ratio = aggregate(N) / aggregate(1) of the same repeat.
+Repeats (--repeat) run the TTFT and stream phases again against the same server; the table
+gives the median and the min..max spread. Counts above --slots are run against a second
+ternd started with --slots N (or queue when attached).
+"""
+import argparse
+import base64
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Server:
+    """A ternd we started (and stop), or one we attached to."""
+
+    def __init__(self, host, port, proc=None, pid=None):
+        self.host, self.port, self.proc = host, port, proc
+        self.pid = proc.pid if proc else pid
+
+    def status(self):
+        """VmRSS and VmHWM in kB, or None when the process is not ours to read."""
+        if not self.pid:
+            return None
+        try:
+            with open('/proc/%d/status' % self.pid) as f:
+                kv = dict(l.split(':', 1) for l in f if ':' in l)
+            return {k: int(kv[k].split()[0]) for k in ('VmRSS', 'VmHWM')}
+        except OSError:
+            return None
+
+    def get(self, path):
+        c = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        c.request('GET', path)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status, body
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start(a, slots):
+    port = free_port()
+    cmd = [a.ternd, '--config', '/dev/null', '--port', str(port), '--model', a.model,
+           '--mmproj', a.mmproj or '', '--slots', str(slots), '--threads', str(a.threads),
+           '--log-level', 'warn', '--db', ''] + a.server_arg
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE if a.quiet else None)
+    srv = Server('127.0.0.1', port, proc)
+    t0 = time.time()
+    while time.time() - t0 < 60:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if a.quiet else ''
+            sys.exit('ternd exited with %d: %s' % (proc.returncode, err.strip()))
+        try:
+            if srv.get('/ready')[0] == 200:
+                return srv, ' '.join(cmd)
+        except OSError:
+            pass
+        time.sleep(0.02)
+    srv.stop()
+    sys.exit('ternd did not become ready in 60 s')
+
+
+def generate(srv, body):
+    """One streamed /generate. Returns (seconds to the first line, final object).
+
+    A raw socket and one parse at the end: at thousands of tokens/s a per-line Python client
+    (http.client's chunked reader + json per line) would cost more CPU than the server."""
+    data = json.dumps(body).encode()
+    req = (b'POST /generate HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n'
+           b'Content-Length: %d\r\nConnection: close\r\n\r\n' % (srv.host.encode(), len(data)))
+    s = socket.create_connection((srv.host, srv.port), timeout=600)
+    t0 = time.perf_counter()
+    s.sendall(req + data)
+    buf, first, head = [], None, b''
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        if first is None:
+            head += b
+            i = head.find(b'\r\n\r\n')
+            if i >= 0 and b'{' in head[i:]:     # headers and the first line's JSON
+                first = time.perf_counter() - t0
+        buf.append(b)
+    s.close()
+    raw = b''.join(buf)
+    hdr, _, body_raw = raw.partition(b'\r\n\r\n')
+    status = int(hdr.split(b' ', 2)[1]) if hdr.startswith(b'HTTP/') else 0
+    if b'chunked' in hdr.lower():
+        out, i = [], 0
+        while i < len(body_raw):
+            j = body_raw.index(b'\r\n', i)
+            n = int(body_raw[i:j].split(b';')[0], 16)
+            if n == 0:
+                break
+            out.append(body_raw[j + 2:j + 2 + n])
+            i = j + 4 + n
+        body_raw = b''.join(out)
+    lines = body_raw.strip().split(b'\n')
+    final = json.loads(lines[-1]) if lines and lines[-1] else None
+    if status != 200 or not final or not final.get('done'):
+        raise RuntimeError('/generate: HTTP %d %s' % (status, final))
+    if final.get('done_reason') == 'error':
+        raise RuntimeError('/generate failed: %s' % final.get('error'))
+    return first, final
+
+
+def ttft(srv, a, image_b64):
+    body = {'prompt': a.ttft_prompt, 'image': image_b64, 'max_tokens': 4, 'stream': True}
+    client, server = [], {k: [] for k in ('queue_ms', 'vision_ms', 'prefill_ms', 'ttft_ms')}
+    for _ in range(a.ttft_n):
+        first, final = generate(srv, body)
+        client.append(first * 1e3)
+        for k in server:
+            if final['timings'].get(k) is not None:
+                server[k].append(final['timings'][k])
+    out = {'ttft_ms': statistics.median(client), 'ttft_ms_min': min(client),
+           'ttft_ms_max': max(client)}
+    for k, v in server.items():
+        out['server_' + k] = statistics.median(v) if v else None
+    return out
+
+
+def streams(srv, a, n):
+    """n clients in a closed loop for a.seconds; see the module docstring."""
+    body = {'prompt': a.gen_prompt, 'max_tokens': a.max_tokens, 'temperature': a.temperature,
+            'stream': not a.whole}
+    tokens, requests, decode_tps, errors = [0] * n, [0] * n, [], []
+    lock = threading.Lock()
+    t_start = time.perf_counter()
+    deadline = t_start + a.seconds
+
+    def client(i):
+        while time.perf_counter() < deadline:
+            try:
+                _, final = generate(srv, body)
+            except (OSError, RuntimeError) as e:
+                with lock:
+                    errors.append(str(e))
+                return
+            tokens[i] += final['usage']['completion_tokens']
+            requests[i] += 1
+            tps = final['timings'].get('decode_tokens_per_s')
+            if tps:
+                with lock:
+                    decode_tps.append(tps)
+
+    ts = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    wall = time.perf_counter() - t_start
+    if errors:
+        sys.exit('streams %d: %s' % (n, errors[0]))
+    return {'streams': n, 'tokens': sum(tokens), 'requests': sum(requests), 'wall_s': wall,
+            'tokens_per_s': sum(tokens) / wall,
+            'stream_decode_tokens_per_s': statistics.median(decode_tps) if decode_tps else None}
+
+
+def loadavg():
+    try:
+        with open('/proc/loadavg') as f:
+            return ' '.join(f.read().split()[:3])
+    except OSError:
+        return '?'
+
+
+def spread(vals, fmt):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return '-'
+    s = fmt % statistics.median(vals)
+    if len(vals) > 1:
+        s += ' (' + fmt % min(vals) + '..' + fmt % max(vals) + ')'
+    return s
+
+
+def render(res):
+    """The markdown table of one result (this script's --json output)."""
+    runs = res['runs']
+    print('model `%s`, threads %s, slots %s, image %s; streams: %s, max_tokens %d, '
+          'temperature %g, %g s windows; load average %s -> %s\n'
+          % (res['model'],
+             '? (attached)' if res['threads'] is None else res['threads'] or 'one per core',
+             res['server_slots'], res['image'],
+             'streamed' if res['streamed'] else '"stream": false', res['max_tokens'],
+             res['temperature'], res['seconds'], res['loadavg_start'], res['loadavg_end']))
+    print('| measure | median (min..max over %d repeats) |' % len(runs))
+    print('|---|---|')
+    for k, label in (('rss_after_load', 'RSS after load'),
+                     ('rss_idle_after_warmup', 'RSS idle after warm-up')):
+        if res[k]:
+            print('| %s | %.1f MB (peak %.1f MB) |' % (label, res[k]['VmRSS'] / 1024,
+                                                       res[k]['VmHWM'] / 1024))
+    print('| TTFT, image + short prompt (client) | %s ms |'
+          % spread([r['ttft']['ttft_ms'] for r in runs], '%.1f'))
+    for k in ('queue_ms', 'vision_ms', 'prefill_ms', 'ttft_ms'):
+        print('| … server %s | %s |' % (k, spread([r['ttft']['server_' + k] for r in runs], '%.1f')))
+    for n in sorted(int(k) for k in runs[0]['streams']):
+        s = [r['streams'][str(n)] for r in runs]
+        print('| %d stream%s: aggregate tokens/s | %s |'
+              % (n, 's' if n > 1 else '', spread([x['tokens_per_s'] for x in s], '%.0f')))
+        if n > 1:
+            print('| … ratio to 1 stream (same repeat) | %s× |' % spread([x['ratio'] for x in s], '%.2f'))
+        print('| … per-stream decode tokens/s (server) | %s |'
+              % spread([x['stream_decode_tokens_per_s'] for x in s], '%.0f'))
+        print('| … requests, tokens in window | %s |' % ', '.join(
+            '%d/%d' % (x['requests'], x['tokens']) for x in s))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--ternd', default='build/src/server/ternd')
+    p.add_argument('--model', help='text model GGUF (omit with --url)')
+    p.add_argument('--mmproj', help='vision projector GGUF')
+    p.add_argument('--url', help='attach to a running ternd instead of starting one')
+    p.add_argument('--pid', type=int, help='with --url: its pid, to read its RSS')
+    p.add_argument('--threads', type=int, default=0, help='ternd --threads (0 = one per core)')
+    p.add_argument('--slots', type=int, default=4, help='ternd --slots (default 4, as ternd)')
+    p.add_argument('--streams', default='1,4,8', help='concurrent stream counts')
+    p.add_argument('--seconds', type=float, default=8, help='closed-loop window per count')
+    p.add_argument('--max-tokens', type=int, default=128)
+    p.add_argument('--temperature', type=float, default=0.0,
+                   help='sampling for the stream phase (0 = greedy, the server default)')
+    p.add_argument('--whole', action='store_true',
+                   help='stream phase with "stream": false (no per-token HTTP writes)')
+    p.add_argument('--gen-prompt', default='Tell me a long story about the shapes.')
+    p.add_argument('--ttft-prompt', default='What is in the picture?')
+    p.add_argument('--ttft-n', type=int, default=15)
+    p.add_argument('--image', default=os.path.join(HERE, 'data', 'shapes96.jpg'))
+    p.add_argument('--repeat', type=int, default=3)
+    p.add_argument('--server-arg', action='append', default=[],
+                   help='extra ternd argument, e.g. --server-arg=--prefill-chunk=32')
+    p.add_argument('--json', action='store_true', help='print JSON instead of markdown')
+    p.add_argument('--quiet', action='store_true', help="hide ternd's stderr")
+    p.add_argument('--render', metavar='FILE', help='print the table of a saved --json result')
+    a = p.parse_args()
+    if a.render:
+        with open(a.render) as f:
+            render(json.load(f))
+        return
+    counts = [int(x) for x in a.streams.split(',') if x]
+    with open(a.image, 'rb') as f:
+        image_b64 = base64.b64encode(f.read()).decode()
+
+    res = {'loadavg_start': loadavg(), 'image': os.path.basename(a.image),
+           'threads': None if a.url else a.threads, 'slots': a.slots, 'max_tokens': a.max_tokens,
+           'seconds': a.seconds, 'temperature': a.temperature, 'streamed': not a.whole}
+    if a.url:
+        u = urllib.parse.urlsplit(a.url)
+        srv, res['command'] = Server(u.hostname, u.port or 80, pid=a.pid), 'attached to ' + a.url
+    else:
+        if not a.model:
+            sys.exit('--model is required unless --url is given')
+        srv, res['command'] = start(a, a.slots)
+    extra = {}
+    try:
+        ready = json.loads(srv.get('/ready')[1])
+        res['model'], res['server_slots'] = ready.get('model'), ready.get('slots')
+        res['rss_after_load'] = srv.status()
+        generate(srv, {'prompt': a.ttft_prompt, 'image': image_b64, 'max_tokens': 8})
+        generate(srv, {'prompt': a.gen_prompt, 'max_tokens': a.max_tokens,
+                       'temperature': a.temperature})
+        time.sleep(0.2)
+        res['rss_idle_after_warmup'] = srv.status()
+        runs = []
+        for r in range(a.repeat):
+            run = {'loadavg': loadavg(), 'ttft': ttft(srv, a, image_b64), 'streams': {}}
+            for n in counts:
+                if n > res['server_slots'] and not a.url:
+                    if n not in extra:
+                        extra[n], _ = start(a, n)
+                    run['streams'][n] = streams(extra[n], a, n)
+                else:
+                    run['streams'][n] = streams(srv, a, n)
+            base = run['streams'].get(1)
+            for n, s in run['streams'].items():
+                s['ratio'] = s['tokens_per_s'] / base['tokens_per_s'] if base else None
+            runs.append(run)
+            print('repeat %d/%d done (load %s)' % (r + 1, a.repeat, run['loadavg']), file=sys.stderr)
+        res['runs'] = runs
+        res['rss_end'] = srv.status()
+        res['loadavg_end'] = loadavg()
+    finally:
+        srv.stop()
+        for s in extra.values():
+            s.stop()
+
+    if a.json:
+        print(json.dumps(res, indent=1))
+    else:
+        render(json.loads(json.dumps(res)))   # the same path as --render: string keys
+
+
+if __name__ == '__main__':
+    main()
