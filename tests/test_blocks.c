@@ -12,6 +12,7 @@
 #include "engine/types.h"
 #include "kernels/blocks.h"
 #include "kernels/kernels.h"
+#include "testutil.h"
 
 /* ---- a small seeded RNG (xorshift64*) ---- */
 
@@ -687,9 +688,5 @@ int main(void)
     tcase_add_test(tc, test_gemm_ref);
     tcase_add_test(tc, test_gemm_extremes);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s, CK_FORK_GETENV);
 }
