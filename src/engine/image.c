@@ -195,7 +195,8 @@ int img_jpeg_orientation(const void *data, size_t len)
     return 1;
 }
 
-int img_orient(img_rgb *im, int o)
+/* Applies an EXIF orientation in place (rotating swaps w and h). */
+static int img_orient(img_rgb *im, int o)
 {
     if (o <= 1 || o > 8)
         return 0;
