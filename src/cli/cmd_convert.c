@@ -459,6 +459,37 @@ static const char *base_name(const char *dir)
     return s;
 }
 
+/* A writer with the general.* keys both output files carry. */
+static gguf_writer *new_writer(const conv *c, const char *arch, const char *type)
+{
+    gguf_writer *w = gguf_writer_create();
+    if (!w) {
+        cli_seterr(c->err, c->errlen, "out of memory");
+        return NULL;
+    }
+    gguf_set_str(w, "general.architecture", arch);
+    gguf_set_str(w, "general.type", type);
+    gguf_set_str(w, "general.name", base_name(c->dir));
+    gguf_set_u32(w, "general.file_type", file_type(c->outtype));
+    gguf_set_u32(w, "general.quantization_version", 2);
+    return w;
+}
+
+/* Writes the file if everything was added (rc == 0), frees the writer;
+ * returns rc, or -1 if the write failed. */
+static int finish_writer(const conv *c, gguf_writer *w, int rc, const char *out_path)
+{
+    if (rc == 0) {
+        char werr[512];
+        if (gguf_write(w, out_path, werr, sizeof werr) != 0) {
+            cli_seterr(c->err, c->errlen, "%s", werr);
+            rc = -1;
+        }
+    }
+    gguf_writer_destroy(w);
+    return rc;
+}
+
 static int text_model(conv *c, const cJSON *cfg, const char *out_path)
 {
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
@@ -487,16 +518,9 @@ static int text_model(conv *c, const cJSON *cfg, const char *out_path)
 
     const char *pre = st_find(c->st, "model.text_model.embed_tokens.weight") ? "model.text_model."
                                                                              : "model.";
-    gguf_writer *w = gguf_writer_create();
-    if (!w) {
-        cli_seterr(c->err, c->errlen, "out of memory");
+    gguf_writer *w = new_writer(c, "llama", "model");
+    if (!w)
         return -1;
-    }
-    gguf_set_str(w, "general.architecture", "llama");
-    gguf_set_str(w, "general.type", "model");
-    gguf_set_str(w, "general.name", base_name(c->dir));
-    gguf_set_u32(w, "general.file_type", file_type(c->outtype));
-    gguf_set_u32(w, "general.quantization_version", 2);
     gguf_set_u32(w, "llama.vocab_size", (uint32_t)vocab);
     gguf_set_u32(w, "llama.context_length", (uint32_t)n_ctx);
     gguf_set_u32(w, "llama.embedding_length", (uint32_t)hidden);
@@ -539,15 +563,7 @@ static int text_model(conv *c, const cJSON *cfg, const char *out_path)
         rc = add(c, w, "lm_head.weight", "output.weight", OUTTYPE, 0, vocab, hidden);
 #undef HF
 #undef GG
-    if (rc == 0) {
-        char werr[512];
-        if (gguf_write(w, out_path, werr, sizeof werr) != 0) {
-            cli_seterr(c->err, c->errlen, "%s", werr);
-            rc = -1;
-        }
-    }
-    gguf_writer_destroy(w);
-    return rc;
+    return finish_writer(c, w, rc, out_path);
 }
 
 static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
@@ -601,16 +617,9 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
     jint(size, NULL, "longest_edge", &longest);
     cJSON_Delete(pp);
 
-    gguf_writer *w = gguf_writer_create();
-    if (!w) {
-        cli_seterr(c->err, c->errlen, "out of memory");
+    gguf_writer *w = new_writer(c, "clip", "mmproj");
+    if (!w)
         return -1;
-    }
-    gguf_set_str(w, "general.architecture", "clip");
-    gguf_set_str(w, "general.type", "mmproj");
-    gguf_set_str(w, "general.name", base_name(c->dir));
-    gguf_set_u32(w, "general.file_type", file_type(c->outtype));
-    gguf_set_u32(w, "general.quantization_version", 2);
     gguf_set_bool(w, "clip.has_vision_encoder", true);
     gguf_set_str(w, "clip.projector_type", "idefics3");
     gguf_set_u32(w, "clip.vision.projection_dim", (uint32_t)text_hidden);
@@ -662,15 +671,7 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
                  ? -1 : 0;
 #undef HF
 #undef GG
-    if (rc == 0) {
-        char werr[512];
-        if (gguf_write(w, out_path, werr, sizeof werr) != 0) {
-            cli_seterr(c->err, c->errlen, "%s", werr);
-            rc = -1;
-        }
-    }
-    gguf_writer_destroy(w);
-    return rc;
+    return finish_writer(c, w, rc, out_path);
 }
 
 /* Buffers that torch registers but that are not weights. */
