@@ -154,7 +154,6 @@ START_TEST(resize_matches_pillow)
 {
     size_t len;
     char *idx = slurp("resize.txt", &len);
-    idx[len] = 0;
     int checked = 0;
     for (char *line = strtok(idx, "\n"); line; line = strtok(NULL, "\n")) {
         char src[64], ref[64];
@@ -178,7 +177,6 @@ START_TEST(preprocess_matches_idefics3)
 {
     size_t len;
     char *idx = slurp("preprocess.txt", &len);
-    idx[len] = 0;
     int checked = 0;
     char *save = NULL;
     for (char *line = strtok_r(idx, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
