@@ -51,14 +51,21 @@ test-asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 	meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --suite unit --suite integration
 
-# libFuzzer needs clang; skipped (with a note) where clang is absent.
+# libFuzzer needs clang; skipped (with a note) where clang is absent. Each
+# target runs FUZZ_SECONDS from seeds in tests/data (GGUF files, images, text).
 fuzz: deps
 	@if command -v clang >/dev/null; then \
 	  [ -f $(FUZZ_BUILD)/build.ninja ] || CC=clang meson setup $(FUZZ_BUILD) -Dbuildtype=debugoptimized -Dfuzz=true; \
-	  ninja -C $(FUZZ_BUILD) tests/fuzz_gguf && \
-	  mkdir -p $(FUZZ_BUILD)/corpus && \
+	  ninja -C $(FUZZ_BUILD) tests/fuzz_gguf tests/fuzz_image tests/fuzz_tokenizer && \
+	  mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/corpus-image $(FUZZ_BUILD)/corpus-tokenizer && \
+	  cp tests/data/images/*.jpg tests/data/images/*.png $(FUZZ_BUILD)/corpus-image/ && \
+	  cp tests/data/images/*.txt $(FUZZ_BUILD)/corpus-tokenizer/ && \
 	  $(FUZZ_BUILD)/tests/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 \
 	    $(FUZZ_BUILD)/corpus tests/data/fuzz-seeds && \
+	  $(FUZZ_BUILD)/tests/fuzz_image -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 \
+	    $(FUZZ_BUILD)/corpus-image && \
+	  $(FUZZ_BUILD)/tests/fuzz_tokenizer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 \
+	    -max_len=4096 $(FUZZ_BUILD)/corpus-tokenizer && \
 	  ninja -C $(FUZZ_BUILD) tests/server/fuzz_request && \
 	  mkdir -p $(FUZZ_BUILD)/corpus-request && \
 	  $(FUZZ_BUILD)/tests/server/fuzz_request -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 \

@@ -12,6 +12,7 @@
 #include "engine/types.h"
 #include "kernels/blocks.h"
 #include "kernels/kernels.h"
+#include "testutil.h"
 
 /* ---- a small seeded RNG (xorshift64*) ---- */
 
@@ -169,6 +170,28 @@ static int tern_at(int k, int salt)
     return (int)((k * 7 + salt * 13 + k / 5) % 3) - 1;
 }
 
+/* One block of type tp, built by hand from the documented layout (hand,
+ * bytes long) for the n values t * d (= x): it decodes to x, and encoding x
+ * or (for the code types, t not NULL) packing t with scale d gives back the
+ * same bytes. */
+static void check_hand_block(kt_type tp, const uint8_t *hand, size_t bytes, const int8_t *t,
+                             const float *x, float d, int n)
+{
+    float y[256];
+    uint8_t enc[256];
+    ck_assert(n <= 256 && bytes <= sizeof enc);
+    kt_to_float(tp, hand, y, n);
+    for (int k = 0; k < n; k++)
+        ck_assert_msg(y[k] == x[k], "element %d: %g vs %g", k, y[k], x[k]);
+    kt_from_float(tp, x, enc, n);
+    ck_assert_mem_eq(enc, hand, bytes);
+    if (!t)
+        return;
+    float sc = d;
+    kt_pack_ternary(tp, t, &sc, enc, n);
+    ck_assert_mem_eq(enc, hand, bytes);
+}
+
 START_TEST(test_layout_tq2_0)
 {
     float d = 0.375f;
@@ -188,17 +211,7 @@ START_TEST(test_layout_tq2_0)
     ck_assert_uint_eq(
         hand[0], (uint8_t)((t[0] + 1) | (t[32] + 1) << 2 | (t[64] + 1) << 4 | (t[96] + 1) << 6));
 
-    float y[256];
-    kt_to_float(KT_TQ2_0, hand, y, 256);
-    for (int k = 0; k < 256; k++)
-        ck_assert_msg(y[k] == x[k], "element %d: %g vs %g", k, y[k], x[k]);
-
-    uint8_t enc[66];
-    kt_from_float(KT_TQ2_0, x, enc, 256);
-    ck_assert_mem_eq(enc, hand, 66);
-    float sc = d;
-    kt_pack_ternary(KT_TQ2_0, t, &sc, enc, 256);
-    ck_assert_mem_eq(enc, hand, 66);
+    check_hand_block(KT_TQ2_0, hand, sizeof hand, t, x, d, 256);
 }
 END_TEST
 
@@ -253,17 +266,7 @@ START_TEST(test_layout_tq1_0)
     for (int b = 48; b < 52; b++)
         ck_assert_uint_eq(zb[b], 127);
 
-    float y[256];
-    kt_to_float(KT_TQ1_0, hand, y, 256);
-    for (int k = 0; k < 256; k++)
-        ck_assert_msg(y[k] == x[k], "element %d: %g vs %g", k, y[k], x[k]);
-
-    uint8_t enc[54];
-    kt_from_float(KT_TQ1_0, x, enc, 256);
-    ck_assert_mem_eq(enc, hand, 54);
-    float sc = d;
-    kt_pack_ternary(KT_TQ1_0, t, &sc, enc, 256);
-    ck_assert_mem_eq(enc, hand, 54);
+    check_hand_block(KT_TQ1_0, hand, sizeof hand, t, x, d, 256);
 }
 END_TEST
 
@@ -283,16 +286,7 @@ START_TEST(test_layout_q2_0)
     /* literal: elements 0..3 are 0, +1, +2, -1 -> codes 1, 2, 3, 0 */
     ck_assert_uint_eq(hand[2], 1 | 2 << 2 | 3 << 4 | 0 << 6);
 
-    float y[64];
-    kt_to_float(KT_Q2_0, hand, y, 64);
-    for (int k = 0; k < 64; k++)
-        ck_assert(y[k] == x[k]);
-    uint8_t enc[18];
-    kt_from_float(KT_Q2_0, x, enc, 64);
-    ck_assert_mem_eq(enc, hand, 18);
-    float sc = d;
-    kt_pack_ternary(KT_Q2_0, t, &sc, enc, 64);
-    ck_assert_mem_eq(enc, hand, 18);
+    check_hand_block(KT_Q2_0, hand, sizeof hand, t, x, d, 64);
 }
 END_TEST
 
@@ -309,18 +303,10 @@ START_TEST(test_layout_q1_0)
         x[k] = t[k] * d;
         if (t[k] > 0) hand[2 + k / 8] |= (uint8_t)(1 << (k % 8));
     }
-    float y[128];
-    kt_to_float(KT_Q1_0, hand, y, 128);
-    for (int k = 0; k < 128; k++)
-        ck_assert(y[k] == x[k]);
-    uint8_t enc[18];
-    kt_from_float(KT_Q1_0, x, enc, 128);
-    ck_assert_mem_eq(enc, hand, 18);
-    float sc = d;
-    kt_pack_ternary(KT_Q1_0, t, &sc, enc, 128);
-    ck_assert_mem_eq(enc, hand, 18);
+    check_hand_block(KT_Q1_0, hand, sizeof hand, t, x, d, 128);
 
     /* literal: +d at element 0 and 9 only */
+    float y[128];
     uint8_t lit[18] = {0};
     put_f16(lit, 1.0f);
     lit[2] = 0x01;
@@ -343,13 +329,7 @@ START_TEST(test_layout_q8_0)
         hand[2 + k] = (uint8_t)(int8_t)q;
         x[k] = (float)q * dq;
     }
-    float y[32];
-    kt_to_float(KT_Q8_0, hand, y, 32);
-    for (int k = 0; k < 32; k++)
-        ck_assert(y[k] == x[k]);
-    uint8_t enc[34];
-    kt_from_float(KT_Q8_0, x, enc, 32);
-    ck_assert_mem_eq(enc, hand, 34);
+    check_hand_block(KT_Q8_0, hand, sizeof hand, NULL, x, 0.0f, 32);
 }
 END_TEST
 
@@ -687,9 +667,5 @@ int main(void)
     tcase_add_test(tc, test_gemm_ref);
     tcase_add_test(tc, test_gemm_extremes);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s, CK_FORK_GETENV);
 }

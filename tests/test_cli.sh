@@ -4,25 +4,8 @@
 set -u
 TERN=$1
 MKGGUF=$2
-T=$(mktemp -d /tmp/tern-test-cli-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-fails=0
-
-# expect CODE PATTERN CMD...: run CMD, check its exit code and that its
-# stdout+stderr contains PATTERN (a fixed string).
-expect() {
-    local want=$1 pat=$2
-    shift 2
-    "$@" >"$T/out" 2>&1
-    local rc=$?
-    if [ "$rc" != "$want" ]; then
-        echo "FAIL: '$*' exited $rc, want $want"; cat "$T/out"; fails=$((fails + 1))
-    elif ! grep -qF -- "$pat" "$T/out"; then
-        echo "FAIL: '$*' output lacks '$pat':"; cat "$T/out"; fails=$((fails + 1))
-    else
-        echo "ok: $* -> $rc"
-    fi
-}
+TEST_NAME=cli
+. "$(dirname "$0")/cli_lib.sh"
 
 "$MKGGUF" "$T" || { echo "FAIL: mkgguf"; exit 1; }
 F=$T/vocab.gguf
@@ -72,9 +55,9 @@ assert t["bits_per_weight"] == 2.0625
 assert d["total"]["params"] == 1600 and d["total"]["bytes"] == 1276, d["total"]
 assert [x["type"] for x in d["totals"]] == ["f32", "q8_0", "tq2_0", "q2_0"], d["totals"]
 PY
-then echo "ok: inspect --json"; else echo "FAIL: inspect --json"; fails=$((fails + 1)); fi
+then echo "ok: inspect --json"; else fail "inspect --json"; fi
 "$TERN" inspect --json "$T/tiny.gguf" | python3 -c 'import json,sys; d=json.load(sys.stdin); m={x["key"]:x for x in d["metadata"]}; assert m["test.u64"]["value"]==1<<60 and m["test.i64"]["value"]==-(1<<60)' \
-    && echo "ok: 64-bit integers exact in JSON" || { echo "FAIL: 64-bit integers in JSON"; fails=$((fails + 1)); }
+    && echo "ok: 64-bit integers exact in JSON" || fail "64-bit integers in JSON"
 
 # bad files: exit 1 and a message naming the file
 head -c 100 "$F" >"$T/cut.gguf"
@@ -86,5 +69,4 @@ expect 1 "tern inspect: $T/text.gguf: not a GGUF file" "$TERN" inspect "$T/text.
 expect 1 "tern inspect: $T/missing.gguf: No such file" "$TERN" inspect "$T/missing.gguf"
 expect 1 "tern inspect: $T/cut2.gguf: tensor 'token_embd.weight': data at offset 992 (816 bytes) runs past the end of the file (1000 bytes)" "$TERN" inspect --json "$T/cut2.gguf"
 
-if [ "$fails" != 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+finish

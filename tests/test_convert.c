@@ -11,6 +11,7 @@
 #include "cli/convert.h"
 #include "cli/safetensors.h"
 #include "engine/gguf.h"
+#include "testutil.h"
 
 static const char *python = "/usr/bin/python3";
 static const char *script = "make_hf_fixture.py";
@@ -409,17 +410,13 @@ int main(int argc, char **argv)
     tcase_add_test(tc, tied_embeddings_and_no_tokenizer);
     tcase_add_test(tc, single_file_checkpoint);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
     /* One process: the fixture is generated once and shared. */
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    if (outdir[0] && !failed) {
+    int rc = tu_run(s, CK_NOFORK);
+    if (outdir[0] && rc == EXIT_SUCCESS) {
         char cmd[600];
         snprintf(cmd, sizeof cmd, "rm -rf %s", outdir);
         if (system(cmd) != 0)
             fprintf(stderr, "could not remove %s\n", outdir);
     }
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "engine/gguf.h"
+#include "testutil.h"
 
 static char tmpdir[] = "/tmp/tern-test-gguf-XXXXXX";
 static char err[512];
@@ -31,17 +32,7 @@ static char *tmp_path(const char *name)
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
-    FILE *fp = fopen(path, "rb");
-    ck_assert_ptr_nonnull(fp);
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    ck_assert_ptr_nonnull(b);
-    ck_assert_uint_eq(fread(b, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    *len = (size_t)n;
-    return b;
+    return (uint8_t *)tu_slurp(path, len);
 }
 
 static void spit(const char *path, const void *b, size_t len)
@@ -824,10 +815,7 @@ int main(void)
     tcase_add_test(tc, open_errors);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = tu_run(s, CK_FORK_GETENV);
     rm_tmpdir();
-    return failed ? 1 : 0;
+    return rc;
 }

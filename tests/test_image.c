@@ -8,26 +8,19 @@
 #include <unistd.h>
 
 #include "engine/image.h"
+#include "testutil.h"
 
 #ifndef TERN_TEST_DATA
 #define TERN_TEST_DATA "tests/data"
 #endif
 #define DIR TERN_TEST_DATA "/images/"
 
+/* A file from tests/data/images. */
 static void *slurp(const char *name, size_t *len)
 {
     char path[512];
     snprintf(path, sizeof path, DIR "%s", name);
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *buf = malloc((size_t)n + 1);
-    ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
+    return tu_slurp(path, len);
 }
 
 static void decode_file(const char *name, img_rgb *im)
@@ -161,7 +154,6 @@ START_TEST(resize_matches_pillow)
 {
     size_t len;
     char *idx = slurp("resize.txt", &len);
-    idx[len] = 0;
     int checked = 0;
     for (char *line = strtok(idx, "\n"); line; line = strtok(NULL, "\n")) {
         char src[64], ref[64];
@@ -185,7 +177,6 @@ START_TEST(preprocess_matches_idefics3)
 {
     size_t len;
     char *idx = slurp("preprocess.txt", &len);
-    idx[len] = 0;
     int checked = 0;
     char *save = NULL;
     for (char *line = strtok_r(idx, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -290,9 +281,5 @@ int main(void)
     tcase_add_test(tc, preprocess_matches_idefics3);
     tcase_add_test(tc, settings_from_mmproj);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s, CK_FORK_GETENV);
 }

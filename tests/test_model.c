@@ -16,6 +16,7 @@
 #include "engine/quant.h"
 #include "engine/sampler.h"
 #include "engine/types.h"
+#include "testutil.h"
 
 #ifndef TERN_TEST_DATA
 #define TERN_TEST_DATA "tests/data"
@@ -759,10 +760,7 @@ int main(void)
     tcase_add_test(tc, test_sampler);
     tcase_add_test(tc, test_stop_strings);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = tu_run(s, CK_FORK_GETENV);
     remove_goldens();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

@@ -11,23 +11,8 @@ IMAGES=$3
 PY=$4
 TRAINING=$5
 HERE=$(cd "$(dirname "$0")" && pwd)
-T=$(mktemp -d /tmp/tern-test-ppl-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-fails=0
-
-expect() {
-    local want=$1 pat=$2
-    shift 2
-    "$@" >"$T/out" 2>&1
-    local rc=$?
-    if [ "$rc" != "$want" ]; then
-        echo "FAIL: '$*' exited $rc, want $want"; cat "$T/out"; fails=$((fails + 1))
-    elif ! grep -qF -- "$pat" "$T/out"; then
-        echo "FAIL: '$*' output lacks '$pat':"; cat "$T/out"; fails=$((fails + 1))
-    else
-        echo "ok: $* -> $rc"
-    fi
-}
+TEST_NAME=ppl
+. "$HERE/cli_lib.sh"
 
 "$TERN" convert "$GOLDEN/tiny-hf" "$T/tiny" --outtype f32 2>/dev/null || { echo "FAIL: convert"; exit 1; }
 M=$T/tiny.gguf
@@ -45,9 +30,9 @@ JSONL
 expect 0 "usage: tern perplexity" "$TERN" perplexity --help
 expect 2 "needs -m" "$TERN" perplexity -m "$M"
 expect 0 "examples     4" "$TERN" perplexity -m "$M" --mmproj "$V" --data "$T/d/test.jsonl" -t 1
-grep -q "^color *examples     2" "$T/out" || { echo "FAIL: no color breakdown"; cat "$T/out"; fails=$((fails + 1)); }
+grep -q "^color *examples     2" "$T/out" || { fail "no color breakdown"; cat "$T/out"; }
 grep -Eq "^all .*perplexity [0-9]+\.[0-9]+ +exact 0\.[0-9]+" "$T/out" ||
-    { echo "FAIL: summary line"; cat "$T/out"; fails=$((fails + 1)); }
+    { fail "summary line"; cat "$T/out"; }
 expect 0 "examples     2" "$TERN" perplexity -m "$M" --mmproj "$V" --data "$T/d/test.jsonl" -n 2 -t 1
 expect 1 "has an image but no --mmproj" "$TERN" perplexity -m "$M" --data "$T/d/test.jsonl"
 
@@ -71,7 +56,7 @@ if [ -f "$TRAINING/model.py" ] && [ -f "$TRAINING/tokenizer.py" ] &&
     "$PY" -c "import torch" 2>/dev/null; then
     "$TERN" perplexity -m "$M" --mmproj "$V" --data "$T/d/test.jsonl" -v -t 1 >"$T/tern.txt" 2>&1
     "$PY" "$HERE/ppl_reference.py" "$TRAINING" "$GOLDEN/tiny-hf" "$T/d/test.jsonl" >"$T/ref.txt" 2>&1 ||
-        { echo "FAIL: reference"; cat "$T/ref.txt"; fails=$((fails + 1)); }
+        { fail "reference"; cat "$T/ref.txt"; }
     if ! awk 'NR == FNR { tok[$1] = $2; nll[$1] = $3; next }
               /^[0-9]+\t/ { n++; line = $1; t = $5; x = $3 * t
                   if (!(line in nll) || tok[line] != t) { print "line " line ": tokens differ"; bad = 1 }
@@ -79,8 +64,7 @@ if [ -f "$TRAINING/model.py" ] && [ -f "$TRAINING/tokenizer.py" ] &&
                       print "line " line ": tern " x " reference " nll[line]; bad = 1 } }
               END { if (n != 4) { print n " examples scored"; bad = 1 }; exit bad }' \
             "$T/ref.txt" "$T/tern.txt"; then
-        echo "FAIL: NLLs differ from the PyTorch reference"; cat "$T/tern.txt" "$T/ref.txt"
-        fails=$((fails + 1))
+        fail "NLLs differ from the PyTorch reference"; cat "$T/tern.txt" "$T/ref.txt"
     else
         echo "ok: answer NLLs match the PyTorch reference"
     fi
@@ -88,5 +72,4 @@ else
     echo "note: PyTorch reference skipped (needs $PY with torch and $TRAINING/model.py)"
 fi
 
-[ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
-echo "all perplexity CLI tests passed"
+finish

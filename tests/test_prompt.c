@@ -8,6 +8,7 @@
 
 #include "engine/prompt.h"
 #include "testtok.h"
+#include "testutil.h"
 
 static tok *T;
 static prompt_ctx P;
@@ -262,9 +263,5 @@ int main(void)
     tcase_add_test(tc, typed_specials_stay_text);
     tcase_add_test(tc, missing_specials);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s, CK_FORK_GETENV);
 }

@@ -7,6 +7,7 @@
 
 #include "engine/quant.h"
 #include "engine/types.h"
+#include "testutil.h"
 
 static uint64_t rng_state;
 
@@ -245,9 +246,5 @@ int main(void)
     tcase_add_test(tc, test_to_type_conversions);
     tcase_add_test(tc, test_pick_type);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s, CK_FORK_GETENV);
 }

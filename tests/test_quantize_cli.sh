@@ -3,27 +3,8 @@
 # Usage: test_quantize_cli.sh TERN (meson passes the built program).
 set -u
 TERN=$1
-T=$(mktemp -d /tmp/tern-test-quantize-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-fails=0
-
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-# expect CODE PATTERN CMD...: run CMD, check its exit code and that its
-# stdout+stderr contains PATTERN (a fixed string).
-expect() {
-    local want=$1 pat=$2
-    shift 2
-    "$@" >"$T/out" 2>&1
-    local rc=$?
-    if [ "$rc" != "$want" ]; then
-        fail "'$*' exited $rc, want $want"; cat "$T/out"
-    elif ! grep -qF -- "$pat" "$T/out"; then
-        fail "'$*' output lacks '$pat':"; cat "$T/out"
-    else
-        echo "ok: $* -> $rc"
-    fi
-}
+TEST_NAME=quantize
+. "$(dirname "$0")/cli_lib.sh"
 
 # has FILE REGEX: `tern inspect FILE` has a line matching the extended regex
 has() {
@@ -108,8 +89,4 @@ expect 2 "--layers" "$TERN" mkmodel --like tiny --type f32 -o "$T/x.gguf" --laye
 expect 0 "usage: tern mkmodel" "$TERN" help mkmodel
 expect 1 "$T/nodir/x.gguf" "$TERN" mkmodel --like tiny --type f32 -o "$T/nodir/x.gguf"
 
-if [ "$fails" != 0 ]; then
-    echo "$fails check(s) failed"
-    exit 1
-fi
-echo "all quantize/mkmodel CLI checks passed"
+finish

@@ -6,24 +6,8 @@ set -u
 TERN=$1
 GOLDEN=$2
 IMAGES=$3
-T=$(mktemp -d /tmp/tern-test-run-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-fails=0
-
-# expect CODE PATTERN CMD...: exit code and a fixed string in stdout+stderr.
-expect() {
-    local want=$1 pat=$2
-    shift 2
-    "$@" >"$T/out" 2>&1
-    local rc=$?
-    if [ "$rc" != "$want" ]; then
-        echo "FAIL: '$*' exited $rc, want $want"; cat "$T/out"; fails=$((fails + 1))
-    elif ! grep -qF -- "$pat" "$T/out"; then
-        echo "FAIL: '$*' output lacks '$pat':"; cat "$T/out"; fails=$((fails + 1))
-    else
-        echo "ok: $* -> $rc"
-    fi
-}
+TEST_NAME=run
+. "$(dirname "$0")/cli_lib.sh"
 
 "$TERN" convert "$GOLDEN/tiny-hf" "$T/tiny" --outtype f32 2>/dev/null || { echo "FAIL: convert"; exit 1; }
 M=$T/tiny.gguf
@@ -45,15 +29,14 @@ for s in 1 1 2; do
 done
 a=$(ls "$T"/seed1.* | head -1); b=$(ls "$T"/seed1.* | tail -1)
 if [ "$a" = "$b" ] || ! cmp -s "$a" "$b"; then
-    echo "FAIL: same seed, different text"; fails=$((fails + 1))
+    fail "same seed, different text"
 else
     echo "ok: same seed, same text"
 fi
 if cmp -s "$a" "$T"/seed2.*; then
-    echo "FAIL: seeds 1 and 2 gave the same 24 tokens"; fails=$((fails + 1))
+    fail "seeds 1 and 2 gave the same 24 tokens"
 else
     echo "ok: another seed, other text"
 fi
 
-[ "$fails" = 0 ] && echo "all passed" || echo "$fails failed"
-exit $((fails > 0))
+finish

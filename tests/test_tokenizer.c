@@ -10,6 +10,7 @@
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 #include "testtok.h"
+#include "testutil.h"
 
 #define BYTE0 TT_BYTE0
 
@@ -292,9 +293,5 @@ int main(void)
     tcase_add_test(tc, stream_utf8);
     tcase_add_test(tc, bad_files_refused);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s, CK_FORK_GETENV);
 }

@@ -13,22 +13,9 @@
 
 #include "cli/convert.h"
 #include "engine/tokenizer.h"
+#include "testutil.h"
 
 static const char *tok_json, *cases_path;
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    return buf;
-}
 
 /* The reference matches a special token's exact text anywhere (as HF does
  * for added tokens); tern's engine only places them from the prompt
@@ -97,7 +84,7 @@ START_TEST(matches_reference)
         }
     ck_assert_int_ge(n_spec, 7);
 
-    char *text = slurp(cases_path);
+    char *text = tu_slurp(cases_path, NULL);
     cJSON *root = cJSON_Parse(text);
     free(text);
     cJSON *cases = cJSON_GetObjectItemCaseSensitive(root, "cases");
@@ -153,9 +140,5 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, matches_reference);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s, CK_FORK_GETENV);
 }

@@ -1,11 +1,12 @@
 /* What every tern subcommand shares: option parsing with one style of
- * error message ("tern CMD: problem", then a pointer to --help) and
- * number parsing with range checks. */
+ * error message ("tern CMD: problem", then a pointer to --help), number
+ * parsing with range checks, and reading a whole file. */
 #ifndef TERN_CLI_UTIL_H
 #define TERN_CLI_UTIL_H
 
 #include <getopt.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #define CLI_OK 0
 #define CLI_FAIL 1  /* the command ran and failed */
@@ -33,5 +34,15 @@ bool cli_parse_int(const char *cmd, const char *opt, const char *s, long long mi
                    long long *out);
 bool cli_parse_float(const char *cmd, const char *opt, const char *s, double min, double max,
                      double *out);
+
+/* Formats a message into the caller's err buffer (nothing if err is NULL
+ * or errlen is 0). */
+void cli_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Reads the whole file into a malloc'd buffer with a NUL after the last
+ * byte (so text can be used as a string); sets *len (if len is not NULL)
+ * to the byte count. Returns NULL with errno set (EIO on a read error) if
+ * the file cannot be opened, read or held in memory. */
+char *cli_read_file(const char *path, size_t *len);
 
 #endif

@@ -9,13 +9,13 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli_util.h"
 #include "cli/safetensors.h"
 #include "engine/gguf.h"
 
@@ -33,55 +33,17 @@ typedef struct {
     size_t errlen;
 } conv;
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (cap - len < 65536) {
-            cap = cap ? 2 * cap : 65536;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + len, 1, cap - len, f);
-        len += r;
-        if (r == 0)
-            break;
-    }
-    fclose(f);
-    buf[len] = 0;
-    return buf;
-}
-
 /* Parses dir/name. Returns NULL and sets err if it is missing (when
  * required) or not valid JSON. */
 static cJSON *load_json(const conv *c, const char *name, bool required, bool *bad)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", c->dir, name);
-    char *text = read_text(path);
+    char *text = cli_read_file(path, NULL);
     *bad = false;
     if (!text) {
         if (required) {
-            seterr(c->err, c->errlen, "%s: %s", path, strerror(errno ? errno : ENOENT));
+            cli_seterr(c->err, c->errlen, "%s: %s", path, strerror(errno ? errno : ENOENT));
             *bad = true;
         }
         return NULL;
@@ -89,7 +51,7 @@ static cJSON *load_json(const conv *c, const char *name, bool required, bool *ba
     cJSON *j = cJSON_Parse(text);
     free(text);
     if (!j) {
-        seterr(c->err, c->errlen, "%s: not valid JSON", path);
+        cli_seterr(c->err, c->errlen, "%s: not valid JSON", path);
         *bad = true;
     }
     return j;
@@ -127,7 +89,7 @@ static int need_int(conv *c, const cJSON *a, const cJSON *b, const char *what, c
 {
     if (jint(a, b, key, out) && *out > 0)
         return 0;
-    seterr(c->err, c->errlen, "%s/config.json: %s needs a positive \"%s\"", c->dir, what, key);
+    cli_seterr(c->err, c->errlen, "%s/config.json: %s needs a positive \"%s\"", c->dir, what, key);
     return -1;
 }
 
@@ -171,14 +133,14 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
 {
     const st_tensor *t = st_find(c->st, hf);
     if (!t) {
-        seterr(c->err, c->errlen, "%s: tensor '%s' (for %s) is missing from the checkpoint",
+        cli_seterr(c->err, c->errlen, "%s: tensor '%s' (for %s) is missing from the checkpoint",
                c->dir, hf, name);
         return -1;
     }
     c->used[t - st_at(c->st, 0)] = true;
     if ((expect_rows > 0 && (t->n_dims < 1 || t->shape[0] != expect_rows)) ||
         (expect_cols > 0 && (t->n_dims < 2 || t->shape[1] != expect_cols))) {
-        seterr(c->err, c->errlen,
+        cli_seterr(c->err, c->errlen,
                "%s: tensor '%s' has shape [%lld, %lld], config.json implies [%lld, %lld]",
                t->file, hf, (long long)t->shape[0], (long long)(t->n_dims > 1 ? t->shape[1] : 1),
                (long long)expect_rows, (long long)expect_cols);
@@ -186,7 +148,7 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
     }
     float *f = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *f);
     if (!f) {
-        seterr(c->err, c->errlen, "%s: out of memory", hf);
+        cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
         return -1;
     }
     if (st_to_f32(t, f, c->err, c->errlen) != 0) {
@@ -196,7 +158,7 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
     if (permute_heads > 0) {
         int64_t rows = t->shape[0], cols = t->numel / (rows ? rows : 1);
         if (rows % (2 * permute_heads) != 0) {
-            seterr(c->err, c->errlen, "%s: tensor '%s': %lld rows do not split into %d heads of even size",
+            cli_seterr(c->err, c->errlen, "%s: tensor '%s': %lld rows do not split into %d heads of even size",
                    t->file, hf, (long long)rows, permute_heads);
             free(f);
             return -1;
@@ -204,7 +166,7 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
         float *p = malloc((size_t)t->numel * sizeof *p);
         if (!p) {
             free(f);
-            seterr(c->err, c->errlen, "%s: out of memory", hf);
+            cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
             return -1;
         }
         permute_rows(f, p, rows, cols, permute_heads);
@@ -216,7 +178,7 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
     void *out = keep(c, (size_t)t->numel * esz);
     if (!out) {
         free(f);
-        seterr(c->err, c->errlen, "%s: out of memory", hf);
+        cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
         return -1;
     }
     if (type == KT_F32) {
@@ -234,7 +196,7 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
         ne[d] = t->shape[t->n_dims - 1 - d]; /* GGUF lists the innermost dimension first */
     char terr[512];
     if (gguf_add_tensor(w, name, type, nd, ne, out, terr, sizeof terr) != 0) {
-        seterr(c->err, c->errlen, "%s: %s", name, terr);
+        cli_seterr(c->err, c->errlen, "%s: %s", name, terr);
         return -1;
     }
     return 0;
@@ -274,7 +236,7 @@ static int set_special(conv *c, gguf_writer *w, const char *key, const cJSON *tc
     if (s) {
         id = find_token(tokens, n, s);
         if (id < 0) {
-            seterr(c->err, c->errlen, "%s/tokenizer_config.json: %s \"%s\" is not in the vocabulary",
+            cli_seterr(c->err, c->errlen, "%s/tokenizer_config.json: %s \"%s\" is not in the vocabulary",
                    c->dir, tc_key, s);
             return -1;
         }
@@ -316,11 +278,11 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
     const cJSON *mlist = cJSON_GetObjectItemCaseSensitive(model, "merges");
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(tj, "added_tokens");
     if (!cJSON_IsString(mtype) || strcmp(mtype->valuestring, "BPE") != 0) {
-        seterr(c->err, c->errlen, "%s: model.type must be \"BPE\" (byte-level BPE)", path);
+        cli_seterr(c->err, c->errlen, "%s: model.type must be \"BPE\" (byte-level BPE)", path);
         goto out;
     }
     if (!cJSON_IsObject(vocab) || !cJSON_IsArray(mlist)) {
-        seterr(c->err, c->errlen, "%s: model needs a \"vocab\" object and a \"merges\" array", path);
+        cli_seterr(c->err, c->errlen, "%s: model needs a \"vocab\" object and a \"merges\" array", path);
         goto out;
     }
     /* The table is as long as the model's embedding; ids the tokenizer does
@@ -336,7 +298,7 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
     }
     n = max_id + 1 > vocab_size ? max_id + 1 : vocab_size;
     if (n <= 0 || n > (1 << 24)) {
-        seterr(c->err, c->errlen, "%s: vocabulary of %lld tokens", path, n);
+        cli_seterr(c->err, c->errlen, "%s: vocabulary of %lld tokens", path, n);
         goto out;
     }
     if (vocab_size > 0 && max_id + 1 > vocab_size)
@@ -345,12 +307,12 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
     tokens = calloc((size_t)n, sizeof *tokens);
     types = calloc((size_t)n, sizeof *types);
     if (!tokens || !types) {
-        seterr(c->err, c->errlen, "%s: out of memory", path);
+        cli_seterr(c->err, c->errlen, "%s: out of memory", path);
         goto out;
     }
     for (const cJSON *it = vocab->child; it; it = it->next) {
         if (!cJSON_IsNumber(it) || it->valuedouble < 0) {
-            seterr(c->err, c->errlen, "%s: vocab entry '%s' has no valid id", path, it->string);
+            cli_seterr(c->err, c->errlen, "%s: vocab entry '%s' has no valid id", path, it->string);
             goto out;
         }
         long long id = (long long)it->valuedouble;
@@ -363,7 +325,7 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
         const cJSON *special = cJSON_GetObjectItemCaseSensitive(it, "special");
         if (!cJSON_IsNumber(id) || id->valuedouble < 0 || !cJSON_IsString(content)) {
-            seterr(c->err, c->errlen, "%s: an added_tokens entry lacks id or content", path);
+            cli_seterr(c->err, c->errlen, "%s: an added_tokens entry lacks id or content", path);
             goto out;
         }
         long long i = (long long)id->valuedouble;
@@ -380,7 +342,7 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
             types[i] = TOK_UNUSED;
         }
         if (!tokens[i]) {
-            seterr(c->err, c->errlen, "%s: out of memory", path);
+            cli_seterr(c->err, c->errlen, "%s: out of memory", path);
             goto out;
         }
     }
@@ -401,11 +363,11 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
                 snprintf(merges[k], la + lb + 2, "%s %s", it->child->valuestring,
                          it->child->next->valuestring);
         } else {
-            seterr(c->err, c->errlen, "%s: merge %lld is neither \"a b\" nor [\"a\", \"b\"]", path, k);
+            cli_seterr(c->err, c->errlen, "%s: merge %lld is neither \"a b\" nor [\"a\", \"b\"]", path, k);
             goto out;
         }
         if (!merges[k]) {
-            seterr(c->err, c->errlen, "%s: out of memory", path);
+            cli_seterr(c->err, c->errlen, "%s: out of memory", path);
             goto out;
         }
     }
@@ -444,7 +406,7 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
         gguf_set_str(w, "tokenizer.chat_template", tmpl->valuestring);
     } else {
         snprintf(path, sizeof path, "%s/chat_template.jinja", c->dir);
-        jinja = read_text(path);
+        jinja = cli_read_file(path, NULL);
         if (jinja)
             gguf_set_str(w, "tokenizer.chat_template", jinja);
     }
@@ -472,7 +434,7 @@ int convert_tokenizer(const char *hf_dir, gguf_writer *w, long long vocab_size, 
     snprintf(path, sizeof path, "%s/tokenizer.json", hf_dir);
     FILE *f = fopen(path, "rb");
     if (!f) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        cli_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     fclose(f);
@@ -497,6 +459,37 @@ static const char *base_name(const char *dir)
     return s;
 }
 
+/* A writer with the general.* keys both output files carry. */
+static gguf_writer *new_writer(const conv *c, const char *arch, const char *type)
+{
+    gguf_writer *w = gguf_writer_create();
+    if (!w) {
+        cli_seterr(c->err, c->errlen, "out of memory");
+        return NULL;
+    }
+    gguf_set_str(w, "general.architecture", arch);
+    gguf_set_str(w, "general.type", type);
+    gguf_set_str(w, "general.name", base_name(c->dir));
+    gguf_set_u32(w, "general.file_type", file_type(c->outtype));
+    gguf_set_u32(w, "general.quantization_version", 2);
+    return w;
+}
+
+/* Writes the file if everything was added (rc == 0), frees the writer;
+ * returns rc, or -1 if the write failed. */
+static int finish_writer(const conv *c, gguf_writer *w, int rc, const char *out_path)
+{
+    if (rc == 0) {
+        char werr[512];
+        if (gguf_write(w, out_path, werr, sizeof werr) != 0) {
+            cli_seterr(c->err, c->errlen, "%s", werr);
+            rc = -1;
+        }
+    }
+    gguf_writer_destroy(w);
+    return rc;
+}
+
 static int text_model(conv *c, const cJSON *cfg, const char *out_path)
 {
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
@@ -518,23 +511,16 @@ static int text_model(conv *c, const cJSON *cfg, const char *out_path)
     jnum(tc, NULL, "rms_norm_eps", &eps);
     jnum(tc, NULL, "rope_theta", &theta);
     if (n_kv <= 0 || n_head % n_kv != 0 || head_dim <= 0 || head_dim % 2 != 0) {
-        seterr(c->err, c->errlen, "%s/config.json: heads %lld, kv heads %lld, head_dim %lld are inconsistent",
+        cli_seterr(c->err, c->errlen, "%s/config.json: heads %lld, kv heads %lld, head_dim %lld are inconsistent",
                c->dir, n_head, n_kv, head_dim);
         return -1;
     }
 
     const char *pre = st_find(c->st, "model.text_model.embed_tokens.weight") ? "model.text_model."
                                                                              : "model.";
-    gguf_writer *w = gguf_writer_create();
-    if (!w) {
-        seterr(c->err, c->errlen, "out of memory");
+    gguf_writer *w = new_writer(c, "llama", "model");
+    if (!w)
         return -1;
-    }
-    gguf_set_str(w, "general.architecture", "llama");
-    gguf_set_str(w, "general.type", "model");
-    gguf_set_str(w, "general.name", base_name(c->dir));
-    gguf_set_u32(w, "general.file_type", file_type(c->outtype));
-    gguf_set_u32(w, "general.quantization_version", 2);
     gguf_set_u32(w, "llama.vocab_size", (uint32_t)vocab);
     gguf_set_u32(w, "llama.context_length", (uint32_t)n_ctx);
     gguf_set_u32(w, "llama.embedding_length", (uint32_t)hidden);
@@ -577,15 +563,7 @@ static int text_model(conv *c, const cJSON *cfg, const char *out_path)
         rc = add(c, w, "lm_head.weight", "output.weight", OUTTYPE, 0, vocab, hidden);
 #undef HF
 #undef GG
-    if (rc == 0) {
-        char werr[512];
-        if (gguf_write(w, out_path, werr, sizeof werr) != 0) {
-            seterr(c->err, c->errlen, "%s", werr);
-            rc = -1;
-        }
-    }
-    gguf_writer_destroy(w);
-    return rc;
+    return finish_writer(c, w, rc, out_path);
 }
 
 static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
@@ -611,7 +589,7 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
         return -1;
     if (hidden <= 0 || ffn <= 0 || n_head <= 0 || n_layer <= 0 || image_size <= 0 || patch <= 0 ||
         scale <= 0 || image_size % patch != 0 || (image_size / patch) % scale != 0) {
-        seterr(c->err, c->errlen, "%s/config.json: image_size %lld, patch_size %lld, scale_factor %lld do not fit",
+        cli_seterr(c->err, c->errlen, "%s/config.json: image_size %lld, patch_size %lld, scale_factor %lld do not fit",
                c->dir, image_size, patch, scale);
         return -1;
     }
@@ -625,7 +603,7 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(pp, "image_mean");
     const cJSON *js = cJSON_GetObjectItemCaseSensitive(pp, "image_std");
     if (cJSON_GetArraySize(jm) != 3 || cJSON_GetArraySize(js) != 3) {
-        seterr(c->err, c->errlen, "%s/preprocessor_config.json: image_mean and image_std need 3 values",
+        cli_seterr(c->err, c->errlen, "%s/preprocessor_config.json: image_mean and image_std need 3 values",
                c->dir);
         cJSON_Delete(pp);
         return -1;
@@ -639,16 +617,9 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
     jint(size, NULL, "longest_edge", &longest);
     cJSON_Delete(pp);
 
-    gguf_writer *w = gguf_writer_create();
-    if (!w) {
-        seterr(c->err, c->errlen, "out of memory");
+    gguf_writer *w = new_writer(c, "clip", "mmproj");
+    if (!w)
         return -1;
-    }
-    gguf_set_str(w, "general.architecture", "clip");
-    gguf_set_str(w, "general.type", "mmproj");
-    gguf_set_str(w, "general.name", base_name(c->dir));
-    gguf_set_u32(w, "general.file_type", file_type(c->outtype));
-    gguf_set_u32(w, "general.quantization_version", 2);
     gguf_set_bool(w, "clip.has_vision_encoder", true);
     gguf_set_str(w, "clip.projector_type", "idefics3");
     gguf_set_u32(w, "clip.vision.projection_dim", (uint32_t)text_hidden);
@@ -700,15 +671,7 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
                  ? -1 : 0;
 #undef HF
 #undef GG
-    if (rc == 0) {
-        char werr[512];
-        if (gguf_write(w, out_path, werr, sizeof werr) != 0) {
-            seterr(c->err, c->errlen, "%s", werr);
-            rc = -1;
-        }
-    }
-    gguf_writer_destroy(w);
-    return rc;
+    return finish_writer(c, w, rc, out_path);
 }
 
 /* Buffers that torch registers but that are not weights. */
@@ -727,7 +690,7 @@ static bool ignorable(const char *name)
 int convert_hf(const char *hf_dir, const char *prefix, kt_type outtype, char *err, size_t errlen)
 {
     if (outtype != KT_F32 && outtype != KT_F16 && outtype != KT_BF16) {
-        seterr(err, errlen, "convert: output type must be f32, f16 or bf16");
+        cli_seterr(err, errlen, "convert: output type must be f32, f16 or bf16");
         return -1;
     }
     conv c = {.dir = hf_dir, .outtype = outtype, .err = err, .errlen = errlen};
@@ -740,7 +703,7 @@ int convert_hf(const char *hf_dir, const char *prefix, kt_type outtype, char *er
         goto out;
     c.used = calloc((size_t)st_count(c.st) + 1, sizeof *c.used);
     if (!c.used) {
-        seterr(err, errlen, "out of memory");
+        cli_seterr(err, errlen, "out of memory");
         goto out;
     }
     char path[4096];
@@ -754,7 +717,7 @@ int convert_hf(const char *hf_dir, const char *prefix, kt_type outtype, char *er
     }
     for (int i = 0; i < st_count(c.st); i++)
         if (!c.used[i] && !ignorable(st_at(c.st, i)->name)) {
-            seterr(err, errlen, "%s: tensor '%s' has no place in the GGUF files (unknown architecture part?)",
+            cli_seterr(err, errlen, "%s: tensor '%s' has no place in the GGUF files (unknown architecture part?)",
                    st_at(c.st, i)->file, st_at(c.st, i)->name);
             goto out;
         }

@@ -357,6 +357,22 @@ static int finish(builder *b, const char *path, const char *what)
     return 0;
 }
 
+/* A builder whose writer has the general.* keys both files carry. */
+static int builder_start(builder *b, const ttype_info *t, uint64_t seed, const char *arch,
+                         const char *name)
+{
+    *b = (builder){.w = gguf_writer_create(), .seed = seed, .type = t->id};
+    if (!b->w) {
+        fprintf(stderr, "tern mkmodel: out of memory\n");
+        return 1;
+    }
+    gguf_set_str(b->w, "general.architecture", arch);
+    gguf_set_str(b->w, "general.name", name);
+    gguf_set_u32(b->w, "general.file_type", (uint32_t)quant_llama_ftype(t->id));
+    gguf_set_u32(b->w, "general.quantization_version", 2);
+    return 0;
+}
+
 static void builder_free(builder *b)
 {
     for (int i = 0; i < b->n_bufs; i++)
@@ -367,19 +383,13 @@ static void builder_free(builder *b)
 
 static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const char *path)
 {
-    builder b = {.w = gguf_writer_create(), .seed = seed, .type = t->id};
-    b.embd = (t->id == KT_F32 || t->id == KT_F16 || t->id == KT_BF16) ? t->id : KT_F16;
-    if (!b.w) {
-        fprintf(stderr, "tern mkmodel: out of memory\n");
-        return 1;
-    }
-    gguf_writer *w = b.w;
     char name[96];
     snprintf(name, sizeof name, "tern-mkmodel-%s", a->like);
-    gguf_set_str(w, "general.architecture", "llama");
-    gguf_set_str(w, "general.name", name);
-    gguf_set_u32(w, "general.file_type", (uint32_t)quant_llama_ftype(t->id));
-    gguf_set_u32(w, "general.quantization_version", 2);
+    builder b;
+    if (builder_start(&b, t, seed, "llama", name) != 0)
+        return 1;
+    b.embd = (t->id == KT_F32 || t->id == KT_F16 || t->id == KT_BF16) ? t->id : KT_F16;
+    gguf_writer *w = b.w;
     gguf_set_u32(w, "llama.vocab_size", (uint32_t)a->vocab);
     gguf_set_u32(w, "llama.context_length", (uint32_t)a->ctx);
     gguf_set_u32(w, "llama.embedding_length", (uint32_t)a->dim);
@@ -441,18 +451,12 @@ static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const ch
 
 static int make_mmproj(const arch *a, const ttype_info *t, uint64_t seed, const char *path)
 {
-    builder b = {.w = gguf_writer_create(), .seed = seed, .type = t->id};
-    if (!b.w) {
-        fprintf(stderr, "tern mkmodel: out of memory\n");
-        return 1;
-    }
-    gguf_writer *w = b.w;
     char name[96];
     snprintf(name, sizeof name, "tern-mkmodel-%s-mmproj", a->like);
-    gguf_set_str(w, "general.architecture", "clip");
-    gguf_set_str(w, "general.name", name);
-    gguf_set_u32(w, "general.file_type", (uint32_t)quant_llama_ftype(t->id));
-    gguf_set_u32(w, "general.quantization_version", 2);
+    builder b;
+    if (builder_start(&b, t, seed, "clip", name) != 0)
+        return 1;
+    gguf_writer *w = b.w;
     gguf_set_bool(w, "clip.has_vision_encoder", true);
     gguf_set_str(w, "clip.projector_type", "idefics3");
     gguf_set_bool(w, "clip.use_gelu", true);

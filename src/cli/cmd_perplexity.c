@@ -10,7 +10,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,14 +43,6 @@ static const char usage_text[] =
     "  -c, --ctx N          context length (default 4096, at most the model's)\n"
     "  -h, --help           show this help\n";
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 typedef struct {
     char name[32];
     long tokens, examples, exact;
@@ -68,35 +59,6 @@ static tally *tally_for(tally *t, int *n, const char *name)
     memset(&t[*n], 0, sizeof t[*n]);
     snprintf(t[*n].name, sizeof t[*n].name, "%s", name);
     return &t[(*n)++];
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (cap - n < 65536) {
-            cap = cap ? 2 * cap : 65536;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0)
-            break;
-    }
-    fclose(f);
-    buf[n] = 0;
-    *len = n;
-    return buf;
 }
 
 /* log p(id) under logits, and whether id is the argmax */
@@ -133,9 +95,9 @@ static int encode_image(ppl *p, const char *path, int *grid_rows, int *grid_cols
                         char *err, size_t errlen)
 {
     size_t len;
-    char *data = read_file(path, &len);
+    char *data = cli_read_file(path, &len);
     if (!data) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno ? errno : EIO));
+        cli_seterr(err, errlen, "%s: %s", path, strerror(errno ? errno : EIO));
         return -1;
     }
     img_rgb im;
@@ -144,14 +106,14 @@ static int encode_image(ppl *p, const char *path, int *grid_rows, int *grid_cols
     int rc = img_decode(data, len, &lim, &im, ierr, sizeof ierr);
     free(data);
     if (rc != 0) {
-        seterr(err, errlen, "%s: %s", path, ierr);
+        cli_seterr(err, errlen, "%s: %s", path, ierr);
         return -1;
     }
     img_tiles tiles;
     rc = img_preprocess(&im, &p->icfg, &tiles, ierr, sizeof ierr);
     img_free(&im);
     if (rc != 0) {
-        seterr(err, errlen, "%s: %s", path, ierr);
+        cli_seterr(err, errlen, "%s: %s", path, ierr);
         return -1;
     }
     size_t need = (size_t)tiles.n * p->info->n_image_tokens * p->info->n_embd;
@@ -159,7 +121,7 @@ static int encode_image(ppl *p, const char *path, int *grid_rows, int *grid_cols
         float *e = realloc(p->embd, need * sizeof *e);
         if (!e) {
             img_tiles_free(&tiles);
-            seterr(err, errlen, "out of memory");
+            cli_seterr(err, errlen, "out of memory");
             return -1;
         }
         p->embd = e;
@@ -171,7 +133,7 @@ static int encode_image(ppl *p, const char *path, int *grid_rows, int *grid_cols
     *n_rows = tiles.n * p->info->n_image_tokens;
     img_tiles_free(&tiles);
     if (rc != ENG_OK) {
-        seterr(err, errlen, "%s: %s", path, ierr);
+        cli_seterr(err, errlen, "%s: %s", path, ierr);
         return -1;
     }
     return 0;
@@ -205,19 +167,19 @@ static int score(ppl *p, const char *image, const char *prompt_text, const char 
     free(spaced);
     int rc = -1;
     if (!target) {
-        seterr(err, errlen, "out of memory");
+        cli_seterr(err, errlen, "out of memory");
         goto out;
     }
     target[nt++] = p->pc.end_of_utterance;
     if (n + nt > p->n_ctx) {
-        seterr(err, errlen, "prompt and answer need %d positions, the context has %d", n + nt,
+        cli_seterr(err, errlen, "prompt and answer need %d positions, the context has %d", n + nt,
                  p->n_ctx);
         goto out;
     }
     if (n > p->rows_cap) {
         const float **r = realloc(p->rows, (size_t)n * sizeof *r);
         if (!r) {
-            seterr(err, errlen, "out of memory");
+            cli_seterr(err, errlen, "out of memory");
             goto out;
         }
         p->rows = r;
@@ -229,7 +191,7 @@ static int score(ppl *p, const char *image, const char *prompt_text, const char 
                          ? p->embd + (size_t)k++ * p->info->n_embd
                          : NULL;
     if (k != n_img_rows) {
-        seterr(err, errlen, "prompt has %d image positions for %d embedding rows", k, n_img_rows);
+        cli_seterr(err, errlen, "prompt has %d image positions for %d embedding rows", k, n_img_rows);
         goto out;
     }
     eng_slot_reset(p->c, 0);
@@ -310,7 +272,7 @@ int cmd_perplexity(int argc, char **argv)
         return cli_usage_error(CMD, "needs -m TEXT.gguf and --data FILE.jsonl");
 
     size_t len;
-    char *text = read_file(data, &len);
+    char *text = cli_read_file(data, &len);
     if (!text)
         return cli_error(CMD, "%s: %s", data, strerror(errno ? errno : EIO));
     /* images are relative to the JSONL's directory */

@@ -78,39 +78,6 @@ static int build_prompt(const tok *t, const eng_model_info *in, const char *text
     return 0;
 }
 
-static void *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            cap = cap ? 2 * cap : 1 << 16;
-            char *b = realloc(buf, cap);
-            if (!b) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = b;
-        }
-        size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (k == 0)
-            break;
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 /* Decode, tile and encode the image: rows x cols crops + the global tile.
  * Returns the embeddings (n_tiles * n_image_tokens rows) or NULL. */
 static float *encode_image(eng_ctx *c, const eng_model *m, const char *path, int *rows,
@@ -120,7 +87,7 @@ static float *encode_image(eng_ctx *c, const eng_model *m, const char *path, int
     const gguf_file *vf = eng_model_vision_file(m);
     char err[512];
     size_t len;
-    void *data = read_file(path, &len);
+    void *data = cli_read_file(path, &len);
     if (!data) {
         fprintf(stderr, "tern run: cannot read %s\n", path);
         return NULL;

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/cli_util.h"
 #include "kernels/blocks.h"
 
 /* A header larger than this is not a model header but a broken file. */
@@ -30,16 +30,6 @@ struct st_set {
     st_tensor *t;
     int n, cap;
 };
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int dtype_size(st_dtype d)
 {
@@ -63,12 +53,12 @@ static int add_shard(st_set *s, const char *path, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        cli_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        cli_seterr(err, errlen, "%s: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
@@ -77,7 +67,7 @@ static int add_shard(st_set *s, const char *path, char *err, size_t errlen)
     if (size > 0) {
         map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
-            seterr(err, errlen, "%s: mmap: %s", path, strerror(errno));
+            cli_seterr(err, errlen, "%s: mmap: %s", path, strerror(errno));
             close(fd);
             return -1;
         }
@@ -87,7 +77,7 @@ static int add_shard(st_set *s, const char *path, char *err, size_t errlen)
     if (!ns) {
         if (map)
             munmap(map, size);
-        seterr(err, errlen, "%s: out of memory", path);
+        cli_seterr(err, errlen, "%s: out of memory", path);
         return -1;
     }
     s->shards = ns;
@@ -96,7 +86,7 @@ static int add_shard(st_set *s, const char *path, char *err, size_t errlen)
     sh->map = map;
     sh->size = size;
     if (!sh->path) {
-        seterr(err, errlen, "%s: out of memory", path);
+        cli_seterr(err, errlen, "%s: out of memory", path);
         return -1;
     }
     return 0;
@@ -123,7 +113,7 @@ static int load_shard(st_set *s, char *err, size_t errlen)
     st_shard *sh = &s->shards[s->n_shards - 1];
     const char *p = sh->path;
     if (sh->size < 8) {
-        seterr(err, errlen, "%s: too short for a safetensors file (%zu bytes)", p, sh->size);
+        cli_seterr(err, errlen, "%s: too short for a safetensors file (%zu bytes)", p, sh->size);
         return -1;
     }
     const uint8_t *b = sh->map;
@@ -131,13 +121,13 @@ static int load_shard(st_set *s, char *err, size_t errlen)
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | b[i];
     if (hlen > ST_MAX_HEADER || hlen > sh->size - 8) {
-        seterr(err, errlen, "%s: bad header length %llu (file is %zu bytes)", p,
+        cli_seterr(err, errlen, "%s: bad header length %llu (file is %zu bytes)", p,
                (unsigned long long)hlen, sh->size);
         return -1;
     }
     cJSON *root = cJSON_ParseWithLength((const char *)b + 8, (size_t)hlen);
     if (!root || !cJSON_IsObject(root)) {
-        seterr(err, errlen, "%s: header is not a JSON object", p);
+        cli_seterr(err, errlen, "%s: header is not a JSON object", p);
         cJSON_Delete(root);
         return -1;
     }
@@ -153,7 +143,7 @@ static int load_shard(st_set *s, char *err, size_t errlen)
         cJSON *offs = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
         if (!cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs) ||
             cJSON_GetArraySize(offs) != 2) {
-            seterr(err, errlen, "%s: tensor '%s': header entry needs dtype, shape, data_offsets",
+            cli_seterr(err, errlen, "%s: tensor '%s': header entry needs dtype, shape, data_offsets",
                    p, name);
             goto out;
         }
@@ -161,12 +151,12 @@ static int load_shard(st_set *s, char *err, size_t errlen)
         t.file = p;
         t.dtype_name = NULL;
         if (parse_dtype(dt->valuestring, &t.dtype) != 0) {
-            seterr(err, errlen, "%s: tensor '%s': unknown dtype '%s'", p, name, dt->valuestring);
+            cli_seterr(err, errlen, "%s: tensor '%s': unknown dtype '%s'", p, name, dt->valuestring);
             goto out;
         }
         int nd = cJSON_GetArraySize(shape);
         if (nd > ST_MAX_DIMS) {
-            seterr(err, errlen, "%s: tensor '%s': %d dimensions (at most %d)", p, name, nd,
+            cli_seterr(err, errlen, "%s: tensor '%s': %d dimensions (at most %d)", p, name, nd,
                    ST_MAX_DIMS);
             goto out;
         }
@@ -175,32 +165,32 @@ static int load_shard(st_set *s, char *err, size_t errlen)
         for (int d = 0; d < nd; d++) {
             cJSON *v = cJSON_GetArrayItem(shape, d);
             if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e12) {
-                seterr(err, errlen, "%s: tensor '%s': bad shape", p, name);
+                cli_seterr(err, errlen, "%s: tensor '%s': bad shape", p, name);
                 goto out;
             }
             t.shape[d] = (int64_t)v->valuedouble;
             t.numel *= t.shape[d];
             if (t.numel > (int64_t)1 << 40) {
-                seterr(err, errlen, "%s: tensor '%s': shape too large", p, name);
+                cli_seterr(err, errlen, "%s: tensor '%s': shape too large", p, name);
                 goto out;
             }
         }
         cJSON *o0 = cJSON_GetArrayItem(offs, 0), *o1 = cJSON_GetArrayItem(offs, 1);
         if (!cJSON_IsNumber(o0) || !cJSON_IsNumber(o1) || o0->valuedouble < 0 ||
             o1->valuedouble < o0->valuedouble) {
-            seterr(err, errlen, "%s: tensor '%s': bad data_offsets", p, name);
+            cli_seterr(err, errlen, "%s: tensor '%s': bad data_offsets", p, name);
             goto out;
         }
         uint64_t beg = (uint64_t)o0->valuedouble, end = (uint64_t)o1->valuedouble;
         if (end > data_len) {
-            seterr(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu) past the end of the data (%llu bytes)",
+            cli_seterr(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu) past the end of the data (%llu bytes)",
                    p, name, (unsigned long long)beg, (unsigned long long)end,
                    (unsigned long long)data_len);
             goto out;
         }
         int esz = t.dtype == ST_OTHER ? other_size(dt->valuestring) : dtype_size(t.dtype);
         if (end - beg != (uint64_t)t.numel * (uint64_t)esz) {
-            seterr(err, errlen, "%s: tensor '%s': %llu bytes for %lld elements of %s", p, name,
+            cli_seterr(err, errlen, "%s: tensor '%s': %llu bytes for %lld elements of %s", p, name,
                    (unsigned long long)(end - beg), (long long)t.numel, dt->valuestring);
             goto out;
         }
@@ -210,7 +200,7 @@ static int load_shard(st_set *s, char *err, size_t errlen)
             int nc = s->cap ? 2 * s->cap : 256;
             st_tensor *nt = realloc(s->t, (size_t)nc * sizeof *nt);
             if (!nt) {
-                seterr(err, errlen, "%s: out of memory", p);
+                cli_seterr(err, errlen, "%s: out of memory", p);
                 goto out;
             }
             s->t = nt;
@@ -220,7 +210,7 @@ static int load_shard(st_set *s, char *err, size_t errlen)
         t.dtype_name = strdup(dt->valuestring);
         s->t[s->n++] = t;
         if (!t.name || !t.dtype_name) {
-            seterr(err, errlen, "%s: out of memory", p);
+            cli_seterr(err, errlen, "%s: out of memory", p);
             goto out;
         }
     }
@@ -240,7 +230,7 @@ static int finish(st_set *s, char *err, size_t errlen)
     qsort(s->t, (size_t)s->n, sizeof *s->t, cmp_tensor);
     for (int i = 1; i < s->n; i++)
         if (!strcmp(s->t[i].name, s->t[i - 1].name)) {
-            seterr(err, errlen, "%s: tensor '%s' appears twice (also in %s)", s->t[i].file,
+            cli_seterr(err, errlen, "%s: tensor '%s' appears twice (also in %s)", s->t[i].file,
                    s->t[i].name, s->t[i - 1].file);
             return -1;
         }
@@ -252,7 +242,7 @@ int st_open_file(const char *path, st_set **out, char *err, size_t errlen)
     *out = NULL;
     st_set *s = calloc(1, sizeof *s);
     if (!s) {
-        seterr(err, errlen, "%s: out of memory", path);
+        cli_seterr(err, errlen, "%s: out of memory", path);
         return -1;
     }
     if (add_shard(s, path, err, errlen) != 0 || load_shard(s, err, errlen) != 0 ||
@@ -262,43 +252,6 @@ int st_open_file(const char *path, st_set **out, char *err, size_t errlen)
     }
     *out = s;
     return 0;
-}
-
-static char *read_text(const char *path, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (cap - len < 65536) {
-            cap = cap ? 2 * cap : 65536;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                seterr(err, errlen, "%s: out of memory", path);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + len, 1, cap - len, f);
-        len += r;
-        if (r == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        seterr(err, errlen, "%s: read error", path);
-        return NULL;
-    }
-    buf[len] = 0;
-    return buf;
 }
 
 int st_open_dir(const char *dir, st_set **out, char *err, size_t errlen)
@@ -311,31 +264,33 @@ int st_open_dir(const char *dir, st_set **out, char *err, size_t errlen)
 
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     if (access(path, F_OK) != 0) {
-        seterr(err, errlen, "%s: neither model.safetensors nor model.safetensors.index.json found",
+        cli_seterr(err, errlen, "%s: neither model.safetensors nor model.safetensors.index.json found",
                dir);
         return -1;
     }
-    char *text = read_text(path, err, errlen);
-    if (!text)
+    char *text = cli_read_file(path, NULL);
+    if (!text) {
+        cli_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
+    }
     cJSON *root = cJSON_Parse(text);
     free(text);
     cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(map)) {
-        seterr(err, errlen, "%s: no \"weight_map\" object", path);
+        cli_seterr(err, errlen, "%s: no \"weight_map\" object", path);
         cJSON_Delete(root);
         return -1;
     }
     st_set *s = calloc(1, sizeof *s);
     if (!s) {
         cJSON_Delete(root);
-        seterr(err, errlen, "%s: out of memory", path);
+        cli_seterr(err, errlen, "%s: out of memory", path);
         return -1;
     }
     int rc = 0;
     for (cJSON *it = map->child; it && rc == 0; it = it->next) {
         if (!cJSON_IsString(it) || strchr(it->valuestring, '/')) {
-            seterr(err, errlen, "%s: bad shard name for '%s'", path, it->string);
+            cli_seterr(err, errlen, "%s: bad shard name for '%s'", path, it->string);
             rc = -1;
             break;
         }
@@ -352,7 +307,7 @@ int st_open_dir(const char *dir, st_set **out, char *err, size_t errlen)
         rc = finish(s, err, errlen);
     for (cJSON *it = map->child; it && rc == 0; it = it->next)
         if (!st_find(s, it->string)) {
-            seterr(err, errlen, "%s: tensor '%s' listed in the index is missing from %s", path,
+            cli_seterr(err, errlen, "%s: tensor '%s' listed in the index is missing from %s", path,
                    it->string, it->valuestring);
             rc = -1;
         }
@@ -414,7 +369,7 @@ int st_to_f32(const st_tensor *t, float *dst, char *err, size_t errlen)
         }
         return 0;
     default:
-        seterr(err, errlen, "%s: tensor '%s': dtype %s is not supported (F32, F16, BF16 are)",
+        cli_seterr(err, errlen, "%s: tensor '%s': dtype %s is not supported (F32, F16, BF16 are)",
                t->file, t->name, t->dtype_name);
         return -1;
     }

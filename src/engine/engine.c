@@ -3,20 +3,12 @@
 #include "engine/ctx.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return ENG_ERR;
-}
+#include "engine/errmsg.h"
 
 eng_params eng_default_params(void)
 {
@@ -75,8 +67,8 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
     const eng_model_info *in = &m->info;
     eng_params p = pp ? *pp : eng_default_params();
     if (p.n_slots < 1 || p.n_slots > 1024 || p.n_ctx < 1 || p.n_batch < 1)
-        return fail(err, errlen, "engine: n_slots (%d), n_ctx (%d) and n_batch (%d) must be "
-                    "positive", p.n_slots, p.n_ctx, p.n_batch);
+        return eng_seterr(err, errlen, "engine: n_slots (%d), n_ctx (%d) and n_batch (%d) must be "
+                          "positive", p.n_slots, p.n_ctx, p.n_batch);
     if (p.n_ctx > in->n_ctx_train)
         p.n_ctx = in->n_ctx_train;
     if ((long long)p.n_batch > (long long)p.n_slots * p.n_ctx)
@@ -88,7 +80,7 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
 
     eng_ctx *c = calloc(1, sizeof *c);
     if (!c)
-        return fail(err, errlen, "out of memory");
+        return eng_seterr(err, errlen, "out of memory");
     c->m = m;
     c->p = p;
     c->pool = pool_create(p.n_threads, err, errlen);
@@ -160,8 +152,8 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
     return ENG_OK;
 oom:
     eng_ctx_destroy(c);
-    return fail(err, errlen, "engine: out of memory for %d slots x %d positions", p.n_slots,
-                p.n_ctx);
+    return eng_seterr(err, errlen, "engine: out of memory for %d slots x %d positions", p.n_slots,
+                      p.n_ctx);
 }
 
 void eng_ctx_destroy(eng_ctx *c)
@@ -186,34 +178,35 @@ int eng_step(eng_ctx *c, const eng_item *items, int n_items, char *err, size_t e
     const eng_model *m = c->m;
     int D = m->info.n_embd;
     if (n_items < 0 || (n_items > 0 && !items))
-        return fail(err, errlen, "eng_step: bad item list");
+        return eng_seterr(err, errlen, "eng_step: bad item list");
     int n_rows = 0;
     for (int i = 0; i < n_items; i++) {
         const eng_item *it = &items[i];
         if (it->slot < 0 || it->slot >= c->p.n_slots)
-            return fail(err, errlen, "eng_step: item %d: slot %d out of range [0, %d)", i,
+            return eng_seterr(err, errlen, "eng_step: item %d: slot %d out of range [0, %d)", i,
                         it->slot, c->p.n_slots);
         for (int j = 0; j < i; j++)
             if (items[j].slot == it->slot)
-                return fail(err, errlen, "eng_step: slot %d appears twice", it->slot);
+                return eng_seterr(err, errlen, "eng_step: slot %d appears twice", it->slot);
         if (it->n_tokens < 1 || (!it->tokens && !it->embd))
-            return fail(err, errlen, "eng_step: item %d: no tokens", i);
+            return eng_seterr(err, errlen, "eng_step: item %d: no tokens", i);
         if (it->pos < 0 || it->pos > c->slot_len[it->slot])
-            return fail(err, errlen, "eng_step: item %d: position %d is past slot %d's length %d",
-                        i, it->pos, it->slot, c->slot_len[it->slot]);
+            return eng_seterr(err, errlen,
+                              "eng_step: item %d: position %d is past slot %d's length %d", i,
+                              it->pos, it->slot, c->slot_len[it->slot]);
         if (it->n_tokens > c->p.n_ctx - it->pos)
-            return fail(err, errlen, "eng_step: item %d: %d tokens at position %d exceed the "
-                        "context of %d", i, it->n_tokens, it->pos, c->p.n_ctx);
+            return eng_seterr(err, errlen, "eng_step: item %d: %d tokens at position %d exceed the "
+                              "context of %d", i, it->n_tokens, it->pos, c->p.n_ctx);
         if (it->n_tokens > c->p.n_batch - n_rows)
-            return fail(err, errlen, "eng_step: more than n_batch = %d rows in one step",
-                        c->p.n_batch);
+            return eng_seterr(err, errlen, "eng_step: more than n_batch = %d rows in one step",
+                              c->p.n_batch);
         for (int t = 0; t < it->n_tokens; t++) {
             bool has_row = it->embd && it->embd[t];
             if (!has_row && (!it->tokens || it->tokens[t] < 0 ||
                              it->tokens[t] >= m->info.n_vocab))
-                return fail(err, errlen, "eng_step: item %d: token %d (%d) is not in the "
-                            "vocabulary of %d", i, t, it->tokens ? it->tokens[t] : -1,
-                            m->info.n_vocab);
+                return eng_seterr(err, errlen, "eng_step: item %d: token %d (%d) is not in the "
+                                  "vocabulary of %d", i, t, it->tokens ? it->tokens[t] : -1,
+                                  m->info.n_vocab);
         }
         n_rows += it->n_tokens;
     }
@@ -264,10 +257,10 @@ void eng_slot_reset(eng_ctx *c, int slot)
 int eng_slot_truncate(eng_ctx *c, int slot, int n, char *err, size_t errlen)
 {
     if (slot < 0 || slot >= c->p.n_slots)
-        return fail(err, errlen, "slot %d out of range [0, %d)", slot, c->p.n_slots);
+        return eng_seterr(err, errlen, "slot %d out of range [0, %d)", slot, c->p.n_slots);
     if (n < 0 || n > c->slot_len[slot])
-        return fail(err, errlen, "slot %d: cannot truncate to %d (length %d)", slot, n,
-                    c->slot_len[slot]);
+        return eng_seterr(err, errlen, "slot %d: cannot truncate to %d (length %d)", slot, n,
+                          c->slot_len[slot]);
     c->slot_len[slot] = n;
     return ENG_OK;
 }
@@ -277,9 +270,9 @@ int eng_vision_encode(eng_ctx *c, const float *pixels, int n_tiles, float *out, 
 {
     const eng_model_info *in = &c->m->info;
     if (!in->has_vision)
-        return fail(err, errlen, "model has no vision encoder (load an mmproj file)");
+        return eng_seterr(err, errlen, "model has no vision encoder (load an mmproj file)");
     if (n_tiles < 0 || (n_tiles > 0 && (!pixels || !out)))
-        return fail(err, errlen, "eng_vision_encode: bad arguments");
+        return eng_seterr(err, errlen, "eng_vision_encode: bad arguments");
     size_t tile = (size_t)3 * in->image_size * in->image_size;
     size_t rows = (size_t)in->n_image_tokens * in->n_embd;
     for (int t = 0; t < n_tiles; t++)

@@ -65,6 +65,7 @@ typedef struct {
 int eng_model_load(const char *text_path, const char *mmproj_path, eng_model **out, char *err,
                    size_t errlen);
 void eng_model_free(eng_model *m);
+/* Sizes read from the files' metadata. */
 const eng_model_info *eng_model_get_info(const eng_model *m);
 /* The text GGUF (tokenizer vocab/merges and chat template live there) and
  * the mmproj GGUF (NULL when none). */
@@ -83,6 +84,8 @@ typedef struct {
  * n_threads 0, kv_f16 true. */
 eng_params eng_default_params(void);
 
+/* A context for model m: KV cache for n_slots sequences, scratch and the
+ * worker threads. p may be NULL (defaults). */
 int eng_ctx_create(const eng_model *m, const eng_params *p, eng_ctx **out, char *err,
                    size_t errlen);
 void eng_ctx_destroy(eng_ctx *c);
@@ -114,6 +117,7 @@ int eng_step(eng_ctx *c, const eng_item *items, int n_items, char *err, size_t e
  * asked for them; valid until the next eng_step. NULL if none. */
 const float *eng_logits(const eng_ctx *c, int slot);
 
+/* Positions cached for the slot; reset empties it. */
 int eng_slot_len(const eng_ctx *c, int slot);
 void eng_slot_reset(eng_ctx *c, int slot);
 /* Keep the first n positions (n <= length). */

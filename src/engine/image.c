@@ -3,7 +3,6 @@
 
 #include <math.h>
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stdio.h> /* before jpeglib.h, which needs FILE */
 
 #include <jpeglib.h>
@@ -11,15 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "engine/errmsg.h"
 
 void img_free(img_rgb *im)
 {
@@ -34,13 +25,14 @@ static int check_dims(uint64_t w, uint64_t h, const img_limits *lim, const char 
                       size_t errlen)
 {
     if (w == 0 || h == 0 || w > 65535 || h > 65535) {
-        seterr(err, errlen, "%s image of %llux%llu pixels is not supported", kind,
-               (unsigned long long)w, (unsigned long long)h);
+        eng_seterr(err, errlen, "%s image of %llux%llu pixels is not supported", kind,
+                   (unsigned long long)w, (unsigned long long)h);
         return -1;
     }
     if (lim && lim->max_pixels && w * h > lim->max_pixels) {
-        seterr(err, errlen, "%s image of %llux%llu pixels exceeds the limit of %llu pixels", kind,
-               (unsigned long long)w, (unsigned long long)h, (unsigned long long)lim->max_pixels);
+        eng_seterr(err, errlen, "%s image of %llux%llu pixels exceeds the limit of %llu pixels",
+                   kind, (unsigned long long)w, (unsigned long long)h,
+                   (unsigned long long)lim->max_pixels);
         return -1;
     }
     return 0;
@@ -86,7 +78,7 @@ static int decode_jpeg(const uint8_t *data, size_t len, const img_limits *lim, i
     jerr.pub.emit_message = jpeg_emit;
     jerr.pub.output_message = jpeg_quiet;
     if (setjmp(jerr.jb)) {
-        seterr(err, errlen, "bad JPEG: %s", jerr.msg);
+        eng_seterr(err, errlen, "bad JPEG: %s", jerr.msg);
         jpeg_destroy_decompress(&cinfo);
         free(pix);
         return -1;
@@ -99,7 +91,7 @@ static int decode_jpeg(const uint8_t *data, size_t len, const img_limits *lim, i
         return -1;
     }
     if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
-        seterr(err, errlen, "CMYK JPEG images are not supported");
+        eng_seterr(err, errlen, "CMYK JPEG images are not supported");
         jpeg_destroy_decompress(&cinfo);
         return -1;
     }
@@ -108,7 +100,7 @@ static int decode_jpeg(const uint8_t *data, size_t len, const img_limits *lim, i
     size_t w = cinfo.output_width, h = cinfo.output_height;
     pix = malloc(w * h * 3);
     if (!pix) {
-        seterr(err, errlen, "out of memory for a %zux%zu image", w, h);
+        eng_seterr(err, errlen, "out of memory for a %zux%zu image", w, h);
         jpeg_destroy_decompress(&cinfo);
         return -1;
     }
@@ -195,7 +187,8 @@ int img_jpeg_orientation(const void *data, size_t len)
     return 1;
 }
 
-int img_orient(img_rgb *im, int o)
+/* Applies an EXIF orientation in place (rotating swaps w and h). */
+static int img_orient(img_rgb *im, int o)
 {
     if (o <= 1 || o > 8)
         return 0;
@@ -249,7 +242,7 @@ static int decode_png(const uint8_t *data, size_t len, const img_limits *lim, im
     uint8_t *rgba = NULL;
     int rc = -1, e;
     if (!ctx) {
-        seterr(err, errlen, "out of memory");
+        eng_seterr(err, errlen, "out of memory");
         return -1;
     }
     spng_set_image_limits(ctx, 65535, 65535);
@@ -257,29 +250,29 @@ static int decode_png(const uint8_t *data, size_t len, const img_limits *lim, im
     spng_set_chunk_limits(ctx, 1u << 24, 1u << 26);
     struct spng_ihdr ihdr;
     if ((e = spng_set_png_buffer(ctx, data, len)) != 0 || (e = spng_get_ihdr(ctx, &ihdr)) != 0) {
-        seterr(err, errlen, "bad PNG: %s", spng_strerror(e));
+        eng_seterr(err, errlen, "bad PNG: %s", spng_strerror(e));
         goto out;
     }
     if (check_dims(ihdr.width, ihdr.height, lim, "PNG", err, errlen) != 0)
         goto out;
     size_t size;
     if ((e = spng_decoded_image_size(ctx, SPNG_FMT_RGBA8, &size)) != 0) {
-        seterr(err, errlen, "bad PNG: %s", spng_strerror(e));
+        eng_seterr(err, errlen, "bad PNG: %s", spng_strerror(e));
         goto out;
     }
     rgba = malloc(size);
     if (!rgba) {
-        seterr(err, errlen, "out of memory for a %ux%u image", ihdr.width, ihdr.height);
+        eng_seterr(err, errlen, "out of memory for a %ux%u image", ihdr.width, ihdr.height);
         goto out;
     }
     if ((e = spng_decode_image(ctx, rgba, size, SPNG_FMT_RGBA8, SPNG_DECODE_TRNS)) != 0) {
-        seterr(err, errlen, "bad PNG: %s", spng_strerror(e));
+        eng_seterr(err, errlen, "bad PNG: %s", spng_strerror(e));
         goto out;
     }
     size_t n = (size_t)ihdr.width * ihdr.height;
     out->rgb = malloc(n * 3);
     if (!out->rgb) {
-        seterr(err, errlen, "out of memory");
+        eng_seterr(err, errlen, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
@@ -303,8 +296,8 @@ int img_decode(const void *data, size_t len, const img_limits *lim, img_rgb *out
     out->w = out->h = 0;
     out->rgb = NULL;
     if (lim && lim->max_bytes && len > lim->max_bytes) {
-        seterr(err, errlen, "image of %zu bytes exceeds the limit of %zu bytes", len,
-               lim->max_bytes);
+        eng_seterr(err, errlen, "image of %zu bytes exceeds the limit of %zu bytes", len,
+                   lim->max_bytes);
         return -1;
     }
     if (len >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) {
@@ -312,14 +305,14 @@ int img_decode(const void *data, size_t len, const img_limits *lim, img_rgb *out
             return -1;
         if (img_orient(out, img_jpeg_orientation(d, len)) != 0) {
             img_free(out);
-            seterr(err, errlen, "out of memory");
+            eng_seterr(err, errlen, "out of memory");
             return -1;
         }
         return 0;
     }
     if (len >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8))
         return decode_png(d, len, lim, out, err, errlen);
-    seterr(err, errlen, "not a JPEG or PNG image");
+    eng_seterr(err, errlen, "not a JPEG or PNG image");
     return -1;
 }
 
@@ -574,8 +567,8 @@ int img_preprocess_u8(const img_rgb *im, const img_proc_cfg *cfg, img_rgb **tile
     *n_out = *rows_out = *cols_out = 0;
     int T = cfg->tile;
     if (T <= 0 || cfg->longest_edge <= 0 || im->w <= 0 || im->h <= 0) {
-        seterr(err, errlen, "image processor: bad settings (tile %d, longest edge %d)", T,
-               cfg->longest_edge);
+        eng_seterr(err, errlen, "image processor: bad settings (tile %d, longest edge %d)", T,
+                   cfg->longest_edge);
         return -1;
     }
     img_rgb a = {0}, b = {0};
@@ -623,7 +616,7 @@ oom:
     for (int i = 0; tiles && i <= n; i++)
         img_free(&tiles[i]);
     free(tiles);
-    seterr(err, errlen, "out of memory preprocessing a %dx%d image", im->w, im->h);
+    eng_seterr(err, errlen, "out of memory preprocessing a %dx%d image", im->w, im->h);
     return -1;
 }
 
@@ -641,7 +634,8 @@ int img_proc_cfg_from_gguf(const gguf_file *f, img_proc_cfg *cfg, char *err, siz
 {
     uint64_t tile = 0, longest = 0;
     if (!gguf_get_u64(f, "clip.vision.image_size", &tile) || tile == 0 || tile > 65535) {
-        seterr(err, errlen, "%s: clip.vision.image_size is missing or out of range", gguf_path(f));
+        eng_seterr(err, errlen, "%s: clip.vision.image_size is missing or out of range",
+                   gguf_path(f));
         return -1;
     }
     if (!gguf_get_u64(f, "clip.vision.preproc_image_size", &longest) || longest == 0 ||
@@ -654,7 +648,7 @@ int img_proc_cfg_from_gguf(const gguf_file *f, img_proc_cfg *cfg, char *err, siz
     if (get_floats3(f, "clip.vision.image_std", cfg->std))
         for (int c = 0; c < 3; c++)
             if (!(cfg->std[c] > 0)) {
-                seterr(err, errlen, "%s: clip.vision.image_std has a value <= 0", gguf_path(f));
+                eng_seterr(err, errlen, "%s: clip.vision.image_std has a value <= 0", gguf_path(f));
                 return -1;
             }
     return 0;
@@ -693,7 +687,7 @@ int img_preprocess(const img_rgb *im, const img_proc_cfg *cfg, img_tiles *out, c
         img_free(&tiles[t]);
     free(tiles);
     if (!out->pixels) {
-        seterr(err, errlen, "out of memory");
+        eng_seterr(err, errlen, "out of memory");
         return -1;
     }
     return 0;

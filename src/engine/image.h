@@ -33,8 +33,6 @@ void img_free(img_rgb *im);
 
 /* EXIF orientation (1..8) of a JPEG's APP1 segment, 1 when there is none. */
 int img_jpeg_orientation(const void *data, size_t len);
-/* Applies an EXIF orientation in place (rotating swaps w and h). */
-int img_orient(img_rgb *im, int orientation);
 
 /* Pillow's Image.resize(..., LANCZOS) on RGB8, exactly. */
 int img_resize(const img_rgb *src, int w, int h, img_rgb *dst);

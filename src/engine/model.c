@@ -3,19 +3,11 @@
 #include "engine/model.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return ENG_ERR;
-}
+#include "engine/errmsg.h"
 
 void model_weight_row(const eng_weight *w, int row, float *out)
 {
@@ -58,9 +50,10 @@ static const gguf_tensor *find(const gguf_file *f, const char *name, char *err, 
 {
     const gguf_tensor *t = gguf_find_tensor(f, name);
     if (!t)
-        fail(err, errlen, "%s: missing tensor '%s'", gguf_path(f), name);
+        eng_seterr(err, errlen, "%s: missing tensor '%s'", gguf_path(f), name);
     else if (!ttype_get(t->type)) {
-        fail(err, errlen, "%s: tensor '%s' has unknown type %d", gguf_path(f), name, (int)t->type);
+        eng_seterr(err, errlen, "%s: tensor '%s' has unknown type %d", gguf_path(f), name,
+                   (int)t->type);
         t = NULL;
     }
     return t;
@@ -77,8 +70,8 @@ static int load_vec(eng_model *m, const gguf_file *f, const char *name, int64_t 
     if (total != n || t->ne[0] != n) {
         char s[96];
         shape_str(t, s, sizeof s);
-        return fail(err, errlen, "%s: tensor '%s' has shape %s, expected [%lld]", gguf_path(f),
-                    name, s, (long long)n);
+        return eng_seterr(err, errlen, "%s: tensor '%s' has shape %s, expected [%lld]",
+                          gguf_path(f), name, s, (long long)n);
     }
     if (t->type == KT_F32) {
         *out = t->data;
@@ -86,7 +79,7 @@ static int load_vec(eng_model *m, const gguf_file *f, const char *name, int64_t 
     }
     float *p = own(m, (size_t)n);
     if (!p)
-        return fail(err, errlen, "out of memory loading '%s'", name);
+        return eng_seterr(err, errlen, "out of memory loading '%s'", name);
     ttype_get(t->type)->to_float(t->type, t->data, p, n);
     *out = p;
     return ENG_OK;
@@ -108,13 +101,15 @@ static int load_mat(const gguf_file *f, const char *name, int64_t n_in, int64_t 
     if (cols != n_in || rows != n_out) {
         char s[96];
         shape_str(t, s, sizeof s);
-        return fail(err, errlen, "%s: tensor '%s' has shape %s, expected [%lld, %lld]",
-                    gguf_path(f), name, s, (long long)n_in, (long long)n_out);
+        return eng_seterr(err, errlen, "%s: tensor '%s' has shape %s, expected [%lld, %lld]",
+                          gguf_path(f), name, s, (long long)n_in, (long long)n_out);
     }
     const ttype_info *ti = ttype_get(t->type);
     if (n_in % ti->block != 0)
-        return fail(err, errlen, "%s: tensor '%s': row length %lld is not a multiple of the %s "
-                    "block (%d)", gguf_path(f), name, (long long)n_in, ti->name, ti->block);
+        return eng_seterr(err, errlen,
+                          "%s: tensor '%s': row length %lld is not a multiple of the %s "
+                          "block (%d)",
+                          gguf_path(f), name, (long long)n_in, ti->name, ti->block);
     w->name = t->name;
     w->type = t->type;
     w->ti = ti;
@@ -123,13 +118,13 @@ static int load_mat(const gguf_file *f, const char *name, int64_t n_in, int64_t 
     w->row_bytes = ttype_row_bytes(ti, n_in);
     w->data = t->data;
     if (w->row_bytes * (size_t)n_out != t->nbytes)
-        return fail(err, errlen, "%s: tensor '%s': %zu bytes, expected %zu", gguf_path(f), name,
-                    t->nbytes, w->row_bytes * (size_t)n_out);
+        return eng_seterr(err, errlen, "%s: tensor '%s': %zu bytes, expected %zu", gguf_path(f),
+                          name, t->nbytes, w->row_bytes * (size_t)n_out);
     w->mm = (mm_weight){.type = t->type, .data = t->data, .rows = (int)n_out, .cols = (int)n_in};
     char merr[256];
     if (mm_check(&w->mm, merr, sizeof merr) != 0)
-        return fail(err, errlen, "%s: tensor '%s' (%s): %s", gguf_path(f), name,
-                    type_name(t->type), merr);
+        return eng_seterr(err, errlen, "%s: tensor '%s' (%s): %s", gguf_path(f), name,
+                          type_name(t->type), merr);
     return ENG_OK;
 }
 
@@ -140,11 +135,11 @@ static int get_int(const gguf_file *f, const char *key, bool required, int lo, i
     if (!gguf_get_i64(f, key, &v)) {
         if (!required)
             return ENG_OK;
-        return fail(err, errlen, "%s: missing or non-integer key '%s'", gguf_path(f), key);
+        return eng_seterr(err, errlen, "%s: missing or non-integer key '%s'", gguf_path(f), key);
     }
     if (v < lo || v > (1 << 24))
-        return fail(err, errlen, "%s: key '%s' = %lld is out of range", gguf_path(f), key,
-                    (long long)v);
+        return eng_seterr(err, errlen, "%s: key '%s' = %lld is out of range", gguf_path(f), key,
+                          (long long)v);
     *out = (int)v;
     return ENG_OK;
 }
@@ -156,10 +151,10 @@ static int get_float(const gguf_file *f, const char *key, bool required, float *
     if (!gguf_get_f64(f, key, &v)) {
         if (!required)
             return ENG_OK;
-        return fail(err, errlen, "%s: missing or non-numeric key '%s'", gguf_path(f), key);
+        return eng_seterr(err, errlen, "%s: missing or non-numeric key '%s'", gguf_path(f), key);
     }
     if (!isfinite(v) || v <= 0)
-        return fail(err, errlen, "%s: key '%s' = %g is out of range", gguf_path(f), key, v);
+        return eng_seterr(err, errlen, "%s: key '%s' = %g is out of range", gguf_path(f), key, v);
     *out = (float)v;
     return ENG_OK;
 }
@@ -170,10 +165,10 @@ static int load_text(eng_model *m, char *err, size_t errlen)
     eng_model_info *in = &m->info;
     const char *arch = gguf_get_str(f, "general.architecture");
     if (!arch)
-        return fail(err, errlen, "%s: missing key 'general.architecture'", gguf_path(f));
+        return eng_seterr(err, errlen, "%s: missing key 'general.architecture'", gguf_path(f));
     if (strcmp(arch, "llama") != 0)
-        return fail(err, errlen, "%s: architecture '%s' is not supported (want 'llama')",
-                    gguf_path(f), arch);
+        return eng_seterr(err, errlen, "%s: architecture '%s' is not supported (want 'llama')",
+                          gguf_path(f), arch);
 
     in->n_ctx_train = 2048;
     in->rope_theta = 10000.0f;
@@ -193,8 +188,10 @@ static int load_text(eng_model *m, char *err, size_t errlen)
     if (get_int(f, "llama.attention.key_length", false, 2, &m->head_dim, err, errlen))
         return ENG_ERR;
     if (m->head_dim % 2 || in->n_head % in->n_head_kv)
-        return fail(err, errlen, "%s: head_dim %d must be even and head_count %d a multiple of "
-                    "head_count_kv %d", gguf_path(f), m->head_dim, in->n_head, in->n_head_kv);
+        return eng_seterr(err, errlen,
+                          "%s: head_dim %d must be even and head_count %d a multiple of "
+                          "head_count_kv %d",
+                          gguf_path(f), m->head_dim, in->n_head, in->n_head_kv);
 
     /* The vocabulary size is the embedding's row count; the keys only cross-check it. */
     const gguf_tensor *te = find(f, "token_embd.weight", err, errlen);
@@ -205,8 +202,8 @@ static int load_text(eng_model *m, char *err, size_t errlen)
     if (get_int(f, "llama.vocab_size", false, 1, &nv, err, errlen))
         return ENG_ERR;
     if (nv && nv != in->n_vocab)
-        return fail(err, errlen, "%s: llama.vocab_size %d but token_embd.weight has %d rows",
-                    gguf_path(f), nv, in->n_vocab);
+        return eng_seterr(err, errlen, "%s: llama.vocab_size %d but token_embd.weight has %d rows",
+                          gguf_path(f), nv, in->n_vocab);
 
     int D = in->n_embd, F = in->n_ff, hd = m->head_dim;
     if (load_mat(f, "token_embd.weight", D, in->n_vocab, &m->tok_embd, err, errlen) ||
@@ -221,7 +218,7 @@ static int load_text(eng_model *m, char *err, size_t errlen)
 
     m->layers = calloc((size_t)in->n_layer, sizeof *m->layers);
     if (!m->layers)
-        return fail(err, errlen, "out of memory");
+        return eng_seterr(err, errlen, "out of memory");
     for (int l = 0; l < in->n_layer; l++) {
         eng_layer *L = &m->layers[l];
         char n[11][64];
@@ -251,8 +248,8 @@ static int load_floats(const gguf_file *f, const char *key, float *out, int n, c
         return ENG_OK;
     if (gguf_kv_type(f, i) != GGUF_ARRAY || gguf_arr_type(f, i) != GGUF_FLOAT32 ||
         gguf_arr_len(f, i) != (uint64_t)n)
-        return fail(err, errlen, "%s: key '%s' must be an array of %d float32", gguf_path(f), key,
-                    n);
+        return eng_seterr(err, errlen, "%s: key '%s' must be an array of %d float32", gguf_path(f),
+                          key, n);
     memcpy(out, gguf_arr_data(f, i), (size_t)n * sizeof(float));
     return ENG_OK;
 }
@@ -265,8 +262,8 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
     if (!pt)
         pt = gguf_get_str(f, "clip.vision.projector_type");
     if (!pt || strcmp(pt, "idefics3") != 0)
-        return fail(err, errlen, "%s: clip.projector_type is '%s', want 'idefics3'",
-                    gguf_path(f), pt ? pt : "(missing)");
+        return eng_seterr(err, errlen, "%s: clip.projector_type is '%s', want 'idefics3'",
+                          gguf_path(f), pt ? pt : "(missing)");
     m->v_eps = 1e-6f;
     in->scale_factor = 2;
     if (get_int(f, "clip.vision.image_size", true, 1, &in->image_size, err, errlen) ||
@@ -282,9 +279,9 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
         return ENG_ERR;
     int side = in->image_size / in->patch_size, s = in->scale_factor;
     if (in->image_size % in->patch_size || side % s || m->v_embd % m->v_head)
-        return fail(err, errlen, "%s: image_size %d, patch_size %d, scale_factor %d and "
-                    "embedding_length %d / head_count %d do not divide evenly", gguf_path(f),
-                    in->image_size, in->patch_size, s, m->v_embd, m->v_head);
+        return eng_seterr(err, errlen, "%s: image_size %d, patch_size %d, scale_factor %d and "
+                          "embedding_length %d / head_count %d do not divide evenly", gguf_path(f),
+                          in->image_size, in->patch_size, s, m->v_embd, m->v_head);
     m->v_patches = side * side;
     in->n_image_tokens = m->v_patches / (s * s);
     for (int c = 0; c < 3; c++) {
@@ -309,8 +306,8 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
     if (pe->ne[0] != Dv || pe->ne[1] != m->v_patches || pe->ne[2] * pe->ne[3] != 1) {
         char sh[96];
         shape_str(pe, sh, sizeof sh);
-        return fail(err, errlen, "%s: tensor 'v.position_embd.weight' has shape %s, expected "
-                    "[%d, %d]", gguf_path(f), sh, Dv, m->v_patches);
+        return eng_seterr(err, errlen, "%s: tensor 'v.position_embd.weight' has shape %s, expected "
+                          "[%d, %d]", gguf_path(f), sh, Dv, m->v_patches);
     }
     size_t npos = (size_t)Dv * (size_t)m->v_patches;
     if (pe->type == KT_F32) {
@@ -318,14 +315,14 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
     } else {
         float *p = own(m, npos);
         if (!p)
-            return fail(err, errlen, "out of memory");
+            return eng_seterr(err, errlen, "out of memory");
         ttype_get(pe->type)->to_float(pe->type, pe->data, p, (int64_t)npos);
         m->pos_embd = p;
     }
 
     m->vlayers = calloc((size_t)m->v_layer, sizeof *m->vlayers);
     if (!m->vlayers)
-        return fail(err, errlen, "out of memory");
+        return eng_seterr(err, errlen, "out of memory");
     for (int l = 0; l < m->v_layer; l++) {
         eng_vlayer *L = &m->vlayers[l];
         static const char *nm[] = {"ln1", "ln2", "attn_q", "attn_k", "attn_v", "attn_out",
@@ -363,7 +360,7 @@ int eng_model_load(const char *text_path, const char *mmproj_path, eng_model **o
     *out = NULL;
     eng_model *m = calloc(1, sizeof *m);
     if (!m)
-        return fail(err, errlen, "out of memory");
+        return eng_seterr(err, errlen, "out of memory");
     if (gguf_open(text_path, &m->text, err, errlen) != GGUF_OK || load_text(m, err, errlen) ||
         (mmproj_path && (gguf_open(mmproj_path, &m->vision, err, errlen) != GGUF_OK ||
                          load_vision(m, err, errlen)))) {

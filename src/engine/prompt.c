@@ -1,26 +1,17 @@
 /* SmolVLM prompt building: see prompt.h. */
 #include "engine/prompt.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "engine/errmsg.h"
 
 static int need(const tok *t, const char *name, int *id, char *err, size_t errlen)
 {
     *id = tok_special(t, name);
     if (*id < 0) {
-        seterr(err, errlen, "the tokenizer has no %s token", name);
+        eng_seterr(err, errlen, "the tokenizer has no %s token", name);
         return -1;
     }
     return 0;
@@ -128,14 +119,14 @@ static int image_block(builder *b, int rows, int cols, char *err, size_t errlen)
     const prompt_ctx *p = b->p;
     if (rows < 0 || cols < 0 || (rows == 0) != (cols == 0) || rows > PROMPT_MAX_GRID ||
         cols > PROMPT_MAX_GRID) {
-        seterr(err, errlen, "image grid %dx%d is not supported (at most %dx%d)", rows, cols,
-               PROMPT_MAX_GRID, PROMPT_MAX_GRID);
+        eng_seterr(err, errlen, "image grid %dx%d is not supported (at most %dx%d)", rows, cols,
+                   PROMPT_MAX_GRID, PROMPT_MAX_GRID);
         return -1;
     }
     for (int r = 0; r < rows; r++) {
         for (int c = 0; c < cols; c++) {
             if (p->row_col[r][c] < 0) {
-                seterr(err, errlen, "the tokenizer has no <row_%d_col_%d> token", r + 1, c + 1);
+                eng_seterr(err, errlen, "the tokenizer has no <row_%d_col_%d> token", r + 1, c + 1);
                 return -1;
             }
             special(b, p->fake_around, 1);
@@ -164,7 +155,7 @@ int prompt_build(const prompt_ctx *p, const prompt_msg *msgs, int n_msgs, bool a
     for (int m = 0; m < n_msgs; m++) {
         const prompt_msg *msg = &msgs[m];
         if ((unsigned)msg->role > PROMPT_ASSISTANT) {
-            seterr(err, errlen, "message %d: unknown role", m);
+            eng_seterr(err, errlen, "message %d: unknown role", m);
             goto fail;
         }
         text(&b, role_names[msg->role]);
@@ -186,7 +177,7 @@ int prompt_build(const prompt_ctx *p, const prompt_msg *msgs, int n_msgs, bool a
         text(&b, "Assistant:");
     flush(&b);
     if (b.oom) {
-        seterr(err, errlen, "out of memory building the prompt");
+        eng_seterr(err, errlen, "out of memory building the prompt");
         goto fail;
     }
     free(b.text);

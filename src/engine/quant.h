@@ -46,6 +46,7 @@ float quant_binary(const float *w, int64_t n, int8_t *t);
 double quant_matrix_ternary(const float *w, int64_t rows, int64_t n, quant_method m,
                             bool per_tensor, bool binary, int8_t *t, float *row_scale);
 
+/* ||w - w_hat|| / ||w|| over n values (0 when w is all zero). */
 double quant_rel_error(const float *w, const float *w_hat, int64_t n);
 
 /* Quantize a rows x n float matrix into type T's bytes (rows *

@@ -6,11 +6,11 @@
  * BPE does) with a heap, so a long chunk costs O(n log n), not O(n^2). */
 #include "engine/tokenizer.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/errmsg.h"
 #include "engine/unicode_tables.h"
 
 struct tok {
@@ -29,16 +29,6 @@ struct tok {
     bool split_digits;
     size_t max_piece;
 };
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- Unicode ---- */
 
@@ -218,8 +208,8 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
     *out = NULL;
     const char *model = gguf_get_str(f, "tokenizer.ggml.model");
     if (!model || strcmp(model, "gpt2") != 0) {
-        seterr(err, errlen, "%s: tokenizer.ggml.model is %s%s%s, only \"gpt2\" (byte-level BPE) is supported",
-               path, model ? "\"" : "", model ? model : "missing", model ? "\"" : "");
+        eng_seterr(err, errlen, "%s: tokenizer.ggml.model is %s%s%s, only \"gpt2\" (byte-level BPE) is supported",
+                   path, model ? "\"" : "", model ? model : "missing", model ? "\"" : "");
         return -1;
     }
     const char *pre = gguf_get_str(f, "tokenizer.ggml.pre");
@@ -229,25 +219,26 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
     else if (!strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2") || !strcmp(pre, "default"))
         split_digits = false;
     else {
-        seterr(err, errlen, "%s: tokenizer.ggml.pre \"%s\" is not supported (smollm, gpt-2 are)",
-               path, pre);
+        eng_seterr(err, errlen,
+                   "%s: tokenizer.ggml.pre \"%s\" is not supported (smollm, gpt-2 are)", path, pre);
         return -1;
     }
     int kt = gguf_find_key(f, "tokenizer.ggml.tokens");
     if (kt < 0 || gguf_kv_type(f, kt) != GGUF_ARRAY || gguf_arr_type(f, kt) != GGUF_STRING ||
         gguf_arr_len(f, kt) == 0 || gguf_arr_len(f, kt) > (1u << 24)) {
-        seterr(err, errlen, "%s: tokenizer.ggml.tokens must be a non-empty array of strings", path);
+        eng_seterr(err, errlen, "%s: tokenizer.ggml.tokens must be a non-empty array of strings",
+                   path);
         return -1;
     }
     int n = (int)gguf_arr_len(f, kt);
     int ky = gguf_find_key(f, "tokenizer.ggml.token_type");
     if (ky >= 0 && (gguf_arr_type(f, ky) != GGUF_INT32 || gguf_arr_len(f, ky) != (uint64_t)n)) {
-        seterr(err, errlen, "%s: tokenizer.ggml.token_type must be %d int32 values", path, n);
+        eng_seterr(err, errlen, "%s: tokenizer.ggml.token_type must be %d int32 values", path, n);
         return -1;
     }
     int km = gguf_find_key(f, "tokenizer.ggml.merges");
     if (km < 0 || gguf_kv_type(f, km) != GGUF_ARRAY || gguf_arr_type(f, km) != GGUF_STRING) {
-        seterr(err, errlen, "%s: tokenizer.ggml.merges must be an array of strings", path);
+        eng_seterr(err, errlen, "%s: tokenizer.ggml.merges must be an array of strings", path);
         return -1;
     }
     uint64_t n_merges = gguf_arr_len(f, km);
@@ -345,7 +336,7 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
         const char *sp = memchr(s, ' ', len);
         if (!sp) {
             free(buf);
-            seterr(err, errlen, "%s: merge %llu has no space", path, (unsigned long long)r);
+            eng_seterr(err, errlen, "%s: merge %llu has no space", path, (unsigned long long)r);
             tok_free(t);
             return -1;
         }
@@ -380,7 +371,7 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
     return 0;
 oom:
     tok_free(t);
-    seterr(err, errlen, "%s: out of memory loading the tokenizer", path);
+    eng_seterr(err, errlen, "%s: out of memory loading the tokenizer", path);
     return -1;
 }
 

@@ -65,9 +65,11 @@ size_t tok_decode(const tok *t, const int32_t *ids, int n, bool special, char *o
  * U+FFFD. The returned text lives until the next call on the stream. */
 typedef struct tok_stream tok_stream;
 
-tok_stream *tok_stream_create(const tok *t);
+tok_stream *tok_stream_create(const tok *t); /* NULL on out of memory */
 void tok_stream_destroy(tok_stream *s);
+/* Drops held bytes, for a new text. */
 void tok_stream_reset(tok_stream *s);
+/* The text token id completes (possibly empty; *len gets its length). */
 const char *tok_stream_push(tok_stream *s, int id, size_t *len);
 /* End of text: held bytes of an unfinished character become U+FFFD. */
 const char *tok_stream_flush(tok_stream *s, size_t *len);
