@@ -108,11 +108,26 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            self.dump('did not exit %d s after signal %d' % (timeout, sig))
             raise
+        if rc != 0:
+            self.dump('exit status %d' % rc)
+        return rc
+
+    def dump(self, why):
+        """Show what the daemon said, so a failed stop can be diagnosed from CI's log."""
+        out = self.proc.stdout.read().decode(errors='replace') if self.proc.stdout else ''
+        try:
+            with open(self.log, errors='replace') as f:
+                log = f.read()
+        except OSError:
+            log = ''
+        sys.stderr.write('ternd %s\n--- output ---\n%s\n--- log (tail) ---\n%s\n'
+                         % (why, out[-4000:], log[-4000:]))
 
     def rows(self, sql, args=()):
         db = sqlite3.connect(self.db, timeout=5)
