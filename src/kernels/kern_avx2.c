@@ -44,3 +44,12 @@ void kern_avx2_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, flo
         gsum[g] = (int16_t)(_mm_cvtsi128_si32(t) - 32 * 128);
     }
 }
+
+/* F16C: eight halves per vcvtph2ps; the tail through the reference. */
+void kern_avx2_f16_to_f32_row(const kt_f16 *x, float *y, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    kern_f16_to_f32_row(x + i, y + i, n - i);
+}

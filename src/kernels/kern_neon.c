@@ -32,3 +32,15 @@ void kern_neon_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, flo
         gsum[g] = (int16_t)(vaddlvq_s8(a) + vaddlvq_s8(b));
     }
 }
+
+/* fcvtl: four halves per instruction; the tail through the reference. */
+void kern_neon_f16_to_f32_row(const kt_f16 *x, float *y, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(x + i));
+        vst1q_f32(y + i, vcvt_f32_f16(vget_low_f16(h)));
+        vst1q_f32(y + i + 4, vcvt_high_f32_f16(h));
+    }
+    kern_f16_to_f32_row(x + i, y + i, n - i);
+}

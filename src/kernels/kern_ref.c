@@ -19,6 +19,12 @@
 
 #include "kernels/kernels.h"
 
+void kern_f16_to_f32_row(const kt_f16 *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = kt_f16_to_f32(x[i]);
+}
+
 void kern_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *scale)
 {
     float amax = 0.0f;

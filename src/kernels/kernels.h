@@ -85,4 +85,12 @@ typedef void (*kern_quantize_fn)(const float *x, int n, int8_t *q, int16_t *gsum
 kern_quantize_fn kern_get_quantize(void);            /* best, honouring the cap */
 kern_quantize_fn kern_get_quantize_isa(kern_isa isa); /* NULL if unavailable */
 
+/* f16 to f32 for a row of n values (any n), exact: every f16 is an f32.
+ * Attention converts its f16 KV cache rows with it. The SIMD versions
+ * (F16C, NEON fcvtl) give the reference's bits for every non-NaN input. */
+typedef void (*kern_f16_row_fn)(const kt_f16 *x, float *y, size_t n);
+void kern_f16_to_f32_row(const kt_f16 *x, float *y, size_t n); /* reference */
+kern_f16_row_fn kern_get_f16_to_f32(void);            /* best, honouring the cap */
+kern_f16_row_fn kern_get_f16_to_f32_isa(kern_isa isa); /* NULL if unavailable */
+
 #endif
