@@ -23,6 +23,9 @@ struct eng_ctx {
     int *row_item;  /* index of each row's item in the step */
     float *scores;  /* per thread: max(n_ctx, v_patches) */
     int scores_stride;
+    float *kv_f32;  /* per thread: one KV head's K then V rows in f32, n_ctx each */
+    size_t kv_f32_stride; /* n_ctx * head_dim */
+    kern_f16_row_fn f16_row;
     float *rope_cos, *rope_sin; /* n_ctx * head_dim/2: angles depend only on position */
 
     /* logits: one row per slot, and which slots hold fresh ones */
@@ -52,6 +55,23 @@ static inline float ctx_dot(const float *a, const float *b, int n)
     for (; i < n; i++)
         s += a[i] * b[i];
     return s;
+}
+
+/* Attention (or other float work) of `macs` multiply-adds runs on the pool
+ * only when every thread gets at least CTX_SPLIT_MACS of them, for the
+ * reason given at MM_SPLIT_BYTES in matmul.c: one thread does about 2.5
+ * per nanosecond (softmax included; 512-token prefill, one thread,
+ * measured), so 64K is ~25 us per thread against a ~3 us barrier. A tiny
+ * model's decode stays on the calling thread until a few hundred positions;
+ * long prompts and big models split. */
+#define CTX_SPLIT_MACS 65536L
+
+static inline void ctx_run(eng_ctx *c, pool_fn fn, void *arg, long macs)
+{
+    if (macs < CTX_SPLIT_MACS * pool_threads(c->pool))
+        fn(arg, 0, 1);
+    else
+        pool_run(c->pool, fn, arg);
 }
 
 /* out (rows x w->n_out) = x (rows x w->n_in) times w transposed. The one

@@ -101,7 +101,7 @@ void vision_forward(eng_ctx *c, const float *pixels, float *out)
         add_bias(c->vk, L->bk, P, Dv);
         ctx_linear(c, &L->wv, c->vxn, P, c->vv);
         add_bias(c->vv, L->bv, P, Dv);
-        pool_run(c->pool, attend_worker, c);
+        ctx_run(c, attend_worker, c, 2L * P * P * Dv);
         ctx_linear(c, &L->wo, c->vatt, P, c->vtmp);
         add_bias(c->vtmp, L->bo, P, Dv);
         for (size_t i = 0; i < (size_t)P * Dv; i++)
