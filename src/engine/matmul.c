@@ -7,6 +7,18 @@
 
 #define MM_ROW_ALIGN 16 /* output rows per chunk boundary: 64 bytes of floats */
 
+/* A matmul is split over the pool only when every thread gets at least this
+ * many bytes of weights x activation rows; smaller ones run on the calling
+ * thread. One thread does about 10 KB x rows per microsecond (TQ2_0 GEMV,
+ * AVX-512 VNNI, measured) and a pool_run costs about 3 us when every
+ * worker is on a CPU, so 128 KB (~13 us) per thread keeps the barrier under
+ * about a fifth of the work on a dedicated box; slower CPUs take longer per
+ * byte, which only makes the split pay more. On a shared machine a barrier
+ * waits for a descheduled worker (milliseconds), which is why a tiny model's
+ * matmuls (~20-60 KB, a few us) must not split: they ran 20-50x slower on
+ * two threads than on one. Large models' layers (MBs) always split. */
+#define MM_SPLIT_BYTES (128 * 1024)
+
 typedef struct {
     const kern_ops *ops;
     const mm_weight *w;
@@ -112,7 +124,12 @@ int mm_matmul(pool *p, const mm_weight *w, const float *x, int n, float *out, vo
     if (mm_check(w, err, sizeof err))
         return -1;
     int nth = p ? pool_threads(p) : 1;
-    mm_job j = {.ops = kern_get(w->type), .w = w, .stride = row_bytes(w->type, w->cols),
+    size_t stride = row_bytes(w->type, w->cols);
+    if (nth > 1 && stride * (size_t)w->rows * (size_t)n < (size_t)MM_SPLIT_BYTES * nth) {
+        p = NULL;
+        nth = 1;
+    }
+    mm_job j = {.ops = kern_get(w->type), .w = w, .stride = stride,
                 .out = out, .x = x};
     j.acts.n = w->cols;
     j.acts.rows = n;
