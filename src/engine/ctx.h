@@ -26,6 +26,7 @@ struct eng_ctx {
     float *kv_f32;  /* per thread: one KV head's K then V rows in f32, n_ctx each */
     size_t kv_f32_stride; /* n_ctx * head_dim */
     kern_f16_row_fn f16_row;
+    const kern_attn_ops *attn;
     float *rope_cos, *rope_sin; /* n_ctx * head_dim/2: angles depend only on position */
 
     /* logits: one row per slot, and which slots hold fresh ones */
@@ -41,21 +42,6 @@ struct eng_ctx {
     /* vision scratch, v_patches rows each */
     float *vx, *vxn, *vq, *vk, *vv, *vatt, *vtmp, *vff, *vshuf;
 };
-
-/* Dot product in eight independent lanes, so the compiler can vectorise it
- * without reassociating one long sum (no -ffast-math needed). */
-static inline float ctx_dot(const float *a, const float *b, int n)
-{
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++)
-            acc[l] += a[i + l] * b[i + l];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
 
 /* Attention (or other float work) of `macs` multiply-adds runs on the pool
  * only when every thread gets at least CTX_SPLIT_MACS of them, for the

@@ -125,6 +125,7 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
         ALLOC(c->kv_f32, c->kv_f32_stride * 2 * p.n_threads);
     }
     c->f16_row = kern_get_f16_to_f32();
+    c->attn = kern_get_attn();
     ALLOC(c->rope_cos, (size_t)p.n_ctx * hd / 2);
     ALLOC(c->rope_sin, (size_t)p.n_ctx * hd / 2);
     ALLOC(c->logits, (size_t)p.n_slots * V);

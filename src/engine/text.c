@@ -52,7 +52,8 @@ static void kv_store(eng_ctx *c, void *cache, size_t off, const float *src, int 
 /* Attention works in units of (item, chunk of ATT_CHUNK of its rows, KV
  * head): a unit converts the KV head's f16 cache rows up to its last row's
  * position into the thread's f32 scratch once, then every query head of
- * the group and every row of the chunk reads them with vectorised dots. A
+ * the group and every row of the chunk reads them with the kernels' dots
+ * and weighted sums. A
  * row's result does not depend on which unit it is in, so batched rows give
  * the same bits as rows run alone. */
 #define ATT_CHUNK 16
@@ -96,25 +97,21 @@ static void attend_unit(const eng_ctx *c, int layer, int slot, int r0, int r1, i
         int p = c->row_pos[r];
         for (int h = g * rep; h < (g + 1) * rep; h++) {
             const float *q = c->q + (size_t)r * H * hd + (size_t)h * hd;
+            c->attn->dots(q, K, ks, p + 1, hd, sc);
             float mx = -INFINITY;
             for (int t = 0; t <= p; t++) {
-                sc[t] = ctx_dot(q, K + t * ks, hd) * scale;
-                if (sc[t] > mx)
-                    mx = sc[t];
+                sc[t] *= scale;
+                mx = sc[t] > mx ? sc[t] : mx;
             }
             float sum = 0.0f;
             for (int t = 0; t <= p; t++) {
                 sc[t] = expf(sc[t] - mx);
                 sum += sc[t];
             }
-            float *o = c->att + (size_t)r * H * hd + (size_t)h * hd, inv = 1.0f / sum;
-            memset(o, 0, (size_t)hd * sizeof *o);
-            for (int t = 0; t <= p; t++) {
-                const float *v = V + t * ks;
-                float w = sc[t] * inv;
-                for (int d = 0; d < hd; d++)
-                    o[d] += w * v[d];
-            }
+            float inv = 1.0f / sum;
+            for (int t = 0; t <= p; t++)
+                sc[t] *= inv;
+            c->attn->wsum(sc, V, ks, p + 1, hd, c->att + (size_t)r * H * hd + (size_t)h * hd);
         }
     }
 }
