@@ -9,15 +9,16 @@
 
 /* A matmul is split over the pool only when every thread gets at least this
  * many bytes of weights x activation rows; smaller ones run on the calling
- * thread. One thread does about 10 KB x rows per microsecond (TQ2_0 GEMV,
- * AVX-512 VNNI, measured) and a pool_run costs about 3 us when every
- * worker is on a CPU, so 128 KB (~13 us) per thread keeps the barrier under
- * about a fifth of the work on a dedicated box; slower CPUs take longer per
- * byte, which only makes the split pay more. On a shared machine a barrier
- * waits for a descheduled worker (milliseconds), which is why a tiny model's
- * matmuls (~20-60 KB, a few us) must not split: they ran 20-50x slower on
- * two threads than on one. Large models' layers (MBs) always split. */
-#define MM_SPLIT_BYTES (128 * 1024)
+ * thread. Measured on an AMD EPYC (AVX-512 VNNI): one thread does ~10 KB x
+ * rows per microsecond in TQ2_0 and ~30 in F16, and a pool_run costs 1-3 us
+ * when every worker is on a CPU. So 256 KB per thread is 8-25 us of work:
+ * the barrier is a small share of it on a dedicated box, and below it a
+ * split would save only a few microseconds. On a shared machine a barrier
+ * also waits for any descheduled worker (milliseconds): a tiny model's
+ * matmuls (20-260 KB) must not split, as they ran 20-50x slower on two
+ * threads than on one. Slower CPUs take longer per byte, which only makes
+ * a split pay more; large models' layers (MBs) always split. */
+#define MM_SPLIT_BYTES (256 * 1024)
 
 typedef struct {
     const kern_ops *ops;
