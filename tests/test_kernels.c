@@ -604,7 +604,7 @@ START_TEST(mm_matches_reference)
         mm_case(t, 37, cols, 1, 2);
         mm_case(t, 100, cols, 5, 3);
         mm_case(t, 33, cols, 9, 1);
-        mm_case(t, 1000, cols, 5, 3); /* above MM_SPLIT_BYTES per thread: split */
+        mm_case(t, 2000, cols, 5, 3); /* over MM_SPLIT_BYTES per thread for every type: split */
     }
 }
 END_TEST
