@@ -45,12 +45,13 @@ struct eng_ctx {
 
 /* Attention (or other float work) of `macs` multiply-adds runs on the pool
  * only when every thread gets at least CTX_SPLIT_MACS of them, for the
- * reason given at MM_SPLIT_BYTES in matmul.c: one thread does about 2.5
- * per nanosecond (softmax included; 512-token prefill, one thread,
- * measured), so 64K is ~25 us per thread against a ~3 us barrier. A tiny
- * model's decode stays on the calling thread until a few hundred positions;
- * long prompts and big models split. */
-#define CTX_SPLIT_MACS 65536L
+ * reason given at MM_SPLIT_BYTES in matmul.c: one thread does about 6 per
+ * nanosecond (softmax and f16 conversion included; 512-token prefill, one
+ * thread, AMD EPYC, measured), so 128K is ~20 us per thread against a 1-3 us
+ * barrier, like a matmul at the threshold. A tiny model's decode stays on
+ * the calling thread until ~500 positions; long prompts and big models
+ * split. */
+#define CTX_SPLIT_MACS 131072L
 
 static inline void ctx_run(eng_ctx *c, pool_fn fn, void *arg, long macs)
 {
