@@ -380,6 +380,94 @@ START_TEST(quantize_bit_identical)
 }
 END_TEST
 
+/* Every one of the 65536 halves, at every offset mod 8 and with tails of
+ * every length, against the reference: bit-identical except NaN (F16C may
+ * quiet a signalling NaN), which must stay NaN. */
+START_TEST(f16_row_matches_reference)
+{
+    enum { N = 65536 + 16 };
+    kt_f16 *h = malloc(sizeof *h * N);
+    float *r = malloc(sizeof *r * N), *y = malloc(sizeof *y * N);
+    for (int i = 0; i < N; i++)
+        h[i] = (kt_f16)(i * 40503u); /* odd multiplier: a permutation of all halves */
+    kern_f16_to_f32_row(h, r, N);
+    for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
+        kern_f16_row_fn f = kern_get_f16_to_f32_isa((kern_isa)isa);
+        if (!f)
+            continue;
+        for (int off = 0; off < 8; off++) {
+            size_t n = (size_t)(N - 9 - off); /* every tail length 0..7 */
+            memset(y, 0, sizeof *y * N);
+            f(h + off, y + off, n);
+            for (size_t i = 0; i < n; i++) {
+                float a = r[off + i], b = y[off + i];
+                ck_assert_msg(isnan(a) ? isnan(b) : memcmp(&a, &b, sizeof a) == 0,
+                              "%s: half 0x%04x gives %a, reference %a",
+                              kern_isa_name((kern_isa)isa), h[off + i], (double)b, (double)a);
+            }
+            ck_assert_msg(y[off + n] == 0.0f, "%s wrote past the row", kern_isa_name((kern_isa)isa));
+        }
+    }
+    ck_assert(kern_get_f16_to_f32() != NULL);
+    free(h);
+    free(r);
+    free(y);
+}
+END_TEST
+
+/* dots and wsum against the reference on awkward T, n and strides, within
+ * the bound for two differently ordered float sums of k products. */
+START_TEST(attn_ops_match_reference)
+{
+    static const int Ts[] = {1, 3, 4, 5, 17, 130}, ns[] = {1, 7, 8, 31, 64, 72};
+    enum { TMAX = 130, NMAX = 72, STRIDE = NMAX + 5 };
+    float *m = malloc(sizeof(float) * TMAX * STRIDE), q[NMAX], w[TMAX];
+    float want[TMAX > NMAX ? TMAX : NMAX], got[TMAX > NMAX ? TMAX : NMAX];
+    for (int i = 0; i < TMAX * STRIDE; i++)
+        m[i] = frand(-2, 2);
+    for (int i = 0; i < NMAX; i++)
+        q[i] = frand(-2, 2);
+    for (int t = 0; t < TMAX; t++)
+        w[t] = frand(0, 1);
+    const kern_attn_ops *ref = kern_get_attn_isa(KERN_ISA_SCALAR);
+    ck_assert_ptr_nonnull(ref);
+    ck_assert_ptr_nonnull(kern_get_attn());
+    for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
+        const kern_attn_ops *o = kern_get_attn_isa((kern_isa)isa);
+        if (!o)
+            continue;
+        const char *name = kern_isa_name((kern_isa)isa);
+        for (int a = 0; a < 6; a++)
+            for (int b = 0; b < 6; b++) {
+                int T = Ts[a], n = ns[b];
+                ref->dots(q, m, STRIDE, T, n, want);
+                o->dots(q, m, STRIDE, T, n, got);
+                for (int t = 0; t < T; t++) {
+                    double bound = 0;
+                    for (int i = 0; i < n; i++)
+                        bound += fabs((double)q[i] * m[t * STRIDE + i]);
+                    bound *= (n + 8) * (double)FLT_EPSILON;
+                    ck_assert_msg(fabs((double)got[t] - want[t]) <= bound,
+                                  "%s dots T %d n %d row %d: %g vs %g", name, T, n, t,
+                                  (double)got[t], (double)want[t]);
+                }
+                ref->wsum(w, m, STRIDE, T, n, want);
+                o->wsum(w, m, STRIDE, T, n, got);
+                for (int i = 0; i < n; i++) {
+                    double bound = 0;
+                    for (int t = 0; t < T; t++)
+                        bound += fabs((double)w[t] * m[t * STRIDE + i]);
+                    bound *= (T + 8) * (double)FLT_EPSILON;
+                    ck_assert_msg(fabs((double)got[i] - want[i]) <= bound,
+                                  "%s wsum T %d n %d element %d: %g vs %g", name, T, n, i,
+                                  (double)got[i], (double)want[i]);
+                }
+            }
+    }
+    free(m);
+}
+END_TEST
+
 START_TEST(dispatch_levels)
 {
     kern_isa best = kern_best_isa();
@@ -516,6 +604,7 @@ START_TEST(mm_matches_reference)
         mm_case(t, 37, cols, 1, 2);
         mm_case(t, 100, cols, 5, 3);
         mm_case(t, 33, cols, 9, 1);
+        mm_case(t, 2000, cols, 5, 3); /* over MM_SPLIT_BYTES per thread for every type: split */
     }
 }
 END_TEST
@@ -539,6 +628,8 @@ static Suite *suite(void)
     tcase_set_timeout(k, 600);
     tcase_add_test(k, dispatch_levels);
     tcase_add_test(k, quantize_bit_identical);
+    tcase_add_test(k, f16_row_matches_reference);
+    tcase_add_test(k, attn_ops_match_reference);
     tcase_add_test(k, tq1_all_ff_is_plus_one);
     tcase_add_test(k, simd_exact);
     tcase_add_test(k, simd_random);

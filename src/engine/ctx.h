@@ -23,6 +23,10 @@ struct eng_ctx {
     int *row_item;  /* index of each row's item in the step */
     float *scores;  /* per thread: max(n_ctx, v_patches) */
     int scores_stride;
+    float *kv_f32;  /* per thread: one KV head's K then V rows in f32, n_ctx each */
+    size_t kv_f32_stride; /* n_ctx * head_dim */
+    kern_f16_row_fn f16_row;
+    const kern_attn_ops *attn;
     float *rope_cos, *rope_sin; /* n_ctx * head_dim/2: angles depend only on position */
 
     /* logits: one row per slot, and which slots hold fresh ones */
@@ -39,19 +43,22 @@ struct eng_ctx {
     float *vx, *vxn, *vq, *vk, *vv, *vatt, *vtmp, *vff, *vshuf;
 };
 
-/* Dot product in eight independent lanes, so the compiler can vectorise it
- * without reassociating one long sum (no -ffast-math needed). */
-static inline float ctx_dot(const float *a, const float *b, int n)
+/* Attention (or other float work) of `macs` multiply-adds runs on the pool
+ * only when every thread gets at least CTX_SPLIT_MACS of them, for the
+ * reason given at MM_SPLIT_BYTES in matmul.c: one thread does about 6 per
+ * nanosecond (softmax and f16 conversion included; 512-token prefill, one
+ * thread, AMD EPYC, measured), so 128K is ~20 us per thread against a 1-3 us
+ * barrier, like a matmul at the threshold. A tiny model's decode stays on
+ * the calling thread until ~500 positions; long prompts and big models
+ * split. */
+#define CTX_SPLIT_MACS 131072L
+
+static inline void ctx_run(eng_ctx *c, pool_fn fn, void *arg, long macs)
 {
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++)
-            acc[l] += a[i + l] * b[i + l];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
+    if (macs < CTX_SPLIT_MACS * pool_threads(c->pool))
+        fn(arg, 0, 1);
+    else
+        pool_run(c->pool, fn, arg);
 }
 
 /* out (rows x w->n_out) = x (rows x w->n_in) times w transposed. The one

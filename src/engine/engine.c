@@ -112,6 +112,12 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
     ALLOC(c->row_item, N);
     c->scores_stride = p.n_ctx > m->v_patches ? p.n_ctx : m->v_patches;
     ALLOC(c->scores, (size_t)c->scores_stride * p.n_threads);
+    if (c->kv_elem == 2) {
+        c->kv_f32_stride = (size_t)p.n_ctx * hd;
+        ALLOC(c->kv_f32, c->kv_f32_stride * 2 * p.n_threads);
+    }
+    c->f16_row = kern_get_f16_to_f32();
+    c->attn = kern_get_attn();
     ALLOC(c->rope_cos, (size_t)p.n_ctx * hd / 2);
     ALLOC(c->rope_sin, (size_t)p.n_ctx * hd / 2);
     ALLOC(c->logits, (size_t)p.n_slots * V);
@@ -161,7 +167,7 @@ void eng_ctx_destroy(eng_ctx *c)
     if (!c)
         return;
     void *bufs[] = {c->k_cache, c->v_cache, c->slot_len, c->x, c->xn, c->tmp, c->q, c->att,
-                    c->k, c->v, c->g, c->u, c->row_pos, c->scores, c->rope_cos, c->rope_sin,
+                    c->k, c->v, c->g, c->u, c->row_pos, c->scores, c->kv_f32, c->rope_cos, c->rope_sin,
                     c->logits, c->has_logits, c->lhid, c->ltmp, c->lslot, c->mm_scratch,
                     c->row_item, c->vx, c->vxn, c->vq, c->vk, c->vv, c->vatt, c->vtmp, c->vff,
                     c->vshuf};

@@ -7,6 +7,19 @@
 
 #define MM_ROW_ALIGN 16 /* output rows per chunk boundary: 64 bytes of floats */
 
+/* A matmul is split over the pool only when every thread gets at least this
+ * many bytes of weights x activation rows; smaller ones run on the calling
+ * thread. Measured on an AMD EPYC (AVX-512 VNNI): one thread does ~10 KB x
+ * rows per microsecond in TQ2_0 and ~30 in F16, and a pool_run costs 1-3 us
+ * when every worker is on a CPU. So 256 KB per thread is 8-25 us of work:
+ * the barrier is a small share of it on a dedicated box, and below it a
+ * split would save only a few microseconds. On a shared machine a barrier
+ * also waits for any descheduled worker (milliseconds): a tiny model's
+ * matmuls (20-260 KB) must not split, as they ran 20-50x slower on two
+ * threads than on one. Slower CPUs take longer per byte, which only makes
+ * a split pay more; large models' layers (MBs) always split. */
+#define MM_SPLIT_BYTES (256 * 1024)
+
 typedef struct {
     const kern_ops *ops;
     const mm_weight *w;
@@ -112,7 +125,12 @@ int mm_matmul(pool *p, const mm_weight *w, const float *x, int n, float *out, vo
     if (mm_check(w, err, sizeof err))
         return -1;
     int nth = p ? pool_threads(p) : 1;
-    mm_job j = {.ops = kern_get(w->type), .w = w, .stride = row_bytes(w->type, w->cols),
+    size_t stride = row_bytes(w->type, w->cols);
+    if (nth > 1 && stride * (size_t)w->rows * (size_t)n < (size_t)MM_SPLIT_BYTES * nth) {
+        p = NULL;
+        nth = 1;
+    }
+    mm_job j = {.ops = kern_get(w->type), .w = w, .stride = stride,
                 .out = out, .x = x};
     j.acts.n = w->cols;
     j.acts.rows = n;

@@ -5,6 +5,7 @@
 #include "engine/ctx.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
@@ -30,22 +31,6 @@ static void rope(float *x, int n_heads, int hd, const float *cs, const float *sn
     }
 }
 
-static inline float h2f(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-    if (e == 0) {
-        float f = ldexpf((float)mant, -24);
-        return sign ? -f : f;
-    }
-    if (e == 31)
-        bits = sign | 0x7f800000u | (mant << 13);
-    else
-        bits = sign | ((e + 112) << 23) | (mant << 13);
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 /* Element offset of (slot, layer, pos) in the KV cache. */
 static size_t kv_off(const eng_ctx *c, int slot, int layer, int pos)
 {
@@ -64,79 +49,97 @@ static void kv_store(eng_ctx *c, void *cache, size_t off, const float *src, int 
     }
 }
 
-/* dot(q, cache row) or out += w * cache row, over hd elements. */
-static float kv_dot(const eng_ctx *c, const void *cache, size_t off, const float *q, int hd)
-{
-    if (c->kv_elem == 4)
-        return ctx_dot(q, (const float *)cache + off, hd);
-    const uint16_t *k = (const uint16_t *)cache + off;
-    float s = 0.0f, buf[64];
-    for (int i = 0; i < hd; i += 64) {
-        int n = hd - i < 64 ? hd - i : 64;
-        for (int j = 0; j < n; j++)
-            buf[j] = h2f(k[i + j]);
-        s += ctx_dot(q + i, buf, n);
-    }
-    return s;
-}
+/* Attention works in units of (item, chunk of ATT_CHUNK of its rows, KV
+ * head): a unit converts the KV head's f16 cache rows up to its last row's
+ * position into the thread's f32 scratch once, then every query head of
+ * the group and every row of the chunk reads them with the kernels' dots
+ * and weighted sums. A
+ * row's result does not depend on which unit it is in, so batched rows give
+ * the same bits as rows run alone. */
+#define ATT_CHUNK 16
 
-static void kv_axpy(const eng_ctx *c, const void *cache, size_t off, float w, float *out, int hd)
-{
-    if (c->kv_elem == 4) {
-        const float *v = (const float *)cache + off;
-        for (int i = 0; i < hd; i++)
-            out[i] += w * v[i];
-    } else {
-        const uint16_t *v = (const uint16_t *)cache + off;
-        for (int i = 0; i < hd; i++)
-            out[i] += w * h2f(v[i]);
-    }
-}
-
-/* Causal attention of one row and head against its slot's cache (which
- * already holds this step's keys and values). */
-static void attend_one(const eng_ctx *c, int layer, int slot, int r, int h, float *sc)
-{
-    const eng_model_info *in = &c->m->info;
-    int hd = c->m->head_dim, H = in->n_head, rep = H / in->n_head_kv, p = c->row_pos[r];
-    size_t kvd = (size_t)in->n_head_kv * hd;
-    size_t base = kv_off(c, slot, layer, 0) + (size_t)(h / rep) * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    const float *q = c->q + (size_t)r * H * hd + (size_t)h * hd;
-    float mx = -INFINITY;
-    for (int t = 0; t <= p; t++) {
-        sc[t] = kv_dot(c, c->k_cache, base + t * kvd, q, hd) * scale;
-        if (sc[t] > mx)
-            mx = sc[t];
-    }
-    float sum = 0.0f;
-    for (int t = 0; t <= p; t++) {
-        sc[t] = expf(sc[t] - mx);
-        sum += sc[t];
-    }
-    float *o = c->att + (size_t)r * H * hd + (size_t)h * hd, inv = 1.0f / sum;
-    memset(o, 0, (size_t)hd * sizeof *o);
-    for (int t = 0; t <= p; t++)
-        kv_axpy(c, c->v_cache, base + t * kvd, sc[t] * inv, o, hd);
-}
 
 typedef struct {
     const eng_ctx *c;
     const eng_item *items;
-    int layer, n_rows;
+    int n_items, layer, n_units;
+    _Alignas(64) atomic_int next; /* next unit to hand out */
 } attn_job;
 
-/* (row, head) pairs dealt round-robin: rows late in a sequence cost more,
- * so interleaving balances the threads. */
+/* Rows [r0, r1) of one slot (positions increasing), KV head g. */
+static void attend_unit(const eng_ctx *c, int layer, int slot, int r0, int r1, int g, int ith)
+{
+    const eng_model_info *in = &c->m->info;
+    int hd = c->m->head_dim, H = in->n_head, rep = H / in->n_head_kv;
+    size_t kvd = (size_t)in->n_head_kv * hd;
+    size_t base = kv_off(c, slot, layer, 0) + (size_t)g * hd;
+    int last = c->row_pos[r1 - 1];
+    float *sc = c->scores + (size_t)ith * c->scores_stride;
+    const float *K, *V;
+    size_t ks; /* floats between the positions' rows in K and V */
+    if (c->kv_elem == 4) {
+        K = (const float *)c->k_cache + base;
+        V = (const float *)c->v_cache + base;
+        ks = kvd;
+    } else {
+        float *kb = c->kv_f32 + (size_t)ith * 2 * c->kv_f32_stride, *vb = kb + c->kv_f32_stride;
+        const kt_f16 *kh = (const kt_f16 *)c->k_cache + base, *vh = (const kt_f16 *)c->v_cache + base;
+        for (int t = 0; t <= last; t++) {
+            c->f16_row(kh + t * kvd, kb + (size_t)t * hd, (size_t)hd);
+            c->f16_row(vh + t * kvd, vb + (size_t)t * hd, (size_t)hd);
+        }
+        K = kb;
+        V = vb;
+        ks = (size_t)hd;
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int r = r0; r < r1; r++) {
+        int p = c->row_pos[r];
+        for (int h = g * rep; h < (g + 1) * rep; h++) {
+            const float *q = c->q + (size_t)r * H * hd + (size_t)h * hd;
+            c->attn->dots(q, K, ks, p + 1, hd, sc);
+            float mx = -INFINITY;
+            for (int t = 0; t <= p; t++) {
+                sc[t] *= scale;
+                mx = sc[t] > mx ? sc[t] : mx;
+            }
+            float sum = 0.0f;
+            for (int t = 0; t <= p; t++) {
+                sc[t] = expf(sc[t] - mx);
+                sum += sc[t];
+            }
+            float inv = 1.0f / sum;
+            for (int t = 0; t <= p; t++)
+                sc[t] *= inv;
+            c->attn->wsum(sc, V, ks, p + 1, hd, c->att + (size_t)r * H * hd + (size_t)h * hd);
+        }
+    }
+}
+
+/* Units handed out dynamically: late chunks cost more than early ones, and
+ * a thread slowed by a neighbour should not hold the others up. */
 static void attend_worker(void *arg, int ith, int nth)
 {
-    const attn_job *j = arg;
+    (void)nth;
+    attn_job *j = arg;
     const eng_ctx *c = j->c;
-    int H = c->m->info.n_head;
-    float *sc = c->scores + (size_t)ith * c->scores_stride;
-    for (int u = ith; u < j->n_rows * H; u += nth) {
-        int r = u / H;
-        attend_one(c, j->layer, j->items[c->row_item[r]].slot, r, u % H, sc);
+    int G = c->m->info.n_head_kv;
+    for (;;) {
+        int u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (u >= j->n_units)
+            return;
+        int g = u % G, chunk = u / G, r = 0;
+        for (int i = 0; i < j->n_items; i++) {
+            int n = j->items[i].n_tokens, nc = (n + ATT_CHUNK - 1) / ATT_CHUNK;
+            if (chunk < nc) {
+                int r0 = r + chunk * ATT_CHUNK;
+                int r1 = r0 + ATT_CHUNK < r + n ? r0 + ATT_CHUNK : r + n;
+                attend_unit(c, j->layer, j->items[i].slot, r0, r1, g, ith);
+                break;
+            }
+            chunk -= nc;
+            r += n;
+        }
     }
 }
 
@@ -146,6 +149,10 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
     const eng_model_info *in = &m->info;
     int D = in->n_embd, hd = m->head_dim, F = in->n_ff;
     int qd = in->n_head * hd, kvd = in->n_head_kv * hd;
+
+    long att_macs = 0; /* this step's attention: (q.k + w.v) per head and position */
+    for (int r = 0; r < n; r++)
+        att_macs += 2L * (c->row_pos[r] + 1) * qd;
 
     for (int l = 0; l < in->n_layer; l++) {
         const eng_layer *L = &m->layers[l];
@@ -165,8 +172,11 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
             kv_store(c, c->k_cache, off, c->k + (size_t)r * kvd, kvd);
             kv_store(c, c->v_cache, off, c->v + (size_t)r * kvd, kvd);
         }
-        attn_job job = {.c = c, .items = items, .layer = l, .n_rows = n};
-        pool_run(c->pool, attend_worker, &job);
+        attn_job job = {.c = c, .items = items, .n_items = n_items, .layer = l};
+        for (int i = 0; i < n_items; i++)
+            job.n_units += (items[i].n_tokens + ATT_CHUNK - 1) / ATT_CHUNK * in->n_head_kv;
+        atomic_init(&job.next, 0);
+        ctx_run(c, attend_worker, &job, att_macs);
         ctx_linear(c, &L->wo, c->att, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * D; i++)
             c->x[i] += c->tmp[i];

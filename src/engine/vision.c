@@ -38,25 +38,22 @@ static void attend_one(const eng_ctx *c, int P, int Dv, int hd, int i, int h, fl
 {
     float scale = 1.0f / sqrtf((float)hd);
     const float *q = c->vq + (size_t)i * Dv + (size_t)h * hd;
+    c->attn->dots(q, c->vk + (size_t)h * hd, (size_t)Dv, P, hd, sc);
     float mx = -INFINITY;
     for (int j = 0; j < P; j++) {
-        sc[j] = ctx_dot(q, c->vk + (size_t)j * Dv + (size_t)h * hd, hd) * scale;
-        if (sc[j] > mx)
-            mx = sc[j];
+        sc[j] *= scale;
+        mx = sc[j] > mx ? sc[j] : mx;
     }
     float sum = 0.0f;
     for (int j = 0; j < P; j++) {
         sc[j] = expf(sc[j] - mx);
         sum += sc[j];
     }
-    float *o = c->vatt + (size_t)i * Dv + (size_t)h * hd, inv = 1.0f / sum;
-    memset(o, 0, (size_t)hd * sizeof *o);
-    for (int j = 0; j < P; j++) {
-        const float *v = c->vv + (size_t)j * Dv + (size_t)h * hd;
-        float w = sc[j] * inv;
-        for (int d = 0; d < hd; d++)
-            o[d] += w * v[d];
-    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < P; j++)
+        sc[j] *= inv;
+    c->attn->wsum(sc, c->vv + (size_t)h * hd, (size_t)Dv, P, hd,
+                  c->vatt + (size_t)i * Dv + (size_t)h * hd);
 }
 
 static void attend_worker(void *arg, int ith, int nth)
@@ -101,7 +98,7 @@ void vision_forward(eng_ctx *c, const float *pixels, float *out)
         add_bias(c->vk, L->bk, P, Dv);
         ctx_linear(c, &L->wv, c->vxn, P, c->vv);
         add_bias(c->vv, L->bv, P, Dv);
-        pool_run(c->pool, attend_worker, c);
+        ctx_run(c, attend_worker, c, 2L * P * P * Dv);
         ctx_linear(c, &L->wo, c->vatt, P, c->vtmp);
         add_bias(c->vtmp, L->bo, P, Dv);
         for (size_t i = 0; i < (size_t)P * Dv; i++)

@@ -194,3 +194,51 @@ kern_quantize_fn kern_get_quantize(void)
     kern_quantize_fn f = kern_get_quantize_isa(kern_best_isa());
     return f ? f : kern_quantize_row;
 }
+
+kern_f16_row_fn kern_get_f16_to_f32_isa(kern_isa isa)
+{
+    if (!kern_isa_supported(isa))
+        return NULL;
+    switch (isa) {
+    case KERN_ISA_SCALAR: return kern_f16_to_f32_row;
+#if defined(__x86_64__)
+    case KERN_ISA_AVX2:
+    case KERN_ISA_AVX512:
+    case KERN_ISA_AVX512VNNI: return kern_avx2_f16_to_f32_row;
+#elif defined(__aarch64__)
+    case KERN_ISA_NEON:
+    case KERN_ISA_NEON_DOTPROD: return kern_neon_f16_to_f32_row;
+#endif
+    default: return NULL;
+    }
+}
+
+kern_f16_row_fn kern_get_f16_to_f32(void)
+{
+    kern_f16_row_fn f = kern_get_f16_to_f32_isa(kern_best_isa());
+    return f ? f : kern_f16_to_f32_row;
+}
+
+const kern_attn_ops *kern_get_attn_isa(kern_isa isa)
+{
+    if (!kern_isa_supported(isa))
+        return NULL;
+    switch (isa) {
+    case KERN_ISA_SCALAR: return &kern_ref_attn;
+#if defined(__x86_64__)
+    case KERN_ISA_AVX2:
+    case KERN_ISA_AVX512:
+    case KERN_ISA_AVX512VNNI: return &kern_avx2_attn;
+#elif defined(__aarch64__)
+    case KERN_ISA_NEON:
+    case KERN_ISA_NEON_DOTPROD: return &kern_neon_attn;
+#endif
+    default: return NULL;
+    }
+}
+
+const kern_attn_ops *kern_get_attn(void)
+{
+    const kern_attn_ops *o = kern_get_attn_isa(kern_best_isa());
+    return o ? o : &kern_ref_attn;
+}

@@ -44,3 +44,85 @@ void kern_avx2_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, flo
         gsum[g] = (int16_t)(_mm_cvtsi128_si32(t) - 32 * 128);
     }
 }
+
+/* F16C: eight halves per vcvtph2ps; the tail through the reference. */
+void kern_avx2_f16_to_f32_row(const kt_f16 *x, float *y, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    kern_f16_to_f32_row(x + i, y + i, n - i);
+}
+
+/* Four rows at a time, one FMA accumulator each, reduced together. */
+static void avx2_dots(const float *q, const float *m, size_t stride, int T, int n, float *out)
+{
+    int n8 = n & ~7, t = 0;
+    for (; t + 4 <= T; t += 4) {
+        const float *r0 = m + (size_t)t * stride, *r1 = r0 + stride, *r2 = r1 + stride,
+                    *r3 = r2 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < n8; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r0 + i), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r1 + i), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r2 + i), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r3 + i), a3);
+        }
+        __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        for (int i = n8; i < n; i++)
+            s = _mm_add_ps(s, _mm_mul_ps(_mm_set1_ps(q[i]),
+                                         _mm_setr_ps(r0[i], r1[i], r2[i], r3[i])));
+        _mm_storeu_ps(out + t, s);
+    }
+    for (; t < T; t++) {
+        const float *r = m + (size_t)t * stride;
+        __m256 a = _mm256_setzero_ps();
+        for (int i = 0; i < n8; i += 8)
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(r + i), a);
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        float v = _mm_cvtss_f32(s);
+        for (int i = n8; i < n; i++)
+            v += q[i] * r[i];
+        out[t] = v;
+    }
+}
+
+/* 32 outputs at a time held in four accumulators across all rows. */
+static void avx2_wsum(const float *w, const float *m, size_t stride, int T, int n, float *out)
+{
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int t = 0; t < T; t++) {
+            const float *r = m + (size_t)t * stride + i;
+            __m256 wv = _mm256_set1_ps(w[t]);
+            a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r), a0);
+            a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + 8), a1);
+            a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + 16), a2);
+            a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + 24), a3);
+        }
+        _mm256_storeu_ps(out + i, a0);
+        _mm256_storeu_ps(out + i + 8, a1);
+        _mm256_storeu_ps(out + i + 16, a2);
+        _mm256_storeu_ps(out + i + 24, a3);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = _mm256_setzero_ps();
+        for (int t = 0; t < T; t++)
+            a = _mm256_fmadd_ps(_mm256_set1_ps(w[t]), _mm256_loadu_ps(m + (size_t)t * stride + i),
+                                a);
+        _mm256_storeu_ps(out + i, a);
+    }
+    for (; i < n; i++) {
+        float a = 0.0f;
+        for (int t = 0; t < T; t++)
+            a += w[t] * m[(size_t)t * stride + i];
+        out[i] = a;
+    }
+}
+
+const kern_attn_ops kern_avx2_attn = {avx2_dots, avx2_wsum};

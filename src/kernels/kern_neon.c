@@ -32,3 +32,77 @@ void kern_neon_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, flo
         gsum[g] = (int16_t)(vaddlvq_s8(a) + vaddlvq_s8(b));
     }
 }
+
+/* fcvtl: four halves per instruction; the tail through the reference. */
+void kern_neon_f16_to_f32_row(const kt_f16 *x, float *y, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(x + i));
+        vst1q_f32(y + i, vcvt_f32_f16(vget_low_f16(h)));
+        vst1q_f32(y + i + 4, vcvt_high_f32_f16(h));
+    }
+    kern_f16_to_f32_row(x + i, y + i, n - i);
+}
+
+/* Four rows at a time, one FMA accumulator each. */
+static void neon_dots(const float *q, const float *m, size_t stride, int T, int n, float *out)
+{
+    int n4 = n & ~3, t = 0;
+    for (; t + 4 <= T; t += 4) {
+        const float *r0 = m + (size_t)t * stride, *r1 = r0 + stride, *r2 = r1 + stride,
+                    *r3 = r2 + stride;
+        float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < n4; i += 4) {
+            float32x4_t qv = vld1q_f32(q + i);
+            a0 = vfmaq_f32(a0, qv, vld1q_f32(r0 + i));
+            a1 = vfmaq_f32(a1, qv, vld1q_f32(r1 + i));
+            a2 = vfmaq_f32(a2, qv, vld1q_f32(r2 + i));
+            a3 = vfmaq_f32(a3, qv, vld1q_f32(r3 + i));
+        }
+        float32x4_t s = vpaddq_f32(vpaddq_f32(a0, a1), vpaddq_f32(a2, a3));
+        for (int i = n4; i < n; i++) {
+            float32x4_t rv = {r0[i], r1[i], r2[i], r3[i]};
+            s = vfmaq_n_f32(s, rv, q[i]);
+        }
+        vst1q_f32(out + t, s);
+    }
+    for (; t < T; t++) {
+        const float *r = m + (size_t)t * stride;
+        float32x4_t a = vdupq_n_f32(0);
+        for (int i = 0; i < n4; i += 4)
+            a = vfmaq_f32(a, vld1q_f32(q + i), vld1q_f32(r + i));
+        float v = vaddvq_f32(a);
+        for (int i = n4; i < n; i++)
+            v += q[i] * r[i];
+        out[t] = v;
+    }
+}
+
+/* 16 outputs at a time held in four accumulators across all rows. */
+static void neon_wsum(const float *w, const float *m, size_t stride, int T, int n, float *out)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0;
+        for (int t = 0; t < T; t++) {
+            const float *r = m + (size_t)t * stride + i;
+            a0 = vfmaq_n_f32(a0, vld1q_f32(r), w[t]);
+            a1 = vfmaq_n_f32(a1, vld1q_f32(r + 4), w[t]);
+            a2 = vfmaq_n_f32(a2, vld1q_f32(r + 8), w[t]);
+            a3 = vfmaq_n_f32(a3, vld1q_f32(r + 12), w[t]);
+        }
+        vst1q_f32(out + i, a0);
+        vst1q_f32(out + i + 4, a1);
+        vst1q_f32(out + i + 8, a2);
+        vst1q_f32(out + i + 12, a3);
+    }
+    for (; i < n; i++) {
+        float a = 0.0f;
+        for (int t = 0; t < T; t++)
+            a += w[t] * m[(size_t)t * stride + i];
+        out[i] = a;
+    }
+}
+
+const kern_attn_ops kern_neon_attn = {neon_dots, neon_wsum};

@@ -17,7 +17,37 @@
 #include <math.h>
 #include <stddef.h>
 
-#include "kernels/kernels.h"
+#include "kernels/kern_isa.h"
+
+void kern_f16_to_f32_row(const kt_f16 *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = kt_f16_to_f32(x[i]);
+}
+
+static void ref_dots(const float *q, const float *m, size_t stride, int T, int n, float *out)
+{
+    for (int t = 0; t < T; t++) {
+        const float *r = m + (size_t)t * stride;
+        float s = 0.0f;
+        for (int i = 0; i < n; i++)
+            s += q[i] * r[i];
+        out[t] = s;
+    }
+}
+
+static void ref_wsum(const float *w, const float *m, size_t stride, int T, int n, float *out)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = 0.0f;
+    for (int t = 0; t < T; t++) {
+        const float *r = m + (size_t)t * stride;
+        for (int i = 0; i < n; i++)
+            out[i] += w[t] * r[i];
+    }
+}
+
+const kern_attn_ops kern_ref_attn = {ref_dots, ref_wsum};
 
 void kern_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *scale)
 {

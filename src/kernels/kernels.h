@@ -85,4 +85,24 @@ typedef void (*kern_quantize_fn)(const float *x, int n, int8_t *q, int16_t *gsum
 kern_quantize_fn kern_get_quantize(void);            /* best, honouring the cap */
 kern_quantize_fn kern_get_quantize_isa(kern_isa isa); /* NULL if unavailable */
 
+/* f16 to f32 for a row of n values (any n), exact: every f16 is an f32.
+ * Attention converts its f16 KV cache rows with it. The SIMD versions
+ * (F16C, NEON fcvtl) give the reference's bits for every non-NaN input. */
+typedef void (*kern_f16_row_fn)(const kt_f16 *x, float *y, size_t n);
+void kern_f16_to_f32_row(const kt_f16 *x, float *y, size_t n); /* reference */
+kern_f16_row_fn kern_get_f16_to_f32(void);            /* best, honouring the cap */
+kern_f16_row_fn kern_get_f16_to_f32_isa(kern_isa isa); /* NULL if unavailable */
+
+/* Attention's two float products over T rows of n floats, row t at
+ * m + t * stride:
+ *   dots: out[t] = dot(q, row t)            (scores of one query)
+ *   wsum: out[i] = sum over t of w[t] * row t [i]   (weighted sum of values)
+ * The SIMD versions add in a different order than the reference. */
+typedef struct {
+    void (*dots)(const float *q, const float *m, size_t stride, int T, int n, float *out);
+    void (*wsum)(const float *w, const float *m, size_t stride, int T, int n, float *out);
+} kern_attn_ops;
+const kern_attn_ops *kern_get_attn(void);             /* best, honouring the cap */
+const kern_attn_ops *kern_get_attn_isa(kern_isa isa); /* NULL if unavailable */
+
 #endif
