@@ -27,8 +27,8 @@ if [ $smoke = 1 ]; then
 else
   OUT="${OUT:-$here/out}"
   data_args=()
-  float_args=(--steps "${FLOAT_STEPS:-1600}" --images 16 --qpi 3 --lr 1.5e-3 --aux 1.0 --aux-steps 1300)
-  qat_args=(--steps "${QAT_STEPS:-400}" --images 16 --qpi 3)
+  float_args=(--steps "${FLOAT_STEPS:-2300}" --images 16 --qpi 3 --lr 1.5e-3 --aux 1.0 --aux-steps 2000)
+  qat_args=(--steps "${QAT_STEPS:-400}" --images 16 --qpi 3 --eval-limit 100)
   abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 3 --eval-every 1000)
   eval_args=()
 fi
