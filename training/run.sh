@@ -27,8 +27,8 @@ if [ $smoke = 1 ]; then
 else
   OUT="${OUT:-$here/out}"
   data_args=()
-  float_args=(--steps "${FLOAT_STEPS:-1100}" --images 16 --qpi 3 --lr 2e-3)
-  qat_args=(--steps "${QAT_STEPS:-400}" --images 16 --qpi 3)
+  float_args=(--steps "${FLOAT_STEPS:-2000}" --images 16 --qpi 3 --lr 1.5e-3 --aux 1.0 --aux-steps 1750)
+  qat_args=(--steps "${QAT_STEPS:-400}" --images 16 --qpi 3 --eval-limit 100)
   abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 3 --eval-every 1000)
   eval_args=()
 fi
@@ -80,14 +80,13 @@ for st in float:hf16 ternary:hf binary:hf; do
   mkdir -p "$root/models/hf/$name"
   cp "$OUT/$name/$sub"/* "$root/models/hf/$name/"
 done
-cp "$OUT/data/test.jsonl" "$here/test.jsonl" 2>/dev/null || true
 
 # 6. hooks for the C side (best effort; each step says why when it cannot run):
 #    tern convert HF_DIR PREFIX  -> PREFIX.gguf (text) + PREFIX-mmproj.gguf (vision), f16
 #    tern quantize IN OUT --type T: the ternary/binary weights are already t*s with f16 s, so
 #    k-means re-quantization to TQ2_0/TQ1_0/Q1_0 reproduces them exactly (no second rounding)
 #    tern perplexity / accuracy on $OUT/data/test.jsonl when the engine has them.
-TERN="${TERN:-$root/build/src/cli/tern}"
+TERN="${TERN:-$root/build/src/cli/tern}"  # the CLI of this checkout (make build)
 if [ -x "$TERN" ] && "$TERN" --help 2>&1 | grep -q convert; then
   g="$OUT/gguf"; mkdir -p "$g"
   for name in float ternary binary; do
@@ -96,17 +95,19 @@ if [ -x "$TERN" ] && "$TERN" --help 2>&1 | grep -q convert; then
   if "$TERN" --help 2>&1 | grep -q quantize; then
     for f in "" -mmproj; do
       for t in TQ2_0 TQ1_0; do
-        "$TERN" quantize "$g/ternary$f.gguf" "$g/ternary-$t$f.gguf" --type $t ||
+        "$TERN" quantize "$g/ternary$f.gguf" "$g/ternary-$t$f.gguf" --type $t > /dev/null ||
           echo "tern quantize ternary$f $t failed"
       done
-      "$TERN" quantize "$g/binary$f.gguf" "$g/binary-Q1_0$f.gguf" --type Q1_0 ||
+      "$TERN" quantize "$g/binary$f.gguf" "$g/binary-Q1_0$f.gguf" --type Q1_0 > /dev/null ||
         echo "tern quantize binary$f failed"
     done
   fi
   if "$TERN" --help 2>&1 | grep -q perplexity; then
-    for f in "$g"/*.gguf; do
-      case "$f" in *-mmproj.gguf) continue ;; esac
-      "$TERN" perplexity "$f" --data "$OUT/data/test.jsonl" || echo "tern perplexity $f failed"
+    for m in float ternary-TQ2_0 ternary-TQ1_0 binary-Q1_0; do
+      [ -f "$g/$m.gguf" ] || continue
+      "$TERN" perplexity -m "$g/$m.gguf" --mmproj "$g/$m-mmproj.gguf" \
+        --data "$root/tests/data/shapes/test.jsonl" > "$OUT/gguf/$m.perplexity.txt" 2>&1 ||
+        echo "tern perplexity $m failed"
     done
   fi
 else

@@ -49,6 +49,14 @@ class Encoded:
         self.pixels, meta = D.load_split(path)
         self.pixels = torch.from_numpy(self.pixels)
         self.items = []
+        # per-cell labels for the auxiliary vision loss: (shape, colour, size), 0 = empty cell
+        self.cells = torch.zeros((len(meta), 9, 3), dtype=torch.long)
+        for n, m in enumerate(meta):
+            for o in m["objects"]:
+                c = o["row"] * 3 + o["col"]
+                self.cells[n, c, 0] = D.SHAPES.index(o["shape"]) + 1
+                self.cells[n, c, 1] = D.COLOR_NAMES.index(o["color"]) + 1
+                self.cells[n, c, 2] = 1 if o["size"] == "large" else 2
         for m in meta:
             qs = {}
             for qt, (q, a) in m["questions"].items():
@@ -77,12 +85,35 @@ def collate(seqs, device):
     return ids.to(device), labels.to(device), slots.to(device)
 
 
-def batch_loss(model, pixels_u8, seqs, device, groups=1):
+AUX_SIZES = (len(D.SHAPES) + 1, len(D.COLOR_NAMES) + 1, 3)
+
+
+def aux_head(model):
+    """Auxiliary per-cell classifier on the connector output (one image token per grid cell):
+    shape, colour and size of what is in the cell. Not part of the model; it gives the vision
+    encoder a dense signal early on, which the answer-token loss alone gives it only slowly."""
+    return torch.nn.Linear(model.tcfg["hidden_size"], sum(AUX_SIZES))
+
+
+def aux_loss(head, feats, cells):
+    out = head(feats)  # (B, 9, sum sizes)
+    loss, o = 0.0, 0
+    for k, n in enumerate(AUX_SIZES):
+        loss = loss + F.cross_entropy(out[..., o:o + n].flatten(0, 1), cells[..., k].flatten())
+        o += n
+    return loss
+
+
+def batch_loss(model, pixels_u8, seqs, device, groups=1, aux=None):
     """Mean cross-entropy over answer tokens. With groups > 1 the sequences are sorted by length
     and run in that many chunks, so short questions are not padded to the long descriptions.
     Also returns (logits, labels) of the last chunk (groups=1: the whole batch, in order)."""
     px = M.to_pixels(pixels_u8.to(device))
     feats = model.image_features(px)
+    extra = 0.0
+    if aux is not None:  # (head, cells (B,9,3), weight)
+        extra = aux[2] * aux_loss(aux[0], feats, aux[1].to(device))
+    batch_loss.last_aux = float(extra)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][1]) + len(seqs[i][2]))
     if groups == 1:
         order = list(range(len(seqs)))
@@ -96,11 +127,18 @@ def batch_loss(model, pixels_u8, seqs, device, groups=1):
         total = total + F.cross_entropy(logits.flatten(0, 1), labels.flatten(),
                                         ignore_index=-100, reduction="sum")
         ntok += n
-    return total / max(1, ntok), logits, labels
+    return total / max(1, ntok) + extra, logits, labels
 
 
-def sample_batch(ds, rng, n_images, q_per_image):
+def sample_batch(ds, rng, n_images, q_per_image, with_idx=False):
     idx = [rng.randrange(len(ds.items)) for _ in range(n_images)]
+    if with_idx:
+        p, s = sample_batch_at(ds, rng, idx, q_per_image)
+        return p, s, idx
+    return sample_batch_at(ds, rng, idx, q_per_image)
+
+
+def sample_batch_at(ds, rng, idx, q_per_image):
     seqs = []
     for slot, i in enumerate(idx):
         qts = list(ds.items[i])
@@ -237,6 +275,10 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--aux", type=float, default=1.0,
+                    help="weight of the auxiliary per-cell vision loss (0: answer tokens only)")
+    ap.add_argument("--aux-steps", type=int, default=10 ** 9,
+                    help="use the auxiliary loss for the first N steps only")
     ap.add_argument("--config", default=None, help="JSON overrides for demo_config")
     a = ap.parse_args()
 
@@ -252,16 +294,23 @@ def main():
     model = M.build_model(cfg).to(dev)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    head = aux_head(model).to(dev)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd},
-                             {"params": other, "weight_decay": 0.0}], lr=a.lr,
-                            betas=(0.9, 0.98))
+                             {"params": other, "weight_decay": 0.0},
+                             {"params": list(head.parameters()), "weight_decay": 0.0}],
+                            lr=a.lr, betas=(0.9, 0.98))
     ckpt = os.path.join(a.out, "ckpt.pt")
     logf = os.path.join(a.out, "log.jsonl")
     step = 0
     if a.resume and os.path.exists(ckpt):
         st = torch.load(ckpt, map_location=dev)
         model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
+        if "head" in st:
+            head.load_state_dict(st["head"])
+        try:
+            opt.load_state_dict(st["opt"])
+        except ValueError:  # checkpoint from before the auxiliary head: fresh optimizer
+            print("optimizer state not restored", flush=True)
         step = st["step"]
         print(f"resumed at step {step}", flush=True)
 
@@ -278,22 +327,26 @@ def main():
         lr = lr_at(step, a.steps, a.lr, a.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        pix, seqs = sample_batch(train, rng, a.images, a.qpi)
-        loss, _, _ = batch_loss(model, pix, seqs, dev, groups=a.groups)
+        pix, seqs, idx = sample_batch(train, rng, a.images, a.qpi, with_idx=True)
+        w_aux = a.aux if step < a.aux_steps else 0.0
+        loss, _, _ = batch_loss(model, pix, seqs, dev, groups=a.groups,
+                                aux=(head, train.cells[idx], w_aux) if w_aux > 0 else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        run_loss += float(loss)
+        run_loss += float(loss) - batch_loss.last_aux  # log the answer-token loss alone
         run_n += 1
         if step % a.log_every == 0 or step == a.steps:
             now = time.time()
-            log(logf, {"step": step, "loss": run_loss / run_n, "lr": lr,
+            log(logf, {"step": step, "loss": run_loss / run_n, "aux": batch_loss.last_aux,
+                       "lr": lr,
                        "s_per_step": (now - t_last) / run_n, "seqs": len(seqs)})
             run_loss, run_n, t_last = 0.0, 0, now
         if step % a.ckpt_every == 0 or step == a.steps:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "head": head.state_dict(),
                         "config": cfg}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
         if step % a.eval_every == 0 or step == a.steps:
