@@ -4,7 +4,7 @@
 #
 #   training/run.sh            full run in training/out (resumes: finished stages are skipped,
 #                              float training continues from its checkpoint); copies the final
-#                              models to models/hf/{float,ternary,binary}
+#                              models to OUT/export/{float,ternary,binary}, the float one to models/hf/float
 #   training/run.sh --smoke    the whole pipeline on a tiny data set with a few steps, in a
 #                              temporary directory (or $OUT), nothing copied; < 3 minutes
 #
@@ -62,55 +62,32 @@ for p in "${pids[@]}"; do wait "$p"; done
 # 4. accuracy of the exported files (what tern convert will read)
 for st in float:hf16 ternary:hf binary:hf; do
   name=${st%%:*}; sub=${st#*:}
-  [ -f "$OUT/$name/eval_hf.json" ] ||
-    "$PY" "$here/evaluate.py" --model "$OUT/$name/$sub" --data "$OUT/data" "${eval_args[@]}" \
-      --out "$OUT/$name/eval_hf.json" > /dev/null
+  mkdir -p "$OUT/export/$name"
+  cp "$OUT/$name/$sub"/* "$OUT/export/$name/"
 done
+# The float checkpoint ships too, so that training can go on from it.
+mkdir -p "$root/models/hf/float"
+cp "$OUT/export/float"/* "$root/models/hf/float/"
 
-# 5. results
-if [ $smoke = 1 ]; then
-  "$PY" "$here/report.py" "$OUT" "$OUT/results.json" "$OUT/RESULTS.md"
-  echo "smoke pipeline OK in $(( $(date +%s) - t0 )) s: $OUT"
-  [ -n "${KEEP:-}" ] || rm -rf "$OUT"
-  exit 0
-fi
-"$PY" "$here/report.py" "$OUT" "$here/results.json" "$here/RESULTS.md"
-for st in float:hf16 ternary:hf binary:hf; do
-  name=${st%%:*}; sub=${st#*:}
-  mkdir -p "$root/models/hf/$name"
-  cp "$OUT/$name/$sub"/* "$root/models/hf/$name/"
-done
-
-# 6. hooks for the C side (best effort; each step says why when it cannot run):
-#    tern convert HF_DIR PREFIX  -> PREFIX.gguf (text) + PREFIX-mmproj.gguf (vision), f16
-#    tern quantize IN OUT --type T: the ternary/binary weights are already t*s with f16 s, so
-#    k-means re-quantization to TQ2_0/TQ1_0/Q1_0 reproduces them exactly (no second rounding)
-#    tern perplexity / accuracy on $OUT/data/test.jsonl when the engine has them.
+# 6. The C side: convert, re-type and write the shipped GGUF pairs into models/, then measure
+#    them (bench/demo_table.py: size, bits/weight, RSS, tok/s, perplexity, accuracy per type).
+#    The ternary/binary weights are already t*s with f16 s, so re-quantizing them to
+#    TQ2_0/TQ1_0/Q1_0 reproduces them exactly (no second rounding).
 TERN="${TERN:-$root/build/src/cli/tern}"  # the CLI of this checkout (make build)
-if [ -x "$TERN" ] && "$TERN" --help 2>&1 | grep -q convert; then
+if [ -x "$TERN" ]; then
   g="$OUT/gguf"; mkdir -p "$g"
   for name in float ternary binary; do
-    "$TERN" convert "$root/models/hf/$name" "$g/$name" || echo "tern convert $name failed"
+    "$TERN" convert "$OUT/export/$name" "$g/$name" --outtype f16
   done
-  if "$TERN" --help 2>&1 | grep -q quantize; then
-    for f in "" -mmproj; do
-      for t in TQ2_0 TQ1_0; do
-        "$TERN" quantize "$g/ternary$f.gguf" "$g/ternary-$t$f.gguf" --type $t > /dev/null ||
-          echo "tern quantize ternary$f $t failed"
-      done
-      "$TERN" quantize "$g/binary$f.gguf" "$g/binary-Q1_0$f.gguf" --type Q1_0 > /dev/null ||
-        echo "tern quantize binary$f failed"
-    done
-  fi
-  if "$TERN" --help 2>&1 | grep -q perplexity; then
-    for m in float ternary-TQ2_0 ternary-TQ1_0 binary-Q1_0; do
-      [ -f "$g/$m.gguf" ] || continue
-      "$TERN" perplexity -m "$g/$m.gguf" --mmproj "$g/$m-mmproj.gguf" \
-        --data "$root/tests/data/shapes/test.jsonl" > "$OUT/gguf/$m.perplexity.txt" 2>&1 ||
-        echo "tern perplexity $m failed"
-    done
-  fi
+  for f in "" -mmproj; do
+    cp "$g/float$f.gguf" "$root/models/tern-demo$f-f16.gguf"
+    "$TERN" quantize "$g/float$f.gguf" "$root/models/tern-demo$f-q8_0.gguf" --type q8_0 > /dev/null
+    "$TERN" quantize "$g/ternary$f.gguf" "$root/models/tern-demo$f-tq2_0.gguf" --type tq2_0 > /dev/null
+    "$TERN" quantize "$g/ternary$f.gguf" "$root/models/tern-demo$f-tq1_0.gguf" --type tq1_0 > /dev/null
+    "$TERN" quantize "$g/binary$f.gguf" "$root/models/tern-demo$f-q1_0.gguf" --type q1_0 > /dev/null
+  done
+  (cd "$root" && python3 bench/demo_table.py --tern "$TERN") | tee "$OUT/demo_table.md"
 else
-  echo "no tern CLI with convert at $TERN: GGUF conversion and C-engine evaluation skipped"
+  echo "no tern CLI at $TERN (run make build first): GGUF conversion and C-engine evaluation skipped"
 fi
 echo "pipeline done in $(( $(date +%s) - t0 )) s"

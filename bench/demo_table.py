@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""The demo model's table: one row per shipped file pair, measured through the C engine.
+
+For each type: size of text + mmproj, bits per weight of the linear layers (the re-typed
+matrices), peak RSS and generation tokens/s (`tern bench -m`), perplexity and exact match per
+question type (`tern perplexity` on tests/data/shapes/test.jsonl). Standard library only.
+
+    python3 bench/demo_table.py [--tern build/src/cli/tern] [--threads 1] [--reps 3]
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+
+TYPES = ['f16', 'q8_0', 'tq2_0', 'tq1_0', 'q1_0']
+QTYPES = ['count', 'color', 'shape', 'where', 'exists', 'describe']
+
+
+def run(cmd):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+def linear_bpw(tern, paths):
+    """Bits per weight over the 2-D weight matrices that quantize re-types (not embeddings)."""
+    bits = params = 0
+    for p in paths:
+        info = json.loads(run([tern, 'inspect', '--json', p]).stdout)
+        for t in info['tensors']:
+            name = t['name']
+            if len(t['shape']) != 2 or 'embd' in name or name == 'output.weight':
+                continue
+            n = t['shape'][0] * t['shape'][1]
+            params += n
+            bits += t['bytes'] * 8
+    return bits / params
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--tern', default='build/src/cli/tern')
+    ap.add_argument('--models', default='models')
+    ap.add_argument('--data', default='tests/data/shapes/test.jsonl')
+    ap.add_argument('--threads', default='1')
+    ap.add_argument('--reps', default='3')
+    a = ap.parse_args()
+
+    head = ('| file | MB (text + mmproj) | linear bits/weight | peak RSS MB | generation tok/s '
+            '| perplexity | exact % | ' + ' | '.join(QTYPES) + ' |')
+    print(head)
+    print('|' + '---|' * (6 + len(QTYPES) + 1))
+    for t in TYPES:
+        text = os.path.join(a.models, 'tern-demo-%s.gguf' % t)
+        mm = os.path.join(a.models, 'tern-demo-mmproj-%s.gguf' % t)
+        if not os.path.exists(text):
+            continue
+        mb = (os.path.getsize(text) + os.path.getsize(mm)) / 1e6
+        bench = json.loads(run([a.tern, 'bench', '-m', text, '--mmproj', mm, '-t', a.threads,
+                                '-r', a.reps, '-p', '64', '-n', '64', '--json']).stdout)
+        tg = next(r['mean'] for r in bench['results'] if r['test'].startswith('tg'))
+        rss = bench['peak_rss_mb']
+        ppl = run([a.tern, 'perplexity', '-m', text, '--mmproj', mm, '--data', a.data,
+                   '-t', a.threads])
+        rows = {}
+        for line in (ppl.stdout + ppl.stderr).splitlines():
+            m = re.match(r'(\w+)\s+examples\s+\d+.*perplexity ([\d.]+)\s+exact ([\d.]+)', line)
+            if m:
+                rows[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+        cells = ' | '.join('%.0f' % (100 * rows[q][1]) if q in rows else '-' for q in QTYPES)
+        print('| %s | %.1f | %.3f | %.1f | %.0f | %.3f | %.1f | %s |'
+              % (t, mb, linear_bpw(a.tern, [text, mm]), rss, tg, rows['all'][0],
+                 100 * rows['all'][1], cells))
+
+
+if __name__ == '__main__':
+    main()
