@@ -727,6 +727,74 @@ class RealEngine(unittest.TestCase):
         self.assertGreater(o['models'][0]['size'], 0)
 
 
+class DemoModel(unittest.TestCase):
+    """The shipped demo model (models/tern-demo-tq2_0.gguf) answering questions about held-out
+    test pictures (tests/data/shapes) that it answers correctly with greedy decoding: each API
+    must give exactly the reference answer, alone and with 8 streams at once."""
+
+    ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
+    KNOWN = [('test/00000.jpg', 'How many shapes are there?', 'Two.'),
+             ('test/00000.jpg', 'What colour is the circle?', 'Red.'),
+             ('test/00002.png', 'Describe this picture.', 'A blue circle on the left.'),
+             ('test/00002.png', 'What shape is the blue object?', 'A circle.'),
+             ('test/00004.jpg', 'Where is the cross?', 'On the left.'),
+             ('test/00006.jpg', 'What color is the cross?', 'Purple.'),
+             ('test/00008.jpg', 'Is there a black star?', 'No.'),
+             ('test/00009.jpg', 'In which part of the image is the hexagon?', 'At the top left.')]
+
+    @classmethod
+    def setUpClass(cls):
+        model = os.path.join(cls.ROOT, 'models', 'tern-demo-tq2_0.gguf')
+        mmproj = os.path.join(cls.ROOT, 'models', 'tern-demo-mmproj-tq2_0.gguf')
+        if not os.path.exists(model):
+            raise unittest.SkipTest('demo model not in models/')
+        cls.d = Daemon('--engine', 'model', '--model', model, '--mmproj', mmproj,
+                       '--slots', '8', '--queue', '16', '--threads', '1')
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.d.stop() == 0
+
+    def image(self, name):
+        with open(os.path.join(self.ROOT, 'tests', 'data', 'shapes', name), 'rb') as f:
+            return base64.b64encode(f.read()).decode()
+
+    def test_native_stream(self):
+        img, prompt, answer = self.KNOWN[0]
+        st, h, lines = self.d.stream('/generate', {'prompt': prompt, 'image': self.image(img)})
+        self.assertEqual(st, 200)
+        objs = [json.loads(l) for l in lines]
+        self.assertEqual(''.join(o.get('token', '') for o in objs).strip(), answer)
+        self.assertEqual(objs[-1]['done_reason'], 'stop')
+
+    def test_ollama_and_openai(self):
+        img, prompt, answer = self.KNOWN[1]
+        st, h, o = self.d.json('POST', '/api/generate', {'prompt': prompt, 'images': [self.image(img)],
+                                                         'stream': False})
+        self.assertEqual(st, 200)
+        self.assertEqual(o['response'].strip(), answer)
+        img, prompt, answer = self.KNOWN[3]
+        st, h, o = self.d.json('POST', '/v1/chat/completions', {'messages': [{'role': 'user', 'content': [
+            {'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,' + self.image(img)}},
+            {'type': 'text', 'text': prompt}]}]})
+        self.assertEqual(st, 200)
+        self.assertEqual(o['choices'][0]['message']['content'].strip(), answer)
+
+    def test_eight_concurrent_streams(self):
+        out = [None] * len(self.KNOWN)
+
+        def ask(i):
+            img, prompt, _ = self.KNOWN[i]
+            st, h, lines = self.d.stream('/generate', {'prompt': prompt, 'image': self.image(img)})
+            out[i] = ''.join(json.loads(l).get('token', '') for l in lines).strip()
+        ts = [threading.Thread(target=ask, args=(i,)) for i in range(len(self.KNOWN))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        self.assertEqual(out, [k[2] for k in self.KNOWN])
+
+
 if __name__ == '__main__':
     TERND = os.path.abspath(sys.argv.pop(1))
     unittest.main(verbosity=2)
