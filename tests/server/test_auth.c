@@ -7,6 +7,8 @@
 
 #include "server/auth.h"
 
+#include "../testutil.h"
+
 START_TEST(equal)
 {
     ck_assert(auth_equal("abc", 3, "abc", 3));
@@ -70,9 +72,5 @@ int main(void)
     tcase_add_test(tc, keys_and_headers);
     tcase_add_test(tc, missing_file);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s, CK_FORK);
 }

@@ -8,6 +8,8 @@
 #include "server/codec.h"
 #include "server/sched.h"
 
+#include "../testutil.h"
+
 static const struct api_limits lim = { 1 << 20, 1 << 20, 2, 100, 20 };
 
 /* Parses body with gen; returns 0 or the error status. */
@@ -260,9 +262,5 @@ int main(void)
     tcase_add_test(tc, stop_scan);
     tcase_add_test(tc, utf8);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s, CK_FORK);
 }

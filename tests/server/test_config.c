@@ -7,6 +7,8 @@
 
 #include "server/config.h"
 
+#include "../testutil.h"
+
 static char err[512];
 
 static const char *write_tmp(const char *text)
@@ -169,9 +171,5 @@ int main(void)
     tcase_add_test(tc, shipped_config_parses);
     tcase_add_test(tc, resolve_path);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s, CK_FORK);
 }

@@ -6,6 +6,8 @@
 
 #include "server/metrics.h"
 
+#include "../testutil.h"
+
 START_TEST(render)
 {
     struct metrics *m = metrics_create();
@@ -62,9 +64,5 @@ int main(void)
     TCase *tc = tcase_create("metrics");
     tcase_add_test(tc, render);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s, CK_FORK);
 }

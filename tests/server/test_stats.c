@@ -9,6 +9,8 @@
 
 #include "server/stats.h"
 
+#include "../testutil.h"
+
 START_TEST(percentiles)
 {
     double v[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 };
@@ -188,9 +190,5 @@ int main(void)
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, retention_deletes_old_rows);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s, CK_FORK);
 }
