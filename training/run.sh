@@ -62,6 +62,21 @@ for p in "${pids[@]}"; do wait "$p"; done
 # 4. accuracy of the exported files (what tern convert will read)
 for st in float:hf16 ternary:hf binary:hf; do
   name=${st%%:*}; sub=${st#*:}
+  [ -f "$OUT/$name/eval_hf.json" ] ||
+    "$PY" "$here/evaluate.py" --model "$OUT/$name/$sub" --data "$OUT/data" "${eval_args[@]}" \
+      --out "$OUT/$name/eval_hf.json" > /dev/null
+done
+
+# 5. results
+if [ $smoke = 1 ]; then
+  "$PY" "$here/report.py" "$OUT" "$OUT/results.json" "$OUT/RESULTS.md"
+  echo "smoke pipeline OK in $(( $(date +%s) - t0 )) s: $OUT"
+  [ -n "${KEEP:-}" ] || rm -rf "$OUT"
+  exit 0
+fi
+"$PY" "$here/report.py" "$OUT" "$here/results.json" "$here/RESULTS.md"
+for st in float:hf16 ternary:hf binary:hf; do
+  name=${st%%:*}; sub=${st#*:}
   mkdir -p "$OUT/export/$name"
   cp "$OUT/$name/$sub"/* "$OUT/export/$name/"
 done
