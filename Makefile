@@ -86,9 +86,13 @@ test-arm:
 	  TERN_EXPECT_ISA=neon qemu-aarch64-static -cpu cortex-a72 $(ARM_BUILD)/test_kernels; \
 	else echo "aarch64-linux-gnu-gcc or qemu-aarch64-static not found: ARM tests skipped"; fi
 
-# The demo model's Python pipeline on a tiny data set (skipped without python3-torch).
+# The demo model's Python pipeline on a tiny data set (skipped without python3-torch). It must
+# leave the shipped models alone: checked against their checksums.
 test-training:
-	$(MAKE) -C training smoke
+	@sums=$$(cat models/*.gguf models/hf/float/* | md5sum); \
+	$(MAKE) -C training smoke && \
+	if [ "$$(cat models/*.gguf models/hf/float/* | md5sum)" != "$$sums" ]; then \
+	  echo "training smoke run changed models/"; exit 1; fi
 
 test: test-release test-asan test-arm fuzz test-training
 
