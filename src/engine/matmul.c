@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "engine/matmul.h"
+#include "engine/types.h"
 
 #define MM_ROW_ALIGN 16 /* output rows per chunk boundary: 64 bytes of floats */
 
@@ -35,31 +36,6 @@ typedef struct {
     _Alignas(64) atomic_int next; /* next chunk to hand out */
 } mm_job;
 
-static int block_of(kt_type t)
-{
-    switch (t) {
-    case KT_Q8_0: return BLK_Q8_0;
-    case KT_TQ2_0: return BLK_TQ2_0;
-    case KT_TQ1_0: return BLK_TQ1_0;
-    case KT_Q2_0: return BLK_Q2_0;
-    case KT_Q1_0: return BLK_Q1_0;
-    default: return 1;
-    }
-}
-
-static size_t row_bytes(kt_type t, int cols)
-{
-    switch (t) {
-    case KT_Q8_0: return (size_t)cols / BLK_Q8_0 * sizeof(blk_q8_0);
-    case KT_TQ2_0: return (size_t)cols / BLK_TQ2_0 * sizeof(blk_tq2_0);
-    case KT_TQ1_0: return (size_t)cols / BLK_TQ1_0 * sizeof(blk_tq1_0);
-    case KT_Q2_0: return (size_t)cols / BLK_Q2_0 * sizeof(blk_q2_0);
-    case KT_Q1_0: return (size_t)cols / BLK_Q1_0 * sizeof(blk_q1_0);
-    case KT_F32: return (size_t)cols * 4;
-    default: return (size_t)cols * 2; /* F16, BF16 */
-    }
-}
-
 static size_t up64(size_t n)
 {
     return (n + 63) & ~(size_t)63;
@@ -68,11 +44,12 @@ static size_t up64(size_t n)
 int mm_check(const mm_weight *w, char *err, size_t errlen)
 {
     const kern_ops *ops = kern_get(w->type);
-    if (!ops) {
+    const ttype_info *ti = ttype_get(w->type);
+    if (!ops || !ti) {
         snprintf(err, errlen, "matmul: no kernel for tensor type %d", (int)w->type);
         return -1;
     }
-    int blk = block_of(w->type);
+    int blk = ti->block;
     if (w->rows < 0 || w->cols <= 0 || w->cols % blk ||
         (ops->int8_acts && w->cols % KERN_GROUP)) {
         snprintf(err, errlen, "matmul: %d x %d matrix does not fit type %d (block %d)", w->rows,
@@ -125,7 +102,7 @@ int mm_matmul(pool *p, const mm_weight *w, const float *x, int n, float *out, vo
     if (mm_check(w, err, sizeof err))
         return -1;
     int nth = p ? pool_threads(p) : 1;
-    size_t stride = row_bytes(w->type, w->cols);
+    size_t stride = ttype_row_bytes(ttype_get(w->type), w->cols);
     if (nth > 1 && stride * (size_t)w->rows * (size_t)n < (size_t)MM_SPLIT_BYTES * nth) {
         p = NULL;
         nth = 1;

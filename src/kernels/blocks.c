@@ -225,10 +225,12 @@ int kt_unpack_codes(kt_type t, const void *blk, uint8_t *c, float *d)
     }
 }
 
-/* Block size and bytes of the code types (0 for the others). */
-static int code_block(kt_type t, size_t *bytes)
+int kt_block_info(kt_type t, size_t *bytes)
 {
     switch (t) {
+    case KT_Q8_0:
+        *bytes = sizeof(blk_q8_0);
+        return BLK_Q8_0;
     case KT_TQ2_0:
         *bytes = sizeof(blk_tq2_0);
         return BLK_TQ2_0;
@@ -278,7 +280,7 @@ void kt_to_float(kt_type t, const void *src, float *dst, int64_t n)
     }
     default: {
         size_t bb;
-        int bs = code_block(t, &bb);
+        int bs = kt_block_info(t, &bb);
         if (bs == 0) return;
         uint8_t c[256];
         float d;
@@ -389,7 +391,7 @@ void kt_from_float(kt_type t, const float *src, void *dst, int64_t n)
     }
     default: {
         size_t bb;
-        int bs = code_block(t, &bb);
+        int bs = kt_block_info(t, &bb);
         if (bs == 0) return;
         uint8_t c[256];
         uint8_t *p = dst;
@@ -413,7 +415,7 @@ void kt_pack_ternary(kt_type t, const int8_t *tern, const float *block_scales, v
         return;
     }
     size_t bb;
-    int bs = code_block(t, &bb);
+    int bs = kt_block_info(t, &bb);
     if (bs == 0) return;
     uint8_t c[256];
     uint8_t *p = dst;

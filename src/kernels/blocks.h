@@ -81,6 +81,10 @@ void kt_from_float(kt_type t, const float *src, void *dst, int64_t n);
 void kt_pack_ternary(kt_type t, const int8_t *tern, const float *block_scales, void *dst,
                      int64_t n);
 
+/* Weights per block and bytes per block of the integer block types (Q8_0 and the
+ * ternary/binary ones); 0 (and *bytes 0) for the float types. */
+int kt_block_info(kt_type t, size_t *bytes);
+
 /* One block of a code type (TQ2_0, TQ1_0, Q2_0, Q1_0) as codes c = w + 1 in
  * element order (ternary 0..2, Q2_0 0..3, Q1_0 0 or 2) and its scale.
  * Returns the number of codes written (the block size), 0 for other types. */

@@ -73,30 +73,6 @@ void kern_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *s
     }
 }
 
-static int block_of(kt_type t, size_t *bytes)
-{
-    switch (t) {
-    case KT_Q8_0:
-        *bytes = sizeof(blk_q8_0);
-        return BLK_Q8_0;
-    case KT_TQ2_0:
-        *bytes = sizeof(blk_tq2_0);
-        return BLK_TQ2_0;
-    case KT_TQ1_0:
-        *bytes = sizeof(blk_tq1_0);
-        return BLK_TQ1_0;
-    case KT_Q2_0:
-        *bytes = sizeof(blk_q2_0);
-        return BLK_Q2_0;
-    case KT_Q1_0:
-        *bytes = sizeof(blk_q1_0);
-        return BLK_Q1_0;
-    default:
-        *bytes = 0;
-        return 0;
-    }
-}
-
 /* Integer GEMM shared by all integer types; only the block decode differs.
  * Loops: weight row, block, activation row, so each block is decoded once
  * and its partial sums go straight into out. */
@@ -104,7 +80,7 @@ static void gemm_int(kt_type t, const void *w, size_t w_stride, int r0, int r1, 
                      float *out, size_t ldo)
 {
     size_t bb;
-    int bs = block_of(t, &bb);
+    int bs = kt_block_info(t, &bb);
     int n = a->n;
     int nb = n / bs;
     int ng = n / KERN_GROUP;
