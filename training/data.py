@@ -3,7 +3,7 @@
 A scene is 1-3 shapes (7 kinds, 8 colours, 2 sizes) in distinct cells of a 3x3 grid, on a plain,
 gradient, striped, checked or blotchy background. Rendering: 4x supersampled polygons (so edges
 are antialiased after the downscale), slight rotation, position and colour jitter, a source
-resolution drawn from 64..256 px, optional Gaussian blur, pixel noise, JPEG at quality 25..95.
+resolution drawn from 96..256 px, optional Gaussian blur, pixel noise, JPEG at quality 40..95.
 The model sees the image as the Idefics3 processor makes it (model.preprocess): one LANCZOS
 resize to the model's square input.
 
@@ -61,7 +61,9 @@ PHRASES = {
 QTYPES = list(PHRASES)
 
 RENDER = 288            # supersampled canvas (3x the model's 96 px)
-SOURCE_SIZES = [64, 80, 96, 112, 128, 160, 192, 256]
+# Never below the model's 96 px: an upscaled 64 px source adds blur, not detail, and made a
+# small hexagon and a small circle (8 px across) indistinguishable.
+SOURCE_SIZES = [96, 112, 128, 144, 160, 192, 224, 256]
 
 
 def article(word):
@@ -224,7 +226,7 @@ def render(objs, rng, nrng):
     draw = ImageDraw.Draw(img)
     cell = RENDER / 3
     for o in objs:
-        r = cell * (0.36 if o["size"] == "large" else 0.2) * rng.uniform(0.9, 1.05)
+        r = cell * (0.38 if o["size"] == "large" else 0.25) * rng.uniform(0.92, 1.04)
         slack = max(0.0, cell / 2 - r * 1.15) * 0.6
         cx = (o["col"] + 0.5) * cell + rng.uniform(-slack, slack)
         cy = (o["row"] + 0.5) * cell + rng.uniform(-slack, slack)
@@ -237,14 +239,14 @@ def render(objs, rng, nrng):
     size = rng.choice(SOURCE_SIZES)
     img = img.resize((size, size), Image.LANCZOS)
     if rng.random() < 0.5:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 1.0) * size / 96))
-    sigma = rng.uniform(0, 10)
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.7) * size / 96))
+    sigma = rng.uniform(0, 8)
     if sigma > 1:
         a = np.asarray(img, dtype=np.float32) + nrng.normal(0, sigma, (size, size, 3))
         img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     if rng.random() < 0.8:
         buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=rng.randint(25, 95))
+        img.save(buf, format="JPEG", quality=rng.randint(40, 95))
         return buf.getvalue(), "jpg"
     buf = io.BytesIO()
     img.save(buf, format="PNG")
@@ -337,6 +339,8 @@ def main():
     ap.add_argument("--test", type=int, default=400)
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--splits", default="test,val,train",
+                    help="which splits to write (e.g. 'test' for the C engine's evaluation only)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     import tokenizer
@@ -344,6 +348,8 @@ def main():
     tok.save(os.path.join(a.out, "tokenizer.json"))
     print(f"tokenizer: {len(tok)} tokens, {len(tok.merges)} merges", file=sys.stderr)
     for split, n in (("test", a.test), ("val", a.val), ("train", a.train)):
+        if split not in a.splits.split(","):
+            continue
         ex = make_split(split, n, a.size, a.workers, keep_bytes=(split == "test"))
         save_split(ex, os.path.join(a.out, f"{split}.npz"))
         if split == "test":

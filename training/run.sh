@@ -9,7 +9,8 @@
 #                              temporary directory (or $OUT), nothing copied; < 3 minutes
 #
 # Environment: PYTHON (default /usr/bin/python3, Debian's, which has python3-torch),
-# OUT, FLOAT_STEPS, QAT_STEPS, ABSMEAN_STEPS, TERN (the tern CLI for the C-side hooks).
+# OUT, FLOAT_STEPS, FLOAT_INIT (an HF directory to start the float model from instead of random
+# weights), QAT_STEPS, ABSMEAN_STEPS, TERN (the tern CLI for the C-side hooks).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -27,9 +28,12 @@ if [ $smoke = 1 ]; then
 else
   OUT="${OUT:-$here/out}"
   data_args=()
-  float_args=(--steps "${FLOAT_STEPS:-2000}" --images 16 --qpi 3 --lr 1.5e-3 --aux 1.0 --aux-steps 1750)
-  qat_args=(--steps "${QAT_STEPS:-400}" --images 16 --qpi 3 --eval-limit 100)
-  abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 3 --eval-every 1000)
+  fs="${FLOAT_STEPS:-6000}"
+  float_args=(--steps "$fs" --images 16 --qpi 6 --lr 1.5e-3 --aux 1.0 --aux-steps $((fs * 9 / 10))
+              --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
+  [ -n "${FLOAT_INIT:-}" ] && float_args+=(--init "$FLOAT_INIT")
+  qat_args=(--steps "${QAT_STEPS:-1500}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
+  abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 6 --eval-every 1000)
   eval_args=()
 fi
 echo "training pipeline: OUT=$OUT smoke=$smoke"
@@ -101,7 +105,9 @@ if [ -x "$TERN" ]; then
     "$TERN" quantize "$g/ternary$f.gguf" "$root/models/tern-demo$f-tq1_0.gguf" --type tq1_0 > /dev/null
     "$TERN" quantize "$g/binary$f.gguf" "$root/models/tern-demo$f-q1_0.gguf" --type q1_0 > /dev/null
   done
-  (cd "$root" && python3 bench/demo_table.py --tern "$TERN") | tee "$OUT/demo_table.md"
+  # the whole test split (400 images), not just the 50 committed in tests/data/shapes
+  (cd "$root" && python3 bench/demo_table.py --tern "$TERN" --data "$OUT/data/test.jsonl") |
+    tee "$OUT/demo_table.md"
 else
   echo "no tern CLI at $TERN (run make build first): GGUF conversion and C-engine evaluation skipped"
 fi

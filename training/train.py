@@ -280,6 +280,9 @@ def main():
     ap.add_argument("--aux-steps", type=int, default=10 ** 9,
                     help="use the auxiliary loss for the first N steps only")
     ap.add_argument("--config", default=None, help="JSON overrides for demo_config")
+    ap.add_argument("--init", default=None,
+                    help="start from the weights of this HF directory (e.g. models/hf/float) "
+                         "instead of a random initialisation; ignored when resuming")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -302,6 +305,10 @@ def main():
     ckpt = os.path.join(a.out, "ckpt.pt")
     logf = os.path.join(a.out, "log.jsonl")
     step = 0
+    if a.init and not (a.resume and os.path.exists(ckpt)):
+        src = M.load_hf(a.init)
+        model.load_state_dict(src.state_dict())
+        print(f"initialised from {a.init}", flush=True)
     if a.resume and os.path.exists(ckpt):
         st = torch.load(ckpt, map_location=dev)
         model.load_state_dict(st["model"])
