@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 
 TYPES = ['f16', 'q8_0', 'tq2_0', 'tq1_0', 'q1_0']
 QTYPES = ['count', 'color', 'shape', 'where', 'exists', 'describe']
@@ -43,6 +44,8 @@ def main():
     ap.add_argument('--data', default='tests/data/shapes/test.jsonl')
     ap.add_argument('--threads', default='1')
     ap.add_argument('--reps', default='3')
+    ap.add_argument('--post-training', action='store_true',
+                    help='also rows for the f16 file re-typed to tq2_0 / q1_0 without fine-tuning')
     a = ap.parse_args()
 
     head = ('| file | MB (text + mmproj) | linear bits/weight | peak RSS MB | generation tok/s '
@@ -52,24 +55,39 @@ def main():
     for t in TYPES:
         text = os.path.join(a.models, 'tern-demo-%s.gguf' % t)
         mm = os.path.join(a.models, 'tern-demo-mmproj-%s.gguf' % t)
-        if not os.path.exists(text):
-            continue
-        mb = (os.path.getsize(text) + os.path.getsize(mm)) / 1e6
-        bench = json.loads(run([a.tern, 'bench', '-m', text, '--mmproj', mm, '-t', a.threads,
-                                '-r', a.reps, '-p', '64', '-n', '64', '--json']).stdout)
-        tg = next(r['mean'] for r in bench['results'] if r['test'].startswith('tg'))
-        rss = bench['peak_rss_mb']
-        ppl = run([a.tern, 'perplexity', '-m', text, '--mmproj', mm, '--data', a.data,
-                   '-t', a.threads])
-        rows = {}
-        for line in (ppl.stdout + ppl.stderr).splitlines():
-            m = re.match(r'(\w+)\s+examples\s+\d+.*perplexity ([\d.]+)\s+exact ([\d.]+)', line)
-            if m:
-                rows[m.group(1)] = (float(m.group(2)), float(m.group(3)))
-        cells = ' | '.join('%.0f' % (100 * rows[q][1]) if q in rows else '-' for q in QTYPES)
-        print('| %s | %.1f | %.3f | %.1f | %.0f | %.3f | %.1f | %s |'
-              % (t, mb, linear_bpw(a.tern, [text, mm]), rss, tg, rows['all'][0],
-                 100 * rows['all'][1], cells))
+        if os.path.exists(text):
+            print(row(a, t, text, mm), flush=True)
+    if a.post_training:
+        # Not shipped: the float file re-typed by `tern quantize` alone (per-block k-means
+        # ternary / sign binary, no fine-tuning), to show what the fine-tuning buys.
+        with tempfile.TemporaryDirectory() as tmp:
+            for t in ('tq2_0', 'q1_0'):
+                pair = []
+                for part in ('', '-mmproj'):
+                    src = os.path.join(a.models, 'tern-demo%s-f16.gguf' % part)
+                    dst = os.path.join(tmp, 'ptq%s-%s.gguf' % (part, t))
+                    run([a.tern, 'quantize', src, dst, '--type', t])
+                    pair.append(dst)
+                print(row(a, '%s post-training only (f16 re-typed)' % t, *pair), flush=True)
+
+
+def row(a, label, text, mm):
+    mb = (os.path.getsize(text) + os.path.getsize(mm)) / 1e6
+    bench = json.loads(run([a.tern, 'bench', '-m', text, '--mmproj', mm, '-t', a.threads,
+                            '-r', a.reps, '-p', '64', '-n', '64', '--json']).stdout)
+    tg = next(r['mean'] for r in bench['results'] if r['test'].startswith('tg'))
+    rss = bench['peak_rss_mb']
+    ppl = run([a.tern, 'perplexity', '-m', text, '--mmproj', mm, '--data', a.data,
+               '-t', a.threads])
+    rows = {}
+    for line in (ppl.stdout + ppl.stderr).splitlines():
+        m = re.match(r'(\w+)\s+examples\s+\d+.*perplexity ([\d.]+)\s+exact ([\d.]+)', line)
+        if m:
+            rows[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    cells = ' | '.join('%.0f' % (100 * rows[q][1]) if q in rows else '-' for q in QTYPES)
+    return ('| %s | %.1f | %.3f | %.1f | %.0f | %.3f | %.1f | %s |'
+            % (label, mb, linear_bpw(a.tern, [text, mm]), rss, tg, rows['all'][0],
+               100 * rows['all'][1], cells))
 
 
 if __name__ == '__main__':

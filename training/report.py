@@ -97,13 +97,13 @@ def main():
     curves = {st: dict(s[st]["loss_curve"]) for st in ("ternary", "absmean", "binary") if st in s}
     steps = sorted({k for c in curves.values() for k in c})
     for k in steps:
-        if k % 50 == 0 or k <= 30 or k == steps[-1]:
+        if k <= 30 or k in (50, 100) or k % 250 == 0 or k == steps[-1]:
             L.append(f"| {k} | " + " | ".join(str(curves.get(st, {}).get(k, "-"))
                                                for st in ("ternary", "absmean", "binary")) + " |")
     if "float" in s:
         fc = s["float"]["loss_curve"]
         L += ["", "Float training loss: " + ", ".join(f"{a}: {b}" for a, b in fc
-                                                     if a % 100 == 0 or a == fc[-1][0]),
+                                                     if a % 500 == 0 or a == fc[-1][0]),
               f"(median {s['float'].get('s_per_step_median', 0):.2f} s/step)."]
     with open(rm, "w") as f:
         f.write("\n".join(L) + "\n")
