@@ -9,8 +9,8 @@
 #                              temporary directory (or $OUT), nothing copied; < 3 minutes
 #
 # Environment: PYTHON (default /usr/bin/python3, Debian's, which has python3-torch),
-# OUT, FLOAT_STEPS, FLOAT_INIT (an HF directory to start the float model from instead of random
-# weights), QAT_STEPS, ABSMEAN_STEPS, TERN (the tern CLI for the C-side hooks).
+# OUT, FLOAT_STEPS (total float steps, default 6600), QAT_STEPS, ABSMEAN_STEPS, TERN (the tern
+# CLI for the C-side hooks).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -21,17 +21,17 @@ smoke=0
 if [ $smoke = 1 ]; then
   OUT="${OUT:-$(mktemp -d /tmp/tern-training-smoke.XXXXXX)}"
   data_args=(--train 48 --val 12 --test 8 --workers 1)
-  float_args=(--steps 4 --images 4 --qpi 2 --eval-every 2 --eval-limit 4 --ckpt-every 2 --log-every 1)
+  float_args=(--images 4 --qpi 2 --eval-every 2 --eval-limit 4 --ckpt-every 2 --log-every 1)
+  fs=4; grow_at=2; fs2=6
   qat_args=(--steps 3 --images 4 --qpi 2 --eval-every 2 --eval-limit 4 --log-every 1)
   abs_args=("${qat_args[@]}")
   eval_args=(--limit 4)
 else
   OUT="${OUT:-$here/out}"
   data_args=()
-  fs="${FLOAT_STEPS:-6000}"
-  float_args=(--steps "$fs" --images 16 --qpi 6 --lr 1.5e-3 --aux 1.0 --aux-steps $((fs * 9 / 10))
+  fs=6000; grow_at=2800; fs2="${FLOAT_STEPS:-6600}"
+  float_args=(--images 16 --qpi 6 --lr 1.5e-3 --aux 1.0 --aux-steps $((fs2 * 9 / 10))
               --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
-  [ -n "${FLOAT_INIT:-}" ] && float_args+=(--init "$FLOAT_INIT")
   qat_args=(--steps "${QAT_STEPS:-1500}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
   abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 6 --eval-every 1000)
   eval_args=()
@@ -43,9 +43,20 @@ t0=$(date +%s)
 # 1. data + tokenizer + test split files for the C engine
 [ -f "$OUT/data/train.npz" ] || "$PY" "$here/data.py" --out "$OUT/data" "${data_args[@]}"
 
-# 2. float training (resumable)
+# 2. float training (resumable). A 3-layer decoder learns to read the image quickly, but
+#    finding an object named in the question stalls there, so at grow_at two identity layers
+#    are inserted (grow.py) and training goes on with 5 layers, asking the questions that need
+#    that (colour, shape, where, exists) more often than count and describe.
+if [ ! -f "$OUT/float/grown" ]; then
+  "$PY" "$here/train.py" --data "$OUT/data" --out "$OUT/float" --resume "${float_args[@]}" \
+    --steps $fs --stop-at $grow_at
+  "$PY" "$here/grow.py" "$OUT/float/ckpt.pt" "$OUT/float/ckpt.pt" --after 0,1
+  touch "$OUT/float/grown"
+fi
 [ -f "$OUT/float/hf/config.json" ] ||
-  "$PY" "$here/train.py" --data "$OUT/data" --out "$OUT/float" --resume "${float_args[@]}"
+  "$PY" "$here/train.py" --data "$OUT/data" --out "$OUT/float" --resume "${float_args[@]}" \
+    --steps "$fs2" --config '{"text_config": {"num_hidden_layers": 5}}' \
+    --qkeep describe=0.5,count=0.3 --seed 3
 [ -f "$OUT/float/hf16/config.json" ] || "$PY" "$here/export.py" "$OUT/float/hf" "$OUT/float/hf16"
 
 # 3. ternary (k-means) and binary fine-tuning side by side (one thread each), then absmean

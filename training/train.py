@@ -130,18 +130,23 @@ def batch_loss(model, pixels_u8, seqs, device, groups=1, aux=None):
     return total / max(1, ntok) + extra, logits, labels
 
 
-def sample_batch(ds, rng, n_images, q_per_image, with_idx=False):
+def sample_batch(ds, rng, n_images, q_per_image, with_idx=False, keep=None):
     idx = [rng.randrange(len(ds.items)) for _ in range(n_images)]
     if with_idx:
-        p, s = sample_batch_at(ds, rng, idx, q_per_image)
+        p, s = sample_batch_at(ds, rng, idx, q_per_image, keep)
         return p, s, idx
-    return sample_batch_at(ds, rng, idx, q_per_image)
+    return sample_batch_at(ds, rng, idx, q_per_image, keep)
 
 
-def sample_batch_at(ds, rng, idx, q_per_image):
+def sample_batch_at(ds, rng, idx, q_per_image, keep=None):
+    """keep: {qtype: probability} of asking a question of that type (default 1): the easy,
+    long types (count, describe) can be asked less often than the ones that need the model to
+    find an object by its name in the question."""
     seqs = []
     for slot, i in enumerate(idx):
         qts = list(ds.items[i])
+        if keep:
+            qts = [q for q in qts if rng.random() < keep.get(q, 1.0)]
         for qt in rng.sample(qts, min(q_per_image, len(qts))):
             p, a = ds.items[i][qt]
             seqs.append((slot, p, a))
@@ -279,6 +284,11 @@ def main():
                     help="weight of the auxiliary per-cell vision loss (0: answer tokens only)")
     ap.add_argument("--aux-steps", type=int, default=10 ** 9,
                     help="use the auxiliary loss for the first N steps only")
+    ap.add_argument("--stop-at", type=int, default=None,
+                    help="stop (checkpoint, no HF export) after this step; the learning-rate "
+                         "schedule still runs over --steps (run.sh grows the model there)")
+    ap.add_argument("--qkeep", default="",
+                    help="ask some question types less often, e.g. 'describe=0.4,count=0.3'")
     ap.add_argument("--config", default=None, help="JSON overrides for demo_config")
     ap.add_argument("--init", default=None,
                     help="start from the weights of this HF directory (e.g. models/hf/float) "
@@ -316,7 +326,7 @@ def main():
             head.load_state_dict(st["head"])
         try:
             opt.load_state_dict(st["opt"])
-        except ValueError:  # checkpoint from before the auxiliary head: fresh optimizer
+        except (KeyError, ValueError):  # grown by grow.py, or from before the auxiliary head
             print("optimizer state not restored", flush=True)
         step = st["step"]
         print(f"resumed at step {step}", flush=True)
@@ -327,14 +337,16 @@ def main():
     print(f"params {M.num_params(model)}; train {len(train.items)} images "
           f"{len(train.flat())} questions; val {len(val.items)}; load {time.time() - t0:.1f}s; "
           f"device {dev}", flush=True)
+    keep = {k: float(v) for k, v in (kv.split("=") for kv in a.qkeep.split(",") if kv)}
     rng = random.Random(a.seed * 1000003 + step)
     model.train()
     run_loss, run_n, t_last = 0.0, 0, time.time()
-    while step < a.steps:
+    end = a.steps if a.stop_at is None else min(a.steps, a.stop_at)
+    while step < end:
         lr = lr_at(step, a.steps, a.lr, a.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        pix, seqs, idx = sample_batch(train, rng, a.images, a.qpi, with_idx=True)
+        pix, seqs, idx = sample_batch(train, rng, a.images, a.qpi, with_idx=True, keep=keep)
         w_aux = a.aux if step < a.aux_steps else 0.0
         loss, _, _ = batch_loss(model, pix, seqs, dev, groups=a.groups,
                                 aux=(head, train.cells[idx], w_aux) if w_aux > 0 else None)
@@ -345,13 +357,13 @@ def main():
         step += 1
         run_loss += float(loss) - batch_loss.last_aux  # log the answer-token loss alone
         run_n += 1
-        if step % a.log_every == 0 or step == a.steps:
+        if step % a.log_every == 0 or step == end:
             now = time.time()
             log(logf, {"step": step, "loss": run_loss / run_n, "aux": batch_loss.last_aux,
                        "lr": lr,
                        "s_per_step": (now - t_last) / run_n, "seqs": len(seqs)})
             run_loss, run_n, t_last = 0.0, 0, now
-        if step % a.ckpt_every == 0 or step == a.steps:
+        if step % a.ckpt_every == 0 or step == end:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                         "head": head.state_dict(),
                         "config": cfg}, ckpt + ".tmp")
@@ -360,6 +372,9 @@ def main():
             acc, vl = evaluate(model, val, dev, limit=a.eval_limit)
             log(logf, {"step": step, "val_loss": vl, "val_acc": acc})
             t_last = time.time()
+    if end < a.steps:
+        print(f"stopped at step {end}", flush=True)
+        return
     M.save_hf(model.cpu(), os.path.join(a.out, "hf"), tok_path)
     print("saved", os.path.join(a.out, "hf"), flush=True)
 
