@@ -251,6 +251,7 @@ class TextAttention(nn.Module):
         self.k_proj = QLinear(d, self.kv_heads * hd, bias=False)
         self.v_proj = QLinear(d, self.kv_heads * hd, bias=False)
         self.o_proj = QLinear(self.heads * hd, d, bias=False)
+        self.keep_attn = False
 
     def forward(self, x, cos, sin, mask):
         b, n, _ = x.shape
@@ -265,6 +266,8 @@ class TextAttention(nn.Module):
             v = v.repeat_interleave(rep, dim=1)
         s = (q @ k.transpose(2, 3)) / math.sqrt(self.head_dim) + mask
         a = torch.softmax(s, dim=-1)
+        if self.keep_attn:  # training aid: train.py --attn-sup reads the weights
+            self.last_attn = a
         return self.o_proj((a @ v).transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
 
 

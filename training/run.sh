@@ -9,7 +9,7 @@
 #                              temporary directory (or $OUT), nothing copied; < 3 minutes
 #
 # Environment: PYTHON (default /usr/bin/python3, Debian's, which has python3-torch),
-# OUT, FLOAT_STEPS (total float steps, default 6600), QAT_STEPS, ABSMEAN_STEPS, TERN (the tern
+# OUT, FLOAT_STEPS (total float steps, default 6000), QAT_STEPS, ABSMEAN_STEPS, TERN (the tern
 # CLI for the C-side hooks).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -29,10 +29,10 @@ if [ $smoke = 1 ]; then
 else
   OUT="${OUT:-$here/out}"
   data_args=()
-  fs=6000; grow_at=2800; fs2="${FLOAT_STEPS:-6600}"
-  float_args=(--images 16 --qpi 6 --lr 1.5e-3 --aux 1.0 --aux-steps $((fs2 * 9 / 10))
+  fs="${FLOAT_STEPS:-6000}"; grow_at=$((fs * 7 / 15)); fs2=$fs
+  float_args=(--images 16 --qpi 6 --lr 1.5e-3 --aux 1.0 --aux-steps $((fs * 14 / 15))
               --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
-  qat_args=(--steps "${QAT_STEPS:-1500}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
+  qat_args=(--steps "${QAT_STEPS:-1000}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
   abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 6 --eval-every 1000)
   eval_args=()
 fi
@@ -46,7 +46,8 @@ t0=$(date +%s)
 # 2. float training (resumable). A 3-layer decoder learns to read the image quickly, but
 #    finding an object named in the question stalls there, so at grow_at two identity layers
 #    are inserted (grow.py) and training goes on with 5 layers, asking the questions that need
-#    that (colour, shape, where, exists) more often than count and describe.
+#    that (colour, shape, where, exists) more often than count and describe, with a hint on
+#    where to look (--attn-sup: see train.py's attn_sup_loss).
 if [ ! -f "$OUT/float/grown" ]; then
   "$PY" "$here/train.py" --data "$OUT/data" --out "$OUT/float" --resume "${float_args[@]}" \
     --steps $fs --stop-at $grow_at
@@ -56,7 +57,7 @@ fi
 [ -f "$OUT/float/hf/config.json" ] ||
   "$PY" "$here/train.py" --data "$OUT/data" --out "$OUT/float" --resume "${float_args[@]}" \
     --steps "$fs2" --config '{"text_config": {"num_hidden_layers": 5}}' \
-    --qkeep describe=0.5,count=0.3 --seed 3
+    --qkeep describe=0.5,count=0.3 --attn-sup 3,0.5 --seed 3
 [ -f "$OUT/float/hf16/config.json" ] || "$PY" "$here/export.py" "$OUT/float/hf" "$OUT/float/hf16"
 
 # 3. ternary (k-means) and binary fine-tuning side by side (one thread each), then absmean

@@ -57,6 +57,9 @@ class Encoded:
                 self.cells[n, c, 0] = D.SHAPES.index(o["shape"]) + 1
                 self.cells[n, c, 1] = D.COLOR_NAMES.index(o["color"]) + 1
                 self.cells[n, c, 2] = 1 if o["size"] == "large" else 2
+        # the grid cell of the object a question is about (-1: none, e.g. count, describe, "No.")
+        self.target = [{qt: question_target(m["objects"], qt, q, a)
+                        for qt, (q, a) in m["questions"].items()} for m in meta]
         for m in meta:
             qs = {}
             for qt, (q, a) in m["questions"].items():
@@ -71,17 +74,32 @@ class Encoded:
         return [(i, qt, p, a) for i, qs in enumerate(self.items) for qt, (p, a) in qs.items()]
 
 
+def question_target(objs, qt, q, a):
+    """Cell (row*3+col) of the one object the question names, or -1."""
+    words = set(q.lower().rstrip("?.").split())
+    for o in objs:
+        cell = o["row"] * 3 + o["col"]
+        if qt in ("color", "where") and o["shape"] in words:
+            return cell
+        if qt == "shape" and o["color"] in words:
+            return cell
+        if qt == "exists" and a == "Yes." and o["shape"] in words and o["color"] in words:
+            return cell
+    return -1
+
+
 def collate(seqs, device):
-    """seqs: list of (img_slot, prompt, answer). -> ids, labels (answer tokens only), slots."""
-    T = max(len(p) + len(a) for _, p, a in seqs)
+    """seqs: list of (img_slot, prompt, answer[, target cell]).
+    -> ids, labels (answer tokens only), slots."""
+    T = max(len(s[1]) + len(s[2]) for s in seqs)
     ids = torch.full((len(seqs), T), PAD, dtype=torch.long)
     labels = torch.full((len(seqs), T), -100, dtype=torch.long)
-    for r, (_, p, a) in enumerate(seqs):
+    for r, (_, p, a) in enumerate(s[:3] for s in seqs):
         s = p + a
         ids[r, :len(s)] = torch.tensor(s)
         # position t predicts token t+1: label the positions that predict answer tokens
         labels[r, len(p) - 1:len(s) - 1] = torch.tensor(a)
-    slots = torch.tensor([s for s, _, _ in seqs])
+    slots = torch.tensor([s[0] for s in seqs])
     return ids.to(device), labels.to(device), slots.to(device)
 
 
@@ -104,7 +122,23 @@ def aux_loss(head, feats, cells):
     return loss
 
 
-def batch_loss(model, pixels_u8, seqs, device, groups=1, aux=None):
+def attn_sup_loss(model, layer, ids, seqs):
+    """-log of the attention weight that head 0 of decoder layer `layer` puts, from the position
+    that predicts the first answer token, on the image token of the object the question names.
+    A training-only hint for the step the plain loss learns slowest: finding that object."""
+    att = model.model.text_model.layers[layer].self_attn.last_attn  # (B, H, T, T)
+    img = ids == model.image_token_id
+    loss, n = 0.0, 0
+    for r, s in enumerate(seqs):
+        if len(s) < 4 or s[3] < 0:
+            continue
+        pos = img[r].nonzero().flatten()[s[3]]
+        loss = loss - torch.log(att[r, 0, len(s[1]) - 1, pos] + 1e-6)
+        n += 1
+    return loss / max(1, n)
+
+
+def batch_loss(model, pixels_u8, seqs, device, groups=1, aux=None, attn_sup=None):
     """Mean cross-entropy over answer tokens. With groups > 1 the sequences are sorted by length
     and run in that many chunks, so short questions are not padded to the long descriptions.
     Also returns (logits, labels) of the last chunk (groups=1: the whole batch, in order)."""
@@ -113,7 +147,6 @@ def batch_loss(model, pixels_u8, seqs, device, groups=1, aux=None):
     extra = 0.0
     if aux is not None:  # (head, cells (B,9,3), weight)
         extra = aux[2] * aux_loss(aux[0], feats, aux[1].to(device))
-    batch_loss.last_aux = float(extra)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][1]) + len(seqs[i][2]))
     if groups == 1:
         order = list(range(len(seqs)))
@@ -122,11 +155,18 @@ def batch_loss(model, pixels_u8, seqs, device, groups=1, aux=None):
     for g in range(0, len(order), k):
         chunk = [seqs[i] for i in order[g:g + k]]
         ids, labels, slots = collate(chunk, device)
+        if attn_sup is not None:  # (layer, weight)
+            model.model.text_model.layers[attn_sup[0]].self_attn.keep_attn = True
         logits = model(ids, image_feats=feats[slots])
+        if attn_sup is not None:
+            extra = extra + attn_sup[1] * attn_sup_loss(model, attn_sup[0], ids, chunk) / (
+                (len(order) + k - 1) // k)
+            model.model.text_model.layers[attn_sup[0]].self_attn.keep_attn = False
         n = int((labels != -100).sum())
         total = total + F.cross_entropy(logits.flatten(0, 1), labels.flatten(),
                                         ignore_index=-100, reduction="sum")
         ntok += n
+    batch_loss.last_aux = float(extra)
     return total / max(1, ntok) + extra, logits, labels
 
 
@@ -149,7 +189,7 @@ def sample_batch_at(ds, rng, idx, q_per_image, keep=None):
             qts = [q for q in qts if rng.random() < keep.get(q, 1.0)]
         for qt in rng.sample(qts, min(q_per_image, len(qts))):
             p, a = ds.items[i][qt]
-            seqs.append((slot, p, a))
+            seqs.append((slot, p, a, ds.target[i][qt]))
     return ds.pixels[idx], seqs
 
 
@@ -289,6 +329,9 @@ def main():
                          "schedule still runs over --steps (run.sh grows the model there)")
     ap.add_argument("--qkeep", default="",
                     help="ask some question types less often, e.g. 'describe=0.4,count=0.3'")
+    ap.add_argument("--attn-sup", default="",
+                    help="LAYER,WEIGHT: supervise head 0 of that decoder layer to look at the "
+                         "object the question names (see attn_sup_loss)")
     ap.add_argument("--config", default=None, help="JSON overrides for demo_config")
     ap.add_argument("--init", default=None,
                     help="start from the weights of this HF directory (e.g. models/hf/float) "
@@ -348,8 +391,11 @@ def main():
             g["lr"] = lr
         pix, seqs, idx = sample_batch(train, rng, a.images, a.qpi, with_idx=True, keep=keep)
         w_aux = a.aux if step < a.aux_steps else 0.0
+        sup = (int(a.attn_sup.split(",")[0]), float(a.attn_sup.split(",")[1])) \
+            if a.attn_sup and w_aux > 0 else None
         loss, _, _ = batch_loss(model, pix, seqs, dev, groups=a.groups,
-                                aux=(head, train.cells[idx], w_aux) if w_aux > 0 else None)
+                                aux=(head, train.cells[idx], w_aux) if w_aux > 0 else None,
+                                attn_sup=sup)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
