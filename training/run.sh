@@ -118,7 +118,8 @@ if [ -x "$TERN" ]; then
     "$TERN" quantize "$g/binary$f.gguf" "$root/models/tern-demo$f-q1_0.gguf" --type q1_0 > /dev/null
   done
   # the whole test split (400 images), not just the 50 committed in tests/data/shapes
-  (cd "$root" && python3 bench/demo_table.py --tern "$TERN" --data "$OUT/data/test.jsonl") |
+  (cd "$root" && python3 bench/demo_table.py --tern "$TERN" --data "$OUT/data/test.jsonl" \
+                     --post-training) |
     tee "$OUT/demo_table.md"
 else
   echo "no tern CLI at $TERN (run make build first): GGUF conversion and C-engine evaluation skipped"
