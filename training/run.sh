@@ -32,7 +32,7 @@ else
   fs="${FLOAT_STEPS:-7300}"; grow_at=2800; fs2=$fs
   float_args=(--images 16 --qpi 6 --lr 1.5e-3 --aux 1.0 --aux-steps $((fs - 300))
               --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
-  qat_args=(--steps "${QAT_STEPS:-1000}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
+  qat_args=(--steps "${QAT_STEPS:-600}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
   abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 6 --eval-every 1000)
   eval_args=()
 fi
