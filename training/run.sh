@@ -9,7 +9,7 @@
 #                              temporary directory (or $OUT), nothing copied; < 3 minutes
 #
 # Environment: PYTHON (default /usr/bin/python3, Debian's, which has python3-torch),
-# OUT, FLOAT_STEPS (total float steps, default 7300), QAT_STEPS, ABSMEAN_STEPS, TERN (the tern
+# OUT, FLOAT_STEPS (total float steps, default 6900), QAT_STEPS, ABSMEAN_STEPS, TERN (the tern
 # CLI for the C-side hooks).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -29,8 +29,8 @@ if [ $smoke = 1 ]; then
 else
   OUT="${OUT:-$here/out}"
   data_args=()
-  fs="${FLOAT_STEPS:-7300}"; grow_at=2800; fs2=$fs
-  float_args=(--images 16 --qpi 6 --lr 1.5e-3 --aux 1.0 --aux-steps $((fs - 300))
+  fs="${FLOAT_STEPS:-6900}"; grow_at=2800; fs2=$fs
+  float_args=(--images 16 --qpi 6 --lr 1.5e-3 --aux 1.0 --aux-steps $((fs - 250))
               --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
   qat_args=(--steps "${QAT_STEPS:-600}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
   abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 6 --eval-every 1000)
