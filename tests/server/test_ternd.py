@@ -735,12 +735,12 @@ class DemoModel(unittest.TestCase):
     ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
     KNOWN = [('test/00000.jpg', 'How many shapes are there?', 'Two.'),
              ('test/00000.jpg', 'What colour is the circle?', 'Red.'),
-             ('test/00002.png', 'Describe this picture.', 'A blue circle on the left.'),
+             ('test/00000.jpg', 'What does the image show?', 'A red circle on the right and a small black cross at the bottom right.'),
              ('test/00002.png', 'What shape is the blue object?', 'A circle.'),
-             ('test/00004.jpg', 'Where is the cross?', 'On the left.'),
-             ('test/00006.jpg', 'What color is the cross?', 'Purple.'),
-             ('test/00008.jpg', 'Is there a black star?', 'No.'),
-             ('test/00009.jpg', 'In which part of the image is the hexagon?', 'At the top left.')]
+             ('test/00000.jpg', 'Where is the circle?', 'On the right.'),
+             ('test/00001.jpg', 'What color is the hexagon?', 'Black.'),
+             ('test/00000.jpg', 'Is there a black cross in the image?', 'Yes.'),
+             ('test/00001.jpg', 'Where is the hexagon?', 'At the bottom.')]
 
     @classmethod
     def setUpClass(cls):
