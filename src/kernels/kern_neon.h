@@ -255,71 +255,12 @@ KN_INLINE void kn_tile_float(kt_type t, int nr, const uint8_t *w, const kern_act
     }
 }
 
-KN_INLINE void kn_tile(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
-                       float *out, size_t ldo, int r)
-{
-    if (t == KT_Q8_0)
-        kn_tile_q8_0(nr, wrow, a, j0, out, ldo, r);
-    else if (t == KT_F16 || t == KT_BF16 || t == KT_F32)
-        kn_tile_float(t, nr, wrow, a, j0, out, ldo, r);
-    else
-        kn_tile_codes(t, nr, wrow, a, j0, out, ldo, r);
-}
-
-KN_INLINE void kn_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1,
-                       const kern_acts *a, float *out, size_t ldo)
-{
-    const uint8_t *wb = (const uint8_t *)w;
-    int chunk = (int)(KN_L2_BYTES / (w_stride ? w_stride : 1));
-    if (chunk < 1)
-        chunk = 1;
-    for (int rs = r0; rs < r1; rs += chunk) {
-        int re = rs + chunk < r1 ? rs + chunk : r1;
-        for (int j0 = 0; j0 < a->rows; j0 += KN_TILE) {
-            int nr = a->rows - j0 < KN_TILE ? a->rows - j0 : KN_TILE;
-            for (int r = rs; r < re; r++) {
-                const uint8_t *wrow = wb + (size_t)r * w_stride;
-                switch (nr) {
-                case 4: kn_tile(t, 4, wrow, a, j0, out, ldo, r); break;
-                case 3: kn_tile(t, 3, wrow, a, j0, out, ldo, r); break;
-                case 2: kn_tile(t, 2, wrow, a, j0, out, ldo, r); break;
-                default: kn_tile(t, 1, wrow, a, j0, out, ldo, r); break;
-                }
-            }
-        }
-    }
-}
-
-#define KN_GEMM(T, tag)                                                                    \
-    static void kn_gemm_##tag(const void *w, size_t w_stride, int r0, int r1,              \
-                              const kern_acts *a, float *out, size_t ldo)                  \
-    {                                                                                      \
-        kn_gemm(T, w, w_stride, r0, r1, a, out, ldo);                                      \
-    }
-KN_GEMM(KT_TQ2_0, tq2_0)
-KN_GEMM(KT_TQ1_0, tq1_0)
-KN_GEMM(KT_Q2_0, q2_0)
-KN_GEMM(KT_Q1_0, q1_0)
-KN_GEMM(KT_Q8_0, q8_0)
-KN_GEMM(KT_F16, f16)
-KN_GEMM(KT_BF16, bf16)
-KN_GEMM(KT_F32, f32)
-
-static const kern_ops kn_ops[] = {
-    {KT_TQ2_0, KN_ISA, true, kn_gemm_tq2_0},
-    {KT_TQ1_0, KN_ISA, true, kn_gemm_tq1_0},
-    {KT_Q2_0, KN_ISA, true, kn_gemm_q2_0},
-    {KT_Q1_0, KN_ISA, true, kn_gemm_q1_0},
-    {KT_Q8_0, KN_ISA, true, kn_gemm_q8_0},
-    {KT_F16, KN_ISA, false, kn_gemm_f16},
-    {KT_BF16, KN_ISA, false, kn_gemm_bf16},
-    {KT_F32, KN_ISA, false, kn_gemm_f32},
-};
-
-const kern_ops *KN_NAME(ops)(kt_type t)
-{
-    for (size_t i = 0; i < sizeof kn_ops / sizeof kn_ops[0]; i++)
-        if (kn_ops[i].type == t)
-            return &kn_ops[i];
-    return NULL;
-}
+/* The chunk/tile driver, the per-type entry points and the ops table. */
+#define KG_TILE KN_TILE
+#define KG_L2_BYTES KN_L2_BYTES
+#define KG_ISA KN_ISA
+#define KG_NAME KN_NAME
+#define KG_TILE_Q8_0 kn_tile_q8_0
+#define KG_TILE_FLOAT kn_tile_float
+#define KG_TILE_CODES kn_tile_codes
+#include "kernels/kern_gemm.h"

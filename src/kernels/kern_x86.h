@@ -367,71 +367,12 @@ KX_INLINE void kx_tile_float(kt_type t, int nr, const uint8_t *w, const kern_act
     }
 }
 
-KX_INLINE void kx_tile(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
-                       float *out, size_t ldo, int r)
-{
-    if (t == KT_Q8_0)
-        kx_tile_q8_0(nr, wrow, a, j0, out, ldo, r);
-    else if (t == KT_F16 || t == KT_BF16 || t == KT_F32)
-        kx_tile_float(t, nr, wrow, a, j0, out, ldo, r);
-    else
-        kx_tile_codes(t, nr, wrow, a, j0, out, ldo, r);
-}
-
-KX_INLINE void kx_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1,
-                       const kern_acts *a, float *out, size_t ldo)
-{
-    const uint8_t *wb = (const uint8_t *)w;
-    int chunk = (int)(KX_L2_BYTES / (w_stride ? w_stride : 1));
-    if (chunk < 1)
-        chunk = 1;
-    for (int rs = r0; rs < r1; rs += chunk) {
-        int re = rs + chunk < r1 ? rs + chunk : r1;
-        for (int j0 = 0; j0 < a->rows; j0 += KX_TILE) {
-            int nr = a->rows - j0 < KX_TILE ? a->rows - j0 : KX_TILE;
-            for (int r = rs; r < re; r++) {
-                const uint8_t *wrow = wb + (size_t)r * w_stride;
-                switch (nr) { /* constant tile sizes, so the loops unroll */
-                case 4: kx_tile(t, 4, wrow, a, j0, out, ldo, r); break;
-                case 3: kx_tile(t, 3, wrow, a, j0, out, ldo, r); break;
-                case 2: kx_tile(t, 2, wrow, a, j0, out, ldo, r); break;
-                default: kx_tile(t, 1, wrow, a, j0, out, ldo, r); break;
-                }
-            }
-        }
-    }
-}
-
-#define KX_GEMM(T, tag)                                                                    \
-    static void kx_gemm_##tag(const void *w, size_t w_stride, int r0, int r1,              \
-                              const kern_acts *a, float *out, size_t ldo)                  \
-    {                                                                                      \
-        kx_gemm(T, w, w_stride, r0, r1, a, out, ldo);                                      \
-    }
-KX_GEMM(KT_TQ2_0, tq2_0)
-KX_GEMM(KT_TQ1_0, tq1_0)
-KX_GEMM(KT_Q2_0, q2_0)
-KX_GEMM(KT_Q1_0, q1_0)
-KX_GEMM(KT_Q8_0, q8_0)
-KX_GEMM(KT_F16, f16)
-KX_GEMM(KT_BF16, bf16)
-KX_GEMM(KT_F32, f32)
-
-static const kern_ops kx_ops[] = {
-    {KT_TQ2_0, KX_ISA, true, kx_gemm_tq2_0},
-    {KT_TQ1_0, KX_ISA, true, kx_gemm_tq1_0},
-    {KT_Q2_0, KX_ISA, true, kx_gemm_q2_0},
-    {KT_Q1_0, KX_ISA, true, kx_gemm_q1_0},
-    {KT_Q8_0, KX_ISA, true, kx_gemm_q8_0},
-    {KT_F16, KX_ISA, false, kx_gemm_f16},
-    {KT_BF16, KX_ISA, false, kx_gemm_bf16},
-    {KT_F32, KX_ISA, false, kx_gemm_f32},
-};
-
-const kern_ops *KX_NAME(ops)(kt_type t)
-{
-    for (size_t i = 0; i < sizeof kx_ops / sizeof kx_ops[0]; i++)
-        if (kx_ops[i].type == t)
-            return &kx_ops[i];
-    return NULL;
-}
+/* The chunk/tile driver, the per-type entry points and the ops table. */
+#define KG_TILE KX_TILE
+#define KG_L2_BYTES KX_L2_BYTES
+#define KG_ISA KX_ISA
+#define KG_NAME KX_NAME
+#define KG_TILE_Q8_0 kx_tile_q8_0
+#define KG_TILE_FLOAT kx_tile_float
+#define KG_TILE_CODES kx_tile_codes
+#include "kernels/kern_gemm.h"
