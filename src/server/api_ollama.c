@@ -86,17 +86,10 @@ static int chat_parse(const cJSON *root, const struct api_limits *lim, struct jo
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs) {
         char where[32];
-        snprintf(where, sizeof where, "messages[%d].", i++);
-        if (!cJSON_IsObject(m)) return codec_fail(e, 400, "invalid_request", "%.*s: expected an object",
-                                                   (int)strlen(where) - 1, where);
-        const char *role = NULL, *content = NULL;
-        if (codec_get_string(m, "role", where, &role, e) < 0) return -1;
+        int r;
+        if (codec_message_role(m, i++, 0, where, &r, e) != 0) return -1;
+        const char *content = NULL;
         if (codec_get_string(m, "content", where, &content, e) < 0) return -1;
-        if (!role) return codec_fail(e, 400, "invalid_request", "%srole: required", where);
-        int r = !strcmp(role, "system") ? ROLE_SYSTEM : !strcmp(role, "user") ? ROLE_USER
-              : !strcmp(role, "assistant") ? ROLE_ASSISTANT : -1;
-        if (r < 0) return codec_fail(e, 422, "invalid_request", "%srole: '%s' is not system, user or assistant",
-                                     where, role);
         int before = j->n_images;
         if (parse_images(m, where, lim, j, e) != 0) return -1;
         const char *text = content ? content : "";

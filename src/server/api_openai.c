@@ -73,16 +73,8 @@ static int chat_parse(const cJSON *root, const struct api_limits *lim, struct jo
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs) {
         char where[32];
-        snprintf(where, sizeof where, "messages[%d].", i++);
-        if (!cJSON_IsObject(m)) return codec_fail(e, 400, "invalid_request", "%.*s: expected an object",
-                                                   (int)strlen(where) - 1, where);
-        const char *role = NULL;
-        if (codec_get_string(m, "role", where, &role, e) < 0) return -1;
-        if (!role) return codec_fail(e, 400, "invalid_request", "%srole: required", where);
-        int r = !strcmp(role, "system") || !strcmp(role, "developer") ? ROLE_SYSTEM
-              : !strcmp(role, "user") ? ROLE_USER : !strcmp(role, "assistant") ? ROLE_ASSISTANT : -1;
-        if (r < 0) return codec_fail(e, 422, "invalid_request",
-                                     "%srole: '%s' is not system, developer, user or assistant", where, role);
+        int r;
+        if (codec_message_role(m, i++, 1, where, &r, e) != 0) return -1;
         struct sbuf text = { 0 };
         int before = j->n_images;
         int rc = parse_content(cJSON_GetObjectItemCaseSensitive(m, "content"), where, lim, j, &text, e);

@@ -285,3 +285,25 @@ void sbuf_free(struct sbuf *b)
     b->p = NULL;
     b->len = b->cap = 0;
 }
+
+int codec_message_role(const cJSON *m, int i, int allow_developer, char where[32], int *role,
+                       struct api_error *e)
+{
+    snprintf(where, 32, "messages[%d].", i);
+    if (!cJSON_IsObject(m))
+        return codec_fail(e, 400, "invalid_request", "%.*s: expected an object",
+                          (int)strlen(where) - 1, where);
+    const char *r = NULL;
+    if (codec_get_string(m, "role", where, &r, e) < 0) return -1;
+    if (!r) return codec_fail(e, 400, "invalid_request", "%srole: required", where);
+    if (!strcmp(r, "system") || (allow_developer && !strcmp(r, "developer")))
+        *role = ROLE_SYSTEM;
+    else if (!strcmp(r, "user"))
+        *role = ROLE_USER;
+    else if (!strcmp(r, "assistant"))
+        *role = ROLE_ASSISTANT;
+    else
+        return codec_fail(e, 422, "invalid_request", "%srole: '%s' is not system, %suser or assistant",
+                          where, r, allow_developer ? "developer, " : "");
+    return 0;
+}

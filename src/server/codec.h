@@ -43,6 +43,12 @@ int codec_sampling(const cJSON *o, const char *where, const char *max_name,
                    const struct api_limits *lim, struct job_params *p, struct api_error *e);
 void codec_default_params(const struct api_limits *lim, struct job_params *p);
 
+/* The head of one chat message, messages[i]: checks that it is an object and reads its role
+ * into *role (enum job_role). "developer" (OpenAI's newer name for system) is accepted only
+ * when allow_developer. where receives the "messages[i]." prefix for later messages. */
+int codec_message_role(const cJSON *m, int i, int allow_developer, char where[32], int *role,
+                       struct api_error *e);
+
 /* Strict base64 (RFC 4648, padding optional, no whitespace). Returns 0 or -1. */
 int codec_base64_decode(const char *s, size_t n, unsigned char **out, size_t *outlen);
 /* Decodes a base64 image, or a data URI "data:image/...;base64,..." when allow_uri, and

@@ -129,6 +129,11 @@ START_TEST(ollama)
     job_unref(j);
     ck_assert_int_eq(parse(&api_ollama_chat, "{\"messages\":[{\"content\":\"x\"}]}", &j, &s, &c, &e), 400);
     ck_assert_int_eq(parse(&api_ollama_chat, "{\"messages\":[{\"role\":\"bot\",\"content\":\"x\"}]}", &j, &s, &c, &e), 422);
+    ck_assert_str_eq(e.message, "messages[0].role: 'bot' is not system, user or assistant");
+    /* "developer" is OpenAI's word; Ollama's chat does not know it */
+    ck_assert_int_eq(parse(&api_ollama_chat, "{\"messages\":[{\"role\":\"developer\",\"content\":\"x\"}]}", &j, &s, &c, &e), 422);
+    ck_assert_int_eq(parse(&api_ollama_chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},7]}", &j, &s, &c, &e), 400);
+    ck_assert_str_eq(e.message, "messages[1]: expected an object");
 }
 END_TEST
 
@@ -158,6 +163,10 @@ START_TEST(openai)
     ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"audio\"}]}]}", &j, &s, &c, &e), 422);
     ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}}]}]}", &j, &s, &c, &e), 422);
     ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png,abc\"}}]}]}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"content\":\"y\"}]}", &j, &s, &c, &e), 400);
+    ck_assert_str_eq(e.message, "messages[1].role: required");
+    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", &j, &s, &c, &e), 422);
+    ck_assert_str_eq(e.message, "messages[0].role: 'tool' is not system, developer, user or assistant");
     ck_assert_int_eq(parse(&api_openai_chat, "{\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &j, &s, &c, &e), 422);
 }
 END_TEST
