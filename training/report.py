@@ -3,7 +3,8 @@
   python3 report.py OUT RESULTS_JSON RESULTS_MD
 
 Reads OUT/data, OUT/float/{log.jsonl,eval.json}, OUT/{ternary,binary,absmean}/{log.jsonl,eval.json}
-and OUT/*/eval_hf.json (accuracy of the exported files), whatever exists.
+and OUT/*/eval_hf.json (accuracy of the exported files), whatever exists. OUT/float2 (run.sh's
+second float cycle) continues the float stage: its steps are counted on from float's last.
 """
 
 import json
@@ -39,7 +40,9 @@ def pct(x):
 def main():
     out, rj, rm = sys.argv[1:4]
     res = {"stages": {}}
-    cfg = js(os.path.join(out, "float", "hf", "config.json"))
+    f2 = os.path.join(out, "float2")
+    last_float = os.path.join(out, "float2" if os.path.isdir(f2) else "float")
+    cfg = js(os.path.join(last_float, "hf", "config.json"))
     if cfg:
         res["config"] = {"vision": cfg["vision_config"], "text": cfg["text_config"],
                          "scale_factor": cfg["scale_factor"]}
@@ -48,6 +51,10 @@ def main():
         if not os.path.isdir(d):
             continue
         log = jl(os.path.join(d, "log.jsonl"))
+        if st == "float" and last_float == f2:
+            base = max((r["step"] for r in log), default=0)
+            log += [dict(r, step=r["step"] + base) for r in jl(os.path.join(f2, "log.jsonl"))]
+            d = f2
         e = {"loss_curve": curve(log), "val": [r for r in log if "val_acc" in r]}
         sp = [r["s_per_step"] for r in log if "s_per_step" in r]
         if sp:

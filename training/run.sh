@@ -9,7 +9,8 @@
 #                              temporary directory (or $OUT), nothing copied; < 3 minutes
 #
 # Environment: PYTHON (default /usr/bin/python3, Debian's, which has python3-torch),
-# OUT, FLOAT_STEPS (total float steps, default 6900), QAT_STEPS, ABSMEAN_STEPS, TERN (the tern
+# OUT, FLOAT_STEPS (float steps of the first cycle, default 6900), FLOAT2_STEPS (second
+# cycle, default 4000), QAT_STEPS, ABSMEAN_STEPS, TERN (the tern
 # CLI for the C-side hooks).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -23,6 +24,7 @@ if [ $smoke = 1 ]; then
   data_args=(--train 48 --val 12 --test 8 --workers 1)
   float_args=(--images 4 --qpi 2 --eval-every 2 --eval-limit 4 --ckpt-every 2 --log-every 1)
   fs=4; grow_at=2; fs2=6
+  float2_args=("${float_args[@]}" --steps 4 --attn-sup 3,0.5)
   qat_args=(--steps 3 --images 4 --qpi 2 --eval-every 2 --eval-limit 4 --log-every 1)
   abs_args=("${qat_args[@]}")
   eval_args=(--limit 4)
@@ -32,6 +34,10 @@ else
   fs="${FLOAT_STEPS:-6900}"; grow_at=2800; fs2=$fs
   float_args=(--images 16 --qpi 6 --lr 1.5e-3 --aux 1.0 --aux-steps $((fs - 250))
               --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
+  fs3="${FLOAT2_STEPS:-4000}"
+  float2_args=(--steps "$fs3" --images 16 --qpi 6 --lr 1e-3 --aux 1.0 --aux-steps $((fs3 - 250))
+               --qkeep describe=0.5,count=0.3 --attn-sup 3,0.5 --seed 11
+               --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
   qat_args=(--steps "${QAT_STEPS:-600}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
   abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 6 --eval-every 1000)
   eval_args=()
@@ -58,25 +64,31 @@ fi
   "$PY" "$here/train.py" --data "$OUT/data" --out "$OUT/float" --resume "${float_args[@]}" \
     --steps "$fs2" --config '{"text_config": {"num_hidden_layers": 5}}' \
     --qkeep describe=0.5,count=0.3 --attn-sup 3,0.5 --seed 3
-[ -f "$OUT/float/hf16/config.json" ] || "$PY" "$here/export.py" "$OUT/float/hf" "$OUT/float/hf16"
+# 2b. a second cosine cycle (warm restart) from that model: the object-finding questions are
+#     still improving when the first cycle's learning rate has decayed.
+F="$OUT/float2"
+[ -f "$F/hf/config.json" ] ||
+  "$PY" "$here/train.py" --data "$OUT/data" --out "$F" --resume --init "$OUT/float/hf" \
+    --config '{"text_config": {"num_hidden_layers": 5}}' "${float2_args[@]}"
+[ -f "$F/hf16/config.json" ] || "$PY" "$here/export.py" "$F/hf" "$F/hf16"
 
 # 3. ternary (k-means) and binary fine-tuning side by side (one thread each), then absmean
 pids=()
 for mode in kmeans binary; do
   dir=ternary; [ $mode = binary ] && dir=binary
   if [ ! -f "$OUT/$dir/eval.json" ]; then
-    "$PY" "$here/ternarize.py" --data "$OUT/data" --float "$OUT/float/hf" --out "$OUT/$dir" \
+    "$PY" "$here/ternarize.py" --data "$OUT/data" --float "$F/hf" --out "$OUT/$dir" \
       --mode $mode "${qat_args[@]}" > "$OUT/$dir.out" 2>&1 &
     pids+=($!)
   fi
 done
 for p in "${pids[@]}"; do wait "$p"; done
 [ -f "$OUT/absmean/eval.json" ] ||
-  "$PY" "$here/ternarize.py" --data "$OUT/data" --float "$OUT/float/hf" --out "$OUT/absmean" \
+  "$PY" "$here/ternarize.py" --data "$OUT/data" --float "$F/hf" --out "$OUT/absmean" \
     --mode absmean "${abs_args[@]}" > "$OUT/absmean.out" 2>&1
 
 # 4. accuracy of the exported files (what tern convert will read)
-for st in float:hf16 ternary:hf binary:hf; do
+for st in float2:hf16 ternary:hf binary:hf; do
   name=${st%%:*}; sub=${st#*:}
   [ -f "$OUT/$name/eval_hf.json" ] ||
     "$PY" "$here/evaluate.py" --model "$OUT/$name/$sub" --data "$OUT/data" "${eval_args[@]}" \
@@ -91,10 +103,10 @@ if [ $smoke = 1 ]; then
   exit 0
 fi
 "$PY" "$here/report.py" "$OUT" "$here/results.json" "$here/RESULTS.md"
-for st in float:hf16 ternary:hf binary:hf; do
-  name=${st%%:*}; sub=${st#*:}
+for st in float2:hf16:float ternary:hf:ternary binary:hf:binary; do
+  IFS=: read -r src sub name <<< "$st"
   mkdir -p "$OUT/export/$name"
-  cp "$OUT/$name/$sub"/* "$OUT/export/$name/"
+  cp "$OUT/$src/$sub"/* "$OUT/export/$name/"
 done
 # The float checkpoint ships too, so that training can go on from it.
 mkdir -p "$root/models/hf/float"
