@@ -35,8 +35,8 @@ else
   float_args=(--images 16 --qpi 6 --lr 1.5e-3 --aux 1.0 --aux-steps $((fs - 250))
               --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
   fs3="${FLOAT2_STEPS:-4000}"
-  float2_args=(--steps "$fs3" --images 16 --qpi 6 --lr 1e-3 --aux 1.0 --aux-steps $((fs3 - 250))
-               --qkeep describe=0.5,count=0.3 --attn-sup 3,0.5 --seed 11
+  float2_args=(--steps "$fs3" --images 16 --qpi 6 --lr 7e-4 --aux 1.0 --aux-steps $((fs3 - 250))
+               --qkeep describe=0.3,count=0.2,color=0.6,exists=0.6 --attn-sup 3,1.0 --seed 12
                --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
   qat_args=(--steps "${QAT_STEPS:-600}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
   abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 6 --eval-every 1000)
@@ -65,7 +65,8 @@ fi
     --steps "$fs2" --config '{"text_config": {"num_hidden_layers": 5}}' \
     --qkeep describe=0.5,count=0.3 --attn-sup 3,0.5 --seed 3
 # 2b. a second cosine cycle (warm restart) from that model: the object-finding questions are
-#     still improving when the first cycle's learning rate has decayed.
+#     still improving when the first cycle's learning rate has decayed. This cycle asks mostly
+#     "What shape is the red object?" and "Where is ...?" and doubles the attention hint.
 F="$OUT/float2"
 [ -f "$F/hf/config.json" ] ||
   "$PY" "$here/train.py" --data "$OUT/data" --out "$F" --resume --init "$OUT/float/hf" \
