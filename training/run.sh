@@ -38,7 +38,7 @@ else
   float2_args=(--steps "$fs3" --images 16 --qpi 6 --lr 7e-4 --aux 1.0 --aux-steps $((fs3 - 250))
                --qkeep describe=0.3,count=0.2,color=0.6,exists=0.6 --attn-sup 3,1.0 --seed 12
                --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
-  qat_args=(--steps "${QAT_STEPS:-600}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
+  qat_args=(--steps "${QAT_STEPS:-300}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
   abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 6 --eval-every 1000)
   eval_args=()
 fi
