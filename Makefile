@@ -103,7 +103,7 @@ SERVE_MMPROJ ?= models/tern-demo-mmproj-tq2_0.gguf
 serve: build
 	@if [ -f $(SERVE_MODEL) ]; then engine=model; else engine=echo; \
 	  echo "note: $(SERVE_MODEL) not found: serving the echo test double (it repeats the prompt)"; fi; \
-	echo "try:  curl -N http://127.0.0.1:8080/generate -F image=@tests/server/data/shapes.jpg -F prompt='What is in the picture?'"; \
+	echo "try:  curl -N http://127.0.0.1:8080/generate -F image=@tests/data/shapes/test/00000.jpg -F prompt='Describe the image.'"; \
 	echo "  or open http://127.0.0.1:8080/ in a browser"; \
 	exec $(BUILD)/src/server/ternd --config /dev/null --bind 127.0.0.1 --port 8080 --engine $$engine \
 	  --model $(SERVE_MODEL) --mmproj $(SERVE_MMPROJ) --db $(BUILD)/ternd-stats.db

@@ -5,7 +5,7 @@
 # TERN_IMAGE (a JPEG/PNG; default: the test picture in the source tree) change the target.
 set -e
 URL=${TERN_URL:-http://127.0.0.1:8080}
-IMAGE=${TERN_IMAGE:-$(dirname "$0")/../tests/server/data/shapes.jpg}
+IMAGE=${TERN_IMAGE:-$(dirname "$0")/../tests/data/shapes/test/00000.jpg}
 AUTH=""
 [ -n "$TERN_API_KEY" ] && AUTH="Authorization: Bearer $TERN_API_KEY"
 
@@ -14,12 +14,12 @@ c() { curl -sS --fail-with-body ${AUTH:+-H "$AUTH"} "$@"; echo; }
 health()            { c "$URL/health"; }
 ready()             { c "$URL/ready"; }
 # Native API: streamed NDJSON, a picture uploaded as multipart/form-data.
-generate_image()    { c -N "$URL/generate" -F image=@"$IMAGE" -F prompt='What is in the picture?'; }
+generate_image()    { c -N "$URL/generate" -F image=@"$IMAGE" -F prompt='Describe the image.'; }
 # Native API: JSON body, one object back.
 generate_json()     { c "$URL/generate" -H 'Content-Type: application/json' \
                         -d '{"prompt": "Name three colours.", "max_tokens": 32, "stream": false}'; }
 # Ollama-compatible.
-ollama_generate()   { c -N "$URL/api/generate" -d "{\"model\": \"tern\", \"prompt\": \"What shape is it?\", \"images\": [\"$(base64 -w0 "$IMAGE")\"]}"; }
+ollama_generate()   { c -N "$URL/api/generate" -d "{\"model\": \"tern\", \"prompt\": \"How many shapes are there?\", \"images\": [\"$(base64 -w0 "$IMAGE")\"]}"; }
 ollama_chat()       { c -N "$URL/api/chat" -d '{"model": "tern", "messages": [{"role": "user", "content": "Hello!"}], "stream": false}'; }
 ollama_tags()       { c "$URL/api/tags"; }
 ollama_version()    { c "$URL/api/version"; }
