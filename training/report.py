@@ -41,8 +41,8 @@ def main():
     out, rj, rm = sys.argv[1:4]
     res = {"stages": {}}
     f2 = os.path.join(out, "float2")
-    last_float = os.path.join(out, "float2" if os.path.isdir(f2) else "float")
-    cfg = js(os.path.join(last_float, "hf", "config.json"))
+    has_f2 = os.path.isdir(f2)
+    cfg = js(os.path.join(f2 if has_f2 else os.path.join(out, "float"), "hf", "config.json"))
     if cfg:
         res["config"] = {"vision": cfg["vision_config"], "text": cfg["text_config"],
                          "scale_factor": cfg["scale_factor"]}
@@ -51,7 +51,7 @@ def main():
         if not os.path.isdir(d):
             continue
         log = jl(os.path.join(d, "log.jsonl"))
-        if st == "float" and last_float == f2:
+        if st == "float" and has_f2:
             base = max((r["step"] for r in log), default=0)
             log += [dict(r, step=r["step"] + base) for r in jl(os.path.join(f2, "log.jsonl"))]
             d = f2

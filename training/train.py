@@ -161,7 +161,8 @@ def batch_loss(model, pixels_u8, seqs, device, groups=1, aux=None, attn_sup=None
         if attn_sup is not None:
             extra = extra + attn_sup[1] * attn_sup_loss(model, attn_sup[0], ids, chunk) / (
                 (len(order) + k - 1) // k)
-            model.model.text_model.layers[attn_sup[0]].self_attn.keep_attn = False
+            attn = model.model.text_model.layers[attn_sup[0]].self_attn
+            attn.keep_attn, attn.last_attn = False, None  # do not hold the graph past the step
         n = int((labels != -100).sum())
         total = total + F.cross_entropy(logits.flatten(0, 1), labels.flatten(),
                                         ignore_index=-100, reduction="sum")
@@ -381,6 +382,8 @@ def main():
           f"{len(train.flat())} questions; val {len(val.items)}; load {time.time() - t0:.1f}s; "
           f"device {dev}", flush=True)
     keep = {k: float(v) for k, v in (kv.split("=") for kv in a.qkeep.split(",") if kv)}
+    attn_sup = (int(a.attn_sup.split(",")[0]), float(a.attn_sup.split(",")[1])) \
+        if a.attn_sup else None
     rng = random.Random(a.seed * 1000003 + step)
     model.train()
     run_loss, run_n, t_last = 0.0, 0, time.time()
@@ -391,8 +394,7 @@ def main():
             g["lr"] = lr
         pix, seqs, idx = sample_batch(train, rng, a.images, a.qpi, with_idx=True, keep=keep)
         w_aux = a.aux if step < a.aux_steps else 0.0
-        sup = (int(a.attn_sup.split(",")[0]), float(a.attn_sup.split(",")[1])) \
-            if a.attn_sup and w_aux > 0 else None
+        sup = attn_sup if w_aux > 0 else None
         loss, _, _ = batch_loss(model, pix, seqs, dev, groups=a.groups,
                                 aux=(head, train.cells[idx], w_aux) if w_aux > 0 else None,
                                 attn_sup=sup)

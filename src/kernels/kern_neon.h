@@ -2,8 +2,9 @@
  * every ARMv8-A (the Raspberry Pi 4's Cortex-A72: widening multiply-add)
  * and kern_dotprod.c with -march=armv8.2-a+dotprod (sdot: four int8
  * products into an int32 lane per instruction). The loop structure is the
- * x86 one (kern_x86.h): chunks of weight rows, tiles of KN_TILE activation
- * rows, each block unpacked once per tile into 16-wide code vectors.
+ * one kern_gemm.h drives for every level: chunks of weight rows, tiles of
+ * KN_TILE activation rows, each block unpacked once per tile into 16-wide
+ * code vectors.
  *
  * Accumulation bounds: codes c <= 3 and |q| <= 127. Without dotprod,
  * vmull_s8 + vmlal_s8 add two products into an int16 lane, at most
