@@ -30,18 +30,19 @@ static jmp_buf mc_jmp;
 
 #define START_TEST(name) static void name(void)
 #define END_TEST
-#define ck_assert_msg(cond, ...)                                                           \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fputc('\n', stderr);                                                           \
-            longjmp(mc_jmp, 1);                                                            \
-        }                                                                                  \
+#define ck_assert_msg(cond, ...)                                                                   \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            longjmp(mc_jmp, 1);                                                                    \
+        }                                                                                          \
     } while (0)
 #define ck_assert(c) ck_assert_msg((c), "assertion failed: %s", #c)
-#define MC_CMP(a, op, b) ck_assert_msg((long long)(a)op(long long)(b), "%s %s %s: %lld vs %lld", #a, #op, #b,   \
-                                       (long long)(a), (long long)(b))
+#define MC_CMP(a, op, b)                                                                           \
+    ck_assert_msg((long long)(a)op(long long)(b), "%s %s %s: %lld vs %lld", #a, #op, #b,           \
+                  (long long)(a), (long long)(b))
 #define ck_assert_int_eq(a, b) MC_CMP(a, ==, b)
 #define ck_assert_int_gt(a, b) MC_CMP(a, >, b)
 #define ck_assert_int_ge(a, b) MC_CMP(a, >=, b)

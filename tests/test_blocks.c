@@ -185,8 +185,7 @@ static void check_hand_block(kt_type tp, const uint8_t *hand, size_t bytes, cons
         ck_assert_msg(y[k] == x[k], "element %d: %g vs %g", k, y[k], x[k]);
     kt_from_float(tp, x, enc, n);
     ck_assert_mem_eq(enc, hand, bytes);
-    if (!t)
-        return;
+    if (!t) return;
     float sc = d;
     kt_pack_ternary(tp, t, &sc, enc, n);
     ck_assert_mem_eq(enc, hand, bytes);
@@ -342,35 +341,20 @@ static void grid_values(kt_type t, float *x, int64_t n, int bs)
         for (int j = 0; j < bs; j++) {
             int q;
             switch (t) {
-            case KT_Q8_0:
-                q = (int)(rnd() % 255) - 127;
-                break;
-            case KT_Q2_0:
-                q = (int)(rnd() % 4) - 1;
-                break;
-            case KT_Q1_0:
-                q = rnd() & 1 ? 1 : -1;
-                break;
-            default:
-                q = (int)(rnd() % 3) - 1;
-                break;
+            case KT_Q8_0: q = (int)(rnd() % 255) - 127; break;
+            case KT_Q2_0: q = (int)(rnd() % 4) - 1; break;
+            case KT_Q1_0: q = rnd() & 1 ? 1 : -1; break;
+            default: q = (int)(rnd() % 3) - 1; break;
             }
             x[b * bs + j] = (float)q * d;
         }
         /* pin the block's extreme so the scale rule finds d again */
         int at = (int)(rnd() % (unsigned)bs);
         switch (t) {
-        case KT_Q8_0:
-            x[b * bs + at] = (rnd() & 1 ? 127.0f : -127.0f) * d;
-            break;
-        case KT_Q2_0:
-            x[b * bs + at] = -d;
-            break;
-        case KT_Q1_0:
-            break;
-        default:
-            x[b * bs + at] = rnd() & 1 ? d : -d;
-            break;
+        case KT_Q8_0: x[b * bs + at] = (rnd() & 1 ? 127.0f : -127.0f) * d; break;
+        case KT_Q2_0: x[b * bs + at] = -d; break;
+        case KT_Q1_0: break;
+        default: x[b * bs + at] = rnd() & 1 ? d : -d; break;
         }
         if (b == 1) /* an all-zero block (Q1_0 has no zero) */
             for (int j = 0; j < bs; j++)

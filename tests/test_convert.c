@@ -31,8 +31,7 @@ static void sh(const char *fmt, ...)
 
 static void make_fixture(void)
 {
-    if (fixture[0])
-        return;
+    if (fixture[0]) return;
     char tmpl[] = "/tmp/tern-convert-XXXXXX";
     char *d = mkdtemp(tmpl);
     ck_assert_ptr_nonnull(d);
@@ -136,8 +135,8 @@ START_TEST(text_metadata)
     ck_assert_int_eq(gguf_arr_len(f, k), 320);
     size_t len;
     ck_assert_str_eq(gguf_arr_str(f, k, 0, &len), "<|endoftext|>");
-    ck_assert_str_eq(gguf_arr_str(f, k, 16 + 'a', &len), "a"); /* byte b is token 16 + b */
-    ck_assert_str_eq(gguf_arr_str(f, k, 16 + 256, &len), "Ġt");   /* first merge result */
+    ck_assert_str_eq(gguf_arr_str(f, k, 16 + 'a', &len), "a");  /* byte b is token 16 + b */
+    ck_assert_str_eq(gguf_arr_str(f, k, 16 + 256, &len), "Ġt"); /* first merge result */
     ck_assert_str_eq(gguf_arr_str(f, k, 319, &len), "[PAD319]");
     int kt = gguf_find_key(f, "tokenizer.ggml.token_type");
     ck_assert_int_eq(gguf_arr_type(f, kt), GGUF_INT32);
@@ -198,8 +197,10 @@ START_TEST(qk_rows_permuted)
     char err[512];
     ck_assert_msg(st_open_dir(fixture, &st, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(st_count(st), 3 + 2 * 9 + 3 + 2 * 16 + 3);
-    check_permuted(f, st, "blk.0.attn_q.weight", "model.text_model.layers.0.self_attn.q_proj.weight", 4);
-    check_permuted(f, st, "blk.1.attn_k.weight", "model.text_model.layers.1.self_attn.k_proj.weight", 2);
+    check_permuted(f, st, "blk.0.attn_q.weight",
+                   "model.text_model.layers.0.self_attn.q_proj.weight", 4);
+    check_permuted(f, st, "blk.1.attn_k.weight",
+                   "model.text_model.layers.1.self_attn.k_proj.weight", 2);
     /* v is not permuted, and bf16 sources widen exactly */
     const gguf_tensor *v = gguf_find_tensor(f, "blk.0.attn_v.weight");
     const st_tensor *hv = st_find(st, "model.text_model.layers.0.self_attn.v_proj.weight");
@@ -278,15 +279,18 @@ static void expect_error(const char *dir, const char *needle1, const char *needl
     char err[1024] = "", prefix[512];
     snprintf(prefix, sizeof prefix, "%s/out", dir);
     ck_assert_int_ne(convert_hf(dir, prefix, KT_F16, err, sizeof err), 0);
-    ck_assert_msg(strstr(err, needle1) && strstr(err, needle2), "message '%s' lacks '%s'/'%s'",
-                  err, needle1, needle2);
+    ck_assert_msg(strstr(err, needle1) && strstr(err, needle2), "message '%s' lacks '%s'/'%s'", err,
+                  needle1, needle2);
 }
 
 START_TEST(missing_tensor_named)
 {
     char dir[512];
     copy_fixture(dir, sizeof dir, "more-layers");
-    sh("%s -c \"import json;p='%s/config.json';c=json.load(open(p));c['text_config']['num_hidden_layers']=3;json.dump(c,open(p,'w'))\"",
+    sh("%s -c \"import "
+       "json;p='%s/"
+       "config.json';c=json.load(open(p));c['text_config']['num_hidden_layers']=3;json.dump(c,open("
+       "p,'w'))\"",
        python, dir);
     expect_error(dir, "model.text_model.layers.2.input_layernorm.weight", "missing");
 }
@@ -324,11 +328,19 @@ START_TEST(unknown_tensor_refused)
     char dir[512];
     copy_fixture(dir, sizeof dir, "extra");
     /* one shard with an extra tensor the architecture has no place for */
-    sh("%s -c \"import json,struct;p='%s/model-00002-of-00002.safetensors';b=open(p,'rb').read();n=struct.unpack('<Q',b[:8])[0];h=json.loads(b[8:8+n]);"
-       "end=max(v['data_offsets'][1] for k,v in h.items() if k!='__metadata__');h['model.extra.weight']={'dtype':'F32','shape':[1],'data_offsets':[end,end+4]};"
+    sh("%s -c \"import "
+       "json,struct;p='%s/"
+       "model-00002-of-00002.safetensors';b=open(p,'rb').read();n=struct.unpack('<Q',b[:8])[0];h="
+       "json.loads(b[8:8+n]);"
+       "end=max(v['data_offsets'][1] for k,v in h.items() if "
+       "k!='__metadata__');h['model.extra.weight']={'dtype':'F32','shape':[1],'data_offsets':[end,"
+       "end+4]};"
        "s=json.dumps(h).encode();open(p,'wb').write(struct.pack('<Q',len(s))+s+b[8+n:]+bytes(4))\"",
        python, dir);
-    sh("%s -c \"import json;p='%s/model.safetensors.index.json';c=json.load(open(p));c['weight_map']['model.extra.weight']='model-00002-of-00002.safetensors';json.dump(c,open(p,'w'))\"",
+    sh("%s -c \"import "
+       "json;p='%s/"
+       "model.safetensors.index.json';c=json.load(open(p));c['weight_map']['model.extra.weight']='"
+       "model-00002-of-00002.safetensors';json.dump(c,open(p,'w'))\"",
        python, dir);
     expect_error(dir, "model.extra.weight", "no place");
 }
@@ -339,10 +351,16 @@ START_TEST(tied_embeddings_and_no_tokenizer)
     char dir[512];
     copy_fixture(dir, sizeof dir, "tied");
     /* drop lm_head.weight from its shard's header and from the index */
-    sh("%s -c \"import json,struct;p='%s/model-00001-of-00002.safetensors';b=open(p,'rb').read();n=struct.unpack('<Q',b[:8])[0];h=json.loads(b[8:8+n]);"
-       "del h['lm_head.weight'];s=json.dumps(h).encode();open(p,'wb').write(struct.pack('<Q',len(s))+s+b[8+n:])\"",
+    sh("%s -c \"import "
+       "json,struct;p='%s/"
+       "model-00001-of-00002.safetensors';b=open(p,'rb').read();n=struct.unpack('<Q',b[:8])[0];h="
+       "json.loads(b[8:8+n]);"
+       "del "
+       "h['lm_head.weight'];s=json.dumps(h).encode();open(p,'wb').write(struct.pack('<Q',len(s))+s+"
+       "b[8+n:])\"",
        python, dir);
-    sh("%s -c \"import json;p='%s/model.safetensors.index.json';c=json.load(open(p));del c['weight_map']['lm_head.weight'];json.dump(c,open(p,'w'))\"",
+    sh("%s -c \"import json;p='%s/model.safetensors.index.json';c=json.load(open(p));del "
+       "c['weight_map']['lm_head.weight'];json.dump(c,open(p,'w'))\"",
        python, dir);
     sh("rm %s/tokenizer.json", dir);
     char err[1024], prefix[600], path[700];
@@ -366,14 +384,19 @@ START_TEST(single_file_checkpoint)
     sh("cd %s && %s -c \"import json,struct\n"
        "hs=[];ds=[]\n"
        "for p in ['model-00001-of-00002.safetensors','model-00002-of-00002.safetensors']:\n"
-       "  b=open(p,'rb').read();n=struct.unpack('<Q',b[:8])[0];hs.append(json.loads(b[8:8+n]));ds.append(b[8+n:])\n"
+       "  "
+       "b=open(p,'rb').read();n=struct.unpack('<Q',b[:8])[0];hs.append(json.loads(b[8:8+n]));ds."
+       "append(b[8+n:])\n"
        "out={};off=len(ds[0])\n"
        "for k,v in hs[0].items():\n  out[k]=v\n"
        "for k,v in hs[1].items():\n"
-       "  if k!='__metadata__': v['data_offsets']=[v['data_offsets'][0]+off,v['data_offsets'][1]+off]\n"
+       "  if k!='__metadata__': "
+       "v['data_offsets']=[v['data_offsets'][0]+off,v['data_offsets'][1]+off]\n"
        "  out[k]=v\n"
-       "s=json.dumps(out).encode();open('model.safetensors','wb').write(struct.pack('<Q',len(s))+s+ds[0]+ds[1])\" "
-       "&& rm model-0000* model.safetensors.index.json", dir, python);
+       "s=json.dumps(out).encode();open('model.safetensors','wb').write(struct.pack('<Q',len(s))+s+"
+       "ds[0]+ds[1])\" "
+       "&& rm model-0000* model.safetensors.index.json",
+       dir, python);
     char err[1024], prefix[600];
     snprintf(prefix, sizeof prefix, "%s/out", dir);
     ck_assert_msg(convert_hf(dir, prefix, KT_BF16, err, sizeof err) == 0, "%s", err);
@@ -391,10 +414,8 @@ END_TEST
 
 int main(int argc, char **argv)
 {
-    if (argc > 1)
-        python = argv[1];
-    if (argc > 2)
-        script = argv[2];
+    if (argc > 1) python = argv[1];
+    if (argc > 2) script = argv[2];
     Suite *s = suite_create("convert");
     TCase *tc = tcase_create("convert");
     tcase_set_timeout(tc, 120);
@@ -415,8 +436,7 @@ int main(int argc, char **argv)
     if (outdir[0] && rc == EXIT_SUCCESS) {
         char cmd[600];
         snprintf(cmd, sizeof cmd, "rm -rf %s", outdir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", outdir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", outdir);
     }
     return rc;
 }

@@ -47,9 +47,12 @@ static void expect_pixels(const img_rgb *im, const char *ref, int w, int h)
 
 START_TEST(png_kinds)
 {
-    static const struct { const char *png, *ref; int w, h; } cases[] = {
+    static const struct {
+        const char *png, *ref;
+        int w, h;
+    } cases[] = {
         {"rgb.png", "rgb.rgb", 37, 23},
-        {"rgba.png", "rgba.rgb", 9, 7},     /* alpha over white, Pillow's rounding */
+        {"rgba.png", "rgba.rgb", 9, 7}, /* alpha over white, Pillow's rounding */
         {"grey.png", "grey.rgb", 6, 5},
         {"palette.png", "palette.rgb", 5, 4}, /* tRNS transparency */
     };
@@ -109,8 +112,7 @@ START_TEST(bad_input_is_an_error)
     for (size_t n = 0; n < len; n += 7) {
         img_rgb im;
         char err[256];
-        if (img_decode(data, n, NULL, &im, err, sizeof err) == 0)
-            img_free(&im);
+        if (img_decode(data, n, NULL, &im, err, sizeof err) == 0) img_free(&im);
     }
     /* and random byte flips */
     srand(1);
@@ -120,8 +122,7 @@ START_TEST(bad_input_is_an_error)
         copy[2 + (size_t)rand() % (len - 2)] ^= (uint8_t)(1 + rand() % 255);
         img_rgb im;
         char err[256];
-        if (img_decode(copy, len, NULL, &im, err, sizeof err) == 0)
-            img_free(&im);
+        if (img_decode(copy, len, NULL, &im, err, sizeof err) == 0) img_free(&im);
         free(copy);
     }
     free(data);
@@ -187,14 +188,18 @@ START_TEST(preprocess_matches_idefics3)
                          10);
         size_t nb;
         img_rgb in = {sw, sh, slurp(src, &nb)};
-        img_proc_cfg cfg = {.longest_edge = longest, .tile = tile, .split = split,
-                            .rescale = 1.0 / 255.0, .mean = {0.5f, 0.5f, 0.5f},
+        img_proc_cfg cfg = {.longest_edge = longest,
+                            .tile = tile,
+                            .split = split,
+                            .rescale = 1.0 / 255.0,
+                            .mean = {0.5f, 0.5f, 0.5f},
                             .std = {0.5f, 0.5f, 0.5f}};
         img_rgb *tiles;
         int got_n, got_rows, got_cols;
         char err[256];
         ck_assert_msg(img_preprocess_u8(&in, &cfg, &tiles, &got_n, &got_rows, &got_cols, err,
-                                        sizeof err) == 0, "%s", err);
+                                        sizeof err) == 0,
+                      "%s", err);
         ck_assert_msg(got_rows == rows && got_cols == cols && got_n == n,
                       "%s: grid %dx%d (%d), want %dx%d (%d)", line, got_rows, got_cols, got_n, rows,
                       cols, n);
@@ -204,7 +209,8 @@ START_TEST(preprocess_matches_idefics3)
             ck_assert_int_eq(tiles[t].w, tile);
             ck_assert_int_eq(tiles[t].h, tile);
             ck_assert_msg(memcmp(tiles[t].rgb, want + (size_t)t * tile * tile * 3,
-                                 (size_t)tile * tile * 3) == 0, "%s: tile %d differs", line, t);
+                                 (size_t)tile * tile * 3) == 0,
+                          "%s: tile %d differs", line, t);
         }
         /* the float version: CHW, (x/255 - 0.5)/0.5 */
         img_tiles ft;
@@ -217,7 +223,8 @@ START_TEST(preprocess_matches_idefics3)
             for (size_t p = 0; p < plane; p += 7)
                 for (int c = 0; c < 3; c++) {
                     float x = (float)(want[((size_t)t * plane + p) * 3 + c] * (1.0 / 255.0));
-                    ck_assert_float_eq(ft.pixels[((size_t)t * 3 + c) * plane + p], (x - 0.5f) / 0.5f);
+                    ck_assert_float_eq(ft.pixels[((size_t)t * 3 + c) * plane + p],
+                                       (x - 0.5f) / 0.5f);
                 }
         img_tiles_free(&ft);
         free(want);

@@ -128,8 +128,7 @@ static void make_acts(acts *A, int rows, int n, int exact)
         float *x = A->x + (size_t)j * n;
         for (int i = 0; i < n; i++)
             x[i] = exact ? (float)((int)(rnd() % 255) - 127) : frand(-3, 3);
-        if (exact)
-            x[rnd() % n] = 127.0f;
+        if (exact) x[rnd() % n] = 127.0f;
         if (n % KERN_GROUP == 0)
             kern_quantize_row(x, n, A->q + (size_t)j * n, A->g + (size_t)j * (n / KERN_GROUP),
                               A->s + j);
@@ -153,8 +152,8 @@ static double abs_dot(kt_type t, const uint8_t *w, size_t stride, int r, const a
     kt_to_float(t, w + (size_t)r * stride, wf, n);
     double s = 0;
     for (int i = 0; i < n; i++) {
-        double x = is_float(t) ? A->x[(size_t)j * n + i]
-                               : (double)A->q[(size_t)j * n + i] * A->s[j];
+        double x =
+            is_float(t) ? A->x[(size_t)j * n + i] : (double)A->q[(size_t)j * n + i] * A->s[j];
         s += fabs((double)wf[i] * x);
     }
     free(wf);
@@ -236,8 +235,7 @@ static void run_all(int exact)
     for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
         for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
             const kern_ops *ops = kern_get_isa(all_types[ti], (kern_isa)isa);
-            if (!ops)
-                continue;
+            if (!ops) continue;
             ck_assert_int_eq(ops->type, all_types[ti]);
             ck_assert_int_eq(ops->isa, isa);
             int ns[4], cnt;
@@ -312,8 +310,7 @@ START_TEST(overflow_worst_case)
             double want = (double)n * wv * 127 * sign;
             for (int isa = 0; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
                 const kern_ops *ops = kern_get_isa(t, (kern_isa)isa);
-                if (!ops)
-                    continue;
+                if (!ops) continue;
                 float out = 0;
                 ops->gemm(w, stride, 0, 1, &a, &out, 1);
                 ck_assert_msg((double)out == want, "%s type %d: %.9g, want %.9g",
@@ -346,8 +343,7 @@ START_TEST(quantize_bit_identical)
     static const int ns[] = {32, 96, 576, 14336};
     for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
         kern_quantize_fn f = kern_get_quantize_isa((kern_isa)isa);
-        if (!f)
-            continue;
+        if (!f) continue;
         for (size_t k = 0; k < 4; k++) {
             int n = ns[k];
             float *x = malloc(sizeof(float) * n);
@@ -362,8 +358,7 @@ START_TEST(quantize_bit_identical)
                     default: x[i] = frand(-1e-30f, 1e-30f); break;
                     }
                 }
-                if (mode == 1)
-                    x[n / 2] = 127.0f; /* scale 1: every x * id is a tie */
+                if (mode == 1) x[n / 2] = 127.0f; /* scale 1: every x * id is a tie */
                 float s1, s2;
                 kern_quantize_row(x, n, q1, g1, &s1);
                 f(x, n, q2, g2, &s2);
@@ -393,8 +388,7 @@ START_TEST(f16_row_matches_reference)
     kern_f16_to_f32_row(h, r, N);
     for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
         kern_f16_row_fn f = kern_get_f16_to_f32_isa((kern_isa)isa);
-        if (!f)
-            continue;
+        if (!f) continue;
         for (int off = 0; off < 8; off++) {
             size_t n = (size_t)(N - 9 - off); /* every tail length 0..7 */
             memset(y, 0, sizeof *y * N);
@@ -405,7 +399,8 @@ START_TEST(f16_row_matches_reference)
                               "%s: half 0x%04x gives %a, reference %a",
                               kern_isa_name((kern_isa)isa), h[off + i], (double)b, (double)a);
             }
-            ck_assert_msg(y[off + n] == 0.0f, "%s wrote past the row", kern_isa_name((kern_isa)isa));
+            ck_assert_msg(y[off + n] == 0.0f, "%s wrote past the row",
+                          kern_isa_name((kern_isa)isa));
         }
     }
     ck_assert(kern_get_f16_to_f32() != NULL);
@@ -434,8 +429,7 @@ START_TEST(attn_ops_match_reference)
     ck_assert_ptr_nonnull(kern_get_attn());
     for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
         const kern_attn_ops *o = kern_get_attn_isa((kern_isa)isa);
-        if (!o)
-            continue;
+        if (!o) continue;
         const char *name = kern_isa_name((kern_isa)isa);
         for (int a = 0; a < 6; a++)
             for (int b = 0; b < 6; b++) {
@@ -478,8 +472,7 @@ START_TEST(dispatch_levels)
     ck_assert_str_eq(kern_isa_name(KERN_ISA_NEON_DOTPROD), "dotprod");
     /* make test-arm says which level each emulated CPU must get */
     const char *expect = getenv("TERN_EXPECT_ISA");
-    if (expect)
-        ck_assert_str_eq(kern_isa_name(best), expect);
+    if (expect) ck_assert_str_eq(kern_isa_name(best), expect);
     for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
         const kern_ops *o = kern_get(all_types[ti]);
         ck_assert_ptr_nonnull(o);
@@ -532,7 +525,10 @@ static void pool_case(int threads)
     pool_destroy(p);
 }
 
-START_TEST(pool_one_thread) { pool_case(1); }
+START_TEST(pool_one_thread)
+{
+    pool_case(1);
+}
 END_TEST
 
 START_TEST(pool_many_threads)
@@ -584,8 +580,8 @@ static void mm_case(kt_type t, int rows, int cols, int n, int threads)
                              abs_dot(t, w, stride, r, &A, j) +
                          1e-30;
             ck_assert_msg(fabs((double)got[j * rows + r] - want[j * rows + r]) <= tol,
-                          "type %d rows %d n %d threads %d: [%d][%d] %g vs %g", t, rows, n,
-                          threads, j, r, got[j * rows + r], want[j * rows + r]);
+                          "type %d rows %d n %d threads %d: [%d][%d] %g vs %g", t, rows, n, threads,
+                          j, r, got[j * rows + r], want[j * rows + r]);
         }
     free(got);
     free(want);

@@ -79,8 +79,7 @@ static void golden_close(golden *g)
  * Embeddings, norms, biases and vision patch/position tables stay as they are. */
 static bool is_linear(const gguf_tensor *t)
 {
-    if (t->n_dims != 2)
-        return false;
+    if (t->n_dims != 2) return false;
     return strstr(t->name, "blk.") || strcmp(t->name, "output.weight") == 0 ||
            strcmp(t->name, "mm.model.fc.weight") == 0;
 }
@@ -110,7 +109,8 @@ static void derive(const char *src, const char *dst, kt_type q, bool dequant)
             size_t nb = ttype_row_bytes(ti, t->ne[0]) * (size_t)(ne / t->ne[0]);
             void *qb = malloc(nb);
             ck_assert_msg(quant_to_type(fl, ne / t->ne[0], t->ne[0], q, QUANT_KMEANS, false, qb,
-                                        NULL, g_err, sizeof g_err) == 0, "%s", g_err);
+                                        NULL, g_err, sizeof g_err) == 0,
+                          "%s", g_err);
             if (dequant) {
                 ti->to_float(q, qb, fl, ne);
                 free(qb);
@@ -122,7 +122,8 @@ static void derive(const char *src, const char *dst, kt_type q, bool dequant)
         }
         bufs[i] = data;
         ck_assert_msg(gguf_add_tensor(w, t->name, out, t->n_dims, t->ne, data, g_err,
-                                      sizeof g_err) == GGUF_OK, "%s", g_err);
+                                      sizeof g_err) == GGUF_OK,
+                      "%s", g_err);
     }
     ck_assert_msg(gguf_write(w, dst, g_err, sizeof g_err) == GGUF_OK, "%s", g_err);
     gguf_writer_destroy(w);
@@ -151,21 +152,20 @@ static void edit_copy(const char *src, const char *dst, const char *drop, const 
     const gguf_tensor *te = gguf_find_tensor(f, "token_embd.weight");
     for (int i = 0; i < gguf_n_tensors(f); i++) {
         const gguf_tensor *t = gguf_tensor_at(f, i);
-        if (drop && strcmp(t->name, drop) == 0)
-            continue;
+        if (drop && strcmp(t->name, drop) == 0) continue;
         int64_t ne[GGUF_MAX_DIMS];
         memcpy(ne, t->ne, sizeof ne);
         const void *data = t->data;
         kt_type type = t->type;
-        if (shrink && strcmp(t->name, shrink) == 0)
-            ne[1]--;
+        if (shrink && strcmp(t->name, shrink) == 0) ne[1]--;
         if (as_output && strcmp(t->name, as_output) == 0) {
             memcpy(ne, te->ne, sizeof ne);
             data = te->data;
             type = te->type;
         }
-        ck_assert_msg(gguf_add_tensor(w, t->name, type, t->n_dims, ne, data, g_err,
-                                      sizeof g_err) == GGUF_OK, "%s", g_err);
+        ck_assert_msg(gguf_add_tensor(w, t->name, type, t->n_dims, ne, data, g_err, sizeof g_err) ==
+                          GGUF_OK,
+                      "%s", g_err);
     }
     ck_assert_msg(gguf_write(w, dst, g_err, sizeof g_err) == GGUF_OK, "%s", g_err);
     gguf_writer_destroy(w);
@@ -185,14 +185,12 @@ static eng_model *load_derived(const char *name, bool vision, kt_type q, bool de
     tmp_path(dst, sizeof dst, f1);
     tmp_path(vdst, sizeof vdst, f2);
     derive(src, dst, q, dequant);
-    if (vision)
-        derive(vsrc, vdst, q, dequant);
+    if (vision) derive(vsrc, vdst, q, dequant);
     eng_model *m;
     ck_assert_msg(eng_model_load(dst, vision ? vdst : NULL, &m, g_err, sizeof g_err) == ENG_OK,
                   "%s", g_err);
     unlink(dst);
-    if (vision)
-        unlink(vdst);
+    if (vision) unlink(vdst);
     return m;
 }
 
@@ -227,8 +225,7 @@ static int argmax(const float *x, int n)
 {
     int b = 0;
     for (int i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
+        if (x[i] > x[b]) b = i;
     return b;
 }
 
@@ -238,8 +235,7 @@ static const float **image_rows(const golden *g, const float *embd, int n_embd)
     const float **rows = calloc((size_t)g->n_prompt, sizeof *rows);
     int k = 0;
     for (int i = 0; i < g->n_prompt; i++)
-        if (embd && g->prompt[i] == g->image_token)
-            rows[i] = embd + (size_t)(k++) * n_embd;
+        if (embd && g->prompt[i] == g->image_token) rows[i] = embd + (size_t)(k++) * n_embd;
     return rows;
 }
 
@@ -248,8 +244,11 @@ static void run_stepwise(eng_ctx *c, int slot, const golden *g, const float **ro
                          int V)
 {
     for (int i = 0; i < g->n_prompt; i++) {
-        eng_item it = {.slot = slot, .n_tokens = 1, .tokens = &g->prompt[i],
-                       .embd = rows ? (const float *const *)&rows[i] : NULL, .pos = i,
+        eng_item it = {.slot = slot,
+                       .n_tokens = 1,
+                       .tokens = &g->prompt[i],
+                       .embd = rows ? (const float *const *)&rows[i] : NULL,
+                       .pos = i,
                        .want_logits = true};
         ck_assert_msg(eng_step(c, &it, 1, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
         const float *l = eng_logits(c, slot);
@@ -262,8 +261,7 @@ static void run_stepwise(eng_ctx *c, int slot, const golden *g, const float **ro
 static float *encode_image(eng_ctx *c, const eng_model *m, const golden *g)
 {
     const eng_model_info *in = eng_model_get_info(m);
-    if (!in->has_vision || !g->pixels)
-        return NULL;
+    if (!in->has_vision || !g->pixels) return NULL;
     float *e = malloc((size_t)in->n_image_tokens * in->n_embd * sizeof *e);
     ck_assert_msg(eng_vision_encode(c, g->pixels, 1, e, g_err, sizeof g_err) == ENG_OK, "%s",
                   g_err);
@@ -296,19 +294,22 @@ static void check_golden(const char *name, bool vision)
         ck_assert_msg(e <= 1e-4, "%s: position %d: logits relative error %g", name, i, e);
         worst = e > worst ? e : worst;
     }
-    printf("%s f32: worst logits relative error %.3g over %d positions\n", name, worst,
-           g.n_prompt);
+    printf("%s f32: worst logits relative error %.3g over %d positions\n", name, worst, g.n_prompt);
 
     /* Prefill in chunks of 5 on slot 1: each chunk's last logits match. */
     for (int p = 0; p < g.n_prompt; p += 5) {
         int n = g.n_prompt - p < 5 ? g.n_prompt - p : 5;
-        eng_item it = {.slot = 1, .n_tokens = n, .tokens = g.prompt + p,
-                       .embd = (const float *const *)rows + p, .pos = p, .want_logits = true};
+        eng_item it = {.slot = 1,
+                       .n_tokens = n,
+                       .tokens = g.prompt + p,
+                       .embd = (const float *const *)rows + p,
+                       .pos = p,
+                       .want_logits = true};
         ck_assert_msg(eng_step(c, &it, 1, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
         int last = p + n - 1;
         double e = rel_err(eng_logits(c, 1), g.logits + (size_t)last * V, V);
-        ck_assert_msg(e <= 1e-4, "%s: chunked prefill, position %d: relative error %g", name,
-                      last, e);
+        ck_assert_msg(e <= 1e-4, "%s: chunked prefill, position %d: relative error %g", name, last,
+                      e);
     }
 
     /* Greedy continuation from slot 1's prefill. */
@@ -317,10 +318,10 @@ static void check_golden(const char *name, bool vision)
     sampler *s = sampler_create(V, &sp);
     int32_t tok = sampler_sample(s, eng_logits(c, 1));
     for (int k = 0; k < g.n_greedy; k++) {
-        ck_assert_msg(tok == g.greedy[k], "%s: greedy token %d is %d, reference %d", name, k,
-                      tok, g.greedy[k]);
-        eng_item it = {.slot = 1, .n_tokens = 1, .tokens = &tok, .pos = g.n_prompt + k,
-                       .want_logits = true};
+        ck_assert_msg(tok == g.greedy[k], "%s: greedy token %d is %d, reference %d", name, k, tok,
+                      g.greedy[k]);
+        eng_item it = {
+            .slot = 1, .n_tokens = 1, .tokens = &tok, .pos = g.n_prompt + k, .want_logits = true};
         ck_assert_msg(eng_step(c, &it, 1, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
         tok = sampler_sample(s, eng_logits(c, 1));
     }
@@ -333,10 +334,16 @@ static void check_golden(const char *name, bool vision)
     golden_close(&g);
 }
 
-START_TEST(test_golden_tiny) { check_golden("tiny", true); }
+START_TEST(test_golden_tiny)
+{
+    check_golden("tiny", true);
+}
 END_TEST
 
-START_TEST(test_golden_odd) { check_golden("odd", true); }
+START_TEST(test_golden_odd)
+{
+    check_golden("odd", true);
+}
 END_TEST
 
 /* A quantized model against the float model holding the same (dequantized)
@@ -362,8 +369,7 @@ static double quant_vs_dequant(const char *name, bool vision, kt_type q, int *ag
     *n = g.n_prompt;
     for (int i = 0; i < g.n_prompt; i++) {
         double e = rel_err(lq + (size_t)i * V, ld + (size_t)i * V, V);
-        if (e > worst)
-            worst = e;
+        if (e > worst) worst = e;
         *agree += argmax(lq + (size_t)i * V, V) == argmax(ld + (size_t)i * V, V);
     }
     free(lq);
@@ -396,18 +402,16 @@ static const struct {
     kt_type type;
     double tol;
 } quant_cases[] = {
-    {"tiny", true, KT_F16, 1e-4},   {"tiny", true, KT_BF16, 1e-4},
-    {"tiny", true, KT_Q8_0, 0.1},  {"tiny", true, KT_TQ2_0, 0.1},
-    {"tiny", true, KT_TQ1_0, 0.1}, {"tiny", true, KT_Q1_0, 0.1},
-    {"tiny", true, KT_Q2_0, 0.1},  {"odd", true, KT_Q2_0, 0.1},
-    {"odd", true, KT_Q8_0, 0.1},
+    {"tiny", true, KT_F16, 1e-4},  {"tiny", true, KT_BF16, 1e-4}, {"tiny", true, KT_Q8_0, 0.1},
+    {"tiny", true, KT_TQ2_0, 0.1}, {"tiny", true, KT_TQ1_0, 0.1}, {"tiny", true, KT_Q1_0, 0.1},
+    {"tiny", true, KT_Q2_0, 0.1},  {"odd", true, KT_Q2_0, 0.1},   {"odd", true, KT_Q8_0, 0.1},
 };
 
 START_TEST(test_quantized)
 {
     int agree, n;
-    double e = quant_vs_dequant(quant_cases[_i].model, quant_cases[_i].vision,
-                                quant_cases[_i].type, &agree, &n);
+    double e = quant_vs_dequant(quant_cases[_i].model, quant_cases[_i].vision, quant_cases[_i].type,
+                                &agree, &n);
     printf("%s %s: worst relative error %.3g, argmax agrees at %d/%d positions\n",
            quant_cases[_i].model, ttype_get(quant_cases[_i].type)->name, e, agree, n);
     ck_assert_msg(e <= quant_cases[_i].tol, "%s as %s: relative error %g > %g",
@@ -442,26 +446,28 @@ START_TEST(test_batched)
         int n = 0;
         for (int k = 0; k < 3; k++) {
             int s = (k + round) % 3, left = len[s] - pos[s];
-            if (left <= 0)
-                continue;
+            if (left <= 0) continue;
             int step = s + 1 < left ? s + 1 : left;
-            items[n++] = (eng_item){.slot = s, .n_tokens = step, .tokens = g.prompt + off[s] +
-                                    pos[s], .pos = pos[s], .want_logits = true};
+            items[n++] = (eng_item){.slot = s,
+                                    .n_tokens = step,
+                                    .tokens = g.prompt + off[s] + pos[s],
+                                    .pos = pos[s],
+                                    .want_logits = true};
         }
         ck_assert_msg(eng_step(c, items, n, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
         for (int k = 0; k < n; k++) {
             int s = items[k].slot, last = pos[s] + items[k].n_tokens - 1;
-            double e = rel_err(eng_logits(c, s),
-                               ref + ((size_t)s * g.n_prompt + (size_t)last) * V, V);
-            ck_assert_msg(e <= 1e-6, "slot %d position %d: batched differs from alone by %g",
-                          s, last, e);
+            double e =
+                rel_err(eng_logits(c, s), ref + ((size_t)s * g.n_prompt + (size_t)last) * V, V);
+            ck_assert_msg(e <= 1e-6, "slot %d position %d: batched differs from alone by %g", s,
+                          last, e);
             pos[s] += items[k].n_tokens;
         }
     }
     /* Truncate and replay: the same logits again. */
     ck_assert_int_eq(eng_slot_truncate(c, 2, 4, g_err, sizeof g_err), ENG_OK);
-    eng_item it = {.slot = 2, .n_tokens = 1, .tokens = g.prompt + off[2] + 4, .pos = 4,
-                   .want_logits = true};
+    eng_item it = {
+        .slot = 2, .n_tokens = 1, .tokens = g.prompt + off[2] + 4, .pos = 4, .want_logits = true};
     ck_assert_int_eq(eng_step(c, &it, 1, g_err, sizeof g_err), ENG_OK);
     ck_assert(rel_err(eng_logits(c, 2), ref + ((size_t)2 * g.n_prompt + 4) * V, V) <= 1e-6);
     free(ref);
@@ -537,7 +543,8 @@ START_TEST(test_tied_and_shapes)
     edit_copy(src, bad, "blk.1.ffn_up.weight", NULL, NULL);
     ck_assert_int_eq(eng_model_load(bad, NULL, &m, g_err, sizeof g_err), ENG_ERR);
     ck_assert_msg(strstr(g_err, "blk.1.ffn_up.weight") && strstr(g_err, "bad.gguf") &&
-                  strstr(g_err, "missing"), "%s", g_err);
+                      strstr(g_err, "missing"),
+                  "%s", g_err);
     edit_copy(src, bad, NULL, "blk.0.attn_k.weight", NULL);
     ck_assert_int_eq(eng_model_load(bad, NULL, &m, g_err, sizeof g_err), ENG_ERR);
     ck_assert_msg(strstr(g_err, "blk.0.attn_k.weight") && strstr(g_err, "shape"), "%s", g_err);
@@ -550,8 +557,7 @@ END_TEST
 START_TEST(test_bad_input)
 {
     eng_model *m;
-    ck_assert_int_eq(eng_model_load("/nonexistent.gguf", NULL, &m, g_err, sizeof g_err),
-                     ENG_ERR);
+    ck_assert_int_eq(eng_model_load("/nonexistent.gguf", NULL, &m, g_err, sizeof g_err), ENG_ERR);
     ck_assert_ptr_null(m);
     /* A golden file is a GGUF but not a model: refused by name. */
     ck_assert_int_eq(eng_model_load(GOLDEN "odd.golden.gguf", NULL, &m, g_err, sizeof g_err),
@@ -582,7 +588,7 @@ START_TEST(test_bad_input)
     it.slot = 0;
     eng_item two[2] = {it, it};
     ck_assert_int_eq(eng_step(c, two, 2, g_err, sizeof g_err), ENG_ERR); /* slot twice */
-    ck_assert_int_eq(eng_slot_len(c, 0), 0); /* nothing changed */
+    ck_assert_int_eq(eng_slot_len(c, 0), 0);                             /* nothing changed */
     ck_assert_int_eq(eng_step(c, &it, 1, g_err, sizeof g_err), ENG_OK);
     ck_assert_int_eq(eng_slot_len(c, 0), 3);
     ck_assert_ptr_null(eng_logits(c, 0)); /* not asked for */
@@ -644,8 +650,7 @@ START_TEST(test_sampler)
             bool used = false;
             for (int j = 0; j < k; j++)
                 used |= sorted[j] == i;
-            if (!used && (bi < 0 || lg[i] > lg[bi]))
-                bi = i;
+            if (!used && (bi < 0 || lg[i] > lg[bi])) bi = i;
         }
         sorted[k] = bi;
     }

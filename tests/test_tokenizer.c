@@ -79,18 +79,25 @@ START_TEST(pretokenizer_splits)
     expect_tokens("\nthe", TOKS("Ċ", "t", "he"));
     expect_tokens("the  ", TOKS("t", "he", "ĠĠ"));
 
-    struct { const char *text; int n; size_t ends[8]; } cases[] = {
+    struct {
+        const char *text;
+        int n;
+        size_t ends[8];
+    } cases[] = {
         {"Hello world", 2, {5, 11}},
         {"abc123", 4, {3, 4, 5, 6}},
         {"it's", 2, {2, 4}},
         {"we'll go", 3, {2, 5, 8}},
         {"a!!b", 3, {1, 3, 4}},
         {" ??x", 2, {3, 4}},
-        {"a \n b", 3, {1, 3, 5}},       /* " \n" then " b" */
-        {"é漢字 x", 2, {8, 10}},         /* é and the CJK ideographs are letters */
-        {"x\xc2\xa0y", 3, {1, 3, 4}},   /* U+00A0 is a space */
-        {"Ⅻ3", 2, {3, 4}},             /* U+216B ROMAN NUMERAL is \p{N}: split alone */
-        {"\xff\xfe" "ab", 2, {2, 4}},      /* invalid bytes group as "other" */
+        {"a \n b", 3, {1, 3, 5}},     /* " \n" then " b" */
+        {"é漢字 x", 2, {8, 10}},      /* é and the CJK ideographs are letters */
+        {"x\xc2\xa0y", 3, {1, 3, 4}}, /* U+00A0 is a space */
+        {"Ⅻ3", 2, {3, 4}},            /* U+216B ROMAN NUMERAL is \p{N}: split alone */
+        {"\xff\xfe"
+         "ab",
+         2,
+         {2, 4}}, /* invalid bytes group as "other" */
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         size_t ends[16];
@@ -119,10 +126,16 @@ END_TEST
 START_TEST(round_trip)
 {
     const char *texts[] = {
-        "", "Hello, world!", "  leading and trailing  ", "tabs\tand\nnewlines\r\n\n",
-        "digits 0123456789 and 3.14", "naïve café — “quotes” ½ ², 漢字, ру́сский",
-        "emoji 😀👍🏽 flags 🇫🇷", "<image> <|im_start|> <end_of_utterance>",
-        "\xff\xfe invalid \xc3 bytes \xe2\x82", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "",
+        "Hello, world!",
+        "  leading and trailing  ",
+        "tabs\tand\nnewlines\r\n\n",
+        "digits 0123456789 and 3.14",
+        "naïve café — “quotes” ½ ², 漢字, ру́сский",
+        "emoji 😀👍🏽 flags 🇫🇷",
+        "<image> <|im_start|> <end_of_utterance>",
+        "\xff\xfe invalid \xc3 bytes \xe2\x82",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     };
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         size_t len = strlen(texts[i]);
@@ -176,7 +189,8 @@ START_TEST(special_lookalikes_are_text)
     ck_assert_int_eq(tok_eos(T), 0);
     ck_assert_int_eq(tok_type_of(T, image), TOK_TYPE_CONTROL);
 
-    const char *texts[] = {"<image>", "hi <image> there", "<|im_start|>User:", "<end_of_utterance>"};
+    const char *texts[] = {"<image>", "hi <image> there",
+                           "<|im_start|>User:", "<end_of_utterance>"};
     for (size_t i = 0; i < 4; i++) {
         int32_t ids[64];
         int n = tok_encode(T, texts[i], strlen(texts[i]), ids, 64);
@@ -226,7 +240,9 @@ START_TEST(stream_utf8)
     push_expect(s, BYTE0 + 0xFF, "\xEF\xBF\xBD");
     /* a lead byte interrupted by a new character: U+FFFD, then the new one */
     push_expect(s, BYTE0 + 0xE2, "");
-    push_expect(s, BYTE0 + 'a', "\xEF\xBF\xBD" "a");
+    push_expect(s, BYTE0 + 'a',
+                "\xEF\xBF\xBD"
+                "a");
     push_expect(s, BYTE0 + 0xE2, "");
     push_expect(s, BYTE0 + 0xE2, "\xEF\xBF\xBD");
     push_expect(s, BYTE0 + 0x82, "");

@@ -31,17 +31,14 @@ static int encode_like_hf(const tok *t, char *const *specials, int n_spec, const
         size_t blen = 0;
         for (int k = 0; i < len && k < n_spec; k++) {
             size_t l = strlen(specials[k]);
-            if (l > blen && !strncmp(s + i, specials[k], l))
-                best = k, blen = l;
+            if (l > blen && !strncmp(s + i, specials[k], l)) best = k, blen = l;
         }
         if (best < 0 && i < len) {
             i++;
             continue;
         }
-        if (i > start)
-            n += tok_encode(t, s + start, i - start, ids + n, cap - n);
-        if (best < 0)
-            break;
+        if (i > start) n += tok_encode(t, s + start, i - start, ids + n, cap - n);
+        if (best < 0) break;
         ids[n++] = tok_special(t, specials[best]);
         i += blen;
         start = i;

@@ -12,19 +12,21 @@
 #include "engine/gguf.h"
 
 static const char *const specials[] = {
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<end_of_utterance>",
-    "<image>", "<fake_token_around_image>", "<global-img>", "<row_1_col_1>",
-    "<row_1_col_2>", "<row_1_col_3>", "<row_2_col_1>", "<row_2_col_2>", "<row_2_col_3>",
+    "<|endoftext|>",      "<|im_start|>",  "<|im_end|>",
+    "<end_of_utterance>", "<image>",       "<fake_token_around_image>",
+    "<global-img>",       "<row_1_col_1>", "<row_1_col_2>",
+    "<row_1_col_3>",      "<row_2_col_1>", "<row_2_col_2>",
+    "<row_2_col_3>",
 };
 #define N_SPECIAL (int)(sizeof specials / sizeof specials[0])
 
 /* pairs in the byte-level alphabet (Ġ is a space, Ċ a newline) */
 static const char *const merges[][2] = {
-    {"Ġ", "t"}, {"h", "e"}, {"Ġt", "he"}, {"a", "a"}, {"aa", "aa"}, {"'", "s"},
-    {"Ġ", "1"}, {"Ã", "©"}, {"c", "a"}, {"ca", "f"}, {"caf", "Ã©"}, {"Ġ", "Ġ"},
-    {"i", "m"}, {"im", "a"}, {"ima", "g"}, {"imag", "e"}, {"<", "image"},
-    {"<image", ">"}, {"ð", "Ł"}, {"ðŁ", "ĺ"}, {"ðŁĺ", "Ģ"}, {"Ċ", "Ċ"},
-    {"U", "s"}, {"Us", "e"}, {"Use", "r"}, {"A", "s"}, {"As", "s"},
+    {"Ġ", "t"},   {"h", "e"},  {"Ġt", "he"}, {"a", "a"},    {"aa", "aa"},   {"'", "s"},
+    {"Ġ", "1"},   {"Ã", "©"},  {"c", "a"},   {"ca", "f"},   {"caf", "Ã©"},  {"Ġ", "Ġ"},
+    {"i", "m"},   {"im", "a"}, {"ima", "g"}, {"imag", "e"}, {"<", "image"}, {"<image", ">"},
+    {"ð", "Ł"},   {"ðŁ", "ĺ"}, {"ðŁĺ", "Ģ"}, {"Ċ", "Ċ"},    {"U", "s"},     {"Us", "e"},
+    {"Use", "r"}, {"A", "s"},  {"As", "s"},
 };
 #define N_MERGES (int)(sizeof merges / sizeof merges[0])
 
@@ -93,8 +95,7 @@ tok *tt_make_pre(const char *pre)
     gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 0);
     char path[] = "/tmp/tern-tok-XXXXXX", err[512];
     int fd = mkstemp(path);
-    if (fd < 0)
-        abort();
+    if (fd < 0) abort();
     close(fd);
     tok *t = NULL;
     gguf_file *f = NULL;

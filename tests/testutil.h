@@ -23,8 +23,7 @@ static inline char *tu_slurp(const char *path, size_t *len)
     ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
     buf[n] = 0;
     fclose(f);
-    if (len)
-        *len = (size_t)n;
+    if (len) *len = (size_t)n;
     return buf;
 }
 

@@ -53,8 +53,7 @@ int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
 
 void cli_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (!err || !errlen)
-        return;
+    if (!err || !errlen) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
@@ -64,8 +63,7 @@ void cli_seterr(char *err, size_t errlen, const char *fmt, ...)
 char *cli_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
+    if (!f) return NULL;
     char *buf = NULL;
     size_t n = 0, cap = 0;
     for (;;) {
@@ -82,8 +80,7 @@ char *cli_read_file(const char *path, size_t *len)
         }
         size_t r = fread(buf + n, 1, cap - n, f);
         n += r;
-        if (r == 0)
-            break;
+        if (r == 0) break;
     }
     bool bad = ferror(f);
     fclose(f);
@@ -93,8 +90,7 @@ char *cli_read_file(const char *path, size_t *len)
         return NULL;
     }
     buf[n] = 0;
-    if (len)
-        *len = n;
+    if (len) *len = n;
     return buf;
 }
 

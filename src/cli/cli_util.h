@@ -37,7 +37,8 @@ bool cli_parse_float(const char *cmd, const char *opt, const char *s, double min
 
 /* Formats a message into the caller's err buffer (nothing if err is NULL
  * or errlen is 0). */
-void cli_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void cli_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Reads the whole file into a malloc'd buffer with a NUL after the last
  * byte (so text can be used as a string); sets *len (if len is not NULL)

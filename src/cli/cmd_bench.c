@@ -79,11 +79,8 @@ typedef struct {
 } shape;
 
 static const shape shapes[] = {
-    {4096, 14336, 1, 0},
-    {4096, 14336, 1, 1},
-    {2048, 2048, 1, 0},
-    {4096, 14336, 512, 0},
-    {2048, 2048, 512, 0},
+    {4096, 14336, 1, 0},   {4096, 14336, 1, 1},  {2048, 2048, 1, 0},
+    {4096, 14336, 512, 0}, {2048, 2048, 512, 0},
 };
 #define N_SHAPES (int)(sizeof shapes / sizeof shapes[0])
 
@@ -114,8 +111,7 @@ static double read_bandwidth(pool *p)
 {
     size_t bytes = (size_t)1 << 30;
     uint64_t *buf = aligned_alloc(64, bytes);
-    if (!buf)
-        return 0;
+    if (!buf) return 0;
     memset(buf, 1, bytes);
     bw_ctx c = {.buf = buf, .words = bytes / 8};
     double best = 0;
@@ -123,8 +119,7 @@ static double read_bandwidth(pool *p)
         double t0 = now();
         pool_run(p, bw_body, &c);
         double gbs = bytes / (now() - t0) / 1e9;
-        if (gbs > best)
-            best = gbs;
+        if (gbs > best) best = gbs;
     }
     free(buf);
     return best;
@@ -182,8 +177,7 @@ static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
     void *scratch = sb ? aligned_alloc(64, (sb + 63) / 64 * 64) : NULL;
     if (!w || !x || !out || (sb && !scratch)) {
         free(w), free(x), free(out), free(scratch);
-        fprintf(stderr, "tern bench: out of memory for %s %dx%d\n", types[ti].name, s.rows,
-                s.cols);
+        fprintf(stderr, "tern bench: out of memory for %s %dx%d\n", types[ti].name, s.rows, s.cols);
         return -1;
     }
     for (int c = 0; c < copies; c++)
@@ -234,8 +228,7 @@ static const char *cpu_name(char *buf, size_t len)
 {
     snprintf(buf, len, "unknown CPU");
     FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f)
-        return buf;
+    if (!f) return buf;
     char line[256];
     while (fgets(line, sizeof line, f)) {
         char *c = strchr(line, ':');
@@ -272,8 +265,8 @@ static void stats(const double *v, int n, double *mean, double *sd)
 #define MAX_REPS 64
 
 /* One thread count: pp, tg and (with a vision model) one image tile. */
-static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_tg,
-                     mresult *out, int *n_out, char *err, size_t errlen)
+static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_tg, mresult *out,
+                     int *n_out, char *err, size_t errlen)
 {
     const eng_model_info *info = eng_model_get_info(m);
     eng_params p = eng_default_params();
@@ -281,8 +274,7 @@ static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_
     p.n_ctx = n_pp > n_tg ? n_pp + 1 : n_tg + 1;
     p.n_batch = n_pp > 1 ? n_pp : 1;
     eng_ctx *c;
-    if (eng_ctx_create(m, &p, &c, err, errlen) != ENG_OK)
-        return -1;
+    if (eng_ctx_create(m, &p, &c, err, errlen) != ENG_OK) return -1;
     if (eng_ctx_params(c)->n_ctx < p.n_ctx) {
         snprintf(err, errlen, "the model's context (%d) is shorter than -p/-n ask for",
                  eng_ctx_params(c)->n_ctx);
@@ -302,13 +294,11 @@ static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_
     if (n_pp > 0) {
         for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
             eng_slot_reset(c, 0);
-            eng_item it = {.slot = 0, .n_tokens = n_pp, .tokens = tok, .pos = 0,
-                           .want_logits = true};
+            eng_item it = {
+                .slot = 0, .n_tokens = n_pp, .tokens = tok, .pos = 0, .want_logits = true};
             double t0 = now();
-            if (eng_step(c, &it, 1, err, errlen) != ENG_OK)
-                goto done;
-            if (r >= 0)
-                v[r] = n_pp / (now() - t0);
+            if (eng_step(c, &it, 1, err, errlen) != ENG_OK) goto done;
+            if (r >= 0) v[r] = n_pp / (now() - t0);
         }
         out[*n_out] = (mresult){"pp", threads, 0, 0, "t/s"};
         stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
@@ -319,13 +309,11 @@ static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_
             eng_slot_reset(c, 0);
             double t0 = now();
             for (int i = 0; i < n_tg; i++) {
-                eng_item it = {.slot = 0, .n_tokens = 1, .tokens = &tok[i], .pos = i,
-                               .want_logits = true};
-                if (eng_step(c, &it, 1, err, errlen) != ENG_OK)
-                    goto done;
+                eng_item it = {
+                    .slot = 0, .n_tokens = 1, .tokens = &tok[i], .pos = i, .want_logits = true};
+                if (eng_step(c, &it, 1, err, errlen) != ENG_OK) goto done;
             }
-            if (r >= 0)
-                v[r] = n_tg / (now() - t0);
+            if (r >= 0) v[r] = n_tg / (now() - t0);
         }
         out[*n_out] = (mresult){"tg", threads, 0, 0, "t/s"};
         stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
@@ -348,8 +336,7 @@ static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_
                 free(pix), free(emb);
                 goto done;
             }
-            if (r >= 0)
-                v[r] = (now() - t0) * 1e3;
+            if (r >= 0) v[r] = (now() - t0) * 1e3;
         }
         free(pix), free(emb);
         out[*n_out] = (mresult){"image", threads, 0, 0, "ms"};
@@ -367,8 +354,7 @@ static int bench_model(const char *path, const char *mmproj, const char *thread_
                        int n_pp, int n_tg, int json)
 {
     char err[512];
-    if (reps > MAX_REPS)
-        reps = MAX_REPS;
+    if (reps > MAX_REPS) reps = MAX_REPS;
     eng_model *m;
     if (eng_model_load(path, mmproj, &m, err, sizeof err) != ENG_OK) {
         fprintf(stderr, "tern bench: %s\n", err);
@@ -403,7 +389,9 @@ static int bench_model(const char *path, const char *mmproj, const char *thread_
             printf("%s\n  {\"test\": \"%s%d\", \"threads\": %d, \"mean\": %.4f, \"sd\": %.4f, "
                    "\"unit\": \"%s\"}",
                    i ? "," : "", res[i].test,
-                   !strcmp(res[i].test, "pp") ? n_pp : !strcmp(res[i].test, "tg") ? n_tg : 1,
+                   !strcmp(res[i].test, "pp")   ? n_pp
+                   : !strcmp(res[i].test, "tg") ? n_tg
+                                                : 1,
                    res[i].threads, res[i].mean, res[i].sd, res[i].unit);
         printf("\n]}\n");
     } else {
@@ -447,12 +435,11 @@ int cmd_bench(int argc, char **argv)
 {
     enum { O_KERNELS = 256, O_TYPES, O_JSON, O_GEMV, O_MMPROJ };
     static const struct option opts[] = {
-        {"kernels", no_argument, NULL, O_KERNELS}, {"threads", required_argument, NULL, 't'},
-        {"reps", required_argument, NULL, 'r'},    {"types", required_argument, NULL, O_TYPES},
-        {"json", no_argument, NULL, O_JSON},       {"gemv-only", no_argument, NULL, O_GEMV},
-        {"model", required_argument, NULL, 'm'},   {"help", no_argument, NULL, 'h'},
-        {"mmproj", required_argument, NULL, O_MMPROJ},
-        {NULL, 0, NULL, 0},
+        {"kernels", no_argument, NULL, O_KERNELS},     {"threads", required_argument, NULL, 't'},
+        {"reps", required_argument, NULL, 'r'},        {"types", required_argument, NULL, O_TYPES},
+        {"json", no_argument, NULL, O_JSON},           {"gemv-only", no_argument, NULL, O_GEMV},
+        {"model", required_argument, NULL, 'm'},       {"help", no_argument, NULL, 'h'},
+        {"mmproj", required_argument, NULL, O_MMPROJ}, {NULL, 0, NULL, 0},
     };
     int kernels = 0, threads = 0, reps = 5, json = 0, gemv_only = 0, n_pp = 512, n_tg = 128;
     const char *model = NULL, *mmproj = NULL, *type_list = NULL, *thread_list = NULL;
@@ -460,7 +447,10 @@ int cmd_bench(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "t:r:m:p:n:h", opts, NULL)) != -1) {
         switch (c) {
         case O_KERNELS: kernels = 1; break;
-        case 't': thread_list = optarg; threads = atoi(optarg); break;
+        case 't':
+            thread_list = optarg;
+            threads = atoi(optarg);
+            break;
         case 'p': n_pp = atoi(optarg); break;
         case 'n': n_tg = atoi(optarg); break;
         case O_MMPROJ: mmproj = optarg; break;
@@ -532,11 +522,9 @@ int cmd_bench(int argc, char **argv)
     }
     int first = 1, rc = 0;
     for (int si = 0; si < N_SHAPES; si++) {
-        if (gemv_only && shapes[si].act_rows > 1)
-            continue;
+        if (gemv_only && shapes[si].act_rows > 1) continue;
         for (int ti = 0; ti < N_TYPES; ti++) {
-            if (!want[ti])
-                continue;
+            if (!want[ti]) continue;
             result r;
             if (measure(p, ti, shapes[si], reps, bw, &r)) {
                 rc = 1;
@@ -548,25 +536,22 @@ int cmd_bench(int argc, char **argv)
                        "\"cache\": \"%s\", \"copies\": %d, \"weight_mb\": %.3f, \"kernel\": "
                        "\"%s\", \"ms_mean\": %.6f, \"ms_sd\": %.6f, \"gbs\": %.3f, \"gops\": "
                        "%.3f, \"read_bw_fraction\": %.4f, \"cpu_ms\": %.6f}",
-                       first ? "" : ",", r.type, r.s.rows, r.s.cols, r.s.act_rows, cache,
-                       r.copies, r.weight_mb, r.kernel, r.mean_ms, r.sd_ms, r.gbs, r.gops,
-                       r.bw_frac, r.cpu_ms);
+                       first ? "" : ",", r.type, r.s.rows, r.s.cols, r.s.act_rows, cache, r.copies,
+                       r.weight_mb, r.kernel, r.mean_ms, r.sd_ms, r.gbs, r.gops, r.bw_frac,
+                       r.cpu_ms);
             } else {
                 char frac[32] = "";
-                if (r.s.act_rows == 1)
-                    snprintf(frac, sizeof frac, "%.0f %%", 100 * r.bw_frac);
+                if (r.s.act_rows == 1) snprintf(frac, sizeof frac, "%.0f %%", 100 * r.bw_frac);
                 printf("| %s | %d x %d | %.1f | %s | %d | %s | %.3f ± %.3f | %.1f | %.1f | %s | "
                        "%.3f | %.2f |\n",
                        r.type, r.s.rows, r.s.cols, r.weight_mb, cache, r.s.act_rows, r.kernel,
-                       r.mean_ms, r.sd_ms, r.gbs, r.gops, frac, r.cpu_ms,
-                       r.cpu_ms / r.mean_ms);
+                       r.mean_ms, r.sd_ms, r.gbs, r.gops, frac, r.cpu_ms, r.cpu_ms / r.mean_ms);
             }
             fflush(stdout);
             first = 0;
         }
     }
-    if (json)
-        printf("\n]}\n");
+    if (json) printf("\n]}\n");
     pool_destroy(p);
     return rc;
 }

@@ -25,9 +25,9 @@ enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSE
 typedef struct {
     const char *dir;
     st_set *st;
-    bool *used;         /* per safetensors tensor: consumed by a mapping */
+    bool *used; /* per safetensors tensor: consumed by a mapping */
     kt_type outtype;
-    void **bufs;        /* converted tensor data, alive until the writes */
+    void **bufs; /* converted tensor data, alive until the writes */
     int n_bufs, cap_bufs;
     char *err;
     size_t errlen;
@@ -87,8 +87,7 @@ static bool jnum(const cJSON *a, const cJSON *b, const char *key, double *out)
 static int need_int(conv *c, const cJSON *a, const cJSON *b, const char *what, const char *key,
                     long long *out)
 {
-    if (jint(a, b, key, out) && *out > 0)
-        return 0;
+    if (jint(a, b, key, out) && *out > 0) return 0;
     cli_seterr(c->err, c->errlen, "%s/config.json: %s needs a positive \"%s\"", c->dir, what, key);
     return -1;
 }
@@ -98,14 +97,12 @@ static void *keep(conv *c, size_t bytes)
     if (c->n_bufs == c->cap_bufs) {
         int nc = c->cap_bufs ? 2 * c->cap_bufs : 256;
         void **nb = realloc(c->bufs, (size_t)nc * sizeof *nb);
-        if (!nb)
-            return NULL;
+        if (!nb) return NULL;
         c->bufs = nb;
         c->cap_bufs = nc;
     }
     void *p = malloc(bytes ? bytes : 1);
-    if (p)
-        c->bufs[c->n_bufs++] = p;
+    if (p) c->bufs[c->n_bufs++] = p;
     return p;
 }
 
@@ -134,16 +131,17 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
     const st_tensor *t = st_find(c->st, hf);
     if (!t) {
         cli_seterr(c->err, c->errlen, "%s: tensor '%s' (for %s) is missing from the checkpoint",
-               c->dir, hf, name);
+                   c->dir, hf, name);
         return -1;
     }
     c->used[t - st_at(c->st, 0)] = true;
     if ((expect_rows > 0 && (t->n_dims < 1 || t->shape[0] != expect_rows)) ||
         (expect_cols > 0 && (t->n_dims < 2 || t->shape[1] != expect_cols))) {
         cli_seterr(c->err, c->errlen,
-               "%s: tensor '%s' has shape [%lld, %lld], config.json implies [%lld, %lld]",
-               t->file, hf, (long long)t->shape[0], (long long)(t->n_dims > 1 ? t->shape[1] : 1),
-               (long long)expect_rows, (long long)expect_cols);
+                   "%s: tensor '%s' has shape [%lld, %lld], config.json implies [%lld, %lld]",
+                   t->file, hf, (long long)t->shape[0],
+                   (long long)(t->n_dims > 1 ? t->shape[1] : 1), (long long)expect_rows,
+                   (long long)expect_cols);
         return -1;
     }
     float *f = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *f);
@@ -158,8 +156,9 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
     if (permute_heads > 0) {
         int64_t rows = t->shape[0], cols = t->numel / (rows ? rows : 1);
         if (rows % (2 * permute_heads) != 0) {
-            cli_seterr(c->err, c->errlen, "%s: tensor '%s': %lld rows do not split into %d heads of even size",
-                   t->file, hf, (long long)rows, permute_heads);
+            cli_seterr(c->err, c->errlen,
+                       "%s: tensor '%s': %lld rows do not split into %d heads of even size",
+                       t->file, hf, (long long)rows, permute_heads);
             free(f);
             return -1;
         }
@@ -207,17 +206,16 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
 static const char *special_name(const cJSON *tc, const char *key)
 {
     const cJSON *v = tc ? cJSON_GetObjectItemCaseSensitive(tc, key) : NULL;
-    if (cJSON_IsString(v))
-        return v->valuestring;
-    const cJSON *content = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "content") : NULL;
+    if (cJSON_IsString(v)) return v->valuestring;
+    const cJSON *content =
+        cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "content") : NULL;
     return cJSON_IsString(content) ? content->valuestring : NULL;
 }
 
 static long long find_token(char **tokens, long long n, const char *s)
 {
     for (long long i = 0; i < n; i++)
-        if (tokens[i] && !strcmp(tokens[i], s))
-            return i;
+        if (tokens[i] && !strcmp(tokens[i], s)) return i;
     return -1;
 }
 
@@ -236,15 +234,15 @@ static int set_special(conv *c, gguf_writer *w, const char *key, const cJSON *tc
     if (s) {
         id = find_token(tokens, n, s);
         if (id < 0) {
-            cli_seterr(c->err, c->errlen, "%s/tokenizer_config.json: %s \"%s\" is not in the vocabulary",
-                   c->dir, tc_key, s);
+            cli_seterr(c->err, c->errlen,
+                       "%s/tokenizer_config.json: %s \"%s\" is not in the vocabulary", c->dir,
+                       tc_key, s);
             return -1;
         }
     } else if (!jint(cfg, text_cfg, cfg_key, &id)) {
         return 0;
     }
-    if (id >= 0 && id < n)
-        gguf_set_u32(w, key, (uint32_t)id);
+    if (id >= 0 && id < n) gguf_set_u32(w, key, (uint32_t)id);
     return 0;
 }
 
@@ -254,10 +252,10 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
     bool bad;
     cJSON *tj = load_json(c, "tokenizer.json", false, &bad);
     if (!tj) {
-        if (bad)
-            return -1;
+        if (bad) return -1;
         /* Weights alone still make a usable file for forward-pass tests. */
-        fprintf(stderr, "convert: warning: %s has no tokenizer.json; the text GGUF gets no tokenizer\n",
+        fprintf(stderr,
+                "convert: warning: %s has no tokenizer.json; the text GGUF gets no tokenizer\n",
                 c->dir);
         return 0;
     }
@@ -269,8 +267,7 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
     long long n = 0, n_merges = 0;
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", c->dir);
-    if (bad)
-        goto out;
+    if (bad) goto out;
 
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
     const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
@@ -282,19 +279,18 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
         goto out;
     }
     if (!cJSON_IsObject(vocab) || !cJSON_IsArray(mlist)) {
-        cli_seterr(c->err, c->errlen, "%s: model needs a \"vocab\" object and a \"merges\" array", path);
+        cli_seterr(c->err, c->errlen, "%s: model needs a \"vocab\" object and a \"merges\" array",
+                   path);
         goto out;
     }
     /* The table is as long as the model's embedding; ids the tokenizer does
      * not use become [PADn] placeholders, as llama.cpp does. */
     long long max_id = -1;
     for (const cJSON *it = vocab->child; it; it = it->next)
-        if (cJSON_IsNumber(it) && it->valuedouble > max_id)
-            max_id = (long long)it->valuedouble;
+        if (cJSON_IsNumber(it) && it->valuedouble > max_id) max_id = (long long)it->valuedouble;
     for (const cJSON *it = added ? added->child : NULL; it; it = it->next) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-        if (cJSON_IsNumber(id) && id->valuedouble > max_id)
-            max_id = (long long)id->valuedouble;
+        if (cJSON_IsNumber(id) && id->valuedouble > max_id) max_id = (long long)id->valuedouble;
     }
     n = max_id + 1 > vocab_size ? max_id + 1 : vocab_size;
     if (n <= 0 || n > (1 << 24)) {
@@ -302,7 +298,8 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
         goto out;
     }
     if (vocab_size > 0 && max_id + 1 > vocab_size)
-        fprintf(stderr, "convert: warning: tokenizer has %lld tokens, config.json vocab_size is %lld\n",
+        fprintf(stderr,
+                "convert: warning: tokenizer has %lld tokens, config.json vocab_size is %lld\n",
                 max_id + 1, vocab_size);
     tokens = calloc((size_t)n, sizeof *tokens);
     types = calloc((size_t)n, sizeof *types);
@@ -331,8 +328,8 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
         long long i = (long long)id->valuedouble;
         free(tokens[i]);
         tokens[i] = strdup(content->valuestring);
-        types[i] = (cJSON_IsTrue(special) || looks_special(content->valuestring)) ? TOK_CONTROL
-                                                                                  : TOK_USER;
+        types[i] =
+            (cJSON_IsTrue(special) || looks_special(content->valuestring)) ? TOK_CONTROL : TOK_USER;
     }
     for (long long i = 0; i < n; i++) {
         if (!tokens[i]) {
@@ -349,21 +346,21 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
     /* Merges come as "a b" strings, or as ["a", "b"] pairs in newer files. */
     n_merges = cJSON_GetArraySize(mlist);
     merges = calloc((size_t)(n_merges ? n_merges : 1), sizeof *merges);
-    if (!merges)
-        goto out;
+    if (!merges) goto out;
     long long k = 0;
     for (const cJSON *it = mlist->child; it; it = it->next, k++) {
         if (cJSON_IsString(it)) {
             merges[k] = strdup(it->valuestring);
-        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 &&
-                   cJSON_IsString(it->child) && cJSON_IsString(it->child->next)) {
+        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
+                   cJSON_IsString(it->child->next)) {
             size_t la = strlen(it->child->valuestring), lb = strlen(it->child->next->valuestring);
             merges[k] = malloc(la + lb + 2);
             if (merges[k])
                 snprintf(merges[k], la + lb + 2, "%s %s", it->child->valuestring,
                          it->child->next->valuestring);
         } else {
-            cli_seterr(c->err, c->errlen, "%s: merge %lld is neither \"a b\" nor [\"a\", \"b\"]", path, k);
+            cli_seterr(c->err, c->errlen, "%s: merge %lld is neither \"a b\" nor [\"a\", \"b\"]",
+                       path, k);
             goto out;
         }
         if (!merges[k]) {
@@ -387,11 +384,9 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
                     "pad_token_id", tokens, n) != 0)
         goto out;
     const cJSON *ab = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_bos_token") : NULL;
-    if (cJSON_IsBool(ab))
-        gguf_set_bool(w, "tokenizer.ggml.add_bos_token", cJSON_IsTrue(ab));
+    if (cJSON_IsBool(ab)) gguf_set_bool(w, "tokenizer.ggml.add_bos_token", cJSON_IsTrue(ab));
     const cJSON *ae = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_eos_token") : NULL;
-    if (cJSON_IsBool(ae))
-        gguf_set_bool(w, "tokenizer.ggml.add_eos_token", cJSON_IsTrue(ae));
+    if (cJSON_IsBool(ae)) gguf_set_bool(w, "tokenizer.ggml.add_eos_token", cJSON_IsTrue(ae));
 
     /* Chat template: tokenizer_config.json, else chat_template.json, else
      * chat_template.jinja. */
@@ -407,8 +402,7 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
     } else {
         snprintf(path, sizeof path, "%s/chat_template.jinja", c->dir);
         jinja = cli_read_file(path, NULL);
-        if (jinja)
-            gguf_set_str(w, "tokenizer.chat_template", jinja);
+        if (jinja) gguf_set_str(w, "tokenizer.chat_template", jinja);
     }
     free(jinja);
     cJSON_Delete(ctj);
@@ -445,7 +439,9 @@ int convert_tokenizer(const char *hf_dir, gguf_writer *w, long long vocab_size, 
 
 static uint32_t file_type(kt_type t)
 {
-    return t == KT_F32 ? 0 : t == KT_F16 ? 1 : 32; /* llama.cpp LlamaFileType: ALL_F32, MOSTLY_F16, MOSTLY_BF16 */
+    return t == KT_F32   ? 0
+           : t == KT_F16 ? 1
+                         : 32; /* llama.cpp LlamaFileType: ALL_F32, MOSTLY_F16, MOSTLY_BF16 */
 }
 
 static const char *base_name(const char *dir)
@@ -493,8 +489,7 @@ static int finish_writer(const conv *c, gguf_writer *w, int rc, const char *out_
 static int text_model(conv *c, const cJSON *cfg, const char *out_path)
 {
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
-    if (!cJSON_IsObject(tc))
-        tc = cfg; /* a plain Llama checkpoint */
+    if (!cJSON_IsObject(tc)) tc = cfg; /* a plain Llama checkpoint */
     long long hidden, ffn, n_layer, n_head, n_kv, n_ctx = 2048, vocab;
     if (need_int(c, tc, NULL, "text_config", "hidden_size", &hidden) ||
         need_int(c, tc, NULL, "text_config", "intermediate_size", &ffn) ||
@@ -502,8 +497,7 @@ static int text_model(conv *c, const cJSON *cfg, const char *out_path)
         need_int(c, tc, NULL, "text_config", "num_attention_heads", &n_head) ||
         need_int(c, tc, cfg, "text_config", "vocab_size", &vocab))
         return -1;
-    if (!jint(tc, NULL, "num_key_value_heads", &n_kv))
-        n_kv = n_head;
+    if (!jint(tc, NULL, "num_key_value_heads", &n_kv)) n_kv = n_head;
     jint(tc, NULL, "max_position_embeddings", &n_ctx);
     long long head_dim = hidden / n_head;
     jint(tc, NULL, "head_dim", &head_dim);
@@ -511,16 +505,16 @@ static int text_model(conv *c, const cJSON *cfg, const char *out_path)
     jnum(tc, NULL, "rms_norm_eps", &eps);
     jnum(tc, NULL, "rope_theta", &theta);
     if (n_kv <= 0 || n_head % n_kv != 0 || head_dim <= 0 || head_dim % 2 != 0) {
-        cli_seterr(c->err, c->errlen, "%s/config.json: heads %lld, kv heads %lld, head_dim %lld are inconsistent",
-               c->dir, n_head, n_kv, head_dim);
+        cli_seterr(c->err, c->errlen,
+                   "%s/config.json: heads %lld, kv heads %lld, head_dim %lld are inconsistent",
+                   c->dir, n_head, n_kv, head_dim);
         return -1;
     }
 
-    const char *pre = st_find(c->st, "model.text_model.embed_tokens.weight") ? "model.text_model."
-                                                                             : "model.";
+    const char *pre =
+        st_find(c->st, "model.text_model.embed_tokens.weight") ? "model.text_model." : "model.";
     gguf_writer *w = new_writer(c, "llama", "model");
-    if (!w)
-        return -1;
+    if (!w) return -1;
     gguf_set_u32(w, "llama.vocab_size", (uint32_t)vocab);
     gguf_set_u32(w, "llama.context_length", (uint32_t)n_ctx);
     gguf_set_u32(w, "llama.embedding_length", (uint32_t)hidden);
@@ -541,20 +535,32 @@ static int text_model(conv *c, const cJSON *cfg, const char *out_path)
 #define HF(...) (snprintf(hf, sizeof hf, __VA_ARGS__), hf)
 #define GG(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
     if (rc == 0)
-        rc = add(c, w, HF("%sembed_tokens.weight", pre), "token_embd.weight", OUTTYPE, 0, vocab, hidden);
+        rc = add(c, w, HF("%sembed_tokens.weight", pre), "token_embd.weight", OUTTYPE, 0, vocab,
+                 hidden);
     for (long long i = 0; rc == 0 && i < n_layer; i++) {
         char p[64];
         snprintf(p, sizeof p, "%slayers.%lld.", pre, i);
-        rc = add(c, w, HF("%sinput_layernorm.weight", p), GG("blk.%lld.attn_norm.weight", i), KEEP_F32, 0, hidden, 0) ||
-             add(c, w, HF("%sself_attn.q_proj.weight", p), GG("blk.%lld.attn_q.weight", i), OUTTYPE, (int)n_head, n_head * head_dim, hidden) ||
-             add(c, w, HF("%sself_attn.k_proj.weight", p), GG("blk.%lld.attn_k.weight", i), OUTTYPE, (int)n_kv, n_kv * head_dim, hidden) ||
-             add(c, w, HF("%sself_attn.v_proj.weight", p), GG("blk.%lld.attn_v.weight", i), OUTTYPE, 0, n_kv * head_dim, hidden) ||
-             add(c, w, HF("%sself_attn.o_proj.weight", p), GG("blk.%lld.attn_output.weight", i), OUTTYPE, 0, hidden, n_head * head_dim) ||
-             add(c, w, HF("%spost_attention_layernorm.weight", p), GG("blk.%lld.ffn_norm.weight", i), KEEP_F32, 0, hidden, 0) ||
-             add(c, w, HF("%smlp.gate_proj.weight", p), GG("blk.%lld.ffn_gate.weight", i), OUTTYPE, 0, ffn, hidden) ||
-             add(c, w, HF("%smlp.up_proj.weight", p), GG("blk.%lld.ffn_up.weight", i), OUTTYPE, 0, ffn, hidden) ||
-             add(c, w, HF("%smlp.down_proj.weight", p), GG("blk.%lld.ffn_down.weight", i), OUTTYPE, 0, hidden, ffn)
-                 ? -1 : 0;
+        rc = add(c, w, HF("%sinput_layernorm.weight", p), GG("blk.%lld.attn_norm.weight", i),
+                 KEEP_F32, 0, hidden, 0) ||
+                     add(c, w, HF("%sself_attn.q_proj.weight", p), GG("blk.%lld.attn_q.weight", i),
+                         OUTTYPE, (int)n_head, n_head * head_dim, hidden) ||
+                     add(c, w, HF("%sself_attn.k_proj.weight", p), GG("blk.%lld.attn_k.weight", i),
+                         OUTTYPE, (int)n_kv, n_kv * head_dim, hidden) ||
+                     add(c, w, HF("%sself_attn.v_proj.weight", p), GG("blk.%lld.attn_v.weight", i),
+                         OUTTYPE, 0, n_kv * head_dim, hidden) ||
+                     add(c, w, HF("%sself_attn.o_proj.weight", p),
+                         GG("blk.%lld.attn_output.weight", i), OUTTYPE, 0, hidden,
+                         n_head * head_dim) ||
+                     add(c, w, HF("%spost_attention_layernorm.weight", p),
+                         GG("blk.%lld.ffn_norm.weight", i), KEEP_F32, 0, hidden, 0) ||
+                     add(c, w, HF("%smlp.gate_proj.weight", p), GG("blk.%lld.ffn_gate.weight", i),
+                         OUTTYPE, 0, ffn, hidden) ||
+                     add(c, w, HF("%smlp.up_proj.weight", p), GG("blk.%lld.ffn_up.weight", i),
+                         OUTTYPE, 0, ffn, hidden) ||
+                     add(c, w, HF("%smlp.down_proj.weight", p), GG("blk.%lld.ffn_down.weight", i),
+                         OUTTYPE, 0, hidden, ffn)
+                 ? -1
+                 : 0;
     }
     if (rc == 0)
         rc = add(c, w, HF("%snorm.weight", pre), "output_norm.weight", KEEP_F32, 0, hidden, 0);
@@ -570,8 +576,7 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
 {
     const cJSON *vc = cJSON_GetObjectItemCaseSensitive(cfg, "vision_config");
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
-    if (!cJSON_IsObject(tc))
-        tc = cfg;
+    if (!cJSON_IsObject(tc)) tc = cfg;
     /* Real configs leave out keys that equal transformers' defaults
      * (Idefics3VisionConfig), SmolVLM2's even the sizes. */
     long long hidden = 1152, ffn = 3072, n_head = 16, n_layer = 12, image_size = 224, patch = 32;
@@ -585,26 +590,25 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
     jint(vc, NULL, "patch_size", &patch);
     jnum(vc, NULL, "layer_norm_eps", &eps);
     jint(cfg, NULL, "scale_factor", &scale);
-    if (need_int(c, tc, NULL, "text_config", "hidden_size", &text_hidden))
-        return -1;
+    if (need_int(c, tc, NULL, "text_config", "hidden_size", &text_hidden)) return -1;
     if (hidden <= 0 || ffn <= 0 || n_head <= 0 || n_layer <= 0 || image_size <= 0 || patch <= 0 ||
         scale <= 0 || image_size % patch != 0 || (image_size / patch) % scale != 0) {
-        cli_seterr(c->err, c->errlen, "%s/config.json: image_size %lld, patch_size %lld, scale_factor %lld do not fit",
-               c->dir, image_size, patch, scale);
+        cli_seterr(c->err, c->errlen,
+                   "%s/config.json: image_size %lld, patch_size %lld, scale_factor %lld do not fit",
+                   c->dir, image_size, patch, scale);
         return -1;
     }
     long long n_patches = (image_size / patch) * (image_size / patch);
 
     bool bad;
     cJSON *pp = load_json(c, "preprocessor_config.json", true, &bad);
-    if (!pp)
-        return -1;
+    if (!pp) return -1;
     float mean[3], std[3];
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(pp, "image_mean");
     const cJSON *js = cJSON_GetObjectItemCaseSensitive(pp, "image_std");
     if (cJSON_GetArraySize(jm) != 3 || cJSON_GetArraySize(js) != 3) {
-        cli_seterr(c->err, c->errlen, "%s/preprocessor_config.json: image_mean and image_std need 3 values",
-               c->dir);
+        cli_seterr(c->err, c->errlen,
+                   "%s/preprocessor_config.json: image_mean and image_std need 3 values", c->dir);
         cJSON_Delete(pp);
         return -1;
     }
@@ -618,8 +622,7 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
     cJSON_Delete(pp);
 
     gguf_writer *w = new_writer(c, "clip", "mmproj");
-    if (!w)
-        return -1;
+    if (!w) return -1;
     gguf_set_bool(w, "clip.has_vision_encoder", true);
     gguf_set_str(w, "clip.projector_type", "idefics3");
     gguf_set_u32(w, "clip.vision.projection_dim", (uint32_t)text_hidden);
@@ -642,15 +645,26 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
 #define GG(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
     /* The patch embedding stays a conv kernel: torch [hidden, 3, p, p] is
      * GGUF ne {p, p, 3, hidden}, as llama.cpp's clip expects. */
-    int rc = add(c, w, HF("%sembeddings.patch_embedding.weight", pre), "v.patch_embd.weight", KEEP_F32, 0, hidden, 3) ||
-             add(c, w, HF("%sembeddings.patch_embedding.bias", pre), "v.patch_embd.bias", KEEP_F32, 0, hidden, 0) ||
-             add(c, w, HF("%sembeddings.position_embedding.weight", pre), "v.position_embd.weight", KEEP_F32, 0, n_patches, hidden)
-                 ? -1 : 0;
-    static const struct { const char *hf, *gg; bool matrix; } blk[] = {
-        {"layer_norm1", "ln1", false},        {"self_attn.q_proj", "attn_q", true},
-        {"self_attn.k_proj", "attn_k", true}, {"self_attn.v_proj", "attn_v", true},
-        {"self_attn.out_proj", "attn_out", true}, {"layer_norm2", "ln2", false},
-        {"mlp.fc1", "ffn_up", true},          {"mlp.fc2", "ffn_down", true},
+    int rc = add(c, w, HF("%sembeddings.patch_embedding.weight", pre), "v.patch_embd.weight",
+                 KEEP_F32, 0, hidden, 3) ||
+                     add(c, w, HF("%sembeddings.patch_embedding.bias", pre), "v.patch_embd.bias",
+                         KEEP_F32, 0, hidden, 0) ||
+                     add(c, w, HF("%sembeddings.position_embedding.weight", pre),
+                         "v.position_embd.weight", KEEP_F32, 0, n_patches, hidden)
+                 ? -1
+                 : 0;
+    static const struct {
+        const char *hf, *gg;
+        bool matrix;
+    } blk[] = {
+        {"layer_norm1", "ln1", false},
+        {"self_attn.q_proj", "attn_q", true},
+        {"self_attn.k_proj", "attn_k", true},
+        {"self_attn.v_proj", "attn_v", true},
+        {"self_attn.out_proj", "attn_out", true},
+        {"layer_norm2", "ln2", false},
+        {"mlp.fc1", "ffn_up", true},
+        {"mlp.fc2", "ffn_down", true},
     };
     for (long long i = 0; rc == 0 && i < n_layer; i++)
         for (size_t j = 0; rc == 0 && j < sizeof blk / sizeof blk[0]; j++) {
@@ -659,16 +673,20 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
             rc = add(c, w, HF("%sencoder.layers.%lld.%s.weight", pre, i, blk[j].hf),
                      GG("v.blk.%lld.%s.weight", i, blk[j].gg), blk[j].matrix ? OUTTYPE : KEEP_F32,
                      0, rows, cols) ||
-                 add(c, w, HF("%sencoder.layers.%lld.%s.bias", pre, i, blk[j].hf),
-                     GG("v.blk.%lld.%s.bias", i, blk[j].gg), KEEP_F32, 0, rows, 0)
-                     ? -1 : 0;
+                         add(c, w, HF("%sencoder.layers.%lld.%s.bias", pre, i, blk[j].hf),
+                             GG("v.blk.%lld.%s.bias", i, blk[j].gg), KEEP_F32, 0, rows, 0)
+                     ? -1
+                     : 0;
         }
     if (rc == 0)
-        rc = add(c, w, HF("%spost_layernorm.weight", pre), "v.post_ln.weight", KEEP_F32, 0, hidden, 0) ||
-             add(c, w, HF("%spost_layernorm.bias", pre), "v.post_ln.bias", KEEP_F32, 0, hidden, 0) ||
-             add(c, w, "model.connector.modality_projection.proj.weight", "mm.model.fc.weight",
-                 OUTTYPE, 0, text_hidden, hidden * scale * scale)
-                 ? -1 : 0;
+        rc = add(c, w, HF("%spost_layernorm.weight", pre), "v.post_ln.weight", KEEP_F32, 0, hidden,
+                 0) ||
+                     add(c, w, HF("%spost_layernorm.bias", pre), "v.post_ln.bias", KEEP_F32, 0,
+                         hidden, 0) ||
+                     add(c, w, "model.connector.modality_projection.proj.weight",
+                         "mm.model.fc.weight", OUTTYPE, 0, text_hidden, hidden * scale * scale)
+                 ? -1
+                 : 0;
 #undef HF
 #undef GG
     return finish_writer(c, w, rc, out_path);
@@ -681,8 +699,7 @@ static bool ignorable(const char *name)
     static const char *const suffixes[] = {"rotary_emb.inv_freq", "position_ids"};
     for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
         size_t m = strlen(suffixes[i]);
-        if (n >= m && !strcmp(name + n - m, suffixes[i]))
-            return true;
+        if (n >= m && !strcmp(name + n - m, suffixes[i])) return true;
     }
     return false;
 }
@@ -696,11 +713,9 @@ int convert_hf(const char *hf_dir, const char *prefix, kt_type outtype, char *er
     conv c = {.dir = hf_dir, .outtype = outtype, .err = err, .errlen = errlen};
     bool bad;
     cJSON *cfg = load_json(&c, "config.json", true, &bad);
-    if (!cfg)
-        return -1;
+    if (!cfg) return -1;
     int rc = -1;
-    if (st_open_dir(hf_dir, &c.st, err, errlen) != 0)
-        goto out;
+    if (st_open_dir(hf_dir, &c.st, err, errlen) != 0) goto out;
     c.used = calloc((size_t)st_count(c.st) + 1, sizeof *c.used);
     if (!c.used) {
         cli_seterr(err, errlen, "out of memory");
@@ -708,17 +723,17 @@ int convert_hf(const char *hf_dir, const char *prefix, kt_type outtype, char *er
     }
     char path[4096];
     snprintf(path, sizeof path, "%s.gguf", prefix);
-    if (text_model(&c, cfg, path) != 0)
-        goto out;
+    if (text_model(&c, cfg, path) != 0) goto out;
     if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(cfg, "vision_config"))) {
         snprintf(path, sizeof path, "%s-mmproj.gguf", prefix);
-        if (vision_model(&c, cfg, path) != 0)
-            goto out;
+        if (vision_model(&c, cfg, path) != 0) goto out;
     }
     for (int i = 0; i < st_count(c.st); i++)
         if (!c.used[i] && !ignorable(st_at(c.st, i)->name)) {
-            cli_seterr(err, errlen, "%s: tensor '%s' has no place in the GGUF files (unknown architecture part?)",
-                   st_at(c.st, i)->file, st_at(c.st, i)->name);
+            cli_seterr(
+                err, errlen,
+                "%s: tensor '%s' has no place in the GGUF files (unknown architecture part?)",
+                st_at(c.st, i)->file, st_at(c.st, i)->name);
             goto out;
         }
     rc = 0;
@@ -767,8 +782,7 @@ int cmd_convert(int argc, char **argv)
             return usage();
         }
     }
-    if (!dir || !prefix)
-        return usage();
+    if (!dir || !prefix) return usage();
     char err[1024];
     if (convert_hf(dir, prefix, outtype, err, sizeof err) != 0) {
         fprintf(stderr, "tern convert: %s\n", err);

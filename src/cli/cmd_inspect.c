@@ -70,24 +70,12 @@ static void fmt_num(gguf_vtype t, const uint8_t *p, char *buf, size_t n, bool *f
     case GGUF_UINT8:
     case GGUF_UINT16:
     case GGUF_UINT32:
-    case GGUF_UINT64:
-        snprintf(buf, n, "%" PRIu64, v);
-        break;
-    case GGUF_INT8:
-        snprintf(buf, n, "%d", (int8_t)v);
-        break;
-    case GGUF_INT16:
-        snprintf(buf, n, "%d", (int16_t)v);
-        break;
-    case GGUF_INT32:
-        snprintf(buf, n, "%" PRId32, (int32_t)v);
-        break;
-    case GGUF_INT64:
-        snprintf(buf, n, "%" PRId64, (int64_t)v);
-        break;
-    case GGUF_BOOL:
-        snprintf(buf, n, "%s", v ? "true" : "false");
-        break;
+    case GGUF_UINT64: snprintf(buf, n, "%" PRIu64, v); break;
+    case GGUF_INT8: snprintf(buf, n, "%d", (int8_t)v); break;
+    case GGUF_INT16: snprintf(buf, n, "%d", (int16_t)v); break;
+    case GGUF_INT32: snprintf(buf, n, "%" PRId32, (int32_t)v); break;
+    case GGUF_INT64: snprintf(buf, n, "%" PRId64, (int64_t)v); break;
+    case GGUF_BOOL: snprintf(buf, n, "%s", v ? "true" : "false"); break;
     case GGUF_FLOAT32: {
         uint32_t b = (uint32_t)v;
         float x;
@@ -103,9 +91,7 @@ static void fmt_num(gguf_vtype t, const uint8_t *p, char *buf, size_t n, bool *f
         fmt_float(x, false, buf, n);
         break;
     }
-    default:
-        snprintf(buf, n, "?");
-        break;
+    default: snprintf(buf, n, "?"); break;
     }
 }
 
@@ -417,14 +403,9 @@ int cmd_inspect(int argc, char **argv)
     int c;
     while ((c = cli_getopt(CMD, argc, argv, "h", longopts)) != -1) {
         switch (c) {
-        case 'j':
-            json = true;
-            break;
-        case 'h':
-            fputs(usage_text, stdout);
-            return CLI_OK;
-        default:
-            return CLI_USAGE;
+        case 'j': json = true; break;
+        case 'h': fputs(usage_text, stdout); return CLI_OK;
+        default: return CLI_USAGE;
         }
     }
     if (optind >= argc) return cli_usage_error(CMD, "no FILE given");

@@ -386,8 +386,7 @@ static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const ch
     char name[96];
     snprintf(name, sizeof name, "tern-mkmodel-%s", a->like);
     builder b;
-    if (builder_start(&b, t, seed, "llama", name) != 0)
-        return 1;
+    if (builder_start(&b, t, seed, "llama", name) != 0) return 1;
     b.embd = (t->id == KT_F32 || t->id == KT_F16 || t->id == KT_BF16) ? t->id : KT_F16;
     gguf_writer *w = b.w;
     gguf_set_u32(w, "llama.vocab_size", (uint32_t)a->vocab);
@@ -454,8 +453,7 @@ static int make_mmproj(const arch *a, const ttype_info *t, uint64_t seed, const 
     char name[96];
     snprintf(name, sizeof name, "tern-mkmodel-%s-mmproj", a->like);
     builder b;
-    if (builder_start(&b, t, seed, "clip", name) != 0)
-        return 1;
+    if (builder_start(&b, t, seed, "clip", name) != 0) return 1;
     gguf_writer *w = b.w;
     gguf_set_bool(w, "clip.has_vision_encoder", true);
     gguf_set_str(w, "clip.projector_type", "idefics3");
@@ -560,17 +558,10 @@ int cmd_mkmodel(int argc, char **argv)
             type = ttype_by_name(optarg);
             if (!type) return cli_usage_error(CMD, "unknown type '%s'", optarg);
             break;
-        case 'o':
-            out = optarg;
-            break;
-        case 'm':
-            mmproj = optarg;
-            break;
-        case 'h':
-            fputs(usage_text, stdout);
-            return CLI_OK;
-        default:
-            return CLI_USAGE;
+        case 'o': out = optarg; break;
+        case 'm': mmproj = optarg; break;
+        case 'h': fputs(usage_text, stdout); return CLI_OK;
+        default: return CLI_USAGE;
         }
     }
     if (optind < argc) return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);

@@ -52,10 +52,8 @@ typedef struct {
 static tally *tally_for(tally *t, int *n, const char *name)
 {
     for (int i = 0; i < *n; i++)
-        if (!strcmp(t[i].name, name))
-            return &t[i];
-    if (*n == MAX_QTYPES)
-        return NULL;
+        if (!strcmp(t[i].name, name)) return &t[i];
+    if (*n == MAX_QTYPES) return NULL;
     memset(&t[*n], 0, sizeof t[*n]);
     snprintf(t[*n].name, sizeof t[*n].name, "%s", name);
     return &t[(*n)++];
@@ -67,8 +65,7 @@ static double log_prob(const float *logits, int n, int id, bool *top)
     float mx = logits[0];
     int arg = 0;
     for (int i = 1; i < n; i++)
-        if (logits[i] > mx)
-            mx = logits[i], arg = i;
+        if (logits[i] > mx) mx = logits[i], arg = i;
     double sum = 0;
     for (int i = 0; i < n; i++)
         sum += exp((double)logits[i] - mx);
@@ -84,7 +81,7 @@ typedef struct {
     const eng_model_info *info;
     img_proc_cfg icfg;
     int n_ctx, n_batch;
-    float *embd;        /* image embedding rows of the current example */
+    float *embd; /* image embedding rows of the current example */
     size_t embd_cap;
     const float **rows; /* per prompt position: embedding row or NULL */
     int rows_cap;
@@ -151,8 +148,7 @@ static int score(ppl *p, const char *image, const char *prompt_text, const char 
     prompt_msg msg = {PROMPT_USER, image ? parts : parts + 1, image ? 2 : 1};
     int32_t *ids = NULL, *target = NULL;
     int n = 0;
-    if (prompt_build(&p->pc, &msg, 1, true, &ids, &n, err, errlen) != 0)
-        return -1;
+    if (prompt_build(&p->pc, &msg, 1, true, &ids, &n, err, errlen) != 0) return -1;
     size_t alen = strlen(answer);
     char *spaced = malloc(alen + 2);
     int nt = -1;
@@ -161,8 +157,7 @@ static int score(ppl *p, const char *image, const char *prompt_text, const char 
         memcpy(spaced + 1, answer, alen + 1);
         nt = tok_encode(p->t, spaced, alen + 1, NULL, 0);
         target = nt >= 0 ? malloc(((size_t)nt + 1) * sizeof *target) : NULL;
-        if (target)
-            tok_encode(p->t, spaced, alen + 1, target, nt);
+        if (target) tok_encode(p->t, spaced, alen + 1, target, nt);
     }
     free(spaced);
     int rc = -1;
@@ -173,7 +168,7 @@ static int score(ppl *p, const char *image, const char *prompt_text, const char 
     target[nt++] = p->pc.end_of_utterance;
     if (n + nt > p->n_ctx) {
         cli_seterr(err, errlen, "prompt and answer need %d positions, the context has %d", n + nt,
-                 p->n_ctx);
+                   p->n_ctx);
         goto out;
     }
     if (n > p->rows_cap) {
@@ -191,17 +186,20 @@ static int score(ppl *p, const char *image, const char *prompt_text, const char 
                          ? p->embd + (size_t)k++ * p->info->n_embd
                          : NULL;
     if (k != n_img_rows) {
-        cli_seterr(err, errlen, "prompt has %d image positions for %d embedding rows", k, n_img_rows);
+        cli_seterr(err, errlen, "prompt has %d image positions for %d embedding rows", k,
+                   n_img_rows);
         goto out;
     }
     eng_slot_reset(p->c, 0);
     for (int pos = 0; pos < n; pos += p->n_batch) {
         int m = n - pos < p->n_batch ? n - pos : p->n_batch;
-        eng_item it = {.slot = 0, .n_tokens = m, .tokens = ids + pos,
-                       .embd = (const float *const *)p->rows + pos, .pos = pos,
+        eng_item it = {.slot = 0,
+                       .n_tokens = m,
+                       .tokens = ids + pos,
+                       .embd = (const float *const *)p->rows + pos,
+                       .pos = pos,
                        .want_logits = pos + m == n};
-        if (eng_step(p->c, &it, 1, err, errlen) != ENG_OK)
-            goto out;
+        if (eng_step(p->c, &it, 1, err, errlen) != ENG_OK) goto out;
     }
     *nll = 0;
     *exact = true;
@@ -209,12 +207,10 @@ static int score(ppl *p, const char *image, const char *prompt_text, const char 
         bool top;
         *nll -= log_prob(eng_logits(p->c, 0), p->info->n_vocab, target[i], &top);
         *exact = *exact && top;
-        if (i + 1 == nt)
-            break;
-        eng_item it = {.slot = 0, .n_tokens = 1, .tokens = &target[i], .pos = n + i,
-                       .want_logits = true};
-        if (eng_step(p->c, &it, 1, err, errlen) != ENG_OK)
-            goto out;
+        if (i + 1 == nt) break;
+        eng_item it = {
+            .slot = 0, .n_tokens = 1, .tokens = &target[i], .pos = n + i, .want_logits = true};
+        if (eng_step(p->c, &it, 1, err, errlen) != ENG_OK) goto out;
     }
     *n_tok = nt;
     rc = 0;
@@ -233,11 +229,11 @@ static const char *jstr(const cJSON *o, const char *k)
 int cmd_perplexity(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"model", required_argument, NULL, 'm'}, {"mmproj", required_argument, NULL, 'M'},
-        {"data", required_argument, NULL, 'd'},  {"split", no_argument, NULL, 'S'},
-        {"limit", required_argument, NULL, 'n'}, {"verbose", no_argument, NULL, 'v'},
+        {"model", required_argument, NULL, 'm'},   {"mmproj", required_argument, NULL, 'M'},
+        {"data", required_argument, NULL, 'd'},    {"split", no_argument, NULL, 'S'},
+        {"limit", required_argument, NULL, 'n'},   {"verbose", no_argument, NULL, 'v'},
         {"threads", required_argument, NULL, 't'}, {"ctx", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     const char *model = NULL, *mmproj = NULL, *data = NULL;
     bool split = false, verbose = false;
@@ -251,30 +247,24 @@ int cmd_perplexity(int argc, char **argv)
         case 'S': split = true; break;
         case 'v': verbose = true; break;
         case 'n':
-            if (!cli_parse_int(CMD, "--limit", optarg, 1, 1LL << 30, &limit))
-                return CLI_USAGE;
+            if (!cli_parse_int(CMD, "--limit", optarg, 1, 1LL << 30, &limit)) return CLI_USAGE;
             break;
         case 't':
-            if (!cli_parse_int(CMD, "--threads", optarg, 0, 1024, &threads))
-                return CLI_USAGE;
+            if (!cli_parse_int(CMD, "--threads", optarg, 0, 1024, &threads)) return CLI_USAGE;
             break;
         case 'c':
-            if (!cli_parse_int(CMD, "--ctx", optarg, 16, 1 << 20, &n_ctx))
-                return CLI_USAGE;
+            if (!cli_parse_int(CMD, "--ctx", optarg, 16, 1 << 20, &n_ctx)) return CLI_USAGE;
             break;
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return CLI_USAGE;
         }
     }
-    if (optind < argc)
-        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
-    if (!model || !data)
-        return cli_usage_error(CMD, "needs -m TEXT.gguf and --data FILE.jsonl");
+    if (optind < argc) return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (!model || !data) return cli_usage_error(CMD, "needs -m TEXT.gguf and --data FILE.jsonl");
 
     size_t len;
     char *text = cli_read_file(data, &len);
-    if (!text)
-        return cli_error(CMD, "%s: %s", data, strerror(errno ? errno : EIO));
+    if (!text) return cli_error(CMD, "%s: %s", data, strerror(errno ? errno : EIO));
     /* images are relative to the JSONL's directory */
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", data);
@@ -302,8 +292,8 @@ int cmd_perplexity(int argc, char **argv)
     }
     p.n_ctx = eng_ctx_params(p.c)->n_ctx;
     p.n_batch = eng_ctx_params(p.c)->n_batch;
-    if (prompt_init(&p.pc, p.t, p.info->has_vision ? p.info->n_image_tokens : 0, err,
-                    sizeof err) != 0) {
+    if (prompt_init(&p.pc, p.t, p.info->has_vision ? p.info->n_image_tokens : 0, err, sizeof err) !=
+        0) {
         cli_error(CMD, "%s: %s", model, err);
         goto done;
     }
@@ -320,11 +310,9 @@ int cmd_perplexity(int argc, char **argv)
     long line_no = 0;
     for (char *line = text, *next; line && *line && (!limit || all.examples < limit); line = next) {
         next = strchr(line, '\n');
-        if (next)
-            *next++ = 0;
+        if (next) *next++ = 0;
         line_no++;
-        if (strspn(line, " \t\r") == strlen(line))
-            continue;
+        if (strspn(line, " \t\r") == strlen(line)) continue;
         cJSON *j = cJSON_Parse(line);
         const char *image = jstr(j, "image"), *prompt_text = jstr(j, "prompt"),
                    *answer = jstr(j, "answer"), *qtype = jstr(j, "qtype");

@@ -89,20 +89,11 @@ static int parse(int argc, char **argv, qopts *o)
                 return cli_usage_error(CMD, "more than %d --keep patterns", MAX_KEEP);
             o->keep[o->n_keep++] = optarg;
             break;
-        case 's':
-            o->strict = true;
-            break;
-        case 'p':
-            o->per_tensor = true;
-            break;
-        case 'r':
-            o->report = true;
-            break;
-        case 'h':
-            fputs(usage_text, stdout);
-            return -1;
-        default:
-            return CLI_USAGE;
+        case 's': o->strict = true; break;
+        case 'p': o->per_tensor = true; break;
+        case 'r': o->report = true; break;
+        case 'h': fputs(usage_text, stdout); return -1;
+        default: return CLI_USAGE;
         }
     }
     /* getopt_long moved the positional arguments to the end */

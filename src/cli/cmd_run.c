@@ -50,18 +50,16 @@ static double now_ms(void)
  * examples put it), and per id the embedding row that replaces it: the
  * image's rows go, in order, to the real <image> tokens (crops row by row,
  * then the global tile: img_tiles' order, which prompt_build follows). */
-static int build_prompt(const tok *t, const eng_model_info *in, const char *text,
-                        const float *embd, int rows, int cols, int32_t **ids, const float ***erows,
-                        int *n, char *err, size_t errlen)
+static int build_prompt(const tok *t, const eng_model_info *in, const char *text, const float *embd,
+                        int rows, int cols, int32_t **ids, const float ***erows, int *n, char *err,
+                        size_t errlen)
 {
     prompt_ctx pc;
-    if (prompt_init(&pc, t, in->n_image_tokens, err, errlen) != 0)
-        return -1;
+    if (prompt_init(&pc, t, in->n_image_tokens, err, errlen) != 0) return -1;
     prompt_part parts[2] = {{.image = true, .rows = rows, .cols = cols}, {.text = text}};
-    prompt_msg msg = {.role = PROMPT_USER, .parts = embd ? parts : parts + 1,
-                      .n_parts = embd ? 2 : 1};
-    if (prompt_build(&pc, &msg, 1, true, ids, n, err, errlen) != 0)
-        return -1;
+    prompt_msg msg = {
+        .role = PROMPT_USER, .parts = embd ? parts : parts + 1, .n_parts = embd ? 2 : 1};
+    if (prompt_build(&pc, &msg, 1, true, ids, n, err, errlen) != 0) return -1;
     *erows = calloc((size_t)*n, sizeof **erows);
     if (!*erows) {
         snprintf(err, errlen, "out of memory");
@@ -69,8 +67,7 @@ static int build_prompt(const tok *t, const eng_model_info *in, const char *text
     }
     int k = 0, n_rows = embd ? (rows * cols + 1) * in->n_image_tokens : 0;
     for (int i = 0; i < *n; i++)
-        if ((*ids)[i] == pc.image && k < n_rows)
-            (*erows)[i] = embd + (size_t)(k++) * in->n_embd;
+        if ((*ids)[i] == pc.image && k < n_rows) (*erows)[i] = embd + (size_t)(k++) * in->n_embd;
     if (k != n_rows) {
         snprintf(err, errlen, "the prompt holds %d image tokens for %d image rows", k, n_rows);
         return -1;
@@ -80,8 +77,7 @@ static int build_prompt(const tok *t, const eng_model_info *in, const char *text
 
 /* Decode, tile and encode the image: rows x cols crops + the global tile.
  * Returns the embeddings (n_tiles * n_image_tokens rows) or NULL. */
-static float *encode_image(eng_ctx *c, const eng_model *m, const char *path, int *rows,
-                           int *cols)
+static float *encode_image(eng_ctx *c, const eng_model *m, const char *path, int *rows, int *cols)
 {
     const eng_model_info *in = eng_model_get_info(m);
     const gguf_file *vf = eng_model_vision_file(m);
@@ -100,8 +96,8 @@ static float *encode_image(eng_ctx *c, const eng_model *m, const char *path, int
         fprintf(stderr, "tern run: %s: %s\n", path, err);
         return NULL;
     }
-    img_proc_cfg cfg = {.longest_edge = in->image_size, .tile = in->image_size,
-                        .rescale = 1.0 / 255.0};
+    img_proc_cfg cfg = {
+        .longest_edge = in->image_size, .tile = in->image_size, .rescale = 1.0 / 255.0};
     /* A processor that resizes past one tile splits the image into crops. */
     uint64_t pre;
     if (gguf_get_u64(vf, "clip.vision.preproc_image_size", &pre) && pre > 0 && pre < 65536)
@@ -137,13 +133,20 @@ typedef struct {
 static int parse(int argc, char **argv, run_opts *o)
 {
     static const struct option longopts[] = {
-        {"model", required_argument, NULL, 'm'},   {"mmproj", required_argument, NULL, 1},
-        {"image", required_argument, NULL, 2},     {"prompt", required_argument, NULL, 'p'},
-        {"max-tokens", required_argument, NULL, 'n'}, {"temp", required_argument, NULL, 3},
-        {"top-k", required_argument, NULL, 4},     {"top-p", required_argument, NULL, 5},
-        {"min-p", required_argument, NULL, 6},     {"repeat-penalty", required_argument, NULL, 7},
-        {"seed", required_argument, NULL, 8},      {"threads", required_argument, NULL, 't'},
-        {"ctx", required_argument, NULL, 'c'},     {"help", no_argument, NULL, 'h'},
+        {"model", required_argument, NULL, 'm'},
+        {"mmproj", required_argument, NULL, 1},
+        {"image", required_argument, NULL, 2},
+        {"prompt", required_argument, NULL, 'p'},
+        {"max-tokens", required_argument, NULL, 'n'},
+        {"temp", required_argument, NULL, 3},
+        {"top-k", required_argument, NULL, 4},
+        {"top-p", required_argument, NULL, 5},
+        {"min-p", required_argument, NULL, 6},
+        {"repeat-penalty", required_argument, NULL, 7},
+        {"seed", required_argument, NULL, 8},
+        {"threads", required_argument, NULL, 't'},
+        {"ctx", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -160,53 +163,42 @@ static int parse(int argc, char **argv, run_opts *o)
                 return CLI_USAGE;
             break;
         case 3:
-            if (!cli_parse_float(CMD, "--temp", optarg, 0, 100, &d))
-                return CLI_USAGE;
+            if (!cli_parse_float(CMD, "--temp", optarg, 0, 100, &d)) return CLI_USAGE;
             o->sp.temperature = (float)d;
             break;
         case 4:
-            if (!cli_parse_int(CMD, "--top-k", optarg, 0, 1 << 24, &v))
-                return CLI_USAGE;
+            if (!cli_parse_int(CMD, "--top-k", optarg, 0, 1 << 24, &v)) return CLI_USAGE;
             o->sp.top_k = (int)v;
             break;
         case 5:
-            if (!cli_parse_float(CMD, "--top-p", optarg, 0, 1, &d))
-                return CLI_USAGE;
+            if (!cli_parse_float(CMD, "--top-p", optarg, 0, 1, &d)) return CLI_USAGE;
             o->sp.top_p = (float)d;
             break;
         case 6:
-            if (!cli_parse_float(CMD, "--min-p", optarg, 0, 1, &d))
-                return CLI_USAGE;
+            if (!cli_parse_float(CMD, "--min-p", optarg, 0, 1, &d)) return CLI_USAGE;
             o->sp.min_p = (float)d;
             break;
         case 7:
-            if (!cli_parse_float(CMD, "--repeat-penalty", optarg, 0.01, 100, &d))
-                return CLI_USAGE;
+            if (!cli_parse_float(CMD, "--repeat-penalty", optarg, 0.01, 100, &d)) return CLI_USAGE;
             o->sp.repeat_penalty = (float)d;
             break;
         case 8:
-            if (!cli_parse_int(CMD, "--seed", optarg, 0, INT64_MAX, &v))
-                return CLI_USAGE;
+            if (!cli_parse_int(CMD, "--seed", optarg, 0, INT64_MAX, &v)) return CLI_USAGE;
             o->sp.seed = (uint64_t)v;
             break;
         case 't':
-            if (!cli_parse_int(CMD, "--threads", optarg, 1, 1024, &o->threads))
-                return CLI_USAGE;
+            if (!cli_parse_int(CMD, "--threads", optarg, 1, 1024, &o->threads)) return CLI_USAGE;
             break;
         case 'c':
-            if (!cli_parse_int(CMD, "--ctx", optarg, 16, 1 << 20, &o->n_ctx))
-                return CLI_USAGE;
+            if (!cli_parse_int(CMD, "--ctx", optarg, 16, 1 << 20, &o->n_ctx)) return CLI_USAGE;
             break;
         case 'h': fputs(usage_text, stdout); return -1;
         default: return CLI_USAGE;
         }
     }
-    if (optind < argc)
-        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
-    if (!o->model || !o->prompt)
-        return cli_usage_error(CMD, "-m MODEL and -p PROMPT are required");
-    if (o->image && !o->mmproj)
-        return cli_usage_error(CMD, "--image needs --mmproj VISION.gguf");
+    if (optind < argc) return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (!o->model || !o->prompt) return cli_usage_error(CMD, "-m MODEL and -p PROMPT are required");
+    if (o->image && !o->mmproj) return cli_usage_error(CMD, "--image needs --mmproj VISION.gguf");
     return CLI_OK;
 }
 
@@ -215,8 +207,7 @@ int cmd_run(int argc, char **argv)
     run_opts o = {.max_tokens = 256, .n_ctx = 4096, .sp = sampler_default_params()};
     o.sp.temperature = 0;
     int rc = parse(argc, argv, &o);
-    if (rc != CLI_OK)
-        return rc < 0 ? CLI_OK : rc;
+    if (rc != CLI_OK) return rc < 0 ? CLI_OK : rc;
 
     char err[1024];
     eng_model *m = NULL;
@@ -250,12 +241,11 @@ int cmd_run(int argc, char **argv)
     int rows = 0, cols = 0;
     if (o.image) {
         embd = encode_image(c, m, o.image, &rows, &cols);
-        if (!embd)
-            goto out;
+        if (!embd) goto out;
         t_img = now_ms() - t0;
     }
-    if (build_prompt(t, in, o.prompt, embd, rows, cols, &ids, &erows, &n_prompt, err,
-                     sizeof err) != 0) {
+    if (build_prompt(t, in, o.prompt, embd, rows, cols, &ids, &erows, &n_prompt, err, sizeof err) !=
+        0) {
         cli_error(CMD, "%s", err);
         goto out;
     }
@@ -267,8 +257,11 @@ int cmd_run(int argc, char **argv)
     double t1 = now_ms();
     for (int pos = 0; pos < n_prompt; pos += n_batch) {
         int n = n_prompt - pos < n_batch ? n_prompt - pos : n_batch;
-        eng_item it = {.slot = 0, .n_tokens = n, .tokens = ids + pos,
-                       .embd = (const float *const *)erows + pos, .pos = pos,
+        eng_item it = {.slot = 0,
+                       .n_tokens = n,
+                       .tokens = ids + pos,
+                       .embd = (const float *const *)erows + pos,
+                       .pos = pos,
                        .want_logits = pos + n == n_prompt};
         if (eng_step(c, &it, 1, err, sizeof err) != ENG_OK) {
             cli_error(CMD, "%s", err);
@@ -292,7 +285,10 @@ int cmd_run(int argc, char **argv)
         const char *piece = tok_stream_push(ts, next, &len);
         fwrite(piece, 1, len, stdout);
         fflush(stdout);
-        eng_item it = {.slot = 0, .n_tokens = 1, .tokens = &next, .pos = n_prompt + n_gen,
+        eng_item it = {.slot = 0,
+                       .n_tokens = 1,
+                       .tokens = &next,
+                       .pos = n_prompt + n_gen,
                        .want_logits = true};
         n_gen++;
         if (eng_step(c, &it, 1, err, sizeof err) != ENG_OK) {

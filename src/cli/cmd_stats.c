@@ -48,8 +48,10 @@ int cmd_stats(int argc, char **argv)
     if (stats_query(db, window, stats_wall_now(), &s, err, sizeof err) != 0)
         return cli_error(CMD, "%s", err);
     char span[32];
-    if (window > 0) snprintf(span, sizeof span, "last %.0f s", window);
-    else snprintf(span, sizeof span, "all time");
+    if (window > 0)
+        snprintf(span, sizeof span, "last %.0f s", window);
+    else
+        snprintf(span, sizeof span, "all time");
     printf("%-28s %s\n", "database", db);
     printf("%-28s %s\n", "window", span);
     printf("%-28s %lld\n", "requests", s.requests);
@@ -58,8 +60,8 @@ int cmd_stats(int argc, char **argv)
     printf("%-28s %10s %10s %10s\n", "", "p50", "p95", "p99");
     printf("%-28s %10.1f %10.1f %10.1f\n", "latency (ms)", s.latency_p50_ms, s.latency_p95_ms,
            s.latency_p99_ms);
-    printf("%-28s %10.1f %10.1f %10.1f\n", "time to first token (ms)", s.ttft_p50_ms,
-           s.ttft_p95_ms, s.ttft_p99_ms);
+    printf("%-28s %10.1f %10.1f %10.1f\n", "time to first token (ms)", s.ttft_p50_ms, s.ttft_p95_ms,
+           s.ttft_p99_ms);
     printf("%-28s %lld\n", "prompt tokens", s.prompt_tokens);
     printf("%-28s %lld\n", "completion tokens", s.completion_tokens);
     printf("%-28s %.1f\n", "decode tokens/s", s.decode_tokens_per_s);

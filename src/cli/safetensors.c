@@ -39,13 +39,15 @@ static int dtype_size(st_dtype d)
 /* Byte size of the dtypes we do not convert, so ranges can still be checked. */
 static int other_size(const char *name)
 {
-    static const struct { const char *n; int sz; } tab[] = {
-        {"F64", 8}, {"I64", 8}, {"U64", 8}, {"I32", 4}, {"U32", 4}, {"I16", 2},
-        {"U16", 2}, {"I8", 1}, {"U8", 1}, {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1},
+    static const struct {
+        const char *n;
+        int sz;
+    } tab[] = {
+        {"F64", 8}, {"I64", 8}, {"U64", 8}, {"I32", 4},  {"U32", 4},     {"I16", 2},
+        {"U16", 2}, {"I8", 1},  {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1},
     };
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
-        if (!strcmp(tab[i].n, name))
-            return tab[i].sz;
+        if (!strcmp(tab[i].n, name)) return tab[i].sz;
     return -1;
 }
 
@@ -75,8 +77,7 @@ static int add_shard(st_set *s, const char *path, char *err, size_t errlen)
     close(fd);
     st_shard *ns = realloc(s->shards, (size_t)(s->n_shards + 1) * sizeof *ns);
     if (!ns) {
-        if (map)
-            munmap(map, size);
+        if (map) munmap(map, size);
         cli_seterr(err, errlen, "%s: out of memory", path);
         return -1;
     }
@@ -122,7 +123,7 @@ static int load_shard(st_set *s, char *err, size_t errlen)
         hlen = hlen << 8 | b[i];
     if (hlen > ST_MAX_HEADER || hlen > sh->size - 8) {
         cli_seterr(err, errlen, "%s: bad header length %llu (file is %zu bytes)", p,
-               (unsigned long long)hlen, sh->size);
+                   (unsigned long long)hlen, sh->size);
         return -1;
     }
     cJSON *root = cJSON_ParseWithLength((const char *)b + 8, (size_t)hlen);
@@ -135,29 +136,29 @@ static int load_shard(st_set *s, char *err, size_t errlen)
     uint64_t data_len = sh->size - 8 - hlen;
     int rc = -1;
     for (cJSON *it = root->child; it; it = it->next) {
-        if (!strcmp(it->string, "__metadata__"))
-            continue;
+        if (!strcmp(it->string, "__metadata__")) continue;
         const char *name = it->string;
         cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
         cJSON *shape = cJSON_GetObjectItemCaseSensitive(it, "shape");
         cJSON *offs = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
         if (!cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs) ||
             cJSON_GetArraySize(offs) != 2) {
-            cli_seterr(err, errlen, "%s: tensor '%s': header entry needs dtype, shape, data_offsets",
-                   p, name);
+            cli_seterr(err, errlen,
+                       "%s: tensor '%s': header entry needs dtype, shape, data_offsets", p, name);
             goto out;
         }
         st_tensor t = {0};
         t.file = p;
         t.dtype_name = NULL;
         if (parse_dtype(dt->valuestring, &t.dtype) != 0) {
-            cli_seterr(err, errlen, "%s: tensor '%s': unknown dtype '%s'", p, name, dt->valuestring);
+            cli_seterr(err, errlen, "%s: tensor '%s': unknown dtype '%s'", p, name,
+                       dt->valuestring);
             goto out;
         }
         int nd = cJSON_GetArraySize(shape);
         if (nd > ST_MAX_DIMS) {
             cli_seterr(err, errlen, "%s: tensor '%s': %d dimensions (at most %d)", p, name, nd,
-                   ST_MAX_DIMS);
+                       ST_MAX_DIMS);
             goto out;
         }
         t.n_dims = nd;
@@ -183,15 +184,17 @@ static int load_shard(st_set *s, char *err, size_t errlen)
         }
         uint64_t beg = (uint64_t)o0->valuedouble, end = (uint64_t)o1->valuedouble;
         if (end > data_len) {
-            cli_seterr(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu) past the end of the data (%llu bytes)",
-                   p, name, (unsigned long long)beg, (unsigned long long)end,
-                   (unsigned long long)data_len);
+            cli_seterr(
+                err, errlen,
+                "%s: tensor '%s': data_offsets [%llu, %llu) past the end of the data (%llu bytes)",
+                p, name, (unsigned long long)beg, (unsigned long long)end,
+                (unsigned long long)data_len);
             goto out;
         }
         int esz = t.dtype == ST_OTHER ? other_size(dt->valuestring) : dtype_size(t.dtype);
         if (end - beg != (uint64_t)t.numel * (uint64_t)esz) {
             cli_seterr(err, errlen, "%s: tensor '%s': %llu bytes for %lld elements of %s", p, name,
-                   (unsigned long long)(end - beg), (long long)t.numel, dt->valuestring);
+                       (unsigned long long)(end - beg), (long long)t.numel, dt->valuestring);
             goto out;
         }
         t.data = data + beg;
@@ -231,7 +234,7 @@ static int finish(st_set *s, char *err, size_t errlen)
     for (int i = 1; i < s->n; i++)
         if (!strcmp(s->t[i].name, s->t[i - 1].name)) {
             cli_seterr(err, errlen, "%s: tensor '%s' appears twice (also in %s)", s->t[i].file,
-                   s->t[i].name, s->t[i - 1].file);
+                       s->t[i].name, s->t[i - 1].file);
             return -1;
         }
     return 0;
@@ -259,13 +262,12 @@ int st_open_dir(const char *dir, st_set **out, char *err, size_t errlen)
     *out = NULL;
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (access(path, F_OK) == 0)
-        return st_open_file(path, out, err, errlen);
+    if (access(path, F_OK) == 0) return st_open_file(path, out, err, errlen);
 
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     if (access(path, F_OK) != 0) {
-        cli_seterr(err, errlen, "%s: neither model.safetensors nor model.safetensors.index.json found",
-               dir);
+        cli_seterr(err, errlen,
+                   "%s: neither model.safetensors nor model.safetensors.index.json found", dir);
         return -1;
     }
     char *text = cli_read_file(path, NULL);
@@ -299,16 +301,14 @@ int st_open_dir(const char *dir, st_set **out, char *err, size_t errlen)
         bool seen = false;
         for (int i = 0; i < s->n_shards && !seen; i++)
             seen = !strcmp(s->shards[i].path, sp);
-        if (!seen)
-            rc = add_shard(s, sp, err, errlen) == 0 ? load_shard(s, err, errlen) : -1;
+        if (!seen) rc = add_shard(s, sp, err, errlen) == 0 ? load_shard(s, err, errlen) : -1;
     }
     /* Every tensor the index names must be in the shard it names. */
-    if (rc == 0)
-        rc = finish(s, err, errlen);
+    if (rc == 0) rc = finish(s, err, errlen);
     for (cJSON *it = map->child; it && rc == 0; it = it->next)
         if (!st_find(s, it->string)) {
             cli_seterr(err, errlen, "%s: tensor '%s' listed in the index is missing from %s", path,
-                   it->string, it->valuestring);
+                       it->string, it->valuestring);
             rc = -1;
         }
     cJSON_Delete(root);
@@ -322,16 +322,14 @@ int st_open_dir(const char *dir, st_set **out, char *err, size_t errlen)
 
 void st_close(st_set *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     for (int i = 0; i < s->n; i++) {
         free((char *)s->t[i].name);
         free((char *)s->t[i].dtype_name);
     }
     free(s->t);
     for (int i = 0; i < s->n_shards; i++) {
-        if (s->shards[i].map)
-            munmap(s->shards[i].map, s->shards[i].size);
+        if (s->shards[i].map) munmap(s->shards[i].map, s->shards[i].size);
         free(s->shards[i].path);
     }
     free(s->shards);
@@ -358,9 +356,7 @@ int st_to_f32(const st_tensor *t, float *dst, char *err, size_t errlen)
 {
     const uint8_t *p = t->data;
     switch (t->dtype) {
-    case ST_F32:
-        memcpy(dst, p, (size_t)t->numel * 4);
-        return 0;
+    case ST_F32: memcpy(dst, p, (size_t)t->numel * 4); return 0;
     case ST_F16:
     case ST_BF16:
         for (int64_t i = 0; i < t->numel; i++) {
@@ -370,7 +366,7 @@ int st_to_f32(const st_tensor *t, float *dst, char *err, size_t errlen)
         return 0;
     default:
         cli_seterr(err, errlen, "%s: tensor '%s': dtype %s is not supported (F32, F16, BF16 are)",
-               t->file, t->name, t->dtype_name);
+                   t->file, t->name, t->dtype_name);
         return -1;
     }
 }

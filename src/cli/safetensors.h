@@ -17,13 +17,13 @@ typedef enum { ST_F32, ST_F16, ST_BF16, ST_OTHER } st_dtype;
 
 typedef struct {
     const char *name;
-    const char *file;      /* path of the shard it lives in */
+    const char *file; /* path of the shard it lives in */
     st_dtype dtype;
     const char *dtype_name; /* as written in the header: "F32", "I64", ... */
     int n_dims;
     int64_t shape[ST_MAX_DIMS]; /* torch order: shape[0] is the outermost */
     int64_t numel;
-    const void *data;      /* into the mapping; unaligned */
+    const void *data; /* into the mapping; unaligned */
     size_t nbytes;
 } st_tensor;
 

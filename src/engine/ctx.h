@@ -19,11 +19,11 @@ struct eng_ctx {
 
     /* text scratch, n_batch rows each */
     float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u;
-    int *row_pos;   /* position of each row */
-    int *row_item;  /* index of each row's item in the step */
-    float *scores;  /* per thread: max(n_ctx, v_patches) */
+    int *row_pos;  /* position of each row */
+    int *row_item; /* index of each row's item in the step */
+    float *scores; /* per thread: max(n_ctx, v_patches) */
     int scores_stride;
-    float *kv_f32;  /* per thread: one KV head's K then V rows in f32, n_ctx each */
+    float *kv_f32;        /* per thread: one KV head's K then V rows in f32, n_ctx each */
     size_t kv_f32_stride; /* n_ctx * head_dim */
     kern_f16_row_fn f16_row;
     const kern_attn_ops *attn;
@@ -32,8 +32,8 @@ struct eng_ctx {
     /* logits: one row per slot, and which slots hold fresh ones */
     float *logits;
     bool *has_logits;
-    float *lhid;    /* n_slots x n_embd: final hidden rows that want logits */
-    float *ltmp;    /* n_slots x n_vocab */
+    float *lhid; /* n_slots x n_embd: final hidden rows that want logits */
+    float *ltmp; /* n_slots x n_vocab */
     int *lslot;
 
     /* mm_matmul's scratch: int8 activations for the integer kernels */

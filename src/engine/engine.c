@@ -27,15 +27,13 @@ static size_t scratch_bytes(const eng_model *m, int n_text, int n_vision)
     size_t best = mm_scratch_bytes(&m->output.mm, n_text);
     for (int l = 0; l < m->info.n_layer; l++) {
         const eng_layer *L = &m->layers[l];
-        const eng_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up,
-                                  &L->w_down};
+        const eng_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
             size_t b = mm_scratch_bytes(&ws[i]->mm, n_text);
             best = b > best ? b : best;
         }
     }
-    if (!m->info.has_vision)
-        return best;
+    if (!m->info.has_vision) return best;
     const eng_weight *vs[] = {&m->patch_embd, &m->mm_fc};
     for (size_t i = 0; i < 2; i++) {
         size_t b = mm_scratch_bytes(&vs[i]->mm, n_vision);
@@ -52,12 +50,11 @@ static size_t scratch_bytes(const eng_model *m, int n_text, int n_vision)
     return best;
 }
 
-#define ALLOC(ptr, n)                                 \
-    do {                                              \
-        size_t n_ = (size_t)(n);                      \
-        (ptr) = calloc(n_ > 0 ? n_ : 1, sizeof *(ptr)); \
-        if (!(ptr))                                   \
-            goto oom;                                 \
+#define ALLOC(ptr, n)                                                                              \
+    do {                                                                                           \
+        size_t n_ = (size_t)(n);                                                                   \
+        (ptr) = calloc(n_ > 0 ? n_ : 1, sizeof *(ptr));                                            \
+        if (!(ptr)) goto oom;                                                                      \
     } while (0)
 
 int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char *err,
@@ -67,10 +64,11 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
     const eng_model_info *in = &m->info;
     eng_params p = pp ? *pp : eng_default_params();
     if (p.n_slots < 1 || p.n_slots > 1024 || p.n_ctx < 1 || p.n_batch < 1)
-        return eng_seterr(err, errlen, "engine: n_slots (%d), n_ctx (%d) and n_batch (%d) must be "
-                          "positive", p.n_slots, p.n_ctx, p.n_batch);
-    if (p.n_ctx > in->n_ctx_train)
-        p.n_ctx = in->n_ctx_train;
+        return eng_seterr(err, errlen,
+                          "engine: n_slots (%d), n_ctx (%d) and n_batch (%d) must be "
+                          "positive",
+                          p.n_slots, p.n_ctx, p.n_batch);
+    if (p.n_ctx > in->n_ctx_train) p.n_ctx = in->n_ctx_train;
     if ((long long)p.n_batch > (long long)p.n_slots * p.n_ctx)
         p.n_batch = p.n_slots * p.n_ctx; /* fits: less than the n_batch asked for */
     if (p.n_threads <= 0) {
@@ -79,8 +77,7 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
     }
 
     eng_ctx *c = calloc(1, sizeof *c);
-    if (!c)
-        return eng_seterr(err, errlen, "out of memory");
+    if (!c) return eng_seterr(err, errlen, "out of memory");
     c->m = m;
     c->p = p;
     c->pool = pool_create(p.n_threads, err, errlen);
@@ -96,8 +93,7 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
     size_t kv_n = (size_t)p.n_slots * in->n_layer * p.n_ctx * kvd;
     c->k_cache = calloc(kv_n, c->kv_elem);
     c->v_cache = calloc(kv_n, c->kv_elem);
-    if (!c->k_cache || !c->v_cache)
-        goto oom;
+    if (!c->k_cache || !c->v_cache) goto oom;
     ALLOC(c->slot_len, p.n_slots);
     ALLOC(c->x, (size_t)N * D);
     ALLOC(c->xn, (size_t)N * D);
@@ -151,8 +147,7 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
     size_t sb = scratch_bytes(m, N, m->v_patches);
     if (sb > 0) {
         c->mm_scratch = aligned_alloc(64, (sb + 63) / 64 * 64);
-        if (!c->mm_scratch)
-            goto oom;
+        if (!c->mm_scratch) goto oom;
     }
     *out = c;
     return ENG_OK;
@@ -164,20 +159,23 @@ oom:
 
 void eng_ctx_destroy(eng_ctx *c)
 {
-    if (!c)
-        return;
-    void *bufs[] = {c->k_cache, c->v_cache, c->slot_len, c->x, c->xn, c->tmp, c->q, c->att,
-                    c->k, c->v, c->g, c->u, c->row_pos, c->scores, c->kv_f32, c->rope_cos, c->rope_sin,
-                    c->logits, c->has_logits, c->lhid, c->ltmp, c->lslot, c->mm_scratch,
-                    c->row_item, c->vx, c->vxn, c->vq, c->vk, c->vv, c->vatt, c->vtmp, c->vff,
-                    c->vshuf};
+    if (!c) return;
+    void *bufs[] = {c->k_cache,    c->v_cache, c->slot_len, c->x,        c->xn,         c->tmp,
+                    c->q,          c->att,     c->k,        c->v,        c->g,          c->u,
+                    c->row_pos,    c->scores,  c->kv_f32,   c->rope_cos, c->rope_sin,   c->logits,
+                    c->has_logits, c->lhid,    c->ltmp,     c->lslot,    c->mm_scratch, c->row_item,
+                    c->vx,         c->vxn,     c->vq,       c->vk,       c->vv,         c->vatt,
+                    c->vtmp,       c->vff,     c->vshuf};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     pool_destroy(c->pool);
     free(c);
 }
 
-const eng_params *eng_ctx_params(const eng_ctx *c) { return &c->p; }
+const eng_params *eng_ctx_params(const eng_ctx *c)
+{
+    return &c->p;
+}
 
 int eng_step(eng_ctx *c, const eng_item *items, int n_items, char *err, size_t errlen)
 {
@@ -190,7 +188,7 @@ int eng_step(eng_ctx *c, const eng_item *items, int n_items, char *err, size_t e
         const eng_item *it = &items[i];
         if (it->slot < 0 || it->slot >= c->p.n_slots)
             return eng_seterr(err, errlen, "eng_step: item %d: slot %d out of range [0, %d)", i,
-                        it->slot, c->p.n_slots);
+                              it->slot, c->p.n_slots);
         for (int j = 0; j < i; j++)
             if (items[j].slot == it->slot)
                 return eng_seterr(err, errlen, "eng_step: slot %d appears twice", it->slot);
@@ -201,18 +199,20 @@ int eng_step(eng_ctx *c, const eng_item *items, int n_items, char *err, size_t e
                               "eng_step: item %d: position %d is past slot %d's length %d", i,
                               it->pos, it->slot, c->slot_len[it->slot]);
         if (it->n_tokens > c->p.n_ctx - it->pos)
-            return eng_seterr(err, errlen, "eng_step: item %d: %d tokens at position %d exceed the "
-                              "context of %d", i, it->n_tokens, it->pos, c->p.n_ctx);
+            return eng_seterr(err, errlen,
+                              "eng_step: item %d: %d tokens at position %d exceed the "
+                              "context of %d",
+                              i, it->n_tokens, it->pos, c->p.n_ctx);
         if (it->n_tokens > c->p.n_batch - n_rows)
             return eng_seterr(err, errlen, "eng_step: more than n_batch = %d rows in one step",
                               c->p.n_batch);
         for (int t = 0; t < it->n_tokens; t++) {
             bool has_row = it->embd && it->embd[t];
-            if (!has_row && (!it->tokens || it->tokens[t] < 0 ||
-                             it->tokens[t] >= m->info.n_vocab))
-                return eng_seterr(err, errlen, "eng_step: item %d: token %d (%d) is not in the "
-                                  "vocabulary of %d", i, t, it->tokens ? it->tokens[t] : -1,
-                                  m->info.n_vocab);
+            if (!has_row && (!it->tokens || it->tokens[t] < 0 || it->tokens[t] >= m->info.n_vocab))
+                return eng_seterr(err, errlen,
+                                  "eng_step: item %d: token %d (%d) is not in the "
+                                  "vocabulary of %d",
+                                  i, t, it->tokens ? it->tokens[t] : -1, m->info.n_vocab);
         }
         n_rows += it->n_tokens;
     }
@@ -233,8 +233,7 @@ int eng_step(eng_ctx *c, const eng_item *items, int n_items, char *err, size_t e
     }
     for (int s = 0; s < c->p.n_slots; s++)
         c->has_logits[s] = false;
-    if (n_rows > 0)
-        text_forward(c, items, n_items, n_rows);
+    if (n_rows > 0) text_forward(c, items, n_items, n_rows);
     for (int i = 0; i < n_items; i++)
         c->slot_len[items[i].slot] = items[i].pos + items[i].n_tokens;
     return ENG_OK;
@@ -242,8 +241,7 @@ int eng_step(eng_ctx *c, const eng_item *items, int n_items, char *err, size_t e
 
 const float *eng_logits(const eng_ctx *c, int slot)
 {
-    if (slot < 0 || slot >= c->p.n_slots || !c->has_logits[slot])
-        return NULL;
+    if (slot < 0 || slot >= c->p.n_slots || !c->has_logits[slot]) return NULL;
     return c->logits + (size_t)slot * c->m->info.n_vocab;
 }
 

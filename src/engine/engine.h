@@ -42,17 +42,17 @@ typedef struct eng_ctx eng_ctx;
 typedef struct {
     /* text decoder */
     int n_vocab;
-    int n_embd;         /* hidden size: the width of an embedding row */
+    int n_embd; /* hidden size: the width of an embedding row */
     int n_layer;
     int n_head;
     int n_head_kv;
     int n_ff;
-    int n_ctx_train;    /* llama.context_length */
+    int n_ctx_train; /* llama.context_length */
     float rope_theta;
     float rms_eps;
     /* vision (all zero when no mmproj was loaded) */
     bool has_vision;
-    int image_size;     /* tile side in pixels; a tile is 3 x image_size x image_size floats, CHW */
+    int image_size; /* tile side in pixels; a tile is 3 x image_size x image_size floats, CHW */
     int patch_size;
     int n_image_tokens; /* embedding rows per tile, after pixel shuffle */
     int scale_factor;   /* pixel-shuffle factor */
@@ -100,12 +100,12 @@ const char *eng_kernels_name(void);
 typedef struct {
     int slot;
     int n_tokens;
-    const int32_t *tokens;     /* n_tokens ids (ignored where embd[i] is non-NULL) */
-    const float *const *embd;  /* NULL, or n_tokens pointers: a non-NULL entry is an
-                                  n_embd-float row used instead of token i's embedding */
-    int pos;                   /* position of tokens[0]; must be <= the slot's length.
-                                  Cached positions >= pos are dropped first. */
-    bool want_logits;          /* compute logits for the item's last token */
+    const int32_t *tokens;    /* n_tokens ids (ignored where embd[i] is non-NULL) */
+    const float *const *embd; /* NULL, or n_tokens pointers: a non-NULL entry is an
+                                 n_embd-float row used instead of token i's embedding */
+    int pos;                  /* position of tokens[0]; must be <= the slot's length.
+                                 Cached positions >= pos are dropped first. */
+    bool want_logits;         /* compute logits for the item's last token */
 } eng_item;
 
 /* Advance several slots in one forward pass. Each slot appears at most once;

@@ -11,7 +11,7 @@
 /* Formats the message into err (nothing if err is NULL or errlen is 0).
  * Returns -1 (ENG_ERR), so a failing function can return it. */
 __attribute__((format(printf, 3, 4))) static inline int eng_seterr(char *err, size_t errlen,
-                                                                    const char *fmt, ...)
+                                                                   const char *fmt, ...)
 {
     if (err && errlen) {
         va_list ap;

@@ -71,21 +71,16 @@ static size_t vsize(uint32_t t) /* bytes of a fixed-size value; 0 for string/arr
     switch (t) {
     case GGUF_UINT8:
     case GGUF_INT8:
-    case GGUF_BOOL:
-        return 1;
+    case GGUF_BOOL: return 1;
     case GGUF_UINT16:
-    case GGUF_INT16:
-        return 2;
+    case GGUF_INT16: return 2;
     case GGUF_UINT32:
     case GGUF_INT32:
-    case GGUF_FLOAT32:
-        return 4;
+    case GGUF_FLOAT32: return 4;
     case GGUF_UINT64:
     case GGUF_INT64:
-    case GGUF_FLOAT64:
-        return 8;
-    default:
-        return 0;
+    case GGUF_FLOAT64: return 8;
+    default: return 0;
     }
 }
 
@@ -667,20 +662,11 @@ static bool int_value(const rkv *kv, uint64_t *mag, bool *neg)
         *mag = rd64(p);
         *neg = false;
         return true;
-    case GGUF_INT8:
-        s = (int8_t)p[0];
-        break;
-    case GGUF_INT16:
-        s = (int16_t)rd16(p);
-        break;
-    case GGUF_INT32:
-        s = (int32_t)rd32(p);
-        break;
-    case GGUF_INT64:
-        s = (int64_t)rd64(p);
-        break;
-    default:
-        return false;
+    case GGUF_INT8: s = (int8_t)p[0]; break;
+    case GGUF_INT16: s = (int16_t)rd16(p); break;
+    case GGUF_INT32: s = (int32_t)rd32(p); break;
+    case GGUF_INT64: s = (int64_t)rd64(p); break;
+    default: return false;
     }
     *neg = s < 0;
     *mag = (uint64_t)s; /* two's complement bits; only read as signed when neg */

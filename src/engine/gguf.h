@@ -35,13 +35,13 @@ typedef enum {
 } gguf_vtype;
 
 typedef struct {
-    const char *name;     /* NUL-terminated copy */
+    const char *name; /* NUL-terminated copy */
     kt_type type;
     int n_dims;
     int64_t ne[GGUF_MAX_DIMS]; /* ne[0] is the row length (innermost); unused dims are 1 */
-    uint64_t offset;      /* from the start of the data section */
+    uint64_t offset;           /* from the start of the data section */
     size_t nbytes;
-    const void *data;     /* into the mapping */
+    const void *data; /* into the mapping */
 } gguf_tensor;
 
 /* ---- reading ---- */
@@ -62,8 +62,8 @@ size_t gguf_file_size(const gguf_file *f);
 
 int gguf_n_kv(const gguf_file *f);
 int gguf_find_key(const gguf_file *f, const char *key); /* index or -1 */
-const char *gguf_key(const gguf_file *f, int i);     /* NULL if i is out of range */
-gguf_vtype gguf_kv_type(const gguf_file *f, int i); /* GGUF_ARRAY if out of range */
+const char *gguf_key(const gguf_file *f, int i);        /* NULL if i is out of range */
+gguf_vtype gguf_kv_type(const gguf_file *f, int i);     /* GGUF_ARRAY if out of range */
 
 /* Scalar getters convert between integer widths when the value fits and
  * return false (leaving *out alone) when the key is absent or of another
@@ -131,8 +131,8 @@ void gguf_set_from(gguf_writer *w, const gguf_file *f, int i);
 /* Tensor data is referenced, not copied: keep it alive until the write.
  * Tensors are laid out in the order added, each aligned. Names are 1 to 63
  * bytes (ggml's limit). */
-int gguf_add_tensor(gguf_writer *w, const char *name, kt_type type, int n_dims,
-                    const int64_t *ne, const void *data, char *err, size_t errlen);
+int gguf_add_tensor(gguf_writer *w, const char *name, kt_type type, int n_dims, const int64_t *ne,
+                    const void *data, char *err, size_t errlen);
 
 /* Writes to path.tmp, then renames: a failed write never leaves a half file. */
 int gguf_write(gguf_writer *w, const char *path, char *err, size_t errlen);

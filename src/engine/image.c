@@ -14,8 +14,7 @@
 
 void img_free(img_rgb *im)
 {
-    if (!im)
-        return;
+    if (!im) return;
     free(im->rgb);
     im->rgb = NULL;
     im->w = im->h = 0;
@@ -58,8 +57,7 @@ static void jpeg_fail(j_common_ptr c)
 
 static void jpeg_emit(j_common_ptr c, int level)
 {
-    if (level < 0)
-        jpeg_fail(c);
+    if (level < 0) jpeg_fail(c);
 }
 
 static void jpeg_quiet(j_common_ptr c)
@@ -130,8 +128,7 @@ static uint32_t rd32(const uint8_t *p, bool le)
 /* Orientation tag (0x0112) of IFD0 in a TIFF block. */
 static int tiff_orientation(const uint8_t *t, size_t n)
 {
-    if (n < 8)
-        return 1;
+    if (n < 8) return 1;
     bool le;
     if (t[0] == 'I' && t[1] == 'I')
         le = true;
@@ -139,16 +136,13 @@ static int tiff_orientation(const uint8_t *t, size_t n)
         le = false;
     else
         return 1;
-    if (rd16(t + 2, le) != 42)
-        return 1;
+    if (rd16(t + 2, le) != 42) return 1;
     uint32_t ifd = rd32(t + 4, le);
-    if (ifd > n || n - ifd < 2)
-        return 1;
+    if (ifd > n || n - ifd < 2) return 1;
     unsigned count = rd16(t + ifd, le);
     for (unsigned i = 0; i < count; i++) {
         size_t e = (size_t)ifd + 2 + 12 * (size_t)i;
-        if (e + 12 > n)
-            return 1;
+        if (e + 12 > n) return 1;
         if (rd16(t + e, le) == 0x0112 && rd16(t + e + 2, le) == 3 && rd32(t + e + 4, le) >= 1) {
             unsigned v = rd16(t + e + 8, le);
             return v >= 1 && v <= 8 ? (int)v : 1;
@@ -160,12 +154,10 @@ static int tiff_orientation(const uint8_t *t, size_t n)
 int img_jpeg_orientation(const void *data, size_t len)
 {
     const uint8_t *d = data;
-    if (len < 4 || d[0] != 0xFF || d[1] != 0xD8)
-        return 1;
+    if (len < 4 || d[0] != 0xFF || d[1] != 0xD8) return 1;
     size_t i = 2;
     while (i + 4 <= len) {
-        if (d[i] != 0xFF)
-            return 1;
+        if (d[i] != 0xFF) return 1;
         uint8_t m = d[i + 1];
         if (m == 0xFF) { /* fill byte */
             i++;
@@ -178,8 +170,7 @@ int img_jpeg_orientation(const void *data, size_t len)
         if (m == 0xDA || m == 0xD9) /* image data starts: no EXIF before it */
             return 1;
         size_t seg = rd16(d + i + 2, false);
-        if (seg < 2 || i + 2 + seg > len)
-            return 1;
+        if (seg < 2 || i + 2 + seg > len) return 1;
         if (m == 0xE1 && seg >= 8 + 6 && !memcmp(d + i + 4, "Exif\0\0", 6))
             return tiff_orientation(d + i + 10, seg - 8);
         i += 2 + seg;
@@ -190,25 +181,23 @@ int img_jpeg_orientation(const void *data, size_t len)
 /* Applies an EXIF orientation in place (rotating swaps w and h). */
 static int img_orient(img_rgb *im, int o)
 {
-    if (o <= 1 || o > 8)
-        return 0;
+    if (o <= 1 || o > 8) return 0;
     int W = im->w, H = im->h;
     bool swap = o >= 5;
     int ow = swap ? H : W, oh = swap ? W : H;
     uint8_t *dst = malloc((size_t)W * (size_t)H * 3);
-    if (!dst)
-        return -1;
+    if (!dst) return -1;
     for (int y = 0; y < oh; y++)
         for (int x = 0; x < ow; x++) {
             int sx, sy; /* the source pixel that lands on (x, y) */
             switch (o) {
-            case 2: sx = W - 1 - x, sy = y; break;          /* mirror left-right */
-            case 3: sx = W - 1 - x, sy = H - 1 - y; break;  /* rotate 180 */
-            case 4: sx = x, sy = H - 1 - y; break;          /* mirror top-bottom */
-            case 5: sx = y, sy = x; break;                  /* transpose */
-            case 6: sx = y, sy = H - 1 - x; break;          /* rotate 90 clockwise */
-            case 7: sx = W - 1 - y, sy = H - 1 - x; break;  /* transverse */
-            default: sx = W - 1 - y, sy = x; break;         /* 8: rotate 90 counter-clockwise */
+            case 2: sx = W - 1 - x, sy = y; break;         /* mirror left-right */
+            case 3: sx = W - 1 - x, sy = H - 1 - y; break; /* rotate 180 */
+            case 4: sx = x, sy = H - 1 - y; break;         /* mirror top-bottom */
+            case 5: sx = y, sy = x; break;                 /* transpose */
+            case 6: sx = y, sy = H - 1 - x; break;         /* rotate 90 clockwise */
+            case 7: sx = W - 1 - y, sy = H - 1 - x; break; /* transverse */
+            default: sx = W - 1 - y, sy = x; break;        /* 8: rotate 90 counter-clockwise */
             }
             memcpy(dst + ((size_t)y * ow + x) * 3, im->rgb + ((size_t)sy * W + sx) * 3, 3);
         }
@@ -225,8 +214,7 @@ static int img_orient(img_rgb *im, int o)
  * fixed-point arithmetic, so results match Idefics3's convert_to_rgb. */
 static uint8_t over_white(unsigned c, unsigned a)
 {
-    if (a == 0)
-        return 255;
+    if (a == 0) return 255;
     unsigned blend = 255 * (255 - a);
     unsigned outa255 = a * 255 + blend;
     unsigned coef1 = a * 255 * 255 * (1u << 7) / outa255;
@@ -253,8 +241,7 @@ static int decode_png(const uint8_t *data, size_t len, const img_limits *lim, im
         eng_seterr(err, errlen, "bad PNG: %s", spng_strerror(e));
         goto out;
     }
-    if (check_dims(ihdr.width, ihdr.height, lim, "PNG", err, errlen) != 0)
-        goto out;
+    if (check_dims(ihdr.width, ihdr.height, lim, "PNG", err, errlen) != 0) goto out;
     size_t size;
     if ((e = spng_decoded_image_size(ctx, SPNG_FMT_RGBA8, &size)) != 0) {
         eng_seterr(err, errlen, "bad PNG: %s", spng_strerror(e));
@@ -301,8 +288,7 @@ int img_decode(const void *data, size_t len, const img_limits *lim, img_rgb *out
         return -1;
     }
     if (len >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) {
-        if (decode_jpeg(d, len, lim, out, err, errlen) != 0)
-            return -1;
+        if (decode_jpeg(d, len, lim, out, err, errlen) != 0) return -1;
         if (img_orient(out, img_jpeg_orientation(d, len)) != 0) {
             img_free(out);
             eng_seterr(err, errlen, "out of memory");
@@ -324,8 +310,7 @@ int img_decode(const void *data, size_t len, const img_limits *lim, img_rgb *out
 
 static double sinc(double x)
 {
-    if (x == 0.0)
-        return 1.0;
+    if (x == 0.0) return 1.0;
     x *= M_PI;
     return sin(x) / x;
 }
@@ -337,8 +322,8 @@ static double lanczos3(double x)
 
 typedef struct {
     int ksize;
-    int *bounds;  /* per output pixel: first input index, count */
-    int32_t *k;   /* per output pixel: ksize fixed-point weights */
+    int *bounds; /* per output pixel: first input index, count */
+    int32_t *k;  /* per output pixel: ksize fixed-point weights */
 } coeffs;
 
 /* Weights of each output pixel over the input, the way Pillow's
@@ -361,10 +346,8 @@ static int precompute(int in_size, int out_size, coeffs *c)
     for (int xx = 0; xx < out_size; xx++) {
         double center = (xx + 0.5) * scale, ww = 0.0, ss = 1.0 / filterscale;
         int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
-        if (xmin < 0)
-            xmin = 0;
-        if (xmax > in_size)
-            xmax = in_size;
+        if (xmin < 0) xmin = 0;
+        if (xmax > in_size) xmax = in_size;
         xmax -= xmin;
         for (int x = 0; x < xmax; x++) {
             kd[x] = lanczos3((x + xmin - center + 0.5) * ss);
@@ -446,13 +429,11 @@ int img_resize(const img_rgb *src, int w, int h, img_rgb *dst)
 {
     dst->w = dst->h = 0;
     dst->rgb = NULL;
-    if (w <= 0 || h <= 0 || src->w <= 0 || src->h <= 0)
-        return -1;
+    if (w <= 0 || h <= 0 || src->w <= 0 || src->h <= 0) return -1;
     size_t out_bytes = (size_t)w * h * 3;
     if (w == src->w && h == src->h) { /* Pillow returns a copy */
         dst->rgb = malloc(out_bytes);
-        if (!dst->rgb)
-            return -1;
+        if (!dst->rgb) return -1;
         memcpy(dst->rgb, src->rgb, out_bytes);
         dst->w = w, dst->h = h;
         return 0;
@@ -469,8 +450,7 @@ int img_resize(const img_rgb *src, int w, int h, img_rgb *dst)
     if (w != src->w) {
         int first = cv.bounds[0], last = cv.bounds[2 * h - 2] + cv.bounds[2 * h - 1];
         tmp = malloc((size_t)w * (size_t)(last - first) * 3);
-        if (!tmp)
-            goto done;
+        if (!tmp) goto done;
         pass_h(src->rgb, src->w, first, last - first, tmp, w, &ch);
         mid = tmp;
         shift = first;
@@ -504,13 +484,11 @@ static void longest_edge_size(int h0, int w0, int longest, int *h, int *w)
     if (w0 >= h0) {
         W = longest;
         H = (int)(W / aspect);
-        if (H % 2 != 0)
-            H++;
+        if (H % 2 != 0) H++;
     } else {
         H = longest;
         W = (int)(H * aspect);
-        if (W % 2 != 0)
-            W++;
+        if (W % 2 != 0) W++;
     }
     H = H < 1 ? 1 : H;
     W = W < 1 ? 1 : W;
@@ -542,17 +520,14 @@ static void tile_multiple_size(int h0, int w0, int tile, int *h, int *w)
         *h = ceil_to(h0, tile);
         *w = ceil_to((int)(*h * aspect), tile);
     }
-    if (*h < tile)
-        *h = tile;
-    if (*w < tile)
-        *w = tile;
+    if (*h < tile) *h = tile;
+    if (*w < tile) *w = tile;
 }
 
 static int crop(const img_rgb *src, int x0, int y0, int w, int h, img_rgb *dst)
 {
     dst->rgb = malloc((size_t)w * h * 3);
-    if (!dst->rgb)
-        return -1;
+    if (!dst->rgb) return -1;
     for (int y = 0; y < h; y++)
         memcpy(dst->rgb + (size_t)y * w * 3, src->rgb + ((size_t)(y0 + y) * src->w + x0) * 3,
                (size_t)w * 3);
@@ -576,31 +551,25 @@ int img_preprocess_u8(const img_rgb *im, const img_proc_cfg *cfg, img_rgb **tile
     int n = 0, rows = 0, cols = 0;
     int h, w;
     longest_edge_size(im->h, im->w, cfg->longest_edge, &h, &w);
-    if (img_resize(im, w, h, &a) != 0)
-        goto oom;
+    if (img_resize(im, w, h, &a) != 0) goto oom;
     if (!cfg->split) {
         tiles = calloc(1, sizeof *tiles);
-        if (!tiles || img_resize(&a, T, T, &tiles[0]) != 0)
-            goto oom;
+        if (!tiles || img_resize(&a, T, T, &tiles[0]) != 0) goto oom;
         n = 1;
     } else {
         tile_multiple_size(a.h, a.w, T, &h, &w);
-        if (img_resize(&a, w, h, &b) != 0)
-            goto oom;
+        if (img_resize(&a, w, h, &b) != 0) goto oom;
         if (b.h > T || b.w > T) {
             rows = (b.h + T - 1) / T;
             cols = (b.w + T - 1) / T;
         }
         tiles = calloc((size_t)rows * cols + 1, sizeof *tiles);
-        if (!tiles)
-            goto oom;
+        if (!tiles) goto oom;
         /* sides are multiples of T, so every crop is exactly T x T */
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < cols; c++, n++)
-                if (crop(&b, c * T, r * T, T, T, &tiles[n]) != 0)
-                    goto oom;
-        if (img_resize(&b, T, T, &tiles[n]) != 0)
-            goto oom;
+                if (crop(&b, c * T, r * T, T, T, &tiles[n]) != 0) goto oom;
+        if (img_resize(&b, T, T, &tiles[n]) != 0) goto oom;
         n++;
     }
     img_free(&a);
@@ -641,8 +610,11 @@ int img_proc_cfg_from_gguf(const gguf_file *f, img_proc_cfg *cfg, char *err, siz
     if (!gguf_get_u64(f, "clip.vision.preproc_image_size", &longest) || longest == 0 ||
         longest > 65535)
         longest = tile;
-    *cfg = (img_proc_cfg){.longest_edge = (int)longest, .tile = (int)tile, .split = false,
-                          .rescale = 1.0 / 255.0, .mean = {0.5f, 0.5f, 0.5f},
+    *cfg = (img_proc_cfg){.longest_edge = (int)longest,
+                          .tile = (int)tile,
+                          .split = false,
+                          .rescale = 1.0 / 255.0,
+                          .mean = {0.5f, 0.5f, 0.5f},
                           .std = {0.5f, 0.5f, 0.5f}};
     get_floats3(f, "clip.vision.image_mean", cfg->mean);
     if (get_floats3(f, "clip.vision.image_std", cfg->std))
@@ -660,8 +632,7 @@ int img_preprocess(const img_rgb *im, const img_proc_cfg *cfg, img_tiles *out, c
     memset(out, 0, sizeof *out);
     img_rgb *tiles;
     int n, rows, cols;
-    if (img_preprocess_u8(im, cfg, &tiles, &n, &rows, &cols, err, errlen) != 0)
-        return -1;
+    if (img_preprocess_u8(im, cfg, &tiles, &n, &rows, &cols, err, errlen) != 0) return -1;
     int T = cfg->tile;
     size_t plane = (size_t)T * T;
     out->pixels = malloc((size_t)n * 3 * plane * sizeof *out->pixels);
@@ -695,8 +666,7 @@ int img_preprocess(const img_rgb *im, const img_proc_cfg *cfg, img_tiles *out, c
 
 void img_tiles_free(img_tiles *t)
 {
-    if (!t)
-        return;
+    if (!t) return;
     free(t->pixels);
     memset(t, 0, sizeof *t);
 }

@@ -22,7 +22,7 @@ typedef struct {
 } img_rgb;
 
 typedef struct {
-    size_t max_bytes;   /* encoded size; 0 = no limit */
+    size_t max_bytes;    /* encoded size; 0 = no limit */
     uint64_t max_pixels; /* w * h; 0 = no limit */
 } img_limits;
 
@@ -40,10 +40,10 @@ int img_resize(const img_rgb *src, int w, int h, img_rgb *dst);
 /* The Idefics3 processor's settings (preprocessor_config.json, or the
  * mmproj's clip.vision.* keys). */
 typedef struct {
-    int longest_edge;  /* size.longest_edge: first resize, aspect kept */
-    int tile;          /* max_image_size.longest_edge = the encoder's image_size */
-    bool split;        /* do_image_splitting */
-    double rescale;    /* rescale_factor, 1/255 */
+    int longest_edge; /* size.longest_edge: first resize, aspect kept */
+    int tile;         /* max_image_size.longest_edge = the encoder's image_size */
+    bool split;       /* do_image_splitting */
+    double rescale;   /* rescale_factor, 1/255 */
     float mean[3], std[3];
 } img_proc_cfg;
 
@@ -57,9 +57,9 @@ int img_proc_cfg_from_gguf(const gguf_file *f, img_proc_cfg *cfg, char *err, siz
  * then the global image (the only one when rows = cols = 0). */
 typedef struct {
     int rows, cols;
-    int n;             /* rows * cols + 1 */
-    int tile;          /* side of every tile */
-    float *pixels;     /* n * 3 * tile * tile, each tile CHW */
+    int n;         /* rows * cols + 1 */
+    int tile;      /* side of every tile */
+    float *pixels; /* n * 3 * tile * tile, each tile CHW */
 } img_tiles;
 
 int img_preprocess(const img_rgb *im, const img_proc_cfg *cfg, img_tiles *out, char *err,

@@ -50,8 +50,7 @@ int mm_check(const mm_weight *w, char *err, size_t errlen)
         return -1;
     }
     int blk = ti->block;
-    if (w->rows < 0 || w->cols <= 0 || w->cols % blk ||
-        (ops->int8_acts && w->cols % KERN_GROUP)) {
+    if (w->rows < 0 || w->cols <= 0 || w->cols % blk || (ops->int8_acts && w->cols % KERN_GROUP)) {
         snprintf(err, errlen, "matmul: %d x %d matrix does not fit type %d (block %d)", w->rows,
                  w->cols, (int)w->type, blk);
         return -1;
@@ -62,8 +61,7 @@ int mm_check(const mm_weight *w, char *err, size_t errlen)
 size_t mm_scratch_bytes(const mm_weight *w, int n)
 {
     const kern_ops *ops = kern_get(w->type);
-    if (!ops || !ops->int8_acts || n <= 0)
-        return 0;
+    if (!ops || !ops->int8_acts || n <= 0) return 0;
     size_t cols = (size_t)w->cols;
     return up64(cols * (size_t)n) + up64(cols / KERN_GROUP * sizeof(int16_t) * (size_t)n) +
            up64(sizeof(float) * (size_t)n);
@@ -87,8 +85,7 @@ static void gemm_rows(void *ctx, int ith, int nth)
     for (;;) {
         int c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         long r0 = (long)c * j->chunk;
-        if (r0 >= rows)
-            return;
+        if (r0 >= rows) return;
         int r1 = r0 + j->chunk < rows ? (int)(r0 + j->chunk) : rows;
         j->ops->gemm(j->w->data, j->stride, (int)r0, r1, &j->acts, j->out, (size_t)rows);
     }
@@ -97,18 +94,15 @@ static void gemm_rows(void *ctx, int ith, int nth)
 int mm_matmul(pool *p, const mm_weight *w, const float *x, int n, float *out, void *scratch)
 {
     char err[8];
-    if (n <= 0)
-        return 0;
-    if (mm_check(w, err, sizeof err))
-        return -1;
+    if (n <= 0) return 0;
+    if (mm_check(w, err, sizeof err)) return -1;
     int nth = p ? pool_threads(p) : 1;
     size_t stride = ttype_row_bytes(ttype_get(w->type), w->cols);
     if (nth > 1 && stride * (size_t)w->rows * (size_t)n < (size_t)MM_SPLIT_BYTES * nth) {
         p = NULL;
         nth = 1;
     }
-    mm_job j = {.ops = kern_get(w->type), .w = w, .stride = stride,
-                .out = out, .x = x};
+    mm_job j = {.ops = kern_get(w->type), .w = w, .stride = stride, .out = out, .x = x};
     j.acts.n = w->cols;
     j.acts.rows = n;
     if (j.ops->int8_acts) {

@@ -20,14 +20,12 @@ static float *own(eng_model *m, size_t n)
     if (m->n_owned == m->cap_owned) {
         int cap = m->cap_owned ? 2 * m->cap_owned : 64;
         float **o = realloc(m->owned, (size_t)cap * sizeof *o);
-        if (!o)
-            return NULL;
+        if (!o) return NULL;
         m->owned = o;
         m->cap_owned = cap;
     }
     float *p = malloc(n * sizeof(float));
-    if (p)
-        m->owned[m->n_owned++] = p;
+    if (p) m->owned[m->n_owned++] = p;
     return p;
 }
 
@@ -64,8 +62,7 @@ static int load_vec(eng_model *m, const gguf_file *f, const char *name, int64_t 
                     const float **out, char *err, size_t errlen)
 {
     const gguf_tensor *t = find(f, name, err, errlen);
-    if (!t)
-        return ENG_ERR;
+    if (!t) return ENG_ERR;
     int64_t total = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
     if (total != n || t->ne[0] != n) {
         char s[96];
@@ -78,8 +75,7 @@ static int load_vec(eng_model *m, const gguf_file *f, const char *name, int64_t 
         return ENG_OK;
     }
     float *p = own(m, (size_t)n);
-    if (!p)
-        return eng_seterr(err, errlen, "out of memory loading '%s'", name);
+    if (!p) return eng_seterr(err, errlen, "out of memory loading '%s'", name);
     ttype_get(t->type)->to_float(t->type, t->data, p, n);
     *out = p;
     return ENG_OK;
@@ -91,8 +87,7 @@ static int load_mat(const gguf_file *f, const char *name, int64_t n_in, int64_t 
                     eng_weight *w, char *err, size_t errlen)
 {
     const gguf_tensor *t = find(f, name, err, errlen);
-    if (!t)
-        return ENG_ERR;
+    if (!t) return ENG_ERR;
     int64_t rows = t->ne[1] * t->ne[2] * t->ne[3], cols = t->ne[0];
     if (t->n_dims == 4) {
         cols = t->ne[0] * t->ne[1] * t->ne[2];
@@ -128,13 +123,12 @@ static int load_mat(const gguf_file *f, const char *name, int64_t n_in, int64_t 
     return ENG_OK;
 }
 
-static int get_int(const gguf_file *f, const char *key, bool required, int lo, int *out,
-                   char *err, size_t errlen)
+static int get_int(const gguf_file *f, const char *key, bool required, int lo, int *out, char *err,
+                   size_t errlen)
 {
     int64_t v;
     if (!gguf_get_i64(f, key, &v)) {
-        if (!required)
-            return ENG_OK;
+        if (!required) return ENG_OK;
         return eng_seterr(err, errlen, "%s: missing or non-integer key '%s'", gguf_path(f), key);
     }
     if (v < lo || v > (1 << 24))
@@ -149,8 +143,7 @@ static int get_float(const gguf_file *f, const char *key, bool required, float *
 {
     double v;
     if (!gguf_get_f64(f, key, &v)) {
-        if (!required)
-            return ENG_OK;
+        if (!required) return ENG_OK;
         return eng_seterr(err, errlen, "%s: missing or non-numeric key '%s'", gguf_path(f), key);
     }
     if (!isfinite(v) || v <= 0)
@@ -195,12 +188,10 @@ static int load_text(eng_model *m, char *err, size_t errlen)
 
     /* The vocabulary size is the embedding's row count; the keys only cross-check it. */
     const gguf_tensor *te = find(f, "token_embd.weight", err, errlen);
-    if (!te)
-        return ENG_ERR;
+    if (!te) return ENG_ERR;
     in->n_vocab = (int)te->ne[1];
     int nv = 0;
-    if (get_int(f, "llama.vocab_size", false, 1, &nv, err, errlen))
-        return ENG_ERR;
+    if (get_int(f, "llama.vocab_size", false, 1, &nv, err, errlen)) return ENG_ERR;
     if (nv && nv != in->n_vocab)
         return eng_seterr(err, errlen, "%s: llama.vocab_size %d but token_embd.weight has %d rows",
                           gguf_path(f), nv, in->n_vocab);
@@ -210,20 +201,19 @@ static int load_text(eng_model *m, char *err, size_t errlen)
         load_vec(m, f, "output_norm.weight", D, &m->out_norm, err, errlen))
         return ENG_ERR;
     if (gguf_find_tensor(f, "output.weight")) {
-        if (load_mat(f, "output.weight", D, in->n_vocab, &m->output, err, errlen))
-            return ENG_ERR;
+        if (load_mat(f, "output.weight", D, in->n_vocab, &m->output, err, errlen)) return ENG_ERR;
     } else {
         m->output = m->tok_embd;
     }
 
     m->layers = calloc((size_t)in->n_layer, sizeof *m->layers);
-    if (!m->layers)
-        return eng_seterr(err, errlen, "out of memory");
+    if (!m->layers) return eng_seterr(err, errlen, "out of memory");
     for (int l = 0; l < in->n_layer; l++) {
         eng_layer *L = &m->layers[l];
         char n[11][64];
-        const char *suf[11] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
-                               "ffn_norm", "ffn_gate", "ffn_up", "ffn_down", "", ""};
+        const char *suf[11] = {"attn_norm",   "attn_q",   "attn_k",   "attn_v",
+                               "attn_output", "ffn_norm", "ffn_gate", "ffn_up",
+                               "ffn_down",    "",         ""};
         for (int i = 0; i < 9; i++)
             snprintf(n[i], sizeof n[i], "blk.%d.%s.weight", l, suf[i]);
         if (load_vec(m, f, n[0], D, &L->attn_norm, err, errlen) ||
@@ -244,8 +234,7 @@ static int load_floats(const gguf_file *f, const char *key, float *out, int n, c
                        size_t errlen)
 {
     int i = gguf_find_key(f, key);
-    if (i < 0)
-        return ENG_OK;
+    if (i < 0) return ENG_OK;
     if (gguf_kv_type(f, i) != GGUF_ARRAY || gguf_arr_type(f, i) != GGUF_FLOAT32 ||
         gguf_arr_len(f, i) != (uint64_t)n)
         return eng_seterr(err, errlen, "%s: key '%s' must be an array of %d float32", gguf_path(f),
@@ -259,8 +248,7 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
     const gguf_file *f = m->vision;
     eng_model_info *in = &m->info;
     const char *pt = gguf_get_str(f, "clip.projector_type");
-    if (!pt)
-        pt = gguf_get_str(f, "clip.vision.projector_type");
+    if (!pt) pt = gguf_get_str(f, "clip.vision.projector_type");
     if (!pt || strcmp(pt, "idefics3") != 0)
         return eng_seterr(err, errlen, "%s: clip.projector_type is '%s', want 'idefics3'",
                           gguf_path(f), pt ? pt : "(missing)");
@@ -272,16 +260,15 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
         get_int(f, "clip.vision.feed_forward_length", true, 1, &m->v_ff, err, errlen) ||
         get_int(f, "clip.vision.block_count", true, 1, &m->v_layer, err, errlen) ||
         get_int(f, "clip.vision.attention.head_count", true, 1, &m->v_head, err, errlen) ||
-        get_float(f, "clip.vision.attention.layer_norm_epsilon", false, &m->v_eps, err,
-                  errlen) ||
-        get_int(f, "clip.vision.projector.scale_factor", false, 1, &in->scale_factor, err,
-                errlen))
+        get_float(f, "clip.vision.attention.layer_norm_epsilon", false, &m->v_eps, err, errlen) ||
+        get_int(f, "clip.vision.projector.scale_factor", false, 1, &in->scale_factor, err, errlen))
         return ENG_ERR;
     int side = in->image_size / in->patch_size, s = in->scale_factor;
     if (in->image_size % in->patch_size || side % s || m->v_embd % m->v_head)
-        return eng_seterr(err, errlen, "%s: image_size %d, patch_size %d, scale_factor %d and "
-                          "embedding_length %d / head_count %d do not divide evenly", gguf_path(f),
-                          in->image_size, in->patch_size, s, m->v_embd, m->v_head);
+        return eng_seterr(err, errlen,
+                          "%s: image_size %d, patch_size %d, scale_factor %d and "
+                          "embedding_length %d / head_count %d do not divide evenly",
+                          gguf_path(f), in->image_size, in->patch_size, s, m->v_embd, m->v_head);
     m->v_patches = side * side;
     in->n_image_tokens = m->v_patches / (s * s);
     for (int c = 0; c < 3; c++) {
@@ -301,32 +288,31 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
         return ENG_ERR;
     /* The position table is a matrix; read it as one long vector. */
     const gguf_tensor *pe = find(f, "v.position_embd.weight", err, errlen);
-    if (!pe)
-        return ENG_ERR;
+    if (!pe) return ENG_ERR;
     if (pe->ne[0] != Dv || pe->ne[1] != m->v_patches || pe->ne[2] * pe->ne[3] != 1) {
         char sh[96];
         shape_str(pe, sh, sizeof sh);
-        return eng_seterr(err, errlen, "%s: tensor 'v.position_embd.weight' has shape %s, expected "
-                          "[%d, %d]", gguf_path(f), sh, Dv, m->v_patches);
+        return eng_seterr(err, errlen,
+                          "%s: tensor 'v.position_embd.weight' has shape %s, expected "
+                          "[%d, %d]",
+                          gguf_path(f), sh, Dv, m->v_patches);
     }
     size_t npos = (size_t)Dv * (size_t)m->v_patches;
     if (pe->type == KT_F32) {
         m->pos_embd = pe->data;
     } else {
         float *p = own(m, npos);
-        if (!p)
-            return eng_seterr(err, errlen, "out of memory");
+        if (!p) return eng_seterr(err, errlen, "out of memory");
         ttype_get(pe->type)->to_float(pe->type, pe->data, p, (int64_t)npos);
         m->pos_embd = p;
     }
 
     m->vlayers = calloc((size_t)m->v_layer, sizeof *m->vlayers);
-    if (!m->vlayers)
-        return eng_seterr(err, errlen, "out of memory");
+    if (!m->vlayers) return eng_seterr(err, errlen, "out of memory");
     for (int l = 0; l < m->v_layer; l++) {
         eng_vlayer *L = &m->vlayers[l];
-        static const char *nm[] = {"ln1", "ln2", "attn_q", "attn_k", "attn_v", "attn_out",
-                                   "ffn_up", "ffn_down"};
+        static const char *nm[] = {"ln1",    "ln2",      "attn_q", "attn_k",
+                                   "attn_v", "attn_out", "ffn_up", "ffn_down"};
         char w[8][64], b[8][64];
         for (int i = 0; i < 8; i++) {
             snprintf(w[i], sizeof w[i], "v.blk.%d.%s.weight", l, nm[i]);
@@ -359,8 +345,7 @@ int eng_model_load(const char *text_path, const char *mmproj_path, eng_model **o
 {
     *out = NULL;
     eng_model *m = calloc(1, sizeof *m);
-    if (!m)
-        return eng_seterr(err, errlen, "out of memory");
+    if (!m) return eng_seterr(err, errlen, "out of memory");
     if (gguf_open(text_path, &m->text, err, errlen) != GGUF_OK || load_text(m, err, errlen) ||
         (mmproj_path && (gguf_open(mmproj_path, &m->vision, err, errlen) != GGUF_OK ||
                          load_vision(m, err, errlen)))) {
@@ -373,20 +358,26 @@ int eng_model_load(const char *text_path, const char *mmproj_path, eng_model **o
 
 void eng_model_free(eng_model *m)
 {
-    if (!m)
-        return;
+    if (!m) return;
     for (int i = 0; i < m->n_owned; i++)
         free(m->owned[i]);
     free(m->owned);
     free(m->layers);
     free(m->vlayers);
-    if (m->text)
-        gguf_close(m->text);
-    if (m->vision)
-        gguf_close(m->vision);
+    if (m->text) gguf_close(m->text);
+    if (m->vision) gguf_close(m->vision);
     free(m);
 }
 
-const eng_model_info *eng_model_get_info(const eng_model *m) { return &m->info; }
-const gguf_file *eng_model_text_file(const eng_model *m) { return m->text; }
-const gguf_file *eng_model_vision_file(const eng_model *m) { return m->vision; }
+const eng_model_info *eng_model_get_info(const eng_model *m)
+{
+    return &m->info;
+}
+const gguf_file *eng_model_text_file(const eng_model *m)
+{
+    return m->text;
+}
+const gguf_file *eng_model_vision_file(const eng_model *m)
+{
+    return m->vision;
+}

@@ -19,7 +19,7 @@ typedef struct {
     int n_out;
     size_t row_bytes;
     const void *data;
-    mm_weight mm;      /* the same matrix, as the matmul wants it */
+    mm_weight mm; /* the same matrix, as the matmul wants it */
 } eng_weight;
 
 typedef struct {
@@ -43,21 +43,21 @@ struct eng_model {
     gguf_file *text;
     gguf_file *vision;
 
-    eng_weight tok_embd;    /* n_vocab rows of n_embd */
+    eng_weight tok_embd; /* n_vocab rows of n_embd */
     eng_layer *layers;
     const float *out_norm;
-    eng_weight output;      /* tok_embd when the file has no output.weight (tied) */
+    eng_weight output; /* tok_embd when the file has no output.weight (tied) */
 
     /* vision */
     int v_embd, v_ff, v_layer, v_head;
     float v_eps;
-    int v_patches;          /* (image_size / patch_size)^2 */
-    eng_weight patch_embd;  /* v_embd rows of 3 * patch * patch, (c, ky, kx) order */
+    int v_patches;         /* (image_size / patch_size)^2 */
+    eng_weight patch_embd; /* v_embd rows of 3 * patch * patch, (c, ky, kx) order */
     const float *patch_bias;
-    const float *pos_embd;  /* v_patches x v_embd */
+    const float *pos_embd; /* v_patches x v_embd */
     eng_vlayer *vlayers;
     const float *post_ln_w, *post_ln_b;
-    eng_weight mm_fc;       /* n_embd rows of v_embd * scale^2 */
+    eng_weight mm_fc; /* n_embd rows of v_embd * scale^2 */
 
     /* float copies made at load; freed with the model */
     float **owned;

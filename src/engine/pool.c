@@ -25,7 +25,7 @@
 #endif
 
 struct pool {
-    _Alignas(64) atomic_uint gen;   /* bumped once per pool_run */
+    _Alignas(64) atomic_uint gen;    /* bumped once per pool_run */
     _Alignas(64) atomic_int pending; /* workers still inside the current fn */
     _Alignas(64) pool_fn fn;
     void *ctx;
@@ -60,8 +60,7 @@ static void *worker_main(void *arg)
                 pthread_cond_wait(&p->wake, &p->mu);
             pthread_mutex_unlock(&p->mu);
         }
-        if (atomic_load_explicit(&p->stop, memory_order_acquire))
-            return NULL;
+        if (atomic_load_explicit(&p->stop, memory_order_acquire)) return NULL;
         seen = g;
         p->fn(p->ctx, w->ith, p->n);
         if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
@@ -115,8 +114,7 @@ pool *pool_create(int n_threads, char *err, size_t errlen)
 
 void pool_destroy(pool *p)
 {
-    if (!p)
-        return;
+    if (!p) return;
     pthread_mutex_lock(&p->mu);
     atomic_store_explicit(&p->stop, true, memory_order_release);
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
@@ -156,8 +154,7 @@ void pool_run(pool *p, pool_fn fn, void *ctx)
     fn(ctx, 0, p->n);
 
     for (int i = 0; i < POOL_SPIN; i++) {
-        if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0)
-            return;
+        if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0) return;
         cpu_relax();
     }
     pthread_mutex_lock(&p->mu);

@@ -76,8 +76,7 @@ static void text(builder *b, const char *s)
 
 static bool grow(builder *b, int more)
 {
-    if (b->n + more <= b->cap)
-        return true;
+    if (b->n + more <= b->cap) return true;
     int c = b->cap ? b->cap : 256;
     while (c < b->n + more)
         c *= 2;
@@ -93,8 +92,7 @@ static bool grow(builder *b, int more)
 
 static void flush(builder *b)
 {
-    if (b->tlen == 0 || b->oom)
-        return;
+    if (b->tlen == 0 || b->oom) return;
     int need = tok_encode(b->p->t, b->text, b->tlen, NULL, 0);
     if (need < 0 || !grow(b, need)) {
         b->oom = true;
@@ -108,8 +106,7 @@ static void flush(builder *b)
 static void special(builder *b, int id, int times)
 {
     flush(b);
-    if (!grow(b, times))
-        return;
+    if (!grow(b, times)) return;
     for (int i = 0; i < times; i++)
         b->ids[b->n++] = id;
 }
@@ -135,8 +132,7 @@ static int image_block(builder *b, int rows, int cols, char *err, size_t errlen)
         }
         text(b, "\n");
     }
-    if (rows > 0)
-        text(b, "\n");
+    if (rows > 0) text(b, "\n");
     special(b, p->fake_around, 1);
     special(b, p->global_img, 1);
     special(b, p->image, p->image_seq_len);
@@ -164,8 +160,7 @@ int prompt_build(const prompt_ctx *p, const prompt_msg *msgs, int n_msgs, bool a
         for (int i = 0; i < msg->n_parts; i++) {
             const prompt_part *part = &msg->parts[i];
             if (part->image) {
-                if (image_block(&b, part->rows, part->cols, err, errlen) != 0)
-                    goto fail;
+                if (image_block(&b, part->rows, part->cols, err, errlen) != 0) goto fail;
             } else if (part->text) {
                 text(&b, part->text);
             }
@@ -173,8 +168,7 @@ int prompt_build(const prompt_ctx *p, const prompt_msg *msgs, int n_msgs, bool a
         special(&b, p->end_of_utterance, 1);
         text(&b, "\n");
     }
-    if (add_generation)
-        text(&b, "Assistant:");
+    if (add_generation) text(&b, "Assistant:");
     flush(&b);
     if (b.oom) {
         eng_seterr(err, errlen, "out of memory building the prompt");

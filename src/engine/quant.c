@@ -129,12 +129,9 @@ static float quant_one(const float *w, int64_t n, quant_method m, bool binary, i
 {
     if (binary) return quant_binary(w, n, t);
     switch (m) {
-    case QUANT_ABSMEAN:
-        return quant_absmean(w, n, t);
-    case QUANT_TWN:
-        return quant_twn(w, n, t);
-    default:
-        return quant_kmeans(w, n, QUANT_KMEANS_MAX_ROUNDS, t, NULL, NULL);
+    case QUANT_ABSMEAN: return quant_absmean(w, n, t);
+    case QUANT_TWN: return quant_twn(w, n, t);
+    default: return quant_kmeans(w, n, QUANT_KMEANS_MAX_ROUNDS, t, NULL, NULL);
     }
 }
 
@@ -258,23 +255,14 @@ bool quant_pick_type(kt_type want, int64_t row_len, kt_type *got)
 int quant_llama_ftype(kt_type t)
 {
     switch (t) {
-    case KT_F32:
-        return 0;
-    case KT_F16:
-        return 1;
-    case KT_Q8_0:
-        return 7;
-    case KT_BF16:
-        return 32;
-    case KT_TQ1_0:
-        return 36;
-    case KT_TQ2_0:
-        return 37;
-    case KT_Q1_0:
-        return 40;
-    case KT_Q2_0:
-        return 41;
-    default:
-        return -1;
+    case KT_F32: return 0;
+    case KT_F16: return 1;
+    case KT_Q8_0: return 7;
+    case KT_BF16: return 32;
+    case KT_TQ1_0: return 36;
+    case KT_TQ2_0: return 37;
+    case KT_Q1_0: return 40;
+    case KT_Q2_0: return 41;
+    default: return -1;
     }
 }

@@ -16,15 +16,20 @@ struct sampler {
     uint64_t rng;
     int32_t *recent; /* ring of the last repeat_last_n tokens */
     int n_recent, head;
-    float *logit;    /* working copy */
+    float *logit; /* working copy */
     sampler_cand *cand;
-    float *prob;     /* candidate probabilities */
+    float *prob; /* candidate probabilities */
 };
 
 sampler_params sampler_default_params(void)
 {
-    sampler_params p = {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
-                        .repeat_penalty = 1.0f, .repeat_last_n = 64, .seed = 0};
+    sampler_params p = {.temperature = 0.8f,
+                        .top_k = 40,
+                        .top_p = 0.95f,
+                        .min_p = 0.05f,
+                        .repeat_penalty = 1.0f,
+                        .repeat_last_n = 64,
+                        .seed = 0};
     return p;
 }
 
@@ -37,18 +42,18 @@ static uint64_t next_u64(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-static double next_unit(uint64_t *s) { return (double)(next_u64(s) >> 11) * 0x1.0p-53; }
+static double next_unit(uint64_t *s)
+{
+    return (double)(next_u64(s) >> 11) * 0x1.0p-53;
+}
 
 sampler *sampler_create(int n_vocab, const sampler_params *p)
 {
-    if (n_vocab < 1)
-        return NULL;
+    if (n_vocab < 1) return NULL;
     sampler *s = calloc(1, sizeof *s);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     s->p = p ? *p : sampler_default_params();
-    if (s->p.repeat_last_n < 0)
-        s->p.repeat_last_n = 0;
+    if (s->p.repeat_last_n < 0) s->p.repeat_last_n = 0;
     s->n_vocab = n_vocab;
     s->recent = calloc((size_t)s->p.repeat_last_n + 1, sizeof *s->recent);
     s->logit = malloc((size_t)n_vocab * sizeof *s->logit);
@@ -64,8 +69,7 @@ sampler *sampler_create(int n_vocab, const sampler_params *p)
 
 void sampler_destroy(sampler *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     free(s->recent);
     free(s->logit);
     free(s->cand);
@@ -83,12 +87,10 @@ void sampler_reset(sampler *s)
 void sampler_accept(sampler *s, int32_t token)
 {
     int n = s->p.repeat_last_n;
-    if (n == 0)
-        return;
+    if (n == 0) return;
     s->recent[s->head] = token;
     s->head = (s->head + 1) % n;
-    if (s->n_recent < n)
-        s->n_recent++;
+    if (s->n_recent < n) s->n_recent++;
 }
 
 /* Descending by logit, ties by id so the order never depends on qsort. */
@@ -112,8 +114,7 @@ static void top_sorted(sampler_cand *c, int n, int k)
     /* Keep the best k in c[0..k) by insertion: cheap for the small k used. */
     qsort(c, (size_t)k, sizeof *c, cmp_desc);
     for (int i = k; i < n; i++) {
-        if (!before(&c[i], &c[k - 1]))
-            continue;
+        if (!before(&c[i], &c[k - 1])) continue;
         sampler_cand v = c[i];
         int j = k - 1;
         while (j > 0 && before(&v, &c[j - 1])) {
@@ -134,13 +135,11 @@ int32_t sampler_sample(sampler *s, const float *logits)
         /* Each distinct token is penalised once, however often it occurred. */
         for (int i = 0; i < s->n_recent; i++) {
             int32_t t = s->recent[i];
-            if (t < 0 || t >= V)
-                continue;
+            if (t < 0 || t >= V) continue;
             bool seen = false;
             for (int j = 0; j < i && !seen; j++)
                 seen = s->recent[j] == t;
-            if (seen)
-                continue;
+            if (seen) continue;
             float *l = &s->logit[t];
             *l = *l > 0 ? *l / p->repeat_penalty : *l * p->repeat_penalty;
         }
@@ -150,8 +149,7 @@ int32_t sampler_sample(sampler *s, const float *logits)
     if (p->temperature <= 0.0f) {
         pick = 0;
         for (int i = 1; i < V; i++)
-            if (s->logit[i] > s->logit[pick])
-                pick = i;
+            if (s->logit[i] > s->logit[pick]) pick = i;
     } else {
         for (int i = 0; i < V; i++)
             s->cand[i] = (sampler_cand){s->logit[i], i};
@@ -235,15 +233,13 @@ size_t sampler_stop_feed(sampler_stop *st, const char *piece, size_t n, char *ou
     if (len > cap) /* caller broke the contract; show what fits */
         len = cap;
     memcpy(out, st->held, st->n_held < len ? st->n_held : len);
-    if (len > st->n_held)
-        memcpy(out + st->n_held, piece, len - st->n_held);
+    if (len > st->n_held) memcpy(out + st->n_held, piece, len - st->n_held);
     st->n_held = 0;
 
     size_t first = len;
     for (int i = 0; i < st->n_stops; i++) {
         size_t sl = strlen(st->stops[i]);
-        if (sl == 0 || sl > len)
-            continue;
+        if (sl == 0 || sl > len) continue;
         for (size_t at = 0; at + sl <= len && at < first; at++)
             if (memcmp(out + at, st->stops[i], sl) == 0) {
                 first = at;
@@ -255,8 +251,7 @@ size_t sampler_stop_feed(sampler_stop *st, const char *piece, size_t n, char *ou
         return first;
     }
     size_t keep = held_tail(st, out, len);
-    if (keep >= SAMPLER_STOP_MAX)
-        keep = SAMPLER_STOP_MAX - 1;
+    if (keep >= SAMPLER_STOP_MAX) keep = SAMPLER_STOP_MAX - 1;
     memcpy(st->held, out + len - keep, keep);
     st->n_held = keep;
     return len - keep;

@@ -58,7 +58,6 @@ static void kv_store(eng_ctx *c, void *cache, size_t off, const float *src, int 
  * the same bits as rows run alone. */
 #define ATT_CHUNK 16
 
-
 typedef struct {
     const eng_ctx *c;
     const eng_item *items;
@@ -83,7 +82,8 @@ static void attend_unit(const eng_ctx *c, int layer, int slot, int r0, int r1, i
         ks = kvd;
     } else {
         float *kb = c->kv_f32 + (size_t)ith * 2 * c->kv_f32_stride, *vb = kb + c->kv_f32_stride;
-        const kt_f16 *kh = (const kt_f16 *)c->k_cache + base, *vh = (const kt_f16 *)c->v_cache + base;
+        const kt_f16 *kh = (const kt_f16 *)c->k_cache + base,
+                     *vh = (const kt_f16 *)c->v_cache + base;
         for (int t = 0; t <= last; t++) {
             c->f16_row(kh + t * kvd, kb + (size_t)t * hd, (size_t)hd);
             c->f16_row(vh + t * kvd, vb + (size_t)t * hd, (size_t)hd);
@@ -126,8 +126,7 @@ static void attend_worker(void *arg, int ith, int nth)
     int G = c->m->info.n_head_kv;
     for (;;) {
         int u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (u >= j->n_units)
-            return;
+        if (u >= j->n_units) return;
         int g = u % G, chunk = u / G, r = 0;
         for (int i = 0; i < j->n_items; i++) {
             int n = j->items[i].n_tokens, nc = (n + ATT_CHUNK - 1) / ATT_CHUNK;
@@ -199,14 +198,11 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
     int nl = 0, r = 0;
     for (int i = 0; i < n_items; i++) {
         r += items[i].n_tokens;
-        if (!items[i].want_logits)
-            continue;
-        rmsnorm(c->lhid + (size_t)nl * D, c->x + (size_t)(r - 1) * D, m->out_norm, D,
-                in->rms_eps);
+        if (!items[i].want_logits) continue;
+        rmsnorm(c->lhid + (size_t)nl * D, c->x + (size_t)(r - 1) * D, m->out_norm, D, in->rms_eps);
         c->lslot[nl++] = items[i].slot;
     }
-    if (nl == 0)
-        return;
+    if (nl == 0) return;
     int V = in->n_vocab;
     ctx_linear(c, &m->output, c->lhid, nl, c->ltmp);
     for (int j = 0; j < nl; j++) {

@@ -15,14 +15,17 @@
 
 struct tok {
     int n;
-    char *strs;          /* token strings as stored in the file, back to back */
+    char *strs; /* token strings as stored in the file, back to back */
     uint32_t *str_off, *str_len;
-    char *pieces;        /* decoded bytes of every token */
+    char *pieces; /* decoded bytes of every token */
     uint32_t *piece_off, *piece_len;
     uint8_t *types;
-    int32_t *shash;      /* open addressing: string -> id, -1 empty */
+    int32_t *shash; /* open addressing: string -> id, -1 empty */
     uint32_t shash_mask;
-    struct merge { uint64_t key; int32_t rank, result; } *mhash;
+    struct merge {
+        uint64_t key;
+        int32_t rank, result;
+    } * mhash;
     uint32_t mhash_mask;
     int32_t byte_tok[256];
     int bos, eos;
@@ -49,22 +52,19 @@ static bool in_ranges(const tok_range *r, int n, uint32_t cp)
 
 static bool is_letter(uint32_t cp)
 {
-    if (cp < 128)
-        return (cp | 32) - 'a' < 26;
+    if (cp < 128) return (cp | 32) - 'a' < 26;
     return in_ranges(tok_letter_ranges, tok_letter_ranges_n, cp);
 }
 
 static bool is_number(uint32_t cp)
 {
-    if (cp < 128)
-        return cp - '0' < 10;
+    if (cp < 128) return cp - '0' < 10;
     return in_ranges(tok_number_ranges, tok_number_ranges_n, cp);
 }
 
 static bool is_space(uint32_t cp)
 {
-    if (cp < 128)
-        return cp == ' ' || (cp >= 9 && cp <= 13);
+    if (cp < 128) return cp == ' ' || (cp >= 9 && cp <= 13);
     return in_ranges(tok_space_ranges, tok_space_ranges_n, cp);
 }
 
@@ -138,8 +138,7 @@ static uint32_t byte_to_cp(int b)
         return (uint32_t)b;
     int n = 0;
     for (int i = 0; i < b; i++)
-        if (!((i >= '!' && i <= '~') || (i >= 0xA1 && i <= 0xAC) || (i >= 0xAE && i <= 0xFF)))
-            n++;
+        if (!((i >= '!' && i <= '~') || (i >= 0xA1 && i <= 0xAC) || (i >= 0xAE && i <= 0xFF))) n++;
     return 256u + (uint32_t)n;
 }
 
@@ -165,10 +164,8 @@ static int find_str(const tok *t, const char *s, size_t n)
 {
     for (uint32_t i = hash_bytes(s, n) & t->shash_mask;; i = (i + 1) & t->shash_mask) {
         int32_t id = t->shash[i];
-        if (id < 0)
-            return -1;
-        if (t->str_len[id] == n && !memcmp(t->strs + t->str_off[id], s, n))
-            return id;
+        if (id < 0) return -1;
+        if (t->str_len[id] == n && !memcmp(t->strs + t->str_off[id], s, n)) return id;
     }
 }
 
@@ -177,10 +174,8 @@ static const struct merge *find_merge(const tok *t, int32_t a, int32_t b)
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
     for (uint32_t i = hash_u64(key) & t->mhash_mask;; i = (i + 1) & t->mhash_mask) {
         const struct merge *m = &t->mhash[i];
-        if (m->rank < 0)
-            return NULL;
-        if (m->key == key)
-            return m;
+        if (m->rank < 0) return NULL;
+        if (m->key == key) return m;
     }
 }
 
@@ -197,8 +192,7 @@ static uint32_t pow2_above(uint64_t n)
 static int get_id(const gguf_file *f, const char *key, int n)
 {
     uint64_t v;
-    if (!gguf_get_u64(f, key, &v) || v >= (uint64_t)n)
-        return -1;
+    if (!gguf_get_u64(f, key, &v) || v >= (uint64_t)n) return -1;
     return (int)v;
 }
 
@@ -208,8 +202,10 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
     *out = NULL;
     const char *model = gguf_get_str(f, "tokenizer.ggml.model");
     if (!model || strcmp(model, "gpt2") != 0) {
-        eng_seterr(err, errlen, "%s: tokenizer.ggml.model is %s%s%s, only \"gpt2\" (byte-level BPE) is supported",
-                   path, model ? "\"" : "", model ? model : "missing", model ? "\"" : "");
+        eng_seterr(
+            err, errlen,
+            "%s: tokenizer.ggml.model is %s%s%s, only \"gpt2\" (byte-level BPE) is supported", path,
+            model ? "\"" : "", model ? model : "missing", model ? "\"" : "");
         return -1;
     }
     const char *pre = gguf_get_str(f, "tokenizer.ggml.pre");
@@ -244,8 +240,7 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
     uint64_t n_merges = gguf_arr_len(f, km);
 
     tok *t = calloc(1, sizeof *t);
-    if (!t)
-        goto oom;
+    if (!t) goto oom;
     t->n = n;
     t->split_digits = split_digits;
     size_t total = 0;
@@ -287,8 +282,7 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
         t->str_len[i] = (uint32_t)len;
         off += len;
         int32_t ty = TOK_TYPE_NORMAL;
-        if (ky >= 0)
-            memcpy(&ty, (const char *)gguf_arr_data(f, ky) + 4 * (size_t)i, 4);
+        if (ky >= 0) memcpy(&ty, (const char *)gguf_arr_data(f, ky) + 4 * (size_t)i, 4);
         t->types[i] = (uint8_t)ty;
         /* Normal tokens are byte-level encoded; added ones are raw text. */
         t->piece_off[i] = (uint32_t)poff;
@@ -309,8 +303,7 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
             poff += len;
         }
         t->piece_len[i] = (uint32_t)(poff - t->piece_off[i]);
-        if (t->piece_len[i] > t->max_piece)
-            t->max_piece = t->piece_len[i];
+        if (t->piece_len[i] > t->max_piece) t->max_piece = t->piece_len[i];
         /* first id wins for duplicate strings */
         if (find_str(t, s, len) < 0) {
             uint32_t h = hash_bytes(s, len) & t->shash_mask;
@@ -354,11 +347,9 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
         memcpy(buf, s, (size_t)(sp - s));
         memcpy(buf + (sp - s), sp + 1, len - (size_t)(sp - s) - 1);
         int c = find_str(t, buf, len - 1);
-        if (a < 0 || b < 0 || c < 0)
-            continue;
+        if (a < 0 || b < 0 || c < 0) continue;
         uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-        if (find_merge(t, a, b))
-            continue; /* the first (lowest) rank wins */
+        if (find_merge(t, a, b)) continue; /* the first (lowest) rank wins */
         uint32_t h = hash_u64(key) & t->mhash_mask;
         while (t->mhash[h].rank >= 0)
             h = (h + 1) & t->mhash_mask;
@@ -377,8 +368,7 @@ oom:
 
 void tok_free(tok *t)
 {
-    if (!t)
-        return;
+    if (!t) return;
     free(t->strs);
     free(t->str_off);
     free(t->str_len);
@@ -438,8 +428,7 @@ static void heap_push(bpe_work *w, cand c)
     int i = w->n_heap++;
     while (i > 0) {
         int p = (i - 1) / 2;
-        if (!cand_less(&c, &w->heap[p]))
-            break;
+        if (!cand_less(&c, &w->heap[p])) break;
         w->heap[i] = w->heap[p];
         i = p;
     }
@@ -453,52 +442,40 @@ static cand heap_pop(bpe_work *w)
     for (;;) {
         int l = 2 * i + 1, r = l + 1, m = i;
         const cand *best = &last;
-        if (l < w->n_heap && cand_less(&w->heap[l], best))
-            m = l, best = &w->heap[l];
-        if (r < w->n_heap && cand_less(&w->heap[r], best))
-            m = r;
-        if (m == i)
-            break;
+        if (l < w->n_heap && cand_less(&w->heap[l], best)) m = l, best = &w->heap[l];
+        if (r < w->n_heap && cand_less(&w->heap[r], best)) m = r;
+        if (m == i) break;
         w->heap[i] = w->heap[m];
         i = m;
     }
-    if (w->n_heap > 0)
-        w->heap[i] = last;
+    if (w->n_heap > 0) w->heap[i] = last;
     return top;
 }
 
 static void try_pair(const tok *t, bpe_work *w, int left)
 {
-    if (left < 0 || w->next[left] < 0)
-        return;
+    if (left < 0 || w->next[left] < 0) return;
     int right = w->next[left];
     const struct merge *m = find_merge(t, w->id[left], w->id[right]);
-    if (m)
-        heap_push(w, (cand){m->rank, left, w->id[left], w->id[right]});
+    if (m) heap_push(w, (cand){m->rank, left, w->id[left], w->id[right]});
 }
 
 static int reserve(bpe_work *w, int n)
 {
-    if (n <= w->cap)
-        return 0;
+    if (n <= w->cap) return 0;
     int c = w->cap ? w->cap : 64;
     while (c < n)
         c *= 2;
     int32_t *id = realloc(w->id, (size_t)c * sizeof *id);
-    if (id)
-        w->id = id;
+    if (id) w->id = id;
     int32_t *pv = realloc(w->prev, (size_t)c * sizeof *pv);
-    if (pv)
-        w->prev = pv;
+    if (pv) w->prev = pv;
     int32_t *nx = realloc(w->next, (size_t)c * sizeof *nx);
-    if (nx)
-        w->next = nx;
+    if (nx) w->next = nx;
     /* every merge pushes at most 2 candidates, plus n-1 at the start */
     cand *h = realloc(w->heap, (size_t)c * 3 * sizeof *h);
-    if (h)
-        w->heap = h;
-    if (!id || !pv || !nx || !h)
-        return -1;
+    if (h) w->heap = h;
+    if (!id || !pv || !nx || !h) return -1;
     w->cap = c;
     return 0;
 }
@@ -507,18 +484,15 @@ static int reserve(bpe_work *w, int n)
 static int bpe_chunk(const tok *t, bpe_work *w, const unsigned char *s, size_t n, int32_t *out,
                      int cap, int have)
 {
-    if (reserve(w, (int)n) != 0)
-        return -1;
+    if (reserve(w, (int)n) != 0) return -1;
     int m = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t id = t->byte_tok[s[i]];
-        if (id < 0)
-            continue; /* a vocabulary without this byte cannot spell it */
+        if (id < 0) continue; /* a vocabulary without this byte cannot spell it */
         w->id[m] = id;
         w->prev[m] = m - 1;
         w->next[m] = -1;
-        if (m > 0)
-            w->next[m - 1] = m;
+        if (m > 0) w->next[m - 1] = m;
         m++;
     }
     /* the whole chunk may itself be a token: the common case, done at once */
@@ -529,21 +503,18 @@ static int bpe_chunk(const tok *t, bpe_work *w, const unsigned char *s, size_t n
         cand c = heap_pop(w);
         int r = w->next[c.left];
         /* stale: a neighbour was merged away since this pair was queued */
-        if (w->id[c.left] != c.a || r < 0 || w->id[r] != c.b)
-            continue;
+        if (w->id[c.left] != c.a || r < 0 || w->id[r] != c.b) continue;
         const struct merge *mg = find_merge(t, c.a, c.b);
         w->id[c.left] = mg->result;
         w->id[r] = -1;
         w->next[c.left] = w->next[r];
-        if (w->next[r] >= 0)
-            w->prev[w->next[r]] = c.left;
+        if (w->next[r] >= 0) w->prev[w->next[r]] = c.left;
         try_pair(t, w, w->prev[c.left]);
         try_pair(t, w, c.left);
     }
     int k = have;
     for (int i = m > 0 ? 0 : -1; i >= 0; i = w->next[i]) {
-        if (k < cap)
-            out[k] = w->id[i];
+        if (k < cap) out[k] = w->id[i];
         k++;
     }
     return k - have;
@@ -556,8 +527,7 @@ static int gpt2_match(const uint32_t *cp, int i, int e)
     uint32_t c = cp[i];
     if (c == '\'' && i + 1 < e) {
         uint32_t c1 = cp[i + 1];
-        if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd')
-            return i + 2;
+        if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return i + 2;
         if (i + 2 < e) {
             uint32_t c2 = cp[i + 2];
             if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l'))
@@ -586,16 +556,14 @@ static int gpt2_match(const uint32_t *cp, int i, int e)
     int k = i;
     while (k < e && is_space(cp[k]))
         k++;
-    if (k == e || k - i == 1)
-        return k;
+    if (k == e || k - i == 1) return k;
     return k - 1;
 }
 
 /* Calls fn on each chunk [a, b) of the text; stops on a negative return. */
 typedef int (*chunk_fn)(void *ctx, size_t a, size_t b);
 
-static int for_each_chunk(const tok *t, const unsigned char *s, size_t len, chunk_fn fn,
-                          void *ctx)
+static int for_each_chunk(const tok *t, const unsigned char *s, size_t len, chunk_fn fn, void *ctx)
 {
     uint32_t *cp = malloc((len + 1) * sizeof *cp);
     size_t *off = malloc((len + 1) * sizeof *off);
@@ -643,8 +611,7 @@ static int enc_chunk(void *ctx, size_t a, size_t b)
 {
     enc_ctx *c = ctx;
     int got = bpe_chunk(c->t, &c->w, c->s + a, b - a, c->ids, c->cap, c->count);
-    if (got < 0)
-        return -1;
+    if (got < 0) return -1;
     c->count += got;
     return 0;
 }
@@ -664,8 +631,7 @@ static int split_chunk(void *ctx, size_t a, size_t b)
 {
     enc_ctx *c = ctx;
     (void)a;
-    if (c->count < c->cap)
-        c->ends[c->count] = b;
+    if (c->count < c->cap) c->ends[c->count] = b;
     c->count++;
     return 0;
 }
@@ -694,12 +660,10 @@ size_t tok_decode(const tok *t, const int32_t *ids, int n, bool special, char *o
     for (int i = 0; i < n; i++) {
         size_t len;
         const char *p = tok_piece(t, ids[i], special, &len);
-        if (total < cap)
-            memcpy(out + total, p, total + len < cap ? len : cap - total);
+        if (total < cap) memcpy(out + total, p, total + len < cap ? len : cap - total);
         total += len;
     }
-    if (cap > 0)
-        out[total < cap ? total : cap - 1] = 0;
+    if (cap > 0) out[total < cap ? total : cap - 1] = 0;
     return total;
 }
 
@@ -714,8 +678,7 @@ struct tok_stream {
 tok_stream *tok_stream_create(const tok *t)
 {
     tok_stream *s = calloc(1, sizeof *s);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     s->t = t;
     s->join = malloc(t->max_piece + 4);
     s->out = malloc(3 * (t->max_piece + 4) + 1);
@@ -728,8 +691,7 @@ tok_stream *tok_stream_create(const tok *t)
 
 void tok_stream_destroy(tok_stream *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     free(s->join);
     free(s->out);
     free(s);
@@ -744,14 +706,10 @@ void tok_stream_reset(tok_stream *s)
  * cannot start one. */
 static int seq_len(unsigned char c)
 {
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        return 2;
-    if ((c & 0xF0) == 0xE0)
-        return 3;
-    if (c >= 0xF0 && c <= 0xF4)
-        return 4;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if ((c & 0xF0) == 0xE0) return 3;
+    if (c >= 0xF0 && c <= 0xF4) return 4;
     return 0;
 }
 

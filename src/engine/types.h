@@ -11,11 +11,11 @@
 #include "kernels/kernels.h"
 
 typedef struct {
-    kt_type id;        /* ggml type id, as stored in GGUF */
-    const char *name;  /* lower case, as on the command line: "tq2_0" */
-    int block;         /* weights per block */
-    int block_bytes;   /* bytes per block */
-    bool ternary;      /* codes in {-1,0,+1} (Q2_0 may also hold +2) */
+    kt_type id;       /* ggml type id, as stored in GGUF */
+    const char *name; /* lower case, as on the command line: "tq2_0" */
+    int block;        /* weights per block */
+    int block_bytes;  /* bytes per block */
+    bool ternary;     /* codes in {-1,0,+1} (Q2_0 may also hold +2) */
     bool binary;
     void (*to_float)(kt_type t, const void *src, float *dst, int64_t n);
     void (*from_float)(kt_type t, const float *src, void *dst, int64_t n);

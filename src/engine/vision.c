@@ -6,8 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-static void layernorm(float *out, const float *x, const float *w, const float *b, int n,
-                      float eps)
+static void layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps)
 {
     float mean = 0.0f, var = 0.0f;
     for (int i = 0; i < n; i++)
@@ -117,8 +116,8 @@ void vision_forward(eng_ctx *c, const float *pixels, float *out)
             c->vx[i] += c->vtmp[i];
     }
     for (int r = 0; r < P; r++)
-        layernorm(c->vxn + (size_t)r * Dv, c->vx + (size_t)r * Dv, m->post_ln_w, m->post_ln_b,
-                  Dv, m->v_eps);
+        layernorm(c->vxn + (size_t)r * Dv, c->vx + (size_t)r * Dv, m->post_ln_w, m->post_ln_b, Dv,
+                  m->v_eps);
 
     /* Idefics3 pixel shuffle: output token (h2, w2) concatenates the s x s
      * block of patches below and right of (h2*s, w2*s), row m of the block

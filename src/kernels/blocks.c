@@ -175,8 +175,7 @@ static void pack_codes(kt_type t, const uint8_t *c, float d, void *blk)
         b->d = kt_f32_to_f16(d);
         break;
     }
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -220,32 +219,19 @@ int kt_unpack_codes(kt_type t, const void *blk, uint8_t *c, float *d)
         *d = kt_f16_to_f32(b->d);
         return BLK_Q1_0;
     }
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
 int kt_block_info(kt_type t, size_t *bytes)
 {
     switch (t) {
-    case KT_Q8_0:
-        *bytes = sizeof(blk_q8_0);
-        return BLK_Q8_0;
-    case KT_TQ2_0:
-        *bytes = sizeof(blk_tq2_0);
-        return BLK_TQ2_0;
-    case KT_TQ1_0:
-        *bytes = sizeof(blk_tq1_0);
-        return BLK_TQ1_0;
-    case KT_Q2_0:
-        *bytes = sizeof(blk_q2_0);
-        return BLK_Q2_0;
-    case KT_Q1_0:
-        *bytes = sizeof(blk_q1_0);
-        return BLK_Q1_0;
-    default:
-        *bytes = 0;
-        return 0;
+    case KT_Q8_0: *bytes = sizeof(blk_q8_0); return BLK_Q8_0;
+    case KT_TQ2_0: *bytes = sizeof(blk_tq2_0); return BLK_TQ2_0;
+    case KT_TQ1_0: *bytes = sizeof(blk_tq1_0); return BLK_TQ1_0;
+    case KT_Q2_0: *bytes = sizeof(blk_q2_0); return BLK_Q2_0;
+    case KT_Q1_0: *bytes = sizeof(blk_q1_0); return BLK_Q1_0;
+    default: *bytes = 0; return 0;
     }
 }
 
@@ -254,9 +240,7 @@ int kt_block_info(kt_type t, size_t *bytes)
 void kt_to_float(kt_type t, const void *src, float *dst, int64_t n)
 {
     switch (t) {
-    case KT_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        return;
+    case KT_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return;
     case KT_F16: {
         const kt_f16 *h = src;
         for (int64_t i = 0; i < n; i++)
@@ -353,8 +337,7 @@ static float block_codes(kt_type t, const float *x, int bs, uint8_t *c)
             c[j] = x[j] >= 0.0f ? 2 : 0;
         break;
     }
-    default:
-        break;
+    default: break;
     }
     return d;
 }
@@ -362,9 +345,7 @@ static float block_codes(kt_type t, const float *x, int bs, uint8_t *c)
 void kt_from_float(kt_type t, const float *src, void *dst, int64_t n)
 {
     switch (t) {
-    case KT_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        return;
+    case KT_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return;
     case KT_F16: {
         kt_f16 *h = dst;
         for (int64_t i = 0; i < n; i++)

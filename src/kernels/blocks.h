@@ -21,27 +21,27 @@ typedef enum {
     KT_Q2_0 = 42,
 } kt_type;
 
-typedef uint16_t kt_f16; /* IEEE binary16 bits */
+typedef uint16_t kt_f16;  /* IEEE binary16 bits */
 typedef uint16_t kt_bf16; /* bfloat16 bits */
 
 #define BLK_Q8_0 32
 typedef struct {
-    kt_f16 d;               /* scale */
-    int8_t qs[BLK_Q8_0];    /* w = qs[i] * d */
-} blk_q8_0;                 /* 34 bytes, 8.5 bits/weight */
+    kt_f16 d;            /* scale */
+    int8_t qs[BLK_Q8_0]; /* w = qs[i] * d */
+} blk_q8_0;              /* 34 bytes, 8.5 bits/weight */
 
 #define BLK_TQ2_0 256
 typedef struct {
     uint8_t qs[BLK_TQ2_0 / 4]; /* 2-bit codes c = w + 1 in {0,1,2}; see blocks.c for order */
     kt_f16 d;
-} blk_tq2_0;                   /* 66 bytes, 2.0625 bits/weight */
+} blk_tq2_0; /* 66 bytes, 2.0625 bits/weight */
 
 #define BLK_TQ1_0 256
 typedef struct {
     uint8_t qs[(BLK_TQ1_0 - 4 * BLK_TQ1_0 / 64) / 5]; /* 48 bytes, 5 trits each (240 weights) */
     uint8_t qh[BLK_TQ1_0 / 64];                       /* 4 bytes, 4 trits each (16 weights) */
     kt_f16 d;
-} blk_tq1_0;                                          /* 54 bytes, 1.6875 bits/weight */
+} blk_tq1_0; /* 54 bytes, 1.6875 bits/weight */
 
 #define BLK_Q2_0 64
 typedef struct {

@@ -24,9 +24,9 @@
 #endif
 
 static const char *const isa_names[] = {
-    [KERN_ISA_SCALAR] = "scalar",         [KERN_ISA_AVX2] = "avx2",
-    [KERN_ISA_AVX512] = "avx512",         [KERN_ISA_AVX512VNNI] = "avx512vnni",
-    [KERN_ISA_NEON] = "neon",             [KERN_ISA_NEON_DOTPROD] = "dotprod",
+    [KERN_ISA_SCALAR] = "scalar", [KERN_ISA_AVX2] = "avx2",
+    [KERN_ISA_AVX512] = "avx512", [KERN_ISA_AVX512VNNI] = "avx512vnni",
+    [KERN_ISA_NEON] = "neon",     [KERN_ISA_NEON_DOTPROD] = "dotprod",
 };
 #define N_ISA ((int)(sizeof isa_names / sizeof isa_names[0]))
 
@@ -50,16 +50,13 @@ static unsigned detect(void)
     unsigned m = 1u << KERN_ISA_SCALAR;
 #if defined(__x86_64__)
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d))
-        return m;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return m;
     int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
-    if (!osxsave || !avx)
-        return m;
+    if (!osxsave || !avx) return m;
     uint64_t xcr0 = xgetbv0();
-    int ymm_os = (xcr0 & 0x6) == 0x6;      /* SSE and AVX state */
-    int zmm_os = (xcr0 & 0xE6) == 0xE6;    /* plus opmask and both ZMM halves */
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
-        return m;
+    int ymm_os = (xcr0 & 0x6) == 0x6;   /* SSE and AVX state */
+    int zmm_os = (xcr0 & 0xE6) == 0xE6; /* plus opmask and both ZMM halves */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return m;
     int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1,
         avx512vl = (b >> 31) & 1, vbmi = (c >> 1) & 1, vnni = (c >> 11) & 1;
     if (ymm_os && avx2 && fma && f16c) {
@@ -74,8 +71,7 @@ static unsigned detect(void)
     unsigned long hw = getauxval(AT_HWCAP);
     if (hw & HWCAP_ASIMD) {
         m |= 1u << KERN_ISA_NEON;
-        if (hw & HWCAP_ASIMDDP)
-            m |= 1u << KERN_ISA_NEON_DOTPROD;
+        if (hw & HWCAP_ASIMDDP) m |= 1u << KERN_ISA_NEON_DOTPROD;
     }
 #endif
     return m;
@@ -85,11 +81,9 @@ static unsigned detect(void)
 static unsigned cap_mask(void)
 {
     const char *e = getenv("TERN_KERNELS");
-    if (!e || !*e)
-        return ~0u;
+    if (!e || !*e) return ~0u;
     for (int i = 0; i < N_ISA; i++) {
-        if (strcmp(e, isa_names[i]) != 0)
-            continue;
+        if (strcmp(e, isa_names[i]) != 0) continue;
         /* a cap keeps the levels of the same family at or below it */
         unsigned m = 1u << KERN_ISA_SCALAR;
         if (i >= KERN_ISA_NEON)
@@ -135,15 +129,13 @@ kern_isa kern_best_isa(void)
 {
     unsigned m = allowed();
     for (int i = N_ISA - 1; i > 0; i--)
-        if ((m >> i) & 1)
-            return (kern_isa)i;
+        if ((m >> i) & 1) return (kern_isa)i;
     return KERN_ISA_SCALAR;
 }
 
 const kern_ops *kern_get_isa(kt_type t, kern_isa isa)
 {
-    if (!kern_isa_supported(isa))
-        return NULL;
+    if (!kern_isa_supported(isa)) return NULL;
     switch (isa) {
     case KERN_ISA_SCALAR: return kern_ref_ops(t);
 #if defined(__x86_64__)
@@ -162,19 +154,16 @@ const kern_ops *kern_get(kt_type t)
 {
     unsigned m = allowed();
     for (int i = N_ISA - 1; i > 0; i--) {
-        if (!((m >> i) & 1))
-            continue;
+        if (!((m >> i) & 1)) continue;
         const kern_ops *o = kern_get_isa(t, (kern_isa)i);
-        if (o)
-            return o;
+        if (o) return o;
     }
     return kern_ref_ops(t);
 }
 
 kern_quantize_fn kern_get_quantize_isa(kern_isa isa)
 {
-    if (!kern_isa_supported(isa))
-        return NULL;
+    if (!kern_isa_supported(isa)) return NULL;
     switch (isa) {
     case KERN_ISA_SCALAR: return kern_quantize_row;
 #if defined(__x86_64__)
@@ -197,8 +186,7 @@ kern_quantize_fn kern_get_quantize(void)
 
 kern_f16_row_fn kern_get_f16_to_f32_isa(kern_isa isa)
 {
-    if (!kern_isa_supported(isa))
-        return NULL;
+    if (!kern_isa_supported(isa)) return NULL;
     switch (isa) {
     case KERN_ISA_SCALAR: return kern_f16_to_f32_row;
 #if defined(__x86_64__)
@@ -221,8 +209,7 @@ kern_f16_row_fn kern_get_f16_to_f32(void)
 
 const kern_attn_ops *kern_get_attn_isa(kern_isa isa)
 {
-    if (!kern_isa_supported(isa))
-        return NULL;
+    if (!kern_isa_supported(isa)) return NULL;
     switch (isa) {
     case KERN_ISA_SCALAR: return &kern_ref_attn;
 #if defined(__x86_64__)

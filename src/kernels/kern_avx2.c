@@ -33,8 +33,8 @@ void kern_avx2_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, flo
                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             v[k] = _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(f, hi), lo));
         }
-        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]),
-                                       _mm256_packs_epi32(v[2], v[3]));
+        __m256i p =
+            _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
         p = _mm256_permutevar8x32_epi32(p, order);
         _mm256_storeu_si256((__m256i *)(q + (size_t)g * KERN_GROUP), p);
         /* sum of q as sum of (q + 128) over unsigned bytes, minus 32 * 128 */
@@ -72,8 +72,8 @@ static void avx2_dots(const float *q, const float *m, size_t stride, int T, int 
         __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
         for (int i = n8; i < n; i++)
-            s = _mm_add_ps(s, _mm_mul_ps(_mm_set1_ps(q[i]),
-                                         _mm_setr_ps(r0[i], r1[i], r2[i], r3[i])));
+            s = _mm_add_ps(s,
+                           _mm_mul_ps(_mm_set1_ps(q[i]), _mm_setr_ps(r0[i], r1[i], r2[i], r3[i])));
         _mm_storeu_ps(out + t, s);
     }
     for (; t < T; t++) {

@@ -11,9 +11,9 @@
  *                             out[(j0 + jj) * ldo + r] for jj < nr
  * Each compiled level includes it once, so the static names do not clash. */
 
-static inline __attribute__((always_inline)) void
-kg_tile(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
-        size_t ldo, int r)
+static inline __attribute__((always_inline)) void kg_tile(kt_type t, int nr, const uint8_t *wrow,
+                                                          const kern_acts *a, int j0, float *out,
+                                                          size_t ldo, int r)
 {
     if (t == KT_Q8_0)
         KG_TILE_Q8_0(nr, wrow, a, j0, out, ldo, r);
@@ -23,14 +23,13 @@ kg_tile(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0, floa
         KG_TILE_CODES(t, nr, wrow, a, j0, out, ldo, r);
 }
 
-static inline __attribute__((always_inline)) void
-kg_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1, const kern_acts *a,
-        float *out, size_t ldo)
+static inline __attribute__((always_inline)) void kg_gemm(kt_type t, const void *w, size_t w_stride,
+                                                          int r0, int r1, const kern_acts *a,
+                                                          float *out, size_t ldo)
 {
     const uint8_t *wb = (const uint8_t *)w;
     int chunk = (int)(KG_L2_BYTES / (w_stride ? w_stride : 1));
-    if (chunk < 1)
-        chunk = 1;
+    if (chunk < 1) chunk = 1;
     for (int rs = r0; rs < r1; rs += chunk) {
         int re = rs + chunk < r1 ? rs + chunk : r1;
         for (int j0 = 0; j0 < a->rows; j0 += KG_TILE) {
@@ -50,11 +49,11 @@ kg_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1, const kern_ac
 
 _Static_assert(KG_TILE == 4, "kg_gemm's switch unrolls tiles of up to 4 rows");
 
-#define KG_GEMM(T, tag)                                                                    \
-    static void kg_gemm_##tag(const void *w, size_t w_stride, int r0, int r1,              \
-                              const kern_acts *a, float *out, size_t ldo)                  \
-    {                                                                                      \
-        kg_gemm(T, w, w_stride, r0, r1, a, out, ldo);                                      \
+#define KG_GEMM(T, tag)                                                                            \
+    static void kg_gemm_##tag(const void *w, size_t w_stride, int r0, int r1, const kern_acts *a,  \
+                              float *out, size_t ldo)                                              \
+    {                                                                                              \
+        kg_gemm(T, w, w_stride, r0, r1, a, out, ldo);                                              \
     }
 KG_GEMM(KT_TQ2_0, tq2_0)
 KG_GEMM(KT_TQ1_0, tq1_0)
@@ -67,20 +66,15 @@ KG_GEMM(KT_F32, f32)
 
 /* int8_acts: whether the kernel reads quantized activations or floats */
 static const kern_ops kg_ops[] = {
-    {KT_TQ2_0, KG_ISA, true, kg_gemm_tq2_0},
-    {KT_TQ1_0, KG_ISA, true, kg_gemm_tq1_0},
-    {KT_Q2_0, KG_ISA, true, kg_gemm_q2_0},
-    {KT_Q1_0, KG_ISA, true, kg_gemm_q1_0},
-    {KT_Q8_0, KG_ISA, true, kg_gemm_q8_0},
-    {KT_F16, KG_ISA, false, kg_gemm_f16},
-    {KT_BF16, KG_ISA, false, kg_gemm_bf16},
-    {KT_F32, KG_ISA, false, kg_gemm_f32},
+    {KT_TQ2_0, KG_ISA, true, kg_gemm_tq2_0}, {KT_TQ1_0, KG_ISA, true, kg_gemm_tq1_0},
+    {KT_Q2_0, KG_ISA, true, kg_gemm_q2_0},   {KT_Q1_0, KG_ISA, true, kg_gemm_q1_0},
+    {KT_Q8_0, KG_ISA, true, kg_gemm_q8_0},   {KT_F16, KG_ISA, false, kg_gemm_f16},
+    {KT_BF16, KG_ISA, false, kg_gemm_bf16},  {KT_F32, KG_ISA, false, kg_gemm_f32},
 };
 
 const kern_ops *KG_NAME(ops)(kt_type t)
 {
     for (size_t i = 0; i < sizeof kg_ops / sizeof kg_ops[0]; i++)
-        if (kg_ops[i].type == t)
-            return &kg_ops[i];
+        if (kg_ops[i].type == t) return &kg_ops[i];
     return NULL;
 }

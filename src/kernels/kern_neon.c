@@ -20,8 +20,8 @@ void kern_neon_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, flo
         const float *xg = x + (size_t)g * KERN_GROUP;
         int8x8_t v[4];
         for (int k = 0; k < 4; k++) {
-            int32x4_t i0 = vcvtq_s32_f32(vmaxq_f32(
-                vminq_f32(vrndnq_f32(vmulq_n_f32(vld1q_f32(xg + 8 * k), id)), hi), lo));
+            int32x4_t i0 = vcvtq_s32_f32(
+                vmaxq_f32(vminq_f32(vrndnq_f32(vmulq_n_f32(vld1q_f32(xg + 8 * k), id)), hi), lo));
             int32x4_t i1 = vcvtq_s32_f32(vmaxq_f32(
                 vminq_f32(vrndnq_f32(vmulq_n_f32(vld1q_f32(xg + 8 * k + 4), id)), hi), lo));
             v[k] = vqmovn_s16(vcombine_s16(vqmovn_s32(i0), vqmovn_s32(i1)));

@@ -120,8 +120,8 @@ KN_INLINE float kn_unpack(kt_type t, const uint8_t *p, int8x16_t *c)
         uint8x16_t t2 = vandq_u8(vshrq_n_u8(x, 4), m3), t3 = vshrq_n_u8(x, 6);
         uint8x16x2_t a = vzipq_u8(t0, t1), bb = vzipq_u8(t2, t3);
         for (int k = 0; k < 2; k++) {
-            uint16x8x2_t z = vzipq_u16(vreinterpretq_u16_u8(a.val[k]),
-                                       vreinterpretq_u16_u8(bb.val[k]));
+            uint16x8x2_t z =
+                vzipq_u16(vreinterpretq_u16_u8(a.val[k]), vreinterpretq_u16_u8(bb.val[k]));
             c[2 * k] = vreinterpretq_s8_u16(z.val[0]);
             c[2 * k + 1] = vreinterpretq_s8_u16(z.val[1]);
         }
@@ -135,14 +135,14 @@ KN_INLINE float kn_unpack(kt_type t, const uint8_t *p, int8x16_t *c)
         uint8x16_t x = vld1q_u8(b->qs);
         for (int k = 0; k < 8; k++) {
             /* bytes 2k and 2k + 1, each repeated 8 times */
-            uint8x16_t idx = vcombine_u8(vdup_n_u8((uint8_t)(2 * k)), vdup_n_u8((uint8_t)(2 * k + 1)));
+            uint8x16_t idx =
+                vcombine_u8(vdup_n_u8((uint8_t)(2 * k)), vdup_n_u8((uint8_t)(2 * k + 1)));
             uint8x16_t r = vqtbl1q_u8(x, idx);
             c[k] = vreinterpretq_s8_u8(vandq_u8(vtstq_u8(r, bits), two));
         }
         return kn_f16(b->d);
     }
-    default:
-        return 0.0f;
+    default: return 0.0f;
     }
 }
 

@@ -132,12 +132,9 @@ static void gemm_int(kt_type t, const void *w, size_t w_stride, int r0, int r1, 
 static float weight_at(kt_type t, const void *row, int i)
 {
     switch (t) {
-    case KT_F16:
-        return kt_f16_to_f32(((const kt_f16 *)row)[i]);
-    case KT_BF16:
-        return kt_bf16_to_f32(((const kt_bf16 *)row)[i]);
-    default:
-        return ((const float *)row)[i];
+    case KT_F16: return kt_f16_to_f32(((const kt_f16 *)row)[i]);
+    case KT_BF16: return kt_bf16_to_f32(((const kt_bf16 *)row)[i]);
+    default: return ((const float *)row)[i];
     }
 }
 

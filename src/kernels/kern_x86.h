@@ -39,8 +39,8 @@
 
 #include "kernels/kern_isa.h"
 
-#define KX_TILE 4                  /* activation rows per tile */
-#define KX_L2_BYTES (256 * 1024)   /* weight bytes kept hot while tiles pass */
+#define KX_TILE 4                /* activation rows per tile */
+#define KX_L2_BYTES (256 * 1024) /* weight bytes kept hot while tiles pass */
 
 #define KX_INLINE static inline __attribute__((always_inline))
 #define KX_CAT2(a, b) a##b
@@ -56,7 +56,10 @@
 #define KX_I32(acc) _mm256_madd_epi16((acc), _mm256_set1_epi16(1))
 #endif
 
-KX_INLINE float kx_f16(kt_f16 h) { return _cvtsh_ss(h); }
+KX_INLINE float kx_f16(kt_f16 h)
+{
+    return _cvtsh_ss(h);
+}
 
 KX_INLINE float kx_hsum(__m256 v)
 {
@@ -91,14 +94,20 @@ KX_INLINE size_t kx_bytes(kt_type t)
 }
 
 /* q * 3 modulo 256 in every byte */
-KX_INLINE __m256i kx_mul3(__m256i q) { return _mm256_add_epi8(q, _mm256_add_epi8(q, q)); }
+KX_INLINE __m256i kx_mul3(__m256i q)
+{
+    return _mm256_add_epi8(q, _mm256_add_epi8(q, q));
+}
 
 /* The top trit of a base-3 byte as TQ1_0 stores it (ceil(v * 256 / 243)):
  * floor(3q / 256), i.e. (q >= 86) + (q >= 171). The byte is kept biased,
  * s = q + 128 (mod 256), so the comparisons can be signed; the bias survives
  * multiplying by 3 (3(q + 128) = 3q + 128 mod 256), so each block's bytes
  * are biased once, not once per trit. */
-KX_INLINE __m256i kx_bias(__m256i q) { return _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80)); }
+KX_INLINE __m256i kx_bias(__m256i q)
+{
+    return _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
+}
 
 KX_INLINE __m256i kx_trit(__m256i s)
 {
@@ -134,7 +143,7 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
          * high multiply (floor(3q / 256)) while a low multiply moves on to
          * the next (3q mod 256), keeping the work on the multiplier ports */
         __m256i x = _mm256_loadu_si256((const __m256i *)b->qs);
-        __m256i ev = _mm256_slli_epi16(x, 8);                           /* even bytes, high */
+        __m256i ev = _mm256_slli_epi16(x, 8);                               /* even bytes, high */
         __m256i od = _mm256_and_si256(x, _mm256_set1_epi16((short)0xFF00)); /* odd bytes, high */
         const __m256i three = _mm256_set1_epi16(3);
         for (int n = 0; n < 5; n++) {
@@ -171,9 +180,9 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
         /* vpmultishiftqb: output byte k of each 64-bit lane takes the 8 bits
          * at offset 2(8 lane + k) of the lane; every lane holds the same
          * 8 bytes (32 weights), so byte j gets weight j's field. */
-        const __m256i sh = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
-                                            30, 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56,
-                                            58, 60, 62);
+        const __m256i sh =
+            _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36,
+                             38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62);
         for (int k = 0; k < 2; k++) {
             int64_t v;
             memcpy(&v, b->qs + 8 * k, 8);
@@ -215,8 +224,8 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
         }
         return kx_f16(b->d);
 #else
-        const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                             2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
         const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
         const __m256i two = _mm256_set1_epi8(2);
         for (int k = 0; k < 4; k++) {
@@ -228,8 +237,7 @@ KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
         return kx_f16(b->d);
 #endif
     }
-    default:
-        return 0.0f;
+    default: return 0.0f;
     }
 }
 
@@ -239,10 +247,8 @@ KX_INLINE __m256i kx_block_sum(kt_type t, const int16_t *g)
 {
     switch (t) {
     case KT_TQ2_0:
-    case KT_TQ1_0:
-        return _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)g));
-    case KT_Q1_0:
-        return _mm256_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)g));
+    case KT_TQ1_0: return _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)g));
+    case KT_Q1_0: return _mm256_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)g));
     default: { /* Q2_0: two groups */
         int32_t v;
         memcpy(&v, g, 4);
@@ -252,8 +258,8 @@ KX_INLINE __m256i kx_block_sum(kt_type t, const int16_t *g)
 }
 
 /* One weight row times nr activation rows starting at j0. */
-KX_INLINE void kx_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a,
-                             int j0, float *out, size_t ldo, int r)
+KX_INLINE void kx_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
+                             float *out, size_t ldo, int r)
 {
     const int qk = kx_qk(t), nk = qk / 32, nb = a->n / qk, ng = a->n / KERN_GROUP;
     const size_t bytes = kx_bytes(t);
@@ -288,8 +294,8 @@ KX_INLINE __m256 kx_q8_block(const blk_q8_0 *w, const int8_t *q, __m256 acc)
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(kx_f16(w->d)), acc);
 }
 
-KX_INLINE void kx_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int j0,
-                            float *out, size_t ldo, int r)
+KX_INLINE void kx_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
+                            size_t ldo, int r)
 {
     const int nb = a->n / BLK_Q8_0;
     const blk_q8_0 *w = (const blk_q8_0 *)wrow;

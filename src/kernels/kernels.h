@@ -44,13 +44,13 @@ typedef enum {
 /* out[j * ldo + r] = dot(weight row r, activation row j)
  *   for r in [r0, r1) and j in [0, a->rows).
  * w points at weight row 0; w_stride is the bytes between weight rows. */
-typedef void (*kern_gemm_fn)(const void *w, size_t w_stride, int r0, int r1,
-                             const kern_acts *a, float *out, size_t ldo);
+typedef void (*kern_gemm_fn)(const void *w, size_t w_stride, int r0, int r1, const kern_acts *a,
+                             float *out, size_t ldo);
 
 typedef struct {
     kt_type type;
     kern_isa isa;
-    bool int8_acts;   /* true: needs quantized activations; false: float */
+    bool int8_acts; /* true: needs quantized activations; false: float */
     kern_gemm_fn gemm;
 } kern_ops;
 
@@ -80,9 +80,8 @@ bool kern_isa_supported(kern_isa isa); /* this CPU and build, ignoring the cap *
 const char *kern_isa_name(kern_isa isa);
 
 /* Activation quantization, vectorised. Bit-identical to kern_quantize_row. */
-typedef void (*kern_quantize_fn)(const float *x, int n, int8_t *q, int16_t *gsum,
-                                 float *scale);
-kern_quantize_fn kern_get_quantize(void);            /* best, honouring the cap */
+typedef void (*kern_quantize_fn)(const float *x, int n, int8_t *q, int16_t *gsum, float *scale);
+kern_quantize_fn kern_get_quantize(void);             /* best, honouring the cap */
 kern_quantize_fn kern_get_quantize_isa(kern_isa isa); /* NULL if unavailable */
 
 /* f16 to f32 for a row of n values (any n), exact: every f16 is an f32.
@@ -90,8 +89,8 @@ kern_quantize_fn kern_get_quantize_isa(kern_isa isa); /* NULL if unavailable */
  * (F16C, NEON fcvtl) give the reference's bits for every non-NaN input. */
 typedef void (*kern_f16_row_fn)(const kt_f16 *x, float *y, size_t n);
 void kern_f16_to_f32_row(const kt_f16 *x, float *y, size_t n); /* reference */
-kern_f16_row_fn kern_get_f16_to_f32(void);            /* best, honouring the cap */
-kern_f16_row_fn kern_get_f16_to_f32_isa(kern_isa isa); /* NULL if unavailable */
+kern_f16_row_fn kern_get_f16_to_f32(void);                     /* best, honouring the cap */
+kern_f16_row_fn kern_get_f16_to_f32_isa(kern_isa isa);         /* NULL if unavailable */
 
 /* Attention's two float products over T rows of n floats, row t at
  * m + t * stride:

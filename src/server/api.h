@@ -15,22 +15,22 @@ struct http_req;
 struct api_ctx {
     char model[128];
     char request_id[40];
-    double created_wall;      /* unix seconds at arrival */
-    int include_usage;        /* OpenAI stream_options.include_usage */
+    double created_wall; /* unix seconds at arrival */
+    int include_usage;   /* OpenAI stream_options.include_usage */
     int chunks_sent;
 };
 
 struct api_gen {
     const char *endpoint;
-    const char *stream_type;  /* Content-Type of the stream */
+    const char *stream_type; /* Content-Type of the stream */
     int stream_default;
     /* Fill j from a JSON body (messages, images decoded, params). stream gets the request's
      * choice or stream_default. */
-    int (*parse)(const cJSON *root, const struct api_limits *lim, struct job *j,
-                 struct api_ctx *c, int *stream, struct api_error *e);
+    int (*parse)(const cJSON *root, const struct api_limits *lim, struct job *j, struct api_ctx *c,
+                 int *stream, struct api_error *e);
     void (*chunk)(struct api_ctx *c, const char *text, size_t n, struct sbuf *out);
     void (*final)(struct api_ctx *c, struct job *j, struct sbuf *out);
-    cJSON *(*whole)(struct api_ctx *c, struct job *j);      /* "stream": false */
+    cJSON *(*whole)(struct api_ctx *c, struct job *j); /* "stream": false */
 };
 
 extern const struct api_gen api_native_generate;

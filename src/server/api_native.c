@@ -17,8 +17,10 @@ cJSON *api_usage_json(const struct job *j)
 
 static void add_ms(cJSON *o, const char *name, double v)
 {
-    if (v >= 0) cJSON_AddNumberToObject(o, name, (double)(long long)(v * 1000 + 0.5) / 1000);
-    else cJSON_AddNullToObject(o, name);
+    if (v >= 0)
+        cJSON_AddNumberToObject(o, name, (double)(long long)(v * 1000 + 0.5) / 1000);
+    else
+        cJSON_AddNullToObject(o, name);
 }
 
 cJSON *api_timings_json(const struct job *j)
@@ -31,7 +33,8 @@ cJSON *api_timings_json(const struct job *j)
     add_ms(t, "decode_ms", j->t.decode_ms);
     add_ms(t, "total_ms", j->t.total_ms);
     double tps = j->completion_tokens > 1 && j->t.decode_ms > 0
-        ? (j->completion_tokens - 1) / (j->t.decode_ms / 1e3) : -1;
+                     ? (j->completion_tokens - 1) / (j->t.decode_ms / 1e3)
+                     : -1;
     add_ms(t, "decode_tokens_per_s", tps);
     return t;
 }
@@ -51,10 +54,12 @@ static int native_parse(const cJSON *root, const struct api_limits *lim, struct 
     const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(root, "images");
     if (imgs && !cJSON_IsNull(imgs)) {
         if (!cJSON_IsArray(imgs))
-            return codec_fail(e, 400, "invalid_request", "images: expected an array of base64 strings");
+            return codec_fail(e, 400, "invalid_request",
+                              "images: expected an array of base64 strings");
         int i = 0;
         const cJSON *it;
-        cJSON_ArrayForEach(it, imgs) {
+        cJSON_ArrayForEach(it, imgs)
+        {
             char field[32];
             snprintf(field, sizeof field, "images[%d]", i++);
             if (!cJSON_IsString(it))
@@ -74,7 +79,7 @@ static int native_parse(const cJSON *root, const struct api_limits *lim, struct 
 static void native_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
 {
     (void)c;
-    (void)n;   /* text is NUL-terminated at n by job_take */
+    (void)n; /* text is NUL-terminated at n by job_take */
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "token", text);
     sbuf_add_json(out, o);
@@ -86,7 +91,8 @@ static void add_done(cJSON *o, struct api_ctx *c, struct job *j)
     pthread_mutex_lock(&j->mu);
     cJSON_AddBoolToObject(o, "done", 1);
     cJSON_AddStringToObject(o, "done_reason", job_done_name(j->done));
-    if (j->done == DONE_ERROR || j->done == DONE_TIMEOUT) cJSON_AddStringToObject(o, "error", j->error);
+    if (j->done == DONE_ERROR || j->done == DONE_TIMEOUT)
+        cJSON_AddStringToObject(o, "error", j->error);
     cJSON_AddStringToObject(o, "model", c->model);
     cJSON_AddItemToObject(o, "usage", api_usage_json(j));
     cJSON_AddItemToObject(o, "timings", api_timings_json(j));
@@ -113,6 +119,5 @@ static cJSON *native_whole(struct api_ctx *c, struct job *j)
 }
 
 const struct api_gen api_native_generate = {
-    "/generate", "application/x-ndjson", 1,
-    native_parse, native_chunk, native_final, native_whole,
+    "/generate", "application/x-ndjson", 1, native_parse, native_chunk, native_final, native_whole,
 };

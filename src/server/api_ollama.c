@@ -12,10 +12,12 @@ static int parse_images(const cJSON *o, const char *where, const struct api_limi
     const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(o, "images");
     if (!imgs || cJSON_IsNull(imgs)) return 0;
     if (!cJSON_IsArray(imgs))
-        return codec_fail(e, 400, "invalid_request", "%simages: expected an array of base64 strings", where);
+        return codec_fail(e, 400, "invalid_request",
+                          "%simages: expected an array of base64 strings", where);
     int i = 0;
     const cJSON *it;
-    cJSON_ArrayForEach(it, imgs) {
+    cJSON_ArrayForEach(it, imgs)
+    {
         char field[48];
         snprintf(field, sizeof field, "%simages[%d]", where, i++);
         if (!cJSON_IsString(it))
@@ -33,7 +35,8 @@ static int parse_options(const cJSON *root, const struct api_limits *lim, struct
     if (codec_get_bool(root, "stream", "", stream, e) < 0) return -1;
     const cJSON *opt = cJSON_GetObjectItemCaseSensitive(root, "options");
     if (!opt || cJSON_IsNull(opt)) return 0;
-    if (!cJSON_IsObject(opt)) return codec_fail(e, 400, "invalid_request", "options: expected an object");
+    if (!cJSON_IsObject(opt))
+        return codec_fail(e, 400, "invalid_request", "options: expected an object");
     long np = 0;
     int rc = codec_get_int(opt, "num_predict", "options.", -2, 1L << 30, &np, e);
     if (rc < 0) return -1;
@@ -45,8 +48,9 @@ static int parse_options(const cJSON *root, const struct api_limits *lim, struct
     if (rc != 0) return -1;
     if (np > 0) {
         if (np > lim->max_tokens)
-            return codec_fail(e, 422, "invalid_request", "options.num_predict: %ld exceeds the server limit of %d",
-                              np, lim->max_tokens);
+            return codec_fail(e, 422, "invalid_request",
+                              "options.num_predict: %ld exceeds the server limit of %d", np,
+                              lim->max_tokens);
         j->params.max_tokens = (int)np;
     } else if (np < 0) {
         j->params.max_tokens = lim->max_tokens;
@@ -84,7 +88,8 @@ static int chat_parse(const cJSON *root, const struct api_limits *lim, struct jo
         return codec_fail(e, 400, "invalid_request", "messages: expected a non-empty array");
     int i = 0;
     const cJSON *m;
-    cJSON_ArrayForEach(m, msgs) {
+    cJSON_ArrayForEach(m, msgs)
+    {
         char where[32];
         int r;
         if (codec_message_role(m, i++, 0, where, &r, e) != 0) return -1;
@@ -119,15 +124,19 @@ static void add_final_fields(cJSON *o, struct job *j)
     /* Called with j->mu held. */
     cJSON_AddBoolToObject(o, "done", 1);
     cJSON_AddStringToObject(o, "done_reason", job_done_name(j->done));
-    if (j->done == DONE_ERROR || j->done == DONE_TIMEOUT) cJSON_AddStringToObject(o, "error", j->error);
+    if (j->done == DONE_ERROR || j->done == DONE_TIMEOUT)
+        cJSON_AddStringToObject(o, "error", j->error);
     double ns = 1e6;
-    double pre = (j->t.vision_ms > 0 ? j->t.vision_ms : 0) + (j->t.prefill_ms > 0 ? j->t.prefill_ms : 0);
-    cJSON_AddNumberToObject(o, "total_duration", (double)(long long)((j->t.total_ms > 0 ? j->t.total_ms : 0) * ns));
+    double pre =
+        (j->t.vision_ms > 0 ? j->t.vision_ms : 0) + (j->t.prefill_ms > 0 ? j->t.prefill_ms : 0);
+    cJSON_AddNumberToObject(o, "total_duration",
+                            (double)(long long)((j->t.total_ms > 0 ? j->t.total_ms : 0) * ns));
     cJSON_AddNumberToObject(o, "load_duration", 0);
     cJSON_AddNumberToObject(o, "prompt_eval_count", j->prompt_tokens);
     cJSON_AddNumberToObject(o, "prompt_eval_duration", (double)(long long)(pre * ns));
     cJSON_AddNumberToObject(o, "eval_count", j->completion_tokens);
-    cJSON_AddNumberToObject(o, "eval_duration", (double)(long long)((j->t.decode_ms > 0 ? j->t.decode_ms : 0) * ns));
+    cJSON_AddNumberToObject(o, "eval_duration",
+                            (double)(long long)((j->t.decode_ms > 0 ? j->t.decode_ms : 0) * ns));
 }
 
 static void generate_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
@@ -158,8 +167,10 @@ static cJSON *final_obj(struct api_ctx *c, struct job *j, int chat, int whole)
     base(o, c);
     pthread_mutex_lock(&j->mu);
     const char *text = whole && j->text ? j->text : "";
-    if (chat) add_message(o, text);
-    else cJSON_AddStringToObject(o, "response", text);
+    if (chat)
+        add_message(o, text);
+    else
+        cJSON_AddStringToObject(o, "response", text);
     add_final_fields(o, j);
     pthread_mutex_unlock(&j->mu);
     return o;
@@ -177,17 +188,22 @@ static void chat_final(struct api_ctx *c, struct job *j, struct sbuf *out)
     sbuf_add(out, "\n", 1);
 }
 
-static cJSON *generate_whole(struct api_ctx *c, struct job *j) { return final_obj(c, j, 0, 1); }
-static cJSON *chat_whole(struct api_ctx *c, struct job *j) { return final_obj(c, j, 1, 1); }
+static cJSON *generate_whole(struct api_ctx *c, struct job *j)
+{
+    return final_obj(c, j, 0, 1);
+}
+static cJSON *chat_whole(struct api_ctx *c, struct job *j)
+{
+    return final_obj(c, j, 1, 1);
+}
 
 const struct api_gen api_ollama_generate = {
-    "/api/generate", "application/x-ndjson", 1,
-    generate_parse, generate_chunk, generate_final, generate_whole,
+    "/api/generate", "application/x-ndjson", 1, generate_parse, generate_chunk,
+    generate_final,  generate_whole,
 };
 
 const struct api_gen api_ollama_chat = {
-    "/api/chat", "application/x-ndjson", 1,
-    chat_parse, chat_chunk, chat_final, chat_whole,
+    "/api/chat", "application/x-ndjson", 1, chat_parse, chat_chunk, chat_final, chat_whole,
 };
 
 int api_ollama_tags(struct http_req *r)
@@ -210,8 +226,10 @@ int api_ollama_tags(struct http_req *r)
     cJSON *fam = cJSON_AddArrayToObject(d, "families");
     cJSON_AddItemToArray(fam, cJSON_CreateString(in->family));
     if (in->has_vision) cJSON_AddItemToArray(fam, cJSON_CreateString("clip"));
-    if (in->params >= 1000000000) snprintf(psize, sizeof psize, "%.1fB", (double)in->params / 1e9);
-    else snprintf(psize, sizeof psize, "%.1fM", (double)in->params / 1e6);
+    if (in->params >= 1000000000)
+        snprintf(psize, sizeof psize, "%.1fB", (double)in->params / 1e9);
+    else
+        snprintf(psize, sizeof psize, "%.1fM", (double)in->params / 1e6);
     cJSON_AddStringToObject(d, "parameter_size", psize);
     cJSON_AddStringToObject(d, "quantization_level", in->quant);
     cJSON_AddItemToArray(arr, m);

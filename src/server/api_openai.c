@@ -10,16 +10,20 @@ static int parse_content(const cJSON *content, const char *where, const struct a
                          struct job *j, struct sbuf *text, struct api_error *e)
 {
     if (!content || cJSON_IsNull(content)) return 0;
-    if (cJSON_IsString(content)) return sbuf_add(text, content->valuestring, strlen(content->valuestring));
+    if (cJSON_IsString(content))
+        return sbuf_add(text, content->valuestring, strlen(content->valuestring));
     if (!cJSON_IsArray(content))
-        return codec_fail(e, 400, "invalid_request", "%scontent: expected a string or an array of parts", where);
+        return codec_fail(e, 400, "invalid_request",
+                          "%scontent: expected a string or an array of parts", where);
     int i = 0;
     const cJSON *part;
-    cJSON_ArrayForEach(part, content) {
+    cJSON_ArrayForEach(part, content)
+    {
         char pw[64];
         snprintf(pw, sizeof pw, "%scontent[%d].", where, i++);
         const char *type = NULL;
-        if (!cJSON_IsObject(part)) return codec_fail(e, 400, "invalid_request", "%s: expected an object", pw);
+        if (!cJSON_IsObject(part))
+            return codec_fail(e, 400, "invalid_request", "%s: expected an object", pw);
         if (codec_get_string(part, "type", pw, &type, e) < 0) return -1;
         if (!type) return codec_fail(e, 400, "invalid_request", "%stype: required", pw);
         if (!strcmp(type, "text")) {
@@ -32,15 +36,19 @@ static int parse_content(const cJSON *content, const char *where, const struct a
             const char *url = NULL;
             char f[80];
             snprintf(f, sizeof f, "%simage_url.", pw);
-            if (cJSON_IsString(iu)) url = iu->valuestring;
-            else if (cJSON_IsObject(iu) && codec_get_string(iu, "url", f, &url, e) < 0) return -1;
+            if (cJSON_IsString(iu))
+                url = iu->valuestring;
+            else if (cJSON_IsObject(iu) && codec_get_string(iu, "url", f, &url, e) < 0)
+                return -1;
             if (!url) return codec_fail(e, 400, "invalid_request", "%surl: required", f);
             snprintf(f, sizeof f, "%simage_url.url", pw);
             if (strncmp(url, "data:", 5) != 0 && strncmp(url, "http", 4) != 0)
-                return codec_fail(e, 400, "invalid_request", "%s: expected a data:image/...;base64, URI", f);
+                return codec_fail(e, 400, "invalid_request",
+                                  "%s: expected a data:image/...;base64, URI", f);
             if (codec_add_image_b64(j, url, 1, lim, f, e) != 0) return -1;
         } else {
-            return codec_fail(e, 422, "invalid_request", "%stype: '%s' is not text or image_url", pw, type);
+            return codec_fail(e, 422, "invalid_request", "%stype: '%s' is not text or image_url",
+                              pw, type);
         }
     }
     return 0;
@@ -55,8 +63,10 @@ static int chat_parse(const cJSON *root, const struct api_limits *lim, struct jo
     if (codec_get_bool(root, "stream", "", stream, e) < 0) return -1;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (so && !cJSON_IsNull(so)) {
-        if (!cJSON_IsObject(so)) return codec_fail(e, 400, "invalid_request", "stream_options: expected an object");
-        if (codec_get_bool(so, "include_usage", "stream_options.", &c->include_usage, e) < 0) return -1;
+        if (!cJSON_IsObject(so))
+            return codec_fail(e, 400, "invalid_request", "stream_options: expected an object");
+        if (codec_get_bool(so, "include_usage", "stream_options.", &c->include_usage, e) < 0)
+            return -1;
     }
     long n = 1;
     if (codec_get_int(root, "n", "", 1, 1, &n, e) < 0) return -1;
@@ -71,13 +81,15 @@ static int chat_parse(const cJSON *root, const struct api_limits *lim, struct jo
         return codec_fail(e, 400, "invalid_request", "messages: expected a non-empty array");
     int i = 0;
     const cJSON *m;
-    cJSON_ArrayForEach(m, msgs) {
+    cJSON_ArrayForEach(m, msgs)
+    {
         char where[32];
         int r;
         if (codec_message_role(m, i++, 1, where, &r, e) != 0) return -1;
-        struct sbuf text = { 0 };
+        struct sbuf text = {0};
         int before = j->n_images;
-        int rc = parse_content(cJSON_GetObjectItemCaseSensitive(m, "content"), where, lim, j, &text, e);
+        int rc =
+            parse_content(cJSON_GetObjectItemCaseSensitive(m, "content"), where, lim, j, &text, e);
         if (rc == 0 && job_add_msg(j, r, text.p ? text.p : "", text.len, j->n_images - before) != 0)
             rc = codec_fail(e, 500, "internal", "out of memory");
         sbuf_free(&text);
@@ -122,7 +134,10 @@ static void chat_chunk(struct api_ctx *c, const char *text, size_t n, struct sbu
     sse(out, o);
 }
 
-static const char *finish_reason(int done) { return done == DONE_LENGTH ? "length" : "stop"; }
+static const char *finish_reason(int done)
+{
+    return done == DONE_LENGTH ? "length" : "stop";
+}
 
 static cJSON *usage(const struct job *j)
 {
@@ -187,8 +202,7 @@ static cJSON *chat_whole(struct api_ctx *c, struct job *j)
 }
 
 const struct api_gen api_openai_chat = {
-    "/v1/chat/completions", "text/event-stream", 0,
-    chat_parse, chat_chunk, chat_final, chat_whole,
+    "/v1/chat/completions", "text/event-stream", 0, chat_parse, chat_chunk, chat_final, chat_whole,
 };
 
 int api_openai_models(struct http_req *r)

@@ -6,7 +6,7 @@
 
 #include "api.h"
 #include "http.h"
-#include "server/webpage.h"   /* generated from clients/web/index.html at build time */
+#include "server/webpage.h" /* generated from clients/web/index.html at build time */
 
 int api_health(struct http_req *r)
 {
@@ -38,7 +38,7 @@ int api_ready(struct http_req *r)
 int api_metrics(struct http_req *r)
 {
     struct server *srv = http_server(r);
-    struct metrics_gauges g = { 0 };
+    struct metrics_gauges g = {0};
     sched_snapshot(srv->sched, &g.active_slots, &g.queued);
     g.slots = srv->cfg->slots;
     g.queue_max = srv->cfg->queue;

@@ -27,8 +27,10 @@ int auth_equal(const char *a, size_t alen, const char *b, size_t blen)
 
 static int add_key(struct auth *a, const char *s, size_t n)
 {
-    while (n && (*s == ' ' || *s == '\t')) s++, n--;
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n')) n--;
+    while (n && (*s == ' ' || *s == '\t'))
+        s++, n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        n--;
     if (n == 0 || *s == '#') return 0;
     char **k = realloc(a->keys, (size_t)(a->n + 1) * sizeof *k);
     if (!k) return -1;
@@ -78,12 +80,16 @@ oom:
 void auth_destroy(struct auth *a)
 {
     if (!a) return;
-    for (int i = 0; i < a->n; i++) free(a->keys[i]);
+    for (int i = 0; i < a->n; i++)
+        free(a->keys[i]);
     free(a->keys);
     free(a);
 }
 
-int auth_enabled(const struct auth *a) { return a && a->n > 0; }
+int auth_enabled(const struct auth *a)
+{
+    return a && a->n > 0;
+}
 
 int auth_check(const struct auth *a, const char *authorization, const char *x_api_key)
 {
@@ -91,7 +97,8 @@ int auth_check(const struct auth *a, const char *authorization, const char *x_ap
     const char *given = NULL;
     if (authorization && strncasecmp(authorization, "Bearer ", 7) == 0) {
         given = authorization + 7;
-        while (*given == ' ') given++;
+        while (*given == ' ')
+            given++;
     } else if (x_api_key) {
         given = x_api_key;
     }

@@ -10,25 +10,25 @@
 #include "job.h"
 
 struct backend_admit {
-    int prompt_tokens;   /* text tokens to prefill (image tokens included) */
+    int prompt_tokens; /* text tokens to prefill (image tokens included) */
     int image_tokens;
     double vision_ms;
 };
 
 /* One slot's result from a batched decode step. */
 struct backend_token {
-    char text[256];      /* detokenized piece; may be empty (mid UTF-8 sequence) */
+    char text[256]; /* detokenized piece; may be empty (mid UTF-8 sequence) */
     size_t len;
-    int eos;             /* end of generation (end-of-utterance / EOS); text may still hold
-                            the detokenizer's last bytes */
+    int eos; /* end of generation (end-of-utterance / EOS); text may still hold
+                the detokenizer's last bytes */
 };
 
 struct backend_info {
-    const char *name;        /* model name for the APIs */
-    const char *family;      /* "llama" */
-    const char *quant;       /* "TQ2_0" */
-    long long size_bytes;    /* model files on disk */
-    long long params;        /* parameter count, 0 when unknown */
+    const char *name;     /* model name for the APIs */
+    const char *family;   /* "llama" */
+    const char *quant;    /* "TQ2_0" */
+    long long size_bytes; /* model files on disk */
+    long long params;     /* parameter count, 0 when unknown */
     int has_vision;
 };
 
@@ -38,21 +38,21 @@ struct backend_ops {
     /* Tokenize the job's messages (chat template) and run the vision encoder on its images;
      * the prompt is then ready for prefill in this slot. Returns 0, or -1 with err (a bad
      * request, e.g. prompt too long: *client_error = 1) */
-    int  (*admit)(struct backend *b, int slot, struct job *j, struct backend_admit *out,
-                  int *client_error, char *err, size_t errlen);
+    int (*admit)(struct backend *b, int slot, struct job *j, struct backend_admit *out,
+                 int *client_error, char *err, size_t errlen);
     /* Queue up to `budget` prompt tokens of the slot for this step's decode call (the real
      * engine runs them in the same forward pass). Returns the tokens left after them
      * (0 = the prompt is complete after this step), or -1. */
-    int  (*prefill)(struct backend *b, int slot, int budget, char *err, size_t errlen);
+    int (*prefill)(struct backend *b, int slot, int budget, char *err, size_t errlen);
     /* The step's ONE forward pass: the queued prefill chunks, and one new token for each
      * listed slot (sampled with its job's params from the previous step's logits).
      * out[i] belongs to slots[i]; n may be 0 (prefill only). Returns 0 or -1 with err. */
-    int  (*decode)(struct backend *b, int n, const int *slots, struct backend_token *out,
-                   char *err, size_t errlen);
+    int (*decode)(struct backend *b, int n, const int *slots, struct backend_token *out, char *err,
+                  size_t errlen);
     /* Forget the slot's sequence (its KV cache region is free again). */
     void (*release)(struct backend *b, int slot);
     /* Count the tokens of a text (for limits checks before queueing); -1 if unknown. */
-    int  (*count_tokens)(struct backend *b, const char *text);
+    int (*count_tokens)(struct backend *b, const char *text);
     void (*info)(struct backend *b, struct backend_info *out);
     void (*destroy)(struct backend *b);
 };

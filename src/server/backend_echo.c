@@ -14,9 +14,9 @@
 #define PIECE 16
 
 struct echo_slot {
-    char *pieces;     /* concatenated pieces, each NUL-terminated */
-    int n, next;      /* pieces, next to emit */
-    size_t pos;       /* byte offset of the next piece */
+    char *pieces; /* concatenated pieces, each NUL-terminated */
+    int n, next;  /* pieces, next to emit */
+    size_t pos;   /* byte offset of the next piece */
     int prefill_left;
     int fail;
 };
@@ -35,17 +35,22 @@ static int split(const char *s, char *out)
     int n = 0, first = 1;
     size_t o = 0;
     while (*s) {
-        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+            s++;
         if (!*s) break;
         const char *w = s;
-        while (*s && *s != ' ' && *s != '\t' && *s != '\n' && *s != '\r') s++;
+        while (*s && *s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+            s++;
         size_t wl = (size_t)(s - w), p = 0;
         while (p < wl) {
             size_t take = wl - p > PIECE ? PIECE : wl - p;
-            while (p + take < wl && take > 1 && ((unsigned char)w[p + take] & 0xC0) == 0x80) take--;
+            while (p + take < wl && take > 1 && ((unsigned char)w[p + take] & 0xC0) == 0x80)
+                take--;
             if (out) {
-                if (first && p == 0) first = 0;
-                else if (p == 0) out[o++] = ' ';
+                if (first && p == 0)
+                    first = 0;
+                else if (p == 0)
+                    out[o++] = ' ';
                 memcpy(out + o, w + p, take);
                 o += take;
                 out[o++] = 0;
@@ -74,7 +79,8 @@ static int echo_admit(struct backend *b, int slot, struct job *j, struct backend
     const char *text = last_user_text(j);
     size_t len = strlen(text);
     int total = 0;
-    for (int i = 0; i < j->n_msgs; i++) total += split(j->msgs[i].text, NULL);
+    for (int i = 0; i < j->n_msgs; i++)
+        total += split(j->msgs[i].text, NULL);
     total += 64 * j->n_images;
     if (total + 1 > e->ctx) {
         *client_error = 1;
@@ -90,7 +96,9 @@ static int echo_admit(struct backend *b, int slot, struct job *j, struct backend
     size_t o = 0;
     s->n = 0;
     for (int i = 0; i < j->n_images; i++) {
-        o += (size_t)sprintf(s->pieces + o, "[image %dx%d]", j->images[i].width, j->images[i].height) + 1;
+        o += (size_t)sprintf(s->pieces + o, "[image %dx%d]", j->images[i].width,
+                             j->images[i].height) +
+             1;
         s->n++;
     }
     if (j->n_images && split(text, NULL) > 0) s->pieces[o++] = ' ';
@@ -119,7 +127,7 @@ static int echo_decode(struct backend *b, int n, const int *slots, struct backen
 {
     struct echo *e = (struct echo *)b;
     if (e->delay_ms > 0) {
-        struct timespec ts = { e->delay_ms / 1000, (long)(e->delay_ms % 1000) * 1000000L };
+        struct timespec ts = {e->delay_ms / 1000, (long)(e->delay_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
     for (int i = 0; i < n; i++) {
@@ -159,13 +167,14 @@ static int echo_count(struct backend *b, const char *text)
 static void echo_info(struct backend *b, struct backend_info *out)
 {
     struct echo *e = (struct echo *)b;
-    *out = (struct backend_info){ e->name, "echo", "none", 0, 0, 1 };
+    *out = (struct backend_info){e->name, "echo", "none", 0, 0, 1};
 }
 
 static void echo_destroy(struct backend *b)
 {
     struct echo *e = (struct echo *)b;
-    for (int i = 0; i < e->nslots; i++) free(e->slots[i].pieces);
+    for (int i = 0; i < e->nslots; i++)
+        free(e->slots[i].pieces);
     free(e->slots);
     free(e);
 }
@@ -187,6 +196,7 @@ struct backend *backend_echo_create(const struct backend_options *o, char *err, 
     e->delay_ms = o->echo_delay_ms;
     e->nslots = o->slots;
     e->ctx = o->ctx_size;
-    snprintf(e->name, sizeof e->name, "%s", o->model_name && *o->model_name ? o->model_name : "echo");
+    snprintf(e->name, sizeof e->name, "%s",
+             o->model_name && *o->model_name ? o->model_name : "echo");
     return &e->base;
 }

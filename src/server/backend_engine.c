@@ -1,9 +1,10 @@
 /* The real engine (src/engine) behind the scheduler's backend interface.
  *
  * Per slot: the prompt as token ids (the engine's SmolVLM template) with, at image positions,
- * the vision encoder's embedding rows; a sampler with the request's parameters; a streaming detokenizer. Each scheduler step
- * becomes ONE eng_step: the queued prefill chunks plus one token for every generating slot.
- * A generating slot's token is sampled from the logits of the previous step, then fed. */
+ * the vision encoder's embedding rows; a sampler with the request's parameters; a streaming
+ * detokenizer. Each scheduler step becomes ONE eng_step: the queued prefill chunks plus one token
+ * for every generating slot. A generating slot's token is sampled from the logits of the previous
+ * step, then fed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,13 +19,13 @@
 #include "engine/tokenizer.h"
 
 struct eslot {
-    int32_t *ids;            /* the prompt (from prompt_build) */
-    const float **rows;      /* per position: image embedding row, or NULL */
+    int32_t *ids;       /* the prompt (from prompt_build) */
+    const float **rows; /* per position: image embedding row, or NULL */
     int n;
     float *embd[JOB_MAX_IMAGES];
-    int pos;                 /* positions in the KV cache */
-    int queued;              /* prefill tokens queued for the next step */
-    int32_t next;            /* token fed in this step */
+    int pos;      /* positions in the KV cache */
+    int queued;   /* prefill tokens queued for the next step */
+    int32_t next; /* token fed in this step */
     sampler *s;
     tok_stream *ts;
 };
@@ -50,18 +51,20 @@ static float *encode_image(struct engb *e, const struct job_image *im, int *rows
 {
     const eng_model_info *in = e->in;
     const gguf_file *vf = eng_model_vision_file(e->m);
-    img_proc_cfg cfg = { .longest_edge = in->image_size, .tile = in->image_size, .rescale = 1.0 / 255.0 };
+    img_proc_cfg cfg = {
+        .longest_edge = in->image_size, .tile = in->image_size, .rescale = 1.0 / 255.0};
     uint64_t pre;
     if (gguf_get_u64(vf, "clip.vision.preproc_image_size", &pre) && pre > 0 && pre < 65536)
         cfg.longest_edge = (int)pre;
     cfg.split = cfg.longest_edge > cfg.tile;
     memcpy(cfg.mean, in->image_mean, sizeof cfg.mean);
     memcpy(cfg.std, in->image_std, sizeof cfg.std);
-    img_rgb rgb = { im->width, im->height, im->rgb };
-    img_tiles tiles = { 0 };
+    img_rgb rgb = {im->width, im->height, im->rgb};
+    img_tiles tiles = {0};
     if (img_preprocess(&rgb, &cfg, &tiles, err, errlen) != 0) return NULL;
     float *embd = malloc((size_t)tiles.n * in->n_image_tokens * in->n_embd * sizeof *embd);
-    if (!embd) snprintf(err, errlen, "out of memory");
+    if (!embd)
+        snprintf(err, errlen, "out of memory");
     else if (eng_vision_encode(e->c, tiles.pixels, tiles.n, embd, err, errlen) != ENG_OK) {
         free(embd);
         embd = NULL;
@@ -75,7 +78,8 @@ static float *encode_image(struct engb *e, const struct job_image *im, int *rows
 static void slot_clear(struct engb *e, int i)
 {
     struct eslot *p = &e->slots[i];
-    for (int k = 0; k < JOB_MAX_IMAGES; k++) free(p->embd[k]);
+    for (int k = 0; k < JOB_MAX_IMAGES; k++)
+        free(p->embd[k]);
     free(p->ids);
     free(p->rows);
     sampler_destroy(p->s);
@@ -108,18 +112,20 @@ static int eng_admit(struct backend *b, int slot, struct job *j, struct backend_
     }
     double t0 = job_now();
     for (int i = 0; i < j->n_images; i++)
-        if (!(p->embd[i] = encode_image(e, &j->images[i], &rows[i], &cols[i], err, errlen))) goto fail;
+        if (!(p->embd[i] = encode_image(e, &j->images[i], &rows[i], &cols[i], err, errlen)))
+            goto fail;
     double vision_ms = (job_now() - t0) * 1e3;
 
     int np = 0, img = 0;
     for (int m = 0; m < j->n_msgs; m++) {
         const struct job_msg *jm = &j->msgs[m];
-        msgs[m].role = jm->role == ROLE_SYSTEM ? PROMPT_SYSTEM
-                     : jm->role == ROLE_ASSISTANT ? PROMPT_ASSISTANT : PROMPT_USER;
+        msgs[m].role = jm->role == ROLE_SYSTEM      ? PROMPT_SYSTEM
+                       : jm->role == ROLE_ASSISTANT ? PROMPT_ASSISTANT
+                                                    : PROMPT_USER;
         msgs[m].parts = parts + np;
         for (int k = 0; k < jm->n_images && img < j->n_images; k++, img++)
-            parts[np++] = (prompt_part){ .image = true, .rows = rows[img], .cols = cols[img] };
-        parts[np++] = (prompt_part){ .text = jm->text };
+            parts[np++] = (prompt_part){.image = true, .rows = rows[img], .cols = cols[img]};
+        parts[np++] = (prompt_part){.text = jm->text};
         msgs[m].n_parts = (int)(parts + np - msgs[m].parts);
     }
     if (prompt_build(&e->pc, msgs, j->n_msgs, true, &p->ids, &p->n, err, errlen) != 0) goto fail;
@@ -146,7 +152,8 @@ static int eng_admit(struct backend *b, int slot, struct job *j, struct backend_
         }
     }
     if (img != j->n_images) {
-        snprintf(err, errlen, "the prompt holds %d image tokens, fewer than the images' rows", image_tokens);
+        snprintf(err, errlen, "the prompt holds %d image tokens, fewer than the images' rows",
+                 image_tokens);
         goto fail;
     }
     sampler_params sp = sampler_default_params();
@@ -155,15 +162,18 @@ static int eng_admit(struct backend *b, int slot, struct job *j, struct backend_
     sp.top_p = j->params.top_p;
     sp.min_p = j->params.min_p;
     sp.repeat_penalty = j->params.repeat_penalty;
-    if (j->params.has_seed) sp.seed = j->params.seed;
-    else if (getrandom(&sp.seed, sizeof sp.seed, GRND_NONBLOCK) != sizeof sp.seed) sp.seed = (uint64_t)(job_now() * 1e9);
+    if (j->params.has_seed)
+        sp.seed = j->params.seed;
+    else if (getrandom(&sp.seed, sizeof sp.seed, GRND_NONBLOCK) != sizeof sp.seed)
+        sp.seed = (uint64_t)(job_now() * 1e9);
     p->s = sampler_create(in->n_vocab, &sp);
     p->ts = tok_stream_create(e->t);
     if (!p->s || !p->ts) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    for (int i = 0; i < p->n; i++) sampler_accept(p->s, p->ids[i]);
+    for (int i = 0; i < p->n; i++)
+        sampler_accept(p->s, p->ids[i]);
     eng_slot_reset(e->c, slot);
     out->prompt_tokens = p->n;
     out->image_tokens = image_tokens;
@@ -212,18 +222,25 @@ static int eng_decode(struct backend *b, int n, const int *slots, struct backend
         o->text[len] = 0;
         o->len = len;
         p->next = id;
-        e->items[ni++] = (eng_item){ .slot = slots[k], .n_tokens = 1, .tokens = &p->next,
-                                     .pos = p->pos, .want_logits = true };
+        e->items[ni++] = (eng_item){.slot = slots[k],
+                                    .n_tokens = 1,
+                                    .tokens = &p->next,
+                                    .pos = p->pos,
+                                    .want_logits = true};
     }
     for (int i = 0; i < e->nslots; i++) {
         struct eslot *p = &e->slots[i];
         if (!p->queued) continue;
-        e->items[ni++] = (eng_item){ .slot = i, .n_tokens = p->queued, .tokens = p->ids + p->pos,
-                                     .embd = (const float *const *)p->rows + p->pos, .pos = p->pos,
-                                     .want_logits = p->pos + p->queued == p->n };
+        e->items[ni++] = (eng_item){.slot = i,
+                                    .n_tokens = p->queued,
+                                    .tokens = p->ids + p->pos,
+                                    .embd = (const float *const *)p->rows + p->pos,
+                                    .pos = p->pos,
+                                    .want_logits = p->pos + p->queued == p->n};
     }
     if (ni && eng_step(e->c, e->items, ni, err, errlen) != ENG_OK) {
-        for (int i = 0; i < e->nslots; i++) e->slots[i].queued = 0;
+        for (int i = 0; i < e->nslots; i++)
+            e->slots[i].queued = 0;
         return -1;
     }
     for (int i = 0; i < ni; i++) {
@@ -234,7 +251,10 @@ static int eng_decode(struct backend *b, int n, const int *slots, struct backend
     return 0;
 }
 
-static void eng_release(struct backend *b, int slot) { slot_clear((struct engb *)b, slot); }
+static void eng_release(struct backend *b, int slot)
+{
+    slot_clear((struct engb *)b, slot);
+}
 
 static int eng_count(struct backend *b, const char *text)
 {
@@ -244,13 +264,14 @@ static int eng_count(struct backend *b, const char *text)
 static void eng_info(struct backend *b, struct backend_info *out)
 {
     struct engb *e = (struct engb *)b;
-    *out = (struct backend_info){ e->name, "llama", e->quant, e->size, e->params, e->in->has_vision };
+    *out = (struct backend_info){e->name, "llama", e->quant, e->size, e->params, e->in->has_vision};
 }
 
 static void eng_destroy(struct backend *b)
 {
     struct engb *e = (struct engb *)b;
-    for (int i = 0; e->slots && i < e->nslots; i++) slot_clear(e, i);
+    for (int i = 0; e->slots && i < e->nslots; i++)
+        slot_clear(e, i);
     free(e->slots);
     free(e->items);
     tok_free(e->t);
@@ -266,17 +287,19 @@ static const struct backend_ops eng_ops = {
 /* Parameter count and the most common weight type, for /api/tags. */
 static void describe(struct engb *e)
 {
-    const gguf_file *files[2] = { eng_model_text_file(e->m), eng_model_vision_file(e->m) };
-    long long by_type[64] = { 0 };
+    const gguf_file *files[2] = {eng_model_text_file(e->m), eng_model_vision_file(e->m)};
+    long long by_type[64] = {0};
     for (int f = 0; f < 2; f++) {
         if (!files[f]) continue;
         e->size += (long long)gguf_file_size(files[f]);
         for (int i = 0; i < gguf_n_tensors(files[f]); i++) {
             const gguf_tensor *t = gguf_tensor_at(files[f], i);
             long long n = 1;
-            for (int d = 0; d < t->n_dims; d++) n *= t->ne[d];
+            for (int d = 0; d < t->n_dims; d++)
+                n *= t->ne[d];
             e->params += n;
-            if (f == 0 && t->n_dims == 2 && (int)t->type >= 0 && (int)t->type < 64) by_type[t->type] += n;
+            if (f == 0 && t->n_dims == 2 && (int)t->type >= 0 && (int)t->type < 64)
+                by_type[t->type] += n;
         }
     }
     int best = 0;

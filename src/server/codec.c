@@ -73,8 +73,8 @@ int codec_get_number(const cJSON *o, const char *name, const char *where, double
     return 1;
 }
 
-int codec_get_int(const cJSON *o, const char *name, const char *where, long lo, long hi,
-                  long *out, struct api_error *e)
+int codec_get_int(const cJSON *o, const char *name, const char *where, long lo, long hi, long *out,
+                  struct api_error *e)
 {
     double d;
     int rc = codec_get_number(o, name, where, (double)lo, (double)hi, &d, e);
@@ -89,7 +89,7 @@ void codec_default_params(const struct api_limits *lim, struct job_params *p)
 {
     memset(p, 0, sizeof *p);
     p->max_tokens = lim->default_max_tokens;
-    p->temperature = 0.0f;   /* greedy unless asked: reproducible answers from a small model */
+    p->temperature = 0.0f; /* greedy unless asked: reproducible answers from a small model */
     p->top_k = 0;
     p->top_p = 1.0f;
     p->min_p = 0.0f;
@@ -119,7 +119,8 @@ int codec_sampling(const cJSON *o, const char *where, const char *max_name,
     if (rc) p->min_p = (float)d;
     if ((rc = codec_get_number(o, "repeat_penalty", where, 0.01, 100, &d, e)) < 0) return -1;
     if (rc) p->repeat_penalty = (float)d;
-    if ((rc = codec_get_number(o, "seed", where, -9007199254740992.0, 9007199254740992.0, &d, e)) < 0)
+    if ((rc = codec_get_number(o, "seed", where, -9007199254740992.0, 9007199254740992.0, &d, e)) <
+        0)
         return -1;
     if (rc) {
         p->seed = (uint64_t)(int64_t)d;
@@ -129,17 +130,21 @@ int codec_sampling(const cJSON *o, const char *where, const char *max_name,
     if (stop && !cJSON_IsNull(stop)) {
         const cJSON *one = cJSON_IsString(stop) ? stop : NULL;
         if (!one && !cJSON_IsArray(stop))
-            return codec_fail(e, 400, "invalid_request", "%sstop: expected a string or an array of strings", where);
+            return codec_fail(e, 400, "invalid_request",
+                              "%sstop: expected a string or an array of strings", where);
         int n = one ? 1 : cJSON_GetArraySize(stop);
         if (n > JOB_MAX_STOP)
-            return codec_fail(e, 422, "invalid_request", "%sstop: at most %d stop strings", where, JOB_MAX_STOP);
+            return codec_fail(e, 422, "invalid_request", "%sstop: at most %d stop strings", where,
+                              JOB_MAX_STOP);
         for (int i = 0; i < n; i++) {
             const cJSON *s = one ? one : cJSON_GetArrayItem(stop, i);
             if (!cJSON_IsString(s))
-                return codec_fail(e, 400, "invalid_request", "%sstop[%d]: expected a string", where, i);
+                return codec_fail(e, 400, "invalid_request", "%sstop[%d]: expected a string", where,
+                                  i);
             size_t len = strlen(s->valuestring);
             if (len == 0 || len > 64)
-                return codec_fail(e, 422, "invalid_request", "%sstop[%d]: must be 1 to 64 bytes", where, i);
+                return codec_fail(e, 422, "invalid_request", "%sstop[%d]: must be 1 to 64 bytes",
+                                  where, i);
             if (!(p->stop[p->n_stop] = strdup(s->valuestring)))
                 return codec_fail(e, 500, "internal", "out of memory");
             p->n_stop++;
@@ -160,7 +165,8 @@ static int b64val(unsigned char c)
 
 int codec_base64_decode(const char *s, size_t n, unsigned char **out, size_t *outlen)
 {
-    while (n && s[n - 1] == '=') n--;
+    while (n && s[n - 1] == '=')
+        n--;
     if (n % 4 == 1) return -1;
     unsigned char *o = malloc(n / 4 * 3 + 3);
     if (!o) return -1;
@@ -193,10 +199,14 @@ int codec_add_image_bytes(struct job *j, const unsigned char *data, size_t len,
                           lim->max_images < JOB_MAX_IMAGES ? lim->max_images : JOB_MAX_IMAGES);
     char msg[200];
     int st = upload_image_decode(data, len, lim->max_image_bytes, lim->max_image_pixels,
-                        &j->images[j->n_images], msg, sizeof msg);
+                                 &j->images[j->n_images], msg, sizeof msg);
     if (st)
-        return codec_fail(e, st, st == 413 ? "payload_too_large" : st == 415 ? "unsupported_media_type"
-                          : st == 500 ? "internal" : "invalid_image", "%s: %s", field, msg);
+        return codec_fail(e, st,
+                          st == 413   ? "payload_too_large"
+                          : st == 415 ? "unsupported_media_type"
+                          : st == 500 ? "internal"
+                                      : "invalid_image",
+                          "%s: %s", field, msg);
     j->n_images++;
     return 0;
 }
@@ -207,10 +217,12 @@ int codec_add_image_b64(struct job *j, const char *s, int allow_uri, const struc
     if (allow_uri && strncmp(s, "data:", 5) == 0) {
         const char *comma = strchr(s, ',');
         if (!comma || comma - s < 12 || memcmp(comma - 7, ";base64", 7) != 0)
-            return codec_fail(e, 400, "invalid_request", "%s: expected a data:image/...;base64, URI", field);
+            return codec_fail(e, 400, "invalid_request",
+                              "%s: expected a data:image/...;base64, URI", field);
         s = comma + 1;
     } else if (allow_uri && (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0)) {
-        return codec_fail(e, 422, "invalid_request", "%s: image URLs are not fetched; send a data URI", field);
+        return codec_fail(e, 422, "invalid_request",
+                          "%s: image URLs are not fetched; send a data URI", field);
     }
     size_t n = strlen(s);
     if ((long)(n / 4 * 3) > lim->max_image_bytes + 3)
@@ -239,7 +251,8 @@ int sbuf_add(struct sbuf *b, const char *s, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
+        while (cap < b->len + n + 1)
+            cap *= 2;
         char *p = realloc(b->p, cap);
         if (!p) return -1;
         b->p = p, b->cap = cap;
@@ -303,7 +316,8 @@ int codec_message_role(const cJSON *m, int i, int allow_developer, char where[32
     else if (!strcmp(r, "assistant"))
         *role = ROLE_ASSISTANT;
     else
-        return codec_fail(e, 422, "invalid_request", "%srole: '%s' is not system, %suser or assistant",
-                          where, r, allow_developer ? "developer, " : "");
+        return codec_fail(e, 422, "invalid_request",
+                          "%srole: '%s' is not system, %suser or assistant", where, r,
+                          allow_developer ? "developer, " : "");
     return 0;
 }

@@ -9,8 +9,8 @@
 #include "job.h"
 
 struct api_error {
-    int status;            /* HTTP status */
-    char type[32];         /* invalid_request, authentication, not_found, ... */
+    int status;    /* HTTP status */
+    char type[32]; /* invalid_request, authentication, not_found, ... */
     char message[256];
 };
 
@@ -24,7 +24,7 @@ int codec_fail(struct api_error *e, int status, const char *type, const char *fm
     __attribute__((format(printf, 4, 5)));
 /* {"error":{"type":..,"message":..}} */
 cJSON *codec_error_json(const struct api_error *e);
-char *codec_error_body(const struct api_error *e);  /* printed, malloc'd */
+char *codec_error_body(const struct api_error *e); /* printed, malloc'd */
 
 /* Optional typed fields: 0 absent, 1 present (value stored), -1 wrong type/range (e filled).
  * `where` prefixes the field in messages (e.g. "options."). */
@@ -34,8 +34,8 @@ int codec_get_bool(const cJSON *o, const char *name, const char *where, int *out
                    struct api_error *e);
 int codec_get_number(const cJSON *o, const char *name, const char *where, double lo, double hi,
                      double *out, struct api_error *e);
-int codec_get_int(const cJSON *o, const char *name, const char *where, long lo, long hi,
-                  long *out, struct api_error *e);
+int codec_get_int(const cJSON *o, const char *name, const char *where, long lo, long hi, long *out,
+                  struct api_error *e);
 
 /* Reads temperature, top_k, top_p, min_p, repeat_penalty, seed, stop and the max-tokens field
  * named max_name from o into p (defaults first). */
@@ -66,10 +66,10 @@ struct sbuf {
     char *p;
     size_t len, cap;
 };
-int  sbuf_add(struct sbuf *b, const char *s, size_t n);
-int  sbuf_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int sbuf_add(struct sbuf *b, const char *s, size_t n);
+int sbuf_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends cJSON_PrintUnformatted(j) and deletes j. */
-int  sbuf_add_json(struct sbuf *b, cJSON *j);
+int sbuf_add_json(struct sbuf *b, cJSON *j);
 void sbuf_free(struct sbuf *b);
 
 #endif

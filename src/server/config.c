@@ -23,14 +23,23 @@ enum kind { K_STR, K_INT, K_LONG };
 struct key {
     const char *section, *name;
     enum kind kind;
-    size_t off, size;       /* size: buffer size for K_STR */
-    long min, max;          /* numeric range */
+    size_t off, size; /* size: buffer size for K_STR */
+    long min, max;    /* numeric range */
     const char *help;
 };
 
-#define S(sec, n, h)         { sec, #n, K_STR, offsetof(struct config, n), sizeof(((struct config *)0)->n), 0, 0, h }
-#define I(sec, n, lo, hi, h) { sec, #n, K_INT, offsetof(struct config, n), sizeof(int), lo, hi, h }
-#define L(sec, n, lo, hi, h) { sec, #n, K_LONG, offsetof(struct config, n), sizeof(long), lo, hi, h }
+#define S(sec, n, h)                                                                               \
+    {                                                                                              \
+        sec, #n, K_STR, offsetof(struct config, n), sizeof(((struct config *)0)->n), 0, 0, h       \
+    }
+#define I(sec, n, lo, hi, h)                                                                       \
+    {                                                                                              \
+        sec, #n, K_INT, offsetof(struct config, n), sizeof(int), lo, hi, h                         \
+    }
+#define L(sec, n, lo, hi, h)                                                                       \
+    {                                                                                              \
+        sec, #n, K_LONG, offsetof(struct config, n), sizeof(long), lo, hi, h                       \
+    }
 
 static const struct key keys[] = {
     S("server", bind, "address to listen on (127.0.0.1 = this machine only; 0.0.0.0 = LAN)"),
@@ -110,12 +119,12 @@ void config_defaults(struct config *c)
 static const struct key *find_key(const char *name)
 {
     for (size_t i = 0; i < NKEYS; i++)
-        if (strcmp(keys[i].name, name) == 0)
-            return &keys[i];
+        if (strcmp(keys[i].name, name) == 0) return &keys[i];
     return NULL;
 }
 
-static int set_key(struct config *c, const struct key *k, const char *value, char *err, size_t errlen)
+static int set_key(struct config *c, const struct key *k, const char *value, char *err,
+                   size_t errlen)
 {
     char *base = (char *)c + k->off;
     if (k->kind == K_STR) {
@@ -129,7 +138,8 @@ static int set_key(struct config *c, const struct key *k, const char *value, cha
     char *end;
     errno = 0;
     long long v = strtoll(value, &end, 10);
-    while (end && (*end == ' ' || *end == '\t')) end++;
+    while (end && (*end == ' ' || *end == '\t'))
+        end++;
     if (errno || end == value || *end) {
         snprintf(err, errlen, "%s: '%s' is not an integer", k->name, value);
         return CONFIG_ERR;
@@ -138,8 +148,10 @@ static int set_key(struct config *c, const struct key *k, const char *value, cha
         snprintf(err, errlen, "%s: %lld is out of range [%ld, %ld]", k->name, v, k->min, k->max);
         return CONFIG_ERR;
     }
-    if (k->kind == K_INT) *(int *)base = (int)v;
-    else *(long *)base = (long)v;
+    if (k->kind == K_INT)
+        *(int *)base = (int)v;
+    else
+        *(long *)base = (long)v;
     return CONFIG_OK;
 }
 
@@ -153,7 +165,13 @@ int config_set(struct config *c, const char *key, const char *value, char *err, 
     return set_key(c, k, value, err, errlen);
 }
 
-struct ini_ctx { struct config *c; char *err; size_t errlen; int failed; const char *path; };
+struct ini_ctx {
+    struct config *c;
+    char *err;
+    size_t errlen;
+    int failed;
+    const char *path;
+};
 
 static int on_ini_line(void *user, const char *section, const char *name, const char *value)
 {
@@ -182,7 +200,7 @@ int config_load_file(struct config *c, const char *path, int required, char *err
         snprintf(err, errlen, "config %s: %s", path, strerror(errno));
         return CONFIG_ERR;
     }
-    struct ini_ctx x = { c, err, errlen, 0, path };
+    struct ini_ctx x = {c, err, errlen, 0, path};
     int rc = ini_parse_file(fp, on_ini_line, &x);
     fclose(fp);
     if (x.failed) return CONFIG_ERR;
@@ -235,13 +253,13 @@ int config_validate(const struct config *c, char *err, size_t errlen)
         return CONFIG_ERR;
     }
     if (c->default_max_tokens > c->max_tokens) {
-        snprintf(err, errlen, "default_max_tokens: %d exceeds max_tokens %d",
-                 c->default_max_tokens, c->max_tokens);
+        snprintf(err, errlen, "default_max_tokens: %d exceeds max_tokens %d", c->default_max_tokens,
+                 c->max_tokens);
         return CONFIG_ERR;
     }
     if (c->max_image_bytes > c->max_body_bytes) {
-        snprintf(err, errlen, "max_image_bytes: %ld exceeds max_body_bytes %ld",
-                 c->max_image_bytes, c->max_body_bytes);
+        snprintf(err, errlen, "max_image_bytes: %ld exceeds max_body_bytes %ld", c->max_image_bytes,
+                 c->max_body_bytes);
         return CONFIG_ERR;
     }
     if (c->max_prompt_tokens >= c->ctx_size) {
@@ -250,7 +268,8 @@ int config_validate(const struct config *c, char *err, size_t errlen)
         return CONFIG_ERR;
     }
     if (log_level_parse(c->log_level) < 0) {
-        snprintf(err, errlen, "log_level: '%s' is not one of error, warn, info, debug", c->log_level);
+        snprintf(err, errlen, "log_level: '%s' is not one of error, warn, info, debug",
+                 c->log_level);
         return CONFIG_ERR;
     }
     return CONFIG_OK;
@@ -266,14 +285,15 @@ void config_resolve_path(const struct config *c, const char *path, char *out, si
 
 void config_print_help(const char *prog)
 {
-    printf("usage: %s [options]\n\n"
-           "Serves a ternary vision-language model over HTTP (native, Ollama and OpenAI APIs).\n\n"
-           "  --config PATH     config file (default %s; env TERND_CONFIG)\n"
-           "  --help            this text\n"
-           "  --version         print the version\n\n"
-           "Every config key is also a flag (--key VALUE or --key=VALUE; '-' or '_' alike)\n"
-           "and an environment variable TERND_<KEY>. Precedence: flags > env > file > defaults.\n\n",
-           prog, CONFIG_DEFAULT_PATH);
+    printf(
+        "usage: %s [options]\n\n"
+        "Serves a ternary vision-language model over HTTP (native, Ollama and OpenAI APIs).\n\n"
+        "  --config PATH     config file (default %s; env TERND_CONFIG)\n"
+        "  --help            this text\n"
+        "  --version         print the version\n\n"
+        "Every config key is also a flag (--key VALUE or --key=VALUE; '-' or '_' alike)\n"
+        "and an environment variable TERND_<KEY>. Precedence: flags > env > file > defaults.\n\n",
+        prog, CONFIG_DEFAULT_PATH);
     struct config d;
     config_defaults(&d);
     const char *sec = "";
@@ -282,12 +302,16 @@ void config_print_help(const char *prog)
         if (strcmp(sec, k->section) != 0) printf("[%s]\n", sec = k->section);
         char def[CONFIG_STR + 2];
         const char *base = (const char *)&d + k->off;
-        if (k->kind == K_STR) snprintf(def, sizeof def, "%s", base);
-        else if (k->kind == K_INT) snprintf(def, sizeof def, "%d", *(const int *)base);
-        else snprintf(def, sizeof def, "%ld", *(const long *)base);
+        if (k->kind == K_STR)
+            snprintf(def, sizeof def, "%s", base);
+        else if (k->kind == K_INT)
+            snprintf(def, sizeof def, "%d", *(const int *)base);
+        else
+            snprintf(def, sizeof def, "%ld", *(const long *)base);
         char flag[64];
         size_t n = 0;
-        for (; k->name[n] && n + 1 < sizeof flag; n++) flag[n] = k->name[n] == '_' ? '-' : k->name[n];
+        for (; k->name[n] && n + 1 < sizeof flag; n++)
+            flag[n] = k->name[n] == '_' ? '-' : k->name[n];
         flag[n] = 0;
         printf("  --%-20s %s (default: %s)\n", flag, k->help, def[0] ? def : "\"\"");
     }
@@ -297,12 +321,13 @@ void config_print_help(const char *prog)
 static void flag_to_key(const char *flag, size_t n, char *out, size_t outlen)
 {
     size_t i = 0;
-    for (; i < n && i + 1 < outlen; i++) out[i] = flag[i] == '-' ? '_' : flag[i];
+    for (; i < n && i + 1 < outlen; i++)
+        out[i] = flag[i] == '-' ? '_' : flag[i];
     out[i] = 0;
 }
 
-int config_load(struct config *c, int argc, char **argv, char *const *envp,
-                char *err, size_t errlen)
+int config_load(struct config *c, int argc, char **argv, char *const *envp, char *err,
+                size_t errlen)
 {
     config_defaults(c);
     const char *path = NULL;

@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 #ifdef TERN_CONFIG_PATH
-#define CONFIG_DEFAULT_PATH TERN_CONFIG_PATH   /* from meson: sysconfdir/ternd/ternd.conf */
+#define CONFIG_DEFAULT_PATH TERN_CONFIG_PATH /* from meson: sysconfdir/ternd/ternd.conf */
 #else
 #define CONFIG_DEFAULT_PATH "/etc/ternd/ternd.conf"
 #endif
@@ -15,40 +15,40 @@
 struct config {
     /* [server] */
     char bind[CONFIG_STR];
-    int  port;
-    int  max_connections;
-    int  connection_timeout;      /* seconds a connection may sit idle or trickle */
-    char api_keys[CONFIG_STR];    /* comma-separated; empty = no auth */
+    int port;
+    int max_connections;
+    int connection_timeout;    /* seconds a connection may sit idle or trickle */
+    char api_keys[CONFIG_STR]; /* comma-separated; empty = no auth */
     char api_key_file[CONFIG_STR];
     /* [model] */
-    char engine[32];              /* "model" (the real engine) or "echo" (test double) */
+    char engine[32]; /* "model" (the real engine) or "echo" (test double) */
     char model[CONFIG_STR];
     char mmproj[CONFIG_STR];
-    char model_name[128];         /* name shown by the APIs; "" = from the file name */
-    char data_dir[CONFIG_STR];    /* relative model paths resolve against it */
-    int  threads;                 /* 0 = one per core */
-    int  ctx_size;                /* tokens of KV cache per slot */
-    int  echo_delay_ms;           /* echo engine only: sleep per step */
+    char model_name[128];      /* name shown by the APIs; "" = from the file name */
+    char data_dir[CONFIG_STR]; /* relative model paths resolve against it */
+    int threads;               /* 0 = one per core */
+    int ctx_size;              /* tokens of KV cache per slot */
+    int echo_delay_ms;         /* echo engine only: sleep per step */
     /* [scheduler] */
-    int  slots;
-    int  queue;
-    int  prefill_chunk;           /* prompt tokens prefilled per step per slot */
-    int  request_timeout;         /* seconds from arrival to done */
-    int  drain_timeout;           /* seconds SIGTERM waits for running work */
+    int slots;
+    int queue;
+    int prefill_chunk;   /* prompt tokens prefilled per step per slot */
+    int request_timeout; /* seconds from arrival to done */
+    int drain_timeout;   /* seconds SIGTERM waits for running work */
     /* [limits] */
     long max_body_bytes;
     long max_header_bytes;
     long max_image_bytes;
     long max_image_pixels;
-    int  max_images;
-    int  max_prompt_tokens;
-    int  max_tokens;              /* cap on a request's max_tokens */
-    int  default_max_tokens;
+    int max_images;
+    int max_prompt_tokens;
+    int max_tokens; /* cap on a request's max_tokens */
+    int default_max_tokens;
     /* [stats] */
-    char db[CONFIG_STR];          /* "" disables stats */
-    int  retention_days;
-    int  sample_interval;         /* seconds between samples rows */
-    int  stats_queue;             /* records buffered before dropping */
+    char db[CONFIG_STR]; /* "" disables stats */
+    int retention_days;
+    int sample_interval; /* seconds between samples rows */
+    int stats_queue;     /* records buffered before dropping */
     /* [log] */
     char log_level[16];
     char log_file[CONFIG_STR];
@@ -60,16 +60,16 @@ enum { CONFIG_OK = 0, CONFIG_ERR = -1, CONFIG_EXIT = 1 /* --help / --version pri
 
 void config_defaults(struct config *c);
 /* A missing file is an error only when required (an explicit --config). */
-int  config_load_file(struct config *c, const char *path, int required, char *err, size_t errlen);
+int config_load_file(struct config *c, const char *path, int required, char *err, size_t errlen);
 /* envp: NULL-terminated "KEY=value" list (environ in main, a fixture in tests). */
-int  config_apply_env(struct config *c, char *const *envp, char *err, size_t errlen);
+int config_apply_env(struct config *c, char *const *envp, char *err, size_t errlen);
 /* Full startup sequence: defaults, file (--config, TERND_CONFIG or the default path),
  * environment, flags; then validation. Returns CONFIG_OK, CONFIG_ERR or CONFIG_EXIT. */
-int  config_load(struct config *c, int argc, char **argv, char *const *envp,
-                 char *err, size_t errlen);
+int config_load(struct config *c, int argc, char **argv, char *const *envp, char *err,
+                size_t errlen);
 /* Set one key from its string value, validating it. */
-int  config_set(struct config *c, const char *key, const char *value, char *err, size_t errlen);
-int  config_validate(const struct config *c, char *err, size_t errlen);
+int config_set(struct config *c, const char *key, const char *value, char *err, size_t errlen);
+int config_validate(const struct config *c, char *err, size_t errlen);
 /* Resolve a possibly relative model path against data_dir into out. */
 void config_resolve_path(const struct config *c, const char *path, char *out, size_t outlen);
 void config_print_help(const char *prog);

@@ -24,24 +24,24 @@
 
 struct route {
     const char *method, *path;
-    const struct api_gen *gen;            /* generation endpoint, or */
-    int (*handler)(struct http_req *r);   /* plain handler */
-    int open;                             /* no API key needed */
+    const struct api_gen *gen;          /* generation endpoint, or */
+    int (*handler)(struct http_req *r); /* plain handler */
+    int open;                           /* no API key needed */
 };
 
 static const struct route routes[] = {
-    { "POST", "/generate", &api_native_generate, NULL, 0 },
-    { "POST", "/api/generate", &api_ollama_generate, NULL, 0 },
-    { "POST", "/api/chat", &api_ollama_chat, NULL, 0 },
-    { "GET", "/api/tags", NULL, api_ollama_tags, 0 },
-    { "GET", "/api/version", NULL, api_ollama_version, 0 },
-    { "POST", "/v1/chat/completions", &api_openai_chat, NULL, 0 },
-    { "GET", "/v1/models", NULL, api_openai_models, 0 },
-    { "GET", "/health", NULL, api_health, 1 },
-    { "GET", "/ready", NULL, api_ready, 1 },
-    { "GET", "/metrics", NULL, api_metrics, 0 },
-    { "GET", "/stats", NULL, api_stats, 0 },
-    { "GET", "/", NULL, api_index, 1 },
+    {"POST", "/generate", &api_native_generate, NULL, 0},
+    {"POST", "/api/generate", &api_ollama_generate, NULL, 0},
+    {"POST", "/api/chat", &api_ollama_chat, NULL, 0},
+    {"GET", "/api/tags", NULL, api_ollama_tags, 0},
+    {"GET", "/api/version", NULL, api_ollama_version, 0},
+    {"POST", "/v1/chat/completions", &api_openai_chat, NULL, 0},
+    {"GET", "/v1/models", NULL, api_openai_models, 0},
+    {"GET", "/health", NULL, api_health, 1},
+    {"GET", "/ready", NULL, api_ready, 1},
+    {"GET", "/metrics", NULL, api_metrics, 0},
+    {"GET", "/stats", NULL, api_stats, 0},
+    {"GET", "/", NULL, api_index, 1},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
@@ -55,7 +55,7 @@ struct http {
     struct server *srv;
     struct MHD_Daemon *d;
     int port;
-    int streams;                 /* atomic */
+    int streams; /* atomic */
 };
 
 struct http_req {
@@ -63,7 +63,7 @@ struct http_req {
     struct server *srv;
     struct MHD_Connection *conn;
     const struct route *route;
-    const char *endpoint;        /* label for metrics and stats */
+    const char *endpoint; /* label for metrics and stats */
     char method[8];
     double t0, wall0;
     char request_id[40];
@@ -73,17 +73,20 @@ struct http_req {
     struct MHD_PostProcessor *pp;
     struct form_field form[MAX_FORM_FIELDS];
     int nform;
-    struct api_error early;      /* an error found while the body was arriving */
+    struct api_error early; /* an error found while the body was arriving */
     int has_early;
-    int status;                  /* status of the queued response, 0 = none yet */
+    int status; /* status of the queued response, 0 = none yet */
     char error[256];
-    char allow[64];              /* for 405 */
-    struct job *job;             /* set once a generation job exists: it records the stats */
+    char allow[64];  /* for 405 */
+    struct job *job; /* set once a generation job exists: it records the stats */
 };
 
 /* ---------- replies ---------- */
 
-struct server *http_server(struct http_req *r) { return r->srv; }
+struct server *http_server(struct http_req *r)
+{
+    return r->srv;
+}
 
 const char *http_query(struct http_req *r, const char *key)
 {
@@ -96,9 +99,11 @@ static void common_headers(struct http_req *r, struct MHD_Response *resp)
     MHD_add_response_header(resp, "Server", "ternd/" TERN_VERSION);
 }
 
-void http_reply(struct http_req *r, int status, const char *content_type, const void *body, size_t len)
+void http_reply(struct http_req *r, int status, const char *content_type, const void *body,
+                size_t len)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!resp) return;
     MHD_add_response_header(resp, "Content-Type", content_type);
     common_headers(r, resp);
@@ -121,12 +126,13 @@ void http_reply_json(struct http_req *r, int status, cJSON *body)
     char *s = body ? cJSON_PrintUnformatted(body) : NULL;
     cJSON_Delete(body);
     if (!s) {
-        static const char oom[] = "{\"error\":{\"type\":\"internal\",\"message\":\"out of memory\"}}";
+        static const char oom[] =
+            "{\"error\":{\"type\":\"internal\",\"message\":\"out of memory\"}}";
         http_reply(r, 500, "application/json", oom, sizeof oom - 1);
         return;
     }
     size_t n = strlen(s);
-    s[n] = '\n';   /* replaces the NUL: send a trailing newline like curl-friendly APIs do */
+    s[n] = '\n'; /* replaces the NUL: send a trailing newline like curl-friendly APIs do */
     http_reply(r, status, "application/json", s, n + 1);
     free(s);
 }
@@ -141,7 +147,7 @@ static void fail(struct http_req *r, int status, const char *type, const char *f
     __attribute__((format(printf, 4, 5)));
 static void fail(struct http_req *r, int status, const char *type, const char *fmt, ...)
 {
-    struct api_error e = { status, "", "" };
+    struct api_error e = {status, "", ""};
     snprintf(e.type, sizeof e.type, "%s", type);
     va_list ap;
     va_start(ap, fmt);
@@ -163,7 +169,9 @@ static void fill_record(struct stats_record *rec, struct http_req *r)
     rec->http_status = r->status;
     snprintf(rec->error, sizeof rec->error, "%s", r->error);
     snprintf(rec->status, sizeof rec->status, "%s",
-             r->status == 503 ? "rejected" : r->status >= 400 ? "error" : "ok");
+             r->status == 503   ? "rejected"
+             : r->status >= 400 ? "error"
+                                : "ok");
     rec->prompt_tokens = rec->image_tokens = rec->completion_tokens = -1;
     rec->queue_ms = rec->vision_ms = rec->prefill_ms = rec->ttft_ms = rec->decode_ms = -1;
     rec->decode_tokens_per_s = -1;
@@ -184,9 +192,12 @@ static void record_job(struct job *j, void *ctx)
     snprintf(rec.model, sizeof rec.model, "%s", j->model);
     rec.http_status = j->http_status;
     int done = j->done;
-    if (j->http_status == 503) snprintf(rec.status, sizeof rec.status, "rejected");
-    else if (j->http_status == 499 && done == DONE_NONE) snprintf(rec.status, sizeof rec.status, "cancelled");
-    else snprintf(rec.status, sizeof rec.status, "%s", done ? job_done_name(done) : "error");
+    if (j->http_status == 503)
+        snprintf(rec.status, sizeof rec.status, "rejected");
+    else if (j->http_status == 499 && done == DONE_NONE)
+        snprintf(rec.status, sizeof rec.status, "cancelled");
+    else
+        snprintf(rec.status, sizeof rec.status, "%s", done ? job_done_name(done) : "error");
     snprintf(rec.error, sizeof rec.error, "%s", j->error);
     int ran = done != DONE_NONE && j->t.queue_ms >= 0;
     rec.prompt_tokens = ran ? j->prompt_tokens : -1;
@@ -199,7 +210,8 @@ static void record_job(struct job *j, void *ctx)
     rec.decode_ms = j->t.decode_ms;
     rec.total_ms = j->t.total_ms >= 0 ? j->t.total_ms : (job_now() - j->t_arrival) * 1e3;
     rec.decode_tokens_per_s = j->completion_tokens > 1 && j->t.decode_ms > 0
-        ? (j->completion_tokens - 1) / (j->t.decode_ms / 1e3) : -1;
+                                  ? (j->completion_tokens - 1) / (j->t.decode_ms / 1e3)
+                                  : -1;
     stats_rss(&rec.rss_kb, &rec.rss_peak_kb);
     if (ran) metrics_observe(srv->metrics, HIST_REQUEST_SECONDS, rec.total_ms / 1e3);
     stats_record(srv->stats, &rec);
@@ -271,8 +283,8 @@ static int conn_fd(struct http_req *r)
  * go straight to the job as images. */
 static cJSON *form_to_json(struct http_req *r, struct job *j, struct api_error *e)
 {
-    static const char *numeric[] = { "max_tokens", "temperature", "top_k", "top_p", "min_p",
-                                     "repeat_penalty", "seed" };
+    static const char *numeric[] = {"max_tokens", "temperature",    "top_k", "top_p",
+                                    "min_p",      "repeat_penalty", "seed"};
     cJSON *o = cJSON_CreateObject();
     for (int i = 0; i < r->nform; i++) {
         struct form_field *f = &r->form[i];
@@ -293,8 +305,10 @@ static cJSON *form_to_json(struct http_req *r, struct job *j, struct api_error *
                 if (end != v && *end == 0) item = cJSON_CreateNumber(d);
             }
         if (!item && strcmp(f->key, "stream") == 0) {
-            if (!strcmp(v, "true") || !strcmp(v, "1")) item = cJSON_CreateTrue();
-            else if (!strcmp(v, "false") || !strcmp(v, "0")) item = cJSON_CreateFalse();
+            if (!strcmp(v, "true") || !strcmp(v, "1"))
+                item = cJSON_CreateTrue();
+            else if (!strcmp(v, "false") || !strcmp(v, "0"))
+                item = cJSON_CreateFalse();
         }
         if (!item) item = cJSON_CreateString(v);
         cJSON_AddItemToObject(o, f->key, item);
@@ -318,7 +332,7 @@ static enum MHD_Result run_generation(struct http_req *r)
 {
     struct server *srv = r->srv;
     const struct api_gen *gen = r->route->gen;
-    struct api_error e = { 0, "", "" };
+    struct api_error e = {0, "", ""};
     struct job *j = job_create();
     if (!j) {
         fail(r, 500, "internal", "out of memory");
@@ -332,7 +346,8 @@ static enum MHD_Result run_generation(struct http_req *r)
         if (!root) {
             const char *at = cJSON_GetErrorPtr();
             long off = at && r->body.p && at >= r->body.p && at <= r->body.p + r->body.len
-                ? (long)(at - r->body.p) : 0;
+                           ? (long)(at - r->body.p)
+                           : 0;
             codec_fail(&e, 400, "invalid_request", "malformed JSON near byte %ld", off);
         } else if (!cJSON_IsObject(root)) {
             codec_fail(&e, 400, "invalid_request", "request body must be a JSON object");
@@ -365,13 +380,16 @@ static enum MHD_Result run_generation(struct http_req *r)
     snprintf(j->model, sizeof j->model, "%s", srv->info.name);
     j->on_release = record_job;
     j->on_release_ctx = srv;
-    r->job = j;   /* from here on the job writes this request's stats row */
+    r->job = j; /* from here on the job writes this request's stats row */
 
     int rc = sched_submit(srv->sched, j);
     if (rc != SCHED_OK) {
-        if (rc == SCHED_FULL) fail(r, 503, "overloaded", "all %d slots are busy and %d requests are queued; retry later",
-                                   srv->cfg->slots, srv->cfg->queue);
-        else fail(r, 503, "unavailable", "the server is shutting down");
+        if (rc == SCHED_FULL)
+            fail(r, 503, "overloaded",
+                 "all %d slots are busy and %d requests are queued; retry later", srv->cfg->slots,
+                 srv->cfg->queue);
+        else
+            fail(r, 503, "unavailable", "the server is shutting down");
         snprintf(j->error, sizeof j->error, "%s", r->error);
         return MHD_YES;
     }
@@ -424,8 +442,8 @@ static enum MHD_Result run_generation(struct http_req *r)
     st->gen = gen;
     st->ctx = ctx;
     st->sock = sock;
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, st, stream_free);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
+                                                                  stream_read, st, stream_free);
     if (!resp) {
         stream_free(st);
         fail(r, 500, "internal", "out of memory");
@@ -442,7 +460,7 @@ static enum MHD_Result run_generation(struct http_req *r)
 
 gone:
     job_cancel(j);
-    r->status = 499;   /* nginx's "client closed request", for the stats row only */
+    r->status = 499; /* nginx's "client closed request", for the stats row only */
     snprintf(r->error, sizeof r->error, "client disconnected");
     return MHD_NO;
 }
@@ -459,7 +477,8 @@ static enum MHD_Result on_form(void *cls, enum MHD_ValueKind kind, const char *k
     struct form_field *f = r->nform ? &r->form[r->nform - 1] : NULL;
     if (!f || off == 0 || strcmp(f->key, key) != 0) {
         if (r->nform == MAX_FORM_FIELDS) {
-            codec_fail(&r->early, 400, "invalid_request", "too many form fields (max %d)", MAX_FORM_FIELDS);
+            codec_fail(&r->early, 400, "invalid_request", "too many form fields (max %d)",
+                       MAX_FORM_FIELDS);
             r->has_early = 1;
             return MHD_NO;
         }
@@ -492,15 +511,18 @@ static void new_request_id(char *out, size_t n)
     unsigned char b[8];
     if (getrandom(b, sizeof b, GRND_NONBLOCK) != sizeof b) {
         static unsigned long long ctr;
-        unsigned long long v = __atomic_add_fetch(&ctr, 1, __ATOMIC_RELAXED) ^ (unsigned long long)job_now();
+        unsigned long long v =
+            __atomic_add_fetch(&ctr, 1, __ATOMIC_RELAXED) ^ (unsigned long long)job_now();
         memcpy(b, &v, sizeof b);
     }
-    snprintf(out, n, "req-%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+    snprintf(out, n, "req-%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
+             b[6], b[7]);
 }
 
 static void client_addr(struct MHD_Connection *conn, char *out, size_t n)
 {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     out[0] = 0;
     if (!ci || !ci->client_addr) return;
     const struct sockaddr *sa = ci->client_addr;
@@ -530,8 +552,9 @@ static void first_call(struct http_req *r, const char *method, const char *url)
                 if (strcmp(routes[i].path, url) == 0)
                     snprintf(allow + strlen(allow), sizeof r->allow - strlen(allow), "%s%s",
                              allow[0] ? ", " : "", routes[i].method);
-            codec_fail(&r->early, 405, "method_not_allowed", "%s %s: allowed: %s", method, url, allow);
-            for (size_t i = 0; i < NROUTES; i++)   /* endpoint label from the table: static storage */
+            codec_fail(&r->early, 405, "method_not_allowed", "%s %s: allowed: %s", method, url,
+                       allow);
+            for (size_t i = 0; i < NROUTES; i++) /* endpoint label from the table: static storage */
                 if (strcmp(routes[i].path, url) == 0) r->endpoint = routes[i].path;
         } else {
             codec_fail(&r->early, 404, "not_found", "no such endpoint: %s %s", method, url);
@@ -551,15 +574,17 @@ static void first_call(struct http_req *r, const char *method, const char *url)
     if (strcmp(r->route->method, "POST") != 0) return;
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
     if (cl && strtoll(cl, NULL, 10) > srv->cfg->max_body_bytes) {
-        codec_fail(&r->early, 413, "payload_too_large", "request body of %s bytes exceeds the limit of %ld bytes",
-                   cl, srv->cfg->max_body_bytes);
+        codec_fail(&r->early, 413, "payload_too_large",
+                   "request body of %s bytes exceeds the limit of %ld bytes", cl,
+                   srv->cfg->max_body_bytes);
         r->has_early = 1;
         return;
     }
     const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
     if (ct && media_type_is(ct, "multipart/form-data")) {
         if (r->route->gen != &api_native_generate) {
-            codec_fail(&r->early, 415, "unsupported_media_type", "%s accepts application/json only", url);
+            codec_fail(&r->early, 415, "unsupported_media_type", "%s accepts application/json only",
+                       url);
             r->has_early = 1;
             return;
         }
@@ -609,11 +634,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (r->has_early) return MHD_YES;    /* discard the rest of a refused body */
+        if (r->has_early) return MHD_YES; /* discard the rest of a refused body */
         r->body_seen += (long long)n;
         if (r->body_seen > r->srv->cfg->max_body_bytes) {
-            codec_fail(&r->early, 413, "payload_too_large", "request body exceeds the limit of %ld bytes",
-                       r->srv->cfg->max_body_bytes);
+            codec_fail(&r->early, 413, "payload_too_large",
+                       "request body exceeds the limit of %ld bytes", r->srv->cfg->max_body_bytes);
             r->has_early = 1;
             sbuf_free(&r->body);
             return MHD_YES;
@@ -651,7 +676,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->status == 0) r->status = 500;
     metrics_request(r->srv->metrics, r->endpoint, r->status);
     /* Access log: generations and errors at info, the rest (probes, scrapes) at debug. */
-    log_msg(r->route && r->route->gen ? LOG_LVL_INFO : r->status >= 400 ? LOG_LVL_INFO : LOG_LVL_DEBUG,
+    log_msg(r->route && r->route->gen ? LOG_LVL_INFO
+            : r->status >= 400        ? LOG_LVL_INFO
+                                      : LOG_LVL_DEBUG,
             "%s %s %s %d %.1f ms %s%s%s", r->client, r->method, r->endpoint, r->status,
             (job_now() - r->t0) * 1e3, r->request_id, r->error[0] ? " " : "", r->error);
     if (r->job) {
@@ -667,7 +694,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         stats_record(r->srv->stats, &rec);
     }
     if (r->pp) MHD_destroy_post_processor(r->pp);
-    for (int i = 0; i < r->nform; i++) sbuf_free(&r->form[i].value);
+    for (int i = 0; i < r->nform; i++)
+        sbuf_free(&r->form[i].value);
     sbuf_free(&r->body);
     free(r);
 }
@@ -678,7 +706,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
-    while (n && msg[n - 1] == '\n') msg[--n] = 0;
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = 0;
     log_warn("http: %s", msg);
 }
 
@@ -709,14 +738,12 @@ struct http *http_start(struct server *srv, char *err, size_t errlen)
         free(h);
         return NULL;
     }
-    h->d = MHD_start_daemon(flags, (uint16_t)c->port, NULL, NULL, on_request, h,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)c->max_header_bytes,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-                            MHD_OPTION_END);
+    h->d = MHD_start_daemon(
+        flags, (uint16_t)c->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)c->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)c->max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "http: cannot listen on %s:%d (address in use or not available?)",
                  c->bind, c->port);
@@ -728,9 +755,15 @@ struct http *http_start(struct server *srv, char *err, size_t errlen)
     return h;
 }
 
-int http_port(const struct http *h) { return h->port; }
+int http_port(const struct http *h)
+{
+    return h->port;
+}
 
-int http_active_streams(struct http *h) { return __atomic_load_n(&h->streams, __ATOMIC_RELAXED); }
+int http_active_streams(struct http *h)
+{
+    return __atomic_load_n(&h->streams, __ATOMIC_RELAXED);
+}
 
 void http_quiesce(struct http *h)
 {

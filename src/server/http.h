@@ -15,16 +15,16 @@ struct http *http_start(struct server *srv, char *err, size_t errlen);
 /* Stop accepting new connections (drain); existing ones finish. */
 void http_quiesce(struct http *h);
 void http_stop(struct http *h);
-int  http_port(const struct http *h);   /* the bound port (useful with port 0) */
+int http_port(const struct http *h); /* the bound port (useful with port 0) */
 /* Streaming responses still sending (shutdown waits for them briefly). */
-int  http_active_streams(struct http *h);
+int http_active_streams(struct http *h);
 
 /* For route handlers. */
 struct server *http_server(struct http_req *r);
 const char *http_query(struct http_req *r, const char *key);
-void http_reply_json(struct http_req *r, int status, cJSON *body);     /* takes body */
+void http_reply_json(struct http_req *r, int status, cJSON *body); /* takes body */
 void http_reply(struct http_req *r, int status, const char *content_type, const void *body,
-                size_t len);                                          /* copies body */
+                size_t len); /* copies body */
 void http_reply_error(struct http_req *r, const struct api_error *e);
 
 #endif

@@ -29,7 +29,7 @@ struct job *job_create(void)
     }
     pthread_mutex_init(&j->mu, NULL);
     j->refs = 1;
-    j->t = (struct job_timings){ -1, -1, -1, -1, -1, -1 };
+    j->t = (struct job_timings){-1, -1, -1, -1, -1, -1};
     j->t_arrival = job_now();
     return j;
 }
@@ -49,10 +49,13 @@ void job_unref(struct job *j)
     pthread_mutex_unlock(&j->mu);
     if (!last) return;
     if (j->on_release) j->on_release(j, j->on_release_ctx);
-    for (int i = 0; i < j->n_msgs; i++) free(j->msgs[i].text);
+    for (int i = 0; i < j->n_msgs; i++)
+        free(j->msgs[i].text);
     free(j->msgs);
-    for (int i = 0; i < j->n_images; i++) free(j->images[i].rgb);
-    for (int i = 0; i < j->params.n_stop; i++) free(j->params.stop[i]);
+    for (int i = 0; i < j->n_images; i++)
+        free(j->images[i].rgb);
+    for (int i = 0; i < j->params.n_stop; i++)
+        free(j->params.stop[i]);
     free(j->text);
     free(j->piece_end);
     close(j->notify_fd);
@@ -69,7 +72,7 @@ int job_add_msg(struct job *j, int role, const char *text, size_t len, int n_ima
     if (!t) return -1;
     memcpy(t, text, len);
     t[len] = 0;
-    m[j->n_msgs++] = (struct job_msg){ role, t, n_images };
+    m[j->n_msgs++] = (struct job_msg){role, t, n_images};
     return 0;
 }
 
@@ -86,7 +89,8 @@ int job_push(struct job *j, const char *s, size_t n)
     pthread_mutex_lock(&j->mu);
     if (j->text_len + n + 1 > j->text_cap) {
         size_t cap = j->text_cap ? j->text_cap : 256;
-        while (cap < j->text_len + n + 1) cap *= 2;
+        while (cap < j->text_len + n + 1)
+            cap *= 2;
         char *t = realloc(j->text, cap);
         if (!t) {
             pthread_mutex_unlock(&j->mu);
@@ -175,7 +179,7 @@ int job_wait(struct job *j, int sock_fd, double deadline)
         pthread_mutex_unlock(&j->mu);
         if (ready) return 1;
 
-        struct pollfd p[2] = { { j->notify_fd, POLLIN, 0 }, { sock_fd, POLLRDHUP, 0 } };
+        struct pollfd p[2] = {{j->notify_fd, POLLIN, 0}, {sock_fd, POLLRDHUP, 0}};
         int timeout = -1;
         if (deadline > 0) {
             double left = deadline - job_now();
@@ -184,8 +188,7 @@ int job_wait(struct job *j, int sock_fd, double deadline)
         }
         int rc = poll(p, sock_fd >= 0 ? 2 : 1, timeout);
         if (rc < 0 && errno != EINTR) return -1;
-        if (rc > 0 && sock_fd >= 0 && (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR)))
-            return -1;
+        if (rc > 0 && sock_fd >= 0 && (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR))) return -1;
         if (rc > 0 && (p[0].revents & POLLIN)) {
             uint64_t v;
             ssize_t r = read(j->notify_fd, &v, sizeof v);
@@ -212,15 +215,22 @@ size_t job_utf8_sanitize(const char *in, size_t n, char *out)
     size_t o = 0, i = 0;
     while (i < n) {
         unsigned c = s[i];
-        size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        size_t len = c < 0x80             ? 1
+                     : (c & 0xE0) == 0xC0 ? 2
+                     : (c & 0xF0) == 0xE0 ? 3
+                     : (c & 0xF8) == 0xF0 ? 4
+                                          : 0;
         int ok = len > 0 && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++) ok = (s[i + k] & 0xC0) == 0x80;
+        for (size_t k = 1; ok && k < len; k++)
+            ok = (s[i + k] & 0xC0) == 0x80;
         if (ok && len > 1) {
             /* reject overlong forms, surrogates and code points past U+10FFFF */
-            unsigned cp = len == 2 ? (c & 0x1F) << 6 | (s[i + 1] & 0x3F)
-                        : len == 3 ? (c & 0x0F) << 12 | (s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F)
-                        : (c & 0x07) << 18 | (s[i + 1] & 0x3F) << 12 | (s[i + 2] & 0x3F) << 6 | (s[i + 3] & 0x3F);
-            ok = (len == 2 && cp >= 0x80) || (len == 3 && cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF)) ||
+            unsigned cp = len == 2   ? (c & 0x1F) << 6 | (s[i + 1] & 0x3F)
+                          : len == 3 ? (c & 0x0F) << 12 | (s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F)
+                                     : (c & 0x07) << 18 | (s[i + 1] & 0x3F) << 12 |
+                                           (s[i + 2] & 0x3F) << 6 | (s[i + 3] & 0x3F);
+            ok = (len == 2 && cp >= 0x80) ||
+                 (len == 3 && cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF)) ||
                  (len == 4 && cp >= 0x10000 && cp <= 0x10FFFF);
         }
         if (ok && c != 0) {

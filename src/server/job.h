@@ -14,9 +14,9 @@
 enum job_role { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
 
 struct job_msg {
-    int role;           /* enum job_role */
+    int role; /* enum job_role */
     char *text;
-    int n_images;       /* images (in order of job->images) that precede this message's text */
+    int n_images; /* images (in order of job->images) that precede this message's text */
 };
 
 struct job_image {
@@ -28,15 +28,13 @@ struct job_params {
     int max_tokens;
     float temperature, top_p, min_p, repeat_penalty;
     int top_k;
-    uint64_t seed;      /* 0 = random */
+    uint64_t seed; /* 0 = random */
     int has_seed;
     char *stop[JOB_MAX_STOP];
     int n_stop;
 };
 
-enum job_done {
-    DONE_NONE = 0, DONE_STOP, DONE_LENGTH, DONE_CANCELLED, DONE_TIMEOUT, DONE_ERROR
-};
+enum job_done { DONE_NONE = 0, DONE_STOP, DONE_LENGTH, DONE_CANCELLED, DONE_TIMEOUT, DONE_ERROR };
 
 /* Milliseconds; -1 when the phase did not happen. */
 struct job_timings {
@@ -50,24 +48,24 @@ struct job {
     struct job_image images[JOB_MAX_IMAGES];
     int n_images;
     struct job_params params;
-    double t_arrival;          /* monotonic seconds */
-    double deadline;           /* monotonic seconds */
+    double t_arrival; /* monotonic seconds */
+    double deadline;  /* monotonic seconds */
     char request_id[40];
 
     /* ---- output: guarded by mu; the scheduler writes, the HTTP side reads ---- */
     pthread_mutex_t mu;
-    char *text;                /* all text produced so far */
+    char *text; /* all text produced so far */
     size_t text_len, text_cap;
-    size_t text_read;          /* HTTP side's position */
-    size_t *piece_end;         /* end offset of each push: one streamed chunk per token */
+    size_t text_read;  /* HTTP side's position */
+    size_t *piece_end; /* end offset of each push: one streamed chunk per token */
     size_t n_pieces, pieces_cap, pieces_read;
-    int done;                  /* enum job_done, DONE_NONE while running */
+    int done; /* enum job_done, DONE_NONE while running */
     char error[256];
-    int error_status;          /* HTTP status for DONE_ERROR: 422 bad input, 500 engine */
+    int error_status; /* HTTP status for DONE_ERROR: 422 bad input, 500 engine */
     int prompt_tokens, image_tokens, completion_tokens;
     struct job_timings t;
-    int notify_fd;             /* eventfd: written on every push and on done */
-    int cancel;                /* set by HTTP side (disconnect); read by scheduler */
+    int notify_fd; /* eventfd: written on every push and on done */
+    int cancel;    /* set by HTTP side (disconnect); read by scheduler */
 
     /* ---- for the stats record (HTTP side, before the last unref) ---- */
     int refs;
@@ -81,13 +79,13 @@ struct job {
 
 struct job *job_create(void);
 void job_ref(struct job *j);
-void job_unref(struct job *j);      /* frees on the last reference (after on_release) */
-int  job_add_msg(struct job *j, int role, const char *text, size_t len, int n_images);
+void job_unref(struct job *j); /* frees on the last reference (after on_release) */
+int job_add_msg(struct job *j, int role, const char *text, size_t len, int n_images);
 
 /* Scheduler side. */
-int  job_push(struct job *j, const char *s, size_t n);  /* append text, wake the reader */
+int job_push(struct job *j, const char *s, size_t n); /* append text, wake the reader */
 void job_finish(struct job *j, int done, const char *error);
-int  job_cancelled(struct job *j);
+int job_cancelled(struct job *j);
 
 /* HTTP side. */
 void job_cancel(struct job *j);
@@ -97,13 +95,13 @@ void job_cancel(struct job *j);
 size_t job_take(struct job *j, char **out, size_t *cap, int *done);
 /* Wait until there is something to read, the job is done, the socket (sock_fd >= 0) is
  * hung up, or the deadline passes. Returns 1 readable, 0 timed out, -1 client gone. */
-int  job_wait(struct job *j, int sock_fd, double deadline);
+int job_wait(struct job *j, int sock_fd, double deadline);
 
 /* Copies n bytes to out (room for 3n), replacing each byte that is not part of valid UTF-8
  * with U+FFFD, so every API emits valid JSON strings. Returns the bytes written. */
 size_t job_utf8_sanitize(const char *in, size_t n, char *out);
 
 const char *job_done_name(int done);
-double job_now(void);                /* monotonic seconds */
+double job_now(void); /* monotonic seconds */
 
 #endif

@@ -11,17 +11,16 @@
 static struct {
     pthread_mutex_t mu;
     int level;
-    FILE *fp;          /* NULL means stderr */
+    FILE *fp; /* NULL means stderr */
     char path[4096];
-} g_log = { PTHREAD_MUTEX_INITIALIZER, LOG_LVL_INFO, NULL, "" };
+} g_log = {PTHREAD_MUTEX_INITIALIZER, LOG_LVL_INFO, NULL, ""};
 
-static const char *level_names[] = { "error", "warn", "info", "debug" };
+static const char *level_names[] = {"error", "warn", "info", "debug"};
 
 int log_level_parse(const char *name)
 {
     for (int i = 0; i < 4; i++)
-        if (strcasecmp(name, level_names[i]) == 0)
-            return i;
+        if (strcasecmp(name, level_names[i]) == 0) return i;
     return -1;
 }
 
@@ -36,8 +35,10 @@ int log_setup(int level, const char *path)
     if (path && *path) {
         snprintf(g_log.path, sizeof g_log.path, "%s", path);
         g_log.fp = fopen(path, "a");
-        if (!g_log.fp) rc = -1;
-        else setvbuf(g_log.fp, NULL, _IOLBF, 0);
+        if (!g_log.fp)
+            rc = -1;
+        else
+            setvbuf(g_log.fp, NULL, _IOLBF, 0);
     }
     pthread_mutex_unlock(&g_log.mu);
     return rc;
@@ -80,7 +81,9 @@ void log_msg(int level, const char *fmt, ...)
     gmtime_r(&ts.tv_sec, &tm);
     int n = (int)strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
     n += snprintf(line + n, sizeof line - (size_t)n, ".%03ldZ %-5s ", ts.tv_nsec / 1000000,
-                  level_names[level < 0 ? 0 : level > 3 ? 3 : level]);
+                  level_names[level < 0   ? 0
+                              : level > 3 ? 3
+                                          : level]);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);

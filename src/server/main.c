@@ -73,17 +73,26 @@ int main(int argc, char **argv)
     config_resolve_path(&cfg, cfg.model, model, sizeof model);
     config_resolve_path(&cfg, cfg.mmproj, mmproj, sizeof mmproj);
     int is_echo = strcmp(cfg.engine, "echo") == 0;
-    if (cfg.model_name[0]) snprintf(name, sizeof name, "%s", cfg.model_name);
-    else if (is_echo) snprintf(name, sizeof name, "echo");
-    else model_name_from_path(model, name, sizeof name);
+    if (cfg.model_name[0])
+        snprintf(name, sizeof name, "%s", cfg.model_name);
+    else if (is_echo)
+        snprintf(name, sizeof name, "echo");
+    else
+        model_name_from_path(model, name, sizeof name);
 
-    struct backend_options bo = { model, mmproj, name, cfg.slots, cfg.ctx_size, threads,
-                                  cfg.prefill_chunk, cfg.echo_delay_ms };
-    struct server srv = { 0 };
+    struct backend_options bo = {model,
+                                 mmproj,
+                                 name,
+                                 cfg.slots,
+                                 cfg.ctx_size,
+                                 threads,
+                                 cfg.prefill_chunk,
+                                 cfg.echo_delay_ms};
+    struct server srv = {0};
     srv.cfg = &cfg;
     srv.started_wall = stats_wall_now();
-    srv.limits = (struct api_limits){ cfg.max_image_bytes, cfg.max_image_pixels, cfg.max_images,
-                                      cfg.max_tokens, cfg.default_max_tokens };
+    srv.limits = (struct api_limits){cfg.max_image_bytes, cfg.max_image_pixels, cfg.max_images,
+                                     cfg.max_tokens, cfg.default_max_tokens};
     if (is_echo) log_warn("engine = echo: a test double that repeats the prompt, not a model");
     srv.backend = is_echo ? backend_echo_create(&bo, err, sizeof err)
                           : backend_engine_create(&bo, err, sizeof err);
@@ -92,17 +101,20 @@ int main(int argc, char **argv)
         return 1;
     }
     srv.backend->ops->info(srv.backend, &srv.info);
-    if (!is_echo && srv.info.size_bytes == 0) srv.info.size_bytes = file_size(model) + file_size(mmproj);
+    if (!is_echo && srv.info.size_bytes == 0)
+        srv.info.size_bytes = file_size(model) + file_size(mmproj);
 
     srv.auth = auth_create(cfg.api_keys, cfg.api_key_file, err, sizeof err);
     srv.metrics = metrics_create();
-    struct sched_options so = { cfg.slots, cfg.queue, cfg.prefill_chunk };
-    if (!srv.auth || !srv.metrics || !(srv.sched = sched_create(&so, srv.backend, srv.metrics, err, sizeof err))) {
+    struct sched_options so = {cfg.slots, cfg.queue, cfg.prefill_chunk};
+    if (!srv.auth || !srv.metrics ||
+        !(srv.sched = sched_create(&so, srv.backend, srv.metrics, err, sizeof err))) {
         log_error("%s", srv.metrics ? err : "out of memory");
         return 1;
     }
     if (cfg.db[0]) {
-        struct stats_options sto = { cfg.db, cfg.stats_queue, cfg.sample_interval, cfg.retention_days };
+        struct stats_options sto = {cfg.db, cfg.stats_queue, cfg.sample_interval,
+                                    cfg.retention_days};
         if (!(srv.stats = stats_open(&sto, sample, &srv, err, sizeof err))) {
             log_error("%s", err);
             return 1;
@@ -114,9 +126,11 @@ int main(int argc, char **argv)
         return 1;
     }
     __atomic_store_n(&srv.ready, 1, __ATOMIC_RELEASE);
-    log_info("ternd %s listening on http://%s%s%s:%d (model %s, engine %s, kernels %s, %d slots, queue %d, %d threads%s%s)",
-             TERN_VERSION, strchr(cfg.bind, ':') ? "[" : "", cfg.bind, strchr(cfg.bind, ':') ? "]" : "",
-             http_port(http), srv.info.name, cfg.engine, eng_kernels_name(), cfg.slots, cfg.queue, threads,
+    log_info("ternd %s listening on http://%s%s%s:%d (model %s, engine %s, kernels %s, %d slots, "
+             "queue %d, %d threads%s%s)",
+             TERN_VERSION, strchr(cfg.bind, ':') ? "[" : "", cfg.bind,
+             strchr(cfg.bind, ':') ? "]" : "", http_port(http), srv.info.name, cfg.engine,
+             eng_kernels_name(), cfg.slots, cfg.queue, threads,
              auth_enabled(srv.auth) ? ", API keys on" : "", cfg.db[0] ? ", stats on" : "");
     sd_notify(0, "READY=1\nSTATUS=serving");
 
@@ -126,7 +140,8 @@ int main(int argc, char **argv)
         siginfo_t si;
         int sig;
         if (watchdog) {
-            struct timespec ts = { (time_t)(wd_usec / 2000000), (long)((wd_usec / 2) % 1000000) * 1000 };
+            struct timespec ts = {(time_t)(wd_usec / 2000000),
+                                  (long)((wd_usec / 2) % 1000000) * 1000};
             sig = sigtimedwait(&sigs, &si, &ts);
             int busy;
             double hb = sched_heartbeat(srv.sched, &busy);
@@ -146,12 +161,12 @@ int main(int argc, char **argv)
 
     log_info("shutting down: draining for up to %d s", cfg.drain_timeout);
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
-    __atomic_store_n(&srv.ready, 0, __ATOMIC_RELEASE);   /* /ready says "draining" */
+    __atomic_store_n(&srv.ready, 0, __ATOMIC_RELEASE); /* /ready says "draining" */
     http_quiesce(http);
     sched_drain(srv.sched, cfg.drain_timeout);
     /* Let the last final lines reach their clients before the sockets close. */
     for (int i = 0; i < 40 && http_active_streams(http) > 0; i++) {
-        struct timespec ts = { 0, 50 * 1000000L };
+        struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
     }
     http_stop(http);

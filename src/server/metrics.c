@@ -13,23 +13,31 @@ static const double bounds[METRICS_NBUCKETS] = {
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
 };
 
-static const struct { const char *name, *help; } hist_meta[HIST_COUNT] = {
-    { "ternd_request_duration_seconds", "Time from arrival to the end of a generation request." },
-    { "ternd_queue_wait_seconds", "Time a request waited for a slot." },
-    { "ternd_time_to_first_token_seconds", "Time from arrival to the first generated token." },
-    { "ternd_token_duration_seconds", "Time per generated token (one batched decode step)." },
+static const struct {
+    const char *name, *help;
+} hist_meta[HIST_COUNT] = {
+    {"ternd_request_duration_seconds", "Time from arrival to the end of a generation request."},
+    {"ternd_queue_wait_seconds", "Time a request waited for a slot."},
+    {"ternd_time_to_first_token_seconds", "Time from arrival to the first generated token."},
+    {"ternd_token_duration_seconds", "Time per generated token (one batched decode step)."},
 };
 
-static const struct { const char *name, *help; } cnt_meta[CNT_COUNT] = {
-    { "ternd_prompt_tokens_total", "Prompt tokens prefilled (image tokens included)." },
-    { "ternd_completion_tokens_total", "Tokens generated." },
-    { "ternd_rejected_queue_full_total", "Requests refused with 503 because the queue was full." },
-    { "ternd_cancelled_total", "Requests cancelled (client gone, deadline, shutdown)." },
+static const struct {
+    const char *name, *help;
+} cnt_meta[CNT_COUNT] = {
+    {"ternd_prompt_tokens_total", "Prompt tokens prefilled (image tokens included)."},
+    {"ternd_completion_tokens_total", "Tokens generated."},
+    {"ternd_rejected_queue_full_total", "Requests refused with 503 because the queue was full."},
+    {"ternd_cancelled_total", "Requests cancelled (client gone, deadline, shutdown)."},
 };
 
 #define MAX_SERIES 128
 
-struct series { char endpoint[32]; int status; long long n; };
+struct series {
+    char endpoint[32];
+    int status;
+    long long n;
+};
 
 struct metrics {
     pthread_mutex_t mu;
@@ -59,9 +67,10 @@ void metrics_observe(struct metrics *m, enum metrics_hist h, double v)
 {
     if (!m) return;
     int b = 0;
-    while (b < METRICS_NBUCKETS && v > bounds[b]) b++;
+    while (b < METRICS_NBUCKETS && v > bounds[b])
+        b++;
     pthread_mutex_lock(&m->mu);
-    m->buckets[h][b]++;   /* stored per bucket; made cumulative when rendered */
+    m->buckets[h][b]++; /* stored per bucket; made cumulative when rendered */
     m->sum[h] += v;
     m->count[h]++;
     pthread_mutex_unlock(&m->mu);
@@ -100,7 +109,11 @@ void metrics_request(struct metrics *m, const char *endpoint, int status)
     pthread_mutex_unlock(&m->mu);
 }
 
-struct buf { char *p; size_t len, cap; int oom; };
+struct buf {
+    char *p;
+    size_t len, cap;
+    int oom;
+};
 
 static void put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(struct buf *b, const char *fmt, ...)
@@ -111,26 +124,35 @@ static void put(struct buf *b, const char *fmt, ...)
         va_start(ap, fmt);
         int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
         va_end(ap);
-        if (n < 0) { b->oom = 1; return; }
-        if ((size_t)n < b->cap - b->len) { b->len += (size_t)n; return; }
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
         size_t cap = b->cap * 2 + (size_t)n;
         char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
         b->p = p, b->cap = cap;
     }
 }
 
 char *metrics_render(struct metrics *m, const struct metrics_gauges *g)
 {
-    struct buf b = { malloc(8192), 0, 8192, 0 };
+    struct buf b = {malloc(8192), 0, 8192, 0};
     if (!b.p) return NULL;
     b.p[0] = 0;
     pthread_mutex_lock(&m->mu);
     put(&b, "# HELP ternd_requests_total HTTP requests by endpoint and status code.\n"
             "# TYPE ternd_requests_total counter\n");
     for (int i = 0; i < m->nreq; i++)
-        put(&b, "ternd_requests_total{endpoint=\"%s\",code=\"%d\"} %lld\n",
-            m->req[i].endpoint, m->req[i].status, m->req[i].n);
+        put(&b, "ternd_requests_total{endpoint=\"%s\",code=\"%d\"} %lld\n", m->req[i].endpoint,
+            m->req[i].status, m->req[i].n);
     for (int c = 0; c < CNT_COUNT; c++)
         put(&b, "# HELP %s %s\n# TYPE %s counter\n%s %lld\n", cnt_meta[c].name, cnt_meta[c].help,
             cnt_meta[c].name, cnt_meta[c].name, m->counters[c]);
@@ -147,20 +169,33 @@ char *metrics_render(struct metrics *m, const struct metrics_gauges *g)
             n, m->count[h]);
     }
     pthread_mutex_unlock(&m->mu);
-    put(&b, "# HELP ternd_active_slots Slots generating or prefilling.\n"
-            "# TYPE ternd_active_slots gauge\nternd_active_slots %d\n", g->active_slots);
-    put(&b, "# HELP ternd_slots Configured slots.\n# TYPE ternd_slots gauge\nternd_slots %d\n", g->slots);
-    put(&b, "# HELP ternd_queue_depth Requests waiting for a slot.\n"
-            "# TYPE ternd_queue_depth gauge\nternd_queue_depth %d\n", g->queued);
-    put(&b, "# HELP ternd_queue_capacity Configured queue length.\n"
-            "# TYPE ternd_queue_capacity gauge\nternd_queue_capacity %d\n", g->queue_max);
-    put(&b, "# HELP ternd_resident_memory_bytes Resident set size.\n"
-            "# TYPE ternd_resident_memory_bytes gauge\nternd_resident_memory_bytes %ld\n", g->rss_bytes);
-    put(&b, "# HELP ternd_resident_memory_peak_bytes Peak resident set size.\n"
-            "# TYPE ternd_resident_memory_peak_bytes gauge\nternd_resident_memory_peak_bytes %ld\n",
+    put(&b,
+        "# HELP ternd_active_slots Slots generating or prefilling.\n"
+        "# TYPE ternd_active_slots gauge\nternd_active_slots %d\n",
+        g->active_slots);
+    put(&b, "# HELP ternd_slots Configured slots.\n# TYPE ternd_slots gauge\nternd_slots %d\n",
+        g->slots);
+    put(&b,
+        "# HELP ternd_queue_depth Requests waiting for a slot.\n"
+        "# TYPE ternd_queue_depth gauge\nternd_queue_depth %d\n",
+        g->queued);
+    put(&b,
+        "# HELP ternd_queue_capacity Configured queue length.\n"
+        "# TYPE ternd_queue_capacity gauge\nternd_queue_capacity %d\n",
+        g->queue_max);
+    put(&b,
+        "# HELP ternd_resident_memory_bytes Resident set size.\n"
+        "# TYPE ternd_resident_memory_bytes gauge\nternd_resident_memory_bytes %ld\n",
+        g->rss_bytes);
+    put(&b,
+        "# HELP ternd_resident_memory_peak_bytes Peak resident set size.\n"
+        "# TYPE ternd_resident_memory_peak_bytes gauge\nternd_resident_memory_peak_bytes %ld\n",
         g->rss_peak_bytes);
-    put(&b, "# HELP ternd_stats_dropped_total Stats records dropped (queue full or database unwritable).\n"
-            "# TYPE ternd_stats_dropped_total counter\nternd_stats_dropped_total %lld\n", g->stats_dropped);
+    put(&b,
+        "# HELP ternd_stats_dropped_total Stats records dropped (queue full or database "
+        "unwritable).\n"
+        "# TYPE ternd_stats_dropped_total counter\nternd_stats_dropped_total %lld\n",
+        g->stats_dropped);
     if (b.oom) {
         free(b.p);
         return NULL;

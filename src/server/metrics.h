@@ -6,10 +6,10 @@
 #include <stddef.h>
 
 enum metrics_hist {
-    HIST_REQUEST_SECONDS,   /* whole request, arrival to done */
-    HIST_QUEUE_SECONDS,     /* arrival to admission into a slot */
-    HIST_TTFT_SECONDS,      /* arrival to first token */
-    HIST_TOKEN_SECONDS,     /* time per generated token (per step) */
+    HIST_REQUEST_SECONDS, /* whole request, arrival to done */
+    HIST_QUEUE_SECONDS,   /* arrival to admission into a slot */
+    HIST_TTFT_SECONDS,    /* arrival to first token */
+    HIST_TOKEN_SECONDS,   /* time per generated token (per step) */
     HIST_COUNT
 };
 

@@ -22,7 +22,7 @@ struct slot {
     int generated;
     int prefill_left;
     double t_admit, t_prefill_done, t_first, t_last;
-    char pend[PEND_MAX];    /* text held back while it may be the start of a stop string */
+    char pend[PEND_MAX]; /* text held back while it may be the start of a stop string */
     size_t pend_len;
 };
 
@@ -32,11 +32,11 @@ struct sched {
     struct metrics *m;
 
     pthread_mutex_t mu;
-    pthread_cond_t work;     /* engine thread waits here when idle */
-    pthread_cond_t idle;     /* sched_drain waits here */
-    struct job **queue;      /* ring of waiting jobs */
+    pthread_cond_t work; /* engine thread waits here when idle */
+    pthread_cond_t idle; /* sched_drain waits here */
+    struct job **queue;  /* ring of waiting jobs */
     int qcap, qhead, qlen;
-    int busy;                /* slots holding a job (engine thread's count, published) */
+    int busy; /* slots holding a job (engine thread's count, published) */
     int accepting, cancel_all, stop, stepping;
     double heartbeat;
 
@@ -96,7 +96,7 @@ static void finish_slot(struct sched *s, struct slot *sl, int done, const char *
 static int emit(struct slot *sl, const char *text, size_t n)
 {
     struct job *j = sl->job;
-    if (n > sizeof ((struct backend_token *)0)->text) n = sizeof ((struct backend_token *)0)->text;
+    if (n > sizeof((struct backend_token *)0)->text) n = sizeof((struct backend_token *)0)->text;
     if (sl->pend_len + 3 * n > PEND_MAX) { /* cannot happen with bounded stops; flush anyway */
         job_push(j, sl->pend, sl->pend_len);
         sl->pend_len = 0;
@@ -123,8 +123,10 @@ static void step(struct sched *s, int cancel_all)
     for (int i = 0; i < s->o.slots; i++) {
         struct slot *sl = &s->slots[i];
         if (!sl->job) continue;
-        if (cancel_all || job_cancelled(sl->job)) finish_slot(s, sl, DONE_CANCELLED, NULL);
-        else if (now > sl->job->deadline) finish_slot(s, sl, DONE_TIMEOUT, "request deadline passed");
+        if (cancel_all || job_cancelled(sl->job))
+            finish_slot(s, sl, DONE_CANCELLED, NULL);
+        else if (now > sl->job->deadline)
+            finish_slot(s, sl, DONE_TIMEOUT, "request deadline passed");
     }
 
     /* Admit: tokenize + vision encode. */
@@ -132,7 +134,7 @@ static void step(struct sched *s, int cancel_all)
         struct slot *sl = &s->slots[i];
         if (sl->state != SLOT_ADMIT) continue;
         struct job *j = sl->job;
-        struct backend_admit a = { 0, 0, -1 };
+        struct backend_admit a = {0, 0, -1};
         int client_error = 0;
         sl->t_admit = job_now();
         metrics_observe(s->m, HIST_QUEUE_SECONDS, sl->t_admit - j->t_arrival);
@@ -205,7 +207,7 @@ static void step(struct sched *s, int cancel_all)
         struct job *j = sl->job;
         struct backend_token *t = &s->out[k];
         if (t->eos) {
-            if (t->len) emit(sl, t->text, t->len);   /* the detokenizer's last bytes */
+            if (t->len) emit(sl, t->text, t->len); /* the detokenizer's last bytes */
             finish_slot(s, sl, DONE_STOP, NULL);
             continue;
         }
@@ -222,8 +224,10 @@ static void step(struct sched *s, int cancel_all)
         pthread_mutex_lock(&j->mu);
         j->completion_tokens = sl->generated;
         pthread_mutex_unlock(&j->mu);
-        if (emit(sl, t->text, t->len)) finish_slot(s, sl, DONE_STOP, NULL);
-        else if (sl->generated >= j->params.max_tokens) finish_slot(s, sl, DONE_LENGTH, NULL);
+        if (emit(sl, t->text, t->len))
+            finish_slot(s, sl, DONE_STOP, NULL);
+        else if (sl->generated >= j->params.max_tokens)
+            finish_slot(s, sl, DONE_LENGTH, NULL);
     }
 }
 
@@ -281,7 +285,8 @@ static void *engine_main(void *arg)
 
         pthread_mutex_lock(&s->mu);
         int busy = 0;
-        for (int i = 0; i < s->o.slots; i++) busy += s->slots[i].job != NULL;
+        for (int i = 0; i < s->o.slots; i++)
+            busy += s->slots[i].job != NULL;
         s->busy = busy;
         s->heartbeat = job_now();
     }
@@ -330,8 +335,10 @@ int sched_submit(struct sched *s, struct job *j)
 {
     pthread_mutex_lock(&s->mu);
     int rc = SCHED_OK;
-    if (!s->accepting) rc = SCHED_DRAINING;
-    else if (s->qlen + s->busy >= s->qcap) rc = SCHED_FULL;
+    if (!s->accepting)
+        rc = SCHED_DRAINING;
+    else if (s->qlen + s->busy >= s->qcap)
+        rc = SCHED_FULL;
     else {
         job_ref(j);
         s->queue[(s->qhead + s->qlen) % s->qcap] = j;
@@ -384,8 +391,8 @@ void sched_drain(struct sched *s, double grace_s)
     s->accepting = 0;
     wait_idle(s, job_now() + grace_s);
     if (s->qlen > 0 || s->busy > 0) {
-        log_warn("drain: cancelling %d running and %d queued requests after %.0f s",
-                 s->busy, s->qlen, grace_s);
+        log_warn("drain: cancelling %d running and %d queued requests after %.0f s", s->busy,
+                 s->qlen, grace_s);
         s->cancel_all = 1;
         /* Queued jobs are admitted and cancelled in the next steps without running. */
         pthread_cond_signal(&s->work);
@@ -404,7 +411,8 @@ void sched_destroy(struct sched *s)
     pthread_cond_signal(&s->work);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
-    for (int i = 0; i < s->qlen; i++) job_unref(s->queue[(s->qhead + i) % s->qcap]);
+    for (int i = 0; i < s->qlen; i++)
+        job_unref(s->queue[(s->qhead + i) % s->qcap]);
     pthread_cond_destroy(&s->idle);
     pthread_cond_destroy(&s->work);
     pthread_mutex_destroy(&s->mu);

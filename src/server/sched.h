@@ -24,7 +24,7 @@ struct sched;
 struct sched *sched_create(const struct sched_options *o, struct backend *b, struct metrics *m,
                            char *err, size_t errlen);
 /* Queue a job (the scheduler takes its own reference). SCHED_FULL past queue_max. */
-int  sched_submit(struct sched *s, struct job *j);
+int sched_submit(struct sched *s, struct job *j);
 void sched_snapshot(struct sched *s, int *active, int *queued);
 /* Monotonic time the engine thread last finished a step or went idle (for the watchdog). */
 double sched_heartbeat(struct sched *s, int *busy);

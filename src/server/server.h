@@ -16,11 +16,11 @@ struct server {
     struct backend_info info;
     struct sched *sched;
     struct metrics *metrics;
-    struct stats *stats;      /* NULL when stats are off */
+    struct stats *stats; /* NULL when stats are off */
     struct auth *auth;
     struct api_limits limits;
     double started_wall;
-    int ready;                /* accepting (atomic): 0 once draining */
+    int ready; /* accepting (atomic): 0 once draining */
 };
 
 #endif

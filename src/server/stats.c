@@ -21,14 +21,14 @@ struct stats {
 
     pthread_mutex_t mu;
     pthread_cond_t cv, flushed;
-    struct stats_record *q;       /* ring */
+    struct stats_record *q; /* ring */
     int qhead, qlen;
     long long dropped;
     int stop;
-    long long seq_in, seq_done;   /* records accepted / written-or-dropped, for flush */
+    long long seq_in, seq_done; /* records accepted / written-or-dropped, for flush */
 
-    sqlite3 *db;                  /* writer thread only */
-    int failing;                  /* logged the current failure already */
+    sqlite3 *db; /* writer thread only */
+    int failing; /* logged the current failure already */
     double next_sample, last_retention;
     long long last_tokens;
     pthread_t thread;
@@ -61,7 +61,7 @@ void stats_rss(long *rss_kb, long *peak_kb)
         if (fscanf(fp, "%ld %ld", &pages, &resident) != 2) resident = 0;
         fclose(fp);
     }
-    *rss_kb = resident * 4;  /* Linux pages are 4 KiB on every target we build for */
+    *rss_kb = resident * 4; /* Linux pages are 4 KiB on every target we build for */
     struct rusage ru;
     *peak_kb = getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
 }
@@ -80,8 +80,8 @@ double stats_percentile(const double *sorted, long n, double p)
 static void fail(struct stats *s, const char *what)
 {
     if (!s->failing)
-        log_error("stats: %s: %s (records are dropped and counted until it works again)",
-                  s->path, what);
+        log_error("stats: %s: %s (records are dropped and counted until it works again)", s->path,
+                  what);
     s->failing = 1;
     if (s->db) sqlite3_close(s->db);
     s->db = NULL;
@@ -90,7 +90,8 @@ static void fail(struct stats *s, const char *what)
 static int db_open(struct stats *s)
 {
     if (s->db) return 0;
-    if (sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
         fail(s, s->db ? sqlite3_errmsg(s->db) : "cannot open");
         return -1;
     }
@@ -126,14 +127,18 @@ static int db_open(struct stats *s)
 
 static void bind_ms(sqlite3_stmt *st, int i, double v)
 {
-    if (v < 0) sqlite3_bind_null(st, i);
-    else sqlite3_bind_double(st, i, v);
+    if (v < 0)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_double(st, i, v);
 }
 
 static void bind_count(sqlite3_stmt *st, int i, long long v)
 {
-    if (v < 0) sqlite3_bind_null(st, i);
-    else sqlite3_bind_int64(st, i, v);
+    if (v < 0)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_int64(st, i, v);
 }
 
 static int insert_record(sqlite3 *db, const struct stats_record *r)
@@ -152,8 +157,10 @@ static int insert_record(sqlite3 *db, const struct stats_record *r)
     sqlite3_bind_text(st, 5, r->model, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 6, r->status, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 7, r->http_status);
-    if (r->error[0]) sqlite3_bind_text(st, 8, r->error, -1, SQLITE_STATIC);
-    else sqlite3_bind_null(st, 8);
+    if (r->error[0])
+        sqlite3_bind_text(st, 8, r->error, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 8);
     bind_count(st, 9, r->prompt_tokens);
     bind_count(st, 10, r->image_tokens);
     bind_count(st, 11, r->completion_tokens);
@@ -174,8 +181,10 @@ static int insert_record(sqlite3 *db, const struct stats_record *r)
 static int insert_sample(sqlite3 *db, double ts, const struct stats_sample *x, double tps)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "INSERT INTO samples(ts, rss_kb, active_slots, queued, tokens_per_s)"
-                           " VALUES(?,?,?,?,?)", -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db,
+                           "INSERT INTO samples(ts, rss_kb, active_slots, queued, tokens_per_s)"
+                           " VALUES(?,?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
         return -1;
     sqlite3_bind_double(st, 1, ts);
     sqlite3_bind_int64(st, 2, x->rss_kb);
@@ -200,8 +209,10 @@ static int write_batch(struct stats *s, const struct stats_record *r, int n,
     if (s->o.retention_days > 0 && now - s->last_retention > 3600) {
         char sql[160];
         double cutoff = now - s->o.retention_days * 86400.0;
-        snprintf(sql, sizeof sql, "DELETE FROM requests WHERE received_at < %.3f;"
-                 "DELETE FROM samples WHERE ts < %.3f", cutoff, cutoff);
+        snprintf(sql, sizeof sql,
+                 "DELETE FROM requests WHERE received_at < %.3f;"
+                 "DELETE FROM samples WHERE ts < %.3f",
+                 cutoff, cutoff);
         if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK) goto rollback;
         s->last_retention = now;
     }
@@ -209,13 +220,12 @@ static int write_batch(struct stats *s, const struct stats_record *r, int n,
     if (s->failing) log_info("stats: %s writable again", s->path);
     s->failing = 0;
     return 0;
-rollback:
-    {
-        char m[256];
-        snprintf(m, sizeof m, "%s", sqlite3_errmsg(s->db));
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        fail(s, m);
-    }
+rollback : {
+    char m[256];
+    snprintf(m, sizeof m, "%s", sqlite3_errmsg(s->db));
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    fail(s, m);
+}
     return n;
 bad:
     fail(s, sqlite3_errmsg(s->db));
@@ -338,7 +348,8 @@ void stats_flush(struct stats *s)
     if (!s) return;
     pthread_mutex_lock(&s->mu);
     long long target = s->seq_in;
-    while (s->seq_done < target) pthread_cond_wait(&s->flushed, &s->mu);
+    while (s->seq_done < target)
+        pthread_cond_wait(&s->flushed, &s->mu);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -370,8 +381,10 @@ static int cmp_double(const void *a, const void *b)
 static long load_sorted(sqlite3 *db, const char *col, double since, double **out)
 {
     char sql[256];
-    snprintf(sql, sizeof sql, "SELECT %s FROM requests WHERE received_at >= ? AND %s IS NOT NULL"
-             " AND completion_tokens IS NOT NULL AND status IN ('stop','length')", col, col);
+    snprintf(sql, sizeof sql,
+             "SELECT %s FROM requests WHERE received_at >= ? AND %s IS NOT NULL"
+             " AND completion_tokens IS NOT NULL AND status IN ('stop','length')",
+             col, col);
     sqlite3_stmt *st;
     *out = NULL;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
@@ -393,8 +406,8 @@ static long load_sorted(sqlite3 *db, const char *col, double since, double **out
     return n;
 }
 
-int stats_query(const char *path, double window_s, double now, struct stats_summary *out,
-                char *err, size_t errlen)
+int stats_query(const char *path, double window_s, double now, struct stats_summary *out, char *err,
+                size_t errlen)
 {
     memset(out, 0, sizeof *out);
     out->window_s = window_s;

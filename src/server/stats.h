@@ -11,15 +11,15 @@
 
 /* Timings in ms; negative = not applicable (stored as NULL). */
 struct stats_record {
-    double received_at;            /* unix seconds */
+    double received_at; /* unix seconds */
     char request_id[40];
     char endpoint[32];
     char client[64];
     char model[128];
-    char status[16];               /* stop, length, cancelled, timeout, error, ok, rejected */
+    char status[16]; /* stop, length, cancelled, timeout, error, ok, rejected */
     int http_status;
     char error[256];
-    int prompt_tokens, image_tokens, completion_tokens;   /* -1 = not a generation */
+    int prompt_tokens, image_tokens, completion_tokens; /* -1 = not a generation */
     double queue_ms, vision_ms, prefill_ms, ttft_ms, decode_ms, total_ms, decode_tokens_per_s;
     long rss_kb, rss_peak_kb;
 };
@@ -27,7 +27,7 @@ struct stats_record {
 struct stats_sample {
     long rss_kb;
     int active_slots, queued;
-    long long tokens_total;        /* completion tokens since start; the writer takes deltas */
+    long long tokens_total; /* completion tokens since start; the writer takes deltas */
 };
 
 typedef void (*stats_sample_fn)(void *ctx, struct stats_sample *out);
@@ -36,7 +36,7 @@ struct stats_options {
     const char *path;
     int queue_max;
     int sample_interval_s;
-    int retention_days;            /* 0 = keep forever */
+    int retention_days; /* 0 = keep forever */
 };
 
 struct stats;
@@ -50,23 +50,23 @@ void stats_record(struct stats *s, const struct stats_record *r);
 long long stats_dropped(struct stats *s);
 /* Writes everything queued, then returns (used by tests and on shutdown). */
 void stats_flush(struct stats *s);
-void stats_close(struct stats *s);   /* flushes */
+void stats_close(struct stats *s); /* flushes */
 
 struct stats_summary {
     double window_s;
     long long requests, generations, errors;
-    double latency_p50_ms, latency_p95_ms, latency_p99_ms;   /* total_ms of generations */
+    double latency_p50_ms, latency_p95_ms, latency_p99_ms; /* total_ms of generations */
     double ttft_p50_ms, ttft_p95_ms, ttft_p99_ms;
     long long prompt_tokens, completion_tokens;
-    double decode_tokens_per_s;    /* completion tokens / decode time */
-    double throughput_tokens_per_s;/* completion tokens / window */
+    double decode_tokens_per_s;     /* completion tokens / decode time */
+    double throughput_tokens_per_s; /* completion tokens / window */
     long rss_peak_kb;
 };
 
 /* Aggregates rows with received_at >= now - window_s (window_s <= 0: all rows). Opens its own
  * read-only connection. */
-int stats_query(const char *path, double window_s, double now, struct stats_summary *out,
-                char *err, size_t errlen);
+int stats_query(const char *path, double window_s, double now, struct stats_summary *out, char *err,
+                size_t errlen);
 /* Nearest-rank percentile (p in 0..100) of n sorted values; 0 when n == 0. */
 double stats_percentile(const double *sorted, long n, double p);
 /* Current and peak resident set size in kB (from /proc and getrusage). */

@@ -11,9 +11,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const struct api_limits lim = { 1 << 16, 1 << 16, 2, 64, 16 };
-    static const struct api_gen *gens[] = { &api_native_generate, &api_ollama_generate,
-                                            &api_ollama_chat, &api_openai_chat };
+    static const struct api_limits lim = {1 << 16, 1 << 16, 2, 64, 16};
+    static const struct api_gen *gens[] = {&api_native_generate, &api_ollama_generate,
+                                           &api_ollama_chat, &api_openai_chat};
     cJSON *root = cJSON_ParseWithLength((const char *)data, size);
     if (!root) return 0;
     for (size_t g = 0; g < sizeof gens / sizeof *gens; g++) {
@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(&e, 0, sizeof e);
         int stream = 0;
         if (gens[g]->parse(root, &lim, j, &c, &stream, &e) == 0) {
-            struct sbuf out = { 0 };
+            struct sbuf out = {0};
             gens[g]->chunk(&c, "x", 1, &out);
             j->done = DONE_STOP;
             gens[g]->final(&c, j, &out);

@@ -14,7 +14,7 @@ START_TEST(equal)
     ck_assert(auth_equal("abc", 3, "abc", 3));
     ck_assert(!auth_equal("abc", 3, "abd", 3));
     ck_assert(!auth_equal("abc", 3, "abcd", 4));
-    ck_assert(!auth_equal("abcabc", 6, "abc", 3));   /* wrap-around reads must not make these equal */
+    ck_assert(!auth_equal("abcabc", 6, "abc", 3)); /* wrap-around reads must not make these equal */
     ck_assert(!auth_equal("", 0, "a", 1));
     ck_assert(auth_equal("", 0, "", 0));
 }

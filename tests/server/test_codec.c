@@ -10,7 +10,7 @@
 
 #include "../testutil.h"
 
-static const struct api_limits lim = { 1 << 20, 1 << 20, 2, 100, 20 };
+static const struct api_limits lim = {1 << 20, 1 << 20, 2, 100, 20};
 
 /* Parses body with gen; returns 0 or the error status. */
 static int parse(const struct api_gen *gen, const char *body, struct job **out, int *stream,
@@ -45,9 +45,11 @@ START_TEST(native)
     struct api_error e;
     int stream;
     char body[512];
-    snprintf(body, sizeof body, "{\"prompt\":\"hi\",\"system\":\"sys\",\"image\":\"%s\",\"max_tokens\":7,"
+    snprintf(body, sizeof body,
+             "{\"prompt\":\"hi\",\"system\":\"sys\",\"image\":\"%s\",\"max_tokens\":7,"
              "\"temperature\":0.5,\"top_k\":3,\"top_p\":0.9,\"min_p\":0.1,\"repeat_penalty\":1.1,"
-             "\"seed\":42,\"stop\":[\"a\",\"bc\"],\"stream\":false}", png_b64);
+             "\"seed\":42,\"stop\":[\"a\",\"bc\"],\"stream\":false}",
+             png_b64);
     ck_assert_int_eq(parse(&api_native_generate, body, &j, &stream, &c, &e), 0);
     ck_assert_int_eq(stream, 0);
     ck_assert_int_eq(j->n_msgs, 2);
@@ -67,7 +69,7 @@ START_TEST(native)
 
     ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\"}", &j, &stream, &c, &e), 0);
     ck_assert_int_eq(stream, 1);
-    ck_assert_int_eq(j->params.max_tokens, 20);   /* default_max_tokens */
+    ck_assert_int_eq(j->params.max_tokens, 20); /* default_max_tokens */
     job_unref(j);
 }
 END_TEST
@@ -81,18 +83,28 @@ START_TEST(native_errors)
     ck_assert_int_eq(parse(&api_native_generate, "{}", &j, &s, &c, &e), 400);
     ck_assert_ptr_nonnull(strstr(e.message, "prompt"));
     ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":1}", &j, &s, &c, &e), 400);
-    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"max_tokens\":1.5}", &j, &s, &c, &e), 400);
-    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"max_tokens\":101}", &j, &s, &c, &e), 422);
-    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"top_p\":2}", &j, &s, &c, &e), 422);
-    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"stop\":[1]}", &j, &s, &c, &e), 400);
-    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"stop\":[\"\"]}", &j, &s, &c, &e), 422);
-    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"image\":\"%%%\"}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(
+        parse(&api_native_generate, "{\"prompt\":\"x\",\"max_tokens\":1.5}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(
+        parse(&api_native_generate, "{\"prompt\":\"x\",\"max_tokens\":101}", &j, &s, &c, &e), 422);
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"top_p\":2}", &j, &s, &c, &e),
+                     422);
+    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"stop\":[1]}", &j, &s, &c, &e),
+                     400);
+    ck_assert_int_eq(
+        parse(&api_native_generate, "{\"prompt\":\"x\",\"stop\":[\"\"]}", &j, &s, &c, &e), 422);
+    ck_assert_int_eq(
+        parse(&api_native_generate, "{\"prompt\":\"x\",\"image\":\"%%%\"}", &j, &s, &c, &e), 400);
     ck_assert_ptr_nonnull(strstr(e.message, "base64"));
-    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"image\":\"aGVsbG8=\"}", &j, &s, &c, &e), 415);
-    ck_assert_int_eq(parse(&api_native_generate, "{\"prompt\":\"x\",\"images\":{}}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(
+        parse(&api_native_generate, "{\"prompt\":\"x\",\"image\":\"aGVsbG8=\"}", &j, &s, &c, &e),
+        415);
+    ck_assert_int_eq(
+        parse(&api_native_generate, "{\"prompt\":\"x\",\"images\":{}}", &j, &s, &c, &e), 400);
     char body[1024];
-    snprintf(body, sizeof body, "{\"prompt\":\"x\",\"images\":[\"%s\",\"%s\",\"%s\"]}", png_b64, png_b64, png_b64);
-    ck_assert_int_eq(parse(&api_native_generate, body, &j, &s, &c, &e), 422);   /* max_images = 2 */
+    snprintf(body, sizeof body, "{\"prompt\":\"x\",\"images\":[\"%s\",\"%s\",\"%s\"]}", png_b64,
+             png_b64, png_b64);
+    ck_assert_int_eq(parse(&api_native_generate, body, &j, &s, &c, &e), 422); /* max_images = 2 */
 }
 END_TEST
 
@@ -103,8 +115,10 @@ START_TEST(ollama)
     struct api_error e;
     int s;
     char body[512];
-    snprintf(body, sizeof body, "{\"model\":\"m:latest\",\"prompt\":\"p\",\"images\":[\"%s\"],"
-             "\"options\":{\"num_predict\":5,\"temperature\":0.2,\"stop\":\"x\"}}", png_b64);
+    snprintf(body, sizeof body,
+             "{\"model\":\"m:latest\",\"prompt\":\"p\",\"images\":[\"%s\"],"
+             "\"options\":{\"num_predict\":5,\"temperature\":0.2,\"stop\":\"x\"}}",
+             png_b64);
     ck_assert_int_eq(parse(&api_ollama_generate, body, &j, &s, &c, &e), 0);
     ck_assert_int_eq(s, 1);
     ck_assert_str_eq(c.model, "m:latest");
@@ -112,14 +126,20 @@ START_TEST(ollama)
     ck_assert_int_eq(j->params.n_stop, 1);
     ck_assert_int_eq(j->msgs[0].n_images, 1);
     job_unref(j);
-    ck_assert_int_eq(parse(&api_ollama_generate, "{\"prompt\":\"p\",\"options\":{\"num_predict\":-1}}", &j, &s, &c, &e), 0);
-    ck_assert_int_eq(j->params.max_tokens, 100);   /* unlimited = the server cap */
+    ck_assert_int_eq(parse(&api_ollama_generate,
+                           "{\"prompt\":\"p\",\"options\":{\"num_predict\":-1}}", &j, &s, &c, &e),
+                     0);
+    ck_assert_int_eq(j->params.max_tokens, 100); /* unlimited = the server cap */
     job_unref(j);
-    ck_assert_int_eq(parse(&api_ollama_generate, "{\"prompt\":\"p\",\"options\":[]}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(
+        parse(&api_ollama_generate, "{\"prompt\":\"p\",\"options\":[]}", &j, &s, &c, &e), 400);
 
-    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
-             "{\"role\":\"user\",\"content\":\"u\",\"images\":[\"%s\"]},{\"role\":\"assistant\",\"content\":\"a\"},"
-             "{\"role\":\"user\",\"content\":\"again\"}],\"stream\":false}", png_b64);
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
+             "{\"role\":\"user\",\"content\":\"u\",\"images\":[\"%s\"]},{\"role\":\"assistant\","
+             "\"content\":\"a\"},"
+             "{\"role\":\"user\",\"content\":\"again\"}],\"stream\":false}",
+             png_b64);
     ck_assert_int_eq(parse(&api_ollama_chat, body, &j, &s, &c, &e), 0);
     ck_assert_int_eq(s, 0);
     ck_assert_int_eq(j->n_msgs, 4);
@@ -127,12 +147,21 @@ START_TEST(ollama)
     ck_assert_int_eq(j->msgs[3].n_images, 0);
     ck_assert_int_eq(j->msgs[2].role, ROLE_ASSISTANT);
     job_unref(j);
-    ck_assert_int_eq(parse(&api_ollama_chat, "{\"messages\":[{\"content\":\"x\"}]}", &j, &s, &c, &e), 400);
-    ck_assert_int_eq(parse(&api_ollama_chat, "{\"messages\":[{\"role\":\"bot\",\"content\":\"x\"}]}", &j, &s, &c, &e), 422);
+    ck_assert_int_eq(
+        parse(&api_ollama_chat, "{\"messages\":[{\"content\":\"x\"}]}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(parse(&api_ollama_chat,
+                           "{\"messages\":[{\"role\":\"bot\",\"content\":\"x\"}]}", &j, &s, &c, &e),
+                     422);
     ck_assert_str_eq(e.message, "messages[0].role: 'bot' is not system, user or assistant");
     /* "developer" is OpenAI's word; Ollama's chat does not know it */
-    ck_assert_int_eq(parse(&api_ollama_chat, "{\"messages\":[{\"role\":\"developer\",\"content\":\"x\"}]}", &j, &s, &c, &e), 422);
-    ck_assert_int_eq(parse(&api_ollama_chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},7]}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(parse(&api_ollama_chat,
+                           "{\"messages\":[{\"role\":\"developer\",\"content\":\"x\"}]}", &j, &s,
+                           &c, &e),
+                     422);
+    ck_assert_int_eq(parse(&api_ollama_chat,
+                           "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},7]}", &j, &s, &c,
+                           &e),
+                     400);
     ck_assert_str_eq(e.message, "messages[1]: expected an object");
 }
 END_TEST
@@ -144,11 +173,13 @@ START_TEST(openai)
     struct api_error e;
     int s;
     char body[768];
-    snprintf(body, sizeof body, "{\"model\":\"gpt\",\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+    snprintf(body, sizeof body,
+             "{\"model\":\"gpt\",\"stream\":true,\"stream_options\":{\"include_usage\":true},"
              "\"max_completion_tokens\":9,\"messages\":[{\"role\":\"developer\",\"content\":\"d\"},"
              "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"one\"},"
              "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,%s\"}},"
-             "{\"type\":\"text\",\"text\":\"two\"}]}]}", png_b64);
+             "{\"type\":\"text\",\"text\":\"two\"}]}]}",
+             png_b64);
     ck_assert_int_eq(parse(&api_openai_chat, body, &j, &s, &c, &e), 0);
     ck_assert_int_eq(s, 1);
     ck_assert_int_eq(c.include_usage, 1);
@@ -157,25 +188,51 @@ START_TEST(openai)
     ck_assert_str_eq(j->msgs[1].text, "one\ntwo");
     ck_assert_int_eq(j->msgs[1].n_images, 1);
     job_unref(j);
-    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &j, &s, &c, &e), 0);
-    ck_assert_int_eq(s, 0);   /* OpenAI does not stream unless asked */
+    ck_assert_int_eq(parse(&api_openai_chat,
+                           "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &j, &s, &c,
+                           &e),
+                     0);
+    ck_assert_int_eq(s, 0); /* OpenAI does not stream unless asked */
     job_unref(j);
-    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"audio\"}]}]}", &j, &s, &c, &e), 422);
-    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}}]}]}", &j, &s, &c, &e), 422);
-    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png,abc\"}}]}]}", &j, &s, &c, &e), 400);
-    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"content\":\"y\"}]}", &j, &s, &c, &e), 400);
+    ck_assert_int_eq(
+        parse(&api_openai_chat,
+              "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"audio\"}]}]}", &j, &s, &c,
+              &e),
+        422);
+    ck_assert_int_eq(parse(&api_openai_chat,
+                           "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+                           "\"image_url\":{\"url\":\"https://x/y.png\"}}]}]}",
+                           &j, &s, &c, &e),
+                     422);
+    ck_assert_int_eq(parse(&api_openai_chat,
+                           "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+                           "\"image_url\":{\"url\":\"data:image/png,abc\"}}]}]}",
+                           &j, &s, &c, &e),
+                     400);
+    ck_assert_int_eq(
+        parse(&api_openai_chat,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"content\":\"y\"}]}", &j, &s,
+              &c, &e),
+        400);
     ck_assert_str_eq(e.message, "messages[1].role: required");
-    ck_assert_int_eq(parse(&api_openai_chat, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", &j, &s, &c, &e), 422);
-    ck_assert_str_eq(e.message, "messages[0].role: 'tool' is not system, developer, user or assistant");
-    ck_assert_int_eq(parse(&api_openai_chat, "{\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &j, &s, &c, &e), 422);
+    ck_assert_int_eq(parse(&api_openai_chat,
+                           "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", &j, &s, &c,
+                           &e),
+                     422);
+    ck_assert_str_eq(e.message,
+                     "messages[0].role: 'tool' is not system, developer, user or assistant");
+    ck_assert_int_eq(parse(&api_openai_chat,
+                           "{\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &j, &s,
+                           &c, &e),
+                     422);
 }
 END_TEST
 
 START_TEST(formatters)
 {
     struct job *j = job_create();
-    struct api_ctx c = { "m", "req-0123456789abcdef", 1700000000.5, 1, 0 };
-    struct sbuf out = { 0 };
+    struct api_ctx c = {"m", "req-0123456789abcdef", 1700000000.5, 1, 0};
+    struct sbuf out = {0};
     api_openai_chat.chunk(&c, "hi \"there\"", 10, &out);
     ck_assert_ptr_nonnull(strstr(out.p, "data: {"));
     ck_assert_ptr_nonnull(strstr(out.p, "\"role\":\"assistant\""));
@@ -216,7 +273,7 @@ START_TEST(base64)
     ck_assert_uint_eq(n, 5);
     ck_assert_int_eq(memcmp(o, "hello", 5), 0);
     free(o);
-    ck_assert_int_eq(codec_base64_decode("aGVsbG8", 7, &o, &n), 0);   /* padding optional */
+    ck_assert_int_eq(codec_base64_decode("aGVsbG8", 7, &o, &n), 0); /* padding optional */
     ck_assert_uint_eq(n, 5);
     free(o);
     ck_assert_int_eq(codec_base64_decode("", 0, &o, &n), 0);
@@ -229,11 +286,11 @@ END_TEST
 
 START_TEST(stop_scan)
 {
-    char *stops[] = { "END", "\n\n" };
+    char *stops[] = {"END", "\n\n"};
     int hit;
     ck_assert_uint_eq(sched_stop_scan("hello", 5, stops, 2, &hit), 5);
     ck_assert_int_eq(hit, 0);
-    ck_assert_uint_eq(sched_stop_scan("helloEN", 7, stops, 2, &hit), 5);   /* hold "EN" back */
+    ck_assert_uint_eq(sched_stop_scan("helloEN", 7, stops, 2, &hit), 5); /* hold "EN" back */
     ck_assert_int_eq(hit, 0);
     ck_assert_uint_eq(sched_stop_scan("helloENDmore", 12, stops, 2, &hit), 5);
     ck_assert_int_eq(hit, 1);
@@ -251,9 +308,9 @@ START_TEST(utf8)
     ck_assert_int_eq(memcmp(out, "h\xc3\xa9!", 4), 0);
     ck_assert_uint_eq(job_utf8_sanitize("a\xff", 2, out), 4);
     ck_assert_int_eq(memcmp(out, "a\xef\xbf\xbd", 4), 0);
-    ck_assert_uint_eq(job_utf8_sanitize("\xc3", 1, out), 3);            /* truncated */
-    ck_assert_uint_eq(job_utf8_sanitize("\xc0\xaf", 2, out), 6);        /* overlong */
-    ck_assert_uint_eq(job_utf8_sanitize("\xed\xa0\x80", 3, out), 9);   /* surrogate */
+    ck_assert_uint_eq(job_utf8_sanitize("\xc3", 1, out), 3);             /* truncated */
+    ck_assert_uint_eq(job_utf8_sanitize("\xc0\xaf", 2, out), 6);         /* overlong */
+    ck_assert_uint_eq(job_utf8_sanitize("\xed\xa0\x80", 3, out), 9);     /* surrogate */
     ck_assert_uint_eq(job_utf8_sanitize("\xf0\x9f\x98\x80", 4, out), 4); /* emoji */
 }
 END_TEST

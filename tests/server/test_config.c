@@ -40,14 +40,14 @@ START_TEST(file_env_flags_precedence)
 {
     const char *path = write_tmp("; comment\n[server]\nport = 9000\nbind = 0.0.0.0\n"
                                  "[scheduler]\nslots = 2\nqueue = 5\n");
-    char *argv[] = { "ternd", "--config", (char *)path, "--slots", "3", "--bind=::1", NULL };
-    char *envp[] = { "TERND_QUEUE=7", "TERND_PORT=9100", "OTHER=1", NULL };
+    char *argv[] = {"ternd", "--config", (char *)path, "--slots", "3", "--bind=::1", NULL};
+    char *envp[] = {"TERND_QUEUE=7", "TERND_PORT=9100", "OTHER=1", NULL};
     struct config c;
     ck_assert_int_eq(config_load(&c, 6, argv, envp, err, sizeof err), CONFIG_OK);
-    ck_assert_int_eq(c.port, 9100);     /* env over file */
+    ck_assert_int_eq(c.port, 9100); /* env over file */
     ck_assert_int_eq(c.queue, 7);
-    ck_assert_int_eq(c.slots, 3);       /* flag over file */
-    ck_assert_str_eq(c.bind, "::1");    /* flag with = */
+    ck_assert_int_eq(c.slots, 3);    /* flag over file */
+    ck_assert_str_eq(c.bind, "::1"); /* flag with = */
     ck_assert_str_eq(c.config_path, path);
     unlink(path);
 }
@@ -55,7 +55,8 @@ END_TEST
 
 START_TEST(dashes_and_underscores)
 {
-    char *argv[] = { "ternd", "--config", "/dev/null", "--api-key-file", "/k", "--max_tokens", "900", NULL };
+    char *argv[] = {"ternd", "--config",     "/dev/null", "--api-key-file",
+                    "/k",    "--max_tokens", "900",       NULL};
     struct config c;
     ck_assert_int_eq(config_load(&c, 7, argv, NULL, err, sizeof err), CONFIG_OK);
     ck_assert_str_eq(c.api_key_file, "/k");
@@ -66,41 +67,41 @@ END_TEST
 START_TEST(errors_name_the_key)
 {
     struct config c;
-    char *a1[] = { "ternd", "--config", "/dev/null", "--slots", "many", NULL };
+    char *a1[] = {"ternd", "--config", "/dev/null", "--slots", "many", NULL};
     ck_assert_int_eq(config_load(&c, 5, a1, NULL, err, sizeof err), CONFIG_ERR);
     ck_assert_ptr_nonnull(strstr(err, "slots"));
-    char *a2[] = { "ternd", "--config", "/dev/null", "--port", "70000", NULL };
+    char *a2[] = {"ternd", "--config", "/dev/null", "--port", "70000", NULL};
     ck_assert_int_eq(config_load(&c, 5, a2, NULL, err, sizeof err), CONFIG_ERR);
     ck_assert_ptr_nonnull(strstr(err, "port"));
     ck_assert_ptr_nonnull(strstr(err, "range"));
-    char *a3[] = { "ternd", "--config", "/dev/null", "--nope", "1", NULL };
+    char *a3[] = {"ternd", "--config", "/dev/null", "--nope", "1", NULL};
     ck_assert_int_eq(config_load(&c, 5, a3, NULL, err, sizeof err), CONFIG_ERR);
     ck_assert_ptr_nonnull(strstr(err, "nope"));
-    char *a4[] = { "ternd", "--config", "/dev/null", "--engine", "gpu", NULL };
+    char *a4[] = {"ternd", "--config", "/dev/null", "--engine", "gpu", NULL};
     ck_assert_int_eq(config_load(&c, 5, a4, NULL, err, sizeof err), CONFIG_ERR);
     ck_assert_ptr_nonnull(strstr(err, "engine"));
-    char *a5[] = { "ternd", "--config", "/dev/null", "--port", NULL };
+    char *a5[] = {"ternd", "--config", "/dev/null", "--port", NULL};
     ck_assert_int_eq(config_load(&c, 4, a5, NULL, err, sizeof err), CONFIG_ERR);
     ck_assert_ptr_nonnull(strstr(err, "missing value"));
 
     const char *path = write_tmp("[server]\nport = 80x\n");
-    char *a6[] = { "ternd", "--config", (char *)path, NULL };
+    char *a6[] = {"ternd", "--config", (char *)path, NULL};
     ck_assert_int_eq(config_load(&c, 3, a6, NULL, err, sizeof err), CONFIG_ERR);
     ck_assert_ptr_nonnull(strstr(err, "port"));
     ck_assert_ptr_nonnull(strstr(err, path));
     unlink(path);
-    path = write_tmp("[model]\nport = 80\n");   /* a key in the wrong section */
-    char *a7[] = { "ternd", "--config", (char *)path, NULL };
+    path = write_tmp("[model]\nport = 80\n"); /* a key in the wrong section */
+    char *a7[] = {"ternd", "--config", (char *)path, NULL};
     ck_assert_int_eq(config_load(&c, 3, a7, NULL, err, sizeof err), CONFIG_ERR);
     ck_assert_ptr_nonnull(strstr(err, "[model]"));
     unlink(path);
 
-    char *envp[] = { "TERND_SLOTS=0", NULL };
-    char *a8[] = { "ternd", "--config", "/dev/null", NULL };
+    char *envp[] = {"TERND_SLOTS=0", NULL};
+    char *a8[] = {"ternd", "--config", "/dev/null", NULL};
     ck_assert_int_eq(config_load(&c, 3, a8, envp, err, sizeof err), CONFIG_ERR);
     ck_assert_ptr_nonnull(strstr(err, "TERND_SLOTS"));
 
-    char *a9[] = { "ternd", "--config", "/nonexistent/ternd.conf", NULL };
+    char *a9[] = {"ternd", "--config", "/nonexistent/ternd.conf", NULL};
     ck_assert_int_eq(config_load(&c, 3, a9, NULL, err, sizeof err), CONFIG_ERR);
     ck_assert_ptr_nonnull(strstr(err, "/nonexistent/ternd.conf"));
 }
@@ -141,7 +142,8 @@ START_TEST(shipped_config_parses)
         char a1[80], a2[80];
         snprintf(a1, sizeof a1, "\n#%s =", config_key_at(i));
         snprintf(a2, sizeof a2, "\n%s =", config_key_at(i));
-        ck_assert_msg(strstr(text, a1) || strstr(text, a2), "%s is not documented", config_key_at(i));
+        ck_assert_msg(strstr(text, a1) || strstr(text, a2), "%s is not documented",
+                      config_key_at(i));
     }
 }
 END_TEST

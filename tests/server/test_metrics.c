@@ -16,15 +16,17 @@ START_TEST(render)
     metrics_request(m, "/generate", 503);
     metrics_add(m, CNT_COMPLETION_TOKENS, 42);
     ck_assert_int_eq(metrics_get(m, CNT_COMPLETION_TOKENS), 42);
-    metrics_observe(m, HIST_TTFT_SECONDS, 0.003);   /* first bucket */
-    metrics_observe(m, HIST_TTFT_SECONDS, 0.2);     /* le=0.25 */
-    metrics_observe(m, HIST_TTFT_SECONDS, 1000);    /* only +Inf */
-    struct metrics_gauges g = { 2, 4, 3, 16, 1024, 2048, 5 };
+    metrics_observe(m, HIST_TTFT_SECONDS, 0.003); /* first bucket */
+    metrics_observe(m, HIST_TTFT_SECONDS, 0.2);   /* le=0.25 */
+    metrics_observe(m, HIST_TTFT_SECONDS, 1000);  /* only +Inf */
+    struct metrics_gauges g = {2, 4, 3, 16, 1024, 2048, 5};
     char *t = metrics_render(m, &g);
     ck_assert_ptr_nonnull(t);
     ck_assert_ptr_nonnull(strstr(t, "# TYPE ternd_requests_total counter\n"));
-    ck_assert_ptr_nonnull(strstr(t, "ternd_requests_total{endpoint=\"/generate\",code=\"200\"} 2\n"));
-    ck_assert_ptr_nonnull(strstr(t, "ternd_requests_total{endpoint=\"/generate\",code=\"503\"} 1\n"));
+    ck_assert_ptr_nonnull(
+        strstr(t, "ternd_requests_total{endpoint=\"/generate\",code=\"200\"} 2\n"));
+    ck_assert_ptr_nonnull(
+        strstr(t, "ternd_requests_total{endpoint=\"/generate\",code=\"503\"} 1\n"));
     ck_assert_ptr_nonnull(strstr(t, "ternd_completion_tokens_total 42\n"));
     ck_assert_ptr_nonnull(strstr(t, "# TYPE ternd_time_to_first_token_seconds histogram\n"));
     ck_assert_ptr_nonnull(strstr(t, "ternd_time_to_first_token_seconds_bucket{le=\"0.005\"} 1\n"));
@@ -41,8 +43,10 @@ START_TEST(render)
     /* Every sample line is "name{labels} value" or "name value"; every family has HELP+TYPE. */
     int helps = 0, types = 0;
     for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
-        if (!strncmp(line, "# HELP ", 7)) helps++;
-        else if (!strncmp(line, "# TYPE ", 7)) types++;
+        if (!strncmp(line, "# HELP ", 7))
+            helps++;
+        else if (!strncmp(line, "# TYPE ", 7))
+            types++;
         else {
             char *sp = strrchr(line, ' ');
             ck_assert_ptr_nonnull(sp);

@@ -13,7 +13,7 @@
 
 START_TEST(percentiles)
 {
-    double v[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 };
+    double v[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
     ck_assert_double_eq(stats_percentile(v, 10, 50), 5);
     ck_assert_double_eq(stats_percentile(v, 10, 95), 10);
     ck_assert_double_eq(stats_percentile(v, 10, 10), 1);
@@ -23,7 +23,8 @@ START_TEST(percentiles)
 }
 END_TEST
 
-static struct stats_record gen(double at, double total, int tokens, double decode_ms, const char *status, int http)
+static struct stats_record gen(double at, double total, int tokens, double decode_ms,
+                               const char *status, int http)
 {
     struct stats_record r;
     memset(&r, 0, sizeof r);
@@ -60,7 +61,7 @@ START_TEST(write_and_aggregate)
     char dir[] = "/tmp/ternd-stats-XXXXXX", path[64], err[256];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/s.db", dir);
-    struct stats_options o = { path, 64, 1, 0 };
+    struct stats_options o = {path, 64, 1, 0};
     struct stats *s = stats_open(&o, fake_sample, NULL, err, sizeof err);
     ck_assert_ptr_nonnull(s);
     double now = stats_wall_now();
@@ -82,7 +83,7 @@ START_TEST(write_and_aggregate)
     struct stats_summary sum;
     ck_assert_int_eq(stats_query(path, 3600, now, &sum, err, sizeof err), 0);
     ck_assert_int_eq(sum.requests, 12);
-    ck_assert_int_eq(sum.generations, 11);     /* rows with completion_tokens */
+    ck_assert_int_eq(sum.generations, 11); /* rows with completion_tokens */
     ck_assert_int_eq(sum.errors, 2);
     ck_assert_double_eq(sum.latency_p50_ms, 500);
     ck_assert_double_eq(sum.latency_p95_ms, 1000);
@@ -93,7 +94,7 @@ START_TEST(write_and_aggregate)
     ck_assert_double_eq_tol(sum.throughput_tokens_per_s, 110.0 / 3600, 1e-9);
     ck_assert_int_eq(sum.rss_peak_kb, 200);
 
-    ck_assert_int_eq(stats_query(path, 0, now, &sum, err, sizeof err), 0);   /* all rows */
+    ck_assert_int_eq(stats_query(path, 0, now, &sum, err, sizeof err), 0); /* all rows */
     ck_assert_int_eq(sum.requests, 13);
     ck_assert_double_eq(sum.latency_p99_ms, 99999);
 
@@ -110,7 +111,9 @@ START_TEST(write_and_aggregate)
     ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
     sqlite3_finalize(st);
     /* NULL for "not applicable" timings. */
-    ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM requests WHERE vision_ms IS NULL", -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM requests WHERE vision_ms IS NULL",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
     ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
     ck_assert_int_eq(sqlite3_column_int(st, 0), 13);
     sqlite3_finalize(st);
@@ -124,11 +127,12 @@ END_TEST
 START_TEST(unwritable_db_drops_and_counts)
 {
     char err[256];
-    struct stats_options o = { "/nonexistent-dir/s.db", 8, 3600, 0 };
+    struct stats_options o = {"/nonexistent-dir/s.db", 8, 3600, 0};
     struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
     ck_assert_ptr_nonnull(s);
     struct stats_record r = gen(stats_wall_now(), 1, 1, 1, "stop", 200);
-    for (int i = 0; i < 3; i++) stats_record(s, &r);
+    for (int i = 0; i < 3; i++)
+        stats_record(s, &r);
     stats_flush(s);
     ck_assert_int_eq(stats_dropped(s), 3);
     stats_close(s);
@@ -144,7 +148,7 @@ START_TEST(newer_schema_refused)
     ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
     ck_assert_int_eq(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
-    struct stats_options o = { path, 8, 3600, 0 };
+    struct stats_options o = {path, 8, 3600, 0};
     struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
     struct stats_record r = gen(stats_wall_now(), 1, 1, 1, "stop", 200);
     stats_record(s, &r);
@@ -161,7 +165,7 @@ START_TEST(retention_deletes_old_rows)
     char dir[] = "/tmp/ternd-stats-XXXXXX", path[64], err[256];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/s.db", dir);
-    struct stats_options o = { path, 8, 3600, 1 };   /* keep one day */
+    struct stats_options o = {path, 8, 3600, 1}; /* keep one day */
     struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
     double now = stats_wall_now();
     struct stats_record old = gen(now - 3 * 86400, 1, 1, 1, "stop", 200);
