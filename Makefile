@@ -3,7 +3,7 @@
 # Debian packages the project builds, tests and trains with.
 PKGS := gcc make meson ninja-build pkg-config clang libclang-rt-14-dev \
         libmicrohttpd-dev libcjson-dev libjpeg62-turbo-dev libspng-dev libinih-dev \
-        libsystemd-dev libsqlite3-dev sqlite3 check curl systemd \
+        libsystemd-dev libsqlite3-dev sqlite3 check curl systemd clang-format \
         python3 python3-torch python3-numpy python3-pil libopenblas0-pthread \
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium
 
@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 20
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 
-.PHONY: all deps build test test-release test-asan test-arm test-training fuzz serve clean
+.PHONY: all deps build test test-release test-asan test-arm test-training fuzz format format-check serve clean
 
 all: build
 
@@ -94,7 +94,14 @@ test-training:
 	if [ "$$(cat models/*.gguf models/hf/float/* | md5sum)" != "$$sums" ]; then \
 	  echo "training smoke run changed models/"; exit 1; fi
 
-test: test-release test-asan test-arm fuzz test-training
+# Every C file but the generated Unicode tables follows .clang-format; `make format` applies it.
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' | grep -v '^src/engine/unicode_tables.c$$')
+format:
+	clang-format -i $(FORMAT_FILES)
+format-check: deps
+	clang-format --dry-run -Werror $(FORMAT_FILES)
+
+test: format-check test-release test-asan test-arm fuzz test-training
 
 # Start ternd on 127.0.0.1:8080 with the demo model (the echo test double when the model
 # files are not there yet). Stats go to $(BUILD)/ternd-stats.db.
