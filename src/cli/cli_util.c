@@ -121,3 +121,19 @@ bool cli_parse_float(const char *cmd, const char *opt, const char *s, double min
     *out = v;
     return true;
 }
+
+int cli_load_image(const char *path, img_rgb *out, char *err, size_t errlen)
+{
+    size_t len;
+    char *data = cli_read_file(path, &len);
+    if (!data) {
+        cli_seterr(err, errlen, "%s: %s", path, strerror(errno ? errno : EIO));
+        return -1;
+    }
+    img_limits lim = {.max_bytes = 64u << 20, .max_pixels = 100000000};
+    char ierr[256];
+    int rc = img_decode(data, len, &lim, out, ierr, sizeof ierr);
+    free(data);
+    if (rc != 0) cli_seterr(err, errlen, "%s: %s", path, ierr);
+    return rc;
+}

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "engine/image.h"
+
 #define CLI_OK 0
 #define CLI_FAIL 1  /* the command ran and failed */
 #define CLI_USAGE 2 /* bad command line */
@@ -45,5 +47,8 @@ void cli_seterr(char *err, size_t errlen, const char *fmt, ...)
  * to the byte count. Returns NULL with errno set (EIO on a read error) if
  * the file cannot be opened, read or held in memory. */
 char *cli_read_file(const char *path, size_t *len);
+
+/* Reads and decodes a JPEG or PNG file (at most 64 MiB and 100 Mpixels); errors name the file. */
+int cli_load_image(const char *path, img_rgb *out, char *err, size_t errlen);
 
 #endif

@@ -1,7 +1,8 @@
 /* tern run: one prompt (and optionally one image) through the model, the
  * answer streamed to stdout token by token, then one timing line on stderr.
- * The same path the daemon takes, minus HTTP: vision encode, chunked
- * prefill, then one token per eng_step. */
+ * The daemon's path minus HTTP and the scheduler: the same prompt (chat.h) and the same
+ * sampler, so ternd gives the same tokens for the same request and seed; here the prompt is
+ * prefilled in chunks and then one token per eng_step. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,11 +11,7 @@
 
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "engine/engine.h"
-#include "engine/image.h"
-#include "engine/prompt.h"
-#include "engine/sampler.h"
-#include "engine/tokenizer.h"
+#include "engine/chat.h"
 
 #define CMD "run"
 
@@ -44,84 +41,6 @@ static double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* The SmolVLM chat prompt for one user turn (image first, as SmolVLM's
- * examples put it), and per id the embedding row that replaces it: the
- * image's rows go, in order, to the real <image> tokens (crops row by row,
- * then the global tile: img_tiles' order, which prompt_build follows). */
-static int build_prompt(const tok *t, const eng_model_info *in, const char *text, const float *embd,
-                        int rows, int cols, int32_t **ids, const float ***erows, int *n, char *err,
-                        size_t errlen)
-{
-    prompt_ctx pc;
-    if (prompt_init(&pc, t, in->n_image_tokens, err, errlen) != 0) return -1;
-    prompt_part parts[2] = {{.image = true, .rows = rows, .cols = cols}, {.text = text}};
-    prompt_msg msg = {
-        .role = PROMPT_USER, .parts = embd ? parts : parts + 1, .n_parts = embd ? 2 : 1};
-    if (prompt_build(&pc, &msg, 1, true, ids, n, err, errlen) != 0) return -1;
-    *erows = calloc((size_t)*n, sizeof **erows);
-    if (!*erows) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    int k = 0, n_rows = embd ? (rows * cols + 1) * in->n_image_tokens : 0;
-    for (int i = 0; i < *n; i++)
-        if ((*ids)[i] == pc.image && k < n_rows) (*erows)[i] = embd + (size_t)(k++) * in->n_embd;
-    if (k != n_rows) {
-        snprintf(err, errlen, "the prompt holds %d image tokens for %d image rows", k, n_rows);
-        return -1;
-    }
-    return 0;
-}
-
-/* Decode, tile and encode the image: rows x cols crops + the global tile.
- * Returns the embeddings (n_tiles * n_image_tokens rows) or NULL. */
-static float *encode_image(eng_ctx *c, const eng_model *m, const char *path, int *rows, int *cols)
-{
-    const eng_model_info *in = eng_model_get_info(m);
-    const gguf_file *vf = eng_model_vision_file(m);
-    char err[512];
-    size_t len;
-    void *data = cli_read_file(path, &len);
-    if (!data) {
-        fprintf(stderr, "tern run: cannot read %s\n", path);
-        return NULL;
-    }
-    img_rgb im = {0};
-    img_limits lim = {0};
-    int rc = img_decode(data, len, &lim, &im, err, sizeof err);
-    free(data);
-    if (rc != 0) {
-        fprintf(stderr, "tern run: %s: %s\n", path, err);
-        return NULL;
-    }
-    img_proc_cfg cfg = {
-        .longest_edge = in->image_size, .tile = in->image_size, .rescale = 1.0 / 255.0};
-    /* A processor that resizes past one tile splits the image into crops. */
-    uint64_t pre;
-    if (gguf_get_u64(vf, "clip.vision.preproc_image_size", &pre) && pre > 0 && pre < 65536)
-        cfg.longest_edge = (int)pre;
-    cfg.split = cfg.longest_edge > cfg.tile;
-    memcpy(cfg.mean, in->image_mean, sizeof cfg.mean);
-    memcpy(cfg.std, in->image_std, sizeof cfg.std);
-    img_tiles tiles = {0};
-    rc = img_preprocess(&im, &cfg, &tiles, err, sizeof err);
-    img_free(&im);
-    if (rc != 0) {
-        fprintf(stderr, "tern run: %s: %s\n", path, err);
-        return NULL;
-    }
-    float *embd = malloc((size_t)tiles.n * in->n_image_tokens * in->n_embd * sizeof *embd);
-    if (!embd || eng_vision_encode(c, tiles.pixels, tiles.n, embd, err, sizeof err) != ENG_OK) {
-        fprintf(stderr, "tern run: %s\n", embd ? err : "out of memory");
-        free(embd);
-        embd = NULL;
-    }
-    *rows = tiles.rows;
-    *cols = tiles.cols;
-    img_tiles_free(&tiles);
-    return embd;
 }
 
 typedef struct {
@@ -202,6 +121,42 @@ static int parse(int argc, char **argv, run_opts *o)
     return CLI_OK;
 }
 
+/* Streams the answer to stdout: sample, print, feed, until a stop token or a limit. */
+static int generate(eng_ctx *c, const chat_ctx *cc, const chat_prompt *p, const run_opts *o,
+                    int *n_gen, char *err, size_t errlen)
+{
+    const int n_ctx = eng_ctx_params(c)->n_ctx;
+    sampler *s = chat_sampler_create(cc, p, &o->sp);
+    tok_stream *ts = tok_stream_create(cc->t);
+    int rc = -1;
+    *n_gen = 0;
+    if (!s || !ts) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    int32_t next = sampler_sample(s, eng_logits(c, 0));
+    while (!chat_is_stop(cc, next) && *n_gen < o->max_tokens && p->n + *n_gen < n_ctx) {
+        size_t len;
+        const char *piece = tok_stream_push(ts, next, &len);
+        fwrite(piece, 1, len, stdout);
+        fflush(stdout);
+        eng_item it = {
+            .slot = 0, .n_tokens = 1, .tokens = &next, .pos = p->n + *n_gen, .want_logits = true};
+        ++*n_gen;
+        if (eng_step(c, &it, 1, err, errlen) != ENG_OK) goto out;
+        next = sampler_sample(s, eng_logits(c, 0));
+    }
+    size_t len;
+    const char *tail = tok_stream_flush(ts, &len);
+    fwrite(tail, 1, len, stdout);
+    fputc('\n', stdout);
+    rc = 0;
+out:
+    sampler_destroy(s);
+    tok_stream_destroy(ts);
+    return rc;
+}
+
 int cmd_run(int argc, char **argv)
 {
     run_opts o = {.max_tokens = 256, .n_ctx = 4096, .sp = sampler_default_params()};
@@ -213,94 +168,45 @@ int cmd_run(int argc, char **argv)
     eng_model *m = NULL;
     eng_ctx *c = NULL;
     tok *t = NULL;
-    tok_stream *ts = NULL;
-    sampler *s = NULL;
-    float *embd = NULL;
-    int32_t *ids = NULL;
-    const float **erows = NULL;
-    int n_prompt = 0;
+    img_rgb image = {0};
+    chat_ctx cc;
+    chat_prompt prompt = {0};
     rc = CLI_FAIL;
 
-    if (eng_model_load(o.model, o.mmproj, &m, err, sizeof err) != ENG_OK ||
-        tok_load(eng_model_text_file(m), &t, err, sizeof err) != 0) {
-        cli_error(CMD, "%s", err);
-        goto out;
-    }
-    const eng_model_info *in = eng_model_get_info(m);
     eng_params p = eng_default_params();
     p.n_ctx = (int)o.n_ctx;
     p.n_batch = 256;
     p.n_threads = (int)o.threads;
-    if (eng_ctx_create(m, &p, &c, err, sizeof err) != ENG_OK) {
+    if (eng_model_load(o.model, o.mmproj, &m, err, sizeof err) != ENG_OK ||
+        tok_load(eng_model_text_file(m), &t, err, sizeof err) != 0 ||
+        eng_ctx_create(m, &p, &c, err, sizeof err) != ENG_OK ||
+        chat_init(&cc, m, t, err, sizeof err) != 0 ||
+        (o.image && cli_load_image(o.image, &image, err, sizeof err) != 0)) {
         cli_error(CMD, "%s", err);
         goto out;
     }
-    int n_ctx = eng_ctx_params(c)->n_ctx, n_batch = eng_ctx_params(c)->n_batch;
-
-    double t0 = now_ms(), t_img = 0;
-    int rows = 0, cols = 0;
-    if (o.image) {
-        embd = encode_image(c, m, o.image, &rows, &cols);
-        if (!embd) goto out;
-        t_img = now_ms() - t0;
-    }
-    if (build_prompt(t, in, o.prompt, embd, rows, cols, &ids, &erows, &n_prompt, err, sizeof err) !=
-        0) {
-        cli_error(CMD, "%s", err);
+    const int n_ctx = eng_ctx_params(c)->n_ctx;
+    chat_msg msg = {.role = PROMPT_USER, .text = o.prompt, .n_images = o.image ? 1 : 0};
+    if (chat_prompt_build(&cc, c, &msg, 1, &image, msg.n_images, &prompt, err, sizeof err) != 0) {
+        cli_error(CMD, "%s%s%s", o.image ? o.image : "", o.image ? ": " : "", err);
         goto out;
     }
-    if (n_prompt >= n_ctx) {
-        cli_error(CMD, "the prompt is %d tokens; the context holds %d", n_prompt, n_ctx);
+    if (prompt.n >= n_ctx) {
+        cli_error(CMD, "the prompt is %d tokens; the context holds %d", prompt.n, n_ctx);
         goto out;
     }
 
     double t1 = now_ms();
-    for (int pos = 0; pos < n_prompt; pos += n_batch) {
-        int n = n_prompt - pos < n_batch ? n_prompt - pos : n_batch;
-        eng_item it = {.slot = 0,
-                       .n_tokens = n,
-                       .tokens = ids + pos,
-                       .embd = (const float *const *)erows + pos,
-                       .pos = pos,
-                       .want_logits = pos + n == n_prompt};
-        if (eng_step(c, &it, 1, err, sizeof err) != ENG_OK) {
-            cli_error(CMD, "%s", err);
-            goto out;
-        }
-    }
-    double t2 = now_ms();
-
-    s = sampler_create(in->n_vocab, &o.sp);
-    ts = tok_stream_create(t);
-    if (!s || !ts) {
-        cli_error(CMD, "out of memory");
+    if (chat_prefill(c, 0, &prompt, 0, err, sizeof err) != 0) {
+        cli_error(CMD, "%s", err);
         goto out;
     }
-    for (int i = 0; i < n_prompt; i++)
-        sampler_accept(s, ids[i]);
-    int eou = tok_special(t, "<end_of_utterance>"), eos = tok_eos(t), n_gen = 0;
-    int32_t next = sampler_sample(s, eng_logits(c, 0));
-    while (next != eou && next != eos && n_gen < o.max_tokens && n_prompt + n_gen < n_ctx) {
-        size_t len;
-        const char *piece = tok_stream_push(ts, next, &len);
-        fwrite(piece, 1, len, stdout);
-        fflush(stdout);
-        eng_item it = {.slot = 0,
-                       .n_tokens = 1,
-                       .tokens = &next,
-                       .pos = n_prompt + n_gen,
-                       .want_logits = true};
-        n_gen++;
-        if (eng_step(c, &it, 1, err, sizeof err) != ENG_OK) {
-            cli_error(CMD, "%s", err);
-            goto out;
-        }
-        next = sampler_sample(s, eng_logits(c, 0));
+    double t2 = now_ms();
+    int n_gen;
+    if (generate(c, &cc, &prompt, &o, &n_gen, err, sizeof err) != 0) {
+        cli_error(CMD, "%s", err);
+        goto out;
     }
-    size_t len;
-    const char *tail = tok_stream_flush(ts, &len);
-    fwrite(tail, 1, len, stdout);
-    fputc('\n', stdout);
     double t3 = now_ms();
 
     struct rusage ru;
@@ -308,15 +214,12 @@ int cmd_run(int argc, char **argv)
     fprintf(stderr,
             "image encode %.1f ms | prompt %d tokens, %.1f tokens/s | generation %d tokens, "
             "%.1f tokens/s | peak RSS %.1f MiB\n",
-            t_img, n_prompt, n_prompt / ((t2 - t1) / 1e3), n_gen,
+            prompt.vision_ms, prompt.n, prompt.n / ((t2 - t1) / 1e3), n_gen,
             n_gen > 0 ? n_gen / ((t3 - t2) / 1e3) : 0.0, ru.ru_maxrss / 1024.0);
     rc = CLI_OK;
 out:
-    free(ids);
-    free(erows);
-    free(embd);
-    sampler_destroy(s);
-    tok_stream_destroy(ts);
+    chat_prompt_free(&prompt);
+    img_free(&image);
     tok_free(t);
     eng_ctx_destroy(c);
     eng_model_free(m);

@@ -12,20 +12,13 @@
 #include <sys/random.h>
 
 #include "backend.h"
-#include "engine/engine.h"
-#include "engine/image.h"
-#include "engine/prompt.h"
-#include "engine/sampler.h"
-#include "engine/tokenizer.h"
+#include "engine/chat.h"
 
 struct eslot {
-    int32_t *ids;       /* the prompt (from prompt_build) */
-    const float **rows; /* per position: image embedding row, or NULL */
-    int n;
-    float *embd[JOB_MAX_IMAGES];
-    int pos;      /* positions in the KV cache */
-    int queued;   /* prefill tokens queued for the next step */
-    int32_t next; /* token fed in this step */
+    chat_prompt prompt; /* ids, and the image rows at their positions */
+    int pos;            /* positions in the KV cache */
+    int queued;         /* prefill tokens queued for the next step */
+    int32_t next;       /* token fed in this step */
     sampler *s;
     tok_stream *ts;
 };
@@ -36,7 +29,7 @@ struct engb {
     eng_ctx *c;
     tok *t;
     const eng_model_info *in;
-    prompt_ctx pc;
+    chat_ctx cc;
     int nslots, n_ctx, n_batch;
     struct eslot *slots;
     eng_item *items;
@@ -44,118 +37,18 @@ struct engb {
     long long size, params;
 };
 
-/* Decode-side work for one image: Idefics3 preprocessing (resize, tiling) and the vision
- * encoder. Returns the embedding rows ((rows*cols + 1) tiles of n_image_tokens rows). */
-static float *encode_image(struct engb *e, const struct job_image *im, int *rows, int *cols,
-                           char *err, size_t errlen)
-{
-    const eng_model_info *in = e->in;
-    const gguf_file *vf = eng_model_vision_file(e->m);
-    img_proc_cfg cfg = {
-        .longest_edge = in->image_size, .tile = in->image_size, .rescale = 1.0 / 255.0};
-    uint64_t pre;
-    if (gguf_get_u64(vf, "clip.vision.preproc_image_size", &pre) && pre > 0 && pre < 65536)
-        cfg.longest_edge = (int)pre;
-    cfg.split = cfg.longest_edge > cfg.tile;
-    memcpy(cfg.mean, in->image_mean, sizeof cfg.mean);
-    memcpy(cfg.std, in->image_std, sizeof cfg.std);
-    img_rgb rgb = {im->width, im->height, im->rgb};
-    img_tiles tiles = {0};
-    if (img_preprocess(&rgb, &cfg, &tiles, err, errlen) != 0) return NULL;
-    float *embd = malloc((size_t)tiles.n * in->n_image_tokens * in->n_embd * sizeof *embd);
-    if (!embd)
-        snprintf(err, errlen, "out of memory");
-    else if (eng_vision_encode(e->c, tiles.pixels, tiles.n, embd, err, errlen) != ENG_OK) {
-        free(embd);
-        embd = NULL;
-    }
-    *rows = tiles.rows;
-    *cols = tiles.cols;
-    img_tiles_free(&tiles);
-    return embd;
-}
-
 static void slot_clear(struct engb *e, int i)
 {
     struct eslot *p = &e->slots[i];
-    for (int k = 0; k < JOB_MAX_IMAGES; k++)
-        free(p->embd[k]);
-    free(p->ids);
-    free(p->rows);
+    chat_prompt_free(&p->prompt);
     sampler_destroy(p->s);
     tok_stream_destroy(p->ts);
     memset(p, 0, sizeof *p);
     eng_slot_reset(e->c, i);
 }
 
-/* The prompt comes from the engine's SmolVLM template builder (engine/prompt.h); the image
- * rows then go, in order, to the <image> ids it laid out. */
-static int eng_admit(struct backend *b, int slot, struct job *j, struct backend_admit *out,
-                     int *client_error, char *err, size_t errlen)
+static sampler_params job_sampler_params(const struct job *j)
 {
-    struct engb *e = (struct engb *)b;
-    struct eslot *p = &e->slots[slot];
-    const eng_model_info *in = e->in;
-    int rows[JOB_MAX_IMAGES], cols[JOB_MAX_IMAGES];
-    prompt_part parts[JOB_MAX_IMAGES + 64];
-    prompt_msg msgs[64];
-    *client_error = 0;
-    if (j->n_images && !in->has_vision) {
-        *client_error = 1;
-        snprintf(err, errlen, "this model has no vision projector (mmproj); send text only");
-        return -1;
-    }
-    if (j->n_msgs > 64) {
-        *client_error = 1;
-        snprintf(err, errlen, "at most 64 messages per request");
-        return -1;
-    }
-    double t0 = job_now();
-    for (int i = 0; i < j->n_images; i++)
-        if (!(p->embd[i] = encode_image(e, &j->images[i], &rows[i], &cols[i], err, errlen)))
-            goto fail;
-    double vision_ms = (job_now() - t0) * 1e3;
-
-    int np = 0, img = 0;
-    for (int m = 0; m < j->n_msgs; m++) {
-        const struct job_msg *jm = &j->msgs[m];
-        msgs[m].role = jm->role == ROLE_SYSTEM      ? PROMPT_SYSTEM
-                       : jm->role == ROLE_ASSISTANT ? PROMPT_ASSISTANT
-                                                    : PROMPT_USER;
-        msgs[m].parts = parts + np;
-        for (int k = 0; k < jm->n_images && img < j->n_images; k++, img++)
-            parts[np++] = (prompt_part){.image = true, .rows = rows[img], .cols = cols[img]};
-        parts[np++] = (prompt_part){.text = jm->text};
-        msgs[m].n_parts = (int)(parts + np - msgs[m].parts);
-    }
-    if (prompt_build(&e->pc, msgs, j->n_msgs, true, &p->ids, &p->n, err, errlen) != 0) goto fail;
-    if (p->n >= e->n_ctx) {
-        *client_error = 1;
-        snprintf(err, errlen, "prompt is %d tokens; the context holds %d", p->n, e->n_ctx);
-        goto fail;
-    }
-    if (!(p->rows = calloc((size_t)p->n, sizeof *p->rows))) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    int image_tokens = 0;
-    img = 0;
-    int left = j->n_images ? (rows[0] * cols[0] + 1) * in->n_image_tokens : 0, row = 0;
-    for (int i = 0; i < p->n; i++) {
-        if (p->ids[i] != e->pc.image || img >= j->n_images) continue;
-        p->rows[i] = p->embd[img] + (size_t)row * in->n_embd;
-        image_tokens++;
-        row++;
-        if (--left == 0 && ++img < j->n_images) {
-            left = (rows[img] * cols[img] + 1) * in->n_image_tokens;
-            row = 0;
-        }
-    }
-    if (img != j->n_images) {
-        snprintf(err, errlen, "the prompt holds %d image tokens, fewer than the images' rows",
-                 image_tokens);
-        goto fail;
-    }
     sampler_params sp = sampler_default_params();
     sp.temperature = j->params.temperature;
     sp.top_k = j->params.top_k;
@@ -166,35 +59,74 @@ static int eng_admit(struct backend *b, int slot, struct job *j, struct backend_
         sp.seed = j->params.seed;
     else if (getrandom(&sp.seed, sizeof sp.seed, GRND_NONBLOCK) != sizeof sp.seed)
         sp.seed = (uint64_t)(job_now() * 1e9);
-    p->s = sampler_create(in->n_vocab, &sp);
+    return sp;
+}
+
+/* The job's messages and pictures through the engine's one prompt path (engine/chat.h). */
+static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_admit *out,
+                    int *client_error, char *err, size_t errlen)
+{
+    struct engb *e = (struct engb *)b;
+    struct eslot *p = &e->slots[slot];
+    chat_msg msgs[64];
+    img_rgb images[JOB_MAX_IMAGES];
+    *client_error = 0;
+    if (j->n_images && !e->in->has_vision) {
+        *client_error = 1;
+        snprintf(err, errlen, "this model has no vision projector (mmproj); send text only");
+        return -1;
+    }
+    if (j->n_msgs > 64) {
+        *client_error = 1;
+        snprintf(err, errlen, "at most 64 messages per request");
+        return -1;
+    }
+    for (int m = 0; m < j->n_msgs; m++) {
+        const struct job_msg *jm = &j->msgs[m];
+        msgs[m] = (chat_msg){.role = jm->role == ROLE_SYSTEM      ? PROMPT_SYSTEM
+                                     : jm->role == ROLE_ASSISTANT ? PROMPT_ASSISTANT
+                                                                  : PROMPT_USER,
+                             .text = jm->text,
+                             .n_images = jm->n_images};
+    }
+    for (int i = 0; i < j->n_images; i++)
+        images[i] = (img_rgb){j->images[i].width, j->images[i].height, j->images[i].rgb};
+    if (chat_prompt_build(&e->cc, e->c, msgs, j->n_msgs, images, j->n_images, &p->prompt, err,
+                          errlen) != 0)
+        goto fail;
+    if (p->prompt.n >= e->n_ctx) {
+        *client_error = 1;
+        snprintf(err, errlen, "prompt is %d tokens; the context holds %d", p->prompt.n, e->n_ctx);
+        goto fail;
+    }
+    sampler_params sp = job_sampler_params(j);
+    p->s = chat_sampler_create(&e->cc, &p->prompt, &sp);
     p->ts = tok_stream_create(e->t);
     if (!p->s || !p->ts) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    for (int i = 0; i < p->n; i++)
-        sampler_accept(p->s, p->ids[i]);
     eng_slot_reset(e->c, slot);
-    out->prompt_tokens = p->n;
-    out->image_tokens = image_tokens;
-    out->vision_ms = j->n_images ? vision_ms : -1;
+    out->prompt_tokens = p->prompt.n;
+    out->image_tokens = p->prompt.n_image_tokens;
+    out->vision_ms = j->n_images ? p->prompt.vision_ms : -1;
     return 0;
 fail:
     slot_clear(e, slot);
     return -1;
 }
 
-static int eng_prefill(struct backend *b, int slot, int budget, char *err, size_t errlen)
+static int eb_prefill(struct backend *b, int slot, int budget, char *err, size_t errlen)
 {
     (void)err, (void)errlen;
     struct eslot *p = &((struct engb *)b)->slots[slot];
-    int left = p->n - p->pos;
+    int left = p->prompt.n - p->pos;
     p->queued = budget < left ? budget : left;
     return left - p->queued;
 }
 
-static int eng_decode(struct backend *b, int n, const int *slots, struct backend_token *out,
-                      char *err, size_t errlen)
+static int eb_decode(struct backend *b, int n, const int *slots, struct backend_token *out,
+                     char *err, size_t errlen)
 {
     struct engb *e = (struct engb *)b;
     int ni = 0;
@@ -205,8 +137,8 @@ static int eng_decode(struct backend *b, int n, const int *slots, struct backend
         const float *logits = eng_logits(e->c, slots[k]);
         o->len = 0;
         o->eos = 0;
-        int32_t id = logits ? sampler_sample(p->s, logits) : e->pc.eos;
-        if (prompt_is_stop(&e->pc, id) || p->pos >= e->n_ctx) {
+        int32_t id = logits ? sampler_sample(p->s, logits) : e->cc.pc.eos;
+        if (chat_is_stop(&e->cc, id) || p->pos >= e->n_ctx) {
             size_t len;
             const char *tail = tok_stream_flush(p->ts, &len);
             if (len >= sizeof o->text) len = sizeof o->text - 1;
@@ -233,10 +165,10 @@ static int eng_decode(struct backend *b, int n, const int *slots, struct backend
         if (!p->queued) continue;
         e->items[ni++] = (eng_item){.slot = i,
                                     .n_tokens = p->queued,
-                                    .tokens = p->ids + p->pos,
-                                    .embd = (const float *const *)p->rows + p->pos,
+                                    .tokens = p->prompt.ids + p->pos,
+                                    .embd = (const float *const *)p->prompt.rows + p->pos,
                                     .pos = p->pos,
-                                    .want_logits = p->pos + p->queued == p->n};
+                                    .want_logits = p->pos + p->queued == p->prompt.n};
     }
     if (ni && eng_step(e->c, e->items, ni, err, errlen) != ENG_OK) {
         for (int i = 0; i < e->nslots; i++)
@@ -251,23 +183,23 @@ static int eng_decode(struct backend *b, int n, const int *slots, struct backend
     return 0;
 }
 
-static void eng_release(struct backend *b, int slot)
+static void eb_release(struct backend *b, int slot)
 {
     slot_clear((struct engb *)b, slot);
 }
 
-static int eng_count(struct backend *b, const char *text)
+static int eb_count(struct backend *b, const char *text)
 {
     return tok_encode(((struct engb *)b)->t, text, strlen(text), NULL, 0);
 }
 
-static void eng_info(struct backend *b, struct backend_info *out)
+static void eb_info(struct backend *b, struct backend_info *out)
 {
     struct engb *e = (struct engb *)b;
     *out = (struct backend_info){e->name, "llama", e->quant, e->size, e->params, e->in->has_vision};
 }
 
-static void eng_destroy(struct backend *b)
+static void eb_destroy(struct backend *b)
 {
     struct engb *e = (struct engb *)b;
     for (int i = 0; e->slots && i < e->nslots; i++)
@@ -280,8 +212,8 @@ static void eng_destroy(struct backend *b)
     free(e);
 }
 
-static const struct backend_ops eng_ops = {
-    eng_admit, eng_prefill, eng_decode, eng_release, eng_count, eng_info, eng_destroy,
+static const struct backend_ops eb_ops = {
+    eb_admit, eb_prefill, eb_decode, eb_release, eb_count, eb_info, eb_destroy,
 };
 
 /* Parameter count and the most common weight type, for /api/tags. */
@@ -316,7 +248,7 @@ struct backend *backend_engine_create(const struct backend_options *o, char *err
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    e->base.ops = &eng_ops;
+    e->base.ops = &eb_ops;
     const char *mmproj = o->mmproj_path && *o->mmproj_path ? o->mmproj_path : NULL;
     if (eng_model_load(o->model_path, mmproj, &e->m, err, errlen) != ENG_OK) goto fail;
     e->in = eng_model_get_info(e->m);
@@ -330,7 +262,7 @@ struct backend *backend_engine_create(const struct backend_options *o, char *err
     e->nslots = o->slots;
     e->n_ctx = eng_ctx_params(e->c)->n_ctx;
     e->n_batch = eng_ctx_params(e->c)->n_batch;
-    if (prompt_init(&e->pc, e->t, e->in->n_image_tokens, err, errlen) != 0) goto fail;
+    if (chat_init(&e->cc, e->m, e->t, err, errlen) != 0) goto fail;
     e->slots = calloc((size_t)o->slots, sizeof *e->slots);
     e->items = calloc((size_t)o->slots * 2, sizeof *e->items);
     if (!e->slots || !e->items) {
@@ -341,6 +273,6 @@ struct backend *backend_engine_create(const struct backend_options *o, char *err
     describe(e);
     return &e->base;
 fail:
-    eng_destroy(&e->base);
+    eb_destroy(&e->base);
     return NULL;
 }

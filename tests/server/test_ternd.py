@@ -40,6 +40,33 @@ def read_file(name):
         return f.read()
 
 
+def same_as_tern_run(test, d, model, mmproj, image_path, prompt, sampling):
+    """`tern run` and ternd (/generate) answer the same request with the same tokens: the same
+    text and the same count, by construction (engine/chat.h is the one prompt path)."""
+    tern = os.environ.get('TERN_CLI')
+    if not tern:
+        test.skipTest('TERN_CLI not set')
+    flags = {'temperature': '--temp', 'top_k': '--top-k', 'top_p': '--top-p', 'min_p': '--min-p',
+             'repeat_penalty': '--repeat-penalty', 'seed': '--seed', 'max_tokens': '-n'}
+    cmd = [tern, 'run', '-m', model, '--mmproj', mmproj, '-p', prompt, '-t', '1']
+    if image_path:
+        cmd += ['--image', image_path]
+    for k, v in sampling.items():
+        cmd += [flags[k], str(v)]
+    p = subprocess.run(cmd, capture_output=True)
+    test.assertEqual(p.returncode, 0, p.stderr.decode(errors='replace'))
+    n_cli = int(p.stderr.decode().split('generation ')[1].split()[0])
+    body = dict(sampling, prompt=prompt, stream=False)
+    if image_path:
+        with open(image_path, 'rb') as f:
+            body['image'] = base64.b64encode(f.read()).decode()
+    st, h, o = d.json('POST', '/generate', body)
+    test.assertEqual(st, 200, o)
+    test.assertEqual(o['usage']['completion_tokens'], n_cli)
+    test.assertEqual(o['text'], p.stdout.decode(errors='replace')[:-1])   # run adds one '\n'
+    return o['text']
+
+
 class Daemon:
     """One ternd process on a free loopback port with its own stats database."""
 
@@ -726,6 +753,15 @@ class RealEngine(unittest.TestCase):
         self.assertEqual(o['models'][0]['details']['family'], 'llama')
         self.assertGreater(o['models'][0]['size'], 0)
 
+    def test_same_tokens_as_tern_run(self):
+        # The fixture's processor splits pictures into crops (longest_edge 64 > tile 32).
+        image = os.path.join(DATA, 'shapes.jpg')
+        for sampling in ({'temperature': 0, 'max_tokens': 10},
+                         {'temperature': 1.5, 'top_k': 0, 'top_p': 1, 'min_p': 0, 'seed': 11,
+                          'repeat_penalty': 1.3, 'max_tokens': 12}):
+            same_as_tern_run(self, self.d, self.tmp + '/tiny.gguf', self.tmp + '/tiny-mmproj.gguf',
+                             image, 'what color', sampling)
+
 
 class DemoModel(unittest.TestCase):
     """The shipped demo model (models/tern-demo-tq2_0.gguf) answering questions about held-out
@@ -758,6 +794,20 @@ class DemoModel(unittest.TestCase):
     def image(self, name):
         with open(os.path.join(self.ROOT, 'tests', 'data', 'shapes', name), 'rb') as f:
             return base64.b64encode(f.read()).decode()
+
+    def test_same_tokens_as_tern_run(self):
+        model = os.path.join(self.ROOT, 'models', 'tern-demo-tq2_0.gguf')
+        mmproj = os.path.join(self.ROOT, 'models', 'tern-demo-mmproj-tq2_0.gguf')
+        img, prompt, answer = self.KNOWN[2]
+        path = os.path.join(self.ROOT, 'tests', 'data', 'shapes', img)
+        text = same_as_tern_run(self, self.d, model, mmproj, path, prompt, {'temperature': 0})
+        self.assertEqual(text.strip(), answer)
+        # Hot enough that each seed draws a different answer, so the sampler is really compared.
+        sampled = {same_as_tern_run(self, self.d, model, mmproj, path, prompt,
+                                    {'temperature': 3, 'top_k': 0, 'top_p': 1, 'min_p': 0,
+                                     'repeat_penalty': 1.1, 'seed': seed, 'max_tokens': 24})
+                   for seed in (1, 2, 3)}
+        self.assertEqual(len(sampled), 3)
 
     def test_native_stream(self):
         img, prompt, answer = self.KNOWN[0]
