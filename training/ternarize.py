@@ -1,4 +1,4 @@
-"""Ternary and binary versions of the trained float model (DESIGN §4).
+"""Ternary and binary versions of the trained float model (docs/model-format.md).
 
   python3 ternarize.py --data DIR --float OUT/float/hf --out OUT/ternary --mode kmeans|absmean|binary
                        [--steps N] [--lr X]

@@ -1,5 +1,5 @@
 /* Post-training quantizers: ternary (k-means, BitNet absmean, TWN), binary
- * and the plain conversions, ending in a type's blocks (DESIGN §4).
+ * and the plain conversions, ending in a type's blocks (docs/model-format.md).
  *
  * Ternarizers take a vector of weights and choose t[i] in {-1,0,+1} and
  * one scale s, so that w ~= s * t. A matrix is done per row (one scale per
