@@ -2,6 +2,7 @@
  * bookkeeping, and the one linear-layer entry point. */
 #include "engine/ctx.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,6 +232,7 @@ int eng_step(eng_ctx *c, const eng_item *items, int n_items, char *err, size_t e
             c->row_item[r] = i;
         }
     }
+    assert(r == n_rows && n_rows <= c->p.n_batch);
     for (int s = 0; s < c->p.n_slots; s++)
         c->has_logits[s] = false;
     if (n_rows > 0) text_forward(c, items, n_items, n_rows);

@@ -4,6 +4,7 @@
  * and the output layer for the rows that want logits. */
 #include "engine/ctx.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -73,6 +74,9 @@ static void attend_unit(const eng_ctx *c, int layer, int slot, int r0, int r1, i
     size_t kvd = (size_t)in->n_head_kv * hd;
     size_t base = kv_off(c, slot, layer, 0) + (size_t)g * hd;
     int last = c->row_pos[r1 - 1];
+    /* A unit is consecutive positions of one item, inside the context. */
+    assert(r0 < r1 && last - c->row_pos[r0] == r1 - 1 - r0);
+    assert(last < c->p.n_ctx && c->slot_len[slot] <= c->row_pos[r0]);
     float *sc = c->scores + (size_t)ith * c->scores_stride;
     const float *K, *V;
     size_t ks; /* floats between the positions' rows in K and V */
@@ -149,6 +153,7 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
     int D = in->n_embd, hd = m->head_dim, F = in->n_ff;
     int qd = in->n_head * hd, kvd = in->n_head_kv * hd;
 
+    assert(n > 0 && n <= c->p.n_batch);
     long att_macs = 0; /* this step's attention: (q.k + w.v) per head and position */
     for (int r = 0; r < n; r++)
         att_macs += 2L * (c->row_pos[r] + 1) * qd;
