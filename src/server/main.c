@@ -46,6 +46,117 @@ static void model_name_from_path(const char *path, char *out, size_t n)
     if (dot) *dot = 0;
 }
 
+/* Every thread inherits this mask; only main's sigwait receives these signals. */
+static void block_signals(sigset_t *sigs)
+{
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGTERM);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* The model (or the echo test double) and what the APIs say about it. */
+static int load_backend(const struct config *cfg, int threads, struct server *srv, char *err,
+                        size_t errlen)
+{
+    char model[CONFIG_STR + 16], mmproj[CONFIG_STR + 16], name[128];
+    config_resolve_path(cfg, cfg->model, model, sizeof model);
+    config_resolve_path(cfg, cfg->mmproj, mmproj, sizeof mmproj);
+    int is_echo = strcmp(cfg->engine, "echo") == 0;
+    if (cfg->model_name[0])
+        snprintf(name, sizeof name, "%s", cfg->model_name);
+    else if (is_echo)
+        snprintf(name, sizeof name, "echo");
+    else
+        model_name_from_path(model, name, sizeof name);
+
+    struct backend_options bo = {model,
+                                 mmproj,
+                                 name,
+                                 cfg->slots,
+                                 cfg->ctx_size,
+                                 threads,
+                                 cfg->prefill_chunk,
+                                 cfg->echo_delay_ms};
+    if (is_echo) log_warn("engine = echo: a test double that repeats the prompt, not a model");
+    srv->backend =
+        is_echo ? backend_echo_create(&bo, err, errlen) : backend_engine_create(&bo, err, errlen);
+    if (!srv->backend) return -1;
+    srv->backend->ops->info(srv->backend, &srv->info);
+    if (!is_echo && srv->info.size_bytes == 0)
+        srv->info.size_bytes = file_size(model) + file_size(mmproj);
+    return 0;
+}
+
+/* API keys, metrics, the scheduler's engine thread and the stats writer. */
+static int start_services(const struct config *cfg, struct server *srv, char *err, size_t errlen)
+{
+    srv->auth = auth_create(cfg->api_keys, cfg->api_key_file, err, errlen);
+    srv->metrics = metrics_create();
+    struct sched_options so = {cfg->slots, cfg->queue, cfg->prefill_chunk};
+    if (!srv->auth || !srv->metrics ||
+        !(srv->sched = sched_create(&so, srv->backend, srv->metrics, err, errlen))) {
+        if (!srv->metrics) snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (cfg->db[0]) {
+        struct stats_options sto = {cfg->db, cfg->stats_queue, cfg->sample_interval,
+                                    cfg->retention_days};
+        if (!(srv->stats = stats_open(&sto, sample, srv, err, errlen))) return -1;
+    }
+    return 0;
+}
+
+/* Sleeps until SIGTERM or SIGINT; SIGHUP reopens the log. With a systemd watchdog it wakes at
+ * half the interval to ping it, but only while the engine thread is making progress. */
+static void wait_for_stop(const sigset_t *sigs, struct server *srv)
+{
+    uint64_t wd_usec = 0;
+    int watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
+    for (;;) {
+        siginfo_t si;
+        int sig;
+        if (watchdog) {
+            struct timespec ts = {(time_t)(wd_usec / 2000000),
+                                  (long)((wd_usec / 2) % 1000000) * 1000};
+            sig = sigtimedwait(sigs, &si, &ts);
+            int busy;
+            double hb = sched_heartbeat(srv->sched, &busy);
+            if (!busy || job_now() - hb < (double)wd_usec / 1e6) sd_notify(0, "WATCHDOG=1");
+        } else {
+            sig = sigwaitinfo(sigs, &si);
+        }
+        if (sig < 0) continue;
+        if (sig != SIGHUP) return;
+        log_reopen();
+        log_info("SIGHUP: log reopened");
+    }
+}
+
+/* Stop taking work, let running requests finish within the grace period, then tear down in
+ * the reverse order of start-up. */
+static void shut_down(const struct config *cfg, struct server *srv, struct http *http)
+{
+    log_info("shutting down: draining for up to %d s", cfg->drain_timeout);
+    sd_notify(0, "STOPPING=1\nSTATUS=draining");
+    __atomic_store_n(&srv->ready, 0, __ATOMIC_RELEASE); /* /ready says "draining" */
+    http_quiesce(http);
+    sched_drain(srv->sched, cfg->drain_timeout);
+    /* Let the last final lines reach their clients before the sockets close. */
+    for (int i = 0; i < 40 && http_active_streams(http) > 0; i++) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    http_stop(http);
+    sched_destroy(srv->sched);
+    stats_close(srv->stats);
+    srv->backend->ops->destroy(srv->backend);
+    auth_destroy(srv->auth);
+    metrics_destroy(srv->metrics);
+}
+
 int main(int argc, char **argv)
 {
     static struct config cfg;
@@ -58,70 +169,19 @@ int main(int argc, char **argv)
     }
     if (log_setup(log_level_parse(cfg.log_level), cfg.log_file) != 0)
         fprintf(stderr, "ternd: log_file %s: cannot open, logging to stderr\n", cfg.log_file);
-
-    /* Every thread inherits this mask; only the sigwait below receives these signals. */
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    block_signals(&sigs);
 
     int threads = cfg.threads > 0 ? cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    char model[CONFIG_STR + 16], mmproj[CONFIG_STR + 16], name[128];
-    config_resolve_path(&cfg, cfg.model, model, sizeof model);
-    config_resolve_path(&cfg, cfg.mmproj, mmproj, sizeof mmproj);
-    int is_echo = strcmp(cfg.engine, "echo") == 0;
-    if (cfg.model_name[0])
-        snprintf(name, sizeof name, "%s", cfg.model_name);
-    else if (is_echo)
-        snprintf(name, sizeof name, "echo");
-    else
-        model_name_from_path(model, name, sizeof name);
-
-    struct backend_options bo = {model,
-                                 mmproj,
-                                 name,
-                                 cfg.slots,
-                                 cfg.ctx_size,
-                                 threads,
-                                 cfg.prefill_chunk,
-                                 cfg.echo_delay_ms};
     struct server srv = {0};
     srv.cfg = &cfg;
     srv.started_wall = stats_wall_now();
     srv.limits = (struct api_limits){cfg.max_image_bytes, cfg.max_image_pixels, cfg.max_images,
                                      cfg.max_tokens, cfg.default_max_tokens};
-    if (is_echo) log_warn("engine = echo: a test double that repeats the prompt, not a model");
-    srv.backend = is_echo ? backend_echo_create(&bo, err, sizeof err)
-                          : backend_engine_create(&bo, err, sizeof err);
-    if (!srv.backend) {
-        log_error("%s", err);
-        return 1;
-    }
-    srv.backend->ops->info(srv.backend, &srv.info);
-    if (!is_echo && srv.info.size_bytes == 0)
-        srv.info.size_bytes = file_size(model) + file_size(mmproj);
-
-    srv.auth = auth_create(cfg.api_keys, cfg.api_key_file, err, sizeof err);
-    srv.metrics = metrics_create();
-    struct sched_options so = {cfg.slots, cfg.queue, cfg.prefill_chunk};
-    if (!srv.auth || !srv.metrics ||
-        !(srv.sched = sched_create(&so, srv.backend, srv.metrics, err, sizeof err))) {
-        log_error("%s", srv.metrics ? err : "out of memory");
-        return 1;
-    }
-    if (cfg.db[0]) {
-        struct stats_options sto = {cfg.db, cfg.stats_queue, cfg.sample_interval,
-                                    cfg.retention_days};
-        if (!(srv.stats = stats_open(&sto, sample, &srv, err, sizeof err))) {
-            log_error("%s", err);
-            return 1;
-        }
-    }
-    struct http *http = http_start(&srv, err, sizeof err);
-    if (!http) {
+    struct http *http = NULL;
+    if (load_backend(&cfg, threads, &srv, err, sizeof err) != 0 ||
+        start_services(&cfg, &srv, err, sizeof err) != 0 ||
+        !(http = http_start(&srv, err, sizeof err))) {
         log_error("%s", err);
         return 1;
     }
@@ -134,47 +194,8 @@ int main(int argc, char **argv)
              auth_enabled(srv.auth) ? ", API keys on" : "", cfg.db[0] ? ", stats on" : "");
     sd_notify(0, "READY=1\nSTATUS=serving");
 
-    uint64_t wd_usec = 0;
-    int watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
-    for (;;) {
-        siginfo_t si;
-        int sig;
-        if (watchdog) {
-            struct timespec ts = {(time_t)(wd_usec / 2000000),
-                                  (long)((wd_usec / 2) % 1000000) * 1000};
-            sig = sigtimedwait(&sigs, &si, &ts);
-            int busy;
-            double hb = sched_heartbeat(srv.sched, &busy);
-            if (!busy || job_now() - hb < (double)wd_usec / 1e6) sd_notify(0, "WATCHDOG=1");
-            if (sig < 0) continue;
-        } else {
-            sig = sigwaitinfo(&sigs, &si);
-            if (sig < 0) continue;
-        }
-        if (sig == SIGHUP) {
-            log_reopen();
-            log_info("SIGHUP: log reopened");
-            continue;
-        }
-        break;
-    }
-
-    log_info("shutting down: draining for up to %d s", cfg.drain_timeout);
-    sd_notify(0, "STOPPING=1\nSTATUS=draining");
-    __atomic_store_n(&srv.ready, 0, __ATOMIC_RELEASE); /* /ready says "draining" */
-    http_quiesce(http);
-    sched_drain(srv.sched, cfg.drain_timeout);
-    /* Let the last final lines reach their clients before the sockets close. */
-    for (int i = 0; i < 40 && http_active_streams(http) > 0; i++) {
-        struct timespec ts = {0, 50 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    http_stop(http);
-    sched_destroy(srv.sched);
-    stats_close(srv.stats);
-    srv.backend->ops->destroy(srv.backend);
-    auth_destroy(srv.auth);
-    metrics_destroy(srv.metrics);
+    wait_for_stop(&sigs, &srv);
+    shut_down(&cfg, &srv, http);
     log_info("stopped");
     log_close();
     return 0;
