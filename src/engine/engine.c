@@ -58,44 +58,41 @@ static size_t scratch_bytes(const eng_model *m, int n_text, int n_vision)
         if (!(ptr)) goto oom;                                                                      \
     } while (0)
 
-int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char *err,
-                   size_t errlen)
+/* The caller's parameters with defaults, caps and the thread count filled in. */
+static int resolve_params(const eng_model *m, const eng_params *pp, eng_params *p, char *err,
+                          size_t errlen)
 {
-    *out = NULL;
-    const eng_model_info *in = &m->info;
-    eng_params p = pp ? *pp : eng_default_params();
-    if (p.n_slots < 1 || p.n_slots > 1024 || p.n_ctx < 1 || p.n_batch < 1)
+    *p = pp ? *pp : eng_default_params();
+    if (p->n_slots < 1 || p->n_slots > 1024 || p->n_ctx < 1 || p->n_batch < 1)
         return eng_seterr(err, errlen,
                           "engine: n_slots (%d), n_ctx (%d) and n_batch (%d) must be "
                           "positive",
-                          p.n_slots, p.n_ctx, p.n_batch);
-    if (p.n_ctx > in->n_ctx_train) p.n_ctx = in->n_ctx_train;
-    if ((long long)p.n_batch > (long long)p.n_slots * p.n_ctx)
-        p.n_batch = p.n_slots * p.n_ctx; /* fits: less than the n_batch asked for */
-    if (p.n_threads <= 0) {
+                          p->n_slots, p->n_ctx, p->n_batch);
+    if (p->n_ctx > m->info.n_ctx_train) p->n_ctx = m->info.n_ctx_train;
+    if ((long long)p->n_batch > (long long)p->n_slots * p->n_ctx)
+        p->n_batch = p->n_slots * p->n_ctx; /* fits: less than the n_batch asked for */
+    if (p->n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        p.n_threads = n > 0 ? (int)n : 1;
+        p->n_threads = n > 0 ? (int)n : 1;
     }
+    return ENG_OK;
+}
 
-    eng_ctx *c = calloc(1, sizeof *c);
-    if (!c) return eng_seterr(err, errlen, "out of memory");
-    c->m = m;
-    c->p = p;
-    c->pool = pool_create(p.n_threads, err, errlen);
-    if (!c->pool) {
-        free(c);
-        return ENG_ERR;
-    }
-    c->p.n_threads = p.n_threads = pool_threads(c->pool);
-    int N = p.n_batch, D = in->n_embd, hd = m->head_dim;
+/* KV cache, the decoder's scratch for n_batch rows, attention scores and logits. */
+static int alloc_text(eng_ctx *c)
+{
+    const eng_model *m = c->m;
+    const eng_model_info *in = &m->info;
+    const eng_params *p = &c->p;
+    int N = p->n_batch, D = in->n_embd, hd = m->head_dim;
     int qd = in->n_head * hd, kvd = in->n_head_kv * hd, F = in->n_ff, V = in->n_vocab;
 
-    c->kv_elem = p.kv_f16 ? 2 : 4;
-    size_t kv_n = (size_t)p.n_slots * in->n_layer * p.n_ctx * kvd;
+    c->kv_elem = p->kv_f16 ? 2 : 4;
+    size_t kv_n = (size_t)p->n_slots * in->n_layer * p->n_ctx * kvd;
     c->k_cache = calloc(kv_n, c->kv_elem);
     c->v_cache = calloc(kv_n, c->kv_elem);
     if (!c->k_cache || !c->v_cache) goto oom;
-    ALLOC(c->slot_len, p.n_slots);
+    ALLOC(c->slot_len, p->n_slots);
     ALLOC(c->x, (size_t)N * D);
     ALLOC(c->xn, (size_t)N * D);
     ALLOC(c->tmp, (size_t)N * D);
@@ -107,45 +104,78 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
     ALLOC(c->u, (size_t)N * F);
     ALLOC(c->row_pos, N);
     ALLOC(c->row_item, N);
-    c->scores_stride = p.n_ctx > m->v_patches ? p.n_ctx : m->v_patches;
-    ALLOC(c->scores, (size_t)c->scores_stride * p.n_threads);
+    c->scores_stride = p->n_ctx > m->v_patches ? p->n_ctx : m->v_patches;
+    ALLOC(c->scores, (size_t)c->scores_stride * p->n_threads);
     if (c->kv_elem == 2) {
-        c->kv_f32_stride = (size_t)p.n_ctx * hd;
-        ALLOC(c->kv_f32, c->kv_f32_stride * 2 * p.n_threads);
+        c->kv_f32_stride = (size_t)p->n_ctx * hd;
+        ALLOC(c->kv_f32, c->kv_f32_stride * 2 * p->n_threads);
     }
-    c->f16_row = kern_get_f16_to_f32();
-    c->attn = kern_get_attn();
-    ALLOC(c->rope_cos, (size_t)p.n_ctx * hd / 2);
-    ALLOC(c->rope_sin, (size_t)p.n_ctx * hd / 2);
-    ALLOC(c->logits, (size_t)p.n_slots * V);
-    ALLOC(c->has_logits, p.n_slots);
-    ALLOC(c->lhid, (size_t)p.n_slots * D);
-    ALLOC(c->ltmp, (size_t)p.n_slots * V);
-    ALLOC(c->lslot, p.n_slots);
+    ALLOC(c->rope_cos, (size_t)p->n_ctx * hd / 2);
+    ALLOC(c->rope_sin, (size_t)p->n_ctx * hd / 2);
+    ALLOC(c->logits, (size_t)p->n_slots * V);
+    ALLOC(c->has_logits, p->n_slots);
+    ALLOC(c->lhid, (size_t)p->n_slots * D);
+    ALLOC(c->ltmp, (size_t)p->n_slots * V);
+    ALLOC(c->lslot, p->n_slots);
+    return ENG_OK;
+oom:
+    return ENG_ERR;
+}
 
-    /* HF computes inv_freq = theta^(-2i/hd) and angle = pos * inv_freq. */
-    for (int pos = 0; pos < p.n_ctx; pos++)
+/* HF computes inv_freq = theta^(-2i/hd) and angle = pos * inv_freq. */
+static void fill_rope(eng_ctx *c)
+{
+    int hd = c->m->head_dim;
+    for (int pos = 0; pos < c->p.n_ctx; pos++)
         for (int i = 0; i < hd / 2; i++) {
-            double inv = pow((double)in->rope_theta, -2.0 * i / hd);
+            double inv = pow((double)c->m->info.rope_theta, -2.0 * i / hd);
             float a = (float)pos * (float)inv; /* rounded as torch's float32 outer product */
             c->rope_cos[(size_t)pos * hd / 2 + i] = (float)cos(a);
             c->rope_sin[(size_t)pos * hd / 2 + i] = (float)sin(a);
         }
+}
 
-    if (in->has_vision) {
-        int P = m->v_patches, Dv = m->v_embd, ps = in->patch_size;
-        int vin = 3 * ps * ps;
-        ALLOC(c->vx, (size_t)P * Dv);
-        ALLOC(c->vxn, (size_t)P * (vin > Dv ? vin : Dv));
-        ALLOC(c->vq, (size_t)P * Dv);
-        ALLOC(c->vk, (size_t)P * Dv);
-        ALLOC(c->vv, (size_t)P * Dv);
-        ALLOC(c->vatt, (size_t)P * Dv);
-        ALLOC(c->vtmp, (size_t)P * Dv);
-        ALLOC(c->vff, (size_t)P * m->v_ff);
-        ALLOC(c->vshuf, (size_t)P * Dv);
+/* The vision encoder's scratch: one tile's patches. */
+static int alloc_vision(eng_ctx *c)
+{
+    const eng_model *m = c->m;
+    int P = m->v_patches, Dv = m->v_embd, ps = m->info.patch_size;
+    int vin = 3 * ps * ps;
+    ALLOC(c->vx, (size_t)P * Dv);
+    ALLOC(c->vxn, (size_t)P * (vin > Dv ? vin : Dv));
+    ALLOC(c->vq, (size_t)P * Dv);
+    ALLOC(c->vk, (size_t)P * Dv);
+    ALLOC(c->vv, (size_t)P * Dv);
+    ALLOC(c->vatt, (size_t)P * Dv);
+    ALLOC(c->vtmp, (size_t)P * Dv);
+    ALLOC(c->vff, (size_t)P * m->v_ff);
+    ALLOC(c->vshuf, (size_t)P * Dv);
+    return ENG_OK;
+oom:
+    return ENG_ERR;
+}
+
+int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char *err,
+                   size_t errlen)
+{
+    *out = NULL;
+    eng_params p;
+    if (resolve_params(m, pp, &p, err, errlen) != ENG_OK) return ENG_ERR;
+    eng_ctx *c = calloc(1, sizeof *c);
+    if (!c) return eng_seterr(err, errlen, "out of memory");
+    c->m = m;
+    c->p = p;
+    c->pool = pool_create(p.n_threads, err, errlen);
+    if (!c->pool) {
+        free(c);
+        return ENG_ERR;
     }
-    size_t sb = scratch_bytes(m, N, m->v_patches);
+    c->p.n_threads = p.n_threads = pool_threads(c->pool);
+    c->f16_row = kern_get_f16_to_f32();
+    c->attn = kern_get_attn();
+    if (alloc_text(c) != ENG_OK || (m->info.has_vision && alloc_vision(c) != ENG_OK)) goto oom;
+    fill_rope(c);
+    size_t sb = scratch_bytes(m, p.n_batch, m->v_patches);
     if (sb > 0) {
         c->mm_scratch = aligned_alloc(64, (sb + 63) / 64 * 64);
         if (!c->mm_scratch) goto oom;
