@@ -114,12 +114,11 @@ static int emit(struct slot *sl, const char *text, size_t n)
     return 0;
 }
 
-static void step(struct sched *s, int cancel_all)
+/* Ends the running jobs whose client left or whose deadline passed (all of them while
+ * shutting down). */
+static void reap_slots(struct sched *s, int cancel_all)
 {
-    const struct backend_ops *ops = s->be->ops;
-    char err[256];
     double now = job_now();
-
     for (int i = 0; i < s->o.slots; i++) {
         struct slot *sl = &s->slots[i];
         if (!sl->job) continue;
@@ -128,8 +127,13 @@ static void step(struct sched *s, int cancel_all)
         else if (now > sl->job->deadline)
             finish_slot(s, sl, DONE_TIMEOUT, "request deadline passed");
     }
+}
 
-    /* Admit: tokenize + vision encode. */
+/* Newly placed jobs: tokenize + vision encode; their prompts then wait for prefill. */
+static void admit_slots(struct sched *s)
+{
+    const struct backend_ops *ops = s->be->ops;
+    char err[256];
     for (int i = 0; i < s->o.slots; i++) {
         struct slot *sl = &s->slots[i];
         if (sl->state != SLOT_ADMIT) continue;
@@ -157,20 +161,19 @@ static void step(struct sched *s, int cancel_all)
         sl->prefill_left = a.prompt_tokens;
         sl->state = SLOT_PREFILL;
     }
+}
 
-    /* The slots already generating; a slot whose prompt completes this step starts next step
-     * (its first token is sampled from the logits this step computes). */
-    int n = 0;
-    for (int i = 0; i < s->o.slots; i++)
-        if (s->slots[i].state == SLOT_DECODE) s->batch[n++] = i;
-
-    /* Prefill: one chunk per step, shared among the slots waiting for it, so decoding slots
-     * are never stalled for more than a chunk's worth of work. */
+/* Queues one chunk of prompt tokens for this step, shared among the slots waiting for it, so
+ * decoding slots are never stalled for more than a chunk's worth of work. Returns 1 when any
+ * prompt work was queued or completed (the step then has a forward pass to run). */
+static int prefill_slots(struct sched *s)
+{
+    char err[256];
     int budget = s->o.prefill_chunk, queued = 0, prefilled = 0;
     for (int i = 0; i < s->o.slots && budget > 0; i++) {
         struct slot *sl = &s->slots[i];
         if (sl->state != SLOT_PREFILL) continue;
-        int left = ops->prefill(s->be, i, budget, err, sizeof err);
+        int left = s->be->ops->prefill(s->be, i, budget, err, sizeof err);
         if (left < 0) {
             finish_slot(s, sl, DONE_ERROR, err);
             continue;
@@ -180,17 +183,22 @@ static void step(struct sched *s, int cancel_all)
         sl->prefill_left = left;
         if (left == 0) sl->state = SLOT_PREFILLED, prefilled++;
     }
-    if (n == 0 && queued == 0 && prefilled == 0) return;
+    return queued > 0 || prefilled > 0;
+}
 
-    /* One batched forward pass for every slot. */
-    double t0 = job_now();
-    if (ops->decode(s->be, n, s->batch, s->out, err, sizeof err) != 0) {
+/* The step's one batched forward pass: the queued prompt chunks and a token for each of the
+ * n slots in s->batch. Slots whose prompt it completes start generating. Returns 0, or -1
+ * after failing every slot the pass covered. */
+static int decode_batch(struct sched *s, int n, double *t_done)
+{
+    char err[256];
+    if (s->be->ops->decode(s->be, n, s->batch, s->out, err, sizeof err) != 0) {
         for (int i = 0; i < s->o.slots; i++)
             if (s->slots[i].state == SLOT_DECODE || s->slots[i].state == SLOT_PREFILLED)
                 finish_slot(s, &s->slots[i], DONE_ERROR, err);
-        return;
+        return -1;
     }
-    double t1 = job_now();
+    double t1 = *t_done = job_now();
     for (int i = 0; i < s->o.slots; i++) {
         struct slot *sl = &s->slots[i];
         if (sl->state != SLOT_PREFILLED) continue;
@@ -202,6 +210,13 @@ static void step(struct sched *s, int cancel_all)
         if (j->t.vision_ms > 0) j->t.prefill_ms -= j->t.vision_ms;
         pthread_mutex_unlock(&j->mu);
     }
+    return 0;
+}
+
+/* Hands each batched slot its new token: text to the job's stream, then end of generation,
+ * a stop string or max_tokens finishes the slot. t0..t1 is the forward pass. */
+static void deliver_tokens(struct sched *s, int n, double t0, double t1)
+{
     for (int k = 0; k < n; k++) {
         struct slot *sl = &s->slots[s->batch[k]];
         struct job *j = sl->job;
@@ -229,6 +244,23 @@ static void step(struct sched *s, int cancel_all)
         else if (sl->generated >= j->params.max_tokens)
             finish_slot(s, sl, DONE_LENGTH, NULL);
     }
+}
+
+/* One scheduling step, on the engine thread without s->mu. */
+static void step(struct sched *s, int cancel_all)
+{
+    reap_slots(s, cancel_all);
+    admit_slots(s);
+    /* The slots already generating; a slot whose prompt completes this step starts next step
+     * (its first token is sampled from the logits this step computes). */
+    int n = 0;
+    for (int i = 0; i < s->o.slots; i++)
+        if (s->slots[i].state == SLOT_DECODE) s->batch[n++] = i;
+    int prompt_work = prefill_slots(s);
+    if (n == 0 && !prompt_work) return;
+    double t0 = job_now(), t1;
+    if (decode_batch(s, n, &t1) != 0) return;
+    deliver_tokens(s, n, t0, t1);
 }
 
 /* Drop waiting jobs whose client left or whose deadline passed, without waiting for a slot.
