@@ -390,18 +390,16 @@ static enum MHD_Result run_generation(struct http_req *r)
                  srv->cfg->queue);
         else
             fail(r, 503, "unavailable", "the server is shutting down");
-        snprintf(j->error, sizeof j->error, "%s", r->error);
-        return MHD_YES;
+        return MHD_YES; /* on_completed gives the job r->error for its stats row */
     }
 
     int sock = conn_fd(r);
     /* Headers wait for the first event so that failures before any text (a prompt the engine
      * refuses, a deadline passed in the queue) still get a proper status. */
     if (job_wait(j, sock, 0) < 0) goto gone;
-    pthread_mutex_lock(&j->mu);
-    int done = j->done, has_text = j->text_len > 0, tokens = j->completion_tokens;
-    int est = j->error_status;
-    pthread_mutex_unlock(&j->mu);
+    struct job_progress p = job_progress(j);
+    int done = p.done, has_text = p.text_len > 0, tokens = p.completion_tokens;
+    int est = p.error_status;
     if (done == DONE_ERROR && !has_text) {
         fail(r, est ? est : 500, est == 422 ? "invalid_request" : "internal", "%s", j->error);
         return MHD_YES;
@@ -415,12 +413,7 @@ static enum MHD_Result run_generation(struct http_req *r)
     if (!stream) {
         while (!done) {
             if (job_wait(j, sock, 0) < 0) goto gone;
-            /* Only the done flag matters here; the text stays in the job for whole(). */
-            pthread_mutex_lock(&j->mu);
-            done = j->done;
-            j->text_read = j->text_len;
-            j->pieces_read = j->n_pieces;
-            pthread_mutex_unlock(&j->mu);
+            done = job_skip(j); /* the text stays in the job for whole() */
         }
         if (done == DONE_ERROR) {
             fail(r, j->error_status ? j->error_status : 500, "internal", "%s", j->error);
@@ -683,10 +676,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             (job_now() - r->t0) * 1e3, r->request_id, r->error[0] ? " " : "", r->error);
     if (r->job) {
         struct job *j = r->job;
-        pthread_mutex_lock(&j->mu);
-        j->http_status = r->status;
-        if (!j->error[0] && r->error[0]) snprintf(j->error, sizeof j->error, "%s", r->error);
-        pthread_mutex_unlock(&j->mu);
+        job_set_http_result(j, r->status, r->error);
         job_unref(j);
     } else {
         struct stats_record rec;

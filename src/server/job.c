@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -144,6 +145,79 @@ void job_cancel(struct job *j)
     pthread_mutex_lock(&j->mu);
     j->cancel = 1;
     pthread_mutex_unlock(&j->mu);
+}
+
+void job_left_queue(struct job *j, double now)
+{
+    pthread_mutex_lock(&j->mu);
+    j->t.queue_ms = (now - j->t_arrival) * 1e3;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_admitted(struct job *j, int prompt_tokens, int image_tokens, double vision_ms)
+{
+    pthread_mutex_lock(&j->mu);
+    j->prompt_tokens = prompt_tokens;
+    j->image_tokens = image_tokens;
+    j->t.vision_ms = vision_ms;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_set_error_status(struct job *j, int status)
+{
+    pthread_mutex_lock(&j->mu);
+    j->error_status = status;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_prefilled(struct job *j, double t_admit, double now)
+{
+    pthread_mutex_lock(&j->mu);
+    j->t.prefill_ms = (now - t_admit) * 1e3;
+    if (j->t.vision_ms > 0) j->t.prefill_ms -= j->t.vision_ms;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_generated(struct job *j, int tokens, double now)
+{
+    pthread_mutex_lock(&j->mu);
+    if (tokens == 1) j->t.ttft_ms = (now - j->t_arrival) * 1e3;
+    j->completion_tokens = tokens;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_decoded(struct job *j, int tokens, double decode_ms)
+{
+    pthread_mutex_lock(&j->mu);
+    j->completion_tokens = tokens;
+    if (decode_ms >= 0) j->t.decode_ms = decode_ms;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_set_http_result(struct job *j, int status, const char *error)
+{
+    pthread_mutex_lock(&j->mu);
+    j->http_status = status;
+    if (!j->error[0] && error[0]) snprintf(j->error, sizeof j->error, "%s", error);
+    pthread_mutex_unlock(&j->mu);
+}
+
+struct job_progress job_progress(struct job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    struct job_progress p = {j->done, j->text_len, j->completion_tokens, j->error_status};
+    pthread_mutex_unlock(&j->mu);
+    return p;
+}
+
+int job_skip(struct job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    j->text_read = j->text_len;
+    j->pieces_read = j->n_pieces;
+    int done = j->done;
+    pthread_mutex_unlock(&j->mu);
+    return done;
 }
 
 size_t job_take(struct job *j, char **out, size_t *cap, int *done)

@@ -79,10 +79,7 @@ static void finish_slot(struct sched *s, struct slot *sl, int done, const char *
     struct job *j = sl->job;
     if (sl->pend_len && done != DONE_ERROR) job_push(j, sl->pend, sl->pend_len);
     double now = job_now();
-    pthread_mutex_lock(&j->mu);
-    j->completion_tokens = sl->generated;
-    if (sl->t_first > 0) j->t.decode_ms = (now - sl->t_first) * 1e3;
-    pthread_mutex_unlock(&j->mu);
+    job_decoded(j, sl->generated, sl->t_first > 0 ? (now - sl->t_first) * 1e3 : -1);
     if (sl->state != SLOT_ADMIT) s->be->ops->release(s->be, (int)(sl - s->slots));
     if (done == DONE_CANCELLED || done == DONE_TIMEOUT) metrics_add(s->m, CNT_CANCELLED, 1);
     metrics_add(s->m, CNT_COMPLETION_TOKENS, sl->generated);
@@ -142,21 +139,13 @@ static void admit_slots(struct sched *s)
         int client_error = 0;
         sl->t_admit = job_now();
         metrics_observe(s->m, HIST_QUEUE_SECONDS, sl->t_admit - j->t_arrival);
-        pthread_mutex_lock(&j->mu);
-        j->t.queue_ms = (sl->t_admit - j->t_arrival) * 1e3;
-        pthread_mutex_unlock(&j->mu);
+        job_left_queue(j, sl->t_admit);
         if (ops->admit(s->be, i, j, &a, &client_error, err, sizeof err) != 0) {
-            pthread_mutex_lock(&j->mu);
-            j->error_status = client_error ? 422 : 500;
-            pthread_mutex_unlock(&j->mu);
+            job_set_error_status(j, client_error ? 422 : 500);
             finish_slot(s, sl, DONE_ERROR, err);
             continue;
         }
-        pthread_mutex_lock(&j->mu);
-        j->prompt_tokens = a.prompt_tokens;
-        j->image_tokens = a.image_tokens;
-        j->t.vision_ms = a.vision_ms;
-        pthread_mutex_unlock(&j->mu);
+        job_admitted(j, a.prompt_tokens, a.image_tokens, a.vision_ms);
         metrics_add(s->m, CNT_PROMPT_TOKENS, a.prompt_tokens);
         sl->prefill_left = a.prompt_tokens;
         sl->state = SLOT_PREFILL;
@@ -204,11 +193,7 @@ static int decode_batch(struct sched *s, int n, double *t_done)
         if (sl->state != SLOT_PREFILLED) continue;
         sl->state = SLOT_DECODE;
         sl->t_prefill_done = t1;
-        struct job *j = sl->job;
-        pthread_mutex_lock(&j->mu);
-        j->t.prefill_ms = (t1 - sl->t_admit) * 1e3;
-        if (j->t.vision_ms > 0) j->t.prefill_ms -= j->t.vision_ms;
-        pthread_mutex_unlock(&j->mu);
+        job_prefilled(sl->job, sl->t_admit, t1);
     }
     return 0;
 }
@@ -227,18 +212,13 @@ static void deliver_tokens(struct sched *s, int n, double t0, double t1)
             continue;
         }
         sl->generated++;
+        job_generated(j, sl->generated, t1);
         if (sl->generated == 1) {
             sl->t_first = t1;
-            pthread_mutex_lock(&j->mu);
-            j->t.ttft_ms = (t1 - j->t_arrival) * 1e3;
-            pthread_mutex_unlock(&j->mu);
             metrics_observe(s->m, HIST_TTFT_SECONDS, t1 - j->t_arrival);
         } else {
             metrics_observe(s->m, HIST_TOKEN_SECONDS, t1 - t0);
         }
-        pthread_mutex_lock(&j->mu);
-        j->completion_tokens = sl->generated;
-        pthread_mutex_unlock(&j->mu);
         if (emit(sl, t->text, t->len))
             finish_slot(s, sl, DONE_STOP, NULL);
         else if (sl->generated >= j->params.max_tokens)
@@ -276,9 +256,7 @@ static void expire_queued(struct sched *s)
             s->queue[(s->qhead + kept++) % s->qcap] = j;
             continue;
         }
-        pthread_mutex_lock(&j->mu);
-        j->t.queue_ms = (now - j->t_arrival) * 1e3;
-        pthread_mutex_unlock(&j->mu);
+        job_left_queue(j, now);
         metrics_add(s->m, CNT_CANCELLED, 1);
         job_finish(j, done, done == DONE_TIMEOUT ? "request deadline passed while queued" : NULL);
         job_unref(j);
