@@ -1,4 +1,4 @@
-/* Unit tests: JSON request codecs of each API family, base64, images, UTF-8. */
+/* Unit tests: JSON request codecs of each API family, base64, images. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,20 +283,6 @@ START_TEST(base64)
 }
 END_TEST
 
-START_TEST(utf8)
-{
-    char out[64];
-    ck_assert_uint_eq(job_utf8_sanitize("h\xc3\xa9!", 4, out), 4);
-    ck_assert_int_eq(memcmp(out, "h\xc3\xa9!", 4), 0);
-    ck_assert_uint_eq(job_utf8_sanitize("a\xff", 2, out), 4);
-    ck_assert_int_eq(memcmp(out, "a\xef\xbf\xbd", 4), 0);
-    ck_assert_uint_eq(job_utf8_sanitize("\xc3", 1, out), 3);             /* truncated */
-    ck_assert_uint_eq(job_utf8_sanitize("\xc0\xaf", 2, out), 6);         /* overlong */
-    ck_assert_uint_eq(job_utf8_sanitize("\xed\xa0\x80", 3, out), 9);     /* surrogate */
-    ck_assert_uint_eq(job_utf8_sanitize("\xf0\x9f\x98\x80", 4, out), 4); /* emoji */
-}
-END_TEST
-
 int main(void)
 {
     Suite *s = suite_create("codec");
@@ -307,7 +293,6 @@ int main(void)
     tcase_add_test(tc, openai);
     tcase_add_test(tc, formatters);
     tcase_add_test(tc, base64);
-    tcase_add_test(tc, utf8);
     suite_add_tcase(s, tc);
     return tu_run(s, CK_FORK);
 }

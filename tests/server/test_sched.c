@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "server/backend.h"
 #include "server/metrics.h"
@@ -74,6 +75,35 @@ static int read_all(struct job *j, char *out, size_t cap)
     }
     free(take);
     return done;
+}
+
+/* A prompt of n words "w0 w1 ...": n tokens from the echo backend. */
+static char *words(int n)
+{
+    char *p = malloc((size_t)n * 8 + 1);
+    ck_assert_ptr_nonnull(p);
+    size_t o = 0;
+    for (int i = 0; i < n; i++)
+        o += (size_t)sprintf(p + o, "%sw%d", i ? " " : "", i);
+    return p;
+}
+
+/* Waits (up to 5 s) until the scheduler reports this many busy slots and queued jobs. */
+static void wait_counts(struct sched *s, int active, int queued)
+{
+    int a = -1, q = -1;
+    for (double end = job_now() + 5; job_now() < end; usleep(1000)) {
+        sched_snapshot(s, &a, &q);
+        if (a == active && q == queued) return;
+    }
+    ck_abort_msg("scheduler at %d active, %d queued; expected %d, %d", a, q, active, queued);
+}
+
+/* Waits for the job's first piece of text. */
+static void wait_started(struct job *j)
+{
+    ck_assert_int_eq(job_wait(j, -1, job_now() + 5), 1);
+    ck_assert_uint_gt(job_progress(j).text_len, 0);
 }
 
 /* Runs one job through a fresh one-slot scheduler; returns its done state, pieces in out. */
@@ -170,6 +200,180 @@ START_TEST(stream_is_utf8)
 }
 END_TEST
 
+START_TEST(ends_at_eos_and_max_tokens)
+{
+    char out[256];
+    struct job *j = new_job("a b c d e", 16, NULL);
+    ck_assert_int_eq(run_one(j, out, sizeof out), DONE_STOP);
+    ck_assert_str_eq(out, "a| b| c| d| e");
+    ck_assert_int_eq(j->completion_tokens, 5);
+    ck_assert_int_eq(j->prompt_tokens, 5);
+    ck_assert_double_ge(j->t.ttft_ms, 0);
+    job_unref(j);
+
+    j = new_job("a b c d e", 3, NULL);
+    ck_assert_int_eq(run_one(j, out, sizeof out), DONE_LENGTH);
+    ck_assert_str_eq(out, "a| b| c");
+    ck_assert_int_eq(j->completion_tokens, 3);
+    job_unref(j);
+}
+END_TEST
+
+/* Room for slots + queue_max jobs; the next is refused and counted. */
+START_TEST(queue_full)
+{
+    struct rig r = rig_start(1, 1, 20);
+    char *w = words(200);
+    struct job *a = new_job(w, 200, NULL), *b = new_job(w, 200, NULL), *c = new_job("c", 4, NULL);
+    ck_assert_int_eq(sched_submit(r.s, a), SCHED_OK);
+    ck_assert_int_eq(sched_submit(r.s, b), SCHED_OK);
+    ck_assert_int_eq(sched_submit(r.s, c), SCHED_FULL);
+    ck_assert_int_eq(metrics_get(r.m, CNT_REJECTED_QUEUE_FULL), 1);
+    wait_counts(r.s, 1, 1);
+    rig_stop(&r); /* cancels what runs and what waits */
+    ck_assert_int_eq(a->done, DONE_CANCELLED);
+    ck_assert_int_eq(b->done, DONE_CANCELLED);
+    ck_assert_int_eq(c->done, DONE_NONE); /* never taken */
+    job_unref(a), job_unref(b), job_unref(c);
+    free(w);
+}
+END_TEST
+
+/* Draining lets running work finish within the grace period, then refuses new work. */
+START_TEST(drain_finishes_work)
+{
+    struct rig r = rig_start(1, 4, 5);
+    struct job *a = new_job("a b c", 16, NULL), *b = new_job("d e", 16, NULL);
+    ck_assert_int_eq(sched_submit(r.s, a), SCHED_OK);
+    ck_assert_int_eq(sched_submit(r.s, b), SCHED_OK);
+    sched_drain(r.s, 20);
+    ck_assert_int_eq(a->done, DONE_STOP);
+    ck_assert_int_eq(b->done, DONE_STOP);
+    ck_assert_str_eq(b->text, "d e");
+    struct job *c = new_job("late", 4, NULL);
+    ck_assert_int_eq(sched_submit(r.s, c), SCHED_DRAINING);
+    wait_counts(r.s, 0, 0);
+    rig_stop(&r);
+    job_unref(a), job_unref(b), job_unref(c);
+}
+END_TEST
+
+/* Past the grace period, running and queued jobs alike are cancelled. */
+START_TEST(drain_cancels_after_grace)
+{
+    struct rig r = rig_start(1, 4, 20);
+    char *w = words(200);
+    struct job *a = new_job(w, 200, NULL), *b = new_job(w, 200, NULL);
+    ck_assert_int_eq(sched_submit(r.s, a), SCHED_OK);
+    ck_assert_int_eq(sched_submit(r.s, b), SCHED_OK);
+    wait_started(a);
+    sched_drain(r.s, 0.1);
+    ck_assert_int_eq(a->done, DONE_CANCELLED);
+    ck_assert_int_eq(b->done, DONE_CANCELLED);
+    ck_assert_uint_eq(b->text_len, 0); /* never ran */
+    ck_assert_int_eq(metrics_get(r.m, CNT_CANCELLED), 2);
+    rig_stop(&r);
+    job_unref(a), job_unref(b);
+    free(w);
+}
+END_TEST
+
+/* A cancelled job gives its slot back: with no queue, the next job fits only then. */
+START_TEST(cancel_frees_slot)
+{
+    struct rig r = rig_start(1, 0, 20);
+    char *w = words(200);
+    struct job *a = new_job(w, 200, NULL), *b = new_job("b c", 16, NULL);
+    ck_assert_int_eq(sched_submit(r.s, a), SCHED_OK);
+    wait_started(a);
+    ck_assert_int_eq(sched_submit(r.s, b), SCHED_FULL);
+    job_cancel(a);
+    char out[4096];
+    ck_assert_int_eq(read_all(a, out, sizeof out), DONE_CANCELLED);
+    ck_assert_int_lt(a->completion_tokens, 200);
+    ck_assert_int_eq(strncmp(a->text, w, a->text_len), 0); /* what it sent was right */
+    wait_counts(r.s, 0, 0);
+    ck_assert_int_eq(sched_submit(r.s, b), SCHED_OK);
+    ck_assert_int_eq(read_all(b, out, sizeof out), DONE_STOP);
+    ck_assert_str_eq(out, "b| c");
+    ck_assert_int_eq(metrics_get(r.m, CNT_CANCELLED), 1);
+    rig_stop(&r);
+    job_unref(a), job_unref(b);
+    free(w);
+}
+END_TEST
+
+/* Several jobs share the batch, each getting its own text. */
+START_TEST(slots_run_together)
+{
+    struct rig r = rig_start(3, 4, 10);
+    struct job *j[3] = {
+        new_job("one two three four five six seven eight nine ten", 16, NULL),
+        new_job("alpha beta gamma delta epsilon zeta eta theta iota kappa", 16, NULL),
+        new_job("red orange yellow green blue indigo violet black white grey", 3, NULL),
+    };
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(sched_submit(r.s, j[i]), SCHED_OK);
+    wait_counts(r.s, 3, 0);
+    char out[256];
+    ck_assert_int_eq(read_all(j[0], out, sizeof out), DONE_STOP);
+    ck_assert_str_eq(j[0]->text, "one two three four five six seven eight nine ten");
+    ck_assert_int_eq(read_all(j[1], out, sizeof out), DONE_STOP);
+    ck_assert_str_eq(j[1]->text, "alpha beta gamma delta epsilon zeta eta theta iota kappa");
+    ck_assert_int_eq(read_all(j[2], out, sizeof out), DONE_LENGTH);
+    ck_assert_str_eq(out, "red| orange| yellow");
+    wait_counts(r.s, 0, 0);
+    ck_assert_int_eq(metrics_get(r.m, CNT_COMPLETION_TOKENS), 23);
+    rig_stop(&r);
+    for (int i = 0; i < 3; i++)
+        job_unref(j[i]);
+}
+END_TEST
+
+START_TEST(deadlines)
+{
+    char out[4096];
+    struct job *j = new_job("a b", 16, NULL);
+    j->deadline = job_now() - 1; /* expired while queued: never admitted */
+    ck_assert_int_eq(run_one(j, out, sizeof out), DONE_TIMEOUT);
+    ck_assert_ptr_nonnull(strstr(j->error, "queued"));
+    ck_assert_int_eq(j->prompt_tokens, 0);
+    job_unref(j);
+
+    struct rig r = rig_start(1, 4, 20);
+    char *w = words(200);
+    j = new_job(w, 200, NULL);
+    j->deadline = job_now() + 0.5; /* expires while generating */
+    ck_assert_int_eq(sched_submit(r.s, j), SCHED_OK);
+    ck_assert_int_eq(read_all(j, out, sizeof out), DONE_TIMEOUT);
+    ck_assert_str_eq(j->error, "request deadline passed");
+    ck_assert_int_gt(j->completion_tokens, 0);
+    rig_stop(&r);
+    job_unref(j);
+    free(w);
+}
+END_TEST
+
+/* A prompt the backend refuses is the client's fault (422); a failed decode is the server's. */
+START_TEST(backend_errors)
+{
+    char out[256];
+    char *w = words(5000); /* more tokens than the 4096 context */
+    struct job *j = new_job(w, 16, NULL);
+    ck_assert_int_eq(run_one(j, out, sizeof out), DONE_ERROR);
+    ck_assert_int_eq(j->error_status, 422);
+    ck_assert_ptr_nonnull(strstr(j->error, "context"));
+    job_unref(j);
+    free(w);
+
+    j = new_job("please __fail__", 16, NULL);
+    ck_assert_int_eq(run_one(j, out, sizeof out), DONE_ERROR);
+    ck_assert_int_eq(j->error_status, 0); /* HTTP side answers 500 */
+    ck_assert_ptr_nonnull(strstr(j->error, "failure requested"));
+    job_unref(j);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sched");
@@ -181,6 +385,14 @@ int main(void)
     tcase_add_test(tc, stop_prefix_released);
     tcase_add_test(tc, stop_held_text_flushed);
     tcase_add_test(tc, stream_is_utf8);
+    tcase_add_test(tc, ends_at_eos_and_max_tokens);
+    tcase_add_test(tc, queue_full);
+    tcase_add_test(tc, drain_finishes_work);
+    tcase_add_test(tc, drain_cancels_after_grace);
+    tcase_add_test(tc, cancel_frees_slot);
+    tcase_add_test(tc, slots_run_together);
+    tcase_add_test(tc, deadlines);
+    tcase_add_test(tc, backend_errors);
     suite_add_tcase(s, tc);
     return tu_run(s, CK_FORK);
 }
