@@ -3,6 +3,7 @@
  * (POLLRDHUP: the client went away), so waiting costs no CPU and a disconnect is seen at once. */
 #include "job.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ struct job *job_create(void)
 void job_ref(struct job *j)
 {
     pthread_mutex_lock(&j->mu);
+    assert(j->refs > 0); /* a reference holder is needed to take another */
     j->refs++;
     pthread_mutex_unlock(&j->mu);
 }
@@ -46,6 +48,7 @@ void job_unref(struct job *j)
 {
     if (!j) return;
     pthread_mutex_lock(&j->mu);
+    assert(j->refs > 0);
     int last = --j->refs == 0;
     pthread_mutex_unlock(&j->mu);
     if (!last) return;
@@ -119,6 +122,7 @@ int job_push(struct job *j, const char *s, size_t n)
 
 void job_finish(struct job *j, int done, const char *error)
 {
+    assert(done != DONE_NONE);
     pthread_mutex_lock(&j->mu);
     if (!j->done) {
         j->done = done;
@@ -224,7 +228,11 @@ size_t job_take(struct job *j, char **out, size_t *cap, int *done)
 {
     pthread_mutex_lock(&j->mu);
     size_t n = 0;
+    assert(j->pieces_read <= j->n_pieces && j->text_read <= j->text_len);
     if (j->pieces_read < j->n_pieces) {
+        /* pieces end in order, each past the one before: the next one ends after text_read */
+        assert(j->piece_end[j->pieces_read] > j->text_read);
+        assert(j->piece_end[j->pieces_read] <= j->text_len);
         n = j->piece_end[j->pieces_read] - j->text_read;
         if (n + 1 > *cap) {
             char *p = realloc(*out, n + 1);

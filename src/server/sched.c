@@ -2,6 +2,7 @@
  * and the slots; HTTP threads only enqueue jobs and read their streams. */
 #include "sched.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -46,6 +47,14 @@ struct sched {
     pthread_t thread;
 };
 
+/* The ring's indices are in range and waiting plus running jobs fit in it (s->mu held). Only
+ * asserts call it. */
+static inline int queue_ok(const struct sched *s)
+{
+    return s->qhead >= 0 && s->qhead < s->qcap && s->qlen >= 0 && s->busy >= 0 &&
+           s->busy <= s->o.slots && s->qlen + s->busy <= s->qcap;
+}
+
 size_t sched_stop_scan(const char *pend, size_t len, char *const *stop, int n_stop, int *hit)
 {
     *hit = 0;
@@ -77,6 +86,7 @@ size_t sched_stop_scan(const char *pend, size_t len, char *const *stop, int n_st
 static void finish_slot(struct sched *s, struct slot *sl, int done, const char *error)
 {
     struct job *j = sl->job;
+    assert(j && sl->state != SLOT_FREE); /* only a slot holding a job can finish */
     if (sl->pend_len && done != DONE_ERROR) job_push(j, sl->pend, sl->pend_len);
     double now = job_now();
     job_decoded(j, sl->generated, sl->t_first > 0 ? (now - sl->t_first) * 1e3 : -1);
@@ -99,8 +109,10 @@ static int emit(struct slot *sl, const char *text, size_t n)
         sl->pend_len = 0;
     }
     sl->pend_len += job_utf8_sanitize(text, n, sl->pend + sl->pend_len);
+    assert(sl->pend_len <= PEND_MAX);
     int hit;
     size_t send = sched_stop_scan(sl->pend, sl->pend_len, j->params.stop, j->params.n_stop, &hit);
+    assert(send <= sl->pend_len);
     if (send) job_push(j, sl->pend, send);
     if (hit) {
         sl->pend_len = 0;
@@ -167,6 +179,7 @@ static int prefill_slots(struct sched *s)
             finish_slot(s, sl, DONE_ERROR, err);
             continue;
         }
+        assert(left <= sl->prefill_left); /* a backend never adds prompt work */
         budget -= sl->prefill_left - left;
         queued += sl->prefill_left - left;
         sl->prefill_left = left;
@@ -206,6 +219,7 @@ static void deliver_tokens(struct sched *s, int n, double t0, double t1)
         struct slot *sl = &s->slots[s->batch[k]];
         struct job *j = sl->job;
         struct backend_token *t = &s->out[k];
+        assert(j && sl->state == SLOT_DECODE); /* batched slots finish only here */
         if (t->eos) {
             if (t->len) emit(sl, t->text, t->len); /* the detokenizer's last bytes */
             finish_slot(s, sl, DONE_STOP, NULL);
@@ -282,6 +296,7 @@ static void *engine_main(void *arg)
         /* Move waiting jobs into free slots; drop cancelled ones without admitting them. */
         for (int i = 0; i < s->o.slots && s->qlen > 0; i++) {
             if (s->slots[i].job) continue;
+            assert(s->slots[i].state == SLOT_FREE);
             struct job *j = s->queue[s->qhead];
             s->qhead = (s->qhead + 1) % s->qcap;
             s->qlen--;
@@ -289,15 +304,21 @@ static void *engine_main(void *arg)
             s->slots[i].state = SLOT_ADMIT;
             s->busy++;
         }
+        assert(queue_ok(s));
         pthread_mutex_unlock(&s->mu);
 
         step(s, cancel_all);
 
         pthread_mutex_lock(&s->mu);
         int busy = 0;
-        for (int i = 0; i < s->o.slots; i++)
+        for (int i = 0; i < s->o.slots; i++) {
+            /* A slot holds a job exactly when it is in one of the working states. */
+            assert((s->slots[i].job != NULL) == (s->slots[i].state != SLOT_FREE));
             busy += s->slots[i].job != NULL;
+        }
+        assert(busy <= s->busy); /* only this thread fills slots */
         s->busy = busy;
+        assert(queue_ok(s));
         s->heartbeat = job_now();
     }
     s->stepping = 0;
@@ -353,6 +374,7 @@ int sched_submit(struct sched *s, struct job *j)
         job_ref(j);
         s->queue[(s->qhead + s->qlen) % s->qcap] = j;
         s->qlen++;
+        assert(queue_ok(s));
         pthread_cond_signal(&s->work);
     }
     pthread_mutex_unlock(&s->mu);
