@@ -52,7 +52,7 @@ struct job {
     double deadline;  /* monotonic seconds */
     char request_id[40];
 
-    /* ---- output: guarded by mu; the scheduler writes, the HTTP side reads ---- */
+    /* ---- output: guarded by mu; changed only by job.c's functions below ---- */
     pthread_mutex_t mu;
     char *text; /* all text produced so far */
     size_t text_len, text_cap;

@@ -1,5 +1,6 @@
-/* Continuous batching over a fixed set of slots. Only the engine thread touches the backend
- * and the slots; HTTP threads only enqueue jobs and read their streams. */
+/* Continuous batching over a fixed set of slots. Only the engine thread touches the slots and
+ * makes the backend's per-slot calls (admit, prefill, decode, release); HTTP threads enqueue
+ * jobs and read their streams (and count prompt tokens through the backend before that). */
 #include "sched.h"
 
 #include <assert.h>
@@ -293,7 +294,8 @@ static void *engine_main(void *arg)
         s->stepping = 1;
         int cancel_all = s->cancel_all;
         expire_queued(s);
-        /* Move waiting jobs into free slots; drop cancelled ones without admitting them. */
+        /* Move waiting jobs into free slots (expire_queued has just ended the cancelled and
+         * expired ones); step() admits them. */
         for (int i = 0; i < s->o.slots && s->qlen > 0; i++) {
             if (s->slots[i].job) continue;
             assert(s->slots[i].state == SLOT_FREE);
