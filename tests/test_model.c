@@ -685,35 +685,6 @@ START_TEST(test_sampler)
 }
 END_TEST
 
-START_TEST(test_stop_strings)
-{
-    const char *stops[] = {"<end>", "\n\n"};
-    sampler_stop st;
-    sampler_stop_init(&st, stops, 2);
-    char out[256];
-    bool stopped;
-    size_t n = sampler_stop_feed(&st, "Hello <e", 8, out, sizeof out, &stopped);
-    ck_assert(!stopped);
-    ck_assert_int_eq((int)n, 6); /* "<e" held back */
-    ck_assert(memcmp(out, "Hello ", 6) == 0);
-    n = sampler_stop_feed(&st, "nx", 2, out, sizeof out, &stopped);
-    ck_assert(!stopped);
-    ck_assert_int_eq((int)n, 4);
-    ck_assert(memcmp(out, "<enx", 4) == 0);
-    n = sampler_stop_feed(&st, "ok\n", 3, out, sizeof out, &stopped);
-    ck_assert_int_eq((int)n, 2);
-    n = sampler_stop_feed(&st, "\nmore", 5, out, sizeof out, &stopped);
-    ck_assert(stopped);
-    ck_assert_int_eq((int)n, 0);
-    sampler_stop_init(&st, stops, 2);
-    n = sampler_stop_feed(&st, "a<en", 4, out, sizeof out, &stopped);
-    ck_assert_int_eq((int)n, 1);
-    n = sampler_stop_flush(&st, out, sizeof out);
-    ck_assert_int_eq((int)n, 3);
-    ck_assert(memcmp(out, "<en", 3) == 0);
-}
-END_TEST
-
 /* Convert the golden checkpoints once, before the (forked) tests run. */
 static int convert_goldens(void)
 {
@@ -763,7 +734,6 @@ int main(void)
     tcase_add_test(tc, test_tied_and_shapes);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_sampler);
-    tcase_add_test(tc, test_stop_strings);
     suite_add_tcase(s, tc);
     int rc = tu_run(s, CK_FORK_GETENV);
     remove_goldens();

@@ -39,26 +39,4 @@ void sampler_accept(sampler *s, int32_t token);
 /* Pick the next token. logits is read, not changed. */
 int32_t sampler_sample(sampler *s, const float *logits);
 
-/* Stop strings over streamed text. Feed each decoded piece; the matcher
- * holds back any tail that could still become a stop string and returns the
- * text that is safe to show. Stop strings are at most SAMPLER_STOP_MAX bytes. */
-#define SAMPLER_STOP_MAX 128
-
-typedef struct {
-    const char *const *stops; /* not owned; kept alive by the caller */
-    int n_stops;
-    char held[SAMPLER_STOP_MAX];
-    size_t n_held;
-} sampler_stop;
-
-void sampler_stop_init(sampler_stop *st, const char *const *stops, int n_stops);
-/* Writes the text that may be shown now into out (cap >= n + SAMPLER_STOP_MAX
- * is always enough) and returns its length. *stopped becomes true when a
- * stop string completed: out then holds the text before it, and the caller
- * ends the request. */
-size_t sampler_stop_feed(sampler_stop *st, const char *piece, size_t n, char *out, size_t cap,
-                         bool *stopped);
-/* At the end of a request with no stop match: the held-back text. */
-size_t sampler_stop_flush(sampler_stop *st, char *out, size_t cap);
-
 #endif

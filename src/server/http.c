@@ -327,51 +327,52 @@ static int count_prompt_tokens(struct server *srv, const struct job *j)
     return total;
 }
 
-/* Returns MHD_NO when the client went away (the connection is then closed). */
-static enum MHD_Result run_generation(struct http_req *r)
+/* The request body as JSON: parsed from the bytes, or built from the multipart fields (whose
+ * files go to j as images). On a bad body *e is set (the result may then be NULL). */
+static cJSON *request_json(struct http_req *r, struct job *j, struct api_error *e)
+{
+    if (r->pp) return form_to_json(r, j, e);
+    cJSON *root = cJSON_ParseWithLength(r->body.p ? r->body.p : "", r->body.len);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        long off = at && r->body.p && at >= r->body.p && at <= r->body.p + r->body.len
+                       ? (long)(at - r->body.p)
+                       : 0;
+        codec_fail(e, 400, "invalid_request", "malformed JSON near byte %ld", off);
+    } else if (!cJSON_IsObject(root)) {
+        codec_fail(e, 400, "invalid_request", "request body must be a JSON object");
+    }
+    return root;
+}
+
+/* Fills j and ctx from the request through the route's codec and checks the prompt's length.
+ * Returns 0, or -1 with *e. */
+static int parse_job(struct http_req *r, struct job *j, struct api_ctx *ctx, int *stream,
+                     struct api_error *e)
 {
     struct server *srv = r->srv;
     const struct api_gen *gen = r->route->gen;
-    struct api_error e = {0, "", ""};
-    struct job *j = job_create();
-    if (!j) {
-        fail(r, 500, "internal", "out of memory");
-        return MHD_YES;
-    }
-    cJSON *root;
-    if (r->pp) {
-        root = form_to_json(r, j, &e);
-    } else {
-        root = cJSON_ParseWithLength(r->body.p ? r->body.p : "", r->body.len);
-        if (!root) {
-            const char *at = cJSON_GetErrorPtr();
-            long off = at && r->body.p && at >= r->body.p && at <= r->body.p + r->body.len
-                           ? (long)(at - r->body.p)
-                           : 0;
-            codec_fail(&e, 400, "invalid_request", "malformed JSON near byte %ld", off);
-        } else if (!cJSON_IsObject(root)) {
-            codec_fail(&e, 400, "invalid_request", "request body must be a JSON object");
-        }
-    }
-    struct api_ctx ctx;
-    memset(&ctx, 0, sizeof ctx);
-    snprintf(ctx.model, sizeof ctx.model, "%s", srv->info.name);
-    snprintf(ctx.request_id, sizeof ctx.request_id, "%s", r->request_id);
-    ctx.created_wall = r->wall0;
-    int stream = gen->stream_default;
-    if (!e.status && gen->parse(root, &srv->limits, j, &ctx, &stream, &e) == 0) {
+    cJSON *root = request_json(r, j, e);
+    memset(ctx, 0, sizeof *ctx);
+    snprintf(ctx->model, sizeof ctx->model, "%s", srv->info.name);
+    snprintf(ctx->request_id, sizeof ctx->request_id, "%s", r->request_id);
+    ctx->created_wall = r->wall0;
+    *stream = gen->stream_default;
+    if (!e->status && gen->parse(root, &srv->limits, j, ctx, stream, e) == 0) {
         int n = count_prompt_tokens(srv, j);
         if (n > srv->cfg->max_prompt_tokens)
-            codec_fail(&e, 422, "invalid_request", "prompt is %d tokens; the limit is %d", n,
+            codec_fail(e, 422, "invalid_request", "prompt is %d tokens; the limit is %d", n,
                        srv->cfg->max_prompt_tokens);
     }
     cJSON_Delete(root);
-    if (e.status) {
-        job_unref(j);
-        http_reply_error(r, &e);
-        return MHD_YES;
-    }
+    return e->status ? -1 : 0;
+}
 
+/* Stamps the job with this request (times, id, labels); from here on the job, not the
+ * request, writes the stats row. */
+static void adopt_job(struct http_req *r, struct job *j)
+{
+    struct server *srv = r->srv;
     j->t_arrival = r->t0;
     j->deadline = r->t0 + srv->cfg->request_timeout;
     snprintf(j->request_id, sizeof j->request_id, "%s", r->request_id);
@@ -380,74 +381,87 @@ static enum MHD_Result run_generation(struct http_req *r)
     snprintf(j->model, sizeof j->model, "%s", srv->info.name);
     j->on_release = record_job;
     j->on_release_ctx = srv;
-    r->job = j; /* from here on the job writes this request's stats row */
+    r->job = j;
+}
 
-    int rc = sched_submit(srv->sched, j);
-    if (rc != SCHED_OK) {
-        if (rc == SCHED_FULL)
-            fail(r, 503, "overloaded",
-                 "all %d slots are busy and %d requests are queued; retry later", srv->cfg->slots,
-                 srv->cfg->queue);
-        else
-            fail(r, 503, "unavailable", "the server is shutting down");
-        snprintf(j->error, sizeof j->error, "%s", r->error);
-        return MHD_YES;
-    }
+/* Queues the job; when the scheduler refuses it, replies 503 and returns -1. */
+static int submit_job(struct http_req *r, struct job *j)
+{
+    const struct config *c = r->srv->cfg;
+    int rc = sched_submit(r->srv->sched, j);
+    if (rc == SCHED_OK) return 0;
+    if (rc == SCHED_FULL)
+        fail(r, 503, "overloaded", "all %d slots are busy and %d requests are queued; retry later",
+             c->slots, c->queue);
+    else
+        fail(r, 503, "unavailable", "the server is shutting down");
+    return -1; /* on_completed gives the job r->error for its stats row */
+}
 
-    int sock = conn_fd(r);
-    /* Headers wait for the first event so that failures before any text (a prompt the engine
-     * refuses, a deadline passed in the queue) still get a proper status. */
-    if (job_wait(j, sock, 0) < 0) goto gone;
-    pthread_mutex_lock(&j->mu);
-    int done = j->done, has_text = j->text_len > 0, tokens = j->completion_tokens;
-    int est = j->error_status;
-    pthread_mutex_unlock(&j->mu);
-    if (done == DONE_ERROR && !has_text) {
+/* A job that ended before any text (a prompt the engine refused, a deadline passed in the
+ * queue) gets an error status rather than a 200. Returns 1 when it replied. */
+static int reply_early_end(struct http_req *r, struct job *j, const struct job_progress *p)
+{
+    int est = p->error_status;
+    if (p->done == DONE_ERROR && p->text_len == 0) {
         fail(r, est ? est : 500, est == 422 ? "invalid_request" : "internal", "%s", j->error);
-        return MHD_YES;
+        return 1;
     }
-    if (done == DONE_TIMEOUT && !has_text && tokens == 0) {
+    if (p->done == DONE_TIMEOUT && p->text_len == 0 && p->completion_tokens == 0) {
         fail(r, 503, "overloaded", "request deadline (%d s) passed before it could run",
-             srv->cfg->request_timeout);
+             r->srv->cfg->request_timeout);
+        return 1;
+    }
+    return 0;
+}
+
+/* The client hung up: stop its job. MHD_NO closes the connection. */
+static enum MHD_Result client_gone(struct http_req *r, struct job *j)
+{
+    job_cancel(j);
+    r->status = 499; /* nginx's "client closed request", for the stats row only */
+    snprintf(r->error, sizeof r->error, "client disconnected");
+    return MHD_NO;
+}
+
+/* "stream": false: wait for the end, then one JSON object from the job's whole text. */
+static enum MHD_Result reply_whole(struct http_req *r, struct job *j, struct api_ctx *ctx, int sock,
+                                   int done)
+{
+    while (!done) {
+        if (job_wait(j, sock, 0) < 0) return client_gone(r, j);
+        done = job_skip(j); /* the text stays in the job for whole() */
+    }
+    if (done == DONE_ERROR) {
+        fail(r, j->error_status ? j->error_status : 500, "internal", "%s", j->error);
         return MHD_YES;
     }
+    http_reply_json(r, 200, r->route->gen->whole(ctx, j));
+    return MHD_YES;
+}
 
-    if (!stream) {
-        while (!done) {
-            if (job_wait(j, sock, 0) < 0) goto gone;
-            /* Only the done flag matters here; the text stays in the job for whole(). */
-            pthread_mutex_lock(&j->mu);
-            done = j->done;
-            j->text_read = j->text_len;
-            j->pieces_read = j->n_pieces;
-            pthread_mutex_unlock(&j->mu);
-        }
-        if (done == DONE_ERROR) {
-            fail(r, j->error_status ? j->error_status : 500, "internal", "%s", j->error);
-            return MHD_YES;
-        }
-        http_reply_json(r, 200, gen->whole(&ctx, j));
-        return MHD_YES;
-    }
-
+/* Streaming: a 200 whose body MHD pulls from stream_read as the job produces text. */
+static void reply_stream(struct http_req *r, struct job *j, const struct api_ctx *ctx, int sock)
+{
+    const struct api_gen *gen = r->route->gen;
     struct stream *st = calloc(1, sizeof *st);
     if (!st) {
         fail(r, 500, "internal", "out of memory");
-        return MHD_YES;
+        return;
     }
     job_ref(j);
     st->h = r->h;
     __atomic_add_fetch(&r->h->streams, 1, __ATOMIC_RELAXED);
     st->job = j;
     st->gen = gen;
-    st->ctx = ctx;
+    st->ctx = *ctx;
     st->sock = sock;
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
                                                                   stream_read, st, stream_free);
     if (!resp) {
         stream_free(st);
         fail(r, 500, "internal", "out of memory");
-        return MHD_YES;
+        return;
     }
     MHD_add_response_header(resp, "Content-Type", gen->stream_type);
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
@@ -456,13 +470,37 @@ static enum MHD_Result run_generation(struct http_req *r)
     MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     r->status = 200;
-    return MHD_YES;
+}
 
-gone:
-    job_cancel(j);
-    r->status = 499; /* nginx's "client closed request", for the stats row only */
-    snprintf(r->error, sizeof r->error, "client disconnected");
-    return MHD_NO;
+/* A generation request, once its body is in: parse, queue, then answer whole or streamed.
+ * Returns MHD_NO when the client went away (the connection is then closed). */
+static enum MHD_Result run_generation(struct http_req *r)
+{
+    struct api_error e = {0, "", ""};
+    struct api_ctx ctx;
+    int stream;
+    struct job *j = job_create();
+    if (!j) {
+        fail(r, 500, "internal", "out of memory");
+        return MHD_YES;
+    }
+    if (parse_job(r, j, &ctx, &stream, &e) != 0) {
+        job_unref(j);
+        http_reply_error(r, &e);
+        return MHD_YES;
+    }
+    adopt_job(r, j);
+    if (submit_job(r, j) != 0) return MHD_YES;
+
+    int sock = conn_fd(r);
+    /* Headers wait for the first event so that a job ending before any text still gets a
+     * proper status. */
+    if (job_wait(j, sock, 0) < 0) return client_gone(r, j);
+    struct job_progress p = job_progress(j);
+    if (reply_early_end(r, j, &p)) return MHD_YES;
+    if (!stream) return reply_whole(r, j, &ctx, sock, p.done);
+    reply_stream(r, j, &ctx, sock);
+    return MHD_YES;
 }
 
 /* ---------- MHD callbacks ---------- */
@@ -683,10 +721,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             (job_now() - r->t0) * 1e3, r->request_id, r->error[0] ? " " : "", r->error);
     if (r->job) {
         struct job *j = r->job;
-        pthread_mutex_lock(&j->mu);
-        j->http_status = r->status;
-        if (!j->error[0] && r->error[0]) snprintf(j->error, sizeof j->error, "%s", r->error);
-        pthread_mutex_unlock(&j->mu);
+        job_set_http_result(j, r->status, r->error);
         job_unref(j);
     } else {
         struct stats_record rec;

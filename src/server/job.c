@@ -3,8 +3,10 @@
  * (POLLRDHUP: the client went away), so waiting costs no CPU and a disconnect is seen at once. */
 #include "job.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -37,6 +39,7 @@ struct job *job_create(void)
 void job_ref(struct job *j)
 {
     pthread_mutex_lock(&j->mu);
+    assert(j->refs > 0); /* a reference holder is needed to take another */
     j->refs++;
     pthread_mutex_unlock(&j->mu);
 }
@@ -45,6 +48,7 @@ void job_unref(struct job *j)
 {
     if (!j) return;
     pthread_mutex_lock(&j->mu);
+    assert(j->refs > 0);
     int last = --j->refs == 0;
     pthread_mutex_unlock(&j->mu);
     if (!last) return;
@@ -118,6 +122,7 @@ int job_push(struct job *j, const char *s, size_t n)
 
 void job_finish(struct job *j, int done, const char *error)
 {
+    assert(done != DONE_NONE);
     pthread_mutex_lock(&j->mu);
     if (!j->done) {
         j->done = done;
@@ -146,11 +151,88 @@ void job_cancel(struct job *j)
     pthread_mutex_unlock(&j->mu);
 }
 
+void job_left_queue(struct job *j, double now)
+{
+    pthread_mutex_lock(&j->mu);
+    j->t.queue_ms = (now - j->t_arrival) * 1e3;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_admitted(struct job *j, int prompt_tokens, int image_tokens, double vision_ms)
+{
+    pthread_mutex_lock(&j->mu);
+    j->prompt_tokens = prompt_tokens;
+    j->image_tokens = image_tokens;
+    j->t.vision_ms = vision_ms;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_set_error_status(struct job *j, int status)
+{
+    pthread_mutex_lock(&j->mu);
+    j->error_status = status;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_prefilled(struct job *j, double t_admit, double now)
+{
+    pthread_mutex_lock(&j->mu);
+    j->t.prefill_ms = (now - t_admit) * 1e3;
+    if (j->t.vision_ms > 0) j->t.prefill_ms -= j->t.vision_ms;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_generated(struct job *j, int tokens, double now)
+{
+    pthread_mutex_lock(&j->mu);
+    if (tokens == 1) j->t.ttft_ms = (now - j->t_arrival) * 1e3;
+    j->completion_tokens = tokens;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_decoded(struct job *j, int tokens, double decode_ms)
+{
+    pthread_mutex_lock(&j->mu);
+    j->completion_tokens = tokens;
+    if (decode_ms >= 0) j->t.decode_ms = decode_ms;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_set_http_result(struct job *j, int status, const char *error)
+{
+    pthread_mutex_lock(&j->mu);
+    j->http_status = status;
+    if (!j->error[0] && error[0]) snprintf(j->error, sizeof j->error, "%s", error);
+    pthread_mutex_unlock(&j->mu);
+}
+
+struct job_progress job_progress(struct job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    struct job_progress p = {j->done, j->text_len, j->completion_tokens, j->error_status};
+    pthread_mutex_unlock(&j->mu);
+    return p;
+}
+
+int job_skip(struct job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    j->text_read = j->text_len;
+    j->pieces_read = j->n_pieces;
+    int done = j->done;
+    pthread_mutex_unlock(&j->mu);
+    return done;
+}
+
 size_t job_take(struct job *j, char **out, size_t *cap, int *done)
 {
     pthread_mutex_lock(&j->mu);
     size_t n = 0;
+    assert(j->pieces_read <= j->n_pieces && j->text_read <= j->text_len);
     if (j->pieces_read < j->n_pieces) {
+        /* pieces end in order, each past the one before: the next one ends after text_read */
+        assert(j->piece_end[j->pieces_read] > j->text_read);
+        assert(j->piece_end[j->pieces_read] <= j->text_len);
         n = j->piece_end[j->pieces_read] - j->text_read;
         if (n + 1 > *cap) {
             char *p = realloc(*out, n + 1);

@@ -52,7 +52,7 @@ struct job {
     double deadline;  /* monotonic seconds */
     char request_id[40];
 
-    /* ---- output: guarded by mu; the scheduler writes, the HTTP side reads ---- */
+    /* ---- output: guarded by mu; changed only by job.c's functions below ---- */
     pthread_mutex_t mu;
     char *text; /* all text produced so far */
     size_t text_len, text_cap;
@@ -82,13 +82,32 @@ void job_ref(struct job *j);
 void job_unref(struct job *j); /* frees on the last reference (after on_release) */
 int job_add_msg(struct job *j, int role, const char *text, size_t len, int n_images);
 
-/* Scheduler side. */
+/* Scheduler side. Every change to the output fields goes through these, under the lock. */
 int job_push(struct job *j, const char *s, size_t n); /* append text, wake the reader */
 void job_finish(struct job *j, int done, const char *error);
 int job_cancelled(struct job *j);
+void job_left_queue(struct job *j, double now); /* queue time */
+void job_admitted(struct job *j, int prompt_tokens, int image_tokens, double vision_ms);
+void job_set_error_status(struct job *j, int status);          /* before job_finish(DONE_ERROR) */
+void job_prefilled(struct job *j, double t_admit, double now); /* prefill time, vision excluded */
+void job_generated(struct job *j, int tokens, double now);     /* the first one sets the TTFT */
+void job_decoded(struct job *j, int tokens, double decode_ms); /* decode_ms < 0: none */
 
 /* HTTP side. */
 void job_cancel(struct job *j);
+/* For the stats record, once the response is over: its status, and its error if the job has
+ * none of its own. */
+void job_set_http_result(struct job *j, int status, const char *error);
+struct job_progress {
+    int done;
+    size_t text_len;
+    int completion_tokens;
+    int error_status;
+};
+struct job_progress job_progress(struct job *j);
+/* Mark everything produced so far as read without copying it (a whole-response reader finds
+ * the text in j->text at the end); returns the done state. */
+int job_skip(struct job *j);
 /* Copy the next unread piece (one push: usually one token) into *out, NUL-terminated (grown
  * as needed, caller frees); returns its length, 0 when none is waiting. *done receives the
  * done state, set only once every piece has been taken. */

@@ -1,7 +1,9 @@
-/* Continuous batching over a fixed set of slots. Only the engine thread touches the backend
- * and the slots; HTTP threads only enqueue jobs and read their streams. */
+/* Continuous batching over a fixed set of slots. Only the engine thread touches the slots and
+ * makes the backend's per-slot calls (admit, prefill, decode, release); HTTP threads enqueue
+ * jobs and read their streams (and count prompt tokens through the backend before that). */
 #include "sched.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -46,6 +48,14 @@ struct sched {
     pthread_t thread;
 };
 
+/* The ring's indices are in range and waiting plus running jobs fit in it (s->mu held). Only
+ * asserts call it. */
+static inline int queue_ok(const struct sched *s)
+{
+    return s->qhead >= 0 && s->qhead < s->qcap && s->qlen >= 0 && s->busy >= 0 &&
+           s->busy <= s->o.slots && s->qlen + s->busy <= s->qcap;
+}
+
 size_t sched_stop_scan(const char *pend, size_t len, char *const *stop, int n_stop, int *hit)
 {
     *hit = 0;
@@ -77,12 +87,10 @@ size_t sched_stop_scan(const char *pend, size_t len, char *const *stop, int n_st
 static void finish_slot(struct sched *s, struct slot *sl, int done, const char *error)
 {
     struct job *j = sl->job;
+    assert(j && sl->state != SLOT_FREE); /* only a slot holding a job can finish */
     if (sl->pend_len && done != DONE_ERROR) job_push(j, sl->pend, sl->pend_len);
     double now = job_now();
-    pthread_mutex_lock(&j->mu);
-    j->completion_tokens = sl->generated;
-    if (sl->t_first > 0) j->t.decode_ms = (now - sl->t_first) * 1e3;
-    pthread_mutex_unlock(&j->mu);
+    job_decoded(j, sl->generated, sl->t_first > 0 ? (now - sl->t_first) * 1e3 : -1);
     if (sl->state != SLOT_ADMIT) s->be->ops->release(s->be, (int)(sl - s->slots));
     if (done == DONE_CANCELLED || done == DONE_TIMEOUT) metrics_add(s->m, CNT_CANCELLED, 1);
     metrics_add(s->m, CNT_COMPLETION_TOKENS, sl->generated);
@@ -102,8 +110,10 @@ static int emit(struct slot *sl, const char *text, size_t n)
         sl->pend_len = 0;
     }
     sl->pend_len += job_utf8_sanitize(text, n, sl->pend + sl->pend_len);
+    assert(sl->pend_len <= PEND_MAX);
     int hit;
     size_t send = sched_stop_scan(sl->pend, sl->pend_len, j->params.stop, j->params.n_stop, &hit);
+    assert(send <= sl->pend_len);
     if (send) job_push(j, sl->pend, send);
     if (hit) {
         sl->pend_len = 0;
@@ -114,12 +124,11 @@ static int emit(struct slot *sl, const char *text, size_t n)
     return 0;
 }
 
-static void step(struct sched *s, int cancel_all)
+/* Ends the running jobs whose client left or whose deadline passed (all of them while
+ * shutting down). */
+static void reap_slots(struct sched *s, int cancel_all)
 {
-    const struct backend_ops *ops = s->be->ops;
-    char err[256];
     double now = job_now();
-
     for (int i = 0; i < s->o.slots; i++) {
         struct slot *sl = &s->slots[i];
         if (!sl->job) continue;
@@ -128,8 +137,13 @@ static void step(struct sched *s, int cancel_all)
         else if (now > sl->job->deadline)
             finish_slot(s, sl, DONE_TIMEOUT, "request deadline passed");
     }
+}
 
-    /* Admit: tokenize + vision encode. */
+/* Newly placed jobs: tokenize + vision encode; their prompts then wait for prefill. */
+static void admit_slots(struct sched *s)
+{
+    const struct backend_ops *ops = s->be->ops;
+    char err[256];
     for (int i = 0; i < s->o.slots; i++) {
         struct slot *sl = &s->slots[i];
         if (sl->state != SLOT_ADMIT) continue;
@@ -138,97 +152,110 @@ static void step(struct sched *s, int cancel_all)
         int client_error = 0;
         sl->t_admit = job_now();
         metrics_observe(s->m, HIST_QUEUE_SECONDS, sl->t_admit - j->t_arrival);
-        pthread_mutex_lock(&j->mu);
-        j->t.queue_ms = (sl->t_admit - j->t_arrival) * 1e3;
-        pthread_mutex_unlock(&j->mu);
+        job_left_queue(j, sl->t_admit);
         if (ops->admit(s->be, i, j, &a, &client_error, err, sizeof err) != 0) {
-            pthread_mutex_lock(&j->mu);
-            j->error_status = client_error ? 422 : 500;
-            pthread_mutex_unlock(&j->mu);
+            job_set_error_status(j, client_error ? 422 : 500);
             finish_slot(s, sl, DONE_ERROR, err);
             continue;
         }
-        pthread_mutex_lock(&j->mu);
-        j->prompt_tokens = a.prompt_tokens;
-        j->image_tokens = a.image_tokens;
-        j->t.vision_ms = a.vision_ms;
-        pthread_mutex_unlock(&j->mu);
+        job_admitted(j, a.prompt_tokens, a.image_tokens, a.vision_ms);
         metrics_add(s->m, CNT_PROMPT_TOKENS, a.prompt_tokens);
         sl->prefill_left = a.prompt_tokens;
         sl->state = SLOT_PREFILL;
     }
+}
 
-    /* The slots already generating; a slot whose prompt completes this step starts next step
-     * (its first token is sampled from the logits this step computes). */
-    int n = 0;
-    for (int i = 0; i < s->o.slots; i++)
-        if (s->slots[i].state == SLOT_DECODE) s->batch[n++] = i;
-
-    /* Prefill: one chunk per step, shared among the slots waiting for it, so decoding slots
-     * are never stalled for more than a chunk's worth of work. */
+/* Queues one chunk of prompt tokens for this step, shared among the slots waiting for it, so
+ * decoding slots are never stalled for more than a chunk's worth of work. Returns 1 when any
+ * prompt work was queued or completed (the step then has a forward pass to run). */
+static int prefill_slots(struct sched *s)
+{
+    char err[256];
     int budget = s->o.prefill_chunk, queued = 0, prefilled = 0;
     for (int i = 0; i < s->o.slots && budget > 0; i++) {
         struct slot *sl = &s->slots[i];
         if (sl->state != SLOT_PREFILL) continue;
-        int left = ops->prefill(s->be, i, budget, err, sizeof err);
+        int left = s->be->ops->prefill(s->be, i, budget, err, sizeof err);
         if (left < 0) {
             finish_slot(s, sl, DONE_ERROR, err);
             continue;
         }
+        assert(left <= sl->prefill_left); /* a backend never adds prompt work */
         budget -= sl->prefill_left - left;
         queued += sl->prefill_left - left;
         sl->prefill_left = left;
         if (left == 0) sl->state = SLOT_PREFILLED, prefilled++;
     }
-    if (n == 0 && queued == 0 && prefilled == 0) return;
+    return queued > 0 || prefilled > 0;
+}
 
-    /* One batched forward pass for every slot. */
-    double t0 = job_now();
-    if (ops->decode(s->be, n, s->batch, s->out, err, sizeof err) != 0) {
+/* The step's one batched forward pass: the queued prompt chunks and a token for each of the
+ * n slots in s->batch. Slots whose prompt it completes start generating. Returns 0, or -1
+ * after failing every slot the pass covered. */
+static int decode_batch(struct sched *s, int n, double *t_done)
+{
+    char err[256];
+    if (s->be->ops->decode(s->be, n, s->batch, s->out, err, sizeof err) != 0) {
         for (int i = 0; i < s->o.slots; i++)
             if (s->slots[i].state == SLOT_DECODE || s->slots[i].state == SLOT_PREFILLED)
                 finish_slot(s, &s->slots[i], DONE_ERROR, err);
-        return;
+        return -1;
     }
-    double t1 = job_now();
+    double t1 = *t_done = job_now();
     for (int i = 0; i < s->o.slots; i++) {
         struct slot *sl = &s->slots[i];
         if (sl->state != SLOT_PREFILLED) continue;
         sl->state = SLOT_DECODE;
         sl->t_prefill_done = t1;
-        struct job *j = sl->job;
-        pthread_mutex_lock(&j->mu);
-        j->t.prefill_ms = (t1 - sl->t_admit) * 1e3;
-        if (j->t.vision_ms > 0) j->t.prefill_ms -= j->t.vision_ms;
-        pthread_mutex_unlock(&j->mu);
+        job_prefilled(sl->job, sl->t_admit, t1);
     }
+    return 0;
+}
+
+/* Hands each batched slot its new token: text to the job's stream, then end of generation,
+ * a stop string or max_tokens finishes the slot. t0..t1 is the forward pass. */
+static void deliver_tokens(struct sched *s, int n, double t0, double t1)
+{
     for (int k = 0; k < n; k++) {
         struct slot *sl = &s->slots[s->batch[k]];
         struct job *j = sl->job;
         struct backend_token *t = &s->out[k];
+        assert(j && sl->state == SLOT_DECODE); /* batched slots finish only here */
         if (t->eos) {
             if (t->len) emit(sl, t->text, t->len); /* the detokenizer's last bytes */
             finish_slot(s, sl, DONE_STOP, NULL);
             continue;
         }
         sl->generated++;
+        job_generated(j, sl->generated, t1);
         if (sl->generated == 1) {
             sl->t_first = t1;
-            pthread_mutex_lock(&j->mu);
-            j->t.ttft_ms = (t1 - j->t_arrival) * 1e3;
-            pthread_mutex_unlock(&j->mu);
             metrics_observe(s->m, HIST_TTFT_SECONDS, t1 - j->t_arrival);
         } else {
             metrics_observe(s->m, HIST_TOKEN_SECONDS, t1 - t0);
         }
-        pthread_mutex_lock(&j->mu);
-        j->completion_tokens = sl->generated;
-        pthread_mutex_unlock(&j->mu);
         if (emit(sl, t->text, t->len))
             finish_slot(s, sl, DONE_STOP, NULL);
         else if (sl->generated >= j->params.max_tokens)
             finish_slot(s, sl, DONE_LENGTH, NULL);
     }
+}
+
+/* One scheduling step, on the engine thread without s->mu. */
+static void step(struct sched *s, int cancel_all)
+{
+    reap_slots(s, cancel_all);
+    admit_slots(s);
+    /* The slots already generating; a slot whose prompt completes this step starts next step
+     * (its first token is sampled from the logits this step computes). */
+    int n = 0;
+    for (int i = 0; i < s->o.slots; i++)
+        if (s->slots[i].state == SLOT_DECODE) s->batch[n++] = i;
+    int prompt_work = prefill_slots(s);
+    if (n == 0 && !prompt_work) return;
+    double t0 = job_now(), t1;
+    if (decode_batch(s, n, &t1) != 0) return;
+    deliver_tokens(s, n, t0, t1);
 }
 
 /* Drop waiting jobs whose client left or whose deadline passed, without waiting for a slot.
@@ -244,9 +271,7 @@ static void expire_queued(struct sched *s)
             s->queue[(s->qhead + kept++) % s->qcap] = j;
             continue;
         }
-        pthread_mutex_lock(&j->mu);
-        j->t.queue_ms = (now - j->t_arrival) * 1e3;
-        pthread_mutex_unlock(&j->mu);
+        job_left_queue(j, now);
         metrics_add(s->m, CNT_CANCELLED, 1);
         job_finish(j, done, done == DONE_TIMEOUT ? "request deadline passed while queued" : NULL);
         job_unref(j);
@@ -269,9 +294,11 @@ static void *engine_main(void *arg)
         s->stepping = 1;
         int cancel_all = s->cancel_all;
         expire_queued(s);
-        /* Move waiting jobs into free slots; drop cancelled ones without admitting them. */
+        /* Move waiting jobs into free slots (expire_queued has just ended the cancelled and
+         * expired ones); step() admits them. */
         for (int i = 0; i < s->o.slots && s->qlen > 0; i++) {
             if (s->slots[i].job) continue;
+            assert(s->slots[i].state == SLOT_FREE);
             struct job *j = s->queue[s->qhead];
             s->qhead = (s->qhead + 1) % s->qcap;
             s->qlen--;
@@ -279,15 +306,21 @@ static void *engine_main(void *arg)
             s->slots[i].state = SLOT_ADMIT;
             s->busy++;
         }
+        assert(queue_ok(s));
         pthread_mutex_unlock(&s->mu);
 
         step(s, cancel_all);
 
         pthread_mutex_lock(&s->mu);
         int busy = 0;
-        for (int i = 0; i < s->o.slots; i++)
+        for (int i = 0; i < s->o.slots; i++) {
+            /* A slot holds a job exactly when it is in one of the working states. */
+            assert((s->slots[i].job != NULL) == (s->slots[i].state != SLOT_FREE));
             busy += s->slots[i].job != NULL;
+        }
+        assert(busy <= s->busy); /* only this thread fills slots */
         s->busy = busy;
+        assert(queue_ok(s));
         s->heartbeat = job_now();
     }
     s->stepping = 0;
@@ -343,6 +376,7 @@ int sched_submit(struct sched *s, struct job *j)
         job_ref(j);
         s->queue[(s->qhead + s->qlen) % s->qcap] = j;
         s->qlen++;
+        assert(queue_ok(s));
         pthread_cond_signal(&s->work);
     }
     pthread_mutex_unlock(&s->mu);

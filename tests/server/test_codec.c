@@ -1,4 +1,4 @@
-/* Unit tests: JSON request codecs of each API family, base64, images, stop strings. */
+/* Unit tests: JSON request codecs of each API family, base64, images. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,7 +6,6 @@
 
 #include "server/api.h"
 #include "server/codec.h"
-#include "server/sched.h"
 
 #include "../testutil.h"
 
@@ -284,37 +283,6 @@ START_TEST(base64)
 }
 END_TEST
 
-START_TEST(stop_scan)
-{
-    char *stops[] = {"END", "\n\n"};
-    int hit;
-    ck_assert_uint_eq(sched_stop_scan("hello", 5, stops, 2, &hit), 5);
-    ck_assert_int_eq(hit, 0);
-    ck_assert_uint_eq(sched_stop_scan("helloEN", 7, stops, 2, &hit), 5); /* hold "EN" back */
-    ck_assert_int_eq(hit, 0);
-    ck_assert_uint_eq(sched_stop_scan("helloENDmore", 12, stops, 2, &hit), 5);
-    ck_assert_int_eq(hit, 1);
-    ck_assert_uint_eq(sched_stop_scan("a\n", 2, stops, 2, &hit), 1);
-    ck_assert_uint_eq(sched_stop_scan("a\n\nb", 4, stops, 2, &hit), 1);
-    ck_assert_int_eq(hit, 1);
-    ck_assert_uint_eq(sched_stop_scan("abc", 3, NULL, 0, &hit), 3);
-}
-END_TEST
-
-START_TEST(utf8)
-{
-    char out[64];
-    ck_assert_uint_eq(job_utf8_sanitize("h\xc3\xa9!", 4, out), 4);
-    ck_assert_int_eq(memcmp(out, "h\xc3\xa9!", 4), 0);
-    ck_assert_uint_eq(job_utf8_sanitize("a\xff", 2, out), 4);
-    ck_assert_int_eq(memcmp(out, "a\xef\xbf\xbd", 4), 0);
-    ck_assert_uint_eq(job_utf8_sanitize("\xc3", 1, out), 3);             /* truncated */
-    ck_assert_uint_eq(job_utf8_sanitize("\xc0\xaf", 2, out), 6);         /* overlong */
-    ck_assert_uint_eq(job_utf8_sanitize("\xed\xa0\x80", 3, out), 9);     /* surrogate */
-    ck_assert_uint_eq(job_utf8_sanitize("\xf0\x9f\x98\x80", 4, out), 4); /* emoji */
-}
-END_TEST
-
 int main(void)
 {
     Suite *s = suite_create("codec");
@@ -325,8 +293,6 @@ int main(void)
     tcase_add_test(tc, openai);
     tcase_add_test(tc, formatters);
     tcase_add_test(tc, base64);
-    tcase_add_test(tc, stop_scan);
-    tcase_add_test(tc, utf8);
     suite_add_tcase(s, tc);
     return tu_run(s, CK_FORK);
 }
