@@ -18,6 +18,8 @@
 #include "cli/cli_util.h"
 #include "cli/safetensors.h"
 #include "engine/gguf.h"
+#include "engine/quant.h"
+#include "engine/types.h"
 
 /* llama.cpp's token types (gguf-py TokenType). */
 enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5 };
@@ -173,7 +175,7 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
         f = p;
     }
     kt_type type = (rule == KEEP_F32 || t->n_dims < 2) ? KT_F32 : c->outtype;
-    size_t esz = type == KT_F32 ? 4 : 2;
+    size_t esz = (size_t)ttype_get(type)->block_bytes;
     void *out = keep(c, (size_t)t->numel * esz);
     if (!out) {
         free(f);
@@ -437,13 +439,6 @@ int convert_tokenizer(const char *hf_dir, gguf_writer *w, long long vocab_size, 
 
 /* ---- the two files ---- */
 
-static uint32_t file_type(kt_type t)
-{
-    return t == KT_F32   ? 0
-           : t == KT_F16 ? 1
-                         : 32; /* llama.cpp LlamaFileType: ALL_F32, MOSTLY_F16, MOSTLY_BF16 */
-}
-
 static const char *base_name(const char *dir)
 {
     size_t n = strlen(dir);
@@ -466,7 +461,7 @@ static gguf_writer *new_writer(const conv *c, const char *arch, const char *type
     gguf_set_str(w, "general.architecture", arch);
     gguf_set_str(w, "general.type", type);
     gguf_set_str(w, "general.name", base_name(c->dir));
-    gguf_set_u32(w, "general.file_type", file_type(c->outtype));
+    gguf_set_u32(w, "general.file_type", (uint32_t)quant_llama_ftype(c->outtype));
     gguf_set_u32(w, "general.quantization_version", 2);
     return w;
 }
