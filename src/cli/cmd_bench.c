@@ -37,6 +37,7 @@
 #include "engine/engine.h"
 #include "engine/matmul.h"
 #include "engine/pool.h"
+#include "engine/types.h"
 #include "kernels/kernels.h"
 
 #define COLD_BYTES (512.0 * 1024 * 1024)
@@ -58,19 +59,9 @@ static double cpu_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static const struct {
-    kt_type t;
-    const char *name;
-    int blk;
-    int bytes;
-} types[] = {
-    {KT_TQ2_0, "tq2_0", BLK_TQ2_0, sizeof(blk_tq2_0)},
-    {KT_TQ1_0, "tq1_0", BLK_TQ1_0, sizeof(blk_tq1_0)},
-    {KT_Q2_0, "q2_0", BLK_Q2_0, sizeof(blk_q2_0)},
-    {KT_Q1_0, "q1_0", BLK_Q1_0, sizeof(blk_q1_0)},
-    {KT_Q8_0, "q8_0", BLK_Q8_0, sizeof(blk_q8_0)},
-    {KT_F16, "f16", 1, 2},
-};
+/* The types measured, in output order; what each one is (name, block,
+ * bytes) the type table says. */
+static const kt_type types[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0, KT_Q8_0, KT_F16};
 #define N_TYPES (int)(sizeof types / sizeof types[0])
 
 typedef struct {
@@ -146,42 +137,43 @@ static uint8_t rnd8(void)
 }
 
 /* Random bytes make valid blocks once each block's f16 scale is finite. */
-static void fill_weights(int ti, uint8_t *w, size_t row_bytes, int rows)
+static void fill_weights(const ttype_info *ty, uint8_t *w, size_t row_bytes, int rows)
 {
     size_t total = row_bytes * rows;
     for (size_t i = 0; i < total; i++)
         w[i] = rnd8();
-    if (types[ti].t == KT_F16) {
+    if (ty->id == KT_F16) {
         for (size_t i = 0; i < total / 2; i++)
             ((kt_f16 *)w)[i] = kt_f32_to_f16((float)(rnd8() - 128) / 128.0f);
         return;
     }
-    size_t off = types[ti].t == KT_TQ2_0   ? offsetof(blk_tq2_0, d)
-                 : types[ti].t == KT_TQ1_0 ? offsetof(blk_tq1_0, d)
-                                           : 0;
+    size_t off = ty->id == KT_TQ2_0   ? offsetof(blk_tq2_0, d)
+                 : ty->id == KT_TQ1_0 ? offsetof(blk_tq1_0, d)
+                                      : 0;
     kt_f16 one = kt_f32_to_f16(0.01f);
-    for (size_t b = 0; b < total / types[ti].bytes; b++)
-        memcpy(w + b * types[ti].bytes + off, &one, sizeof one);
+    size_t bytes = (size_t)ty->block_bytes;
+    for (size_t b = 0; b < total / bytes; b++)
+        memcpy(w + b * bytes + off, &one, sizeof one);
 }
 
-static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
+static int measure(pool *p, const ttype_info *ty, shape s, int reps, double bw, result *res)
 {
-    size_t row_bytes = (size_t)s.cols / types[ti].blk * types[ti].bytes;
+    size_t row_bytes = ttype_row_bytes(ty, s.cols);
     size_t mat = row_bytes * s.rows;
     int copies = s.cold ? (int)ceil(COLD_BYTES / mat) : 1;
     uint8_t *w = malloc(mat * copies);
     float *x = malloc(sizeof(float) * s.cols * s.act_rows);
     float *out = aligned_alloc(64, (sizeof(float) * s.rows * s.act_rows + 63) / 64 * 64);
-    mm_weight mw = {types[ti].t, NULL, s.rows, s.cols};
+    mm_weight mw = {ty->id, NULL, s.rows, s.cols};
     size_t sb = mm_scratch_bytes(&mw, s.act_rows);
     void *scratch = sb ? aligned_alloc(64, (sb + 63) / 64 * 64) : NULL;
     if (!w || !x || !out || (sb && !scratch)) {
         free(w), free(x), free(out), free(scratch);
-        fprintf(stderr, "tern bench: out of memory for %s %dx%d\n", types[ti].name, s.rows, s.cols);
+        fprintf(stderr, "tern bench: out of memory for %s %dx%d\n", ty->name, s.rows, s.cols);
         return -1;
     }
     for (int c = 0; c < copies; c++)
-        fill_weights(ti, w + mat * c, row_bytes, s.rows);
+        fill_weights(ty, w + mat * c, row_bytes, s.rows);
     for (size_t i = 0; i < (size_t)s.cols * s.act_rows; i++)
         x[i] = (float)(rnd8() - 128) / 64.0f;
 
@@ -208,8 +200,8 @@ static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
     double cpu_ms = (cpu_now() - c0) / ((double)reps * calls) * 1e3;
     double mean = sum / reps, var = reps > 1 ? (sum2 - sum * sum / reps) / (reps - 1) : 0;
     *res = (result){
-        .type = types[ti].name,
-        .kernel = kern_isa_name(kern_get(types[ti].t)->isa),
+        .type = ty->name,
+        .kernel = kern_isa_name(kern_get(ty->id)->isa),
         .s = s,
         .weight_mb = mat / 1e6,
         .copies = copies,
@@ -485,7 +477,8 @@ int cmd_bench(int argc, char **argv)
         size_t len = strcspn(p, ",");
         int found = 0;
         for (int i = 0; i < N_TYPES; i++)
-            if (strlen(types[i].name) == len && !strncmp(types[i].name, p, len))
+            if (strlen(ttype_get(types[i])->name) == len &&
+                !strncmp(ttype_get(types[i])->name, p, len))
                 want[i] = found = 1;
         if (!found) {
             fprintf(stderr, "tern bench: unknown type '%.*s' in --types\n", (int)len, p);
@@ -526,7 +519,7 @@ int cmd_bench(int argc, char **argv)
         for (int ti = 0; ti < N_TYPES; ti++) {
             if (!want[ti]) continue;
             result r;
-            if (measure(p, ti, shapes[si], reps, bw, &r)) {
+            if (measure(p, ttype_get(types[ti]), shapes[si], reps, bw, &r)) {
                 rc = 1;
                 continue;
             }
