@@ -26,6 +26,7 @@
 #include "engine/pool.h"
 #include "kernels/blocks.h"
 #include "kernels/kernels.h"
+#include "kernels/traits.h"
 
 #ifdef TERN_MINICHECK
 #include "minicheck.h" /* cross builds: see tests/minicheck.h */
@@ -52,15 +53,9 @@ static const kt_type int_types[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0, KT_Q8_
 
 static int blk_of(kt_type t, size_t *bytes)
 {
-    switch (t) {
-    case KT_TQ2_0: *bytes = sizeof(blk_tq2_0); return BLK_TQ2_0;
-    case KT_TQ1_0: *bytes = sizeof(blk_tq1_0); return BLK_TQ1_0;
-    case KT_Q2_0: *bytes = sizeof(blk_q2_0); return BLK_Q2_0;
-    case KT_Q1_0: *bytes = sizeof(blk_q1_0); return BLK_Q1_0;
-    case KT_Q8_0: *bytes = sizeof(blk_q8_0); return BLK_Q8_0;
-    case KT_F32: *bytes = 4; return 1;
-    default: *bytes = 2; return 1; /* F16, BF16 */
-    }
+    const kt_traits *tr = kt_traits_of(t);
+    *bytes = (size_t)tr->block_bytes;
+    return tr->block;
 }
 
 static int is_float(kt_type t)
@@ -321,6 +316,47 @@ START_TEST(overflow_worst_case)
     }
     free(q);
     free(g);
+}
+END_TEST
+
+/* The type table: every row sits at its own id, states its block struct's
+ * size, and fits the codecs' per-block buffers (KT_BLOCK_MAX). */
+START_TEST(type_table_rows)
+{
+    static const struct {
+        kt_type t;
+        int block;
+        size_t bytes;
+    } want[] = {
+        {KT_F32, 1, sizeof(float)},
+        {KT_F16, 1, sizeof(kt_f16)},
+        {KT_BF16, 1, sizeof(kt_bf16)},
+        {KT_Q8_0, BLK_Q8_0, sizeof(blk_q8_0)},
+        {KT_TQ2_0, BLK_TQ2_0, sizeof(blk_tq2_0)},
+        {KT_TQ1_0, BLK_TQ1_0, sizeof(blk_tq1_0)},
+        {KT_Q2_0, BLK_Q2_0, sizeof(blk_q2_0)},
+        {KT_Q1_0, BLK_Q1_0, sizeof(blk_q1_0)},
+    };
+    int n_want = (int)(sizeof want / sizeof want[0]), rows = 0;
+    for (int i = 0; i < n_want; i++) {
+        const kt_traits *tr = kt_traits_of(want[i].t);
+        ck_assert_ptr_nonnull(tr);
+        ck_assert_int_eq(tr->block, want[i].block);
+        ck_assert_int_eq(tr->block_bytes, (int)want[i].bytes);
+    }
+    for (int id = 0; id < KT_ID_END; id++) {
+        const kt_traits *tr = kt_traits_of((kt_type)id);
+        if (!tr) continue;
+        rows++;
+        ck_assert_int_eq(tr->id, id);
+        ck_assert_ptr_nonnull(tr->name);
+        ck_assert_int_ge(tr->block, 1);
+        ck_assert_int_le(tr->block, KT_BLOCK_MAX);
+        ck_assert(!(tr->ternary && tr->binary));
+    }
+    ck_assert_int_eq(rows, n_want);
+    ck_assert_ptr_null(kt_traits_of((kt_type)KT_ID_END));
+    ck_assert_ptr_null(kt_traits_of((kt_type)2)); /* a ggml id tern does not read */
 }
 END_TEST
 
@@ -622,6 +658,7 @@ static Suite *suite(void)
     Suite *s = suite_create("kernels");
     TCase *k = tcase_create("kernels");
     tcase_set_timeout(k, 600);
+    tcase_add_test(k, type_table_rows);
     tcase_add_test(k, dispatch_levels);
     tcase_add_test(k, quantize_bit_identical);
     tcase_add_test(k, f16_row_matches_reference);

@@ -37,6 +37,7 @@
 #include "engine/engine.h"
 #include "engine/matmul.h"
 #include "engine/pool.h"
+#include "engine/types.h"
 #include "kernels/kernels.h"
 
 #define COLD_BYTES (512.0 * 1024 * 1024)
@@ -58,19 +59,9 @@ static double cpu_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static const struct {
-    kt_type t;
-    const char *name;
-    int blk;
-    int bytes;
-} types[] = {
-    {KT_TQ2_0, "tq2_0", BLK_TQ2_0, sizeof(blk_tq2_0)},
-    {KT_TQ1_0, "tq1_0", BLK_TQ1_0, sizeof(blk_tq1_0)},
-    {KT_Q2_0, "q2_0", BLK_Q2_0, sizeof(blk_q2_0)},
-    {KT_Q1_0, "q1_0", BLK_Q1_0, sizeof(blk_q1_0)},
-    {KT_Q8_0, "q8_0", BLK_Q8_0, sizeof(blk_q8_0)},
-    {KT_F16, "f16", 1, 2},
-};
+/* The types measured, in output order; what each one is (name, block,
+ * bytes) the type table says. */
+static const kt_type types[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0, KT_Q8_0, KT_F16};
 #define N_TYPES (int)(sizeof types / sizeof types[0])
 
 typedef struct {
@@ -146,42 +137,43 @@ static uint8_t rnd8(void)
 }
 
 /* Random bytes make valid blocks once each block's f16 scale is finite. */
-static void fill_weights(int ti, uint8_t *w, size_t row_bytes, int rows)
+static void fill_weights(const ttype_info *ty, uint8_t *w, size_t row_bytes, int rows)
 {
     size_t total = row_bytes * rows;
     for (size_t i = 0; i < total; i++)
         w[i] = rnd8();
-    if (types[ti].t == KT_F16) {
+    if (ty->id == KT_F16) {
         for (size_t i = 0; i < total / 2; i++)
             ((kt_f16 *)w)[i] = kt_f32_to_f16((float)(rnd8() - 128) / 128.0f);
         return;
     }
-    size_t off = types[ti].t == KT_TQ2_0   ? offsetof(blk_tq2_0, d)
-                 : types[ti].t == KT_TQ1_0 ? offsetof(blk_tq1_0, d)
-                                           : 0;
+    size_t off = ty->id == KT_TQ2_0   ? offsetof(blk_tq2_0, d)
+                 : ty->id == KT_TQ1_0 ? offsetof(blk_tq1_0, d)
+                                      : 0;
     kt_f16 one = kt_f32_to_f16(0.01f);
-    for (size_t b = 0; b < total / types[ti].bytes; b++)
-        memcpy(w + b * types[ti].bytes + off, &one, sizeof one);
+    size_t bytes = (size_t)ty->block_bytes;
+    for (size_t b = 0; b < total / bytes; b++)
+        memcpy(w + b * bytes + off, &one, sizeof one);
 }
 
-static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
+static int measure(pool *p, const ttype_info *ty, shape s, int reps, double bw, result *res)
 {
-    size_t row_bytes = (size_t)s.cols / types[ti].blk * types[ti].bytes;
+    size_t row_bytes = ttype_row_bytes(ty, s.cols);
     size_t mat = row_bytes * s.rows;
     int copies = s.cold ? (int)ceil(COLD_BYTES / mat) : 1;
     uint8_t *w = malloc(mat * copies);
     float *x = malloc(sizeof(float) * s.cols * s.act_rows);
     float *out = aligned_alloc(64, (sizeof(float) * s.rows * s.act_rows + 63) / 64 * 64);
-    mm_weight mw = {types[ti].t, NULL, s.rows, s.cols};
+    mm_weight mw = {ty->id, NULL, s.rows, s.cols};
     size_t sb = mm_scratch_bytes(&mw, s.act_rows);
     void *scratch = sb ? aligned_alloc(64, (sb + 63) / 64 * 64) : NULL;
     if (!w || !x || !out || (sb && !scratch)) {
         free(w), free(x), free(out), free(scratch);
-        fprintf(stderr, "tern bench: out of memory for %s %dx%d\n", types[ti].name, s.rows, s.cols);
+        fprintf(stderr, "tern bench: out of memory for %s %dx%d\n", ty->name, s.rows, s.cols);
         return -1;
     }
     for (int c = 0; c < copies; c++)
-        fill_weights(ti, w + mat * c, row_bytes, s.rows);
+        fill_weights(ty, w + mat * c, row_bytes, s.rows);
     for (size_t i = 0; i < (size_t)s.cols * s.act_rows; i++)
         x[i] = (float)(rnd8() - 128) / 64.0f;
 
@@ -208,8 +200,8 @@ static int measure(pool *p, int ti, shape s, int reps, double bw, result *res)
     double cpu_ms = (cpu_now() - c0) / ((double)reps * calls) * 1e3;
     double mean = sum / reps, var = reps > 1 ? (sum2 - sum * sum / reps) / (reps - 1) : 0;
     *res = (result){
-        .type = types[ti].name,
-        .kernel = kern_isa_name(kern_get(types[ti].t)->isa),
+        .type = ty->name,
+        .kernel = kern_isa_name(kern_get(ty->id)->isa),
         .s = s,
         .weight_mb = mat / 1e6,
         .copies = copies,
@@ -431,7 +423,16 @@ static void usage(FILE *f)
                "TERN_KERNELS=scalar|avx2|avx512|avx512vnni|neon|dotprod caps the kernel level.\n");
 }
 
-int cmd_bench(int argc, char **argv)
+/* ---- the command ---- */
+
+typedef struct {
+    int kernels, threads, reps, json, gemv_only, n_pp, n_tg;
+    const char *model, *mmproj, *type_list, *thread_list;
+} bench_opts;
+
+/* Fills o from the command line. Returns -1 to go on, else the exit code
+ * (--help, or a usage error). */
+static int parse_args(int argc, char **argv, bench_opts *o)
 {
     enum { O_KERNELS = 256, O_TYPES, O_JSON, O_GEMV, O_MMPROJ };
     static const struct option opts[] = {
@@ -441,117 +442,148 @@ int cmd_bench(int argc, char **argv)
         {"model", required_argument, NULL, 'm'},       {"help", no_argument, NULL, 'h'},
         {"mmproj", required_argument, NULL, O_MMPROJ}, {NULL, 0, NULL, 0},
     };
-    int kernels = 0, threads = 0, reps = 5, json = 0, gemv_only = 0, n_pp = 512, n_tg = 128;
-    const char *model = NULL, *mmproj = NULL, *type_list = NULL, *thread_list = NULL;
+    *o = (bench_opts){.reps = 5, .n_pp = 512, .n_tg = 128};
     int c;
     while ((c = getopt_long(argc, argv, "t:r:m:p:n:h", opts, NULL)) != -1) {
         switch (c) {
-        case O_KERNELS: kernels = 1; break;
+        case O_KERNELS: o->kernels = 1; break;
         case 't':
-            thread_list = optarg;
-            threads = atoi(optarg);
+            o->thread_list = optarg;
+            o->threads = atoi(optarg);
             break;
-        case 'p': n_pp = atoi(optarg); break;
-        case 'n': n_tg = atoi(optarg); break;
-        case O_MMPROJ: mmproj = optarg; break;
-        case 'r': reps = atoi(optarg); break;
-        case O_TYPES: type_list = optarg; break;
-        case O_JSON: json = 1; break;
-        case O_GEMV: gemv_only = 1; break;
-        case 'm': model = optarg; break;
+        case 'p': o->n_pp = atoi(optarg); break;
+        case 'n': o->n_tg = atoi(optarg); break;
+        case O_MMPROJ: o->mmproj = optarg; break;
+        case 'r': o->reps = atoi(optarg); break;
+        case O_TYPES: o->type_list = optarg; break;
+        case O_JSON: o->json = 1; break;
+        case O_GEMV: o->gemv_only = 1; break;
+        case 'm': o->model = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (model) {
-        if (reps < 1 || n_pp < 0 || n_tg < 0 || n_pp + n_tg == 0) {
-            fprintf(stderr, "tern bench: --reps must be >= 1, -p and -n >= 0, not both 0\n");
-            return 2;
-        }
-        return bench_model(model, mmproj, thread_list, reps, n_pp, n_tg, json);
-    }
-    if (!kernels) {
-        usage(stderr);
-        return 2;
-    }
-    if (reps < 1 || threads < 0) {
-        fprintf(stderr, "tern bench: --reps must be >= 1 and --threads >= 0\n");
-        return 2;
-    }
-    int want[N_TYPES];
+    return -1;
+}
+
+/* want[i]: whether types[i] is in the comma-separated list (all when the
+ * list is NULL). Returns -1 naming an unknown type, else 0. */
+static int parse_types(const char *list, int *want)
+{
     for (int i = 0; i < N_TYPES; i++)
-        want[i] = type_list == NULL;
-    for (const char *p = type_list; p && *p;) {
+        want[i] = list == NULL;
+    for (const char *p = list; p && *p;) {
         size_t len = strcspn(p, ",");
         int found = 0;
-        for (int i = 0; i < N_TYPES; i++)
-            if (strlen(types[i].name) == len && !strncmp(types[i].name, p, len))
-                want[i] = found = 1;
+        for (int i = 0; i < N_TYPES; i++) {
+            const char *name = ttype_get(types[i])->name;
+            if (strlen(name) == len && !strncmp(name, p, len)) want[i] = found = 1;
+        }
         if (!found) {
             fprintf(stderr, "tern bench: unknown type '%.*s' in --types\n", (int)len, p);
-            return 2;
+            return -1;
         }
         p += len + (p[len] == ',');
     }
+    return 0;
+}
 
-    char err[256], cpu[128];
-    pool *p = pool_create(threads, err, sizeof err);
+/* The machine line and the table head (text), or the object's opening (JSON). */
+static void print_kernels_head(int json, int threads, int reps, double bw)
+{
+    char cpu[128];
+    cpu_name(cpu, sizeof cpu);
+    if (json) {
+        printf("{\"cpu\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", "
+               "\"read_bandwidth_gbs\": %.2f, \"reps\": %d, \"results\": [",
+               cpu, threads, kern_isa_name(kern_best_isa()), bw, reps);
+        return;
+    }
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    const char *cap = getenv("TERN_KERNELS");
+    printf("CPU: %s, %d threads; kernels: %s%s%s%s; LLC (as reported): %.0f MiB\n", cpu, threads,
+           kern_isa_name(kern_best_isa()), cap ? " (TERN_KERNELS=" : "", cap ? cap : "",
+           cap ? ")" : "", llc > 0 ? llc / 1048576.0 : 0.0);
+    printf("read bandwidth (1 GiB streamed, %d threads, best of 5): %.1f GB/s\n\n", threads, bw);
+    printf("| type | rows x cols | weights MB | cache | act rows | kernel | ms (mean ± sd) "
+           "| GB/s | GOP/s | of read BW | cpu ms | cores had |\n");
+    printf("|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
+}
+
+/* One measurement: a table row, or a JSON element (first: no comma before). */
+static void print_result(const result *r, int json, int first)
+{
+    const char *cache = r->s.cold ? "cold" : "hot";
+    if (json) {
+        printf("%s\n  {\"type\": \"%s\", \"rows\": %d, \"cols\": %d, \"act_rows\": %d, "
+               "\"cache\": \"%s\", \"copies\": %d, \"weight_mb\": %.3f, \"kernel\": "
+               "\"%s\", \"ms_mean\": %.6f, \"ms_sd\": %.6f, \"gbs\": %.3f, \"gops\": "
+               "%.3f, \"read_bw_fraction\": %.4f, \"cpu_ms\": %.6f}",
+               first ? "" : ",", r->type, r->s.rows, r->s.cols, r->s.act_rows, cache, r->copies,
+               r->weight_mb, r->kernel, r->mean_ms, r->sd_ms, r->gbs, r->gops, r->bw_frac,
+               r->cpu_ms);
+    } else {
+        char frac[32] = "";
+        if (r->s.act_rows == 1) snprintf(frac, sizeof frac, "%.0f %%", 100 * r->bw_frac);
+        printf("| %s | %d x %d | %.1f | %s | %d | %s | %.3f ± %.3f | %.1f | %.1f | %s | "
+               "%.3f | %.2f |\n",
+               r->type, r->s.rows, r->s.cols, r->weight_mb, cache, r->s.act_rows, r->kernel,
+               r->mean_ms, r->sd_ms, r->gbs, r->gops, frac, r->cpu_ms, r->cpu_ms / r->mean_ms);
+    }
+    fflush(stdout);
+}
+
+/* tern bench --kernels: every wanted type on every shape. */
+static int bench_kernels(const bench_opts *o, const int *want)
+{
+    char err[256];
+    pool *p = pool_create(o->threads, err, sizeof err);
     if (!p) {
         fprintf(stderr, "tern bench: %s\n", err);
         return 1;
     }
-    threads = pool_threads(p);
     double bw = read_bandwidth(p);
-    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    cpu_name(cpu, sizeof cpu);
-    const char *cap = getenv("TERN_KERNELS");
-
-    if (!json) {
-        printf("CPU: %s, %d threads; kernels: %s%s%s%s; LLC (as reported): %.0f MiB\n", cpu,
-               threads, kern_isa_name(kern_best_isa()), cap ? " (TERN_KERNELS=" : "",
-               cap ? cap : "", cap ? ")" : "", llc > 0 ? llc / 1048576.0 : 0.0);
-        printf("read bandwidth (1 GiB streamed, %d threads, best of 5): %.1f GB/s\n\n", threads,
-               bw);
-        printf("| type | rows x cols | weights MB | cache | act rows | kernel | ms (mean ± sd) "
-               "| GB/s | GOP/s | of read BW | cpu ms | cores had |\n");
-        printf("|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
-    } else {
-        printf("{\"cpu\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", "
-               "\"read_bandwidth_gbs\": %.2f, \"reps\": %d, \"results\": [",
-               cpu, threads, kern_isa_name(kern_best_isa()), bw, reps);
-    }
+    print_kernels_head(o->json, pool_threads(p), o->reps, bw);
     int first = 1, rc = 0;
     for (int si = 0; si < N_SHAPES; si++) {
-        if (gemv_only && shapes[si].act_rows > 1) continue;
+        if (o->gemv_only && shapes[si].act_rows > 1) continue;
         for (int ti = 0; ti < N_TYPES; ti++) {
             if (!want[ti]) continue;
             result r;
-            if (measure(p, ti, shapes[si], reps, bw, &r)) {
+            if (measure(p, ttype_get(types[ti]), shapes[si], o->reps, bw, &r)) {
                 rc = 1;
                 continue;
             }
-            const char *cache = r.s.cold ? "cold" : "hot";
-            if (json) {
-                printf("%s\n  {\"type\": \"%s\", \"rows\": %d, \"cols\": %d, \"act_rows\": %d, "
-                       "\"cache\": \"%s\", \"copies\": %d, \"weight_mb\": %.3f, \"kernel\": "
-                       "\"%s\", \"ms_mean\": %.6f, \"ms_sd\": %.6f, \"gbs\": %.3f, \"gops\": "
-                       "%.3f, \"read_bw_fraction\": %.4f, \"cpu_ms\": %.6f}",
-                       first ? "" : ",", r.type, r.s.rows, r.s.cols, r.s.act_rows, cache, r.copies,
-                       r.weight_mb, r.kernel, r.mean_ms, r.sd_ms, r.gbs, r.gops, r.bw_frac,
-                       r.cpu_ms);
-            } else {
-                char frac[32] = "";
-                if (r.s.act_rows == 1) snprintf(frac, sizeof frac, "%.0f %%", 100 * r.bw_frac);
-                printf("| %s | %d x %d | %.1f | %s | %d | %s | %.3f ± %.3f | %.1f | %.1f | %s | "
-                       "%.3f | %.2f |\n",
-                       r.type, r.s.rows, r.s.cols, r.weight_mb, cache, r.s.act_rows, r.kernel,
-                       r.mean_ms, r.sd_ms, r.gbs, r.gops, frac, r.cpu_ms, r.cpu_ms / r.mean_ms);
-            }
-            fflush(stdout);
+            print_result(&r, o->json, first);
             first = 0;
         }
     }
-    if (json) printf("\n]}\n");
+    if (o->json) printf("\n]}\n");
     pool_destroy(p);
     return rc;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc >= 0) return rc;
+    if (o.model) {
+        if (o.reps < 1 || o.n_pp < 0 || o.n_tg < 0 || o.n_pp + o.n_tg == 0) {
+            fprintf(stderr, "tern bench: --reps must be >= 1, -p and -n >= 0, not both 0\n");
+            return 2;
+        }
+        return bench_model(o.model, o.mmproj, o.thread_list, o.reps, o.n_pp, o.n_tg, o.json);
+    }
+    if (!o.kernels) {
+        usage(stderr);
+        return 2;
+    }
+    if (o.reps < 1 || o.threads < 0) {
+        fprintf(stderr, "tern bench: --reps must be >= 1 and --threads >= 0\n");
+        return 2;
+    }
+    int want[N_TYPES];
+    if (parse_types(o.type_list, want)) return 2;
+    return bench_kernels(&o, want);
 }

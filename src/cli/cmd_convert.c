@@ -18,6 +18,8 @@
 #include "cli/cli_util.h"
 #include "cli/safetensors.h"
 #include "engine/gguf.h"
+#include "engine/quant.h"
+#include "engine/types.h"
 
 /* llama.cpp's token types (gguf-py TokenType). */
 enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5 };
@@ -173,20 +175,14 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
         f = p;
     }
     kt_type type = (rule == KEEP_F32 || t->n_dims < 2) ? KT_F32 : c->outtype;
-    size_t esz = type == KT_F32 ? 4 : 2;
-    void *out = keep(c, (size_t)t->numel * esz);
+    const ttype_info *ti = ttype_get(type);
+    void *out = keep(c, ttype_row_bytes(ti, t->numel));
     if (!out) {
         free(f);
         cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
         return -1;
     }
-    if (type == KT_F32) {
-        memcpy(out, f, (size_t)t->numel * 4);
-    } else {
-        uint16_t *h = out;
-        for (int64_t i = 0; i < t->numel; i++)
-            h[i] = type == KT_F16 ? kt_f32_to_f16(f[i]) : kt_f32_to_bf16(f[i]);
-    }
+    ti->from_float(type, f, out, t->numel);
     free(f);
 
     int64_t ne[GGUF_MAX_DIMS] = {1, 1, 1, 1};
@@ -437,13 +433,6 @@ int convert_tokenizer(const char *hf_dir, gguf_writer *w, long long vocab_size, 
 
 /* ---- the two files ---- */
 
-static uint32_t file_type(kt_type t)
-{
-    return t == KT_F32   ? 0
-           : t == KT_F16 ? 1
-                         : 32; /* llama.cpp LlamaFileType: ALL_F32, MOSTLY_F16, MOSTLY_BF16 */
-}
-
 static const char *base_name(const char *dir)
 {
     size_t n = strlen(dir);
@@ -466,7 +455,7 @@ static gguf_writer *new_writer(const conv *c, const char *arch, const char *type
     gguf_set_str(w, "general.architecture", arch);
     gguf_set_str(w, "general.type", type);
     gguf_set_str(w, "general.name", base_name(c->dir));
-    gguf_set_u32(w, "general.file_type", file_type(c->outtype));
+    gguf_set_u32(w, "general.file_type", (uint32_t)quant_llama_ftype(c->outtype));
     gguf_set_u32(w, "general.quantization_version", 2);
     return w;
 }
@@ -760,15 +749,10 @@ int cmd_convert(int argc, char **argv)
     kt_type outtype = KT_F16;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--outtype") && i + 1 < argc) {
-            const char *t = argv[++i];
-            if (!strcmp(t, "f32"))
-                outtype = KT_F32;
-            else if (!strcmp(t, "f16"))
-                outtype = KT_F16;
-            else if (!strcmp(t, "bf16"))
-                outtype = KT_BF16;
-            else
-                return usage();
+            /* a float type (one weight per block), spelled as the type table spells it */
+            const ttype_info *ti = ttype_by_name(argv[++i]);
+            if (!ti || ti->block != 1 || strcmp(ti->name, argv[i])) return usage();
+            outtype = ti->id;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage();
             return 0;

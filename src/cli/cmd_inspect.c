@@ -2,6 +2,7 @@
  * metadata key (long strings and arrays summarised), every tensor with its
  * type, shape, size and bits per weight, and totals by type. --json prints
  * the same as one JSON object. */
+#include <assert.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,7 +18,6 @@
 #define CMD "inspect"
 #define HEAD 4      /* array elements shown */
 #define TEXT_MAX 64 /* string bytes shown in text mode */
-#define MAX_TYPE_ID 64
 
 static const char usage_text[] =
     "usage: tern inspect FILE [--json]\n"
@@ -189,7 +189,8 @@ static void sum_by_type(const gguf_file *f, total *by_type, total *all)
 {
     for (int i = 0; i < gguf_n_tensors(f); i++) {
         const gguf_tensor *t = gguf_tensor_at(f, i);
-        total *s = &by_type[(unsigned)t->type % MAX_TYPE_ID];
+        assert((unsigned)t->type < KT_ID_END); /* the reader admits only types it knows */
+        total *s = &by_type[t->type];
         uint64_t p = n_params(t);
         s->count++;
         s->params += p;
@@ -232,11 +233,11 @@ static void print_text(const gguf_file *f)
                t->nbytes, bpw(t->nbytes, n_params(t)));
     }
 
-    total by_type[MAX_TYPE_ID] = {{0}}, all = {0};
+    total by_type[KT_ID_END] = {{0}}, all = {0};
     sum_by_type(f, by_type, &all);
     printf("\ntotals by type:\n  %-6s  %7s  %14s  %14s  %s\n", "type", "tensors", "params", "bytes",
            "bits/weight");
-    for (int id = 0; id < MAX_TYPE_ID; id++) {
+    for (int id = 0; id < KT_ID_END; id++) {
         const total *s = &by_type[id];
         if (s->count)
             printf("  %-6s  %7d  %14" PRIu64 "  %14" PRIu64 "  %.5g\n", gguf_type_name((kt_type)id),
@@ -376,10 +377,10 @@ static int print_json(const gguf_file *f)
         cJSON_AddItemToArray(tensors, o);
     }
 
-    total by_type[MAX_TYPE_ID] = {{0}}, all = {0};
+    total by_type[KT_ID_END] = {{0}}, all = {0};
     sum_by_type(f, by_type, &all);
     cJSON *totals = cJSON_AddArrayToObject(root, "totals");
-    for (int id = 0; id < MAX_TYPE_ID; id++)
+    for (int id = 0; id < KT_ID_END; id++)
         if (by_type[id].count)
             cJSON_AddItemToArray(totals, json_total(gguf_type_name((kt_type)id), &by_type[id]));
     cJSON_AddItemToObject(root, "total", json_total("total", &all));

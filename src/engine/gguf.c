@@ -12,6 +12,7 @@
  * against the bytes that are left before it is used, in 64-bit arithmetic
  * written so that it cannot overflow. */
 #include "engine/gguf.h"
+#include "kernels/traits.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,35 +31,19 @@
 #define MAX_NAME 63 /* ggml's GGML_MAX_NAME less the NUL: longer names break llama.cpp */
 #define MAX_KEY 65535
 
-/* Block geometry per tensor type. types.c holds the full table (codecs,
- * kernels); this private copy keeps the reader free of that dependency so
- * it can be fuzzed on its own. */
-typedef struct {
-    kt_type id;
-    const char *name;
-    int block;
-    int block_bytes;
-} tsize;
-
-static const tsize tsizes[] = {
-    {KT_F32, "f32", 1, 4},      {KT_F16, "f16", 1, 2},        {KT_Q8_0, "q8_0", 32, 34},
-    {KT_BF16, "bf16", 1, 2},    {KT_TQ1_0, "tq1_0", 256, 54}, {KT_TQ2_0, "tq2_0", 256, 66},
-    {KT_Q1_0, "q1_0", 128, 18}, {KT_Q2_0, "q2_0", 64, 18},
-};
-
-static const tsize *tsize_get(uint32_t id)
+/* The type table's row for a type id as read from a file; NULL for ids
+ * tern does not know. */
+static const kt_traits *traits_of(uint32_t id)
 {
-    for (size_t i = 0; i < sizeof tsizes / sizeof tsizes[0]; i++)
-        if ((uint32_t)tsizes[i].id == id) return &tsizes[i];
-    return NULL;
+    return id < KT_ID_END ? kt_traits_of((kt_type)id) : NULL;
 }
 
 /* Bytes of a tensor, or 0 when the shape is invalid for the type or the
  * size does not fit in 63 bits. */
-static uint64_t tensor_bytes(const tsize *ts, int n_dims, const int64_t *ne)
+static uint64_t tensor_bytes(const kt_traits *tt, int n_dims, const int64_t *ne)
 {
-    if (ne[0] % ts->block) return 0;
-    uint64_t bytes = (uint64_t)(ne[0] / ts->block) * (uint64_t)ts->block_bytes;
+    if (ne[0] % tt->block) return 0;
+    uint64_t bytes = (uint64_t)(ne[0] / tt->block) * (uint64_t)tt->block_bytes;
     for (int d = 1; d < n_dims; d++) {
         if (bytes > (uint64_t)INT64_MAX / (uint64_t)ne[d]) return 0;
         bytes *= (uint64_t)ne[d];
@@ -398,13 +383,13 @@ static bool read_tensor_info(reader *r, gguf_tensor *t, uint64_t i)
         t->ne[d] = (int64_t)ne;
     }
     if (!get32(r, &type, "type", TENSOR(name))) return false;
-    const tsize *ts = tsize_get(type);
-    if (!ts) return fail(r, "tensor '%s': unknown tensor type %" PRIu32, name, type);
+    const kt_traits *tt = traits_of(type);
+    if (!tt) return fail(r, "tensor '%s': unknown tensor type %" PRIu32, name, type);
     t->type = (kt_type)type;
-    if (t->ne[0] % ts->block)
+    if (t->ne[0] % tt->block)
         return fail(r, "tensor '%s': row length %" PRId64 " is not a multiple of %s's block of %d",
-                    name, t->ne[0], ts->name, ts->block);
-    uint64_t nbytes = tensor_bytes(ts, t->n_dims, t->ne);
+                    name, t->ne[0], tt->name, tt->block);
+    uint64_t nbytes = tensor_bytes(tt, t->n_dims, t->ne);
     if (!nbytes) return fail(r, "tensor '%s': shape is too large", name);
     /* Checked against the file size later; here it only has to fit size_t. */
     if (nbytes > SIZE_MAX) return fail(r, "tensor '%s': shape is too large", name);
@@ -800,17 +785,17 @@ const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name)
 
 const char *gguf_type_name(kt_type t)
 {
-    const tsize *ts = tsize_get((uint32_t)t);
-    return ts ? ts->name : NULL;
+    const kt_traits *tt = traits_of((uint32_t)t);
+    return tt ? tt->name : NULL;
 }
 
 size_t gguf_tensor_bytes(kt_type t, int n_dims, const int64_t *ne)
 {
-    const tsize *ts = tsize_get((uint32_t)t);
-    if (!ts || n_dims < 1 || n_dims > GGUF_MAX_DIMS) return 0;
+    const kt_traits *tt = traits_of((uint32_t)t);
+    if (!tt || n_dims < 1 || n_dims > GGUF_MAX_DIMS) return 0;
     for (int d = 0; d < n_dims; d++)
         if (ne[d] <= 0) return 0;
-    uint64_t b = tensor_bytes(ts, n_dims, ne);
+    uint64_t b = tensor_bytes(tt, n_dims, ne);
     return b > SIZE_MAX ? 0 : (size_t)b;
 }
 
@@ -1103,8 +1088,8 @@ int gguf_add_tensor(gguf_writer *w, const char *name, kt_type type, int n_dims, 
     if (!name || !*name || strlen(name) > MAX_NAME)
         return werr(err, errlen, who, "tensor '%s': names must be 1 to %d bytes",
                     name ? name : "(null)", MAX_NAME);
-    const tsize *ts = tsize_get((uint32_t)type);
-    if (!ts) return werr(err, errlen, who, "tensor '%s': unknown tensor type %d", name, (int)type);
+    const kt_traits *tt = traits_of((uint32_t)type);
+    if (!tt) return werr(err, errlen, who, "tensor '%s': unknown tensor type %d", name, (int)type);
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS || !ne)
         return werr(err, errlen, who, "tensor '%s': %d dimensions (must be 1 to %d)", name, n_dims,
                     GGUF_MAX_DIMS);
@@ -1113,11 +1098,11 @@ int gguf_add_tensor(gguf_writer *w, const char *name, kt_type type, int n_dims, 
             return werr(err, errlen, who,
                         "tensor '%s': dimension %d is %" PRId64 " (must be positive)", name, d,
                         ne[d]);
-    if (ne[0] % ts->block)
+    if (ne[0] % tt->block)
         return werr(err, errlen, who,
                     "tensor '%s': row length %" PRId64 " is not a multiple of %s's block of %d",
-                    name, ne[0], ts->name, ts->block);
-    uint64_t nbytes = tensor_bytes(ts, n_dims, ne);
+                    name, ne[0], tt->name, tt->block);
+    uint64_t nbytes = tensor_bytes(tt, n_dims, ne);
     if (!nbytes || nbytes > SIZE_MAX)
         return werr(err, errlen, who, "tensor '%s': shape is too large", name);
     if (!data) return werr(err, errlen, who, "tensor '%s': data is NULL", name);

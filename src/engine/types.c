@@ -1,51 +1,39 @@
-/* The tensor type table. One row per type; nothing else in tern lists
- * types, so adding one is adding a row here (and its codec and kernel). */
+/* Lookups over the tensor type table (kernels/traits.c), which is the one
+ * place that states what a type is. Nothing here restates a type. */
 #include "engine/types.h"
 
 #include <strings.h>
 
-static const ttype_info types[] = {
-    /* id, name, weights per block, block bytes, ternary, binary, codecs, kernels */
-    {KT_F32, "f32", 1, 4, false, false, kt_to_float, kt_from_float, kern_ref_ops},
-    {KT_F16, "f16", 1, 2, false, false, kt_to_float, kt_from_float, kern_ref_ops},
-    {KT_BF16, "bf16", 1, 2, false, false, kt_to_float, kt_from_float, kern_ref_ops},
-    {KT_Q8_0, "q8_0", BLK_Q8_0, sizeof(blk_q8_0), false, false, kt_to_float, kt_from_float,
-     kern_ref_ops},
-    {KT_TQ2_0, "tq2_0", BLK_TQ2_0, sizeof(blk_tq2_0), true, false, kt_to_float, kt_from_float,
-     kern_ref_ops},
-    {KT_TQ1_0, "tq1_0", BLK_TQ1_0, sizeof(blk_tq1_0), true, false, kt_to_float, kt_from_float,
-     kern_ref_ops},
-    {KT_Q2_0, "q2_0", BLK_Q2_0, sizeof(blk_q2_0), true, false, kt_to_float, kt_from_float,
-     kern_ref_ops},
-    {KT_Q1_0, "q1_0", BLK_Q1_0, sizeof(blk_q1_0), false, true, kt_to_float, kt_from_float,
-     kern_ref_ops},
-};
-
-#define N_TYPES ((int)(sizeof types / sizeof types[0]))
-
 const ttype_info *ttype_get(kt_type id)
 {
-    for (int i = 0; i < N_TYPES; i++)
-        if (types[i].id == id) return &types[i];
-    return NULL;
+    return kt_traits_of(id);
 }
 
 const ttype_info *ttype_by_name(const char *name)
 {
     if (!name) return NULL;
-    for (int i = 0; i < N_TYPES; i++)
-        if (strcasecmp(types[i].name, name) == 0) return &types[i];
+    for (int id = 0; id < KT_ID_END; id++) {
+        const ttype_info *t = kt_traits_of((kt_type)id);
+        if (t && strcasecmp(t->name, name) == 0) return t;
+    }
     return NULL;
 }
 
 int ttype_count(void)
 {
-    return N_TYPES;
+    int n = 0;
+    for (int id = 0; id < KT_ID_END; id++)
+        n += kt_traits_of((kt_type)id) != NULL;
+    return n;
 }
 
 const ttype_info *ttype_at(int i)
 {
-    return i >= 0 && i < N_TYPES ? &types[i] : NULL;
+    for (int id = 0; id < KT_ID_END && i >= 0; id++) {
+        const ttype_info *t = kt_traits_of((kt_type)id);
+        if (t && i-- == 0) return t;
+    }
+    return NULL;
 }
 
 size_t ttype_row_bytes(const ttype_info *t, int64_t n)

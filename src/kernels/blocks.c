@@ -6,6 +6,7 @@
  * the type's bytes. pack_codes/unpack_codes are the only places that know
  * the bit layouts; everything else goes through them. */
 #include "kernels/blocks.h"
+#include "kernels/traits.h"
 
 #include <math.h>
 #include <string.h>
@@ -223,16 +224,12 @@ int kt_unpack_codes(kt_type t, const void *blk, uint8_t *c, float *d)
     }
 }
 
-int kt_block_info(kt_type t, size_t *bytes)
+/* The type table's row of a code type (TQ2_0, TQ1_0, Q2_0, Q1_0); NULL for
+ * any other, which the code paths below leave alone. */
+static const kt_traits *code_traits(kt_type t)
 {
-    switch (t) {
-    case KT_Q8_0: *bytes = sizeof(blk_q8_0); return BLK_Q8_0;
-    case KT_TQ2_0: *bytes = sizeof(blk_tq2_0); return BLK_TQ2_0;
-    case KT_TQ1_0: *bytes = sizeof(blk_tq1_0); return BLK_TQ1_0;
-    case KT_Q2_0: *bytes = sizeof(blk_q2_0); return BLK_Q2_0;
-    case KT_Q1_0: *bytes = sizeof(blk_q1_0); return BLK_Q1_0;
-    default: *bytes = 0; return 0;
-    }
+    const kt_traits *tr = kt_traits_of(t);
+    return tr && (tr->ternary || tr->binary) ? tr : NULL;
 }
 
 /* ---- to float ---- */
@@ -263,10 +260,11 @@ void kt_to_float(kt_type t, const void *src, float *dst, int64_t n)
         return;
     }
     default: {
-        size_t bb;
-        int bs = kt_block_info(t, &bb);
-        if (bs == 0) return;
-        uint8_t c[256];
+        const kt_traits *tr = code_traits(t);
+        if (!tr) return;
+        int bs = tr->block;
+        size_t bb = (size_t)tr->block_bytes;
+        uint8_t c[KT_BLOCK_MAX];
         float d;
         const uint8_t *p = src;
         for (int64_t i = 0; i < n / bs; i++) {
@@ -371,10 +369,11 @@ void kt_from_float(kt_type t, const float *src, void *dst, int64_t n)
         return;
     }
     default: {
-        size_t bb;
-        int bs = kt_block_info(t, &bb);
-        if (bs == 0) return;
-        uint8_t c[256];
+        const kt_traits *tr = code_traits(t);
+        if (!tr) return;
+        int bs = tr->block;
+        size_t bb = (size_t)tr->block_bytes;
+        uint8_t c[KT_BLOCK_MAX];
         uint8_t *p = dst;
         for (int64_t i = 0; i < n / bs; i++) {
             float d = block_codes(t, src + i * bs, bs, c);
@@ -395,10 +394,11 @@ void kt_pack_ternary(kt_type t, const int8_t *tern, const float *block_scales, v
         }
         return;
     }
-    size_t bb;
-    int bs = kt_block_info(t, &bb);
-    if (bs == 0) return;
-    uint8_t c[256];
+    const kt_traits *tr = code_traits(t);
+    if (!tr) return;
+    int bs = tr->block;
+    size_t bb = (size_t)tr->block_bytes;
+    uint8_t c[KT_BLOCK_MAX];
     uint8_t *p = dst;
     for (int64_t i = 0; i < n / bs; i++) {
         const int8_t *w = tern + i * bs;

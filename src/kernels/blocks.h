@@ -21,6 +21,9 @@ typedef enum {
     KT_Q2_0 = 42,
 } kt_type;
 
+/* One past the largest id above: the size of the type table (traits.c). */
+#define KT_ID_END 43
+
 typedef uint16_t kt_f16;  /* IEEE binary16 bits */
 typedef uint16_t kt_bf16; /* bfloat16 bits */
 
@@ -61,6 +64,10 @@ _Static_assert(sizeof(blk_tq1_0) == 54, "blk_tq1_0 layout");
 _Static_assert(sizeof(blk_q2_0) == 18, "blk_q2_0 layout");
 _Static_assert(sizeof(blk_q1_0) == 18, "blk_q1_0 layout");
 
+/* The most weights in one block (TQ1_0, TQ2_0): sizes the codecs' per-block
+ * code buffers. The type table's rows are tested against it. */
+#define KT_BLOCK_MAX 256
+
 /* Half and bfloat16 conversions (round to nearest even). */
 float kt_f16_to_f32(kt_f16 h);
 kt_f16 kt_f32_to_f16(float f);
@@ -80,10 +87,6 @@ void kt_from_float(kt_type t, const float *src, void *dst, int64_t n);
  * storing the scale as f16. */
 void kt_pack_ternary(kt_type t, const int8_t *tern, const float *block_scales, void *dst,
                      int64_t n);
-
-/* Weights per block and bytes per block of the integer block types (Q8_0 and the
- * ternary/binary ones); 0 (and *bytes 0) for the float types. */
-int kt_block_info(kt_type t, size_t *bytes);
 
 /* One block of a code type (TQ2_0, TQ1_0, Q2_0, Q1_0) as codes c = w + 1 in
  * element order (ternary 0..2, Q2_0 0..3, Q1_0 0 or 2) and its scale.

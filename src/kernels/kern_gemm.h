@@ -9,7 +9,14 @@
  *                             the level's tile kernels (Q8_0; F16/BF16/F32;
  *                             every 2-bit-code type), each writing
  *                             out[(j0 + jj) * ldo + r] for jj < nr
+ *   KG_BLOCK(t), KG_BLOCK_BYTES(t)
+ *                             the level's compile-time weights and bytes per
+ *                             block of Q8_0 and the code types
  * Each compiled level includes it once, so the static names do not clash. */
+#include <assert.h>
+#include <stdbool.h>
+
+#include "kernels/traits.h"
 
 static inline __attribute__((always_inline)) void kg_tile(kt_type t, int nr, const uint8_t *wrow,
                                                           const kern_acts *a, int j0, float *out,
@@ -72,9 +79,21 @@ static const kern_ops kg_ops[] = {
     {KT_BF16, KG_ISA, false, kg_gemm_bf16},  {KT_F32, KG_ISA, false, kg_gemm_f32},
 };
 
+/* Whether the level's compile-time block sizes say what the type table says
+ * (the float types' tiles use none). */
+static inline bool kg_blocks_agree(kt_type t)
+{
+    const kt_traits *tr = kt_traits_of(t);
+    if (!tr->ternary && !tr->binary && t != KT_Q8_0) return true;
+    return KG_BLOCK(t) == tr->block && KG_BLOCK_BYTES(t) == (size_t)tr->block_bytes;
+}
+
 const kern_ops *KG_NAME(ops)(kt_type t)
 {
     for (size_t i = 0; i < sizeof kg_ops / sizeof kg_ops[0]; i++)
-        if (kg_ops[i].type == t) return &kg_ops[i];
+        if (kg_ops[i].type == t) {
+            assert(kg_blocks_agree(t));
+            return &kg_ops[i];
+        }
     return NULL;
 }

@@ -45,6 +45,11 @@ KN_INLINE float kn_f16(kt_f16 h)
     return (float)f;
 }
 
+/* kn_qk and kn_bytes restate the type table's block and block bytes as
+ * compile-time switches: the type is a constant in each kg_gemm_<type>, so
+ * they fold to constants and the block loops unroll, which a lookup in
+ * traits.c would prevent. kern_gemm.h asserts they agree with the table
+ * each time it hands out a kernel. */
 KN_INLINE int kn_qk(kt_type t)
 {
     switch (t) {
@@ -264,4 +269,6 @@ KN_INLINE void kn_tile_float(kt_type t, int nr, const uint8_t *w, const kern_act
 #define KG_TILE_Q8_0 kn_tile_q8_0
 #define KG_TILE_FLOAT kn_tile_float
 #define KG_TILE_CODES kn_tile_codes
+#define KG_BLOCK kn_qk
+#define KG_BLOCK_BYTES kn_bytes
 #include "kernels/kern_gemm.h"

@@ -18,6 +18,7 @@
 #include <stddef.h>
 
 #include "kernels/kern_isa.h"
+#include "kernels/traits.h"
 
 void kern_f16_to_f32_row(const kt_f16 *x, float *y, size_t n)
 {
@@ -79,8 +80,9 @@ void kern_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *s
 static void gemm_int(kt_type t, const void *w, size_t w_stride, int r0, int r1, const kern_acts *a,
                      float *out, size_t ldo)
 {
-    size_t bb;
-    int bs = kt_block_info(t, &bb);
+    const kt_traits *tr = kt_traits_of(t);
+    int bs = tr->block;
+    size_t bb = (size_t)tr->block_bytes;
     int n = a->n;
     int nb = n / bs;
     int ng = n / KERN_GROUP;
@@ -94,7 +96,7 @@ static void gemm_int(kt_type t, const void *w, size_t w_stride, int r0, int r1, 
         for (int b = 0; b < nb; b++) {
             const void *blk = row + (size_t)b * bb;
             int8_t wq[BLK_Q8_0];
-            uint8_t c[256];
+            uint8_t c[KT_BLOCK_MAX];
             float d;
 
             if (t == KT_Q8_0) {

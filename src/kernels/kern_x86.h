@@ -71,6 +71,11 @@ KX_INLINE float kx_hsum(__m256 v)
 
 /* ---- Unpacking one block into 32-wide u8 code vectors, in weight order ---- */
 
+/* kx_qk and kx_bytes restate the type table's block and block bytes as
+ * compile-time switches: the type is a constant in each kg_gemm_<type>, so
+ * they fold to constants and the block loops unroll, which a lookup in
+ * traits.c would prevent. kern_gemm.h asserts they agree with the table
+ * each time it hands out a kernel. */
 KX_INLINE int kx_qk(kt_type t)
 {
     switch (t) {
@@ -381,4 +386,6 @@ KX_INLINE void kx_tile_float(kt_type t, int nr, const uint8_t *w, const kern_act
 #define KG_TILE_Q8_0 kx_tile_q8_0
 #define KG_TILE_FLOAT kx_tile_float
 #define KG_TILE_CODES kx_tile_codes
+#define KG_BLOCK kx_qk
+#define KG_BLOCK_BYTES kx_bytes
 #include "kernels/kern_gemm.h"
