@@ -7,6 +7,7 @@
  * v.blk.N.* and mm.model.fc names, embeddings kept F32). */
 #include "cli/convert.h"
 
+#include <assert.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdbool.h>
@@ -225,14 +226,35 @@ static bool looks_special(const char *s)
     return n >= 4 && !strncmp(s, "<|", 2) && !strcmp(s + n - 2, "|>");
 }
 
+/* The token table as llama.cpp stores it: a string and a type per id, and
+ * the merges as "a b" strings. It owns every string. */
+typedef struct {
+    char **tokens;
+    int32_t *types;
+    long long n;
+    char **merges;
+    long long n_merges;
+} token_table;
+
+static void token_table_free(token_table *v)
+{
+    for (long long i = 0; v->tokens && i < v->n; i++)
+        free(v->tokens[i]);
+    for (long long i = 0; v->merges && i < v->n_merges; i++)
+        free(v->merges[i]);
+    free(v->tokens);
+    free(v->types);
+    free(v->merges);
+}
+
 static int set_special(conv *c, gguf_writer *w, const char *key, const cJSON *tcfg,
                        const char *tc_key, const cJSON *cfg, const cJSON *text_cfg,
-                       const char *cfg_key, char **tokens, long long n)
+                       const char *cfg_key, const token_table *v)
 {
     const char *s = special_name(tcfg, tc_key);
     long long id = -1;
     if (s) {
-        id = find_token(tokens, n, s);
+        id = find_token(v->tokens, v->n, s);
         if (id < 0) {
             cli_seterr(c->err, c->errlen,
                        "%s/tokenizer_config.json: %s \"%s\" is not in the vocabulary", c->dir,
@@ -242,8 +264,234 @@ static int set_special(conv *c, gguf_writer *w, const char *key, const cJSON *tc
     } else if (!jint(cfg, text_cfg, cfg_key, &id)) {
         return 0;
     }
-    if (id >= 0 && id < n) gguf_set_u32(w, key, (uint32_t)id);
+    if (id >= 0 && id < v->n) gguf_set_u32(w, key, (uint32_t)id);
     return 0;
+}
+
+static int check_bpe_model(conv *c, const char *path, const cJSON *model)
+{
+    const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
+    if (!cJSON_IsString(mtype) || strcmp(mtype->valuestring, "BPE") != 0) {
+        cli_seterr(c->err, c->errlen, "%s: model.type must be \"BPE\" (byte-level BPE)", path);
+        return -1;
+    }
+    if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(model, "vocab")) ||
+        !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(model, "merges"))) {
+        cli_seterr(c->err, c->errlen, "%s: model needs a \"vocab\" object and a \"merges\" array",
+                   path);
+        return -1;
+    }
+    return 0;
+}
+
+/* The table is as long as the model's embedding; ids the tokenizer does
+ * not use become [PADn] placeholders, as llama.cpp does. Returns the
+ * length, or -1 with err set. */
+static long long table_length(conv *c, const char *path, const cJSON *vocab, const cJSON *added,
+                              long long vocab_size)
+{
+    long long max_id = -1;
+    for (const cJSON *it = vocab->child; it; it = it->next)
+        if (cJSON_IsNumber(it) && it->valuedouble > max_id) max_id = (long long)it->valuedouble;
+    for (const cJSON *it = added ? added->child : NULL; it; it = it->next) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        if (cJSON_IsNumber(id) && id->valuedouble > max_id) max_id = (long long)id->valuedouble;
+    }
+    long long n = max_id + 1 > vocab_size ? max_id + 1 : vocab_size;
+    if (n <= 0 || n > (1 << 24)) {
+        cli_seterr(c->err, c->errlen, "%s: vocabulary of %lld tokens", path, n);
+        return -1;
+    }
+    if (vocab_size > 0 && max_id + 1 > vocab_size)
+        fprintf(stderr,
+                "convert: warning: tokenizer has %lld tokens, config.json vocab_size is %lld\n",
+                max_id + 1, vocab_size);
+    return n;
+}
+
+/* A later entry for the same id replaces an earlier one. */
+static void set_token(token_table *v, long long id, const char *s, int32_t type)
+{
+    assert(id >= 0 && id < v->n); /* table_length counted every id */
+    free(v->tokens[id]);
+    v->tokens[id] = strdup(s);
+    v->types[id] = type;
+}
+
+static int add_vocab(conv *c, const char *path, const cJSON *vocab, token_table *v)
+{
+    for (const cJSON *it = vocab->child; it; it = it->next) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0) {
+            cli_seterr(c->err, c->errlen, "%s: vocab entry '%s' has no valid id", path, it->string);
+            return -1;
+        }
+        set_token(v, (long long)it->valuedouble, it->string, TOK_NORMAL);
+    }
+    return 0;
+}
+
+static int add_added_tokens(conv *c, const char *path, const cJSON *added, token_table *v)
+{
+    for (const cJSON *it = added ? added->child : NULL; it; it = it->next) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
+        const cJSON *special = cJSON_GetObjectItemCaseSensitive(it, "special");
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || !cJSON_IsString(content)) {
+            cli_seterr(c->err, c->errlen, "%s: an added_tokens entry lacks id or content", path);
+            return -1;
+        }
+        bool control = cJSON_IsTrue(special) || looks_special(content->valuestring);
+        set_token(v, (long long)id->valuedouble, content->valuestring,
+                  control ? TOK_CONTROL : TOK_USER);
+    }
+    return 0;
+}
+
+static int add_placeholders(conv *c, const char *path, token_table *v)
+{
+    for (long long i = 0; i < v->n; i++) {
+        if (!v->tokens[i]) {
+            char pad[32];
+            snprintf(pad, sizeof pad, "[PAD%lld]", i);
+            v->tokens[i] = strdup(pad);
+            v->types[i] = TOK_UNUSED;
+        }
+        if (!v->tokens[i]) {
+            cli_seterr(c->err, c->errlen, "%s: out of memory", path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* One merge as "a b": newer files write it as ["a", "b"]. NULL if out of
+ * memory. */
+static char *join_merge_pair(const cJSON *pair)
+{
+    const char *a = pair->child->valuestring, *b = pair->child->next->valuestring;
+    size_t len = strlen(a) + strlen(b) + 2;
+    char *s = malloc(len);
+    if (s) snprintf(s, len, "%s %s", a, b);
+    return s;
+}
+
+static bool is_merge_pair(const cJSON *it)
+{
+    return cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
+           cJSON_IsString(it->child->next);
+}
+
+static int read_merges(conv *c, const char *path, const cJSON *mlist, token_table *v)
+{
+    v->n_merges = cJSON_GetArraySize(mlist);
+    v->merges = calloc((size_t)(v->n_merges ? v->n_merges : 1), sizeof *v->merges);
+    if (!v->merges) {
+        cli_seterr(c->err, c->errlen, "%s: out of memory", path);
+        return -1;
+    }
+    long long k = 0;
+    for (const cJSON *it = mlist->child; it; it = it->next, k++) {
+        assert(k < v->n_merges);
+        if (cJSON_IsString(it)) {
+            v->merges[k] = strdup(it->valuestring);
+        } else if (is_merge_pair(it)) {
+            v->merges[k] = join_merge_pair(it);
+        } else {
+            cli_seterr(c->err, c->errlen, "%s: merge %lld is neither \"a b\" nor [\"a\", \"b\"]",
+                       path, k);
+            return -1;
+        }
+        if (!v->merges[k]) {
+            cli_seterr(c->err, c->errlen, "%s: out of memory", path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* tokenizer.json (the parsed tj) to a token table padded to vocab_size. */
+static int read_token_table(conv *c, const cJSON *tj, long long vocab_size, token_table *v)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", c->dir);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *mlist = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(tj, "added_tokens");
+    if (check_bpe_model(c, path, model) != 0) return -1;
+    v->n = table_length(c, path, vocab, added, vocab_size);
+    if (v->n < 0) {
+        v->n = 0;
+        return -1;
+    }
+    v->tokens = calloc((size_t)v->n, sizeof *v->tokens);
+    v->types = calloc((size_t)v->n, sizeof *v->types);
+    if (!v->tokens || !v->types) {
+        cli_seterr(c->err, c->errlen, "%s: out of memory", path);
+        return -1;
+    }
+    if (add_vocab(c, path, vocab, v) != 0 || add_added_tokens(c, path, added, v) != 0 ||
+        add_placeholders(c, path, v) != 0)
+        return -1;
+    return read_merges(c, path, mlist, v);
+}
+
+static void set_token_table(gguf_writer *w, const token_table *v)
+{
+    gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_set_str(w, "tokenizer.ggml.pre", "smollm");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens, (uint64_t)v->n);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, v->types, (uint64_t)v->n);
+    gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges,
+                     (uint64_t)v->n_merges);
+}
+
+/* bos/eos/unk/pad ids: by name from tokenizer_config.json, else by id from
+ * config.json (no unk there). */
+static int set_special_ids(conv *c, gguf_writer *w, const cJSON *tcfg, const cJSON *cfg,
+                           const cJSON *text_cfg, const token_table *v)
+{
+    if (set_special(c, w, "tokenizer.ggml.bos_token_id", tcfg, "bos_token", cfg, text_cfg,
+                    "bos_token_id", v) != 0 ||
+        set_special(c, w, "tokenizer.ggml.eos_token_id", tcfg, "eos_token", cfg, text_cfg,
+                    "eos_token_id", v) != 0 ||
+        set_special(c, w, "tokenizer.ggml.unknown_token_id", tcfg, "unk_token", NULL, NULL,
+                    "unk_token_id", v) != 0 ||
+        set_special(c, w, "tokenizer.ggml.padding_token_id", tcfg, "pad_token", cfg, text_cfg,
+                    "pad_token_id", v) != 0)
+        return -1;
+    return 0;
+}
+
+static void set_add_flags(gguf_writer *w, const cJSON *tcfg)
+{
+    const cJSON *ab = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_bos_token") : NULL;
+    if (cJSON_IsBool(ab)) gguf_set_bool(w, "tokenizer.ggml.add_bos_token", cJSON_IsTrue(ab));
+    const cJSON *ae = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_eos_token") : NULL;
+    if (cJSON_IsBool(ae)) gguf_set_bool(w, "tokenizer.ggml.add_eos_token", cJSON_IsTrue(ae));
+}
+
+/* From tokenizer_config.json, else chat_template.json, else
+ * chat_template.jinja; none is fine, and so is a broken chat_template.json. */
+static void set_chat_template(conv *c, gguf_writer *w, const cJSON *tcfg)
+{
+    const cJSON *tmpl = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "chat_template") : NULL;
+    cJSON *ctj = NULL;
+    if (!cJSON_IsString(tmpl)) {
+        bool bad;
+        ctj = load_json(c, "chat_template.json", false, &bad);
+        tmpl = ctj ? cJSON_GetObjectItemCaseSensitive(ctj, "chat_template") : NULL;
+    }
+    if (cJSON_IsString(tmpl)) {
+        gguf_set_str(w, "tokenizer.chat_template", tmpl->valuestring);
+    } else {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/chat_template.jinja", c->dir);
+        char *jinja = cli_read_file(path, NULL);
+        if (jinja) gguf_set_str(w, "tokenizer.chat_template", jinja);
+        free(jinja);
+    }
+    cJSON_Delete(ctj);
 }
 
 static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSON *text_cfg,
@@ -260,161 +508,17 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
         return 0;
     }
     cJSON *tcfg = load_json(c, "tokenizer_config.json", false, &bad);
-    int rc = -1;
-    char **tokens = NULL;
-    int32_t *types = NULL;
-    char **merges = NULL;
-    long long n = 0, n_merges = 0;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer.json", c->dir);
-    if (bad) goto out;
-
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
-    const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    const cJSON *mlist = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    const cJSON *added = cJSON_GetObjectItemCaseSensitive(tj, "added_tokens");
-    if (!cJSON_IsString(mtype) || strcmp(mtype->valuestring, "BPE") != 0) {
-        cli_seterr(c->err, c->errlen, "%s: model.type must be \"BPE\" (byte-level BPE)", path);
-        goto out;
+    token_table v = {0};
+    int rc = bad ? -1 : read_token_table(c, tj, vocab_size, &v);
+    if (rc == 0) {
+        set_token_table(w, &v);
+        rc = set_special_ids(c, w, tcfg, cfg, text_cfg, &v);
     }
-    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(mlist)) {
-        cli_seterr(c->err, c->errlen, "%s: model needs a \"vocab\" object and a \"merges\" array",
-                   path);
-        goto out;
+    if (rc == 0) {
+        set_add_flags(w, tcfg);
+        set_chat_template(c, w, tcfg);
     }
-    /* The table is as long as the model's embedding; ids the tokenizer does
-     * not use become [PADn] placeholders, as llama.cpp does. */
-    long long max_id = -1;
-    for (const cJSON *it = vocab->child; it; it = it->next)
-        if (cJSON_IsNumber(it) && it->valuedouble > max_id) max_id = (long long)it->valuedouble;
-    for (const cJSON *it = added ? added->child : NULL; it; it = it->next) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-        if (cJSON_IsNumber(id) && id->valuedouble > max_id) max_id = (long long)id->valuedouble;
-    }
-    n = max_id + 1 > vocab_size ? max_id + 1 : vocab_size;
-    if (n <= 0 || n > (1 << 24)) {
-        cli_seterr(c->err, c->errlen, "%s: vocabulary of %lld tokens", path, n);
-        goto out;
-    }
-    if (vocab_size > 0 && max_id + 1 > vocab_size)
-        fprintf(stderr,
-                "convert: warning: tokenizer has %lld tokens, config.json vocab_size is %lld\n",
-                max_id + 1, vocab_size);
-    tokens = calloc((size_t)n, sizeof *tokens);
-    types = calloc((size_t)n, sizeof *types);
-    if (!tokens || !types) {
-        cli_seterr(c->err, c->errlen, "%s: out of memory", path);
-        goto out;
-    }
-    for (const cJSON *it = vocab->child; it; it = it->next) {
-        if (!cJSON_IsNumber(it) || it->valuedouble < 0) {
-            cli_seterr(c->err, c->errlen, "%s: vocab entry '%s' has no valid id", path, it->string);
-            goto out;
-        }
-        long long id = (long long)it->valuedouble;
-        free(tokens[id]);
-        tokens[id] = strdup(it->string);
-        types[id] = TOK_NORMAL;
-    }
-    for (const cJSON *it = added ? added->child : NULL; it; it = it->next) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
-        const cJSON *special = cJSON_GetObjectItemCaseSensitive(it, "special");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || !cJSON_IsString(content)) {
-            cli_seterr(c->err, c->errlen, "%s: an added_tokens entry lacks id or content", path);
-            goto out;
-        }
-        long long i = (long long)id->valuedouble;
-        free(tokens[i]);
-        tokens[i] = strdup(content->valuestring);
-        types[i] =
-            (cJSON_IsTrue(special) || looks_special(content->valuestring)) ? TOK_CONTROL : TOK_USER;
-    }
-    for (long long i = 0; i < n; i++) {
-        if (!tokens[i]) {
-            char pad[32];
-            snprintf(pad, sizeof pad, "[PAD%lld]", i);
-            tokens[i] = strdup(pad);
-            types[i] = TOK_UNUSED;
-        }
-        if (!tokens[i]) {
-            cli_seterr(c->err, c->errlen, "%s: out of memory", path);
-            goto out;
-        }
-    }
-    /* Merges come as "a b" strings, or as ["a", "b"] pairs in newer files. */
-    n_merges = cJSON_GetArraySize(mlist);
-    merges = calloc((size_t)(n_merges ? n_merges : 1), sizeof *merges);
-    if (!merges) goto out;
-    long long k = 0;
-    for (const cJSON *it = mlist->child; it; it = it->next, k++) {
-        if (cJSON_IsString(it)) {
-            merges[k] = strdup(it->valuestring);
-        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
-                   cJSON_IsString(it->child->next)) {
-            size_t la = strlen(it->child->valuestring), lb = strlen(it->child->next->valuestring);
-            merges[k] = malloc(la + lb + 2);
-            if (merges[k])
-                snprintf(merges[k], la + lb + 2, "%s %s", it->child->valuestring,
-                         it->child->next->valuestring);
-        } else {
-            cli_seterr(c->err, c->errlen, "%s: merge %lld is neither \"a b\" nor [\"a\", \"b\"]",
-                       path, k);
-            goto out;
-        }
-        if (!merges[k]) {
-            cli_seterr(c->err, c->errlen, "%s: out of memory", path);
-            goto out;
-        }
-    }
-
-    gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
-    gguf_set_str(w, "tokenizer.ggml.pre", "smollm");
-    gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tokens, (uint64_t)n);
-    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, types, (uint64_t)n);
-    gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, (uint64_t)n_merges);
-    if (set_special(c, w, "tokenizer.ggml.bos_token_id", tcfg, "bos_token", cfg, text_cfg,
-                    "bos_token_id", tokens, n) != 0 ||
-        set_special(c, w, "tokenizer.ggml.eos_token_id", tcfg, "eos_token", cfg, text_cfg,
-                    "eos_token_id", tokens, n) != 0 ||
-        set_special(c, w, "tokenizer.ggml.unknown_token_id", tcfg, "unk_token", NULL, NULL,
-                    "unk_token_id", tokens, n) != 0 ||
-        set_special(c, w, "tokenizer.ggml.padding_token_id", tcfg, "pad_token", cfg, text_cfg,
-                    "pad_token_id", tokens, n) != 0)
-        goto out;
-    const cJSON *ab = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_bos_token") : NULL;
-    if (cJSON_IsBool(ab)) gguf_set_bool(w, "tokenizer.ggml.add_bos_token", cJSON_IsTrue(ab));
-    const cJSON *ae = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_eos_token") : NULL;
-    if (cJSON_IsBool(ae)) gguf_set_bool(w, "tokenizer.ggml.add_eos_token", cJSON_IsTrue(ae));
-
-    /* Chat template: tokenizer_config.json, else chat_template.json, else
-     * chat_template.jinja. */
-    const cJSON *tmpl = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "chat_template") : NULL;
-    cJSON *ctj = NULL;
-    char *jinja = NULL;
-    if (!cJSON_IsString(tmpl)) {
-        ctj = load_json(c, "chat_template.json", false, &bad);
-        tmpl = ctj ? cJSON_GetObjectItemCaseSensitive(ctj, "chat_template") : NULL;
-    }
-    if (cJSON_IsString(tmpl)) {
-        gguf_set_str(w, "tokenizer.chat_template", tmpl->valuestring);
-    } else {
-        snprintf(path, sizeof path, "%s/chat_template.jinja", c->dir);
-        jinja = cli_read_file(path, NULL);
-        if (jinja) gguf_set_str(w, "tokenizer.chat_template", jinja);
-    }
-    free(jinja);
-    cJSON_Delete(ctj);
-    rc = 0;
-out:
-    for (long long i = 0; tokens && i < n; i++)
-        free(tokens[i]);
-    for (long long i = 0; merges && i < n_merges; i++)
-        free(merges[i]);
-    free(tokens);
-    free(types);
-    free(merges);
+    token_table_free(&v);
     cJSON_Delete(tj);
     cJSON_Delete(tcfg);
     return rc;
