@@ -123,6 +123,76 @@ static void permute_rows(const float *src, float *dst, int64_t rows, int64_t col
 
 typedef enum { KEEP_F32, OUTTYPE } type_rule;
 
+static int check_shape(conv *c, const st_tensor *t, const char *hf, int64_t expect_rows,
+                       int64_t expect_cols)
+{
+    if ((expect_rows > 0 && (t->n_dims < 1 || t->shape[0] != expect_rows)) ||
+        (expect_cols > 0 && (t->n_dims < 2 || t->shape[1] != expect_cols))) {
+        cli_seterr(c->err, c->errlen,
+                   "%s: tensor '%s' has shape [%lld, %lld], config.json implies [%lld, %lld]",
+                   t->file, hf, (long long)t->shape[0],
+                   (long long)(t->n_dims > 1 ? t->shape[1] : 1), (long long)expect_rows,
+                   (long long)expect_cols);
+        return -1;
+    }
+    return 0;
+}
+
+/* f (t's values) with the q/k rows permuted for n_head heads; frees f.
+ * NULL with err set on failure. */
+static float *permute_qk(conv *c, const st_tensor *t, const char *hf, float *f, int n_head)
+{
+    int64_t rows = t->shape[0], cols = t->numel / (rows ? rows : 1);
+    if (rows % (2 * n_head) != 0) {
+        cli_seterr(c->err, c->errlen,
+                   "%s: tensor '%s': %lld rows do not split into %d heads of even size", t->file,
+                   hf, (long long)rows, n_head);
+        free(f);
+        return NULL;
+    }
+    float *p = malloc((size_t)t->numel * sizeof *p);
+    if (!p) {
+        free(f);
+        cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
+        return NULL;
+    }
+    permute_rows(f, p, rows, cols, n_head);
+    free(f);
+    return p;
+}
+
+/* t's values as a malloc'd float array, permuted when permute > 0; NULL
+ * with err set on failure. */
+static float *read_f32(conv *c, const st_tensor *t, const char *hf, int permute)
+{
+    float *f = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *f);
+    if (!f) {
+        cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
+        return NULL;
+    }
+    if (st_to_f32(t, f, c->err, c->errlen) != 0) {
+        free(f);
+        return NULL;
+    }
+    return permute > 0 ? permute_qk(c, t, hf, f, permute) : f;
+}
+
+/* n floats as `type` (F32, F16 or BF16) in a buffer kept until the write;
+ * NULL if out of memory. */
+static void *store_as(conv *c, const float *f, int64_t n, kt_type type)
+{
+    void *out = keep(c, (size_t)n * (type == KT_F32 ? 4 : 2));
+    if (!out) return NULL;
+    if (type == KT_F32) {
+        memcpy(out, f, (size_t)n * 4);
+    } else {
+        uint16_t *h = out;
+        for (int64_t i = 0; i < n; i++)
+            h[i] = type == KT_F16 ? kt_f32_to_f16(f[i]) : kt_f32_to_bf16(f[i]);
+    }
+    return out;
+}
+
 /* Maps one safetensors tensor into the writer. permute_heads > 0 applies
  * the q/k permutation with that many heads. expect_rows/cols, when > 0,
  * check the torch shape. */
@@ -136,60 +206,16 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
         return -1;
     }
     c->used[t - st_at(c->st, 0)] = true;
-    if ((expect_rows > 0 && (t->n_dims < 1 || t->shape[0] != expect_rows)) ||
-        (expect_cols > 0 && (t->n_dims < 2 || t->shape[1] != expect_cols))) {
-        cli_seterr(c->err, c->errlen,
-                   "%s: tensor '%s' has shape [%lld, %lld], config.json implies [%lld, %lld]",
-                   t->file, hf, (long long)t->shape[0],
-                   (long long)(t->n_dims > 1 ? t->shape[1] : 1), (long long)expect_rows,
-                   (long long)expect_cols);
-        return -1;
-    }
-    float *f = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *f);
-    if (!f) {
-        cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
-        return -1;
-    }
-    if (st_to_f32(t, f, c->err, c->errlen) != 0) {
-        free(f);
-        return -1;
-    }
-    if (permute_heads > 0) {
-        int64_t rows = t->shape[0], cols = t->numel / (rows ? rows : 1);
-        if (rows % (2 * permute_heads) != 0) {
-            cli_seterr(c->err, c->errlen,
-                       "%s: tensor '%s': %lld rows do not split into %d heads of even size",
-                       t->file, hf, (long long)rows, permute_heads);
-            free(f);
-            return -1;
-        }
-        float *p = malloc((size_t)t->numel * sizeof *p);
-        if (!p) {
-            free(f);
-            cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
-            return -1;
-        }
-        permute_rows(f, p, rows, cols, permute_heads);
-        free(f);
-        f = p;
-    }
+    if (check_shape(c, t, hf, expect_rows, expect_cols) != 0) return -1;
+    float *f = read_f32(c, t, hf, permute_heads);
+    if (!f) return -1;
     kt_type type = (rule == KEEP_F32 || t->n_dims < 2) ? KT_F32 : c->outtype;
-    size_t esz = type == KT_F32 ? 4 : 2;
-    void *out = keep(c, (size_t)t->numel * esz);
+    void *out = store_as(c, f, t->numel, type);
+    free(f);
     if (!out) {
-        free(f);
         cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
         return -1;
     }
-    if (type == KT_F32) {
-        memcpy(out, f, (size_t)t->numel * 4);
-    } else {
-        uint16_t *h = out;
-        for (int64_t i = 0; i < t->numel; i++)
-            h[i] = type == KT_F16 ? kt_f32_to_f16(f[i]) : kt_f32_to_bf16(f[i]);
-    }
-    free(f);
-
     int64_t ne[GGUF_MAX_DIMS] = {1, 1, 1, 1};
     int nd = t->n_dims ? t->n_dims : 1;
     for (int d = 0; d < t->n_dims; d++)
