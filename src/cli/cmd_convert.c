@@ -616,89 +616,110 @@ static int finish_writer(const conv *c, gguf_writer *w, int rc, const char *out_
     return rc;
 }
 
+/* The text model's shape, from text_config (or the top level of a plain
+ * Llama checkpoint). */
+typedef struct {
+    long long hidden, ffn, n_layer, n_head, n_kv, n_ctx, vocab, head_dim;
+    double eps, theta;
+} text_params;
+
+static int read_text_params(conv *c, const cJSON *cfg, const cJSON *tc, text_params *p)
+{
+    if (need_int(c, tc, NULL, "text_config", "hidden_size", &p->hidden) ||
+        need_int(c, tc, NULL, "text_config", "intermediate_size", &p->ffn) ||
+        need_int(c, tc, NULL, "text_config", "num_hidden_layers", &p->n_layer) ||
+        need_int(c, tc, NULL, "text_config", "num_attention_heads", &p->n_head) ||
+        need_int(c, tc, cfg, "text_config", "vocab_size", &p->vocab))
+        return -1;
+    if (!jint(tc, NULL, "num_key_value_heads", &p->n_kv)) p->n_kv = p->n_head;
+    p->n_ctx = 2048;
+    jint(tc, NULL, "max_position_embeddings", &p->n_ctx);
+    p->head_dim = p->hidden / p->n_head;
+    jint(tc, NULL, "head_dim", &p->head_dim);
+    p->eps = 1e-6, p->theta = 10000.0; /* transformers' LlamaConfig defaults */
+    jnum(tc, NULL, "rms_norm_eps", &p->eps);
+    jnum(tc, NULL, "rope_theta", &p->theta);
+    if (p->n_kv <= 0 || p->n_head % p->n_kv != 0 || p->head_dim <= 0 || p->head_dim % 2 != 0) {
+        cli_seterr(c->err, c->errlen,
+                   "%s/config.json: heads %lld, kv heads %lld, head_dim %lld are inconsistent",
+                   c->dir, p->n_head, p->n_kv, p->head_dim);
+        return -1;
+    }
+    return 0;
+}
+
+static void set_text_keys(gguf_writer *w, const text_params *p)
+{
+    gguf_set_u32(w, "llama.vocab_size", (uint32_t)p->vocab);
+    gguf_set_u32(w, "llama.context_length", (uint32_t)p->n_ctx);
+    gguf_set_u32(w, "llama.embedding_length", (uint32_t)p->hidden);
+    gguf_set_u32(w, "llama.block_count", (uint32_t)p->n_layer);
+    gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)p->ffn);
+    gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)p->head_dim);
+    gguf_set_u32(w, "llama.attention.head_count", (uint32_t)p->n_head);
+    gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)p->n_kv);
+    gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)p->eps);
+    gguf_set_f32(w, "llama.rope.freq_base", (float)p->theta);
+    if (p->head_dim != p->hidden / p->n_head) {
+        gguf_set_u32(w, "llama.attention.key_length", (uint32_t)p->head_dim);
+        gguf_set_u32(w, "llama.attention.value_length", (uint32_t)p->head_dim);
+    }
+}
+
+/* Decoder layer i; pre is the checkpoint's name prefix. */
+static int add_text_layer(conv *c, gguf_writer *w, const char *pre, long long i,
+                          const text_params *p)
+{
+    long long d = p->hidden, ffn = p->ffn, q = p->n_head * p->head_dim, kv = p->n_kv * p->head_dim;
+    char hf[256], name[128];
+#define HF(s) (snprintf(hf, sizeof hf, "%slayers.%lld." s, pre, i), hf)
+#define GG(s) (snprintf(name, sizeof name, "blk.%lld." s, i), name)
+    bool bad =
+        add(c, w, HF("input_layernorm.weight"), GG("attn_norm.weight"), KEEP_F32, 0, d, 0) ||
+        add(c, w, HF("self_attn.q_proj.weight"), GG("attn_q.weight"), OUTTYPE, (int)p->n_head, q,
+            d) ||
+        add(c, w, HF("self_attn.k_proj.weight"), GG("attn_k.weight"), OUTTYPE, (int)p->n_kv, kv,
+            d) ||
+        add(c, w, HF("self_attn.v_proj.weight"), GG("attn_v.weight"), OUTTYPE, 0, kv, d) ||
+        add(c, w, HF("self_attn.o_proj.weight"), GG("attn_output.weight"), OUTTYPE, 0, d, q) ||
+        add(c, w, HF("post_attention_layernorm.weight"), GG("ffn_norm.weight"), KEEP_F32, 0, d,
+            0) ||
+        add(c, w, HF("mlp.gate_proj.weight"), GG("ffn_gate.weight"), OUTTYPE, 0, ffn, d) ||
+        add(c, w, HF("mlp.up_proj.weight"), GG("ffn_up.weight"), OUTTYPE, 0, ffn, d) ||
+        add(c, w, HF("mlp.down_proj.weight"), GG("ffn_down.weight"), OUTTYPE, 0, d, ffn);
+#undef HF
+#undef GG
+    return bad ? -1 : 0;
+}
+
+static int add_text_tensors(conv *c, gguf_writer *w, const text_params *p)
+{
+    const char *pre =
+        st_find(c->st, "model.text_model.embed_tokens.weight") ? "model.text_model." : "model.";
+    char hf[256];
+    snprintf(hf, sizeof hf, "%sembed_tokens.weight", pre);
+    if (add(c, w, hf, "token_embd.weight", OUTTYPE, 0, p->vocab, p->hidden) != 0) return -1;
+    for (long long i = 0; i < p->n_layer; i++)
+        if (add_text_layer(c, w, pre, i, p) != 0) return -1;
+    snprintf(hf, sizeof hf, "%snorm.weight", pre);
+    if (add(c, w, hf, "output_norm.weight", KEEP_F32, 0, p->hidden, 0) != 0) return -1;
+    /* Tied embeddings: no output tensor, llama.cpp then reuses token_embd. */
+    if (st_find(c->st, "lm_head.weight"))
+        return add(c, w, "lm_head.weight", "output.weight", OUTTYPE, 0, p->vocab, p->hidden);
+    return 0;
+}
+
 static int text_model(conv *c, const cJSON *cfg, const char *out_path)
 {
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
     if (!cJSON_IsObject(tc)) tc = cfg; /* a plain Llama checkpoint */
-    long long hidden, ffn, n_layer, n_head, n_kv, n_ctx = 2048, vocab;
-    if (need_int(c, tc, NULL, "text_config", "hidden_size", &hidden) ||
-        need_int(c, tc, NULL, "text_config", "intermediate_size", &ffn) ||
-        need_int(c, tc, NULL, "text_config", "num_hidden_layers", &n_layer) ||
-        need_int(c, tc, NULL, "text_config", "num_attention_heads", &n_head) ||
-        need_int(c, tc, cfg, "text_config", "vocab_size", &vocab))
-        return -1;
-    if (!jint(tc, NULL, "num_key_value_heads", &n_kv)) n_kv = n_head;
-    jint(tc, NULL, "max_position_embeddings", &n_ctx);
-    long long head_dim = hidden / n_head;
-    jint(tc, NULL, "head_dim", &head_dim);
-    double eps = 1e-6, theta = 10000.0; /* transformers' LlamaConfig defaults */
-    jnum(tc, NULL, "rms_norm_eps", &eps);
-    jnum(tc, NULL, "rope_theta", &theta);
-    if (n_kv <= 0 || n_head % n_kv != 0 || head_dim <= 0 || head_dim % 2 != 0) {
-        cli_seterr(c->err, c->errlen,
-                   "%s/config.json: heads %lld, kv heads %lld, head_dim %lld are inconsistent",
-                   c->dir, n_head, n_kv, head_dim);
-        return -1;
-    }
-
-    const char *pre =
-        st_find(c->st, "model.text_model.embed_tokens.weight") ? "model.text_model." : "model.";
+    text_params p;
+    if (read_text_params(c, cfg, tc, &p) != 0) return -1;
     gguf_writer *w = new_writer(c, "llama", "model");
     if (!w) return -1;
-    gguf_set_u32(w, "llama.vocab_size", (uint32_t)vocab);
-    gguf_set_u32(w, "llama.context_length", (uint32_t)n_ctx);
-    gguf_set_u32(w, "llama.embedding_length", (uint32_t)hidden);
-    gguf_set_u32(w, "llama.block_count", (uint32_t)n_layer);
-    gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)ffn);
-    gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)head_dim);
-    gguf_set_u32(w, "llama.attention.head_count", (uint32_t)n_head);
-    gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)n_kv);
-    gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)eps);
-    gguf_set_f32(w, "llama.rope.freq_base", (float)theta);
-    if (head_dim != hidden / n_head) {
-        gguf_set_u32(w, "llama.attention.key_length", (uint32_t)head_dim);
-        gguf_set_u32(w, "llama.attention.value_length", (uint32_t)head_dim);
-    }
-
-    int rc = write_tokenizer(c, w, cfg, tc == cfg ? NULL : tc, vocab);
-    char hf[256], name[128];
-#define HF(...) (snprintf(hf, sizeof hf, __VA_ARGS__), hf)
-#define GG(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
-    if (rc == 0)
-        rc = add(c, w, HF("%sembed_tokens.weight", pre), "token_embd.weight", OUTTYPE, 0, vocab,
-                 hidden);
-    for (long long i = 0; rc == 0 && i < n_layer; i++) {
-        char p[64];
-        snprintf(p, sizeof p, "%slayers.%lld.", pre, i);
-        rc = add(c, w, HF("%sinput_layernorm.weight", p), GG("blk.%lld.attn_norm.weight", i),
-                 KEEP_F32, 0, hidden, 0) ||
-                     add(c, w, HF("%sself_attn.q_proj.weight", p), GG("blk.%lld.attn_q.weight", i),
-                         OUTTYPE, (int)n_head, n_head * head_dim, hidden) ||
-                     add(c, w, HF("%sself_attn.k_proj.weight", p), GG("blk.%lld.attn_k.weight", i),
-                         OUTTYPE, (int)n_kv, n_kv * head_dim, hidden) ||
-                     add(c, w, HF("%sself_attn.v_proj.weight", p), GG("blk.%lld.attn_v.weight", i),
-                         OUTTYPE, 0, n_kv * head_dim, hidden) ||
-                     add(c, w, HF("%sself_attn.o_proj.weight", p),
-                         GG("blk.%lld.attn_output.weight", i), OUTTYPE, 0, hidden,
-                         n_head * head_dim) ||
-                     add(c, w, HF("%spost_attention_layernorm.weight", p),
-                         GG("blk.%lld.ffn_norm.weight", i), KEEP_F32, 0, hidden, 0) ||
-                     add(c, w, HF("%smlp.gate_proj.weight", p), GG("blk.%lld.ffn_gate.weight", i),
-                         OUTTYPE, 0, ffn, hidden) ||
-                     add(c, w, HF("%smlp.up_proj.weight", p), GG("blk.%lld.ffn_up.weight", i),
-                         OUTTYPE, 0, ffn, hidden) ||
-                     add(c, w, HF("%smlp.down_proj.weight", p), GG("blk.%lld.ffn_down.weight", i),
-                         OUTTYPE, 0, hidden, ffn)
-                 ? -1
-                 : 0;
-    }
-    if (rc == 0)
-        rc = add(c, w, HF("%snorm.weight", pre), "output_norm.weight", KEEP_F32, 0, hidden, 0);
-    /* Tied embeddings: no output tensor, llama.cpp then reuses token_embd. */
-    if (rc == 0 && st_find(c->st, "lm_head.weight"))
-        rc = add(c, w, "lm_head.weight", "output.weight", OUTTYPE, 0, vocab, hidden);
-#undef HF
-#undef GG
+    set_text_keys(w, &p);
+    int rc = write_tokenizer(c, w, cfg, tc == cfg ? NULL : tc, p.vocab);
+    if (rc == 0) rc = add_text_tensors(c, w, &p);
     return finish_writer(c, w, rc, out_path);
 }
 
