@@ -723,91 +723,104 @@ static int text_model(conv *c, const cJSON *cfg, const char *out_path)
     return finish_writer(c, w, rc, out_path);
 }
 
-static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
+/* The vision tower's shape. Real configs leave out keys that equal
+ * transformers' defaults (Idefics3VisionConfig), SmolVLM2's even the sizes. */
+typedef struct {
+    long long hidden, ffn, n_head, n_layer, image_size, patch, scale, text_hidden, n_patches;
+    double eps;
+} vision_params;
+
+static int read_vision_params(conv *c, const cJSON *cfg, vision_params *p)
 {
     const cJSON *vc = cJSON_GetObjectItemCaseSensitive(cfg, "vision_config");
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
     if (!cJSON_IsObject(tc)) tc = cfg;
-    /* Real configs leave out keys that equal transformers' defaults
-     * (Idefics3VisionConfig), SmolVLM2's even the sizes. */
-    long long hidden = 1152, ffn = 3072, n_head = 16, n_layer = 12, image_size = 224, patch = 32;
-    long long scale = 2, text_hidden;
-    double eps = 1e-6;
-    jint(vc, NULL, "hidden_size", &hidden);
-    jint(vc, NULL, "intermediate_size", &ffn);
-    jint(vc, NULL, "num_attention_heads", &n_head);
-    jint(vc, NULL, "num_hidden_layers", &n_layer);
-    jint(vc, NULL, "image_size", &image_size);
-    jint(vc, NULL, "patch_size", &patch);
-    jnum(vc, NULL, "layer_norm_eps", &eps);
-    jint(cfg, NULL, "scale_factor", &scale);
-    if (need_int(c, tc, NULL, "text_config", "hidden_size", &text_hidden)) return -1;
-    if (hidden <= 0 || ffn <= 0 || n_head <= 0 || n_layer <= 0 || image_size <= 0 || patch <= 0 ||
-        scale <= 0 || image_size % patch != 0 || (image_size / patch) % scale != 0) {
+    *p = (vision_params){.hidden = 1152,
+                         .ffn = 3072,
+                         .n_head = 16,
+                         .n_layer = 12,
+                         .image_size = 224,
+                         .patch = 32,
+                         .scale = 2,
+                         .eps = 1e-6};
+    jint(vc, NULL, "hidden_size", &p->hidden);
+    jint(vc, NULL, "intermediate_size", &p->ffn);
+    jint(vc, NULL, "num_attention_heads", &p->n_head);
+    jint(vc, NULL, "num_hidden_layers", &p->n_layer);
+    jint(vc, NULL, "image_size", &p->image_size);
+    jint(vc, NULL, "patch_size", &p->patch);
+    jnum(vc, NULL, "layer_norm_eps", &p->eps);
+    jint(cfg, NULL, "scale_factor", &p->scale);
+    if (need_int(c, tc, NULL, "text_config", "hidden_size", &p->text_hidden)) return -1;
+    if (p->hidden <= 0 || p->ffn <= 0 || p->n_head <= 0 || p->n_layer <= 0 || p->image_size <= 0 ||
+        p->patch <= 0 || p->scale <= 0 || p->image_size % p->patch != 0 ||
+        (p->image_size / p->patch) % p->scale != 0) {
         cli_seterr(c->err, c->errlen,
                    "%s/config.json: image_size %lld, patch_size %lld, scale_factor %lld do not fit",
-                   c->dir, image_size, patch, scale);
+                   c->dir, p->image_size, p->patch, p->scale);
         return -1;
     }
-    long long n_patches = (image_size / patch) * (image_size / patch);
+    p->n_patches = (p->image_size / p->patch) * (p->image_size / p->patch);
+    return 0;
+}
 
-    bool bad;
-    cJSON *pp = load_json(c, "preprocessor_config.json", true, &bad);
-    if (!pp) return -1;
+/* What preprocessor_config.json says about normalising and scaling images. */
+typedef struct {
     float mean[3], std[3];
-    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(pp, "image_mean");
-    const cJSON *js = cJSON_GetObjectItemCaseSensitive(pp, "image_std");
+    long long longest_edge;
+} preprocess;
+
+static int read_preprocess(conv *c, long long image_size, preprocess *pp)
+{
+    bool bad;
+    cJSON *j = load_json(c, "preprocessor_config.json", true, &bad);
+    if (!j) return -1;
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(j, "image_mean");
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(j, "image_std");
     if (cJSON_GetArraySize(jm) != 3 || cJSON_GetArraySize(js) != 3) {
         cli_seterr(c->err, c->errlen,
                    "%s/preprocessor_config.json: image_mean and image_std need 3 values", c->dir);
-        cJSON_Delete(pp);
+        cJSON_Delete(j);
         return -1;
     }
     for (int i = 0; i < 3; i++) {
-        mean[i] = (float)cJSON_GetArrayItem(jm, i)->valuedouble;
-        std[i] = (float)cJSON_GetArrayItem(js, i)->valuedouble;
+        pp->mean[i] = (float)cJSON_GetArrayItem(jm, i)->valuedouble;
+        pp->std[i] = (float)cJSON_GetArrayItem(js, i)->valuedouble;
     }
-    long long longest = image_size;
-    const cJSON *size = cJSON_GetObjectItemCaseSensitive(pp, "size");
-    jint(size, NULL, "longest_edge", &longest);
-    cJSON_Delete(pp);
+    pp->longest_edge = image_size;
+    jint(cJSON_GetObjectItemCaseSensitive(j, "size"), NULL, "longest_edge", &pp->longest_edge);
+    cJSON_Delete(j);
+    return 0;
+}
 
-    gguf_writer *w = new_writer(c, "clip", "mmproj");
-    if (!w) return -1;
+static void set_vision_keys(gguf_writer *w, const vision_params *p, const preprocess *pp)
+{
     gguf_set_bool(w, "clip.has_vision_encoder", true);
     gguf_set_str(w, "clip.projector_type", "idefics3");
-    gguf_set_u32(w, "clip.vision.projection_dim", (uint32_t)text_hidden);
-    gguf_set_u32(w, "clip.vision.image_size", (uint32_t)image_size);
-    gguf_set_u32(w, "clip.vision.preproc_image_size", (uint32_t)longest);
-    gguf_set_u32(w, "clip.vision.patch_size", (uint32_t)patch);
-    gguf_set_u32(w, "clip.vision.embedding_length", (uint32_t)hidden);
-    gguf_set_u32(w, "clip.vision.feed_forward_length", (uint32_t)ffn);
-    gguf_set_u32(w, "clip.vision.block_count", (uint32_t)n_layer);
-    gguf_set_u32(w, "clip.vision.attention.head_count", (uint32_t)n_head);
-    gguf_set_f32(w, "clip.vision.attention.layer_norm_epsilon", (float)eps);
-    gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)scale);
+    gguf_set_u32(w, "clip.vision.projection_dim", (uint32_t)p->text_hidden);
+    gguf_set_u32(w, "clip.vision.image_size", (uint32_t)p->image_size);
+    gguf_set_u32(w, "clip.vision.preproc_image_size", (uint32_t)pp->longest_edge);
+    gguf_set_u32(w, "clip.vision.patch_size", (uint32_t)p->patch);
+    gguf_set_u32(w, "clip.vision.embedding_length", (uint32_t)p->hidden);
+    gguf_set_u32(w, "clip.vision.feed_forward_length", (uint32_t)p->ffn);
+    gguf_set_u32(w, "clip.vision.block_count", (uint32_t)p->n_layer);
+    gguf_set_u32(w, "clip.vision.attention.head_count", (uint32_t)p->n_head);
+    gguf_set_f32(w, "clip.vision.attention.layer_norm_epsilon", (float)p->eps);
+    gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)p->scale);
     gguf_set_bool(w, "clip.use_gelu", true);
-    gguf_set_arr(w, "clip.vision.image_mean", GGUF_FLOAT32, mean, 3);
-    gguf_set_arr(w, "clip.vision.image_std", GGUF_FLOAT32, std, 3);
+    gguf_set_arr(w, "clip.vision.image_mean", GGUF_FLOAT32, pp->mean, 3);
+    gguf_set_arr(w, "clip.vision.image_std", GGUF_FLOAT32, pp->std, 3);
+}
 
-    const char *pre = "model.vision_model.";
-    char hf[256], name[128];
-#define HF(...) (snprintf(hf, sizeof hf, __VA_ARGS__), hf)
-#define GG(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
-    /* The patch embedding stays a conv kernel: torch [hidden, 3, p, p] is
-     * GGUF ne {p, p, 3, hidden}, as llama.cpp's clip expects. */
-    int rc = add(c, w, HF("%sembeddings.patch_embedding.weight", pre), "v.patch_embd.weight",
-                 KEEP_F32, 0, hidden, 3) ||
-                     add(c, w, HF("%sembeddings.patch_embedding.bias", pre), "v.patch_embd.bias",
-                         KEEP_F32, 0, hidden, 0) ||
-                     add(c, w, HF("%sembeddings.position_embedding.weight", pre),
-                         "v.position_embd.weight", KEEP_F32, 0, n_patches, hidden)
-                 ? -1
-                 : 0;
+#define VISION_PRE "model.vision_model."
+
+/* Encoder layer i: a weight and a bias for each part. */
+static int add_vision_layer(conv *c, gguf_writer *w, long long i, const vision_params *p)
+{
     static const struct {
         const char *hf, *gg;
         bool matrix;
-    } blk[] = {
+    } part[] = {
         {"layer_norm1", "ln1", false},
         {"self_attn.q_proj", "attn_q", true},
         {"self_attn.k_proj", "attn_k", true},
@@ -817,30 +830,52 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
         {"mlp.fc1", "ffn_up", true},
         {"mlp.fc2", "ffn_down", true},
     };
-    for (long long i = 0; rc == 0 && i < n_layer; i++)
-        for (size_t j = 0; rc == 0 && j < sizeof blk / sizeof blk[0]; j++) {
-            int64_t rows = !strcmp(blk[j].gg, "ffn_up") ? ffn : hidden;
-            int64_t cols = !blk[j].matrix ? 0 : !strcmp(blk[j].gg, "ffn_down") ? ffn : hidden;
-            rc = add(c, w, HF("%sencoder.layers.%lld.%s.weight", pre, i, blk[j].hf),
-                     GG("v.blk.%lld.%s.weight", i, blk[j].gg), blk[j].matrix ? OUTTYPE : KEEP_F32,
-                     0, rows, cols) ||
-                         add(c, w, HF("%sencoder.layers.%lld.%s.bias", pre, i, blk[j].hf),
-                             GG("v.blk.%lld.%s.bias", i, blk[j].gg), KEEP_F32, 0, rows, 0)
-                     ? -1
-                     : 0;
-        }
-    if (rc == 0)
-        rc = add(c, w, HF("%spost_layernorm.weight", pre), "v.post_ln.weight", KEEP_F32, 0, hidden,
-                 0) ||
-                     add(c, w, HF("%spost_layernorm.bias", pre), "v.post_ln.bias", KEEP_F32, 0,
-                         hidden, 0) ||
-                     add(c, w, "model.connector.modality_projection.proj.weight",
-                         "mm.model.fc.weight", OUTTYPE, 0, text_hidden, hidden * scale * scale)
-                 ? -1
-                 : 0;
-#undef HF
-#undef GG
-    return finish_writer(c, w, rc, out_path);
+    char hf[256], name[128];
+    for (size_t j = 0; j < sizeof part / sizeof part[0]; j++) {
+        int64_t rows = !strcmp(part[j].gg, "ffn_up") ? p->ffn : p->hidden;
+        int64_t cols = !part[j].matrix ? 0 : !strcmp(part[j].gg, "ffn_down") ? p->ffn : p->hidden;
+        snprintf(hf, sizeof hf, VISION_PRE "encoder.layers.%lld.%s.weight", i, part[j].hf);
+        snprintf(name, sizeof name, "v.blk.%lld.%s.weight", i, part[j].gg);
+        if (add(c, w, hf, name, part[j].matrix ? OUTTYPE : KEEP_F32, 0, rows, cols) != 0) return -1;
+        snprintf(hf, sizeof hf, VISION_PRE "encoder.layers.%lld.%s.bias", i, part[j].hf);
+        snprintf(name, sizeof name, "v.blk.%lld.%s.bias", i, part[j].gg);
+        if (add(c, w, hf, name, KEEP_F32, 0, rows, 0) != 0) return -1;
+    }
+    return 0;
+}
+
+static int add_vision_tensors(conv *c, gguf_writer *w, const vision_params *p)
+{
+    /* The patch embedding stays a conv kernel: torch [hidden, 3, p, p] is
+     * GGUF ne {p, p, 3, hidden}, as llama.cpp's clip expects. */
+    if (add(c, w, VISION_PRE "embeddings.patch_embedding.weight", "v.patch_embd.weight", KEEP_F32,
+            0, p->hidden, 3) ||
+        add(c, w, VISION_PRE "embeddings.patch_embedding.bias", "v.patch_embd.bias", KEEP_F32, 0,
+            p->hidden, 0) ||
+        add(c, w, VISION_PRE "embeddings.position_embedding.weight", "v.position_embd.weight",
+            KEEP_F32, 0, p->n_patches, p->hidden))
+        return -1;
+    for (long long i = 0; i < p->n_layer; i++)
+        if (add_vision_layer(c, w, i, p) != 0) return -1;
+    if (add(c, w, VISION_PRE "post_layernorm.weight", "v.post_ln.weight", KEEP_F32, 0, p->hidden,
+            0) ||
+        add(c, w, VISION_PRE "post_layernorm.bias", "v.post_ln.bias", KEEP_F32, 0, p->hidden, 0) ||
+        add(c, w, "model.connector.modality_projection.proj.weight", "mm.model.fc.weight", OUTTYPE,
+            0, p->text_hidden, p->hidden * p->scale * p->scale))
+        return -1;
+    return 0;
+}
+
+static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
+{
+    vision_params p;
+    preprocess pp;
+    if (read_vision_params(c, cfg, &p) != 0 || read_preprocess(c, p.image_size, &pp) != 0)
+        return -1;
+    gguf_writer *w = new_writer(c, "clip", "mmproj");
+    if (!w) return -1;
+    set_vision_keys(w, &p, &pp);
+    return finish_writer(c, w, add_vision_tensors(c, w, &p), out_path);
 }
 
 /* Buffers that torch registers but that are not weights. */
