@@ -58,20 +58,7 @@ static cJSON *load_json(const conv *c, const char *name, bool required, bool *ba
     return j;
 }
 
-/* Integer field from the first object that has it. */
-static bool jint(const cJSON *a, const cJSON *b, const char *key, long long *out)
-{
-    const cJSON *objs[2] = {a, b};
-    for (int i = 0; i < 2; i++) {
-        const cJSON *v = objs[i] ? cJSON_GetObjectItemCaseSensitive(objs[i], key) : NULL;
-        if (cJSON_IsNumber(v)) {
-            *out = (long long)v->valuedouble;
-            return true;
-        }
-    }
-    return false;
-}
-
+/* Number field from the first object that has it. */
 static bool jnum(const cJSON *a, const cJSON *b, const char *key, double *out)
 {
     const cJSON *objs[2] = {a, b};
@@ -83,6 +70,14 @@ static bool jnum(const cJSON *a, const cJSON *b, const char *key, double *out)
         }
     }
     return false;
+}
+
+static bool jint(const cJSON *a, const cJSON *b, const char *key, long long *out)
+{
+    double v;
+    if (!jnum(a, b, key, &v)) return false;
+    *out = (long long)v;
+    return true;
 }
 
 static int need_int(conv *c, const cJSON *a, const cJSON *b, const char *what, const char *key,
