@@ -1,6 +1,7 @@
 /* What every tern subcommand shares: option parsing with one style of
  * error message ("tern CMD: problem", then a pointer to --help), number
- * parsing with range checks, and reading a whole file. */
+ * parsing with range checks, reading a whole file, and holding tensor data
+ * until a GGUF file is written. */
 #ifndef TERN_CLI_UTIL_H
 #define TERN_CLI_UTIL_H
 
@@ -45,5 +46,16 @@ void cli_seterr(char *err, size_t errlen, const char *fmt, ...)
  * to the byte count. Returns NULL with errno set (EIO on a read error) if
  * the file cannot be opened, read or held in memory. */
 char *cli_read_file(const char *path, size_t *len);
+
+/* Memory that must live until a gguf_writer writes (it keeps pointers to
+ * tensor data, not copies). Zero-initialise; cli_keep_free frees it all. */
+typedef struct {
+    void **bufs;
+    int n, cap;
+} cli_keep;
+
+/* A new buffer of bytes (at least 1) owned by k; NULL if out of memory. */
+void *cli_keep_alloc(cli_keep *k, size_t bytes);
+void cli_keep_free(cli_keep *k);
 
 #endif

@@ -28,8 +28,7 @@ typedef struct {
     st_set *st;
     bool *used; /* per safetensors tensor: consumed by a mapping */
     kt_type outtype;
-    void **bufs; /* converted tensor data, alive until the writes */
-    int n_bufs, cap_bufs;
+    cli_keep bufs; /* converted tensor data, alive until the writes */
     char *err;
     size_t errlen;
 } conv;
@@ -86,20 +85,6 @@ static int need_int(conv *c, const cJSON *a, const cJSON *b, const char *what, c
     if (jint(a, b, key, out) && *out > 0) return 0;
     cli_seterr(c->err, c->errlen, "%s/config.json: %s needs a positive \"%s\"", c->dir, what, key);
     return -1;
-}
-
-static void *keep(conv *c, size_t bytes)
-{
-    if (c->n_bufs == c->cap_bufs) {
-        int nc = c->cap_bufs ? 2 * c->cap_bufs : 256;
-        void **nb = realloc(c->bufs, (size_t)nc * sizeof *nb);
-        if (!nb) return NULL;
-        c->bufs = nb;
-        c->cap_bufs = nc;
-    }
-    void *p = malloc(bytes ? bytes : 1);
-    if (p) c->bufs[c->n_bufs++] = p;
-    return p;
 }
 
 /* llama.cpp's LlamaModel.permute: within each head, rows [first half; second
@@ -176,7 +161,7 @@ static float *read_f32(conv *c, const st_tensor *t, const char *hf, int permute)
  * NULL if out of memory. */
 static void *store_as(conv *c, const float *f, int64_t n, kt_type type)
 {
-    void *out = keep(c, (size_t)n * (type == KT_F32 ? 4 : 2));
+    void *out = cli_keep_alloc(&c->bufs, (size_t)n * (type == KT_F32 ? 4 : 2));
     if (!out) return NULL;
     if (type == KT_F32) {
         memcpy(out, f, (size_t)n * 4);
@@ -919,9 +904,7 @@ int convert_hf(const char *hf_dir, const char *prefix, kt_type outtype, char *er
         }
     rc = 0;
 out:
-    for (int i = 0; i < c.n_bufs; i++)
-        free(c.bufs[i]);
-    free(c.bufs);
+    cli_keep_free(&c.bufs);
     free(c.used);
     st_close(c.st);
     cJSON_Delete(cfg);

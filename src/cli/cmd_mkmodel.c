@@ -87,29 +87,14 @@ static float rng_normal(rng *r)
 typedef struct {
     gguf_writer *w;
     uint64_t seed;
-    kt_type type; /* what matrices become */
-    kt_type embd; /* what embeddings become */
-    void **bufs;  /* tensor data kept alive until the write */
-    int n_bufs, cap;
+    kt_type type;  /* what matrices become */
+    kt_type embd;  /* what embeddings become */
+    cli_keep bufs; /* tensor data kept alive until the write */
     int fallbacks;
     int64_t params;
     char err[512];
     bool failed;
 } builder;
-
-static void *keep_buf(builder *b, size_t bytes)
-{
-    if (b->n_bufs == b->cap) {
-        int cap = b->cap ? 2 * b->cap : 64;
-        void **nb = realloc(b->bufs, (size_t)cap * sizeof *nb);
-        if (!nb) return NULL;
-        b->bufs = nb;
-        b->cap = cap;
-    }
-    void *p = malloc(bytes ? bytes : 1);
-    if (p) b->bufs[b->n_bufs++] = p;
-    return p;
-}
 
 static void add(builder *b, const char *name, kt_type type, int n_dims, const int64_t *ne,
                 const void *data)
@@ -144,7 +129,7 @@ static void add_tensor(builder *b, const char *name, int n_dims, const int64_t *
     if (!quant_pick_type(want, n, &to)) to = KT_F32;
     if (to != want) b->fallbacks++;
     const ttype_info *ti = ttype_get(to);
-    void *buf = keep_buf(b, ttype_row_bytes(ti, n) * (size_t)rows);
+    void *buf = cli_keep_alloc(&b->bufs, ttype_row_bytes(ti, n) * (size_t)rows);
     if (!buf ||
         quant_to_type(w, rows, n, to, QUANT_KMEANS, false, buf, NULL, b->err, sizeof b->err) != 0) {
         if (!buf) snprintf(b->err, sizeof b->err, "out of memory making %s", name);
@@ -375,9 +360,7 @@ static int builder_start(builder *b, const ttype_info *t, uint64_t seed, const c
 
 static void builder_free(builder *b)
 {
-    for (int i = 0; i < b->n_bufs; i++)
-        free(b->bufs[i]);
-    free(b->bufs);
+    cli_keep_free(&b->bufs);
     gguf_writer_destroy(b->w);
 }
 
