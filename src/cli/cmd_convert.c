@@ -19,9 +19,7 @@
 #include "cli/cli_util.h"
 #include "cli/safetensors.h"
 #include "engine/gguf.h"
-
-/* llama.cpp's token types (gguf-py TokenType). */
-enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5 };
+#include "engine/tokenizer.h"
 
 typedef struct {
     const char *dir;
@@ -331,7 +329,7 @@ static int add_vocab(conv *c, const char *path, const cJSON *vocab, token_table 
             cli_seterr(c->err, c->errlen, "%s: vocab entry '%s' has no valid id", path, it->string);
             return -1;
         }
-        set_token(v, (long long)it->valuedouble, it->string, TOK_NORMAL);
+        set_token(v, (long long)it->valuedouble, it->string, TOK_TYPE_NORMAL);
     }
     return 0;
 }
@@ -348,7 +346,7 @@ static int add_added_tokens(conv *c, const char *path, const cJSON *added, token
         }
         bool control = cJSON_IsTrue(special) || looks_special(content->valuestring);
         set_token(v, (long long)id->valuedouble, content->valuestring,
-                  control ? TOK_CONTROL : TOK_USER);
+                  control ? TOK_TYPE_CONTROL : TOK_TYPE_USER_DEFINED);
     }
     return 0;
 }
@@ -360,7 +358,7 @@ static int add_placeholders(conv *c, const char *path, token_table *v)
             char pad[32];
             snprintf(pad, sizeof pad, "[PAD%lld]", i);
             v->tokens[i] = strdup(pad);
-            v->types[i] = TOK_UNUSED;
+            v->types[i] = TOK_TYPE_UNUSED;
         }
         if (!v->tokens[i]) {
             cli_seterr(c->err, c->errlen, "%s: out of memory", path);

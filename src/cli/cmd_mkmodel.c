@@ -19,6 +19,7 @@
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "engine/gguf.h"
+#include "engine/tokenizer.h"
 #include "engine/quant.h"
 #include "engine/types.h"
 
@@ -241,7 +242,7 @@ static void add_word(vocab *v, const char *word, bool space, int room)
         snprintf(next, sizeof next, "%s%s", cur, piece);
         if (find_tok(v, next) < 0) {
             if (v->n >= room) return;
-            push_tok(v, next, 1);
+            push_tok(v, next, TOK_TYPE_NORMAL);
             push_merge(v, cur, piece);
         }
         strcpy(cur, next);
@@ -259,8 +260,6 @@ static void vocab_free(vocab *v)
     free(v->merge);
 }
 
-enum { TOK_NORMAL = 1, TOK_CONTROL = 3, TOK_UNUSED = 5 };
-
 /* ids 0-2 <|endoftext|> <|im_start|> <|im_end|>, then the 256 byte tokens,
  * then merged words, then unused fillers, and the SmolVLM special tokens
  * last. */
@@ -275,11 +274,11 @@ static bool vocab_make(vocab *v, int size, int *eou_id)
 
     const char *head[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
     for (int i = 0; i < 3; i++)
-        push_tok(v, head[i], TOK_CONTROL);
+        push_tok(v, head[i], TOK_TYPE_CONTROL);
     char piece[8];
     for (int b = 0; b < 256; b++) {
         byte_token(b, piece);
-        push_tok(v, piece, TOK_NORMAL);
+        push_tok(v, piece, TOK_TYPE_NORMAL);
     }
 
     char tail[48][32];
@@ -297,7 +296,7 @@ static bool vocab_make(vocab *v, int size, int *eou_id)
     byte_token('\n', piece);
     char nn[16];
     snprintf(nn, sizeof nn, "%s%s", piece, piece);
-    push_tok(v, nn, TOK_NORMAL);
+    push_tok(v, nn, TOK_TYPE_NORMAL);
     push_merge(v, piece, piece);
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
         add_word(v, words[i], true, room);
@@ -306,11 +305,11 @@ static bool vocab_make(vocab *v, int size, int *eou_id)
     for (int k = 0; v->n < room; k++) {
         char filler[32];
         snprintf(filler, sizeof filler, "<|unused_%d|>", k);
-        push_tok(v, filler, TOK_UNUSED);
+        push_tok(v, filler, TOK_TYPE_UNUSED);
     }
     *eou_id = v->n;
     for (int i = 0; i < nt; i++)
-        push_tok(v, tail[i], TOK_CONTROL);
+        push_tok(v, tail[i], TOK_TYPE_CONTROL);
     return v->n == size;
 }
 
