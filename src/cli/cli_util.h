@@ -1,6 +1,7 @@
 /* What every tern subcommand shares: option parsing with one style of
  * error message ("tern CMD: problem", then a pointer to --help), number
- * parsing with range checks, and reading a whole file. */
+ * parsing with range checks, reading a whole file, and holding tensor data
+ * until a GGUF file is written. */
 #ifndef TERN_CLI_UTIL_H
 #define TERN_CLI_UTIL_H
 
@@ -50,5 +51,16 @@ char *cli_read_file(const char *path, size_t *len);
 
 /* Reads and decodes a JPEG or PNG file (at most 64 MiB and 100 Mpixels); errors name the file. */
 int cli_load_image(const char *path, img_rgb *out, char *err, size_t errlen);
+
+/* Memory that must live until a gguf_writer writes (it keeps pointers to
+ * tensor data, not copies). Zero-initialise; cli_keep_free frees it all. */
+typedef struct {
+    void **bufs;
+    int n, cap;
+} cli_keep;
+
+/* A new buffer of bytes (at least 1) owned by k; NULL if out of memory. */
+void *cli_keep_alloc(cli_keep *k, size_t bytes);
+void cli_keep_free(cli_keep *k);
 
 #endif

@@ -7,6 +7,7 @@
  * v.blk.N.* and mm.model.fc names, embeddings kept F32). */
 #include "cli/convert.h"
 
+#include <assert.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdbool.h>
@@ -19,18 +20,15 @@
 #include "cli/safetensors.h"
 #include "engine/gguf.h"
 #include "engine/quant.h"
+#include "engine/tokenizer.h"
 #include "engine/types.h"
-
-/* llama.cpp's token types (gguf-py TokenType). */
-enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5 };
 
 typedef struct {
     const char *dir;
     st_set *st;
     bool *used; /* per safetensors tensor: consumed by a mapping */
     kt_type outtype;
-    void **bufs; /* converted tensor data, alive until the writes */
-    int n_bufs, cap_bufs;
+    cli_keep bufs; /* converted tensor data, alive until the writes */
     char *err;
     size_t errlen;
 } conv;
@@ -59,20 +57,7 @@ static cJSON *load_json(const conv *c, const char *name, bool required, bool *ba
     return j;
 }
 
-/* Integer field from the first object that has it. */
-static bool jint(const cJSON *a, const cJSON *b, const char *key, long long *out)
-{
-    const cJSON *objs[2] = {a, b};
-    for (int i = 0; i < 2; i++) {
-        const cJSON *v = objs[i] ? cJSON_GetObjectItemCaseSensitive(objs[i], key) : NULL;
-        if (cJSON_IsNumber(v)) {
-            *out = (long long)v->valuedouble;
-            return true;
-        }
-    }
-    return false;
-}
-
+/* Number field from the first object that has it. */
 static bool jnum(const cJSON *a, const cJSON *b, const char *key, double *out)
 {
     const cJSON *objs[2] = {a, b};
@@ -86,26 +71,20 @@ static bool jnum(const cJSON *a, const cJSON *b, const char *key, double *out)
     return false;
 }
 
+static bool jint(const cJSON *a, const cJSON *b, const char *key, long long *out)
+{
+    double v;
+    if (!jnum(a, b, key, &v)) return false;
+    *out = (long long)v;
+    return true;
+}
+
 static int need_int(conv *c, const cJSON *a, const cJSON *b, const char *what, const char *key,
                     long long *out)
 {
     if (jint(a, b, key, out) && *out > 0) return 0;
     cli_seterr(c->err, c->errlen, "%s/config.json: %s needs a positive \"%s\"", c->dir, what, key);
     return -1;
-}
-
-static void *keep(conv *c, size_t bytes)
-{
-    if (c->n_bufs == c->cap_bufs) {
-        int nc = c->cap_bufs ? 2 * c->cap_bufs : 256;
-        void **nb = realloc(c->bufs, (size_t)nc * sizeof *nb);
-        if (!nb) return NULL;
-        c->bufs = nb;
-        c->cap_bufs = nc;
-    }
-    void *p = malloc(bytes ? bytes : 1);
-    if (p) c->bufs[c->n_bufs++] = p;
-    return p;
 }
 
 /* llama.cpp's LlamaModel.permute: within each head, rows [first half; second
@@ -124,6 +103,70 @@ static void permute_rows(const float *src, float *dst, int64_t rows, int64_t col
 
 typedef enum { KEEP_F32, OUTTYPE } type_rule;
 
+static int check_shape(conv *c, const st_tensor *t, const char *hf, int64_t expect_rows,
+                       int64_t expect_cols)
+{
+    if ((expect_rows > 0 && (t->n_dims < 1 || t->shape[0] != expect_rows)) ||
+        (expect_cols > 0 && (t->n_dims < 2 || t->shape[1] != expect_cols))) {
+        cli_seterr(c->err, c->errlen,
+                   "%s: tensor '%s' has shape [%lld, %lld], config.json implies [%lld, %lld]",
+                   t->file, hf, (long long)t->shape[0],
+                   (long long)(t->n_dims > 1 ? t->shape[1] : 1), (long long)expect_rows,
+                   (long long)expect_cols);
+        return -1;
+    }
+    return 0;
+}
+
+/* f (t's values) with the q/k rows permuted for n_head heads; frees f.
+ * NULL with err set on failure. */
+static float *permute_qk(conv *c, const st_tensor *t, const char *hf, float *f, int n_head)
+{
+    int64_t rows = t->shape[0], cols = t->numel / (rows ? rows : 1);
+    if (rows % (2 * n_head) != 0) {
+        cli_seterr(c->err, c->errlen,
+                   "%s: tensor '%s': %lld rows do not split into %d heads of even size", t->file,
+                   hf, (long long)rows, n_head);
+        free(f);
+        return NULL;
+    }
+    float *p = malloc((size_t)t->numel * sizeof *p);
+    if (!p) {
+        free(f);
+        cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
+        return NULL;
+    }
+    permute_rows(f, p, rows, cols, n_head);
+    free(f);
+    return p;
+}
+
+/* t's values as a malloc'd float array, permuted when permute > 0; NULL
+ * with err set on failure. */
+static float *read_f32(conv *c, const st_tensor *t, const char *hf, int permute)
+{
+    float *f = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *f);
+    if (!f) {
+        cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
+        return NULL;
+    }
+    if (st_to_f32(t, f, c->err, c->errlen) != 0) {
+        free(f);
+        return NULL;
+    }
+    return permute > 0 ? permute_qk(c, t, hf, f, permute) : f;
+}
+
+/* n floats as `type` (the type table's encoding) in a buffer kept until the write;
+ * NULL if out of memory. */
+static void *store_as(conv *c, const float *f, int64_t n, kt_type type)
+{
+    const ttype_info *ti = ttype_get(type);
+    void *out = cli_keep_alloc(&c->bufs, ttype_row_bytes(ti, n));
+    if (out) ti->from_float(type, f, out, n);
+    return out;
+}
+
 /* Maps one safetensors tensor into the writer. permute_heads > 0 applies
  * the q/k permutation with that many heads. expect_rows/cols, when > 0,
  * check the torch shape. */
@@ -137,54 +180,16 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
         return -1;
     }
     c->used[t - st_at(c->st, 0)] = true;
-    if ((expect_rows > 0 && (t->n_dims < 1 || t->shape[0] != expect_rows)) ||
-        (expect_cols > 0 && (t->n_dims < 2 || t->shape[1] != expect_cols))) {
-        cli_seterr(c->err, c->errlen,
-                   "%s: tensor '%s' has shape [%lld, %lld], config.json implies [%lld, %lld]",
-                   t->file, hf, (long long)t->shape[0],
-                   (long long)(t->n_dims > 1 ? t->shape[1] : 1), (long long)expect_rows,
-                   (long long)expect_cols);
-        return -1;
-    }
-    float *f = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *f);
-    if (!f) {
-        cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
-        return -1;
-    }
-    if (st_to_f32(t, f, c->err, c->errlen) != 0) {
-        free(f);
-        return -1;
-    }
-    if (permute_heads > 0) {
-        int64_t rows = t->shape[0], cols = t->numel / (rows ? rows : 1);
-        if (rows % (2 * permute_heads) != 0) {
-            cli_seterr(c->err, c->errlen,
-                       "%s: tensor '%s': %lld rows do not split into %d heads of even size",
-                       t->file, hf, (long long)rows, permute_heads);
-            free(f);
-            return -1;
-        }
-        float *p = malloc((size_t)t->numel * sizeof *p);
-        if (!p) {
-            free(f);
-            cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
-            return -1;
-        }
-        permute_rows(f, p, rows, cols, permute_heads);
-        free(f);
-        f = p;
-    }
+    if (check_shape(c, t, hf, expect_rows, expect_cols) != 0) return -1;
+    float *f = read_f32(c, t, hf, permute_heads);
+    if (!f) return -1;
     kt_type type = (rule == KEEP_F32 || t->n_dims < 2) ? KT_F32 : c->outtype;
-    const ttype_info *ti = ttype_get(type);
-    void *out = keep(c, ttype_row_bytes(ti, t->numel));
+    void *out = store_as(c, f, t->numel, type);
+    free(f);
     if (!out) {
-        free(f);
         cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
         return -1;
     }
-    ti->from_float(type, f, out, t->numel);
-    free(f);
-
     int64_t ne[GGUF_MAX_DIMS] = {1, 1, 1, 1};
     int nd = t->n_dims ? t->n_dims : 1;
     for (int d = 0; d < t->n_dims; d++)
@@ -221,14 +226,35 @@ static bool looks_special(const char *s)
     return n >= 4 && !strncmp(s, "<|", 2) && !strcmp(s + n - 2, "|>");
 }
 
+/* The token table as llama.cpp stores it: a string and a type per id, and
+ * the merges as "a b" strings. It owns every string. */
+typedef struct {
+    char **tokens;
+    int32_t *types;
+    long long n;
+    char **merges;
+    long long n_merges;
+} token_table;
+
+static void token_table_free(token_table *v)
+{
+    for (long long i = 0; v->tokens && i < v->n; i++)
+        free(v->tokens[i]);
+    for (long long i = 0; v->merges && i < v->n_merges; i++)
+        free(v->merges[i]);
+    free(v->tokens);
+    free(v->types);
+    free(v->merges);
+}
+
 static int set_special(conv *c, gguf_writer *w, const char *key, const cJSON *tcfg,
                        const char *tc_key, const cJSON *cfg, const cJSON *text_cfg,
-                       const char *cfg_key, char **tokens, long long n)
+                       const char *cfg_key, const token_table *v)
 {
     const char *s = special_name(tcfg, tc_key);
     long long id = -1;
     if (s) {
-        id = find_token(tokens, n, s);
+        id = find_token(v->tokens, v->n, s);
         if (id < 0) {
             cli_seterr(c->err, c->errlen,
                        "%s/tokenizer_config.json: %s \"%s\" is not in the vocabulary", c->dir,
@@ -238,8 +264,234 @@ static int set_special(conv *c, gguf_writer *w, const char *key, const cJSON *tc
     } else if (!jint(cfg, text_cfg, cfg_key, &id)) {
         return 0;
     }
-    if (id >= 0 && id < n) gguf_set_u32(w, key, (uint32_t)id);
+    if (id >= 0 && id < v->n) gguf_set_u32(w, key, (uint32_t)id);
     return 0;
+}
+
+static int check_bpe_model(conv *c, const char *path, const cJSON *model)
+{
+    const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
+    if (!cJSON_IsString(mtype) || strcmp(mtype->valuestring, "BPE") != 0) {
+        cli_seterr(c->err, c->errlen, "%s: model.type must be \"BPE\" (byte-level BPE)", path);
+        return -1;
+    }
+    if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(model, "vocab")) ||
+        !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(model, "merges"))) {
+        cli_seterr(c->err, c->errlen, "%s: model needs a \"vocab\" object and a \"merges\" array",
+                   path);
+        return -1;
+    }
+    return 0;
+}
+
+/* The table is as long as the model's embedding; ids the tokenizer does
+ * not use become [PADn] placeholders, as llama.cpp does. Returns the
+ * length, or -1 with err set. */
+static long long table_length(conv *c, const char *path, const cJSON *vocab, const cJSON *added,
+                              long long vocab_size)
+{
+    long long max_id = -1;
+    for (const cJSON *it = vocab->child; it; it = it->next)
+        if (cJSON_IsNumber(it) && it->valuedouble > max_id) max_id = (long long)it->valuedouble;
+    for (const cJSON *it = added ? added->child : NULL; it; it = it->next) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        if (cJSON_IsNumber(id) && id->valuedouble > max_id) max_id = (long long)id->valuedouble;
+    }
+    long long n = max_id + 1 > vocab_size ? max_id + 1 : vocab_size;
+    if (n <= 0 || n > (1 << 24)) {
+        cli_seterr(c->err, c->errlen, "%s: vocabulary of %lld tokens", path, n);
+        return -1;
+    }
+    if (vocab_size > 0 && max_id + 1 > vocab_size)
+        fprintf(stderr,
+                "convert: warning: tokenizer has %lld tokens, config.json vocab_size is %lld\n",
+                max_id + 1, vocab_size);
+    return n;
+}
+
+/* A later entry for the same id replaces an earlier one. */
+static void set_token(token_table *v, long long id, const char *s, int32_t type)
+{
+    assert(id >= 0 && id < v->n); /* table_length counted every id */
+    free(v->tokens[id]);
+    v->tokens[id] = strdup(s);
+    v->types[id] = type;
+}
+
+static int add_vocab(conv *c, const char *path, const cJSON *vocab, token_table *v)
+{
+    for (const cJSON *it = vocab->child; it; it = it->next) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0) {
+            cli_seterr(c->err, c->errlen, "%s: vocab entry '%s' has no valid id", path, it->string);
+            return -1;
+        }
+        set_token(v, (long long)it->valuedouble, it->string, TOK_TYPE_NORMAL);
+    }
+    return 0;
+}
+
+static int add_added_tokens(conv *c, const char *path, const cJSON *added, token_table *v)
+{
+    for (const cJSON *it = added ? added->child : NULL; it; it = it->next) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
+        const cJSON *special = cJSON_GetObjectItemCaseSensitive(it, "special");
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || !cJSON_IsString(content)) {
+            cli_seterr(c->err, c->errlen, "%s: an added_tokens entry lacks id or content", path);
+            return -1;
+        }
+        bool control = cJSON_IsTrue(special) || looks_special(content->valuestring);
+        set_token(v, (long long)id->valuedouble, content->valuestring,
+                  control ? TOK_TYPE_CONTROL : TOK_TYPE_USER_DEFINED);
+    }
+    return 0;
+}
+
+static int add_placeholders(conv *c, const char *path, token_table *v)
+{
+    for (long long i = 0; i < v->n; i++) {
+        if (!v->tokens[i]) {
+            char pad[32];
+            snprintf(pad, sizeof pad, "[PAD%lld]", i);
+            v->tokens[i] = strdup(pad);
+            v->types[i] = TOK_TYPE_UNUSED;
+        }
+        if (!v->tokens[i]) {
+            cli_seterr(c->err, c->errlen, "%s: out of memory", path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* One merge as "a b": newer files write it as ["a", "b"]. NULL if out of
+ * memory. */
+static char *join_merge_pair(const cJSON *pair)
+{
+    const char *a = pair->child->valuestring, *b = pair->child->next->valuestring;
+    size_t len = strlen(a) + strlen(b) + 2;
+    char *s = malloc(len);
+    if (s) snprintf(s, len, "%s %s", a, b);
+    return s;
+}
+
+static bool is_merge_pair(const cJSON *it)
+{
+    return cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
+           cJSON_IsString(it->child->next);
+}
+
+static int read_merges(conv *c, const char *path, const cJSON *mlist, token_table *v)
+{
+    v->n_merges = cJSON_GetArraySize(mlist);
+    v->merges = calloc((size_t)(v->n_merges ? v->n_merges : 1), sizeof *v->merges);
+    if (!v->merges) {
+        cli_seterr(c->err, c->errlen, "%s: out of memory", path);
+        return -1;
+    }
+    long long k = 0;
+    for (const cJSON *it = mlist->child; it; it = it->next, k++) {
+        assert(k < v->n_merges);
+        if (cJSON_IsString(it)) {
+            v->merges[k] = strdup(it->valuestring);
+        } else if (is_merge_pair(it)) {
+            v->merges[k] = join_merge_pair(it);
+        } else {
+            cli_seterr(c->err, c->errlen, "%s: merge %lld is neither \"a b\" nor [\"a\", \"b\"]",
+                       path, k);
+            return -1;
+        }
+        if (!v->merges[k]) {
+            cli_seterr(c->err, c->errlen, "%s: out of memory", path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* tokenizer.json (the parsed tj) to a token table padded to vocab_size. */
+static int read_token_table(conv *c, const cJSON *tj, long long vocab_size, token_table *v)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", c->dir);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *mlist = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(tj, "added_tokens");
+    if (check_bpe_model(c, path, model) != 0) return -1;
+    v->n = table_length(c, path, vocab, added, vocab_size);
+    if (v->n < 0) {
+        v->n = 0;
+        return -1;
+    }
+    v->tokens = calloc((size_t)v->n, sizeof *v->tokens);
+    v->types = calloc((size_t)v->n, sizeof *v->types);
+    if (!v->tokens || !v->types) {
+        cli_seterr(c->err, c->errlen, "%s: out of memory", path);
+        return -1;
+    }
+    if (add_vocab(c, path, vocab, v) != 0 || add_added_tokens(c, path, added, v) != 0 ||
+        add_placeholders(c, path, v) != 0)
+        return -1;
+    return read_merges(c, path, mlist, v);
+}
+
+static void set_token_table(gguf_writer *w, const token_table *v)
+{
+    gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_set_str(w, "tokenizer.ggml.pre", "smollm");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens, (uint64_t)v->n);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, v->types, (uint64_t)v->n);
+    gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges,
+                     (uint64_t)v->n_merges);
+}
+
+/* bos/eos/unk/pad ids: by name from tokenizer_config.json, else by id from
+ * config.json (no unk there). */
+static int set_special_ids(conv *c, gguf_writer *w, const cJSON *tcfg, const cJSON *cfg,
+                           const cJSON *text_cfg, const token_table *v)
+{
+    if (set_special(c, w, "tokenizer.ggml.bos_token_id", tcfg, "bos_token", cfg, text_cfg,
+                    "bos_token_id", v) != 0 ||
+        set_special(c, w, "tokenizer.ggml.eos_token_id", tcfg, "eos_token", cfg, text_cfg,
+                    "eos_token_id", v) != 0 ||
+        set_special(c, w, "tokenizer.ggml.unknown_token_id", tcfg, "unk_token", NULL, NULL,
+                    "unk_token_id", v) != 0 ||
+        set_special(c, w, "tokenizer.ggml.padding_token_id", tcfg, "pad_token", cfg, text_cfg,
+                    "pad_token_id", v) != 0)
+        return -1;
+    return 0;
+}
+
+static void set_add_flags(gguf_writer *w, const cJSON *tcfg)
+{
+    const cJSON *ab = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_bos_token") : NULL;
+    if (cJSON_IsBool(ab)) gguf_set_bool(w, "tokenizer.ggml.add_bos_token", cJSON_IsTrue(ab));
+    const cJSON *ae = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_eos_token") : NULL;
+    if (cJSON_IsBool(ae)) gguf_set_bool(w, "tokenizer.ggml.add_eos_token", cJSON_IsTrue(ae));
+}
+
+/* From tokenizer_config.json, else chat_template.json, else
+ * chat_template.jinja; none is fine, and so is a broken chat_template.json. */
+static void set_chat_template(conv *c, gguf_writer *w, const cJSON *tcfg)
+{
+    const cJSON *tmpl = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "chat_template") : NULL;
+    cJSON *ctj = NULL;
+    if (!cJSON_IsString(tmpl)) {
+        bool bad;
+        ctj = load_json(c, "chat_template.json", false, &bad);
+        tmpl = ctj ? cJSON_GetObjectItemCaseSensitive(ctj, "chat_template") : NULL;
+    }
+    if (cJSON_IsString(tmpl)) {
+        gguf_set_str(w, "tokenizer.chat_template", tmpl->valuestring);
+    } else {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/chat_template.jinja", c->dir);
+        char *jinja = cli_read_file(path, NULL);
+        if (jinja) gguf_set_str(w, "tokenizer.chat_template", jinja);
+        free(jinja);
+    }
+    cJSON_Delete(ctj);
 }
 
 static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSON *text_cfg,
@@ -256,161 +508,17 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
         return 0;
     }
     cJSON *tcfg = load_json(c, "tokenizer_config.json", false, &bad);
-    int rc = -1;
-    char **tokens = NULL;
-    int32_t *types = NULL;
-    char **merges = NULL;
-    long long n = 0, n_merges = 0;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer.json", c->dir);
-    if (bad) goto out;
-
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
-    const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    const cJSON *mlist = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    const cJSON *added = cJSON_GetObjectItemCaseSensitive(tj, "added_tokens");
-    if (!cJSON_IsString(mtype) || strcmp(mtype->valuestring, "BPE") != 0) {
-        cli_seterr(c->err, c->errlen, "%s: model.type must be \"BPE\" (byte-level BPE)", path);
-        goto out;
+    token_table v = {0};
+    int rc = bad ? -1 : read_token_table(c, tj, vocab_size, &v);
+    if (rc == 0) {
+        set_token_table(w, &v);
+        rc = set_special_ids(c, w, tcfg, cfg, text_cfg, &v);
     }
-    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(mlist)) {
-        cli_seterr(c->err, c->errlen, "%s: model needs a \"vocab\" object and a \"merges\" array",
-                   path);
-        goto out;
+    if (rc == 0) {
+        set_add_flags(w, tcfg);
+        set_chat_template(c, w, tcfg);
     }
-    /* The table is as long as the model's embedding; ids the tokenizer does
-     * not use become [PADn] placeholders, as llama.cpp does. */
-    long long max_id = -1;
-    for (const cJSON *it = vocab->child; it; it = it->next)
-        if (cJSON_IsNumber(it) && it->valuedouble > max_id) max_id = (long long)it->valuedouble;
-    for (const cJSON *it = added ? added->child : NULL; it; it = it->next) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-        if (cJSON_IsNumber(id) && id->valuedouble > max_id) max_id = (long long)id->valuedouble;
-    }
-    n = max_id + 1 > vocab_size ? max_id + 1 : vocab_size;
-    if (n <= 0 || n > (1 << 24)) {
-        cli_seterr(c->err, c->errlen, "%s: vocabulary of %lld tokens", path, n);
-        goto out;
-    }
-    if (vocab_size > 0 && max_id + 1 > vocab_size)
-        fprintf(stderr,
-                "convert: warning: tokenizer has %lld tokens, config.json vocab_size is %lld\n",
-                max_id + 1, vocab_size);
-    tokens = calloc((size_t)n, sizeof *tokens);
-    types = calloc((size_t)n, sizeof *types);
-    if (!tokens || !types) {
-        cli_seterr(c->err, c->errlen, "%s: out of memory", path);
-        goto out;
-    }
-    for (const cJSON *it = vocab->child; it; it = it->next) {
-        if (!cJSON_IsNumber(it) || it->valuedouble < 0) {
-            cli_seterr(c->err, c->errlen, "%s: vocab entry '%s' has no valid id", path, it->string);
-            goto out;
-        }
-        long long id = (long long)it->valuedouble;
-        free(tokens[id]);
-        tokens[id] = strdup(it->string);
-        types[id] = TOK_NORMAL;
-    }
-    for (const cJSON *it = added ? added->child : NULL; it; it = it->next) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
-        const cJSON *special = cJSON_GetObjectItemCaseSensitive(it, "special");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || !cJSON_IsString(content)) {
-            cli_seterr(c->err, c->errlen, "%s: an added_tokens entry lacks id or content", path);
-            goto out;
-        }
-        long long i = (long long)id->valuedouble;
-        free(tokens[i]);
-        tokens[i] = strdup(content->valuestring);
-        types[i] =
-            (cJSON_IsTrue(special) || looks_special(content->valuestring)) ? TOK_CONTROL : TOK_USER;
-    }
-    for (long long i = 0; i < n; i++) {
-        if (!tokens[i]) {
-            char pad[32];
-            snprintf(pad, sizeof pad, "[PAD%lld]", i);
-            tokens[i] = strdup(pad);
-            types[i] = TOK_UNUSED;
-        }
-        if (!tokens[i]) {
-            cli_seterr(c->err, c->errlen, "%s: out of memory", path);
-            goto out;
-        }
-    }
-    /* Merges come as "a b" strings, or as ["a", "b"] pairs in newer files. */
-    n_merges = cJSON_GetArraySize(mlist);
-    merges = calloc((size_t)(n_merges ? n_merges : 1), sizeof *merges);
-    if (!merges) goto out;
-    long long k = 0;
-    for (const cJSON *it = mlist->child; it; it = it->next, k++) {
-        if (cJSON_IsString(it)) {
-            merges[k] = strdup(it->valuestring);
-        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
-                   cJSON_IsString(it->child->next)) {
-            size_t la = strlen(it->child->valuestring), lb = strlen(it->child->next->valuestring);
-            merges[k] = malloc(la + lb + 2);
-            if (merges[k])
-                snprintf(merges[k], la + lb + 2, "%s %s", it->child->valuestring,
-                         it->child->next->valuestring);
-        } else {
-            cli_seterr(c->err, c->errlen, "%s: merge %lld is neither \"a b\" nor [\"a\", \"b\"]",
-                       path, k);
-            goto out;
-        }
-        if (!merges[k]) {
-            cli_seterr(c->err, c->errlen, "%s: out of memory", path);
-            goto out;
-        }
-    }
-
-    gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
-    gguf_set_str(w, "tokenizer.ggml.pre", "smollm");
-    gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tokens, (uint64_t)n);
-    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, types, (uint64_t)n);
-    gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, (uint64_t)n_merges);
-    if (set_special(c, w, "tokenizer.ggml.bos_token_id", tcfg, "bos_token", cfg, text_cfg,
-                    "bos_token_id", tokens, n) != 0 ||
-        set_special(c, w, "tokenizer.ggml.eos_token_id", tcfg, "eos_token", cfg, text_cfg,
-                    "eos_token_id", tokens, n) != 0 ||
-        set_special(c, w, "tokenizer.ggml.unknown_token_id", tcfg, "unk_token", NULL, NULL,
-                    "unk_token_id", tokens, n) != 0 ||
-        set_special(c, w, "tokenizer.ggml.padding_token_id", tcfg, "pad_token", cfg, text_cfg,
-                    "pad_token_id", tokens, n) != 0)
-        goto out;
-    const cJSON *ab = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_bos_token") : NULL;
-    if (cJSON_IsBool(ab)) gguf_set_bool(w, "tokenizer.ggml.add_bos_token", cJSON_IsTrue(ab));
-    const cJSON *ae = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "add_eos_token") : NULL;
-    if (cJSON_IsBool(ae)) gguf_set_bool(w, "tokenizer.ggml.add_eos_token", cJSON_IsTrue(ae));
-
-    /* Chat template: tokenizer_config.json, else chat_template.json, else
-     * chat_template.jinja. */
-    const cJSON *tmpl = tcfg ? cJSON_GetObjectItemCaseSensitive(tcfg, "chat_template") : NULL;
-    cJSON *ctj = NULL;
-    char *jinja = NULL;
-    if (!cJSON_IsString(tmpl)) {
-        ctj = load_json(c, "chat_template.json", false, &bad);
-        tmpl = ctj ? cJSON_GetObjectItemCaseSensitive(ctj, "chat_template") : NULL;
-    }
-    if (cJSON_IsString(tmpl)) {
-        gguf_set_str(w, "tokenizer.chat_template", tmpl->valuestring);
-    } else {
-        snprintf(path, sizeof path, "%s/chat_template.jinja", c->dir);
-        jinja = cli_read_file(path, NULL);
-        if (jinja) gguf_set_str(w, "tokenizer.chat_template", jinja);
-    }
-    free(jinja);
-    cJSON_Delete(ctj);
-    rc = 0;
-out:
-    for (long long i = 0; tokens && i < n; i++)
-        free(tokens[i]);
-    for (long long i = 0; merges && i < n_merges; i++)
-        free(merges[i]);
-    free(tokens);
-    free(types);
-    free(merges);
+    token_table_free(&v);
     cJSON_Delete(tj);
     cJSON_Delete(tcfg);
     return rc;
@@ -475,177 +583,211 @@ static int finish_writer(const conv *c, gguf_writer *w, int rc, const char *out_
     return rc;
 }
 
+/* The text model's shape, from text_config (or the top level of a plain
+ * Llama checkpoint). */
+typedef struct {
+    long long hidden, ffn, n_layer, n_head, n_kv, n_ctx, vocab, head_dim;
+    double eps, theta;
+} text_params;
+
+static int read_text_params(conv *c, const cJSON *cfg, const cJSON *tc, text_params *p)
+{
+    if (need_int(c, tc, NULL, "text_config", "hidden_size", &p->hidden) ||
+        need_int(c, tc, NULL, "text_config", "intermediate_size", &p->ffn) ||
+        need_int(c, tc, NULL, "text_config", "num_hidden_layers", &p->n_layer) ||
+        need_int(c, tc, NULL, "text_config", "num_attention_heads", &p->n_head) ||
+        need_int(c, tc, cfg, "text_config", "vocab_size", &p->vocab))
+        return -1;
+    if (!jint(tc, NULL, "num_key_value_heads", &p->n_kv)) p->n_kv = p->n_head;
+    p->n_ctx = 2048;
+    jint(tc, NULL, "max_position_embeddings", &p->n_ctx);
+    p->head_dim = p->hidden / p->n_head;
+    jint(tc, NULL, "head_dim", &p->head_dim);
+    p->eps = 1e-6, p->theta = 10000.0; /* transformers' LlamaConfig defaults */
+    jnum(tc, NULL, "rms_norm_eps", &p->eps);
+    jnum(tc, NULL, "rope_theta", &p->theta);
+    if (p->n_kv <= 0 || p->n_head % p->n_kv != 0 || p->head_dim <= 0 || p->head_dim % 2 != 0) {
+        cli_seterr(c->err, c->errlen,
+                   "%s/config.json: heads %lld, kv heads %lld, head_dim %lld are inconsistent",
+                   c->dir, p->n_head, p->n_kv, p->head_dim);
+        return -1;
+    }
+    return 0;
+}
+
+static void set_text_keys(gguf_writer *w, const text_params *p)
+{
+    gguf_set_u32(w, "llama.vocab_size", (uint32_t)p->vocab);
+    gguf_set_u32(w, "llama.context_length", (uint32_t)p->n_ctx);
+    gguf_set_u32(w, "llama.embedding_length", (uint32_t)p->hidden);
+    gguf_set_u32(w, "llama.block_count", (uint32_t)p->n_layer);
+    gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)p->ffn);
+    gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)p->head_dim);
+    gguf_set_u32(w, "llama.attention.head_count", (uint32_t)p->n_head);
+    gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)p->n_kv);
+    gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)p->eps);
+    gguf_set_f32(w, "llama.rope.freq_base", (float)p->theta);
+    if (p->head_dim != p->hidden / p->n_head) {
+        gguf_set_u32(w, "llama.attention.key_length", (uint32_t)p->head_dim);
+        gguf_set_u32(w, "llama.attention.value_length", (uint32_t)p->head_dim);
+    }
+}
+
+/* Decoder layer i; pre is the checkpoint's name prefix. */
+static int add_text_layer(conv *c, gguf_writer *w, const char *pre, long long i,
+                          const text_params *p)
+{
+    long long d = p->hidden, ffn = p->ffn, q = p->n_head * p->head_dim, kv = p->n_kv * p->head_dim;
+    char hf[256], name[128];
+#define HF(s) (snprintf(hf, sizeof hf, "%slayers.%lld." s, pre, i), hf)
+#define GG(s) (snprintf(name, sizeof name, "blk.%lld." s, i), name)
+    bool bad =
+        add(c, w, HF("input_layernorm.weight"), GG("attn_norm.weight"), KEEP_F32, 0, d, 0) ||
+        add(c, w, HF("self_attn.q_proj.weight"), GG("attn_q.weight"), OUTTYPE, (int)p->n_head, q,
+            d) ||
+        add(c, w, HF("self_attn.k_proj.weight"), GG("attn_k.weight"), OUTTYPE, (int)p->n_kv, kv,
+            d) ||
+        add(c, w, HF("self_attn.v_proj.weight"), GG("attn_v.weight"), OUTTYPE, 0, kv, d) ||
+        add(c, w, HF("self_attn.o_proj.weight"), GG("attn_output.weight"), OUTTYPE, 0, d, q) ||
+        add(c, w, HF("post_attention_layernorm.weight"), GG("ffn_norm.weight"), KEEP_F32, 0, d,
+            0) ||
+        add(c, w, HF("mlp.gate_proj.weight"), GG("ffn_gate.weight"), OUTTYPE, 0, ffn, d) ||
+        add(c, w, HF("mlp.up_proj.weight"), GG("ffn_up.weight"), OUTTYPE, 0, ffn, d) ||
+        add(c, w, HF("mlp.down_proj.weight"), GG("ffn_down.weight"), OUTTYPE, 0, d, ffn);
+#undef HF
+#undef GG
+    return bad ? -1 : 0;
+}
+
+static int add_text_tensors(conv *c, gguf_writer *w, const text_params *p)
+{
+    const char *pre =
+        st_find(c->st, "model.text_model.embed_tokens.weight") ? "model.text_model." : "model.";
+    char hf[256];
+    snprintf(hf, sizeof hf, "%sembed_tokens.weight", pre);
+    if (add(c, w, hf, "token_embd.weight", OUTTYPE, 0, p->vocab, p->hidden) != 0) return -1;
+    for (long long i = 0; i < p->n_layer; i++)
+        if (add_text_layer(c, w, pre, i, p) != 0) return -1;
+    snprintf(hf, sizeof hf, "%snorm.weight", pre);
+    if (add(c, w, hf, "output_norm.weight", KEEP_F32, 0, p->hidden, 0) != 0) return -1;
+    /* Tied embeddings: no output tensor, llama.cpp then reuses token_embd. */
+    if (st_find(c->st, "lm_head.weight"))
+        return add(c, w, "lm_head.weight", "output.weight", OUTTYPE, 0, p->vocab, p->hidden);
+    return 0;
+}
+
 static int text_model(conv *c, const cJSON *cfg, const char *out_path)
 {
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
     if (!cJSON_IsObject(tc)) tc = cfg; /* a plain Llama checkpoint */
-    long long hidden, ffn, n_layer, n_head, n_kv, n_ctx = 2048, vocab;
-    if (need_int(c, tc, NULL, "text_config", "hidden_size", &hidden) ||
-        need_int(c, tc, NULL, "text_config", "intermediate_size", &ffn) ||
-        need_int(c, tc, NULL, "text_config", "num_hidden_layers", &n_layer) ||
-        need_int(c, tc, NULL, "text_config", "num_attention_heads", &n_head) ||
-        need_int(c, tc, cfg, "text_config", "vocab_size", &vocab))
-        return -1;
-    if (!jint(tc, NULL, "num_key_value_heads", &n_kv)) n_kv = n_head;
-    jint(tc, NULL, "max_position_embeddings", &n_ctx);
-    long long head_dim = hidden / n_head;
-    jint(tc, NULL, "head_dim", &head_dim);
-    double eps = 1e-6, theta = 10000.0; /* transformers' LlamaConfig defaults */
-    jnum(tc, NULL, "rms_norm_eps", &eps);
-    jnum(tc, NULL, "rope_theta", &theta);
-    if (n_kv <= 0 || n_head % n_kv != 0 || head_dim <= 0 || head_dim % 2 != 0) {
-        cli_seterr(c->err, c->errlen,
-                   "%s/config.json: heads %lld, kv heads %lld, head_dim %lld are inconsistent",
-                   c->dir, n_head, n_kv, head_dim);
-        return -1;
-    }
-
-    const char *pre =
-        st_find(c->st, "model.text_model.embed_tokens.weight") ? "model.text_model." : "model.";
+    text_params p;
+    if (read_text_params(c, cfg, tc, &p) != 0) return -1;
     gguf_writer *w = new_writer(c, "llama", "model");
     if (!w) return -1;
-    gguf_set_u32(w, "llama.vocab_size", (uint32_t)vocab);
-    gguf_set_u32(w, "llama.context_length", (uint32_t)n_ctx);
-    gguf_set_u32(w, "llama.embedding_length", (uint32_t)hidden);
-    gguf_set_u32(w, "llama.block_count", (uint32_t)n_layer);
-    gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)ffn);
-    gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)head_dim);
-    gguf_set_u32(w, "llama.attention.head_count", (uint32_t)n_head);
-    gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)n_kv);
-    gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)eps);
-    gguf_set_f32(w, "llama.rope.freq_base", (float)theta);
-    if (head_dim != hidden / n_head) {
-        gguf_set_u32(w, "llama.attention.key_length", (uint32_t)head_dim);
-        gguf_set_u32(w, "llama.attention.value_length", (uint32_t)head_dim);
-    }
-
-    int rc = write_tokenizer(c, w, cfg, tc == cfg ? NULL : tc, vocab);
-    char hf[256], name[128];
-#define HF(...) (snprintf(hf, sizeof hf, __VA_ARGS__), hf)
-#define GG(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
-    if (rc == 0)
-        rc = add(c, w, HF("%sembed_tokens.weight", pre), "token_embd.weight", OUTTYPE, 0, vocab,
-                 hidden);
-    for (long long i = 0; rc == 0 && i < n_layer; i++) {
-        char p[64];
-        snprintf(p, sizeof p, "%slayers.%lld.", pre, i);
-        rc = add(c, w, HF("%sinput_layernorm.weight", p), GG("blk.%lld.attn_norm.weight", i),
-                 KEEP_F32, 0, hidden, 0) ||
-                     add(c, w, HF("%sself_attn.q_proj.weight", p), GG("blk.%lld.attn_q.weight", i),
-                         OUTTYPE, (int)n_head, n_head * head_dim, hidden) ||
-                     add(c, w, HF("%sself_attn.k_proj.weight", p), GG("blk.%lld.attn_k.weight", i),
-                         OUTTYPE, (int)n_kv, n_kv * head_dim, hidden) ||
-                     add(c, w, HF("%sself_attn.v_proj.weight", p), GG("blk.%lld.attn_v.weight", i),
-                         OUTTYPE, 0, n_kv * head_dim, hidden) ||
-                     add(c, w, HF("%sself_attn.o_proj.weight", p),
-                         GG("blk.%lld.attn_output.weight", i), OUTTYPE, 0, hidden,
-                         n_head * head_dim) ||
-                     add(c, w, HF("%spost_attention_layernorm.weight", p),
-                         GG("blk.%lld.ffn_norm.weight", i), KEEP_F32, 0, hidden, 0) ||
-                     add(c, w, HF("%smlp.gate_proj.weight", p), GG("blk.%lld.ffn_gate.weight", i),
-                         OUTTYPE, 0, ffn, hidden) ||
-                     add(c, w, HF("%smlp.up_proj.weight", p), GG("blk.%lld.ffn_up.weight", i),
-                         OUTTYPE, 0, ffn, hidden) ||
-                     add(c, w, HF("%smlp.down_proj.weight", p), GG("blk.%lld.ffn_down.weight", i),
-                         OUTTYPE, 0, hidden, ffn)
-                 ? -1
-                 : 0;
-    }
-    if (rc == 0)
-        rc = add(c, w, HF("%snorm.weight", pre), "output_norm.weight", KEEP_F32, 0, hidden, 0);
-    /* Tied embeddings: no output tensor, llama.cpp then reuses token_embd. */
-    if (rc == 0 && st_find(c->st, "lm_head.weight"))
-        rc = add(c, w, "lm_head.weight", "output.weight", OUTTYPE, 0, vocab, hidden);
-#undef HF
-#undef GG
+    set_text_keys(w, &p);
+    int rc = write_tokenizer(c, w, cfg, tc == cfg ? NULL : tc, p.vocab);
+    if (rc == 0) rc = add_text_tensors(c, w, &p);
     return finish_writer(c, w, rc, out_path);
 }
 
-static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
+/* The vision tower's shape. Real configs leave out keys that equal
+ * transformers' defaults (Idefics3VisionConfig), SmolVLM2's even the sizes. */
+typedef struct {
+    long long hidden, ffn, n_head, n_layer, image_size, patch, scale, text_hidden, n_patches;
+    double eps;
+} vision_params;
+
+static int read_vision_params(conv *c, const cJSON *cfg, vision_params *p)
 {
     const cJSON *vc = cJSON_GetObjectItemCaseSensitive(cfg, "vision_config");
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
     if (!cJSON_IsObject(tc)) tc = cfg;
-    /* Real configs leave out keys that equal transformers' defaults
-     * (Idefics3VisionConfig), SmolVLM2's even the sizes. */
-    long long hidden = 1152, ffn = 3072, n_head = 16, n_layer = 12, image_size = 224, patch = 32;
-    long long scale = 2, text_hidden;
-    double eps = 1e-6;
-    jint(vc, NULL, "hidden_size", &hidden);
-    jint(vc, NULL, "intermediate_size", &ffn);
-    jint(vc, NULL, "num_attention_heads", &n_head);
-    jint(vc, NULL, "num_hidden_layers", &n_layer);
-    jint(vc, NULL, "image_size", &image_size);
-    jint(vc, NULL, "patch_size", &patch);
-    jnum(vc, NULL, "layer_norm_eps", &eps);
-    jint(cfg, NULL, "scale_factor", &scale);
-    if (need_int(c, tc, NULL, "text_config", "hidden_size", &text_hidden)) return -1;
-    if (hidden <= 0 || ffn <= 0 || n_head <= 0 || n_layer <= 0 || image_size <= 0 || patch <= 0 ||
-        scale <= 0 || image_size % patch != 0 || (image_size / patch) % scale != 0) {
+    *p = (vision_params){.hidden = 1152,
+                         .ffn = 3072,
+                         .n_head = 16,
+                         .n_layer = 12,
+                         .image_size = 224,
+                         .patch = 32,
+                         .scale = 2,
+                         .eps = 1e-6};
+    jint(vc, NULL, "hidden_size", &p->hidden);
+    jint(vc, NULL, "intermediate_size", &p->ffn);
+    jint(vc, NULL, "num_attention_heads", &p->n_head);
+    jint(vc, NULL, "num_hidden_layers", &p->n_layer);
+    jint(vc, NULL, "image_size", &p->image_size);
+    jint(vc, NULL, "patch_size", &p->patch);
+    jnum(vc, NULL, "layer_norm_eps", &p->eps);
+    jint(cfg, NULL, "scale_factor", &p->scale);
+    if (need_int(c, tc, NULL, "text_config", "hidden_size", &p->text_hidden)) return -1;
+    if (p->hidden <= 0 || p->ffn <= 0 || p->n_head <= 0 || p->n_layer <= 0 || p->image_size <= 0 ||
+        p->patch <= 0 || p->scale <= 0 || p->image_size % p->patch != 0 ||
+        (p->image_size / p->patch) % p->scale != 0) {
         cli_seterr(c->err, c->errlen,
                    "%s/config.json: image_size %lld, patch_size %lld, scale_factor %lld do not fit",
-                   c->dir, image_size, patch, scale);
+                   c->dir, p->image_size, p->patch, p->scale);
         return -1;
     }
-    long long n_patches = (image_size / patch) * (image_size / patch);
+    p->n_patches = (p->image_size / p->patch) * (p->image_size / p->patch);
+    return 0;
+}
 
-    bool bad;
-    cJSON *pp = load_json(c, "preprocessor_config.json", true, &bad);
-    if (!pp) return -1;
+/* What preprocessor_config.json says about normalising and scaling images. */
+typedef struct {
     float mean[3], std[3];
-    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(pp, "image_mean");
-    const cJSON *js = cJSON_GetObjectItemCaseSensitive(pp, "image_std");
+    long long longest_edge;
+} preprocess;
+
+static int read_preprocess(conv *c, long long image_size, preprocess *pp)
+{
+    bool bad;
+    cJSON *j = load_json(c, "preprocessor_config.json", true, &bad);
+    if (!j) return -1;
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(j, "image_mean");
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(j, "image_std");
     if (cJSON_GetArraySize(jm) != 3 || cJSON_GetArraySize(js) != 3) {
         cli_seterr(c->err, c->errlen,
                    "%s/preprocessor_config.json: image_mean and image_std need 3 values", c->dir);
-        cJSON_Delete(pp);
+        cJSON_Delete(j);
         return -1;
     }
     for (int i = 0; i < 3; i++) {
-        mean[i] = (float)cJSON_GetArrayItem(jm, i)->valuedouble;
-        std[i] = (float)cJSON_GetArrayItem(js, i)->valuedouble;
+        pp->mean[i] = (float)cJSON_GetArrayItem(jm, i)->valuedouble;
+        pp->std[i] = (float)cJSON_GetArrayItem(js, i)->valuedouble;
     }
-    long long longest = image_size;
-    const cJSON *size = cJSON_GetObjectItemCaseSensitive(pp, "size");
-    jint(size, NULL, "longest_edge", &longest);
-    cJSON_Delete(pp);
+    pp->longest_edge = image_size;
+    jint(cJSON_GetObjectItemCaseSensitive(j, "size"), NULL, "longest_edge", &pp->longest_edge);
+    cJSON_Delete(j);
+    return 0;
+}
 
-    gguf_writer *w = new_writer(c, "clip", "mmproj");
-    if (!w) return -1;
+static void set_vision_keys(gguf_writer *w, const vision_params *p, const preprocess *pp)
+{
     gguf_set_bool(w, "clip.has_vision_encoder", true);
     gguf_set_str(w, "clip.projector_type", "idefics3");
-    gguf_set_u32(w, "clip.vision.projection_dim", (uint32_t)text_hidden);
-    gguf_set_u32(w, "clip.vision.image_size", (uint32_t)image_size);
-    gguf_set_u32(w, "clip.vision.preproc_image_size", (uint32_t)longest);
-    gguf_set_u32(w, "clip.vision.patch_size", (uint32_t)patch);
-    gguf_set_u32(w, "clip.vision.embedding_length", (uint32_t)hidden);
-    gguf_set_u32(w, "clip.vision.feed_forward_length", (uint32_t)ffn);
-    gguf_set_u32(w, "clip.vision.block_count", (uint32_t)n_layer);
-    gguf_set_u32(w, "clip.vision.attention.head_count", (uint32_t)n_head);
-    gguf_set_f32(w, "clip.vision.attention.layer_norm_epsilon", (float)eps);
-    gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)scale);
+    gguf_set_u32(w, "clip.vision.projection_dim", (uint32_t)p->text_hidden);
+    gguf_set_u32(w, "clip.vision.image_size", (uint32_t)p->image_size);
+    gguf_set_u32(w, "clip.vision.preproc_image_size", (uint32_t)pp->longest_edge);
+    gguf_set_u32(w, "clip.vision.patch_size", (uint32_t)p->patch);
+    gguf_set_u32(w, "clip.vision.embedding_length", (uint32_t)p->hidden);
+    gguf_set_u32(w, "clip.vision.feed_forward_length", (uint32_t)p->ffn);
+    gguf_set_u32(w, "clip.vision.block_count", (uint32_t)p->n_layer);
+    gguf_set_u32(w, "clip.vision.attention.head_count", (uint32_t)p->n_head);
+    gguf_set_f32(w, "clip.vision.attention.layer_norm_epsilon", (float)p->eps);
+    gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)p->scale);
     gguf_set_bool(w, "clip.use_gelu", true);
-    gguf_set_arr(w, "clip.vision.image_mean", GGUF_FLOAT32, mean, 3);
-    gguf_set_arr(w, "clip.vision.image_std", GGUF_FLOAT32, std, 3);
+    gguf_set_arr(w, "clip.vision.image_mean", GGUF_FLOAT32, pp->mean, 3);
+    gguf_set_arr(w, "clip.vision.image_std", GGUF_FLOAT32, pp->std, 3);
+}
 
-    const char *pre = "model.vision_model.";
-    char hf[256], name[128];
-#define HF(...) (snprintf(hf, sizeof hf, __VA_ARGS__), hf)
-#define GG(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
-    /* The patch embedding stays a conv kernel: torch [hidden, 3, p, p] is
-     * GGUF ne {p, p, 3, hidden}, as llama.cpp's clip expects. */
-    int rc = add(c, w, HF("%sembeddings.patch_embedding.weight", pre), "v.patch_embd.weight",
-                 KEEP_F32, 0, hidden, 3) ||
-                     add(c, w, HF("%sembeddings.patch_embedding.bias", pre), "v.patch_embd.bias",
-                         KEEP_F32, 0, hidden, 0) ||
-                     add(c, w, HF("%sembeddings.position_embedding.weight", pre),
-                         "v.position_embd.weight", KEEP_F32, 0, n_patches, hidden)
-                 ? -1
-                 : 0;
+#define VISION_PRE "model.vision_model."
+
+/* Encoder layer i: a weight and a bias for each part. */
+static int add_vision_layer(conv *c, gguf_writer *w, long long i, const vision_params *p)
+{
     static const struct {
         const char *hf, *gg;
         bool matrix;
-    } blk[] = {
+    } part[] = {
         {"layer_norm1", "ln1", false},
         {"self_attn.q_proj", "attn_q", true},
         {"self_attn.k_proj", "attn_k", true},
@@ -655,30 +797,52 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
         {"mlp.fc1", "ffn_up", true},
         {"mlp.fc2", "ffn_down", true},
     };
-    for (long long i = 0; rc == 0 && i < n_layer; i++)
-        for (size_t j = 0; rc == 0 && j < sizeof blk / sizeof blk[0]; j++) {
-            int64_t rows = !strcmp(blk[j].gg, "ffn_up") ? ffn : hidden;
-            int64_t cols = !blk[j].matrix ? 0 : !strcmp(blk[j].gg, "ffn_down") ? ffn : hidden;
-            rc = add(c, w, HF("%sencoder.layers.%lld.%s.weight", pre, i, blk[j].hf),
-                     GG("v.blk.%lld.%s.weight", i, blk[j].gg), blk[j].matrix ? OUTTYPE : KEEP_F32,
-                     0, rows, cols) ||
-                         add(c, w, HF("%sencoder.layers.%lld.%s.bias", pre, i, blk[j].hf),
-                             GG("v.blk.%lld.%s.bias", i, blk[j].gg), KEEP_F32, 0, rows, 0)
-                     ? -1
-                     : 0;
-        }
-    if (rc == 0)
-        rc = add(c, w, HF("%spost_layernorm.weight", pre), "v.post_ln.weight", KEEP_F32, 0, hidden,
-                 0) ||
-                     add(c, w, HF("%spost_layernorm.bias", pre), "v.post_ln.bias", KEEP_F32, 0,
-                         hidden, 0) ||
-                     add(c, w, "model.connector.modality_projection.proj.weight",
-                         "mm.model.fc.weight", OUTTYPE, 0, text_hidden, hidden * scale * scale)
-                 ? -1
-                 : 0;
-#undef HF
-#undef GG
-    return finish_writer(c, w, rc, out_path);
+    char hf[256], name[128];
+    for (size_t j = 0; j < sizeof part / sizeof part[0]; j++) {
+        int64_t rows = !strcmp(part[j].gg, "ffn_up") ? p->ffn : p->hidden;
+        int64_t cols = !part[j].matrix ? 0 : !strcmp(part[j].gg, "ffn_down") ? p->ffn : p->hidden;
+        snprintf(hf, sizeof hf, VISION_PRE "encoder.layers.%lld.%s.weight", i, part[j].hf);
+        snprintf(name, sizeof name, "v.blk.%lld.%s.weight", i, part[j].gg);
+        if (add(c, w, hf, name, part[j].matrix ? OUTTYPE : KEEP_F32, 0, rows, cols) != 0) return -1;
+        snprintf(hf, sizeof hf, VISION_PRE "encoder.layers.%lld.%s.bias", i, part[j].hf);
+        snprintf(name, sizeof name, "v.blk.%lld.%s.bias", i, part[j].gg);
+        if (add(c, w, hf, name, KEEP_F32, 0, rows, 0) != 0) return -1;
+    }
+    return 0;
+}
+
+static int add_vision_tensors(conv *c, gguf_writer *w, const vision_params *p)
+{
+    /* The patch embedding stays a conv kernel: torch [hidden, 3, p, p] is
+     * GGUF ne {p, p, 3, hidden}, as llama.cpp's clip expects. */
+    if (add(c, w, VISION_PRE "embeddings.patch_embedding.weight", "v.patch_embd.weight", KEEP_F32,
+            0, p->hidden, 3) ||
+        add(c, w, VISION_PRE "embeddings.patch_embedding.bias", "v.patch_embd.bias", KEEP_F32, 0,
+            p->hidden, 0) ||
+        add(c, w, VISION_PRE "embeddings.position_embedding.weight", "v.position_embd.weight",
+            KEEP_F32, 0, p->n_patches, p->hidden))
+        return -1;
+    for (long long i = 0; i < p->n_layer; i++)
+        if (add_vision_layer(c, w, i, p) != 0) return -1;
+    if (add(c, w, VISION_PRE "post_layernorm.weight", "v.post_ln.weight", KEEP_F32, 0, p->hidden,
+            0) ||
+        add(c, w, VISION_PRE "post_layernorm.bias", "v.post_ln.bias", KEEP_F32, 0, p->hidden, 0) ||
+        add(c, w, "model.connector.modality_projection.proj.weight", "mm.model.fc.weight", OUTTYPE,
+            0, p->text_hidden, p->hidden * p->scale * p->scale))
+        return -1;
+    return 0;
+}
+
+static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
+{
+    vision_params p;
+    preprocess pp;
+    if (read_vision_params(c, cfg, &p) != 0 || read_preprocess(c, p.image_size, &pp) != 0)
+        return -1;
+    gguf_writer *w = new_writer(c, "clip", "mmproj");
+    if (!w) return -1;
+    set_vision_keys(w, &p, &pp);
+    return finish_writer(c, w, add_vision_tensors(c, w, &p), out_path);
 }
 
 /* Buffers that torch registers but that are not weights. */
@@ -727,9 +891,7 @@ int convert_hf(const char *hf_dir, const char *prefix, kt_type outtype, char *er
         }
     rc = 0;
 out:
-    for (int i = 0; i < c.n_bufs; i++)
-        free(c.bufs[i]);
-    free(c.bufs);
+    cli_keep_free(&c.bufs);
     free(c.used);
     st_close(c.st);
     cJSON_Delete(cfg);

@@ -19,6 +19,7 @@
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "engine/gguf.h"
+#include "engine/tokenizer.h"
 #include "engine/quant.h"
 #include "engine/types.h"
 
@@ -87,29 +88,14 @@ static float rng_normal(rng *r)
 typedef struct {
     gguf_writer *w;
     uint64_t seed;
-    kt_type type; /* what matrices become */
-    kt_type embd; /* what embeddings become */
-    void **bufs;  /* tensor data kept alive until the write */
-    int n_bufs, cap;
+    kt_type type;  /* what matrices become */
+    kt_type embd;  /* what embeddings become */
+    cli_keep bufs; /* tensor data kept alive until the write */
     int fallbacks;
     int64_t params;
     char err[512];
     bool failed;
 } builder;
-
-static void *keep_buf(builder *b, size_t bytes)
-{
-    if (b->n_bufs == b->cap) {
-        int cap = b->cap ? 2 * b->cap : 64;
-        void **nb = realloc(b->bufs, (size_t)cap * sizeof *nb);
-        if (!nb) return NULL;
-        b->bufs = nb;
-        b->cap = cap;
-    }
-    void *p = malloc(bytes ? bytes : 1);
-    if (p) b->bufs[b->n_bufs++] = p;
-    return p;
-}
 
 static void add(builder *b, const char *name, kt_type type, int n_dims, const int64_t *ne,
                 const void *data)
@@ -144,7 +130,7 @@ static void add_tensor(builder *b, const char *name, int n_dims, const int64_t *
     if (!quant_pick_type(want, n, &to)) to = KT_F32;
     if (to != want) b->fallbacks++;
     const ttype_info *ti = ttype_get(to);
-    void *buf = keep_buf(b, ttype_row_bytes(ti, n) * (size_t)rows);
+    void *buf = cli_keep_alloc(&b->bufs, ttype_row_bytes(ti, n) * (size_t)rows);
     if (!buf ||
         quant_to_type(w, rows, n, to, QUANT_KMEANS, false, buf, NULL, b->err, sizeof b->err) != 0) {
         if (!buf) snprintf(b->err, sizeof b->err, "out of memory making %s", name);
@@ -256,7 +242,7 @@ static void add_word(vocab *v, const char *word, bool space, int room)
         snprintf(next, sizeof next, "%s%s", cur, piece);
         if (find_tok(v, next) < 0) {
             if (v->n >= room) return;
-            push_tok(v, next, 1);
+            push_tok(v, next, TOK_TYPE_NORMAL);
             push_merge(v, cur, piece);
         }
         strcpy(cur, next);
@@ -274,8 +260,6 @@ static void vocab_free(vocab *v)
     free(v->merge);
 }
 
-enum { TOK_NORMAL = 1, TOK_CONTROL = 3, TOK_UNUSED = 5 };
-
 /* ids 0-2 <|endoftext|> <|im_start|> <|im_end|>, then the 256 byte tokens,
  * then merged words, then unused fillers, and the SmolVLM special tokens
  * last. */
@@ -290,11 +274,11 @@ static bool vocab_make(vocab *v, int size, int *eou_id)
 
     const char *head[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
     for (int i = 0; i < 3; i++)
-        push_tok(v, head[i], TOK_CONTROL);
+        push_tok(v, head[i], TOK_TYPE_CONTROL);
     char piece[8];
     for (int b = 0; b < 256; b++) {
         byte_token(b, piece);
-        push_tok(v, piece, TOK_NORMAL);
+        push_tok(v, piece, TOK_TYPE_NORMAL);
     }
 
     char tail[48][32];
@@ -312,7 +296,7 @@ static bool vocab_make(vocab *v, int size, int *eou_id)
     byte_token('\n', piece);
     char nn[16];
     snprintf(nn, sizeof nn, "%s%s", piece, piece);
-    push_tok(v, nn, TOK_NORMAL);
+    push_tok(v, nn, TOK_TYPE_NORMAL);
     push_merge(v, piece, piece);
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
         add_word(v, words[i], true, room);
@@ -321,11 +305,11 @@ static bool vocab_make(vocab *v, int size, int *eou_id)
     for (int k = 0; v->n < room; k++) {
         char filler[32];
         snprintf(filler, sizeof filler, "<|unused_%d|>", k);
-        push_tok(v, filler, TOK_UNUSED);
+        push_tok(v, filler, TOK_TYPE_UNUSED);
     }
     *eou_id = v->n;
     for (int i = 0; i < nt; i++)
-        push_tok(v, tail[i], TOK_CONTROL);
+        push_tok(v, tail[i], TOK_TYPE_CONTROL);
     return v->n == size;
 }
 
@@ -375,9 +359,7 @@ static int builder_start(builder *b, const ttype_info *t, uint64_t seed, const c
 
 static void builder_free(builder *b)
 {
-    for (int i = 0; i < b->n_bufs; i++)
-        free(b->bufs[i]);
-    free(b->bufs);
+    cli_keep_free(&b->bufs);
     gguf_writer_destroy(b->w);
 }
 

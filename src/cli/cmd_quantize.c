@@ -6,10 +6,11 @@
  * Every 2-D weight matrix not kept is decoded to floats and re-encoded as T
  * (ternary types through the chosen ternarizer, one scale per row). Token
  * embeddings, norms, biases, vision position/patch embeddings and
- * output.weight keep their type unless asked otherwise; everything else in
- * the file (metadata, kept tensors) is copied as it is. */
+ * output.weight keep their type, and so do tensors --keep names; everything
+ * else in the file (metadata, kept tensors) is copied as it is. */
 #include <fnmatch.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +26,9 @@
 
 #define MAX_KEEP 64
 
-/* Kept by default: what DESIGN §4 keeps out of ternary. 1-D tensors (norms,
- * biases) are always kept. */
+/* Kept by default: the tensors docs/model-format.md lists as keeping their
+ * type, which lose the most when ternary. 1-D tensors (norms, biases) are
+ * always kept. */
 static const char *const default_keep[] = {
     "token_embd.*", "output.weight", "*norm*", "*.bias", "v.position_embd.*", "v.patch_embd.*",
 };
@@ -152,138 +154,140 @@ static float *decode(const qopts *o, const gguf_tensor *t, int64_t rows, char *e
     return w;
 }
 
-static int run(const qopts *o)
+/* "tern quantize: MESSAGE" on a line of its own: on a tty the progress bar
+ * holds the current line. */
+static void say(bool tty, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(bool tty, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%stern quantize: ", tty ? "\n" : "");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* What t becomes: its own type when kept, else o->type, or a fallback (with
+ * a note) when its rows do not fit o->type's block. --strict makes the
+ * fallback an error. */
+static int target_type(const qopts *o, const gguf_tensor *t, bool tty, kt_type *to)
+{
+    *to = t->type;
+    if (kept(o, t)) return 0;
+    if (!quant_pick_type(o->type->id, t->ne[0], to)) *to = t->type;
+    if (*to == o->type->id) return 0;
+    if (o->strict) {
+        say(tty, "%s: %s has rows of %lld, not a multiple of %s's block of %d (--strict)", o->in,
+            t->name, (long long)t->ne[0], o->type->name, o->type->block);
+        return -1;
+    }
+    say(tty, "note: %s has rows of %lld, not a multiple of %s's block of %d: %s %s", t->name,
+        (long long)t->ne[0], o->type->name, o->type->block, *to == t->type ? "kept as" : "using",
+        tname(*to));
+    return 0;
+}
+
+/* --report: the error each ternarizer would give the same floats (left at
+ * -1 if the scratch memory is not there). */
+static void compare_methods(const qopts *o, const float *wf, const gguf_tensor *t, qrow *q)
+{
+    int8_t *tv = malloc((size_t)(t->ne[0] * t->ne[1]));
+    float *sc = malloc((size_t)t->ne[1] * sizeof(float));
+    if (tv && sc)
+        for (int m = 0; m < 3; m++)
+            q->alt[m] = quant_matrix_ternary(wf, t->ne[1], t->ne[0], (quant_method)m, o->per_tensor,
+                                             false, tv, sc);
+    free(tv);
+    free(sc);
+}
+
+/* Decodes t and encodes it as `to` into *data, a new buffer the caller
+ * frees (also on failure). */
+static int retype(const qopts *o, const gguf_tensor *t, kt_type to, bool tty, qrow *q, void **data)
 {
     char err[512];
-    gguf_file *f = NULL;
-    if (gguf_open(o->in, &f, err, sizeof err) != GGUF_OK) {
-        fprintf(stderr, "tern quantize: %s\n", err);
-        return 1;
+    float *wf = decode(o, t, t->ne[1], err, sizeof err);
+    if (!wf) {
+        say(tty, "%s", err);
+        return -1;
     }
-    int nt = gguf_n_tensors(f);
-    gguf_writer *w = gguf_writer_create();
-    void **bufs = calloc((size_t)nt + 1, sizeof *bufs);
-    qrow *rows = calloc((size_t)nt + 1, sizeof *rows);
-    int rc = 1;
-    if (!w || !bufs || !rows) {
-        fprintf(stderr, "tern quantize: out of memory\n");
-        goto done;
+    const ttype_info *ti = ttype_get(to);
+    size_t bytes = ttype_row_bytes(ti, t->ne[0]) * (size_t)t->ne[1];
+    *data = malloc(bytes ? bytes : 1);
+    if (!*data || quant_to_type(wf, t->ne[1], t->ne[0], to, o->method, o->per_tensor, *data,
+                                &q->err, err, sizeof err) != 0) {
+        say(tty, "%s: %s: %s", o->in, t->name, *data ? err : "out of memory");
+        free(wf);
+        return -1;
     }
+    if (o->report && ti->ternary) compare_methods(o, wf, t, q);
+    free(wf);
+    q->to = to;
+    q->changed = true;
+    return 0;
+}
 
-    for (int i = 0; i < gguf_n_kv(f); i++)
-        gguf_set_from(w, f, i);
-    gguf_set_u32(w, "general.file_type", (uint32_t)quant_llama_ftype(o->type->id));
-    gguf_set_u32(w, "general.quantization_version", 2);
-
+/* Adds every tensor of f to w, re-typed or as it is; bufs[i] keeps tensor
+ * i's new data alive until the write, rows[i] says what happened to it. */
+static int add_tensors(const qopts *o, const gguf_file *f, gguf_writer *w, void **bufs, qrow *rows)
+{
     bool tty = isatty(STDERR_FILENO);
+    int nt = gguf_n_tensors(f);
     for (int i = 0; i < nt; i++) {
         const gguf_tensor *t = gguf_tensor_at(f, i);
         qrow *q = &rows[i];
-        q->name = t->name;
-        q->from = q->to = t->type;
-        q->n = t->ne[0];
-        q->rows = t->ne[1];
-        for (int m = 0; m < 3; m++)
-            q->alt[m] = -1;
+        *q = (qrow){.name = t->name,
+                    .from = t->type,
+                    .to = t->type,
+                    .n = t->ne[0],
+                    .rows = t->ne[1],
+                    .alt = {-1, -1, -1}};
         if (tty) progress(i, nt, t->name);
-
-        const void *data = t->data;
-        kt_type to = t->type;
-        if (!kept(o, t)) {
-            if (!quant_pick_type(o->type->id, t->ne[0], &to)) {
-                to = t->type;
-            }
-            if (to != o->type->id) {
-                if (o->strict) {
-                    if (tty) fputc('\n', stderr);
-                    fprintf(stderr,
-                            "tern quantize: %s: %s has rows of %lld, not a multiple of %s's "
-                            "block of %d (--strict)\n",
-                            o->in, t->name, (long long)t->ne[0], o->type->name, o->type->block);
-                    goto done;
-                }
-                fprintf(stderr,
-                        "%stern quantize: note: %s has rows of %lld, not a multiple of %s's "
-                        "block of %d: %s %s\n",
-                        tty ? "\n" : "", t->name, (long long)t->ne[0], o->type->name,
-                        o->type->block, to == t->type ? "kept as" : "using", tname(to));
-            }
-        }
-        if (to != t->type) {
-            float *wf = decode(o, t, t->ne[1], err, sizeof err);
-            const ttype_info *ti = ttype_get(to);
-            if (!wf) {
-                fprintf(stderr, "%stern quantize: %s\n", tty ? "\n" : "", err);
-                goto done;
-            }
-            size_t bytes = ttype_row_bytes(ti, t->ne[0]) * (size_t)t->ne[1];
-            bufs[i] = malloc(bytes ? bytes : 1);
-            if (!bufs[i] || quant_to_type(wf, t->ne[1], t->ne[0], to, o->method, o->per_tensor,
-                                          bufs[i], &q->err, err, sizeof err) != 0) {
-                fprintf(stderr, "%stern quantize: %s: %s: %s\n", tty ? "\n" : "", o->in, t->name,
-                        bufs[i] ? err : "out of memory");
-                free(wf);
-                goto done;
-            }
-            if (o->report && ti->ternary) {
-                int8_t *tv = malloc((size_t)(t->ne[0] * t->ne[1]));
-                float *sc = malloc((size_t)t->ne[1] * sizeof(float));
-                if (tv && sc)
-                    for (int m = 0; m < 3; m++)
-                        q->alt[m] = quant_matrix_ternary(wf, t->ne[1], t->ne[0], (quant_method)m,
-                                                         o->per_tensor, false, tv, sc);
-                free(tv);
-                free(sc);
-            }
-            free(wf);
-            data = bufs[i];
-            q->to = to;
-            q->changed = true;
-        }
+        kt_type to;
+        if (target_type(o, t, tty, &to) != 0) return -1;
+        if (to != t->type && retype(o, t, to, tty, q, &bufs[i]) != 0) return -1;
+        const void *data = q->changed ? bufs[i] : t->data;
+        char err[512];
         if (gguf_add_tensor(w, t->name, q->to, t->n_dims, t->ne, data, err, sizeof err) !=
             GGUF_OK) {
-            fprintf(stderr, "%stern quantize: %s: %s\n", tty ? "\n" : "", o->out, err);
-            goto done;
+            say(tty, "%s: %s", o->out, err);
+            return -1;
         }
     }
     if (tty) {
         progress(nt, nt, "writing");
         fputc('\n', stderr);
     }
-    if (gguf_write(w, o->out, err, sizeof err) != GGUF_OK) {
-        fprintf(stderr, "tern quantize: %s\n", err);
-        goto done;
-    }
+    return 0;
+}
 
-    /* the summary */
+/* ---- the summary ---- */
+
+static void print_header(const qopts *o)
+{
     printf("%-36s %6s    %-6s %14s %10s", "tensor", "from", "to", "shape", "rel.err");
     if (o->report) printf(" %9s %9s %9s", "kmeans", "absmean", "twn");
     printf("\n");
-    double in_bytes = 0, out_bytes = 0;
-    int changed = 0;
-    for (int i = 0; i < nt; i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
-        const qrow *q = &rows[i];
-        in_bytes += (double)t->nbytes;
-        const ttype_info *ti = ttype_get(q->to);
-        out_bytes += q->changed && ti ? (double)ttype_row_bytes(ti, q->n) * (double)q->rows
-                                      : (double)t->nbytes;
-        if (!q->changed) continue;
-        changed++;
-        char shape[32];
-        snprintf(shape, sizeof shape, "%lldx%lld", (long long)q->n, (long long)q->rows);
-        printf("%-36s %6s -> %-6s %14s %10.4f", q->name, tname(q->from), tname(q->to), shape,
-               q->err);
-        if (o->report)
-            for (int m = 0; m < 3; m++) {
-                if (q->alt[m] < 0)
-                    printf(" %9s", "-");
-                else
-                    printf(" %9.4f", q->alt[m]);
-            }
-        printf("\n");
-    }
-    printf("%d of %d tensors re-typed", changed, nt);
+}
+
+static void print_row(const qopts *o, const qrow *q)
+{
+    char shape[32];
+    snprintf(shape, sizeof shape, "%lldx%lld", (long long)q->n, (long long)q->rows);
+    printf("%-36s %6s -> %-6s %14s %10.4f", q->name, tname(q->from), tname(q->to), shape, q->err);
+    if (o->report)
+        for (int m = 0; m < 3; m++) {
+            if (q->alt[m] < 0)
+                printf(" %9s", "-");
+            else
+                printf(" %9.4f", q->alt[m]);
+        }
+    printf("\n");
+}
+
+/* ": 14 tq2_0, 2 q8_0": how many tensors became each type. */
+static void print_counts_by_type(const qrow *rows, int nt)
+{
     for (int k = 0, first = 1; k < ttype_count(); k++) {
         int cnt = 0;
         for (int i = 0; i < nt; i++)
@@ -293,17 +297,61 @@ static int run(const qopts *o)
             first = 0;
         }
     }
+}
+
+static void print_summary(const qopts *o, const gguf_file *f, const qrow *rows)
+{
+    print_header(o);
+    int nt = gguf_n_tensors(f), changed = 0;
+    double in_bytes = 0, out_bytes = 0;
+    for (int i = 0; i < nt; i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        const qrow *q = &rows[i];
+        in_bytes += (double)t->nbytes;
+        const ttype_info *ti = ttype_get(q->to);
+        out_bytes += q->changed && ti ? (double)ttype_row_bytes(ti, q->n) * (double)q->rows
+                                      : (double)t->nbytes;
+        if (!q->changed) continue;
+        changed++;
+        print_row(o, q);
+    }
+    printf("%d of %d tensors re-typed", changed, nt);
+    print_counts_by_type(rows, nt);
     if (changed && o->type->ternary)
         printf(" (%s, one scale per %s)", quant_method_name(o->method),
                o->per_tensor ? "tensor" : "row");
     printf("; %.1f MiB -> %.1f MiB; wrote %s\n", in_bytes / 1048576.0, out_bytes / 1048576.0,
            o->out);
-    rc = 0;
+}
 
+static int run(const qopts *o)
+{
+    char err[512];
+    gguf_file *f = NULL;
+    if (gguf_open(o->in, &f, err, sizeof err) != GGUF_OK) return cli_error(CMD, "%s", err);
+    int nt = gguf_n_tensors(f);
+    gguf_writer *w = gguf_writer_create();
+    void **bufs = calloc((size_t)nt + 1, sizeof *bufs);
+    qrow *rows = calloc((size_t)nt + 1, sizeof *rows);
+    int rc = CLI_FAIL;
+    if (!w || !bufs || !rows) {
+        cli_error(CMD, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        gguf_set_from(w, f, i);
+    gguf_set_u32(w, "general.file_type", (uint32_t)quant_llama_ftype(o->type->id));
+    gguf_set_u32(w, "general.quantization_version", 2);
+    if (add_tensors(o, f, w, bufs, rows) != 0) goto done;
+    if (gguf_write(w, o->out, err, sizeof err) != GGUF_OK) {
+        cli_error(CMD, "%s", err);
+        goto done;
+    }
+    print_summary(o, f, rows);
+    rc = CLI_OK;
 done:
-    if (bufs)
-        for (int i = 0; i < nt; i++)
-            free(bufs[i]);
+    for (int i = 0; bufs && i < nt; i++)
+        free(bufs[i]);
     free(bufs);
     free(rows);
     gguf_writer_destroy(w);

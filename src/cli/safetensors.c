@@ -108,14 +108,15 @@ static int parse_dtype(const char *s, st_dtype *d)
     return 0;
 }
 
-/* Parses the header of the last added shard and appends its tensors. */
-static int load_shard(st_set *s, char *err, size_t errlen)
+/* The JSON header of shard sh, and where its data starts and how long it
+ * is; root is NULL with err set if the header is broken. */
+static cJSON *read_header(const st_shard *sh, const uint8_t **data, uint64_t *data_len, char *err,
+                          size_t errlen)
 {
-    st_shard *sh = &s->shards[s->n_shards - 1];
     const char *p = sh->path;
     if (sh->size < 8) {
         cli_seterr(err, errlen, "%s: too short for a safetensors file (%zu bytes)", p, sh->size);
-        return -1;
+        return NULL;
     }
     const uint8_t *b = sh->map;
     uint64_t hlen = 0;
@@ -124,101 +125,142 @@ static int load_shard(st_set *s, char *err, size_t errlen)
     if (hlen > ST_MAX_HEADER || hlen > sh->size - 8) {
         cli_seterr(err, errlen, "%s: bad header length %llu (file is %zu bytes)", p,
                    (unsigned long long)hlen, sh->size);
-        return -1;
+        return NULL;
     }
     cJSON *root = cJSON_ParseWithLength((const char *)b + 8, (size_t)hlen);
     if (!root || !cJSON_IsObject(root)) {
         cli_seterr(err, errlen, "%s: header is not a JSON object", p);
         cJSON_Delete(root);
+        return NULL;
+    }
+    *data = b + 8 + hlen;
+    *data_len = sh->size - 8 - hlen;
+    return root;
+}
+
+/* Sets t's dimensions and element count from a JSON shape array. */
+static int parse_shape(const char *p, const char *name, const cJSON *shape, st_tensor *t, char *err,
+                       size_t errlen)
+{
+    int nd = cJSON_GetArraySize(shape);
+    if (nd > ST_MAX_DIMS) {
+        cli_seterr(err, errlen, "%s: tensor '%s': %d dimensions (at most %d)", p, name, nd,
+                   ST_MAX_DIMS);
         return -1;
     }
-    const uint8_t *data = b + 8 + hlen;
-    uint64_t data_len = sh->size - 8 - hlen;
-    int rc = -1;
-    for (cJSON *it = root->child; it; it = it->next) {
-        if (!strcmp(it->string, "__metadata__")) continue;
-        const char *name = it->string;
-        cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
-        cJSON *shape = cJSON_GetObjectItemCaseSensitive(it, "shape");
-        cJSON *offs = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
-        if (!cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs) ||
-            cJSON_GetArraySize(offs) != 2) {
-            cli_seterr(err, errlen,
-                       "%s: tensor '%s': header entry needs dtype, shape, data_offsets", p, name);
-            goto out;
+    t->n_dims = nd;
+    t->numel = 1;
+    for (int d = 0; d < nd; d++) {
+        cJSON *v = cJSON_GetArrayItem(shape, d);
+        if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e12) {
+            cli_seterr(err, errlen, "%s: tensor '%s': bad shape", p, name);
+            return -1;
         }
-        st_tensor t = {0};
-        t.file = p;
-        t.dtype_name = NULL;
-        if (parse_dtype(dt->valuestring, &t.dtype) != 0) {
-            cli_seterr(err, errlen, "%s: tensor '%s': unknown dtype '%s'", p, name,
-                       dt->valuestring);
-            goto out;
-        }
-        int nd = cJSON_GetArraySize(shape);
-        if (nd > ST_MAX_DIMS) {
-            cli_seterr(err, errlen, "%s: tensor '%s': %d dimensions (at most %d)", p, name, nd,
-                       ST_MAX_DIMS);
-            goto out;
-        }
-        t.n_dims = nd;
-        t.numel = 1;
-        for (int d = 0; d < nd; d++) {
-            cJSON *v = cJSON_GetArrayItem(shape, d);
-            if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e12) {
-                cli_seterr(err, errlen, "%s: tensor '%s': bad shape", p, name);
-                goto out;
-            }
-            t.shape[d] = (int64_t)v->valuedouble;
-            t.numel *= t.shape[d];
-            if (t.numel > (int64_t)1 << 40) {
-                cli_seterr(err, errlen, "%s: tensor '%s': shape too large", p, name);
-                goto out;
-            }
-        }
-        cJSON *o0 = cJSON_GetArrayItem(offs, 0), *o1 = cJSON_GetArrayItem(offs, 1);
-        if (!cJSON_IsNumber(o0) || !cJSON_IsNumber(o1) || o0->valuedouble < 0 ||
-            o1->valuedouble < o0->valuedouble) {
-            cli_seterr(err, errlen, "%s: tensor '%s': bad data_offsets", p, name);
-            goto out;
-        }
-        uint64_t beg = (uint64_t)o0->valuedouble, end = (uint64_t)o1->valuedouble;
-        if (end > data_len) {
-            cli_seterr(
-                err, errlen,
-                "%s: tensor '%s': data_offsets [%llu, %llu) past the end of the data (%llu bytes)",
-                p, name, (unsigned long long)beg, (unsigned long long)end,
-                (unsigned long long)data_len);
-            goto out;
-        }
-        int esz = t.dtype == ST_OTHER ? other_size(dt->valuestring) : dtype_size(t.dtype);
-        if (end - beg != (uint64_t)t.numel * (uint64_t)esz) {
-            cli_seterr(err, errlen, "%s: tensor '%s': %llu bytes for %lld elements of %s", p, name,
-                       (unsigned long long)(end - beg), (long long)t.numel, dt->valuestring);
-            goto out;
-        }
-        t.data = data + beg;
-        t.nbytes = (size_t)(end - beg);
-        if (s->n == s->cap) {
-            int nc = s->cap ? 2 * s->cap : 256;
-            st_tensor *nt = realloc(s->t, (size_t)nc * sizeof *nt);
-            if (!nt) {
-                cli_seterr(err, errlen, "%s: out of memory", p);
-                goto out;
-            }
-            s->t = nt;
-            s->cap = nc;
-        }
-        t.name = strdup(name);
-        t.dtype_name = strdup(dt->valuestring);
-        s->t[s->n++] = t;
-        if (!t.name || !t.dtype_name) {
-            cli_seterr(err, errlen, "%s: out of memory", p);
-            goto out;
+        t->shape[d] = (int64_t)v->valuedouble;
+        t->numel *= t->shape[d];
+        if (t->numel > (int64_t)1 << 40) {
+            cli_seterr(err, errlen, "%s: tensor '%s': shape too large", p, name);
+            return -1;
         }
     }
-    rc = 0;
-out:
+    return 0;
+}
+
+/* Points t at its bytes [beg, end) of the data, checked against the data's
+ * length and t's element count. */
+static int parse_offsets(const char *p, const char *name, const cJSON *offs, const char *dtype,
+                         const uint8_t *data, uint64_t data_len, st_tensor *t, char *err,
+                         size_t errlen)
+{
+    cJSON *o0 = cJSON_GetArrayItem(offs, 0), *o1 = cJSON_GetArrayItem(offs, 1);
+    if (!cJSON_IsNumber(o0) || !cJSON_IsNumber(o1) || o0->valuedouble < 0 ||
+        o1->valuedouble < o0->valuedouble) {
+        cli_seterr(err, errlen, "%s: tensor '%s': bad data_offsets", p, name);
+        return -1;
+    }
+    uint64_t beg = (uint64_t)o0->valuedouble, end = (uint64_t)o1->valuedouble;
+    if (end > data_len) {
+        cli_seterr(err, errlen,
+                   "%s: tensor '%s': data_offsets [%llu, %llu) past the end of the data (%llu "
+                   "bytes)",
+                   p, name, (unsigned long long)beg, (unsigned long long)end,
+                   (unsigned long long)data_len);
+        return -1;
+    }
+    int esz = t->dtype == ST_OTHER ? other_size(dtype) : dtype_size(t->dtype);
+    if (end - beg != (uint64_t)t->numel * (uint64_t)esz) {
+        cli_seterr(err, errlen, "%s: tensor '%s': %llu bytes for %lld elements of %s", p, name,
+                   (unsigned long long)(end - beg), (long long)t->numel, dtype);
+        return -1;
+    }
+    t->data = data + beg;
+    t->nbytes = (size_t)(end - beg);
+    return 0;
+}
+
+/* One header entry (it) of the shard at path p as a tensor whose name and
+ * dtype_name still point into the JSON (append_tensor copies them). */
+static int parse_entry(const char *p, const cJSON *it, const uint8_t *data, uint64_t data_len,
+                       st_tensor *t, char *err, size_t errlen)
+{
+    const char *name = it->string;
+    cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
+    cJSON *shape = cJSON_GetObjectItemCaseSensitive(it, "shape");
+    cJSON *offs = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
+    if (!cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs) ||
+        cJSON_GetArraySize(offs) != 2) {
+        cli_seterr(err, errlen, "%s: tensor '%s': header entry needs dtype, shape, data_offsets", p,
+                   name);
+        return -1;
+    }
+    *t = (st_tensor){.file = p, .name = name, .dtype_name = dt->valuestring};
+    if (parse_dtype(dt->valuestring, &t->dtype) != 0) {
+        cli_seterr(err, errlen, "%s: tensor '%s': unknown dtype '%s'", p, name, dt->valuestring);
+        return -1;
+    }
+    if (parse_shape(p, name, shape, t, err, errlen) != 0) return -1;
+    return parse_offsets(p, name, offs, dt->valuestring, data, data_len, t, err, errlen);
+}
+
+/* Appends t with its own copies of name and dtype_name; st_close frees
+ * them. */
+static int append_tensor(st_set *s, st_tensor t, char *err, size_t errlen)
+{
+    if (s->n == s->cap) {
+        int nc = s->cap ? 2 * s->cap : 256;
+        st_tensor *nt = realloc(s->t, (size_t)nc * sizeof *nt);
+        if (!nt) {
+            cli_seterr(err, errlen, "%s: out of memory", t.file);
+            return -1;
+        }
+        s->t = nt;
+        s->cap = nc;
+    }
+    t.name = strdup(t.name);
+    t.dtype_name = strdup(t.dtype_name);
+    s->t[s->n++] = t;
+    if (!t.name || !t.dtype_name) {
+        cli_seterr(err, errlen, "%s: out of memory", t.file);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses the header of the last added shard and appends its tensors. */
+static int load_shard(st_set *s, char *err, size_t errlen)
+{
+    const st_shard *sh = &s->shards[s->n_shards - 1];
+    const uint8_t *data;
+    uint64_t data_len;
+    cJSON *root = read_header(sh, &data, &data_len, err, errlen);
+    if (!root) return -1;
+    int rc = 0;
+    for (cJSON *it = root->child; it && rc == 0; it = it->next) {
+        if (!strcmp(it->string, "__metadata__")) continue;
+        st_tensor t;
+        rc = parse_entry(sh->path, it, data, data_len, &t, err, errlen);
+        if (rc == 0) rc = append_tensor(s, t, err, errlen);
+    }
     cJSON_Delete(root);
     return rc;
 }

@@ -6,6 +6,7 @@
  * BPE does) with a heap, so a long chunk costs O(n log n), not O(n^2). */
 #include "engine/tokenizer.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +190,9 @@ static uint32_t pow2_above(uint64_t n)
 
 /* ---- loading ---- */
 
+/* byte_to_cp's code points are all below this. */
+#define BYTE_CP_END 324
+
 static int get_id(const gguf_file *f, const char *key, int n)
 {
     uint64_t v;
@@ -196,10 +200,16 @@ static int get_id(const gguf_file *f, const char *key, int n)
     return (int)v;
 }
 
-int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
+static int out_of_memory(const gguf_file *f, char *err, size_t errlen)
+{
+    eng_seterr(err, errlen, "%s: out of memory loading the tokenizer", gguf_path(f));
+    return -1;
+}
+
+/* Only byte-level BPE; tokenizer.ggml.pre says whether digits split. */
+static int read_kind(const gguf_file *f, bool *split_digits, char *err, size_t errlen)
 {
     const char *path = gguf_path(f);
-    *out = NULL;
     const char *model = gguf_get_str(f, "tokenizer.ggml.model");
     if (!model || strcmp(model, "gpt2") != 0) {
         eng_seterr(
@@ -209,17 +219,29 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
         return -1;
     }
     const char *pre = gguf_get_str(f, "tokenizer.ggml.pre");
-    bool split_digits;
-    if (!pre || !strcmp(pre, "smollm"))
-        split_digits = true;
-    else if (!strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2") || !strcmp(pre, "default"))
-        split_digits = false;
-    else {
+    if (!pre || !strcmp(pre, "smollm")) {
+        *split_digits = true;
+    } else if (!strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2") || !strcmp(pre, "default")) {
+        *split_digits = false;
+    } else {
         eng_seterr(err, errlen,
                    "%s: tokenizer.ggml.pre \"%s\" is not supported (smollm, gpt-2 are)", path, pre);
         return -1;
     }
-    int kt = gguf_find_key(f, "tokenizer.ggml.tokens");
+    return 0;
+}
+
+/* Key indexes of the tokenizer's arrays; types is -1 when the file has
+ * none (every token is then normal). */
+typedef struct {
+    int tokens, types, merges;
+} tok_keys;
+
+static int find_arrays(const gguf_file *f, tok_keys *k, char *err, size_t errlen)
+{
+    const char *path = gguf_path(f);
+    k->tokens = gguf_find_key(f, "tokenizer.ggml.tokens");
+    int kt = k->tokens;
     if (kt < 0 || gguf_kv_type(f, kt) != GGUF_ARRAY || gguf_arr_type(f, kt) != GGUF_STRING ||
         gguf_arr_len(f, kt) == 0 || gguf_arr_len(f, kt) > (1u << 24)) {
         eng_seterr(err, errlen, "%s: tokenizer.ggml.tokens must be a non-empty array of strings",
@@ -227,28 +249,36 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
         return -1;
     }
     int n = (int)gguf_arr_len(f, kt);
-    int ky = gguf_find_key(f, "tokenizer.ggml.token_type");
+    k->types = gguf_find_key(f, "tokenizer.ggml.token_type");
+    int ky = k->types;
     if (ky >= 0 && (gguf_arr_type(f, ky) != GGUF_INT32 || gguf_arr_len(f, ky) != (uint64_t)n)) {
         eng_seterr(err, errlen, "%s: tokenizer.ggml.token_type must be %d int32 values", path, n);
         return -1;
     }
-    int km = gguf_find_key(f, "tokenizer.ggml.merges");
+    k->merges = gguf_find_key(f, "tokenizer.ggml.merges");
+    int km = k->merges;
     if (km < 0 || gguf_kv_type(f, km) != GGUF_ARRAY || gguf_arr_type(f, km) != GGUF_STRING) {
         eng_seterr(err, errlen, "%s: tokenizer.ggml.merges must be an array of strings", path);
         return -1;
     }
-    uint64_t n_merges = gguf_arr_len(f, km);
+    return 0;
+}
 
-    tok *t = calloc(1, sizeof *t);
-    if (!t) goto oom;
-    t->n = n;
-    t->split_digits = split_digits;
+/* A tok with every array sized for the file's tokens and merges and both
+ * hash maps empty; NULL if out of memory. */
+static tok *tok_alloc(const gguf_file *f, const tok_keys *k)
+{
+    int n = (int)gguf_arr_len(f, k->tokens);
+    uint64_t n_merges = gguf_arr_len(f, k->merges);
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         size_t len;
-        gguf_arr_str(f, kt, (uint64_t)i, &len);
+        gguf_arr_str(f, k->tokens, (uint64_t)i, &len);
         total += len;
     }
+    tok *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->n = n;
     t->strs = malloc(total + 1);
     t->str_off = malloc((size_t)n * sizeof *t->str_off);
     t->str_len = malloc((size_t)n * sizeof *t->str_len);
@@ -261,109 +291,166 @@ int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
     t->mhash_mask = pow2_above(n_merges) - 1;
     t->mhash = malloc(((size_t)t->mhash_mask + 1) * sizeof *t->mhash);
     if (!t->strs || !t->str_off || !t->str_len || !t->types || !t->pieces || !t->piece_off ||
-        !t->piece_len || !t->shash || !t->mhash)
-        goto oom;
+        !t->piece_len || !t->shash || !t->mhash) {
+        tok_free(t);
+        return NULL;
+    }
     memset(t->shash, 0xFF, ((size_t)t->shash_mask + 1) * sizeof *t->shash);
     for (uint32_t i = 0; i <= t->mhash_mask; i++)
         t->mhash[i].rank = -1;
+    return t;
+}
 
-    /* inverse of the byte map, for decoding */
-    int16_t cp_to_byte[324];
+/* The bytes a token stands for, written to out; returns their count.
+ * Normal tokens are byte-level encoded; added ones are raw text. */
+static size_t decode_piece(const int16_t *cp_to_byte, const char *s, size_t len, int32_t type,
+                           char *out)
+{
+    size_t w = 0;
+    if (type == TOK_TYPE_NORMAL || type == TOK_TYPE_BYTE || type == TOK_TYPE_UNKNOWN) {
+        for (size_t p = 0; p < len;) {
+            uint32_t cp;
+            int k = utf8_next((const unsigned char *)s + p, len - p, &cp);
+            if (cp < BYTE_CP_END && cp_to_byte[cp] >= 0) {
+                out[w++] = (char)cp_to_byte[cp];
+            } else {
+                memcpy(out + w, s + p, (size_t)k);
+                w += (size_t)k;
+            }
+            p += (size_t)k;
+        }
+    } else if (type != TOK_TYPE_UNUSED) {
+        memcpy(out, s, len);
+        w = len;
+    }
+    assert(w <= len);
+    return w;
+}
+
+/* Adds token id (its string already stored) to the string map; the first
+ * id wins for duplicate strings. */
+static void index_string(tok *t, int id)
+{
+    const char *s = t->strs + t->str_off[id];
+    size_t len = t->str_len[id];
+    if (find_str(t, s, len) >= 0) return;
+    uint32_t h = hash_bytes(s, len) & t->shash_mask;
+    while (t->shash[h] >= 0)
+        h = (h + 1) & t->shash_mask;
+    t->shash[h] = id;
+}
+
+static int32_t token_type(const gguf_file *f, int key, int i)
+{
+    int32_t ty = TOK_TYPE_NORMAL;
+    if (key >= 0) memcpy(&ty, (const char *)gguf_arr_data(f, key) + 4 * (size_t)i, 4);
+    return ty;
+}
+
+/* Copies every token's string, type and decoded piece into t. */
+static void load_tokens(tok *t, const gguf_file *f, const tok_keys *k)
+{
+    int16_t cp_to_byte[BYTE_CP_END]; /* the inverse of byte_to_cp, -1 elsewhere */
     memset(cp_to_byte, 0xFF, sizeof cp_to_byte);
-    for (int b = 0; b < 256; b++)
+    for (int b = 0; b < 256; b++) {
+        assert(byte_to_cp(b) < BYTE_CP_END);
         cp_to_byte[byte_to_cp(b)] = (int16_t)b;
-
+    }
     size_t off = 0, poff = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < t->n; i++) {
         size_t len;
-        const char *s = gguf_arr_str(f, kt, (uint64_t)i, &len);
+        const char *s = gguf_arr_str(f, k->tokens, (uint64_t)i, &len);
         memcpy(t->strs + off, s, len);
         t->str_off[i] = (uint32_t)off;
         t->str_len[i] = (uint32_t)len;
         off += len;
-        int32_t ty = TOK_TYPE_NORMAL;
-        if (ky >= 0) memcpy(&ty, (const char *)gguf_arr_data(f, ky) + 4 * (size_t)i, 4);
+        int32_t ty = token_type(f, k->types, i);
         t->types[i] = (uint8_t)ty;
-        /* Normal tokens are byte-level encoded; added ones are raw text. */
         t->piece_off[i] = (uint32_t)poff;
-        if (ty == TOK_TYPE_NORMAL || ty == TOK_TYPE_BYTE || ty == TOK_TYPE_UNKNOWN) {
-            for (size_t p = 0; p < len;) {
-                uint32_t cp;
-                int k = utf8_next((const unsigned char *)s + p, len - p, &cp);
-                if (cp < 324 && cp_to_byte[cp] >= 0)
-                    t->pieces[poff++] = (char)cp_to_byte[cp];
-                else {
-                    memcpy(t->pieces + poff, s + p, (size_t)k);
-                    poff += (size_t)k;
-                }
-                p += (size_t)k;
-            }
-        } else if (ty != TOK_TYPE_UNUSED) {
-            memcpy(t->pieces + poff, s, len);
-            poff += len;
-        }
+        poff += decode_piece(cp_to_byte, s, len, ty, t->pieces + poff);
         t->piece_len[i] = (uint32_t)(poff - t->piece_off[i]);
         if (t->piece_len[i] > t->max_piece) t->max_piece = t->piece_len[i];
-        /* first id wins for duplicate strings */
-        if (find_str(t, s, len) < 0) {
-            uint32_t h = hash_bytes(s, len) & t->shash_mask;
-            while (t->shash[h] >= 0)
-                h = (h + 1) & t->shash_mask;
-            t->shash[h] = i;
-        }
+        index_string(t, i);
     }
+}
 
+/* The single-byte token of each byte, -1 where the vocabulary has none. */
+static void map_bytes(tok *t)
+{
     for (int b = 0; b < 256; b++) {
         char u[4];
         int k = utf8_put(byte_to_cp(b), u);
         t->byte_tok[b] = find_str(t, u, (size_t)k);
     }
+}
 
-    /* Merges "A B" -> (id A, id B) -> rank and the id of "AB". Merges whose
-     * parts or result are not tokens can never apply and are skipped. */
-    char *buf = NULL;
+static void add_merge(tok *t, int32_t a, int32_t b, int32_t result, int32_t rank)
+{
+    assert(a >= 0 && a < t->n && b >= 0 && b < t->n && result >= 0 && result < t->n);
+    if (find_merge(t, a, b)) return; /* the first (lowest) rank wins */
+    uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
+    uint32_t h = hash_u64(key) & t->mhash_mask;
+    while (t->mhash[h].rank >= 0)
+        h = (h + 1) & t->mhash_mask;
+    t->mhash[h] = (struct merge){key, rank, result};
+}
+
+/* Merges "A B" -> (id A, id B) -> rank and the id of "AB". Merges whose
+ * parts or result are not tokens can never apply and are skipped. */
+static int load_merges(tok *t, const gguf_file *f, int km, char *err, size_t errlen)
+{
+    char *buf = NULL; /* "AB" */
     size_t cap = 0;
-    for (uint64_t r = 0; r < n_merges; r++) {
+    int rc = 0;
+    for (uint64_t r = 0; r < gguf_arr_len(f, km); r++) {
         size_t len;
         const char *s = gguf_arr_str(f, km, r, &len);
         const char *sp = memchr(s, ' ', len);
         if (!sp) {
-            free(buf);
-            eng_seterr(err, errlen, "%s: merge %llu has no space", path, (unsigned long long)r);
-            tok_free(t);
-            return -1;
+            eng_seterr(err, errlen, "%s: merge %llu has no space", gguf_path(f),
+                       (unsigned long long)r);
+            rc = -1;
+            break;
         }
-        int a = find_str(t, s, (size_t)(sp - s));
-        int b = find_str(t, sp + 1, len - (size_t)(sp - s) - 1);
+        size_t la = (size_t)(sp - s), lb = len - la - 1;
         if (len > cap) {
-            cap = 2 * len;
-            char *nb = realloc(buf, cap);
+            char *nb = realloc(buf, 2 * len);
             if (!nb) {
-                free(buf);
-                goto oom;
+                rc = out_of_memory(f, err, errlen);
+                break;
             }
             buf = nb;
+            cap = 2 * len;
         }
-        memcpy(buf, s, (size_t)(sp - s));
-        memcpy(buf + (sp - s), sp + 1, len - (size_t)(sp - s) - 1);
-        int c = find_str(t, buf, len - 1);
-        if (a < 0 || b < 0 || c < 0) continue;
-        uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-        if (find_merge(t, a, b)) continue; /* the first (lowest) rank wins */
-        uint32_t h = hash_u64(key) & t->mhash_mask;
-        while (t->mhash[h].rank >= 0)
-            h = (h + 1) & t->mhash_mask;
-        t->mhash[h] = (struct merge){key, (int32_t)r, c};
+        memcpy(buf, s, la);
+        memcpy(buf + la, sp + 1, lb);
+        int a = find_str(t, s, la), b = find_str(t, sp + 1, lb), c = find_str(t, buf, la + lb);
+        if (a >= 0 && b >= 0 && c >= 0) add_merge(t, a, b, c, (int32_t)r);
     }
     free(buf);
-    t->bos = get_id(f, "tokenizer.ggml.bos_token_id", n);
-    t->eos = get_id(f, "tokenizer.ggml.eos_token_id", n);
+    return rc;
+}
+
+int tok_load(const gguf_file *f, tok **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    bool split_digits;
+    tok_keys k;
+    if (read_kind(f, &split_digits, err, errlen) != 0 || find_arrays(f, &k, err, errlen) != 0)
+        return -1;
+    tok *t = tok_alloc(f, &k);
+    if (!t) return out_of_memory(f, err, errlen);
+    t->split_digits = split_digits;
+    load_tokens(t, f, &k);
+    map_bytes(t);
+    if (load_merges(t, f, k.merges, err, errlen) != 0) {
+        tok_free(t);
+        return -1;
+    }
+    t->bos = get_id(f, "tokenizer.ggml.bos_token_id", t->n);
+    t->eos = get_id(f, "tokenizer.ggml.eos_token_id", t->n);
     *out = t;
     return 0;
-oom:
-    tok_free(t);
-    eng_seterr(err, errlen, "%s: out of memory loading the tokenizer", path);
-    return -1;
 }
 
 void tok_free(tok *t)
@@ -425,6 +512,7 @@ static bool cand_less(const cand *x, const cand *y)
 
 static void heap_push(bpe_work *w, cand c)
 {
+    assert(w->n_heap < 3 * w->cap); /* reserve's bound on candidates */
     int i = w->n_heap++;
     while (i > 0) {
         int p = (i - 1) / 2;
@@ -505,6 +593,7 @@ static int bpe_chunk(const tok *t, bpe_work *w, const unsigned char *s, size_t n
         /* stale: a neighbour was merged away since this pair was queued */
         if (w->id[c.left] != c.a || r < 0 || w->id[r] != c.b) continue;
         const struct merge *mg = find_merge(t, c.a, c.b);
+        assert(mg); /* try_pair queued the pair because the merge exists */
         w->id[c.left] = mg->result;
         w->id[r] = -1;
         w->next[c.left] = w->next[r];
