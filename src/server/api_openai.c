@@ -6,12 +6,17 @@
 #include "api.h"
 #include "http.h"
 
-static int parse_content(const cJSON *content, const char *where, const struct api_limits *lim,
-                         struct job *j, struct sbuf *text, struct api_error *e)
+/* An OpenAI message's "content": a string, or an array of text and image_url parts. */
+static int message_content(const cJSON *m, const char *where, const struct api_limits *lim,
+                           struct job *j, struct sbuf *text, struct api_error *e)
 {
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
     if (!content || cJSON_IsNull(content)) return 0;
-    if (cJSON_IsString(content))
-        return sbuf_add(text, content->valuestring, strlen(content->valuestring));
+    if (cJSON_IsString(content)) {
+        if (sbuf_add(text, content->valuestring, strlen(content->valuestring)) != 0)
+            return codec_fail(e, 500, "internal", "out of memory");
+        return 0;
+    }
     if (!cJSON_IsArray(content))
         return codec_fail(e, 400, "invalid_request",
                           "%scontent: expected a string or an array of parts", where);
@@ -57,17 +62,13 @@ static int parse_content(const cJSON *content, const char *where, const struct a
 static int chat_parse(const cJSON *root, const struct api_limits *lim, struct job *j,
                       struct api_ctx *c, int *stream, struct api_error *e)
 {
-    const char *model = NULL;
-    if (codec_get_string(root, "model", "", &model, e) < 0) return -1;
-    if (model && *model) snprintf(c->model, sizeof c->model, "%s", model);
+    if (codec_get_model(root, c->model, sizeof c->model, e) != 0) return -1;
     if (codec_get_bool(root, "stream", "", stream, e) < 0) return -1;
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
-    if (so && !cJSON_IsNull(so)) {
-        if (!cJSON_IsObject(so))
-            return codec_fail(e, 400, "invalid_request", "stream_options: expected an object");
-        if (codec_get_bool(so, "include_usage", "stream_options.", &c->include_usage, e) < 0)
-            return -1;
-    }
+    const cJSON *so;
+    int rc = codec_get_object(root, "stream_options", "", &so, e);
+    if (rc < 0) return -1;
+    if (rc && codec_get_bool(so, "include_usage", "stream_options.", &c->include_usage, e) < 0)
+        return -1;
     long n = 1;
     if (codec_get_int(root, "n", "", 1, 1, &n, e) < 0) return -1;
     codec_default_params(lim, &j->params);
@@ -76,26 +77,7 @@ static int chat_parse(const cJSON *root, const struct api_limits *lim, struct jo
     } else if (codec_sampling(root, "", "max_tokens", lim, &j->params, e) != 0) {
         return -1;
     }
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
-        return codec_fail(e, 400, "invalid_request", "messages: expected a non-empty array");
-    int i = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, msgs)
-    {
-        char where[32];
-        int r;
-        if (codec_message_role(m, i++, 1, where, &r, e) != 0) return -1;
-        struct sbuf text = {0};
-        int before = j->n_images;
-        int rc =
-            parse_content(cJSON_GetObjectItemCaseSensitive(m, "content"), where, lim, j, &text, e);
-        if (rc == 0 && job_add_msg(j, r, text.p ? text.p : "", text.len, j->n_images - before) != 0)
-            rc = codec_fail(e, 500, "internal", "out of memory");
-        sbuf_free(&text);
-        if (rc != 0) return -1;
-    }
-    return 0;
+    return codec_messages(root, 1, message_content, lim, j, e);
 }
 
 static cJSON *chunk_obj(struct api_ctx *c)
