@@ -80,6 +80,15 @@ static void add_message(cJSON *o, const char *text)
     cJSON_AddStringToObject(m, "content", text);
 }
 
+/* The text: "message" for /api/chat, "response" for /api/generate. */
+static void add_text(cJSON *o, int chat, const char *text)
+{
+    if (chat)
+        add_message(o, text);
+    else
+        cJSON_AddStringToObject(o, "response", text);
+}
+
 static void add_final_fields(cJSON *o, struct job *j)
 {
     /* Called with j->mu held. */
@@ -100,26 +109,32 @@ static void add_final_fields(cJSON *o, struct job *j)
                             (double)(long long)((j->t.decode_ms > 0 ? j->t.decode_ms : 0) * ns));
 }
 
+/* One NDJSON line; deletes o. */
+static void ndjson(struct sbuf *out, cJSON *o)
+{
+    sbuf_add_json(out, o);
+    sbuf_add(out, "\n", 1);
+}
+
+static void chunk(struct api_ctx *c, const char *text, int chat, struct sbuf *out)
+{
+    cJSON *o = cJSON_CreateObject();
+    base(o, c);
+    add_text(o, chat, text);
+    cJSON_AddBoolToObject(o, "done", 0);
+    ndjson(out, o);
+}
+
 static void generate_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
 {
     (void)n;
-    cJSON *o = cJSON_CreateObject();
-    base(o, c);
-    cJSON_AddStringToObject(o, "response", text);
-    cJSON_AddBoolToObject(o, "done", 0);
-    sbuf_add_json(out, o);
-    sbuf_add(out, "\n", 1);
+    chunk(c, text, 0, out);
 }
 
 static void chat_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
 {
     (void)n;
-    cJSON *o = cJSON_CreateObject();
-    base(o, c);
-    add_message(o, text);
-    cJSON_AddBoolToObject(o, "done", 0);
-    sbuf_add_json(out, o);
-    sbuf_add(out, "\n", 1);
+    chunk(c, text, 1, out);
 }
 
 static cJSON *final_obj(struct api_ctx *c, struct job *j, int chat, int whole)
@@ -128,10 +143,7 @@ static cJSON *final_obj(struct api_ctx *c, struct job *j, int chat, int whole)
     base(o, c);
     pthread_mutex_lock(&j->mu);
     const char *text = whole && j->text ? j->text : "";
-    if (chat)
-        add_message(o, text);
-    else
-        cJSON_AddStringToObject(o, "response", text);
+    add_text(o, chat, text);
     add_final_fields(o, j);
     pthread_mutex_unlock(&j->mu);
     return o;
@@ -139,14 +151,12 @@ static cJSON *final_obj(struct api_ctx *c, struct job *j, int chat, int whole)
 
 static void generate_final(struct api_ctx *c, struct job *j, struct sbuf *out)
 {
-    sbuf_add_json(out, final_obj(c, j, 0, 0));
-    sbuf_add(out, "\n", 1);
+    ndjson(out, final_obj(c, j, 0, 0));
 }
 
 static void chat_final(struct api_ctx *c, struct job *j, struct sbuf *out)
 {
-    sbuf_add_json(out, final_obj(c, j, 1, 0));
-    sbuf_add(out, "\n", 1);
+    ndjson(out, final_obj(c, j, 1, 0));
 }
 
 static cJSON *generate_whole(struct api_ctx *c, struct job *j)
