@@ -56,7 +56,7 @@ START_TEST(native)
     ck_assert_str_eq(j->msgs[1].text, "hi");
     ck_assert_int_eq(j->msgs[1].n_images, 1);
     ck_assert_int_eq(j->n_images, 1);
-    ck_assert_int_eq(j->images[0].width, 1);
+    ck_assert_int_eq(j->images[0].w, 1);
     ck_assert_int_eq(j->params.max_tokens, 7);
     ck_assert_float_eq_tol(j->params.temperature, 0.5, 1e-6);
     ck_assert_int_eq(j->params.top_k, 3);
