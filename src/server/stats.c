@@ -288,6 +288,16 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* What stats_open made, but the thread. */
+static void stats_free(struct stats *s)
+{
+    pthread_cond_destroy(&s->flushed);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s->q);
+    free(s);
+}
+
 struct stats *stats_open(const struct stats_options *o, stats_sample_fn sample, void *ctx,
                          char *err, size_t errlen)
 {
@@ -309,11 +319,7 @@ struct stats *stats_open(const struct stats_options *o, stats_sample_fn sample, 
     pthread_cond_init(&s->flushed, NULL);
     if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
         snprintf(err, errlen, "stats: cannot start the writer thread");
-        pthread_cond_destroy(&s->flushed);
-        pthread_cond_destroy(&s->cv);
-        pthread_mutex_destroy(&s->mu);
-        free(s->q);
-        free(s);
+        stats_free(s);
         return NULL;
     }
     return s;
@@ -362,11 +368,7 @@ void stats_close(struct stats *s)
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
     if (s->dropped) log_warn("stats: %lld records were dropped", s->dropped);
-    pthread_cond_destroy(&s->flushed);
-    pthread_cond_destroy(&s->cv);
-    pthread_mutex_destroy(&s->mu);
-    free(s->q);
-    free(s);
+    stats_free(s);
 }
 
 /* ---- queries ---- */
