@@ -10,13 +10,19 @@
 
 #include "upload.h"
 
-int codec_fail(struct api_error *e, int status, const char *type, const char *fmt, ...)
+int codec_vfail(struct api_error *e, int status, const char *type, const char *fmt, va_list ap)
 {
     e->status = status;
     snprintf(e->type, sizeof e->type, "%s", type);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    return -1;
+}
+
+int codec_fail(struct api_error *e, int status, const char *type, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    codec_vfail(e, status, type, fmt, ap);
     va_end(ap);
     return -1;
 }

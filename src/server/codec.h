@@ -4,6 +4,7 @@
 #define TERN_SERVER_CODEC_H
 
 #include <cjson/cJSON.h>
+#include <stdarg.h>
 #include <stddef.h>
 
 #include "job.h"
@@ -22,6 +23,8 @@ struct api_limits {
 /* Fills e and returns -1 (so callers can `return codec_fail(...)`). */
 int codec_fail(struct api_error *e, int status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+int codec_vfail(struct api_error *e, int status, const char *type, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 /* {"error":{"type":..,"message":..}} */
 cJSON *codec_error_json(const struct api_error *e);
 char *codec_error_body(const struct api_error *e); /* printed, malloc'd */
