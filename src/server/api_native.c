@@ -61,17 +61,21 @@ static void native_chunk(struct api_ctx *c, const char *text, size_t n, struct s
     (void)n; /* text is NUL-terminated at n by job_take */
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "token", text);
-    sbuf_add_json(out, o);
-    sbuf_add(out, "\n", 1);
+    sbuf_add_json_line(out, o);
+}
+
+void api_done_fields(cJSON *o, const struct job *j)
+{
+    cJSON_AddBoolToObject(o, "done", 1);
+    cJSON_AddStringToObject(o, "done_reason", job_done_name(j->done));
+    if (j->done == DONE_ERROR || j->done == DONE_TIMEOUT)
+        cJSON_AddStringToObject(o, "error", j->error);
 }
 
 static void add_done(cJSON *o, struct api_ctx *c, struct job *j)
 {
     pthread_mutex_lock(&j->mu);
-    cJSON_AddBoolToObject(o, "done", 1);
-    cJSON_AddStringToObject(o, "done_reason", job_done_name(j->done));
-    if (j->done == DONE_ERROR || j->done == DONE_TIMEOUT)
-        cJSON_AddStringToObject(o, "error", j->error);
+    api_done_fields(o, j);
     cJSON_AddStringToObject(o, "model", c->model);
     cJSON_AddItemToObject(o, "usage", api_usage_json(j));
     cJSON_AddItemToObject(o, "timings", api_timings_json(j));
@@ -83,8 +87,7 @@ static void native_final(struct api_ctx *c, struct job *j, struct sbuf *out)
 {
     cJSON *o = cJSON_CreateObject();
     add_done(o, c, j);
-    sbuf_add_json(out, o);
-    sbuf_add(out, "\n", 1);
+    sbuf_add_json_line(out, o);
 }
 
 static cJSON *native_whole(struct api_ctx *c, struct job *j)

@@ -92,10 +92,7 @@ static void add_text(cJSON *o, int chat, const char *text)
 static void add_final_fields(cJSON *o, struct job *j)
 {
     /* Called with j->mu held. */
-    cJSON_AddBoolToObject(o, "done", 1);
-    cJSON_AddStringToObject(o, "done_reason", job_done_name(j->done));
-    if (j->done == DONE_ERROR || j->done == DONE_TIMEOUT)
-        cJSON_AddStringToObject(o, "error", j->error);
+    api_done_fields(o, j);
     double ns = 1e6;
     double pre =
         (j->t.vision_ms > 0 ? j->t.vision_ms : 0) + (j->t.prefill_ms > 0 ? j->t.prefill_ms : 0);
@@ -109,20 +106,13 @@ static void add_final_fields(cJSON *o, struct job *j)
                             (double)(long long)((j->t.decode_ms > 0 ? j->t.decode_ms : 0) * ns));
 }
 
-/* One NDJSON line; deletes o. */
-static void ndjson(struct sbuf *out, cJSON *o)
-{
-    sbuf_add_json(out, o);
-    sbuf_add(out, "\n", 1);
-}
-
 static void chunk(struct api_ctx *c, const char *text, int chat, struct sbuf *out)
 {
     cJSON *o = cJSON_CreateObject();
     base(o, c);
     add_text(o, chat, text);
     cJSON_AddBoolToObject(o, "done", 0);
-    ndjson(out, o);
+    sbuf_add_json_line(out, o);
 }
 
 static void generate_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
@@ -151,12 +141,12 @@ static cJSON *final_obj(struct api_ctx *c, struct job *j, int chat, int whole)
 
 static void generate_final(struct api_ctx *c, struct job *j, struct sbuf *out)
 {
-    ndjson(out, final_obj(c, j, 0, 0));
+    sbuf_add_json_line(out, final_obj(c, j, 0, 0));
 }
 
 static void chat_final(struct api_ctx *c, struct job *j, struct sbuf *out)
 {
-    ndjson(out, final_obj(c, j, 1, 0));
+    sbuf_add_json_line(out, final_obj(c, j, 1, 0));
 }
 
 static cJSON *generate_whole(struct api_ctx *c, struct job *j)

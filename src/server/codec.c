@@ -312,6 +312,12 @@ int sbuf_add_json(struct sbuf *b, cJSON *j)
     return rc;
 }
 
+int sbuf_add_json_line(struct sbuf *b, cJSON *j)
+{
+    int rc = sbuf_add_json(b, j);
+    return sbuf_add(b, "\n", 1) != 0 ? -1 : rc;
+}
+
 void sbuf_free(struct sbuf *b)
 {
     free(b->p);

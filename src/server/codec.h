@@ -99,6 +99,8 @@ int sbuf_add(struct sbuf *b, const char *s, size_t n);
 int sbuf_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends cJSON_PrintUnformatted(j) and deletes j. */
 int sbuf_add_json(struct sbuf *b, cJSON *j);
+/* The same plus a newline: one NDJSON line. */
+int sbuf_add_json_line(struct sbuf *b, cJSON *j);
 void sbuf_free(struct sbuf *b);
 
 #endif
