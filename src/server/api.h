@@ -38,6 +38,9 @@ extern const struct api_gen api_ollama_generate;
 extern const struct api_gen api_ollama_chat;
 extern const struct api_gen api_openai_chat;
 
+/* The end of a native or Ollama stream (Ollama's fields, which the native API took):
+ * "done": true, "done_reason", and "error" when it failed. Called with j->mu held. */
+void api_done_fields(cJSON *o, const struct job *j);
 /* Native usage and timings objects, shared by formatters. */
 cJSON *api_usage_json(const struct job *j);
 cJSON *api_timings_json(const struct job *j);

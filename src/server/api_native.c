@@ -43,37 +43,16 @@ static int native_parse(const cJSON *root, const struct api_limits *lim, struct 
                         struct api_ctx *c, int *stream, struct api_error *e)
 {
     (void)c;
-    const char *prompt = NULL, *system = NULL, *img = NULL;
-    int rc = codec_get_string(root, "prompt", "", &prompt, e);
-    if (rc < 0) return -1;
-    if (rc == 0) return codec_fail(e, 400, "invalid_request", "prompt: required");
-    if (codec_get_string(root, "system", "", &system, e) < 0) return -1;
+    const char *prompt, *system, *img = NULL;
+    if (codec_get_prompt(root, &prompt, &system, e) != 0) return -1;
     if (codec_get_bool(root, "stream", "", stream, e) < 0) return -1;
-    if ((rc = codec_get_string(root, "image", "", &img, e)) < 0) return -1;
+    int rc = codec_get_string(root, "image", "", &img, e);
+    if (rc < 0) return -1;
     if (rc && codec_add_image_b64(j, img, 1, lim, "image", e) != 0) return -1;
-    const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(root, "images");
-    if (imgs && !cJSON_IsNull(imgs)) {
-        if (!cJSON_IsArray(imgs))
-            return codec_fail(e, 400, "invalid_request",
-                              "images: expected an array of base64 strings");
-        int i = 0;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, imgs)
-        {
-            char field[32];
-            snprintf(field, sizeof field, "images[%d]", i++);
-            if (!cJSON_IsString(it))
-                return codec_fail(e, 400, "invalid_request", "%s: expected a base64 string", field);
-            if (codec_add_image_b64(j, it->valuestring, 1, lim, field, e) != 0) return -1;
-        }
-    }
+    if (codec_add_images(root, "", 1, lim, j, e) != 0) return -1;
     codec_default_params(lim, &j->params);
     if (codec_sampling(root, "", "max_tokens", lim, &j->params, e) != 0) return -1;
-    if (system && *system && job_add_msg(j, ROLE_SYSTEM, system, strlen(system), 0) != 0)
-        return codec_fail(e, 500, "internal", "out of memory");
-    if (job_add_msg(j, ROLE_USER, prompt, strlen(prompt), j->n_images) != 0)
-        return codec_fail(e, 500, "internal", "out of memory");
-    return 0;
+    return codec_add_prompt(j, prompt, system, e);
 }
 
 static void native_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
@@ -82,17 +61,21 @@ static void native_chunk(struct api_ctx *c, const char *text, size_t n, struct s
     (void)n; /* text is NUL-terminated at n by job_take */
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "token", text);
-    sbuf_add_json(out, o);
-    sbuf_add(out, "\n", 1);
+    sbuf_add_json_line(out, o);
+}
+
+void api_done_fields(cJSON *o, const struct job *j)
+{
+    cJSON_AddBoolToObject(o, "done", 1);
+    cJSON_AddStringToObject(o, "done_reason", job_done_name(j->done));
+    if (j->done == DONE_ERROR || j->done == DONE_TIMEOUT)
+        cJSON_AddStringToObject(o, "error", j->error);
 }
 
 static void add_done(cJSON *o, struct api_ctx *c, struct job *j)
 {
     pthread_mutex_lock(&j->mu);
-    cJSON_AddBoolToObject(o, "done", 1);
-    cJSON_AddStringToObject(o, "done_reason", job_done_name(j->done));
-    if (j->done == DONE_ERROR || j->done == DONE_TIMEOUT)
-        cJSON_AddStringToObject(o, "error", j->error);
+    api_done_fields(o, j);
     cJSON_AddStringToObject(o, "model", c->model);
     cJSON_AddItemToObject(o, "usage", api_usage_json(j));
     cJSON_AddItemToObject(o, "timings", api_timings_json(j));
@@ -104,8 +87,7 @@ static void native_final(struct api_ctx *c, struct job *j, struct sbuf *out)
 {
     cJSON *o = cJSON_CreateObject();
     add_done(o, c, j);
-    sbuf_add_json(out, o);
-    sbuf_add(out, "\n", 1);
+    sbuf_add_json_line(out, o);
 }
 
 static cJSON *native_whole(struct api_ctx *c, struct job *j)

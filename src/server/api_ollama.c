@@ -6,40 +6,17 @@
 #include "api.h"
 #include "http.h"
 
-static int parse_images(const cJSON *o, const char *where, const struct api_limits *lim,
-                        struct job *j, struct api_error *e)
-{
-    const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(o, "images");
-    if (!imgs || cJSON_IsNull(imgs)) return 0;
-    if (!cJSON_IsArray(imgs))
-        return codec_fail(e, 400, "invalid_request",
-                          "%simages: expected an array of base64 strings", where);
-    int i = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, imgs)
-    {
-        char field[48];
-        snprintf(field, sizeof field, "%simages[%d]", where, i++);
-        if (!cJSON_IsString(it))
-            return codec_fail(e, 400, "invalid_request", "%s: expected a base64 string", field);
-        if (codec_add_image_b64(j, it->valuestring, 0, lim, field, e) != 0) return -1;
-    }
-    return 0;
-}
-
 /* Ollama puts sampling under "options" and calls max_tokens num_predict (-1 = unlimited). */
 static int parse_options(const cJSON *root, const struct api_limits *lim, struct job *j,
                          int *stream, struct api_error *e)
 {
     codec_default_params(lim, &j->params);
     if (codec_get_bool(root, "stream", "", stream, e) < 0) return -1;
-    const cJSON *opt = cJSON_GetObjectItemCaseSensitive(root, "options");
-    if (!opt || cJSON_IsNull(opt)) return 0;
-    if (!cJSON_IsObject(opt))
-        return codec_fail(e, 400, "invalid_request", "options: expected an object");
+    const cJSON *opt;
+    int rc = codec_get_object(root, "options", "", &opt, e);
+    if (rc <= 0) return rc;
     long np = 0;
-    int rc = codec_get_int(opt, "num_predict", "options.", -2, 1L << 30, &np, e);
-    if (rc < 0) return -1;
+    if (codec_get_int(opt, "num_predict", "options.", -2, 1L << 30, &np, e) < 0) return -1;
     cJSON *copy = cJSON_Duplicate(opt, 1);
     if (!copy) return codec_fail(e, 500, "internal", "out of memory");
     cJSON_DeleteItemFromObjectCaseSensitive(copy, "num_predict");
@@ -61,46 +38,30 @@ static int parse_options(const cJSON *root, const struct api_limits *lim, struct
 static int generate_parse(const cJSON *root, const struct api_limits *lim, struct job *j,
                           struct api_ctx *c, int *stream, struct api_error *e)
 {
-    const char *prompt = NULL, *system = NULL, *model = NULL;
-    if (codec_get_string(root, "model", "", &model, e) < 0) return -1;
-    if (model && *model) snprintf(c->model, sizeof c->model, "%s", model);
-    int rc = codec_get_string(root, "prompt", "", &prompt, e);
-    if (rc < 0) return -1;
-    if (rc == 0) return codec_fail(e, 400, "invalid_request", "prompt: required");
-    if (codec_get_string(root, "system", "", &system, e) < 0) return -1;
-    if (parse_images(root, "", lim, j, e) != 0) return -1;
+    const char *prompt, *system;
+    if (codec_get_model(root, c->model, sizeof c->model, e) != 0) return -1;
+    if (codec_get_prompt(root, &prompt, &system, e) != 0) return -1;
+    if (codec_add_images(root, "", 0, lim, j, e) != 0) return -1;
     if (parse_options(root, lim, j, stream, e) != 0) return -1;
-    if (system && *system && job_add_msg(j, ROLE_SYSTEM, system, strlen(system), 0) != 0)
+    return codec_add_prompt(j, prompt, system, e);
+}
+
+/* An Ollama message: a string "content" and its own base64 "images". */
+static int message_content(const cJSON *m, const char *where, const struct api_limits *lim,
+                           struct job *j, struct sbuf *text, struct api_error *e)
+{
+    const char *content = NULL;
+    if (codec_get_string(m, "content", where, &content, e) < 0) return -1;
+    if (content && sbuf_add(text, content, strlen(content)) != 0)
         return codec_fail(e, 500, "internal", "out of memory");
-    if (job_add_msg(j, ROLE_USER, prompt, strlen(prompt), j->n_images) != 0)
-        return codec_fail(e, 500, "internal", "out of memory");
-    return 0;
+    return codec_add_images(m, where, 0, lim, j, e);
 }
 
 static int chat_parse(const cJSON *root, const struct api_limits *lim, struct job *j,
                       struct api_ctx *c, int *stream, struct api_error *e)
 {
-    const char *model = NULL;
-    if (codec_get_string(root, "model", "", &model, e) < 0) return -1;
-    if (model && *model) snprintf(c->model, sizeof c->model, "%s", model);
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
-        return codec_fail(e, 400, "invalid_request", "messages: expected a non-empty array");
-    int i = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, msgs)
-    {
-        char where[32];
-        int r;
-        if (codec_message_role(m, i++, 0, where, &r, e) != 0) return -1;
-        const char *content = NULL;
-        if (codec_get_string(m, "content", where, &content, e) < 0) return -1;
-        int before = j->n_images;
-        if (parse_images(m, where, lim, j, e) != 0) return -1;
-        const char *text = content ? content : "";
-        if (job_add_msg(j, r, text, strlen(text), j->n_images - before) != 0)
-            return codec_fail(e, 500, "internal", "out of memory");
-    }
+    if (codec_get_model(root, c->model, sizeof c->model, e) != 0) return -1;
+    if (codec_messages(root, 0, message_content, lim, j, e) != 0) return -1;
     return parse_options(root, lim, j, stream, e);
 }
 
@@ -119,13 +80,19 @@ static void add_message(cJSON *o, const char *text)
     cJSON_AddStringToObject(m, "content", text);
 }
 
+/* The text: "message" for /api/chat, "response" for /api/generate. */
+static void add_text(cJSON *o, int chat, const char *text)
+{
+    if (chat)
+        add_message(o, text);
+    else
+        cJSON_AddStringToObject(o, "response", text);
+}
+
 static void add_final_fields(cJSON *o, struct job *j)
 {
     /* Called with j->mu held. */
-    cJSON_AddBoolToObject(o, "done", 1);
-    cJSON_AddStringToObject(o, "done_reason", job_done_name(j->done));
-    if (j->done == DONE_ERROR || j->done == DONE_TIMEOUT)
-        cJSON_AddStringToObject(o, "error", j->error);
+    api_done_fields(o, j);
     double ns = 1e6;
     double pre =
         (j->t.vision_ms > 0 ? j->t.vision_ms : 0) + (j->t.prefill_ms > 0 ? j->t.prefill_ms : 0);
@@ -139,26 +106,25 @@ static void add_final_fields(cJSON *o, struct job *j)
                             (double)(long long)((j->t.decode_ms > 0 ? j->t.decode_ms : 0) * ns));
 }
 
+static void chunk(struct api_ctx *c, const char *text, int chat, struct sbuf *out)
+{
+    cJSON *o = cJSON_CreateObject();
+    base(o, c);
+    add_text(o, chat, text);
+    cJSON_AddBoolToObject(o, "done", 0);
+    sbuf_add_json_line(out, o);
+}
+
 static void generate_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
 {
     (void)n;
-    cJSON *o = cJSON_CreateObject();
-    base(o, c);
-    cJSON_AddStringToObject(o, "response", text);
-    cJSON_AddBoolToObject(o, "done", 0);
-    sbuf_add_json(out, o);
-    sbuf_add(out, "\n", 1);
+    chunk(c, text, 0, out);
 }
 
 static void chat_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
 {
     (void)n;
-    cJSON *o = cJSON_CreateObject();
-    base(o, c);
-    add_message(o, text);
-    cJSON_AddBoolToObject(o, "done", 0);
-    sbuf_add_json(out, o);
-    sbuf_add(out, "\n", 1);
+    chunk(c, text, 1, out);
 }
 
 static cJSON *final_obj(struct api_ctx *c, struct job *j, int chat, int whole)
@@ -167,10 +133,7 @@ static cJSON *final_obj(struct api_ctx *c, struct job *j, int chat, int whole)
     base(o, c);
     pthread_mutex_lock(&j->mu);
     const char *text = whole && j->text ? j->text : "";
-    if (chat)
-        add_message(o, text);
-    else
-        cJSON_AddStringToObject(o, "response", text);
+    add_text(o, chat, text);
     add_final_fields(o, j);
     pthread_mutex_unlock(&j->mu);
     return o;
@@ -178,14 +141,12 @@ static cJSON *final_obj(struct api_ctx *c, struct job *j, int chat, int whole)
 
 static void generate_final(struct api_ctx *c, struct job *j, struct sbuf *out)
 {
-    sbuf_add_json(out, final_obj(c, j, 0, 0));
-    sbuf_add(out, "\n", 1);
+    sbuf_add_json_line(out, final_obj(c, j, 0, 0));
 }
 
 static void chat_final(struct api_ctx *c, struct job *j, struct sbuf *out)
 {
-    sbuf_add_json(out, final_obj(c, j, 1, 0));
-    sbuf_add(out, "\n", 1);
+    sbuf_add_json_line(out, final_obj(c, j, 1, 0));
 }
 
 static cJSON *generate_whole(struct api_ctx *c, struct job *j)

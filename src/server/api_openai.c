@@ -6,12 +6,57 @@
 #include "api.h"
 #include "http.h"
 
-static int parse_content(const cJSON *content, const char *where, const struct api_limits *lim,
-                         struct job *j, struct sbuf *text, struct api_error *e)
+/* {"type":"image_url","image_url":{"url":"data:..."}} or "image_url":"data:...". */
+static int image_part(const cJSON *part, const char *pw, const struct api_limits *lim,
+                      struct job *j, struct api_error *e)
 {
+    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
+    const char *url = NULL;
+    char f[80];
+    snprintf(f, sizeof f, "%simage_url.", pw);
+    if (cJSON_IsString(iu))
+        url = iu->valuestring;
+    else if (cJSON_IsObject(iu) && codec_get_string(iu, "url", f, &url, e) < 0)
+        return -1;
+    if (!url) return codec_fail(e, 400, "invalid_request", "%surl: required", f);
+    snprintf(f, sizeof f, "%simage_url.url", pw);
+    if (strncmp(url, "data:", 5) != 0 && strncmp(url, "http", 4) != 0)
+        return codec_fail(e, 400, "invalid_request", "%s: expected a data:image/...;base64, URI",
+                          f);
+    return codec_add_image_b64(j, url, 1, lim, f, e);
+}
+
+/* One content part, pw its "messages[i].content[k]." prefix: text parts join with newlines. */
+static int content_part(const cJSON *part, const char *pw, const struct api_limits *lim,
+                        struct job *j, struct sbuf *text, struct api_error *e)
+{
+    const char *type = NULL;
+    if (!cJSON_IsObject(part))
+        return codec_fail(e, 400, "invalid_request", "%s: expected an object", pw);
+    if (codec_get_string(part, "type", pw, &type, e) < 0) return -1;
+    if (!type) return codec_fail(e, 400, "invalid_request", "%stype: required", pw);
+    if (!strcmp(type, "image_url")) return image_part(part, pw, lim, j, e);
+    if (strcmp(type, "text") != 0)
+        return codec_fail(e, 422, "invalid_request", "%stype: '%s' is not text or image_url", pw,
+                          type);
+    const char *t = NULL;
+    if (codec_get_string(part, "text", pw, &t, e) < 0) return -1;
+    if (t && text->len) sbuf_add(text, "\n", 1);
+    if (t) sbuf_add(text, t, strlen(t));
+    return 0;
+}
+
+/* An OpenAI message's "content": a string, or an array of text and image_url parts. */
+static int message_content(const cJSON *m, const char *where, const struct api_limits *lim,
+                           struct job *j, struct sbuf *text, struct api_error *e)
+{
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
     if (!content || cJSON_IsNull(content)) return 0;
-    if (cJSON_IsString(content))
-        return sbuf_add(text, content->valuestring, strlen(content->valuestring));
+    if (cJSON_IsString(content)) {
+        if (sbuf_add(text, content->valuestring, strlen(content->valuestring)) != 0)
+            return codec_fail(e, 500, "internal", "out of memory");
+        return 0;
+    }
     if (!cJSON_IsArray(content))
         return codec_fail(e, 400, "invalid_request",
                           "%scontent: expected a string or an array of parts", where);
@@ -21,35 +66,7 @@ static int parse_content(const cJSON *content, const char *where, const struct a
     {
         char pw[64];
         snprintf(pw, sizeof pw, "%scontent[%d].", where, i++);
-        const char *type = NULL;
-        if (!cJSON_IsObject(part))
-            return codec_fail(e, 400, "invalid_request", "%s: expected an object", pw);
-        if (codec_get_string(part, "type", pw, &type, e) < 0) return -1;
-        if (!type) return codec_fail(e, 400, "invalid_request", "%stype: required", pw);
-        if (!strcmp(type, "text")) {
-            const char *t = NULL;
-            if (codec_get_string(part, "text", pw, &t, e) < 0) return -1;
-            if (t && text->len) sbuf_add(text, "\n", 1);
-            if (t) sbuf_add(text, t, strlen(t));
-        } else if (!strcmp(type, "image_url")) {
-            const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
-            const char *url = NULL;
-            char f[80];
-            snprintf(f, sizeof f, "%simage_url.", pw);
-            if (cJSON_IsString(iu))
-                url = iu->valuestring;
-            else if (cJSON_IsObject(iu) && codec_get_string(iu, "url", f, &url, e) < 0)
-                return -1;
-            if (!url) return codec_fail(e, 400, "invalid_request", "%surl: required", f);
-            snprintf(f, sizeof f, "%simage_url.url", pw);
-            if (strncmp(url, "data:", 5) != 0 && strncmp(url, "http", 4) != 0)
-                return codec_fail(e, 400, "invalid_request",
-                                  "%s: expected a data:image/...;base64, URI", f);
-            if (codec_add_image_b64(j, url, 1, lim, f, e) != 0) return -1;
-        } else {
-            return codec_fail(e, 422, "invalid_request", "%stype: '%s' is not text or image_url",
-                              pw, type);
-        }
+        if (content_part(part, pw, lim, j, text, e) != 0) return -1;
     }
     return 0;
 }
@@ -57,17 +74,13 @@ static int parse_content(const cJSON *content, const char *where, const struct a
 static int chat_parse(const cJSON *root, const struct api_limits *lim, struct job *j,
                       struct api_ctx *c, int *stream, struct api_error *e)
 {
-    const char *model = NULL;
-    if (codec_get_string(root, "model", "", &model, e) < 0) return -1;
-    if (model && *model) snprintf(c->model, sizeof c->model, "%s", model);
+    if (codec_get_model(root, c->model, sizeof c->model, e) != 0) return -1;
     if (codec_get_bool(root, "stream", "", stream, e) < 0) return -1;
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
-    if (so && !cJSON_IsNull(so)) {
-        if (!cJSON_IsObject(so))
-            return codec_fail(e, 400, "invalid_request", "stream_options: expected an object");
-        if (codec_get_bool(so, "include_usage", "stream_options.", &c->include_usage, e) < 0)
-            return -1;
-    }
+    const cJSON *so;
+    int rc = codec_get_object(root, "stream_options", "", &so, e);
+    if (rc < 0) return -1;
+    if (rc && codec_get_bool(so, "include_usage", "stream_options.", &c->include_usage, e) < 0)
+        return -1;
     long n = 1;
     if (codec_get_int(root, "n", "", 1, 1, &n, e) < 0) return -1;
     codec_default_params(lim, &j->params);
@@ -76,37 +89,26 @@ static int chat_parse(const cJSON *root, const struct api_limits *lim, struct jo
     } else if (codec_sampling(root, "", "max_tokens", lim, &j->params, e) != 0) {
         return -1;
     }
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
-        return codec_fail(e, 400, "invalid_request", "messages: expected a non-empty array");
-    int i = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, msgs)
-    {
-        char where[32];
-        int r;
-        if (codec_message_role(m, i++, 1, where, &r, e) != 0) return -1;
-        struct sbuf text = {0};
-        int before = j->n_images;
-        int rc =
-            parse_content(cJSON_GetObjectItemCaseSensitive(m, "content"), where, lim, j, &text, e);
-        if (rc == 0 && job_add_msg(j, r, text.p ? text.p : "", text.len, j->n_images - before) != 0)
-            rc = codec_fail(e, 500, "internal", "out of memory");
-        sbuf_free(&text);
-        if (rc != 0) return -1;
-    }
-    return 0;
+    return codec_messages(root, 1, message_content, lim, j, e);
 }
 
-static cJSON *chunk_obj(struct api_ctx *c)
+/* The fields every response object starts with; object is "chat.completion" or
+ * "chat.completion.chunk". */
+static cJSON *head_obj(struct api_ctx *c, const char *object)
 {
     cJSON *o = cJSON_CreateObject();
     char id[64];
     snprintf(id, sizeof id, "chatcmpl-%s", c->request_id + 4);
     cJSON_AddStringToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "object", "chat.completion.chunk");
+    cJSON_AddStringToObject(o, "object", object);
     cJSON_AddNumberToObject(o, "created", (double)(long long)c->created_wall);
     cJSON_AddStringToObject(o, "model", c->model);
+    return o;
+}
+
+static cJSON *chunk_obj(struct api_ctx *c)
+{
+    cJSON *o = head_obj(c, "chat.completion.chunk");
     cJSON_AddNullToObject(o, "system_fingerprint");
     return o;
 }
@@ -118,20 +120,30 @@ static void sse(struct sbuf *out, cJSON *o)
     sbuf_add(out, "\n\n", 2);
 }
 
-static void chat_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
+/* A stream chunk with one choice whose delta carries the role first and then text (none in
+ * the last chunk); finish is null until the last. */
+static void delta_chunk(struct api_ctx *c, const char *text, const char *finish, struct sbuf *out)
 {
-    (void)n;
     cJSON *o = chunk_obj(c);
     cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *choice = cJSON_CreateObject();
     cJSON_AddNumberToObject(choice, "index", 0);
     cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
     if (c->chunks_sent++ == 0) cJSON_AddStringToObject(delta, "role", "assistant");
-    cJSON_AddStringToObject(delta, "content", text);
+    if (text) cJSON_AddStringToObject(delta, "content", text);
     cJSON_AddNullToObject(choice, "logprobs");
-    cJSON_AddNullToObject(choice, "finish_reason");
+    if (finish)
+        cJSON_AddStringToObject(choice, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(choice, "finish_reason");
     cJSON_AddItemToArray(ch, choice);
     if (c->include_usage) cJSON_AddNullToObject(o, "usage");
     sse(out, o);
+}
+
+static void chat_chunk(struct api_ctx *c, const char *text, size_t n, struct sbuf *out)
+{
+    (void)n;
+    delta_chunk(c, text, NULL, out);
 }
 
 static const char *finish_reason(int done)
@@ -158,16 +170,7 @@ static void chat_final(struct api_ctx *c, struct job *j, struct sbuf *out)
         cJSON_AddStringToObject(err, "message", j->error);
         sse(out, eo);
     }
-    cJSON *o = chunk_obj(c);
-    cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *choice = cJSON_CreateObject();
-    cJSON_AddNumberToObject(choice, "index", 0);
-    cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
-    if (c->chunks_sent++ == 0) cJSON_AddStringToObject(delta, "role", "assistant");
-    cJSON_AddNullToObject(choice, "logprobs");
-    cJSON_AddStringToObject(choice, "finish_reason", finish_reason(done));
-    cJSON_AddItemToArray(ch, choice);
-    if (c->include_usage) cJSON_AddNullToObject(o, "usage");
-    sse(out, o);
+    delta_chunk(c, NULL, finish_reason(done), out);
     if (c->include_usage) {
         cJSON *u = chunk_obj(c);
         cJSON_AddArrayToObject(u, "choices");
@@ -180,13 +183,7 @@ static void chat_final(struct api_ctx *c, struct job *j, struct sbuf *out)
 
 static cJSON *chat_whole(struct api_ctx *c, struct job *j)
 {
-    cJSON *o = cJSON_CreateObject();
-    char id[64];
-    snprintf(id, sizeof id, "chatcmpl-%s", c->request_id + 4);
-    cJSON_AddStringToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "object", "chat.completion");
-    cJSON_AddNumberToObject(o, "created", (double)(long long)c->created_wall);
-    cJSON_AddStringToObject(o, "model", c->model);
+    cJSON *o = head_obj(c, "chat.completion");
     cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *choice = cJSON_CreateObject();
     cJSON_AddNumberToObject(choice, "index", 0);
     cJSON *msg = cJSON_AddObjectToObject(choice, "message");

@@ -96,9 +96,7 @@ static int echo_admit(struct backend *b, int slot, struct job *j, struct backend
     size_t o = 0;
     s->n = 0;
     for (int i = 0; i < j->n_images; i++) {
-        o += (size_t)sprintf(s->pieces + o, "[image %dx%d]", j->images[i].width,
-                             j->images[i].height) +
-             1;
+        o += (size_t)sprintf(s->pieces + o, "[image %dx%d]", j->images[i].w, j->images[i].h) + 1;
         s->n++;
     }
     if (j->n_images && split(text, NULL) > 0) s->pieces[o++] = ' ';

@@ -69,7 +69,6 @@ static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_a
     struct engb *e = (struct engb *)b;
     struct eslot *p = &e->slots[slot];
     chat_msg msgs[64];
-    img_rgb images[JOB_MAX_IMAGES];
     *client_error = 0;
     if (j->n_images && !e->in->has_vision) {
         *client_error = 1;
@@ -89,9 +88,7 @@ static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_a
                              .text = jm->text,
                              .n_images = jm->n_images};
     }
-    for (int i = 0; i < j->n_images; i++)
-        images[i] = (img_rgb){j->images[i].width, j->images[i].height, j->images[i].rgb};
-    if (chat_prompt_build(&e->cc, e->c, msgs, j->n_msgs, images, j->n_images, &p->prompt, err,
+    if (chat_prompt_build(&e->cc, e->c, msgs, j->n_msgs, j->images, j->n_images, &p->prompt, err,
                           errlen) != 0)
         goto fail;
     if (p->prompt.n >= e->n_ctx) {

@@ -10,13 +10,19 @@
 
 #include "upload.h"
 
-int codec_fail(struct api_error *e, int status, const char *type, const char *fmt, ...)
+int codec_vfail(struct api_error *e, int status, const char *type, const char *fmt, va_list ap)
 {
     e->status = status;
     snprintf(e->type, sizeof e->type, "%s", type);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    return -1;
+}
+
+int codec_fail(struct api_error *e, int status, const char *type, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    codec_vfail(e, status, type, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -37,35 +43,49 @@ char *codec_error_body(const struct api_error *e)
     return s;
 }
 
+/* The lookup every typed getter shares: *v is o's field name when present and not null;
+ * returns 1 when is() accepts it, 0 when absent, -1 (e filled) when it is of another type. */
+static int typed_field(const cJSON *o, const char *name, const char *where,
+                       cJSON_bool (*is)(const cJSON *const), const char *expected, const cJSON **v,
+                       struct api_error *e)
+{
+    *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!*v || cJSON_IsNull(*v)) return 0;
+    if (!is(*v))
+        return codec_fail(e, 400, "invalid_request", "%s%s: expected %s", where, name, expected);
+    return 1;
+}
+
 int codec_get_string(const cJSON *o, const char *name, const char *where, const char **out,
                      struct api_error *e)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsString(v))
-        return codec_fail(e, 400, "invalid_request", "%s%s: expected a string", where, name);
-    *out = v->valuestring;
-    return 1;
+    const cJSON *v;
+    int rc = typed_field(o, name, where, cJSON_IsString, "a string", &v, e);
+    if (rc == 1) *out = v->valuestring;
+    return rc;
 }
 
 int codec_get_bool(const cJSON *o, const char *name, const char *where, int *out,
                    struct api_error *e)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsBool(v))
-        return codec_fail(e, 400, "invalid_request", "%s%s: expected true or false", where, name);
-    *out = cJSON_IsTrue(v);
-    return 1;
+    const cJSON *v;
+    int rc = typed_field(o, name, where, cJSON_IsBool, "true or false", &v, e);
+    if (rc == 1) *out = cJSON_IsTrue(v);
+    return rc;
+}
+
+int codec_get_object(const cJSON *o, const char *name, const char *where, const cJSON **out,
+                     struct api_error *e)
+{
+    return typed_field(o, name, where, cJSON_IsObject, "an object", out, e);
 }
 
 int codec_get_number(const cJSON *o, const char *name, const char *where, double lo, double hi,
                      double *out, struct api_error *e)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v))
-        return codec_fail(e, 400, "invalid_request", "%s%s: expected a number", where, name);
+    const cJSON *v;
+    int rc = typed_field(o, name, where, cJSON_IsNumber, "a number", &v, e);
+    if (rc != 1) return rc;
     if (!(v->valuedouble >= lo && v->valuedouble <= hi))
         return codec_fail(e, 422, "invalid_request", "%s%s: %g is outside [%g, %g]", where, name,
                           v->valuedouble, lo, hi);
@@ -292,6 +312,12 @@ int sbuf_add_json(struct sbuf *b, cJSON *j)
     return rc;
 }
 
+int sbuf_add_json_line(struct sbuf *b, cJSON *j)
+{
+    int rc = sbuf_add_json(b, j);
+    return sbuf_add(b, "\n", 1) != 0 ? -1 : rc;
+}
+
 void sbuf_free(struct sbuf *b)
 {
     free(b->p);
@@ -319,5 +345,82 @@ int codec_message_role(const cJSON *m, int i, int allow_developer, char where[32
         return codec_fail(e, 422, "invalid_request",
                           "%srole: '%s' is not system, %suser or assistant", where, r,
                           allow_developer ? "developer, " : "");
+    return 0;
+}
+
+int codec_get_model(const cJSON *root, char *model, size_t size, struct api_error *e)
+{
+    const char *m = NULL;
+    if (codec_get_string(root, "model", "", &m, e) < 0) return -1;
+    if (m && *m) snprintf(model, size, "%s", m);
+    return 0;
+}
+
+int codec_get_prompt(const cJSON *root, const char **prompt, const char **system,
+                     struct api_error *e)
+{
+    *prompt = *system = NULL;
+    int rc = codec_get_string(root, "prompt", "", prompt, e);
+    if (rc < 0) return -1;
+    if (rc == 0) return codec_fail(e, 400, "invalid_request", "prompt: required");
+    return codec_get_string(root, "system", "", system, e) < 0 ? -1 : 0;
+}
+
+int codec_add_prompt(struct job *j, const char *prompt, const char *system, struct api_error *e)
+{
+    if (system && *system && job_add_msg(j, ROLE_SYSTEM, system, strlen(system), 0) != 0)
+        return codec_fail(e, 500, "internal", "out of memory");
+    if (job_add_msg(j, ROLE_USER, prompt, strlen(prompt), j->n_images) != 0)
+        return codec_fail(e, 500, "internal", "out of memory");
+    return 0;
+}
+
+int codec_add_images(const cJSON *o, const char *where, int allow_uri, const struct api_limits *lim,
+                     struct job *j, struct api_error *e)
+{
+    const cJSON *imgs;
+    int rc = typed_field(o, "images", where, cJSON_IsArray, "an array of base64 strings", &imgs, e);
+    if (rc <= 0) return rc;
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, imgs)
+    {
+        char field[48];
+        snprintf(field, sizeof field, "%simages[%d]", where, i++);
+        if (!cJSON_IsString(it))
+            return codec_fail(e, 400, "invalid_request", "%s: expected a base64 string", field);
+        if (codec_add_image_b64(j, it->valuestring, allow_uri, lim, field, e) != 0) return -1;
+    }
+    return 0;
+}
+
+/* One message: its role, then its content as one job message holding the images it added. */
+static int add_message(const cJSON *m, int i, int allow_developer, codec_content_fn content,
+                       const struct api_limits *lim, struct job *j, struct api_error *e)
+{
+    char where[32];
+    int role;
+    if (codec_message_role(m, i, allow_developer, where, &role, e) != 0) return -1;
+    struct sbuf text = {0};
+    int before = j->n_images;
+    int rc = content(m, where, lim, j, &text, e);
+    if (rc == 0 && job_add_msg(j, role, text.p ? text.p : "", text.len, j->n_images - before) != 0)
+        rc = codec_fail(e, 500, "internal", "out of memory");
+    sbuf_free(&text);
+    return rc;
+}
+
+int codec_messages(const cJSON *root, int allow_developer, codec_content_fn content,
+                   const struct api_limits *lim, struct job *j, struct api_error *e)
+{
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
+        return codec_fail(e, 400, "invalid_request", "messages: expected a non-empty array");
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        if (add_message(m, i++, allow_developer, content, lim, j, e) != 0) return -1;
+    }
     return 0;
 }

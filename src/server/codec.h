@@ -4,6 +4,7 @@
 #define TERN_SERVER_CODEC_H
 
 #include <cjson/cJSON.h>
+#include <stdarg.h>
 #include <stddef.h>
 
 #include "job.h"
@@ -22,6 +23,8 @@ struct api_limits {
 /* Fills e and returns -1 (so callers can `return codec_fail(...)`). */
 int codec_fail(struct api_error *e, int status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+int codec_vfail(struct api_error *e, int status, const char *type, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 /* {"error":{"type":..,"message":..}} */
 cJSON *codec_error_json(const struct api_error *e);
 char *codec_error_body(const struct api_error *e); /* printed, malloc'd */
@@ -32,6 +35,8 @@ int codec_get_string(const cJSON *o, const char *name, const char *where, const 
                      struct api_error *e);
 int codec_get_bool(const cJSON *o, const char *name, const char *where, int *out,
                    struct api_error *e);
+int codec_get_object(const cJSON *o, const char *name, const char *where, const cJSON **out,
+                     struct api_error *e);
 int codec_get_number(const cJSON *o, const char *name, const char *where, double lo, double hi,
                      double *out, struct api_error *e);
 int codec_get_int(const cJSON *o, const char *name, const char *where, long lo, long hi, long *out,
@@ -48,6 +53,30 @@ void codec_default_params(const struct api_limits *lim, struct job_params *p);
  * when allow_developer. where receives the "messages[i]." prefix for later messages. */
 int codec_message_role(const cJSON *m, int i, int allow_developer, char where[32], int *role,
                        struct api_error *e);
+
+/* A "messages" array of a chat request: each message's role (codec_message_role), then its
+ * content read by content() into text, become one job message holding the images that
+ * content() appended to j. where is the message's "messages[i]." prefix. */
+struct sbuf;
+typedef int (*codec_content_fn)(const cJSON *m, const char *where, const struct api_limits *lim,
+                                struct job *j, struct sbuf *text, struct api_error *e);
+int codec_messages(const cJSON *root, int allow_developer, codec_content_fn content,
+                   const struct api_limits *lim, struct job *j, struct api_error *e);
+
+/* The single-turn form (native /generate, Ollama /api/generate): a required "prompt" and an
+ * optional "system"; then, once the images are in, codec_add_prompt adds the system message
+ * (when not empty) and the user's prompt preceded by every image. */
+int codec_get_prompt(const cJSON *root, const char **prompt, const char **system,
+                     struct api_error *e);
+int codec_add_prompt(struct job *j, const char *prompt, const char *system, struct api_error *e);
+
+/* Copies a non-empty "model" field into model; an absent or empty one leaves it as it is. */
+int codec_get_model(const cJSON *root, char *model, size_t size, struct api_error *e);
+
+/* An optional "images" array of base64 strings (data URIs too when allow_uri), appended to
+ * j->images; where prefixes the field in messages. */
+int codec_add_images(const cJSON *o, const char *where, int allow_uri, const struct api_limits *lim,
+                     struct job *j, struct api_error *e);
 
 /* Strict base64 (RFC 4648, padding optional, no whitespace). Returns 0 or -1. */
 int codec_base64_decode(const char *s, size_t n, unsigned char **out, size_t *outlen);
@@ -70,6 +99,8 @@ int sbuf_add(struct sbuf *b, const char *s, size_t n);
 int sbuf_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends cJSON_PrintUnformatted(j) and deletes j. */
 int sbuf_add_json(struct sbuf *b, cJSON *j);
+/* The same plus a newline: one NDJSON line. */
+int sbuf_add_json_line(struct sbuf *b, cJSON *j);
 void sbuf_free(struct sbuf *b);
 
 #endif

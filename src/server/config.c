@@ -326,14 +326,15 @@ static void flag_to_key(const char *flag, size_t n, char *out, size_t outlen)
     out[i] = 0;
 }
 
-int config_load(struct config *c, int argc, char **argv, char *const *envp, char *err,
-                size_t errlen)
+/* The config file to read: --config PATH or --config=PATH, else TERND_CONFIG, else the
+ * default (whose absence is no error). Also answers --help and --version (CONFIG_EXIT). */
+static int find_config_file(int argc, char **argv, char *const *envp, const char **path,
+                            int *required, char *err, size_t errlen)
 {
-    config_defaults(c);
-    const char *path = NULL;
-    int required = 0;
+    *path = CONFIG_DEFAULT_PATH;
+    *required = 0;
     for (char *const *e = envp; e && *e; e++)
-        if (strncmp(*e, "TERND_CONFIG=", 13) == 0) path = *e + 13, required = 1;
+        if (strncmp(*e, "TERND_CONFIG=", 13) == 0) *path = *e + 13, *required = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             config_print_help(argv[0]);
@@ -348,49 +349,60 @@ int config_load(struct config *c, int argc, char **argv, char *const *envp, char
                 snprintf(err, errlen, "--config: missing value");
                 return CONFIG_ERR;
             }
-            path = argv[++i], required = 1;
+            *path = argv[++i], *required = 1;
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
-            path = argv[i] + 9, required = 1;
+            *path = argv[i] + 9, *required = 1;
         }
     }
-    if (!path) path = CONFIG_DEFAULT_PATH;
+    return CONFIG_OK;
+}
+
+/* The flag at argv[*i], --key VALUE or --key=VALUE (*i then moves past its value). --config
+ * is skipped: find_config_file has read it. */
+static int apply_flag(struct config *c, int argc, char **argv, int *i, char *err, size_t errlen)
+{
+    const char *a = argv[*i];
+    if (strncmp(a, "--", 2) != 0) {
+        snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
+        return CONFIG_ERR;
+    }
+    a += 2;
+    const char *eq = strchr(a, '=');
+    char name[64];
+    flag_to_key(a, eq ? (size_t)(eq - a) : strlen(a), name, sizeof name);
+    if (strcmp(name, "config") == 0) {
+        if (!eq) ++*i;
+        return CONFIG_OK;
+    }
+    if (!eq && *i + 1 >= argc) {
+        snprintf(err, errlen, "--%s: missing value", a);
+        return CONFIG_ERR;
+    }
+    const char *value = eq ? eq + 1 : argv[++*i];
+    const struct key *k = find_key(name);
+    if (!k) {
+        snprintf(err, errlen, "unknown option --%s (see --help)", name);
+        return CONFIG_ERR;
+    }
+    char msg[512];
+    if (set_key(c, k, value, msg, sizeof msg) != CONFIG_OK) {
+        snprintf(err, errlen, "--%s", msg);
+        return CONFIG_ERR;
+    }
+    return CONFIG_OK;
+}
+
+int config_load(struct config *c, int argc, char **argv, char *const *envp, char *err,
+                size_t errlen)
+{
+    config_defaults(c);
+    const char *path;
+    int required;
+    int rc = find_config_file(argc, argv, envp, &path, &required, err, errlen);
+    if (rc != CONFIG_OK) return rc;
     if (config_load_file(c, path, required, err, errlen) != CONFIG_OK) return CONFIG_ERR;
     if (config_apply_env(c, envp, err, errlen) != CONFIG_OK) return CONFIG_ERR;
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strncmp(a, "--", 2) != 0) {
-            snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
-            return CONFIG_ERR;
-        }
-        a += 2;
-        const char *eq = strchr(a, '=');
-        const char *value;
-        char name[64];
-        flag_to_key(a, eq ? (size_t)(eq - a) : strlen(a), name, sizeof name);
-        if (strcmp(name, "config") == 0) {
-            if (!eq) i++;
-            continue;
-        }
-        if (eq) {
-            value = eq + 1;
-        } else {
-            if (i + 1 >= argc) {
-                snprintf(err, errlen, "--%s: missing value", a);
-                return CONFIG_ERR;
-            }
-            value = argv[++i];
-        }
-        const struct key *k = find_key(name);
-        if (!k) {
-            snprintf(err, errlen, "unknown option --%s (see --help)", name);
-            return CONFIG_ERR;
-        }
-        char msg[512];
-        if (set_key(c, k, value, msg, sizeof msg) != CONFIG_OK) {
-            snprintf(err, errlen, "--%s", msg);
-            return CONFIG_ERR;
-        }
-    }
+    for (int i = 1; i < argc; i++)
+        if (apply_flag(c, argc, argv, &i, err, errlen) != CONFIG_OK) return CONFIG_ERR;
     return config_validate(c, err, errlen);
 }

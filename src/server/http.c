@@ -147,13 +147,25 @@ static void fail(struct http_req *r, int status, const char *type, const char *f
     __attribute__((format(printf, 4, 5)));
 static void fail(struct http_req *r, int status, const char *type, const char *fmt, ...)
 {
-    struct api_error e = {status, "", ""};
-    snprintf(e.type, sizeof e.type, "%s", type);
+    struct api_error e;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    codec_vfail(&e, status, type, fmt, ap);
     va_end(ap);
     http_reply_error(r, &e);
+}
+
+/* Notes an error found before the body is in; it is replied when the request ends (413 at
+ * once). */
+static void early(struct http_req *r, int status, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void early(struct http_req *r, int status, const char *type, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    codec_vfail(&r->early, status, type, fmt, ap);
+    va_end(ap);
+    r->has_early = 1;
 }
 
 /* ---------- stats records ---------- */
@@ -515,9 +527,7 @@ static enum MHD_Result on_form(void *cls, enum MHD_ValueKind kind, const char *k
     struct form_field *f = r->nform ? &r->form[r->nform - 1] : NULL;
     if (!f || off == 0 || strcmp(f->key, key) != 0) {
         if (r->nform == MAX_FORM_FIELDS) {
-            codec_fail(&r->early, 400, "invalid_request", "too many form fields (max %d)",
-                       MAX_FORM_FIELDS);
-            r->has_early = 1;
+            early(r, 400, "invalid_request", "too many form fields (max %d)", MAX_FORM_FIELDS);
             return MHD_NO;
         }
         f = &r->form[r->nform++];
@@ -525,8 +535,7 @@ static enum MHD_Result on_form(void *cls, enum MHD_ValueKind kind, const char *k
         f->is_file = filename != NULL;
     }
     if (size && sbuf_add(&f->value, data, size) != 0) {
-        codec_fail(&r->early, 500, "internal", "out of memory");
-        r->has_early = 1;
+        early(r, 500, "internal", "out of memory");
         return MHD_NO;
     }
     return MHD_YES;
@@ -576,122 +585,120 @@ static int media_type_is(const char *ct, const char *type)
     return strncasecmp(ct, type, n) == 0 && (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ');
 }
 
-/* First call for a request: everything decidable from the headers. */
-static void first_call(struct http_req *r, const char *method, const char *url)
+/* No route for method + url: 405 naming the methods the path has, or 404. */
+static void no_route(struct http_req *r, const char *method, const char *url, int path_known)
 {
-    struct server *srv = r->srv;
-    int path_known;
-    r->route = find_route(method, url, &path_known);
-    r->endpoint = r->route ? r->route->path : path_known ? url : "unknown";
-    if (!r->route) {
-        if (path_known) {
-            char *allow = r->allow;
-            for (size_t i = 0; i < NROUTES; i++)
-                if (strcmp(routes[i].path, url) == 0)
-                    snprintf(allow + strlen(allow), sizeof r->allow - strlen(allow), "%s%s",
-                             allow[0] ? ", " : "", routes[i].method);
-            codec_fail(&r->early, 405, "method_not_allowed", "%s %s: allowed: %s", method, url,
-                       allow);
-            for (size_t i = 0; i < NROUTES; i++) /* endpoint label from the table: static storage */
-                if (strcmp(routes[i].path, url) == 0) r->endpoint = routes[i].path;
-        } else {
-            codec_fail(&r->early, 404, "not_found", "no such endpoint: %s %s", method, url);
-        }
-        r->has_early = 1;
+    if (!path_known) {
+        early(r, 404, "not_found", "no such endpoint: %s %s", method, url);
         return;
     }
-    if (!r->route->open) {
-        const char *authz = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
-        const char *xkey = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Api-Key");
-        if (!auth_check(srv->auth, authz, xkey)) {
-            codec_fail(&r->early, 401, "authentication", "missing or invalid API key");
-            r->has_early = 1;
-            return;
+    char *allow = r->allow;
+    for (size_t i = 0; i < NROUTES; i++)
+        if (strcmp(routes[i].path, url) == 0) {
+            snprintf(allow + strlen(allow), sizeof r->allow - strlen(allow), "%s%s",
+                     allow[0] ? ", " : "", routes[i].method);
+            r->endpoint = routes[i].path; /* the label from the table: static storage */
         }
-    }
-    if (strcmp(r->route->method, "POST") != 0) return;
+    early(r, 405, "method_not_allowed", "%s %s: allowed: %s", method, url, allow);
+}
+
+/* The API key of a route that needs one. Returns 0, or -1 with the 401 noted. */
+static int check_api_key(struct http_req *r)
+{
+    if (r->route->open) return 0;
+    const char *authz = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    const char *xkey = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Api-Key");
+    if (auth_check(r->srv->auth, authz, xkey)) return 0;
+    early(r, 401, "authentication", "missing or invalid API key");
+    return -1;
+}
+
+/* A POST's declared length and its Content-Type; multipart starts the form parser. */
+static void check_body_headers(struct http_req *r, const char *url)
+{
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
-    if (cl && strtoll(cl, NULL, 10) > srv->cfg->max_body_bytes) {
-        codec_fail(&r->early, 413, "payload_too_large",
-                   "request body of %s bytes exceeds the limit of %ld bytes", cl,
-                   srv->cfg->max_body_bytes);
-        r->has_early = 1;
+    if (cl && strtoll(cl, NULL, 10) > r->srv->cfg->max_body_bytes) {
+        early(r, 413, "payload_too_large",
+              "request body of %s bytes exceeds the limit of %ld bytes", cl,
+              r->srv->cfg->max_body_bytes);
         return;
     }
     const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
     if (ct && media_type_is(ct, "multipart/form-data")) {
         if (r->route->gen != &api_native_generate) {
-            codec_fail(&r->early, 415, "unsupported_media_type", "%s accepts application/json only",
-                       url);
-            r->has_early = 1;
+            early(r, 415, "unsupported_media_type", "%s accepts application/json only", url);
             return;
         }
         r->pp = MHD_create_post_processor(r->conn, 64 * 1024, on_form, r);
-        if (!r->pp) {
-            codec_fail(&r->early, 400, "invalid_request", "malformed multipart/form-data header");
-            r->has_early = 1;
-        }
+        if (!r->pp) early(r, 400, "invalid_request", "malformed multipart/form-data header");
         return;
     }
     /* curl -d sends x-www-form-urlencoded and some clients send text/plain or nothing;
      * all of them mean JSON here. Anything else is refused. */
     if (ct && !media_type_is(ct, "application/json") && !media_type_is(ct, "text/plain") &&
-        !media_type_is(ct, "application/x-www-form-urlencoded")) {
-        codec_fail(&r->early, 415, "unsupported_media_type",
-                   "Content-Type %s: send application/json or multipart/form-data", ct);
-        r->has_early = 1;
+        !media_type_is(ct, "application/x-www-form-urlencoded"))
+        early(r, 415, "unsupported_media_type",
+              "Content-Type %s: send application/json or multipart/form-data", ct);
+}
+
+/* First call for a request: everything decidable from the headers. */
+static void first_call(struct http_req *r, const char *method, const char *url)
+{
+    int path_known;
+    r->route = find_route(method, url, &path_known);
+    r->endpoint = r->route ? r->route->path : path_known ? url : "unknown";
+    if (!r->route) {
+        no_route(r, method, url, path_known);
+        return;
+    }
+    if (check_api_key(r) != 0) return;
+    if (strcmp(r->route->method, "POST") == 0) check_body_headers(r, url);
+}
+
+/* A request's state, made on its first call. */
+static struct http_req *new_request(struct http *h, struct MHD_Connection *conn, const char *method,
+                                    const char *url)
+{
+    struct http_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->h = h;
+    r->srv = h->srv;
+    r->conn = conn;
+    r->t0 = job_now();
+    r->wall0 = stats_wall_now();
+    new_request_id(r->request_id, sizeof r->request_id);
+    client_addr(conn, r->client, sizeof r->client);
+    snprintf(r->method, sizeof r->method, "%s", method);
+    first_call(r, method, url);
+    /* A declared body over the limit is refused before it is read (a client that sent
+     * "Expect: 100-continue" never sends it). Smaller refused bodies are read and dropped
+     * so that the client sees the response rather than a reset connection. */
+    if (r->has_early && r->early.status == 413) http_reply_error(r, &r->early);
+    return r;
+}
+
+/* The next n bytes of the body: to the form parser or the JSON buffer, within the limit. */
+static void body_data(struct http_req *r, const char *data, size_t n)
+{
+    if (r->has_early) return; /* discard the rest of a refused body */
+    r->body_seen += (long long)n;
+    if (r->body_seen > r->srv->cfg->max_body_bytes) {
+        early(r, 413, "payload_too_large", "request body exceeds the limit of %ld bytes",
+              r->srv->cfg->max_body_bytes);
+        sbuf_free(&r->body);
+        return;
+    }
+    if (r->pp) {
+        if (MHD_post_process(r->pp, data, n) != MHD_YES && !r->has_early)
+            early(r, 400, "invalid_request", "malformed multipart/form-data body");
+    } else if (sbuf_add(&r->body, data, n) != 0) {
+        early(r, 500, "internal", "out of memory");
     }
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **con_cls)
+/* The body is in: reply with the error noted on the way, or run the route. */
+static enum MHD_Result last_call(struct http_req *r)
 {
-    (void)version;
-    struct http *h = cls;
-    struct http_req *r = *con_cls;
-    if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r) return MHD_NO;
-        r->h = h;
-        r->srv = h->srv;
-        r->conn = conn;
-        r->t0 = job_now();
-        r->wall0 = stats_wall_now();
-        new_request_id(r->request_id, sizeof r->request_id);
-        client_addr(conn, r->client, sizeof r->client);
-        *con_cls = r;
-        snprintf(r->method, sizeof r->method, "%s", method);
-        first_call(r, method, url);
-        /* A declared body over the limit is refused before it is read (a client that sent
-         * "Expect: 100-continue" never sends it). Smaller refused bodies are read and dropped
-         * so that the client sees the response rather than a reset connection. */
-        if (r->has_early && r->early.status == 413) http_reply_error(r, &r->early);
-        return MHD_YES;
-    }
-    if (*upload_data_size) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (r->has_early) return MHD_YES; /* discard the rest of a refused body */
-        r->body_seen += (long long)n;
-        if (r->body_seen > r->srv->cfg->max_body_bytes) {
-            codec_fail(&r->early, 413, "payload_too_large",
-                       "request body exceeds the limit of %ld bytes", r->srv->cfg->max_body_bytes);
-            r->has_early = 1;
-            sbuf_free(&r->body);
-            return MHD_YES;
-        }
-        if (r->pp) {
-            if (MHD_post_process(r->pp, upload_data, n) != MHD_YES && !r->has_early) {
-                codec_fail(&r->early, 400, "invalid_request", "malformed multipart/form-data body");
-                r->has_early = 1;
-            }
-        } else if (sbuf_add(&r->body, upload_data, n) != 0) {
-            codec_fail(&r->early, 500, "internal", "out of memory");
-            r->has_early = 1;
-        }
-        return MHD_YES;
-    }
     if (r->status) return MHD_YES;
     if (r->has_early) {
         http_reply_error(r, &r->early);
@@ -701,6 +708,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     r->route->handler(r);
     if (!r->status) fail(r, 500, "internal", "handler produced no response");
     return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    if (!*con_cls) {
+        *con_cls = new_request(cls, conn, method, url);
+        return *con_cls ? MHD_YES : MHD_NO;
+    }
+    if (*upload_data_size) {
+        body_data(*con_cls, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return last_call(*con_cls);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

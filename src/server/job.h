@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/image.h"
+
 #define JOB_MAX_STOP 4
 #define JOB_MAX_IMAGES 8
 
@@ -17,11 +19,6 @@ struct job_msg {
     int role; /* enum job_role */
     char *text;
     int n_images; /* images (in order of job->images) that precede this message's text */
-};
-
-struct job_image {
-    unsigned char *rgb; /* width*height*3 bytes, decoded by the HTTP thread */
-    int width, height;
 };
 
 struct job_params {
@@ -45,7 +42,7 @@ struct job {
     /* ---- input: set before submission, read-only afterwards ---- */
     struct job_msg *msgs;
     int n_msgs;
-    struct job_image images[JOB_MAX_IMAGES];
+    img_rgb images[JOB_MAX_IMAGES]; /* decoded by the HTTP thread (upload.c) */
     int n_images;
     struct job_params params;
     double t_arrival; /* monotonic seconds */

@@ -13,18 +13,18 @@ static const double bounds[METRICS_NBUCKETS] = {
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
 };
 
-static const struct {
+struct meta {
     const char *name, *help;
-} hist_meta[HIST_COUNT] = {
+};
+
+static const struct meta hist_meta[HIST_COUNT] = {
     {"ternd_request_duration_seconds", "Time from arrival to the end of a generation request."},
     {"ternd_queue_wait_seconds", "Time a request waited for a slot."},
     {"ternd_time_to_first_token_seconds", "Time from arrival to the first generated token."},
     {"ternd_token_duration_seconds", "Time per generated token (one batched decode step)."},
 };
 
-static const struct {
-    const char *name, *help;
-} cnt_meta[CNT_COUNT] = {
+static const struct meta cnt_meta[CNT_COUNT] = {
     {"ternd_prompt_tokens_total", "Prompt tokens prefilled (image tokens included)."},
     {"ternd_completion_tokens_total", "Tokens generated."},
     {"ternd_rejected_queue_full_total", "Requests refused with 503 because the queue was full."},
@@ -142,60 +142,63 @@ static void put(struct buf *b, const char *fmt, ...)
     }
 }
 
+/* One series with its HELP and TYPE lines; type is "gauge" or "counter". */
+static void put_one(struct buf *b, const char *name, const char *type, const char *help,
+                    long long v)
+{
+    put(b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", name, help, name, type, name, v);
+}
+
+static void put_histogram(struct buf *b, const struct metrics *m, int h)
+{
+    const char *n = hist_meta[h].name;
+    put(b, "# HELP %s %s\n# TYPE %s histogram\n", n, hist_meta[h].help, n);
+    long long cum = 0;
+    for (int k = 0; k < METRICS_NBUCKETS; k++) {
+        cum += m->buckets[h][k];
+        put(b, "%s_bucket{le=\"%g\"} %lld\n", n, bounds[k], cum);
+    }
+    cum += m->buckets[h][METRICS_NBUCKETS];
+    put(b, "%s_bucket{le=\"+Inf\"} %lld\n%s_sum %.6f\n%s_count %lld\n", n, cum, n, m->sum[h], n,
+        m->count[h]);
+}
+
+/* What the registry holds; called with m->mu held. */
+static void put_registry(struct buf *b, const struct metrics *m)
+{
+    put(b, "# HELP ternd_requests_total HTTP requests by endpoint and status code.\n"
+           "# TYPE ternd_requests_total counter\n");
+    for (int i = 0; i < m->nreq; i++)
+        put(b, "ternd_requests_total{endpoint=\"%s\",code=\"%d\"} %lld\n", m->req[i].endpoint,
+            m->req[i].status, m->req[i].n);
+    for (int c = 0; c < CNT_COUNT; c++)
+        put_one(b, cnt_meta[c].name, "counter", cnt_meta[c].help, m->counters[c]);
+    for (int h = 0; h < HIST_COUNT; h++)
+        put_histogram(b, m, h);
+}
+
+static void put_gauges(struct buf *b, const struct metrics_gauges *g)
+{
+    put_one(b, "ternd_active_slots", "gauge", "Slots generating or prefilling.", g->active_slots);
+    put_one(b, "ternd_slots", "gauge", "Configured slots.", g->slots);
+    put_one(b, "ternd_queue_depth", "gauge", "Requests waiting for a slot.", g->queued);
+    put_one(b, "ternd_queue_capacity", "gauge", "Configured queue length.", g->queue_max);
+    put_one(b, "ternd_resident_memory_bytes", "gauge", "Resident set size.", g->rss_bytes);
+    put_one(b, "ternd_resident_memory_peak_bytes", "gauge", "Peak resident set size.",
+            g->rss_peak_bytes);
+    put_one(b, "ternd_stats_dropped_total", "counter",
+            "Stats records dropped (queue full or database unwritable).", g->stats_dropped);
+}
+
 char *metrics_render(struct metrics *m, const struct metrics_gauges *g)
 {
     struct buf b = {malloc(8192), 0, 8192, 0};
     if (!b.p) return NULL;
     b.p[0] = 0;
     pthread_mutex_lock(&m->mu);
-    put(&b, "# HELP ternd_requests_total HTTP requests by endpoint and status code.\n"
-            "# TYPE ternd_requests_total counter\n");
-    for (int i = 0; i < m->nreq; i++)
-        put(&b, "ternd_requests_total{endpoint=\"%s\",code=\"%d\"} %lld\n", m->req[i].endpoint,
-            m->req[i].status, m->req[i].n);
-    for (int c = 0; c < CNT_COUNT; c++)
-        put(&b, "# HELP %s %s\n# TYPE %s counter\n%s %lld\n", cnt_meta[c].name, cnt_meta[c].help,
-            cnt_meta[c].name, cnt_meta[c].name, m->counters[c]);
-    for (int h = 0; h < HIST_COUNT; h++) {
-        const char *n = hist_meta[h].name;
-        put(&b, "# HELP %s %s\n# TYPE %s histogram\n", n, hist_meta[h].help, n);
-        long long cum = 0;
-        for (int k = 0; k < METRICS_NBUCKETS; k++) {
-            cum += m->buckets[h][k];
-            put(&b, "%s_bucket{le=\"%g\"} %lld\n", n, bounds[k], cum);
-        }
-        cum += m->buckets[h][METRICS_NBUCKETS];
-        put(&b, "%s_bucket{le=\"+Inf\"} %lld\n%s_sum %.6f\n%s_count %lld\n", n, cum, n, m->sum[h],
-            n, m->count[h]);
-    }
+    put_registry(&b, m);
     pthread_mutex_unlock(&m->mu);
-    put(&b,
-        "# HELP ternd_active_slots Slots generating or prefilling.\n"
-        "# TYPE ternd_active_slots gauge\nternd_active_slots %d\n",
-        g->active_slots);
-    put(&b, "# HELP ternd_slots Configured slots.\n# TYPE ternd_slots gauge\nternd_slots %d\n",
-        g->slots);
-    put(&b,
-        "# HELP ternd_queue_depth Requests waiting for a slot.\n"
-        "# TYPE ternd_queue_depth gauge\nternd_queue_depth %d\n",
-        g->queued);
-    put(&b,
-        "# HELP ternd_queue_capacity Configured queue length.\n"
-        "# TYPE ternd_queue_capacity gauge\nternd_queue_capacity %d\n",
-        g->queue_max);
-    put(&b,
-        "# HELP ternd_resident_memory_bytes Resident set size.\n"
-        "# TYPE ternd_resident_memory_bytes gauge\nternd_resident_memory_bytes %ld\n",
-        g->rss_bytes);
-    put(&b,
-        "# HELP ternd_resident_memory_peak_bytes Peak resident set size.\n"
-        "# TYPE ternd_resident_memory_peak_bytes gauge\nternd_resident_memory_peak_bytes %ld\n",
-        g->rss_peak_bytes);
-    put(&b,
-        "# HELP ternd_stats_dropped_total Stats records dropped (queue full or database "
-        "unwritable).\n"
-        "# TYPE ternd_stats_dropped_total counter\nternd_stats_dropped_total %lld\n",
-        g->stats_dropped);
+    put_gauges(&b, g);
     if (b.oom) {
         free(b.p);
         return NULL;

@@ -288,6 +288,16 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* What stats_open made, but the thread. */
+static void stats_free(struct stats *s)
+{
+    pthread_cond_destroy(&s->flushed);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s->q);
+    free(s);
+}
+
 struct stats *stats_open(const struct stats_options *o, stats_sample_fn sample, void *ctx,
                          char *err, size_t errlen)
 {
@@ -309,11 +319,7 @@ struct stats *stats_open(const struct stats_options *o, stats_sample_fn sample, 
     pthread_cond_init(&s->flushed, NULL);
     if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
         snprintf(err, errlen, "stats: cannot start the writer thread");
-        pthread_cond_destroy(&s->flushed);
-        pthread_cond_destroy(&s->cv);
-        pthread_mutex_destroy(&s->mu);
-        free(s->q);
-        free(s);
+        stats_free(s);
         return NULL;
     }
     return s;
@@ -362,11 +368,7 @@ void stats_close(struct stats *s)
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
     if (s->dropped) log_warn("stats: %lld records were dropped", s->dropped);
-    pthread_cond_destroy(&s->flushed);
-    pthread_cond_destroy(&s->cv);
-    pthread_mutex_destroy(&s->mu);
-    free(s->q);
-    free(s);
+    stats_free(s);
 }
 
 /* ---- queries ---- */
@@ -406,20 +408,22 @@ static long load_sorted(sqlite3 *db, const char *col, double since, double **out
     return n;
 }
 
-int stats_query(const char *path, double window_s, double now, struct stats_summary *out, char *err,
-                size_t errlen)
+/* p50, p95 and p99 of one column of the window's generations. */
+static void percentiles(sqlite3 *db, const char *col, double since, double *p50, double *p95,
+                        double *p99)
 {
-    memset(out, 0, sizeof *out);
-    out->window_s = window_s;
-    sqlite3 *db = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "stats db %s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
-        sqlite3_close(db);
-        return -1;
-    }
-    sqlite3_busy_timeout(db, 2000);
-    double since = window_s > 0 ? now - window_s : -1e300;
-    sqlite3_stmt *st;
+    double *v;
+    long n = load_sorted(db, col, since, &v);
+    *p50 = stats_percentile(v, n, 50);
+    *p95 = stats_percentile(v, n, 95);
+    *p99 = stats_percentile(v, n, 99);
+    free(v);
+}
+
+/* Counts and sums over the window's requests, then the rates they give (a window of 0 spans
+ * from the oldest arrival). Returns -1 when the query cannot be prepared. */
+static int query_totals(sqlite3 *db, double since, double now, struct stats_summary *out)
+{
     const char *sql =
         "SELECT count(*),"
         " sum(completion_tokens IS NOT NULL),"
@@ -429,11 +433,8 @@ int stats_query(const char *path, double window_s, double now, struct stats_summ
         " coalesce(sum(CASE WHEN completion_tokens > 1 THEN completion_tokens - 1 END),0),"
         " coalesce(max(rss_peak_kb),0), min(received_at)"
         " FROM requests WHERE received_at >= ?";
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "stats db %s: %s", path, sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return -1;
-    }
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
     sqlite3_bind_double(st, 1, since);
     double decode_ms = 0, decode_tokens = 0, first = now;
     if (sqlite3_step(st) == SQLITE_ROW) {
@@ -448,31 +449,50 @@ int stats_query(const char *path, double window_s, double now, struct stats_summ
         if (sqlite3_column_type(st, 8) != SQLITE_NULL) first = sqlite3_column_double(st, 8);
     }
     sqlite3_finalize(st);
-    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(rss_kb),0) FROM samples WHERE ts >= ?", -1, &st,
-                           NULL) == SQLITE_OK) {
-        sqlite3_bind_double(st, 1, since);
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            long k = (long)sqlite3_column_int64(st, 0);
-            if (k > out->rss_peak_kb) out->rss_peak_kb = k;
-        }
-        sqlite3_finalize(st);
-    }
     /* Decode speed counts the tokens after the first: the first one's time is TTFT. */
     out->decode_tokens_per_s = decode_ms > 0 ? decode_tokens / (decode_ms / 1e3) : 0;
-    double span = window_s > 0 ? window_s : now - first;
+    double span = out->window_s > 0 ? out->window_s : now - first;
     out->throughput_tokens_per_s = span > 0 ? (double)out->completion_tokens / span : 0;
+    return 0;
+}
 
-    double *v;
-    long n = load_sorted(db, "total_ms", since, &v);
-    out->latency_p50_ms = stats_percentile(v, n, 50);
-    out->latency_p95_ms = stats_percentile(v, n, 95);
-    out->latency_p99_ms = stats_percentile(v, n, 99);
-    free(v);
-    n = load_sorted(db, "ttft_ms", since, &v);
-    out->ttft_p50_ms = stats_percentile(v, n, 50);
-    out->ttft_p95_ms = stats_percentile(v, n, 95);
-    out->ttft_p99_ms = stats_percentile(v, n, 99);
-    free(v);
+/* The samples' RSS raises the peak the requests recorded. */
+static void query_rss_peak(sqlite3 *db, double since, struct stats_summary *out)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(rss_kb),0) FROM samples WHERE ts >= ?", -1, &st,
+                           NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_double(st, 1, since);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        long k = (long)sqlite3_column_int64(st, 0);
+        if (k > out->rss_peak_kb) out->rss_peak_kb = k;
+    }
+    sqlite3_finalize(st);
+}
+
+int stats_query(const char *path, double window_s, double now, struct stats_summary *out, char *err,
+                size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->window_s = window_s;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "stats db %s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_busy_timeout(db, 2000);
+    double since = window_s > 0 ? now - window_s : -1e300;
+    if (query_totals(db, since, now, out) != 0) {
+        snprintf(err, errlen, "stats db %s: %s", path, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return -1;
+    }
+    query_rss_peak(db, since, out);
+    percentiles(db, "total_ms", since, &out->latency_p50_ms, &out->latency_p95_ms,
+                &out->latency_p99_ms);
+    percentiles(db, "ttft_ms", since, &out->ttft_p50_ms, &out->ttft_p95_ms, &out->ttft_p99_ms);
     sqlite3_close(db);
     return 0;
 }

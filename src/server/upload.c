@@ -8,7 +8,7 @@
 #include "engine/image.h"
 
 int upload_image_decode(const unsigned char *data, size_t len, long max_bytes, long max_pixels,
-                        struct job_image *out, char *err, size_t errlen)
+                        img_rgb *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     if ((long)len > max_bytes) {
@@ -22,14 +22,10 @@ int upload_image_decode(const unsigned char *data, size_t len, long max_bytes, l
         return 415;
     }
     img_limits lim = {(size_t)max_bytes, (uint64_t)max_pixels};
-    img_rgb im = {0, 0, NULL};
     char msg[256];
-    if (img_decode(data, len, &lim, &im, msg, sizeof msg) != 0) {
+    if (img_decode(data, len, &lim, out, msg, sizeof msg) != 0) {
         snprintf(err, errlen, "image: %s: %s", jpeg ? "JPEG" : "PNG", msg);
         return 422;
     }
-    out->rgb = im.rgb;
-    out->width = im.w;
-    out->height = im.h;
     return 0;
 }

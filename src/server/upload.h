@@ -8,8 +8,8 @@
 #include "job.h"
 
 /* Returns 0, or an HTTP status (413 too many bytes, 415 not JPEG/PNG, 422 corrupt, truncated
- * or too many pixels, 500 out of memory) with err filled. out->rgb is malloc'd. */
+ * or too many pixels, 500 out of memory) with err filled. Free out with img_free. */
 int upload_image_decode(const unsigned char *data, size_t len, long max_bytes, long max_pixels,
-                        struct job_image *out, char *err, size_t errlen);
+                        img_rgb *out, char *err, size_t errlen);
 
 #endif

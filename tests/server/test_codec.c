@@ -56,7 +56,7 @@ START_TEST(native)
     ck_assert_str_eq(j->msgs[1].text, "hi");
     ck_assert_int_eq(j->msgs[1].n_images, 1);
     ck_assert_int_eq(j->n_images, 1);
-    ck_assert_int_eq(j->images[0].width, 1);
+    ck_assert_int_eq(j->images[0].w, 1);
     ck_assert_int_eq(j->params.max_tokens, 7);
     ck_assert_float_eq_tol(j->params.temperature, 0.5, 1e-6);
     ck_assert_int_eq(j->params.top_k, 3);
@@ -264,6 +264,59 @@ START_TEST(formatters)
 }
 END_TEST
 
+/* Content reader for codec_messages: the "text" field, and a fixed 2 on the first message. */
+static int text_field(const cJSON *m, const char *where, const struct api_limits *l, struct job *j,
+                      struct sbuf *text, struct api_error *e)
+{
+    (void)l;
+    const char *t = NULL;
+    if (codec_get_string(m, "text", where, &t, e) < 0) return -1;
+    if (t) sbuf_add(text, t, strlen(t));
+    if (!strcmp(where, "messages[0].")) j->n_images += 2; /* as if it had added two images */
+    return 0;
+}
+
+START_TEST(shared_fields)
+{
+    struct api_error e = {0};
+    cJSON *root = cJSON_Parse("{\"model\":\"\",\"o\":{\"a\":1},\"s\":\"x\",\"n\":null,"
+                              "\"messages\":[{\"role\":\"user\",\"text\":\"one\"},"
+                              "{\"role\":\"assistant\"}]}");
+    const cJSON *o = NULL;
+    ck_assert_int_eq(codec_get_object(root, "o", "", &o, &e), 1);
+    ck_assert_ptr_nonnull(cJSON_GetObjectItem(o, "a"));
+    ck_assert_int_eq(codec_get_object(root, "n", "", &o, &e), 0); /* null = absent */
+    ck_assert_int_eq(codec_get_object(root, "missing", "", &o, &e), 0);
+    ck_assert_int_eq(codec_get_object(root, "s", "x.", &o, &e), -1);
+    ck_assert_str_eq(e.message, "x.s: expected an object");
+
+    char model[8] = "keep";
+    ck_assert_int_eq(codec_get_model(root, model, sizeof model, &e), 0);
+    ck_assert_str_eq(model, "keep"); /* an empty model leaves the default */
+
+    struct job *j = job_create();
+    ck_assert_int_eq(codec_messages(root, 0, text_field, &lim, j, &e), 0);
+    ck_assert_int_eq(j->n_msgs, 2);
+    ck_assert_str_eq(j->msgs[0].text, "one");
+    ck_assert_int_eq(j->msgs[0].n_images, 2);
+    ck_assert_str_eq(j->msgs[1].text, "");
+    ck_assert_int_eq(j->msgs[1].role, ROLE_ASSISTANT);
+    ck_assert_int_eq(j->msgs[1].n_images, 0);
+    j->n_images = 0; /* none were decoded */
+    job_unref(j);
+    cJSON_Delete(root);
+
+    root = cJSON_Parse("{\"messages\":[],\"images\":\"x\"}");
+    j = job_create();
+    ck_assert_int_eq(codec_messages(root, 0, text_field, &lim, j, &e), -1);
+    ck_assert_str_eq(e.message, "messages: expected a non-empty array");
+    ck_assert_int_eq(codec_add_images(root, "m.", 0, &lim, j, &e), -1);
+    ck_assert_str_eq(e.message, "m.images: expected an array of base64 strings");
+    job_unref(j);
+    cJSON_Delete(root);
+}
+END_TEST
+
 START_TEST(base64)
 {
     unsigned char *o;
@@ -292,6 +345,7 @@ int main(void)
     tcase_add_test(tc, ollama);
     tcase_add_test(tc, openai);
     tcase_add_test(tc, formatters);
+    tcase_add_test(tc, shared_fields);
     tcase_add_test(tc, base64);
     suite_add_tcase(s, tc);
     return tu_run(s, CK_FORK);
