@@ -152,9 +152,9 @@ static int get_float(const gguf_file *f, const char *key, bool required, float *
     return ENG_OK;
 }
 
-static int load_text(eng_model *m, char *err, size_t errlen)
+/* The decoder's hyperparameters; llama.cpp's defaults where a key is optional. */
+static int text_hparams(eng_model *m, const gguf_file *f, char *err, size_t errlen)
 {
-    const gguf_file *f = m->text;
     eng_model_info *in = &m->info;
     const char *arch = gguf_get_str(f, "general.architecture");
     if (!arch)
@@ -185,8 +185,13 @@ static int load_text(eng_model *m, char *err, size_t errlen)
                           "%s: head_dim %d must be even and head_count %d a multiple of "
                           "head_count_kv %d",
                           gguf_path(f), m->head_dim, in->n_head, in->n_head_kv);
+    return ENG_OK;
+}
 
-    /* The vocabulary size is the embedding's row count; the keys only cross-check it. */
+/* The vocabulary size is the embedding's row count; the keys only cross-check it. */
+static int text_vocab(eng_model *m, const gguf_file *f, char *err, size_t errlen)
+{
+    eng_model_info *in = &m->info;
     const gguf_tensor *te = find(f, "token_embd.weight", err, errlen);
     if (!te) return ENG_ERR;
     in->n_vocab = (int)te->ne[1];
@@ -195,8 +200,39 @@ static int load_text(eng_model *m, char *err, size_t errlen)
     if (nv && nv != in->n_vocab)
         return eng_seterr(err, errlen, "%s: llama.vocab_size %d but token_embd.weight has %d rows",
                           gguf_path(f), nv, in->n_vocab);
+    return ENG_OK;
+}
 
+static int text_layer(eng_model *m, const gguf_file *f, int l, char *err, size_t errlen)
+{
+    const eng_model_info *in = &m->info;
+    eng_layer *L = &m->layers[l];
     int D = in->n_embd, F = in->n_ff, hd = m->head_dim;
+    static const char *const suf[9] = {"attn_norm", "attn_q",   "attn_k", "attn_v",  "attn_output",
+                                       "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
+    char n[9][64];
+    for (int i = 0; i < 9; i++)
+        snprintf(n[i], sizeof n[i], "blk.%d.%s.weight", l, suf[i]);
+    if (load_vec(m, f, n[0], D, &L->attn_norm, err, errlen) ||
+        load_mat(f, n[1], D, in->n_head * hd, &L->wq, err, errlen) ||
+        load_mat(f, n[2], D, in->n_head_kv * hd, &L->wk, err, errlen) ||
+        load_mat(f, n[3], D, in->n_head_kv * hd, &L->wv, err, errlen) ||
+        load_mat(f, n[4], in->n_head * hd, D, &L->wo, err, errlen) ||
+        load_vec(m, f, n[5], D, &L->ffn_norm, err, errlen) ||
+        load_mat(f, n[6], D, F, &L->w_gate, err, errlen) ||
+        load_mat(f, n[7], D, F, &L->w_up, err, errlen) ||
+        load_mat(f, n[8], F, D, &L->w_down, err, errlen))
+        return ENG_ERR;
+    return ENG_OK;
+}
+
+static int load_text(eng_model *m, char *err, size_t errlen)
+{
+    const gguf_file *f = m->text;
+    const eng_model_info *in = &m->info;
+    if (text_hparams(m, f, err, errlen) || text_vocab(m, f, err, errlen)) return ENG_ERR;
+
+    int D = in->n_embd;
     if (load_mat(f, "token_embd.weight", D, in->n_vocab, &m->tok_embd, err, errlen) ||
         load_vec(m, f, "output_norm.weight", D, &m->out_norm, err, errlen))
         return ENG_ERR;
@@ -208,25 +244,8 @@ static int load_text(eng_model *m, char *err, size_t errlen)
 
     m->layers = calloc((size_t)in->n_layer, sizeof *m->layers);
     if (!m->layers) return eng_seterr(err, errlen, "out of memory");
-    for (int l = 0; l < in->n_layer; l++) {
-        eng_layer *L = &m->layers[l];
-        char n[11][64];
-        const char *suf[11] = {"attn_norm",   "attn_q",   "attn_k",   "attn_v",
-                               "attn_output", "ffn_norm", "ffn_gate", "ffn_up",
-                               "ffn_down",    "",         ""};
-        for (int i = 0; i < 9; i++)
-            snprintf(n[i], sizeof n[i], "blk.%d.%s.weight", l, suf[i]);
-        if (load_vec(m, f, n[0], D, &L->attn_norm, err, errlen) ||
-            load_mat(f, n[1], D, in->n_head * hd, &L->wq, err, errlen) ||
-            load_mat(f, n[2], D, in->n_head_kv * hd, &L->wk, err, errlen) ||
-            load_mat(f, n[3], D, in->n_head_kv * hd, &L->wv, err, errlen) ||
-            load_mat(f, n[4], in->n_head * hd, D, &L->wo, err, errlen) ||
-            load_vec(m, f, n[5], D, &L->ffn_norm, err, errlen) ||
-            load_mat(f, n[6], D, F, &L->w_gate, err, errlen) ||
-            load_mat(f, n[7], D, F, &L->w_up, err, errlen) ||
-            load_mat(f, n[8], F, D, &L->w_down, err, errlen))
-            return ENG_ERR;
-    }
+    for (int l = 0; l < in->n_layer; l++)
+        if (text_layer(m, f, l, err, errlen)) return ENG_ERR;
     return ENG_OK;
 }
 
