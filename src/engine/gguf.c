@@ -1179,6 +1179,86 @@ static uint64_t writer_alignment(const gguf_writer *w)
     return GGUF_DEFAULT_ALIGNMENT;
 }
 
+/* Each tensor's offset in the data section, every one aligned. */
+static void assign_offsets(gguf_writer *w, uint64_t align)
+{
+    uint64_t off = 0;
+    for (int i = 0; i < w->n_t; i++) {
+        w->t[i].offset = off;
+        off += (w->t[i].nbytes + align - 1) / align * align;
+    }
+}
+
+/* Everything before the data section: header, keys, tensor infos, padding. */
+static void put_header(out *o, const gguf_writer *w, uint64_t align)
+{
+    put(o, GGUF_MAGIC, 4);
+    put32(o, GGUF_VERSION);
+    put64(o, (uint64_t)w->n_t);
+    put64(o, (uint64_t)w->n_kv);
+    for (int i = 0; i < w->n_kv; i++) {
+        const wkv *kv = &w->kv[i];
+        size_t kl = strlen(kv->key);
+        put64(o, kl);
+        put(o, kv->key, kl);
+        put32(o, (uint32_t)kv->type);
+        put(o, kv->val, kv->len);
+    }
+    for (int i = 0; i < w->n_t; i++) {
+        const wtensor *t = &w->t[i];
+        size_t nl = strlen(t->name);
+        put64(o, nl);
+        put(o, t->name, nl);
+        put32(o, (uint32_t)t->n_dims);
+        for (int d = 0; d < t->n_dims; d++)
+            put64(o, (uint64_t)t->ne[d]);
+        put32(o, (uint32_t)t->type);
+        put64(o, t->offset);
+    }
+    pad(o, align);
+}
+
+static void put_data(out *o, const gguf_writer *w, uint64_t align)
+{
+    for (int i = 0; i < w->n_t; i++) {
+        put(o, w->t[i].data, w->t[i].nbytes);
+        pad(o, align);
+    }
+}
+
+/* path + ".tmp", or NULL when out of memory. */
+static char *tmp_path(const char *path)
+{
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) return NULL;
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    return tmp;
+}
+
+/* Flush, sync and close o, then move tmp over path; on any failure tmp is
+ * removed and path is left as it was. */
+static int commit_file(out *o, const char *tmp, const char *path, char *err, size_t errlen)
+{
+    errno = 0;
+    if (!o->err && fflush(o->fp)) o->err = errno ? errno : EIO;
+    if (!o->err && fsync(fileno(o->fp))) o->err = errno;
+    if (fclose(o->fp) && !o->err) o->err = errno ? errno : EIO;
+    if (!o->err && rename(tmp, path)) {
+        int e = errno;
+        werr(err, errlen, path, "cannot rename %s: %s", tmp, strerror(e));
+        unlink(tmp);
+        return GGUF_ERR;
+    }
+    if (o->err) {
+        werr(err, errlen, path, "write failed: %s", strerror(o->err));
+        unlink(tmp);
+        return GGUF_ERR;
+    }
+    return GGUF_OK;
+}
+
 int gguf_write(gguf_writer *w, const char *path, char *err, size_t errlen)
 {
     if (!path) path = "(null)";
@@ -1187,18 +1267,10 @@ int gguf_write(gguf_writer *w, const char *path, char *err, size_t errlen)
     uint64_t align = writer_alignment(w);
     if (!align)
         return werr(err, errlen, path, "key 'general.alignment': must be a uint32 power of two");
+    assign_offsets(w, align);
 
-    uint64_t off = 0;
-    for (int i = 0; i < w->n_t; i++) {
-        w->t[i].offset = off;
-        off += (w->t[i].nbytes + align - 1) / align * align;
-    }
-
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 5);
+    char *tmp = tmp_path(path);
     if (!tmp) return werr(err, errlen, path, "out of memory");
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
     errno = 0;
     out o = {fopen(tmp, "wb"), 0, 0};
     if (!o.fp) {
@@ -1207,53 +1279,9 @@ int gguf_write(gguf_writer *w, const char *path, char *err, size_t errlen)
         free(tmp);
         return GGUF_ERR;
     }
-
-    put(&o, GGUF_MAGIC, 4);
-    put32(&o, GGUF_VERSION);
-    put64(&o, (uint64_t)w->n_t);
-    put64(&o, (uint64_t)w->n_kv);
-    for (int i = 0; i < w->n_kv; i++) {
-        const wkv *kv = &w->kv[i];
-        size_t kl = strlen(kv->key);
-        put64(&o, kl);
-        put(&o, kv->key, kl);
-        put32(&o, (uint32_t)kv->type);
-        put(&o, kv->val, kv->len);
-    }
-    for (int i = 0; i < w->n_t; i++) {
-        const wtensor *t = &w->t[i];
-        size_t nl = strlen(t->name);
-        put64(&o, nl);
-        put(&o, t->name, nl);
-        put32(&o, (uint32_t)t->n_dims);
-        for (int d = 0; d < t->n_dims; d++)
-            put64(&o, (uint64_t)t->ne[d]);
-        put32(&o, (uint32_t)t->type);
-        put64(&o, t->offset);
-    }
-    pad(&o, align);
-    for (int i = 0; i < w->n_t; i++) {
-        put(&o, w->t[i].data, w->t[i].nbytes);
-        pad(&o, align);
-    }
-
-    errno = 0;
-    if (!o.err && fflush(o.fp)) o.err = errno ? errno : EIO;
-    if (!o.err && fsync(fileno(o.fp))) o.err = errno;
-    if (fclose(o.fp) && !o.err) o.err = errno ? errno : EIO;
-    if (!o.err && rename(tmp, path)) {
-        int e = errno;
-        werr(err, errlen, path, "cannot rename %s: %s", tmp, strerror(e));
-        unlink(tmp);
-        free(tmp);
-        return GGUF_ERR;
-    }
-    if (o.err) {
-        werr(err, errlen, path, "write failed: %s", strerror(o.err));
-        unlink(tmp);
-        free(tmp);
-        return GGUF_ERR;
-    }
+    put_header(&o, w, align);
+    put_data(&o, w, align);
+    int rc = commit_file(&o, tmp, path, err, errlen);
     free(tmp);
-    return GGUF_OK;
+    return rc;
 }
