@@ -102,19 +102,7 @@ static void attend_unit(const eng_ctx *c, int layer, int slot, int r0, int r1, i
         for (int h = g * rep; h < (g + 1) * rep; h++) {
             const float *q = c->q + (size_t)r * H * hd + (size_t)h * hd;
             c->attn->dots(q, K, ks, p + 1, hd, sc);
-            float mx = -INFINITY;
-            for (int t = 0; t <= p; t++) {
-                sc[t] *= scale;
-                mx = sc[t] > mx ? sc[t] : mx;
-            }
-            float sum = 0.0f;
-            for (int t = 0; t <= p; t++) {
-                sc[t] = expf(sc[t] - mx);
-                sum += sc[t];
-            }
-            float inv = 1.0f / sum;
-            for (int t = 0; t <= p; t++)
-                sc[t] *= inv;
+            ctx_softmax(sc, p + 1, scale);
             c->attn->wsum(sc, V, ks, p + 1, hd, c->att + (size_t)r * H * hd + (size_t)h * hd);
         }
     }

@@ -55,19 +55,7 @@ static void attend_one(const eng_ctx *c, int P, int Dv, int hd, int i, int h, fl
     float scale = 1.0f / sqrtf((float)hd);
     const float *q = c->vq + (size_t)i * Dv + (size_t)h * hd;
     c->attn->dots(q, c->vk + (size_t)h * hd, (size_t)Dv, P, hd, sc);
-    float mx = -INFINITY;
-    for (int j = 0; j < P; j++) {
-        sc[j] *= scale;
-        mx = sc[j] > mx ? sc[j] : mx;
-    }
-    float sum = 0.0f;
-    for (int j = 0; j < P; j++) {
-        sc[j] = expf(sc[j] - mx);
-        sum += sc[j];
-    }
-    float inv = 1.0f / sum;
-    for (int j = 0; j < P; j++)
-        sc[j] *= inv;
+    ctx_softmax(sc, P, scale);
     c->attn->wsum(sc, c->vv + (size_t)h * hd, (size_t)Dv, P, hd,
                   c->vatt + (size_t)i * Dv + (size_t)h * hd);
 }
