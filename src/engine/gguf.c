@@ -14,6 +14,7 @@
 #include "engine/gguf.h"
 #include "kernels/traits.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -148,6 +149,7 @@ static bool fail(reader *r, const char *fmt, ...)
 
 static size_t left(const reader *r)
 {
+    assert(r->pos <= r->len); /* every advance was checked by need() or get_str() */
     return r->len - r->pos;
 }
 
@@ -423,6 +425,7 @@ static bool read_tensors(reader *r, gguf_file *f, uint64_t n_t)
     if (!n_t) return true;
 
     uint64_t a = f->alignment;
+    assert(a && !(a & (a - 1))); /* read_kvs accepts only powers of two */
     uint64_t data = ((uint64_t)r->pos + a - 1) / a * a;
     if (data > r->len)
         return fail(r,
@@ -442,6 +445,8 @@ static bool read_tensors(reader *r, gguf_file *f, uint64_t n_t)
                         "of the file (%zu bytes)",
                         t->name, data + t->offset, t->nbytes, r->len);
         t->data = r->p + data + t->offset;
+        /* From here on readers trust that the data lies inside the mapping. */
+        assert(data + t->offset + t->nbytes <= r->len);
     }
     const gguf_tensor **by_off = malloc((size_t)f->n_tensors * sizeof *by_off);
     if (!by_off) return fail(r, "out of memory");
@@ -1133,7 +1138,8 @@ int gguf_add_tensor(gguf_writer *w, const char *name, kt_type type, int n_dims, 
 typedef struct {
     FILE *fp;
     uint64_t pos;
-    int err; /* errno of the first failure */
+    uint64_t data; /* where the data section starts, once the header is out */
+    int err;       /* errno of the first failure */
 } out;
 
 static void put(out *o, const void *p, size_t n)
@@ -1186,6 +1192,7 @@ static void assign_offsets(gguf_writer *w, uint64_t align)
     for (int i = 0; i < w->n_t; i++) {
         w->t[i].offset = off;
         off += (w->t[i].nbytes + align - 1) / align * align;
+        assert(off % align == 0);
     }
 }
 
@@ -1216,11 +1223,14 @@ static void put_header(out *o, const gguf_writer *w, uint64_t align)
         put64(o, t->offset);
     }
     pad(o, align);
+    o->data = o->pos;
 }
 
 static void put_data(out *o, const gguf_writer *w, uint64_t align)
 {
     for (int i = 0; i < w->n_t; i++) {
+        /* Each tensor lands at the offset its info announced. */
+        assert(o->err || (o->data % align == 0 && o->pos == o->data + w->t[i].offset));
         put(o, w->t[i].data, w->t[i].nbytes);
         pad(o, align);
     }
@@ -1272,7 +1282,7 @@ int gguf_write(gguf_writer *w, const char *path, char *err, size_t errlen)
     char *tmp = tmp_path(path);
     if (!tmp) return werr(err, errlen, path, "out of memory");
     errno = 0;
-    out o = {fopen(tmp, "wb"), 0, 0};
+    out o = {.fp = fopen(tmp, "wb")};
     if (!o.fp) {
         int e = errno;
         werr(err, errlen, path, "cannot create %s: %s", tmp, strerror(e));
