@@ -2,6 +2,7 @@
  * found by its llama.cpp name and shape-checked before anything runs. */
 #include "engine/model.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,6 +228,11 @@ static int text_layer(eng_model *m, const gguf_file *f, int l, char *err, size_t
         load_mat(f, n[7], D, F, &L->w_up, err, errlen) ||
         load_mat(f, n[8], F, D, &L->w_down, err, errlen))
         return ENG_ERR;
+    /* text_forward's row sizes: q and the attention output are n_head heads,
+     * k and v n_head_kv heads, and the FFN's three matrices agree on F. */
+    assert(L->wq.n_out == in->n_head * hd && L->wo.n_in == L->wq.n_out);
+    assert(L->wk.n_out == in->n_head_kv * hd && L->wv.n_out == L->wk.n_out);
+    assert(L->w_gate.n_out == F && L->w_up.n_out == F && L->w_down.n_in == F);
     return ENG_OK;
 }
 
@@ -245,6 +251,7 @@ static int load_text(eng_model *m, char *err, size_t errlen)
     } else {
         m->output = m->tok_embd;
     }
+    assert(m->output.n_in == D && m->output.n_out == in->n_vocab);
 
     m->layers = calloc((size_t)in->n_layer, sizeof *m->layers);
     if (!m->layers) return eng_seterr(err, errlen, "out of memory");
@@ -351,6 +358,7 @@ static int vision_layer(eng_model *m, const gguf_file *f, int l, char *err, size
         load_mat(f, w[7], Fv, Dv, &L->w_down, err, errlen) ||
         load_vec(m, f, b[7], Dv, &L->b_down, err, errlen))
         return ENG_ERR;
+    assert(L->wq.n_out == Dv && L->wo.n_in == Dv && L->w_up.n_out == Fv && L->w_down.n_in == Fv);
     return ENG_OK;
 }
 
@@ -368,6 +376,10 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
         load_mat(f, "mm.model.fc.weight", Dv * s * s, in->n_embd, &m->mm_fc, err, errlen) ||
         load_pos_table(m, f, err, errlen))
         return ENG_ERR;
+    /* vision_forward: a tile's patches in, n_image_tokens rows of n_embd out. */
+    assert(m->patch_embd.n_in == 3 * ps * ps && m->mm_fc.n_in == Dv * s * s &&
+           m->mm_fc.n_out == in->n_embd);
+    assert(in->n_image_tokens * s * s == m->v_patches);
 
     m->vlayers = calloc((size_t)m->v_layer, sizeof *m->vlayers);
     if (!m->vlayers) return eng_seterr(err, errlen, "out of memory");

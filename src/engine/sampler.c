@@ -1,6 +1,7 @@
 /* Sampling over one row of logits, with all scratch owned by the sampler. */
 #include "engine/sampler.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,7 @@ static void top_sorted(sampler_cand *c, int n, int k)
 /* Each distinct recent token is penalised once, however often it occurred. */
 static void penalise_repeats(sampler *s)
 {
+    assert(s->n_recent <= s->p.repeat_last_n);
     float penalty = s->p.repeat_penalty;
     for (int i = 0; i < s->n_recent; i++) {
         int32_t t = s->recent[i];
@@ -158,6 +160,7 @@ static int top_k_probs(sampler *s)
     for (int i = 0; i < V; i++)
         s->cand[i] = (sampler_cand){s->logit[i], i};
     int n = p->top_k > 0 && p->top_k < V ? p->top_k : V;
+    assert(n >= 1 && n <= V);
     top_sorted(s->cand, V, n);
     float mx = s->cand[0].logit;
     double sum = 0.0;
@@ -194,6 +197,7 @@ static int cut_min_p(const float *prob, int n, float min_p)
 /* One of the first n candidates, drawn by their (renormalised) probabilities. */
 static int32_t draw(sampler *s, int n)
 {
+    assert(n >= 1 && n <= s->n_vocab); /* the cuts keep at least the best */
     double total = 0.0;
     for (int i = 0; i < n; i++)
         total += s->prob[i];
