@@ -156,27 +156,6 @@ static void vec(builder *b, const char *name, int64_t n, float mean, float std)
 
 /* ---- the synthetic tokenizer ---- */
 
-/* GPT-2's byte-level alphabet: printable bytes stand for themselves, the
- * others are shifted to U+0100 and up (space is U+0120 'Ġ'). */
-static void byte_token(int byte, char out[4])
-{
-    int cp = byte, k = 0;
-    bool printable = (byte >= 33 && byte <= 126) || (byte >= 161 && byte <= 172) || byte >= 174;
-    if (!printable) {
-        for (int b = 0; b < byte; b++)
-            if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174)) k++;
-        cp = 256 + k;
-    }
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        out[1] = 0;
-    } else {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        out[2] = 0;
-    }
-}
-
 static const char *const words[] = {
     "the",       "a",        "is",        "of",     "and",    "to",     "in",       "it",
     "on",        "at",       "what",      "which",  "where",  "how",    "many",     "there",
@@ -229,11 +208,11 @@ static void add_word(vocab *v, const char *word, bool space, int room)
 {
     char cur[64] = "", piece[8];
     if (space) {
-        byte_token(' ', piece);
+        tok_byte_str(' ', piece);
         strcpy(cur, piece);
     }
     for (const char *p = word; *p; p++) {
-        byte_token((unsigned char)*p, piece);
+        tok_byte_str((uint8_t)*p, piece);
         if (!cur[0]) {
             strcpy(cur, piece);
             continue;
@@ -277,7 +256,7 @@ static bool vocab_make(vocab *v, int size, int *eou_id)
         push_tok(v, head[i], TOK_TYPE_CONTROL);
     char piece[8];
     for (int b = 0; b < 256; b++) {
-        byte_token(b, piece);
+        tok_byte_str(b, piece);
         push_tok(v, piece, TOK_TYPE_NORMAL);
     }
 
@@ -293,7 +272,7 @@ static bool vocab_make(vocab *v, int size, int *eou_id)
     int room = size - nt;
 
     /* "\n\n" as one token */
-    byte_token('\n', piece);
+    tok_byte_str('\n', piece);
     char nn[16];
     snprintf(nn, sizeof nn, "%s%s", piece, piece);
     push_tok(v, nn, TOK_TYPE_NORMAL);

@@ -3,6 +3,8 @@
 #ifndef TERN_ENGINE_CTX_H
 #define TERN_ENGINE_CTX_H
 
+#include <math.h>
+
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "engine/pool.h"
@@ -59,6 +61,24 @@ static inline void ctx_run(eng_ctx *c, pool_fn fn, void *arg, long macs)
         fn(arg, 0, 1);
     else
         pool_run(c->pool, fn, arg);
+}
+
+/* Attention weights in place: x[i] = softmax(scale * x)[i], n of them. */
+static inline void ctx_softmax(float *x, int n, float scale)
+{
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        x[i] *= scale;
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++)
+        x[i] *= inv;
 }
 
 /* out (rows x w->n_out) = x (rows x w->n_in) times w transposed. The one

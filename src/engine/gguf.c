@@ -14,6 +14,7 @@
 #include "engine/gguf.h"
 #include "kernels/traits.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -148,6 +149,7 @@ static bool fail(reader *r, const char *fmt, ...)
 
 static size_t left(const reader *r)
 {
+    assert(r->pos <= r->len); /* every advance was checked by need() or get_str() */
     return r->len - r->pos;
 }
 
@@ -423,6 +425,7 @@ static bool read_tensors(reader *r, gguf_file *f, uint64_t n_t)
     if (!n_t) return true;
 
     uint64_t a = f->alignment;
+    assert(a && !(a & (a - 1))); /* read_kvs accepts only powers of two */
     uint64_t data = ((uint64_t)r->pos + a - 1) / a * a;
     if (data > r->len)
         return fail(r,
@@ -442,6 +445,8 @@ static bool read_tensors(reader *r, gguf_file *f, uint64_t n_t)
                         "of the file (%zu bytes)",
                         t->name, data + t->offset, t->nbytes, r->len);
         t->data = r->p + data + t->offset;
+        /* From here on readers trust that the data lies inside the mapping. */
+        assert(data + t->offset + t->nbytes <= r->len);
     }
     const gguf_tensor **by_off = malloc((size_t)f->n_tensors * sizeof *by_off);
     if (!by_off) return fail(r, "out of memory");
@@ -1133,7 +1138,8 @@ int gguf_add_tensor(gguf_writer *w, const char *name, kt_type type, int n_dims, 
 typedef struct {
     FILE *fp;
     uint64_t pos;
-    int err; /* errno of the first failure */
+    uint64_t data; /* where the data section starts, once the header is out */
+    int err;       /* errno of the first failure */
 } out;
 
 static void put(out *o, const void *p, size_t n)
@@ -1179,6 +1185,90 @@ static uint64_t writer_alignment(const gguf_writer *w)
     return GGUF_DEFAULT_ALIGNMENT;
 }
 
+/* Each tensor's offset in the data section, every one aligned. */
+static void assign_offsets(gguf_writer *w, uint64_t align)
+{
+    uint64_t off = 0;
+    for (int i = 0; i < w->n_t; i++) {
+        w->t[i].offset = off;
+        off += (w->t[i].nbytes + align - 1) / align * align;
+        assert(off % align == 0);
+    }
+}
+
+/* Everything before the data section: header, keys, tensor infos, padding. */
+static void put_header(out *o, const gguf_writer *w, uint64_t align)
+{
+    put(o, GGUF_MAGIC, 4);
+    put32(o, GGUF_VERSION);
+    put64(o, (uint64_t)w->n_t);
+    put64(o, (uint64_t)w->n_kv);
+    for (int i = 0; i < w->n_kv; i++) {
+        const wkv *kv = &w->kv[i];
+        size_t kl = strlen(kv->key);
+        put64(o, kl);
+        put(o, kv->key, kl);
+        put32(o, (uint32_t)kv->type);
+        put(o, kv->val, kv->len);
+    }
+    for (int i = 0; i < w->n_t; i++) {
+        const wtensor *t = &w->t[i];
+        size_t nl = strlen(t->name);
+        put64(o, nl);
+        put(o, t->name, nl);
+        put32(o, (uint32_t)t->n_dims);
+        for (int d = 0; d < t->n_dims; d++)
+            put64(o, (uint64_t)t->ne[d]);
+        put32(o, (uint32_t)t->type);
+        put64(o, t->offset);
+    }
+    pad(o, align);
+    o->data = o->pos;
+}
+
+static void put_data(out *o, const gguf_writer *w, uint64_t align)
+{
+    for (int i = 0; i < w->n_t; i++) {
+        /* Each tensor lands at the offset its info announced. */
+        assert(o->err || (o->data % align == 0 && o->pos == o->data + w->t[i].offset));
+        put(o, w->t[i].data, w->t[i].nbytes);
+        pad(o, align);
+    }
+}
+
+/* path + ".tmp", or NULL when out of memory. */
+static char *tmp_path(const char *path)
+{
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) return NULL;
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    return tmp;
+}
+
+/* Flush, sync and close o, then move tmp over path; on any failure tmp is
+ * removed and path is left as it was. */
+static int commit_file(out *o, const char *tmp, const char *path, char *err, size_t errlen)
+{
+    errno = 0;
+    if (!o->err && fflush(o->fp)) o->err = errno ? errno : EIO;
+    if (!o->err && fsync(fileno(o->fp))) o->err = errno;
+    if (fclose(o->fp) && !o->err) o->err = errno ? errno : EIO;
+    if (!o->err && rename(tmp, path)) {
+        int e = errno;
+        werr(err, errlen, path, "cannot rename %s: %s", tmp, strerror(e));
+        unlink(tmp);
+        return GGUF_ERR;
+    }
+    if (o->err) {
+        werr(err, errlen, path, "write failed: %s", strerror(o->err));
+        unlink(tmp);
+        return GGUF_ERR;
+    }
+    return GGUF_OK;
+}
+
 int gguf_write(gguf_writer *w, const char *path, char *err, size_t errlen)
 {
     if (!path) path = "(null)";
@@ -1187,73 +1277,21 @@ int gguf_write(gguf_writer *w, const char *path, char *err, size_t errlen)
     uint64_t align = writer_alignment(w);
     if (!align)
         return werr(err, errlen, path, "key 'general.alignment': must be a uint32 power of two");
+    assign_offsets(w, align);
 
-    uint64_t off = 0;
-    for (int i = 0; i < w->n_t; i++) {
-        w->t[i].offset = off;
-        off += (w->t[i].nbytes + align - 1) / align * align;
-    }
-
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 5);
+    char *tmp = tmp_path(path);
     if (!tmp) return werr(err, errlen, path, "out of memory");
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
     errno = 0;
-    out o = {fopen(tmp, "wb"), 0, 0};
+    out o = {.fp = fopen(tmp, "wb")};
     if (!o.fp) {
         int e = errno;
         werr(err, errlen, path, "cannot create %s: %s", tmp, strerror(e));
         free(tmp);
         return GGUF_ERR;
     }
-
-    put(&o, GGUF_MAGIC, 4);
-    put32(&o, GGUF_VERSION);
-    put64(&o, (uint64_t)w->n_t);
-    put64(&o, (uint64_t)w->n_kv);
-    for (int i = 0; i < w->n_kv; i++) {
-        const wkv *kv = &w->kv[i];
-        size_t kl = strlen(kv->key);
-        put64(&o, kl);
-        put(&o, kv->key, kl);
-        put32(&o, (uint32_t)kv->type);
-        put(&o, kv->val, kv->len);
-    }
-    for (int i = 0; i < w->n_t; i++) {
-        const wtensor *t = &w->t[i];
-        size_t nl = strlen(t->name);
-        put64(&o, nl);
-        put(&o, t->name, nl);
-        put32(&o, (uint32_t)t->n_dims);
-        for (int d = 0; d < t->n_dims; d++)
-            put64(&o, (uint64_t)t->ne[d]);
-        put32(&o, (uint32_t)t->type);
-        put64(&o, t->offset);
-    }
-    pad(&o, align);
-    for (int i = 0; i < w->n_t; i++) {
-        put(&o, w->t[i].data, w->t[i].nbytes);
-        pad(&o, align);
-    }
-
-    errno = 0;
-    if (!o.err && fflush(o.fp)) o.err = errno ? errno : EIO;
-    if (!o.err && fsync(fileno(o.fp))) o.err = errno;
-    if (fclose(o.fp) && !o.err) o.err = errno ? errno : EIO;
-    if (!o.err && rename(tmp, path)) {
-        int e = errno;
-        werr(err, errlen, path, "cannot rename %s: %s", tmp, strerror(e));
-        unlink(tmp);
-        free(tmp);
-        return GGUF_ERR;
-    }
-    if (o.err) {
-        werr(err, errlen, path, "write failed: %s", strerror(o.err));
-        unlink(tmp);
-        free(tmp);
-        return GGUF_ERR;
-    }
+    put_header(&o, w, align);
+    put_data(&o, w, align);
+    int rc = commit_file(&o, tmp, path, err, errlen);
     free(tmp);
-    return GGUF_OK;
+    return rc;
 }

@@ -2,6 +2,7 @@
  * found by its llama.cpp name and shape-checked before anything runs. */
 #include "engine/model.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,16 @@ static const gguf_tensor *find(const gguf_file *f, const char *name, char *err, 
     return t;
 }
 
+/* The n values of t as floats: the mapped data itself when stored as F32,
+ * otherwise a copy the model owns. NULL when out of memory. */
+static const float *as_floats(eng_model *m, const gguf_tensor *t, size_t n)
+{
+    if (t->type == KT_F32) return t->data;
+    float *p = own(m, n);
+    if (p) ttype_get(t->type)->to_float(t->type, t->data, p, (int64_t)n);
+    return p;
+}
+
 /* A vector of n floats, converted to F32 if stored otherwise. */
 static int load_vec(eng_model *m, const gguf_file *f, const char *name, int64_t n,
                     const float **out, char *err, size_t errlen)
@@ -70,14 +81,8 @@ static int load_vec(eng_model *m, const gguf_file *f, const char *name, int64_t 
         return eng_seterr(err, errlen, "%s: tensor '%s' has shape %s, expected [%lld]",
                           gguf_path(f), name, s, (long long)n);
     }
-    if (t->type == KT_F32) {
-        *out = t->data;
-        return ENG_OK;
-    }
-    float *p = own(m, (size_t)n);
-    if (!p) return eng_seterr(err, errlen, "out of memory loading '%s'", name);
-    ttype_get(t->type)->to_float(t->type, t->data, p, n);
-    *out = p;
+    *out = as_floats(m, t, (size_t)n);
+    if (!*out) return eng_seterr(err, errlen, "out of memory loading '%s'", name);
     return ENG_OK;
 }
 
@@ -152,9 +157,9 @@ static int get_float(const gguf_file *f, const char *key, bool required, float *
     return ENG_OK;
 }
 
-static int load_text(eng_model *m, char *err, size_t errlen)
+/* The decoder's hyperparameters; llama.cpp's defaults where a key is optional. */
+static int text_hparams(eng_model *m, const gguf_file *f, char *err, size_t errlen)
 {
-    const gguf_file *f = m->text;
     eng_model_info *in = &m->info;
     const char *arch = gguf_get_str(f, "general.architecture");
     if (!arch)
@@ -185,8 +190,13 @@ static int load_text(eng_model *m, char *err, size_t errlen)
                           "%s: head_dim %d must be even and head_count %d a multiple of "
                           "head_count_kv %d",
                           gguf_path(f), m->head_dim, in->n_head, in->n_head_kv);
+    return ENG_OK;
+}
 
-    /* The vocabulary size is the embedding's row count; the keys only cross-check it. */
+/* The vocabulary size is the embedding's row count; the keys only cross-check it. */
+static int text_vocab(eng_model *m, const gguf_file *f, char *err, size_t errlen)
+{
+    eng_model_info *in = &m->info;
     const gguf_tensor *te = find(f, "token_embd.weight", err, errlen);
     if (!te) return ENG_ERR;
     in->n_vocab = (int)te->ne[1];
@@ -195,8 +205,44 @@ static int load_text(eng_model *m, char *err, size_t errlen)
     if (nv && nv != in->n_vocab)
         return eng_seterr(err, errlen, "%s: llama.vocab_size %d but token_embd.weight has %d rows",
                           gguf_path(f), nv, in->n_vocab);
+    return ENG_OK;
+}
 
+static int text_layer(eng_model *m, const gguf_file *f, int l, char *err, size_t errlen)
+{
+    const eng_model_info *in = &m->info;
+    eng_layer *L = &m->layers[l];
     int D = in->n_embd, F = in->n_ff, hd = m->head_dim;
+    static const char *const suf[9] = {"attn_norm", "attn_q",   "attn_k", "attn_v",  "attn_output",
+                                       "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
+    char n[9][64];
+    for (int i = 0; i < 9; i++)
+        snprintf(n[i], sizeof n[i], "blk.%d.%s.weight", l, suf[i]);
+    if (load_vec(m, f, n[0], D, &L->attn_norm, err, errlen) ||
+        load_mat(f, n[1], D, in->n_head * hd, &L->wq, err, errlen) ||
+        load_mat(f, n[2], D, in->n_head_kv * hd, &L->wk, err, errlen) ||
+        load_mat(f, n[3], D, in->n_head_kv * hd, &L->wv, err, errlen) ||
+        load_mat(f, n[4], in->n_head * hd, D, &L->wo, err, errlen) ||
+        load_vec(m, f, n[5], D, &L->ffn_norm, err, errlen) ||
+        load_mat(f, n[6], D, F, &L->w_gate, err, errlen) ||
+        load_mat(f, n[7], D, F, &L->w_up, err, errlen) ||
+        load_mat(f, n[8], F, D, &L->w_down, err, errlen))
+        return ENG_ERR;
+    /* text_forward's row sizes: q and the attention output are n_head heads,
+     * k and v n_head_kv heads, and the FFN's three matrices agree on F. */
+    assert(L->wq.n_out == in->n_head * hd && L->wo.n_in == L->wq.n_out);
+    assert(L->wk.n_out == in->n_head_kv * hd && L->wv.n_out == L->wk.n_out);
+    assert(L->w_gate.n_out == F && L->w_up.n_out == F && L->w_down.n_in == F);
+    return ENG_OK;
+}
+
+static int load_text(eng_model *m, char *err, size_t errlen)
+{
+    const gguf_file *f = m->text;
+    const eng_model_info *in = &m->info;
+    if (text_hparams(m, f, err, errlen) || text_vocab(m, f, err, errlen)) return ENG_ERR;
+
+    int D = in->n_embd;
     if (load_mat(f, "token_embd.weight", D, in->n_vocab, &m->tok_embd, err, errlen) ||
         load_vec(m, f, "output_norm.weight", D, &m->out_norm, err, errlen))
         return ENG_ERR;
@@ -205,28 +251,12 @@ static int load_text(eng_model *m, char *err, size_t errlen)
     } else {
         m->output = m->tok_embd;
     }
+    assert(m->output.n_in == D && m->output.n_out == in->n_vocab);
 
     m->layers = calloc((size_t)in->n_layer, sizeof *m->layers);
     if (!m->layers) return eng_seterr(err, errlen, "out of memory");
-    for (int l = 0; l < in->n_layer; l++) {
-        eng_layer *L = &m->layers[l];
-        char n[11][64];
-        const char *suf[11] = {"attn_norm",   "attn_q",   "attn_k",   "attn_v",
-                               "attn_output", "ffn_norm", "ffn_gate", "ffn_up",
-                               "ffn_down",    "",         ""};
-        for (int i = 0; i < 9; i++)
-            snprintf(n[i], sizeof n[i], "blk.%d.%s.weight", l, suf[i]);
-        if (load_vec(m, f, n[0], D, &L->attn_norm, err, errlen) ||
-            load_mat(f, n[1], D, in->n_head * hd, &L->wq, err, errlen) ||
-            load_mat(f, n[2], D, in->n_head_kv * hd, &L->wk, err, errlen) ||
-            load_mat(f, n[3], D, in->n_head_kv * hd, &L->wv, err, errlen) ||
-            load_mat(f, n[4], in->n_head * hd, D, &L->wo, err, errlen) ||
-            load_vec(m, f, n[5], D, &L->ffn_norm, err, errlen) ||
-            load_mat(f, n[6], D, F, &L->w_gate, err, errlen) ||
-            load_mat(f, n[7], D, F, &L->w_up, err, errlen) ||
-            load_mat(f, n[8], F, D, &L->w_down, err, errlen))
-            return ENG_ERR;
-    }
+    for (int l = 0; l < in->n_layer; l++)
+        if (text_layer(m, f, l, err, errlen)) return ENG_ERR;
     return ENG_OK;
 }
 
@@ -243,9 +273,9 @@ static int load_floats(const gguf_file *f, const char *key, float *out, int n, c
     return ENG_OK;
 }
 
-static int load_vision(eng_model *m, char *err, size_t errlen)
+/* The encoder's hyperparameters and the image processor's normalisation. */
+static int vision_hparams(eng_model *m, const gguf_file *f, char *err, size_t errlen)
 {
-    const gguf_file *f = m->vision;
     eng_model_info *in = &m->info;
     const char *pt = gguf_get_str(f, "clip.projector_type");
     if (!pt) pt = gguf_get_str(f, "clip.vision.projector_type");
@@ -278,15 +308,13 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
     if (load_floats(f, "clip.vision.image_mean", in->image_mean, 3, err, errlen) ||
         load_floats(f, "clip.vision.image_std", in->image_std, 3, err, errlen))
         return ENG_ERR;
+    return ENG_OK;
+}
 
-    int Dv = m->v_embd, ps = in->patch_size;
-    if (load_mat(f, "v.patch_embd.weight", 3 * ps * ps, Dv, &m->patch_embd, err, errlen) ||
-        load_vec(m, f, "v.patch_embd.bias", Dv, &m->patch_bias, err, errlen) ||
-        load_vec(m, f, "v.post_ln.weight", Dv, &m->post_ln_w, err, errlen) ||
-        load_vec(m, f, "v.post_ln.bias", Dv, &m->post_ln_b, err, errlen) ||
-        load_mat(f, "mm.model.fc.weight", Dv * s * s, in->n_embd, &m->mm_fc, err, errlen))
-        return ENG_ERR;
-    /* The position table is a matrix; read it as one long vector. */
+/* The position table is a matrix, v_patches rows of v_embd; read it as one long vector. */
+static int load_pos_table(eng_model *m, const gguf_file *f, char *err, size_t errlen)
+{
+    int Dv = m->v_embd;
     const gguf_tensor *pe = find(f, "v.position_embd.weight", err, errlen);
     if (!pe) return ENG_ERR;
     if (pe->ne[0] != Dv || pe->ne[1] != m->v_patches || pe->ne[2] * pe->ne[3] != 1) {
@@ -297,45 +325,66 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
                           "[%d, %d]",
                           gguf_path(f), sh, Dv, m->v_patches);
     }
-    size_t npos = (size_t)Dv * (size_t)m->v_patches;
-    if (pe->type == KT_F32) {
-        m->pos_embd = pe->data;
-    } else {
-        float *p = own(m, npos);
-        if (!p) return eng_seterr(err, errlen, "out of memory");
-        ttype_get(pe->type)->to_float(pe->type, pe->data, p, (int64_t)npos);
-        m->pos_embd = p;
+    m->pos_embd = as_floats(m, pe, (size_t)Dv * (size_t)m->v_patches);
+    if (!m->pos_embd) return eng_seterr(err, errlen, "out of memory");
+    return ENG_OK;
+}
+
+static int vision_layer(eng_model *m, const gguf_file *f, int l, char *err, size_t errlen)
+{
+    eng_vlayer *L = &m->vlayers[l];
+    int Dv = m->v_embd, Fv = m->v_ff;
+    static const char *const nm[8] = {"ln1",    "ln2",      "attn_q", "attn_k",
+                                      "attn_v", "attn_out", "ffn_up", "ffn_down"};
+    char w[8][64], b[8][64];
+    for (int i = 0; i < 8; i++) {
+        snprintf(w[i], sizeof w[i], "v.blk.%d.%s.weight", l, nm[i]);
+        snprintf(b[i], sizeof b[i], "v.blk.%d.%s.bias", l, nm[i]);
     }
+    if (load_vec(m, f, w[0], Dv, &L->ln1_w, err, errlen) ||
+        load_vec(m, f, b[0], Dv, &L->ln1_b, err, errlen) ||
+        load_vec(m, f, w[1], Dv, &L->ln2_w, err, errlen) ||
+        load_vec(m, f, b[1], Dv, &L->ln2_b, err, errlen) ||
+        load_mat(f, w[2], Dv, Dv, &L->wq, err, errlen) ||
+        load_vec(m, f, b[2], Dv, &L->bq, err, errlen) ||
+        load_mat(f, w[3], Dv, Dv, &L->wk, err, errlen) ||
+        load_vec(m, f, b[3], Dv, &L->bk, err, errlen) ||
+        load_mat(f, w[4], Dv, Dv, &L->wv, err, errlen) ||
+        load_vec(m, f, b[4], Dv, &L->bv, err, errlen) ||
+        load_mat(f, w[5], Dv, Dv, &L->wo, err, errlen) ||
+        load_vec(m, f, b[5], Dv, &L->bo, err, errlen) ||
+        load_mat(f, w[6], Dv, Fv, &L->w_up, err, errlen) ||
+        load_vec(m, f, b[6], Fv, &L->b_up, err, errlen) ||
+        load_mat(f, w[7], Fv, Dv, &L->w_down, err, errlen) ||
+        load_vec(m, f, b[7], Dv, &L->b_down, err, errlen))
+        return ENG_ERR;
+    assert(L->wq.n_out == Dv && L->wo.n_in == Dv && L->w_up.n_out == Fv && L->w_down.n_in == Fv);
+    return ENG_OK;
+}
+
+static int load_vision(eng_model *m, char *err, size_t errlen)
+{
+    const gguf_file *f = m->vision;
+    eng_model_info *in = &m->info;
+    if (vision_hparams(m, f, err, errlen)) return ENG_ERR;
+
+    int Dv = m->v_embd, ps = in->patch_size, s = in->scale_factor;
+    if (load_mat(f, "v.patch_embd.weight", 3 * ps * ps, Dv, &m->patch_embd, err, errlen) ||
+        load_vec(m, f, "v.patch_embd.bias", Dv, &m->patch_bias, err, errlen) ||
+        load_vec(m, f, "v.post_ln.weight", Dv, &m->post_ln_w, err, errlen) ||
+        load_vec(m, f, "v.post_ln.bias", Dv, &m->post_ln_b, err, errlen) ||
+        load_mat(f, "mm.model.fc.weight", Dv * s * s, in->n_embd, &m->mm_fc, err, errlen) ||
+        load_pos_table(m, f, err, errlen))
+        return ENG_ERR;
+    /* vision_forward: a tile's patches in, n_image_tokens rows of n_embd out. */
+    assert(m->patch_embd.n_in == 3 * ps * ps && m->mm_fc.n_in == Dv * s * s &&
+           m->mm_fc.n_out == in->n_embd);
+    assert(in->n_image_tokens * s * s == m->v_patches);
 
     m->vlayers = calloc((size_t)m->v_layer, sizeof *m->vlayers);
     if (!m->vlayers) return eng_seterr(err, errlen, "out of memory");
-    for (int l = 0; l < m->v_layer; l++) {
-        eng_vlayer *L = &m->vlayers[l];
-        static const char *nm[] = {"ln1",    "ln2",      "attn_q", "attn_k",
-                                   "attn_v", "attn_out", "ffn_up", "ffn_down"};
-        char w[8][64], b[8][64];
-        for (int i = 0; i < 8; i++) {
-            snprintf(w[i], sizeof w[i], "v.blk.%d.%s.weight", l, nm[i]);
-            snprintf(b[i], sizeof b[i], "v.blk.%d.%s.bias", l, nm[i]);
-        }
-        if (load_vec(m, f, w[0], Dv, &L->ln1_w, err, errlen) ||
-            load_vec(m, f, b[0], Dv, &L->ln1_b, err, errlen) ||
-            load_vec(m, f, w[1], Dv, &L->ln2_w, err, errlen) ||
-            load_vec(m, f, b[1], Dv, &L->ln2_b, err, errlen) ||
-            load_mat(f, w[2], Dv, Dv, &L->wq, err, errlen) ||
-            load_vec(m, f, b[2], Dv, &L->bq, err, errlen) ||
-            load_mat(f, w[3], Dv, Dv, &L->wk, err, errlen) ||
-            load_vec(m, f, b[3], Dv, &L->bk, err, errlen) ||
-            load_mat(f, w[4], Dv, Dv, &L->wv, err, errlen) ||
-            load_vec(m, f, b[4], Dv, &L->bv, err, errlen) ||
-            load_mat(f, w[5], Dv, Dv, &L->wo, err, errlen) ||
-            load_vec(m, f, b[5], Dv, &L->bo, err, errlen) ||
-            load_mat(f, w[6], Dv, m->v_ff, &L->w_up, err, errlen) ||
-            load_vec(m, f, b[6], m->v_ff, &L->b_up, err, errlen) ||
-            load_mat(f, w[7], m->v_ff, Dv, &L->w_down, err, errlen) ||
-            load_vec(m, f, b[7], Dv, &L->b_down, err, errlen))
-            return ENG_ERR;
-    }
+    for (int l = 0; l < m->v_layer; l++)
+        if (vision_layer(m, f, l, err, errlen)) return ENG_ERR;
     in->has_vision = true;
     return ENG_OK;
 }

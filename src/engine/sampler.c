@@ -1,6 +1,7 @@
 /* Sampling over one row of logits, with all scratch owned by the sampler. */
 #include "engine/sampler.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,75 +126,103 @@ static void top_sorted(sampler_cand *c, int n, int k)
     }
 }
 
-int32_t sampler_sample(sampler *s, const float *logits)
+/* Each distinct recent token is penalised once, however often it occurred. */
+static void penalise_repeats(sampler *s)
+{
+    assert(s->n_recent <= s->p.repeat_last_n);
+    float penalty = s->p.repeat_penalty;
+    for (int i = 0; i < s->n_recent; i++) {
+        int32_t t = s->recent[i];
+        if (t < 0 || t >= s->n_vocab) continue;
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = s->recent[j] == t;
+        if (seen) continue;
+        float *l = &s->logit[t];
+        *l = *l > 0 ? *l / penalty : *l * penalty;
+    }
+}
+
+static int32_t argmax(const float *x, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* The top_k best candidates, sorted, with their softmax probabilities at
+ * the temperature; returns how many. */
+static int top_k_probs(sampler *s)
 {
     const sampler_params *p = &s->p;
     int V = s->n_vocab;
-    memcpy(s->logit, logits, (size_t)V * sizeof *s->logit);
-
-    if (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f) {
-        /* Each distinct token is penalised once, however often it occurred. */
-        for (int i = 0; i < s->n_recent; i++) {
-            int32_t t = s->recent[i];
-            if (t < 0 || t >= V) continue;
-            bool seen = false;
-            for (int j = 0; j < i && !seen; j++)
-                seen = s->recent[j] == t;
-            if (seen) continue;
-            float *l = &s->logit[t];
-            *l = *l > 0 ? *l / p->repeat_penalty : *l * p->repeat_penalty;
-        }
+    for (int i = 0; i < V; i++)
+        s->cand[i] = (sampler_cand){s->logit[i], i};
+    int n = p->top_k > 0 && p->top_k < V ? p->top_k : V;
+    assert(n >= 1 && n <= V);
+    top_sorted(s->cand, V, n);
+    float mx = s->cand[0].logit;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        s->prob[i] = expf((s->cand[i].logit - mx) / p->temperature);
+        sum += s->prob[i];
     }
+    for (int i = 0; i < n; i++)
+        s->prob[i] = (float)(s->prob[i] / sum);
+    return n;
+}
+
+/* Nucleus: the fewest candidates whose probabilities reach top_p. */
+static int cut_top_p(const float *prob, int n, float top_p)
+{
+    double cum = 0.0;
+    for (int i = 0; i < n; i++) {
+        cum += prob[i];
+        if (cum >= top_p) return i + 1;
+    }
+    return n;
+}
+
+/* The candidates at least min_p times as likely as the best (always the best). */
+static int cut_min_p(const float *prob, int n, float min_p)
+{
+    float floor_p = min_p * prob[0];
+    int keep = 1;
+    while (keep < n && prob[keep] >= floor_p)
+        keep++;
+    return keep;
+}
+
+/* One of the first n candidates, drawn by their (renormalised) probabilities. */
+static int32_t draw(sampler *s, int n)
+{
+    assert(n >= 1 && n <= s->n_vocab); /* the cuts keep at least the best */
+    double total = 0.0;
+    for (int i = 0; i < n; i++)
+        total += s->prob[i];
+    double u = next_unit(&s->rng) * total, acc = 0.0;
+    for (int i = 0; i < n; i++) {
+        acc += s->prob[i];
+        if (u < acc) return s->cand[i].id;
+    }
+    return s->cand[n - 1].id;
+}
+
+int32_t sampler_sample(sampler *s, const float *logits)
+{
+    const sampler_params *p = &s->p;
+    memcpy(s->logit, logits, (size_t)s->n_vocab * sizeof *s->logit);
+    if (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f) penalise_repeats(s);
 
     int32_t pick;
     if (p->temperature <= 0.0f) {
-        pick = 0;
-        for (int i = 1; i < V; i++)
-            if (s->logit[i] > s->logit[pick]) pick = i;
+        pick = argmax(s->logit, s->n_vocab);
     } else {
-        for (int i = 0; i < V; i++)
-            s->cand[i] = (sampler_cand){s->logit[i], i};
-        int n = p->top_k > 0 && p->top_k < V ? p->top_k : V;
-        top_sorted(s->cand, V, n);
-        float mx = s->cand[0].logit;
-        double sum = 0.0;
-        for (int i = 0; i < n; i++) {
-            s->prob[i] = expf((s->cand[i].logit - mx) / p->temperature);
-            sum += s->prob[i];
-        }
-        for (int i = 0; i < n; i++)
-            s->prob[i] = (float)(s->prob[i] / sum);
-        if (p->top_p < 1.0f && p->top_p > 0.0f) {
-            double cum = 0.0;
-            int keep = n;
-            for (int i = 0; i < n; i++) {
-                cum += s->prob[i];
-                if (cum >= p->top_p) {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            n = keep;
-        }
-        if (p->min_p > 0.0f) {
-            float floor_p = p->min_p * s->prob[0];
-            int keep = 1;
-            while (keep < n && s->prob[keep] >= floor_p)
-                keep++;
-            n = keep;
-        }
-        double total = 0.0;
-        for (int i = 0; i < n; i++)
-            total += s->prob[i];
-        double u = next_unit(&s->rng) * total, acc = 0.0;
-        pick = s->cand[n - 1].id;
-        for (int i = 0; i < n; i++) {
-            acc += s->prob[i];
-            if (u < acc) {
-                pick = s->cand[i].id;
-                break;
-            }
-        }
+        int n = top_k_probs(s);
+        if (p->top_p < 1.0f && p->top_p > 0.0f) n = cut_top_p(s->prob, n, p->top_p);
+        if (p->min_p > 0.0f) n = cut_min_p(s->prob, n, p->min_p);
+        pick = draw(s, n);
     }
     sampler_accept(s, pick);
     return pick;

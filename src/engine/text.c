@@ -102,19 +102,7 @@ static void attend_unit(const eng_ctx *c, int layer, int slot, int r0, int r1, i
         for (int h = g * rep; h < (g + 1) * rep; h++) {
             const float *q = c->q + (size_t)r * H * hd + (size_t)h * hd;
             c->attn->dots(q, K, ks, p + 1, hd, sc);
-            float mx = -INFINITY;
-            for (int t = 0; t <= p; t++) {
-                sc[t] *= scale;
-                mx = sc[t] > mx ? sc[t] : mx;
-            }
-            float sum = 0.0f;
-            for (int t = 0; t <= p; t++) {
-                sc[t] = expf(sc[t] - mx);
-                sum += sc[t];
-            }
-            float inv = 1.0f / sum;
-            for (int t = 0; t <= p; t++)
-                sc[t] *= inv;
+            ctx_softmax(sc, p + 1, scale);
             c->attn->wsum(sc, V, ks, p + 1, hd, c->att + (size_t)r * H * hd + (size_t)h * hd);
         }
     }
@@ -143,6 +131,39 @@ static void attend_worker(void *arg, int ith, int nth)
             chunk -= nc;
             r += n;
         }
+    }
+}
+
+/* Every item's rows against its slot's cache for layer l, on the pool. */
+static void attend(eng_ctx *c, const eng_item *items, int n_items, int layer, long macs)
+{
+    attn_job job = {.c = c, .items = items, .n_items = n_items, .layer = layer};
+    for (int i = 0; i < n_items; i++)
+        job.n_units += (items[i].n_tokens + ATT_CHUNK - 1) / ATT_CHUNK * c->m->info.n_head_kv;
+    atomic_init(&job.next, 0);
+    ctx_run(c, attend_worker, &job, macs);
+}
+
+/* Only the last row of each item that asks for logits goes through the
+ * (large) output layer. */
+static void output_logits(eng_ctx *c, const eng_item *items, int n_items)
+{
+    const eng_model *m = c->m;
+    int D = m->info.n_embd, V = m->info.n_vocab;
+    int nl = 0, r = 0;
+    for (int i = 0; i < n_items; i++) {
+        r += items[i].n_tokens;
+        if (!items[i].want_logits) continue;
+        rmsnorm(c->lhid + (size_t)nl * D, c->x + (size_t)(r - 1) * D, m->out_norm, D,
+                m->info.rms_eps);
+        c->lslot[nl++] = items[i].slot;
+    }
+    if (nl == 0) return;
+    ctx_linear(c, &m->output, c->lhid, nl, c->ltmp);
+    for (int j = 0; j < nl; j++) {
+        memcpy(c->logits + (size_t)c->lslot[j] * V, c->ltmp + (size_t)j * V,
+               (size_t)V * sizeof(float));
+        c->has_logits[c->lslot[j]] = true;
     }
 }
 
@@ -176,17 +197,13 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
             kv_store(c, c->k_cache, off, c->k + (size_t)r * kvd, kvd);
             kv_store(c, c->v_cache, off, c->v + (size_t)r * kvd, kvd);
         }
-        attn_job job = {.c = c, .items = items, .n_items = n_items, .layer = l};
-        for (int i = 0; i < n_items; i++)
-            job.n_units += (items[i].n_tokens + ATT_CHUNK - 1) / ATT_CHUNK * in->n_head_kv;
-        atomic_init(&job.next, 0);
-        ctx_run(c, attend_worker, &job, att_macs);
+        attend(c, items, n_items, l, att_macs);
         ctx_linear(c, &L->wo, c->att, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * D; i++)
             c->x[i] += c->tmp[i];
 
-        for (int r2 = 0; r2 < n; r2++)
-            rmsnorm(c->xn + (size_t)r2 * D, c->x + (size_t)r2 * D, L->ffn_norm, D, in->rms_eps);
+        for (int r = 0; r < n; r++)
+            rmsnorm(c->xn + (size_t)r * D, c->x + (size_t)r * D, L->ffn_norm, D, in->rms_eps);
         ctx_linear(c, &L->w_gate, c->xn, n, c->g);
         ctx_linear(c, &L->w_up, c->xn, n, c->u);
         for (size_t i = 0; i < (size_t)n * F; i++) {
@@ -197,22 +214,5 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
         for (size_t i = 0; i < (size_t)n * D; i++)
             c->x[i] += c->tmp[i];
     }
-
-    /* Only the last row of each item that asks for logits goes through the
-     * (large) output layer. */
-    int nl = 0, r = 0;
-    for (int i = 0; i < n_items; i++) {
-        r += items[i].n_tokens;
-        if (!items[i].want_logits) continue;
-        rmsnorm(c->lhid + (size_t)nl * D, c->x + (size_t)(r - 1) * D, m->out_norm, D, in->rms_eps);
-        c->lslot[nl++] = items[i].slot;
-    }
-    if (nl == 0) return;
-    int V = in->n_vocab;
-    ctx_linear(c, &m->output, c->lhid, nl, c->ltmp);
-    for (int j = 0; j < nl; j++) {
-        memcpy(c->logits + (size_t)c->lslot[j] * V, c->ltmp + (size_t)j * V,
-               (size_t)V * sizeof(float));
-        c->has_logits[c->lslot[j]] = true;
-    }
+    output_logits(c, items, n_items);
 }

@@ -131,16 +131,28 @@ static int utf8_put(uint32_t cp, char *out)
     return 4;
 }
 
+static bool byte_is_printable(int b)
+{
+    return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+}
+
 /* GPT-2's reversible byte <-> printable code point map: printable Latin-1
  * bytes stand for themselves, the other 68 take code points 256.. in order. */
 static uint32_t byte_to_cp(int b)
 {
-    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))
-        return (uint32_t)b;
+    if (byte_is_printable(b)) return (uint32_t)b;
     int n = 0;
     for (int i = 0; i < b; i++)
-        if (!((i >= '!' && i <= '~') || (i >= 0xA1 && i <= 0xAC) || (i >= 0xAE && i <= 0xFF))) n++;
+        if (!byte_is_printable(i)) n++;
     return 256u + (uint32_t)n;
+}
+
+int tok_byte_str(uint8_t b, char out[4])
+{
+    int k = utf8_put(byte_to_cp(b), out);
+    assert(k < 4); /* byte_to_cp's code points need at most two bytes */
+    out[k] = 0;
+    return k;
 }
 
 /* ---- hash maps ---- */
@@ -379,7 +391,7 @@ static void map_bytes(tok *t)
 {
     for (int b = 0; b < 256; b++) {
         char u[4];
-        int k = utf8_put(byte_to_cp(b), u);
+        int k = tok_byte_str((uint8_t)b, u);
         t->byte_tok[b] = find_str(t, u, (size_t)k);
     }
 }

@@ -41,6 +41,11 @@ tok_type tok_type_of(const tok *t, int id);
  * or -1. This is the only way to get a special token's id. */
 int tok_special(const tok *t, const char *name);
 
+/* GPT-2's byte-level alphabet: the vocabulary string (one or two UTF-8
+ * bytes, NUL-terminated in out) that stands for byte b, e.g. "\xC4\xA0"
+ * ('Ġ') for a space. Returns its length. */
+int tok_byte_str(uint8_t b, char out[4]);
+
 /* Plain text (len bytes, any bytes; invalid UTF-8 is kept byte for byte)
  * to ids. Writes at most cap ids and returns how many the text needs, so a
  * return > cap means "call again with a bigger array". -1 if out of memory. */
