@@ -347,6 +347,34 @@ START_TEST(no_tensors)
 }
 END_TEST
 
+/* Buffers from gguf_writer_alloc live until gguf_writer_destroy (ASan sees a leak or a
+ * use after free otherwise), and what they hold is what the file holds. */
+START_TEST(writer_owned_data)
+{
+    gguf_writer *w = gguf_writer_create();
+    int64_t ne[1] = {300};
+    for (int k = 0; k < 100; k++) { /* past the first growth of the list */
+        float *d = gguf_writer_alloc(w, sizeof(float) * 300);
+        ck_assert_ptr_nonnull(d);
+        for (int i = 0; i < 300; i++)
+            d[i] = (float)(k * 1000 + i);
+        char name[16];
+        snprintf(name, sizeof name, "t%d", k);
+        ck_assert_int_eq(gguf_add_tensor(w, name, KT_F32, 1, ne, d, err, sizeof err), GGUF_OK);
+    }
+    ck_assert_ptr_nonnull(gguf_writer_alloc(w, 0));
+    const char *path = tmp_path("owned.gguf");
+    ck_assert_int_eq(gguf_write(w, path, err, sizeof err), GGUF_OK);
+    gguf_writer_destroy(w);
+    gguf_file *f;
+    ck_assert_int_eq(gguf_open(path, &f, err, sizeof err), GGUF_OK);
+    ck_assert_int_eq(gguf_n_tensors(f), 100);
+    const float *last = gguf_tensor_at(f, 99)->data;
+    ck_assert_float_eq(last[299], 99299.0f);
+    gguf_close(f);
+}
+END_TEST
+
 START_TEST(getters_convert)
 {
     size_t len;
@@ -754,6 +782,7 @@ int main(void)
     tcase_add_test(tc, round_trip_memory);
     tcase_add_test(tc, layout_alignment);
     tcase_add_test(tc, no_tensors);
+    tcase_add_test(tc, writer_owned_data);
     tcase_add_test(tc, getters_convert);
     tcase_add_test(tc, writer_replace_and_copy);
     tcase_add_test(tc, writer_refuses);

@@ -137,25 +137,3 @@ int cli_load_image(const char *path, img_rgb *out, char *err, size_t errlen)
     if (rc != 0) cli_seterr(err, errlen, "%s: %s", path, ierr);
     return rc;
 }
-
-void *cli_keep_alloc(cli_keep *k, size_t bytes)
-{
-    if (k->n == k->cap) {
-        int cap = k->cap ? 2 * k->cap : 64;
-        void **nb = realloc(k->bufs, (size_t)cap * sizeof *nb);
-        if (!nb) return NULL;
-        k->bufs = nb;
-        k->cap = cap;
-    }
-    void *p = malloc(bytes ? bytes : 1);
-    if (p) k->bufs[k->n++] = p;
-    return p;
-}
-
-void cli_keep_free(cli_keep *k)
-{
-    for (int i = 0; i < k->n; i++)
-        free(k->bufs[i]);
-    free(k->bufs);
-    *k = (cli_keep){0};
-}

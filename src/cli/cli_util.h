@@ -52,15 +52,4 @@ char *cli_read_file(const char *path, size_t *len);
 /* Reads and decodes a JPEG or PNG file (at most 64 MiB and 100 Mpixels); errors name the file. */
 int cli_load_image(const char *path, img_rgb *out, char *err, size_t errlen);
 
-/* Memory that must live until a gguf_writer writes (it keeps pointers to
- * tensor data, not copies). Zero-initialise; cli_keep_free frees it all. */
-typedef struct {
-    void **bufs;
-    int n, cap;
-} cli_keep;
-
-/* A new buffer of bytes (at least 1) owned by k; NULL if out of memory. */
-void *cli_keep_alloc(cli_keep *k, size_t bytes);
-void cli_keep_free(cli_keep *k);
-
 #endif

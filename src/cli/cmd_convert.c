@@ -28,7 +28,6 @@ typedef struct {
     st_set *st;
     bool *used; /* per safetensors tensor: consumed by a mapping */
     kt_type outtype;
-    cli_keep bufs; /* converted tensor data, alive until the writes */
     char *err;
     size_t errlen;
 } conv;
@@ -157,12 +156,12 @@ static float *read_f32(conv *c, const st_tensor *t, const char *hf, int permute)
     return permute > 0 ? permute_qk(c, t, hf, f, permute) : f;
 }
 
-/* n floats as `type` (the type table's encoding) in a buffer kept until the write;
+/* n floats as `type` (the type table's encoding) in a buffer the writer owns;
  * NULL if out of memory. */
-static void *store_as(conv *c, const float *f, int64_t n, kt_type type)
+static void *store_as(gguf_writer *w, const float *f, int64_t n, kt_type type)
 {
     const ttype_info *ti = ttype_get(type);
-    void *out = cli_keep_alloc(&c->bufs, ttype_row_bytes(ti, n));
+    void *out = gguf_writer_alloc(w, ttype_row_bytes(ti, n));
     if (out) ti->from_float(type, f, out, n);
     return out;
 }
@@ -184,7 +183,7 @@ static int add(conv *c, gguf_writer *w, const char *hf, const char *name, type_r
     float *f = read_f32(c, t, hf, permute_heads);
     if (!f) return -1;
     kt_type type = (rule == KEEP_F32 || t->n_dims < 2) ? KT_F32 : c->outtype;
-    void *out = store_as(c, f, t->numel, type);
+    void *out = store_as(w, f, t->numel, type);
     free(f);
     if (!out) {
         cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
@@ -891,7 +890,6 @@ int convert_hf(const char *hf_dir, const char *prefix, kt_type outtype, char *er
         }
     rc = 0;
 out:
-    cli_keep_free(&c.bufs);
     free(c.used);
     st_close(c.st);
     cJSON_Delete(cfg);

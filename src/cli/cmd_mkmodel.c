@@ -88,9 +88,8 @@ static float rng_normal(rng *r)
 typedef struct {
     gguf_writer *w;
     uint64_t seed;
-    kt_type type;  /* what matrices become */
-    kt_type embd;  /* what embeddings become */
-    cli_keep bufs; /* tensor data kept alive until the write */
+    kt_type type; /* what matrices become */
+    kt_type embd; /* what embeddings become */
     int fallbacks;
     int64_t params;
     char err[512];
@@ -130,7 +129,7 @@ static void add_tensor(builder *b, const char *name, int n_dims, const int64_t *
     if (!quant_pick_type(want, n, &to)) to = KT_F32;
     if (to != want) b->fallbacks++;
     const ttype_info *ti = ttype_get(to);
-    void *buf = cli_keep_alloc(&b->bufs, ttype_row_bytes(ti, n) * (size_t)rows);
+    void *buf = gguf_writer_alloc(b->w, ttype_row_bytes(ti, n) * (size_t)rows);
     if (!buf ||
         quant_to_type(w, rows, n, to, QUANT_KMEANS, false, buf, NULL, b->err, sizeof b->err) != 0) {
         if (!buf) snprintf(b->err, sizeof b->err, "out of memory making %s", name);
@@ -338,7 +337,6 @@ static int builder_start(builder *b, const ttype_info *t, uint64_t seed, const c
 
 static void builder_free(builder *b)
 {
-    cli_keep_free(&b->bufs);
     gguf_writer_destroy(b->w);
 }
 

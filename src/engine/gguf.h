@@ -128,6 +128,10 @@ void gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *v, uin
 /* Copy key i of an open file, whatever its type. */
 void gguf_set_from(gguf_writer *w, const gguf_file *f, int i);
 
+/* A buffer of bytes (at least 1) that the writer owns and frees in gguf_writer_destroy: for
+ * tensor data made only to be written. NULL if out of memory. */
+void *gguf_writer_alloc(gguf_writer *w, size_t bytes);
+
 /* Tensor data is referenced, not copied: keep it alive until the write.
  * Tensors are laid out in the order added, each aligned. Names are 1 to 63
  * bytes (ggml's limit). */
