@@ -1,7 +1,7 @@
 /* AVX2 + FMA + F16C kernels (kern_x86.h), and the vectorised activation
  * quantizer that every x86 level uses. Built with -mavx2 -mfma -mf16c. */
-#define KX_PREFIX kern_avx2_
-#define KX_ISA KERN_ISA_AVX2
+#define KG_PREFIX kern_avx2_
+#define KG_ISA KERN_ISA_AVX2
 #define KX_VNNI 0
 #define KX_VBMI 0
 #include "kernels/kern_x86.h"

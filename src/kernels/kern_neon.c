@@ -1,7 +1,7 @@
 /* NEON kernels for every ARMv8-A (kern_neon.h without sdot), and the
  * vectorised activation quantizer every ARM level uses. */
-#define KN_PREFIX kern_neon_
-#define KN_ISA KERN_ISA_NEON
+#define KG_PREFIX kern_neon_
+#define KG_ISA KERN_ISA_NEON
 #define KN_DOTPROD 0
 #include "kernels/kern_neon.h"
 
