@@ -87,127 +87,140 @@ KG_INLINE __m256i kx_trit(__m256i s)
     return _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge1, ge2));
 }
 
-/* Fills c[0 .. qk/32) and returns the block's scale. */
-KG_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
+/* TQ2_0: byte m of 32-byte half h holds weight 128h + 32s + m at bits 2s */
+KG_INLINE float kx_unpack_tq2_0(const uint8_t *p, __m256i *c)
 {
     const __m256i m3 = _mm256_set1_epi8(3);
-    switch (t) {
-    case KT_TQ2_0: {
-        /* byte m of 32-byte half h holds weight 128h + 32s + m at bits 2s */
-        const blk_tq2_0 *b = (const blk_tq2_0 *)p;
-        for (int h = 0; h < 2; h++) {
-            __m256i x = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
-            c[4 * h + 0] = _mm256_and_si256(x, m3);
-            c[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(x, 2), m3);
-            c[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3);
-            c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3);
-        }
-        return kg_f16(b->d);
+    const blk_tq2_0 *b = (const blk_tq2_0 *)p;
+    for (int h = 0; h < 2; h++) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
+        c[4 * h + 0] = _mm256_and_si256(x, m3);
+        c[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(x, 2), m3);
+        c[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3);
+        c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3);
     }
-    case KT_TQ1_0: {
-        /* qs[0..32): trit n of byte m is weight 32n + m (n = 0..4);
-         * qs[32..48): trit n of byte m is weight 160 + 16n + m;
-         * qh[0..4): trit n of byte j is weight 240 + 4n + j.
-         * Trit n comes to the top by multiplying by 3^n modulo 256. */
-        const blk_tq1_0 *b = (const blk_tq1_0 *)p;
-        /* the first 160 weights: 16-bit lanes, each byte's trit taken by a
-         * high multiply (floor(3q / 256)) while a low multiply moves on to
-         * the next (3q mod 256), keeping the work on the multiplier ports */
-        __m256i x = _mm256_loadu_si256((const __m256i *)b->qs);
-        __m256i ev = _mm256_slli_epi16(x, 8);                               /* even bytes, high */
-        __m256i od = _mm256_and_si256(x, _mm256_set1_epi16((short)0xFF00)); /* odd bytes, high */
-        const __m256i three = _mm256_set1_epi16(3);
-        for (int n = 0; n < 5; n++) {
-            c[n] = _mm256_or_si256(_mm256_mulhi_epu16(ev, three),
-                                   _mm256_slli_epi16(_mm256_mulhi_epu16(od, three), 8));
-            ev = _mm256_mullo_epi16(ev, three);
-            od = _mm256_mullo_epi16(od, three);
-        }
-        __m256i y =
-            kx_bias(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32))));
-        __m256i z = _mm256_blend_epi32(y, kx_mul3(y), 0xF0); /* trits 0 | 1 */
-        c[5] = kx_trit(z);
-        z = kx_mul3(kx_mul3(z)); /* trits 2 | 3 */
-        c[6] = kx_trit(z);
-        z = kx_mul3(kx_mul3(z)); /* trit 4 in the low half */
-        uint32_t qh;
-        memcpy(&qh, b->qh, 4);
-        /* byte p of the high half: qh[p % 4] * 3^(p / 4); 16-bit multiplies
-         * keep each byte's product modulo 256 when done per byte. */
-        __m128i h = _mm_set1_epi32((int)qh);
-        const __m128i pw = _mm_setr_epi16(1, 1, 3, 3, 9, 9, 27, 27);
-        const __m128i lo8 = _mm_set1_epi16(0x00FF);
-        __m128i lo = _mm_and_si128(_mm_mullo_epi16(h, pw), lo8);
-        __m128i hi = _mm_andnot_si128(lo8, _mm_mullo_epi16(_mm_andnot_si128(lo8, h), pw));
-        __m128i hq = _mm_xor_si128(_mm_or_si128(lo, hi), _mm_set1_epi8((char)0x80));
-        __m256i hv = _mm256_inserti128_si256(z, hq, 1);
-        c[7] = kx_trit(hv);
-        return kg_f16(b->d);
+    return kg_f16(b->d);
+}
+
+/* TQ1_0: qs[0..32): trit n of byte m is weight 32n + m (n = 0..4);
+ * qs[32..48): trit n of byte m is weight 160 + 16n + m;
+ * qh[0..4): trit n of byte j is weight 240 + 4n + j.
+ * Trit n comes to the top by multiplying by 3^n modulo 256. */
+KG_INLINE float kx_unpack_tq1_0(const uint8_t *p, __m256i *c)
+{
+    const blk_tq1_0 *b = (const blk_tq1_0 *)p;
+    /* the first 160 weights: 16-bit lanes, each byte's trit taken by a
+     * high multiply (floor(3q / 256)) while a low multiply moves on to
+     * the next (3q mod 256), keeping the work on the multiplier ports */
+    __m256i x = _mm256_loadu_si256((const __m256i *)b->qs);
+    __m256i ev = _mm256_slli_epi16(x, 8);                               /* even bytes, high */
+    __m256i od = _mm256_and_si256(x, _mm256_set1_epi16((short)0xFF00)); /* odd bytes, high */
+    const __m256i three = _mm256_set1_epi16(3);
+    for (int n = 0; n < 5; n++) {
+        c[n] = _mm256_or_si256(_mm256_mulhi_epu16(ev, three),
+                               _mm256_slli_epi16(_mm256_mulhi_epu16(od, three), 8));
+        ev = _mm256_mullo_epi16(ev, three);
+        od = _mm256_mullo_epi16(od, three);
     }
-    case KT_Q2_0: {
-        /* weight j: bits 2(j % 4) of byte j / 4 */
-        const blk_q2_0 *b = (const blk_q2_0 *)p;
+    __m256i y =
+        kx_bias(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32))));
+    __m256i z = _mm256_blend_epi32(y, kx_mul3(y), 0xF0); /* trits 0 | 1 */
+    c[5] = kx_trit(z);
+    z = kx_mul3(kx_mul3(z)); /* trits 2 | 3 */
+    c[6] = kx_trit(z);
+    z = kx_mul3(kx_mul3(z)); /* trit 4 in the low half */
+    uint32_t qh;
+    memcpy(&qh, b->qh, 4);
+    /* byte p of the high half: qh[p % 4] * 3^(p / 4); 16-bit multiplies
+     * keep each byte's product modulo 256 when done per byte. */
+    __m128i h = _mm_set1_epi32((int)qh);
+    const __m128i pw = _mm_setr_epi16(1, 1, 3, 3, 9, 9, 27, 27);
+    const __m128i lo8 = _mm_set1_epi16(0x00FF);
+    __m128i lo = _mm_and_si128(_mm_mullo_epi16(h, pw), lo8);
+    __m128i hi = _mm_andnot_si128(lo8, _mm_mullo_epi16(_mm_andnot_si128(lo8, h), pw));
+    __m128i hq = _mm_xor_si128(_mm_or_si128(lo, hi), _mm_set1_epi8((char)0x80));
+    __m256i hv = _mm256_inserti128_si256(z, hq, 1);
+    c[7] = kx_trit(hv);
+    return kg_f16(b->d);
+}
+
+/* Q2_0: weight j: bits 2(j % 4) of byte j / 4 */
+KG_INLINE float kx_unpack_q2_0(const uint8_t *p, __m256i *c)
+{
+    const blk_q2_0 *b = (const blk_q2_0 *)p;
 #if KX_VBMI
-        /* vpmultishiftqb: output byte k of each 64-bit lane takes the 8 bits
-         * at offset 2(8 lane + k) of the lane; every lane holds the same
-         * 8 bytes (32 weights), so byte j gets weight j's field. */
-        const __m256i sh =
-            _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36,
-                             38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62);
+    const __m256i m3 = _mm256_set1_epi8(3);
+    /* vpmultishiftqb: output byte k of each 64-bit lane takes the 8 bits
+     * at offset 2(8 lane + k) of the lane; every lane holds the same
+     * 8 bytes (32 weights), so byte j gets weight j's field. */
+    const __m256i sh =
+        _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38,
+                         40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62);
+    for (int k = 0; k < 2; k++) {
+        int64_t v;
+        memcpy(&v, b->qs + 8 * k, 8);
+        c[k] = _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), m3);
+    }
+    return kg_f16(b->d);
+#else
+    const __m128i m = _mm_set1_epi8(3);
+    __m128i x = _mm_loadu_si128((const __m128i *)b->qs);
+    __m128i t0 = _mm_and_si128(x, m);
+    __m128i t1 = _mm_and_si128(_mm_srli_epi16(x, 2), m);
+    __m128i t2 = _mm_and_si128(_mm_srli_epi16(x, 4), m);
+    __m128i t3 = _mm_and_si128(_mm_srli_epi16(x, 6), m);
+    __m128i a0 = _mm_unpacklo_epi8(t0, t1), b0 = _mm_unpacklo_epi8(t2, t3);
+    __m128i a1 = _mm_unpackhi_epi8(t0, t1), b1 = _mm_unpackhi_epi8(t2, t3);
+    c[0] = _mm256_set_m128i(_mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a0, b0));
+    c[1] = _mm256_set_m128i(_mm_unpackhi_epi16(a1, b1), _mm_unpacklo_epi16(a1, b1));
+    return kg_f16(b->d);
+#endif
+}
+
+/* Q1_0: weight j: bit j % 8 of byte j / 8; code 2 for +1, 0 for -1 */
+KG_INLINE float kx_unpack_q1_0(const uint8_t *p, __m256i *c)
+{
+    const blk_q1_0 *b = (const blk_q1_0 *)p;
+#if KX_VBMI
+    /* as for Q2_0: byte j takes the 8 bits at offset j - 1 (rotating
+     * within the lane), which puts weight j's bit at bit 1: the code */
+    const __m256i two = _mm256_set1_epi8(2);
+    for (int h = 0; h < 2; h++) {
+        const __m256i sh = _mm256_add_epi8(_mm256_setr_epi8(63, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                            11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+                                                            21, 22, 23, 24, 25, 26, 27, 28, 29, 30),
+                                           _mm256_set1_epi8(h ? 32 : 0));
         for (int k = 0; k < 2; k++) {
             int64_t v;
             memcpy(&v, b->qs + 8 * k, 8);
-            c[k] = _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), m3);
+            c[2 * k + h] =
+                _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), two);
         }
-        return kg_f16(b->d);
-#else
-        const __m128i m = _mm_set1_epi8(3);
-        __m128i x = _mm_loadu_si128((const __m128i *)b->qs);
-        __m128i t0 = _mm_and_si128(x, m);
-        __m128i t1 = _mm_and_si128(_mm_srli_epi16(x, 2), m);
-        __m128i t2 = _mm_and_si128(_mm_srli_epi16(x, 4), m);
-        __m128i t3 = _mm_and_si128(_mm_srli_epi16(x, 6), m);
-        __m128i a0 = _mm_unpacklo_epi8(t0, t1), b0 = _mm_unpacklo_epi8(t2, t3);
-        __m128i a1 = _mm_unpackhi_epi8(t0, t1), b1 = _mm_unpackhi_epi8(t2, t3);
-        c[0] = _mm256_set_m128i(_mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a0, b0));
-        c[1] = _mm256_set_m128i(_mm_unpackhi_epi16(a1, b1), _mm_unpacklo_epi16(a1, b1));
-        return kg_f16(b->d);
-#endif
     }
-    case KT_Q1_0: {
-        /* weight j: bit j % 8 of byte j / 8; code 2 for +1, 0 for -1 */
-        const blk_q1_0 *b = (const blk_q1_0 *)p;
-#if KX_VBMI
-        /* as for Q2_0: byte j takes the 8 bits at offset j - 1 (rotating
-         * within the lane), which puts weight j's bit at bit 1: the code */
-        const __m256i two = _mm256_set1_epi8(2);
-        for (int h = 0; h < 2; h++) {
-            const __m256i sh = _mm256_add_epi8(
-                _mm256_setr_epi8(63, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
-                                 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30),
-                _mm256_set1_epi8(h ? 32 : 0));
-            for (int k = 0; k < 2; k++) {
-                int64_t v;
-                memcpy(&v, b->qs + 8 * k, 8);
-                c[2 * k + h] =
-                    _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), two);
-            }
-        }
-        return kg_f16(b->d);
+    return kg_f16(b->d);
 #else
-        const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
-                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-        const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
-        const __m256i two = _mm256_set1_epi8(2);
-        for (int k = 0; k < 4; k++) {
-            uint32_t v;
-            memcpy(&v, b->qs + 4 * k, 4);
-            __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi32((int)v), idx);
-            c[k] = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(x, bit), bit), two);
-        }
-        return kg_f16(b->d);
-#endif
+    const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
+                                         2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+    const __m256i two = _mm256_set1_epi8(2);
+    for (int k = 0; k < 4; k++) {
+        uint32_t v;
+        memcpy(&v, b->qs + 4 * k, 4);
+        __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi32((int)v), idx);
+        c[k] = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(x, bit), bit), two);
     }
+    return kg_f16(b->d);
+#endif
+}
+
+/* Fills c[0 .. qk/32) and returns the block's scale. */
+KG_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
+{
+    switch (t) {
+    case KT_TQ2_0: return kx_unpack_tq2_0(p, c);
+    case KT_TQ1_0: return kx_unpack_tq1_0(p, c);
+    case KT_Q2_0: return kx_unpack_q2_0(p, c);
+    case KT_Q1_0: return kx_unpack_q1_0(p, c);
     default: return 0.0f;
     }
 }
