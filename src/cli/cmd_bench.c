@@ -256,23 +256,96 @@ static void stats(const double *v, int n, double *mean, double *sd)
 
 #define MAX_REPS 64
 
+/* Appends the mean and deviation of reps measurements v as one result. */
+static void add_result(mresult *out, int *n_out, const char *test, int threads, const char *unit,
+                       const double *v, int reps)
+{
+    out[*n_out] = (mresult){test, threads, 0, 0, unit};
+    stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
+    (*n_out)++;
+}
+
+/* A context with room for n_pp prompt tokens in one step and n_tg generated ones. */
+static int bench_ctx_create(const eng_model *m, int threads, int n_pp, int n_tg, eng_ctx **c,
+                            char *err, size_t errlen)
+{
+    eng_params p = eng_default_params();
+    p.n_threads = threads;
+    p.n_ctx = n_pp > n_tg ? n_pp + 1 : n_tg + 1;
+    p.n_batch = n_pp > 1 ? n_pp : 1;
+    if (eng_ctx_create(m, &p, c, err, errlen) != ENG_OK) return -1;
+    if (eng_ctx_params(*c)->n_ctx < p.n_ctx) {
+        snprintf(err, errlen, "the model's context (%d) is shorter than -p/-n ask for",
+                 eng_ctx_params(*c)->n_ctx);
+        eng_ctx_destroy(*c);
+        return -1;
+    }
+    return 0;
+}
+
+/* Tokens per second of one step over n_pp tokens, reps times after a warm-up. */
+static int bench_pp(eng_ctx *c, const int32_t *tok, int n_pp, int reps, double *v, char *err,
+                    size_t errlen)
+{
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        eng_slot_reset(c, 0);
+        eng_item it = {.slot = 0, .n_tokens = n_pp, .tokens = tok, .pos = 0, .want_logits = true};
+        double t0 = now();
+        if (eng_step(c, &it, 1, err, errlen) != ENG_OK) return -1;
+        if (r >= 0) v[r] = n_pp / (now() - t0);
+    }
+    return 0;
+}
+
+/* Tokens per second of n_tg single-token steps, reps times after a warm-up. */
+static int bench_tg(eng_ctx *c, const int32_t *tok, int n_tg, int reps, double *v, char *err,
+                    size_t errlen)
+{
+    for (int r = -1; r < reps; r++) {
+        eng_slot_reset(c, 0);
+        double t0 = now();
+        for (int i = 0; i < n_tg; i++) {
+            eng_item it = {
+                .slot = 0, .n_tokens = 1, .tokens = &tok[i], .pos = i, .want_logits = true};
+            if (eng_step(c, &it, 1, err, errlen) != ENG_OK) return -1;
+        }
+        if (r >= 0) v[r] = n_tg / (now() - t0);
+    }
+    return 0;
+}
+
+/* Milliseconds to encode one image tile, reps times after a warm-up. */
+static int bench_image(eng_ctx *c, const eng_model_info *info, int reps, double *v, char *err,
+                       size_t errlen)
+{
+    size_t px = (size_t)3 * info->image_size * info->image_size;
+    float *pix = malloc(sizeof(float) * px);
+    float *emb = malloc(sizeof(float) * (size_t)info->n_image_tokens * info->n_embd);
+    int rc = -1;
+    if (!pix || !emb) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < px; i++)
+        pix[i] = (float)((i * 7919) % 200) / 100.0f - 1.0f;
+    for (int r = -1; r < reps; r++) {
+        double t0 = now();
+        if (eng_vision_encode(c, pix, 1, emb, err, errlen) != ENG_OK) goto done;
+        if (r >= 0) v[r] = (now() - t0) * 1e3;
+    }
+    rc = 0;
+done:
+    free(pix), free(emb);
+    return rc;
+}
+
 /* One thread count: pp, tg and (with a vision model) one image tile. */
 static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_tg, mresult *out,
                      int *n_out, char *err, size_t errlen)
 {
     const eng_model_info *info = eng_model_get_info(m);
-    eng_params p = eng_default_params();
-    p.n_threads = threads;
-    p.n_ctx = n_pp > n_tg ? n_pp + 1 : n_tg + 1;
-    p.n_batch = n_pp > 1 ? n_pp : 1;
     eng_ctx *c;
-    if (eng_ctx_create(m, &p, &c, err, errlen) != ENG_OK) return -1;
-    if (eng_ctx_params(c)->n_ctx < p.n_ctx) {
-        snprintf(err, errlen, "the model's context (%d) is shorter than -p/-n ask for",
-                 eng_ctx_params(c)->n_ctx);
-        eng_ctx_destroy(c);
-        return -1;
-    }
+    if (bench_ctx_create(m, threads, n_pp, n_tg, &c, err, errlen)) return -1;
     int n_tok = n_pp > n_tg ? n_pp : n_tg;
     int32_t *tok = malloc(sizeof(int32_t) * n_tok);
     double v[MAX_REPS];
@@ -284,62 +357,73 @@ static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_
     for (int i = 0; i < n_tok; i++)
         tok[i] = (int32_t)(((uint64_t)i * 2654435761u + 17) % (uint64_t)info->n_vocab);
     if (n_pp > 0) {
-        for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
-            eng_slot_reset(c, 0);
-            eng_item it = {
-                .slot = 0, .n_tokens = n_pp, .tokens = tok, .pos = 0, .want_logits = true};
-            double t0 = now();
-            if (eng_step(c, &it, 1, err, errlen) != ENG_OK) goto done;
-            if (r >= 0) v[r] = n_pp / (now() - t0);
-        }
-        out[*n_out] = (mresult){"pp", threads, 0, 0, "t/s"};
-        stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
-        (*n_out)++;
+        if (bench_pp(c, tok, n_pp, reps, v, err, errlen)) goto done;
+        add_result(out, n_out, "pp", threads, "t/s", v, reps);
     }
     if (n_tg > 0) {
-        for (int r = -1; r < reps; r++) {
-            eng_slot_reset(c, 0);
-            double t0 = now();
-            for (int i = 0; i < n_tg; i++) {
-                eng_item it = {
-                    .slot = 0, .n_tokens = 1, .tokens = &tok[i], .pos = i, .want_logits = true};
-                if (eng_step(c, &it, 1, err, errlen) != ENG_OK) goto done;
-            }
-            if (r >= 0) v[r] = n_tg / (now() - t0);
-        }
-        out[*n_out] = (mresult){"tg", threads, 0, 0, "t/s"};
-        stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
-        (*n_out)++;
+        if (bench_tg(c, tok, n_tg, reps, v, err, errlen)) goto done;
+        add_result(out, n_out, "tg", threads, "t/s", v, reps);
     }
     if (info->has_vision) {
-        size_t px = (size_t)3 * info->image_size * info->image_size;
-        float *pix = malloc(sizeof(float) * px);
-        float *emb = malloc(sizeof(float) * (size_t)info->n_image_tokens * info->n_embd);
-        if (!pix || !emb) {
-            free(pix), free(emb);
-            snprintf(err, errlen, "out of memory");
-            goto done;
-        }
-        for (size_t i = 0; i < px; i++)
-            pix[i] = (float)((i * 7919) % 200) / 100.0f - 1.0f;
-        for (int r = -1; r < reps; r++) {
-            double t0 = now();
-            if (eng_vision_encode(c, pix, 1, emb, err, errlen) != ENG_OK) {
-                free(pix), free(emb);
-                goto done;
-            }
-            if (r >= 0) v[r] = (now() - t0) * 1e3;
-        }
-        free(pix), free(emb);
-        out[*n_out] = (mresult){"image", threads, 0, 0, "ms"};
-        stats(v, reps, &out[*n_out].mean, &out[*n_out].sd);
-        (*n_out)++;
+        if (bench_image(c, info, reps, v, err, errlen)) goto done;
+        add_result(out, n_out, "image", threads, "ms", v, reps);
     }
     rc = 0;
 done:
     free(tok);
     eng_ctx_destroy(c);
     return rc;
+}
+
+/* The next count of a comma-separated thread list, moving *q past it; 0 or
+ * less means one per CPU. */
+static int next_threads(const char **q)
+{
+    int t = atoi(*q);
+    if (t <= 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        t = cpus > 0 ? (int)cpus : 1;
+    }
+    *q += strcspn(*q, ",");
+    *q += **q == ',';
+    return t;
+}
+
+/* The token count in a result's test name: pp512, tg128, image1. */
+static int test_len(const mresult *r, int n_pp, int n_tg)
+{
+    return !strcmp(r->test, "pp") ? n_pp : !strcmp(r->test, "tg") ? n_tg : 1;
+}
+
+static void print_model_json(const char *base, int reps, double rss_mb, const mresult *res, int n,
+                             int n_pp, int n_tg)
+{
+    printf("{\"model\": \"%s\", \"kernels\": \"%s\", \"reps\": %d, \"peak_rss_mb\": %.1f, "
+           "\"results\": [",
+           base, kern_isa_name(kern_best_isa()), reps, rss_mb);
+    for (int i = 0; i < n; i++)
+        printf("%s\n  {\"test\": \"%s%d\", \"threads\": %d, \"mean\": %.4f, \"sd\": %.4f, "
+               "\"unit\": \"%s\"}",
+               i ? "," : "", res[i].test, test_len(&res[i], n_pp, n_tg), res[i].threads,
+               res[i].mean, res[i].sd, res[i].unit);
+    printf("\n]}\n");
+}
+
+static void print_model_table(const char *base, double rss_mb, const mresult *res, int n, int n_pp,
+                              int n_tg)
+{
+    printf("| model | kernels | threads | test | result | peak RSS MB |\n");
+    printf("|---|---|---:|---|---:|---:|\n");
+    for (int i = 0; i < n; i++) {
+        char name[32];
+        if (!strcmp(res[i].test, "image"))
+            snprintf(name, sizeof name, "image encode (1 tile)");
+        else
+            snprintf(name, sizeof name, "%s%d", res[i].test, test_len(&res[i], n_pp, n_tg));
+        printf("| %s | %s | %d | %s | %.2f ± %.2f %s | %.1f |\n", base,
+               kern_isa_name(kern_best_isa()), res[i].threads, name, res[i].mean, res[i].sd,
+               res[i].unit, rss_mb);
+    }
 }
 
 static int bench_model(const char *path, const char *mmproj, const char *thread_list, int reps,
@@ -354,53 +438,22 @@ static int bench_model(const char *path, const char *mmproj, const char *thread_
     }
     mresult res[3 * 16];
     int n = 0, rc = 0;
-    const char *tl = thread_list ? thread_list : "0";
-    for (const char *q = tl; *q && n + 3 <= (int)(sizeof res / sizeof res[0]);) {
-        int t = atoi(q);
-        if (t <= 0) {
-            long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-            t = cpus > 0 ? (int)cpus : 1;
-        }
-        if (bench_ctx(m, t, reps, n_pp, n_tg, res, &n, err, sizeof err)) {
+    const char *q = thread_list ? thread_list : "0";
+    while (*q && n + 3 <= (int)(sizeof res / sizeof res[0])) {
+        if (bench_ctx(m, next_threads(&q), reps, n_pp, n_tg, res, &n, err, sizeof err)) {
             fprintf(stderr, "tern bench: %s: %s\n", path, err);
             rc = 1;
             break;
         }
-        q += strcspn(q, ",");
-        q += *q == ',';
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss_mb = ru.ru_maxrss / 1024.0;
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    if (json) {
-        printf("{\"model\": \"%s\", \"kernels\": \"%s\", \"reps\": %d, \"peak_rss_mb\": %.1f, "
-               "\"results\": [",
-               base, kern_isa_name(kern_best_isa()), reps, rss_mb);
-        for (int i = 0; i < n; i++)
-            printf("%s\n  {\"test\": \"%s%d\", \"threads\": %d, \"mean\": %.4f, \"sd\": %.4f, "
-                   "\"unit\": \"%s\"}",
-                   i ? "," : "", res[i].test,
-                   !strcmp(res[i].test, "pp")   ? n_pp
-                   : !strcmp(res[i].test, "tg") ? n_tg
-                                                : 1,
-                   res[i].threads, res[i].mean, res[i].sd, res[i].unit);
-        printf("\n]}\n");
-    } else {
-        printf("| model | kernels | threads | test | result | peak RSS MB |\n");
-        printf("|---|---|---:|---|---:|---:|\n");
-        for (int i = 0; i < n; i++) {
-            char name[32];
-            if (!strcmp(res[i].test, "image"))
-                snprintf(name, sizeof name, "image encode (1 tile)");
-            else
-                snprintf(name, sizeof name, "%s%d", res[i].test,
-                         !strcmp(res[i].test, "pp") ? n_pp : n_tg);
-            printf("| %s | %s | %d | %s | %.2f ± %.2f %s | %.1f |\n", base,
-                   kern_isa_name(kern_best_isa()), res[i].threads, name, res[i].mean, res[i].sd,
-                   res[i].unit, rss_mb);
-        }
-    }
+    if (json)
+        print_model_json(base, reps, rss_mb, res, n, n_pp, n_tg);
+    else
+        print_model_table(base, rss_mb, res, n, n_pp, n_tg);
     eng_model_free(m);
     return rc;
 }

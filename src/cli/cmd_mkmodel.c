@@ -340,14 +340,8 @@ static void builder_free(builder *b)
     gguf_writer_destroy(b->w);
 }
 
-static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const char *path)
+static void text_hparams(gguf_writer *w, const arch *a)
 {
-    char name[96];
-    snprintf(name, sizeof name, "tern-mkmodel-%s", a->like);
-    builder b;
-    if (builder_start(&b, t, seed, "llama", name) != 0) return 1;
-    b.embd = (t->id == KT_F32 || t->id == KT_F16 || t->id == KT_BF16) ? t->id : KT_F16;
-    gguf_writer *w = b.w;
     gguf_set_u32(w, "llama.vocab_size", (uint32_t)a->vocab);
     gguf_set_u32(w, "llama.context_length", (uint32_t)a->ctx);
     gguf_set_u32(w, "llama.embedding_length", (uint32_t)a->dim);
@@ -358,14 +352,16 @@ static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const ch
     gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
     gguf_set_f32(w, "llama.rope.freq_base", a->rope_base);
     gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)(a->dim / a->heads));
+}
 
+/* The vocabulary, special tokens and chat template; false if out of memory. */
+static bool text_tokenizer(gguf_writer *w, const arch *a)
+{
     vocab v;
     int eou = 0;
     if (!vocab_make(&v, a->vocab, &eou)) {
         vocab_free(&v);
-        builder_free(&b);
-        fprintf(stderr, "tern mkmodel: out of memory building the vocabulary\n");
-        return 1;
+        return false;
     }
     gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
     gguf_set_str(w, "tokenizer.ggml.pre", "smollm");
@@ -379,26 +375,46 @@ static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const ch
     gguf_set_bool(w, "tokenizer.ggml.add_bos_token", false);
     gguf_set_str(w, "tokenizer.chat_template", a->vision ? smolvlm_template : chatml_template);
     vocab_free(&v);
+    return true;
+}
 
+static void text_tensors(builder *b, const arch *a)
+{
     int hd = a->dim / a->heads;
     int64_t ne[2] = {a->dim, a->vocab};
-    add_tensor(&b, "token_embd.weight", 2, ne, 0.0f, WEIGHT_STD, b.embd);
+    add_tensor(b, "token_embd.weight", 2, ne, 0.0f, WEIGHT_STD, b->embd);
     for (int l = 0; l < a->layers; l++) {
         char n[64];
 #define BLK(suffix) (snprintf(n, sizeof n, "blk.%d." suffix, l), n)
-        vec(&b, BLK("attn_norm.weight"), a->dim, 1.0f, WEIGHT_STD);
-        matrix(&b, BLK("attn_q.weight"), a->dim, (int64_t)a->heads * hd);
-        matrix(&b, BLK("attn_k.weight"), a->dim, (int64_t)a->kv_heads * hd);
-        matrix(&b, BLK("attn_v.weight"), a->dim, (int64_t)a->kv_heads * hd);
-        matrix(&b, BLK("attn_output.weight"), (int64_t)a->heads * hd, a->dim);
-        vec(&b, BLK("ffn_norm.weight"), a->dim, 1.0f, WEIGHT_STD);
-        matrix(&b, BLK("ffn_gate.weight"), a->dim, a->ffn);
-        matrix(&b, BLK("ffn_up.weight"), a->dim, a->ffn);
-        matrix(&b, BLK("ffn_down.weight"), a->ffn, a->dim);
+        vec(b, BLK("attn_norm.weight"), a->dim, 1.0f, WEIGHT_STD);
+        matrix(b, BLK("attn_q.weight"), a->dim, (int64_t)a->heads * hd);
+        matrix(b, BLK("attn_k.weight"), a->dim, (int64_t)a->kv_heads * hd);
+        matrix(b, BLK("attn_v.weight"), a->dim, (int64_t)a->kv_heads * hd);
+        matrix(b, BLK("attn_output.weight"), (int64_t)a->heads * hd, a->dim);
+        vec(b, BLK("ffn_norm.weight"), a->dim, 1.0f, WEIGHT_STD);
+        matrix(b, BLK("ffn_gate.weight"), a->dim, a->ffn);
+        matrix(b, BLK("ffn_up.weight"), a->dim, a->ffn);
+        matrix(b, BLK("ffn_down.weight"), a->ffn, a->dim);
 #undef BLK
     }
-    vec(&b, "output_norm.weight", a->dim, 1.0f, WEIGHT_STD);
-    if (!a->tied) add_tensor(&b, "output.weight", 2, ne, 0.0f, WEIGHT_STD, b.embd);
+    vec(b, "output_norm.weight", a->dim, 1.0f, WEIGHT_STD);
+    if (!a->tied) add_tensor(b, "output.weight", 2, ne, 0.0f, WEIGHT_STD, b->embd);
+}
+
+static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const char *path)
+{
+    char name[96];
+    snprintf(name, sizeof name, "tern-mkmodel-%s", a->like);
+    builder b;
+    if (builder_start(&b, t, seed, "llama", name) != 0) return 1;
+    b.embd = (t->id == KT_F32 || t->id == KT_F16 || t->id == KT_BF16) ? t->id : KT_F16;
+    text_hparams(b.w, a);
+    if (!text_tokenizer(b.w, a)) {
+        builder_free(&b);
+        fprintf(stderr, "tern mkmodel: out of memory building the vocabulary\n");
+        return 1;
+    }
+    text_tensors(&b, a);
 
     char what[128];
     snprintf(what, sizeof what, "%s text model, layers %d, %s", a->like, a->layers, t->name);
@@ -407,13 +423,8 @@ static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const ch
     return rc;
 }
 
-static int make_mmproj(const arch *a, const ttype_info *t, uint64_t seed, const char *path)
+static void mmproj_hparams(gguf_writer *w, const arch *a)
 {
-    char name[96];
-    snprintf(name, sizeof name, "tern-mkmodel-%s-mmproj", a->like);
-    builder b;
-    if (builder_start(&b, t, seed, "clip", name) != 0) return 1;
-    gguf_writer *w = b.w;
     gguf_set_bool(w, "clip.has_vision_encoder", true);
     gguf_set_str(w, "clip.projector_type", "idefics3");
     gguf_set_bool(w, "clip.use_gelu", true);
@@ -429,37 +440,50 @@ static int make_mmproj(const arch *a, const ttype_info *t, uint64_t seed, const 
     gguf_set_arr(w, "clip.vision.image_mean", GGUF_FLOAT32, half, 3);
     gguf_set_arr(w, "clip.vision.image_std", GGUF_FLOAT32, half, 3);
     gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)a->scale);
+}
 
+static void mmproj_tensors(builder *b, const arch *a)
+{
     int64_t vd = a->v_dim, np = (int64_t)(a->image / a->patch) * (a->image / a->patch);
     int64_t pe[4] = {a->patch, a->patch, 3, vd};
-    add_tensor(&b, "v.patch_embd.weight", 4, pe, 0.0f, WEIGHT_STD, KT_F32);
-    vec(&b, "v.patch_embd.bias", vd, 0.0f, WEIGHT_STD);
+    add_tensor(b, "v.patch_embd.weight", 4, pe, 0.0f, WEIGHT_STD, KT_F32);
+    vec(b, "v.patch_embd.bias", vd, 0.0f, WEIGHT_STD);
     int64_t pos[2] = {vd, np};
-    add_tensor(&b, "v.position_embd.weight", 2, pos, 0.0f, WEIGHT_STD, KT_F32);
+    add_tensor(b, "v.position_embd.weight", 2, pos, 0.0f, WEIGHT_STD, KT_F32);
     for (int l = 0; l < a->v_layers; l++) {
         char n[64];
 #define BLK(suffix) (snprintf(n, sizeof n, "v.blk.%d." suffix, l), n)
-        vec(&b, BLK("ln1.weight"), vd, 1.0f, WEIGHT_STD);
-        vec(&b, BLK("ln1.bias"), vd, 0.0f, WEIGHT_STD);
-        matrix(&b, BLK("attn_q.weight"), vd, vd);
-        vec(&b, BLK("attn_q.bias"), vd, 0.0f, WEIGHT_STD);
-        matrix(&b, BLK("attn_k.weight"), vd, vd);
-        vec(&b, BLK("attn_k.bias"), vd, 0.0f, WEIGHT_STD);
-        matrix(&b, BLK("attn_v.weight"), vd, vd);
-        vec(&b, BLK("attn_v.bias"), vd, 0.0f, WEIGHT_STD);
-        matrix(&b, BLK("attn_out.weight"), vd, vd);
-        vec(&b, BLK("attn_out.bias"), vd, 0.0f, WEIGHT_STD);
-        vec(&b, BLK("ln2.weight"), vd, 1.0f, WEIGHT_STD);
-        vec(&b, BLK("ln2.bias"), vd, 0.0f, WEIGHT_STD);
-        matrix(&b, BLK("ffn_up.weight"), vd, a->v_ffn);
-        vec(&b, BLK("ffn_up.bias"), a->v_ffn, 0.0f, WEIGHT_STD);
-        matrix(&b, BLK("ffn_down.weight"), a->v_ffn, vd);
-        vec(&b, BLK("ffn_down.bias"), vd, 0.0f, WEIGHT_STD);
+        vec(b, BLK("ln1.weight"), vd, 1.0f, WEIGHT_STD);
+        vec(b, BLK("ln1.bias"), vd, 0.0f, WEIGHT_STD);
+        matrix(b, BLK("attn_q.weight"), vd, vd);
+        vec(b, BLK("attn_q.bias"), vd, 0.0f, WEIGHT_STD);
+        matrix(b, BLK("attn_k.weight"), vd, vd);
+        vec(b, BLK("attn_k.bias"), vd, 0.0f, WEIGHT_STD);
+        matrix(b, BLK("attn_v.weight"), vd, vd);
+        vec(b, BLK("attn_v.bias"), vd, 0.0f, WEIGHT_STD);
+        matrix(b, BLK("attn_out.weight"), vd, vd);
+        vec(b, BLK("attn_out.bias"), vd, 0.0f, WEIGHT_STD);
+        vec(b, BLK("ln2.weight"), vd, 1.0f, WEIGHT_STD);
+        vec(b, BLK("ln2.bias"), vd, 0.0f, WEIGHT_STD);
+        matrix(b, BLK("ffn_up.weight"), vd, a->v_ffn);
+        vec(b, BLK("ffn_up.bias"), a->v_ffn, 0.0f, WEIGHT_STD);
+        matrix(b, BLK("ffn_down.weight"), a->v_ffn, vd);
+        vec(b, BLK("ffn_down.bias"), vd, 0.0f, WEIGHT_STD);
 #undef BLK
     }
-    vec(&b, "v.post_ln.weight", vd, 1.0f, WEIGHT_STD);
-    vec(&b, "v.post_ln.bias", vd, 0.0f, WEIGHT_STD);
-    matrix(&b, "mm.model.fc.weight", vd * a->scale * a->scale, a->dim);
+    vec(b, "v.post_ln.weight", vd, 1.0f, WEIGHT_STD);
+    vec(b, "v.post_ln.bias", vd, 0.0f, WEIGHT_STD);
+    matrix(b, "mm.model.fc.weight", vd * a->scale * a->scale, a->dim);
+}
+
+static int make_mmproj(const arch *a, const ttype_info *t, uint64_t seed, const char *path)
+{
+    char name[96];
+    snprintf(name, sizeof name, "tern-mkmodel-%s-mmproj", a->like);
+    builder b;
+    if (builder_start(&b, t, seed, "clip", name) != 0) return 1;
+    mmproj_hparams(b.w, a);
+    mmproj_tensors(&b, a);
 
     char what[128];
     snprintf(what, sizeof what, "%s vision projector, layers %d, %s", a->like, a->v_layers,

@@ -49,61 +49,84 @@ typedef struct {
     sampler_params sp;
 } run_opts;
 
+/* Codes of the long options without a letter. */
+enum {
+    OPT_MMPROJ = 1,
+    OPT_IMAGE,
+    OPT_TEMP,
+    OPT_TOP_K,
+    OPT_TOP_P,
+    OPT_MIN_P,
+    OPT_REPEAT_PENALTY,
+    OPT_SEED,
+};
+
+/* optarg as a float in [lo, hi] into *out; false (after the message) if not. */
+static bool float_arg(const char *opt, double lo, double hi, float *out)
+{
+    double d;
+    if (!cli_parse_float(CMD, opt, optarg, lo, hi, &d)) return false;
+    *out = (float)d;
+    return true;
+}
+
+/* One sampling option, OPT_TEMP to OPT_SEED; false on a bad value. */
+static bool parse_sampling(int ch, sampler_params *sp)
+{
+    long long v;
+    switch (ch) {
+    case OPT_TEMP: return float_arg("--temp", 0, 100, &sp->temperature);
+    case OPT_TOP_K:
+        if (!cli_parse_int(CMD, "--top-k", optarg, 0, 1 << 24, &v)) return false;
+        sp->top_k = (int)v;
+        return true;
+    case OPT_TOP_P: return float_arg("--top-p", 0, 1, &sp->top_p);
+    case OPT_MIN_P: return float_arg("--min-p", 0, 1, &sp->min_p);
+    case OPT_REPEAT_PENALTY: return float_arg("--repeat-penalty", 0.01, 100, &sp->repeat_penalty);
+    default: /* OPT_SEED */
+        if (!cli_parse_int(CMD, "--seed", optarg, 0, INT64_MAX, &v)) return false;
+        sp->seed = (uint64_t)v;
+        return true;
+    }
+}
+
 static int parse(int argc, char **argv, run_opts *o)
 {
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},
-        {"mmproj", required_argument, NULL, 1},
-        {"image", required_argument, NULL, 2},
+        {"mmproj", required_argument, NULL, OPT_MMPROJ},
+        {"image", required_argument, NULL, OPT_IMAGE},
         {"prompt", required_argument, NULL, 'p'},
         {"max-tokens", required_argument, NULL, 'n'},
-        {"temp", required_argument, NULL, 3},
-        {"top-k", required_argument, NULL, 4},
-        {"top-p", required_argument, NULL, 5},
-        {"min-p", required_argument, NULL, 6},
-        {"repeat-penalty", required_argument, NULL, 7},
-        {"seed", required_argument, NULL, 8},
+        {"temp", required_argument, NULL, OPT_TEMP},
+        {"top-k", required_argument, NULL, OPT_TOP_K},
+        {"top-p", required_argument, NULL, OPT_TOP_P},
+        {"min-p", required_argument, NULL, OPT_MIN_P},
+        {"repeat-penalty", required_argument, NULL, OPT_REPEAT_PENALTY},
+        {"seed", required_argument, NULL, OPT_SEED},
         {"threads", required_argument, NULL, 't'},
         {"ctx", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int ch;
-    double d;
-    long long v;
     while ((ch = cli_getopt(CMD, argc, argv, "m:p:n:t:c:h", longopts)) != -1) {
         switch (ch) {
         case 'm': o->model = optarg; break;
-        case 1: o->mmproj = optarg; break;
-        case 2: o->image = optarg; break;
+        case OPT_MMPROJ: o->mmproj = optarg; break;
+        case OPT_IMAGE: o->image = optarg; break;
         case 'p': o->prompt = optarg; break;
         case 'n':
             if (!cli_parse_int(CMD, "--max-tokens", optarg, 1, 1 << 20, &o->max_tokens))
                 return CLI_USAGE;
             break;
-        case 3:
-            if (!cli_parse_float(CMD, "--temp", optarg, 0, 100, &d)) return CLI_USAGE;
-            o->sp.temperature = (float)d;
-            break;
-        case 4:
-            if (!cli_parse_int(CMD, "--top-k", optarg, 0, 1 << 24, &v)) return CLI_USAGE;
-            o->sp.top_k = (int)v;
-            break;
-        case 5:
-            if (!cli_parse_float(CMD, "--top-p", optarg, 0, 1, &d)) return CLI_USAGE;
-            o->sp.top_p = (float)d;
-            break;
-        case 6:
-            if (!cli_parse_float(CMD, "--min-p", optarg, 0, 1, &d)) return CLI_USAGE;
-            o->sp.min_p = (float)d;
-            break;
-        case 7:
-            if (!cli_parse_float(CMD, "--repeat-penalty", optarg, 0.01, 100, &d)) return CLI_USAGE;
-            o->sp.repeat_penalty = (float)d;
-            break;
-        case 8:
-            if (!cli_parse_int(CMD, "--seed", optarg, 0, INT64_MAX, &v)) return CLI_USAGE;
-            o->sp.seed = (uint64_t)v;
+        case OPT_TEMP:
+        case OPT_TOP_K:
+        case OPT_TOP_P:
+        case OPT_MIN_P:
+        case OPT_REPEAT_PENALTY:
+        case OPT_SEED:
+            if (!parse_sampling(ch, &o->sp)) return CLI_USAGE;
             break;
         case 't':
             if (!cli_parse_int(CMD, "--threads", optarg, 1, 1024, &o->threads)) return CLI_USAGE;

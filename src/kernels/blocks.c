@@ -340,6 +340,41 @@ static float block_codes(kt_type t, const float *x, int bs, uint8_t *c)
     return d;
 }
 
+/* The codes of one block of ternary weights chosen elsewhere (see
+ * kt_pack_ternary in blocks.h). */
+static void ternary_codes(kt_type t, const int8_t *w, int bs, uint8_t *c)
+{
+    for (int j = 0; j < bs; j++) {
+        if (t == KT_Q1_0)
+            c[j] = w[j] > 0 ? 2 : 0;
+        else
+            c[j] = (uint8_t)(w[j] + 1);
+    }
+}
+
+/* Packs n weights of a code type block by block: from floats x, quantized
+ * here, or (x NULL) from ternary weights and their block scales. */
+static void pack_blocks(kt_type t, const float *x, const int8_t *tern, const float *scales,
+                        void *dst, int64_t n)
+{
+    const kt_traits *tr = code_traits(t);
+    if (!tr) return;
+    int bs = tr->block;
+    size_t bb = (size_t)tr->block_bytes;
+    uint8_t c[KT_BLOCK_MAX];
+    uint8_t *p = dst;
+    for (int64_t i = 0; i < n / bs; i++) {
+        float d;
+        if (x) {
+            d = block_codes(t, x + i * bs, bs, c);
+        } else {
+            ternary_codes(t, tern + i * bs, bs, c);
+            d = scales[i];
+        }
+        pack_codes(t, c, d, p + (size_t)i * bb);
+    }
+}
+
 void kt_from_float(kt_type t, const float *src, void *dst, int64_t n)
 {
     switch (t) {
@@ -368,19 +403,7 @@ void kt_from_float(kt_type t, const float *src, void *dst, int64_t n)
         }
         return;
     }
-    default: {
-        const kt_traits *tr = code_traits(t);
-        if (!tr) return;
-        int bs = tr->block;
-        size_t bb = (size_t)tr->block_bytes;
-        uint8_t c[KT_BLOCK_MAX];
-        uint8_t *p = dst;
-        for (int64_t i = 0; i < n / bs; i++) {
-            float d = block_codes(t, src + i * bs, bs, c);
-            pack_codes(t, c, d, p + (size_t)i * bb);
-        }
-        return;
-    }
+    default: pack_blocks(t, src, NULL, NULL, dst, n); return;
     }
 }
 
@@ -394,20 +417,5 @@ void kt_pack_ternary(kt_type t, const int8_t *tern, const float *block_scales, v
         }
         return;
     }
-    const kt_traits *tr = code_traits(t);
-    if (!tr) return;
-    int bs = tr->block;
-    size_t bb = (size_t)tr->block_bytes;
-    uint8_t c[KT_BLOCK_MAX];
-    uint8_t *p = dst;
-    for (int64_t i = 0; i < n / bs; i++) {
-        const int8_t *w = tern + i * bs;
-        for (int j = 0; j < bs; j++) {
-            if (t == KT_Q1_0)
-                c[j] = w[j] > 0 ? 2 : 0;
-            else
-                c[j] = (uint8_t)(w[j] + 1);
-        }
-        pack_codes(t, c, block_scales[i], p + (size_t)i * bb);
-    }
+    pack_blocks(t, NULL, tern, block_scales, dst, n);
 }

@@ -161,71 +161,77 @@ const kern_ops *kern_get(kt_type t)
     return kern_ref_ops(t);
 }
 
-kern_quantize_fn kern_get_quantize_isa(kern_isa isa)
+/* The row functions one family of levels shares: every x86 level uses
+ * AVX2's quantizer, f16 row and attention, every ARM level NEON's. */
+typedef struct {
+    kern_quantize_fn quantize;
+    kern_f16_row_fn f16_to_f32;
+    const kern_attn_ops *attn;
+} family_fns;
+
+static const family_fns scalar_fns = {kern_quantize_row, kern_f16_to_f32_row, &kern_ref_attn};
+
+/* NULL where this CPU or build lacks the level. */
+static const family_fns *family_of(kern_isa isa)
 {
+#if defined(__x86_64__)
+    static const family_fns x86_fns = {kern_avx2_quantize_row, kern_avx2_f16_to_f32_row,
+                                       &kern_avx2_attn};
+#elif defined(__aarch64__)
+    static const family_fns arm_fns = {kern_neon_quantize_row, kern_neon_f16_to_f32_row,
+                                       &kern_neon_attn};
+#endif
     if (!kern_isa_supported(isa)) return NULL;
     switch (isa) {
-    case KERN_ISA_SCALAR: return kern_quantize_row;
+    case KERN_ISA_SCALAR: return &scalar_fns;
 #if defined(__x86_64__)
     case KERN_ISA_AVX2:
     case KERN_ISA_AVX512:
-    case KERN_ISA_AVX512VNNI: return kern_avx2_quantize_row;
+    case KERN_ISA_AVX512VNNI: return &x86_fns;
 #elif defined(__aarch64__)
     case KERN_ISA_NEON:
-    case KERN_ISA_NEON_DOTPROD: return kern_neon_quantize_row;
+    case KERN_ISA_NEON_DOTPROD: return &arm_fns;
 #endif
     default: return NULL;
     }
+}
+
+/* The best level's family, honouring the cap. */
+static const family_fns *best_family(void)
+{
+    const family_fns *f = family_of(kern_best_isa());
+    return f ? f : &scalar_fns;
+}
+
+kern_quantize_fn kern_get_quantize_isa(kern_isa isa)
+{
+    const family_fns *f = family_of(isa);
+    return f ? f->quantize : NULL;
 }
 
 kern_quantize_fn kern_get_quantize(void)
 {
-    kern_quantize_fn f = kern_get_quantize_isa(kern_best_isa());
-    return f ? f : kern_quantize_row;
+    return best_family()->quantize;
 }
 
 kern_f16_row_fn kern_get_f16_to_f32_isa(kern_isa isa)
 {
-    if (!kern_isa_supported(isa)) return NULL;
-    switch (isa) {
-    case KERN_ISA_SCALAR: return kern_f16_to_f32_row;
-#if defined(__x86_64__)
-    case KERN_ISA_AVX2:
-    case KERN_ISA_AVX512:
-    case KERN_ISA_AVX512VNNI: return kern_avx2_f16_to_f32_row;
-#elif defined(__aarch64__)
-    case KERN_ISA_NEON:
-    case KERN_ISA_NEON_DOTPROD: return kern_neon_f16_to_f32_row;
-#endif
-    default: return NULL;
-    }
+    const family_fns *f = family_of(isa);
+    return f ? f->f16_to_f32 : NULL;
 }
 
 kern_f16_row_fn kern_get_f16_to_f32(void)
 {
-    kern_f16_row_fn f = kern_get_f16_to_f32_isa(kern_best_isa());
-    return f ? f : kern_f16_to_f32_row;
+    return best_family()->f16_to_f32;
 }
 
 const kern_attn_ops *kern_get_attn_isa(kern_isa isa)
 {
-    if (!kern_isa_supported(isa)) return NULL;
-    switch (isa) {
-    case KERN_ISA_SCALAR: return &kern_ref_attn;
-#if defined(__x86_64__)
-    case KERN_ISA_AVX2:
-    case KERN_ISA_AVX512:
-    case KERN_ISA_AVX512VNNI: return &kern_avx2_attn;
-#elif defined(__aarch64__)
-    case KERN_ISA_NEON:
-    case KERN_ISA_NEON_DOTPROD: return &kern_neon_attn;
-#endif
-    default: return NULL;
-    }
+    const family_fns *f = family_of(isa);
+    return f ? f->attn : NULL;
 }
 
 const kern_attn_ops *kern_get_attn(void)
 {
-    const kern_attn_ops *o = kern_get_attn_isa(kern_best_isa());
-    return o ? o : &kern_ref_attn;
+    return best_family()->attn;
 }

@@ -1,7 +1,7 @@
 /* AVX2 + FMA + F16C kernels (kern_x86.h), and the vectorised activation
  * quantizer that every x86 level uses. Built with -mavx2 -mfma -mf16c. */
-#define KX_PREFIX kern_avx2_
-#define KX_ISA KERN_ISA_AVX2
+#define KG_PREFIX kern_avx2_
+#define KG_ISA KERN_ISA_AVX2
 #define KX_VNNI 0
 #define KX_VBMI 0
 #include "kernels/kern_x86.h"
@@ -54,7 +54,10 @@ void kern_avx2_f16_to_f32_row(const kt_f16 *x, float *y, size_t n)
     kern_f16_to_f32_row(x + i, y + i, n - i);
 }
 
-/* Four rows at a time, one FMA accumulator each, reduced together. */
+/* Four rows at a time, one FMA accumulator each, reduced together.
+ * avx2_dots and avx2_wsum are kern_neon.c's neon_dots and neon_wsum at
+ * twice the width; like the tile kernels they stay written out per ISA,
+ * since a shared loop would need a macro per intrinsic. */
 static void avx2_dots(const float *q, const float *m, size_t stride, int T, int n, float *out)
 {
     int n8 = n & ~7, t = 0;
@@ -117,12 +120,7 @@ static void avx2_wsum(const float *w, const float *m, size_t stride, int T, int 
                                 a);
         _mm256_storeu_ps(out + i, a);
     }
-    for (; i < n; i++) {
-        float a = 0.0f;
-        for (int t = 0; t < T; t++)
-            a += w[t] * m[(size_t)t * stride + i];
-        out[i] = a;
-    }
+    kern_ref_attn.wsum(w, m + i, stride, T, n - i, out + i); /* the last columns */
 }
 
 const kern_attn_ops kern_avx2_attn = {avx2_dots, avx2_wsum};

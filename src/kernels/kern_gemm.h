@@ -1,38 +1,97 @@
-/* The GEMM driver every SIMD level shares: chunks of weight rows that stay
- * in L2, tiles of activation rows, one weight row at a time into the tile,
- * then the per-type entry points and the kern_ops table of the level.
+/* What every SIMD level shares: its names, the tile and chunk sizes, the
+ * types' compile-time block sizes, the scalar tail of the float kernels, and
+ * the GEMM driver (chunks of weight rows that stay in L2, tiles of
+ * activation rows, one weight row at a time into the tile), then the
+ * per-type entry points and the kern_ops table of the level.
  *
- * kern_x86.h and kern_neon.h include this at their end, after defining:
- *   KG_TILE, KG_L2_BYTES      activation rows per tile, weight bytes kept hot
- *   KG_ISA, KG_NAME(x)        the level's kern_isa value and exported prefix
- *   KG_TILE_Q8_0, KG_TILE_FLOAT, KG_TILE_CODES
- *                             the level's tile kernels (Q8_0; F16/BF16/F32;
- *                             every 2-bit-code type), each writing
- *                             out[(j0 + jj) * ldo + r] for jj < nr
- *   KG_BLOCK(t), KG_BLOCK_BYTES(t)
- *                             the level's compile-time weights and bytes per
- *                             block of Q8_0 and the code types
+ * kern_x86.h and kern_neon.h include this first, after defining
+ *   KG_PREFIX, KG_ISA   the level's exported name prefix and kern_isa value,
+ * and then define the four functions declared below: the level's f16 to
+ * float and its tile kernels (Q8_0; F16/BF16/F32; every 2-bit-code type),
+ * each writing out[(j0 + jj) * ldo + r] for jj < nr.
  * Each compiled level includes it once, so the static names do not clash. */
 #include <assert.h>
 #include <stdbool.h>
+#include <string.h>
 
+#include "kernels/kern_isa.h"
 #include "kernels/traits.h"
 
-static inline __attribute__((always_inline)) void kg_tile(kt_type t, int nr, const uint8_t *wrow,
-                                                          const kern_acts *a, int j0, float *out,
-                                                          size_t ldo, int r)
+#define KG_TILE 4                /* activation rows per tile */
+#define KG_L2_BYTES (256 * 1024) /* weight bytes kept hot while tiles pass */
+
+#define KG_INLINE static inline __attribute__((always_inline))
+#define KG_CAT2(a, b) a##b
+#define KG_CAT(a, b) KG_CAT2(a, b)
+#define KG_NAME(x) KG_CAT(KG_PREFIX, x)
+
+/* The level's part. */
+KG_INLINE float kg_f16(kt_f16 h);
+KG_INLINE void kg_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
+                            size_t ldo, int r);
+KG_INLINE void kg_tile_float(kt_type t, int nr, const uint8_t *w, const kern_acts *a, int j0,
+                             float *out, size_t ldo, int r);
+KG_INLINE void kg_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
+                             float *out, size_t ldo, int r);
+
+/* kg_block and kg_block_bytes restate the type table's block and block bytes
+ * of Q8_0 and the code types as compile-time switches: the type is a
+ * constant in each kg_gemm_<type>, so they fold to constants and the block
+ * loops unroll, which a lookup in traits.c would prevent. KG_NAME(ops)
+ * asserts they agree with the table each time it hands out a kernel. */
+KG_INLINE int kg_block(kt_type t)
 {
-    if (t == KT_Q8_0)
-        KG_TILE_Q8_0(nr, wrow, a, j0, out, ldo, r);
-    else if (t == KT_F16 || t == KT_BF16 || t == KT_F32)
-        KG_TILE_FLOAT(t, nr, wrow, a, j0, out, ldo, r);
-    else
-        KG_TILE_CODES(t, nr, wrow, a, j0, out, ldo, r);
+    switch (t) {
+    case KT_TQ2_0: return BLK_TQ2_0;
+    case KT_TQ1_0: return BLK_TQ1_0;
+    case KT_Q2_0: return BLK_Q2_0;
+    case KT_Q1_0: return BLK_Q1_0;
+    default: return BLK_Q8_0;
+    }
 }
 
-static inline __attribute__((always_inline)) void kg_gemm(kt_type t, const void *w, size_t w_stride,
-                                                          int r0, int r1, const kern_acts *a,
-                                                          float *out, size_t ldo)
+KG_INLINE size_t kg_block_bytes(kt_type t)
+{
+    switch (t) {
+    case KT_TQ2_0: return sizeof(blk_tq2_0);
+    case KT_TQ1_0: return sizeof(blk_tq1_0);
+    case KT_Q2_0: return sizeof(blk_q2_0);
+    case KT_Q1_0: return sizeof(blk_q1_0);
+    default: return sizeof(blk_q8_0);
+    }
+}
+
+/* Float weight i of a row (F16, BF16 or F32), for the tails of the float
+ * tile kernels that are shorter than a vector. */
+KG_INLINE float kg_load1(kt_type t, const uint8_t *w, int i)
+{
+    uint16_t h;
+    float f;
+    switch (t) {
+    case KT_F16: memcpy(&h, w + 2 * (size_t)i, 2); return kg_f16(h);
+    case KT_BF16: {
+        memcpy(&h, w + 2 * (size_t)i, 2);
+        uint32_t u = (uint32_t)h << 16;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    default: memcpy(&f, w + 4 * (size_t)i, 4); return f;
+    }
+}
+
+KG_INLINE void kg_tile(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
+                       float *out, size_t ldo, int r)
+{
+    if (t == KT_Q8_0)
+        kg_tile_q8_0(nr, wrow, a, j0, out, ldo, r);
+    else if (t == KT_F16 || t == KT_BF16 || t == KT_F32)
+        kg_tile_float(t, nr, wrow, a, j0, out, ldo, r);
+    else
+        kg_tile_codes(t, nr, wrow, a, j0, out, ldo, r);
+}
+
+KG_INLINE void kg_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1,
+                       const kern_acts *a, float *out, size_t ldo)
 {
     const uint8_t *wb = (const uint8_t *)w;
     int chunk = (int)(KG_L2_BYTES / (w_stride ? w_stride : 1));
@@ -79,13 +138,13 @@ static const kern_ops kg_ops[] = {
     {KT_BF16, KG_ISA, false, kg_gemm_bf16},  {KT_F32, KG_ISA, false, kg_gemm_f32},
 };
 
-/* Whether the level's compile-time block sizes say what the type table says
- * (the float types' tiles use none). */
+/* Whether the compile-time block sizes say what the type table says (the
+ * float types' tiles use none). */
 static inline bool kg_blocks_agree(kt_type t)
 {
     const kt_traits *tr = kt_traits_of(t);
     if (!tr->ternary && !tr->binary && t != KT_Q8_0) return true;
-    return KG_BLOCK(t) == tr->block && KG_BLOCK_BYTES(t) == (size_t)tr->block_bytes;
+    return kg_block(t) == tr->block && kg_block_bytes(t) == (size_t)tr->block_bytes;
 }
 
 const kern_ops *KG_NAME(ops)(kt_type t)

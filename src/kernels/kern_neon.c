@@ -1,7 +1,7 @@
 /* NEON kernels for every ARMv8-A (kern_neon.h without sdot), and the
  * vectorised activation quantizer every ARM level uses. */
-#define KN_PREFIX kern_neon_
-#define KN_ISA KERN_ISA_NEON
+#define KG_PREFIX kern_neon_
+#define KG_ISA KERN_ISA_NEON
 #define KN_DOTPROD 0
 #include "kernels/kern_neon.h"
 
@@ -45,7 +45,10 @@ void kern_neon_f16_to_f32_row(const kt_f16 *x, float *y, size_t n)
     kern_f16_to_f32_row(x + i, y + i, n - i);
 }
 
-/* Four rows at a time, one FMA accumulator each. */
+/* Four rows at a time, one FMA accumulator each.
+ * neon_dots and neon_wsum are kern_avx2.c's avx2_dots and avx2_wsum at
+ * half the width; like the tile kernels they stay written out per ISA,
+ * since a shared loop would need a macro per intrinsic. */
 static void neon_dots(const float *q, const float *m, size_t stride, int T, int n, float *out)
 {
     int n4 = n & ~3, t = 0;
@@ -97,12 +100,7 @@ static void neon_wsum(const float *w, const float *m, size_t stride, int T, int 
         vst1q_f32(out + i + 8, a2);
         vst1q_f32(out + i + 12, a3);
     }
-    for (; i < n; i++) {
-        float a = 0.0f;
-        for (int t = 0; t < T; t++)
-            a += w[t] * m[(size_t)t * stride + i];
-        out[i] = a;
-    }
+    kern_ref_attn.wsum(w, m + i, stride, T, n - i, out + i); /* the last columns */
 }
 
 const kern_attn_ops kern_neon_attn = {neon_dots, neon_wsum};

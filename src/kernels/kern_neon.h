@@ -3,7 +3,7 @@
  * and kern_dotprod.c with -march=armv8.2-a+dotprod (sdot: four int8
  * products into an int32 lane per instruction). The loop structure is the
  * one kern_gemm.h drives for every level: chunks of weight rows, tiles of
- * KN_TILE activation rows, each block unpacked once per tile into 16-wide
+ * KG_TILE activation rows, each block unpacked once per tile into 16-wide
  * code vectors.
  *
  * Accumulation bounds: codes c <= 3 and |q| <= 127. Without dotprod,
@@ -15,21 +15,13 @@
 #include <arm_neon.h>
 #include <string.h>
 
-#include "kernels/kern_isa.h"
-
-#define KN_TILE 4
-#define KN_L2_BYTES (256 * 1024)
-
-#define KN_INLINE static inline __attribute__((always_inline))
-#define KN_CAT2(a, b) a##b
-#define KN_CAT(a, b) KN_CAT2(a, b)
-#define KN_NAME(x) KN_CAT(KN_PREFIX, x)
+#include "kernels/kern_gemm.h"
 
 /* acc (int32x4) += 16 products of int8 lanes */
 #if KN_DOTPROD
 #define KN_DOT(acc, u, s) vdotq_s32((acc), (u), (s))
 #else
-KN_INLINE int32x4_t kn_dot(int32x4_t acc, int8x16_t u, int8x16_t s)
+KG_INLINE int32x4_t kn_dot(int32x4_t acc, int8x16_t u, int8x16_t s)
 {
     int16x8_t p = vmull_s8(vget_low_s8(u), vget_low_s8(s));
     p = vmlal_s8(p, vget_high_s8(u), vget_high_s8(s));
@@ -38,49 +30,22 @@ KN_INLINE int32x4_t kn_dot(int32x4_t acc, int8x16_t u, int8x16_t s)
 #define KN_DOT(acc, u, s) kn_dot((acc), (u), (s))
 #endif
 
-KN_INLINE float kn_f16(kt_f16 h)
+KG_INLINE float kg_f16(kt_f16 h)
 {
     __fp16 f;
     memcpy(&f, &h, sizeof f);
     return (float)f;
 }
 
-/* kn_qk and kn_bytes restate the type table's block and block bytes as
- * compile-time switches: the type is a constant in each kg_gemm_<type>, so
- * they fold to constants and the block loops unroll, which a lookup in
- * traits.c would prevent. kern_gemm.h asserts they agree with the table
- * each time it hands out a kernel. */
-KN_INLINE int kn_qk(kt_type t)
-{
-    switch (t) {
-    case KT_TQ2_0: return BLK_TQ2_0;
-    case KT_TQ1_0: return BLK_TQ1_0;
-    case KT_Q2_0: return BLK_Q2_0;
-    case KT_Q1_0: return BLK_Q1_0;
-    default: return BLK_Q8_0;
-    }
-}
-
-KN_INLINE size_t kn_bytes(kt_type t)
-{
-    switch (t) {
-    case KT_TQ2_0: return sizeof(blk_tq2_0);
-    case KT_TQ1_0: return sizeof(blk_tq1_0);
-    case KT_Q2_0: return sizeof(blk_q2_0);
-    case KT_Q1_0: return sizeof(blk_q1_0);
-    default: return sizeof(blk_q8_0);
-    }
-}
-
 /* TQ1_0's top trit of a byte: floor(3q / 256) = (q >= 86) + (q >= 171). */
-KN_INLINE int8x16_t kn_trit(uint8x16_t q)
+KG_INLINE int8x16_t kn_trit(uint8x16_t q)
 {
     uint8x16_t m = vaddq_u8(vcgeq_u8(q, vdupq_n_u8(86)), vcgeq_u8(q, vdupq_n_u8(171)));
     return vreinterpretq_s8_u8(vsubq_u8(vdupq_n_u8(0), m));
 }
 
 /* Fills c[0 .. qk/16) with codes in weight order; returns the scale. */
-KN_INLINE float kn_unpack(kt_type t, const uint8_t *p, int8x16_t *c)
+KG_INLINE float kn_unpack(kt_type t, const uint8_t *p, int8x16_t *c)
 {
     const uint8x16_t m3 = vdupq_n_u8(3);
     switch (t) {
@@ -95,7 +60,7 @@ KN_INLINE float kn_unpack(kt_type t, const uint8_t *p, int8x16_t *c)
                 c[8 * h + 4 + k] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(x, 4), m3));
                 c[8 * h + 6 + k] = vreinterpretq_s8_u8(vshrq_n_u8(x, 6));
             }
-        return kn_f16(b->d);
+        return kg_f16(b->d);
     }
     case KT_TQ1_0: {
         /* see kern_x86.h: trit n of a byte comes to the top times 3^n */
@@ -115,7 +80,7 @@ KN_INLINE float kn_unpack(kt_type t, const uint8_t *p, int8x16_t *c)
         static const uint8_t pw[16] = {1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27};
         uint8x16_t h = vmulq_u8(vreinterpretq_u8_u32(vdupq_n_u32(qh)), vld1q_u8(pw));
         c[15] = kn_trit(h);
-        return kn_f16(b->d);
+        return kg_f16(b->d);
     }
     case KT_Q2_0: {
         /* weight j: bits 2(j % 4) of byte j / 4 */
@@ -130,7 +95,7 @@ KN_INLINE float kn_unpack(kt_type t, const uint8_t *p, int8x16_t *c)
             c[2 * k] = vreinterpretq_s8_u16(z.val[0]);
             c[2 * k + 1] = vreinterpretq_s8_u16(z.val[1]);
         }
-        return kn_f16(b->d);
+        return kg_f16(b->d);
     }
     case KT_Q1_0: {
         /* weight j: bit j % 8 of byte j / 8; code 2 for +1, 0 for -1 */
@@ -145,14 +110,14 @@ KN_INLINE float kn_unpack(kt_type t, const uint8_t *p, int8x16_t *c)
             uint8x16_t r = vqtbl1q_u8(x, idx);
             c[k] = vreinterpretq_s8_u8(vandq_u8(vtstq_u8(r, bits), two));
         }
-        return kn_f16(b->d);
+        return kg_f16(b->d);
     }
     default: return 0.0f;
     }
 }
 
 /* The block's activation sum spread over int32 lanes. */
-KN_INLINE int32x4_t kn_block_sum(kt_type t, const int16_t *g)
+KG_INLINE int32x4_t kn_block_sum(kt_type t, const int16_t *g)
 {
     switch (t) {
     case KT_TQ2_0:
@@ -162,12 +127,17 @@ KN_INLINE int32x4_t kn_block_sum(kt_type t, const int16_t *g)
     }
 }
 
-KN_INLINE void kn_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
+/* One weight row times nr activation rows starting at j0.
+ * kg_tile_codes and kg_tile_float have the loops of their kern_x86.h
+ * twins with 128-bit vectors in place of 256-bit ones; they stay written
+ * out per ISA because a shared version would need a macro per intrinsic
+ * (load, FMA, dot, sum), which hides the instructions being tuned. */
+KG_INLINE void kg_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
                              float *out, size_t ldo, int r)
 {
-    const int qk = kn_qk(t), nk = qk / 16, nb = a->n / qk, ng = a->n / KERN_GROUP;
-    const size_t bytes = kn_bytes(t);
-    float32x4_t acc[KN_TILE];
+    const int qk = kg_block(t), nk = qk / 16, nb = a->n / qk, ng = a->n / KERN_GROUP;
+    const size_t bytes = kg_block_bytes(t);
+    float32x4_t acc[KG_TILE];
     for (int jj = 0; jj < nr; jj++)
         acc[jj] = vdupq_n_f32(0);
     for (int b = 0; b < nb; b++) {
@@ -187,17 +157,17 @@ KN_INLINE void kn_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_
         out[(size_t)(j0 + jj) * ldo + r] = vaddvq_f32(acc[jj]) * a->scale[j0 + jj];
 }
 
-KN_INLINE void kn_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
+KG_INLINE void kg_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
                             size_t ldo, int r)
 {
     const int nb = a->n / BLK_Q8_0;
     const blk_q8_0 *w = (const blk_q8_0 *)wrow;
-    float32x4_t acc[KN_TILE];
+    float32x4_t acc[KG_TILE];
     for (int jj = 0; jj < nr; jj++)
         acc[jj] = vdupq_n_f32(0);
     for (int b = 0; b < nb; b++) {
         int8x16_t w0 = vld1q_s8(w[b].qs), w1 = vld1q_s8(w[b].qs + 16);
-        float d = kn_f16(w[b].d);
+        float d = kg_f16(w[b].d);
         for (int jj = 0; jj < nr; jj++) {
             const int8_t *q = a->q + (size_t)(j0 + jj) * a->n + (size_t)b * BLK_Q8_0;
             int32x4_t s = KN_DOT(vdupq_n_s32(0), w0, vld1q_s8(q));
@@ -209,8 +179,10 @@ KN_INLINE void kn_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int
         out[(size_t)(j0 + jj) * ldo + r] = vaddvq_f32(acc[jj]) * a->scale[j0 + jj];
 }
 
-/* Float weights (F32, F16, BF16) times float activations. */
-KN_INLINE float32x4_t kn_load4(kt_type t, const uint8_t *w, int k)
+/* Float weights (F32, F16, BF16) times float activations: 4 weights at a
+ * time widened to float, two accumulators per row (the loop of kern_x86.h's
+ * kg_tile_float at half the width; see kg_tile_codes). */
+KG_INLINE float32x4_t kn_load4(kt_type t, const uint8_t *w, int k)
 {
     switch (t) {
     case KT_F16: return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)w + k)));
@@ -220,27 +192,11 @@ KN_INLINE float32x4_t kn_load4(kt_type t, const uint8_t *w, int k)
     }
 }
 
-KN_INLINE float kn_load1(kt_type t, const uint8_t *w, int i)
-{
-    uint16_t h;
-    float f;
-    switch (t) {
-    case KT_F16: memcpy(&h, w + 2 * (size_t)i, 2); return kn_f16(h);
-    case KT_BF16: {
-        memcpy(&h, w + 2 * (size_t)i, 2);
-        uint32_t u = (uint32_t)h << 16;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    default: memcpy(&f, w + 4 * (size_t)i, 4); return f;
-    }
-}
-
-KN_INLINE void kn_tile_float(kt_type t, int nr, const uint8_t *w, const kern_acts *a, int j0,
+KG_INLINE void kg_tile_float(kt_type t, int nr, const uint8_t *w, const kern_acts *a, int j0,
                              float *out, size_t ldo, int r)
 {
     const int n = a->n;
-    float32x4_t acc[KN_TILE][2];
+    float32x4_t acc[KG_TILE][2];
     for (int jj = 0; jj < nr; jj++)
         acc[jj][0] = acc[jj][1] = vdupq_n_f32(0);
     int k = 0;
@@ -256,19 +212,7 @@ KN_INLINE void kn_tile_float(kt_type t, int nr, const uint8_t *w, const kern_act
         const float *f = a->f + (size_t)(j0 + jj) * n;
         float s = vaddvq_f32(vaddq_f32(acc[jj][0], acc[jj][1]));
         for (int i = k; i < n; i++)
-            s += kn_load1(t, w, i) * f[i];
+            s += kg_load1(t, w, i) * f[i];
         out[(size_t)(j0 + jj) * ldo + r] = s;
     }
 }
-
-/* The chunk/tile driver, the per-type entry points and the ops table. */
-#define KG_TILE KN_TILE
-#define KG_L2_BYTES KN_L2_BYTES
-#define KG_ISA KN_ISA
-#define KG_NAME KN_NAME
-#define KG_TILE_Q8_0 kn_tile_q8_0
-#define KG_TILE_FLOAT kn_tile_float
-#define KG_TILE_CODES kn_tile_codes
-#define KG_BLOCK kn_qk
-#define KG_BLOCK_BYTES kn_bytes
-#include "kernels/kern_gemm.h"

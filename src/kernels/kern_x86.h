@@ -1,7 +1,8 @@
 /* x86 kernels, written once and compiled once per ISA level.
  *
- * kern_avx2.c, kern_avx512.c and kern_avx512vnni.c each define KX_PREFIX
- * (the exported name prefix), KX_ISA and KX_VNNI, then include this file;
+ * kern_avx2.c, kern_avx512.c and kern_avx512vnni.c each define KG_PREFIX
+ * (the exported name prefix), KG_ISA, KX_VNNI and KX_VBMI, then include
+ * this file; what every level shares, x86 or ARM, is in kern_gemm.h;
  * meson compiles each with its own -m flags, so nothing here runs unless
  * dispatch.c has checked the CPU first.
  *
@@ -12,7 +13,7 @@
  *
  * Shape of every GEMM (see kernels.h for the contract):
  *   for each chunk of weight rows small enough to stay in L2
- *     for each tile of up to KX_TILE activation rows
+ *     for each tile of up to KG_TILE activation rows
  *       for each weight row r in the chunk
  *         for each weight block: unpack it ONCE into u8 code vectors,
  *           then multiply it into every activation row of the tile.
@@ -37,15 +38,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "kernels/kern_isa.h"
-
-#define KX_TILE 4                /* activation rows per tile */
-#define KX_L2_BYTES (256 * 1024) /* weight bytes kept hot while tiles pass */
-
-#define KX_INLINE static inline __attribute__((always_inline))
-#define KX_CAT2(a, b) a##b
-#define KX_CAT(a, b) KX_CAT2(a, b)
-#define KX_NAME(x) KX_CAT(KX_PREFIX, x)
+#include "kernels/kern_gemm.h"
 
 /* u8 x s8 dot products: acc += sum over groups of 4 (VNNI) or pairs (AVX2). */
 #if KX_VNNI
@@ -56,12 +49,12 @@
 #define KX_I32(acc) _mm256_madd_epi16((acc), _mm256_set1_epi16(1))
 #endif
 
-KX_INLINE float kx_f16(kt_f16 h)
+KG_INLINE float kg_f16(kt_f16 h)
 {
     return _cvtsh_ss(h);
 }
 
-KX_INLINE float kx_hsum(__m256 v)
+KG_INLINE float kx_hsum(__m256 v)
 {
     __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     x = _mm_add_ps(x, _mm_movehl_ps(x, x));
@@ -71,35 +64,8 @@ KX_INLINE float kx_hsum(__m256 v)
 
 /* ---- Unpacking one block into 32-wide u8 code vectors, in weight order ---- */
 
-/* kx_qk and kx_bytes restate the type table's block and block bytes as
- * compile-time switches: the type is a constant in each kg_gemm_<type>, so
- * they fold to constants and the block loops unroll, which a lookup in
- * traits.c would prevent. kern_gemm.h asserts they agree with the table
- * each time it hands out a kernel. */
-KX_INLINE int kx_qk(kt_type t)
-{
-    switch (t) {
-    case KT_TQ2_0: return BLK_TQ2_0;
-    case KT_TQ1_0: return BLK_TQ1_0;
-    case KT_Q2_0: return BLK_Q2_0;
-    case KT_Q1_0: return BLK_Q1_0;
-    default: return BLK_Q8_0;
-    }
-}
-
-KX_INLINE size_t kx_bytes(kt_type t)
-{
-    switch (t) {
-    case KT_TQ2_0: return sizeof(blk_tq2_0);
-    case KT_TQ1_0: return sizeof(blk_tq1_0);
-    case KT_Q2_0: return sizeof(blk_q2_0);
-    case KT_Q1_0: return sizeof(blk_q1_0);
-    default: return sizeof(blk_q8_0);
-    }
-}
-
 /* q * 3 modulo 256 in every byte */
-KX_INLINE __m256i kx_mul3(__m256i q)
+KG_INLINE __m256i kx_mul3(__m256i q)
 {
     return _mm256_add_epi8(q, _mm256_add_epi8(q, q));
 }
@@ -109,146 +75,159 @@ KX_INLINE __m256i kx_mul3(__m256i q)
  * s = q + 128 (mod 256), so the comparisons can be signed; the bias survives
  * multiplying by 3 (3(q + 128) = 3q + 128 mod 256), so each block's bytes
  * are biased once, not once per trit. */
-KX_INLINE __m256i kx_bias(__m256i q)
+KG_INLINE __m256i kx_bias(__m256i q)
 {
     return _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
 }
 
-KX_INLINE __m256i kx_trit(__m256i s)
+KG_INLINE __m256i kx_trit(__m256i s)
 {
     __m256i ge1 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8(-43));
     __m256i ge2 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8(42));
     return _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge1, ge2));
 }
 
-/* Fills c[0 .. qk/32) and returns the block's scale. */
-KX_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
+/* TQ2_0: byte m of 32-byte half h holds weight 128h + 32s + m at bits 2s */
+KG_INLINE float kx_unpack_tq2_0(const uint8_t *p, __m256i *c)
 {
     const __m256i m3 = _mm256_set1_epi8(3);
-    switch (t) {
-    case KT_TQ2_0: {
-        /* byte m of 32-byte half h holds weight 128h + 32s + m at bits 2s */
-        const blk_tq2_0 *b = (const blk_tq2_0 *)p;
-        for (int h = 0; h < 2; h++) {
-            __m256i x = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
-            c[4 * h + 0] = _mm256_and_si256(x, m3);
-            c[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(x, 2), m3);
-            c[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3);
-            c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3);
-        }
-        return kx_f16(b->d);
+    const blk_tq2_0 *b = (const blk_tq2_0 *)p;
+    for (int h = 0; h < 2; h++) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
+        c[4 * h + 0] = _mm256_and_si256(x, m3);
+        c[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(x, 2), m3);
+        c[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3);
+        c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3);
     }
-    case KT_TQ1_0: {
-        /* qs[0..32): trit n of byte m is weight 32n + m (n = 0..4);
-         * qs[32..48): trit n of byte m is weight 160 + 16n + m;
-         * qh[0..4): trit n of byte j is weight 240 + 4n + j.
-         * Trit n comes to the top by multiplying by 3^n modulo 256. */
-        const blk_tq1_0 *b = (const blk_tq1_0 *)p;
-        /* the first 160 weights: 16-bit lanes, each byte's trit taken by a
-         * high multiply (floor(3q / 256)) while a low multiply moves on to
-         * the next (3q mod 256), keeping the work on the multiplier ports */
-        __m256i x = _mm256_loadu_si256((const __m256i *)b->qs);
-        __m256i ev = _mm256_slli_epi16(x, 8);                               /* even bytes, high */
-        __m256i od = _mm256_and_si256(x, _mm256_set1_epi16((short)0xFF00)); /* odd bytes, high */
-        const __m256i three = _mm256_set1_epi16(3);
-        for (int n = 0; n < 5; n++) {
-            c[n] = _mm256_or_si256(_mm256_mulhi_epu16(ev, three),
-                                   _mm256_slli_epi16(_mm256_mulhi_epu16(od, three), 8));
-            ev = _mm256_mullo_epi16(ev, three);
-            od = _mm256_mullo_epi16(od, three);
-        }
-        __m256i y =
-            kx_bias(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32))));
-        __m256i z = _mm256_blend_epi32(y, kx_mul3(y), 0xF0); /* trits 0 | 1 */
-        c[5] = kx_trit(z);
-        z = kx_mul3(kx_mul3(z)); /* trits 2 | 3 */
-        c[6] = kx_trit(z);
-        z = kx_mul3(kx_mul3(z)); /* trit 4 in the low half */
-        uint32_t qh;
-        memcpy(&qh, b->qh, 4);
-        /* byte p of the high half: qh[p % 4] * 3^(p / 4); 16-bit multiplies
-         * keep each byte's product modulo 256 when done per byte. */
-        __m128i h = _mm_set1_epi32((int)qh);
-        const __m128i pw = _mm_setr_epi16(1, 1, 3, 3, 9, 9, 27, 27);
-        const __m128i lo8 = _mm_set1_epi16(0x00FF);
-        __m128i lo = _mm_and_si128(_mm_mullo_epi16(h, pw), lo8);
-        __m128i hi = _mm_andnot_si128(lo8, _mm_mullo_epi16(_mm_andnot_si128(lo8, h), pw));
-        __m128i hq = _mm_xor_si128(_mm_or_si128(lo, hi), _mm_set1_epi8((char)0x80));
-        __m256i hv = _mm256_inserti128_si256(z, hq, 1);
-        c[7] = kx_trit(hv);
-        return kx_f16(b->d);
+    return kg_f16(b->d);
+}
+
+/* TQ1_0: qs[0..32): trit n of byte m is weight 32n + m (n = 0..4);
+ * qs[32..48): trit n of byte m is weight 160 + 16n + m;
+ * qh[0..4): trit n of byte j is weight 240 + 4n + j.
+ * Trit n comes to the top by multiplying by 3^n modulo 256. */
+KG_INLINE float kx_unpack_tq1_0(const uint8_t *p, __m256i *c)
+{
+    const blk_tq1_0 *b = (const blk_tq1_0 *)p;
+    /* the first 160 weights: 16-bit lanes, each byte's trit taken by a
+     * high multiply (floor(3q / 256)) while a low multiply moves on to
+     * the next (3q mod 256), keeping the work on the multiplier ports */
+    __m256i x = _mm256_loadu_si256((const __m256i *)b->qs);
+    __m256i ev = _mm256_slli_epi16(x, 8);                               /* even bytes, high */
+    __m256i od = _mm256_and_si256(x, _mm256_set1_epi16((short)0xFF00)); /* odd bytes, high */
+    const __m256i three = _mm256_set1_epi16(3);
+    for (int n = 0; n < 5; n++) {
+        c[n] = _mm256_or_si256(_mm256_mulhi_epu16(ev, three),
+                               _mm256_slli_epi16(_mm256_mulhi_epu16(od, three), 8));
+        ev = _mm256_mullo_epi16(ev, three);
+        od = _mm256_mullo_epi16(od, three);
     }
-    case KT_Q2_0: {
-        /* weight j: bits 2(j % 4) of byte j / 4 */
-        const blk_q2_0 *b = (const blk_q2_0 *)p;
+    __m256i y =
+        kx_bias(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32))));
+    __m256i z = _mm256_blend_epi32(y, kx_mul3(y), 0xF0); /* trits 0 | 1 */
+    c[5] = kx_trit(z);
+    z = kx_mul3(kx_mul3(z)); /* trits 2 | 3 */
+    c[6] = kx_trit(z);
+    z = kx_mul3(kx_mul3(z)); /* trit 4 in the low half */
+    uint32_t qh;
+    memcpy(&qh, b->qh, 4);
+    /* byte p of the high half: qh[p % 4] * 3^(p / 4); 16-bit multiplies
+     * keep each byte's product modulo 256 when done per byte. */
+    __m128i h = _mm_set1_epi32((int)qh);
+    const __m128i pw = _mm_setr_epi16(1, 1, 3, 3, 9, 9, 27, 27);
+    const __m128i lo8 = _mm_set1_epi16(0x00FF);
+    __m128i lo = _mm_and_si128(_mm_mullo_epi16(h, pw), lo8);
+    __m128i hi = _mm_andnot_si128(lo8, _mm_mullo_epi16(_mm_andnot_si128(lo8, h), pw));
+    __m128i hq = _mm_xor_si128(_mm_or_si128(lo, hi), _mm_set1_epi8((char)0x80));
+    __m256i hv = _mm256_inserti128_si256(z, hq, 1);
+    c[7] = kx_trit(hv);
+    return kg_f16(b->d);
+}
+
+/* Q2_0: weight j: bits 2(j % 4) of byte j / 4 */
+KG_INLINE float kx_unpack_q2_0(const uint8_t *p, __m256i *c)
+{
+    const blk_q2_0 *b = (const blk_q2_0 *)p;
 #if KX_VBMI
-        /* vpmultishiftqb: output byte k of each 64-bit lane takes the 8 bits
-         * at offset 2(8 lane + k) of the lane; every lane holds the same
-         * 8 bytes (32 weights), so byte j gets weight j's field. */
-        const __m256i sh =
-            _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36,
-                             38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62);
+    const __m256i m3 = _mm256_set1_epi8(3);
+    /* vpmultishiftqb: output byte k of each 64-bit lane takes the 8 bits
+     * at offset 2(8 lane + k) of the lane; every lane holds the same
+     * 8 bytes (32 weights), so byte j gets weight j's field. */
+    const __m256i sh =
+        _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38,
+                         40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62);
+    for (int k = 0; k < 2; k++) {
+        int64_t v;
+        memcpy(&v, b->qs + 8 * k, 8);
+        c[k] = _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), m3);
+    }
+    return kg_f16(b->d);
+#else
+    const __m128i m = _mm_set1_epi8(3);
+    __m128i x = _mm_loadu_si128((const __m128i *)b->qs);
+    __m128i t0 = _mm_and_si128(x, m);
+    __m128i t1 = _mm_and_si128(_mm_srli_epi16(x, 2), m);
+    __m128i t2 = _mm_and_si128(_mm_srli_epi16(x, 4), m);
+    __m128i t3 = _mm_and_si128(_mm_srli_epi16(x, 6), m);
+    __m128i a0 = _mm_unpacklo_epi8(t0, t1), b0 = _mm_unpacklo_epi8(t2, t3);
+    __m128i a1 = _mm_unpackhi_epi8(t0, t1), b1 = _mm_unpackhi_epi8(t2, t3);
+    c[0] = _mm256_set_m128i(_mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a0, b0));
+    c[1] = _mm256_set_m128i(_mm_unpackhi_epi16(a1, b1), _mm_unpacklo_epi16(a1, b1));
+    return kg_f16(b->d);
+#endif
+}
+
+/* Q1_0: weight j: bit j % 8 of byte j / 8; code 2 for +1, 0 for -1 */
+KG_INLINE float kx_unpack_q1_0(const uint8_t *p, __m256i *c)
+{
+    const blk_q1_0 *b = (const blk_q1_0 *)p;
+#if KX_VBMI
+    /* as for Q2_0: byte j takes the 8 bits at offset j - 1 (rotating
+     * within the lane), which puts weight j's bit at bit 1: the code */
+    const __m256i two = _mm256_set1_epi8(2);
+    for (int h = 0; h < 2; h++) {
+        const __m256i sh = _mm256_add_epi8(_mm256_setr_epi8(63, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                            11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+                                                            21, 22, 23, 24, 25, 26, 27, 28, 29, 30),
+                                           _mm256_set1_epi8(h ? 32 : 0));
         for (int k = 0; k < 2; k++) {
             int64_t v;
             memcpy(&v, b->qs + 8 * k, 8);
-            c[k] = _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), m3);
+            c[2 * k + h] =
+                _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), two);
         }
-        return kx_f16(b->d);
-#else
-        const __m128i m = _mm_set1_epi8(3);
-        __m128i x = _mm_loadu_si128((const __m128i *)b->qs);
-        __m128i t0 = _mm_and_si128(x, m);
-        __m128i t1 = _mm_and_si128(_mm_srli_epi16(x, 2), m);
-        __m128i t2 = _mm_and_si128(_mm_srli_epi16(x, 4), m);
-        __m128i t3 = _mm_and_si128(_mm_srli_epi16(x, 6), m);
-        __m128i a0 = _mm_unpacklo_epi8(t0, t1), b0 = _mm_unpacklo_epi8(t2, t3);
-        __m128i a1 = _mm_unpackhi_epi8(t0, t1), b1 = _mm_unpackhi_epi8(t2, t3);
-        c[0] = _mm256_set_m128i(_mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a0, b0));
-        c[1] = _mm256_set_m128i(_mm_unpackhi_epi16(a1, b1), _mm_unpacklo_epi16(a1, b1));
-        return kx_f16(b->d);
-#endif
     }
-    case KT_Q1_0: {
-        /* weight j: bit j % 8 of byte j / 8; code 2 for +1, 0 for -1 */
-        const blk_q1_0 *b = (const blk_q1_0 *)p;
-#if KX_VBMI
-        /* as for Q2_0: byte j takes the 8 bits at offset j - 1 (rotating
-         * within the lane), which puts weight j's bit at bit 1: the code */
-        const __m256i two = _mm256_set1_epi8(2);
-        for (int h = 0; h < 2; h++) {
-            const __m256i sh = _mm256_add_epi8(
-                _mm256_setr_epi8(63, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
-                                 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30),
-                _mm256_set1_epi8(h ? 32 : 0));
-            for (int k = 0; k < 2; k++) {
-                int64_t v;
-                memcpy(&v, b->qs + 8 * k, 8);
-                c[2 * k + h] =
-                    _mm256_and_si256(_mm256_multishift_epi64_epi8(sh, _mm256_set1_epi64x(v)), two);
-            }
-        }
-        return kx_f16(b->d);
+    return kg_f16(b->d);
 #else
-        const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
-                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-        const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
-        const __m256i two = _mm256_set1_epi8(2);
-        for (int k = 0; k < 4; k++) {
-            uint32_t v;
-            memcpy(&v, b->qs + 4 * k, 4);
-            __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi32((int)v), idx);
-            c[k] = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(x, bit), bit), two);
-        }
-        return kx_f16(b->d);
-#endif
+    const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
+                                         2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+    const __m256i two = _mm256_set1_epi8(2);
+    for (int k = 0; k < 4; k++) {
+        uint32_t v;
+        memcpy(&v, b->qs + 4 * k, 4);
+        __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi32((int)v), idx);
+        c[k] = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(x, bit), bit), two);
     }
+    return kg_f16(b->d);
+#endif
+}
+
+/* Fills c[0 .. qk/32) and returns the block's scale. */
+KG_INLINE float kx_unpack(kt_type t, const uint8_t *p, __m256i *c)
+{
+    switch (t) {
+    case KT_TQ2_0: return kx_unpack_tq2_0(p, c);
+    case KT_TQ1_0: return kx_unpack_tq1_0(p, c);
+    case KT_Q2_0: return kx_unpack_q2_0(p, c);
+    case KT_Q1_0: return kx_unpack_q1_0(p, c);
     default: return 0.0f;
     }
 }
 
 /* Sum of the activations over one block, spread over int32 lanes (only the
  * total of the lanes matters: it is subtracted lane by lane). */
-KX_INLINE __m256i kx_block_sum(kt_type t, const int16_t *g)
+KG_INLINE __m256i kx_block_sum(kt_type t, const int16_t *g)
 {
     switch (t) {
     case KT_TQ2_0:
@@ -262,13 +241,17 @@ KX_INLINE __m256i kx_block_sum(kt_type t, const int16_t *g)
     }
 }
 
-/* One weight row times nr activation rows starting at j0. */
-KX_INLINE void kx_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
+/* One weight row times nr activation rows starting at j0.
+ * kg_tile_codes and kg_tile_float have the loops of their kern_neon.h
+ * twins with 256-bit vectors in place of 128-bit ones; they stay written
+ * out per ISA because a shared version would need a macro per intrinsic
+ * (load, FMA, dot, sum), which hides the instructions being tuned. */
+KG_INLINE void kg_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
                              float *out, size_t ldo, int r)
 {
-    const int qk = kx_qk(t), nk = qk / 32, nb = a->n / qk, ng = a->n / KERN_GROUP;
-    const size_t bytes = kx_bytes(t);
-    __m256 acc[KX_TILE];
+    const int qk = kg_block(t), nk = qk / 32, nb = a->n / qk, ng = a->n / KERN_GROUP;
+    const size_t bytes = kg_block_bytes(t);
+    __m256 acc[KG_TILE];
     for (int jj = 0; jj < nr; jj++)
         acc[jj] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
@@ -291,21 +274,21 @@ KX_INLINE void kx_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_
 /* Q8_0: |w| as the unsigned operand, the activation with w's sign as the
  * signed one. Even and odd blocks go to separate accumulators (named, not
  * indexed by b, so they stay in registers) to hide the FMA latency. */
-KX_INLINE __m256 kx_q8_block(const blk_q8_0 *w, const int8_t *q, __m256 acc)
+KG_INLINE __m256 kx_q8_block(const blk_q8_0 *w, const int8_t *q, __m256 acc)
 {
     __m256i x = _mm256_loadu_si256((const __m256i *)w->qs);
     __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), x);
     __m256i i = KX_I32(KX_DOT(_mm256_setzero_si256(), _mm256_sign_epi8(x, x), s));
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(kx_f16(w->d)), acc);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(kg_f16(w->d)), acc);
 }
 
-KX_INLINE void kx_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
+KG_INLINE void kg_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int j0, float *out,
                             size_t ldo, int r)
 {
     const int nb = a->n / BLK_Q8_0;
     const blk_q8_0 *w = (const blk_q8_0 *)wrow;
-    __m256 acc0[KX_TILE], acc1[KX_TILE];
-    const int8_t *q[KX_TILE];
+    __m256 acc0[KG_TILE], acc1[KG_TILE];
+    const int8_t *q[KG_TILE];
     for (int jj = 0; jj < nr; jj++) {
         acc0[jj] = acc1[jj] = _mm256_setzero_ps();
         q[jj] = a->q + (size_t)(j0 + jj) * a->n;
@@ -325,8 +308,9 @@ KX_INLINE void kx_tile_q8_0(int nr, const uint8_t *wrow, const kern_acts *a, int
 }
 
 /* Float weights (F32, F16, BF16) times float activations: 8 weights at a
- * time widened to float, two accumulators per row. */
-KX_INLINE __m256 kx_load8(kt_type t, const uint8_t *w, int k)
+ * time widened to float, two accumulators per row (the loop of kern_neon.h's
+ * kg_tile_float at twice the width; see kg_tile_codes). */
+KG_INLINE __m256 kx_load8(kt_type t, const uint8_t *w, int k)
 {
     switch (t) {
     case KT_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * (size_t)k)));
@@ -337,27 +321,11 @@ KX_INLINE __m256 kx_load8(kt_type t, const uint8_t *w, int k)
     }
 }
 
-KX_INLINE float kx_load1(kt_type t, const uint8_t *w, int i)
-{
-    uint16_t h;
-    float f;
-    switch (t) {
-    case KT_F16: memcpy(&h, w + 2 * (size_t)i, 2); return _cvtsh_ss(h);
-    case KT_BF16: {
-        memcpy(&h, w + 2 * (size_t)i, 2);
-        uint32_t u = (uint32_t)h << 16;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    default: memcpy(&f, w + 4 * (size_t)i, 4); return f;
-    }
-}
-
-KX_INLINE void kx_tile_float(kt_type t, int nr, const uint8_t *w, const kern_acts *a, int j0,
+KG_INLINE void kg_tile_float(kt_type t, int nr, const uint8_t *w, const kern_acts *a, int j0,
                              float *out, size_t ldo, int r)
 {
     const int n = a->n;
-    __m256 acc[KX_TILE][2];
+    __m256 acc[KG_TILE][2];
     for (int jj = 0; jj < nr; jj++)
         acc[jj][0] = acc[jj][1] = _mm256_setzero_ps();
     int k = 0;
@@ -373,19 +341,7 @@ KX_INLINE void kx_tile_float(kt_type t, int nr, const uint8_t *w, const kern_act
         const float *f = a->f + (size_t)(j0 + jj) * n;
         float s = kx_hsum(_mm256_add_ps(acc[jj][0], acc[jj][1]));
         for (int i = k; i < n; i++)
-            s += kx_load1(t, w, i) * f[i];
+            s += kg_load1(t, w, i) * f[i];
         out[(size_t)(j0 + jj) * ldo + r] = s;
     }
 }
-
-/* The chunk/tile driver, the per-type entry points and the ops table. */
-#define KG_TILE KX_TILE
-#define KG_L2_BYTES KX_L2_BYTES
-#define KG_ISA KX_ISA
-#define KG_NAME KX_NAME
-#define KG_TILE_Q8_0 kx_tile_q8_0
-#define KG_TILE_FLOAT kx_tile_float
-#define KG_TILE_CODES kx_tile_codes
-#define KG_BLOCK kx_qk
-#define KG_BLOCK_BYTES kx_bytes
-#include "kernels/kern_gemm.h"
