@@ -14,6 +14,8 @@
 #include "engine/gguf.h"
 #include "kernels/traits.h"
 
+#include "engine/buflist.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -830,8 +832,7 @@ struct gguf_writer {
     int n_kv, cap_kv;
     wtensor *t;
     int n_t, cap_t;
-    void **owned; /* gguf_writer_alloc's buffers */
-    int n_owned, cap_owned;
+    buflist owned; /* gguf_writer_alloc's buffers */
     /* Setters return nothing, so their first failure is kept and reported by gguf_write. */
     char err[256];
     bool failed;
@@ -851,26 +852,15 @@ void gguf_writer_destroy(gguf_writer *w)
     }
     for (int i = 0; i < w->n_t; i++)
         free(w->t[i].name);
-    for (int i = 0; i < w->n_owned; i++)
-        free(w->owned[i]);
+    buflist_free(&w->owned);
     free(w->kv);
     free(w->t);
-    free(w->owned);
     free(w);
 }
 
 void *gguf_writer_alloc(gguf_writer *w, size_t bytes)
 {
-    if (w->n_owned == w->cap_owned) {
-        int cap = w->cap_owned ? 2 * w->cap_owned : 64;
-        void **o = realloc(w->owned, (size_t)cap * sizeof *o);
-        if (!o) return NULL;
-        w->owned = o;
-        w->cap_owned = cap;
-    }
-    void *p = malloc(bytes ? bytes : 1);
-    if (p) w->owned[w->n_owned++] = p;
-    return p;
+    return buflist_alloc(&w->owned, bytes);
 }
 
 static void wfail(gguf_writer *w, const char *fmt, ...)

@@ -18,16 +18,7 @@ void model_weight_row(const eng_weight *w, int row, float *out)
 
 static float *own(eng_model *m, size_t n)
 {
-    if (m->n_owned == m->cap_owned) {
-        int cap = m->cap_owned ? 2 * m->cap_owned : 64;
-        float **o = realloc(m->owned, (size_t)cap * sizeof *o);
-        if (!o) return NULL;
-        m->owned = o;
-        m->cap_owned = cap;
-    }
-    float *p = malloc(n * sizeof(float));
-    if (p) m->owned[m->n_owned++] = p;
-    return p;
+    return buflist_alloc(&m->owned, n * sizeof(float));
 }
 
 static const char *type_name(kt_type t)
@@ -408,9 +399,7 @@ int eng_model_load(const char *text_path, const char *mmproj_path, eng_model **o
 void eng_model_free(eng_model *m)
 {
     if (!m) return;
-    for (int i = 0; i < m->n_owned; i++)
-        free(m->owned[i]);
-    free(m->owned);
+    buflist_free(&m->owned);
     free(m->layers);
     free(m->vlayers);
     if (m->text) gguf_close(m->text);

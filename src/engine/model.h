@@ -5,6 +5,7 @@
 #ifndef TERN_ENGINE_MODEL_H
 #define TERN_ENGINE_MODEL_H
 
+#include "engine/buflist.h"
 #include "engine/engine.h"
 #include "engine/gguf.h"
 #include "engine/matmul.h"
@@ -60,8 +61,7 @@ struct eng_model {
     eng_weight mm_fc; /* n_embd rows of v_embd * scale^2 */
 
     /* float copies made at load; freed with the model */
-    float **owned;
-    int n_owned, cap_owned;
+    buflist owned;
 };
 
 /* Dequantize one row of w (n_in floats). */
