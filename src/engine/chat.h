@@ -13,7 +13,11 @@
  * Images are preprocessed as the checkpoint's Idefics3 processor does (img_proc_cfg_from_gguf;
  * a processor that resizes past one tile splits the picture into crops), then encoded; their
  * rows go, in order, to the <image> ids prompt_build laid out (crops row by row, then the
- * global tile: img_tiles' order). */
+ * global tile: img_tiles' order).
+ *
+ * Repeats are cheap: with a cache (cc.cache, embcache.h) a picture seen before takes its rows
+ * from there instead of the encoder; and a chat_history records what a KV region was computed
+ * from, so a new prompt can keep the positions it shares with it (chat_history_common). */
 #ifndef TERN_ENGINE_CHAT_H
 #define TERN_ENGINE_CHAT_H
 
@@ -21,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/embcache.h"
 #include "engine/engine.h"
 #include "engine/image.h"
 #include "engine/prompt.h"
@@ -32,7 +37,9 @@ typedef struct {
     const eng_model_info *info;
     const tok *t;
     prompt_ctx pc;
-    img_proc_cfg icfg; /* valid when info->has_vision; callers may override icfg.split */
+    img_proc_cfg icfg;      /* valid when info->has_vision; callers may override icfg.split */
+    embcache *cache;        /* NULL (chat_init's choice) or the caller's: picture rows reused */
+    embcache_key model_key; /* the vision model's identity, part of every picture's key */
 } chat_ctx;
 
 /* Looks up the template's special tokens and the image processor's settings. */
@@ -46,13 +53,22 @@ typedef struct {
     int n_images;
 } chat_msg;
 
+/* One picture of a prompt: which rows of chat_prompt.embd are its own. */
+typedef struct {
+    embcache_key key; /* model + preprocessing + pixels: equal keys, equal rows */
+    int first, n_rows;
+} chat_image;
+
 typedef struct {
     int32_t *ids; /* the prompt, ending with "Assistant:" */
     int n;
     const float **rows; /* n entries: the row that replaces ids[i]'s embedding, or NULL */
     float *embd;        /* every image's rows, image after image */
     int n_image_tokens; /* positions that take an image row */
-    double vision_ms;   /* preprocessing + encoding time, 0 without images */
+    double vision_ms;   /* preprocessing + encoding time, 0 without images or all cached */
+    chat_image *images; /* n_images entries, in order */
+    int n_images;
+    int image_hits; /* pictures whose rows came from the cache */
 } chat_prompt;
 
 /* Encodes the n_images pictures with ctx's vision encoder and builds the prompt. A request
@@ -61,6 +77,32 @@ int chat_prompt_build(const chat_ctx *c, eng_ctx *ctx, const chat_msg *msgs, int
                       const img_rgb *images, int n_images, chat_prompt *out, char *err,
                       size_t errlen);
 void chat_prompt_free(chat_prompt *p);
+
+/* What a slot's KV positions were computed from: per position the token id and, where an image
+ * row replaced it, that row's index in `images`' rows (else -1). Capacity fixed at init, so
+ * recording tokens allocates nothing. */
+typedef struct {
+    int32_t *ids;
+    int32_t *row;
+    chat_image *images;
+    int n_images;
+    int n;   /* positions valid in the KV cache; the caller keeps it equal to the slot's length */
+    int cap; /* most positions (the context's n_ctx) */
+} chat_history;
+
+int chat_history_init(chat_history *h, int cap);
+void chat_history_free(chat_history *h);
+/* Positions at the start of p whose input equals the history's: the same id and, at image
+ * positions, the same row of a picture with the same key. Never past h->n. */
+int chat_history_common(const chat_ctx *c, const chat_history *h, const chat_prompt *p);
+/* The history becomes p's prompt, of which the first `keep` positions are in the KV cache
+ * (chat_history_common's answer or less). 0, or -1 when out of memory (history emptied). */
+int chat_history_set(const chat_ctx *c, chat_history *h, const chat_prompt *p, int keep);
+/* Position pos will hold token id (an answer token fed back); call before the step. */
+static inline void chat_history_put(chat_history *h, int pos, int32_t id)
+{
+    if (pos < h->cap) h->ids[pos] = id, h->row[pos] = -1;
+}
 
 /* Prefills positions [from, p->n) of slot in chunks of the context's n_batch; the last chunk
  * asks for logits, so eng_logits(ctx, slot) is the first answer token's distribution. */

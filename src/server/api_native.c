@@ -10,6 +10,7 @@ cJSON *api_usage_json(const struct job *j)
     cJSON *u = cJSON_CreateObject();
     cJSON_AddNumberToObject(u, "prompt_tokens", j->prompt_tokens);
     cJSON_AddNumberToObject(u, "image_tokens", j->image_tokens);
+    cJSON_AddNumberToObject(u, "cached_tokens", j->cached_tokens);
     cJSON_AddNumberToObject(u, "completion_tokens", j->completion_tokens);
     cJSON_AddNumberToObject(u, "total_tokens", j->prompt_tokens + j->completion_tokens);
     return u;

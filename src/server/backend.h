@@ -13,6 +13,9 @@ struct backend_admit {
     int prompt_tokens; /* text tokens to prefill (image tokens included) */
     int image_tokens;
     double vision_ms;
+    int cached_tokens; /* leading prompt tokens the slot's KV already held: not prefilled */
+    int image_hits;    /* pictures whose rows came from the image cache */
+    int image_misses;  /* pictures encoded */
 };
 
 /* One slot's result from a batched decode step. */
@@ -55,6 +58,10 @@ struct backend_ops {
     int (*count_tokens)(struct backend *b, const char *text);
     void (*info)(struct backend *b, struct backend_info *out);
     void (*destroy)(struct backend *b);
+    /* Optional (NULL: the first free slot): which of the n free slots (indices into the
+     * scheduler's slots) the job should take, e.g. the one whose cached prefix it shares
+     * most. Returns an index into free_slots. */
+    int (*pick_slot)(struct backend *b, const struct job *j, const int *free_slots, int n);
 };
 
 struct backend {
@@ -65,6 +72,8 @@ struct backend_options {
     const char *model_path, *mmproj_path, *model_name;
     int slots, ctx_size, threads, prefill_chunk;
     int echo_delay_ms;
+    long image_cache_bytes; /* picture embeddings kept; 0 = none */
+    int prefix_cache;       /* reuse a slot's KV for the prompt prefix it shares */
 };
 
 struct backend *backend_echo_create(const struct backend_options *o, char *err, size_t errlen);

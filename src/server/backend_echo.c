@@ -178,7 +178,7 @@ static void echo_destroy(struct backend *b)
 }
 
 static const struct backend_ops echo_ops = {
-    echo_admit, echo_prefill, echo_decode, echo_release, echo_count, echo_info, echo_destroy,
+    echo_admit, echo_prefill, echo_decode, echo_release, echo_count, echo_info, echo_destroy, NULL,
 };
 
 struct backend *backend_echo_create(const struct backend_options *o, char *err, size_t errlen)

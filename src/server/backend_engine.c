@@ -14,6 +14,8 @@
 #include "backend.h"
 #include "engine/chat.h"
 
+#define SIG_MAX 130 /* two parts per message, at most 64 messages */
+
 struct eslot {
     chat_prompt prompt; /* ids, and the image rows at their positions */
     int pos;            /* positions in the KV cache */
@@ -21,6 +23,10 @@ struct eslot {
     int32_t next;       /* token fed in this step */
     sampler *s;
     tok_stream *ts;
+    chat_history h;        /* what the slot's KV holds; kept after release */
+    uint64_t sig[SIG_MAX]; /* its last request's messages, for pick_slot */
+    int n_sig;
+    unsigned long last_use; /* admission count when it last took a job */
 };
 
 struct engb {
@@ -30,6 +36,10 @@ struct engb {
     tok *t;
     const eng_model_info *in;
     chat_ctx cc;
+    embcache *cache;
+    int prefix_cache;
+    unsigned long n_admitted;
+    uint64_t sig[SIG_MAX]; /* pick_slot's scratch */
     int nslots, n_ctx, n_batch;
     struct eslot *slots;
     eng_item *items;
@@ -37,14 +47,73 @@ struct engb {
     long long size, params;
 };
 
-static void slot_clear(struct engb *e, int i)
+/* Frees the job's state; the KV cache and its history stay for the next request. */
+static void slot_end_job(struct eslot *p)
 {
-    struct eslot *p = &e->slots[i];
     chat_prompt_free(&p->prompt);
     sampler_destroy(p->s);
     tok_stream_destroy(p->ts);
-    memset(p, 0, sizeof *p);
+    p->s = NULL;
+    p->ts = NULL;
+    p->pos = p->queued = 0;
+}
+
+static void slot_clear(struct engb *e, int i)
+{
+    struct eslot *p = &e->slots[i];
+    slot_end_job(p);
+    p->h.n = 0;
+    p->n_sig = 0;
     eng_slot_reset(e->c, i);
+}
+
+/* A request's shape for pick_slot: per message, one hash of its role and pictures' pixels
+ * and one of its text. Returns the parts written. */
+static int job_signature(const struct job *j, uint64_t *sig)
+{
+    int n = 0, img = 0;
+    for (int m = 0; m < j->n_msgs && n + 2 <= SIG_MAX; m++) {
+        const struct job_msg *jm = &j->msgs[m];
+        embcache_hasher h;
+        embcache_hash_init(&h, 0);
+        int head[2] = {jm->role, jm->n_images};
+        embcache_hash_add(&h, head, sizeof head);
+        for (int k = 0; k < jm->n_images && img < j->n_images; k++, img++) {
+            const img_rgb *im = &j->images[img];
+            int dims[2] = {im->w, im->h};
+            embcache_hash_add(&h, dims, sizeof dims);
+            embcache_hash_add(&h, im->rgb, (size_t)im->w * im->h * 3);
+        }
+        sig[n++] = embcache_hash_final(&h).a;
+        embcache_hash_init(&h, 1);
+        if (jm->text) embcache_hash_add(&h, jm->text, strlen(jm->text));
+        sig[n++] = embcache_hash_final(&h).a;
+    }
+    return n;
+}
+
+/* The free slot sharing the most leading parts with the job; among equals an empty slot, then
+ * the least recently used, so unrelated requests do not evict a useful prefix. */
+static int eb_pick_slot(struct backend *b, const struct job *j, const int *free_slots, int n)
+{
+    struct engb *e = (struct engb *)b;
+    if (!e->prefix_cache) return 0;
+    int n_sig = job_signature(j, e->sig), best = 0, best_match = -1;
+    for (int k = 0; k < n; k++) {
+        const struct eslot *p = &e->slots[free_slots[k]];
+        int match = 0;
+        while (match < n_sig && match < p->n_sig && p->sig[match] == e->sig[match])
+            match++;
+        const struct eslot *q = &e->slots[free_slots[best]];
+        if (match > best_match || (match == best_match &&
+                                   ((p->h.n == 0) > (q->h.n == 0) ||
+                                    ((p->h.n == 0) == (q->h.n == 0) && p->last_use < q->last_use))))
+            best = k, best_match = match;
+    }
+    struct eslot *p = &e->slots[free_slots[best]];
+    memcpy(p->sig, e->sig, (size_t)n_sig * sizeof *p->sig);
+    p->n_sig = n_sig;
+    return best;
 }
 
 static sampler_params job_sampler_params(const struct job *j)
@@ -70,6 +139,7 @@ static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_a
     struct eslot *p = &e->slots[slot];
     chat_msg msgs[64];
     *client_error = 0;
+    slot_end_job(p);
     if (j->n_images && !e->in->has_vision) {
         *client_error = 1;
         snprintf(err, errlen, "this model has no vision projector (mmproj); send text only");
@@ -103,10 +173,25 @@ static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_a
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    eng_slot_reset(e->c, slot);
+    /* Keep what the slot shares with the new prompt; the last prompt token is always run again
+     * because its logits are the first answer token's. */
+    int keep = e->prefix_cache ? chat_history_common(&e->cc, &p->h, &p->prompt) : 0;
+    if (keep > p->prompt.n - 1) keep = p->prompt.n - 1;
+    if (keep > eng_slot_len(e->c, slot)) keep = eng_slot_len(e->c, slot);
+    if (keep > 0 && eng_slot_truncate(e->c, slot, keep, err, errlen) != ENG_OK) goto fail;
+    if (keep <= 0) keep = 0, eng_slot_reset(e->c, slot);
+    if (chat_history_set(&e->cc, &p->h, &p->prompt, keep) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    p->pos = keep;
+    p->last_use = ++e->n_admitted;
     out->prompt_tokens = p->prompt.n;
     out->image_tokens = p->prompt.n_image_tokens;
     out->vision_ms = j->n_images ? p->prompt.vision_ms : -1;
+    out->cached_tokens = keep;
+    out->image_hits = p->prompt.image_hits;
+    out->image_misses = p->prompt.n_images - p->prompt.image_hits;
     return 0;
 fail:
     slot_clear(e, slot);
@@ -151,6 +236,7 @@ static int eb_decode(struct backend *b, int n, const int *slots, struct backend_
         o->text[len] = 0;
         o->len = len;
         p->next = id;
+        chat_history_put(&p->h, p->pos, id);
         e->items[ni++] = (eng_item){.slot = slots[k],
                                     .n_tokens = 1,
                                     .tokens = &p->next,
@@ -175,6 +261,7 @@ static int eb_decode(struct backend *b, int n, const int *slots, struct backend_
     for (int i = 0; i < ni; i++) {
         struct eslot *p = &e->slots[e->items[i].slot];
         p->pos += e->items[i].n_tokens;
+        p->h.n = p->pos;
         p->queued = 0;
     }
     return 0;
@@ -182,7 +269,11 @@ static int eb_decode(struct backend *b, int n, const int *slots, struct backend_
 
 static void eb_release(struct backend *b, int slot)
 {
-    slot_clear((struct engb *)b, slot);
+    struct engb *e = (struct engb *)b;
+    if (e->prefix_cache)
+        slot_end_job(&e->slots[slot]);
+    else
+        slot_clear(e, slot);
 }
 
 static int eb_count(struct backend *b, const char *text)
@@ -199,9 +290,12 @@ static void eb_info(struct backend *b, struct backend_info *out)
 static void eb_destroy(struct backend *b)
 {
     struct engb *e = (struct engb *)b;
-    for (int i = 0; e->slots && i < e->nslots; i++)
-        slot_clear(e, i);
+    for (int i = 0; e->slots && i < e->nslots; i++) {
+        slot_end_job(&e->slots[i]);
+        chat_history_free(&e->slots[i].h);
+    }
     free(e->slots);
+    embcache_destroy(e->cache);
     free(e->items);
     tok_free(e->t);
     eng_ctx_destroy(e->c);
@@ -210,7 +304,7 @@ static void eb_destroy(struct backend *b)
 }
 
 static const struct backend_ops eb_ops = {
-    eb_admit, eb_prefill, eb_decode, eb_release, eb_count, eb_info, eb_destroy,
+    eb_admit, eb_prefill, eb_decode, eb_release, eb_count, eb_info, eb_destroy, eb_pick_slot,
 };
 
 /* Parameter count and the most common weight type, for /api/tags. */
@@ -262,7 +356,16 @@ struct backend *backend_engine_create(const struct backend_options *o, char *err
     if (chat_init(&e->cc, e->m, e->t, err, errlen) != 0) goto fail;
     e->slots = calloc((size_t)o->slots, sizeof *e->slots);
     e->items = calloc((size_t)o->slots * 2, sizeof *e->items);
-    if (!e->slots || !e->items) {
+    uint64_t seed;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != sizeof seed)
+        seed = (uint64_t)(job_now() * 1e9);
+    e->cache = embcache_create(o->image_cache_bytes > 0 ? (size_t)o->image_cache_bytes : 0, seed);
+    e->cc.cache = e->cache;
+    e->prefix_cache = o->prefix_cache;
+    int ok = e->slots && e->items && e->cache;
+    for (int i = 0; ok && i < o->slots; i++)
+        ok = chat_history_init(&e->slots[i].h, e->n_ctx) == 0;
+    if (!ok) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

@@ -61,6 +61,8 @@ static const struct key keys[] = {
     I("scheduler", prefill_chunk, 1, 1 << 20, "prompt tokens prefilled per step"),
     I("scheduler", request_timeout, 1, 86400, "seconds a request may take in total"),
     I("scheduler", drain_timeout, 0, 3600, "seconds SIGTERM waits for running requests"),
+    L("scheduler", image_cache_bytes, 0, 1L << 40, "picture embeddings kept for reuse; 0 = off"),
+    I("scheduler", prefix_cache, 0, 1, "1 = reuse a slot's KV cache for a shared prompt prefix"),
     L("limits", max_body_bytes, 1024, 1L << 32, "largest request body"),
     L("limits", max_header_bytes, 4096, 1L << 24, "per-connection memory for headers"),
     L("limits", max_image_bytes, 1024, 1L << 32, "largest encoded image"),
@@ -102,6 +104,8 @@ void config_defaults(struct config *c)
     c->prefill_chunk = 64;
     c->request_timeout = 300;
     c->drain_timeout = 10;
+    c->image_cache_bytes = 64L << 20;
+    c->prefix_cache = 1;
     c->max_body_bytes = 16L << 20;
     c->max_header_bytes = 64L << 10;
     c->max_image_bytes = 8L << 20;

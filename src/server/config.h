@@ -32,9 +32,11 @@ struct config {
     /* [scheduler] */
     int slots;
     int queue;
-    int prefill_chunk;   /* prompt tokens prefilled per step per slot */
-    int request_timeout; /* seconds from arrival to done */
-    int drain_timeout;   /* seconds SIGTERM waits for running work */
+    int prefill_chunk;      /* prompt tokens prefilled per step per slot */
+    int request_timeout;    /* seconds from arrival to done */
+    int drain_timeout;      /* seconds SIGTERM waits for running work */
+    long image_cache_bytes; /* picture embeddings kept (LRU); 0 = off */
+    int prefix_cache;       /* reuse a released slot's KV for a shared prompt prefix */
     /* [limits] */
     long max_body_bytes;
     long max_header_bytes;

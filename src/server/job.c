@@ -158,9 +158,11 @@ void job_left_queue(struct job *j, double now)
     pthread_mutex_unlock(&j->mu);
 }
 
-void job_admitted(struct job *j, int prompt_tokens, int image_tokens, double vision_ms)
+void job_admitted(struct job *j, int prompt_tokens, int image_tokens, double vision_ms,
+                  int cached_tokens)
 {
     pthread_mutex_lock(&j->mu);
+    j->cached_tokens = cached_tokens;
     j->prompt_tokens = prompt_tokens;
     j->image_tokens = image_tokens;
     j->t.vision_ms = vision_ms;

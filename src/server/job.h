@@ -60,6 +60,7 @@ struct job {
     char error[256];
     int error_status; /* HTTP status for DONE_ERROR: 422 bad input, 500 engine */
     int prompt_tokens, image_tokens, completion_tokens;
+    int cached_tokens; /* prompt prefix found in the slot's KV cache */
     struct job_timings t;
     int notify_fd; /* eventfd: written on every push and on done */
     int cancel;    /* set by HTTP side (disconnect); read by scheduler */
@@ -84,7 +85,8 @@ int job_push(struct job *j, const char *s, size_t n); /* append text, wake the r
 void job_finish(struct job *j, int done, const char *error);
 int job_cancelled(struct job *j);
 void job_left_queue(struct job *j, double now); /* queue time */
-void job_admitted(struct job *j, int prompt_tokens, int image_tokens, double vision_ms);
+void job_admitted(struct job *j, int prompt_tokens, int image_tokens, double vision_ms,
+                  int cached_tokens);
 void job_set_error_status(struct job *j, int status);          /* before job_finish(DONE_ERROR) */
 void job_prefilled(struct job *j, double t_admit, double now); /* prefill time, vision excluded */
 void job_generated(struct job *j, int tokens, double now);     /* the first one sets the TTFT */

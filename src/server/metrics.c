@@ -29,6 +29,10 @@ static const struct meta cnt_meta[CNT_COUNT] = {
     {"ternd_completion_tokens_total", "Tokens generated."},
     {"ternd_rejected_queue_full_total", "Requests refused with 503 because the queue was full."},
     {"ternd_cancelled_total", "Requests cancelled (client gone, deadline, shutdown)."},
+    {"ternd_image_cache_hits_total", "Pictures whose embeddings came from the image cache."},
+    {"ternd_image_cache_misses_total", "Pictures run through the vision encoder."},
+    {"ternd_prefix_tokens_reused_total",
+     "Prompt tokens not prefilled because the slot's KV cache already held them."},
 };
 
 #define MAX_SERIES 128

@@ -44,6 +44,8 @@ struct sched {
 
     struct slot *slots;
     int *batch;
+    int *free_slots;
+    struct job **taken; /* jobs moved out of the queue, waiting for place_jobs */
     struct backend_token *out;
     pthread_t thread;
 };
@@ -148,7 +150,7 @@ static void admit_slots(struct sched *s)
         struct slot *sl = &s->slots[i];
         if (sl->state != SLOT_ADMIT) continue;
         struct job *j = sl->job;
-        struct backend_admit a = {0, 0, -1};
+        struct backend_admit a = {0, 0, -1, 0, 0, 0};
         int client_error = 0;
         sl->t_admit = job_now();
         metrics_observe(s->m, HIST_QUEUE_SECONDS, sl->t_admit - j->t_arrival);
@@ -158,9 +160,12 @@ static void admit_slots(struct sched *s)
             finish_slot(s, sl, DONE_ERROR, err);
             continue;
         }
-        job_admitted(j, a.prompt_tokens, a.image_tokens, a.vision_ms);
+        job_admitted(j, a.prompt_tokens, a.image_tokens, a.vision_ms, a.cached_tokens);
         metrics_add(s->m, CNT_PROMPT_TOKENS, a.prompt_tokens);
-        sl->prefill_left = a.prompt_tokens;
+        metrics_add(s->m, CNT_PREFIX_TOKENS_REUSED, a.cached_tokens);
+        metrics_add(s->m, CNT_IMAGE_CACHE_HITS, a.image_hits);
+        metrics_add(s->m, CNT_IMAGE_CACHE_MISSES, a.image_misses);
+        sl->prefill_left = a.prompt_tokens - a.cached_tokens;
         sl->state = SLOT_PREFILL;
     }
 }
@@ -279,6 +284,26 @@ static void expire_queued(struct sched *s)
     s->qlen = kept;
 }
 
+/* Seats the taken jobs in free slots, each where the backend says its prompt is best served
+ * (a slot whose KV already holds its prefix), else the first free one. Engine thread only. */
+static void place_jobs(struct sched *s, int n_taken)
+{
+    for (int t = 0; t < n_taken; t++) {
+        int n_free = 0;
+        for (int i = 0; i < s->o.slots; i++)
+            if (!s->slots[i].job) s->free_slots[n_free++] = i;
+        assert(n_free > 0); /* no more jobs were taken than slots were free */
+        int k = s->be->ops->pick_slot
+                    ? s->be->ops->pick_slot(s->be, s->taken[t], s->free_slots, n_free)
+                    : 0;
+        if (k < 0 || k >= n_free) k = 0;
+        struct slot *sl = &s->slots[s->free_slots[k]];
+        assert(sl->state == SLOT_FREE);
+        sl->job = s->taken[t];
+        sl->state = SLOT_ADMIT;
+    }
+}
+
 static void *engine_main(void *arg)
 {
     struct sched *s = arg;
@@ -294,21 +319,22 @@ static void *engine_main(void *arg)
         s->stepping = 1;
         int cancel_all = s->cancel_all;
         expire_queued(s);
-        /* Move waiting jobs into free slots (expire_queued has just ended the cancelled and
-         * expired ones); step() admits them. */
-        for (int i = 0; i < s->o.slots && s->qlen > 0; i++) {
-            if (s->slots[i].job) continue;
-            assert(s->slots[i].state == SLOT_FREE);
-            struct job *j = s->queue[s->qhead];
+        /* Take as many waiting jobs as there are free slots (expire_queued has just ended the
+         * cancelled and expired ones); place_jobs seats them without the lock, step() admits
+         * them. */
+        int n_free = 0, n_taken = 0;
+        for (int i = 0; i < s->o.slots; i++)
+            n_free += s->slots[i].job == NULL;
+        while (n_taken < n_free && s->qlen > 0) {
+            s->taken[n_taken++] = s->queue[s->qhead];
             s->qhead = (s->qhead + 1) % s->qcap;
             s->qlen--;
-            s->slots[i].job = j;
-            s->slots[i].state = SLOT_ADMIT;
             s->busy++;
         }
         assert(queue_ok(s));
         pthread_mutex_unlock(&s->mu);
 
+        place_jobs(s, n_taken);
         step(s, cancel_all);
 
         pthread_mutex_lock(&s->mu);
@@ -342,7 +368,9 @@ struct sched *sched_create(const struct sched_options *o, struct backend *b, str
     s->slots = calloc((size_t)o->slots, sizeof *s->slots);
     s->batch = calloc((size_t)o->slots, sizeof *s->batch);
     s->out = calloc((size_t)o->slots, sizeof *s->out);
-    if (!s->queue || !s->slots || !s->batch || !s->out) goto oom;
+    s->free_slots = calloc((size_t)o->slots, sizeof *s->free_slots);
+    s->taken = calloc((size_t)o->slots, sizeof *s->taken);
+    if (!s->queue || !s->slots || !s->batch || !s->out || !s->free_slots || !s->taken) goto oom;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->idle, NULL);
@@ -359,7 +387,8 @@ struct sched *sched_create(const struct sched_options *o, struct backend *b, str
 oom:
     snprintf(err, errlen, "scheduler: out of memory");
 fail:
-    if (s) free(s->queue), free(s->slots), free(s->batch), free(s->out);
+    if (s) free(s->queue), free(s->slots), free(s->batch), free(s->out), free(s->free_slots);
+    if (s) free(s->taken);
     free(s);
     return NULL;
 }
@@ -454,5 +483,7 @@ void sched_destroy(struct sched *s)
     free(s->slots);
     free(s->batch);
     free(s->out);
+    free(s->free_slots);
+    free(s->taken);
     free(s);
 }

@@ -138,7 +138,7 @@ START_TEST(progress)
     j->t_arrival = 100.0;
     job_left_queue(j, 100.5);
     ck_assert_double_eq_tol(j->t.queue_ms, 500, 1e-6);
-    job_admitted(j, 70, 64, 20);
+    job_admitted(j, 70, 64, 20, 0);
     ck_assert_int_eq(j->prompt_tokens, 70);
     ck_assert_int_eq(j->image_tokens, 64);
     job_prefilled(j, 100.5, 101.0);
