@@ -45,8 +45,7 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* A picture's key: the model, every preprocessing setting, the decoded pixels. */
-static embcache_key image_key(const chat_ctx *c, const img_rgb *im)
+embcache_key chat_image_key(const chat_ctx *c, const img_rgb *im)
 {
     const img_proc_cfg *g = &c->icfg;
     const int32_t dims[5] = {g->longest_edge, g->tile, g->split, im->w, im->h};
@@ -96,7 +95,7 @@ static int encode_images(const chat_ctx *c, eng_ctx *ctx, const img_rgb *images,
     if (!out->images) return eng_seterr(err, errlen, "out of memory");
     for (int i = 0; i < n_images; i++) {
         chat_image *ci = &out->images[i];
-        ci->key = image_key(c, &images[i]);
+        ci->key = chat_image_key(c, &images[i]);
         ci->first = (int)(n_floats / row);
         int hit = embcache_get(c->cache, &ci->key, &out->embd, &n_floats, grid[i]);
         if (hit < 0) return eng_seterr(err, errlen, "out of memory");

@@ -78,6 +78,10 @@ int chat_prompt_build(const chat_ctx *c, eng_ctx *ctx, const chat_msg *msgs, int
                       size_t errlen);
 void chat_prompt_free(chat_prompt *p);
 
+/* A picture's key: c's model_key and cache seed, every preprocessing setting in c->icfg, the
+ * decoded pixels. */
+embcache_key chat_image_key(const chat_ctx *c, const img_rgb *im);
+
 /* What a slot's KV positions were computed from: per position the token id and, where an image
  * row replaced it, that row's index in `images`' rows (else -1). Capacity fixed at init, so
  * recording tokens allocates nothing. */
