@@ -67,6 +67,19 @@ def same_as_tern_run(test, d, model, mmproj, image_path, prompt, sampling):
     return o['text']
 
 
+def stripes_png(w, h):
+    """A small RGB PNG of coloured stripes, made here (no imaging library needed)."""
+    import struct
+    import zlib
+    raw = b''.join(b'\0' + b''.join(bytes(((x * 37 + y * 11) % 256, (x * 5) % 256, (y * 23) % 256))
+                                      for x in range(w)) for y in range(h))
+
+    def chunk(kind, body):
+        return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+
+
 class Daemon:
     """One ternd process on a free loopback port with its own stats database."""
 
@@ -713,7 +726,8 @@ class RealEngine(unittest.TestCase):
         assert cls.d.stop() == 0
 
     def test_stream_with_image(self):
-        img = base64.b64encode(read_file('shapes.jpg')).decode()
+        # shapes.png: a picture no other test of this daemon sends, so it is encoded, not cached
+        img = base64.b64encode(read_file('shapes.png')).decode()
         st, h, lines = self.d.stream('/generate', {'prompt': 'what color', 'image': img, 'max_tokens': 6})
         self.assertEqual(st, 200)
         objs = [json.loads(l) for l in lines]
@@ -761,6 +775,66 @@ class RealEngine(unittest.TestCase):
                           'repeat_penalty': 1.3, 'max_tokens': 12}):
             same_as_tern_run(self, self.d, self.tmp + '/tiny.gguf', self.tmp + '/tiny-mmproj.gguf',
                              image, 'what color', sampling)
+
+    def cold_daemon(self):
+        """The same model without either cache: the reference answers."""
+        return Daemon('--engine', 'model', '--model', self.tmp + '/tiny.gguf',
+                      '--mmproj', self.tmp + '/tiny-mmproj.gguf', '--ctx-size', '512',
+                      '--max-prompt-tokens', '400', '--threads', '1',
+                      '--image-cache-bytes', '0', '--prefix-cache', '0')
+
+    def chat(self, d, messages):
+        st, h, o = d.json('POST', '/api/chat', {'stream': False, 'messages': messages,
+                                                'options': {'temperature': 0, 'num_predict': 8}})
+        self.assertEqual(st, 200, o)
+        return o
+
+    def test_repeated_image_is_not_encoded_again(self):
+        data = stripes_png(40, 30)   # a picture no other test of this daemon sends
+        hits, misses = self.d.metric('ternd_image_cache_hits_total'), self.d.metric('ternd_image_cache_misses_total')
+        body = {'prompt': 'what shape', 'max_tokens': 8, 'temperature': 0, 'stream': False,
+                'image': base64.b64encode(data).decode()}
+        first = self.d.json('POST', '/generate', dict(body, prompt='which shape'))[2]
+        self.assertGreater(first['timings']['vision_ms'], 0)
+        again = self.d.json('POST', '/generate', body)[2]      # same picture, other question
+        self.assertEqual(again['timings']['vision_ms'], 0)
+        self.assertGreater(again['usage']['cached_tokens'], again['usage']['image_tokens'])
+        same = self.d.json('POST', '/generate', body)[2]       # the same request again
+        self.assertEqual(same['timings']['vision_ms'], 0)
+        self.assertEqual(same['usage']['cached_tokens'], same['usage']['prompt_tokens'] - 1)
+        self.assertEqual(same['text'], again['text'])
+        self.assertEqual(self.d.metric('ternd_image_cache_hits_total'), hits + 2)
+        self.assertEqual(self.d.metric('ternd_image_cache_misses_total'), misses + 1)
+        self.assertGreaterEqual(self.d.metric('ternd_prefix_tokens_reused_total'),
+                                again['usage']['cached_tokens'] + same['usage']['cached_tokens'])
+        # The answer equals a cold daemon's (no caches): reused rows and KV change nothing.
+        cold = self.cold_daemon()
+        try:
+            ref = cold.json('POST', '/generate', body)[2]
+            self.assertGreater(ref['timings']['vision_ms'], 0)
+            self.assertEqual(ref['usage']['cached_tokens'], 0)
+            self.assertEqual(ref['text'], same['text'])
+        finally:
+            self.assertEqual(cold.stop(), 0)
+
+    def test_follow_up_turn_reuses_the_prefix(self):
+        img = base64.b64encode(read_file('shapes.jpg')).decode()
+        turn = [{'role': 'system', 'content': 'You answer in one word.'},
+                {'role': 'user', 'content': 'what is red', 'images': [img]}]
+        first = self.chat(self.d, turn)
+        turn2 = turn + [first['message'], {'role': 'user', 'content': 'and what is blue'}]
+        reused = self.d.metric('ternd_prefix_tokens_reused_total')
+        second = self.chat(self.d, turn2)
+        gained = self.d.metric('ternd_prefix_tokens_reused_total') - reused
+        self.assertGreater(gained, 0)
+        cold = self.cold_daemon()
+        try:
+            ref = self.chat(cold, turn2)
+            self.assertEqual(cold.metric('ternd_prefix_tokens_reused_total'), 0)
+            self.assertEqual(ref['message']['content'], second['message']['content'])
+            self.assertEqual(ref['eval_count'], second['eval_count'])
+        finally:
+            self.assertEqual(cold.stop(), 0)
 
 
 class DemoModel(unittest.TestCase):
