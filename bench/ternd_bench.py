@@ -17,6 +17,12 @@ What it measures (each figure is taken by this script, client side, unless it sa
                = sum of usage.completion_tokens / wall time (first send to last reply), so
                answers that stop early (EOS) count what they produced, prompts included in
                the cost. ratio = aggregate(N) / aggregate(1) of the same repeat.
+  repeat_image with --repeat-image N: a ternd of its own with its caches on (the server
+               default) gets a picture it has not seen (a --repeat-image-px square PNG made
+               here), then the same picture N times with the same question and N times with
+               other questions: client TTFT of the first vs the medians of the repeats, with
+               the server's vision_ms and usage.cached_tokens. The other phases run with
+               --image-cache-bytes=0 --prefix-cache=0, so their TTFT is a first request's.
 Repeats (--repeat) run the TTFT and stream phases again against the same server; the table
 gives the median and the min..max spread. Counts above --slots are run against a second
 ternd started with --slots N (or queue when attached).
@@ -81,11 +87,14 @@ def free_port():
     return port
 
 
-def start(a, slots):
+def start(a, slots, caches=False):
     port = free_port()
     cmd = [a.ternd, '--config', '/dev/null', '--port', str(port), '--model', a.model,
            '--mmproj', a.mmproj or '', '--slots', str(slots), '--threads', str(a.threads),
-           '--log-level', 'warn', '--db', ''] + a.server_arg
+           '--log-level', 'warn', '--db', '']
+    if not caches:
+        cmd += ['--image-cache-bytes', '0', '--prefix-cache', '0']
+    cmd += a.server_arg
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE if a.quiet else None)
     srv = Server('127.0.0.1', port, proc)
     t0 = time.time()
@@ -161,6 +170,42 @@ def ttft(srv, a, image_b64):
            'ttft_ms_max': max(client)}
     for k, v in server.items():
         out['server_' + k] = statistics.median(v) if v else None
+    return out
+
+
+def picture_png(px, seed):
+    """A px x px RGB PNG no server has seen (seeded stripes), made with the standard library."""
+    import struct
+    import zlib
+    rows = [b'\0' + bytes((x * 37 + y * 11 + seed) % 256 if c == 0 else (x * 5 + seed * c) % 256
+                          if c == 1 else (y * 23) % 256 for x in range(px) for c in range(3))
+            for y in range(px)]
+
+    def chunk(kind, body):
+        return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', px, px, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b''.join(rows))) + chunk(b'IEND', b''))
+
+
+def repeat_image(srv, a):
+    """The first request with a new picture, then repeats (see the module docstring)."""
+    img = base64.b64encode(picture_png(a.repeat_image_px, int(time.time()) % 251)).decode()
+    body = {'prompt': a.ttft_prompt, 'image': img, 'max_tokens': 4, 'stream': True}
+    first, f = generate(srv, body)
+    out = {'px': a.repeat_image_px, 'first_ttft_ms': first * 1e3,
+           'first_vision_ms': f['timings']['vision_ms'], 'prompt_tokens': f['usage']['prompt_tokens']}
+    for name, prompts in (('same', [a.ttft_prompt] * a.repeat_image),
+                          ('other', ['Question %d: what is in the corner?' % i
+                                     for i in range(a.repeat_image)])):
+        t, vis, cached = [], [], []
+        for q in prompts:
+            first, f = generate(srv, dict(body, prompt=q))
+            t.append(first * 1e3)
+            vis.append(f['timings']['vision_ms'])
+            cached.append(f['usage'].get('cached_tokens', 0))
+        out[name] = {'ttft_ms': statistics.median(t), 'vision_ms': statistics.median(vis),
+                     'cached_tokens': statistics.median(cached),
+                     'ratio': statistics.median(t) / out['first_ttft_ms']}
     return out
 
 
@@ -250,6 +295,16 @@ def render(res):
               % spread([x['stream_decode_tokens_per_s'] for x in s], '%.0f'))
         print('| … requests, tokens in window | %s |' % ', '.join(
             '%d/%d' % (x['requests'], x['tokens']) for x in s))
+    ri = res.get('repeat_image')
+    if ri:
+        print('| repeated picture (%d px, caches on): first TTFT (client) | %.1f ms (vision %.1f ms, '
+              '%d prompt tokens) |' % (ri['px'], ri['first_ttft_ms'], ri['first_vision_ms'],
+                                       ri['prompt_tokens']))
+        for k, label in (('same', 'same question'), ('other', 'other questions')):
+            r = ri[k]
+            print('| … again, %s: TTFT median | %.1f ms = %.3f× the first (vision %.1f ms, '
+                  '%d tokens reused) |' % (label, r['ttft_ms'], r['ratio'], r['vision_ms'],
+                                            r['cached_tokens']))
 
 
 def main():
@@ -273,6 +328,9 @@ def main():
     p.add_argument('--ttft-n', type=int, default=15)
     p.add_argument('--image', default=os.path.join(HERE, 'data', 'shapes96.jpg'))
     p.add_argument('--repeat', type=int, default=3)
+    p.add_argument('--repeat-image', type=int, default=0, metavar='N',
+                   help='repeated-picture TTFT phase with N repeats (0 = skip)')
+    p.add_argument('--repeat-image-px', type=int, default=512)
     p.add_argument('--server-arg', action='append', default=[],
                    help='extra ternd argument, e.g. --server-arg=--prefill-chunk=32')
     p.add_argument('--json', action='store_true', help='print JSON instead of markdown')
@@ -324,6 +382,12 @@ def main():
             print('repeat %d/%d done (load %s)' % (r + 1, a.repeat, run['loadavg']), file=sys.stderr)
         res['runs'] = runs
         res['rss_end'] = srv.status()
+        if a.repeat_image and not a.url:
+            cached, _ = start(a, a.slots, caches=True)
+            extra['repeat_image'] = cached
+            res['repeat_image'] = repeat_image(cached, a)
+        elif a.repeat_image:
+            res['repeat_image'] = repeat_image(srv, a)
         res['loadavg_end'] = loadavg()
     finally:
         srv.stop()
