@@ -20,12 +20,13 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 ARM_BUILD  ?= build-arm
 ARM64_BUILD ?= build-arm64
+DEB_OUT    ?= build-deb
 FUZZ_SECONDS ?= 20
 
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 
-.PHONY: all deps build test test-release test-asan test-arm test-training fuzz format format-check serve clean
+.PHONY: all deps build test test-release test-asan test-arm test-deb test-training fuzz format format-check serve deb clean
 
 all: build
 
@@ -111,6 +112,27 @@ test-arm: build
 	  else echo "arm64 libraries not installed (make deps as root adds them): arm64 ternd and tern skipped"; fi; \
 	else echo "aarch64-linux-gnu-gcc or qemu-aarch64-static not found: ARM tests skipped"; fi
 
+# Debian packages (debian/, debhelper's meson build system): $(DEB_OUT)/tern_VERSION_amd64.deb
+# built natively and tern_VERSION_arm64.deb cross-built (dpkg-buildpackage -aarm64 against the
+# multiarch arm64 libraries), each checked by lintian (an error fails). The arm64 one is skipped
+# (with a note) without the cross compiler or the arm64 libraries.
+deb: deps
+	@arches=$$(dpkg --print-architecture); \
+	if [ "$$arches" = amd64 ]; then \
+	  if command -v aarch64-linux-gnu-gcc >/dev/null && aarch64-linux-gnu-pkg-config --exists libmicrohttpd 2>/dev/null; then \
+	    arches="$$arches arm64"; \
+	  else echo "aarch64-linux-gnu-gcc or the arm64 libraries not installed: the arm64 package is skipped"; fi; \
+	fi; \
+	tools/build_deb.sh $(DEB_OUT) $$arches
+
+# The package for this machine, really installed with dpkg, serving from its installed config
+# (without systemd), then removed and purged (tests/deploy/test_deb.sh). Needs root: as
+# another user it is skipped with a note.
+test-deb: deb
+	@if [ "$$(id -u)" = 0 ]; then \
+	  tests/deploy/test_deb.sh $(DEB_OUT)/tern_$$(dpkg-parsechangelog -S Version)_$$(dpkg --print-architecture).deb; \
+	else echo "not root: the package install test (test-deb) is skipped"; fi
+
 # The demo model's Python pipeline on a tiny data set (skipped without python3-torch). It must
 # leave the shipped models alone: checked against their checksums.
 test-training:
@@ -126,7 +148,7 @@ format:
 format-check: deps
 	clang-format --dry-run -Werror $(FORMAT_FILES)
 
-test: format-check test-release test-asan test-arm fuzz test-training
+test: format-check test-release test-asan test-arm test-deb fuzz test-training
 
 # Start ternd on 127.0.0.1:8080 with the demo model (the echo test double when the model
 # files are not there yet). Stats go to $(BUILD)/ternd-stats.db.
@@ -141,4 +163,4 @@ serve: build
 	  --model $(SERVE_MODEL) --mmproj $(SERVE_MMPROJ) --db $(BUILD)/ternd-stats.db
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(ARM_BUILD) $(ARM64_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(ARM_BUILD) $(ARM64_BUILD) $(DEB_OUT)
