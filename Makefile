@@ -1,36 +1,54 @@
 # A thin front door over meson. Everything real lives in meson.build files.
 
+# Debian's arm64 builds of the libraries, installed beside the amd64 ones (multiarch), that the
+# cross-built ternd and tern link against (make test-arm, make deb); pkgconf:arm64 brings
+# aarch64-linux-gnu-pkg-config, which finds them. `make deps` adds the arm64 architecture first.
+ARM64_PKGS := libmicrohttpd-dev:arm64 libcjson-dev:arm64 libjpeg62-turbo-dev:arm64 \
+        libspng-dev:arm64 libinih-dev:arm64 libsystemd-dev:arm64 libsqlite3-dev:arm64 \
+        check:arm64 pkgconf:arm64
+
 # Debian packages the project builds, tests and trains with.
 PKGS := gcc make meson ninja-build pkg-config clang libclang-rt-14-dev \
         libmicrohttpd-dev libcjson-dev libjpeg62-turbo-dev libspng-dev libinih-dev \
         libsystemd-dev libsqlite3-dev sqlite3 check curl systemd clang-format \
         python3 python3-torch python3-numpy python3-pil libopenblas0-pthread \
-        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium \
+        $(ARM64_PKGS) debhelper dpkg-dev lintian
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 ARM_BUILD  ?= build-arm
+ARM64_BUILD ?= build-arm64
+DEB_OUT    ?= build-deb
 FUZZ_SECONDS ?= 20
 
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 
-.PHONY: all deps build test test-release test-asan test-arm test-training fuzz format format-check serve clean
+.PHONY: all deps build test test-release test-asan test-arm test-deb test-training fuzz format format-check serve deb clean
 
 all: build
 
-# Install what is missing (as root), or say exactly what to install.
+# Install what is missing (as root), or say exactly what to install. The :arm64 packages need
+# the arm64 architecture known to dpkg first (multiarch), so that step comes before apt-get update.
 deps:
 	@missing=""; for p in $(PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
+	addarch=""; \
+	case "$$missing" in *:arm64*) \
+	  [ "$$(dpkg --print-architecture)" = arm64 ] || dpkg --print-foreign-architectures | grep -qx arm64 || \
+	    addarch="dpkg --add-architecture arm64";; \
+	esac; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
+	    if [ -n "$$addarch" ]; then echo "$$addarch"; $$addarch; fi; \
 	    echo "installing:$$missing"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  else \
-	    echo "missing packages; run as root:"; echo "  apt-get update && apt-get install -y$$missing"; exit 1; \
+	    echo "missing packages; run as root:"; [ -z "$$addarch" ] || echo "  $$addarch"; \
+	    echo "  apt-get update && apt-get install -y$$missing"; exit 1; \
 	  fi; \
 	fi
 
@@ -72,10 +90,13 @@ fuzz: deps
 	    $(FUZZ_BUILD)/corpus-request tests/server/fuzz-seeds; \
 	else echo "clang not found: fuzzing skipped"; fi
 
-# The kernels and their test cross-built for aarch64 and run under qemu twice:
-# a CPU with dotprod (sdot kernels) and the Raspberry Pi 4's Cortex-A72
-# (plain NEON). Skipped (with a note) without the cross compiler or qemu.
-test-arm:
+# ARM, under qemu-user, skipped (with a note) without the cross compiler or qemu:
+# 1. the kernels and their test, cross-built static for aarch64 and run twice: a CPU with
+#    dotprod (sdot kernels) and the Raspberry Pi 4's Cortex-A72 (plain NEON);
+# 2. the whole ternd and tern, cross-built against Debian's arm64 libraries (ARM64_PKGS), under
+#    the same two CPUs: the demo model's answers through every API must equal the x86-64 ones
+#    byte for byte, and `tern bench -m` runs (tests/deploy/test_arm.sh).
+test-arm: build
 	@if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null; then \
 	  set -e; \
 	  [ -f $(ARM_BUILD)/build.ninja ] || meson setup $(ARM_BUILD) --cross-file cross/aarch64.txt -Dkernels_only=true; \
@@ -84,7 +105,33 @@ test-arm:
 	  TERN_EXPECT_ISA=dotprod qemu-aarch64-static -cpu max $(ARM_BUILD)/test_kernels; \
 	  echo "== aarch64, -cpu cortex-a72 (NEON, no dotprod)"; \
 	  TERN_EXPECT_ISA=neon qemu-aarch64-static -cpu cortex-a72 $(ARM_BUILD)/test_kernels; \
+	  if aarch64-linux-gnu-pkg-config --exists libmicrohttpd libcjson libjpeg spng inih libsystemd sqlite3 check 2>/dev/null; then \
+	    [ -f $(ARM64_BUILD)/build.ninja ] || meson setup $(ARM64_BUILD) --cross-file cross/aarch64.txt; \
+	    ninja -C $(ARM64_BUILD) src/server/ternd src/cli/tern; \
+	    tests/deploy/test_arm.sh $(BUILD) $(ARM64_BUILD); \
+	  else echo "arm64 libraries not installed (make deps as root adds them): arm64 ternd and tern skipped"; fi; \
 	else echo "aarch64-linux-gnu-gcc or qemu-aarch64-static not found: ARM tests skipped"; fi
+
+# Debian packages (debian/, debhelper's meson build system): $(DEB_OUT)/tern_VERSION_amd64.deb
+# built natively and tern_VERSION_arm64.deb cross-built (dpkg-buildpackage -aarm64 against the
+# multiarch arm64 libraries), each checked by lintian (an error fails). The arm64 one is skipped
+# (with a note) without the cross compiler or the arm64 libraries.
+deb: deps
+	@arches=$$(dpkg --print-architecture); \
+	if [ "$$arches" = amd64 ]; then \
+	  if command -v aarch64-linux-gnu-gcc >/dev/null && aarch64-linux-gnu-pkg-config --exists libmicrohttpd 2>/dev/null; then \
+	    arches="$$arches arm64"; \
+	  else echo "aarch64-linux-gnu-gcc or the arm64 libraries not installed: the arm64 package is skipped"; fi; \
+	fi; \
+	tools/build_deb.sh $(DEB_OUT) $$arches
+
+# The package for this machine, really installed with dpkg, serving from its installed config
+# (without systemd), then removed and purged (tests/deploy/test_deb.sh). Needs root: as
+# another user it is skipped with a note.
+test-deb: deb
+	@if [ "$$(id -u)" = 0 ]; then \
+	  tests/deploy/test_deb.sh $(DEB_OUT)/tern_$$(dpkg-parsechangelog -S Version)_$$(dpkg --print-architecture).deb; \
+	else echo "not root: the package install test (test-deb) is skipped"; fi
 
 # The demo model's Python pipeline on a tiny data set (skipped without python3-torch). It must
 # leave the shipped models alone: checked against their checksums.
@@ -101,7 +148,7 @@ format:
 format-check: deps
 	clang-format --dry-run -Werror $(FORMAT_FILES)
 
-test: format-check test-release test-asan test-arm fuzz test-training
+test: format-check test-release test-asan test-arm test-deb fuzz test-training
 
 # Start ternd on 127.0.0.1:8080 with the demo model (the echo test double when the model
 # files are not there yet). Stats go to $(BUILD)/ternd-stats.db.
@@ -116,4 +163,4 @@ serve: build
 	  --model $(SERVE_MODEL) --mmproj $(SERVE_MMPROJ) --db $(BUILD)/ternd-stats.db
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(ARM_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(ARM_BUILD) $(ARM64_BUILD) $(DEB_OUT)
