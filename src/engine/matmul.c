@@ -123,7 +123,7 @@ static bool mm_compatible(const mm_weight *const *ws, int nw)
 int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x, int n,
                     float *const *outs, void *scratch)
 {
-    char err[8];
+    char err[128]; /* unread: the return value says it */
     if (n <= 0) return 0;
     if (nw < 1 || nw > MM_MAX_PARTS) return -1;
     for (int i = 0; i < nw; i++)
