@@ -641,6 +641,60 @@ START_TEST(mm_matches_reference)
 }
 END_TEST
 
+/* mm_matmul_multi gives each weight exactly what mm_matmul gives it alone:
+ * mixed integer types and row counts in one job, and a float weight among
+ * integer ones (run one after another). */
+static void mm_multi_case(const kt_type *types, const int *rows, int nw, int n, int threads)
+{
+    char err[128];
+    int cols = 768;
+    pool *p = threads ? pool_create(threads, err, sizeof err) : NULL;
+    uint8_t *w[3];
+    mm_weight mw[3];
+    const mm_weight *ws[3];
+    float *got[3], *want[3];
+    size_t sb = 0, stride;
+    acts A;
+    make_acts(&A, n, cols, 0);
+    for (int i = 0; i < nw; i++) {
+        w[i] = make_weights(types[i], rows[i], cols, i % 2, &stride);
+        mw[i] = (mm_weight){types[i], w[i], rows[i], cols};
+        ws[i] = &mw[i];
+        size_t b = mm_scratch_bytes(&mw[i], n);
+        sb = b > sb ? b : sb;
+        got[i] = aligned_alloc(64, ((sizeof(float) * rows[i] * n) + 63) / 64 * 64);
+        want[i] = aligned_alloc(64, ((sizeof(float) * rows[i] * n) + 63) / 64 * 64);
+    }
+    void *scratch = sb ? aligned_alloc(64, (sb + 63) / 64 * 64) : NULL;
+    ck_assert_int_eq(mm_matmul_multi(p, ws, nw, A.x, n, got, scratch), 0);
+    for (int i = 0; i < nw; i++) {
+        ck_assert_int_eq(mm_matmul(p, ws[i], A.x, n, want[i], scratch), 0);
+        ck_assert_msg(!memcmp(got[i], want[i], sizeof(float) * rows[i] * n),
+                      "part %d (type %d, %d rows) differs, n %d threads %d", i, types[i], rows[i],
+                      n, threads);
+        free(got[i]);
+        free(want[i]);
+        free(w[i]);
+    }
+    free(scratch);
+    free_acts(&A);
+    pool_destroy(p);
+}
+
+START_TEST(mm_multi_matches_single)
+{
+    const kt_type ints[] = {KT_TQ2_0, KT_Q2_0, KT_Q8_0};
+    const int rows[] = {1000, 37, 500};
+    const kt_type mixed[] = {KT_TQ1_0, KT_F16};
+    const int mrows[] = {300, 64};
+    for (int threads = 0; threads <= 3; threads++) {
+        mm_multi_case(ints, rows, 3, 1, threads);
+        mm_multi_case(ints, rows, 2, 5, threads);
+        mm_multi_case(mixed, mrows, 2, 3, threads);
+    }
+}
+END_TEST
+
 START_TEST(mm_rejects_bad_shapes)
 {
     char err[128];
@@ -677,6 +731,7 @@ static Suite *suite(void)
     TCase *m = tcase_create("matmul");
     tcase_set_timeout(m, 120);
     tcase_add_test(m, mm_matches_reference);
+    tcase_add_test(m, mm_multi_matches_single);
     tcase_add_test(m, mm_rejects_bad_shapes);
     suite_add_tcase(s, m);
     return s;

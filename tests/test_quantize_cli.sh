@@ -27,18 +27,27 @@ has "$P" '^  clip.projector_type +string +"idefics3"'
 has "$P" '^  v.patch_embd.weight +f32 +\[16, 16, 3, 256\]'
 has "$P" '^  mm.model.fc.weight +f32 +\[1024, 256\]'
 
-# every target type: the 14 text matrices change, bits/weight as documented
-for tb in "tq2_0 2.0625 37" "tq1_0 1.6875 36" "q2_0 2.25 41" "q1_0 1.125 40" "q8_0 8.5 7" \
-          "f16 16 1"; do
+# every target type: the 14 text matrices change, bits/weight as documented;
+# beside ternary and binary ones the output and embeddings become q8_0
+for tb in "tq2_0 2.0625 37 q8_0" "tq1_0 1.6875 36 q8_0" "q2_0 2.25 41 q8_0" \
+          "q1_0 1.125 40 q8_0" "q8_0 8.5 7 f32" "f16 16 1 f32"; do
     set -- $tb
     O=$T/tiny-$1.gguf
-    expect 0 "14 of 21 tensors re-typed: 14 $1" "$TERN" quantize "$M" "$O" --type "$1"
+    if [ "$4" = q8_0 ]; then re="16 of 21 tensors re-typed: 2 q8_0, 14 $1"; else re="14 of 21 tensors re-typed: 14 $1"; fi
+    expect 0 "$re" "$TERN" quantize "$M" "$O" --type "$1"
     has "$O" "^  blk.0.ffn_up.weight +$1 +\[256, 512\] +[0-9]+ +$2\$"
     has "$O" "^  $1 +14 +1179648 +[0-9]+ +$2\$"
     has "$O" "^  general.file_type +u32 +$3\$"
-    has "$O" '^  token_embd.weight +f32'
-    has "$O" '^  output.weight +f32'
+    has "$O" "^  token_embd.weight +$4"
+    has "$O" "^  output.weight +$4"
 done
+
+# --output-type: keep, or another type than the default
+expect 0 "14 of 21 tensors re-typed: 14 tq2_0" "$TERN" quantize "$M" "$T/ok.gguf" --type tq2_0 --output-type keep
+has "$T/ok.gguf" '^  output.weight +f32'
+expect 0 "2 f16, 14 tq2_0" "$TERN" quantize "$M" "$T/of.gguf" --type tq2_0 --output-type f16
+has "$T/of.gguf" '^  token_embd.weight +f16'
+expect 2 "unknown type 'q5_0'" "$TERN" quantize "$M" "$T/x.gguf" --type tq2_0 --output-type q5_0
 
 # the vision projector: embeddings, norms and biases stay f32
 O=$T/mmproj-tq2_0.gguf
@@ -52,7 +61,7 @@ has "$O" '^  mm.model.fc.weight +tq2_0'
 expect 0 "14 of 21 tensors re-typed: 14 f32" "$TERN" quantize "$T/tiny-tq2_0.gguf" "$T/back.gguf" --type f32
 expect 0 "(twn, one scale per row)" "$TERN" quantize "$M" "$T/twn.gguf" --type tq2_0 --method twn
 expect 0 "(absmean, one scale per tensor)" "$TERN" quantize "$M" "$T/pt.gguf" --type q2_0 --method absmean --per-tensor
-expect 0 "7 of 21 tensors re-typed: 7 tq1_0" "$TERN" quantize "$M" "$T/keep.gguf" --type tq1_0 --keep 'blk.1.*'
+expect 0 "9 of 21 tensors re-typed: 2 q8_0, 7 tq1_0" "$TERN" quantize "$M" "$T/keep.gguf" --type tq1_0 --keep 'blk.1.*'
 has "$T/keep.gguf" '^  blk.1.ffn_up.weight +f32'
 
 # same seed, same file; another seed, another file

@@ -16,6 +16,11 @@
  *       eng_step over p tokens from an empty cache: pp512), generation
  *       tokens/s (n single-token steps from an empty cache: tg128), image
  *       encode ms (one tile, with --mmproj) and the process's peak RSS.
+ *       With --bandwidth, also per thread count: the read bandwidth measured
+ *       with that many threads, the weight bytes one decoded token reads and
+ *       tg as a fraction of the ceiling bytes/token x tokens/s / bandwidth.
+ *   tern bench --bandwidth [-t N]
+ *       the read-bandwidth probe alone.
  *
  * Shapes: 4096x14336 (a 7B-class FFN matrix, the shape llama.cpp's numbers
  * are quoted for) run twice, "hot" (the same matrix every call, as
@@ -35,6 +40,7 @@
 
 #include "cli/commands.h"
 #include "engine/engine.h"
+#include "engine/gguf.h"
 #include "engine/matmul.h"
 #include "engine/pool.h"
 #include "engine/types.h"
@@ -426,8 +432,92 @@ static void print_model_table(const char *base, double rss_mb, const mresult *re
     }
 }
 
+/* ---- decode against the read ceiling (--bandwidth) ---- */
+
+typedef struct {
+    int threads;
+    double bw_gbs, tg, ceiling_tg; /* tokens/s measured, and at bw_gbs */
+} ceil_result;
+
+/* Weight bytes one decoded token reads: every tensor of the text file but
+ * the token embeddings, of which it reads one row, unless they are also
+ * the (tied) output layer. */
+static double decode_bytes_per_token(const eng_model *m)
+{
+    const gguf_file *f = eng_model_text_file(m);
+    bool tied = gguf_find_tensor(f, "output.weight") == NULL;
+    double bytes = 0;
+    for (int i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        if (!tied && !strcmp(t->name, "token_embd.weight"))
+            bytes += (double)t->nbytes / (double)t->ne[1];
+        else
+            bytes += (double)t->nbytes;
+    }
+    return bytes;
+}
+
+/* The read ceiling with `threads` threads, in GB/s; 0 if it cannot be taken. */
+static double bandwidth_for(int threads)
+{
+    char err[256];
+    pool *p = pool_create(threads, err, sizeof err);
+    if (!p) return 0;
+    double bw = read_bandwidth(p);
+    pool_destroy(p);
+    return bw;
+}
+
+/* One ceiling row per tg result in res. */
+static int ceiling_rows(const mresult *res, int n, double bytes, ceil_result *out)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(res[i].test, "tg")) continue;
+        double bw = bandwidth_for(res[i].threads);
+        out[k++] = (ceil_result){res[i].threads, bw, res[i].mean, bw > 0 ? bw * 1e9 / bytes : 0};
+    }
+    return k;
+}
+
+static void print_ceiling_table(const char *base, double bytes, const ceil_result *c, int n)
+{
+    printf("\n| model | threads | MB read / token | read BW GB/s | tg t/s | ceiling t/s | of "
+           "ceiling |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    for (int i = 0; i < n; i++)
+        printf("| %s | %d | %.1f | %.1f | %.2f | %.2f | %.0f %% |\n", base, c[i].threads,
+               bytes / 1e6, c[i].bw_gbs, c[i].tg, c[i].ceiling_tg,
+               c[i].ceiling_tg > 0 ? 100 * c[i].tg / c[i].ceiling_tg : 0.0);
+}
+
+static void print_ceiling_json(double bytes, const ceil_result *c, int n)
+{
+    printf("{\"bytes_per_token\": %.0f, \"ceiling\": [", bytes);
+    for (int i = 0; i < n; i++)
+        printf("%s\n  {\"threads\": %d, \"read_bandwidth_gbs\": %.3f, \"tg\": %.4f, "
+               "\"ceiling_tg\": %.4f, \"fraction\": %.4f}",
+               i ? "," : "", c[i].threads, c[i].bw_gbs, c[i].tg, c[i].ceiling_tg,
+               c[i].ceiling_tg > 0 ? c[i].tg / c[i].ceiling_tg : 0.0);
+    printf("\n]}\n");
+}
+
+/* --bandwidth with -m: the tg results against the ceiling, after the table
+ * (JSON: a second object on its own line). */
+static void report_ceiling(const eng_model *m, const char *base, const mresult *res, int n,
+                           int json)
+{
+    ceil_result c[16];
+    double bytes = decode_bytes_per_token(m);
+    int k = ceiling_rows(res, n < 16 ? n : 16, bytes, c);
+    if (json)
+        print_ceiling_json(bytes, c, k);
+    else
+        print_ceiling_table(base, bytes, c, k);
+}
+
 static int bench_model(const char *path, const char *mmproj, const char *thread_list, int reps,
-                       int n_pp, int n_tg, int json)
+                       int n_pp, int n_tg, int json, int bandwidth)
 {
     char err[512];
     if (reps > MAX_REPS) reps = MAX_REPS;
@@ -454,6 +544,7 @@ static int bench_model(const char *path, const char *mmproj, const char *thread_
         print_model_json(base, reps, rss_mb, res, n, n_pp, n_tg);
     else
         print_model_table(base, rss_mb, res, n, n_pp, n_tg);
+    if (bandwidth && rc == 0) report_ceiling(m, base, res, n, json);
     eng_model_free(m);
     return rc;
 }
@@ -462,10 +553,13 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: tern bench --kernels [--threads N] [--reps R] [--types LIST] [--json]\n"
                "       tern bench -m TEXT.gguf [--mmproj MMPROJ.gguf] [-t N[,N...]] [-r R]\n"
-               "                  [-p TOKENS] [-n TOKENS] [--json]\n\n"
+               "                  [-p TOKENS] [-n TOKENS] [--bandwidth] [--json]\n"
+               "       tern bench --bandwidth [-t N]\n\n"
                "  --kernels     per type and shape: decode GEMV and 512-row prefill GEMM\n"
                "  -m, --model FILE  pp (prompt tokens/s), tg (generated tokens/s), image\n"
                "                encode ms (with --mmproj) and peak RSS for a model file\n"
+               "  --bandwidth  the read-bandwidth probe (1 GiB, same threads); with -m,\n"
+               "                tg as a fraction of bytes/token x tokens/s / bandwidth\n"
                "  -p N, -n N    prompt and generation lengths (default 512 and 128)\n"
                "  -t, --threads N  threads including the caller (default: all CPUs);\n"
                "                with -m a comma-separated list\n"
@@ -479,7 +573,7 @@ static void usage(FILE *f)
 /* ---- the command ---- */
 
 typedef struct {
-    int kernels, threads, reps, json, gemv_only, n_pp, n_tg;
+    int kernels, threads, reps, json, gemv_only, n_pp, n_tg, bandwidth;
     const char *model, *mmproj, *type_list, *thread_list;
 } bench_opts;
 
@@ -487,13 +581,19 @@ typedef struct {
  * (--help, or a usage error). */
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
-    enum { O_KERNELS = 256, O_TYPES, O_JSON, O_GEMV, O_MMPROJ };
+    enum { O_KERNELS = 256, O_TYPES, O_JSON, O_GEMV, O_MMPROJ, O_BW };
     static const struct option opts[] = {
-        {"kernels", no_argument, NULL, O_KERNELS},     {"threads", required_argument, NULL, 't'},
-        {"reps", required_argument, NULL, 'r'},        {"types", required_argument, NULL, O_TYPES},
-        {"json", no_argument, NULL, O_JSON},           {"gemv-only", no_argument, NULL, O_GEMV},
-        {"model", required_argument, NULL, 'm'},       {"help", no_argument, NULL, 'h'},
-        {"mmproj", required_argument, NULL, O_MMPROJ}, {NULL, 0, NULL, 0},
+        {"kernels", no_argument, NULL, O_KERNELS},
+        {"threads", required_argument, NULL, 't'},
+        {"reps", required_argument, NULL, 'r'},
+        {"types", required_argument, NULL, O_TYPES},
+        {"json", no_argument, NULL, O_JSON},
+        {"gemv-only", no_argument, NULL, O_GEMV},
+        {"model", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},
+        {"mmproj", required_argument, NULL, O_MMPROJ},
+        {"bandwidth", no_argument, NULL, O_BW},
+        {NULL, 0, NULL, 0},
     };
     *o = (bench_opts){.reps = 5, .n_pp = 512, .n_tg = 128};
     int c;
@@ -511,6 +611,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         case O_TYPES: o->type_list = optarg; break;
         case O_JSON: o->json = 1; break;
         case O_GEMV: o->gemv_only = 1; break;
+        case O_BW: o->bandwidth = 1; break;
         case 'm': o->model = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -616,6 +717,25 @@ static int bench_kernels(const bench_opts *o, const int *want)
     return rc;
 }
 
+/* tern bench --bandwidth alone. */
+static int bench_bandwidth_only(int threads, int json)
+{
+    char err[256];
+    pool *p = pool_create(threads, err, sizeof err);
+    if (!p) {
+        fprintf(stderr, "tern bench: %s\n", err);
+        return 1;
+    }
+    double bw = read_bandwidth(p);
+    if (json)
+        printf("{\"threads\": %d, \"read_bandwidth_gbs\": %.3f}\n", pool_threads(p), bw);
+    else
+        printf("read bandwidth (1 GiB streamed, %d threads, best of 5): %.1f GB/s\n",
+               pool_threads(p), bw);
+    pool_destroy(p);
+    return bw > 0 ? 0 : 1;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     bench_opts o;
@@ -626,8 +746,10 @@ int cmd_bench(int argc, char **argv)
             fprintf(stderr, "tern bench: --reps must be >= 1, -p and -n >= 0, not both 0\n");
             return 2;
         }
-        return bench_model(o.model, o.mmproj, o.thread_list, o.reps, o.n_pp, o.n_tg, o.json);
+        return bench_model(o.model, o.mmproj, o.thread_list, o.reps, o.n_pp, o.n_tg, o.json,
+                           o.bandwidth);
     }
+    if (o.bandwidth && !o.kernels) return bench_bandwidth_only(o.threads, o.json);
     if (!o.kernels) {
         usage(stderr);
         return 2;

@@ -239,7 +239,7 @@ static void vocab_free(vocab *v)
 }
 
 /* ids 0-2 <|endoftext|> <|im_start|> <|im_end|>, then the 256 byte tokens,
- * then merged words, then unused fillers, and the SmolVLM special tokens
+ * then merged words, then printable fillers, and the SmolVLM special tokens
  * last. */
 static bool vocab_make(vocab *v, int size, int *eou_id)
 {
@@ -280,10 +280,15 @@ static bool vocab_make(vocab *v, int size, int *eou_id)
         add_word(v, words[i], true, room);
         add_word(v, words[i], false, room);
     }
+    /* Fillers spell " w0", " w1", ...: a random model's answers then
+     * decode to visible text, one piece per token (no word holds a digit,
+     * so no filler repeats a merged word). */
     for (int k = 0; v->n < room; k++) {
-        char filler[32];
-        snprintf(filler, sizeof filler, "<|unused_%d|>", k);
-        push_tok(v, filler, TOK_TYPE_UNUSED);
+        char filler[32], digits[16];
+        tok_byte_str(' ', piece);
+        snprintf(digits, sizeof digits, "w%d", k);
+        snprintf(filler, sizeof filler, "%s%s", piece, digits);
+        push_tok(v, filler, TOK_TYPE_NORMAL);
     }
     *eou_id = v->n;
     for (int i = 0; i < nt; i++)
@@ -407,7 +412,10 @@ static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const ch
     snprintf(name, sizeof name, "tern-mkmodel-%s", a->like);
     builder b;
     if (builder_start(&b, t, seed, "llama", name) != 0) return 1;
-    b.embd = (t->id == KT_F32 || t->id == KT_F16 || t->id == KT_BF16) ? t->id : KT_F16;
+    /* as tern quantize makes them: Q8_0 beside ternary and binary matrices */
+    b.embd = (t->id == KT_F32 || t->id == KT_F16 || t->id == KT_BF16) ? t->id
+             : (t->ternary || t->binary)                              ? KT_Q8_0
+                                                                      : KT_F16;
     text_hparams(b.w, a);
     if (!text_tokenizer(b.w, a)) {
         builder_free(&b);

@@ -85,6 +85,11 @@ static inline void ctx_softmax(float *x, int n, float scale)
  * place every linear layer goes through. */
 void ctx_linear(eng_ctx *c, const eng_weight *w, const float *x, int rows, float *out);
 
+/* a, b and (unless NULL) d on the same x in one pool call (mm_matmul_multi):
+ * q, k and v, or gate and up, pay one thread hand-off per step, not three. */
+void ctx_linear3(eng_ctx *c, const eng_weight *a, const eng_weight *b, const eng_weight *d,
+                 const float *x, int rows, float *oa, float *ob, float *od);
+
 /* Decoder forward over the rows already embedded in c->x; see text.c. */
 void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n_rows);
 

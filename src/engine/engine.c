@@ -22,6 +22,14 @@ void ctx_linear(eng_ctx *c, const eng_weight *w, const float *x, int rows, float
     mm_matmul(c->pool, &w->mm, x, rows, out, c->mm_scratch);
 }
 
+void ctx_linear3(eng_ctx *c, const eng_weight *a, const eng_weight *b, const eng_weight *d,
+                 const float *x, int rows, float *oa, float *ob, float *od)
+{
+    const mm_weight *ws[3] = {&a->mm, &b->mm, d ? &d->mm : NULL};
+    float *outs[3] = {oa, ob, od};
+    mm_matmul_multi(c->pool, ws, d ? 3 : 2, x, rows, outs, c->mm_scratch);
+}
+
 /* The largest mm_matmul scratch any weight needs at its batch size. */
 static size_t scratch_bytes(const eng_model *m, int n_text, int n_vision)
 {

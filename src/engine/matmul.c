@@ -1,5 +1,6 @@
 /* mm_matmul: quantize the activations once, then split weight rows. */
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -21,12 +22,20 @@
  * a split pay more; large models' layers (MBs) always split. */
 #define MM_SPLIT_BYTES (256 * 1024)
 
+/* One weight of a job: its kernel, row bytes, output and first chunk. */
 typedef struct {
     const kern_ops *ops;
     const mm_weight *w;
     size_t stride;
-    kern_acts acts;
     float *out;
+    int chunk0; /* global index of its first chunk */
+} mm_part;
+
+typedef struct {
+    mm_part part[MM_MAX_PARTS];
+    int n_parts, n_chunks;
+    int cols; /* shared by every part */
+    kern_acts acts;
     const float *x;
     kern_quantize_fn quantize;
     int8_t *q;
@@ -70,7 +79,7 @@ size_t mm_scratch_bytes(const mm_weight *w, int n)
 static void quantize_rows(void *ctx, int ith, int nth)
 {
     mm_job *j = ctx;
-    int n = j->acts.rows, cols = j->w->cols;
+    int n = j->acts.rows, cols = j->cols;
     for (int r = ith; r < n; r += nth)
         j->quantize(j->x + (size_t)r * cols, cols, j->q + (size_t)r * cols,
                     j->gsum + (size_t)r * (cols / KERN_GROUP), j->scale + r);
@@ -81,32 +90,68 @@ static void gemm_rows(void *ctx, int ith, int nth)
     (void)ith;
     (void)nth;
     mm_job *j = ctx;
-    int rows = j->w->rows;
     for (;;) {
         int c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        long r0 = (long)c * j->chunk;
-        if (r0 >= rows) return;
-        int r1 = r0 + j->chunk < rows ? (int)(r0 + j->chunk) : rows;
-        j->ops->gemm(j->w->data, j->stride, (int)r0, r1, &j->acts, j->out, (size_t)rows);
+        if (c >= j->n_chunks) return;
+        int k = 0;
+        while (k + 1 < j->n_parts && c >= j->part[k + 1].chunk0)
+            k++;
+        const mm_part *pt = &j->part[k];
+        int rows = pt->w->rows;
+        int r0 = (c - pt->chunk0) * j->chunk;
+        int r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
+        pt->ops->gemm(pt->w->data, pt->stride, r0, r1, &j->acts, pt->out, (size_t)rows);
     }
 }
 
 int mm_matmul(pool *p, const mm_weight *w, const float *x, int n, float *out, void *scratch)
 {
-    char err[8];
+    return mm_matmul_multi(p, &w, 1, x, n, &out, scratch);
+}
+
+/* Whether the weights can share one job: the same input length, and all
+ * integer kernels or all float ones (one kind of activations). */
+static bool mm_compatible(const mm_weight *const *ws, int nw)
+{
+    for (int i = 1; i < nw; i++)
+        if (ws[i]->cols != ws[0]->cols ||
+            kern_get(ws[i]->type)->int8_acts != kern_get(ws[0]->type)->int8_acts)
+            return false;
+    return true;
+}
+
+int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x, int n,
+                    float *const *outs, void *scratch)
+{
+    char err[128]; /* unread: the return value says it */
     if (n <= 0) return 0;
-    if (mm_check(w, err, sizeof err)) return -1;
+    if (nw < 1 || nw > MM_MAX_PARTS) return -1;
+    for (int i = 0; i < nw; i++)
+        if (mm_check(ws[i], err, sizeof err)) return -1;
+    if (!mm_compatible(ws, nw)) {
+        for (int i = 0; i < nw; i++)
+            if (mm_matmul_multi(p, &ws[i], 1, x, n, &outs[i], scratch)) return -1;
+        return 0;
+    }
     int nth = p ? pool_threads(p) : 1;
-    size_t stride = ttype_row_bytes(ttype_get(w->type), w->cols);
-    if (nth > 1 && stride * (size_t)w->rows * (size_t)n < (size_t)MM_SPLIT_BYTES * nth) {
+    mm_job j = {.n_parts = nw, .cols = ws[0]->cols, .x = x};
+    size_t bytes = 0;
+    int rows = 0;
+    for (int i = 0; i < nw; i++) {
+        size_t stride = ttype_row_bytes(ttype_get(ws[i]->type), ws[i]->cols);
+        j.part[i] =
+            (mm_part){.ops = kern_get(ws[i]->type), .w = ws[i], .stride = stride, .out = outs[i]};
+        bytes += stride * (size_t)ws[i]->rows;
+        rows += ws[i]->rows;
+    }
+    if (nth > 1 && bytes * (size_t)n < (size_t)MM_SPLIT_BYTES * nth) {
         p = NULL;
         nth = 1;
     }
-    mm_job j = {.ops = kern_get(w->type), .w = w, .stride = stride, .out = out, .x = x};
-    j.acts.n = w->cols;
+    j.acts.n = j.cols;
     j.acts.rows = n;
-    if (j.ops->int8_acts) {
-        size_t cols = (size_t)w->cols;
+    if (j.part[0].ops->int8_acts) {
+        size_t cols = (size_t)j.cols;
         uint8_t *s = scratch;
         j.q = (int8_t *)s;
         j.gsum = (int16_t *)(s + up64(cols * (size_t)n));
@@ -123,10 +168,15 @@ int mm_matmul(pool *p, const mm_weight *w, const float *x, int n, float *out, vo
     } else {
         j.acts.f = x;
     }
-    /* about four chunks per thread, whole cache lines of out each */
-    int chunk = (w->rows + 4 * nth - 1) / (4 * nth);
+    /* about four chunks per thread over all parts, whole cache lines of
+     * out each; a part's last chunk may be short */
+    int chunk = (rows + 4 * nth - 1) / (4 * nth);
     chunk = (chunk + MM_ROW_ALIGN - 1) / MM_ROW_ALIGN * MM_ROW_ALIGN;
     j.chunk = chunk > 0 ? chunk : MM_ROW_ALIGN;
+    for (int i = 0; i < nw; i++) {
+        j.part[i].chunk0 = j.n_chunks;
+        j.n_chunks += (ws[i]->rows + j.chunk - 1) / j.chunk;
+    }
     atomic_init(&j.next, 0);
     if (p)
         pool_run(p, gemm_rows, &j);

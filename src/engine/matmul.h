@@ -43,4 +43,14 @@ size_t mm_scratch_bytes(const mm_weight *w, int n);
  * NULL (runs on the calling thread). Returns 0, or -1 if mm_check fails. */
 int mm_matmul(pool *p, const mm_weight *w, const float *x, int n, float *out, void *scratch);
 
+/* Up to MM_MAX_PARTS weights on the same input (q, k and v; gate and up):
+ * the activations are quantized once and every weight's rows are split in
+ * one pool call, so a decode step pays one hand-off, not one per weight.
+ * outs[i] as mm_matmul's out for ws[i]; scratch as for the largest of
+ * them. Weights with different cols, or float with integer kernels, run
+ * one after another. Returns 0, or -1 if mm_check fails for one. */
+#define MM_MAX_PARTS 4
+int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x, int n,
+                    float *const *outs, void *scratch);
+
 #endif

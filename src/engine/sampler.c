@@ -105,24 +105,27 @@ static int cmp_desc(const void *a, const void *b)
     return before(a, b) ? -1 : before(b, a) ? 1 : 0;
 }
 
-/* Move the k best candidates to the front, sorted. */
-static void top_sorted(sampler_cand *c, int n, int k)
+/* The k best of the n logits into c[0..k), sorted, without sorting the
+ * vocabulary: the first k sorted, then one pass in id order where a logit
+ * enters only if it beats the k-th best so far (a later id never wins a
+ * tie), by insertion: cheap for the small k used. All n sorted when k >= n. */
+static void top_sorted(const float *logit, int n, int k, sampler_cand *c)
 {
-    if (k >= n) {
-        qsort(c, (size_t)n, sizeof *c, cmp_desc);
-        return;
-    }
-    /* Keep the best k in c[0..k) by insertion: cheap for the small k used. */
-    qsort(c, (size_t)k, sizeof *c, cmp_desc);
-    for (int i = k; i < n; i++) {
-        if (!before(&c[i], &c[k - 1])) continue;
-        sampler_cand v = c[i];
-        int j = k - 1;
+    int m = k < n ? k : n;
+    for (int i = 0; i < m; i++)
+        c[i] = (sampler_cand){logit[i], i};
+    qsort(c, (size_t)m, sizeof *c, cmp_desc);
+    float floor_l = c[m - 1].logit;
+    for (int i = m; i < n; i++) {
+        if (!(logit[i] > floor_l)) continue;
+        sampler_cand v = {logit[i], i};
+        int j = m - 1;
         while (j > 0 && before(&v, &c[j - 1])) {
             c[j] = c[j - 1];
             j--;
         }
         c[j] = v;
+        floor_l = c[m - 1].logit;
     }
 }
 
@@ -153,15 +156,13 @@ static int32_t argmax(const float *x, int n)
 
 /* The top_k best candidates, sorted, with their softmax probabilities at
  * the temperature; returns how many. */
-static int top_k_probs(sampler *s)
+static int top_k_probs(sampler *s, const float *logit)
 {
     const sampler_params *p = &s->p;
     int V = s->n_vocab;
-    for (int i = 0; i < V; i++)
-        s->cand[i] = (sampler_cand){s->logit[i], i};
     int n = p->top_k > 0 && p->top_k < V ? p->top_k : V;
     assert(n >= 1 && n <= V);
-    top_sorted(s->cand, V, n);
+    top_sorted(logit, V, n, s->cand);
     float mx = s->cand[0].logit;
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
@@ -212,14 +213,18 @@ static int32_t draw(sampler *s, int n)
 int32_t sampler_sample(sampler *s, const float *logits)
 {
     const sampler_params *p = &s->p;
-    memcpy(s->logit, logits, (size_t)s->n_vocab * sizeof *s->logit);
-    if (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f) penalise_repeats(s);
+    const float *l = logits; /* copied only when penalties change it */
+    if (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f) {
+        memcpy(s->logit, logits, (size_t)s->n_vocab * sizeof *s->logit);
+        penalise_repeats(s);
+        l = s->logit;
+    }
 
     int32_t pick;
     if (p->temperature <= 0.0f) {
-        pick = argmax(s->logit, s->n_vocab);
+        pick = argmax(l, s->n_vocab);
     } else {
-        int n = top_k_probs(s);
+        int n = top_k_probs(s, l);
         if (p->top_p < 1.0f && p->top_p > 0.0f) n = cut_top_p(s->prob, n, p->top_p);
         if (p->min_p > 0.0f) n = cut_min_p(s->prob, n, p->min_p);
         pick = draw(s, n);

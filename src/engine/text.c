@@ -183,9 +183,7 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
         const eng_layer *L = &m->layers[l];
         for (int r = 0; r < n; r++)
             rmsnorm(c->xn + (size_t)r * D, c->x + (size_t)r * D, L->attn_norm, D, in->rms_eps);
-        ctx_linear(c, &L->wq, c->xn, n, c->q);
-        ctx_linear(c, &L->wk, c->xn, n, c->k);
-        ctx_linear(c, &L->wv, c->xn, n, c->v);
+        ctx_linear3(c, &L->wq, &L->wk, &L->wv, c->xn, n, c->q, c->k, c->v);
         for (int r = 0; r < n; r++) {
             const float *cs = c->rope_cos + (size_t)c->row_pos[r] * hd / 2;
             const float *sn = c->rope_sin + (size_t)c->row_pos[r] * hd / 2;
@@ -204,8 +202,7 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
 
         for (int r = 0; r < n; r++)
             rmsnorm(c->xn + (size_t)r * D, c->x + (size_t)r * D, L->ffn_norm, D, in->rms_eps);
-        ctx_linear(c, &L->w_gate, c->xn, n, c->g);
-        ctx_linear(c, &L->w_up, c->xn, n, c->u);
+        ctx_linear3(c, &L->w_gate, &L->w_up, NULL, c->xn, n, c->g, c->u, NULL);
         for (size_t i = 0; i < (size_t)n * F; i++) {
             float g = c->g[i];
             c->g[i] = g / (1.0f + expf(-g)) * c->u[i];
