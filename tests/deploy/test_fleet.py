@@ -419,7 +419,11 @@ def main():
                 b.proc.wait()
     print('fleet test: %.1f s' % (time.monotonic() - t_start))
     if failures:
-        print('FAILED: %d check(s); logs in %s' % (len(failures), tmp))
+        # What CI shows: the last lines of every log (all of them stay in tmp).
+        for name in ['haproxy'] + [b.name for b in boxes]:
+            with open(os.path.join(tmp, name + '.log')) as f:
+                print('--- %s.log (end)\n%s' % (name, ''.join(f.readlines()[-15:])), end='')
+        print('FAILED: %d check(s): %s; logs in %s' % (len(failures), '; '.join(failures), tmp))
         return 1
     subprocess.run(['rm', '-rf', tmp])
     return 0
