@@ -13,7 +13,8 @@ PKGS := gcc make meson ninja-build pkg-config clang libclang-rt-14-dev \
         libsystemd-dev libsqlite3-dev sqlite3 check curl systemd clang-format \
         python3 python3-torch python3-numpy python3-pil libopenblas0-pthread \
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium \
-        $(ARM64_PKGS) debhelper dpkg-dev lintian
+        $(ARM64_PKGS) debhelper dpkg-dev lintian \
+        haproxy python3-yaml avahi-daemon avahi-utils iproute2
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -26,7 +27,7 @@ FUZZ_SECONDS ?= 20
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 
-.PHONY: all deps build test test-release test-asan test-arm test-deb test-training fuzz format format-check serve deb clean
+.PHONY: all deps build test test-release test-asan test-arm test-deb test-fleet test-dnssd test-training fuzz format format-check serve deb clean
 
 all: build
 
@@ -133,6 +134,21 @@ test-deb: deb
 	  tests/deploy/test_deb.sh $(DEB_OUT)/tern_$$(dpkg-parsechangelog -S Version)_$$(dpkg --print-architecture).deb; \
 	else echo "not root: the package install test (test-deb) is skipped"; fi
 
+# A fleet: three ternd with the demo model behind a real haproxy run from config/haproxy.cfg
+# (tests/deploy/test_fleet.py: 24 concurrent streams, then a box SIGKILLed and another
+# SIGTERMed under load), and the Kubernetes example config/k8s/ternd.yaml checked. The fleet is
+# skipped (with a note) where haproxy is not installed.
+test-fleet: build
+	python3 tests/deploy/test_k8s.py $(BUILD)/src/server/ternd
+	@if command -v haproxy >/dev/null; then \
+	  python3 tests/deploy/test_fleet.py $(BUILD)/src/server/ternd; \
+	else echo "haproxy not found (make deps as root installs it): the fleet test is skipped"; fi
+
+# DNS-SD: the Avahi service file and tern_client.py --discover; as root with avahi-daemon, for
+# real in a private network namespace (tests/deploy/test_dnssd.py says when it is skipped).
+test-dnssd: build
+	python3 tests/deploy/test_dnssd.py $(BUILD)/src/server/ternd
+
 # The demo model's Python pipeline on a tiny data set (skipped without python3-torch). It must
 # leave the shipped models alone: checked against their checksums.
 test-training:
@@ -148,7 +164,7 @@ format:
 format-check: deps
 	clang-format --dry-run -Werror $(FORMAT_FILES)
 
-test: format-check test-release test-asan test-arm test-deb fuzz test-training
+test: format-check test-release test-asan test-arm test-deb test-fleet test-dnssd fuzz test-training
 
 # Start ternd on 127.0.0.1:8080 with the demo model (the echo test double when the model
 # files are not there yet). Stats go to $(BUILD)/ternd-stats.db.

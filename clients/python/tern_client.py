@@ -11,15 +11,19 @@
 
 Command line:  python3 tern_client.py [--url URL] [--image FILE] PROMPT
                python3 tern_client.py --stats [--window S]
+               python3 tern_client.py --discover      (ternd boxes on the LAN, via avahi-browse)
 """
 import argparse
 import base64
 import http.client
 import json
+import re
+import shutil
+import subprocess
 import sys
 import urllib.parse
 
-__all__ = ["TernClient", "TernError"]
+__all__ = ["TernClient", "TernError", "discover", "parse_avahi_browse"]
 
 
 class TernError(Exception):
@@ -140,6 +144,73 @@ class TernClient:
         return [m["id"] for m in self._json("GET", "/v1/models")["data"]]
 
 
+# ---- finding boxes on the LAN (DNS-SD) ----
+#
+# A ternd box advertises the _ternd._tcp type (config/avahi/ternd.service) with TXT records
+# path, api, model and version. avahi-browse, not a DNS-SD library of our own, does the
+# multicast DNS: it is what Debian and Raspberry Pi OS ship, and it asks the avahi-daemon
+# already running on the machine.
+
+SERVICE_TYPE = "_ternd._tcp"
+
+
+def _avahi_unescape(s):
+    """avahi-browse -p writes bytes outside [A-Za-z0-9-_ ] of names as \\DDD (decimal)."""
+    raw = re.sub(rb"\\(\d{3})", lambda m: bytes([int(m.group(1))]), s.encode())
+    return re.sub(rb"\\(.)", rb"\1", raw).decode("utf-8", "replace")
+
+
+def parse_avahi_browse(text):
+    """The boxes in `avahi-browse -rpt _ternd._tcp` output: a list of dicts with name, host,
+    port, addresses (IPv4 first), txt (a dict) and url (an http:// URL for TernClient). A box
+    seen on several interfaces or over IPv4 and IPv6 is listed once."""
+    boxes = {}
+    for line in text.splitlines():
+        # Resolved entries: =;iface;proto;name;type;domain;host;address;port;txt
+        f = line.split(";", 9)
+        if len(f) < 9 or f[0] != "=":
+            continue
+        name, host, addr = _avahi_unescape(f[3]), f[6], f[7]
+        try:
+            port = int(f[8])
+        except ValueError:
+            continue
+        if addr.startswith("fe80:"):
+            addr += "%" + f[1]  # a link-local address means nothing without its interface
+        txt = {}
+        for item in re.findall(r'"((?:[^"\\]|\\.)*)"', f[9] if len(f) > 9 else ""):
+            k, _, v = _avahi_unescape(item).partition("=")
+            txt[k] = v
+        b = boxes.setdefault((name, host, port), {"name": name, "host": host, "port": port,
+                                                  "addresses": [], "txt": txt})
+        if addr not in b["addresses"]:
+            b["addresses"].append(addr)
+    out = []
+    for b in boxes.values():
+        b["addresses"].sort(key=lambda a: (":" in a, a))  # IPv4 first: simplest to use
+        a = b["addresses"][0]
+        b["url"] = "http://%s:%d" % ("[%s]" % a if ":" in a else a, b["port"])
+        out.append(b)
+    return sorted(out, key=lambda b: b["name"])
+
+
+def discover(timeout=10):
+    """ternd boxes advertised on the LAN (see parse_avahi_browse). Raises OSError with a
+    message saying what to install or start when avahi-browse is missing or fails."""
+    exe = shutil.which("avahi-browse")
+    if not exe:
+        raise OSError("avahi-browse not found: install avahi-utils (and run avahi-daemon), "
+                      "e.g. sudo apt install avahi-utils avahi-daemon")
+    try:
+        p = subprocess.run([exe, "-rpt", SERVICE_TYPE], capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise OSError("avahi-browse did not finish within %g s" % timeout) from None
+    if p.returncode != 0:
+        raise OSError("avahi-browse failed: %s" % (p.stderr.strip() or "exit %d" % p.returncode))
+    return parse_avahi_browse(p.stdout)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Ask ternd about a picture.")
     ap.add_argument("prompt", nargs="?")
@@ -149,9 +220,21 @@ def main(argv=None):
     ap.add_argument("--max-tokens", type=int)
     ap.add_argument("--stats", action="store_true", help="print the server's stats instead")
     ap.add_argument("--window", type=float, default=3600)
+    ap.add_argument("--discover", action="store_true",
+                    help="list the ternd boxes on the LAN (DNS-SD, via avahi-browse)")
     a = ap.parse_args(argv)
     tern = TernClient(a.url, a.api_key)
     try:
+        if a.discover:
+            boxes = discover()
+            for b in boxes:
+                t = b["txt"]
+                print("%-30s %-28s model=%s version=%s api=%s host=%s" % (
+                    b["name"], b["url"], t.get("model", "?"), t.get("version", "?"),
+                    t.get("api", "?"), b["host"]))
+            if not boxes:
+                print("no ternd box found on the LAN (_ternd._tcp)", file=sys.stderr)
+            return 0
         if a.stats:
             print(json.dumps(tern.stats(a.window), indent=2))
             return 0

@@ -38,6 +38,13 @@ for f in /usr/sbin/ternd /usr/bin/tern /etc/ternd/ternd.conf /lib/systemd/system
          /usr/share/doc/tern/operations.md /usr/share/doc/tern/copyright; do
     grep -qx "$f" "$work/files" && [ -e "$f" ] || fail "$f is not installed by the package"
 done
+# The DNS-SD advertisement: an example (not in /etc/avahi/services), its version filled in.
+svc=/usr/share/tern/avahi/ternd.service
+grep -qx "$svc" "$work/files" || fail "$svc is not installed by the package"
+grep -q "<txt-record>version=$(dpkg-query -W -f='${Version}' tern | sed 's/-[^-]*$//')</txt-record>" "$svc" ||
+    fail "$svc: version TXT record not filled in"
+python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$svc" || fail "$svc: not XML"
+[ ! -e /etc/avahi/services/ternd.service ] || fail "the package enabled the DNS-SD advertisement"
 dpkg-query -W -f='${Conffiles}\n' tern | grep -q '^ /etc/ternd/ternd.conf ' ||
     fail "/etc/ternd/ternd.conf is not a conffile"
 tern --version
