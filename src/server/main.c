@@ -152,8 +152,10 @@ static void shut_down(const struct config *cfg, struct server *srv, struct http 
         nanosleep(&ts, NULL);
     }
     http_stop(http);
-    sched_destroy(srv->sched);
+    /* Every job has had its last unref by now (drained, connections closed), so every row is
+     * queued; the stats writer samples the scheduler, so it stops before the scheduler goes. */
     stats_close(srv->stats);
+    sched_destroy(srv->sched);
     srv->backend->ops->destroy(srv->backend);
     auth_destroy(srv->auth);
     metrics_destroy(srv->metrics);
