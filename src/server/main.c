@@ -79,7 +79,10 @@ static int load_backend(const struct config *cfg, int threads, struct server *sr
                                  cfg->ctx_size,
                                  threads,
                                  cfg->prefill_chunk,
-                                 cfg->echo_delay_ms};
+                                 cfg->echo_delay_ms,
+                                 cfg->vision_threads,
+                                 cfg->vision_nice,
+                                 cfg->echo_vision_ms};
     if (is_echo) log_warn("engine = echo: a test double that repeats the prompt, not a model");
     srv->backend =
         is_echo ? backend_echo_create(&bo, err, errlen) : backend_engine_create(&bo, err, errlen);
