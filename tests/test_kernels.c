@@ -456,7 +456,8 @@ START_TEST(attn_block_matches_reference)
                      ns[] = {1, 7, 16, 64, 72};
     enum { QMAX = 9, TMAX = 300, NMAX = 72, QS = NMAX + 3, KTS = TMAX + 5, VS = NMAX + 9 };
     float *q = malloc(sizeof(float) * QMAX * QS), *kt = malloc(sizeof(float) * NMAX * KTS);
-    float *v = malloc(sizeof(float) * TMAX * VS), *scratch = malloc(sizeof(float) * QMAX * TMAX);
+    float *v = malloc(sizeof(float) * TMAX * VS),
+          *scratch = malloc(sizeof(float) * QMAX * (TMAX + 1));
     float *want = malloc(sizeof(float) * QMAX * VS), *got = malloc(sizeof(float) * QMAX * VS);
     for (int i = 0; i < QMAX * QS; i++)
         q[i] = frand(-1, 1);

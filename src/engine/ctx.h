@@ -45,7 +45,7 @@ struct eng_ctx {
     float *vx, *vxn, *vq, *vk, *vv, *vatt, *vtmp, *vff, *vshuf;
     float *vkt;        /* K transposed: v_embd rows of vkt_stride */
     size_t vkt_stride; /* v_patches plus a pad, so feature rows do not share cache sets */
-    float *vscores;    /* per thread: VIS_QBLOCK x v_patches attention weights */
+    float *vscores;    /* per thread: VIS_QBLOCK x (v_patches + 1) attention weights and sums */
     kern_gelu_fn gelu;
     double *vprof; /* NULL, or ENG_VK_COUNT milliseconds the encoder adds to */
 };

@@ -152,7 +152,7 @@ static int alloc_vision(eng_ctx *c)
     ALLOC(c->vshuf, (size_t)P * Dv);
     c->vkt_stride = (size_t)P + 16;
     ALLOC(c->vkt, c->vkt_stride * Dv);
-    ALLOC(c->vscores, (size_t)VIS_QBLOCK * P * c->p.n_threads);
+    ALLOC(c->vscores, (size_t)VIS_QBLOCK * (P + 1) * c->p.n_threads);
     return ENG_OK;
 oom:
     return ENG_ERR;

@@ -120,7 +120,7 @@ static void attend_worker(void *arg, int ith, int nth)
     int P = c->m->v_patches, Dv = c->m->v_embd, H = c->m->v_head, hd = Dv / H;
     int nb = (P + VIS_QBLOCK - 1) / VIS_QBLOCK;
     float scale = 1.0f / sqrtf((float)hd);
-    float *sc = c->vscores + (size_t)ith * VIS_QBLOCK * P;
+    float *sc = c->vscores + (size_t)ith * VIS_QBLOCK * (P + 1);
     for (int u = ith; u < nb * H; u += nth) {
         int h = u % H, i0 = (u / H) * VIS_QBLOCK;
         int nq = P - i0 < VIS_QBLOCK ? P - i0 : VIS_QBLOCK;

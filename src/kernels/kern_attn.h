@@ -1,7 +1,7 @@
 /* The blocked attention kernel (kern_attn_ops.block), shared by the SIMD
  * files: kern_avx2.c and kern_neon.c include it after defining
- *     static float ka_exp_sum(float *s, int T, float mx)
- * which sets s[t] = kern_exp_approx(s[t] - mx) and returns their sum.
+ *     static float ka_exp_sum(float *s, int T)
+ * which sets s[t] = kern_exp_approx(s[t] - max over s) and returns their sum.
  *
  * The tiles: KA_QB queries x KA_W keys of scores, or KA_QB queries x KA_W
  * value columns of output, held in registers while the shared key or value
@@ -23,7 +23,7 @@
 #endif
 #define KA_TB 128
 
-static float ka_exp_sum(float *s, int T, float mx);
+static float ka_exp_sum(float *s, int T);
 
 #ifndef KA_TILES
 /* Scores of KA_QB queries against KA_W keys starting at column t of kt. */
@@ -83,13 +83,9 @@ static void ka_block(const float *q, size_t qs, const float *kt, size_t kts, con
             scratch[(size_t)i * T + t] = d * scale;
         }
 
+    float *sums = scratch + (size_t)nq * T; /* normalised at the end: n values, not T */
     for (int i = 0; i < nq; i++) {
-        float *s = scratch + (size_t)i * T, mx = -INFINITY;
-        for (int t = 0; t < T; t++)
-            mx = s[t] > mx ? s[t] : mx;
-        float inv = 1.0f / ka_exp_sum(s, T, mx);
-        for (int t = 0; t < T; t++)
-            s[t] *= inv;
+        sums[i] = ka_exp_sum(scratch + (size_t)i * T, T);
         for (int j = 0; j < n; j++)
             out[(size_t)i * os + j] = 0.0f;
     }
@@ -107,6 +103,11 @@ static void ka_block(const float *q, size_t qs, const float *kt, size_t kts, con
                     a += scratch[(size_t)i * T + t] * v[(size_t)t * vs + c];
                 out[(size_t)i * os + c] = a;
             }
+    }
+    for (int i = 0; i < nq; i++) {
+        float inv = 1.0f / sums[i], *o = out + (size_t)i * os;
+        for (int j = 0; j < n; j++)
+            o[j] *= inv;
     }
 }
 

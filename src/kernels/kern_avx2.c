@@ -6,6 +6,8 @@
 #define KX_VBMI 0
 #include "kernels/kern_x86.h"
 
+#include <math.h>
+
 /* Same arithmetic as kern_quantize_row, step for step, so the result is
  * bit-identical: max|x| (NaN ignored like fmaxf), x * (127 / max) rounded
  * half to even, clamped to [-127, 127]. */
@@ -143,16 +145,25 @@ static inline __m256 avx2_exp(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-static float ka_exp_sum(float *s, int T, float mx)
+static float ka_exp_sum(float *s, int T)
 {
-    __m256 m = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
     int t = 0;
+    for (; t + 8 <= T; t += 8)
+        m8 = _mm256_max_ps(m8, _mm256_loadu_ps(s + t));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    float mx = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+    for (; t < T; t++)
+        mx = s[t] > mx ? s[t] : mx;
+    __m256 m = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
+    t = 0;
     for (; t + 8 <= T; t += 8) {
         __m256 e = avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(s + t), m));
         _mm256_storeu_ps(s + t, e);
         acc = _mm256_add_ps(acc, e);
     }
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_movehdup_ps(h));
     float sum = _mm_cvtss_f32(h);

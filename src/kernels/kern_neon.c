@@ -121,10 +121,17 @@ static inline float32x4_t neon_exp(float32x4_t x)
     return vmulq_f32(p, vreinterpretq_f32_s32(e));
 }
 
-static float ka_exp_sum(float *s, int T, float mx)
+static float ka_exp_sum(float *s, int T)
 {
-    float32x4_t m = vdupq_n_f32(mx), acc = vdupq_n_f32(0);
+    float32x4_t m4 = vdupq_n_f32(-INFINITY);
     int t = 0;
+    for (; t + 4 <= T; t += 4)
+        m4 = vmaxq_f32(m4, vld1q_f32(s + t));
+    float mx = vmaxvq_f32(m4);
+    for (; t < T; t++)
+        mx = s[t] > mx ? s[t] : mx;
+    float32x4_t m = vdupq_n_f32(mx), acc = vdupq_n_f32(0);
+    t = 0;
     for (; t + 4 <= T; t += 4) {
         float32x4_t e = neon_exp(vsubq_f32(vld1q_f32(s + t), m));
         vst1q_f32(s + t, e);

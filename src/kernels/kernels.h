@@ -104,7 +104,7 @@ typedef struct {
      *   out_i = sum over t of softmax_t(scale * q_i . k_t) v_t
      * q row i at q + i * qs; the keys come transposed, k_t[d] = kt[d * kts + t];
      * value row t at v + t * vs; out row i at out + i * os; n is the head size.
-     * scratch holds nq * T floats. Blocked so each key and value read from cache
+     * scratch holds nq * (T + 1) floats. Blocked so each key and value read from cache
      * serves every query of the block; exp is kern_exp_approx's polynomial. */
     void (*block)(const float *q, size_t qs, const float *kt, size_t kts, const float *v, size_t vs,
                   int nq, int T, int n, float scale, float *out, size_t os, float *scratch);
