@@ -5,6 +5,8 @@
 #define KN_DOTPROD 0
 #include "kernels/kern_neon.h"
 
+#include <math.h>
+
 /* Same arithmetic as kern_quantize_row, step for step (bit-identical):
  * vmaxnm ignores NaN like fmaxf, vrndn rounds half to even. */
 void kern_neon_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *scale)
