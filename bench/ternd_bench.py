@@ -26,6 +26,15 @@ What it measures (each figure is taken by this script, client side, unless it sa
 Repeats (--repeat) run the TTFT and stream phases again against the same server; the table
 gives the median and the min..max spread. Counts above --slots are run against a second
 ternd started with --slots N (or queue when attached).
+
+  bench/ternd_bench.py --gaps 20 --ternd T --model M.gguf --mmproj P.gguf [--slots 4]
+  gaps         instead of the above: one client streams text requests back to back for --gaps
+               seconds and the time between consecutive token lines is recorded (client side;
+               each request's first token is left out); then the same again while a second
+               client keeps sending image requests (--image, max_tokens 1, --gap-image-pause
+               seconds apart). Median, p99 and max gap of each phase, per repeat. A token whose
+               text is empty (mid UTF-8, or nothing to show) sends no line: pick a --gen-prompt
+               whose answer is mostly plain text, or the gaps count several tokens.
 """
 import argparse
 import base64
@@ -246,6 +255,78 @@ def streams(srv, a, n):
             'stream_decode_tokens_per_s': statistics.median(decode_tps) if decode_tps else None}
 
 
+def stream_gaps(srv, body, stop_at):
+    """Token-to-token gaps (ms) of streamed /generate requests sent one after another until
+    stop_at (each request's first token excluded: it waits for admission and prefill)."""
+    data = json.dumps(body).encode()
+    req = (b'POST /generate HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n'
+           b'Content-Length: %d\r\nConnection: close\r\n\r\n' % (srv.host.encode(), len(data)))
+    gaps = []
+    while time.time() < stop_at:
+        s = socket.create_connection((srv.host, srv.port), timeout=600)
+        s.sendall(req + data)
+        last = None
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            now = time.perf_counter()
+            for _ in range(b.count(b'{"token":')):   # one NDJSON line per piece of text
+                if last is not None:
+                    gaps.append((now - last) * 1e3)
+                last = now
+        s.close()
+    return gaps
+
+
+def image_arrivals(srv, a, image_b64, stop_at, count):
+    """Image requests one after another (a.gap_image_pause apart) until stop_at."""
+    body = {'prompt': a.ttft_prompt, 'image': image_b64, 'max_tokens': 1}
+    while time.time() < stop_at:
+        generate(srv, body)
+        count.append(1)
+        time.sleep(a.gap_image_pause)
+
+
+def gap_stats(g):
+    g = sorted(g)
+    if not g:
+        return {'tokens': 0}
+    return {'tokens': len(g), 'median_ms': statistics.median(g),
+            'p99_ms': g[min(len(g) - 1, int(0.99 * len(g)))], 'max_ms': g[-1]}
+
+
+def gaps(srv, a, image_b64):
+    """A running stream's gaps without, then with, other requests' images arriving."""
+    body = {'prompt': a.gen_prompt, 'max_tokens': a.max_tokens, 'temperature': a.temperature,
+            'stream': True}
+    out = {'loadavg': loadavg()}
+    out['quiet'] = gap_stats(stream_gaps(srv, body, time.time() + a.gaps))
+    stop_at, count = time.time() + a.gaps, []
+    t = threading.Thread(target=image_arrivals, args=(srv, a, image_b64, stop_at, count))
+    t.start()
+    out['images'] = gap_stats(stream_gaps(srv, body, stop_at))
+    t.join()
+    out['images']['image_requests'] = len(count)
+    return out
+
+
+def render_gaps(res):
+    print('ternd: %s\n' % res['command'])
+    print('| repeat | image arrivals | tokens | median gap ms | p99 ms | max ms | load |')
+    print('|---:|---|---:|---:|---:|---:|---|')
+    for i, run in enumerate(res['gap_runs']):
+        for k in ('quiet', 'images'):
+            g = run[k]
+            label = 'none' if k == 'quiet' else '%d image requests' % g['image_requests']
+            if not g['tokens']:
+                print('| %d | %s | 0 | | | | |' % (i + 1, label))
+                continue
+            print('| %d | %s | %d | %.1f | %.1f | %.1f | %s |' % (
+                i + 1, label, g['tokens'], g['median_ms'], g['p99_ms'], g['max_ms'],
+                run['loadavg']))
+
+
 def loadavg():
     try:
         with open('/proc/loadavg') as f:
@@ -336,10 +417,15 @@ def main():
     p.add_argument('--json', action='store_true', help='print JSON instead of markdown')
     p.add_argument('--quiet', action='store_true', help="hide ternd's stderr")
     p.add_argument('--render', metavar='FILE', help='print the table of a saved --json result')
+    p.add_argument('--gaps', type=float, metavar='SECONDS',
+                   help='measure a stream\'s token gaps without and with image arrivals instead')
+    p.add_argument('--gap-image-pause', type=float, default=0.5,
+                   help='--gaps: seconds between one image request\'s end and the next')
     a = p.parse_args()
     if a.render:
         with open(a.render) as f:
-            render(json.load(f))
+            res = json.load(f)
+            render_gaps(res) if 'gap_runs' in res else render(res)
         return
     counts = [int(x) for x in a.streams.split(',') if x]
     with open(a.image, 'rb') as f:
@@ -355,6 +441,17 @@ def main():
         if not a.model:
             sys.exit('--model is required unless --url is given')
         srv, res['command'] = start(a, a.slots)
+    if a.gaps:
+        try:
+            generate(srv, {'prompt': a.ttft_prompt, 'image': image_b64, 'max_tokens': 1})
+            res['gap_runs'] = []
+            for r in range(a.repeat):
+                res['gap_runs'].append(gaps(srv, a, image_b64))
+                print('repeat %d/%d done' % (r + 1, a.repeat), file=sys.stderr)
+        finally:
+            srv.stop()
+        print(json.dumps(res, indent=1)) if a.json else render_gaps(res)
+        return
     extra = {}
     try:
         ready = json.loads(srv.get('/ready')[1])

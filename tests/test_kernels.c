@@ -446,6 +446,101 @@ START_TEST(f16_row_matches_reference)
 }
 END_TEST
 
+/* The blocked attention against the one-query-at-a-time reference, on awkward
+ * query counts, key counts, head sizes and strides. Both outputs are convex
+ * combinations of value rows; the bound covers the scores' rounding through
+ * exp and the differently ordered sums. */
+START_TEST(attn_block_matches_reference)
+{
+    static const int nqs[] = {1, 3, 4, 9}, Ts[] = {1, 5, 16, 17, 130, 300},
+                     ns[] = {1, 7, 16, 64, 72};
+    enum { QMAX = 9, TMAX = 300, NMAX = 72, QS = NMAX + 3, KTS = TMAX + 5, VS = NMAX + 9 };
+    float *q = malloc(sizeof(float) * QMAX * QS), *kt = malloc(sizeof(float) * NMAX * KTS);
+    float *v = malloc(sizeof(float) * TMAX * VS),
+          *scratch = malloc(sizeof(float) * QMAX * (TMAX + 1));
+    float *want = malloc(sizeof(float) * QMAX * VS), *got = malloc(sizeof(float) * QMAX * VS);
+    for (int i = 0; i < QMAX * QS; i++)
+        q[i] = frand(-1, 1);
+    for (int i = 0; i < NMAX * KTS; i++)
+        kt[i] = frand(-1, 1);
+    for (int i = 0; i < TMAX * VS; i++)
+        v[i] = frand(-2, 2);
+    const kern_attn_ops *ref = kern_get_attn_isa(KERN_ISA_SCALAR);
+    for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
+        const kern_attn_ops *o = kern_get_attn_isa((kern_isa)isa);
+        if (!o) continue;
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 6; b++)
+                for (int c = 0; c < 5; c++) {
+                    int nq = nqs[a], T = Ts[b], n = ns[c];
+                    float scale = 1.0f / sqrtf((float)n);
+                    for (int i = 0; i < QMAX * VS; i++)
+                        want[i] = got[i] = -7.0f;
+                    ref->block(q, QS, kt, KTS, v, VS, nq, T, n, scale, want, VS, scratch);
+                    o->block(q, QS, kt, KTS, v, VS, nq, T, n, scale, got, VS, scratch);
+                    for (int i = 0; i < nq; i++)
+                        for (int j = 0; j < VS; j++) {
+                            float w = want[i * VS + j], g = got[i * VS + j];
+                            if (j >= n) { /* past the head: untouched */
+                                ck_assert(w == -7.0f && g == -7.0f);
+                                continue;
+                            }
+                            double bound = (n + T + 16) * 4.0 * FLT_EPSILON * 2.0;
+                            ck_assert_msg(fabs((double)g - w) <= bound,
+                                          "%s block nq %d T %d n %d [%d][%d]: %g vs %g",
+                                          kern_isa_name((kern_isa)isa), nq, T, n, i, j, (double)g,
+                                          (double)w);
+                        }
+                }
+    }
+    /* One key: the output is that value row. */
+    ref->block(q, QS, kt, KTS, v, VS, 2, 1, 8, 0.5f, want, VS, scratch);
+    for (int j = 0; j < 8; j++)
+        ck_assert(fabsf(want[VS + j] - v[j]) <= 1e-6f);
+    free(q), free(kt), free(v), free(scratch), free(want), free(got);
+}
+END_TEST
+
+/* kern_exp_approx against libm; GELU against its tanh definition, and the SIMD
+ * rows against the reference on lengths around the vector widths. */
+START_TEST(exp_and_gelu_match)
+{
+    for (float x = -87.0f; x <= 88.0f; x += 0.37f) {
+        double e = exp((double)x), g = kern_exp_approx(x);
+        ck_assert_msg(fabs(g - e) <= 4 * FLT_EPSILON * e, "exp(%g): %g vs %g", (double)x, g, e);
+    }
+    ck_assert(kern_exp_approx(-1000.0f) >= 0.0f && kern_exp_approx(-1000.0f) < 1e-37f);
+    ck_assert(isfinite(kern_exp_approx(1000.0f)));
+    enum { N = 203 };
+    float x[N], want[N], got[N];
+    for (int i = 0; i < N; i++)
+        x[i] = i < 8 ? (float)(i * 30 - 120) : frand(-8, 8);
+    for (int i = 0; i < N; i++) {
+        double t =
+            0.5 * x[i] * (1.0 + tanh(0.7978845608028654 * (x[i] + 0.044715 * x[i] * x[i] * x[i])));
+        want[i] = x[i];
+        kern_gelu_row(&want[i], 1);
+        ck_assert_msg(fabs(want[i] - t) <= 1e-6 * (1.0 + fabs(t)), "gelu(%g): %g vs %g",
+                      (double)x[i], (double)want[i], t);
+    }
+    for (int isa = 0; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
+        kern_gelu_fn f = kern_get_gelu_isa((kern_isa)isa);
+        if (!f) continue;
+        for (int n = 0; n <= N; n += n < 20 ? 1 : 61) {
+            memcpy(got, x, sizeof x);
+            f(got, (size_t)n);
+            for (int i = 0; i < N; i++) {
+                float w = i < n ? want[i] : x[i];
+                ck_assert_msg(fabsf(got[i] - w) <= 4 * FLT_EPSILON * (1.0f + fabsf(w)),
+                              "%s gelu n %d [%d]: %g vs %g", kern_isa_name((kern_isa)isa), n, i,
+                              (double)got[i], (double)w);
+            }
+        }
+    }
+    ck_assert(kern_get_gelu() != NULL);
+}
+END_TEST
+
 /* dots and wsum against the reference on awkward T, n and strides, within
  * the bound for two differently ordered float sums of k products. */
 START_TEST(attn_ops_match_reference)
@@ -717,6 +812,8 @@ static Suite *suite(void)
     tcase_add_test(k, quantize_bit_identical);
     tcase_add_test(k, f16_row_matches_reference);
     tcase_add_test(k, attn_ops_match_reference);
+    tcase_add_test(k, attn_block_matches_reference);
+    tcase_add_test(k, exp_and_gelu_match);
     tcase_add_test(k, tq1_all_ff_is_plus_one);
     tcase_add_test(k, simd_exact);
     tcase_add_test(k, simd_random);

@@ -15,7 +15,9 @@
  *       per model file and thread count: prompt processing tokens/s (one
  *       eng_step over p tokens from an empty cache: pp512), generation
  *       tokens/s (n single-token steps from an empty cache: tg128), image
- *       encode ms (one tile, with --mmproj) and the process's peak RSS.
+ *       encode ms (one tile, with --mmproj) and the process's peak RSS;
+ *       then the encode's milliseconds per layer kind (patch embed, qkv,
+ *       attention, out proj, ffn up, gelu, ffn down, norms, connector).
  *       With --bandwidth, also per thread count: the read bandwidth measured
  *       with that many threads, the weight bytes one decoded token reads and
  *       tg as a fraction of the ceiling bytes/token x tokens/s / bandwidth.
@@ -320,9 +322,42 @@ static int bench_tg(eng_ctx *c, const int32_t *tok, int n_tg, int reps, double *
     return 0;
 }
 
-/* Milliseconds to encode one image tile, reps times after a warm-up. */
-static int bench_image(eng_ctx *c, const eng_model_info *info, int reps, double *v, char *err,
-                       size_t errlen)
+/* One thread count's encode time per layer kind, mean over the repetitions. */
+typedef struct {
+    int threads;
+    double ms[ENG_VK_COUNT];
+} image_kinds;
+
+static void print_image_kinds_table(const image_kinds *k, int n)
+{
+    for (int i = 0; i < n; i++) {
+        double total = 0;
+        for (int j = 0; j < ENG_VK_COUNT; j++)
+            total += k[i].ms[j];
+        printf(
+            "\n| image encode, %d threads: layer kind | ms per tile | share |\n|---|---:|---:|\n",
+            k[i].threads);
+        for (int j = 0; j < ENG_VK_COUNT; j++)
+            printf("| %s | %.1f | %.1f %% |\n", eng_vision_kind_name(j), k[i].ms[j],
+                   total > 0 ? 100 * k[i].ms[j] / total : 0);
+    }
+}
+
+static void print_image_kinds_json(const image_kinds *k, int n)
+{
+    printf("\"image_kinds\": [");
+    for (int i = 0; i < n; i++) {
+        printf("%s\n  {\"threads\": %d", i ? "," : "", k[i].threads);
+        for (int j = 0; j < ENG_VK_COUNT; j++)
+            printf(", \"%s\": %.3f", eng_vision_kind_name(j), k[i].ms[j]);
+        printf("}");
+    }
+    printf("\n], ");
+}
+
+/* Milliseconds to encode one image tile, reps times after a warm-up, and where they went. */
+static int bench_image(eng_ctx *c, const eng_model_info *info, int reps, double *v,
+                       image_kinds *kinds, char *err, size_t errlen)
 {
     size_t px = (size_t)3 * info->image_size * info->image_size;
     float *pix = malloc(sizeof(float) * px);
@@ -335,10 +370,14 @@ static int bench_image(eng_ctx *c, const eng_model_info *info, int reps, double 
     for (size_t i = 0; i < px; i++)
         pix[i] = (float)((i * 7919) % 200) / 100.0f - 1.0f;
     for (int r = -1; r < reps; r++) {
+        if (r == 0) eng_vision_profile(c, kinds->ms);
         double t0 = now();
         if (eng_vision_encode(c, pix, 1, emb, err, errlen) != ENG_OK) goto done;
         if (r >= 0) v[r] = (now() - t0) * 1e3;
     }
+    eng_vision_profile(c, NULL);
+    for (int k = 0; k < ENG_VK_COUNT; k++)
+        kinds->ms[k] /= reps;
     rc = 0;
 done:
     free(pix), free(emb);
@@ -347,7 +386,7 @@ done:
 
 /* One thread count: pp, tg and (with a vision model) one image tile. */
 static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_tg, mresult *out,
-                     int *n_out, char *err, size_t errlen)
+                     int *n_out, image_kinds *kinds, int *n_kinds, char *err, size_t errlen)
 {
     const eng_model_info *info = eng_model_get_info(m);
     eng_ctx *c;
@@ -371,7 +410,9 @@ static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_
         add_result(out, n_out, "tg", threads, "t/s", v, reps);
     }
     if (info->has_vision) {
-        if (bench_image(c, info, reps, v, err, errlen)) goto done;
+        image_kinds *k = &kinds[(*n_kinds)++];
+        *k = (image_kinds){.threads = threads};
+        if (bench_image(c, info, reps, v, k, err, errlen)) goto done;
         add_result(out, n_out, "image", threads, "ms", v, reps);
     }
     rc = 0;
@@ -402,11 +443,12 @@ static int test_len(const mresult *r, int n_pp, int n_tg)
 }
 
 static void print_model_json(const char *base, int reps, double rss_mb, const mresult *res, int n,
-                             int n_pp, int n_tg)
+                             int n_pp, int n_tg, const image_kinds *kinds, int n_kinds)
 {
-    printf("{\"model\": \"%s\", \"kernels\": \"%s\", \"reps\": %d, \"peak_rss_mb\": %.1f, "
-           "\"results\": [",
-           base, kern_isa_name(kern_best_isa()), reps, rss_mb);
+    printf("{\"model\": \"%s\", \"kernels\": \"%s\", \"reps\": %d, \"peak_rss_mb\": %.1f, ", base,
+           kern_isa_name(kern_best_isa()), reps, rss_mb);
+    if (n_kinds) print_image_kinds_json(kinds, n_kinds);
+    printf("\"results\": [");
     for (int i = 0; i < n; i++)
         printf("%s\n  {\"test\": \"%s%d\", \"threads\": %d, \"mean\": %.4f, \"sd\": %.4f, "
                "\"unit\": \"%s\"}",
@@ -527,10 +569,12 @@ static int bench_model(const char *path, const char *mmproj, const char *thread_
         return 1;
     }
     mresult res[3 * 16];
-    int n = 0, rc = 0;
+    image_kinds kinds[16];
+    int n = 0, n_kinds = 0, rc = 0;
     const char *q = thread_list ? thread_list : "0";
     while (*q && n + 3 <= (int)(sizeof res / sizeof res[0])) {
-        if (bench_ctx(m, next_threads(&q), reps, n_pp, n_tg, res, &n, err, sizeof err)) {
+        if (bench_ctx(m, next_threads(&q), reps, n_pp, n_tg, res, &n, kinds, &n_kinds, err,
+                      sizeof err)) {
             fprintf(stderr, "tern bench: %s: %s\n", path, err);
             rc = 1;
             break;
@@ -541,9 +585,11 @@ static int bench_model(const char *path, const char *mmproj, const char *thread_
     double rss_mb = ru.ru_maxrss / 1024.0;
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     if (json)
-        print_model_json(base, reps, rss_mb, res, n, n_pp, n_tg);
-    else
+        print_model_json(base, reps, rss_mb, res, n, n_pp, n_tg, kinds, n_kinds);
+    else {
         print_model_table(base, rss_mb, res, n, n_pp, n_tg);
+        print_image_kinds_table(kinds, n_kinds);
+    }
     if (bandwidth && rc == 0) report_ceiling(m, base, res, n, json);
     eng_model_free(m);
     return rc;

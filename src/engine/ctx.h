@@ -43,7 +43,16 @@ struct eng_ctx {
 
     /* vision scratch, v_patches rows each */
     float *vx, *vxn, *vq, *vk, *vv, *vatt, *vtmp, *vff, *vshuf;
+    float *vkt;        /* K transposed: v_embd rows of vkt_stride */
+    size_t vkt_stride; /* v_patches plus a pad, so feature rows do not share cache sets */
+    float *vscores;    /* per thread: VIS_QBLOCK x (v_patches + 1) attention weights and sums */
+    kern_gelu_fn gelu;
+    double *vprof; /* NULL, or ENG_VK_COUNT milliseconds the encoder adds to */
 };
+
+/* Queries per attention unit: each key and value of the head read from cache
+ * serves this many (kern_attn_ops.block); 32 x 1024 scores are 128 KB. */
+#define VIS_QBLOCK 32
 
 /* Attention (or other float work) of `macs` multiply-adds runs on the pool
  * only when every thread gets at least CTX_SPLIT_MACS of them, for the

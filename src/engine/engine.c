@@ -42,7 +42,7 @@ static size_t scratch_bytes(const eng_model *m, int n_text, int n_vision)
             best = b > best ? b : best;
         }
     }
-    if (!m->info.has_vision) return best;
+    if (!m->info.has_vision || n_vision == 0) return best;
     const eng_weight *vs[] = {&m->patch_embd, &m->mm_fc};
     for (size_t i = 0; i < 2; i++) {
         size_t b = mm_scratch_bytes(&vs[i]->mm, n_vision);
@@ -158,6 +158,9 @@ static int alloc_vision(eng_ctx *c)
     ALLOC(c->vtmp, (size_t)P * Dv);
     ALLOC(c->vff, (size_t)P * m->v_ff);
     ALLOC(c->vshuf, (size_t)P * Dv);
+    c->vkt_stride = (size_t)P + 16;
+    ALLOC(c->vkt, c->vkt_stride * Dv);
+    ALLOC(c->vscores, (size_t)VIS_QBLOCK * (P + 1) * c->p.n_threads);
     return ENG_OK;
 oom:
     return ENG_ERR;
@@ -181,9 +184,11 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
     c->p.n_threads = p.n_threads = pool_threads(c->pool);
     c->f16_row = kern_get_f16_to_f32();
     c->attn = kern_get_attn();
-    if (alloc_text(c) != ENG_OK || (m->info.has_vision && alloc_vision(c) != ENG_OK)) goto oom;
+    c->gelu = kern_get_gelu();
+    bool vision = m->info.has_vision && !p.text_only;
+    if (alloc_text(c) != ENG_OK || (vision && alloc_vision(c) != ENG_OK)) goto oom;
     fill_rope(c);
-    size_t sb = scratch_bytes(m, p.n_batch, m->v_patches);
+    size_t sb = scratch_bytes(m, p.n_batch, vision ? m->v_patches : 0);
     if (sb > 0) {
         c->mm_scratch = aligned_alloc(64, (sb + 63) / 64 * 64);
         if (!c->mm_scratch) goto oom;
@@ -204,7 +209,7 @@ void eng_ctx_destroy(eng_ctx *c)
                     c->row_pos,    c->scores,  c->kv_f32,   c->rope_cos, c->rope_sin,   c->logits,
                     c->has_logits, c->lhid,    c->ltmp,     c->lslot,    c->mm_scratch, c->row_item,
                     c->vx,         c->vxn,     c->vq,       c->vk,       c->vv,         c->vatt,
-                    c->vtmp,       c->vff,     c->vshuf};
+                    c->vtmp,       c->vff,     c->vshuf,    c->vkt,      c->vscores};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     pool_destroy(c->pool);
@@ -315,6 +320,8 @@ int eng_vision_encode(eng_ctx *c, const float *pixels, int n_tiles, float *out, 
     const eng_model_info *in = &c->m->info;
     if (!in->has_vision)
         return eng_seterr(err, errlen, "model has no vision encoder (load an mmproj file)");
+    if (!c->vx)
+        return eng_seterr(err, errlen, "this context was made text_only: encode in another one");
     if (n_tiles < 0 || (n_tiles > 0 && (!pixels || !out)))
         return eng_seterr(err, errlen, "eng_vision_encode: bad arguments");
     size_t tile = (size_t)3 * in->image_size * in->image_size;
@@ -322,6 +329,19 @@ int eng_vision_encode(eng_ctx *c, const float *pixels, int n_tiles, float *out, 
     for (int t = 0; t < n_tiles; t++)
         vision_forward(c, pixels + t * tile, out + t * rows);
     return ENG_OK;
+}
+
+void eng_vision_profile(eng_ctx *c, double *ms)
+{
+    c->vprof = ms;
+}
+
+const char *eng_vision_kind_name(int kind)
+{
+    static const char *names[ENG_VK_COUNT] = {"patch embed", "qkv",    "attention",
+                                              "out proj",    "ffn up", "gelu",
+                                              "ffn down",    "norms",  "connector"};
+    return kind >= 0 && kind < ENG_VK_COUNT ? names[kind] : "?";
 }
 
 const char *eng_kernels_name(void)

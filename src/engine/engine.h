@@ -73,11 +73,12 @@ const gguf_file *eng_model_text_file(const eng_model *m);
 const gguf_file *eng_model_vision_file(const eng_model *m);
 
 typedef struct {
-    int n_slots;   /* sequences with their own KV region */
-    int n_ctx;     /* positions per slot */
-    int n_batch;   /* most token rows in one eng_step (sum of n_tokens over items) */
-    int n_threads; /* worker threads for the matmuls; <= 0: one per online CPU */
-    bool kv_f16;   /* store K/V as f16 (half the memory) instead of f32 */
+    int n_slots;    /* sequences with their own KV region */
+    int n_ctx;      /* positions per slot */
+    int n_batch;    /* most token rows in one eng_step (sum of n_tokens over items) */
+    int n_threads;  /* worker threads for the matmuls; <= 0: one per online CPU */
+    bool kv_f16;    /* store K/V as f16 (half the memory) instead of f32 */
+    bool text_only; /* no vision scratch: this context never encodes images (another does) */
 } eng_params;
 
 /* n_slots 1, n_ctx 2048 (capped at n_ctx_train on create), n_batch 512,
@@ -128,5 +129,23 @@ int eng_slot_truncate(eng_ctx *c, int slot, int n, char *err, size_t errlen);
  * of n_embd floats in out. Needs a model loaded with an mmproj. */
 int eng_vision_encode(eng_ctx *c, const float *pixels, int n_tiles, float *out, char *err,
                       size_t errlen);
+
+/* Where an encode spends its time, by kind of layer (summed over the layers). */
+enum {
+    ENG_VK_PATCH, /* patch embedding and position embedding */
+    ENG_VK_QKV,
+    ENG_VK_ATTN,
+    ENG_VK_OUT, /* output projection and its residual */
+    ENG_VK_FFN_UP,
+    ENG_VK_GELU,
+    ENG_VK_FFN_DOWN, /* with its residual */
+    ENG_VK_NORM,
+    ENG_VK_CONNECTOR, /* pixel shuffle and the projection to n_embd */
+    ENG_VK_COUNT
+};
+/* From now on each eng_vision_encode adds its milliseconds per kind to ms[ENG_VK_COUNT]
+ * (a few clock reads per layer); NULL stops it. */
+void eng_vision_profile(eng_ctx *c, double *ms);
+const char *eng_vision_kind_name(int kind);
 
 #endif

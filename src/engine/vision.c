@@ -5,25 +5,82 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 static void layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps)
 {
+    /* eight partial sums: the loops vectorise without reassociating floats */
+    float s8[8] = {0}, v8[8] = {0};
+    int n8 = n - n % 8;
+    for (int i = 0; i < n8; i += 8)
+        for (int k = 0; k < 8; k++)
+            s8[k] += x[i + k];
     float mean = 0.0f, var = 0.0f;
-    for (int i = 0; i < n; i++)
+    for (int i = n8; i < n; i++)
         mean += x[i];
+    for (int k = 0; k < 8; k++)
+        mean += s8[k];
     mean /= (float)n;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n8; i += 8)
+        for (int k = 0; k < 8; k++)
+            v8[k] += (x[i + k] - mean) * (x[i + k] - mean);
+    for (int i = n8; i < n; i++)
         var += (x[i] - mean) * (x[i] - mean);
+    for (int k = 0; k < 8; k++)
+        var += v8[k];
     float r = 1.0f / sqrtf(var / (float)n + eps);
     for (int i = 0; i < n; i++)
         out[i] = (x[i] - mean) * r * w[i] + b[i];
 }
 
-static void layernorm_rows(float *out, const float *x, const float *w, const float *b, int rows,
-                           int n, float eps)
+/* Row-wise float work split over the pool: layer norms, biases, residuals,
+ * GELU. One job kind per call; rows are independent, so the split never
+ * changes a result. */
+enum vrow_op { VROW_NORM, VROW_BIAS, VROW_BIAS_ADD, VROW_GELU, VROW_ADD };
+
+typedef struct {
+    enum vrow_op op;
+    float *out;
+    const float *x, *w, *b;
+    int rows, n;
+    float eps;
+    kern_gelu_fn gelu;
+} vrow_job;
+
+static void vrow_worker(void *arg, int ith, int nth)
 {
-    for (int r = 0; r < rows; r++)
-        layernorm(out + (size_t)r * n, x + (size_t)r * n, w, b, n, eps);
+    const vrow_job *j = arg;
+    int r0 = (int)((long)j->rows * ith / nth), r1 = (int)((long)j->rows * (ith + 1) / nth);
+    size_t n = (size_t)j->n;
+    for (int r = r0; r < r1; r++) {
+        float *o = j->out + r * n;
+        const float *x = j->x ? j->x + r * n : NULL;
+        switch (j->op) {
+        case VROW_NORM: layernorm(o, x, j->w, j->b, j->n, j->eps); break;
+        case VROW_BIAS:
+            for (size_t i = 0; i < n; i++)
+                o[i] += j->b[i];
+            break;
+        case VROW_BIAS_ADD: /* out += x + b: a residual after its projection */
+            for (size_t i = 0; i < n; i++)
+                o[i] += x[i] + j->b[i];
+            break;
+        case VROW_GELU:
+            for (size_t i = 0; i < n; i++)
+                o[i] += j->b[i];
+            j->gelu(o, n);
+            break;
+        case VROW_ADD:
+            for (size_t i = 0; i < n; i++)
+                o[i] += x[i];
+            break;
+        }
+    }
+}
+
+static void vrows(eng_ctx *c, vrow_job j)
+{
+    ctx_run(c, vrow_worker, &j, (long)j.rows * j.n * 4);
 }
 
 /* out = x W^T + b for rows of x; out has W->n_out columns. */
@@ -31,42 +88,63 @@ static void linear_bias(eng_ctx *c, const eng_weight *W, const float *b, const f
                         float *out)
 {
     ctx_linear(c, W, x, rows, out);
-    for (int r = 0; r < rows; r++)
-        for (int i = 0; i < W->n_out; i++)
-            out[(size_t)r * W->n_out + i] += b[i];
+    vrows(c, (vrow_job){.op = VROW_BIAS, .out = out, .b = b, .rows = rows, .n = W->n_out});
 }
 
-/* The residual connection: x += d, n floats. */
-static void add_to(float *x, const float *d, size_t n)
+/* The residual connection: x += x W^T + b, with out as the product's scratch. */
+static void linear_residual(eng_ctx *c, const eng_weight *W, const float *b, const float *in,
+                            int rows, float *tmp, float *x)
 {
-    for (size_t i = 0; i < n; i++)
-        x[i] += d[i];
+    ctx_linear(c, W, in, rows, tmp);
+    vrows(c,
+          (vrow_job){.op = VROW_BIAS_ADD, .out = x, .x = tmp, .b = b, .rows = rows, .n = W->n_out});
 }
 
-static float gelu_tanh(float x)
+/* K transposed, one row per feature, so a block of queries reads each key's
+ * features as contiguous runs of keys (kern_attn_ops.block). */
+static void transpose_worker(void *arg, int ith, int nth)
 {
-    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    eng_ctx *c = arg;
+    int P = c->m->v_patches, Dv = c->m->v_embd;
+    for (int d = ith; d < Dv; d += nth) {
+        float *dst = c->vkt + (size_t)d * c->vkt_stride;
+        for (int t = 0; t < P; t++)
+            dst[t] = c->vk[(size_t)t * Dv + d];
+    }
 }
 
-/* Full bidirectional attention of patch i, head h, over the tile. */
-static void attend_one(const eng_ctx *c, int P, int Dv, int hd, int i, int h, float *sc)
-{
-    float scale = 1.0f / sqrtf((float)hd);
-    const float *q = c->vq + (size_t)i * Dv + (size_t)h * hd;
-    c->attn->dots(q, c->vk + (size_t)h * hd, (size_t)Dv, P, hd, sc);
-    ctx_softmax(sc, P, scale);
-    c->attn->wsum(sc, c->vv + (size_t)h * hd, (size_t)Dv, P, hd,
-                  c->vatt + (size_t)i * Dv + (size_t)h * hd);
-}
-
+/* Full bidirectional attention, one head and VIS_QBLOCK queries per unit. */
 static void attend_worker(void *arg, int ith, int nth)
 {
     const eng_ctx *c = arg;
-    int P = c->m->v_patches, Dv = c->m->v_embd, H = c->m->v_head;
-    float *sc = c->scores + (size_t)ith * c->scores_stride;
-    for (int u = ith; u < P * H; u += nth)
-        attend_one(c, P, Dv, Dv / H, u / H, u % H, sc);
+    int P = c->m->v_patches, Dv = c->m->v_embd, H = c->m->v_head, hd = Dv / H;
+    int nb = (P + VIS_QBLOCK - 1) / VIS_QBLOCK;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *sc = c->vscores + (size_t)ith * VIS_QBLOCK * (P + 1);
+    for (int u = ith; u < nb * H; u += nth) {
+        int h = u % H, i0 = (u / H) * VIS_QBLOCK;
+        int nq = P - i0 < VIS_QBLOCK ? P - i0 : VIS_QBLOCK;
+        size_t off = (size_t)i0 * Dv + (size_t)h * hd;
+        c->attn->block(c->vq + off, (size_t)Dv, c->vkt + (size_t)h * hd * c->vkt_stride,
+                       c->vkt_stride, c->vv + (size_t)h * hd, (size_t)Dv, nq, P, hd, scale,
+                       c->vatt + off, (size_t)Dv, sc);
+    }
+}
+
+static double vis_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Charges the time since *t to kind k when profiling. */
+static void vis_mark(eng_ctx *c, int k, double *t)
+{
+    if (!c->vprof) return;
+    double now = vis_now_ms();
+    c->vprof[k] += now - *t;
+    *t = now;
 }
 
 /* Patches in row-major order, each flattened as the Conv2d weight is: (c, ky, kx). */
@@ -106,31 +184,44 @@ void vision_forward(eng_ctx *c, const float *pixels, float *out)
 {
     const eng_model *m = c->m;
     int P = m->v_patches, Dv = m->v_embd, Fv = m->v_ff;
-    size_t PD = (size_t)P * Dv;
+    double t = c->vprof ? vis_now_ms() : 0;
 
     patchify(m, pixels, c->vxn);
     linear_bias(c, &m->patch_embd, m->patch_bias, c->vxn, P, c->vx);
-    add_to(c->vx, m->pos_embd, PD);
+    vrows(c, (vrow_job){.op = VROW_ADD, .out = c->vx, .x = m->pos_embd, .rows = P, .n = Dv});
+    vis_mark(c, ENG_VK_PATCH, &t);
 
     for (int l = 0; l < m->v_layer; l++) {
         const eng_vlayer *L = &m->vlayers[l];
-        layernorm_rows(c->vxn, c->vx, L->ln1_w, L->ln1_b, P, Dv, m->v_eps);
+        vrows(c, (vrow_job){VROW_NORM, c->vxn, c->vx, L->ln1_w, L->ln1_b, P, Dv, m->v_eps, NULL});
+        vis_mark(c, ENG_VK_NORM, &t);
         linear_bias(c, &L->wq, L->bq, c->vxn, P, c->vq);
         linear_bias(c, &L->wk, L->bk, c->vxn, P, c->vk);
         linear_bias(c, &L->wv, L->bv, c->vxn, P, c->vv);
+        vis_mark(c, ENG_VK_QKV, &t);
+        ctx_run(c, transpose_worker, c, (long)P * Dv);
         ctx_run(c, attend_worker, c, 2L * P * P * Dv);
-        linear_bias(c, &L->wo, L->bo, c->vatt, P, c->vtmp);
-        add_to(c->vx, c->vtmp, PD);
+        vis_mark(c, ENG_VK_ATTN, &t);
+        linear_residual(c, &L->wo, L->bo, c->vatt, P, c->vtmp, c->vx);
+        vis_mark(c, ENG_VK_OUT, &t);
 
-        layernorm_rows(c->vxn, c->vx, L->ln2_w, L->ln2_b, P, Dv, m->v_eps);
-        linear_bias(c, &L->w_up, L->b_up, c->vxn, P, c->vff);
-        for (size_t i = 0; i < (size_t)P * Fv; i++)
-            c->vff[i] = gelu_tanh(c->vff[i]);
-        linear_bias(c, &L->w_down, L->b_down, c->vff, P, c->vtmp);
-        add_to(c->vx, c->vtmp, PD);
+        vrows(c, (vrow_job){VROW_NORM, c->vxn, c->vx, L->ln2_w, L->ln2_b, P, Dv, m->v_eps, NULL});
+        vis_mark(c, ENG_VK_NORM, &t);
+        ctx_linear(c, &L->w_up, c->vxn, P, c->vff);
+        vis_mark(c, ENG_VK_FFN_UP, &t);
+        vrows(
+            c,
+            (vrow_job){
+                .op = VROW_GELU, .out = c->vff, .b = L->b_up, .rows = P, .n = Fv, .gelu = c->gelu});
+        vis_mark(c, ENG_VK_GELU, &t);
+        linear_residual(c, &L->w_down, L->b_down, c->vff, P, c->vtmp, c->vx);
+        vis_mark(c, ENG_VK_FFN_DOWN, &t);
     }
-    layernorm_rows(c->vxn, c->vx, m->post_ln_w, m->post_ln_b, P, Dv, m->v_eps);
+    vrows(c,
+          (vrow_job){VROW_NORM, c->vxn, c->vx, m->post_ln_w, m->post_ln_b, P, Dv, m->v_eps, NULL});
+    vis_mark(c, ENG_VK_NORM, &t);
 
     pixel_shuffle(m, c->vxn, c->vshuf);
     ctx_linear(c, &m->mm_fc, c->vshuf, m->info.n_image_tokens, out);
+    vis_mark(c, ENG_VK_CONNECTOR, &t);
 }

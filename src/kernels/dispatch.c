@@ -167,19 +167,21 @@ typedef struct {
     kern_quantize_fn quantize;
     kern_f16_row_fn f16_to_f32;
     const kern_attn_ops *attn;
+    kern_gelu_fn gelu;
 } family_fns;
 
-static const family_fns scalar_fns = {kern_quantize_row, kern_f16_to_f32_row, &kern_ref_attn};
+static const family_fns scalar_fns = {kern_quantize_row, kern_f16_to_f32_row, &kern_ref_attn,
+                                      kern_gelu_row};
 
 /* NULL where this CPU or build lacks the level. */
 static const family_fns *family_of(kern_isa isa)
 {
 #if defined(__x86_64__)
     static const family_fns x86_fns = {kern_avx2_quantize_row, kern_avx2_f16_to_f32_row,
-                                       &kern_avx2_attn};
+                                       &kern_avx2_attn, kern_avx2_gelu_row};
 #elif defined(__aarch64__)
     static const family_fns arm_fns = {kern_neon_quantize_row, kern_neon_f16_to_f32_row,
-                                       &kern_neon_attn};
+                                       &kern_neon_attn, kern_neon_gelu_row};
 #endif
     if (!kern_isa_supported(isa)) return NULL;
     switch (isa) {
@@ -234,4 +236,15 @@ const kern_attn_ops *kern_get_attn_isa(kern_isa isa)
 const kern_attn_ops *kern_get_attn(void)
 {
     return best_family()->attn;
+}
+
+kern_gelu_fn kern_get_gelu_isa(kern_isa isa)
+{
+    const family_fns *f = family_of(isa);
+    return f ? f->gelu : NULL;
+}
+
+kern_gelu_fn kern_get_gelu(void)
+{
+    return best_family()->gelu;
 }

@@ -6,6 +6,8 @@
 #define KX_VBMI 0
 #include "kernels/kern_x86.h"
 
+#include <math.h>
+
 /* Same arithmetic as kern_quantize_row, step for step, so the result is
  * bit-identical: max|x| (NaN ignored like fmaxf), x * (127 / max) rounded
  * half to even, clamped to [-127, 127]. */
@@ -123,4 +125,128 @@ static void avx2_wsum(const float *w, const float *m, size_t stride, int T, int 
     kern_ref_attn.wsum(w, m + i, stride, T, n - i, out + i); /* the last columns */
 }
 
-const kern_attn_ops kern_avx2_attn = {avx2_dots, avx2_wsum};
+/* kern_exp_approx, eight lanes at a time (FMA where it adds). */
+static inline __m256 avx2_exp(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n =
+        _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), _mm256_set1_ps(0.5f)));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static float ka_exp_sum(float *s, int T)
+{
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
+    int t = 0;
+    for (; t + 8 <= T; t += 8)
+        m8 = _mm256_max_ps(m8, _mm256_loadu_ps(s + t));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    float mx = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+    for (; t < T; t++)
+        mx = s[t] > mx ? s[t] : mx;
+    __m256 m = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
+    t = 0;
+    for (; t + 8 <= T; t += 8) {
+        __m256 e = avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(s + t), m));
+        _mm256_storeu_ps(s + t, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float sum = _mm_cvtss_f32(h);
+    for (; t < T; t++) {
+        s[t] = kern_exp_approx(s[t] - mx);
+        sum += s[t];
+    }
+    return sum;
+}
+
+/* kern_attn.h's tiles: 4 queries x 16 keys or value columns in eight
+ * accumulators, two loads and four broadcasts per step. */
+#define KA_TILES
+#define KA_QB 4
+#define KA_W 16
+
+static inline void ka_scores_tile(const float *q, size_t qs, const float *kt, size_t kts, int n,
+                                  float scale, float *s, int T)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
+    const float *q1 = q + qs, *q2 = q1 + qs, *q3 = q2 + qs;
+    for (int d = 0; d < n; d++) {
+        const float *kr = kt + (size_t)d * kts;
+        __m256 k0 = _mm256_loadu_ps(kr), k1 = _mm256_loadu_ps(kr + 8), x;
+        x = _mm256_broadcast_ss(q + d);
+        a0 = _mm256_fmadd_ps(x, k0, a0), a1 = _mm256_fmadd_ps(x, k1, a1);
+        x = _mm256_broadcast_ss(q1 + d);
+        b0 = _mm256_fmadd_ps(x, k0, b0), b1 = _mm256_fmadd_ps(x, k1, b1);
+        x = _mm256_broadcast_ss(q2 + d);
+        c0 = _mm256_fmadd_ps(x, k0, c0), c1 = _mm256_fmadd_ps(x, k1, c1);
+        x = _mm256_broadcast_ss(q3 + d);
+        d0 = _mm256_fmadd_ps(x, k0, d0), d1 = _mm256_fmadd_ps(x, k1, d1);
+    }
+    __m256 sc = _mm256_set1_ps(scale);
+    _mm256_storeu_ps(s, _mm256_mul_ps(a0, sc)), _mm256_storeu_ps(s + 8, _mm256_mul_ps(a1, sc));
+    s += T;
+    _mm256_storeu_ps(s, _mm256_mul_ps(b0, sc)), _mm256_storeu_ps(s + 8, _mm256_mul_ps(b1, sc));
+    s += T;
+    _mm256_storeu_ps(s, _mm256_mul_ps(c0, sc)), _mm256_storeu_ps(s + 8, _mm256_mul_ps(c1, sc));
+    s += T;
+    _mm256_storeu_ps(s, _mm256_mul_ps(d0, sc)), _mm256_storeu_ps(s + 8, _mm256_mul_ps(d1, sc));
+}
+
+static inline void ka_wsum_tile(const float *p, int T, const float *v, size_t vs, int t0, int t1,
+                                float *out, size_t os)
+{
+    float *o1 = out + os, *o2 = o1 + os, *o3 = o2 + os;
+    __m256 a0 = _mm256_loadu_ps(out), a1 = _mm256_loadu_ps(out + 8);
+    __m256 b0 = _mm256_loadu_ps(o1), b1 = _mm256_loadu_ps(o1 + 8);
+    __m256 c0 = _mm256_loadu_ps(o2), c1 = _mm256_loadu_ps(o2 + 8);
+    __m256 d0 = _mm256_loadu_ps(o3), d1 = _mm256_loadu_ps(o3 + 8);
+    const float *p1 = p + T, *p2 = p1 + T, *p3 = p2 + T;
+    for (int t = t0; t < t1; t++) {
+        const float *vr = v + (size_t)t * vs;
+        __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8), x;
+        x = _mm256_broadcast_ss(p + t);
+        a0 = _mm256_fmadd_ps(x, v0, a0), a1 = _mm256_fmadd_ps(x, v1, a1);
+        x = _mm256_broadcast_ss(p1 + t);
+        b0 = _mm256_fmadd_ps(x, v0, b0), b1 = _mm256_fmadd_ps(x, v1, b1);
+        x = _mm256_broadcast_ss(p2 + t);
+        c0 = _mm256_fmadd_ps(x, v0, c0), c1 = _mm256_fmadd_ps(x, v1, c1);
+        x = _mm256_broadcast_ss(p3 + t);
+        d0 = _mm256_fmadd_ps(x, v0, d0), d1 = _mm256_fmadd_ps(x, v1, d1);
+    }
+    _mm256_storeu_ps(out, a0), _mm256_storeu_ps(out + 8, a1);
+    _mm256_storeu_ps(o1, b0), _mm256_storeu_ps(o1 + 8, b1);
+    _mm256_storeu_ps(o2, c0), _mm256_storeu_ps(o2 + 8, c1);
+    _mm256_storeu_ps(o3, d0), _mm256_storeu_ps(o3 + 8, d1);
+}
+
+#include "kernels/kern_attn.h"
+
+const kern_attn_ops kern_avx2_attn = {avx2_dots, avx2_wsum, ka_block};
+
+void kern_avx2_gelu_row(float *x, size_t n)
+{
+    const __m256 k = _mm256_set1_ps(-2.0f * 0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 u = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, v), _mm256_mul_ps(v, v), v));
+        _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(one, avx2_exp(u))));
+    }
+    kern_gelu_row(x + i, n - i);
+}

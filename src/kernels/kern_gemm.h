@@ -33,6 +33,12 @@ KG_INLINE void kg_tile_float(kt_type t, int nr, const uint8_t *w, const kern_act
                              float *out, size_t ldo, int r);
 KG_INLINE void kg_tile_codes(kt_type t, int nr, const uint8_t *wrow, const kern_acts *a, int j0,
                              float *out, size_t ldo, int r);
+#ifdef KG_FLOAT_ROWS
+/* A level may also tile float weights by rows: nw <= KG_FLOAT_ROWS rows from r, whose
+ * out[(j0 + jj) * ldo + r + i]. Then kg_tile_float goes unused. */
+KG_INLINE void kg_tile_float_rows(kt_type t, int nw, int nr, const uint8_t *w, size_t w_stride,
+                                  const kern_acts *a, int j0, float *out, size_t ldo, int r);
+#endif
 
 /* kg_block and kg_block_bytes restate the type table's block and block bytes
  * of Q8_0 and the code types as compile-time switches: the type is a
@@ -90,10 +96,48 @@ KG_INLINE void kg_tile(kt_type t, int nr, const uint8_t *wrow, const kern_acts *
         kg_tile_codes(t, nr, wrow, a, j0, out, ldo, r);
 }
 
+#ifdef KG_FLOAT_ROWS
+/* Float types where the level has kg_tile_float_rows: tiles of weight rows too. */
+#define KG_FR(NW, NR) kg_tile_float_rows(t, NW, NR, wrow, w_stride, a, j0, out, ldo, r)
+#define KG_FR_NR(NW)                                                                               \
+    switch (nr) {                                                                                  \
+    case 4: KG_FR(NW, 4); break;                                                                   \
+    case 3: KG_FR(NW, 3); break;                                                                   \
+    case 2: KG_FR(NW, 2); break;                                                                   \
+    default: KG_FR(NW, 1); break;                                                                  \
+    }
+_Static_assert(KG_FLOAT_ROWS == 3, "kg_gemm_float's switch unrolls up to 3 weight rows");
+
+KG_INLINE void kg_gemm_float(kt_type t, const uint8_t *wb, size_t w_stride, int rs, int re,
+                             const kern_acts *a, float *out, size_t ldo)
+{
+    for (int j0 = 0; j0 < a->rows; j0 += KG_TILE) {
+        int nr = a->rows - j0 < KG_TILE ? a->rows - j0 : KG_TILE;
+        for (int r = rs; r < re; r += KG_FLOAT_ROWS) {
+            const uint8_t *wrow = wb + (size_t)r * w_stride;
+            switch (re - r < KG_FLOAT_ROWS ? re - r : KG_FLOAT_ROWS) { /* constant shapes */
+            case 3: KG_FR_NR(3) break;
+            case 2: KG_FR_NR(2) break;
+            default: KG_FR_NR(1) break;
+            }
+        }
+    }
+}
+#endif
+
 KG_INLINE void kg_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1,
                        const kern_acts *a, float *out, size_t ldo)
 {
     const uint8_t *wb = (const uint8_t *)w;
+#ifdef KG_FLOAT_ROWS
+    if (t == KT_F16 || t == KT_BF16 || t == KT_F32) {
+        int chunk = (int)(KG_L2_BYTES / (w_stride ? w_stride : 1));
+        chunk = chunk < KG_FLOAT_ROWS ? KG_FLOAT_ROWS : chunk - chunk % KG_FLOAT_ROWS;
+        for (int rs = r0; rs < r1; rs += chunk)
+            kg_gemm_float(t, wb, w_stride, rs, rs + chunk < r1 ? rs + chunk : r1, a, out, ldo);
+        return;
+    }
+#endif
     int chunk = (int)(KG_L2_BYTES / (w_stride ? w_stride : 1));
     if (chunk < 1) chunk = 1;
     for (int rs = r0; rs < r1; rs += chunk) {

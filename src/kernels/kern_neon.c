@@ -5,6 +5,8 @@
 #define KN_DOTPROD 0
 #include "kernels/kern_neon.h"
 
+#include <math.h>
+
 /* Same arithmetic as kern_quantize_row, step for step (bit-identical):
  * vmaxnm ignores NaN like fmaxf, vrndn rounds half to even. */
 void kern_neon_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *scale)
@@ -103,4 +105,60 @@ static void neon_wsum(const float *w, const float *m, size_t stride, int T, int 
     kern_ref_attn.wsum(w, m + i, stride, T, n - i, out + i); /* the last columns */
 }
 
-const kern_attn_ops kern_neon_attn = {neon_dots, neon_wsum};
+/* kern_exp_approx, four lanes at a time (FMA where it adds). */
+static inline float32x4_t neon_exp(float32x4_t x)
+{
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.3f)), vdupq_n_f32(88.3f));
+    float32x4_t n = vrndmq_f32(vfmaq_f32(vdupq_n_f32(0.5f), x, vdupq_n_f32(1.44269504f)));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+    r = vfmaq_f32(r, n, vdupq_n_f32(2.12194440e-4f));
+    float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
+    p = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+    p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), vmulq_f32(p, r), r);
+    int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+}
+
+static float ka_exp_sum(float *s, int T)
+{
+    float32x4_t m4 = vdupq_n_f32(-INFINITY);
+    int t = 0;
+    for (; t + 4 <= T; t += 4)
+        m4 = vmaxq_f32(m4, vld1q_f32(s + t));
+    float mx = vmaxvq_f32(m4);
+    for (; t < T; t++)
+        mx = s[t] > mx ? s[t] : mx;
+    float32x4_t m = vdupq_n_f32(mx), acc = vdupq_n_f32(0);
+    t = 0;
+    for (; t + 4 <= T; t += 4) {
+        float32x4_t e = neon_exp(vsubq_f32(vld1q_f32(s + t), m));
+        vst1q_f32(s + t, e);
+        acc = vaddq_f32(acc, e);
+    }
+    float sum = vaddvq_f32(acc);
+    for (; t < T; t++) {
+        s[t] = kern_exp_approx(s[t] - mx);
+        sum += s[t];
+    }
+    return sum;
+}
+
+#include "kernels/kern_attn.h"
+
+const kern_attn_ops kern_neon_attn = {neon_dots, neon_wsum, ka_block};
+
+void kern_neon_gelu_row(float *x, size_t n)
+{
+    const float32x4_t k = vdupq_n_f32(-2.0f * 0.7978845608028654f), c = vdupq_n_f32(0.044715f);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vld1q_f32(x + i);
+        float32x4_t u = vmulq_f32(k, vfmaq_f32(v, vmulq_f32(c, v), vmulq_f32(v, v)));
+        vst1q_f32(x + i, vdivq_f32(v, vaddq_f32(vdupq_n_f32(1.0f), neon_exp(u))));
+    }
+    kern_gelu_row(x + i, n - i);
+}

@@ -48,7 +48,57 @@ static void ref_wsum(const float *w, const float *m, size_t stride, int T, int n
     }
 }
 
-const kern_attn_ops kern_ref_attn = {ref_dots, ref_wsum};
+float kern_exp_approx(float x)
+{
+    x = fminf(fmaxf(x, -87.3f), 88.3f);
+    float n = floorf(x * 1.44269504f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return ldexpf(p, (int)n);
+}
+
+void kern_gelu_row(float *x, size_t n)
+{
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    for (size_t i = 0; i < n; i++) {
+        float u = k * (x[i] + 0.044715f * x[i] * x[i] * x[i]);
+        x[i] = x[i] / (1.0f + kern_exp_approx(-2.0f * u));
+    }
+}
+
+/* One query at a time: scores, softmax, weighted sum, as the definition reads. */
+static void ref_block(const float *q, size_t qs, const float *kt, size_t kts, const float *v,
+                      size_t vs, int nq, int T, int n, float scale, float *out, size_t os,
+                      float *scratch)
+{
+    for (int i = 0; i < nq; i++) {
+        const float *qi = q + (size_t)i * qs;
+        float *s = scratch + (size_t)i * T, mx = -INFINITY, sum = 0.0f;
+        for (int t = 0; t < T; t++) {
+            float d = 0.0f;
+            for (int j = 0; j < n; j++)
+                d += qi[j] * kt[(size_t)j * kts + t];
+            s[t] = d * scale;
+            mx = s[t] > mx ? s[t] : mx;
+        }
+        for (int t = 0; t < T; t++) {
+            s[t] = kern_exp_approx(s[t] - mx);
+            sum += s[t];
+        }
+        float *o = out + (size_t)i * os;
+        ref_wsum(s, v, vs, T, n, o);
+        for (int j = 0; j < n; j++)
+            o[j] /= sum;
+    }
+}
+
+const kern_attn_ops kern_ref_attn = {ref_dots, ref_wsum, ref_block};
 
 void kern_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *scale)
 {

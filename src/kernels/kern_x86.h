@@ -38,6 +38,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#define KG_FLOAT_ROWS 3 /* kg_tile_float_rows, below */
 #include "kernels/kern_gemm.h"
 
 /* u8 x s8 dot products: acc += sum over groups of 4 (VNNI) or pairs (AVX2). */
@@ -344,4 +345,39 @@ KG_INLINE void kg_tile_float(kt_type t, int nr, const uint8_t *w, const kern_act
             s += kg_load1(t, w, i) * f[i];
         out[(size_t)(j0 + jj) * ldo + r] = s;
     }
+}
+
+/* Float weights: KG_FLOAT_ROWS weight rows x up to KG_TILE activation rows
+ * per tile, one accumulator per pair (12 of 16 registers), so each widened
+ * weight vector serves four activation rows and each activation vector
+ * three weight rows: 7 loads per 12 FMAs where one weight row at a time
+ * needs 10 per 8. Every tile shape adds in the same order, so a value does
+ * not depend on how rows were split or tiled. */
+
+KG_INLINE void kg_tile_float_rows(kt_type t, int nw, int nr, const uint8_t *w, size_t w_stride,
+                                  const kern_acts *a, int j0, float *out, size_t ldo, int r)
+{
+    const int n = a->n, n8 = n & ~7;
+    __m256 acc[KG_FLOAT_ROWS][KG_TILE];
+    for (int i = 0; i < nw; i++)
+        for (int jj = 0; jj < nr; jj++)
+            acc[i][jj] = _mm256_setzero_ps();
+    const float *f = a->f + (size_t)j0 * n;
+    for (int k = 0; k < n8; k += 8) {
+        __m256 wv[KG_FLOAT_ROWS];
+        for (int i = 0; i < nw; i++)
+            wv[i] = kx_load8(t, w + (size_t)i * w_stride, k);
+        for (int jj = 0; jj < nr; jj++) {
+            __m256 x = _mm256_loadu_ps(f + (size_t)jj * n + k);
+            for (int i = 0; i < nw; i++)
+                acc[i][jj] = _mm256_fmadd_ps(wv[i], x, acc[i][jj]);
+        }
+    }
+    for (int i = 0; i < nw; i++)
+        for (int jj = 0; jj < nr; jj++) {
+            float sum = kx_hsum(acc[i][jj]);
+            for (int k = n8; k < n; k++)
+                sum += kg_load1(t, w + (size_t)i * w_stride, k) * f[(size_t)jj * n + k];
+            out[(size_t)(j0 + jj) * ldo + r + i] = sum;
+        }
 }

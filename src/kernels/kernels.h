@@ -100,8 +100,29 @@ kern_f16_row_fn kern_get_f16_to_f32_isa(kern_isa isa);         /* NULL if unavai
 typedef struct {
     void (*dots)(const float *q, const float *m, size_t stride, int T, int n, float *out);
     void (*wsum)(const float *w, const float *m, size_t stride, int T, int n, float *out);
+    /* Full (bidirectional) attention of nq queries of one head over T keys:
+     *   out_i = sum over t of softmax_t(scale * q_i . k_t) v_t
+     * q row i at q + i * qs; the keys come transposed, k_t[d] = kt[d * kts + t];
+     * value row t at v + t * vs; out row i at out + i * os; n is the head size.
+     * scratch holds nq * (T + 1) floats. Blocked so each key and value read from cache
+     * serves every query of the block; exp is kern_exp_approx's polynomial. */
+    void (*block)(const float *q, size_t qs, const float *kt, size_t kts, const float *v, size_t vs,
+                  int nq, int T, int n, float scale, float *out, size_t os, float *scratch);
 } kern_attn_ops;
 const kern_attn_ops *kern_get_attn(void);             /* best, honouring the cap */
 const kern_attn_ops *kern_get_attn_isa(kern_isa isa); /* NULL if unavailable */
+
+/* exp(x) by Cephes' degree-5 polynomial on the reduced argument (within 2 ulp
+ * for x in [-87, 88], clamped outside): the operations the SIMD versions
+ * repeat lane by lane, so that softmax and GELU vectorise without libm. */
+float kern_exp_approx(float x);
+
+/* GELU, tanh form, in place over n floats: x * sigmoid(2u) with
+ * u = sqrt(2/pi) (x + 0.044715 x^3), which equals 0.5 x (1 + tanh(u)),
+ * through kern_exp_approx. */
+typedef void (*kern_gelu_fn)(float *x, size_t n);
+void kern_gelu_row(float *x, size_t n);       /* reference */
+kern_gelu_fn kern_get_gelu(void);             /* best, honouring the cap */
+kern_gelu_fn kern_get_gelu_isa(kern_isa isa); /* NULL if unavailable */
 
 #endif

@@ -40,7 +40,9 @@ struct backend;
 struct backend_ops {
     /* Tokenize the job's messages (chat template) and run the vision encoder on its images;
      * the prompt is then ready for prefill in this slot. Returns 0, or -1 with err (a bad
-     * request, e.g. prompt too long: *client_error = 1) */
+     * request, e.g. prompt too long: *client_error = 1), or 1: the work goes on off the
+     * engine thread (images encode on the backend's vision thread) and admit_poll says when
+     * it is done. */
     int (*admit)(struct backend *b, int slot, struct job *j, struct backend_admit *out,
                  int *client_error, char *err, size_t errlen);
     /* Queue up to `budget` prompt tokens of the slot for this step's decode call (the real
@@ -62,6 +64,13 @@ struct backend_ops {
      * scheduler's slots) the job should take, e.g. the one whose cached prefix it shares
      * most. Returns an index into free_slots. */
     int (*pick_slot)(struct backend *b, const struct job *j, const int *free_slots, int n);
+    /* After admit returned 1: 1 while the work goes on, then 0 with out filled (the prompt is
+     * ready for prefill) or -1 with err, as admit. Never blocks. release abandons the work. */
+    int (*admit_poll)(struct backend *b, int slot, struct backend_admit *out, int *client_error,
+                      char *err, size_t errlen);
+    /* fn(arg) is called, from another thread, whenever admission work finishes, so that a
+     * scheduler with nothing else to do can sleep until then. */
+    void (*set_notify)(struct backend *b, void (*fn)(void *arg), void *arg);
 };
 
 struct backend {
@@ -74,6 +83,10 @@ struct backend_options {
     int echo_delay_ms;
     long image_cache_bytes; /* picture embeddings kept; 0 = none */
     int prefix_cache;       /* reuse a slot's KV for the prompt prefix it shares */
+    int vision_threads;     /* the vision encoder's own pool; <= 0: half the cores, at least 1 */
+    int vision_nice;        /* its threads' nice value (0-19): decoding streams come first */
+    int echo_vision_ms;     /* echo engine only: a request with images takes this long to admit,
+                               off the engine thread (0: admitted at once) */
 };
 
 struct backend *backend_echo_create(const struct backend_options *o, char *err, size_t errlen);

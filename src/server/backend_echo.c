@@ -2,6 +2,8 @@
  * one word (or 16-byte piece of a long word) per step, after one "[image WxH]" token per
  * image, then ends. It sleeps echo_delay_ms per batched step so tests can hold slots busy.
  * A prompt containing "__fail__" makes decode fail (to exercise the engine-error path).
+ * With echo_vision_ms, a request with images is admitted that long later, as the engine's
+ * vision thread would (admit returns 1, admit_poll 0 once the time has passed).
  * It exists so the scheduler, streaming, cancellation and every API can be tested end to end
  * without a model file. */
 #include "backend.h"
@@ -19,11 +21,13 @@ struct echo_slot {
     size_t pos;   /* byte offset of the next piece */
     int prefill_left;
     int fail;
+    double ready_at; /* admission finishes at this job_now() time (echo_vision_ms) */
+    struct backend_admit admitted;
 };
 
 struct echo {
     struct backend base;
-    int delay_ms, nslots, ctx;
+    int delay_ms, nslots, ctx, vision_ms;
     struct echo_slot *slots;
     char name[128];
 };
@@ -109,6 +113,22 @@ static int echo_admit(struct backend *b, int slot, struct job *j, struct backend
     out->prompt_tokens = total;
     out->image_tokens = 64 * j->n_images;
     out->vision_ms = j->n_images ? (job_now() - t0) * 1e3 : -1;
+    if (j->n_images && e->vision_ms > 0) {
+        s->ready_at = t0 + e->vision_ms / 1e3;
+        s->admitted = *out;
+        s->admitted.vision_ms = e->vision_ms;
+        return 1;
+    }
+    return 0;
+}
+
+static int echo_admit_poll(struct backend *b, int slot, struct backend_admit *out,
+                           int *client_error, char *err, size_t errlen)
+{
+    (void)client_error, (void)err, (void)errlen;
+    struct echo_slot *s = &((struct echo *)b)->slots[slot];
+    if (job_now() < s->ready_at) return 1;
+    *out = s->admitted;
     return 0;
 }
 
@@ -178,7 +198,14 @@ static void echo_destroy(struct backend *b)
 }
 
 static const struct backend_ops echo_ops = {
-    echo_admit, echo_prefill, echo_decode, echo_release, echo_count, echo_info, echo_destroy, NULL,
+    .admit = echo_admit,
+    .prefill = echo_prefill,
+    .decode = echo_decode,
+    .release = echo_release,
+    .count_tokens = echo_count,
+    .info = echo_info,
+    .destroy = echo_destroy,
+    .admit_poll = echo_admit_poll,
 };
 
 struct backend *backend_echo_create(const struct backend_options *o, char *err, size_t errlen)
@@ -192,6 +219,7 @@ struct backend *backend_echo_create(const struct backend_options *o, char *err, 
     }
     e->base.ops = &echo_ops;
     e->delay_ms = o->echo_delay_ms;
+    e->vision_ms = o->echo_vision_ms;
     e->nslots = o->slots;
     e->ctx = o->ctx_size;
     snprintf(e->name, sizeof e->name, "%s",

@@ -10,13 +10,46 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "engine/chat.h"
 
 #define SIG_MAX 130 /* two parts per message, at most 64 messages */
 
+/* One request's prompt built on the vision thread. The worker owns it from hand-over until
+ * done; then the slot does (admit_poll), unless the slot abandoned it first (released while
+ * queued or encoding): then the worker frees it. `done` and `abandoned` are read and written
+ * under the worker's mutex. */
+struct vreq {
+    struct job *j; /* a reference of its own: the images stay valid while they encode */
+    chat_msg msgs[64];
+    int n_msgs;
+    chat_prompt prompt;
+    int rc;
+    char err[256];
+    int done, abandoned;
+    struct vreq *next;
+};
+
+struct vision_worker {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct vreq *head, *tail;
+    int running, stop, started, start_rc;
+    char start_err[256];
+    eng_ctx *c; /* made on the thread, so its pool's workers inherit the thread's nice value */
+    const eng_model *m;
+    const chat_ctx *cc;
+    int threads, nice;
+    void (*notify)(void *);
+    void *notify_arg;
+};
+
 struct eslot {
+    struct vreq *vr;    /* the prompt being built on the vision thread, or NULL */
     chat_prompt prompt; /* ids, and the image rows at their positions */
     int pos;            /* positions in the KV cache */
     int queued;         /* prefill tokens queued for the next step */
@@ -45,11 +78,32 @@ struct engb {
     eng_item *items;
     char name[128], quant[16];
     long long size, params;
+    struct vision_worker vw; /* vw.running: images encode there */
 };
 
-/* Frees the job's state; the KV cache and its history stay for the next request. */
-static void slot_end_job(struct eslot *p)
+static void vreq_free(struct vreq *vr)
 {
+    chat_prompt_free(&vr->prompt);
+    job_unref(vr->j);
+    free(vr);
+}
+
+/* The slot lets go of its vision request: freed now when done, else the worker frees it. */
+static void vreq_abandon(struct vision_worker *vw, struct vreq *vr)
+{
+    pthread_mutex_lock(&vw->mu);
+    int done = vr->done;
+    vr->abandoned = 1;
+    pthread_mutex_unlock(&vw->mu);
+    if (done) vreq_free(vr);
+}
+
+/* Frees the job's state (and lets go of its encode, if one is under way); the KV cache and its
+ * history stay for the next request. */
+static void slot_end_job(struct engb *e, struct eslot *p)
+{
+    if (p->vr) vreq_abandon(&e->vw, p->vr);
+    p->vr = NULL;
     chat_prompt_free(&p->prompt);
     sampler_destroy(p->s);
     tok_stream_destroy(p->ts);
@@ -61,7 +115,7 @@ static void slot_end_job(struct eslot *p)
 static void slot_clear(struct engb *e, int i)
 {
     struct eslot *p = &e->slots[i];
-    slot_end_job(p);
+    slot_end_job(e, p);
     p->h.n = 0;
     p->n_sig = 0;
     eng_slot_reset(e->c, i);
@@ -131,7 +185,11 @@ static sampler_params job_sampler_params(const struct job *j)
     return sp;
 }
 
-/* The job's messages and pictures through the engine's one prompt path (engine/chat.h). */
+static int admit_ready(struct engb *e, int slot, struct job *j, struct backend_admit *out,
+                       int *client_error, char *err, size_t errlen);
+
+/* The job's messages and pictures through the engine's one prompt path (engine/chat.h); with
+ * the vision thread running, a job with images goes there (returns 1). */
 static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_admit *out,
                     int *client_error, char *err, size_t errlen)
 {
@@ -139,7 +197,7 @@ static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_a
     struct eslot *p = &e->slots[slot];
     chat_msg msgs[64];
     *client_error = 0;
-    slot_end_job(p);
+    slot_end_job(e, p);
     if (j->n_images && !e->in->has_vision) {
         *client_error = 1;
         snprintf(err, errlen, "this model has no vision projector (mmproj); send text only");
@@ -158,9 +216,41 @@ static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_a
                              .text = jm->text,
                              .n_images = jm->n_images};
     }
+    if (j->n_images && e->vw.running) {
+        struct vreq *vr = calloc(1, sizeof *vr);
+        if (!vr) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        job_ref(j);
+        vr->j = j;
+        memcpy(vr->msgs, msgs, sizeof msgs[0] * (size_t)j->n_msgs);
+        vr->n_msgs = j->n_msgs;
+        p->vr = vr;
+        pthread_mutex_lock(&e->vw.mu);
+        if (e->vw.tail)
+            e->vw.tail->next = vr;
+        else
+            e->vw.head = vr;
+        e->vw.tail = vr;
+        pthread_cond_signal(&e->vw.cv);
+        pthread_mutex_unlock(&e->vw.mu);
+        return 1;
+    }
     if (chat_prompt_build(&e->cc, e->c, msgs, j->n_msgs, j->images, j->n_images, &p->prompt, err,
                           errlen) != 0)
         goto fail;
+    return admit_ready(e, slot, j, out, client_error, err, errlen);
+fail:
+    slot_clear(e, slot);
+    return -1;
+}
+
+/* The slot's prompt is built: check it fits, make the sampler and the detokenizer. */
+static int admit_ready(struct engb *e, int slot, struct job *j, struct backend_admit *out,
+                       int *client_error, char *err, size_t errlen)
+{
+    struct eslot *p = &e->slots[slot];
     if (p->prompt.n >= e->n_ctx) {
         *client_error = 1;
         snprintf(err, errlen, "prompt is %d tokens; the context holds %d", p->prompt.n, e->n_ctx);
@@ -196,6 +286,129 @@ static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_a
 fail:
     slot_clear(e, slot);
     return -1;
+}
+
+static int eb_admit_poll(struct backend *b, int slot, struct backend_admit *out, int *client_error,
+                         char *err, size_t errlen)
+{
+    struct engb *e = (struct engb *)b;
+    struct eslot *p = &e->slots[slot];
+    struct vreq *vr = p->vr;
+    *client_error = 0;
+    pthread_mutex_lock(&e->vw.mu);
+    int done = vr->done;
+    pthread_mutex_unlock(&e->vw.mu);
+    if (!done) return 1;
+    p->vr = NULL;
+    p->prompt = vr->prompt;
+    vr->prompt = (chat_prompt){0};
+    int rc = vr->rc;
+    if (rc != 0) snprintf(err, errlen, "%s", vr->err);
+    struct job *j = vr->j;
+    job_ref(j);
+    vreq_free(vr);
+    if (rc == 0)
+        rc = admit_ready(e, slot, j, out, client_error, err, errlen);
+    else
+        slot_clear(e, slot);
+    job_unref(j);
+    return rc;
+}
+
+/* The vision thread: lowers its priority, makes its context (and so its pool) and encodes the
+ * queued requests one at a time. */
+static void *vision_main(void *arg)
+{
+    struct vision_worker *vw = arg;
+    if (vw->nice > 0) setpriority(PRIO_PROCESS, (id_t)gettid(), vw->nice);
+    eng_params ep = eng_default_params();
+    ep.n_ctx = 1;
+    ep.n_batch = 1;
+    ep.n_threads = vw->threads;
+    int rc = eng_ctx_create(vw->m, &ep, &vw->c, vw->start_err, sizeof vw->start_err);
+    pthread_mutex_lock(&vw->mu);
+    vw->started = 1;
+    vw->start_rc = rc;
+    pthread_cond_broadcast(&vw->cv);
+    while (rc == ENG_OK) {
+        while (!vw->stop && !vw->head)
+            pthread_cond_wait(&vw->cv, &vw->mu);
+        if (vw->stop) break;
+        struct vreq *vr = vw->head;
+        vw->head = vr->next;
+        if (!vw->head) vw->tail = NULL;
+        if (!vr->abandoned) {
+            pthread_mutex_unlock(&vw->mu);
+            const struct job *j = vr->j;
+            vr->rc = chat_prompt_build(vw->cc, vw->c, vr->msgs, vr->n_msgs, j->images, j->n_images,
+                                       &vr->prompt, vr->err, sizeof vr->err);
+            pthread_mutex_lock(&vw->mu);
+            vr->done = 1;
+        }
+        if (vr->abandoned) {
+            pthread_mutex_unlock(&vw->mu);
+            vreq_free(vr);
+            pthread_mutex_lock(&vw->mu);
+        } else if (vw->notify) {
+            vw->notify(vw->notify_arg); /* under vw->mu: set_notify(NULL) waits for it */
+        }
+    }
+    pthread_mutex_unlock(&vw->mu);
+    return NULL;
+}
+
+static int vision_start(struct engb *e, const struct backend_options *o, char *err, size_t errlen)
+{
+    struct vision_worker *vw = &e->vw;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    vw->m = e->m;
+    vw->cc = &e->cc;
+    vw->threads = o->vision_threads > 0 ? o->vision_threads : cpus > 1 ? (int)(cpus / 2) : 1;
+    vw->nice = o->vision_nice;
+    pthread_mutex_init(&vw->mu, NULL);
+    pthread_cond_init(&vw->cv, NULL);
+    if (pthread_create(&vw->thread, NULL, vision_main, vw) != 0) {
+        snprintf(err, errlen, "cannot start the vision thread");
+        return -1;
+    }
+    pthread_mutex_lock(&vw->mu);
+    while (!vw->started)
+        pthread_cond_wait(&vw->cv, &vw->mu);
+    pthread_mutex_unlock(&vw->mu);
+    vw->running = 1;
+    if (vw->start_rc == ENG_OK) return 0;
+    snprintf(err, errlen, "vision thread: %s", vw->start_err);
+    return -1;
+}
+
+/* Every slot has abandoned its request by now: the queue's are freed, the one encoding
+ * finishes first. */
+static void vision_stop(struct vision_worker *vw)
+{
+    if (!vw->running) return;
+    pthread_mutex_lock(&vw->mu);
+    vw->stop = 1;
+    pthread_cond_broadcast(&vw->cv);
+    pthread_mutex_unlock(&vw->mu);
+    pthread_join(vw->thread, NULL);
+    for (struct vreq *vr = vw->head, *next; vr; vr = next) {
+        next = vr->next;
+        vreq_free(vr);
+    }
+    eng_ctx_destroy(vw->c);
+    pthread_cond_destroy(&vw->cv);
+    pthread_mutex_destroy(&vw->mu);
+    vw->running = 0;
+}
+
+static void eb_set_notify(struct backend *b, void (*fn)(void *), void *arg)
+{
+    struct vision_worker *vw = &((struct engb *)b)->vw;
+    if (!vw->running) return;
+    pthread_mutex_lock(&vw->mu);
+    vw->notify = fn;
+    vw->notify_arg = arg;
+    pthread_mutex_unlock(&vw->mu);
 }
 
 static int eb_prefill(struct backend *b, int slot, int budget, char *err, size_t errlen)
@@ -271,7 +484,7 @@ static void eb_release(struct backend *b, int slot)
 {
     struct engb *e = (struct engb *)b;
     if (e->prefix_cache)
-        slot_end_job(&e->slots[slot]);
+        slot_end_job(e, &e->slots[slot]);
     else
         slot_clear(e, slot);
 }
@@ -290,10 +503,11 @@ static void eb_info(struct backend *b, struct backend_info *out)
 static void eb_destroy(struct backend *b)
 {
     struct engb *e = (struct engb *)b;
-    for (int i = 0; e->slots && i < e->nslots; i++) {
-        slot_end_job(&e->slots[i]);
+    for (int i = 0; e->slots && i < e->nslots; i++)
+        slot_end_job(e, &e->slots[i]);
+    vision_stop(&e->vw); /* after every slot let go of its encode; it reads cc and the cache */
+    for (int i = 0; e->slots && i < e->nslots; i++)
         chat_history_free(&e->slots[i].h);
-    }
     free(e->slots);
     embcache_destroy(e->cache);
     free(e->items);
@@ -304,7 +518,16 @@ static void eb_destroy(struct backend *b)
 }
 
 static const struct backend_ops eb_ops = {
-    eb_admit, eb_prefill, eb_decode, eb_release, eb_count, eb_info, eb_destroy, eb_pick_slot,
+    .admit = eb_admit,
+    .prefill = eb_prefill,
+    .decode = eb_decode,
+    .release = eb_release,
+    .count_tokens = eb_count,
+    .info = eb_info,
+    .destroy = eb_destroy,
+    .admit_poll = eb_admit_poll,
+    .set_notify = eb_set_notify,
+    .pick_slot = eb_pick_slot,
 };
 
 /* Parameter count and the most common weight type, for /api/tags. */
@@ -349,6 +572,7 @@ struct backend *backend_engine_create(const struct backend_options *o, char *err
     p.n_ctx = o->ctx_size;
     p.n_batch = o->prefill_chunk + o->slots;
     p.n_threads = o->threads;
+    p.text_only = true; /* images encode in the vision thread's context */
     if (eng_ctx_create(e->m, &p, &e->c, err, errlen) != ENG_OK) goto fail;
     e->nslots = o->slots;
     e->n_ctx = eng_ctx_params(e->c)->n_ctx;
@@ -369,6 +593,7 @@ struct backend *backend_engine_create(const struct backend_options *o, char *err
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    if (e->in->has_vision && vision_start(e, o, err, errlen) != 0) goto fail;
     snprintf(e->name, sizeof e->name, "%s", o->model_name);
     describe(e);
     return &e->base;

@@ -56,6 +56,11 @@ static const struct key keys[] = {
     I("model", threads, 0, 1024, "worker threads; 0 = one per core"),
     I("model", ctx_size, 64, 1 << 20, "KV cache tokens per slot"),
     I("model", echo_delay_ms, 0, 60000, "echo engine only: milliseconds per step"),
+    I("model", echo_vision_ms, 0, 60000,
+      "echo engine only: milliseconds a request with images takes to admit, off the engine thread"),
+    I("model", vision_threads, 0, 1024,
+      "threads of the vision encoder's own pool; 0 = half the cores (at least 1)"),
+    I("model", vision_nice, 0, 19, "nice value of the vision encoder's threads (streams first)"),
     I("scheduler", slots, 1, 256, "sequences generated at once"),
     I("scheduler", queue, 0, 100000, "requests that may wait for a slot; more get 503"),
     I("scheduler", prefill_chunk, 1, 1 << 20, "prompt tokens prefilled per step"),
@@ -99,6 +104,8 @@ void config_defaults(struct config *c)
     c->threads = 0;
     c->ctx_size = 2048;
     c->echo_delay_ms = 0;
+    c->vision_threads = 0;
+    c->vision_nice = 10;
     c->slots = 4;
     c->queue = 16;
     c->prefill_chunk = 64;

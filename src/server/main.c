@@ -81,7 +81,10 @@ static int load_backend(const struct config *cfg, int threads, struct server *sr
                                  cfg->prefill_chunk,
                                  cfg->echo_delay_ms,
                                  cfg->image_cache_bytes,
-                                 cfg->prefix_cache};
+                                 cfg->prefix_cache,
+                                 cfg->vision_threads,
+                                 cfg->vision_nice,
+                                 cfg->echo_vision_ms};
     if (is_echo) log_warn("engine = echo: a test double that repeats the prompt, not a model");
     srv->backend =
         is_echo ? backend_echo_create(&bo, err, errlen) : backend_engine_create(&bo, err, errlen);

@@ -14,7 +14,13 @@
 
 #include "log.h"
 
-enum slot_state { SLOT_FREE, SLOT_ADMIT, SLOT_PREFILL, SLOT_PREFILLED, SLOT_DECODE };
+/* SLOT_ENCODE: the backend builds the prompt off this thread (the vision encoder has its own
+ * thread and pool); the other slots keep decoding meanwhile. */
+enum slot_state { SLOT_FREE, SLOT_ADMIT, SLOT_ENCODE, SLOT_PREFILL, SLOT_PREFILLED, SLOT_DECODE };
+
+/* The longest the engine thread sleeps while only encodes are running: it still notices
+ * cancelled and expired jobs that soon without a wake-up. */
+#define ENCODE_WAIT_MS 20
 
 #define PEND_MAX 1024
 
@@ -40,6 +46,7 @@ struct sched {
     int qcap, qhead, qlen;
     int busy; /* slots holding a job (engine thread's count, published) */
     int accepting, cancel_all, stop, stepping;
+    int woken; /* the backend finished admission work since the engine thread last looked */
     double heartbeat;
 
     struct slot *slots;
@@ -141,7 +148,29 @@ static void reap_slots(struct sched *s, int cancel_all)
     }
 }
 
-/* Newly placed jobs: tokenize + vision encode; their prompts then wait for prefill. */
+/* Admission's outcome: rc 0, the prompt waits for prefill; 1, it is still being built
+ * (SLOT_ENCODE); -1, the job fails. */
+static void admitted(struct sched *s, struct slot *sl, int rc, const struct backend_admit *a,
+                     int client_error, const char *err)
+{
+    if (rc < 0) {
+        job_set_error_status(sl->job, client_error ? 422 : 500);
+        finish_slot(s, sl, DONE_ERROR, err);
+    } else if (rc > 0) {
+        sl->state = SLOT_ENCODE;
+    } else {
+        job_admitted(sl->job, a->prompt_tokens, a->image_tokens, a->vision_ms, a->cached_tokens);
+        metrics_add(s->m, CNT_PROMPT_TOKENS, a->prompt_tokens);
+        metrics_add(s->m, CNT_PREFIX_TOKENS_REUSED, a->cached_tokens);
+        metrics_add(s->m, CNT_IMAGE_CACHE_HITS, a->image_hits);
+        metrics_add(s->m, CNT_IMAGE_CACHE_MISSES, a->image_misses);
+        sl->prefill_left = a->prompt_tokens - a->cached_tokens;
+        sl->state = SLOT_PREFILL;
+    }
+}
+
+/* Newly placed jobs: tokenize + vision encode, or hand the encode to the backend's vision
+ * thread; ready prompts then wait for prefill. */
 static void admit_slots(struct sched *s)
 {
     const struct backend_ops *ops = s->be->ops;
@@ -150,23 +179,28 @@ static void admit_slots(struct sched *s)
         struct slot *sl = &s->slots[i];
         if (sl->state != SLOT_ADMIT) continue;
         struct job *j = sl->job;
-        struct backend_admit a = {0, 0, -1, 0, 0, 0};
+        struct backend_admit a = {.vision_ms = -1};
         int client_error = 0;
         sl->t_admit = job_now();
         metrics_observe(s->m, HIST_QUEUE_SECONDS, sl->t_admit - j->t_arrival);
         job_left_queue(j, sl->t_admit);
-        if (ops->admit(s->be, i, j, &a, &client_error, err, sizeof err) != 0) {
-            job_set_error_status(j, client_error ? 422 : 500);
-            finish_slot(s, sl, DONE_ERROR, err);
-            continue;
-        }
-        job_admitted(j, a.prompt_tokens, a.image_tokens, a.vision_ms, a.cached_tokens);
-        metrics_add(s->m, CNT_PROMPT_TOKENS, a.prompt_tokens);
-        metrics_add(s->m, CNT_PREFIX_TOKENS_REUSED, a.cached_tokens);
-        metrics_add(s->m, CNT_IMAGE_CACHE_HITS, a.image_hits);
-        metrics_add(s->m, CNT_IMAGE_CACHE_MISSES, a.image_misses);
-        sl->prefill_left = a.prompt_tokens - a.cached_tokens;
-        sl->state = SLOT_PREFILL;
+        int rc = ops->admit(s->be, i, j, &a, &client_error, err, sizeof err);
+        assert(rc <= 0 || ops->admit_poll); /* only a backend that can be polled defers */
+        admitted(s, sl, rc, &a, client_error, err);
+    }
+}
+
+/* Slots whose prompt is built off the engine thread: those that are ready join prefill. */
+static void poll_encodes(struct sched *s)
+{
+    char err[256];
+    for (int i = 0; i < s->o.slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->state != SLOT_ENCODE) continue;
+        struct backend_admit a = {.vision_ms = -1};
+        int client_error = 0;
+        int rc = s->be->ops->admit_poll(s->be, i, &a, &client_error, err, sizeof err);
+        if (rc <= 0) admitted(s, sl, rc, &a, client_error, err);
     }
 }
 
@@ -246,21 +280,45 @@ static void deliver_tokens(struct sched *s, int n, double t0, double t1)
     }
 }
 
-/* One scheduling step, on the engine thread without s->mu. */
-static void step(struct sched *s, int cancel_all)
+/* One scheduling step, on the engine thread without s->mu. Returns 0 when it had nothing to
+ * run (every busy slot is waiting for its encode). */
+static int step(struct sched *s, int cancel_all)
 {
     reap_slots(s, cancel_all);
     admit_slots(s);
+    poll_encodes(s);
     /* The slots already generating; a slot whose prompt completes this step starts next step
      * (its first token is sampled from the logits this step computes). */
     int n = 0;
     for (int i = 0; i < s->o.slots; i++)
         if (s->slots[i].state == SLOT_DECODE) s->batch[n++] = i;
     int prompt_work = prefill_slots(s);
-    if (n == 0 && !prompt_work) return;
+    if (n == 0 && !prompt_work) return 0;
     double t0 = job_now(), t1;
-    if (decode_batch(s, n, &t1) != 0) return;
-    deliver_tokens(s, n, t0, t1);
+    if (decode_batch(s, n, &t1) == 0) deliver_tokens(s, n, t0, t1);
+    return 1;
+}
+
+/* The backend's vision thread finished a prompt: wake the engine thread. */
+static void sched_wake(void *arg)
+{
+    struct sched *s = arg;
+    pthread_mutex_lock(&s->mu);
+    s->woken = 1;
+    pthread_cond_signal(&s->work);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Nothing ran but slots wait for their encodes: sleep until one finishes, a job arrives, or
+ * ENCODE_WAIT_MS pass (s->mu held). */
+static void wait_encodes(struct sched *s)
+{
+    if (s->woken || s->stop || s->cancel_all) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += ENCODE_WAIT_MS * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_cond_timedwait(&s->work, &s->mu, &ts);
 }
 
 /* Drop waiting jobs whose client left or whose deadline passed, without waiting for a slot.
@@ -332,10 +390,11 @@ static void *engine_main(void *arg)
             s->busy++;
         }
         assert(queue_ok(s));
+        s->woken = 0;
         pthread_mutex_unlock(&s->mu);
 
         place_jobs(s, n_taken);
-        step(s, cancel_all);
+        int ran = step(s, cancel_all);
 
         pthread_mutex_lock(&s->mu);
         int busy = 0;
@@ -348,6 +407,7 @@ static void *engine_main(void *arg)
         s->busy = busy;
         assert(queue_ok(s));
         s->heartbeat = job_now();
+        if (!ran && busy > 0 && !(s->qlen > 0 && busy < s->o.slots)) wait_encodes(s);
     }
     s->stepping = 0;
     pthread_cond_broadcast(&s->idle);
@@ -376,6 +436,7 @@ struct sched *sched_create(const struct sched_options *o, struct backend *b, str
     pthread_cond_init(&s->idle, NULL);
     s->accepting = 1;
     s->heartbeat = job_now();
+    if (b->ops->set_notify) b->ops->set_notify(b, sched_wake, s);
     if (pthread_create(&s->thread, NULL, engine_main, s) != 0) {
         snprintf(err, errlen, "scheduler: cannot start the engine thread");
         pthread_cond_destroy(&s->idle);
@@ -474,6 +535,7 @@ void sched_destroy(struct sched *s)
     pthread_cond_signal(&s->work);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
+    if (s->be->ops->set_notify) s->be->ops->set_notify(s->be, NULL, NULL);
     for (int i = 0; i < s->qlen; i++)
         job_unref(s->queue[(s->qhead + i) % s->qcap]);
     pthread_cond_destroy(&s->idle);

@@ -1,5 +1,6 @@
 /* The scheduler: one engine thread, `slots` sequences at once, a bounded queue.
- * Each step: drop cancelled/expired work, admit waiting jobs into free slots (vision encode),
+ * Each step: drop cancelled/expired work, admit waiting jobs into free slots (a job with
+ * images waits while the backend's vision thread encodes them; the other slots go on),
  * prefill one chunk, then advance every decoding slot by one token in ONE batched backend
  * call and push the text to each job's stream. The thread sleeps on a condvar when idle. */
 #ifndef TERN_SERVER_SCHED_H

@@ -19,12 +19,14 @@ struct rig {
     struct sched *s;
 };
 
-/* A scheduler over an echo backend; delay_ms is slept per batched step to keep slots busy. */
-static struct rig rig_start(int slots, int queue_max, int delay_ms)
+/* A scheduler over an echo backend; delay_ms is slept per batched step to keep slots busy, and
+ * a job with images is admitted vision_ms after it got its slot (a stand-in encode). */
+static struct rig rig_start_vision(int slots, int queue_max, int delay_ms, int vision_ms)
 {
     struct rig r;
     char err[256];
-    struct backend_options bo = {.slots = slots, .ctx_size = 4096, .echo_delay_ms = delay_ms};
+    struct backend_options bo = {
+        .slots = slots, .ctx_size = 4096, .echo_delay_ms = delay_ms, .echo_vision_ms = vision_ms};
     struct sched_options so = {.slots = slots, .queue_max = queue_max, .prefill_chunk = 512};
     r.be = backend_echo_create(&bo, err, sizeof err);
     ck_assert_ptr_nonnull(r.be);
@@ -33,6 +35,11 @@ static struct rig rig_start(int slots, int queue_max, int delay_ms)
     r.s = sched_create(&so, r.be, r.m, err, sizeof err);
     ck_assert_ptr_nonnull(r.s);
     return r;
+}
+
+static struct rig rig_start(int slots, int queue_max, int delay_ms)
+{
+    return rig_start_vision(slots, queue_max, delay_ms, 0);
 }
 
 static void rig_stop(struct rig *r)
@@ -303,6 +310,72 @@ START_TEST(cancel_frees_slot)
 }
 END_TEST
 
+/* A job with one w x h picture before its text. */
+static struct job *new_image_job(const char *prompt, int w, int h)
+{
+    struct job *j = job_create();
+    ck_assert_ptr_nonnull(j);
+    ck_assert_int_eq(job_add_msg(j, ROLE_USER, prompt, strlen(prompt), 1), 0);
+    j->images[0].w = w, j->images[0].h = h;
+    j->n_images = 1;
+    j->params.max_tokens = 16;
+    j->deadline = job_now() + 30;
+    return j;
+}
+
+/* While one request's images encode off the engine thread, a running stream keeps getting
+ * tokens; the new request then streams its own answer. */
+START_TEST(encode_does_not_stall_streams)
+{
+    struct rig r = rig_start_vision(2, 2, 5, 400);
+    char *w = words(300);
+    struct job *a = new_job(w, 400, NULL), *b = new_image_job("what is it", 4, 3);
+    ck_assert_int_eq(sched_submit(r.s, a), SCHED_OK);
+    wait_started(a);
+    ck_assert_int_eq(sched_submit(r.s, b), SCHED_OK);
+    wait_counts(r.s, 2, 0);
+    size_t before = job_progress(a).text_len;
+    usleep(150 * 1000);
+    ck_assert_uint_eq(job_progress(b).text_len, 0); /* still encoding */
+    ck_assert_uint_gt(job_progress(a).text_len, before + 10);
+    char out[4096];
+    ck_assert_int_eq(read_all(b, out, sizeof out), DONE_STOP);
+    ck_assert_str_eq(out, "[image 4x3]| what| is| it");
+    ck_assert_double_ge(b->t.vision_ms, 400);
+    ck_assert_int_eq(b->image_tokens, 64);
+    ck_assert_int_eq(read_all(a, out, sizeof out), DONE_STOP);
+    ck_assert_str_eq(a->text, w);
+    rig_stop(&r);
+    job_unref(a), job_unref(b);
+    free(w);
+}
+END_TEST
+
+/* A job cancelled while its images encode leaves its slot; the next job gets it. Destroying
+ * the scheduler with an encode pending frees it too (ASan checks). */
+START_TEST(cancel_during_encode)
+{
+    struct rig r = rig_start_vision(1, 1, 0, 300);
+    struct job *a = new_image_job("x", 8, 8), *b = new_job("b c", 16, NULL);
+    ck_assert_int_eq(sched_submit(r.s, a), SCHED_OK);
+    wait_counts(r.s, 1, 0);
+    job_cancel(a);
+    char out[256];
+    ck_assert_int_eq(read_all(a, out, sizeof out), DONE_CANCELLED);
+    ck_assert_str_eq(out, "");
+    wait_counts(r.s, 0, 0);
+    ck_assert_int_eq(sched_submit(r.s, b), SCHED_OK);
+    ck_assert_int_eq(read_all(b, out, sizeof out), DONE_STOP);
+    ck_assert_str_eq(out, "b| c");
+    struct job *c = new_image_job("y", 2, 2);
+    ck_assert_int_eq(sched_submit(r.s, c), SCHED_OK);
+    wait_counts(r.s, 1, 0);
+    rig_stop(&r);
+    ck_assert_int_eq(job_progress(c).done, DONE_CANCELLED);
+    job_unref(a), job_unref(b), job_unref(c);
+}
+END_TEST
+
 /* Several jobs share the batch, each getting its own text. */
 START_TEST(slots_run_together)
 {
@@ -391,6 +464,8 @@ int main(void)
     tcase_add_test(tc, drain_cancels_after_grace);
     tcase_add_test(tc, cancel_frees_slot);
     tcase_add_test(tc, slots_run_together);
+    tcase_add_test(tc, encode_does_not_stall_streams);
+    tcase_add_test(tc, cancel_during_encode);
     tcase_add_test(tc, deadlines);
     tcase_add_test(tc, backend_errors);
     suite_add_tcase(s, tc);
