@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "engine/image.h"
+#include "jpegw.h"
 #include "testutil.h"
 
 #ifndef TERN_TEST_DATA
@@ -151,6 +152,80 @@ START_TEST(limits_checked_first)
 }
 END_TEST
 
+/* The header alone: size and limits, no pixels (what ternd checks before queueing). */
+START_TEST(probe_reads_the_header)
+{
+    size_t len;
+    void *data = slurp("rgb.png", &len);
+    int w, h;
+    char err[256];
+    ck_assert_int_eq(img_probe(data, len, NULL, &w, &h, err, sizeof err), 0);
+    ck_assert_int_eq(w, 37);
+    ck_assert_int_eq(h, 23);
+    img_limits pixels = {.max_pixels = 37 * 23 - 1};
+    ck_assert_int_ne(img_probe(data, len, &pixels, &w, &h, err, sizeof err), 0);
+    ck_assert_ptr_nonnull(strstr(err, "pixels"));
+    ck_assert_int_ne(img_probe(data, 7, NULL, &w, &h, err, sizeof err), 0);
+    free(data);
+    data = slurp("orient6.jpg", &len);
+    img_rgb im;
+    decode_file("orient6.jpg", &im);
+    ck_assert_int_eq(img_probe(data, len, NULL, &w, &h, err, sizeof err), 0);
+    ck_assert_int_eq(w, im.h); /* the header's size is before the EXIF rotation */
+    ck_assert_int_eq(h, im.w);
+    img_free(&im);
+    ck_assert_int_ne(img_probe("GIF89a", 6, NULL, &w, &h, err, sizeof err), 0);
+    free(data);
+}
+END_TEST
+
+/* A progressive file with 190 scans decodes without a limit and is refused past max_scans. */
+START_TEST(jpeg_scans_bounded)
+{
+    unsigned char *data;
+    unsigned long len;
+    ck_assert_int_eq(jpegw_write(64, 48, 1, &data, &len), 0);
+    img_rgb im;
+    char err[256];
+    img_limits none = {0};
+    ck_assert_int_eq(img_decode(data, len, &none, &im, err, sizeof err), 0);
+    img_free(&im);
+    img_limits lim = {.max_scans = 64};
+    ck_assert_int_ne(img_decode(data, len, &lim, &im, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "more than 64 scans"), "%s", err);
+    ck_assert_ptr_null(im.rgb);
+    free(data);
+    ck_assert_int_eq(jpegw_write(64, 48, 0, &data, &len), 0); /* baseline: one scan */
+    lim.max_scans = 1;
+    ck_assert_int_eq(img_decode(data, len, &lim, &im, err, sizeof err), 0);
+    img_free(&im);
+    free(data);
+}
+END_TEST
+
+/* min_edge: the smallest M/8 scale whose longest edge still covers it; never below. */
+START_TEST(jpeg_dct_scale)
+{
+    unsigned char *data;
+    unsigned long len;
+    ck_assert_int_eq(jpegw_write(64, 48, 0, &data, &len), 0);
+    static const struct {
+        int min_edge, w, h;
+    } cases[] = {{0, 64, 48},  {8, 8, 6},    {16, 16, 12}, {17, 24, 18},
+                 {56, 56, 42}, {57, 64, 48}, {64, 64, 48}, {1000, 64, 48}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        img_limits lim = {.min_edge = cases[i].min_edge};
+        img_rgb im;
+        char err[256];
+        ck_assert_int_eq(img_decode(data, len, &lim, &im, err, sizeof err), 0);
+        ck_assert_msg(im.w == cases[i].w && im.h == cases[i].h, "min_edge %d: %dx%d",
+                      cases[i].min_edge, im.w, im.h);
+        img_free(&im);
+    }
+    free(data);
+}
+END_TEST
+
 START_TEST(resize_matches_pillow)
 {
     size_t len;
@@ -284,6 +359,9 @@ int main(void)
     tcase_add_test(tc, jpeg_orientations);
     tcase_add_test(tc, bad_input_is_an_error);
     tcase_add_test(tc, limits_checked_first);
+    tcase_add_test(tc, probe_reads_the_header);
+    tcase_add_test(tc, jpeg_scans_bounded);
+    tcase_add_test(tc, jpeg_dct_scale);
     tcase_add_test(tc, resize_matches_pillow);
     tcase_add_test(tc, preprocess_matches_idefics3);
     tcase_add_test(tc, settings_from_mmproj);

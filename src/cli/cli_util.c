@@ -122,7 +122,7 @@ bool cli_parse_float(const char *cmd, const char *opt, const char *s, double min
     return true;
 }
 
-int cli_load_image(const char *path, img_rgb *out, char *err, size_t errlen)
+int cli_load_image(const char *path, int min_edge, img_rgb *out, char *err, size_t errlen)
 {
     size_t len;
     char *data = cli_read_file(path, &len);
@@ -130,7 +130,7 @@ int cli_load_image(const char *path, img_rgb *out, char *err, size_t errlen)
         cli_seterr(err, errlen, "%s: %s", path, strerror(errno ? errno : EIO));
         return -1;
     }
-    img_limits lim = {.max_bytes = 64u << 20, .max_pixels = 100000000};
+    img_limits lim = {.max_bytes = 64u << 20, .max_pixels = 100000000, .min_edge = min_edge};
     char ierr[256];
     int rc = img_decode(data, len, &lim, out, ierr, sizeof ierr);
     free(data);

@@ -50,6 +50,6 @@ void cli_seterr(char *err, size_t errlen, const char *fmt, ...)
 char *cli_read_file(const char *path, size_t *len);
 
 /* Reads and decodes a JPEG or PNG file (at most 64 MiB and 100 Mpixels); errors name the file. */
-int cli_load_image(const char *path, img_rgb *out, char *err, size_t errlen);
+int cli_load_image(const char *path, int min_edge, img_rgb *out, char *err, size_t errlen);
 
 #endif

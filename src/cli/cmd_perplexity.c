@@ -135,7 +135,8 @@ static int score(ppl *p, const char *image, const char *prompt_text, const char 
     chat_prompt prompt = {0};
     int32_t *target = NULL;
     int nt = 0, rc = -1;
-    if (image && cli_load_image(image, &im, err, errlen) != 0) return -1;
+    if (image && cli_load_image(image, chat_image_min_edge(&p->cc), &im, err, errlen) != 0)
+        return -1;
     chat_msg msg = {.role = PROMPT_USER, .text = prompt_text, .n_images = image ? 1 : 0};
     char perr[512];
     if (chat_prompt_build(&p->cc, p->c, &msg, 1, &im, msg.n_images, &prompt, perr, sizeof perr) !=

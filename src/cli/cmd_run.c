@@ -204,7 +204,8 @@ int cmd_run(int argc, char **argv)
         tok_load(eng_model_text_file(m), &t, err, sizeof err) != 0 ||
         eng_ctx_create(m, &p, &c, err, sizeof err) != ENG_OK ||
         chat_init(&cc, m, t, err, sizeof err) != 0 ||
-        (o.image && cli_load_image(o.image, &image, err, sizeof err) != 0)) {
+        (o.image &&
+         cli_load_image(o.image, chat_image_min_edge(&cc), &image, err, sizeof err) != 0)) {
         cli_error(CMD, "%s", err);
         goto out;
     }

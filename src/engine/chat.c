@@ -45,6 +45,11 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+int chat_image_min_edge(const chat_ctx *c)
+{
+    return c->info->has_vision ? c->icfg.longest_edge : 0;
+}
+
 embcache_key chat_image_key(const chat_ctx *c, const img_rgb *im)
 {
     const img_proc_cfg *g = &c->icfg;

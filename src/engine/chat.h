@@ -78,6 +78,11 @@ int chat_prompt_build(const chat_ctx *c, eng_ctx *ctx, const chat_msg *msgs, int
                       size_t errlen);
 void chat_prompt_free(chat_prompt *p);
 
+/* img_limits.min_edge for pictures this prompt path takes: the processor's first resize
+ * target (0 without vision). Every caller decodes with it, so ternd and tern run see the same
+ * pixels; a JPEG at least twice that size is decoded at a reduced DCT scale (docs/inputs.md). */
+int chat_image_min_edge(const chat_ctx *c);
+
 /* A picture's key: c's model_key and cache seed, every preprocessing setting in c->icfg, the
  * decoded pixels. */
 embcache_key chat_image_key(const chat_ctx *c, const img_rgb *im);

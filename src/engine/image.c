@@ -65,11 +65,48 @@ static void jpeg_quiet(j_common_ptr c)
     (void)c;
 }
 
+/* Counts scans as libjpeg reads them: a progressive file of thousands of tiny scans costs a
+ * full pass over the coefficients per scan, so past max_scans it is refused. */
+typedef struct {
+    struct jpeg_progress_mgr pub;
+    int max_scans;
+} jpeg_scans;
+
+static void jpeg_count_scans(j_common_ptr c)
+{
+    const jpeg_scans *p = (const jpeg_scans *)c->progress;
+    const struct jpeg_decompress_struct *d = (const struct jpeg_decompress_struct *)c;
+    if (c->is_decompressor && p->max_scans > 0 && d->input_scan_number > p->max_scans) {
+        jpeg_err *e = (jpeg_err *)c->err;
+        snprintf(e->msg, sizeof e->msg, "more than %d scans", p->max_scans);
+        longjmp(e->jb, 1);
+    }
+}
+
+/* The smallest scale M/8 (M < 8) whose longest edge still covers min_edge, else 8/8. */
+static void jpeg_pick_scale(struct jpeg_decompress_struct *c, int min_edge)
+{
+    c->scale_denom = 8;
+    c->scale_num = 8;
+    if (min_edge <= 0) return;
+    unsigned long long longest =
+        c->image_width > c->image_height ? c->image_width : c->image_height;
+    for (unsigned m = 1; m < 8; m++) {
+        /* libjpeg rounds scaled sizes up */
+        if ((longest * m + 7) / 8 >= (unsigned long long)min_edge) {
+            c->scale_num = m;
+            return;
+        }
+    }
+}
+
 static int decode_jpeg(const uint8_t *data, size_t len, const img_limits *lim, img_rgb *out,
                        char *err, size_t errlen)
 {
     struct jpeg_decompress_struct cinfo;
     jpeg_err jerr;
+    jpeg_scans scans = {.pub.progress_monitor = jpeg_count_scans,
+                        .max_scans = lim ? lim->max_scans : 0};
     uint8_t *volatile pix = NULL;
     cinfo.err = jpeg_std_error(&jerr.pub);
     jerr.pub.error_exit = jpeg_fail;
@@ -82,6 +119,7 @@ static int decode_jpeg(const uint8_t *data, size_t len, const img_limits *lim, i
         return -1;
     }
     jpeg_create_decompress(&cinfo);
+    cinfo.progress = &scans.pub;
     jpeg_mem_src(&cinfo, data, (unsigned long)len);
     jpeg_read_header(&cinfo, TRUE);
     if (check_dims(cinfo.image_width, cinfo.image_height, lim, "JPEG", err, errlen) != 0) {
@@ -94,6 +132,7 @@ static int decode_jpeg(const uint8_t *data, size_t len, const img_limits *lim, i
         return -1;
     }
     cinfo.out_color_space = JCS_RGB;
+    jpeg_pick_scale(&cinfo, lim ? lim->min_edge : 0);
     jpeg_start_decompress(&cinfo);
     size_t w = cinfo.output_width, h = cinfo.output_height;
     pix = malloc(w * h * 3);
@@ -112,6 +151,32 @@ static int decode_jpeg(const uint8_t *data, size_t len, const img_limits *lim, i
     out->h = (int)h;
     out->rgb = pix;
     return 0;
+}
+
+static int probe_jpeg(const uint8_t *data, size_t len, const img_limits *lim, int *w, int *h,
+                      char *err, size_t errlen)
+{
+    struct jpeg_decompress_struct cinfo;
+    jpeg_err jerr;
+    cinfo.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = jpeg_fail;
+    jerr.pub.emit_message = jpeg_emit;
+    jerr.pub.output_message = jpeg_quiet;
+    if (setjmp(jerr.jb)) {
+        eng_seterr(err, errlen, "bad JPEG: %s", jerr.msg);
+        jpeg_destroy_decompress(&cinfo);
+        return -1;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, data, (unsigned long)len);
+    jpeg_read_header(&cinfo, TRUE);
+    int rc = check_dims(cinfo.image_width, cinfo.image_height, lim, "JPEG", err, errlen);
+    if (rc == 0 && (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK))
+        rc = eng_seterr(err, errlen, "CMYK JPEG images are not supported");
+    *w = (int)cinfo.image_width;
+    *h = (int)cinfo.image_height;
+    jpeg_destroy_decompress(&cinfo);
+    return rc;
 }
 
 static unsigned rd16(const uint8_t *p, bool le)
@@ -300,6 +365,41 @@ int img_decode(const void *data, size_t len, const img_limits *lim, img_rgb *out
         return decode_png(d, len, lim, out, err, errlen);
     eng_seterr(err, errlen, "not a JPEG or PNG image");
     return -1;
+}
+
+static int probe_png(const uint8_t *data, size_t len, const img_limits *lim, int *w, int *h,
+                     char *err, size_t errlen)
+{
+    spng_ctx *ctx = spng_ctx_new(0);
+    if (!ctx) return eng_seterr(err, errlen, "out of memory");
+    spng_set_image_limits(ctx, 65535, 65535);
+    spng_set_chunk_limits(ctx, 1u << 24, 1u << 26);
+    struct spng_ihdr ihdr;
+    int e, rc = -1;
+    if ((e = spng_set_png_buffer(ctx, data, len)) != 0 || (e = spng_get_ihdr(ctx, &ihdr)) != 0)
+        eng_seterr(err, errlen, "bad PNG: %s", spng_strerror(e));
+    else if (check_dims(ihdr.width, ihdr.height, lim, "PNG", err, errlen) == 0) {
+        *w = (int)ihdr.width;
+        *h = (int)ihdr.height;
+        rc = 0;
+    }
+    spng_ctx_free(ctx);
+    return rc;
+}
+
+int img_probe(const void *data, size_t len, const img_limits *lim, int *w, int *h, char *err,
+              size_t errlen)
+{
+    const uint8_t *d = data;
+    *w = *h = 0;
+    if (lim && lim->max_bytes && len > lim->max_bytes)
+        return eng_seterr(err, errlen, "image of %zu bytes exceeds the limit of %zu bytes", len,
+                          lim->max_bytes);
+    if (len >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF)
+        return probe_jpeg(d, len, lim, w, h, err, errlen);
+    if (len >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8))
+        return probe_png(d, len, lim, w, h, err, errlen);
+    return eng_seterr(err, errlen, "not a JPEG or PNG image");
 }
 
 /* ---- Pillow's resampling ---- */

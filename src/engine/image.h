@@ -24,11 +24,21 @@ typedef struct {
 typedef struct {
     size_t max_bytes;    /* encoded size; 0 = no limit */
     uint64_t max_pixels; /* w * h; 0 = no limit */
+    int max_scans;       /* JPEG scans (a progressive file has one per pass); 0 = no limit */
+    int min_edge;        /* > 0: a JPEG may be decoded at the smallest DCT scale (M/8) whose
+                            longest edge is still >= min_edge (pixels then differ slightly from
+                            a full decode resized down); 0 = always full size */
 } img_limits;
 
 /* JPEG or PNG (told apart by their signatures). */
 int img_decode(const void *data, size_t len, const img_limits *lim, img_rgb *out, char *err,
                size_t errlen);
+
+/* The header only, no pixels: the signature, the size in the header against lim (bytes,
+ * pixels). Fills *w, *h (before EXIF orientation). Cheap: what a server checks before it
+ * queues a picture it decodes later. */
+int img_probe(const void *data, size_t len, const img_limits *lim, int *w, int *h, char *err,
+              size_t errlen);
 void img_free(img_rgb *im);
 
 /* EXIF orientation (1..8) of a JPEG's APP1 segment, 1 when there is none. */

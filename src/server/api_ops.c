@@ -47,6 +47,7 @@ int api_metrics(struct http_req *r)
     g.rss_bytes = rss * 1024;
     g.rss_peak_bytes = peak * 1024;
     g.stats_dropped = stats_dropped(srv->stats);
+    g.stats_pending = stats_pending(srv->stats);
     char *text = metrics_render(srv->metrics, &g);
     if (!text) {
         struct api_error e;

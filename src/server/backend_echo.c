@@ -7,6 +7,7 @@
  * It exists so the scheduler, streaming, cancellation and every API can be tested end to end
  * without a model file. */
 #include "backend.h"
+#include "upload.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,12 +98,22 @@ static int echo_admit(struct backend *b, int slot, struct job *j, struct backend
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    /* Pictures are decoded here, after admission, as the engine's vision thread does: a picture
+     * that does not decode is the job's 422. */
+    img_rgb im[JOB_MAX_IMAGES];
+    if (upload_decode(j, 0, im, err, errlen) != 0) {
+        free(s->pieces);
+        s->pieces = NULL;
+        *client_error = 1;
+        return -1;
+    }
     size_t o = 0;
     s->n = 0;
     for (int i = 0; i < j->n_images; i++) {
-        o += (size_t)sprintf(s->pieces + o, "[image %dx%d]", j->images[i].w, j->images[i].h) + 1;
+        o += (size_t)sprintf(s->pieces + o, "[image %dx%d]", im[i].w, im[i].h) + 1;
         s->n++;
     }
+    upload_release(j, im);
     if (j->n_images && split(text, NULL) > 0) s->pieces[o++] = ' ';
     int nw = split(text, s->pieces + o);
     s->n += nw;

@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "engine/chat.h"
+#include "upload.h"
 
 #define SIG_MAX 130 /* two parts per message, at most 64 messages */
 
@@ -27,7 +28,7 @@ struct vreq {
     chat_msg msgs[64];
     int n_msgs;
     chat_prompt prompt;
-    int rc;
+    int rc, client_error;
     char err[256];
     int done, abandoned;
     struct vreq *next;
@@ -121,7 +122,7 @@ static void slot_clear(struct engb *e, int i)
     eng_slot_reset(e->c, i);
 }
 
-/* A request's shape for pick_slot: per message, one hash of its role and pictures' pixels
+/* A request's shape for pick_slot: per message, one hash of its role and pictures' bytes
  * and one of its text. Returns the parts written. */
 static int job_signature(const struct job *j, uint64_t *sig)
 {
@@ -133,10 +134,10 @@ static int job_signature(const struct job *j, uint64_t *sig)
         int head[2] = {jm->role, jm->n_images};
         embcache_hash_add(&h, head, sizeof head);
         for (int k = 0; k < jm->n_images && img < j->n_images; k++, img++) {
-            const img_rgb *im = &j->images[img];
+            const struct job_image *im = &j->images[img];
             int dims[2] = {im->w, im->h};
             embcache_hash_add(&h, dims, sizeof dims);
-            embcache_hash_add(&h, im->rgb, (size_t)im->w * im->h * 3);
+            embcache_hash_add(&h, im->data, im->len);
         }
         sig[n++] = embcache_hash_final(&h).a;
         embcache_hash_init(&h, 1);
@@ -188,6 +189,28 @@ static sampler_params job_sampler_params(const struct job *j)
 static int admit_ready(struct engb *e, int slot, struct job *j, struct backend_admit *out,
                        int *client_error, char *err, size_t errlen);
 
+/* Decodes the job's pictures (upload.c's budget), builds the prompt, frees the pixels at once:
+ * only the embeddings outlive this call. A picture that does not decode is the client's error;
+ * decode time counts as vision time, never queue time. */
+static int build_prompt(const chat_ctx *cc, eng_ctx *c, const chat_msg *msgs, int n_msgs,
+                        const struct job *j, chat_prompt *out, int *client_error, char *err,
+                        size_t errlen)
+{
+    img_rgb im[JOB_MAX_IMAGES];
+    double t0 = job_now();
+    if (upload_decode(j, chat_image_min_edge(cc), im, err, errlen) != 0) {
+        *out = (chat_prompt){0};
+        *client_error = 1;
+        return -1;
+    }
+    double decode_ms = (job_now() - t0) * 1e3;
+    int rc = chat_prompt_build(cc, c, msgs, n_msgs, im, j->n_images, out, err, errlen);
+    upload_release(j, im);
+    /* every picture from the cache: vision_ms stays 0, as documented (api.md) */
+    if (rc == 0 && out->vision_ms > 0) out->vision_ms += decode_ms;
+    return rc;
+}
+
 /* The job's messages and pictures through the engine's one prompt path (engine/chat.h); with
  * the vision thread running, a job with images goes there (returns 1). */
 static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_admit *out,
@@ -237,8 +260,7 @@ static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_a
         pthread_mutex_unlock(&e->vw.mu);
         return 1;
     }
-    if (chat_prompt_build(&e->cc, e->c, msgs, j->n_msgs, j->images, j->n_images, &p->prompt, err,
-                          errlen) != 0)
+    if (build_prompt(&e->cc, e->c, msgs, j->n_msgs, j, &p->prompt, client_error, err, errlen) != 0)
         goto fail;
     return admit_ready(e, slot, j, out, client_error, err, errlen);
 fail:
@@ -304,6 +326,7 @@ static int eb_admit_poll(struct backend *b, int slot, struct backend_admit *out,
     vr->prompt = (chat_prompt){0};
     int rc = vr->rc;
     if (rc != 0) snprintf(err, errlen, "%s", vr->err);
+    if (rc != 0) *client_error = vr->client_error;
     struct job *j = vr->j;
     job_ref(j);
     vreq_free(vr);
@@ -340,8 +363,8 @@ static void *vision_main(void *arg)
         if (!vr->abandoned) {
             pthread_mutex_unlock(&vw->mu);
             const struct job *j = vr->j;
-            vr->rc = chat_prompt_build(vw->cc, vw->c, vr->msgs, vr->n_msgs, j->images, j->n_images,
-                                       &vr->prompt, vr->err, sizeof vr->err);
+            vr->rc = build_prompt(vw->cc, vw->c, vr->msgs, vr->n_msgs, j, &vr->prompt,
+                                  &vr->client_error, vr->err, sizeof vr->err);
             pthread_mutex_lock(&vw->mu);
             vr->done = 1;
         }

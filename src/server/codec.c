@@ -218,8 +218,8 @@ int codec_add_image_bytes(struct job *j, const unsigned char *data, size_t len,
         return codec_fail(e, 422, "invalid_request", "%s: at most %d images per request", field,
                           lim->max_images < JOB_MAX_IMAGES ? lim->max_images : JOB_MAX_IMAGES);
     char msg[200];
-    int st = upload_image_decode(data, len, lim->max_image_bytes, lim->max_image_pixels,
-                                 &j->images[j->n_images], msg, sizeof msg);
+    int st = upload_image_check(data, len, lim->max_image_bytes, lim->max_image_pixels,
+                                &j->images[j->n_images], msg, sizeof msg);
     if (st)
         return codec_fail(e, st,
                           st == 413   ? "payload_too_large"
@@ -228,6 +228,14 @@ int codec_add_image_bytes(struct job *j, const unsigned char *data, size_t len,
                                       : "invalid_image",
                           "%s: %s", field, msg);
     j->n_images++;
+    /* Decoded together after admission: a request that could never fit the budget is refused
+     * now rather than waiting for it. */
+    size_t bytes = upload_job_bytes(j);
+    if (lim->max_decode_bytes > 0 && bytes > (size_t)lim->max_decode_bytes)
+        return codec_fail(e, 413, "payload_too_large",
+                          "%s: the request's images decode to %zu bytes, more than the limit of "
+                          "%ld bytes",
+                          field, bytes, lim->max_decode_bytes);
     return 0;
 }
 

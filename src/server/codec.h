@@ -18,6 +18,7 @@ struct api_error {
 struct api_limits {
     long max_image_bytes, max_image_pixels;
     int max_images, max_tokens, default_max_tokens;
+    long max_decode_bytes; /* all of a request's pictures decoded; 0 = no limit */
 };
 
 /* Fills e and returns -1 (so callers can `return codec_fail(...)`). */

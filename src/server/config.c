@@ -76,10 +76,19 @@ static const struct key keys[] = {
     I("limits", max_prompt_tokens, 1, 1 << 20, "longest prompt in tokens"),
     I("limits", max_tokens, 1, 1 << 20, "cap on a request's max_tokens"),
     I("limits", default_max_tokens, 1, 1 << 20, "max_tokens when a request gives none"),
+    I("limits", decode_concurrency, 1, 1024, "images decoded at once, after admission"),
+    L("limits", decode_max_bytes, 1L << 20, 1L << 40,
+      "decoded image bytes held at once (a request's images must fit)"),
+    I("limits", jpeg_max_scans, 1, 65535, "scans of one JPEG (progressive passes); more = 422"),
     S("stats", db, "SQLite database for request stats; empty = off"),
     I("stats", retention_days, 0, 36500, "days of rows kept; 0 = forever"),
     I("stats", sample_interval, 1, 3600, "seconds between samples rows"),
     I("stats", stats_queue, 1, 1 << 20, "records buffered for the writer before dropping"),
+    I("stats", stats_retry, 0, 1 << 20, "rows that could not be written, kept and retried"),
+    I("stats", stats_sync_ms, 0, 60000,
+      "ms a finished request waits for its row to commit before its last line; 0 = no wait"),
+    L("stats", stats_wal_bytes, 1L << 16, 1L << 34,
+      "size the WAL is truncated to after a checkpoint"),
     S("log", log_level, "error, warn, info or debug"),
     S("log", log_file, "log file (reopened on SIGHUP); empty = stderr"),
 };
@@ -121,9 +130,15 @@ void config_defaults(struct config *c)
     c->max_prompt_tokens = 1536;
     c->max_tokens = 1024;
     c->default_max_tokens = 256;
+    c->decode_concurrency = 1;
+    c->decode_max_bytes = 256L << 20;
+    c->jpeg_max_scans = 64;
     c->retention_days = 30;
     c->sample_interval = 10;
     c->stats_queue = 1024;
+    c->stats_retry = 4096;
+    c->stats_sync_ms = 1000;
+    c->stats_wal_bytes = 4L << 20;
     strcpy(c->log_level, "info");
 }
 

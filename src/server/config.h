@@ -49,11 +49,17 @@ struct config {
     int max_prompt_tokens;
     int max_tokens; /* cap on a request's max_tokens */
     int default_max_tokens;
+    int decode_concurrency; /* pictures decoded at once (after admission) */
+    long decode_max_bytes;  /* decoded pixel bytes held at once */
+    int jpeg_max_scans;     /* scans of one JPEG; more is refused */
     /* [stats] */
     char db[CONFIG_STR]; /* "" disables stats */
     int retention_days;
-    int sample_interval; /* seconds between samples rows */
-    int stats_queue;     /* records buffered before dropping */
+    int sample_interval;  /* seconds between samples rows */
+    int stats_queue;      /* records buffered before dropping */
+    int stats_retry;      /* rows that failed to write, kept and retried */
+    int stats_sync_ms;    /* a finished request waits this long for its row before its last line */
+    long stats_wal_bytes; /* WAL size limit */
     /* [log] */
     char log_level[16];
     char log_file[CONFIG_STR];

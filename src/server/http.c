@@ -191,10 +191,9 @@ static void fill_record(struct stats_record *rec, struct http_req *r)
     stats_rss(&rec->rss_kb, &rec->rss_peak_kb);
 }
 
-/* on_release of a generation job: the last owner (HTTP side or scheduler) writes its row. */
-static void record_job(struct job *j, void *ctx)
+/* A generation job's row. */
+static void fill_job_record(struct stats_record *r, struct job *j, struct server *srv)
 {
-    struct server *srv = ctx;
     struct stats_record rec;
     memset(&rec, 0, sizeof rec);
     rec.received_at = stats_wall_now() - (job_now() - j->t_arrival);
@@ -226,7 +225,30 @@ static void record_job(struct job *j, void *ctx)
                                   : -1;
     stats_rss(&rec.rss_kb, &rec.rss_peak_kb);
     if (ran) metrics_observe(srv->metrics, HIST_REQUEST_SECONDS, rec.total_ms / 1e3);
-    stats_record(srv->stats, &rec);
+    *r = rec;
+}
+
+/* on_release of a generation job: the last owner (HTTP side or scheduler) writes its row,
+ * unless it was written before the response's last bytes (record_final). */
+static void record_job(struct job *j, void *ctx)
+{
+    if (j->recorded) return;
+    struct stats_record rec;
+    fill_job_record(&rec, j, ctx);
+    stats_record(((struct server *)ctx)->stats, &rec);
+}
+
+/* The job is over and status is what the client gets: its row is committed (stats_sync_ms at
+ * most) before the last line or the reply goes out, so a crash after the client saw the end
+ * cannot lose it. Called on the HTTP thread, which holds a reference. */
+static void record_final(struct server *srv, struct job *j, int status)
+{
+    if (!srv->stats || j->recorded) return;
+    job_set_http_result(j, status, "");
+    struct stats_record rec;
+    fill_job_record(&rec, j, srv);
+    (void)stats_record_sync(srv->stats, &rec, srv->cfg->stats_sync_ms);
+    j->recorded = 1;
 }
 
 /* ---------- generation ---------- */
@@ -259,6 +281,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             any = 1;
         }
         if (done) {
+            record_final(st->h->srv, st->job, 200);
             st->gen->final(&st->ctx, st->job, &st->out);
             st->eof = 1;
         } else if (!any && job_wait(st->job, st->sock, 0) < 0) {
@@ -416,10 +439,12 @@ static int reply_early_end(struct http_req *r, struct job *j, const struct job_p
 {
     int est = p->error_status;
     if (p->done == DONE_ERROR && p->text_len == 0) {
+        record_final(r->srv, j, est ? est : 500);
         fail(r, est ? est : 500, est == 422 ? "invalid_request" : "internal", "%s", j->error);
         return 1;
     }
     if (p->done == DONE_TIMEOUT && p->text_len == 0 && p->completion_tokens == 0) {
+        record_final(r->srv, j, 503);
         fail(r, 503, "overloaded", "request deadline (%d s) passed before it could run",
              r->srv->cfg->request_timeout);
         return 1;
@@ -445,9 +470,11 @@ static enum MHD_Result reply_whole(struct http_req *r, struct job *j, struct api
         done = job_skip(j); /* the text stays in the job for whole() */
     }
     if (done == DONE_ERROR) {
+        record_final(r->srv, j, j->error_status ? j->error_status : 500);
         fail(r, j->error_status ? j->error_status : 500, "internal", "%s", j->error);
         return MHD_YES;
     }
+    record_final(r->srv, j, 200);
     http_reply_json(r, 200, r->route->gen->whole(ctx, j));
     return MHD_YES;
 }

@@ -57,7 +57,7 @@ void job_unref(struct job *j)
         free(j->msgs[i].text);
     free(j->msgs);
     for (int i = 0; i < j->n_images; i++)
-        img_free(&j->images[i]);
+        free(j->images[i].data);
     for (int i = 0; i < j->params.n_stop; i++)
         free(j->params.stop[i]);
     free(j->text);

@@ -21,6 +21,14 @@ struct job_msg {
     int n_images; /* images (in order of job->images) that precede this message's text */
 };
 
+/* A picture as it came: compressed bytes and the size its header states. Decoded only after
+ * admission (upload.c). */
+struct job_image {
+    unsigned char *data; /* owned */
+    size_t len;
+    int w, h;
+};
+
 struct job_params {
     int max_tokens;
     float temperature, top_p, min_p, repeat_penalty;
@@ -42,7 +50,7 @@ struct job {
     /* ---- input: set before submission, read-only afterwards ---- */
     struct job_msg *msgs;
     int n_msgs;
-    img_rgb images[JOB_MAX_IMAGES]; /* decoded by the HTTP thread (upload.c) */
+    struct job_image images[JOB_MAX_IMAGES]; /* checked, not decoded (upload.c) */
     int n_images;
     struct job_params params;
     double t_arrival; /* monotonic seconds */
@@ -67,6 +75,7 @@ struct job {
 
     /* ---- for the stats record (HTTP side, before the last unref) ---- */
     int refs;
+    int recorded; /* the row was written before the last line went out (http.c) */
     int http_status;
     char endpoint[32];
     char client[64];

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "log.h"
 #include "server.h"
+#include "upload.h"
 
 extern char **environ;
 
@@ -107,8 +108,9 @@ static int start_services(const struct config *cfg, struct server *srv, char *er
         return -1;
     }
     if (cfg->db[0]) {
-        struct stats_options sto = {cfg->db, cfg->stats_queue, cfg->sample_interval,
-                                    cfg->retention_days};
+        struct stats_options sto = {
+            cfg->db,          cfg->stats_queue,    cfg->sample_interval, cfg->retention_days,
+            cfg->stats_retry, cfg->stats_wal_bytes};
         if (!(srv->stats = stats_open(&sto, sample, srv, err, errlen))) return -1;
     }
     return 0;
@@ -183,8 +185,10 @@ int main(int argc, char **argv)
     struct server srv = {0};
     srv.cfg = &cfg;
     srv.started_wall = stats_wall_now();
-    srv.limits = (struct api_limits){cfg.max_image_bytes, cfg.max_image_pixels, cfg.max_images,
-                                     cfg.max_tokens, cfg.default_max_tokens};
+    srv.limits =
+        (struct api_limits){cfg.max_image_bytes, cfg.max_image_pixels,   cfg.max_images,
+                            cfg.max_tokens,      cfg.default_max_tokens, cfg.decode_max_bytes};
+    upload_budget_init(cfg.decode_concurrency, cfg.decode_max_bytes, cfg.jpeg_max_scans);
     struct http *http = NULL;
     if (load_backend(&cfg, threads, &srv, err, sizeof err) != 0 ||
         start_services(&cfg, &srv, err, sizeof err) != 0 ||

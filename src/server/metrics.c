@@ -191,7 +191,11 @@ static void put_gauges(struct buf *b, const struct metrics_gauges *g)
     put_one(b, "ternd_resident_memory_peak_bytes", "gauge", "Peak resident set size.",
             g->rss_peak_bytes);
     put_one(b, "ternd_stats_dropped_total", "counter",
-            "Stats records dropped (queue full or database unwritable).", g->stats_dropped);
+            "Stats records dropped (queue full, or retry buffer full while the database is "
+            "unwritable).",
+            g->stats_dropped);
+    put_one(b, "ternd_stats_pending", "gauge",
+            "Stats rows kept for retry while the database cannot be written.", g->stats_pending);
 }
 
 char *metrics_render(struct metrics *m, const struct metrics_gauges *g)

@@ -34,6 +34,7 @@ struct metrics_gauges {
     int active_slots, slots, queued, queue_max;
     long rss_bytes, rss_peak_bytes;
     long long stats_dropped;
+    long long stats_pending;
 };
 
 struct metrics *metrics_create(void);

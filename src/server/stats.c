@@ -23,12 +23,16 @@ struct stats {
     pthread_cond_t cv, flushed;
     struct stats_record *q; /* ring */
     int qhead, qlen;
-    long long dropped;
+    long long dropped, pending;
     int stop;
-    long long seq_in, seq_done; /* records accepted / written-or-dropped, for flush */
+    long long seq_in, seq_done; /* records accepted / tried (written or kept), for flush, sync */
+    long long seq_committed;    /* records accepted before the last successful commit */
+    long page_limit;            /* tests: max_page_count (0 = none) */
+    long pages_applied;         /* writer: the max_page_count the connection has */
 
     sqlite3 *db; /* writer thread only */
     int failing; /* logged the current failure already */
+    double next_retry;
     double next_sample, last_retention;
     long long last_tokens;
     pthread_t thread;
@@ -80,8 +84,8 @@ double stats_percentile(const double *sorted, long n, double p)
 static void fail(struct stats *s, const char *what)
 {
     if (!s->failing)
-        log_error("stats: %s: %s (records are dropped and counted until it works again)", s->path,
-                  what);
+        log_error("stats: %s: %s (rows are kept, up to %d, and written when it works again)",
+                  s->path, what, s->o.retry_max);
     s->failing = 1;
     if (s->db) sqlite3_close(s->db);
     s->db = NULL;
@@ -110,8 +114,16 @@ static int db_open(struct stats *s)
         fail(s, "database schema is newer than this ternd");
         return -1;
     }
-    char *msg = NULL;
+    char *msg = NULL, pragmas[192];
+    /* NORMAL: in WAL mode a commit is in the OS before the call returns (a crash of ternd keeps
+     * it; only a power cut may lose the last ones). The WAL is truncated after checkpoints. */
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=%ld;"
+             " PRAGMA wal_autocheckpoint=1000",
+             s->o.wal_bytes > 0 ? s->o.wal_bytes : 4L << 20);
+    s->pages_applied = 0;
     if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(s->db, pragmas, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(s->db, schema, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(s->db, "PRAGMA user_version=1", NULL, NULL, &msg) != SQLITE_OK) {
         char m[256];
@@ -120,8 +132,7 @@ static int db_open(struct stats *s)
         fail(s, m);
         return -1;
     }
-    if (s->failing) log_info("stats: %s writable again", s->path);
-    s->failing = 0;
+    /* "writable again" only after a commit: an open can succeed on a full disk. */
     return 0;
 }
 
@@ -201,6 +212,15 @@ static int write_batch(struct stats *s, const struct stats_record *r, int n,
                        const struct stats_sample *sample, double sample_tps)
 {
     if (db_open(s) != 0) return n;
+    pthread_mutex_lock(&s->mu);
+    long pages = s->page_limit;
+    pthread_mutex_unlock(&s->mu);
+    if (pages != s->pages_applied) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA max_page_count=%ld", pages > 0 ? pages : 1073741823L);
+        if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK) goto bad;
+        s->pages_applied = pages;
+    }
     if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) goto bad;
     for (int i = 0; i < n; i++)
         if (insert_record(s->db, &r[i]) != 0) goto rollback;
@@ -217,7 +237,7 @@ static int write_batch(struct stats *s, const struct stats_record *r, int n,
         s->last_retention = now;
     }
     if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto rollback;
-    if (s->failing) log_info("stats: %s writable again", s->path);
+    if (s->failing) log_info("stats: %s writable again (%d rows written)", s->path, n);
     s->failing = 0;
     return 0;
 rollback : {
@@ -238,17 +258,29 @@ static void abs_deadline(struct timespec *ts, double wall)
     ts->tv_nsec = (long)((wall - floor(wall)) * 1e9);
 }
 
+/* Next wake-up: a sample, or a retry of kept rows. */
+static double next_wake(const struct stats *s, int kept)
+{
+    double t = s->sample ? s->next_sample : 1e300;
+    if (kept && s->next_retry < t) t = s->next_retry;
+    return t;
+}
+
+/* batch[0..kept) are rows that failed before (oldest first); new ones are appended after them.
+ * A failed write keeps them all, past retry_max dropping (and counting) the oldest. */
 static void *writer_main(void *arg)
 {
     struct stats *s = arg;
-    int cap = s->o.queue_max;
-    struct stats_record *batch = malloc((size_t)cap * sizeof *batch);
+    int cap = s->o.queue_max, kmax = s->o.retry_max > 0 ? s->o.retry_max : 0;
+    struct stats_record *batch = malloc((size_t)(cap + kmax) * sizeof *batch);
+    int kept = 0;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->stop && s->qlen == 0 && (!s->sample || stats_wall_now() < s->next_sample)) {
-            if (s->sample) {
+        while (!s->stop && s->qlen == 0 && stats_wall_now() < next_wake(s, kept)) {
+            double t = next_wake(s, kept);
+            if (t < 1e300) {
                 struct timespec ts;
-                abs_deadline(&ts, s->next_sample);
+                abs_deadline(&ts, t);
                 pthread_cond_timedwait(&s->cv, &s->mu, &ts);
             } else {
                 pthread_cond_wait(&s->cv, &s->mu);
@@ -256,10 +288,11 @@ static void *writer_main(void *arg)
         }
         int n = 0;
         while (s->qlen > 0 && batch && n < cap) {
-            batch[n++] = s->q[s->qhead];
+            batch[kept + n++] = s->q[s->qhead];
             s->qhead = (s->qhead + 1) % cap;
             s->qlen--;
         }
+        long long seq = s->seq_done + n;
         int stop = s->stop;
         pthread_mutex_unlock(&s->mu);
 
@@ -273,14 +306,39 @@ static void *writer_main(void *arg)
             s->next_sample = now + s->o.sample_interval_s;
             sp = &smp;
         }
-        int lost = (n || sp) ? write_batch(s, batch, n, sp, tps) : 0;
+        /* While failing, new rows join the kept ones and wait for the next retry (once a
+         * second), so a broken disk is not hammered once per request. */
+        int attempt = sp || stop || ((kept + n) && (!s->failing || now >= s->next_retry));
+        int lost = 0, committed = 0;
+        if (attempt && batch) {
+            if (write_batch(s, batch, kept + n, sp, tps) == 0) {
+                committed = 1;
+                kept = 0;
+            } else {
+                kept += n;
+                s->next_retry = now + 1.0;
+            }
+        } else {
+            kept += n;
+        }
+        if (kept > kmax) {
+            lost = kept - kmax;
+            memmove(batch, batch + lost, (size_t)kmax * sizeof *batch);
+            kept = kmax;
+        }
+        if (!batch) lost = n;
 
         pthread_mutex_lock(&s->mu);
+        if (lost && s->dropped == 0) log_warn("stats: retry buffer full, dropping the oldest rows");
         s->dropped += lost;
-        s->seq_done += n;
+        s->pending = kept;
+        s->seq_done = seq;
+        if (committed) s->seq_committed = seq;
         pthread_cond_broadcast(&s->flushed);
         if (stop && s->qlen == 0) break;
     }
+    s->dropped += kept; /* the last try at close failed too */
+    s->pending = 0;
     pthread_mutex_unlock(&s->mu);
     free(batch);
     if (s->db) sqlite3_close(s->db);
@@ -317,6 +375,8 @@ struct stats *stats_open(const struct stats_options *o, stats_sample_fn sample, 
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_cond_init(&s->flushed, NULL);
+    /* The schema exists before the first request is served; a failure here is retried. */
+    (void)db_open(s);
     if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
         snprintf(err, errlen, "stats: cannot start the writer thread");
         stats_free(s);
@@ -325,18 +385,57 @@ struct stats *stats_open(const struct stats_options *o, stats_sample_fn sample, 
     return s;
 }
 
+/* Under s->mu: the record's sequence number, 0 when the queue is full (dropped, counted). */
+static long long enqueue(struct stats *s, const struct stats_record *r)
+{
+    if (s->qlen >= s->o.queue_max) {
+        if (s->dropped++ == 0) log_warn("stats: queue full, dropping records");
+        return 0;
+    }
+    s->q[(s->qhead + s->qlen) % s->o.queue_max] = *r;
+    s->qlen++;
+    pthread_cond_signal(&s->cv);
+    return ++s->seq_in;
+}
+
 void stats_record(struct stats *s, const struct stats_record *r)
 {
     if (!s) return;
     pthread_mutex_lock(&s->mu);
-    if (s->qlen >= s->o.queue_max) {
-        if (s->dropped++ == 0) log_warn("stats: queue full, dropping records");
-    } else {
-        s->q[(s->qhead + s->qlen) % s->o.queue_max] = *r;
-        s->qlen++;
-        s->seq_in++;
-        pthread_cond_signal(&s->cv);
+    (void)enqueue(s, r);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int stats_record_sync(struct stats *s, const struct stats_record *r, int timeout_ms)
+{
+    if (!s) return 0;
+    pthread_mutex_lock(&s->mu);
+    long long seq = enqueue(s, r);
+    int ok = 0;
+    if (seq > 0 && timeout_ms > 0) {
+        struct timespec ts;
+        abs_deadline(&ts, stats_wall_now() + timeout_ms / 1e3);
+        while (s->seq_done < seq && !s->stop)
+            if (pthread_cond_timedwait(&s->flushed, &s->mu, &ts) == ETIMEDOUT) break;
+        ok = s->seq_committed >= seq;
     }
+    pthread_mutex_unlock(&s->mu);
+    return ok;
+}
+
+long long stats_pending(struct stats *s)
+{
+    if (!s) return 0;
+    pthread_mutex_lock(&s->mu);
+    long long n = s->pending;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void stats_set_page_limit(struct stats *s, long pages)
+{
+    pthread_mutex_lock(&s->mu);
+    s->page_limit = pages;
     pthread_mutex_unlock(&s->mu);
 }
 

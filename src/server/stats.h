@@ -1,7 +1,10 @@
-/* Request stats in SQLite. A writer thread owns the connection (WAL) and drains a bounded
- * in-memory queue, so no request ever waits on the disk. When the database cannot be written
- * (locked, full, read-only, missing directory) records are dropped and counted, the problem is
- * logged once, and every later batch tries again. */
+/* Request stats in SQLite. A writer thread owns the connection (WAL, synchronous=NORMAL: a
+ * commit survives a crash of the process) and drains a bounded in-memory queue in batches, one
+ * transaction each, so requests finishing together share a commit. A finished request waits
+ * (at most a bound) for its row's commit before its last line goes out (stats_record_sync).
+ * When the database cannot be written (locked, full, read-only, missing directory) the rows are
+ * kept in a bounded retry buffer and written once it works again; the problem is logged once,
+ * and its end once a commit succeeds. */
 #ifndef TERN_SERVER_STATS_H
 #define TERN_SERVER_STATS_H
 
@@ -37,6 +40,8 @@ struct stats_options {
     int queue_max;
     int sample_interval_s;
     int retention_days; /* 0 = keep forever */
+    int retry_max;      /* rows kept while the database cannot be written; older are dropped */
+    long wal_bytes;     /* journal_size_limit; <= 0: 4 MiB */
 };
 
 struct stats;
@@ -47,7 +52,15 @@ struct stats *stats_open(const struct stats_options *o, stats_sample_fn sample, 
                          char *err, size_t errlen);
 /* Never blocks on I/O; drops (and counts) the record when the queue is full. */
 void stats_record(struct stats *s, const struct stats_record *r);
+/* Queues the record, then waits until the writer has tried to commit it (committed, or kept
+ * for retry), at most timeout_ms. Returns 1 when it is committed, else 0. */
+int stats_record_sync(struct stats *s, const struct stats_record *r, int timeout_ms);
 long long stats_dropped(struct stats *s);
+/* Rows waiting in the retry buffer. */
+long long stats_pending(struct stats *s);
+/* Tests: caps the database at this many pages (sqlite's max_page_count; 0 = no cap) from the
+ * next write on, as a full disk would. */
+void stats_set_page_limit(struct stats *s, long pages);
 /* Writes everything queued, then returns (used by tests and on shutdown). */
 void stats_flush(struct stats *s);
 void stats_close(struct stats *s); /* flushes */

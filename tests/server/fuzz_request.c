@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const struct api_limits lim = {1 << 16, 1 << 16, 2, 64, 16};
+    static const struct api_limits lim = {1 << 16, 1 << 16, 2, 64, 16, 0};
     static const struct api_gen *gens[] = {&api_native_generate, &api_ollama_generate,
                                            &api_ollama_chat, &api_openai_chat};
     cJSON *root = cJSON_ParseWithLength((const char *)data, size);

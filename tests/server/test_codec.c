@@ -9,7 +9,7 @@
 
 #include "../testutil.h"
 
-static const struct api_limits lim = {1 << 20, 1 << 20, 2, 100, 20};
+static const struct api_limits lim = {1 << 20, 1 << 20, 2, 100, 20, 0};
 
 /* Parses body with gen; returns 0 or the error status. */
 static int parse(const struct api_gen *gen, const char *body, struct job **out, int *stream,

@@ -19,7 +19,7 @@ START_TEST(render)
     metrics_observe(m, HIST_TTFT_SECONDS, 0.003); /* first bucket */
     metrics_observe(m, HIST_TTFT_SECONDS, 0.2);   /* le=0.25 */
     metrics_observe(m, HIST_TTFT_SECONDS, 1000);  /* only +Inf */
-    struct metrics_gauges g = {2, 4, 3, 16, 1024, 2048, 5};
+    struct metrics_gauges g = {2, 4, 3, 16, 1024, 2048, 5, 0};
     char *t = metrics_render(m, &g);
     ck_assert_ptr_nonnull(t);
     ck_assert_ptr_nonnull(strstr(t, "# TYPE ternd_requests_total counter\n"));

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "server/log.h"
 #include "server/stats.h"
 
 #include "../testutil.h"
@@ -61,7 +62,7 @@ START_TEST(write_and_aggregate)
     char dir[] = "/tmp/ternd-stats-XXXXXX", path[64], err[256];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/s.db", dir);
-    struct stats_options o = {path, 64, 1, 0};
+    struct stats_options o = {path, 64, 1, 0, 0, 0};
     struct stats *s = stats_open(&o, fake_sample, NULL, err, sizeof err);
     ck_assert_ptr_nonnull(s);
     double now = stats_wall_now();
@@ -127,7 +128,7 @@ END_TEST
 START_TEST(unwritable_db_drops_and_counts)
 {
     char err[256];
-    struct stats_options o = {"/nonexistent-dir/s.db", 8, 3600, 0};
+    struct stats_options o = {"/nonexistent-dir/s.db", 8, 3600, 0, 0, 0};
     struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
     ck_assert_ptr_nonnull(s);
     struct stats_record r = gen(stats_wall_now(), 1, 1, 1, "stop", 200);
@@ -148,7 +149,7 @@ START_TEST(newer_schema_refused)
     ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
     ck_assert_int_eq(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
-    struct stats_options o = {path, 8, 3600, 0};
+    struct stats_options o = {path, 8, 3600, 0, 0, 0};
     struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
     struct stats_record r = gen(stats_wall_now(), 1, 1, 1, "stop", 200);
     stats_record(s, &r);
@@ -165,7 +166,7 @@ START_TEST(retention_deletes_old_rows)
     char dir[] = "/tmp/ternd-stats-XXXXXX", path[64], err[256];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/s.db", dir);
-    struct stats_options o = {path, 8, 3600, 1}; /* keep one day */
+    struct stats_options o = {path, 8, 3600, 1, 0, 0}; /* keep one day */
     struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
     double now = stats_wall_now();
     struct stats_record old = gen(now - 3 * 86400, 1, 1, 1, "stop", 200);
@@ -183,6 +184,113 @@ START_TEST(retention_deletes_old_rows)
 }
 END_TEST
 
+static long count_rows(const char *path)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    long n = -1;
+    ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 2000);
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM requests", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return n;
+}
+
+static char *slurp_text(const char *path)
+{
+    size_t len;
+    char *s = tu_slurp(path, &len);
+    return s ? s : strdup("");
+}
+
+/* The schema exists as soon as stats_open returns; a synced record is committed when the call
+ * returns (readable from another connection without a flush). */
+START_TEST(sync_commits_before_returning)
+{
+    char dir[] = "/tmp/ternd-stats-XXXXXX", path[64], err[256];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/s.db", dir);
+    struct stats_options o = {path, 8, 3600, 0, 16, 0};
+    struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(count_rows(path), 0);
+    for (int i = 1; i <= 5; i++) {
+        struct stats_record r = gen(stats_wall_now(), 1, 1, 1, "stop", 200);
+        ck_assert_int_eq(stats_record_sync(s, &r, 5000), 1);
+        ck_assert_int_eq(count_rows(path), i);
+    }
+    stats_close(s);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* A full database (a page cap, as a full disk): rows are kept, not lost; once there is room
+ * they are all written, and "writable again" is logged only then. */
+START_TEST(full_disk_rows_kept_and_retried)
+{
+    char dir[] = "/tmp/ternd-stats-XXXXXX", path[64], logp[64], err[256];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/s.db", dir);
+    snprintf(logp, sizeof logp, "%s/log", dir);
+    ck_assert_int_eq(log_setup(LOG_LVL_INFO, logp), 0);
+    struct stats_options o = {path, 64, 3600, 0, 1000, 0};
+    struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
+    ck_assert_ptr_nonnull(s);
+    stats_set_page_limit(s, 1); /* sqlite keeps the current size: no page can be added */
+    const int n = 400;
+    for (int i = 0; i < n; i++) {
+        struct stats_record r = gen(stats_wall_now(), 1, 1, 1, "stop", 200);
+        stats_record_sync(s, &r, 5000);
+    }
+    ck_assert_int_gt(stats_pending(s), 0);
+    ck_assert_int_lt(count_rows(path), n);
+    ck_assert_int_eq(stats_dropped(s), 0);
+    char *log = slurp_text(logp);
+    ck_assert_ptr_nonnull(strstr(log, "rows are kept"));
+    ck_assert_ptr_null(strstr(log, "writable again"));
+    free(log);
+    /* a retry while still full must not claim success either */
+    sleep(2);
+    log = slurp_text(logp);
+    ck_assert_ptr_null(strstr(log, "writable again"));
+    free(log);
+    stats_set_page_limit(s, 0);
+    for (int i = 0; i < 100 && stats_pending(s) > 0; i++)
+        usleep(50000);
+    ck_assert_int_eq(stats_pending(s), 0);
+    ck_assert_int_eq(count_rows(path), n);
+    ck_assert_int_eq(stats_dropped(s), 0);
+    log = slurp_text(logp);
+    ck_assert_ptr_nonnull(strstr(log, "writable again"));
+    free(log);
+    stats_close(s);
+    log_close();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* Past retry_max the oldest kept rows are dropped and counted: memory stays bounded. */
+START_TEST(retry_buffer_bounded)
+{
+    char err[256];
+    struct stats_options o = {"/nonexistent-dir/s.db", 8, 3600, 0, 5, 0};
+    struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
+    struct stats_record r = gen(stats_wall_now(), 1, 1, 1, "stop", 200);
+    for (int i = 0; i < 12; i++)
+        stats_record_sync(s, &r, 5000);
+    ck_assert_int_eq(stats_pending(s), 5);
+    ck_assert_int_eq(stats_dropped(s), 7);
+    stats_close(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("stats");
@@ -193,6 +301,9 @@ int main(void)
     tcase_add_test(tc, unwritable_db_drops_and_counts);
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, retention_deletes_old_rows);
+    tcase_add_test(tc, sync_commits_before_returning);
+    tcase_add_test(tc, full_disk_rows_kept_and_retried);
+    tcase_add_test(tc, retry_buffer_bounded);
     suite_add_tcase(s, tc);
     return tu_run(s, CK_FORK);
 }

@@ -660,10 +660,13 @@ class Lifecycle(unittest.TestCase):
         d = Daemon('--db', '/proc/nonexistent/stats.db')
         st, h, o = d.json('POST', '/generate', {'prompt': 'a b', 'stream': False})
         self.assertEqual(o['text'], 'a b')
-        self.assertTrue(d.wait_for(lambda: d.metric('ternd_stats_dropped_total') >= 1))
+        self.assertTrue(d.wait_for(lambda: d.metric('ternd_stats_pending') >= 1))
+        self.assertEqual(d.metric('ternd_stats_dropped_total'), 0)
         self.assertEqual(d.stop(), 0)
         with open(d.log) as f:
-            self.assertEqual(f.read().count('records are dropped'), 1)
+            log = f.read()
+        self.assertEqual(log.count('rows are kept'), 1)
+        self.assertNotIn('writable again', log)
 
     def test_sd_notify_ready_and_watchdog(self):
         path = os.path.join(tempfile.mkdtemp(prefix='ternd-notify-'), 'notify.sock')

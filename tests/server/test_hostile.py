@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""ternd against a hostile LAN client (issue 14): admission before image work, bounded decodes,
+every finished request's row on disk.
+
+usage: test_hostile.py PATH/TO/ternd PATH/TO/mkjpeg
+"""
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_ternd  # noqa: E402  (Daemon: one ternd with the echo engine)
+from test_ternd import Daemon  # noqa: E402
+
+MKJPEG = None
+MB = 1 << 20
+
+
+def big_png(w, h):
+    """A w x h RGB PNG of stripes: small to send, w * h * 3 bytes to decode."""
+    row = b'\0' + bytes((x * 7) % 256 for x in range(w * 3))
+    raw = row * h
+
+    def chunk(kind, body):
+        return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(raw, 1)) + chunk(b'IEND', b''))
+
+
+def rss_kb(pid, field):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    return 0
+
+
+def sanitized():
+    """ASan keeps freed memory in quarantine: RSS bounds mean nothing there."""
+    with open(test_ternd.TERND, 'rb') as f:
+        return b'__asan_init' in f.read()
+
+
+class Flood(unittest.TestCase):
+    """Requests of four 4096x4096 PNGs: each is ~48 MiB decoded, ~40 KiB sent."""
+
+    @classmethod
+    def setUpClass(cls):
+        png = big_png(4096, 4096)
+        cls.body = json.dumps({'prompt': 'what', 'stream': False,
+                               'images': [base64.b64encode(png).decode()] * 4})
+        cls.decoded = 4096 * 4096 * 3
+
+    def flood(self, d, n):
+        out = [None] * n
+
+        def one(i):
+            try:
+                st, _, _ = d.request('POST', '/generate', self.body,
+                                     {'Content-Type': 'application/json'})
+                out[i] = st
+            except OSError as e:
+                out[i] = repr(e)
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(300)
+        return out
+
+    def check_peak(self, d, idle, slots):
+        peak = rss_kb(d.proc.pid, 'VmHWM')
+        sys.stderr.write('flood: idle %d MiB, peak %d MiB\n' % (idle // 1024, peak // 1024))
+        if sanitized():
+            return
+        # idle + (slots + concurrent decodes) x one decoded request; the echo engine keeps no
+        # pixels in its slots, so what is left over is the one decode (its 4 pictures, plus
+        # the RGBA buffer of the picture being decoded), and slack for buffers and bodies.
+        bound = idle + (4 * self.decoded + 4096 * 4096 * 4) // 1024 + 96 * 1024
+        self.assertLess(peak, bound, 'peak RSS %d kB, bound %d kB' % (peak, bound))
+
+    def test_flood_queued(self):
+        d = Daemon('--slots', '2', '--queue', '32')
+        idle = rss_kb(d.proc.pid, 'VmRSS')
+        res = self.flood(d, 10)
+        self.assertEqual(res, [200] * 10)
+        self.check_peak(d, idle, 2)
+        # queue_ms is the wait for a slot; decoding counts as vision time
+        rows = d.rows("SELECT queue_ms, vision_ms FROM requests WHERE endpoint = '/generate'")
+        self.assertEqual(len(rows), 10)
+        first = min(rows, key=lambda r: r[0])
+        self.assertGreater(first[1], first[0])
+        self.assertEqual(d.stop(), 0)
+
+    def test_flood_refused(self):
+        d = Daemon('--slots', '1', '--queue', '0', '--echo-delay-ms', '50')
+        idle = rss_kb(d.proc.pid, 'VmRSS')
+        res = self.flood(d, 8)
+        self.assertEqual(res.count(200), 1, res)
+        self.assertEqual(res.count(503), 7, res)
+        self.check_peak(d, idle, 1)
+        self.assertEqual(d.stop(), 0)
+
+    def test_too_many_pixels_refused_from_the_header(self):
+        d = Daemon('--decode-max-bytes', str(64 * MB))
+        st, _, o = d.json('POST', '/generate', self.body, {'Content-Type': 'application/json'})
+        self.assertEqual(st, 413, o)
+        self.assertIn('decode to', o['error']['message'])
+        st, _, o = d.json('POST', '/generate', {'prompt': 'x', 'stream': False,
+                                                'images': [base64.b64encode(big_png(64, 64)).decode()]})
+        self.assertEqual(st, 200, o)
+        self.assertEqual(o['text'], '[image 64x64] x')
+        self.assertEqual(d.stop(), 0)
+
+
+class Jpeg(unittest.TestCase):
+    def test_many_scan_progressive_jpeg_refused(self):
+        path = os.path.join(tempfile.mkdtemp(prefix='ternd-jpeg-'), 'scans.jpg')
+        subprocess.run([MKJPEG, path, '2048', '2048', 'many-scans'], check=True)
+        with open(path, 'rb') as f:
+            img = base64.b64encode(f.read()).decode()
+        d = Daemon()
+        t0 = time.time()
+        st, _, o = d.json('POST', '/generate', {'prompt': 'x', 'stream': False, 'image': img})
+        self.assertEqual(st, 422, o)
+        self.assertIn('more than 64 scans', o['error']['message'])
+        self.assertLess(time.time() - t0, 10)
+        # still serving; a stream gets the same error as its status
+        st, _, lines = d.stream('/generate', {'prompt': 'x', 'image': img})
+        self.assertEqual(st, 422, lines)
+        st, _, o = d.json('POST', '/generate', {'prompt': 'still here', 'stream': False})
+        self.assertEqual(o['text'], 'still here')
+        self.assertEqual(d.stop(), 0)
+
+
+class Durable(unittest.TestCase):
+    def test_kill9_at_the_done_line_keeps_the_row(self):
+        for i in range(20):
+            d = Daemon()
+            c = d.conn()
+            c.request('POST', '/generate', body=json.dumps({'prompt': 'a b c %d' % i}),
+                      headers={'Content-Type': 'application/json'})
+            r = c.getresponse()
+            rid = r.getheader('X-Request-Id')
+            while True:
+                line = r.readline()
+                self.assertTrue(line, 'stream ended without a done line')
+                if json.loads(line).get('done'):
+                    break
+            os.kill(d.proc.pid, signal.SIGKILL)
+            d.proc.wait()
+            c.close()
+            rows = d.rows('SELECT status, http_status FROM requests WHERE request_id = ?', (rid,))
+            self.assertEqual(rows, [('stop', 200)], 'attempt %d' % i)
+
+    def test_schema_before_the_first_request(self):
+        """Killed before any request: the requests table is there all the same."""
+        dir = tempfile.mkdtemp(prefix='ternd-test-')
+        db = os.path.join(dir, 'stats.db')
+        port = test_ternd.free_port()
+        p = subprocess.Popen([test_ternd.TERND, '--config', '/dev/null', '--engine', 'echo',
+                              '--port', str(port), '--db', db, '--log-file', os.path.join(dir, 'log')])
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(('127.0.0.1', port), 1).close()
+                break
+            except OSError:
+                time.sleep(0.02)
+        p.kill()
+        p.wait()
+        import sqlite3
+        c = sqlite3.connect(db)
+        self.assertEqual(c.execute("SELECT count(*) FROM requests").fetchall(), [(0,)])
+        c.close()
+
+
+if __name__ == '__main__':
+    test_ternd.TERND = os.path.abspath(sys.argv.pop(1))
+    MKJPEG = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
