@@ -17,7 +17,7 @@ struct config {
     char bind[CONFIG_STR];
     int port;
     int max_connections;
-    int connection_timeout;    /* seconds a connection may sit idle or trickle */
+    int connection_timeout;         /* seconds a connection may sit idle or trickle */
     int header_timeout;             /* seconds for the request line and headers */
     int body_timeout;               /* seconds for the request body */
     int max_connections_per_client; /* per address; 0 = no limit */
