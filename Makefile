@@ -27,7 +27,7 @@ FUZZ_SECONDS ?= 20
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 
-.PHONY: all deps build test test-release test-asan test-arm test-deb test-fleet test-dnssd test-training fuzz format format-check serve deb clean
+.PHONY: all deps build test test-release test-attack test-asan test-arm test-deb test-fleet test-dnssd test-training fuzz format format-check serve deb clean
 
 all: build
 
@@ -65,6 +65,11 @@ $(ASAN_BUILD)/build.ninja:
 
 test-release: build
 	meson test -C $(BUILD) --print-errorlogs --num-processes 2
+
+# ternd attacked as a stranger on the LAN would (tests/server/test_attack.py); also part of
+# test-release and test-asan through the integration suite.
+test-attack: build
+	meson test -C $(BUILD) --print-errorlogs --suite attack
 
 test-asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)

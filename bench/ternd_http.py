@@ -38,11 +38,11 @@ def main():
             end = time.time() + seconds
             while time.time() < end:
                 if kind == 'short':
-                    c.request('POST', '/generate', json.dumps({'prompt': 'a b c d', 'stream': False}))
+                    c.request('POST', '/generate', json.dumps({'prompt': 'a b c d', 'stream': False}), {'Content-Type': 'application/json'})
                     c.getresponse().read()
                     counts[i] += 1
                 else:
-                    c.request('POST', '/generate', json.dumps({'prompt': ' '.join(['w'] * 500), 'max_tokens': 500}))
+                    c.request('POST', '/generate', json.dumps({'prompt': ' '.join(['w'] * 500), 'max_tokens': 500}), {'Content-Type': 'application/json'})
                     r = c.getresponse()
                     for line in r:
                         counts[i] += 1

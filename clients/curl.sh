@@ -19,8 +19,8 @@ generate_image()    { c -N "$URL/generate" -F image=@"$IMAGE" -F prompt='Describ
 generate_json()     { c "$URL/generate" -H 'Content-Type: application/json' \
                         -d '{"prompt": "Name three colours.", "max_tokens": 32, "stream": false}'; }
 # Ollama-compatible.
-ollama_generate()   { c -N "$URL/api/generate" -d "{\"model\": \"tern\", \"prompt\": \"How many shapes are there?\", \"images\": [\"$(base64 -w0 "$IMAGE")\"]}"; }
-ollama_chat()       { c -N "$URL/api/chat" -d '{"model": "tern", "messages": [{"role": "user", "content": "Hello!"}], "stream": false}'; }
+ollama_generate()   { c -N "$URL/api/generate" -H 'Content-Type: application/json' -d "{\"model\": \"tern\", \"prompt\": \"How many shapes are there?\", \"images\": [\"$(base64 -w0 "$IMAGE")\"]}"; }
+ollama_chat()       { c -N "$URL/api/chat" -H 'Content-Type: application/json' -d '{"model": "tern", "messages": [{"role": "user", "content": "Hello!"}], "stream": false}'; }
 ollama_tags()       { c "$URL/api/tags"; }
 ollama_version()    { c "$URL/api/version"; }
 # OpenAI-compatible: SSE stream with usage, the picture as a data URI.

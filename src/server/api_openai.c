@@ -146,9 +146,12 @@ static void chat_chunk(struct api_ctx *c, const char *text, size_t n, struct sbu
     delta_chunk(c, text, NULL, out);
 }
 
+/* Only a real end is "stop"; an answer cut short (max_tokens, deadline, drain, engine error)
+ * is "length", which OpenAI clients read as a truncated answer; the stream also carries an
+ * error event saying why. */
 static const char *finish_reason(int done)
 {
-    return done == DONE_LENGTH ? "length" : "stop";
+    return done == DONE_STOP ? "stop" : "length";
 }
 
 static cJSON *usage(const struct job *j)
@@ -166,10 +169,16 @@ static void chat_final(struct api_ctx *c, struct job *j, struct sbuf *out)
 {
     pthread_mutex_lock(&j->mu);
     int done = j->done;
-    if (done == DONE_ERROR || done == DONE_TIMEOUT) {
+    if (done == DONE_ERROR || done == DONE_TIMEOUT || done == DONE_CANCELLED) {
         cJSON *eo = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(eo, "error");
-        cJSON_AddStringToObject(err, "type", done == DONE_ERROR ? "internal" : "timeout");
-        cJSON_AddStringToObject(err, "message", j->error);
+        cJSON_AddStringToObject(err, "type",
+                                done == DONE_ERROR     ? "internal"
+                                : done == DONE_TIMEOUT ? "timeout"
+                                                       : "unavailable");
+        cJSON_AddStringToObject(err, "message",
+                                done == DONE_CANCELLED && !j->error[0]
+                                    ? "the server shut down before the answer was complete"
+                                    : j->error);
         sse(out, eo);
     }
     delta_chunk(c, NULL, finish_reason(done), out);

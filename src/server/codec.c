@@ -1,6 +1,7 @@
 /* Shared JSON codec pieces. */
 #include "codec.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -183,28 +184,34 @@ static int b64val(unsigned char c)
     return -1;
 }
 
+/* Whitespace is skipped anywhere: MIME and `base64` wrap lines at 76 columns. */
 int codec_base64_decode(const char *s, size_t n, unsigned char **out, size_t *outlen)
 {
-    while (n && s[n - 1] == '=')
+    while (n && (s[n - 1] == '=' || isspace((unsigned char)s[n - 1])))
         n--;
-    if (n % 4 == 1) return -1;
     unsigned char *o = malloc(n / 4 * 3 + 3);
     if (!o) return -1;
-    size_t k = 0;
+    size_t k = 0, sig = 0;
     unsigned acc = 0;
     int bits = 0;
     for (size_t i = 0; i < n; i++) {
+        if (isspace((unsigned char)s[i])) continue;
         int v = b64val((unsigned char)s[i]);
         if (v < 0) {
             free(o);
             return -1;
         }
+        sig++;
         acc = (acc << 6) | (unsigned)v;
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
             o[k++] = (unsigned char)(acc >> bits);
         }
+    }
+    if (sig % 4 == 1) {
+        free(o);
+        return -1;
     }
     *out = o;
     *outlen = k;

@@ -46,6 +46,17 @@ static const struct key keys[] = {
     I("server", port, 1, 65535, "TCP port"),
     I("server", max_connections, 1, 100000, "simultaneous HTTP connections"),
     I("server", connection_timeout, 1, 86400, "seconds an idle or slow connection may live"),
+    I("server", header_timeout, 1, 86400,
+      "seconds a client has to send its request line and headers"),
+    I("server", body_timeout, 1, 86400, "seconds a client has to send a request body"),
+    I("server", max_connections_per_client, 0, 100000,
+      "simultaneous connections from one address; 0 = no limit"),
+    I("server", rate_limit, 0, 1000000, "requests per second from one address; 0 = no limit"),
+    S("server", allowed_hosts,
+      "comma-separated Host names accepted besides loopback names and IP addresses"),
+    S("server", cors_origins, "comma-separated origins allowed by CORS; * = any; empty = none"),
+    S("server", tls_cert, "PEM certificate (chain) file: HTTPS when set with tls_key"),
+    S("server", tls_key, "PEM private key file of tls_cert"),
     S("server", api_keys, "comma-separated API keys; empty = no authentication"),
     S("server", api_key_file, "file with one API key per line"),
     S("model", engine, "inference backend: model (real engine) or echo (test double)"),
@@ -106,6 +117,9 @@ void config_defaults(struct config *c)
     c->port = 8080;
     c->max_connections = 64;
     c->connection_timeout = 30;
+    c->header_timeout = 10;
+    c->body_timeout = 60;
+    c->max_connections_per_client = 16;
     strcpy(c->engine, "model");
     strcpy(c->model, "models/tern-demo-tq2_0.gguf");
     strcpy(c->mmproj, "models/tern-demo-mmproj-tq2_0.gguf");
@@ -291,6 +305,10 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     if (c->max_prompt_tokens >= c->ctx_size) {
         snprintf(err, errlen, "max_prompt_tokens: %d must be below ctx_size %d",
                  c->max_prompt_tokens, c->ctx_size);
+        return CONFIG_ERR;
+    }
+    if (!c->tls_cert[0] != !c->tls_key[0]) {
+        snprintf(err, errlen, "tls_cert and tls_key: set both or neither");
         return CONFIG_ERR;
     }
     if (log_level_parse(c->log_level) < 0) {

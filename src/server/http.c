@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +16,15 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api.h"
 #include "log.h"
 
 #define MAX_FORM_FIELDS 32
+#define DRAIN_BODY_MAX (64 * 1024) /* bytes of a refused body read and dropped, then close */
+#define RATE_SLOTS 256             /* addresses tracked by the per-address rate limit */
 
 struct route {
     const char *method, *path;
@@ -51,11 +55,37 @@ struct form_field {
     struct sbuf value;
 };
 
+/* A connection's phase, for the head and body deadlines the watchdog enforces. */
+enum conn_phase { PHASE_HEAD, PHASE_BODY, PHASE_REPLY };
+
+struct conn_slot {
+    struct conn_slot *prev, *next;
+    MHD_socket fd;
+    int phase;    /* enum conn_phase */
+    double since; /* job_now() when the phase began */
+    int cut;      /* shut down by the watchdog */
+};
+
+struct rate_slot {
+    char addr[64];
+    double tokens, t;
+};
+
 struct http {
     struct server *srv;
     struct MHD_Daemon *d;
     int port;
     int streams; /* atomic */
+    /* connections and their phases, under mu; the watchdog cuts the slow ones */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct conn_slot conns; /* list head */
+    pthread_t watchdog;
+    int has_watchdog, stop;
+    struct rate_slot rate[RATE_SLOTS]; /* under mu */
+    /* log lines about refused requests: a token bucket, under mu */
+    double log_tokens, log_t;
+    long log_suppressed;
 };
 
 struct http_req {
@@ -79,6 +109,10 @@ struct http_req {
     char error[256];
     char allow[64];  /* for 405 */
     struct job *job; /* set once a generation job exists: it records the stats */
+    char cors[256];  /* the Origin to allow in the reply ("" = no CORS headers) */
+    int preflight;   /* an OPTIONS request */
+    int stranger;    /* refused before any route ran: counted in metrics, never stored */
+    long long discarded;
 };
 
 /* ---------- replies ---------- */
@@ -97,6 +131,13 @@ static void common_headers(struct http_req *r, struct MHD_Response *resp)
 {
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     MHD_add_response_header(resp, "Server", "ternd/" TERN_VERSION);
+    if (r->cors[0]) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->cors);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+        MHD_add_response_header(resp, "Vary", "Origin");
+    }
+    if (!__atomic_load_n(&r->srv->ready, __ATOMIC_ACQUIRE))
+        MHD_add_response_header(resp, "Connection", "close"); /* draining: go elsewhere */
 }
 
 void http_reply(struct http_req *r, int status, const char *content_type, const void *body,
@@ -114,11 +155,19 @@ void http_reply(struct http_req *r, int status, const char *content_type, const 
         snprintf(ra, sizeof ra, "%d", 1 + queued / (r->srv->cfg->slots ? r->srv->cfg->slots : 1));
         MHD_add_response_header(resp, "Retry-After", ra);
     }
+    if (status == 429) MHD_add_response_header(resp, "Retry-After", "1");
     if (status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
-    if (status == 405) MHD_add_response_header(resp, "Allow", r->allow);
-    MHD_queue_response(r->conn, (unsigned)status, resp);
+    if (status == 405 || (r->preflight && status == 204))
+        MHD_add_response_header(resp, "Allow", r->allow);
+    if (r->preflight && status == 204 && r->cors[0]) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", r->allow);
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                "Authorization, Content-Type, X-Api-Key");
+        MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    }
+    /* MHD refuses a response queued mid-body: the caller then closes the connection. */
+    if (MHD_queue_response(r->conn, (unsigned)status, resp) == MHD_YES) r->status = status;
     MHD_destroy_response(resp);
-    r->status = status;
 }
 
 void http_reply_json(struct http_req *r, int status, cJSON *body)
@@ -575,7 +624,8 @@ static const struct route *find_route(const char *method, const char *url, int *
     for (size_t i = 0; i < NROUTES; i++) {
         if (strcmp(routes[i].path, url) != 0) continue;
         *path_known = 1;
-        if (strcmp(routes[i].method, method) == 0) return &routes[i];
+        if (strcmp(routes[i].method, method) == 0 || strcmp(method, "OPTIONS") == 0)
+            return &routes[i];
     }
     return NULL;
 }
@@ -660,12 +710,118 @@ static void check_body_headers(struct http_req *r, const char *url)
         if (!r->pp) early(r, 400, "invalid_request", "malformed multipart/form-data header");
         return;
     }
-    /* curl -d sends x-www-form-urlencoded and some clients send text/plain or nothing;
-     * all of them mean JSON here. Anything else is refused. */
-    if (ct && !media_type_is(ct, "application/json") && !media_type_is(ct, "text/plain") &&
-        !media_type_is(ct, "application/x-www-form-urlencoded"))
+    /* Only types a web page cannot send without a CORS preflight: text/plain,
+     * x-www-form-urlencoded or no type at all would let any site's page run a job. */
+    if (!ct || !media_type_is(ct, "application/json"))
         early(r, 415, "unsupported_media_type",
-              "Content-Type %s: send application/json or multipart/form-data", ct);
+              "Content-Type %s: send application/json or multipart/form-data", ct ? ct : "(none)");
+}
+
+/* In a comma-separated list (case-insensitive, spaces around items ignored); "*" matches all. */
+static int in_list(const char *list, const char *item, size_t n)
+{
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > p && t[-1] == ' ')
+            t--;
+        size_t len = (size_t)(t - p);
+        if (len && ((len == 1 && *p == '*') || (len == n && strncasecmp(p, item, n) == 0)))
+            return 1;
+        p = e;
+    }
+    return 0;
+}
+
+/* DNS rebinding needs a name the attacker controls: IP literals, localhost and the names in
+ * allowed_hosts are safe. No Host at all (HTTP/1.0) is no browser. */
+static int host_allowed(const struct config *c, const char *host)
+{
+    if (!host) return 1;
+    char name[256];
+    size_t n = strlen(host);
+    if (n >= sizeof name) return 0;
+    if (host[0] == '[') return strchr(host, ']') != NULL; /* IPv6 literal */
+    memcpy(name, host, n + 1);
+    char *colon = strchr(name, ':');
+    if (colon) *colon = 0;
+    n = strlen(name);
+    if (n && name[n - 1] == '.') name[--n] = 0;
+    struct in_addr a;
+    if (inet_pton(AF_INET, name, &a) == 1) return 1;
+    if (strcasecmp(name, "localhost") == 0) return 1;
+    if (n > 10 && strcasecmp(name + n - 10, ".localhost") == 0) return 1;
+    return n && in_list(c->allowed_hosts, name, n);
+}
+
+/* Token bucket per address (rate_limit per second, bursts of twice that). Returns 1 when the
+ * request may go on. */
+static int rate_ok(struct http *h, const char *addr)
+{
+    int rate = h->srv->cfg->rate_limit;
+    if (rate <= 0) return 1;
+    unsigned hash = 2166136261u;
+    for (const char *p = addr; *p; p++)
+        hash = (hash ^ (unsigned char)*p) * 16777619u;
+    double now = job_now();
+    pthread_mutex_lock(&h->mu);
+    struct rate_slot *s = &h->rate[hash % RATE_SLOTS];
+    if (strcmp(s->addr, addr) != 0) { /* a new address, or one that took the place over */
+        snprintf(s->addr, sizeof s->addr, "%s", addr);
+        s->tokens = 2.0 * rate, s->t = now;
+    }
+    s->tokens += (now - s->t) * rate;
+    if (s->tokens > 2.0 * rate) s->tokens = 2.0 * rate;
+    s->t = now;
+    int ok = s->tokens >= 1;
+    if (ok) s->tokens -= 1;
+    pthread_mutex_unlock(&h->mu);
+    return ok;
+}
+
+/* An OPTIONS request: CORS preflight (allowed origins only) or a plain question. */
+static void preflight(struct http_req *r, const char *url)
+{
+    r->preflight = 1;
+    r->stranger = 1;
+    for (size_t i = 0; i < NROUTES; i++)
+        if (strcmp(routes[i].path, url) == 0)
+            snprintf(r->allow + strlen(r->allow), sizeof r->allow - strlen(r->allow), "%s%s",
+                     r->allow[0] ? ", " : "", routes[i].method);
+    strncat(r->allow, ", OPTIONS", sizeof r->allow - strlen(r->allow) - 1);
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    if (origin && !r->cors[0]) {
+        early(r, 403, "forbidden", "origin %s is not in cors_origins", origin);
+        return;
+    }
+    http_reply(r, 204, "text/plain", "", 0);
+}
+
+/* Checks every request gets before its route: Host, rate, CORS origin. Returns 0, or -1
+ * with the error noted. */
+static int gatekeep(struct http_req *r)
+{
+    const struct config *c = r->srv->cfg;
+    const char *host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
+    if (!host_allowed(c, host)) {
+        r->stranger = 1;
+        early(r, 403, "forbidden", "Host %s is not allowed (allowed_hosts)", host);
+        return -1;
+    }
+    if (!rate_ok(r->h, r->client)) {
+        r->stranger = 1;
+        early(r, 429, "rate_limited", "more than %d requests per second from %s", c->rate_limit,
+              r->client);
+        return -1;
+    }
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    if (origin && in_list(c->cors_origins, origin, strlen(origin)))
+        snprintf(r->cors, sizeof r->cors, "%s", origin);
+    return 0;
 }
 
 /* First call for a request: everything decidable from the headers. */
@@ -674,11 +830,24 @@ static void first_call(struct http_req *r, const char *method, const char *url)
     int path_known;
     r->route = find_route(method, url, &path_known);
     r->endpoint = r->route ? r->route->path : path_known ? url : "unknown";
+    if (gatekeep(r) != 0) return;
     if (!r->route) {
+        r->stranger = 1;
         no_route(r, method, url, path_known);
         return;
     }
-    if (check_api_key(r) != 0) return;
+    if (strcmp(method, "OPTIONS") == 0) {
+        preflight(r, url);
+        return;
+    }
+    if (check_api_key(r) != 0) {
+        r->stranger = 1;
+        return;
+    }
+    if (r->route->gen && !__atomic_load_n(&r->srv->ready, __ATOMIC_ACQUIRE)) {
+        early(r, 503, "unavailable", "the server is draining: send it elsewhere");
+        return;
+    }
     if (strcmp(r->route->method, "POST") == 0) check_body_headers(r, url);
 }
 
@@ -697,23 +866,32 @@ static struct http_req *new_request(struct http *h, struct MHD_Connection *conn,
     client_addr(conn, r->client, sizeof r->client);
     snprintf(r->method, sizeof r->method, "%s", method);
     first_call(r, method, url);
-    /* A declared body over the limit is refused before it is read (a client that sent
-     * "Expect: 100-continue" never sends it). Smaller refused bodies are read and dropped
-     * so that the client sees the response rather than a reset connection. */
-    if (r->has_early && r->early.status == 413) http_reply_error(r, &r->early);
+    /* A refused request with a large (or undeclared) body is answered before the body is
+     * read (a client that sent "Expect: 100-continue" never sends it). A small one is read
+     * and dropped so that the client sees the response rather than a reset connection. */
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    int big = te || (cl && strtoll(cl, NULL, 10) > DRAIN_BODY_MAX);
+    if (r->has_early && !r->status && (r->early.status == 413 || big))
+        http_reply_error(r, &r->early);
     return r;
 }
 
-/* The next n bytes of the body: to the form parser or the JSON buffer, within the limit. */
-static void body_data(struct http_req *r, const char *data, size_t n)
+/* The next n bytes of the body: to the form parser or the JSON buffer, within the limit.
+ * Returns -1 when the connection should be closed: a refused body that goes on past
+ * max_body_bytes more (MHD cannot answer in the middle of a body). */
+static int body_data(struct http_req *r, const char *data, size_t n)
 {
-    if (r->has_early) return; /* discard the rest of a refused body */
+    if (r->has_early) { /* discard the rest of a refused body, up to a bound */
+        r->discarded += (long long)n;
+        return r->discarded > r->srv->cfg->max_body_bytes ? -1 : 0;
+    }
     r->body_seen += (long long)n;
     if (r->body_seen > r->srv->cfg->max_body_bytes) {
         early(r, 413, "payload_too_large", "request body exceeds the limit of %ld bytes",
               r->srv->cfg->max_body_bytes);
         sbuf_free(&r->body);
-        return;
+        return 0;
     }
     if (r->pp) {
         if (MHD_post_process(r->pp, data, n) != MHD_YES && !r->has_early)
@@ -721,6 +899,7 @@ static void body_data(struct http_req *r, const char *data, size_t n)
     } else if (sbuf_add(&r->body, data, n) != 0) {
         early(r, 500, "internal", "out of memory");
     }
+    return 0;
 }
 
 /* The body is in: reply with the error noted on the way, or run the route. */
@@ -737,40 +916,154 @@ static enum MHD_Result last_call(struct http_req *r)
     return MHD_YES;
 }
 
+/* ---------- slow clients ---------- */
+
+/* Marks the phase of conn's connection (its socket context) for the watchdog. */
+static void set_phase(struct http *h, struct MHD_Connection *conn, int phase)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_slot *c = ci ? ci->socket_context : NULL;
+    if (!c) return;
+    pthread_mutex_lock(&h->mu);
+    c->phase = phase;
+    c->since = job_now();
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct http *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct conn_slot *c = calloc(1, sizeof *c);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!c || !ci) {
+            free(c);
+            return;
+        }
+        c->fd = ci->connect_fd;
+        c->phase = PHASE_HEAD;
+        c->since = job_now();
+        pthread_mutex_lock(&h->mu);
+        c->next = h->conns.next, c->prev = &h->conns;
+        h->conns.next->prev = c, h->conns.next = c;
+        pthread_mutex_unlock(&h->mu);
+        *socket_context = c;
+    } else if (*socket_context) { /* closed: MHD closes the socket after this returns */
+        struct conn_slot *c = *socket_context;
+        pthread_mutex_lock(&h->mu);
+        c->prev->next = c->next, c->next->prev = c->prev;
+        pthread_mutex_unlock(&h->mu);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+/* Log lines about refused requests and cut connections: 20 a second at most, so a flood
+ * cannot fill the disk. Returns the lines suppressed before this one, or -1 to suppress. */
+static long log_permit(struct http *h)
+{
+    double now = job_now();
+    pthread_mutex_lock(&h->mu);
+    h->log_tokens += (now - h->log_t) * 20;
+    if (h->log_tokens > 40) h->log_tokens = 40;
+    h->log_t = now;
+    long n = -1;
+    if (h->log_tokens >= 1) {
+        h->log_tokens -= 1;
+        n = h->log_suppressed;
+        h->log_suppressed = 0;
+    } else {
+        h->log_suppressed++;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return n;
+}
+
+/* MHD's idle timeout never fires for a client that trickles a byte a second: a connection
+ * gets header_timeout for its request head and body_timeout for its body. The socket is shut
+ * down (not closed: MHD owns it), so its thread sees end-of-file and closes it. */
+static void *watchdog_main(void *arg)
+{
+    struct http *h = arg;
+    const struct config *c = h->srv->cfg;
+    pthread_mutex_lock(&h->mu);
+    while (!h->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+        double now = job_now();
+        int cut = 0;
+        for (struct conn_slot *s = h->conns.next; s != &h->conns; s = s->next) {
+            int limit = s->phase == PHASE_HEAD   ? c->header_timeout
+                        : s->phase == PHASE_BODY ? c->body_timeout
+                                                 : 0;
+            if (!limit || s->cut || now - s->since <= limit) continue;
+            shutdown(s->fd, SHUT_RDWR);
+            s->cut = 1;
+            cut++;
+        }
+        if (!cut) continue;
+        pthread_mutex_unlock(&h->mu);
+        long sup = log_permit(h);
+        if (sup >= 0)
+            log_info("closed %d connection%s too slow to send a request (header_timeout %d s, "
+                     "body_timeout %d s)%s",
+                     cut, cut == 1 ? "" : "s", c->header_timeout, c->body_timeout,
+                     sup ? " (log lines suppressed)" : "");
+        pthread_mutex_lock(&h->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     if (!*con_cls) {
+        set_phase(cls, conn, strcmp(method, "POST") == 0 ? PHASE_BODY : PHASE_REPLY);
         *con_cls = new_request(cls, conn, method, url);
         return *con_cls ? MHD_YES : MHD_NO;
     }
     if (*upload_data_size) {
-        body_data(*con_cls, upload_data, *upload_data_size);
+        int rc = body_data(*con_cls, upload_data, *upload_data_size);
         *upload_data_size = 0;
-        return MHD_YES;
+        return rc == 0 ? MHD_YES : MHD_NO;
     }
+    set_phase(cls, conn, PHASE_REPLY);
     return last_call(*con_cls);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls, (void)conn;
+    struct http *h = cls;
+    set_phase(h, conn, PHASE_HEAD); /* a kept-alive connection waits for its next head */
     struct http_req *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status == 0) r->status = 499;
     if (r->status == 0) r->status = 500;
     metrics_request(r->srv->metrics, r->endpoint, r->status);
-    /* Access log: generations and errors at info, the rest (probes, scrapes) at debug. */
-    log_msg(r->route && r->route->gen ? LOG_LVL_INFO
-            : r->status >= 400        ? LOG_LVL_INFO
-                                      : LOG_LVL_DEBUG,
-            "%s %s %s %d %.1f ms %s%s%s", r->client, r->method, r->endpoint, r->status,
-            (job_now() - r->t0) * 1e3, r->request_id, r->error[0] ? " " : "", r->error);
-    if (r->job) {
+    /* Access log: generations and errors at info, the rest (probes, scrapes) at debug;
+     * strangers' lines are rate-limited. */
+    long sup = r->stranger ? log_permit(h) : 0;
+    if (sup >= 0)
+        log_msg(r->route && r->route->gen ? LOG_LVL_INFO
+                : r->status >= 400        ? LOG_LVL_INFO
+                                          : LOG_LVL_DEBUG,
+                "%s %s %s %d %.1f ms %s%s%s%s", r->client, r->method, r->endpoint, r->status,
+                (job_now() - r->t0) * 1e3, r->request_id, r->error[0] ? " " : "", r->error,
+                sup > 0 ? " (earlier lines about refused requests suppressed)" : "");
+    if (r->stranger) {
+        /* refused before any route ran: /metrics counts it, the stats DB does not */
+    } else if (r->job) {
         struct job *j = r->job;
         job_set_http_result(j, r->status, r->error);
         job_unref(j);
@@ -788,7 +1081,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    (void)cls;
+    if (log_permit(cls) < 0) return;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
@@ -806,6 +1099,10 @@ struct http *http_start(struct server *srv, char *err, size_t errlen)
         return NULL;
     }
     h->srv = srv;
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    h->conns.next = h->conns.prev = &h->conns;
+    h->log_tokens = 40, h->log_t = job_now();
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
@@ -821,6 +1118,8 @@ struct http *http_start(struct server *srv, char *err, size_t errlen)
         flags |= MHD_USE_IPv6;
     } else {
         snprintf(err, errlen, "bind: '%s' is not an IPv4 or IPv6 address", c->bind);
+        pthread_mutex_destroy(&h->mu);
+        pthread_cond_destroy(&h->cv);
         free(h);
         return NULL;
     }
@@ -829,15 +1128,21 @@ struct http *http_start(struct server *srv, char *err, size_t errlen)
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)c->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)c->max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+        (size_t)c->max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)c->max_connections_per_client, MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "http: cannot listen on %s:%d (address in use or not available?)",
                  c->bind, c->port);
+        pthread_mutex_destroy(&h->mu);
+        pthread_cond_destroy(&h->cv);
         free(h);
         return NULL;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
     h->port = di ? di->port : c->port;
+    h->has_watchdog = pthread_create(&h->watchdog, NULL, watchdog_main, h) == 0;
+    if (!h->has_watchdog) log_warn("http: no watchdog thread: slow clients are not cut off");
     return h;
 }
 
@@ -851,16 +1156,18 @@ int http_active_streams(struct http *h)
     return __atomic_load_n(&h->streams, __ATOMIC_RELAXED);
 }
 
-void http_quiesce(struct http *h)
-{
-    if (!h || !h->d) return;
-    MHD_socket s = MHD_quiesce_daemon(h->d);
-    if (s != MHD_INVALID_SOCKET) close(s);
-}
-
 void http_stop(struct http *h)
 {
     if (!h) return;
+    if (h->has_watchdog) {
+        pthread_mutex_lock(&h->mu);
+        h->stop = 1;
+        pthread_cond_signal(&h->cv);
+        pthread_mutex_unlock(&h->mu);
+        pthread_join(h->watchdog, NULL);
+    }
     if (h->d) MHD_stop_daemon(h->d);
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
     free(h);
 }

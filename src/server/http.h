@@ -12,8 +12,6 @@ struct http;
 struct http_req;
 
 struct http *http_start(struct server *srv, char *err, size_t errlen);
-/* Stop accepting new connections (drain); existing ones finish. */
-void http_quiesce(struct http *h);
 void http_stop(struct http *h);
 int http_port(const struct http *h); /* the bound port (useful with port 0) */
 /* Streaming responses still sending (shutdown waits for them briefly). */

@@ -1,6 +1,6 @@
 /* Job lifetime and the text stream between the engine thread and an HTTP thread.
  * The reader sleeps in poll() on an eventfd (woken by every push) and on its client socket
- * (POLLRDHUP: the client went away), so waiting costs no CPU and a disconnect is seen at once. */
+ * (POLLHUP/POLLERR: the client went away), so waiting costs no CPU and a reset is seen at once. */
 #include "job.h"
 
 #include <assert.h>
@@ -255,15 +255,20 @@ size_t job_take(struct job *j, char **out, size_t *cap, int *done)
     return n;
 }
 
+/* A client that half-closes (shutdown(SHUT_WR) after its request, as `nc -N`) still reads
+ * the answer, and TCP cannot tell it from one that closed for good until a write fails: so
+ * end-of-input (POLLRDHUP) stops being watched, and a gone client is seen by its reset
+ * (POLLHUP/POLLERR, after the next write) or by the failing write itself. */
 int job_wait(struct job *j, int sock_fd, double deadline)
 {
+    short sock_events = POLLRDHUP;
     for (;;) {
         pthread_mutex_lock(&j->mu);
         int ready = j->text_read < j->text_len || j->done;
         pthread_mutex_unlock(&j->mu);
         if (ready) return 1;
 
-        struct pollfd p[2] = {{j->notify_fd, POLLIN, 0}, {sock_fd, POLLRDHUP, 0}};
+        struct pollfd p[2] = {{j->notify_fd, POLLIN, 0}, {sock_fd, sock_events, 0}};
         int timeout = -1;
         if (deadline > 0) {
             double left = deadline - job_now();
@@ -272,7 +277,8 @@ int job_wait(struct job *j, int sock_fd, double deadline)
         }
         int rc = poll(p, sock_fd >= 0 ? 2 : 1, timeout);
         if (rc < 0 && errno != EINTR) return -1;
-        if (rc > 0 && sock_fd >= 0 && (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR))) return -1;
+        if (rc > 0 && sock_fd >= 0 && (p[1].revents & (POLLHUP | POLLERR))) return -1;
+        if (rc > 0 && sock_fd >= 0 && (p[1].revents & POLLRDHUP)) sock_events = 0;
         if (rc > 0 && (p[0].revents & POLLIN)) {
             uint64_t v;
             ssize_t r = read(j->notify_fd, &v, sizeof v);

@@ -71,6 +71,42 @@ void log_close(void)
     pthread_mutex_unlock(&g_log.mu);
 }
 
+/* Length of the valid UTF-8 sequence at s (not a C1 control), or 0. */
+static size_t utf8_ok(const unsigned char *s)
+{
+    size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+    if (s[0] >= 0xf8) n = 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if (n == 2 && s[0] == 0xc2 && s[1] < 0xa0) return 0;
+    return n;
+}
+
+size_t log_escape(const char *in, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)in;
+    size_t o = 0;
+    if (!outlen) return 0;
+    while (*s) {
+        size_t u = *s >= 0x80 ? utf8_ok(s) : 0;
+        if (u) {
+            if (o + u >= outlen) break;
+            memcpy(out + o, s, u);
+            o += u, s += u;
+        } else if (*s < 0x20 || *s >= 0x7f || *s == '\\') {
+            if (o + 4 >= outlen) break;
+            out[o++] = '\\', out[o++] = 'x', out[o++] = hex[*s >> 4], out[o++] = hex[*s & 15];
+            s++;
+        } else {
+            if (o + 1 >= outlen) break;
+            out[o++] = (char)*s++;
+        }
+    }
+    out[o] = 0;
+    return o;
+}
+
 void log_msg(int level, const char *fmt, ...)
 {
     if (level > g_log.level) return;
@@ -84,10 +120,14 @@ void log_msg(int level, const char *fmt, ...)
                   level_names[level < 0   ? 0
                               : level > 3 ? 3
                                           : level]);
+    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* Fields can come from clients (paths, headers, errors quoting input): one line each,
+     * no terminal escapes. */
+    log_escape(msg, line + n, sizeof line - (size_t)n);
     pthread_mutex_lock(&g_log.mu);
     FILE *fp = g_log.fp ? g_log.fp : stderr;
     fprintf(fp, "%s\n", line);

@@ -1,5 +1,6 @@
 /* ternd: load the config and the model, start the scheduler, stats writer and HTTP server,
- * then sleep in sigwait until a signal: SIGHUP reopens the log, SIGTERM/SIGINT drain and exit.
+ * then sleep in sigwait until a signal: SIGHUP reopens the log, SIGTERM/SIGINT drain and exit,
+ * SIGUSR1/2 are logged and ignored.
  * With a systemd watchdog the wait wakes at half the interval to ping it (only while the
  * engine thread is making progress). */
 #include <errno.h>
@@ -54,6 +55,9 @@ static void block_signals(sigset_t *sigs)
     sigaddset(sigs, SIGTERM);
     sigaddset(sigs, SIGINT);
     sigaddset(sigs, SIGHUP);
+    /* SIGUSR1/2 would kill the process without a drain: taken and logged instead. */
+    sigaddset(sigs, SIGUSR1);
+    sigaddset(sigs, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
@@ -136,6 +140,11 @@ static void wait_for_stop(const sigset_t *sigs, struct server *srv)
             sig = sigwaitinfo(sigs, &si);
         }
         if (sig < 0) continue;
+        if (sig == SIGUSR1 || sig == SIGUSR2) {
+            log_info("%s ignored (SIGTERM drains and stops, SIGHUP reopens the log)",
+                     sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
+            continue;
+        }
         if (sig != SIGHUP) return;
         log_reopen();
         log_info("SIGHUP: log reopened");
@@ -148,8 +157,9 @@ static void shut_down(const struct config *cfg, struct server *srv, struct http 
 {
     log_info("shutting down: draining for up to %d s", cfg->drain_timeout);
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
-    __atomic_store_n(&srv->ready, 0, __ATOMIC_RELEASE); /* /ready says "draining" */
-    http_quiesce(http);
+    /* Still listening: /ready says "draining" (503) so a load balancer sees it, and
+     * generation endpoints answer 503 "unavailable". */
+    __atomic_store_n(&srv->ready, 0, __ATOMIC_RELEASE);
     sched_drain(srv->sched, cfg->drain_timeout);
     /* Let the last final lines reach their clients before the sockets close. */
     for (int i = 0; i < 40 && http_active_streams(http) > 0; i++) {

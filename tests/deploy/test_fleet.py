@@ -361,7 +361,8 @@ def main():
         load = Load(port, 24)
         time.sleep(1)
         # A kept-alive connection opened before the signal: ternd keeps serving it while it
-        # drains, and its /ready then says "draining"; new connections are refused.
+        # drains, and its /ready then says "draining"; new connections are still taken (so a
+        # load balancer can watch /ready) and their generations get 503 "unavailable".
         keep = http.client.HTTPConnection('127.0.0.1', box2.port, timeout=10)
         keep.request('GET', '/ready')
         keep.getresponse().read()
@@ -378,10 +379,13 @@ def main():
             drain_ready = 'no answer (%s: drain over, connection closed)' % type(e).__name__
         keep.close()
         try:
-            socket.create_connection(('127.0.0.1', box2.port), timeout=2).close()
-            refused = False
-        except ConnectionRefusedError:
-            refused = True
+            nc = http.client.HTTPConnection('127.0.0.1', box2.port, timeout=5)
+            nc.request('POST', '/generate', json.dumps({'prompt': 'late'}),
+                       {'Content-Type': 'application/json'})
+            refused = nc.getresponse().status == 503
+            nc.close()
+        except (OSError, http.client.HTTPException):
+            refused = True  # drain already over: ternd has exited
         time.sleep(4)
         res = load.stop()
         try:
@@ -389,8 +393,8 @@ def main():
         except subprocess.TimeoutExpired:
             rc = 'still running'
         print('  /ready on a kept-alive connection while draining: %s; new connection %s' % (
-            drain_ready, 'refused' if refused else 'accepted'))
-        check(refused, 'box2 stopped accepting connections at once')
+            drain_ready, 'refused (503 or closed)' if refused else 'accepted'))
+        check(refused, 'box2 stopped taking generations at once')
         check(not drain_ready.startswith('200'), 'box2 /ready no longer 200 once draining')
         check(rc == 0, 'box2 exited 0 after draining (got %s)' % rc)
         in_flight = [r for r in res if r.box == 'box2' and r.t0 < t_term <= r.t1]

@@ -331,8 +331,14 @@ START_TEST(base64)
     ck_assert_int_eq(codec_base64_decode("", 0, &o, &n), 0);
     ck_assert_uint_eq(n, 0);
     free(o);
-    ck_assert_int_eq(codec_base64_decode("aGV sbG8", 8, &o, &n), -1);
+    /* Wrapped as MIME and `base64` write it: whitespace anywhere is skipped. */
+    ck_assert_int_eq(codec_base64_decode("aGVs bG8g\r\nd29y\nbGQ=\n", 21, &o, &n), 0);
+    ck_assert_uint_eq(n, 11);
+    ck_assert_int_eq(memcmp(o, "hello world", 11), 0);
+    free(o);
+    ck_assert_int_eq(codec_base64_decode("aGV*sbG8", 8, &o, &n), -1);
     ck_assert_int_eq(codec_base64_decode("a", 1, &o, &n), -1);
+    ck_assert_int_eq(codec_base64_decode("aGVs\nb", 6, &o, &n), -1);
 }
 END_TEST
 
