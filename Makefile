@@ -10,7 +10,7 @@ ARM64_PKGS := libmicrohttpd-dev:arm64 libcjson-dev:arm64 libjpeg62-turbo-dev:arm
 # Debian packages the project builds, tests and trains with.
 PKGS := gcc make meson ninja-build pkg-config clang libclang-rt-14-dev \
         libmicrohttpd-dev libcjson-dev libjpeg62-turbo-dev libspng-dev libinih-dev \
-        libsystemd-dev libsqlite3-dev sqlite3 check curl systemd clang-format \
+        libsystemd-dev libsqlite3-dev sqlite3 check curl openssl systemd clang-format \
         python3 python3-torch python3-numpy python3-pil libopenblas0-pthread \
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium \
         $(ARM64_PKGS) debhelper dpkg-dev lintian \

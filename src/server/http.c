@@ -6,6 +6,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -71,9 +72,17 @@ struct rate_slot {
     double tokens, t;
 };
 
+/* A daemon and the PEM text it was started with (MHD keeps pointers into it). */
+struct listener {
+    struct MHD_Daemon *d;
+    char *cert, *key; /* NULL without TLS */
+    struct listener *next;
+};
+
 struct http {
     struct server *srv;
-    struct MHD_Daemon *d;
+    struct listener *cur;     /* accepts new connections */
+    struct listener *retired; /* quiesced by a reload, serving their last connections; under mu */
     int port;
     int streams; /* atomic */
     /* connections and their phases, under mu; the watchdog cuts the slow ones */
@@ -985,6 +994,8 @@ static long log_permit(struct http *h)
 /* MHD's idle timeout never fires for a client that trickles a byte a second: a connection
  * gets header_timeout for its request head and body_timeout for its body. The socket is shut
  * down (not closed: MHD owns it), so its thread sees end-of-file and closes it. */
+static void reap_retired(struct http *h);
+
 static void *watchdog_main(void *arg)
 {
     struct http *h = arg;
@@ -996,6 +1007,12 @@ static void *watchdog_main(void *arg)
         ts.tv_nsec += 250 * 1000000L;
         if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+        if (h->retired) {
+            pthread_mutex_unlock(&h->mu);
+            reap_retired(h);
+            pthread_mutex_lock(&h->mu);
+            if (h->stop) break;
+        }
         double now = job_now();
         int cut = 0;
         for (struct conn_slot *s = h->conns.next; s != &h->conns; s = s->next) {
@@ -1079,6 +1096,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r);
 }
 
+/* The trial daemon's complaints: the caller reports the bad pair itself. */
+static void mhd_log_quiet(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls, (void)fmt, (void)ap;
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     if (log_permit(cls) < 0) return;
@@ -1088,6 +1111,134 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     while (n && msg[n - 1] == '\n')
         msg[--n] = 0;
     log_warn("http: %s", msg);
+}
+
+#define PEM_MAX (1 << 20)
+
+/* Reads a whole PEM file, NUL-terminated; NULL with err naming the file. */
+static char *read_pem(const char *what, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s %s: cannot open: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(PEM_MAX + 1);
+    size_t n = buf ? fread(buf, 1, PEM_MAX + 1, f) : 0;
+    int bad = !buf || ferror(f) || n > PEM_MAX || n == 0;
+    fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "%s %s: %s", what, path,
+                 !buf          ? "out of memory"
+                 : n > PEM_MAX ? "larger than 1 MiB"
+                               : "empty or unreadable");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    if (!strstr(buf, "-----BEGIN ")) {
+        snprintf(err, errlen, "%s %s: not a PEM file", what, path);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static void listener_free(struct listener *l)
+{
+    if (!l) return;
+    if (l->d) MHD_stop_daemon(l->d);
+    free(l->cert);
+    free(l->key);
+    free(l);
+}
+
+/* Reads tls_cert and tls_key (when set) and proves GnuTLS accepts the pair by starting a
+ * daemon that listens on nothing, so a bad pair is refused before anything depends on it. */
+static struct listener *listener_load(const struct config *c, char *err, size_t errlen)
+{
+    struct listener *l = calloc(1, sizeof *l);
+    if (!l) {
+        snprintf(err, errlen, "http: out of memory");
+        return NULL;
+    }
+    if (!c->tls_cert[0]) return l;
+    if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+        snprintf(err, errlen, "tls_cert is set but this libmicrohttpd was built without TLS");
+        free(l);
+        return NULL;
+    }
+    if (!(l->cert = read_pem("tls_cert", c->tls_cert, err, errlen)) ||
+        !(l->key = read_pem("tls_key", c->tls_key, err, errlen))) {
+        listener_free(l);
+        return NULL;
+    }
+    struct MHD_Daemon *t =
+        MHD_start_daemon(MHD_USE_TLS | MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, on_request, NULL,
+                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log_quiet, NULL, MHD_OPTION_HTTPS_MEM_CERT,
+                         l->cert, MHD_OPTION_HTTPS_MEM_KEY, l->key, MHD_OPTION_END);
+    if (!t) {
+        snprintf(err, errlen,
+                 "tls_cert %s / tls_key %s: not a usable certificate and private key pair "
+                 "(PEM, the key unencrypted, matching the certificate)",
+                 c->tls_cert, c->tls_key);
+        listener_free(l);
+        return NULL;
+    }
+    MHD_stop_daemon(t);
+    return l;
+}
+
+/* Starts l's daemon: on the configured address when fd < 0, else on the listening socket fd
+ * (taken from a quiesced daemon). */
+static int listener_start(struct http *h, struct listener *l, MHD_socket fd, char *err,
+                          size_t errlen)
+{
+    const struct config *c = h->srv->cfg;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_POLL;
+    if (l->cert) flags |= MHD_USE_TLS;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, c->bind, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((unsigned short)c->port);
+    } else if (inet_pton(AF_INET6, c->bind, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((unsigned short)c->port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        snprintf(err, errlen, "bind: '%s' is not an IPv4 or IPv6 address", c->bind);
+        return -1;
+    }
+    /* Options common to both ways; the socket and the TLS pair are added at the end. */
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, h},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)c->max_connections, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)c->connection_timeout, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)c->max_header_bytes, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)c->max_connections_per_client, NULL},
+        {fd >= 0 ? MHD_OPTION_LISTEN_SOCKET : MHD_OPTION_SOCK_ADDR, fd >= 0 ? (intptr_t)fd : 0,
+         fd >= 0 ? NULL : (void *)&ss},
+        {l->cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, l->cert},
+        {l->cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, l->key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    l->d = MHD_start_daemon(flags, (uint16_t)c->port, NULL, NULL, on_request, h, MHD_OPTION_ARRAY,
+                            opts, MHD_OPTION_END);
+    if (!l->d) {
+        if (fd >= 0)
+            snprintf(err, errlen, "http: cannot start a listener on the existing socket");
+        else
+            snprintf(err, errlen, "http: cannot listen on %s:%d (address in use or not available?)",
+                     c->bind, c->port);
+        return -1;
+    }
+    return 0;
 }
 
 struct http *http_start(struct server *srv, char *err, size_t errlen)
@@ -1103,47 +1254,88 @@ struct http *http_start(struct server *srv, char *err, size_t errlen)
     pthread_cond_init(&h->cv, NULL);
     h->conns.next = h->conns.prev = &h->conns;
     h->log_tokens = 40, h->log_t = job_now();
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_POLL;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, c->bind, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((unsigned short)c->port);
-    } else if (inet_pton(AF_INET6, c->bind, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((unsigned short)c->port);
-        flags |= MHD_USE_IPv6;
-    } else {
-        snprintf(err, errlen, "bind: '%s' is not an IPv4 or IPv6 address", c->bind);
+    if (!(h->cur = listener_load(c, err, errlen)) || listener_start(h, h->cur, -1, err, errlen)) {
+        listener_free(h->cur);
         pthread_mutex_destroy(&h->mu);
         pthread_cond_destroy(&h->cv);
         free(h);
         return NULL;
     }
-    h->d = MHD_start_daemon(
-        flags, (uint16_t)c->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)c->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)c->max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)c->max_connections_per_client, MHD_OPTION_END);
-    if (!h->d) {
-        snprintf(err, errlen, "http: cannot listen on %s:%d (address in use or not available?)",
-                 c->bind, c->port);
-        pthread_mutex_destroy(&h->mu);
-        pthread_cond_destroy(&h->cv);
-        free(h);
-        return NULL;
-    }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->cur->d, MHD_DAEMON_INFO_BIND_PORT);
     h->port = di ? di->port : c->port;
     h->has_watchdog = pthread_create(&h->watchdog, NULL, watchdog_main, h) == 0;
     if (!h->has_watchdog) log_warn("http: no watchdog thread: slow clients are not cut off");
     return h;
+}
+
+int http_tls(const struct http *h)
+{
+    return h->cur->cert != NULL;
+}
+
+/* MHD cannot change a running daemon's certificate: the new pair is checked first, then the
+ * old daemon is quiesced (it stops accepting and hands over its listening socket, which never
+ * closes, so no connection attempt is refused) and a new daemon accepts on that socket. The old
+ * one finishes its open connections with the old pair and is stopped by the watchdog once it
+ * has none. Called from the main thread only. */
+int http_reload_tls(struct http *h, char *err, size_t errlen)
+{
+    if (!h->cur->cert) return 0;
+    struct listener *l = listener_load(h->srv->cfg, err, errlen);
+    if (!l) return -1;
+    MHD_socket fd = MHD_quiesce_daemon(h->cur->d);
+    if (fd == MHD_INVALID_SOCKET) {
+        snprintf(err, errlen, "http: cannot take the listening socket from the running daemon");
+        listener_free(l);
+        return -1;
+    }
+    if (listener_start(h, l, fd, err, errlen) != 0) {
+        /* the socket is still open and listening: keep serving on it with the old pair */
+        listener_free(l);
+        struct listener *again = calloc(1, sizeof *again);
+        if (again) again->cert = h->cur->cert, again->key = h->cur->key;
+        char e2[256];
+        if (!again || listener_start(h, again, fd, e2, sizeof e2) != 0) {
+            free(again);
+            close(fd);
+            snprintf(err, errlen, "http: reload failed and the listener could not be restarted");
+            return -1;
+        }
+        h->cur->cert = h->cur->key = NULL; /* now owned by again */
+        l = again;
+    }
+    pthread_mutex_lock(&h->mu);
+    h->cur->next = h->retired;
+    h->retired = h->cur;
+    h->cur = l;
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+/* Stops retired daemons with no connection left. MHD_stop_daemon waits for connection threads
+ * that take mu in their callbacks, so it runs outside mu. */
+static void reap_retired(struct http *h)
+{
+    struct listener *done = NULL;
+    pthread_mutex_lock(&h->mu);
+    for (struct listener **p = &h->retired; *p;) {
+        const union MHD_DaemonInfo *di =
+            MHD_get_daemon_info((*p)->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        if (di && di->num_connections == 0) {
+            struct listener *l = *p;
+            *p = l->next;
+            l->next = done;
+            done = l;
+        } else {
+            p = &(*p)->next;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    while (done) {
+        struct listener *n = done->next;
+        listener_free(done);
+        done = n;
+    }
 }
 
 int http_port(const struct http *h)
@@ -1166,7 +1358,12 @@ void http_stop(struct http *h)
         pthread_mutex_unlock(&h->mu);
         pthread_join(h->watchdog, NULL);
     }
-    if (h->d) MHD_stop_daemon(h->d);
+    listener_free(h->cur);
+    while (h->retired) {
+        struct listener *n = h->retired->next;
+        listener_free(h->retired);
+        h->retired = n;
+    }
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
     free(h);

@@ -1,8 +1,7 @@
 /* ternd: load the config and the model, start the scheduler, stats writer and HTTP server,
- * then sleep in sigwait until a signal: SIGHUP reopens the log, SIGTERM/SIGINT drain and exit,
- * SIGUSR1/2 are logged and ignored.
- * With a systemd watchdog the wait wakes at half the interval to ping it (only while the
- * engine thread is making progress). */
+ * then sleep in sigwait until a signal: SIGHUP reopens the log and reloads the TLS pair,
+ * SIGTERM/SIGINT drain and exit, SIGUSR1/2 are logged and ignored. With a systemd watchdog the wait
+ * wakes at half the interval to ping it (only while the engine thread is making progress). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -120,9 +119,10 @@ static int start_services(const struct config *cfg, struct server *srv, char *er
     return 0;
 }
 
-/* Sleeps until SIGTERM or SIGINT; SIGHUP reopens the log. With a systemd watchdog it wakes at
- * half the interval to ping it, but only while the engine thread is making progress. */
-static void wait_for_stop(const sigset_t *sigs, struct server *srv)
+/* Sleeps until SIGTERM or SIGINT; SIGHUP reopens the log and reloads the TLS pair. With a systemd
+ * watchdog it wakes at half the interval to ping it, but only while the engine thread is making
+ * progress. */
+static void wait_for_stop(const sigset_t *sigs, struct server *srv, struct http *http)
 {
     uint64_t wd_usec = 0;
     int watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
@@ -148,6 +148,12 @@ static void wait_for_stop(const sigset_t *sigs, struct server *srv)
         if (sig != SIGHUP) return;
         log_reopen();
         log_info("SIGHUP: log reopened");
+        char err[512];
+        if (http_reload_tls(http, err, sizeof err) != 0)
+            log_error("SIGHUP: %s; still serving with the previous certificate", err);
+        else if (http_tls(http))
+            log_info("SIGHUP: certificate reloaded from %s (new connections use it)",
+                     srv->cfg->tls_cert);
     }
 }
 
@@ -207,15 +213,15 @@ int main(int argc, char **argv)
         return 1;
     }
     __atomic_store_n(&srv.ready, 1, __ATOMIC_RELEASE);
-    log_info("ternd %s listening on http://%s%s%s:%d (model %s, engine %s, kernels %s, %d slots, "
+    log_info("ternd %s listening on %s://%s%s%s:%d (model %s, engine %s, kernels %s, %d slots, "
              "queue %d, %d threads%s%s)",
-             TERN_VERSION, strchr(cfg.bind, ':') ? "[" : "", cfg.bind,
-             strchr(cfg.bind, ':') ? "]" : "", http_port(http), srv.info.name, cfg.engine,
+             TERN_VERSION, http_tls(http) ? "https" : "http", strchr(cfg.bind, ':') ? "[" : "",
+             cfg.bind, strchr(cfg.bind, ':') ? "]" : "", http_port(http), srv.info.name, cfg.engine,
              eng_kernels_name(), cfg.slots, cfg.queue, threads,
              auth_enabled(srv.auth) ? ", API keys on" : "", cfg.db[0] ? ", stats on" : "");
     sd_notify(0, "READY=1\nSTATUS=serving");
 
-    wait_for_stop(&sigs, &srv);
+    wait_for_stop(&sigs, &srv, http);
     shut_down(&cfg, &srv, http);
     log_info("stopped");
     log_close();
