@@ -110,6 +110,7 @@ typedef struct {
     int8_t *q;
     int16_t *g;
     float *s;
+    int8_t *q64;
     kern_acts a;
 } acts;
 
@@ -119,6 +120,7 @@ static void make_acts(acts *A, int rows, int n, int exact)
     A->q = malloc((size_t)rows * n);
     A->g = malloc(sizeof(int16_t) * rows * (n / KERN_GROUP + 1));
     A->s = malloc(sizeof(float) * rows);
+    A->q64 = malloc((size_t)rows * n);
     for (int j = 0; j < rows; j++) {
         float *x = A->x + (size_t)j * n;
         for (int i = 0; i < n; i++)
@@ -128,6 +130,7 @@ static void make_acts(acts *A, int rows, int n, int exact)
             kern_quantize_row(x, n, A->q + (size_t)j * n, A->g + (size_t)j * (n / KERN_GROUP),
                               A->s + j);
     }
+    if (n % 64 == 0) kern_permute64(A->q, rows * n, A->q64);
     A->a = (kern_acts){.n = n, .rows = rows, .f = A->x, .q = A->q, .gsum = A->g, .scale = A->s};
 }
 
@@ -137,6 +140,7 @@ static void free_acts(acts *A)
     free(A->q);
     free(A->g);
     free(A->s);
+    free(A->q64);
 }
 
 /* sum_i |w_i * x_i| for weight row r and activation row j (dequantized). */
@@ -168,29 +172,37 @@ static void compare(const kern_ops *ops, int rows, int n, int arows, int exact, 
     size_t ldo = (size_t)rows + 3, len = ldo * arows;
     float *got = malloc(sizeof(float) * len), *want = malloc(sizeof(float) * len);
     for (size_t i = 0; i < len; i++)
-        got[i] = want[i] = -12345.0f;
+        want[i] = -12345.0f;
     kern_ref_ops(t)->gemm(w, stride, r0, r1, &A.a, want, ldo);
-    ops->gemm(w, stride, r0, r1, &A.a, got, ldo);
     size_t bb;
     int nb = n / blk_of(t, &bb);
-    for (int j = 0; j < arows; j++) {
-        for (size_t r = 0; r < ldo; r++) {
-            float g = got[j * ldo + r], e = want[j * ldo + r];
-            if ((int)r < r0 || (int)r >= r1) {
-                ck_assert_msg(g == -12345.0f, "%s type %d wrote outside rows: j %d r %zu",
-                              kern_isa_name(ops->isa), (int)t, j, r);
-                continue;
-            }
-            if (exact) {
-                ck_assert_msg(g == e, "%s type %d n %d rows %d arows %d: [%d][%zu] %.9g != %.9g",
-                              kern_isa_name(ops->isa), t, n, rows, arows, j, r, g, e);
-            } else {
-                double tol = ((is_float(t) ? n : nb) + 8) * (double)FLT_EPSILON *
-                                 abs_dot(t, w, stride, (int)r, &A, j) +
-                             1e-30;
-                ck_assert_msg(fabs((double)g - e) <= tol,
-                              "%s type %d n %d rows %d arows %d: [%d][%zu] %.9g vs %.9g (tol %g)",
-                              kern_isa_name(ops->isa), t, n, rows, arows, j, r, g, e, tol);
+    /* without and with the permuted activations (kern_permute64) */
+    for (int p64 = 0; p64 < 1 + (n % 64 == 0); p64++) {
+        A.a.q64 = p64 ? A.q64 : NULL;
+        for (size_t i = 0; i < len; i++)
+            got[i] = -12345.0f;
+        ops->gemm(w, stride, r0, r1, &A.a, got, ldo);
+        for (int j = 0; j < arows; j++) {
+            for (size_t r = 0; r < ldo; r++) {
+                float g = got[j * ldo + r], e = want[j * ldo + r];
+                if ((int)r < r0 || (int)r >= r1) {
+                    ck_assert_msg(g == -12345.0f, "%s type %d wrote outside rows: j %d r %zu",
+                                  kern_isa_name(ops->isa), (int)t, j, r);
+                    continue;
+                }
+                if (exact) {
+                    ck_assert_msg(g == e,
+                                  "%s type %d n %d rows %d arows %d: [%d][%zu] %.9g != %.9g",
+                                  kern_isa_name(ops->isa), t, n, rows, arows, j, r, g, e);
+                } else {
+                    double tol = ((is_float(t) ? n : nb) + 8) * (double)FLT_EPSILON *
+                                     abs_dot(t, w, stride, (int)r, &A, j) +
+                                 1e-30;
+                    ck_assert_msg(
+                        fabs((double)g - e) <= tol,
+                        "%s type %d n %d rows %d arows %d: [%d][%zu] %.9g vs %.9g (tol %g)",
+                        kern_isa_name(ops->isa), t, n, rows, arows, j, r, g, e, tol);
+                }
             }
         }
     }
@@ -245,6 +257,8 @@ static void run_all(int exact)
                     }
             /* the tile remainder over many activation rows, a sub-range of rows */
             compare(ops, 19, ns[1], 513, exact, 3, 17);
+            /* decode's four-row passes: a sub-range that starts off a group */
+            compare(ops, 19, ns[1], 1, exact, 3, 17);
             checked++;
         }
     }

@@ -39,6 +39,7 @@ typedef struct {
     const float *x;
     kern_quantize_fn quantize;
     int8_t *q;
+    int8_t *q64; /* q in kern_permute64's order, for Q2_0; NULL when no part is */
     int16_t *gsum;
     float *scale;
     int chunk;
@@ -73,16 +74,18 @@ size_t mm_scratch_bytes(const mm_weight *w, int n)
     if (!ops || !ops->int8_acts || n <= 0) return 0;
     size_t cols = (size_t)w->cols;
     return up64(cols * (size_t)n) + up64(cols / KERN_GROUP * sizeof(int16_t) * (size_t)n) +
-           up64(sizeof(float) * (size_t)n);
+           up64(sizeof(float) * (size_t)n) + (w->type == KT_Q2_0 ? up64(cols * (size_t)n) : 0);
 }
 
 static void quantize_rows(void *ctx, int ith, int nth)
 {
     mm_job *j = ctx;
     int n = j->acts.rows, cols = j->cols;
-    for (int r = ith; r < n; r += nth)
+    for (int r = ith; r < n; r += nth) {
         j->quantize(j->x + (size_t)r * cols, cols, j->q + (size_t)r * cols,
                     j->gsum + (size_t)r * (cols / KERN_GROUP), j->scale + r);
+        if (j->q64) kern_permute64(j->q + (size_t)r * cols, cols, j->q64 + (size_t)r * cols);
+    }
 }
 
 static void gemm_rows(void *ctx, int ith, int nth)
@@ -155,8 +158,13 @@ int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x,
         uint8_t *s = scratch;
         j.q = (int8_t *)s;
         j.gsum = (int16_t *)(s + up64(cols * (size_t)n));
+        size_t q64_at = up64(cols * (size_t)n) +
+                        up64(cols / KERN_GROUP * sizeof(int16_t) * (size_t)n) +
+                        up64(sizeof(float) * (size_t)n);
         j.scale = (float *)(s + up64(cols * (size_t)n) +
                             up64(cols / KERN_GROUP * sizeof(int16_t) * (size_t)n));
+        for (int i = 0; i < nw; i++)
+            if (ws[i]->type == KT_Q2_0) j.q64 = (int8_t *)(s + q64_at);
         j.quantize = kern_get_quantize();
         if (p && n >= 2 * nth)
             pool_run(p, quantize_rows, &j);
@@ -165,6 +173,7 @@ int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x,
         j.acts.q = j.q;
         j.acts.gsum = j.gsum;
         j.acts.scale = j.scale;
+        j.acts.q64 = j.q64;
     } else {
         j.acts.f = x;
     }

@@ -40,6 +40,13 @@ KG_INLINE void kg_tile_float_rows(kt_type t, int nw, int nr, const uint8_t *w, s
                                   const kern_acts *a, int j0, float *out, size_t ldo, int r);
 #endif
 
+#if KG_GEMV4
+/* Optional: four weight rows r..r+3 (w_stride apart) times the one
+ * activation row, into out[r..r+3]; for Q8_0 and the code types. */
+KG_INLINE void kg_gemv4(kt_type t, const uint8_t *wrow, size_t w_stride, const kern_acts *a,
+                        float *out, int r);
+#endif
+
 /* kg_block and kg_block_bytes restate the type table's block and block bytes
  * of Q8_0 and the code types as compile-time switches: the type is a
  * constant in each kg_gemm_<type>, so they fold to constants and the block
@@ -140,6 +147,18 @@ KG_INLINE void kg_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1
 #endif
     int chunk = (int)(KG_L2_BYTES / (w_stride ? w_stride : 1));
     if (chunk < 1) chunk = 1;
+#if KG_GEMV4
+    /* Decode (one activation row) streams the weights once: four rows per
+     * pass give independent chains and share the activation loads. */
+    if (a->rows == 1 && t != KT_F16 && t != KT_BF16 && t != KT_F32) {
+        int r = r0;
+        for (; r + 4 <= r1; r += 4)
+            kg_gemv4(t, wb + (size_t)r * w_stride, w_stride, a, out, r);
+        for (; r < r1; r++)
+            kg_tile(t, 1, wb + (size_t)r * w_stride, a, 0, out, ldo, r);
+        return;
+    }
+#endif
     for (int rs = r0; rs < r1; rs += chunk) {
         int re = rs + chunk < r1 ? rs + chunk : r1;
         for (int j0 = 0; j0 < a->rows; j0 += KG_TILE) {

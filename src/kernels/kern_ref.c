@@ -20,6 +20,14 @@
 #include "kernels/kern_isa.h"
 #include "kernels/traits.h"
 
+void kern_permute64(const int8_t *q, int n, int8_t *out)
+{
+    for (int g = 0; g < n; g += 64)
+        for (int f = 0; f < 4; f++)
+            for (int k = 0; k < 16; k++)
+                out[g + 16 * f + k] = q[g + 4 * k + f];
+}
+
 void kern_f16_to_f32_row(const kt_f16 *x, float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++)

@@ -29,6 +29,10 @@ typedef struct {
     const int8_t *q;     /* rows * n int8 values, x ~= q * scale */
     const int16_t *gsum; /* rows * (n / KERN_GROUP) group sums of q */
     const float *scale;  /* rows scales */
+    /* Optional (NULL: absent): q with every 64 elements reordered by
+     * kern_permute64. x86 Q2_0 kernels read it when present, as their
+     * weights then unpack with two shifts and no shuffles. */
+    const int8_t *q64;
 } kern_acts;
 
 /* Instruction-set levels, lowest first. */
@@ -57,6 +61,10 @@ typedef struct {
 /* Quantize one activation row of n floats (n % KERN_GROUP == 0):
  * q[i] = round(x[i] / scale) with scale = max|x| / 127, and the group sums. */
 void kern_quantize_row(const float *x, int n, int8_t *q, int16_t *gsum, float *scale);
+
+/* out[16 f + k] = q[4 k + f] within each 64 elements (f < 4, k < 16):
+ * the order of Q2_0's 2-bit fields, field by field. n % 64 == 0. */
+void kern_permute64(const int8_t *q, int n, int8_t *out);
 
 /* The scalar reference kernels, one per type. */
 const kern_ops *kern_ref_ops(kt_type t);
