@@ -100,6 +100,15 @@ static void jpeg_pick_scale(struct jpeg_decompress_struct *c, int min_edge)
     }
 }
 
+/* libjpeg reports errors by longjmp to the caller's setjmp (jpeg_fail) and stays quiet. */
+static void jpeg_errors_to(struct jpeg_decompress_struct *cinfo, jpeg_err *jerr)
+{
+    cinfo->err = jpeg_std_error(&jerr->pub);
+    jerr->pub.error_exit = jpeg_fail;
+    jerr->pub.emit_message = jpeg_emit;
+    jerr->pub.output_message = jpeg_quiet;
+}
+
 static int decode_jpeg(const uint8_t *data, size_t len, const img_limits *lim, img_rgb *out,
                        char *err, size_t errlen)
 {
@@ -108,10 +117,7 @@ static int decode_jpeg(const uint8_t *data, size_t len, const img_limits *lim, i
     jpeg_scans scans = {.pub.progress_monitor = jpeg_count_scans,
                         .max_scans = lim ? lim->max_scans : 0};
     uint8_t *volatile pix = NULL;
-    cinfo.err = jpeg_std_error(&jerr.pub);
-    jerr.pub.error_exit = jpeg_fail;
-    jerr.pub.emit_message = jpeg_emit;
-    jerr.pub.output_message = jpeg_quiet;
+    jpeg_errors_to(&cinfo, &jerr);
     if (setjmp(jerr.jb)) {
         eng_seterr(err, errlen, "bad JPEG: %s", jerr.msg);
         jpeg_destroy_decompress(&cinfo);
@@ -158,10 +164,7 @@ static int probe_jpeg(const uint8_t *data, size_t len, const img_limits *lim, in
 {
     struct jpeg_decompress_struct cinfo;
     jpeg_err jerr;
-    cinfo.err = jpeg_std_error(&jerr.pub);
-    jerr.pub.error_exit = jpeg_fail;
-    jerr.pub.emit_message = jpeg_emit;
-    jerr.pub.output_message = jpeg_quiet;
+    jpeg_errors_to(&cinfo, &jerr);
     if (setjmp(jerr.jb)) {
         eng_seterr(err, errlen, "bad JPEG: %s", jerr.msg);
         jpeg_destroy_decompress(&cinfo);
