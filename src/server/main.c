@@ -76,19 +76,20 @@ static int load_backend(const struct config *cfg, int threads, struct server *sr
     else
         model_name_from_path(model, name, sizeof name);
 
-    struct backend_options bo = {model,
-                                 mmproj,
-                                 name,
-                                 cfg->slots,
-                                 cfg->ctx_size,
-                                 threads,
-                                 cfg->prefill_chunk,
-                                 cfg->echo_delay_ms,
-                                 cfg->image_cache_bytes,
-                                 cfg->prefix_cache,
-                                 cfg->vision_threads,
-                                 cfg->vision_nice,
-                                 cfg->echo_vision_ms};
+    /* Named fields: the options grew one by one and a positional list would shift silently. */
+    struct backend_options bo = {.model_path = model,
+                                 .mmproj_path = mmproj,
+                                 .model_name = name,
+                                 .slots = cfg->slots,
+                                 .ctx_size = cfg->ctx_size,
+                                 .threads = threads,
+                                 .prefill_chunk = cfg->prefill_chunk,
+                                 .echo_delay_ms = cfg->echo_delay_ms,
+                                 .image_cache_bytes = cfg->image_cache_bytes,
+                                 .prefix_cache = cfg->prefix_cache,
+                                 .vision_threads = cfg->vision_threads,
+                                 .vision_nice = cfg->vision_nice,
+                                 .echo_vision_ms = cfg->echo_vision_ms};
     if (is_echo) log_warn("engine = echo: a test double that repeats the prompt, not a model");
     srv->backend =
         is_echo ? backend_echo_create(&bo, err, errlen) : backend_engine_create(&bo, err, errlen);
