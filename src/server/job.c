@@ -60,6 +60,7 @@ void job_unref(struct job *j)
         free(j->images[i].data);
     for (int i = 0; i < j->params.n_stop; i++)
         free(j->params.stop[i]);
+    free(j->params.json_schema);
     free(j->text);
     free(j->piece_end);
     close(j->notify_fd);

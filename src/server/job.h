@@ -37,6 +37,9 @@ struct job_params {
     int has_seed;
     char *stop[JOB_MAX_STOP];
     int n_stop;
+    /* Constrained output (engine/grammar.h): a JSON Schema as text, "{}" for any JSON value;
+     * NULL = free text. Owned (malloc'd); checked with grammar_compile when parsed. */
+    char *json_schema;
 };
 
 enum job_done { DONE_NONE = 0, DONE_STOP, DONE_LENGTH, DONE_CANCELLED, DONE_TIMEOUT, DONE_ERROR };
