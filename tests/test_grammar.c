@@ -49,9 +49,9 @@ START_TEST(any_json)
     REJECT(any, "[1,]");
     REJECT(any, "{,}");
     REJECT(any, "tru e");
-    REJECT(any, "\"\xc3\"");      /* a lead byte without its continuation */
+    REJECT(any, "\"\xc3\"");         /* a lead byte without its continuation */
     REJECT(any, "\"\xed\xa0\x80\""); /* a UTF-16 surrogate in UTF-8 */
-    REJECT(any, "\"a\tb\"");        /* raw control character */
+    REJECT(any, "\"a\tb\"");         /* raw control character */
     REJECT(any, "\"\\x\"");
     REJECT(any, "1 ");
     REJECT(any, "{}{}");
@@ -71,8 +71,8 @@ START_TEST(objects)
     COMPLETE(s, "{\"a\":1,\"b\":\"x\",\"c\":true}");
     COMPLETE(s, "{\"c\":false}");
     COMPLETE(s, "{\"b\":\"\",\"c\":true}");
-    REJECT(s, "{}");                       /* c is required */
-    REJECT(s, "{\"a\":1}");                /* ... */
+    REJECT(s, "{}");        /* c is required */
+    REJECT(s, "{\"a\":1}"); /* ... */
     PREFIX(s, "{\"a\":1");
     REJECT(s, "{\"c\":true,\"a\":1}"); /* listed order */
     REJECT(s, "{\"d\":1}");
@@ -226,8 +226,8 @@ START_TEST(unsupported)
     expect_error("{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}", "anyOf", NULL);
     expect_error("{\"type\":\"integer\",\"minimum\":3,\"maximum\":2}", "minimum", NULL);
     expect_error("{\"type\":\"strin\"}", "strin", NULL);
-    expect_error("{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}",
-                 "\"b\"", NULL);
+    expect_error("{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "\"b\"",
+                 NULL);
     expect_error("{\"enum\":[]}", "enum", NULL);
     expect_error("[1]", "object", NULL);
     expect_error("{", "JSON", NULL);
@@ -252,8 +252,7 @@ static bool is_type(const cJSON *v, const char *t)
     if (!strcmp(t, "object")) return cJSON_IsObject(v);
     if (!strcmp(t, "array")) return cJSON_IsArray(v);
     if (!strcmp(t, "number")) return cJSON_IsNumber(v);
-    if (!strcmp(t, "integer"))
-        return cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble);
+    if (!strcmp(t, "integer")) return cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble);
     return false;
 }
 
@@ -262,9 +261,10 @@ static bool valid(const cJSON *v, const cJSON *s, const cJSON *root)
     const cJSON *k;
     if ((k = cJSON_GetObjectItemCaseSensitive(s, "$ref"))) {
         const char *name = strrchr(k->valuestring, '/') + 1;
-        return valid(v, cJSON_GetObjectItemCaseSensitive(
-                            cJSON_GetObjectItemCaseSensitive(root, "$defs"), name),
-                     root);
+        return valid(
+            v,
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "$defs"), name),
+            root);
     }
     if ((k = cJSON_GetObjectItemCaseSensitive(s, "anyOf"))) {
         const cJSON *b;
@@ -294,11 +294,9 @@ static bool valid(const cJSON *v, const cJSON *s, const cJSON *root)
             return false;
     }
     if (cJSON_IsNumber(v)) {
-        if ((k = cJSON_GetObjectItemCaseSensitive(s, "minimum")) &&
-            v->valuedouble < k->valuedouble)
+        if ((k = cJSON_GetObjectItemCaseSensitive(s, "minimum")) && v->valuedouble < k->valuedouble)
             return false;
-        if ((k = cJSON_GetObjectItemCaseSensitive(s, "maximum")) &&
-            v->valuedouble > k->valuedouble)
+        if ((k = cJSON_GetObjectItemCaseSensitive(s, "maximum")) && v->valuedouble > k->valuedouble)
             return false;
     }
     if (cJSON_IsArray(v)) {
@@ -313,8 +311,8 @@ static bool valid(const cJSON *v, const cJSON *s, const cJSON *root)
     if (cJSON_IsObject(v)) {
         const cJSON *props = cJSON_GetObjectItemCaseSensitive(s, "properties"), *e;
         const cJSON *req = cJSON_GetObjectItemCaseSensitive(s, "required");
-        cJSON_ArrayForEach(e, req) if (!cJSON_GetObjectItemCaseSensitive(v, e->valuestring))
-            return false;
+        cJSON_ArrayForEach(
+            e, req) if (!cJSON_GetObjectItemCaseSensitive(v, e->valuestring)) return false;
         bool closed = cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(s, "additionalProperties"));
         cJSON_ArrayForEach(e, v)
         {
@@ -395,7 +393,8 @@ static cJSON *gen(int depth, cJSON *root, int *len, bool container)
         break;
     }
     case 5:
-        cJSON_AddItemToObject(s, "type", cJSON_CreateStringArray((const char *[]){"string", "null"}, 2));
+        cJSON_AddItemToObject(s, "type",
+                              cJSON_CreateStringArray((const char *[]){"string", "null"}, 2));
         cJSON_AddNumberToObject(s, "maxLength", 3);
         *len = 14;
         break;
@@ -457,8 +456,9 @@ static cJSON *gen(int depth, cJSON *root, int *len, bool container)
         int l;
         cJSON *c = gen(depth - 1, root, &l, false);
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(c, "type");
-        if (cJSON_IsString(t) && (!strcmp(t->valuestring, "object") || !strcmp(t->valuestring, "array") ||
-                                  !strcmp(t->valuestring, "null"))) {
+        if (cJSON_IsString(t) &&
+            (!strcmp(t->valuestring, "object") || !strcmp(t->valuestring, "array") ||
+             !strcmp(t->valuestring, "null"))) {
             cJSON_AddItemToArray(br, c);
             *len = l;
         } else {
@@ -558,8 +558,8 @@ static int decode(demo *d, grammar *g, uint64_t seed, int cap, char *out, size_t
         ck_assert(w + len < outcap);
         memcpy(out + w, piece, len);
         w += len;
-        eng_item it = {.slot = 0, .n_tokens = 1, .tokens = &id, .pos = d->p.n + n,
-                       .want_logits = true};
+        eng_item it = {
+            .slot = 0, .n_tokens = 1, .tokens = &id, .pos = d->p.n + n, .want_logits = true};
         ck_assert_int_eq(eng_step(d->c, &it, 1, err, sizeof err), ENG_OK);
         logits = eng_logits(d->c, 0);
         n++;

@@ -243,13 +243,15 @@ static gnode *any_node(cctx *c)
 }
 
 static const char *const g_known[] = {
-    "type",      "properties", "required", "additionalProperties", "items", "minItems",
-    "maxItems",  "enum",       "const",    "minLength",            "maxLength", "minimum",
-    "maximum",   "anyOf",      "$ref",     "$defs",                "definitions",
+    "type",        "properties", "required",  "additionalProperties",
+    "items",       "minItems",   "maxItems",  "enum",
+    "const",       "minLength",  "maxLength", "minimum",
+    "maximum",     "anyOf",      "$ref",      "$defs",
+    "definitions",
 };
 /* Annotations: no effect on which values are valid. */
-static const char *const g_ignored[] = {"title",   "description", "$schema", "$id",
-                                        "$comment", "examples",   "default"};
+static const char *const g_ignored[] = {"title",    "description", "$schema", "$id",
+                                        "$comment", "examples",    "default"};
 
 static bool in_list(const char *k, const char *const *list, size_t n)
 {
@@ -298,8 +300,8 @@ static bool bounds_kw(cctx *c, const cJSON *s, gnode *n, int64_t scale, double l
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, kws[i]);
         if (!v) continue;
         if (!cJSON_IsNumber(v) || fabs(v->valuedouble) > limit) {
-            fail(c, "schema keyword \"%s\" at %s must be a number of magnitude at most %g",
-                 kws[i], *path ? path : "/", limit);
+            fail(c, "schema keyword \"%s\" at %s must be a number of magnitude at most %g", kws[i],
+                 *path ? path : "/", limit);
             return false;
         }
         double x = v->valuedouble * (double)scale;
@@ -312,8 +314,8 @@ static bool bounds_kw(cctx *c, const cJSON *s, gnode *n, int64_t scale, double l
         }
     }
     if (n->has_lo && n->has_hi && n->lo > n->hi) {
-        fail(c, "no %s between minimum and maximum at %s",
-             n->kind == K_INT ? "integer" : "number", *path ? path : "/");
+        fail(c, "no %s between minimum and maximum at %s", n->kind == K_INT ? "integer" : "number",
+             *path ? path : "/");
         return false;
     }
     return true;
@@ -495,8 +497,7 @@ static gnode *typed_node(cctx *c, const cJSON *s, const char *t, const char *pat
     if (strcmp(t, "integer") == 0 || strcmp(t, "number") == 0) {
         bool integer = t[0] == 'i';
         gnode *n = num_node(c, integer ? K_INT : K_NUM);
-        if (!n ||
-            !bounds_kw(c, s, n, integer ? 1 : G_MICRO, integer ? 1e14 : 1e11, path))
+        if (!n || !bounds_kw(c, s, n, integer ? 1 : G_MICRO, integer ? 1e14 : 1e11, path))
             return NULL;
         return n;
     }
@@ -611,16 +612,18 @@ static gnode *compile(cctx *c, const cJSON *s, const char *path, int depth)
         for (int i = 0; i < n; i++) {
             char bpath[520];
             snprintf(bpath, sizeof bpath, "%s/%d", sub, i);
-            if (!(br[i] = compile(c, cJSON_GetArrayItem(anyof, i), bpath, depth + 1)))
-                return NULL;
+            if (!(br[i] = compile(c, cJSON_GetArrayItem(anyof, i), bpath, depth + 1))) return NULL;
         }
         return n == 1 ? br[0] : anyof_node(c, br, n, sub);
     }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
-    if (cJSON_GetObjectItemCaseSensitive(s, "enum") || cJSON_GetObjectItemCaseSensitive(s, "const")) {
+    if (cJSON_GetObjectItemCaseSensitive(s, "enum") ||
+        cJSON_GetObjectItemCaseSensitive(s, "const")) {
         if (n_constraints > 1 + (type != NULL)) {
-            fail(c, "unsupported schema at %s: \"enum\"/\"const\" beside keywords other than "
-                    "\"type\"", at);
+            fail(c,
+                 "unsupported schema at %s: \"enum\"/\"const\" beside keywords other than "
+                 "\"type\"",
+                 at);
             return NULL;
         }
         return enum_node(c, s, path);
@@ -628,8 +631,8 @@ static gnode *compile(cctx *c, const cJSON *s, const char *path, int depth)
     if (!type) {
         /* Untyped: the type the keywords imply, or any value. */
         static const char *const implies[][2] = {
-            {"properties", "object"}, {"required", "object"}, {"additionalProperties", "object"},
-            {"items", "array"},       {"minItems", "array"},  {"maxItems", "array"},
+            {"properties", "object"}, {"required", "object"},  {"additionalProperties", "object"},
+            {"items", "array"},       {"minItems", "array"},   {"maxItems", "array"},
             {"minLength", "string"},  {"maxLength", "string"}, {"minimum", "number"},
             {"maximum", "number"},
         };
@@ -637,8 +640,7 @@ static gnode *compile(cctx *c, const cJSON *s, const char *path, int depth)
         for (size_t i = 0; i < sizeof implies / sizeof *implies; i++) {
             if (!cJSON_GetObjectItemCaseSensitive(s, implies[i][0])) continue;
             if (t && strcmp(t, implies[i][1]) != 0) {
-                fail(c, "unsupported schema at %s: keywords of several types without \"type\"",
-                     at);
+                fail(c, "unsupported schema at %s: keywords of several types without \"type\"", at);
                 return NULL;
             }
             t = implies[i][1];
@@ -655,7 +657,8 @@ static gnode *compile(cctx *c, const cJSON *s, const char *path, int depth)
     int nb = 0;
     bool has_number = false;
     const cJSON *e;
-    cJSON_ArrayForEach(e, type) has_number |= cJSON_IsString(e) && !strcmp(e->valuestring, "number");
+    cJSON_ArrayForEach(e, type) has_number |=
+        cJSON_IsString(e) && !strcmp(e->valuestring, "number");
     cJSON_ArrayForEach(e, type)
     {
         if (!cJSON_IsString(e)) {
@@ -710,14 +713,14 @@ typedef struct {
     const gnode *n;
     int32_t parent; /* arena index of the enclosing frame; -1 for the root */
     uint8_t phase, depth;
-    uint8_t neg;           /* K_INT/K_NUM: after '-' */
-    uint8_t nd, nf, ne;    /* integer, fraction and exponent digits */
-    uint8_t utf_need;      /* K_STR: continuation bytes still due */
+    uint8_t neg;            /* K_INT/K_NUM: after '-' */
+    uint8_t nd, nf, ne;     /* integer, fraction and exponent digits */
+    uint8_t utf_need;       /* K_STR: continuation bytes still due */
     uint8_t utf_lo, utf_hi; /* the next continuation byte's range */
-    uint32_t count;        /* characters, items, key or literal position */
-    uint32_t idx;          /* K_OBJ: next property; the key being written */
-    uint64_t mask;         /* K_LIT values / K_OBJ keys still matching */
-    int64_t val;           /* number magnitude: units (K_INT), micro-units (K_NUM) */
+    uint32_t count;         /* characters, items, key or literal position */
+    uint32_t idx;           /* K_OBJ: next property; the key being written */
+    uint64_t mask;          /* K_LIT values / K_OBJ keys still matching */
+    int64_t val;            /* number magnitude: units (K_INT), micro-units (K_NUM) */
 } gframe;
 
 struct grammar_vocab {
@@ -725,7 +728,7 @@ struct grammar_vocab {
     struct tnode {
         int32_t child, sibling, first_tok;
         uint8_t byte;
-    } *nodes; /* nodes[0]: the root (no byte) */
+    } * nodes; /* nodes[0]: the root (no byte) */
     int n_nodes;
     int32_t *tok_next; /* the next token ending at the same trie node, or -1 */
     char *bytes;       /* every token's bytes */
@@ -1158,8 +1161,8 @@ static int32_t trie_child(grammar_vocab *v, int32_t node, uint8_t b, int *cap)
         *cap = ncap;
     }
     int32_t k = v->n_nodes++;
-    v->nodes[k] = (struct tnode){.child = -1, .sibling = v->nodes[node].child, .first_tok = -1,
-                                 .byte = b};
+    v->nodes[k] =
+        (struct tnode){.child = -1, .sibling = v->nodes[node].child, .first_tok = -1, .byte = b};
     v->nodes[node].child = k;
     return k;
 }
