@@ -1235,8 +1235,15 @@ grammar_state *grammar_state_create(const grammar *g, const grammar_vocab *v)
         grammar_state_destroy(s);
         return NULL;
     }
-    s->cur = (gframe){.n = g->root, .parent = -1};
+    grammar_state_reset(s);
     return s;
+}
+
+void grammar_state_reset(grammar_state *s)
+{
+    s->cur = (gframe){.n = s->g->root, .parent = -1};
+    s->arena_len = 0;
+    s->done = false;
 }
 
 void grammar_state_destroy(grammar_state *s)
