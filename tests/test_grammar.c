@@ -55,11 +55,19 @@ START_TEST(any_json)
     REJECT(any, "\"\\x\"");
     REJECT(any, "1 ");
     REJECT(any, "{}{}");
-    /* nesting is capped */
+    /* nesting is capped at 30 containers, and a value always fits at the deepest level */
     char deep[80];
-    memset(deep, '[', 40);
-    deep[40] = 0;
+    memset(deep, '[', 31);
+    deep[31] = 0;
     REJECT(any, deep);
+    deep[30] = 0;
+    PREFIX(any, deep);
+    strcat(deep, "{");
+    REJECT(any, deep);
+    deep[30] = '1';
+    memset(deep + 31, ']', 30);
+    deep[61] = 0;
+    COMPLETE(any, deep);
 }
 END_TEST
 
@@ -230,6 +238,13 @@ START_TEST(unsupported)
                  NULL);
     expect_error("{\"enum\":[]}", "enum", NULL);
     expect_error("[1]", "object", NULL);
+    char deep[1024] = "";
+    for (int i = 0; i < 31; i++)
+        strcat(deep, "{\"items\":");
+    strcat(deep, "{}");
+    for (int i = 0; i < 31; i++)
+        strcat(deep, "}");
+    expect_error(deep, "deeper", NULL);
     expect_error("{", "JSON", NULL);
 }
 END_TEST
