@@ -615,7 +615,7 @@ static gnode *compile(cctx *c, const cJSON *s, const char *path, int depth)
         }
         gnode *br[G_MAX_BRANCH];
         for (int i = 0; i < n; i++) {
-            char bpath[520];
+            char bpath[536];
             snprintf(bpath, sizeof bpath, "%s/%d", sub, i);
             if (!(br[i] = compile(c, cJSON_GetArrayItem(anyof, i), bpath, depth + 1))) return NULL;
         }
