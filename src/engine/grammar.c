@@ -94,6 +94,12 @@ static void fail(cctx *c, const char *fmt, ...)
     va_end(ap);
 }
 
+/* A schema's JSON pointer in messages. */
+static const char *where(const char *path)
+{
+    return *path ? path : "the root";
+}
+
 static gnode *new_node(cctx *c, gkind k)
 {
     gnode *n = calloc(1, sizeof *n);
@@ -208,7 +214,7 @@ static gnode *anyof_node(cctx *c, gnode **br, int count, const char *path)
                     fail(c,
                          "unsupported schema at %s: alternatives %d and %d can both begin with "
                          "'%c' (alternatives must differ in type or first character)",
-                         *path ? path : "/", k, i, b);
+                         where(path), k, i, b);
                     return NULL;
                 }
     gnode *n = new_node(c, K_ANYOF);
@@ -288,8 +294,7 @@ static int count_kw(cctx *c, const cJSON *s, const char *kw, const char *path)
     if (!v) return -1;
     if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e6 ||
         v->valuedouble != floor(v->valuedouble)) {
-        fail(c, "schema keyword \"%s\" at %s must be a non-negative integer", kw,
-             *path ? path : "/");
+        fail(c, "schema keyword \"%s\" at %s must be a non-negative integer", kw, where(path));
         return -2;
     }
     return (int)v->valuedouble;
@@ -305,7 +310,7 @@ static bool bounds_kw(cctx *c, const cJSON *s, gnode *n, int64_t scale, double l
         if (!v) continue;
         if (!cJSON_IsNumber(v) || fabs(v->valuedouble) > limit) {
             fail(c, "schema keyword \"%s\" at %s must be a number of magnitude at most %g", kws[i],
-                 *path ? path : "/", limit);
+                 where(path), limit);
             return false;
         }
         double x = v->valuedouble * (double)scale;
@@ -319,7 +324,7 @@ static bool bounds_kw(cctx *c, const cJSON *s, gnode *n, int64_t scale, double l
     }
     if (n->has_lo && n->has_hi && n->lo > n->hi) {
         fail(c, "no %s between minimum and maximum at %s", n->kind == K_INT ? "integer" : "number",
-             *path ? path : "/");
+             where(path));
         return false;
     }
     return true;
@@ -337,11 +342,11 @@ static gnode *object_node(cctx *c, const cJSON *s, const char *path, int depth)
         return NULL;
     }
     if (props && !cJSON_IsObject(props)) {
-        fail(c, "\"properties\" at %s must be an object", *path ? path : "/");
+        fail(c, "\"properties\" at %s must be an object", where(path));
         return NULL;
     }
     if (req && !cJSON_IsArray(req)) {
-        fail(c, "\"required\" at %s must be an array of names", *path ? path : "/");
+        fail(c, "\"required\" at %s must be an array of names", where(path));
         return NULL;
     }
     int n = props ? cJSON_GetArraySize(props) : 0;
@@ -352,7 +357,7 @@ static gnode *object_node(cctx *c, const cJSON *s, const char *path, int depth)
         return any->sub[0]; /* the free object */
     }
     if (n > G_MAX_SET) {
-        fail(c, "more than %d properties at %s", G_MAX_SET, *path ? path : "/");
+        fail(c, "more than %d properties at %s", G_MAX_SET, where(path));
         return NULL;
     }
     const cJSON *r;
@@ -362,7 +367,7 @@ static gnode *object_node(cctx *c, const cJSON *s, const char *path, int depth)
             fail(c,
                  "\"required\" at %s names %s%s%s, which is not in \"properties\" (only listed "
                  "properties are generated)",
-                 *path ? path : "/", cJSON_IsString(r) ? "\"" : "a non-string",
+                 where(path), cJSON_IsString(r) ? "\"" : "a non-string",
                  cJSON_IsString(r) ? r->valuestring : "", cJSON_IsString(r) ? "\"" : "");
             return NULL;
         }
@@ -431,15 +436,15 @@ static gnode *enum_node(cctx *c, const cJSON *s, const char *path)
     const cJSON *cn = cJSON_GetObjectItemCaseSensitive(s, "const");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
     if (en && cn) {
-        fail(c, "unsupported schema at %s: both \"enum\" and \"const\"", *path ? path : "/");
+        fail(c, "unsupported schema at %s: both \"enum\" and \"const\"", where(path));
         return NULL;
     }
     if (en && (!cJSON_IsArray(en) || cJSON_GetArraySize(en) == 0)) {
-        fail(c, "\"enum\" at %s must be a non-empty array", *path ? path : "/");
+        fail(c, "\"enum\" at %s must be a non-empty array", where(path));
         return NULL;
     }
     if (en && cJSON_GetArraySize(en) > G_MAX_SET) {
-        fail(c, "more than %d enum values at %s", G_MAX_SET, *path ? path : "/");
+        fail(c, "more than %d enum values at %s", G_MAX_SET, where(path));
         return NULL;
     }
     char *texts[G_MAX_SET];
@@ -464,8 +469,7 @@ static gnode *enum_node(cctx *c, const cJSON *s, const char *path)
             texts[count++] = t;
     }
     if (count == 0) {
-        fail(c, "no %s value at %s has the schema's \"type\"", en ? "enum" : "const",
-             *path ? path : "/");
+        fail(c, "no %s value at %s has the schema's \"type\"", en ? "enum" : "const", where(path));
         return NULL;
     }
     return lit_node(c, texts, count);
@@ -480,7 +484,7 @@ static gnode *typed_node(cctx *c, const cJSON *s, const char *t, const char *pat
         int min = count_kw(c, s, "minItems", path), max = count_kw(c, s, "maxItems", path);
         if (min == -2 || max == -2) return NULL;
         if (max >= 0 && min > max) {
-            fail(c, "minItems is greater than maxItems at %s", *path ? path : "/");
+            fail(c, "minItems is greater than maxItems at %s", where(path));
             return NULL;
         }
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(s, "items");
@@ -494,7 +498,7 @@ static gnode *typed_node(cctx *c, const cJSON *s, const char *t, const char *pat
         int min = count_kw(c, s, "minLength", path), max = count_kw(c, s, "maxLength", path);
         if (min == -2 || max == -2) return NULL;
         if (max >= 0 && min > max) {
-            fail(c, "minLength is greater than maxLength at %s", *path ? path : "/");
+            fail(c, "minLength is greater than maxLength at %s", where(path));
             return NULL;
         }
         return str_node(c, min < 0 ? 0 : min, max);
@@ -570,7 +574,7 @@ static gnode *ref_node(cctx *c, const cJSON *ref, const char *path, int depth)
 
 static gnode *compile(cctx *c, const cJSON *s, const char *path, int depth)
 {
-    const char *at = *path ? path : "/";
+    const char *at = where(path);
     if (depth > G_MAX_DEPTH) {
         fail(c, "schema nested deeper than %d at %s", G_MAX_DEPTH, at);
         return NULL;

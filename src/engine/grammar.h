@@ -13,6 +13,22 @@
  *     grammar_state *s = grammar_state_create(g, v);
  *     sampler_set_grammar(sampler, s);  ... sample ...
  *     grammar_state_destroy(s); grammar_destroy(g);
+ *
+ * The subset: type (a name or an array of names), properties, required,
+ * additionalProperties (true/false), items, minItems, maxItems, minLength, maxLength (in
+ * characters), minimum, maximum, enum, const, anyOf, $ref to "#/$defs/NAME" or
+ * "#/definitions/NAME" (not recursive); title, description, $schema, $id, $comment, examples
+ * and default are ignored. What the answers look like:
+ *   - compact JSON: no whitespace between tokens (the model cannot loop on spaces);
+ *   - object properties in the schema's order; a property that is not required may be left
+ *     out; only listed properties are written (an object schema without "properties" is any
+ *     object);
+ *   - anyOf branches (and the types of a "type" array) must begin with different characters
+ *     (a string and an integer, not two objects); "integer" beside "number" is merged into it;
+ *   - numbers: at most 15 digits for integers; 12 integer digits, 6 decimals and (only
+ *     without bounds) a 3-digit exponent for numbers; bounds hold to 1e-6;
+ *   - strings are valid UTF-8; \u escapes only in strings without length limits;
+ *   - containers nest at most 30 deep ("{}" included; a deeper schema is an error).
  */
 #ifndef TERN_ENGINE_GRAMMAR_H
 #define TERN_ENGINE_GRAMMAR_H
