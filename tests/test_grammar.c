@@ -200,6 +200,11 @@ START_TEST(literals_anyof_refs)
              "\"$schema\":\"x\",\"type\":\"integer\"}",
              "3");
     COMPLETE("{\"enum\":[{\"a\":[1,2]},null]}", "{\"a\":[1,2]}");
+    COMPLETE("{\"definitions\":{\"a\":{\"type\":\"null\"}},\"$ref\":\"#/definitions/a\"}", "null");
+    /* additionalProperties true is allowed (nothing extra is written) */
+    const char *open = "{\"properties\":{\"a\":{\"const\":1}},\"additionalProperties\":true}";
+    COMPLETE(open, "{\"a\":1}");
+    REJECT(open, "{\"b\":1}");
 }
 END_TEST
 
