@@ -40,6 +40,8 @@ static const struct route routes[] = {
     {"POST", "/api/chat", &api_ollama_chat, NULL, 0},
     {"GET", "/api/tags", NULL, api_ollama_tags, 0},
     {"GET", "/api/version", NULL, api_ollama_version, 0},
+    {"POST", "/api/show", NULL, api_ollama_show, 0},
+    {"GET", "/api/ps", NULL, api_ollama_ps, 0},
     {"POST", "/v1/chat/completions", &api_openai_chat, NULL, 0},
     {"GET", "/v1/models", NULL, api_openai_models, 0},
     {"GET", "/health", NULL, api_health, 1},
@@ -129,6 +131,12 @@ struct http_req {
 struct server *http_server(struct http_req *r)
 {
     return r->srv;
+}
+
+const char *http_body(struct http_req *r, size_t *len)
+{
+    *len = r->body.len;
+    return r->body.p ? r->body.p : "";
 }
 
 const char *http_query(struct http_req *r, const char *key)
