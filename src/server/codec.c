@@ -37,6 +37,13 @@ cJSON *codec_error_json(const struct api_error *e)
     return root;
 }
 
+cJSON *codec_error_json_ollama(const struct api_error *e)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "error", e->message);
+    return root;
+}
+
 char *codec_error_body(const struct api_error *e)
 {
     cJSON *j = codec_error_json(e);

@@ -28,6 +28,8 @@ int codec_vfail(struct api_error *e, int status, const char *type, const char *f
     __attribute__((format(printf, 4, 0)));
 /* {"error":{"type":..,"message":..}} */
 cJSON *codec_error_json(const struct api_error *e);
+/* {"error":"message"}: Ollama's shape, the one its clients read (/api/...). */
+cJSON *codec_error_json_ollama(const struct api_error *e);
 char *codec_error_body(const struct api_error *e); /* printed, malloc'd */
 
 /* Optional typed fields: 0 absent, 1 present (value stored), -1 wrong type/range (e filled).

@@ -206,7 +206,8 @@ void http_reply_json(struct http_req *r, int status, cJSON *body)
 void http_reply_error(struct http_req *r, const struct api_error *e)
 {
     snprintf(r->error, sizeof r->error, "%s", e->message);
-    http_reply_json(r, e->status, codec_error_json(e));
+    int ollama = strncmp(r->endpoint ? r->endpoint : "", "/api/", 5) == 0;
+    http_reply_json(r, e->status, ollama ? codec_error_json_ollama(e) : codec_error_json(e));
 }
 
 static void fail(struct http_req *r, int status, const char *type, const char *fmt, ...)
