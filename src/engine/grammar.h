@@ -33,6 +33,10 @@ typedef struct grammar_state grammar_state;
 grammar *grammar_compile(const char *schema_json, char *err, size_t errlen);
 void grammar_destroy(grammar *g);
 
+/* Runs text through g: -1 if some byte does not fit, 0 if it is a proper prefix of a valid
+ * answer, 1 if it is a complete one. For tests and checks; allocates. -1 on out of memory. */
+int grammar_match(const grammar *g, const char *text, size_t len);
+
 /* The vocabulary's bytes, for masks. stop_ids: the tokens that end an answer (EOS,
  * <end_of_utterance>); allowed only once the value is complete. NULL on out of memory. */
 grammar_vocab *grammar_vocab_create(const tok *t, const int32_t *stop_ids, int n_stop);
@@ -43,6 +47,9 @@ grammar_state *grammar_state_create(const grammar *g, const grammar_vocab *v);
 void grammar_state_destroy(grammar_state *s);
 /* Sets logits[id] = -INFINITY for every token whose bytes cannot continue the answer. */
 void grammar_state_mask(grammar_state *s, float *logits);
+/* Whether token id may come next (the state is not changed): a sampler checks its unconstrained
+ * pick with this and computes the whole mask only when the pick does not fit. */
+bool grammar_state_allows(grammar_state *s, int32_t id);
 /* Advances past token id (which the mask allowed). -1 if it did not fit (state unchanged). */
 int grammar_state_accept(grammar_state *s, int32_t id);
 /* The bytes so far form one complete value (a stop token is allowed now). */

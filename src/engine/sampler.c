@@ -20,6 +20,7 @@ struct sampler {
     float *logit; /* working copy */
     sampler_cand *cand;
     float *prob; /* candidate probabilities */
+    grammar_state *g;
 };
 
 sampler_params sampler_default_params(void)
@@ -210,25 +211,38 @@ static int32_t draw(sampler *s, int n)
     return s->cand[n - 1].id;
 }
 
+void sampler_set_grammar(sampler *s, grammar_state *g)
+{
+    s->g = g;
+}
+
+static int32_t pick_from(sampler *s, const float *l)
+{
+    const sampler_params *p = &s->p;
+    if (p->temperature <= 0.0f) return argmax(l, s->n_vocab);
+    int n = top_k_probs(s, l);
+    if (p->top_p < 1.0f && p->top_p > 0.0f) n = cut_top_p(s->prob, n, p->top_p);
+    if (p->min_p > 0.0f) n = cut_min_p(s->prob, n, p->min_p);
+    return draw(s, n);
+}
+
 int32_t sampler_sample(sampler *s, const float *logits)
 {
     const sampler_params *p = &s->p;
-    const float *l = logits; /* copied only when penalties change it */
+    const float *l = logits; /* copied only when penalties or the grammar change it */
     if (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f) {
         memcpy(s->logit, logits, (size_t)s->n_vocab * sizeof *s->logit);
         penalise_repeats(s);
         l = s->logit;
     }
 
-    int32_t pick;
-    if (p->temperature <= 0.0f) {
-        pick = argmax(l, s->n_vocab);
-    } else {
-        int n = top_k_probs(s, l);
-        if (p->top_p < 1.0f && p->top_p > 0.0f) n = cut_top_p(s->prob, n, p->top_p);
-        if (p->min_p > 0.0f) n = cut_min_p(s->prob, n, p->min_p);
-        pick = draw(s, n);
+    int32_t pick = pick_from(s, l);
+    if (s->g && !grammar_state_allows(s->g, pick)) {
+        if (l != s->logit) memcpy(s->logit, l, (size_t)s->n_vocab * sizeof *s->logit);
+        grammar_state_mask(s->g, s->logit);
+        pick = pick_from(s, s->logit);
     }
+    if (s->g) grammar_state_accept(s->g, pick);
     sampler_accept(s, pick);
     return pick;
 }

@@ -5,13 +5,21 @@
  * tokens.
  *
  * Order: repetition penalty on the raw logits -> (temperature <= 0: argmax)
- * -> top-k -> softmax with temperature -> top-p -> min-p -> draw. */
+ * -> top-k -> softmax with temperature -> top-p -> min-p -> draw.
+ *
+ * With a grammar (sampler_set_grammar), the pick is checked against it; only a pick that
+ * does not fit makes the sampler mask the logits (grammar_state_mask) and pick again from
+ * them, so most steps never compute a mask. Greedy gives exactly the masked argmax; without
+ * top-k/top-p/min-p the draw has exactly the masked distribution (a first draw kept when it
+ * fits, else a draw from the masked rest, sums to p/P(fits)). */
 #ifndef TERN_ENGINE_SAMPLER_H
 #define TERN_ENGINE_SAMPLER_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "engine/grammar.h"
 
 typedef struct {
     float temperature;    /* <= 0: greedy */
@@ -36,6 +44,9 @@ void sampler_reset(sampler *s);
 /* Tell the sampler about a token in the context (prompt tokens too, if the
  * penalty should see them). sampler_sample records its own picks. */
 void sampler_accept(sampler *s, int32_t token);
+/* Constrain the picks to g (NULL: none); the sampler tells g every token it picks. g must
+ * outlive its use here; sampler_reset does not reset it. */
+void sampler_set_grammar(sampler *s, grammar_state *g);
 /* Pick the next token. logits is read, not changed. */
 int32_t sampler_sample(sampler *s, const float *logits);
 

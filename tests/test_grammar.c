@@ -1,0 +1,698 @@
+/* Constrained decoding: the automaton byte by byte, schema errors, and 200 random schemas
+ * decoded with the demo model at temperature 1, each answer parsed and checked by a validator
+ * written here (it shares nothing with grammar.c). */
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/chat.h"
+#include "engine/engine.h"
+#include "engine/grammar.h"
+#include "engine/sampler.h"
+#include "testutil.h"
+
+#ifndef TERN_DEMO_MODEL
+#define TERN_DEMO_MODEL "models/tern-demo-tq2_0.gguf"
+#endif
+
+/* grammar_match of text under schema. */
+static int match(const char *schema, const char *text)
+{
+    char err[256];
+    grammar *g = grammar_compile(schema, err, sizeof err);
+    ck_assert_msg(g != NULL, "%s: %s", schema, err);
+    int r = grammar_match(g, text, strlen(text));
+    grammar_destroy(g);
+    return r;
+}
+
+#define COMPLETE(schema, text) ck_assert_msg(match(schema, text) == 1, "%s | %s", schema, text)
+#define PREFIX(schema, text) ck_assert_msg(match(schema, text) == 0, "%s | %s", schema, text)
+#define REJECT(schema, text) ck_assert_msg(match(schema, text) == -1, "%s | %s", schema, text)
+
+START_TEST(any_json)
+{
+    const char *any = "{}";
+    COMPLETE(any, "{\"a\":[1,-2.5e3,true,null,\"x\\n\\u00e9\"],\"b\":{}}");
+    COMPLETE(any, "\"caf\xc3\xa9\"");
+    COMPLETE(any, "0");
+    COMPLETE(any, "[]");
+    PREFIX(any, "{\"a\":");
+    COMPLETE(any, "12");
+    PREFIX(any, "1.");
+    PREFIX(any, "-");
+    REJECT(any, "01");
+    REJECT(any, "{\"a\" :1}"); /* no whitespace */
+    REJECT(any, "[1,]");
+    REJECT(any, "{,}");
+    REJECT(any, "tru e");
+    REJECT(any, "\"\xc3\"");         /* a lead byte without its continuation */
+    REJECT(any, "\"\xed\xa0\x80\""); /* a UTF-16 surrogate in UTF-8 */
+    REJECT(any, "\"a\tb\"");         /* raw control character */
+    REJECT(any, "\"\\x\"");
+    REJECT(any, "1 ");
+    REJECT(any, "{}{}");
+    /* nesting is capped */
+    char deep[80];
+    memset(deep, '[', 40);
+    deep[40] = 0;
+    REJECT(any, deep);
+}
+END_TEST
+
+START_TEST(objects)
+{
+    const char *s = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},"
+                    "\"b\":{\"type\":\"string\"},\"c\":{\"type\":\"boolean\"}},"
+                    "\"required\":[\"c\"],\"additionalProperties\":false}";
+    COMPLETE(s, "{\"a\":1,\"b\":\"x\",\"c\":true}");
+    COMPLETE(s, "{\"c\":false}");
+    COMPLETE(s, "{\"b\":\"\",\"c\":true}");
+    REJECT(s, "{}");        /* c is required */
+    REJECT(s, "{\"a\":1}"); /* ... */
+    PREFIX(s, "{\"a\":1");
+    REJECT(s, "{\"c\":true,\"a\":1}"); /* listed order */
+    REJECT(s, "{\"d\":1}");
+    REJECT(s, "{\"a\":\"1\"}");
+    REJECT(s, "{\"a\":1,\"a\":2,\"c\":true}");
+    /* no properties: a free object; additionalProperties false: only {} */
+    COMPLETE("{\"type\":\"object\"}", "{\"k\":[1]}");
+    COMPLETE("{\"type\":\"object\",\"additionalProperties\":false}", "{}");
+    REJECT("{\"type\":\"object\",\"additionalProperties\":false}", "{\"k\":1}");
+    /* keys that share a prefix, and a key that needs escaping */
+    const char *k = "{\"properties\":{\"ab\":{\"type\":\"null\"},\"abc\":{\"type\":\"null\"},"
+                    "\"q\\\"\":{\"type\":\"null\"}}}";
+    COMPLETE(k, "{\"abc\":null}");
+    COMPLETE(k, "{\"ab\":null,\"abc\":null,\"q\\\"\":null}");
+    COMPLETE(k, "{}");
+}
+END_TEST
+
+START_TEST(arrays)
+{
+    const char *s = "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,"
+                    "\"maxItems\":2}";
+    COMPLETE(s, "[1]");
+    COMPLETE(s, "[1,2]");
+    REJECT(s, "[]");
+    REJECT(s, "[1,2,3]");
+    REJECT(s, "[\"a\"]");
+    COMPLETE("{\"type\":\"array\"}", "[1,\"a\",[]]");
+    COMPLETE("{\"type\":\"array\",\"maxItems\":0}", "[]");
+    REJECT("{\"type\":\"array\",\"maxItems\":0}", "[1]");
+}
+END_TEST
+
+START_TEST(strings)
+{
+    const char *s = "{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}";
+    COMPLETE(s, "\"ab\"");
+    COMPLETE(s, "\"\xc3\xa9\xc3\xa9\xc3\xa9\""); /* characters, not bytes */
+    COMPLETE(s, "\"a\\n\"");
+    REJECT(s, "\"a\"");
+    REJECT(s, "\"abcd\"");
+    REJECT(s, "\"\\u0041b\""); /* \u only in strings without length limits */
+    const char *e = "{\"type\":\"string\",\"enum\":[\"red\",\"green\",\"re\"]}";
+    COMPLETE(e, "\"red\"");
+    COMPLETE(e, "\"re\"");
+    PREFIX(e, "\"r");
+    REJECT(e, "\"blue\"");
+    REJECT(e, "\"gree\"");
+    COMPLETE("{\"const\":\"x\"}", "\"x\"");
+    REJECT("{\"const\":\"x\"}", "\"y\"");
+}
+END_TEST
+
+START_TEST(numbers)
+{
+    const char *i = "{\"type\":\"integer\",\"minimum\":-5,\"maximum\":120}";
+    COMPLETE(i, "-5");
+    COMPLETE(i, "0");
+    COMPLETE(i, "120");
+    COMPLETE(i, "12");
+    REJECT(i, "-6");
+    REJECT(i, "121");
+    REJECT(i, "1.5");
+    REJECT("{\"type\":\"integer\",\"minimum\":0}", "-0"); /* '-' only where negatives fit */
+    REJECT(i, "1e2");
+    const char *p = "{\"type\":\"integer\",\"minimum\":100,\"maximum\":200}";
+    PREFIX(p, "1");
+    PREFIX(p, "2");
+    REJECT(p, "3");
+    PREFIX(p, "20"); /* 200 */
+    REJECT(p, "21");
+    REJECT(p, "99");
+    const char *n = "{\"type\":\"number\",\"minimum\":0.5,\"maximum\":2}";
+    COMPLETE(n, "0.5");
+    COMPLETE(n, "1.25");
+    COMPLETE(n, "2");
+    COMPLETE(n, "2.0");
+    REJECT(n, "0.4");
+    REJECT(n, "2.01");
+    PREFIX(n, "0");
+    REJECT(n, "3");
+    REJECT(n, "1e0"); /* no exponent when bounded */
+    COMPLETE("{\"type\":\"number\"}", "-1.5E+12");
+    PREFIX("{\"type\":\"number\"}", "1.");
+    REJECT("{\"type\":\"number\"}", "1.e5");
+    REJECT("{\"type\":\"number\"}", ".5");
+    REJECT("{\"type\":\"number\"}", "1234567890123"); /* at most 12 integer digits */
+    COMPLETE("{\"enum\":[1,12,\"a\"]}", "1");
+    COMPLETE("{\"enum\":[1,12,\"a\"]}", "12");
+    REJECT("{\"enum\":[1,12,\"a\"]}", "123");
+}
+END_TEST
+
+START_TEST(literals_anyof_refs)
+{
+    COMPLETE("{\"type\":\"boolean\"}", "false");
+    REJECT("{\"type\":\"boolean\"}", "null");
+    COMPLETE("{\"type\":\"null\"}", "null");
+    const char *a = "{\"anyOf\":[{\"type\":\"string\",\"maxLength\":1},{\"type\":\"integer\"},"
+                    "{\"type\":\"null\"}]}";
+    COMPLETE(a, "\"x\"");
+    COMPLETE(a, "7");
+    COMPLETE(a, "null");
+    REJECT(a, "true");
+    REJECT(a, "\"xy\"");
+    const char *t = "{\"type\":[\"string\",\"null\"],\"maxLength\":2}";
+    COMPLETE(t, "\"ab\"");
+    COMPLETE(t, "null");
+    REJECT(t, "\"abc\"");
+    COMPLETE("{\"type\":[\"integer\",\"number\"]}", "1.5");
+    const char *r = "{\"$defs\":{\"pt\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":"
+                    "\"integer\"}},\"required\":[\"x\"]}},\"type\":\"array\",\"items\":{\"$ref\":"
+                    "\"#/$defs/pt\"}}";
+    COMPLETE(r, "[{\"x\":1},{\"x\":2}]");
+    REJECT(r, "[{}]");
+    COMPLETE("{\"title\":\"t\",\"description\":\"d\",\"default\":1,\"examples\":[1],"
+             "\"$schema\":\"x\",\"type\":\"integer\"}",
+             "3");
+    COMPLETE("{\"enum\":[{\"a\":[1,2]},null]}", "{\"a\":[1,2]}");
+}
+END_TEST
+
+/* err names what is not supported, and where. */
+static void expect_error(const char *schema, const char *want1, const char *want2)
+{
+    char err[256];
+    grammar *g = grammar_compile(schema, err, sizeof err);
+    ck_assert_msg(g == NULL, "compiled: %s", schema);
+    ck_assert_msg(strstr(err, want1) != NULL, "%s: %s", schema, err);
+    if (want2) ck_assert_msg(strstr(err, want2) != NULL, "%s: %s", schema, err);
+}
+
+START_TEST(unsupported)
+{
+    expect_error("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"pattern\":"
+                 "\"a+\"}}}",
+                 "\"pattern\"", "/properties/name");
+    expect_error("{\"type\":\"string\",\"format\":\"date\"}", "\"format\"", NULL);
+    expect_error("{\"oneOf\":[{}]}", "\"oneOf\"", NULL);
+    expect_error("{\"allOf\":[{}]}", "\"allOf\"", NULL);
+    expect_error("{\"items\":{\"exclusiveMinimum\":1}}", "\"exclusiveMinimum\"", "/items");
+    expect_error("{\"patternProperties\":{}}", "\"patternProperties\"", NULL);
+    expect_error("{\"properties\":{\"a/b\":{\"not\":{}}}}", "\"not\"", "/properties/a~1b");
+    expect_error("{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}}",
+                 "additionalProperties", NULL);
+    expect_error("{\"$defs\":{\"n\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/n\"}}},"
+                 "\"$ref\":\"#/$defs/n\"}",
+                 "recursive", "#/$defs/n");
+    expect_error("{\"$ref\":\"#\"}", "$ref", NULL);
+    expect_error("{\"$ref\":\"#/$defs/missing\"}", "$ref", NULL);
+    expect_error("{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}", "anyOf", NULL);
+    expect_error("{\"type\":\"integer\",\"minimum\":3,\"maximum\":2}", "minimum", NULL);
+    expect_error("{\"type\":\"strin\"}", "strin", NULL);
+    expect_error("{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "\"b\"",
+                 NULL);
+    expect_error("{\"enum\":[]}", "enum", NULL);
+    expect_error("[1]", "object", NULL);
+    expect_error("{", "JSON", NULL);
+}
+END_TEST
+
+/* ---- an independent validator ---- */
+
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+static bool is_type(const cJSON *v, const char *t)
+{
+    if (!strcmp(t, "string")) return cJSON_IsString(v);
+    if (!strcmp(t, "boolean")) return cJSON_IsBool(v);
+    if (!strcmp(t, "null")) return cJSON_IsNull(v);
+    if (!strcmp(t, "object")) return cJSON_IsObject(v);
+    if (!strcmp(t, "array")) return cJSON_IsArray(v);
+    if (!strcmp(t, "number")) return cJSON_IsNumber(v);
+    if (!strcmp(t, "integer")) return cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble);
+    return false;
+}
+
+static bool valid(const cJSON *v, const cJSON *s, const cJSON *root)
+{
+    const cJSON *k;
+    if ((k = cJSON_GetObjectItemCaseSensitive(s, "$ref"))) {
+        const char *name = strrchr(k->valuestring, '/') + 1;
+        return valid(
+            v,
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "$defs"), name),
+            root);
+    }
+    if ((k = cJSON_GetObjectItemCaseSensitive(s, "anyOf"))) {
+        const cJSON *b;
+        cJSON_ArrayForEach(b, k) if (valid(v, b, root)) return true;
+        return false;
+    }
+    if ((k = cJSON_GetObjectItemCaseSensitive(s, "const")) && !cJSON_Compare(v, k, true))
+        return false;
+    if ((k = cJSON_GetObjectItemCaseSensitive(s, "enum"))) {
+        bool any = false;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, k) any |= cJSON_Compare(v, e, true);
+        if (!any) return false;
+    }
+    if ((k = cJSON_GetObjectItemCaseSensitive(s, "type"))) {
+        bool any = false;
+        if (cJSON_IsString(k)) any = is_type(v, k->valuestring);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, k) any |= cJSON_IsString(e) && is_type(v, e->valuestring);
+        if (!any) return false;
+    }
+    if (cJSON_IsString(v)) {
+        size_t n = utf8_chars(v->valuestring);
+        if ((k = cJSON_GetObjectItemCaseSensitive(s, "maxLength")) && n > k->valuedouble)
+            return false;
+        if ((k = cJSON_GetObjectItemCaseSensitive(s, "minLength")) && n < k->valuedouble)
+            return false;
+    }
+    if (cJSON_IsNumber(v)) {
+        if ((k = cJSON_GetObjectItemCaseSensitive(s, "minimum")) && v->valuedouble < k->valuedouble)
+            return false;
+        if ((k = cJSON_GetObjectItemCaseSensitive(s, "maximum")) && v->valuedouble > k->valuedouble)
+            return false;
+    }
+    if (cJSON_IsArray(v)) {
+        int n = cJSON_GetArraySize(v);
+        if ((k = cJSON_GetObjectItemCaseSensitive(s, "maxItems")) && n > k->valuedouble)
+            return false;
+        if ((k = cJSON_GetObjectItemCaseSensitive(s, "minItems")) && n < k->valuedouble)
+            return false;
+        const cJSON *items = cJSON_GetObjectItemCaseSensitive(s, "items"), *e;
+        if (items) cJSON_ArrayForEach(e, v) if (!valid(e, items, root)) return false;
+    }
+    if (cJSON_IsObject(v)) {
+        const cJSON *props = cJSON_GetObjectItemCaseSensitive(s, "properties"), *e;
+        const cJSON *req = cJSON_GetObjectItemCaseSensitive(s, "required");
+        cJSON_ArrayForEach(
+            e, req) if (!cJSON_GetObjectItemCaseSensitive(v, e->valuestring)) return false;
+        bool closed = cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(s, "additionalProperties"));
+        cJSON_ArrayForEach(e, v)
+        {
+            const cJSON *ps = cJSON_GetObjectItemCaseSensitive(props, e->string);
+            if (!ps && closed) return false;
+            if (ps && !valid(e, ps, root)) return false;
+        }
+    }
+    return true;
+}
+
+/* ---- random bounded schemas ---- */
+
+static uint64_t g_rng;
+
+static uint32_t rnd(uint32_t n)
+{
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(g_rng >> 33) % n;
+}
+
+static const char *const g_words[] = {"red", "blue", "circle", "x", "big", "two words", "é"};
+
+/* A schema of depth at most depth (an object, array or anyOf when container is set); *len gets
+ * the longest answer it allows, in bytes. */
+static cJSON *gen(int depth, cJSON *root, int *len, bool container)
+{
+    cJSON *s = cJSON_CreateObject();
+    int kind = container ? 7 + (int)rnd(4) : (int)rnd(depth > 0 ? 11 : 7);
+    switch (kind) {
+    case 0: {
+        int max = (int)rnd(10);
+        cJSON_AddStringToObject(s, "type", "string");
+        cJSON_AddNumberToObject(s, "maxLength", max);
+        if (rnd(3) == 0) cJSON_AddNumberToObject(s, "minLength", rnd((uint32_t)max + 1));
+        *len = 2 + 4 * max; /* a character is at most 4 bytes (or a 2-byte escape) */
+        break;
+    }
+    case 1: {
+        int lo = (int)rnd(2000) - 1000, hi = lo + (int)rnd(3000);
+        cJSON_AddStringToObject(s, "type", "integer");
+        if (rnd(4)) cJSON_AddNumberToObject(s, "minimum", lo);
+        if (rnd(4)) cJSON_AddNumberToObject(s, "maximum", hi);
+        *len = cJSON_GetArraySize(s) == 3 ? 6 : 16;
+        break;
+    }
+    case 2: {
+        int lo = (int)rnd(200) - 100;
+        cJSON_AddStringToObject(s, "type", "number");
+        cJSON_AddNumberToObject(s, "minimum", lo);
+        cJSON_AddNumberToObject(s, "maximum", lo + (int)rnd(50) + 1);
+        *len = 12;
+        break;
+    }
+    case 3:
+        cJSON_AddStringToObject(s, "type", rnd(2) ? "boolean" : "null");
+        *len = 5;
+        break;
+    case 4: {
+        cJSON *e = cJSON_AddArrayToObject(s, "enum");
+        int n = 1 + (int)rnd(4);
+        *len = 0;
+        for (int i = 0; i < n; i++) {
+            if (rnd(4) == 0) {
+                cJSON_AddItemToArray(e, cJSON_CreateNumber((int)rnd(100)));
+                *len = *len > 3 ? *len : 3;
+            } else {
+                const char *w = g_words[rnd(sizeof g_words / sizeof *g_words)];
+                cJSON_AddItemToArray(e, cJSON_CreateString(w));
+                *len = *len > (int)strlen(w) + 2 ? *len : (int)strlen(w) + 2;
+            }
+        }
+        if (n == 1 && rnd(2)) {
+            cJSON *one = cJSON_DetachItemFromArray(e, 0);
+            cJSON_DeleteItemFromObject(s, "enum");
+            cJSON_AddItemToObject(s, "const", one);
+        }
+        break;
+    }
+    case 5:
+        cJSON_AddItemToObject(s, "type",
+                              cJSON_CreateStringArray((const char *[]){"string", "null"}, 2));
+        cJSON_AddNumberToObject(s, "maxLength", 3);
+        *len = 14;
+        break;
+    case 6: {
+        cJSON_AddStringToObject(s, "type", "boolean");
+        cJSON_AddStringToObject(s, "description", "a flag");
+        *len = 5;
+        break;
+    }
+    case 7:
+    case 8: { /* object */
+        cJSON_AddStringToObject(s, "type", "object");
+        cJSON *props = cJSON_AddObjectToObject(s, "properties");
+        cJSON *req = cJSON_AddArrayToObject(s, "required");
+        int n = 1 + (int)rnd(3);
+        *len = 2;
+        for (int i = 0; i < n; i++) {
+            char name[16];
+            snprintf(name, sizeof name, "%s%d", g_words[rnd(4)], i);
+            int l;
+            cJSON_AddItemToObject(props, name, gen(depth - 1, root, &l, false));
+            if (rnd(2)) cJSON_AddItemToArray(req, cJSON_CreateString(name));
+            *len += (int)strlen(name) + 4 + l;
+        }
+        if (rnd(2)) cJSON_AddFalseToObject(s, "additionalProperties");
+        break;
+    }
+    case 9: { /* array */
+        int l, max = 1 + (int)rnd(3);
+        cJSON_AddStringToObject(s, "type", "array");
+        cJSON_AddItemToObject(s, "items", gen(depth - 1, root, &l, false));
+        cJSON_AddNumberToObject(s, "maxItems", max);
+        if (rnd(2)) cJSON_AddNumberToObject(s, "minItems", rnd((uint32_t)max + 1));
+        *len = 2 + max * (l + 1);
+        break;
+    }
+    default: { /* anyOf of types that begin differently, or a $ref */
+        if (rnd(3) == 0) {
+            cJSON *defs = cJSON_GetObjectItemCaseSensitive(root, "$defs");
+            if (!defs) defs = cJSON_AddObjectToObject(root, "$defs");
+            char name[16], ref[32];
+            snprintf(name, sizeof name, "d%d", cJSON_GetArraySize(defs));
+            snprintf(ref, sizeof ref, "#/$defs/%s", name);
+            cJSON_AddItemToObject(defs, name, gen(depth - 1, root, len, false));
+            cJSON_AddStringToObject(s, "$ref", ref);
+            break;
+        }
+        cJSON *br = cJSON_AddArrayToObject(s, "anyOf");
+        *len = 5;
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddStringToObject(a, "type", "string");
+        cJSON_AddNumberToObject(a, "maxLength", 5);
+        cJSON_AddItemToArray(br, a);
+        cJSON *b = cJSON_CreateObject();
+        cJSON_AddStringToObject(b, "type", "integer");
+        cJSON_AddNumberToObject(b, "minimum", 0);
+        cJSON_AddNumberToObject(b, "maximum", 9);
+        cJSON_AddItemToArray(br, b);
+        int l;
+        cJSON *c = gen(depth - 1, root, &l, false);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(c, "type");
+        if (cJSON_IsString(t) &&
+            (!strcmp(t->valuestring, "object") || !strcmp(t->valuestring, "array") ||
+             !strcmp(t->valuestring, "null"))) {
+            cJSON_AddItemToArray(br, c);
+            *len = l;
+        } else {
+            cJSON_Delete(c);
+        }
+        *len = *len > 22 ? *len : 22;
+        break;
+    }
+    }
+    return s;
+}
+
+/* ---- decoding with the demo model ---- */
+
+typedef struct {
+    eng_model *m;
+    eng_ctx *c;
+    tok *t;
+    chat_ctx cc;
+    chat_prompt p;
+    float *first; /* the logits after the prompt */
+    grammar_vocab *v;
+    int n_vocab;
+} demo;
+
+static void demo_open(demo *d)
+{
+    char err[512];
+    memset(d, 0, sizeof *d);
+    ck_assert_msg(eng_model_load(TERN_DEMO_MODEL, NULL, &d->m, err, sizeof err) == ENG_OK, "%s",
+                  err);
+    ck_assert_int_eq(tok_load(eng_model_text_file(d->m), &d->t, err, sizeof err), 0);
+    eng_params ep = eng_default_params();
+    ep.n_ctx = 512;
+    ep.n_threads = 1;
+    ck_assert_msg(eng_ctx_create(d->m, &ep, &d->c, err, sizeof err) == ENG_OK, "%s", err);
+    ck_assert_int_eq(chat_init(&d->cc, d->m, d->t, err, sizeof err), 0);
+    chat_msg msg = {.role = PROMPT_USER, .text = "Describe the shape as JSON."};
+    ck_assert_int_eq(chat_prompt_build(&d->cc, d->c, &msg, 1, NULL, 0, &d->p, err, sizeof err), 0);
+    ck_assert_int_eq(chat_prefill(d->c, 0, &d->p, 0, err, sizeof err), 0);
+    d->n_vocab = eng_model_get_info(d->m)->n_vocab;
+    d->first = malloc((size_t)d->n_vocab * sizeof *d->first);
+    memcpy(d->first, eng_logits(d->c, 0), (size_t)d->n_vocab * sizeof *d->first);
+    int32_t stops[2] = {tok_eos(d->t), tok_special(d->t, "<end_of_utterance>")};
+    d->v = grammar_vocab_create(d->t, stops, 2);
+    ck_assert_ptr_nonnull(d->v);
+}
+
+static void demo_close(demo *d)
+{
+    grammar_vocab_destroy(d->v);
+    free(d->first);
+    chat_prompt_free(&d->p);
+    eng_ctx_destroy(d->c);
+    tok_free(d->t);
+    eng_model_free(d->m);
+}
+
+/* Decodes under g at temperature 1 until a stop token or cap tokens; out gets the answer.
+ * Returns the number of tokens, or -1 if the mask ever left no token. */
+static int decode(demo *d, grammar *g, uint64_t seed, int cap, char *out, size_t outcap,
+                  bool *stopped, float *scratch)
+{
+    char err[512];
+    sampler_params sp = sampler_default_params();
+    sp.temperature = 1.0f;
+    sp.seed = seed;
+    sampler *s = sampler_create(d->n_vocab, &sp);
+    grammar_state *gs = grammar_state_create(g, d->v);
+    ck_assert(s && gs);
+    sampler_set_grammar(s, gs);
+    ck_assert_int_eq(eng_slot_truncate(d->c, 0, d->p.n, err, sizeof err), ENG_OK);
+    const float *logits = d->first;
+    size_t w = 0;
+    int n = 0;
+    *stopped = false;
+    int rc = 0;
+    while (n < cap) {
+        /* the mask never leaves nothing */
+        memcpy(scratch, logits, (size_t)d->n_vocab * sizeof *scratch);
+        grammar_state_mask(gs, scratch);
+        int left = 0;
+        for (int i = 0; i < d->n_vocab; i++)
+            left += isfinite(scratch[i]);
+        if (left == 0) {
+            rc = -1;
+            break;
+        }
+        int32_t id = sampler_sample(s, logits);
+        ck_assert_msg(isfinite(scratch[id]), "picked a masked token");
+        if (chat_is_stop(&d->cc, id)) {
+            *stopped = true;
+            break;
+        }
+        size_t len;
+        const char *piece = tok_piece(d->t, id, false, &len);
+        ck_assert(w + len < outcap);
+        memcpy(out + w, piece, len);
+        w += len;
+        eng_item it = {
+            .slot = 0, .n_tokens = 1, .tokens = &id, .pos = d->p.n + n, .want_logits = true};
+        ck_assert_int_eq(eng_step(d->c, &it, 1, err, sizeof err), ENG_OK);
+        logits = eng_logits(d->c, 0);
+        n++;
+    }
+    out[w] = 0;
+    grammar_state_destroy(gs);
+    sampler_destroy(s);
+    return rc < 0 ? rc : n;
+}
+
+#ifndef N_SCHEMAS
+#define N_SCHEMAS 200
+#endif
+
+START_TEST(random_schemas)
+{
+    demo d;
+    demo_open(&d);
+    float *scratch = malloc((size_t)d.n_vocab * sizeof *scratch);
+    char out[4096], err[512];
+    g_rng = 20261130;
+    int done = 0, total_tokens = 0;
+    while (done < N_SCHEMAS) {
+        cJSON *root = cJSON_CreateObject();
+        int len;
+        cJSON *body = gen(3, root, &len, rnd(4) != 0);
+        /* every token adds a byte: an answer of at most 190 bytes is complete within 191 */
+        if (len > 190) {
+            cJSON_Delete(body);
+            cJSON_Delete(root);
+            continue;
+        }
+        cJSON *defs = cJSON_DetachItemFromObject(root, "$defs");
+        if (defs) cJSON_AddItemToObject(body, "$defs", defs);
+        cJSON_Delete(root);
+        char *text = cJSON_PrintUnformatted(body);
+        grammar *g = grammar_compile(text, err, sizeof err);
+        ck_assert_msg(g != NULL, "%s: %s", text, err);
+        bool stopped;
+        int n = decode(&d, g, 1000 + (uint64_t)done, 200, out, sizeof out, &stopped, scratch);
+        ck_assert_msg(n >= 0, "schema %s: no token allowed after \"%s\"", text, out);
+        ck_assert_msg(stopped, "schema %s: incomplete after %d tokens: %s", text, n, out);
+        ck_assert_int_eq(grammar_match(g, out, strlen(out)), 1);
+        cJSON *v = cJSON_Parse(out);
+        ck_assert_msg(v != NULL, "schema %s: not JSON: %s", text, out);
+        ck_assert_msg(valid(v, body, body), "schema %s: invalid answer %s", text, out);
+        cJSON_Delete(v);
+        if (getenv("GV")) fprintf(stderr, "%s\n  -> %s\n", text, out);
+        grammar_destroy(g);
+        free(text);
+        cJSON_Delete(body);
+        total_tokens += n;
+        done++;
+    }
+    ck_assert_int_gt(total_tokens, N_SCHEMAS); /* answers, not just stops */
+    free(scratch);
+    demo_close(&d);
+}
+END_TEST
+
+START_TEST(any_json_never_stuck)
+{
+    /* "any JSON" has no bound: check only that masks always leave a token and what comes out
+     * is a valid prefix (or a complete value). */
+    demo d;
+    demo_open(&d);
+    float *scratch = malloc((size_t)d.n_vocab * sizeof *scratch);
+    char out[4096], err[512];
+    grammar *g = grammar_compile("{}", err, sizeof err);
+    ck_assert_ptr_nonnull(g);
+    for (int k = 0; k < 10; k++) {
+        bool stopped;
+        int n = decode(&d, g, 77 + (uint64_t)k, 120, out, sizeof out, &stopped, scratch);
+        ck_assert_msg(n >= 0, "no token allowed after \"%s\"", out);
+        ck_assert_int_ge(grammar_match(g, out, strlen(out)), stopped ? 1 : 0);
+        if (stopped) {
+            cJSON *v = cJSON_Parse(out);
+            ck_assert_msg(v != NULL, "not JSON: %s", out);
+            cJSON_Delete(v);
+        }
+    }
+    grammar_destroy(g);
+    free(scratch);
+    demo_close(&d);
+}
+END_TEST
+
+START_TEST(stop_only_when_complete)
+{
+    demo d;
+    demo_open(&d);
+    char err[256];
+    grammar *g = grammar_compile("{\"type\":\"boolean\"}", err, sizeof err);
+    grammar_state *s = grammar_state_create(g, d.v);
+    int32_t eos = tok_special(d.t, "<end_of_utterance>");
+    ck_assert(!grammar_state_complete(s));
+    ck_assert(!grammar_state_allows(s, eos));
+    ck_assert_int_eq(grammar_state_accept(s, eos), -1);
+    int32_t ids[8];
+    int n = tok_encode(d.t, "true", 4, ids, 8);
+    ck_assert_int_gt(n, 0);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(grammar_state_accept(s, ids[i]), 0);
+    ck_assert(grammar_state_complete(s));
+    float *l = calloc((size_t)d.n_vocab, sizeof *l);
+    grammar_state_mask(s, l);
+    for (int i = 0; i < d.n_vocab; i++)
+        ck_assert_msg(isfinite(l[i]) == chat_is_stop(&d.cc, i), "token %d", i);
+    ck_assert_int_eq(grammar_state_accept(s, eos), 0);
+    free(l);
+    grammar_state_destroy(s);
+    grammar_destroy(g);
+    demo_close(&d);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("grammar");
+    TCase *tc = tcase_create("automaton");
+    tcase_add_test(tc, any_json);
+    tcase_add_test(tc, objects);
+    tcase_add_test(tc, arrays);
+    tcase_add_test(tc, strings);
+    tcase_add_test(tc, numbers);
+    tcase_add_test(tc, literals_anyof_refs);
+    tcase_add_test(tc, unsupported);
+    suite_add_tcase(s, tc);
+    TCase *tm = tcase_create("model");
+    tcase_set_timeout(tm, 600);
+    tcase_add_test(tm, stop_only_when_complete);
+    tcase_add_test(tm, any_json_never_stuck);
+    tcase_add_test(tm, random_schemas);
+    suite_add_tcase(s, tm);
+    return tu_run(s, CK_FORK_GETENV);
+}
