@@ -117,8 +117,9 @@ static int parse_options(const cJSON *root, const struct api_limits *lim, struct
     if (check_option_names(opt, e) != 0) return -1;
     long np = 0, nctx;
     if (codec_get_int(opt, "num_predict", "options.", -2, 1L << 30, &np, e) < 0) return -1;
-    /* Each slot's context is ctx_size (ternd.conf) whatever a request asks: a smaller num_ctx
-     * shrinks nothing, a larger one is clamped to it, as Ollama clamps to the model's. */
+    /* Each slot's context is fixed at start-up (ctx_size, capped at the model's) whatever a
+     * request asks: a smaller num_ctx shrinks nothing, a larger one is clamped to it, as Ollama
+     * clamps to the model's. */
     if (codec_get_int(opt, "num_ctx", "options.", 1, 1L << 30, &nctx, e) < 0) return -1;
     cJSON *copy = cJSON_Duplicate(opt, 1);
     if (!copy) return codec_fail(e, 500, "internal", "out of memory");
@@ -316,6 +317,12 @@ int api_ollama_tags(struct http_req *r)
     return 0;
 }
 
+/* The context each slot really has: the engine caps ctx_size at the model's training context. */
+static int slot_context(const struct server *srv)
+{
+    return srv->info.ctx_size > 0 ? srv->info.ctx_size : srv->cfg->ctx_size;
+}
+
 /* Go's longest duration, which Ollama adds to the time for a model kept "forever". */
 #define FOREVER_S 9223372036.854775807
 
@@ -330,7 +337,7 @@ int api_ollama_ps(struct http_req *r)
     codec_time_rfc3339(stats_wall_now() + FOREVER_S, ts, sizeof ts);
     cJSON_AddStringToObject(m, "expires_at", ts);
     cJSON_AddNumberToObject(m, "size_vram", 0);
-    cJSON_AddNumberToObject(m, "context_length", srv->cfg->ctx_size);
+    cJSON_AddNumberToObject(m, "context_length", slot_context(srv));
     cJSON_AddItemToArray(arr, m);
     http_reply_json(r, 200, root);
     return 0;
@@ -364,9 +371,9 @@ int api_ollama_show(struct http_req *r)
              "# served by ternd: one model, loaded until ternd stops\nFROM %s\n"
              "PARAMETER num_ctx %d\nPARAMETER num_predict %d\nPARAMETER temperature 0\n",
              strcmp(cfg->engine, "echo") ? cfg->model : "echo (the test double, no model file)",
-             cfg->ctx_size, cfg->default_max_tokens);
+             slot_context(srv), cfg->default_max_tokens);
     cJSON_AddStringToObject(o, "modelfile", text);
-    snprintf(text, sizeof text, "num_ctx %d\nnum_predict %d\ntemperature 0", cfg->ctx_size,
+    snprintf(text, sizeof text, "num_ctx %d\nnum_predict %d\ntemperature 0", slot_context(srv),
              cfg->default_max_tokens);
     cJSON_AddStringToObject(o, "parameters", text);
     /* The model's own chat template (from its GGUF) applies; it is not in Go's syntax. */
@@ -377,7 +384,7 @@ int api_ollama_show(struct http_req *r)
     cJSON_AddStringToObject(mi, "general.name", in->name);
     cJSON_AddNumberToObject(mi, "general.parameter_count", (double)in->params);
     snprintf(text, sizeof text, "%s.context_length", in->family);
-    cJSON_AddNumberToObject(mi, text, cfg->ctx_size);
+    cJSON_AddNumberToObject(mi, text, slot_context(srv));
     if (in->has_vision) {
         cJSON *pi = cJSON_AddObjectToObject(o, "projector_info");
         cJSON_AddBoolToObject(pi, "clip.has_vision_encoder", 1);
