@@ -317,11 +317,6 @@ if (!model || !fs.existsSync(model)) {
                 check(errs.length === 0, text + ' ' + errs.join('; '));
             }
         });
-        await test('demo model: ollama format json is one JSON value', async () => {
-            const r = await ol.generate({ model: 'tern', prompt: 'What colour is the circle?', format: 'json',
-                images: [pictures[0]], options: { temperature: 1, seed: 5, num_predict: 200 } });
-            JSON.parse(r.response);
-        });
     } finally {
         await stopTernd(demo);
     }
