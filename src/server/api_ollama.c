@@ -1,8 +1,8 @@
 /* Ollama-compatible API: /api/generate, /api/chat (NDJSON streams, durations in
  * nanoseconds, Ollama's field names, "format" for constrained output), /api/tags, /api/show,
  * /api/ps, /api/version. */
+#include <ctype.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
@@ -69,34 +69,49 @@ static int check_option_names(const cJSON *opt, struct api_error *e)
     return codec_check_neutral(opt, "options.", ollama_options, COUNT(ollama_options), e);
 }
 
-/* keep_alive: a Go duration ("5m", "1h30m", "-1s", "0"), or a number of seconds (as a number
- * or as text). ternd keeps its one model loaded whatever it says, so it is only checked. */
+/* A decimal as Go durations write it ("5", "1.5", ".5"): returns its end, or NULL. */
+static const char *scan_decimal(const char *p)
+{
+    const char *start = p;
+    while (isdigit((unsigned char)*p))
+        p++;
+    int digits = p > start;
+    if (*p == '.') {
+        const char *frac = ++p;
+        while (isdigit((unsigned char)*p))
+            p++;
+        digits |= p > frac;
+    }
+    return digits ? p : NULL;
+}
+
+/* A Go duration ("5m", "1h30m", "-1s", "250ms", "0") or a bare number (seconds). */
+static int valid_duration(const char *p)
+{
+    static const char *const units[] = {"ns", "us", "\xc2\xb5s", "ms", "s", "m", "h"};
+    if (*p == '-' || *p == '+') p++;
+    const char *end = scan_decimal(p);
+    if (end && !*end) return 1;
+    while (end && *p) {
+        if (!(end = scan_decimal(p))) return 0;
+        size_t unit = 0; /* the longest unit that follows: "ms" rather than "m" */
+        for (size_t i = 0; i < COUNT(units); i++) {
+            size_t n = strlen(units[i]);
+            if (n > unit && !strncmp(end, units[i], n)) unit = n;
+        }
+        if (!unit) return 0;
+        p = end + unit;
+    }
+    return end != NULL;
+}
+
+/* keep_alive: a duration or a number of seconds (a number or text). ternd keeps its one model
+ * loaded whatever it says (docs/api.md), so it is only checked. */
 static int check_keep_alive(const cJSON *root, struct api_error *e)
 {
     const cJSON *ka = cJSON_GetObjectItemCaseSensitive(root, "keep_alive");
     if (!ka || cJSON_IsNull(ka) || cJSON_IsNumber(ka)) return 0;
-    const char *p = cJSON_IsString(ka) ? ka->valuestring : NULL;
-    int ok = p && *p;
-    if (ok && (*p == '-' || *p == '+')) p++;
-    char *end;
-    if (ok) strtod(p, &end);
-    if (ok && *end && end != p) { /* number-unit pairs: 1h30m, 1.5s, 250ms */
-        static const char *units[] = {"ns", "us", "\xc2\xb5s", "ms", "s", "m", "h"};
-        while (ok && *p) {
-            strtod(p, &end);
-            ok = end != p && *p != '-' && *p != '+';
-            size_t best = 0;
-            for (size_t i = 0; ok && i < COUNT(units); i++) {
-                size_t n = strlen(units[i]);
-                if (n > best && !strncmp(end, units[i], n)) best = n;
-            }
-            ok = ok && best > 0;
-            p = end + best;
-        }
-    } else if (ok) {
-        ok = end != p && !*end;
-    }
-    if (!ok)
+    if (!cJSON_IsString(ka) || !valid_duration(ka->valuestring))
         return codec_fail(e, 400, "invalid_request",
                           "keep_alive: expected a duration such as \"5m\" or a number of seconds");
     return 0;

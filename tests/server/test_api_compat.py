@@ -281,7 +281,7 @@ class Echo(unittest.TestCase):
             o = self.ok('/api/generate', {'prompt': 'a', 'keep_alive': ka})
             self.assertEqual(o['response'], 'a', ka)
             self.ok('/api/chat', {'messages': MSG, 'keep_alive': ka})
-        for ka in ('forever', '5 minutes', '5x', '', 'm', '1h-5m', True, [1]):
+        for ka in ('forever', '5 minutes', '5x', '', 'm', '.', '1h-5m', ' 5m', 'inf', '1e3s', '--1', True, [1]):
             self.bad('/api/generate', {'prompt': 'a', 'keep_alive': ka}, 'keep_alive: ')
         # The model stays loaded whatever keep_alive said.
         st, h, o = self.d.json('GET', '/api/ps')
