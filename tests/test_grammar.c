@@ -55,11 +55,19 @@ START_TEST(any_json)
     REJECT(any, "\"\\x\"");
     REJECT(any, "1 ");
     REJECT(any, "{}{}");
-    /* nesting is capped */
+    /* nesting is capped at 30 containers, and a value always fits at the deepest level */
     char deep[80];
-    memset(deep, '[', 40);
-    deep[40] = 0;
+    memset(deep, '[', 31);
+    deep[31] = 0;
     REJECT(any, deep);
+    deep[30] = 0;
+    PREFIX(any, deep);
+    strcat(deep, "{");
+    REJECT(any, deep);
+    deep[30] = '1';
+    memset(deep + 31, ']', 30);
+    deep[61] = 0;
+    COMPLETE(any, deep);
 }
 END_TEST
 
@@ -230,6 +238,13 @@ START_TEST(unsupported)
                  NULL);
     expect_error("{\"enum\":[]}", "enum", NULL);
     expect_error("[1]", "object", NULL);
+    char deep[1024] = "";
+    for (int i = 0; i < 31; i++)
+        strcat(deep, "{\"items\":");
+    strcat(deep, "{}");
+    for (int i = 0; i < 31; i++)
+        strcat(deep, "}");
+    expect_error(deep, "deeper", NULL);
     expect_error("{", "JSON", NULL);
 }
 END_TEST
@@ -517,14 +532,14 @@ static void demo_close(demo *d)
     eng_model_free(d->m);
 }
 
-/* Decodes under g at temperature 1 until a stop token or cap tokens; out gets the answer.
+/* Decodes under g at temperature temp until a stop token or cap tokens; out gets the answer.
  * Returns the number of tokens, or -1 if the mask ever left no token. */
-static int decode(demo *d, grammar *g, uint64_t seed, int cap, char *out, size_t outcap,
+static int decode(demo *d, grammar *g, float temp, uint64_t seed, int cap, char *out, size_t outcap,
                   bool *stopped, float *scratch)
 {
     char err[512];
     sampler_params sp = sampler_default_params();
-    sp.temperature = 1.0f;
+    sp.temperature = temp;
     sp.seed = seed;
     sampler *s = sampler_create(d->n_vocab, &sp);
     grammar_state *gs = grammar_state_create(g, d->v);
@@ -599,7 +614,7 @@ START_TEST(random_schemas)
         grammar *g = grammar_compile(text, err, sizeof err);
         ck_assert_msg(g != NULL, "%s: %s", text, err);
         bool stopped;
-        int n = decode(&d, g, 1000 + (uint64_t)done, 200, out, sizeof out, &stopped, scratch);
+        int n = decode(&d, g, 1.0f, 1000 + (uint64_t)done, 200, out, sizeof out, &stopped, scratch);
         ck_assert_msg(n >= 0, "schema %s: no token allowed after \"%s\"", text, out);
         ck_assert_msg(stopped, "schema %s: incomplete after %d tokens: %s", text, n, out);
         ck_assert_int_eq(grammar_match(g, out, strlen(out)), 1);
@@ -632,7 +647,7 @@ START_TEST(any_json_never_stuck)
     ck_assert_ptr_nonnull(g);
     for (int k = 0; k < 10; k++) {
         bool stopped;
-        int n = decode(&d, g, 77 + (uint64_t)k, 120, out, sizeof out, &stopped, scratch);
+        int n = decode(&d, g, 1.0f, 77 + (uint64_t)k, 120, out, sizeof out, &stopped, scratch);
         ck_assert_msg(n >= 0, "no token allowed after \"%s\"", out);
         ck_assert_int_ge(grammar_match(g, out, strlen(out)), stopped ? 1 : 0);
         if (stopped) {
@@ -643,6 +658,44 @@ START_TEST(any_json_never_stuck)
     }
     grammar_destroy(g);
     free(scratch);
+    demo_close(&d);
+}
+END_TEST
+
+START_TEST(greedy_is_masked_argmax)
+{
+    demo d;
+    demo_open(&d);
+    char err[256];
+    /* the demo model's first word is not JSON: the grammar must change the pick */
+    grammar *g = grammar_compile("{\"enum\":[\"red\",\"green\",7]}", err, sizeof err);
+    grammar_state *gs = grammar_state_create(g, d.v);
+    sampler_params sp = sampler_default_params();
+    sp.temperature = 0;
+    sampler *free_s = sampler_create(d.n_vocab, &sp), *s = sampler_create(d.n_vocab, &sp);
+    sampler_set_grammar(s, gs);
+    float *l = malloc((size_t)d.n_vocab * sizeof *l);
+    memcpy(l, d.first, (size_t)d.n_vocab * sizeof *l);
+    grammar_state_mask(gs, l);
+    int best = -1;
+    for (int i = 0; i < d.n_vocab; i++)
+        if (isfinite(l[i]) && (best < 0 || l[i] > l[best])) best = i;
+    ck_assert_int_ge(best, 0);
+    int32_t unconstrained = sampler_sample(free_s, d.first);
+    ck_assert(!isfinite(l[unconstrained]));
+    ck_assert_int_eq(sampler_sample(s, d.first), best);
+    /* and whole greedy answers are valid */
+    char out[512];
+    bool stopped;
+    ck_assert_int_gt(decode(&d, g, 0.0f, 1, 50, out, sizeof out, &stopped, l), 0);
+    ck_assert_msg(stopped &&
+                      (!strcmp(out, "\"red\"") || !strcmp(out, "\"green\"") || !strcmp(out, "7")),
+                  "%s", out);
+    free(l);
+    sampler_destroy(free_s);
+    sampler_destroy(s);
+    grammar_state_destroy(gs);
+    grammar_destroy(g);
     demo_close(&d);
 }
 END_TEST
@@ -691,6 +744,7 @@ int main(void)
     TCase *tm = tcase_create("model");
     tcase_set_timeout(tm, 600);
     tcase_add_test(tm, stop_only_when_complete);
+    tcase_add_test(tm, greedy_is_masked_argmax);
     tcase_add_test(tm, any_json_never_stuck);
     tcase_add_test(tm, random_schemas);
     suite_add_tcase(s, tm);

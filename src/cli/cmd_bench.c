@@ -21,6 +21,10 @@
  *       With --bandwidth, also per thread count: the read bandwidth measured
  *       with that many threads, the weight bytes one decoded token reads and
  *       tg as a fraction of the ceiling bytes/token x tokens/s / bandwidth.
+ *       With --format json|SCHEMA.json, also per thread count: generation with
+ *       sampling (the default sampler, seed 1), unconstrained ("tg-sampled") and
+ *       constrained to the format ("tg-format"; a complete answer starts the
+ *       next), and their ratio: what constrained decoding costs.
  *   tern bench --bandwidth [-t N]
  *       the read-bandwidth probe alone.
  *
@@ -40,11 +44,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "engine/engine.h"
 #include "engine/gguf.h"
+#include "engine/grammar.h"
 #include "engine/matmul.h"
 #include "engine/pool.h"
+#include "engine/sampler.h"
 #include "engine/types.h"
 #include "kernels/kernels.h"
 
@@ -322,6 +329,55 @@ static int bench_tg(eng_ctx *c, const int32_t *tok, int n_tg, int reps, double *
     return 0;
 }
 
+/* --format: the grammar, the model's vocabulary trie and its stop tokens. */
+typedef struct {
+    grammar *g;
+    grammar_vocab *v;
+    int32_t stops[2];
+} bench_format;
+
+/* Tokens per second of n_tg single-token steps that each sample the next token (default
+ * sampler, seed 1), under the format's grammar when gf is set; a stop starts a new answer. */
+static int bench_sampled(eng_ctx *c, int n_vocab, int32_t first, const bench_format *gf, int n_tg,
+                         int reps, double *v, double *sample_ms, char *err, size_t errlen)
+{
+    sampler_params sp = sampler_default_params();
+    sp.seed = 1;
+    sampler *s = sampler_create(n_vocab, &sp);
+    grammar_state *gs = gf ? grammar_state_create(gf->g, gf->v) : NULL;
+    int rc = -1;
+    if (!s || (gf && !gs)) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    sampler_set_grammar(s, gs);
+    for (int r = -1; r < reps; r++) {
+        eng_slot_reset(c, 0);
+        sampler_reset(s);
+        if (gs) grammar_state_reset(gs);
+        int32_t next = first;
+        double t0 = now(), in_sampler = 0;
+        for (int i = 0; i < n_tg; i++) {
+            eng_item it = {
+                .slot = 0, .n_tokens = 1, .tokens = &next, .pos = i, .want_logits = true};
+            if (eng_step(c, &it, 1, err, errlen) != ENG_OK) goto done;
+            double t1 = now();
+            next = sampler_sample(s, eng_logits(c, 0));
+            if (gs && (next == gf->stops[0] || next == gf->stops[1])) grammar_state_reset(gs);
+            in_sampler += now() - t1;
+        }
+        if (r >= 0) {
+            v[r] = n_tg / (now() - t0);
+            sample_ms[r] = in_sampler * 1e3 / n_tg;
+        }
+    }
+    rc = 0;
+done:
+    grammar_state_destroy(gs);
+    sampler_destroy(s);
+    return rc;
+}
+
 /* One thread count's encode time per layer kind, mean over the repetitions. */
 typedef struct {
     int threads;
@@ -385,8 +441,9 @@ done:
 }
 
 /* One thread count: pp, tg and (with a vision model) one image tile. */
-static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_tg, mresult *out,
-                     int *n_out, image_kinds *kinds, int *n_kinds, char *err, size_t errlen)
+static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_tg,
+                     const bench_format *gf, mresult *out, int *n_out, image_kinds *kinds,
+                     int *n_kinds, char *err, size_t errlen)
 {
     const eng_model_info *info = eng_model_get_info(m);
     eng_ctx *c;
@@ -408,6 +465,19 @@ static int bench_ctx(const eng_model *m, int threads, int reps, int n_pp, int n_
     if (n_tg > 0) {
         if (bench_tg(c, tok, n_tg, reps, v, err, errlen)) goto done;
         add_result(out, n_out, "tg", threads, "t/s", v, reps);
+    }
+    if (n_tg > 0 && gf) {
+        /* alternated, so that both see the same machine */
+        double vf[MAX_REPS], ms[MAX_REPS], msf[MAX_REPS];
+        for (int r = 0; r < reps; r++)
+            if (bench_sampled(c, info->n_vocab, tok[0], NULL, n_tg, 1, &v[r], &ms[r], err,
+                              errlen) ||
+                bench_sampled(c, info->n_vocab, tok[0], gf, n_tg, 1, &vf[r], &msf[r], err, errlen))
+                goto done;
+        add_result(out, n_out, "tg-sampled", threads, "t/s", v, reps);
+        add_result(out, n_out, "tg-format", threads, "t/s", vf, reps);
+        add_result(out, n_out, "sampling-free", threads, "ms/token", ms, reps);
+        add_result(out, n_out, "sampling-format", threads, "ms/token", msf, reps);
     }
     if (info->has_vision) {
         image_kinds *k = &kinds[(*n_kinds)++];
@@ -439,7 +509,30 @@ static int next_threads(const char **q)
 /* The token count in a result's test name: pp512, tg128, image1. */
 static int test_len(const mresult *r, int n_pp, int n_tg)
 {
-    return !strcmp(r->test, "pp") ? n_pp : !strcmp(r->test, "tg") ? n_tg : 1;
+    return !strcmp(r->test, "pp")                                           ? n_pp
+           : !strncmp(r->test, "tg", 2) || !strncmp(r->test, "sampling", 8) ? n_tg
+                                                                            : 1;
+}
+
+/* Per thread count: tg-format over tg-sampled (wall clock, as noisy as the machine), and the
+ * sampler's extra time per token under the format as a share of a sampled token's time (the
+ * same cost, measured where it is spent: steadier on a busy machine). */
+static void print_format_ratio(const mresult *res, int n, int json)
+{
+    for (int i = 0; i + 3 < n; i++) {
+        if (strcmp(res[i].test, "tg-sampled") || strcmp(res[i + 1].test, "tg-format")) continue;
+        double ratio = res[i + 1].mean / res[i].mean;
+        double extra_ms = res[i + 3].mean - res[i + 2].mean;
+        double share = extra_ms / (1e3 / res[i].mean);
+        if (json)
+            printf("{\"threads\": %d, \"format_over_sampled\": %.4f, \"format_extra_ms\": %.4f, "
+                   "\"format_extra_share\": %.4f}\n",
+                   res[i].threads, ratio, extra_ms, share);
+        else
+            printf("constrained / unconstrained generation, %d threads: %.3f wall-clock; the "
+                   "format adds %.4f ms/token in the sampler = %.1f%% of a token's time\n",
+                   res[i].threads, ratio, extra_ms, 100 * share);
+    }
 }
 
 static void print_model_json(const char *base, int reps, double rss_mb, const mresult *res, int n,
@@ -463,7 +556,7 @@ static void print_model_table(const char *base, double rss_mb, const mresult *re
     printf("| model | kernels | threads | test | result | peak RSS MB |\n");
     printf("|---|---|---:|---|---:|---:|\n");
     for (int i = 0; i < n; i++) {
-        char name[32];
+        char name[40];
         if (!strcmp(res[i].test, "image"))
             snprintf(name, sizeof name, "image encode (1 tile)");
         else
@@ -558,8 +651,36 @@ static void report_ceiling(const eng_model *m, const char *base, const mresult *
         print_ceiling_table(base, bytes, c, k);
 }
 
+/* --format's grammar and vocabulary; false after the message. */
+static bool format_load(const char *format, const eng_model *m, bench_format *gf)
+{
+    char err[512];
+    tok *t = NULL;
+    char *text = strcmp(format, "json") == 0 ? strdup("{}") : cli_read_file(format, NULL);
+    if (!text) {
+        fprintf(stderr, "tern bench: %s: cannot read it\n", format);
+        return false;
+    }
+    gf->g = grammar_compile(text, err, sizeof err);
+    free(text);
+    if (!gf->g) {
+        fprintf(stderr, "tern bench: %s: %s\n", format, err);
+        return false;
+    }
+    if (tok_load(eng_model_text_file(m), &t, err, sizeof err) != 0) {
+        fprintf(stderr, "tern bench: %s\n", err);
+        return false;
+    }
+    gf->stops[0] = tok_special(t, "<end_of_utterance>");
+    gf->stops[1] = tok_eos(t);
+    gf->v = grammar_vocab_create(t, gf->stops, 2);
+    tok_free(t);
+    if (!gf->v) fprintf(stderr, "tern bench: out of memory\n");
+    return gf->v != NULL;
+}
+
 static int bench_model(const char *path, const char *mmproj, const char *thread_list, int reps,
-                       int n_pp, int n_tg, int json, int bandwidth)
+                       int n_pp, int n_tg, int json, int bandwidth, const char *format)
 {
     char err[512];
     if (reps > MAX_REPS) reps = MAX_REPS;
@@ -568,13 +689,19 @@ static int bench_model(const char *path, const char *mmproj, const char *thread_
         fprintf(stderr, "tern bench: %s\n", err);
         return 1;
     }
-    mresult res[3 * 16];
+    bench_format gf = {0};
+    if (format && !format_load(format, m, &gf)) {
+        grammar_destroy(gf.g);
+        eng_model_free(m);
+        return 1;
+    }
+    mresult res[7 * 16];
     image_kinds kinds[16];
     int n = 0, n_kinds = 0, rc = 0;
     const char *q = thread_list ? thread_list : "0";
-    while (*q && n + 3 <= (int)(sizeof res / sizeof res[0])) {
-        if (bench_ctx(m, next_threads(&q), reps, n_pp, n_tg, res, &n, kinds, &n_kinds, err,
-                      sizeof err)) {
+    while (*q && n + 7 <= (int)(sizeof res / sizeof res[0])) {
+        if (bench_ctx(m, next_threads(&q), reps, n_pp, n_tg, format ? &gf : NULL, res, &n, kinds,
+                      &n_kinds, err, sizeof err)) {
             fprintf(stderr, "tern bench: %s: %s\n", path, err);
             rc = 1;
             break;
@@ -590,7 +717,10 @@ static int bench_model(const char *path, const char *mmproj, const char *thread_
         print_model_table(base, rss_mb, res, n, n_pp, n_tg);
         print_image_kinds_table(kinds, n_kinds);
     }
+    print_format_ratio(res, n, json);
     if (bandwidth && rc == 0) report_ceiling(m, base, res, n, json);
+    grammar_vocab_destroy(gf.v);
+    grammar_destroy(gf.g);
     eng_model_free(m);
     return rc;
 }
@@ -599,7 +729,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: tern bench --kernels [--threads N] [--reps R] [--types LIST] [--json]\n"
                "       tern bench -m TEXT.gguf [--mmproj MMPROJ.gguf] [-t N[,N...]] [-r R]\n"
-               "                  [-p TOKENS] [-n TOKENS] [--bandwidth] [--json]\n"
+               "                  [-p TOKENS] [-n TOKENS] [--bandwidth] [--format F] [--json]\n"
                "       tern bench --bandwidth [-t N]\n\n"
                "  --kernels     per type and shape: decode GEMV and 512-row prefill GEMM\n"
                "  -m, --model FILE  pp (prompt tokens/s), tg (generated tokens/s), image\n"
@@ -607,6 +737,8 @@ static void usage(FILE *f)
                "  --bandwidth  the read-bandwidth probe (1 GiB, same threads); with -m,\n"
                "                tg as a fraction of bytes/token x tokens/s / bandwidth\n"
                "  -p N, -n N    prompt and generation lengths (default 512 and 128)\n"
+               "  --format F    with -m: also sampled generation, unconstrained and constrained\n"
+               "                to F (\"json\" or a JSON Schema file), and their ratio\n"
                "  -t, --threads N  threads including the caller (default: all CPUs);\n"
                "                with -m a comma-separated list\n"
                "  -r, --reps R  repetitions per measurement (default 5)\n"
@@ -620,26 +752,21 @@ static void usage(FILE *f)
 
 typedef struct {
     int kernels, threads, reps, json, gemv_only, n_pp, n_tg, bandwidth;
-    const char *model, *mmproj, *type_list, *thread_list;
+    const char *model, *mmproj, *type_list, *thread_list, *format;
 } bench_opts;
 
 /* Fills o from the command line. Returns -1 to go on, else the exit code
  * (--help, or a usage error). */
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
-    enum { O_KERNELS = 256, O_TYPES, O_JSON, O_GEMV, O_MMPROJ, O_BW };
+    enum { O_KERNELS = 256, O_TYPES, O_JSON, O_GEMV, O_MMPROJ, O_BW, O_FORMAT };
     static const struct option opts[] = {
-        {"kernels", no_argument, NULL, O_KERNELS},
-        {"threads", required_argument, NULL, 't'},
-        {"reps", required_argument, NULL, 'r'},
-        {"types", required_argument, NULL, O_TYPES},
-        {"json", no_argument, NULL, O_JSON},
-        {"gemv-only", no_argument, NULL, O_GEMV},
-        {"model", required_argument, NULL, 'm'},
-        {"help", no_argument, NULL, 'h'},
-        {"mmproj", required_argument, NULL, O_MMPROJ},
-        {"bandwidth", no_argument, NULL, O_BW},
-        {NULL, 0, NULL, 0},
+        {"kernels", no_argument, NULL, O_KERNELS},     {"threads", required_argument, NULL, 't'},
+        {"reps", required_argument, NULL, 'r'},        {"types", required_argument, NULL, O_TYPES},
+        {"json", no_argument, NULL, O_JSON},           {"gemv-only", no_argument, NULL, O_GEMV},
+        {"model", required_argument, NULL, 'm'},       {"help", no_argument, NULL, 'h'},
+        {"mmproj", required_argument, NULL, O_MMPROJ}, {"bandwidth", no_argument, NULL, O_BW},
+        {"format", required_argument, NULL, O_FORMAT}, {NULL, 0, NULL, 0},
     };
     *o = (bench_opts){.reps = 5, .n_pp = 512, .n_tg = 128};
     int c;
@@ -658,6 +785,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         case O_JSON: o->json = 1; break;
         case O_GEMV: o->gemv_only = 1; break;
         case O_BW: o->bandwidth = 1; break;
+        case O_FORMAT: o->format = optarg; break;
         case 'm': o->model = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -793,7 +921,7 @@ int cmd_bench(int argc, char **argv)
             return 2;
         }
         return bench_model(o.model, o.mmproj, o.thread_list, o.reps, o.n_pp, o.n_tg, o.json,
-                           o.bandwidth);
+                           o.bandwidth, o.format);
     }
     if (o.bandwidth && !o.kernels) return bench_bandwidth_only(o.threads, o.json);
     if (!o.kernels) {

@@ -3,6 +3,7 @@
  * The daemon's path minus HTTP and the scheduler: the same prompt (chat.h) and the same
  * sampler, so ternd gives the same tokens for the same request and seed; here the prompt is
  * prefilled in chunks and then one token per eng_step. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "engine/chat.h"
+#include "engine/grammar.h"
 
 #define CMD "run"
 
@@ -32,6 +34,8 @@ static const char usage_text[] =
     "      --min-p P          (default 0.05)\n"
     "      --repeat-penalty R (default 1.0: off)\n"
     "      --seed S           sampling seed (default 0)\n"
+    "      --format F         answer JSON: F is \"json\" (any JSON value) or a JSON Schema\n"
+    "                         file (the subset in docs/api.md)\n"
     "  -t, --threads N        worker threads (default: one per CPU)\n"
     "  -c, --ctx N            context length (default 4096, at most the model's)\n"
     "  -h, --help             show this help\n";
@@ -44,7 +48,7 @@ static double now_ms(void)
 }
 
 typedef struct {
-    const char *model, *mmproj, *image, *prompt;
+    const char *model, *mmproj, *image, *prompt, *format;
     long long max_tokens, threads, n_ctx;
     sampler_params sp;
 } run_opts;
@@ -59,6 +63,7 @@ enum {
     OPT_MIN_P,
     OPT_REPEAT_PENALTY,
     OPT_SEED,
+    OPT_FORMAT,
 };
 
 /* optarg as a float in [lo, hi] into *out; false (after the message) if not. */
@@ -104,6 +109,7 @@ static int parse(int argc, char **argv, run_opts *o)
         {"min-p", required_argument, NULL, OPT_MIN_P},
         {"repeat-penalty", required_argument, NULL, OPT_REPEAT_PENALTY},
         {"seed", required_argument, NULL, OPT_SEED},
+        {"format", required_argument, NULL, OPT_FORMAT},
         {"threads", required_argument, NULL, 't'},
         {"ctx", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
@@ -115,6 +121,7 @@ static int parse(int argc, char **argv, run_opts *o)
         case 'm': o->model = optarg; break;
         case OPT_MMPROJ: o->mmproj = optarg; break;
         case OPT_IMAGE: o->image = optarg; break;
+        case OPT_FORMAT: o->format = optarg; break;
         case 'p': o->prompt = optarg; break;
         case 'n':
             if (!cli_parse_int(CMD, "--max-tokens", optarg, 1, 1 << 20, &o->max_tokens))
@@ -144,9 +151,27 @@ static int parse(int argc, char **argv, run_opts *o)
     return CLI_OK;
 }
 
-/* Streams the answer to stdout: sample, print, feed, until a stop token or a limit. */
+/* --format's grammar: "json" is any JSON value, anything else a schema file. NULL after the
+ * message. */
+static grammar *load_format(const char *format)
+{
+    char err[512];
+    if (strcmp(format, "json") == 0) return grammar_compile("{}", err, sizeof err);
+    char *text = cli_read_file(format, NULL);
+    if (!text) {
+        cli_error(CMD, "%s: %s", format, strerror(errno));
+        return NULL;
+    }
+    grammar *g = grammar_compile(text, err, sizeof err);
+    free(text);
+    if (!g) cli_error(CMD, "%s: %s", format, err);
+    return g;
+}
+
+/* Streams the answer to stdout: sample, print, feed, until a stop token or a limit. With gs,
+ * the answer follows its grammar. */
 static int generate(eng_ctx *c, const chat_ctx *cc, const chat_prompt *p, const run_opts *o,
-                    int *n_gen, char *err, size_t errlen)
+                    grammar_state *gs, int *n_gen, char *err, size_t errlen)
 {
     const int n_ctx = eng_ctx_params(c)->n_ctx;
     sampler *s = chat_sampler_create(cc, p, &o->sp);
@@ -157,6 +182,7 @@ static int generate(eng_ctx *c, const chat_ctx *cc, const chat_prompt *p, const 
         snprintf(err, errlen, "out of memory");
         goto out;
     }
+    sampler_set_grammar(s, gs);
     int32_t next = sampler_sample(s, eng_logits(c, 0));
     while (!chat_is_stop(cc, next) && *n_gen < o->max_tokens && p->n + *n_gen < n_ctx) {
         size_t len;
@@ -173,6 +199,9 @@ static int generate(eng_ctx *c, const chat_ctx *cc, const chat_prompt *p, const 
     const char *tail = tok_stream_flush(ts, &len);
     fwrite(tail, 1, len, stdout);
     fputc('\n', stdout);
+    if (gs && !chat_is_stop(cc, next))
+        fprintf(stderr, "tern run: the answer was cut at %d tokens: it is incomplete JSON\n",
+                *n_gen);
     rc = 0;
 out:
     sampler_destroy(s);
@@ -194,7 +223,11 @@ int cmd_run(int argc, char **argv)
     img_rgb image = {0};
     chat_ctx cc;
     chat_prompt prompt = {0};
+    grammar *g = NULL;
+    grammar_vocab *gv = NULL;
+    grammar_state *gs = NULL;
     rc = CLI_FAIL;
+    if (o.format && !(g = load_format(o.format))) return CLI_FAIL;
 
     eng_params p = eng_default_params();
     p.n_ctx = (int)o.n_ctx;
@@ -208,6 +241,15 @@ int cmd_run(int argc, char **argv)
          cli_load_image(o.image, chat_image_min_edge(&cc), &image, err, sizeof err) != 0)) {
         cli_error(CMD, "%s", err);
         goto out;
+    }
+    if (g) {
+        int32_t stops[2] = {cc.pc.end_of_utterance, cc.pc.eos};
+        gv = grammar_vocab_create(t, stops, 2);
+        gs = gv ? grammar_state_create(g, gv) : NULL;
+        if (!gs) {
+            cli_error(CMD, "out of memory");
+            goto out;
+        }
     }
     const int n_ctx = eng_ctx_params(c)->n_ctx;
     chat_msg msg = {.role = PROMPT_USER, .text = o.prompt, .n_images = o.image ? 1 : 0};
@@ -227,7 +269,7 @@ int cmd_run(int argc, char **argv)
     }
     double t2 = now_ms();
     int n_gen;
-    if (generate(c, &cc, &prompt, &o, &n_gen, err, sizeof err) != 0) {
+    if (generate(c, &cc, &prompt, &o, gs, &n_gen, err, sizeof err) != 0) {
         cli_error(CMD, "%s", err);
         goto out;
     }
@@ -242,6 +284,9 @@ int cmd_run(int argc, char **argv)
             n_gen > 0 ? n_gen / ((t3 - t2) / 1e3) : 0.0, ru.ru_maxrss / 1024.0);
     rc = CLI_OK;
 out:
+    grammar_state_destroy(gs);
+    grammar_vocab_destroy(gv);
+    grammar_destroy(g);
     chat_prompt_free(&prompt);
     img_free(&image);
     tok_free(t);

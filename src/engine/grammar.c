@@ -47,6 +47,7 @@ struct gnode {
     /* K_ARR: items (K_ROOT: the value); K_ANYOBJ: the key's node in items, values in item2 */
     gnode *items, *item2;
     int min, max; /* K_ARR items, K_STR characters; max < 0: none */
+    int height;   /* nesting of containers in its values (a free container counts 1) */
     /* K_INT units, K_NUM micro-units */
     bool has_lo, has_hi;
     int64_t lo, hi;
@@ -192,6 +193,7 @@ static gnode *arr_node(cctx *c, gnode *items, int min, int max)
     n->items = items;
     n->min = min;
     n->max = max;
+    n->height = 1 + (items ? items->height : 0);
     first_add(n, '[');
     return n;
 }
@@ -213,6 +215,7 @@ static gnode *anyof_node(cctx *c, gnode **br, int count, const char *path)
     if (!n || !node_arrays(c, n, count)) return NULL;
     for (int i = 0; i < count; i++) {
         n->sub[i] = br[i];
+        if (br[i]->height > n->height) n->height = br[i]->height;
         for (int k = 0; k < 32; k++)
             n->first[k] |= br[i]->first[k];
     }
@@ -227,6 +230,7 @@ static gnode *any_node(cctx *c)
     gnode *br[5];
     gnode *obj = new_node(c, K_ANYOBJ);
     if (!obj) return NULL;
+    obj->height = 1;
     first_add(obj, '{');
     br[0] = obj;
     br[1] = arr_node(c, NULL, 0, -1);
@@ -384,6 +388,7 @@ static gnode *object_node(cctx *c, const cJSON *s, const char *path, int depth)
         char ppath[512];
         path_join(ppath, sizeof ppath, sub, p->string);
         if (!(o->sub[i] = compile(c, p, ppath, depth + 1))) return NULL;
+        if (1 + o->sub[i]->height > o->height) o->height = 1 + o->sub[i]->height;
         i++;
     }
     o->next_req[n] = n;
@@ -698,6 +703,11 @@ grammar *grammar_compile(const char *schema_json, char *err, size_t errlen)
         fail(&c, "out of memory");
     else
         value = compile(&c, doc, "", 0);
+    /* The root takes a level, and a free container is opened only below G_MAX_DEPTH - 1 */
+    if (value && value->height > G_MAX_DEPTH - 2) {
+        fail(&c, "the schema nests containers deeper than %d", G_MAX_DEPTH - 2);
+        value = NULL;
+    }
     if (value && (g->root = new_node(&c, K_ROOT))) g->root->items = value;
     cJSON_Delete(doc);
     if (!g || !g->root) {
@@ -1002,8 +1012,8 @@ static int frame_step(grammar_state *s, gframe *f, int c)
     case K_NUM: return step_number(f, c);
     case K_ARR: /* 0 before '[', 1 after it, 2 after an item, 3 after ',', 4 closed */
         switch (f->phase) {
-        case 0:
-            if (c != '[') return R_REJECT;
+        case 0: /* a container opens only where its values can still be pushed */
+            if (c != '[' || f->depth >= G_MAX_DEPTH - 1) return R_REJECT;
             f->phase = 1;
             return R_EAT;
         case 1:
@@ -1036,7 +1046,7 @@ static int frame_step(grammar_state *s, gframe *f, int c)
                    5 after ',', 6 closed, 7 before a value */
         switch (f->phase) {
         case 0:
-            if (c != '{') return R_REJECT;
+            if (c != '{' || f->depth >= G_MAX_DEPTH - 1) return R_REJECT;
             f->phase = 1;
             return R_EAT;
         case 1:
@@ -1088,7 +1098,7 @@ static int frame_step(grammar_state *s, gframe *f, int c)
                       5 after ',', 6 closed */
         switch (f->phase) {
         case 0:
-            if (c != '{') return R_REJECT;
+            if (c != '{' || f->depth >= G_MAX_DEPTH - 1) return R_REJECT;
             f->phase = 1;
             return R_EAT;
         case 1:
@@ -1235,8 +1245,15 @@ grammar_state *grammar_state_create(const grammar *g, const grammar_vocab *v)
         grammar_state_destroy(s);
         return NULL;
     }
-    s->cur = (gframe){.n = g->root, .parent = -1};
+    grammar_state_reset(s);
     return s;
+}
+
+void grammar_state_reset(grammar_state *s)
+{
+    s->cur = (gframe){.n = s->g->root, .parent = -1};
+    s->arena_len = 0;
+    s->done = false;
 }
 
 void grammar_state_destroy(grammar_state *s)

@@ -45,6 +45,8 @@ void grammar_vocab_destroy(grammar_vocab *v);
 /* One answer's position in the grammar. g and v must outlive it. NULL on out of memory. */
 grammar_state *grammar_state_create(const grammar *g, const grammar_vocab *v);
 void grammar_state_destroy(grammar_state *s);
+/* Back to the start, for a new answer. */
+void grammar_state_reset(grammar_state *s);
 /* Sets logits[id] = -INFINITY for every token whose bytes cannot continue the answer. */
 void grammar_state_mask(grammar_state *s, float *logits);
 /* Whether token id may come next (the state is not changed): a sampler checks its unconstrained

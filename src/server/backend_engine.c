@@ -1,10 +1,11 @@
 /* The real engine (src/engine) behind the scheduler's backend interface.
  *
  * Per slot: the prompt as token ids (the engine's SmolVLM template) with, at image positions,
- * the vision encoder's embedding rows; a sampler with the request's parameters; a streaming
- * detokenizer. Each scheduler step becomes ONE eng_step: the queued prefill chunks plus one token
- * for every generating slot. A generating slot's token is sampled from the logits of the previous
- * step, then fed. */
+ * the vision encoder's embedding rows; a sampler with the request's parameters (and, for a
+ * request with a JSON schema, the grammar state that constrains it); a streaming detokenizer. Each
+ * scheduler step becomes ONE eng_step: the queued prefill chunks plus one token for every
+ * generating slot. A generating slot's token is sampled from the logits of the previous step, then
+ * fed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include "backend.h"
 #include "engine/chat.h"
+#include "engine/grammar.h"
 #include "upload.h"
 
 #define SIG_MAX 130 /* two parts per message, at most 64 messages */
@@ -56,6 +58,8 @@ struct eslot {
     int queued;         /* prefill tokens queued for the next step */
     int32_t next;       /* token fed in this step */
     sampler *s;
+    grammar *g;        /* the request's schema, or NULL */
+    grammar_state *gs; /* where its answer is in g; the sampler consults it */
     tok_stream *ts;
     chat_history h;        /* what the slot's KV holds; kept after release */
     uint64_t sig[SIG_MAX]; /* its last request's messages, for pick_slot */
@@ -71,6 +75,7 @@ struct engb {
     const eng_model_info *in;
     chat_ctx cc;
     embcache *cache;
+    grammar_vocab *gv; /* the vocabulary's bytes, for every schema request's masks */
     int prefix_cache;
     unsigned long n_admitted;
     uint64_t sig[SIG_MAX]; /* pick_slot's scratch */
@@ -107,8 +112,12 @@ static void slot_end_job(struct engb *e, struct eslot *p)
     p->vr = NULL;
     chat_prompt_free(&p->prompt);
     sampler_destroy(p->s);
+    grammar_state_destroy(p->gs);
+    grammar_destroy(p->g);
     tok_stream_destroy(p->ts);
     p->s = NULL;
+    p->gs = NULL;
+    p->g = NULL;
     p->ts = NULL;
     p->pos = p->queued = 0;
 }
@@ -284,6 +293,23 @@ static int admit_ready(struct engb *e, int slot, struct job *j, struct backend_a
     if (!p->s || !p->ts) {
         snprintf(err, errlen, "out of memory");
         goto fail;
+    }
+    if (j->params.json_schema) {
+        /* The request parser has compiled it once already: a failure here is still the
+         * client's schema (or memory). */
+        char gerr[200];
+        p->g = grammar_compile(j->params.json_schema, gerr, sizeof gerr);
+        if (!p->g) {
+            *client_error = 1;
+            snprintf(err, errlen, "format: %s", gerr);
+            goto fail;
+        }
+        p->gs = grammar_state_create(p->g, e->gv);
+        if (!p->gs) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        sampler_set_grammar(p->s, p->gs);
     }
     /* Keep what the slot shares with the new prompt; the last prompt token is always run again
      * because its logits are the first answer token's. */
@@ -534,6 +560,7 @@ static void eb_destroy(struct backend *b)
         chat_history_free(&e->slots[i].h);
     free(e->slots);
     embcache_destroy(e->cache);
+    grammar_vocab_destroy(e->gv);
     free(e->items);
     tok_free(e->t);
     eng_ctx_destroy(e->c);
@@ -610,7 +637,9 @@ struct backend *backend_engine_create(const struct backend_options *o, char *err
     e->cache = embcache_create(o->image_cache_bytes > 0 ? (size_t)o->image_cache_bytes : 0, seed);
     e->cc.cache = e->cache;
     e->prefix_cache = o->prefix_cache;
-    int ok = e->slots && e->items && e->cache;
+    int32_t stops[2] = {e->cc.pc.end_of_utterance, e->cc.pc.eos}; /* chat_is_stop's */
+    e->gv = grammar_vocab_create(e->t, stops, 2);
+    int ok = e->slots && e->items && e->cache && e->gv;
     for (int i = 0; ok && i < o->slots; i++)
         ok = chat_history_init(&e->slots[i].h, e->n_ctx) == 0;
     if (!ok) {
