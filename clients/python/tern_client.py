@@ -57,6 +57,8 @@ class TernClient:
             conn.close()
             try:
                 err = json.loads(data)["error"]
+                if isinstance(err, str):  # Ollama's endpoints: {"error": "message"}
+                    raise TernError(resp.status, "", err)
                 raise TernError(resp.status, err.get("type", ""), err.get("message", ""))
             except (ValueError, KeyError, TypeError):
                 raise TernError(resp.status, "http", data.decode(errors="replace")) from None

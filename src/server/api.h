@@ -53,6 +53,8 @@ int api_stats(struct http_req *r);
 int api_index(struct http_req *r);
 int api_ollama_tags(struct http_req *r);
 int api_ollama_version(struct http_req *r);
+int api_ollama_show(struct http_req *r); /* POST: reads the body */
+int api_ollama_ps(struct http_req *r);
 int api_openai_models(struct http_req *r);
 
 #endif

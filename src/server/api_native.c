@@ -1,4 +1,5 @@
-/* Native API: POST /generate. JSON or multipart/form-data in, NDJSON or one object out. */
+/* Native API: POST /generate. JSON or multipart/form-data in, NDJSON or one object out.
+ * "format" constrains the answer as Ollama's does (a form field carries the schema as text). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ static int native_parse(const cJSON *root, const struct api_limits *lim, struct 
     if (codec_add_images(root, "", 1, lim, j, e) != 0) return -1;
     codec_default_params(lim, &j->params);
     if (codec_sampling(root, "", "max_tokens", lim, &j->params, e) != 0) return -1;
+    if (codec_format(root, "", 1, &j->params, e) != 0) return -1;
     return codec_add_prompt(j, prompt, system, e);
 }
 

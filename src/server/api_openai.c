@@ -1,5 +1,7 @@
 /* OpenAI-compatible API: POST /v1/chat/completions (content parts with image_url data URIs,
- * SSE stream ending "data: [DONE]", stream_options.include_usage) and GET /v1/models. */
+ * SSE stream ending "data: [DONE]", stream_options.include_usage, response_format) and
+ * GET /v1/models. */
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -71,9 +73,129 @@ static int message_content(const cJSON *m, const char *where, const struct api_l
     return 0;
 }
 
+/* Request fields ternd does not implement (docs/api.md lists each and why): labels and
+ * settings that do not change the answer pass; the rest only when they ask for nothing. */
+static const struct codec_neutral openai_neutral[] = {
+    {"user", NEUTRAL_IGNORE, 0, ""},
+    {"safety_identifier", NEUTRAL_IGNORE, 0, ""},
+    {"prompt_cache_key", NEUTRAL_IGNORE, 0, ""},
+    {"store", NEUTRAL_IGNORE, 0, ""},
+    {"metadata", NEUTRAL_IGNORE, 0, ""},
+    {"service_tier", NEUTRAL_IGNORE, 0, ""},
+    {"parallel_tool_calls", NEUTRAL_IGNORE, 0, ""},
+    {"tool_choice", NEUTRAL_IGNORE, 0, ""},   /* means nothing without tools */
+    {"function_call", NEUTRAL_IGNORE, 0, ""}, /* means nothing without functions */
+    {"frequency_penalty", NEUTRAL_NUMBER, 0, "not supported (only 0); use repeat_penalty"},
+    {"presence_penalty", NEUTRAL_NUMBER, 0, "not supported (only 0); use repeat_penalty"},
+    {"logprobs", NEUTRAL_FALSE, 0, "log probabilities are not returned"},
+    {"top_logprobs", NEUTRAL_NUMBER, 0, "log probabilities are not returned"},
+    {"logit_bias", NEUTRAL_EMPTY, 0, "not supported"},
+    {"tools", NEUTRAL_EMPTY, 0, "tool calling is not supported"},
+    {"functions", NEUTRAL_EMPTY, 0, "function calling is not supported"},
+    {"audio", NEUTRAL_EMPTY, 0, "audio output is not supported"},
+    {"prediction", NEUTRAL_EMPTY, 0, "predicted outputs are not supported"},
+    {"web_search_options", NEUTRAL_EMPTY, 0, "web search is not supported"},
+    {"reasoning_effort", NEUTRAL_EMPTY, 0, "the model does not reason"},
+};
+/* What ternd implements, OpenAI's fields and the sampling ones it shares with the others. */
+static const char *const openai_supported[] = {
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "response_format",
+    "modalities",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+};
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Like OpenAI, an unknown field is an error rather than a silently ignored wish. */
+static int check_fields(const cJSON *root, struct api_error *e)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, root)
+    {
+        int known = codec_neutral_find(openai_neutral, COUNT(openai_neutral), it->string) != NULL;
+        for (size_t i = 0; i < COUNT(openai_supported) && !known; i++)
+            known = !strcmp(it->string, openai_supported[i]);
+        if (!known)
+            return codec_fail(e, 400, "invalid_request",
+                              "%s: unknown field (docs/api.md lists the supported ones)",
+                              it->string);
+    }
+    if (codec_check_neutral(root, "", openai_neutral, COUNT(openai_neutral), e) != 0) return -1;
+    const cJSON *mod = cJSON_GetObjectItemCaseSensitive(root, "modalities"), *m;
+    if (mod && !cJSON_IsNull(mod)) {
+        if (!cJSON_IsArray(mod))
+            return codec_fail(e, 400, "invalid_request", "modalities: expected an array");
+        cJSON_ArrayForEach(m, mod)
+        {
+            if (!cJSON_IsString(m) || strcmp(m->valuestring, "text") != 0)
+                return codec_fail(e, 400, "invalid_request",
+                                  "modalities: only \"text\" output is supported");
+        }
+    }
+    const char *user;
+    return codec_get_string(root, "user", "", &user, e) < 0 ? -1 : 0;
+}
+
+/* json_schema.name: what OpenAI allows (it only labels the schema here). */
+static int check_schema_name(const char *name, struct api_error *e)
+{
+    size_t n = strlen(name);
+    int ok = n >= 1 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)name[i]) || name[i] == '_' || name[i] == '-';
+    if (!ok)
+        return codec_fail(e, 400, "invalid_request",
+                          "response_format.json_schema.name: 1 to 64 letters, digits, _ or -");
+    return 0;
+}
+
+/* response_format: {"type": "text"} | {"type": "json_object"} | {"type": "json_schema",
+ * "json_schema": {"name", "schema", "strict", "description"}}. The schema is always enforced,
+ * strict or not; without one the answer is any JSON value. */
+static int response_format(const cJSON *root, struct job_params *p, struct api_error *e)
+{
+    const cJSON *rf, *js, *schema;
+    const char *type = NULL, *name = NULL, *desc = NULL;
+    int strict = 0, rc = codec_get_object(root, "response_format", "", &rf, e);
+    if (rc <= 0) return rc;
+    if (codec_get_string(rf, "type", "response_format.", &type, e) < 0) return -1;
+    if (!type) return codec_fail(e, 400, "invalid_request", "response_format.type: required");
+    if (!strcmp(type, "text")) return 0;
+    if (!strcmp(type, "json_object"))
+        return codec_set_schema(p, "{\"type\":\"object\"}", "response_format", e);
+    if (strcmp(type, "json_schema") != 0)
+        return codec_fail(e, 400, "invalid_request",
+                          "response_format.type: '%s' is not text, json_object or json_schema",
+                          type);
+    const char *w = "response_format.json_schema.";
+    if ((rc = codec_get_object(rf, "json_schema", "response_format.", &js, e)) < 0) return -1;
+    if (!rc) return codec_fail(e, 400, "invalid_request", "response_format.json_schema: required");
+    if (codec_get_string(js, "name", w, &name, e) < 0 ||
+        codec_get_string(js, "description", w, &desc, e) < 0 ||
+        codec_get_bool(js, "strict", w, &strict, e) < 0)
+        return -1;
+    if (name && check_schema_name(name, e) != 0) return -1;
+    if ((rc = codec_get_object(js, "schema", w, &schema, e)) < 0) return -1;
+    if (!rc) return codec_set_schema(p, "{}", "response_format.json_schema.schema", e);
+    return codec_set_schema_object(p, schema, "response_format.json_schema.schema", e);
+}
+
 static int chat_parse(const cJSON *root, const struct api_limits *lim, struct job *j,
                       struct api_ctx *c, int *stream, struct api_error *e)
 {
+    if (check_fields(root, e) != 0) return -1;
     if (codec_get_model(root, c->model, sizeof c->model, e) != 0) return -1;
     if (codec_get_bool(root, "stream", "", stream, e) < 0) return -1;
     const cJSON *so;
@@ -82,13 +204,17 @@ static int chat_parse(const cJSON *root, const struct api_limits *lim, struct jo
     if (rc && codec_get_bool(so, "include_usage", "stream_options.", &c->include_usage, e) < 0)
         return -1;
     long n = 1;
-    if (codec_get_int(root, "n", "", 1, 1, &n, e) < 0) return -1;
+    if (codec_get_int(root, "n", "", -(1L << 30), 1L << 30, &n, e) < 0) return -1;
+    if (n != 1)
+        return codec_fail(e, 400, "invalid_request",
+                          "n: %ld choices asked; ternd answers with exactly 1", n);
     codec_default_params(lim, &j->params);
     if (cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens")) {
         if (codec_sampling(root, "", "max_completion_tokens", lim, &j->params, e) != 0) return -1;
     } else if (codec_sampling(root, "", "max_tokens", lim, &j->params, e) != 0) {
         return -1;
     }
+    if (response_format(root, &j->params, e) != 0) return -1;
     return codec_messages(root, 1, message_content, lim, j, e);
 }
 

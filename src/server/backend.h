@@ -33,6 +33,7 @@ struct backend_info {
     long long size_bytes; /* model files on disk */
     long long params;     /* parameter count, 0 when unknown */
     int has_vision;
+    int ctx_size; /* positions per slot, after the model's cap; 0: ctx_size as configured */
 };
 
 struct backend;

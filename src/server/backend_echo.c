@@ -196,7 +196,7 @@ static int echo_count(struct backend *b, const char *text)
 static void echo_info(struct backend *b, struct backend_info *out)
 {
     struct echo *e = (struct echo *)b;
-    *out = (struct backend_info){e->name, "echo", "none", 0, 0, 1};
+    *out = (struct backend_info){e->name, "echo", "none", 0, 0, 1, e->ctx};
 }
 
 static void echo_destroy(struct backend *b)

@@ -546,7 +546,8 @@ static int eb_count(struct backend *b, const char *text)
 static void eb_info(struct backend *b, struct backend_info *out)
 {
     struct engb *e = (struct engb *)b;
-    *out = (struct backend_info){e->name, "llama", e->quant, e->size, e->params, e->in->has_vision};
+    *out = (struct backend_info){e->name,   "llama",           e->quant, e->size,
+                                 e->params, e->in->has_vision, e->n_ctx};
 }
 
 static void eb_destroy(struct backend *b)

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/grammar.h"
 #include "upload.h"
 
 int codec_vfail(struct api_error *e, int status, const char *type, const char *fmt, va_list ap)
@@ -33,6 +34,13 @@ cJSON *codec_error_json(const struct api_error *e)
     cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(err, "type", e->type);
     cJSON_AddStringToObject(err, "message", e->message);
+    return root;
+}
+
+cJSON *codec_error_json_ollama(const struct api_error *e)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "error", e->message);
     return root;
 }
 
@@ -170,6 +178,87 @@ int codec_sampling(const cJSON *o, const char *where, const char *max_name,
                 return codec_fail(e, 500, "internal", "out of memory");
             p->n_stop++;
         }
+    }
+    return 0;
+}
+
+int codec_set_schema(struct job_params *p, const char *schema_json, const char *field,
+                     struct api_error *e)
+{
+    char err[256];
+    grammar *g = grammar_compile(schema_json, err, sizeof err);
+    if (!g) return codec_fail(e, 400, "invalid_request", "%s: %s", field, err);
+    grammar_destroy(g);
+    char *copy = strdup(schema_json);
+    if (!copy) return codec_fail(e, 500, "internal", "out of memory");
+    free(p->json_schema);
+    p->json_schema = copy;
+    return 0;
+}
+
+int codec_set_schema_object(struct job_params *p, const cJSON *schema, const char *field,
+                            struct api_error *e)
+{
+    char *text = cJSON_PrintUnformatted(schema);
+    if (!text) return codec_fail(e, 500, "internal", "out of memory");
+    int rc = codec_set_schema(p, text, field, e);
+    free(text);
+    return rc;
+}
+
+int codec_format(const cJSON *o, const char *where, int allow_text, struct job_params *p,
+                 struct api_error *e)
+{
+    char field[48];
+    snprintf(field, sizeof field, "%sformat", where);
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "format");
+    if (!f || cJSON_IsNull(f)) return 0;
+    if (cJSON_IsObject(f)) return codec_set_schema_object(p, f, field, e);
+    if (cJSON_IsString(f)) {
+        const char *s = f->valuestring;
+        if (!*s) return 0;
+        if (!strcmp(s, "json")) return codec_set_schema(p, "{}", field, e);
+        if (allow_text && *s == '{') {
+            cJSON *schema = cJSON_Parse(s);
+            if (!schema)
+                return codec_fail(e, 400, "invalid_request", "%s: malformed JSON schema", field);
+            int rc = codec_set_schema_object(p, schema, field, e);
+            cJSON_Delete(schema);
+            return rc;
+        }
+    }
+    return codec_fail(e, 400, "invalid_request", "%s: expected \"json\" or a JSON schema object",
+                      field);
+}
+
+const struct codec_neutral *codec_neutral_find(const struct codec_neutral *t, size_t n,
+                                               const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(t[i].name, name)) return &t[i];
+    return NULL;
+}
+
+static int is_neutral(const cJSON *v, const struct codec_neutral *c)
+{
+    switch (c->kind) {
+    case NEUTRAL_IGNORE: return 1;
+    case NEUTRAL_NUMBER: return cJSON_IsNumber(v) && v->valuedouble == c->value;
+    case NEUTRAL_FALSE: return cJSON_IsFalse(v);
+    case NEUTRAL_EMPTY:
+        return (cJSON_IsString(v) && !*v->valuestring) ||
+               ((cJSON_IsArray(v) || cJSON_IsObject(v)) && !v->child);
+    }
+    return 0;
+}
+
+int codec_check_neutral(const cJSON *o, const char *where, const struct codec_neutral *t, size_t n,
+                        struct api_error *e)
+{
+    for (size_t i = 0; i < n; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, t[i].name);
+        if (v && !cJSON_IsNull(v) && !is_neutral(v, &t[i]))
+            return codec_fail(e, 400, "invalid_request", "%s%s: %s", where, t[i].name, t[i].why);
     }
     return 0;
 }

@@ -28,6 +28,8 @@ int codec_vfail(struct api_error *e, int status, const char *type, const char *f
     __attribute__((format(printf, 4, 0)));
 /* {"error":{"type":..,"message":..}} */
 cJSON *codec_error_json(const struct api_error *e);
+/* {"error":"message"}: Ollama's shape, the one its clients read (/api/...). */
+cJSON *codec_error_json_ollama(const struct api_error *e);
 char *codec_error_body(const struct api_error *e); /* printed, malloc'd */
 
 /* Optional typed fields: 0 absent, 1 present (value stored), -1 wrong type/range (e filled).
@@ -48,6 +50,41 @@ int codec_get_int(const cJSON *o, const char *name, const char *where, long lo, 
 int codec_sampling(const cJSON *o, const char *where, const char *max_name,
                    const struct api_limits *lim, struct job_params *p, struct api_error *e);
 void codec_default_params(const struct api_limits *lim, struct job_params *p);
+
+/* Constrained output: schema_json (a JSON Schema as text, "{}" for any JSON value) is checked
+ * with grammar_compile and stored in p->json_schema. A schema outside the subset is a 400
+ * whose message names field and the keyword. */
+int codec_set_schema(struct job_params *p, const char *schema_json, const char *field,
+                     struct api_error *e);
+/* The same from a parsed schema. */
+int codec_set_schema_object(struct job_params *p, const cJSON *schema, const char *field,
+                            struct api_error *e);
+/* The "format" field of Ollama and the native API: "json" (any JSON value) or a schema object;
+ * absent, null or "" is free text. allow_text also takes a string holding a schema object
+ * (a multipart form field is text). */
+int codec_format(const cJSON *o, const char *where, int allow_text, struct job_params *p,
+                 struct api_error *e);
+
+/* A field ternd does not implement, accepted only when it asks for nothing: absent, null,
+ * or the neutral value its kind names. Anything else is a 400 naming the field and why. */
+enum codec_neutral_kind {
+    NEUTRAL_IGNORE, /* any value: it does not change the answer (runtime tuning, labels) */
+    NEUTRAL_NUMBER, /* the number `value` (the setting's "off") */
+    NEUTRAL_FALSE,  /* false */
+    NEUTRAL_EMPTY,  /* "", [] or {} */
+};
+struct codec_neutral {
+    const char *name;
+    int kind; /* enum codec_neutral_kind */
+    double value;
+    const char *why; /* completes "NAME: ..." in the error */
+};
+/* Checks every field of o that t names. */
+int codec_check_neutral(const cJSON *o, const char *where, const struct codec_neutral *t, size_t n,
+                        struct api_error *e);
+/* The entry of t named name, or NULL. */
+const struct codec_neutral *codec_neutral_find(const struct codec_neutral *t, size_t n,
+                                               const char *name);
 
 /* The head of one chat message, messages[i]: checks that it is an object and reads its role
  * into *role (enum job_role). "developer" (OpenAI's newer name for system) is accepted only

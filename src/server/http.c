@@ -40,6 +40,8 @@ static const struct route routes[] = {
     {"POST", "/api/chat", &api_ollama_chat, NULL, 0},
     {"GET", "/api/tags", NULL, api_ollama_tags, 0},
     {"GET", "/api/version", NULL, api_ollama_version, 0},
+    {"POST", "/api/show", NULL, api_ollama_show, 0},
+    {"GET", "/api/ps", NULL, api_ollama_ps, 0},
     {"POST", "/v1/chat/completions", &api_openai_chat, NULL, 0},
     {"GET", "/v1/models", NULL, api_openai_models, 0},
     {"GET", "/health", NULL, api_health, 1},
@@ -131,6 +133,12 @@ struct server *http_server(struct http_req *r)
     return r->srv;
 }
 
+const char *http_body(struct http_req *r, size_t *len)
+{
+    *len = r->body.len;
+    return r->body.p ? r->body.p : "";
+}
+
 const char *http_query(struct http_req *r, const char *key)
 {
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
@@ -198,7 +206,8 @@ void http_reply_json(struct http_req *r, int status, cJSON *body)
 void http_reply_error(struct http_req *r, const struct api_error *e)
 {
     snprintf(r->error, sizeof r->error, "%s", e->message);
-    http_reply_json(r, e->status, codec_error_json(e));
+    int ollama = strncmp(r->endpoint ? r->endpoint : "", "/api/", 5) == 0;
+    http_reply_json(r, e->status, ollama ? codec_error_json_ollama(e) : codec_error_json(e));
 }
 
 static void fail(struct http_req *r, int status, const char *type, const char *fmt, ...)

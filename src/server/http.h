@@ -25,6 +25,8 @@ int http_active_streams(struct http *h);
 /* For route handlers. */
 struct server *http_server(struct http_req *r);
 const char *http_query(struct http_req *r, const char *key);
+/* A POST route's JSON body (not NUL-terminated; "" when empty). */
+const char *http_body(struct http_req *r, size_t *len);
 void http_reply_json(struct http_req *r, int status, cJSON *body); /* takes body */
 void http_reply(struct http_req *r, int status, const char *content_type, const void *body,
                 size_t len); /* copies body */

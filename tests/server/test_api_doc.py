@@ -14,6 +14,24 @@ import time
 import urllib.request
 
 
+def check_field_tables(text, docdir):
+    """Every field the Ollama and OpenAI codecs know (supported, ignored or neutral-only) has a
+    row in docs/api.md's tables, so the documented surface is the real one."""
+    src = os.path.join(docdir, '..', 'src', 'server')
+    missing = []
+    for name, tables in (('api_ollama.c', ('ollama_options', 'ollama_supported', 'ollama_request')),
+                         ('api_openai.c', ('openai_neutral', 'openai_supported'))):
+        code = open(os.path.join(src, name)).read()
+        for t in tables:
+            m = re.search(r'\b%s\[\] = \{(.*?)\n\};' % t, code, re.S)
+            assert m, '%s: table %s not found' % (name, t)
+            for field in re.findall(r'"([a-z_]+)"', m.group(1)):
+                if not re.search(r'\|[^\n]*`%s`[^\n]*\|' % re.escape(field), text):
+                    missing.append('%s (%s)' % (field, t))
+    print('%s field tables: %s' % ('FAIL' if missing else 'ok  ', ', '.join(missing) or 'every field has a row'))
+    return 1 if missing else 0
+
+
 def main():
     ternd, doc, photo = sys.argv[1:4]
     s = socket.socket()
@@ -52,6 +70,7 @@ def main():
             if not ok:
                 print(p.stderr)
                 failures += 1
+        failures += check_field_tables(text, os.path.dirname(os.path.abspath(doc)))
         # clients/curl.sh: every endpoint, each must succeed.
         curl_sh = os.path.join(os.path.dirname(os.path.abspath(doc)), '..', 'clients', 'curl.sh')
         p = subprocess.run(['sh', curl_sh], capture_output=True, text=True, timeout=120,

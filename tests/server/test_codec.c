@@ -223,7 +223,8 @@ START_TEST(openai)
     ck_assert_int_eq(parse(&api_openai_chat,
                            "{\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &j, &s,
                            &c, &e),
-                     422);
+                     400);
+    ck_assert_str_eq(e.message, "n: 2 choices asked; ternd answers with exactly 1");
 }
 END_TEST
 
