@@ -78,23 +78,30 @@ class Flood(unittest.TestCase):
             t.join(300)
         return out
 
-    def check_peak(self, d, idle, slots):
+    def check_peak(self, d, idle, slots, decodes, max_pixels):
+        """The issue's bound: idle + KV + (slots + concurrent decodes) x one decoded image, an
+        image being max_image_pixels x 3 bytes. The echo engine has no KV cache. A job reads
+        its pictures one at a time and frees each before the next is decoded, so the pixels
+        alive are at most one per slot plus those being decoded."""
         peak = rss_kb(d.proc.pid, 'VmHWM')
-        sys.stderr.write('flood: idle %d MiB, peak %d MiB\n' % (idle // 1024, peak // 1024))
+        bound = idle + (slots + decodes) * max_pixels * 3 // 1024
+        sys.stderr.write('flood: idle %d MiB, peak %d MiB, bound %d MiB\n'
+                         % (idle // 1024, peak // 1024, bound // 1024))
         if sanitized():
             return
-        # idle + (slots + concurrent decodes) x one decoded request; the echo engine keeps no
-        # pixels in its slots, so what is left over is the one decode (its 4 pictures, plus
-        # the RGBA buffer of the picture being decoded), and slack for buffers and bodies.
-        bound = idle + (4 * self.decoded + 4096 * 4096 * 4) // 1024 + 96 * 1024
         self.assertLess(peak, bound, 'peak RSS %d kB, bound %d kB' % (peak, bound))
 
+    def daemon(self, slots, queue, decodes, *more):
+        pixels = 4096 * 4096
+        d = Daemon('--slots', str(slots), '--queue', str(queue), '--decode-concurrency',
+                   str(decodes), '--max-image-pixels', str(pixels), *more)
+        return d, rss_kb(d.proc.pid, 'VmRSS'), pixels
+
     def test_flood_queued(self):
-        d = Daemon('--slots', '2', '--queue', '32')
-        idle = rss_kb(d.proc.pid, 'VmRSS')
+        d, idle, pixels = self.daemon(2, 32, 1)
         res = self.flood(d, 10)
         self.assertEqual(res, [200] * 10)
-        self.check_peak(d, idle, 2)
+        self.check_peak(d, idle, 2, 1, pixels)
         # queue_ms is the wait for a slot; decoding counts as vision time
         rows = d.rows("SELECT queue_ms, vision_ms FROM requests WHERE endpoint = '/generate'")
         self.assertEqual(len(rows), 10)
@@ -102,13 +109,20 @@ class Flood(unittest.TestCase):
         self.assertGreater(first[1], first[0])
         self.assertEqual(d.stop(), 0)
 
+    def test_flood_two_decoders(self):
+        """decode_concurrency 2: two jobs' pictures decode at once, still one held per job."""
+        d, idle, pixels = self.daemon(4, 32, 2)
+        res = self.flood(d, 12)
+        self.assertEqual(res, [200] * 12)
+        self.check_peak(d, idle, 4, 2, pixels)
+        self.assertEqual(d.stop(), 0)
+
     def test_flood_refused(self):
-        d = Daemon('--slots', '1', '--queue', '0', '--echo-delay-ms', '50')
-        idle = rss_kb(d.proc.pid, 'VmRSS')
+        d, idle, pixels = self.daemon(1, 0, 1, '--echo-delay-ms', '50')
         res = self.flood(d, 8)
         self.assertEqual(res.count(200), 1, res)
         self.assertEqual(res.count(503), 7, res)
-        self.check_peak(d, idle, 1)
+        self.check_peak(d, idle, 1, 1, pixels)
         self.assertEqual(d.stop(), 0)
 
     def test_too_many_pixels_refused_from_the_header(self):
