@@ -5,6 +5,7 @@ every finished request's row on disk.
 usage: test_hostile.py PATH/TO/ternd PATH/TO/mkjpeg
 """
 import base64
+import http.client
 import json
 import os
 import signal
@@ -155,6 +156,71 @@ class Jpeg(unittest.TestCase):
         st, _, o = d.json('POST', '/generate', {'prompt': 'still here', 'stream': False})
         self.assertEqual(o['text'], 'still here')
         self.assertEqual(d.stop(), 0)
+
+
+def get_from(port, src, xffs, path='/api/version', body=None):
+    """One request from address src with an X-Forwarded-For header line per entry of xffs;
+    returns the status."""
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=10, source_address=(src, 0))
+    c.putrequest('POST' if body else 'GET', path)
+    for x in xffs:
+        c.putheader('X-Forwarded-For', x)
+    if body:
+        c.putheader('Content-Type', 'application/json')
+        c.putheader('Content-Length', str(len(body)))
+    c.endheaders(body.encode() if body else None)
+    r = c.getresponse()
+    r.read()
+    c.close()
+    return r.status
+
+
+class TrustedProxy(unittest.TestCase):
+    """Behind a balancer every connection comes from its address: with trusted_proxies the
+    client is the last X-Forwarded-For entry, for the rate limit, the log and the stats."""
+
+    def test_forwarded_client_is_limited_logged_and_stored(self):
+        d = Daemon('--trusted-proxies', '10.9.9.9, 127.0.0.0/30', '--rate-limit', '1')
+        port = d.port
+        # 10.0.0.1 through the proxy: a burst of 2, then 429
+        res = [get_from(port, '127.0.0.1', ['10.0.0.1']) for _ in range(6)]
+        self.assertIn(429, res, res)
+        self.assertEqual(res[0], 200, res)
+        # entries before the last are the client's own words: still 10.0.0.1
+        self.assertEqual(get_from(port, '127.0.0.1', ['10.0.0.2', '10.0.0.1']), 429)
+        self.assertEqual(get_from(port, '127.0.0.1', ['10.0.0.2, 10.0.0.1']), 429)
+        # another forwarded client has its own bucket
+        self.assertEqual(get_from(port, '127.0.0.1', ['10.0.0.2']), 200)
+        # its generation is stored and logged under the forwarded address
+        body = json.dumps({'prompt': 'via proxy', 'stream': False})
+        self.assertEqual(get_from(port, '127.0.0.1', ['10.0.0.3'], '/generate', body), 200)
+        self.assertEqual(d.rows("SELECT client FROM requests WHERE endpoint = '/generate'"),
+                         [('10.0.0.3',)])
+        # not an address: the proxy itself is the client
+        self.assertEqual(get_from(port, '127.0.0.1', ['10.0.0.4; rm -rf', 'x']), 200)
+        self.assertEqual(d.stop(), 0)
+        with open(d.log, errors='replace') as f:
+            log = f.read()
+        self.assertIn('10.0.0.1 via 127.0.0.1 GET /api/version 429', log)
+        self.assertIn('10.0.0.3 via 127.0.0.1 POST /generate 200', log)
+
+    def test_untrusted_peer_cannot_pick_its_address(self):
+        d = Daemon('--trusted-proxies', '127.0.0.1', '--rate-limit', '1')
+        # 127.0.0.5 is no proxy: a new X-Forwarded-For each time does not escape its bucket
+        res = [get_from(d.port, '127.0.0.5', ['10.1.0.%d' % i]) for i in range(6)]
+        self.assertIn(429, res, res)
+        self.assertEqual(d.stop(), 0)
+        with open(d.log, errors='replace') as f:
+            log = f.read()
+        self.assertIn('127.0.0.5 GET /api/version 429', log)
+        self.assertNotIn('10.1.0.', log)
+
+    def test_bad_entry_refused_at_start(self):
+        p = subprocess.run([test_ternd.TERND, '--config', '/dev/null', '--engine', 'echo',
+                            '--trusted-proxies', '10.0.0.0/8, haproxy.lan'],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("trusted_proxies: 'haproxy.lan' is not an IP address", p.stderr)
 
 
 class Durable(unittest.TestCase):
