@@ -17,15 +17,15 @@ struct config {
     char bind[CONFIG_STR];
     int port;
     int max_connections;
-    int connection_timeout;         /* seconds a connection may sit idle or trickle */
-    int header_timeout;             /* seconds for the request line and headers */
-    int body_timeout;               /* seconds for the request body */
-    int max_connections_per_client; /* per address; 0 = no limit */
-    int rate_limit;                 /* requests per second per address; 0 = no limit */
-    char allowed_hosts[CONFIG_STR]; /* Host names besides loopback names and IP literals */
-    char cors_origins[CONFIG_STR];  /* CORS allow-list; "*" = any */
+    int connection_timeout;           /* seconds a connection may sit idle or trickle */
+    int header_timeout;               /* seconds for the request line and headers */
+    int body_timeout;                 /* seconds for the request body */
+    int max_connections_per_client;   /* per address; 0 = no limit */
+    int rate_limit;                   /* requests per second per address; 0 = no limit */
+    char allowed_hosts[CONFIG_STR];   /* Host names besides loopback names and IP literals */
+    char cors_origins[CONFIG_STR];    /* CORS allow-list; "*" = any */
     char trusted_proxies[CONFIG_STR]; /* addresses/CIDRs whose X-Forwarded-For is believed */
-    char tls_cert[CONFIG_STR];      /* HTTPS when both are set */
+    char tls_cert[CONFIG_STR];        /* HTTPS when both are set */
     char tls_key[CONFIG_STR];
     char api_keys[CONFIG_STR]; /* comma-separated; empty = no auth */
     char api_key_file[CONFIG_STR];

@@ -1111,9 +1111,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         log_msg(r->route && r->route->gen ? LOG_LVL_INFO
                 : r->status >= 400        ? LOG_LVL_INFO
                                           : LOG_LVL_DEBUG,
-                "%s%s%s %s %s %d %.1f ms %s%s%s%s", r->client, r->peer[0] ? " via " : "",
-                r->peer, r->method, r->endpoint, r->status, (job_now() - r->t0) * 1e3,
-                r->request_id, r->error[0] ? " " : "", r->error,
+                "%s%s%s %s %s %d %.1f ms %s%s%s%s", r->client, r->peer[0] ? " via " : "", r->peer,
+                r->method, r->endpoint, r->status, (job_now() - r->t0) * 1e3, r->request_id,
+                r->error[0] ? " " : "", r->error,
                 sup > 0 ? " (earlier lines about refused requests suppressed)" : "");
     if (r->stranger) {
         /* refused before any route ran: /metrics counts it, the stats DB does not */
