@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Image flood throughput and memory: CLIENTS clients send, back to back, requests of IMAGES
 large PNGs each (the echo engine answers at once, so decoding is the whole cost), for each
-decode_concurrency given. Prints requests/s, pictures/s and the peak RSS (VmHWM) against the
-bound idle + (slots + decode_concurrency) x one decoded image.
+decode_concurrency given. Prints requests/s, pictures/s, ternd's CPU use (above 100 % when
+decodes run in parallel) and the peak RSS (VmHWM) against the bound
+idle + (slots + decode_concurrency) x one decoded image.
 
 usage: bench/ternd_image_flood.py [--ternd PATH] [--slots N] [--clients N] [--images N]
                                   [--side PX] [--seconds S] [--concurrency 1,2]
@@ -11,6 +12,7 @@ import argparse
 import base64
 import http.client
 import json
+import os
 import shutil
 import socket
 import struct
@@ -40,6 +42,13 @@ def rss_kb(pid, field):
             if line.startswith(field + ':'):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_s(pid):
+    """User + system CPU seconds the process has used."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def run_one(a, conc, body):
@@ -76,19 +85,20 @@ def run_one(a, conc, body):
                     errors[i] += 1
             c.close()
         ts = [threading.Thread(target=client, args=(i,)) for i in range(a.clients)]
-        t0 = time.time()
+        t0, c0 = time.time(), cpu_s(d.pid)
         for t in ts:
             t.start()
         for t in ts:
             t.join()
         wall = time.time() - t0
+        cpu = cpu_s(d.pid) - c0
         peak = rss_kb(d.pid, 'VmHWM')
         bound = idle + (a.slots + conc) * pixels * 3 // 1024
         n = sum(counts)
         print('decode_concurrency %d: %6.2f req/s  %6.2f pictures/s  (%d requests, %d errors, '
-              '%.1f s)  peak RSS %d MiB, bound %d MiB (idle %d MiB)'
-              % (conc, n / wall, n * a.images / wall, n, sum(errors), wall, peak // 1024,
-                 bound // 1024, idle // 1024))
+              '%.1f s, ternd CPU %.0f %%)  peak RSS %d MiB, bound %d MiB (idle %d MiB)'
+              % (conc, n / wall, n * a.images / wall, n, sum(errors), wall, 100 * cpu / wall,
+                 peak // 1024, bound // 1024, idle // 1024))
     finally:
         d.terminate()
         d.wait()

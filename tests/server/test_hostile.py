@@ -243,6 +243,33 @@ class Durable(unittest.TestCase):
             rows = d.rows('SELECT status, http_status FROM requests WHERE request_id = ?', (rid,))
             self.assertEqual(rows, [('stop', 200)], 'attempt %d' % i)
 
+    def test_wal_size_limited(self):
+        """SQLite checkpoints the WAL every 1000 pages but never shrinks the file by itself: past
+        the first checkpoint it stays >= 1000 pages. stats_wal_bytes truncates it after each."""
+        page_frames = 1000 * 4096
+        sizes = {}
+        for limit in (64 << 10, 1 << 34):
+            d = Daemon('--stats-wal-bytes', str(limit))
+
+            def client():
+                c = d.conn()
+                for _ in range(400):
+                    c.request('POST', '/generate', json.dumps({'prompt': 'a b', 'stream': False}),
+                              {'Content-Type': 'application/json'})
+                    c.getresponse().read()
+                c.close()
+            ts = [threading.Thread(target=client) for _ in range(6)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            n = d.rows("SELECT count(*) FROM requests WHERE endpoint = '/generate'")[0][0]
+            self.assertEqual(n, 2400)
+            sizes[limit] = os.path.getsize(d.db + '-wal')
+            self.assertEqual(d.stop(), 0)
+        self.assertGreaterEqual(sizes[1 << 34], page_frames, sizes)  # checkpoints happened
+        self.assertLess(sizes[64 << 10], page_frames, sizes)
+
     def test_schema_before_the_first_request(self):
         """Killed before any request: the requests table is there all the same."""
         dir = tempfile.mkdtemp(prefix='ternd-test-')
