@@ -18,11 +18,13 @@ int upload_image_check(const unsigned char *data, size_t len, long max_bytes, lo
                        struct job_image *out, char *err, size_t errlen);
 
 /* The decoder: `threads` (config decode_concurrency) threads decode pictures after admission,
- * within `max_bytes` of decoded pixels (decode_max_bytes) and `max_scans` per JPEG
- * (jpeg_max_scans). Each admitted job reads its pictures through a feed, in order, one at a
- * time: the decoder works on a job's picture i+1 only after picture i is given back, so a job
- * holds at most one decoded picture (waiting, or being encoded) and the pixels alive are at
- * most slots + threads pictures; the threads decode different jobs' pictures at once. */
+ * `max_scans` per JPEG at most (jpeg_max_scans). Each admitted job reads its pictures through
+ * a feed, in order, one at a time: the decoder works on a job's picture i+1 only after picture
+ * i is given back, so a job holds at most one decoded picture (decoding, waiting, or being
+ * encoded); the threads decode different jobs' pictures at once. The pixels alive are thus at
+ * most slots + threads pictures (a feed ended while its picture decodes frees it after).
+ * While the pictures held and decoding would pass `max_bytes` (decode_max_bytes), a decode
+ * waits until no other runs, never for held pictures: their readers may be waiting for it. */
 struct upload_decoder;
 
 struct upload_decoder *upload_decoder_create(int threads, long max_bytes, int max_scans, char *err,
