@@ -138,6 +138,14 @@ static void *decoder_main(void *arg)
         f->state = FEED_DECODING;
         size_t bytes = pic_bytes(f);
         budget_take(d, bytes);
+        if (f->abandoned) { /* ended while it waited for the budget */
+            d->active--;
+            budget_give(d, bytes);
+            pthread_mutex_unlock(&d->mu);
+            feed_free(f); /* without d->mu: the job's last unref may write its stats row */
+            pthread_mutex_lock(&d->mu);
+            continue;
+        }
         pthread_mutex_unlock(&d->mu);
         decode_one(f, d->max_scans);
         pthread_mutex_lock(&d->mu);
@@ -145,7 +153,9 @@ static void *decoder_main(void *arg)
         if (f->rc != 0) budget_give(d, bytes); /* nothing is held */
         if (f->abandoned) {
             if (f->rc == 0) budget_give(d, bytes);
+            pthread_mutex_unlock(&d->mu);
             feed_free(f);
+            pthread_mutex_lock(&d->mu);
             continue;
         }
         f->state = FEED_READY;
