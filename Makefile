@@ -66,8 +66,8 @@ $(ASAN_BUILD)/build.ninja:
 test-release: build
 	meson test -C $(BUILD) --print-errorlogs --num-processes 2
 
-# ternd attacked as a stranger on the LAN would (tests/server/test_attack.py); also part of
-# test-release and test-asan through the integration suite.
+# ternd attacked as a stranger on the LAN would (tests/server/test_attack.py, test_hostile.py,
+# test_tls.py); also part of test-release and test-asan through the integration suite.
 test-attack: build
 	meson test -C $(BUILD) --print-errorlogs --suite attack
 
