@@ -27,7 +27,7 @@ FUZZ_SECONDS ?= 20
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 
-.PHONY: all deps build test test-release test-attack test-asan test-arm test-deb test-fleet test-dnssd test-training fuzz format format-check serve deb clean
+.PHONY: all deps build test test-release test-attack test-asan test-arm test-deb test-fleet test-dnssd test-training fuzz fuzz-long format format-check serve deb clean
 
 all: build
 
@@ -66,8 +66,8 @@ $(ASAN_BUILD)/build.ninja:
 test-release: build
 	meson test -C $(BUILD) --print-errorlogs --num-processes 2
 
-# ternd attacked as a stranger on the LAN would (tests/server/test_attack.py); also part of
-# test-release and test-asan through the integration suite.
+# ternd attacked as a stranger on the LAN would (tests/server/test_attack.py, test_hostile.py,
+# test_tls.py); also part of test-release and test-asan through the integration suite.
 test-attack: build
 	meson test -C $(BUILD) --print-errorlogs --suite attack
 
@@ -95,6 +95,17 @@ fuzz: deps
 	  $(FUZZ_BUILD)/tests/server/fuzz_request -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 \
 	    $(FUZZ_BUILD)/corpus-request tests/server/fuzz-seeds; \
 	else echo "clang not found: fuzzing skipped"; fi
+
+# Long local fuzzing, not in CI nor in `make test`: every fuzzer (the four above) for
+# FUZZ_SECONDS each (600 unless given: make fuzz-long FUZZ_SECONDS=3600), keeping its corpus in
+# $(FUZZ_CORPUS) (git-ignored) from one run to the next; crashes go to $(FUZZ_CORPUS)/crashes
+# and are listed with the command that reproduces each (tests/fuzz_long.sh).
+FUZZ_CORPUS ?= fuzz-corpus
+fuzz-long: deps
+	@command -v clang >/dev/null || { echo "clang not found: fuzz-long needs it"; exit 1; }
+	[ -f $(FUZZ_BUILD)/build.ninja ] || CC=clang meson setup $(FUZZ_BUILD) -Dbuildtype=debugoptimized -Dfuzz=true
+	ninja -C $(FUZZ_BUILD) tests/fuzz_gguf tests/fuzz_image tests/fuzz_tokenizer tests/server/fuzz_request
+	tests/fuzz_long.sh $(FUZZ_BUILD) $(FUZZ_CORPUS) $(if $(filter file,$(origin FUZZ_SECONDS)),600,$(FUZZ_SECONDS))
 
 # ARM, under qemu-user, skipped (with a note) without the cross compiler or qemu:
 # 1. the kernels and their test, cross-built static for aarch64 and run twice: a CPU with

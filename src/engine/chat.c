@@ -90,9 +90,10 @@ static int encode_image(const chat_ctx *c, eng_ctx *ctx, const img_rgb *im, int 
 }
 
 /* Every picture's rows into one buffer, from the cache or the encoder; grid[i] gets picture
- * i's crop rows and columns, as prompt_build needs them. */
-static int encode_images(const chat_ctx *c, eng_ctx *ctx, const img_rgb *images, int n_images,
-                         int (*grid)[2], chat_prompt *out, char *err, size_t errlen)
+ * i's crop rows and columns, as prompt_build needs them. Each picture is taken from src just
+ * before its key and encode and given back right after, so only one is held at a time. */
+static int encode_images(const chat_ctx *c, eng_ctx *ctx, const chat_image_source *src,
+                         int n_images, int (*grid)[2], chat_prompt *out, char *err, size_t errlen)
 {
     const size_t row = (size_t)c->info->n_embd;
     size_t n_floats = 0;
@@ -100,17 +101,18 @@ static int encode_images(const chat_ctx *c, eng_ctx *ctx, const img_rgb *images,
     if (!out->images) return eng_seterr(err, errlen, "out of memory");
     for (int i = 0; i < n_images; i++) {
         chat_image *ci = &out->images[i];
-        ci->key = chat_image_key(c, &images[i]);
+        img_rgb pic;
+        if (src->get(src->arg, i, &pic, err, errlen) != 0) return -1;
+        ci->key = chat_image_key(c, &pic);
         ci->first = (int)(n_floats / row);
         int hit = embcache_get(c->cache, &ci->key, &out->embd, &n_floats, grid[i]);
-        if (hit < 0) return eng_seterr(err, errlen, "out of memory");
-        if (!hit) {
-            if (encode_image(c, ctx, &images[i], grid[i], out, &n_floats, err, errlen) != 0)
-                return -1;
-            /* A full cache only costs the next request an encode: a failed put is no error. */
+        int rc = hit < 0 ? eng_seterr(err, errlen, "out of memory") : 0;
+        if (rc == 0 && !hit) rc = encode_image(c, ctx, &pic, grid[i], out, &n_floats, err, errlen);
+        src->put(src->arg, i, &pic);
+        if (rc != 0) return -1;
+        if (!hit) /* a full cache only costs the next request an encode: a failed put is no error */
             (void)embcache_put(c->cache, &ci->key, out->embd + ci->first * row,
                                n_floats - ci->first * row, grid[i]);
-        }
         ci->n_rows = (int)(n_floats / row) - ci->first;
         out->image_hits += hit;
         out->n_images++;
@@ -170,9 +172,9 @@ static int place_rows(const chat_ctx *c, chat_prompt *out, char *err, size_t err
     return 0;
 }
 
-int chat_prompt_build(const chat_ctx *c, eng_ctx *ctx, const chat_msg *msgs, int n_msgs,
-                      const img_rgb *images, int n_images, chat_prompt *out, char *err,
-                      size_t errlen)
+int chat_prompt_build_from(const chat_ctx *c, eng_ctx *ctx, const chat_msg *msgs, int n_msgs,
+                           const chat_image_source *src, int n_images, chat_prompt *out, char *err,
+                           size_t errlen)
 {
     *out = (chat_prompt){0};
     if (n_images > 0 && !c->info->has_vision)
@@ -181,13 +183,34 @@ int chat_prompt_build(const chat_ctx *c, eng_ctx *ctx, const chat_msg *msgs, int
     int(*grid)[2] = calloc((size_t)n_images + 1, sizeof *grid);
     if (!grid) return eng_seterr(err, errlen, "out of memory");
     double t0 = now_ms();
-    int rc = encode_images(c, ctx, images, n_images, grid, out, err, errlen);
+    int rc = encode_images(c, ctx, src, n_images, grid, out, err, errlen);
     out->vision_ms = n_images > out->image_hits ? now_ms() - t0 : 0;
     if (rc == 0) rc = build_ids(c, msgs, n_msgs, n_images, (const int(*)[2])grid, out, err, errlen);
     if (rc == 0) rc = place_rows(c, out, err, errlen);
     free(grid);
     if (rc != 0) chat_prompt_free(out);
     return rc;
+}
+
+/* The caller's decoded pictures, lent without copying. */
+static int array_get(void *arg, int i, img_rgb *out, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    *out = ((const img_rgb *)arg)[i];
+    return 0;
+}
+
+static void array_put(void *arg, int i, img_rgb *im)
+{
+    (void)arg, (void)i, (void)im;
+}
+
+int chat_prompt_build(const chat_ctx *c, eng_ctx *ctx, const chat_msg *msgs, int n_msgs,
+                      const img_rgb *images, int n_images, chat_prompt *out, char *err,
+                      size_t errlen)
+{
+    chat_image_source src = {array_get, array_put, (void *)images};
+    return chat_prompt_build_from(c, ctx, msgs, n_msgs, &src, n_images, out, err, errlen);
 }
 
 void chat_prompt_free(chat_prompt *p)

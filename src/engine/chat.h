@@ -76,6 +76,20 @@ typedef struct {
 int chat_prompt_build(const chat_ctx *c, eng_ctx *ctx, const chat_msg *msgs, int n_msgs,
                       const img_rgb *images, int n_images, chat_prompt *out, char *err,
                       size_t errlen);
+
+/* Pictures handed over one at a time: get(i) fills *out (0) or err (-1, which fails the
+ * build); put(i) takes it back once it is encoded, before the next get. Lets a caller keep one
+ * decoded picture alive instead of all of a request's (ternd decodes them lazily). */
+typedef struct {
+    int (*get)(void *arg, int i, img_rgb *out, char *err, size_t errlen);
+    void (*put)(void *arg, int i, img_rgb *im);
+    void *arg;
+} chat_image_source;
+
+/* chat_prompt_build with pictures taken from src, in order. */
+int chat_prompt_build_from(const chat_ctx *c, eng_ctx *ctx, const chat_msg *msgs, int n_msgs,
+                           const chat_image_source *src, int n_images, chat_prompt *out, char *err,
+                           size_t errlen);
 void chat_prompt_free(chat_prompt *p);
 
 /* img_limits.min_edge for pictures this prompt path takes: the processor's first resize

@@ -310,35 +310,51 @@ static int decode_png(const uint8_t *data, size_t len, const img_limits *lim, im
         goto out;
     }
     if (check_dims(ihdr.width, ihdr.height, lim, "PNG", err, errlen) != 0) goto out;
-    size_t size;
-    if ((e = spng_decoded_image_size(ctx, SPNG_FMT_RGBA8, &size)) != 0) {
+    /* Without alpha the pixels go straight to RGB: no RGBA copy of the picture, whose 4 bytes
+     * a pixel would outweigh the decoded image itself. */
+    struct spng_trns trns;
+    int alpha = ihdr.color_type == SPNG_COLOR_TYPE_GRAYSCALE_ALPHA ||
+                ihdr.color_type == SPNG_COLOR_TYPE_TRUECOLOR_ALPHA ||
+                spng_get_trns(ctx, &trns) == 0;
+    int fmt = alpha ? SPNG_FMT_RGBA8 : SPNG_FMT_RGB8;
+    size_t size, n = (size_t)ihdr.width * ihdr.height;
+    if ((e = spng_decoded_image_size(ctx, fmt, &size)) != 0) {
         eng_seterr(err, errlen, "bad PNG: %s", spng_strerror(e));
         goto out;
     }
-    rgba = malloc(size);
-    if (!rgba) {
+    uint8_t *buf = malloc(size);
+    if (!buf) {
         eng_seterr(err, errlen, "out of memory for a %ux%u image", ihdr.width, ihdr.height);
         goto out;
     }
-    if ((e = spng_decode_image(ctx, rgba, size, SPNG_FMT_RGBA8, SPNG_DECODE_TRNS)) != 0) {
+    if (alpha)
+        rgba = buf;
+    else
+        out->rgb = buf;
+    if ((e = spng_decode_image(ctx, buf, size, fmt, alpha ? SPNG_DECODE_TRNS : 0)) != 0) {
         eng_seterr(err, errlen, "bad PNG: %s", spng_strerror(e));
         goto out;
     }
-    size_t n = (size_t)ihdr.width * ihdr.height;
-    out->rgb = malloc(n * 3);
-    if (!out->rgb) {
-        eng_seterr(err, errlen, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        unsigned a = rgba[4 * i + 3];
-        for (int c = 0; c < 3; c++)
-            out->rgb[3 * i + c] = a == 255 ? rgba[4 * i + c] : over_white(rgba[4 * i + c], a);
+    if (alpha) {
+        out->rgb = malloc(n * 3);
+        if (!out->rgb) {
+            eng_seterr(err, errlen, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+            unsigned a = rgba[4 * i + 3];
+            for (int c = 0; c < 3; c++)
+                out->rgb[3 * i + c] = a == 255 ? rgba[4 * i + c] : over_white(rgba[4 * i + c], a);
+        }
     }
     out->w = (int)ihdr.width;
     out->h = (int)ihdr.height;
     rc = 0;
 out:
+    if (rc != 0) {
+        free(out->rgb);
+        out->rgb = NULL;
+    }
     free(rgba);
     spng_ctx_free(ctx);
     return rc;

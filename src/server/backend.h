@@ -9,6 +9,8 @@
 
 #include "job.h"
 
+struct upload_decoder;
+
 struct backend_admit {
     int prompt_tokens; /* text tokens to prefill (image tokens included) */
     int image_tokens;
@@ -88,6 +90,8 @@ struct backend_options {
     int vision_nice;        /* its threads' nice value (0-19): decoding streams come first */
     int echo_vision_ms;     /* echo engine only: a request with images takes this long to admit,
                                off the engine thread (0: admitted at once) */
+    struct upload_decoder *decoder; /* decodes admitted jobs' pictures; NULL: the backend's
+                                       own thread decodes them, unbounded (unit tests) */
 };
 
 struct backend *backend_echo_create(const struct backend_options *o, char *err, size_t errlen);

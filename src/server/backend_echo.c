@@ -22,14 +22,21 @@ struct echo_slot {
     size_t pos;   /* byte offset of the next piece */
     int prefill_left;
     int fail;
-    double ready_at; /* admission finishes at this job_now() time (echo_vision_ms) */
+    double t0, ready_at; /* admission began; it finishes at ready_at (echo_vision_ms) */
     struct backend_admit admitted;
+    struct job *job;          /* while its pictures are read (a reference) */
+    struct upload_feed *feed; /* its pictures, decoded off the engine thread */
+    int n_pics;               /* pictures read so far */
+    size_t o;                 /* bytes of pieces written so far */
 };
 
 struct echo {
     struct backend base;
     int delay_ms, nslots, ctx, vision_ms;
     struct echo_slot *slots;
+    struct upload_decoder *decoder;
+    void (*notify)(void *);
+    void *notify_arg;
     char name[128];
 };
 
@@ -75,6 +82,18 @@ static const char *last_user_text(const struct job *j)
     return j->n_msgs ? j->msgs[j->n_msgs - 1].text : "";
 }
 
+/* The pieces after the pictures': the last user message's words. */
+static void finish_admit(struct echo_slot *s, const struct job *j, struct backend_admit *out)
+{
+    const char *text = last_user_text(j);
+    if (j->n_images && split(text, NULL) > 0) s->pieces[s->o++] = ' ';
+    s->n += split(text, s->pieces + s->o);
+    s->next = 0;
+    s->pos = 0;
+    s->fail = strstr(text, "__fail__") != NULL;
+    out->vision_ms = -1;
+}
+
 static int echo_admit(struct backend *b, int slot, struct job *j, struct backend_admit *out,
                       int *client_error, char *err, size_t errlen)
 {
@@ -98,46 +117,62 @@ static int echo_admit(struct backend *b, int slot, struct job *j, struct backend
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    /* Pictures are decoded here, after admission, as the engine's vision thread does: a picture
-     * that does not decode is the job's 422. */
-    img_rgb im[JOB_MAX_IMAGES];
-    if (upload_decode(j, 0, im, err, errlen) != 0) {
-        free(s->pieces);
-        s->pieces = NULL;
-        *client_error = 1;
-        return -1;
-    }
-    size_t o = 0;
-    s->n = 0;
-    for (int i = 0; i < j->n_images; i++) {
-        o += (size_t)sprintf(s->pieces + o, "[image %dx%d]", im[i].w, im[i].h) + 1;
-        s->n++;
-    }
-    upload_release(j, im);
-    if (j->n_images && split(text, NULL) > 0) s->pieces[o++] = ' ';
-    int nw = split(text, s->pieces + o);
-    s->n += nw;
-    s->next = 0;
-    s->pos = 0;
+    s->t0 = t0;
+    s->o = 0;
+    s->n = s->n_pics = 0;
     s->prefill_left = total;
-    s->fail = strstr(text, "__fail__") != NULL;
     out->prompt_tokens = total;
     out->image_tokens = 64 * j->n_images;
-    out->vision_ms = j->n_images ? (job_now() - t0) * 1e3 : -1;
-    if (j->n_images && e->vision_ms > 0) {
-        s->ready_at = t0 + e->vision_ms / 1e3;
-        s->admitted = *out;
-        s->admitted.vision_ms = e->vision_ms;
-        return 1;
+    if (j->n_images == 0) {
+        finish_admit(s, j, out);
+        return 0;
     }
-    return 0;
+    /* Pictures are decoded after admission, off the engine thread, as the engine's are: a
+     * picture that does not decode is the job's 422 (admit_poll). */
+    s->feed = upload_feed_start(e->decoder, j, 0, e->notify, e->notify_arg);
+    if (!s->feed) {
+        free(s->pieces);
+        s->pieces = NULL;
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    job_ref(j);
+    s->job = j;
+    s->admitted = *out;
+    return 1;
 }
 
 static int echo_admit_poll(struct backend *b, int slot, struct backend_admit *out,
                            int *client_error, char *err, size_t errlen)
 {
-    (void)client_error, (void)err, (void)errlen;
-    struct echo_slot *s = &((struct echo *)b)->slots[slot];
+    struct echo *e = (struct echo *)b;
+    struct echo_slot *s = &e->slots[slot];
+    struct job *j = s->job;
+    while (s->feed && s->n_pics < j->n_images) {
+        img_rgb im;
+        int rc = upload_feed_get(s->feed, s->n_pics, 0, &im, err, errlen);
+        if (rc > 0) return 1;
+        if (rc < 0) {
+            *client_error = 1;
+            return -1; /* release frees the rest */
+        }
+        s->o += (size_t)sprintf(s->pieces + s->o, "[image %dx%d]", im.w, im.h) + 1;
+        s->n++;
+        s->n_pics++;
+        upload_feed_put(s->feed, &im);
+    }
+    if (s->feed) {
+        upload_feed_end(s->feed);
+        s->feed = NULL;
+        finish_admit(s, j, &s->admitted);
+        s->admitted.vision_ms = (job_now() - s->t0) * 1e3;
+        if (e->vision_ms > 0) {
+            s->ready_at = s->t0 + e->vision_ms / 1e3;
+            s->admitted.vision_ms = e->vision_ms;
+        }
+        job_unref(j);
+        s->job = NULL;
+    }
     if (job_now() < s->ready_at) return 1;
     *out = s->admitted;
     return 0;
@@ -183,6 +218,8 @@ static int echo_decode(struct backend *b, int n, const int *slots, struct backen
 static void echo_release(struct backend *b, int slot)
 {
     struct echo_slot *s = &((struct echo *)b)->slots[slot];
+    upload_feed_end(s->feed);
+    if (s->job) job_unref(s->job);
     free(s->pieces);
     memset(s, 0, sizeof *s);
 }
@@ -203,9 +240,16 @@ static void echo_destroy(struct backend *b)
 {
     struct echo *e = (struct echo *)b;
     for (int i = 0; i < e->nslots; i++)
-        free(e->slots[i].pieces);
+        echo_release(b, i);
     free(e->slots);
     free(e);
+}
+
+static void echo_set_notify(struct backend *b, void (*fn)(void *), void *arg)
+{
+    struct echo *e = (struct echo *)b;
+    e->notify = fn;
+    e->notify_arg = arg;
 }
 
 static const struct backend_ops echo_ops = {
@@ -217,6 +261,7 @@ static const struct backend_ops echo_ops = {
     .info = echo_info,
     .destroy = echo_destroy,
     .admit_poll = echo_admit_poll,
+    .set_notify = echo_set_notify,
 };
 
 struct backend *backend_echo_create(const struct backend_options *o, char *err, size_t errlen)
@@ -231,6 +276,7 @@ struct backend *backend_echo_create(const struct backend_options *o, char *err, 
     e->base.ops = &echo_ops;
     e->delay_ms = o->echo_delay_ms;
     e->vision_ms = o->echo_vision_ms;
+    e->decoder = o->decoder;
     e->nslots = o->slots;
     e->ctx = o->ctx_size;
     snprintf(e->name, sizeof e->name, "%s",

@@ -6,6 +6,7 @@
  * scheduler step becomes ONE eng_step: the queued prefill chunks plus one token for every
  * generating slot. A generating slot's token is sampled from the logits of the previous step, then
  * fed. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,8 @@
  * queued or encoding): then the worker frees it. `done` and `abandoned` are read and written
  * under the worker's mutex. */
 struct vreq {
-    struct job *j; /* a reference of its own: the images stay valid while they encode */
+    struct job *j;            /* a reference of its own: the images stay valid while they encode */
+    struct upload_feed *feed; /* its pictures, decoded ahead by the decoder while it waits */
     chat_msg msgs[64];
     int n_msgs;
     chat_prompt prompt;
@@ -85,10 +87,12 @@ struct engb {
     char name[128], quant[16];
     long long size, params;
     struct vision_worker vw; /* vw.running: images encode there */
+    struct upload_decoder *decoder;
 };
 
 static void vreq_free(struct vreq *vr)
 {
+    upload_feed_end(vr->feed);
     chat_prompt_free(&vr->prompt);
     job_unref(vr->j);
     free(vr);
@@ -198,25 +202,39 @@ static sampler_params job_sampler_params(const struct job *j)
 static int admit_ready(struct engb *e, int slot, struct job *j, struct backend_admit *out,
                        int *client_error, char *err, size_t errlen);
 
-/* Decodes the job's pictures (upload.c's budget), builds the prompt, frees the pixels at once:
- * only the embeddings outlive this call. A picture that does not decode is the client's error;
- * decode time counts as vision time, never queue time. */
-static int build_prompt(const chat_ctx *cc, eng_ctx *c, const chat_msg *msgs, int n_msgs,
-                        const struct job *j, chat_prompt *out, int *client_error, char *err,
-                        size_t errlen)
+/* The feed's pictures lent to chat_prompt_build_from one at a time: a picture that does not
+ * decode is the client's error. */
+struct feed_source {
+    struct upload_feed *f;
+    int bad_picture;
+};
+
+static int feed_get(void *arg, int i, img_rgb *out, char *err, size_t errlen)
 {
-    img_rgb im[JOB_MAX_IMAGES];
-    double t0 = job_now();
-    if (upload_decode(j, chat_image_min_edge(cc), im, err, errlen) != 0) {
-        *out = (chat_prompt){0};
-        *client_error = 1;
-        return -1;
-    }
-    double decode_ms = (job_now() - t0) * 1e3;
-    int rc = chat_prompt_build(cc, c, msgs, n_msgs, im, j->n_images, out, err, errlen);
-    upload_release(j, im);
-    /* every picture from the cache: vision_ms stays 0, as documented (api.md) */
-    if (rc == 0 && out->vision_ms > 0) out->vision_ms += decode_ms;
+    struct feed_source *fs = arg;
+    int rc = upload_feed_get(fs->f, i, 1, out, err, errlen);
+    fs->bad_picture = rc != 0;
+    return rc;
+}
+
+static void feed_put(void *arg, int i, img_rgb *im)
+{
+    (void)i;
+    upload_feed_put(((struct feed_source *)arg)->f, im);
+}
+
+/* Builds the prompt, decoding the job's pictures through its feed (upload.c's decoder) one at
+ * a time: each is freed once encoded, only the embeddings outlive this call. Decode time counts
+ * as vision time, never queue time. */
+static int build_prompt(const chat_ctx *cc, eng_ctx *c, const chat_msg *msgs, int n_msgs,
+                        const struct job *j, struct upload_feed *feed, chat_prompt *out,
+                        int *client_error, char *err, size_t errlen)
+{
+    struct feed_source fs = {feed, 0};
+    chat_image_source src = {feed_get, feed_put, &fs};
+    assert(feed || j->n_images == 0);
+    int rc = chat_prompt_build_from(cc, c, msgs, n_msgs, &src, j->n_images, out, err, errlen);
+    if (fs.bad_picture) *client_error = 1;
     return rc;
 }
 
@@ -254,6 +272,12 @@ static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_a
             snprintf(err, errlen, "out of memory");
             return -1;
         }
+        vr->feed = upload_feed_start(e->decoder, j, chat_image_min_edge(&e->cc), NULL, NULL);
+        if (!vr->feed) {
+            free(vr);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
         job_ref(j);
         vr->j = j;
         memcpy(vr->msgs, msgs, sizeof msgs[0] * (size_t)j->n_msgs);
@@ -269,7 +293,8 @@ static int eb_admit(struct backend *b, int slot, struct job *j, struct backend_a
         pthread_mutex_unlock(&e->vw.mu);
         return 1;
     }
-    if (build_prompt(&e->cc, e->c, msgs, j->n_msgs, j, &p->prompt, client_error, err, errlen) != 0)
+    if (build_prompt(&e->cc, e->c, msgs, j->n_msgs, j, NULL, &p->prompt, client_error, err,
+                     errlen) != 0)
         goto fail;
     return admit_ready(e, slot, j, out, client_error, err, errlen);
 fail:
@@ -389,7 +414,7 @@ static void *vision_main(void *arg)
         if (!vr->abandoned) {
             pthread_mutex_unlock(&vw->mu);
             const struct job *j = vr->j;
-            vr->rc = build_prompt(vw->cc, vw->c, vr->msgs, vr->n_msgs, j, &vr->prompt,
+            vr->rc = build_prompt(vw->cc, vw->c, vr->msgs, vr->n_msgs, j, vr->feed, &vr->prompt,
                                   &vr->client_error, vr->err, sizeof vr->err);
             pthread_mutex_lock(&vw->mu);
             vr->done = 1;
@@ -639,6 +664,7 @@ struct backend *backend_engine_create(const struct backend_options *o, char *err
     e->prefix_cache = o->prefix_cache;
     int32_t stops[2] = {e->cc.pc.end_of_utterance, e->cc.pc.eos}; /* chat_is_stop's */
     e->gv = grammar_vocab_create(e->t, stops, 2);
+    e->decoder = o->decoder;
     int ok = e->slots && e->items && e->cache && e->gv;
     for (int i = 0; ok && i < o->slots; i++)
         ok = chat_history_init(&e->slots[i].h, e->n_ctx) == 0;

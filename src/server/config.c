@@ -1,6 +1,7 @@
 /* Configuration table, parsing and validation. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
@@ -54,6 +55,9 @@ static const struct key keys[] = {
     I("server", rate_limit, 0, 1000000, "requests per second from one address; 0 = no limit"),
     S("server", allowed_hosts,
       "comma-separated Host names accepted besides loopback names and IP addresses"),
+    S("server", trusted_proxies,
+      "comma-separated addresses or CIDR blocks of load balancers whose X-Forwarded-For names "
+      "the client"),
     S("server", cors_origins, "comma-separated origins allowed by CORS; * = any; empty = none"),
     S("server", tls_cert, "PEM certificate (chain) file: HTTPS when set with tls_key"),
     S("server", tls_key, "PEM private key file of tls_cert"),
@@ -87,9 +91,10 @@ static const struct key keys[] = {
     I("limits", max_prompt_tokens, 1, 1 << 20, "longest prompt in tokens"),
     I("limits", max_tokens, 1, 1 << 20, "cap on a request's max_tokens"),
     I("limits", default_max_tokens, 1, 1 << 20, "max_tokens when a request gives none"),
-    I("limits", decode_concurrency, 1, 1024, "images decoded at once, after admission"),
+    I("limits", decode_concurrency, 1, 1024,
+      "threads decoding admitted requests' images (one picture per request at a time)"),
     L("limits", decode_max_bytes, 1L << 20, 1L << 40,
-      "decoded image bytes held at once (a request's images must fit)"),
+      "decoded image bytes; past it decodes go one at a time (a request's images must fit)"),
     I("limits", jpeg_max_scans, 1, 65535, "scans of one JPEG (progressive passes); more = 422"),
     S("stats", db, "SQLite database for request stats; empty = off"),
     I("stats", retention_days, 0, 36500, "days of rows kept; 0 = forever"),
@@ -282,8 +287,97 @@ int config_apply_env(struct config *c, char *const *envp, char *err, size_t errl
     return CONFIG_OK;
 }
 
+/* One list entry, "ADDR" or "ADDR/BITS", into 16 bytes (IPv4 as IPv4-mapped IPv6) and a prefix
+ * length over them. Returns 0, or -1 when it is not one. */
+static int parse_cidr(const char *s, size_t n, unsigned char a[16], int *bits)
+{
+    char buf[64];
+    if (n == 0 || n >= sizeof buf) return -1;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    char *slash = strchr(buf, '/');
+    if (slash) *slash = 0;
+    int v4 = 0;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, buf, &a4) == 1) {
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        memcpy(a, mapped, 12);
+        memcpy(a + 12, &a4, 4);
+        v4 = 1;
+    } else if (inet_pton(AF_INET6, buf, a) != 1) {
+        return -1;
+    }
+    *bits = 128;
+    if (slash) {
+        char *end;
+        long b = strtol(slash + 1, &end, 10);
+        if (end == slash + 1 || *end || b < 0 || b > (v4 ? 32 : 128)) return -1;
+        *bits = (int)b + (v4 ? 96 : 0);
+    }
+    return 0;
+}
+
+/* Calls fn on each entry of a comma-separated list (spaces around entries ignored) until it
+ * returns nonzero; returns that value, or 0. */
+static int each_entry(const char *list, int (*fn)(const char *s, size_t n, void *arg), void *arg)
+{
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > p && t[-1] == ' ')
+            t--;
+        int rc = t > p ? fn(p, (size_t)(t - p), arg) : 0;
+        if (rc) return rc;
+        p = e;
+    }
+    return 0;
+}
+
+static int entry_matches(const char *s, size_t n, void *arg)
+{
+    const unsigned char *addr = arg;
+    unsigned char net[16];
+    int bits;
+    if (parse_cidr(s, n, net, &bits) != 0) return 0;
+    for (int i = 0; i < 16 && bits > 0; i++, bits -= 8) {
+        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
+        if ((addr[i] & mask) != (net[i] & mask)) return 0;
+    }
+    return 1;
+}
+
+int config_addr_listed(const char *list, const char *addr)
+{
+    unsigned char a[16];
+    int bits;
+    if (parse_cidr(addr, strlen(addr), a, &bits) != 0 || bits != 128) return 0;
+    return each_entry(list, entry_matches, a);
+}
+
+struct bad_entry {
+    char *err;
+    size_t errlen;
+};
+
+static int entry_invalid(const char *s, size_t n, void *arg)
+{
+    unsigned char a[16];
+    int bits;
+    if (parse_cidr(s, n, a, &bits) == 0) return 0;
+    struct bad_entry *b = arg;
+    snprintf(b->err, b->errlen, "trusted_proxies: '%.*s' is not an IP address or CIDR block",
+             (int)n, s);
+    return 1;
+}
+
 int config_validate(const struct config *c, char *err, size_t errlen)
 {
+    struct bad_entry bad = {err, errlen};
+    if (each_entry(c->trusted_proxies, entry_invalid, &bad)) return CONFIG_ERR;
     if (strcmp(c->engine, "model") != 0 && strcmp(c->engine, "echo") != 0) {
         snprintf(err, errlen, "engine: '%s' is not one of model, echo", c->engine);
         return CONFIG_ERR;

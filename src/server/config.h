@@ -17,14 +17,15 @@ struct config {
     char bind[CONFIG_STR];
     int port;
     int max_connections;
-    int connection_timeout;         /* seconds a connection may sit idle or trickle */
-    int header_timeout;             /* seconds for the request line and headers */
-    int body_timeout;               /* seconds for the request body */
-    int max_connections_per_client; /* per address; 0 = no limit */
-    int rate_limit;                 /* requests per second per address; 0 = no limit */
-    char allowed_hosts[CONFIG_STR]; /* Host names besides loopback names and IP literals */
-    char cors_origins[CONFIG_STR];  /* CORS allow-list; "*" = any */
-    char tls_cert[CONFIG_STR];      /* HTTPS when both are set */
+    int connection_timeout;           /* seconds a connection may sit idle or trickle */
+    int header_timeout;               /* seconds for the request line and headers */
+    int body_timeout;                 /* seconds for the request body */
+    int max_connections_per_client;   /* per address; 0 = no limit */
+    int rate_limit;                   /* requests per second per address; 0 = no limit */
+    char allowed_hosts[CONFIG_STR];   /* Host names besides loopback names and IP literals */
+    char cors_origins[CONFIG_STR];    /* CORS allow-list; "*" = any */
+    char trusted_proxies[CONFIG_STR]; /* addresses/CIDRs whose X-Forwarded-For is believed */
+    char tls_cert[CONFIG_STR];        /* HTTPS when both are set */
     char tls_key[CONFIG_STR];
     char api_keys[CONFIG_STR]; /* comma-separated; empty = no auth */
     char api_key_file[CONFIG_STR];
@@ -92,6 +93,9 @@ int config_validate(const struct config *c, char *err, size_t errlen);
 /* Resolve a possibly relative model path against data_dir into out. */
 void config_resolve_path(const struct config *c, const char *path, char *out, size_t outlen);
 void config_print_help(const char *prog);
+/* 1 when addr (an IPv4 or IPv6 literal; an IPv4-mapped IPv6 one counts as IPv4) is one of the
+ * comma-separated addresses or CIDR blocks in list (trusted_proxies), else 0. */
+int config_addr_listed(const char *list, const char *addr);
 /* Name of the i-th key, NULL past the last (for documentation checks). */
 const char *config_key_at(int i);
 

@@ -108,7 +108,8 @@ struct http_req {
     char method[8];
     double t0, wall0;
     char request_id[40];
-    char client[64];
+    char client[64]; /* the peer, or the address a trusted proxy forwarded for */
+    char peer[64];   /* the socket's other end, when it is a trusted proxy ("" otherwise) */
     struct sbuf body;
     long long body_seen;
     struct MHD_PostProcessor *pp;
@@ -674,6 +675,40 @@ static void client_addr(struct MHD_Connection *conn, char *out, size_t n)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)n);
 }
 
+static enum MHD_Result last_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    if (key && value && strcasecmp(key, "X-Forwarded-For") == 0) *(const char **)cls = value;
+    return MHD_YES;
+}
+
+/* Behind a trusted proxy the client is the last X-Forwarded-For entry: the one that proxy
+ * appended (haproxy's `option forwardfor` adds a header line of its own, so the last line).
+ * Entries before it came from the client and could say anything. An entry that is not an IP
+ * address leaves the proxy as the client. */
+static void forwarded_client(struct http_req *r)
+{
+    const char *list = r->srv->cfg->trusted_proxies;
+    if (!list[0] || !config_addr_listed(list, r->client)) return;
+    const char *xff = NULL;
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, last_header, &xff);
+    if (!xff) return;
+    const char *p = strrchr(xff, ',');
+    p = p ? p + 1 : xff;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    char addr[64];
+    size_t n = strcspn(p, " \t");
+    if (n == 0 || n >= sizeof addr) return;
+    memcpy(addr, p, n);
+    addr[n] = 0;
+    unsigned char bin[16];
+    if (inet_pton(AF_INET, addr, bin) != 1 && inet_pton(AF_INET6, addr, bin) != 1) return;
+    memcpy(r->peer, r->client, sizeof r->peer);
+    memcpy(r->client, addr, n + 1);
+}
+
 static int media_type_is(const char *ct, const char *type)
 {
     size_t n = strlen(type);
@@ -882,6 +917,7 @@ static struct http_req *new_request(struct http *h, struct MHD_Connection *conn,
     r->wall0 = stats_wall_now();
     new_request_id(r->request_id, sizeof r->request_id);
     client_addr(conn, r->client, sizeof r->client);
+    forwarded_client(r);
     snprintf(r->method, sizeof r->method, "%s", method);
     first_call(r, method, url);
     /* A refused request with a large (or undeclared) body is answered before the body is
@@ -1084,8 +1120,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         log_msg(r->route && r->route->gen ? LOG_LVL_INFO
                 : r->status >= 400        ? LOG_LVL_INFO
                                           : LOG_LVL_DEBUG,
-                "%s %s %s %d %.1f ms %s%s%s%s", r->client, r->method, r->endpoint, r->status,
-                (job_now() - r->t0) * 1e3, r->request_id, r->error[0] ? " " : "", r->error,
+                "%s%s%s %s %s %d %.1f ms %s%s%s%s", r->client, r->peer[0] ? " via " : "", r->peer,
+                r->method, r->endpoint, r->status, (job_now() - r->t0) * 1e3, r->request_id,
+                r->error[0] ? " " : "", r->error,
                 sup > 0 ? " (earlier lines about refused requests suppressed)" : "");
     if (r->stranger) {
         /* refused before any route ran: /metrics counts it, the stats DB does not */

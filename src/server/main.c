@@ -62,8 +62,8 @@ static void block_signals(sigset_t *sigs)
 }
 
 /* The model (or the echo test double) and what the APIs say about it. */
-static int load_backend(const struct config *cfg, int threads, struct server *srv, char *err,
-                        size_t errlen)
+static int load_backend(const struct config *cfg, int threads, struct upload_decoder *decoder,
+                        struct server *srv, char *err, size_t errlen)
 {
     char model[CONFIG_STR + 16], mmproj[CONFIG_STR + 16], name[128];
     config_resolve_path(cfg, cfg->model, model, sizeof model);
@@ -89,7 +89,8 @@ static int load_backend(const struct config *cfg, int threads, struct server *sr
                                  .prefix_cache = cfg->prefix_cache,
                                  .vision_threads = cfg->vision_threads,
                                  .vision_nice = cfg->vision_nice,
-                                 .echo_vision_ms = cfg->echo_vision_ms};
+                                 .echo_vision_ms = cfg->echo_vision_ms,
+                                 .decoder = decoder};
     if (is_echo) log_warn("engine = echo: a test double that repeats the prompt, not a model");
     srv->backend =
         is_echo ? backend_echo_create(&bo, err, errlen) : backend_engine_create(&bo, err, errlen);
@@ -160,7 +161,8 @@ static void wait_for_stop(const sigset_t *sigs, struct server *srv, struct http 
 
 /* Stop taking work, let running requests finish within the grace period, then tear down in
  * the reverse order of start-up. */
-static void shut_down(const struct config *cfg, struct server *srv, struct http *http)
+static void shut_down(const struct config *cfg, struct server *srv, struct http *http,
+                      struct upload_decoder *decoder)
 {
     log_info("shutting down: draining for up to %d s", cfg->drain_timeout);
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
@@ -179,6 +181,7 @@ static void shut_down(const struct config *cfg, struct server *srv, struct http 
     stats_close(srv->stats);
     sched_destroy(srv->sched);
     srv->backend->ops->destroy(srv->backend);
+    upload_decoder_destroy(decoder); /* every feed ended with its slot */
     auth_destroy(srv->auth);
     metrics_destroy(srv->metrics);
 }
@@ -205,9 +208,10 @@ int main(int argc, char **argv)
     srv.limits =
         (struct api_limits){cfg.max_image_bytes, cfg.max_image_pixels,   cfg.max_images,
                             cfg.max_tokens,      cfg.default_max_tokens, cfg.decode_max_bytes};
-    upload_budget_init(cfg.decode_concurrency, cfg.decode_max_bytes, cfg.jpeg_max_scans);
     struct http *http = NULL;
-    if (load_backend(&cfg, threads, &srv, err, sizeof err) != 0 ||
+    struct upload_decoder *decoder = upload_decoder_create(
+        cfg.decode_concurrency, cfg.decode_max_bytes, cfg.jpeg_max_scans, err, sizeof err);
+    if (!decoder || load_backend(&cfg, threads, decoder, &srv, err, sizeof err) != 0 ||
         start_services(&cfg, &srv, err, sizeof err) != 0 ||
         !(http = http_start(&srv, err, sizeof err))) {
         log_error("%s", err);
@@ -223,7 +227,7 @@ int main(int argc, char **argv)
     sd_notify(0, "READY=1\nSTATUS=serving");
 
     wait_for_stop(&sigs, &srv, http);
-    shut_down(&cfg, &srv, http);
+    shut_down(&cfg, &srv, http, decoder);
     log_info("stopped");
     log_close();
     return 0;

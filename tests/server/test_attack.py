@@ -8,6 +8,7 @@ usage: test_attack.py PATH/TO/ternd
 """
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -100,6 +101,60 @@ class Slowloris(unittest.TestCase):
         self.assertIn('too slow to send a request', open(d.log).read())
 
 
+    def test_slow_body_is_cut(self):
+        """A body trickled a byte at a time is cut after body_timeout, not when it ends."""
+        d = Daemon('--body-timeout', '2')
+        s = socket.create_connection(('127.0.0.1', d.port))
+        s.sendall(b'POST /generate HTTP/1.1\r\nHost: localhost\r\n'
+                  b'Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{')
+        got, sent = None, 1
+        for _ in range(60):  # 200 bytes at this pace would take 30 s
+            r, _, _ = select.select([s], [], [], 0.5)
+            if r:
+                try:
+                    got = s.recv(4096)
+                except ConnectionResetError:
+                    got = b''
+                break
+            try:
+                s.send(b' ')
+                sent += 1
+            except OSError:
+                got = b''
+                break
+        s.close()
+        self.assertIsNotNone(got, 'the slow body was never cut')
+        self.assertLess(sent, 200)
+        self.assertNotIn(b' 200 ', got)
+        st, _, o = d.json('POST', '/generate', {'prompt': 'fine', 'stream': False})
+        self.assertEqual((st, o['text']), (200, 'fine'))
+        self.assertIn('too slow to send a request', open(d.log).read())
+        self.assertEqual(d.stop(), 0)
+
+    def test_connections_per_address(self):
+        d = Daemon('--max-connections-per-client', '3')
+        held = []
+        for _ in range(3):
+            c = socket.socket()
+            c.bind(('127.0.0.3', 0))
+            c.connect(('127.0.0.1', d.port))
+            held.append(c)
+        time.sleep(0.3)
+        # the fourth from that address is closed unanswered; other addresses are served
+        out = raw(d.port, b'GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n', src='127.0.0.3',
+                  timeout=5)
+        self.assertEqual(out, b'')
+        self.assertEqual(d.request('GET', '/health')[0], 200)
+        held.pop().close()
+        time.sleep(0.3)
+        out = raw(d.port, b'GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n',
+                  src='127.0.0.3')
+        self.assertTrue(out.startswith(b'HTTP/1.1 200'), out[:80])
+        for c in held:
+            c.close()
+        self.assertEqual(d.stop(), 0)
+
+
 class Browsers(unittest.TestCase):
 
     @classmethod
@@ -185,6 +240,20 @@ class Strangers(unittest.TestCase):
         for line in log.splitlines():
             self.assertFalse(line.startswith('FORGED'), line)
         self.assertNotIn('\x1b', log)
+
+    def test_strangers_log_lines_limited(self):
+        """A flood of 404s writes about 20 log lines a second, not one per request."""
+        d = Daemon()
+        for _ in range(300):
+            self.assertEqual(d.request('GET', '/nope')[0], 404)
+        time.sleep(0.2)
+        self.assertEqual(d.request('GET', '/nope')[0], 404)
+        self.assertEqual(d.stop(), 0)
+        log = open(d.log, encoding='utf-8', errors='replace').read()
+        lines = [ln for ln in log.splitlines() if 'GET unknown 404' in ln or ' /nope 404' in ln]
+        self.assertGreater(len(lines), 20)
+        self.assertLess(len(lines), 200, 'log lines for 301 refused requests')
+        self.assertIn('earlier lines about refused requests suppressed', log)
 
     def test_rate_limit(self):
         d = Daemon('--rate-limit', '5')

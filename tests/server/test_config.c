@@ -161,6 +161,39 @@ START_TEST(resolve_path)
 }
 END_TEST
 
+START_TEST(trusted_proxies_match)
+{
+    const char *list = " 10.0.0.0/8, 192.168.1.7 ,fd00::/16, 172.16.0.1/32";
+    ck_assert_int_eq(config_addr_listed(list, "10.200.3.4"), 1);
+    ck_assert_int_eq(config_addr_listed(list, "11.0.0.1"), 0);
+    ck_assert_int_eq(config_addr_listed(list, "192.168.1.7"), 1);
+    ck_assert_int_eq(config_addr_listed(list, "192.168.1.8"), 0);
+    ck_assert_int_eq(config_addr_listed(list, "::ffff:10.1.2.3"), 1); /* v4-mapped = v4 */
+    ck_assert_int_eq(config_addr_listed(list, "fd00:1::5"), 1);
+    ck_assert_int_eq(config_addr_listed(list, "fd01::5"), 0);
+    ck_assert_int_eq(config_addr_listed(list, "172.16.0.1"), 1);
+    ck_assert_int_eq(config_addr_listed(list, "172.16.0.2"), 0);
+    ck_assert_int_eq(config_addr_listed(list, ""), 0);
+    ck_assert_int_eq(config_addr_listed(list, "10.0.0.0/8"), 0); /* an address, not a block */
+    ck_assert_int_eq(config_addr_listed("", "10.0.0.1"), 0);
+    ck_assert_int_eq(config_addr_listed("0.0.0.0/0", "8.8.8.8"), 1);
+    ck_assert_int_eq(config_addr_listed("0.0.0.0/0", "2001:db8::1"), 0);
+    ck_assert_int_eq(config_addr_listed("10.1.2.0/23", "10.1.3.255"), 1);
+    ck_assert_int_eq(config_addr_listed("10.1.2.0/23", "10.1.4.0"), 0);
+
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    ck_assert_int_eq(config_set(&c, "trusted_proxies", "10.0.0.1, 10.0.0.0/33", err, sizeof err),
+                     CONFIG_OK);
+    ck_assert_int_eq(config_validate(&c, err, sizeof err), CONFIG_ERR);
+    ck_assert_str_eq(err, "trusted_proxies: '10.0.0.0/33' is not an IP address or CIDR block");
+    ck_assert_int_eq(config_set(&c, "trusted_proxies", "::1, 10.0.0.0/8", err, sizeof err),
+                     CONFIG_OK);
+    ck_assert_int_eq(config_validate(&c, err, sizeof err), CONFIG_OK);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -172,6 +205,7 @@ int main(void)
     tcase_add_test(tc, cross_checks);
     tcase_add_test(tc, shipped_config_parses);
     tcase_add_test(tc, resolve_path);
+    tcase_add_test(tc, trusted_proxies_match);
     suite_add_tcase(s, tc);
     return tu_run(s, CK_FORK);
 }

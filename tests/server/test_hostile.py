@@ -5,6 +5,7 @@ every finished request's row on disk.
 usage: test_hostile.py PATH/TO/ternd PATH/TO/mkjpeg
 """
 import base64
+import http.client
 import json
 import os
 import signal
@@ -78,23 +79,30 @@ class Flood(unittest.TestCase):
             t.join(300)
         return out
 
-    def check_peak(self, d, idle, slots):
+    def check_peak(self, d, idle, slots, decodes, max_pixels):
+        """The issue's bound: idle + KV + (slots + concurrent decodes) x one decoded image, an
+        image being max_image_pixels x 3 bytes. The echo engine has no KV cache. A job reads
+        its pictures one at a time and frees each before the next is decoded, so the pixels
+        alive are at most one per slot plus those being decoded."""
         peak = rss_kb(d.proc.pid, 'VmHWM')
-        sys.stderr.write('flood: idle %d MiB, peak %d MiB\n' % (idle // 1024, peak // 1024))
+        bound = idle + (slots + decodes) * max_pixels * 3 // 1024
+        sys.stderr.write('flood: idle %d MiB, peak %d MiB, bound %d MiB\n'
+                         % (idle // 1024, peak // 1024, bound // 1024))
         if sanitized():
             return
-        # idle + (slots + concurrent decodes) x one decoded request; the echo engine keeps no
-        # pixels in its slots, so what is left over is the one decode (its 4 pictures, plus
-        # the RGBA buffer of the picture being decoded), and slack for buffers and bodies.
-        bound = idle + (4 * self.decoded + 4096 * 4096 * 4) // 1024 + 96 * 1024
         self.assertLess(peak, bound, 'peak RSS %d kB, bound %d kB' % (peak, bound))
 
+    def daemon(self, slots, queue, decodes, *more):
+        pixels = 4096 * 4096
+        d = Daemon('--slots', str(slots), '--queue', str(queue), '--decode-concurrency',
+                   str(decodes), '--max-image-pixels', str(pixels), *more)
+        return d, rss_kb(d.proc.pid, 'VmRSS'), pixels
+
     def test_flood_queued(self):
-        d = Daemon('--slots', '2', '--queue', '32')
-        idle = rss_kb(d.proc.pid, 'VmRSS')
+        d, idle, pixels = self.daemon(2, 32, 1)
         res = self.flood(d, 10)
         self.assertEqual(res, [200] * 10)
-        self.check_peak(d, idle, 2)
+        self.check_peak(d, idle, 2, 1, pixels)
         # queue_ms is the wait for a slot; decoding counts as vision time
         rows = d.rows("SELECT queue_ms, vision_ms FROM requests WHERE endpoint = '/generate'")
         self.assertEqual(len(rows), 10)
@@ -102,13 +110,20 @@ class Flood(unittest.TestCase):
         self.assertGreater(first[1], first[0])
         self.assertEqual(d.stop(), 0)
 
+    def test_flood_two_decoders(self):
+        """decode_concurrency 2: two jobs' pictures decode at once, still one held per job."""
+        d, idle, pixels = self.daemon(4, 32, 2)
+        res = self.flood(d, 12)
+        self.assertEqual(res, [200] * 12)
+        self.check_peak(d, idle, 4, 2, pixels)
+        self.assertEqual(d.stop(), 0)
+
     def test_flood_refused(self):
-        d = Daemon('--slots', '1', '--queue', '0', '--echo-delay-ms', '50')
-        idle = rss_kb(d.proc.pid, 'VmRSS')
+        d, idle, pixels = self.daemon(1, 0, 1, '--echo-delay-ms', '50')
         res = self.flood(d, 8)
         self.assertEqual(res.count(200), 1, res)
         self.assertEqual(res.count(503), 7, res)
-        self.check_peak(d, idle, 1)
+        self.check_peak(d, idle, 1, 1, pixels)
         self.assertEqual(d.stop(), 0)
 
     def test_too_many_pixels_refused_from_the_header(self):
@@ -143,6 +158,71 @@ class Jpeg(unittest.TestCase):
         self.assertEqual(d.stop(), 0)
 
 
+def get_from(port, src, xffs, path='/api/version', body=None):
+    """One request from address src with an X-Forwarded-For header line per entry of xffs;
+    returns the status."""
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=10, source_address=(src, 0))
+    c.putrequest('POST' if body else 'GET', path)
+    for x in xffs:
+        c.putheader('X-Forwarded-For', x)
+    if body:
+        c.putheader('Content-Type', 'application/json')
+        c.putheader('Content-Length', str(len(body)))
+    c.endheaders(body.encode() if body else None)
+    r = c.getresponse()
+    r.read()
+    c.close()
+    return r.status
+
+
+class TrustedProxy(unittest.TestCase):
+    """Behind a balancer every connection comes from its address: with trusted_proxies the
+    client is the last X-Forwarded-For entry, for the rate limit, the log and the stats."""
+
+    def test_forwarded_client_is_limited_logged_and_stored(self):
+        d = Daemon('--trusted-proxies', '10.9.9.9, 127.0.0.0/30', '--rate-limit', '1')
+        port = d.port
+        # 10.0.0.1 through the proxy: a burst of 2, then 429
+        res = [get_from(port, '127.0.0.1', ['10.0.0.1']) for _ in range(6)]
+        self.assertIn(429, res, res)
+        self.assertEqual(res[0], 200, res)
+        # entries before the last are the client's own words: still 10.0.0.1
+        self.assertEqual(get_from(port, '127.0.0.1', ['10.0.0.2', '10.0.0.1']), 429)
+        self.assertEqual(get_from(port, '127.0.0.1', ['10.0.0.2, 10.0.0.1']), 429)
+        # another forwarded client has its own bucket
+        self.assertEqual(get_from(port, '127.0.0.1', ['10.0.0.2']), 200)
+        # its generation is stored and logged under the forwarded address
+        body = json.dumps({'prompt': 'via proxy', 'stream': False})
+        self.assertEqual(get_from(port, '127.0.0.1', ['10.0.0.3'], '/generate', body), 200)
+        self.assertEqual(d.rows("SELECT client FROM requests WHERE endpoint = '/generate'"),
+                         [('10.0.0.3',)])
+        # not an address: the proxy itself is the client
+        self.assertEqual(get_from(port, '127.0.0.1', ['10.0.0.4; rm -rf', 'x']), 200)
+        self.assertEqual(d.stop(), 0)
+        with open(d.log, errors='replace') as f:
+            log = f.read()
+        self.assertIn('10.0.0.1 via 127.0.0.1 GET /api/version 429', log)
+        self.assertIn('10.0.0.3 via 127.0.0.1 POST /generate 200', log)
+
+    def test_untrusted_peer_cannot_pick_its_address(self):
+        d = Daemon('--trusted-proxies', '127.0.0.1', '--rate-limit', '1')
+        # 127.0.0.5 is no proxy: a new X-Forwarded-For each time does not escape its bucket
+        res = [get_from(d.port, '127.0.0.5', ['10.1.0.%d' % i]) for i in range(6)]
+        self.assertIn(429, res, res)
+        self.assertEqual(d.stop(), 0)
+        with open(d.log, errors='replace') as f:
+            log = f.read()
+        self.assertIn('127.0.0.5 GET /api/version 429', log)
+        self.assertNotIn('10.1.0.', log)
+
+    def test_bad_entry_refused_at_start(self):
+        p = subprocess.run([test_ternd.TERND, '--config', '/dev/null', '--engine', 'echo',
+                            '--trusted-proxies', '10.0.0.0/8, haproxy.lan'],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("trusted_proxies: 'haproxy.lan' is not an IP address", p.stderr)
+
+
 class Durable(unittest.TestCase):
     def test_kill9_at_the_done_line_keeps_the_row(self):
         for i in range(20):
@@ -162,6 +242,33 @@ class Durable(unittest.TestCase):
             c.close()
             rows = d.rows('SELECT status, http_status FROM requests WHERE request_id = ?', (rid,))
             self.assertEqual(rows, [('stop', 200)], 'attempt %d' % i)
+
+    def test_wal_size_limited(self):
+        """SQLite checkpoints the WAL every 1000 pages but never shrinks the file by itself: past
+        the first checkpoint it stays >= 1000 pages. stats_wal_bytes truncates it after each."""
+        page_frames = 1000 * 4096
+        sizes = {}
+        for limit in (64 << 10, 1 << 34):
+            d = Daemon('--stats-wal-bytes', str(limit))
+
+            def client():
+                c = d.conn()
+                for _ in range(400):
+                    c.request('POST', '/generate', json.dumps({'prompt': 'a b', 'stream': False}),
+                              {'Content-Type': 'application/json'})
+                    c.getresponse().read()
+                c.close()
+            ts = [threading.Thread(target=client) for _ in range(6)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            n = d.rows("SELECT count(*) FROM requests WHERE endpoint = '/generate'")[0][0]
+            self.assertEqual(n, 2400)
+            sizes[limit] = os.path.getsize(d.db + '-wal')
+            self.assertEqual(d.stop(), 0)
+        self.assertGreaterEqual(sizes[1 << 34], page_frames, sizes)  # checkpoints happened
+        self.assertLess(sizes[64 << 10], page_frames, sizes)
 
     def test_schema_before_the_first_request(self):
         """Killed before any request: the requests table is there all the same."""

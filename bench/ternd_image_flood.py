@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Image flood throughput and memory: CLIENTS clients send, back to back, requests of IMAGES
+large PNGs each (the echo engine answers at once, so decoding is the whole cost), for each
+decode_concurrency given. Prints requests/s, pictures/s, ternd's CPU use (above 100 % when
+decodes run in parallel) and the peak RSS (VmHWM) against the bound
+idle + (slots + decode_concurrency) x one decoded image.
+
+usage: bench/ternd_image_flood.py [--ternd PATH] [--slots N] [--clients N] [--images N]
+                                  [--side PX] [--seconds S] [--concurrency 1,2]
+"""
+import argparse
+import base64
+import http.client
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+import zlib
+
+
+def png(side):
+    """A side x side RGB PNG of stripes: small to send, side^2 x 3 bytes to decode."""
+    row = b'\0' + bytes((x * 7) % 256 for x in range(side * 3))
+
+    def chunk(kind, body):
+        return (struct.pack('>I', len(body)) + kind + body
+                + struct.pack('>I', zlib.crc32(kind + body)))
+    return (b'\x89PNG\r\n\x1a\n'
+            + chunk(b'IHDR', struct.pack('>IIBBBBB', side, side, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(row * side, 1)) + chunk(b'IEND', b''))
+
+
+def rss_kb(pid, field):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_s(pid):
+    """User + system CPU seconds the process has used."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def run_one(a, conc, body):
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    tmp = tempfile.mkdtemp(prefix='ternd-flood-')
+    pixels = a.side * a.side
+    cmd = [a.ternd, '--config', '/dev/null', '--engine', 'echo', '--port', str(port),
+           '--slots', str(a.slots), '--queue', str(a.clients), '--decode-concurrency', str(conc),
+           '--max-image-pixels', str(pixels), '--db', '', '--log-level', 'warn']
+    d = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen('http://127.0.0.1:%d/health' % port)
+                break
+            except OSError:
+                time.sleep(0.05)
+        idle = rss_kb(d.pid, 'VmRSS')
+        counts, errors = [0] * a.clients, [0] * a.clients
+
+        def client(i):
+            c = http.client.HTTPConnection('127.0.0.1', port, timeout=600)
+            end = time.time() + a.seconds
+            while time.time() < end:
+                c.request('POST', '/generate', body, {'Content-Type': 'application/json'})
+                r = c.getresponse()
+                r.read()
+                if r.status == 200:
+                    counts[i] += 1
+                else:
+                    errors[i] += 1
+            c.close()
+        ts = [threading.Thread(target=client, args=(i,)) for i in range(a.clients)]
+        t0, c0 = time.time(), cpu_s(d.pid)
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        wall = time.time() - t0
+        cpu = cpu_s(d.pid) - c0
+        peak = rss_kb(d.pid, 'VmHWM')
+        bound = idle + (a.slots + conc) * pixels * 3 // 1024
+        n = sum(counts)
+        print('decode_concurrency %d: %6.2f req/s  %6.2f pictures/s  (%d requests, %d errors, '
+              '%.1f s, ternd CPU %.0f %%)  peak RSS %d MiB, bound %d MiB (idle %d MiB)'
+              % (conc, n / wall, n * a.images / wall, n, sum(errors), wall, 100 * cpu / wall,
+                 peak // 1024, bound // 1024, idle // 1024))
+    finally:
+        d.terminate()
+        d.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--ternd', default='build/src/server/ternd')
+    ap.add_argument('--slots', type=int, default=4)
+    ap.add_argument('--clients', type=int, default=8)
+    ap.add_argument('--images', type=int, default=4)
+    ap.add_argument('--side', type=int, default=4096)
+    ap.add_argument('--seconds', type=float, default=20)
+    ap.add_argument('--concurrency', default='1,2')
+    a = ap.parse_args()
+    img = base64.b64encode(png(a.side)).decode()
+    body = json.dumps({'prompt': 'what', 'stream': False, 'images': [img] * a.images})
+    for conc in (int(x) for x in a.concurrency.split(',')):
+        run_one(a, conc, body)
+
+
+if __name__ == '__main__':
+    main()
