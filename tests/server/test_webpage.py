@@ -263,6 +263,35 @@ def main():
         print('web page: dashboard drew the requests %.1f s after them; every chart has a series (tiles: %s)'
               % (time.time() - t0, tiles))
 
+        # The JSON behind the charts: index-aligned columns on minute boundaries; bad asks 400.
+        o = json.loads(urllib.request.urlopen('http://127.0.0.1:%d/stats?series=1&window=600&step=60' % port).read())
+        ser = o['series']
+        assert ser['step'] == 60 and ser['start'] % 60 == 0 and ser['start'] <= ser['now'] - 600, ser
+        cols = [ser[k] for k in ser if isinstance(ser[k], list)] + \
+            [v for k in ('ttft_ms', 'token_ms') for v in ser[k].values()]
+        assert len(cols) == 16 and all(len(c) == len(ser['t']) == 11 for c in cols), ser
+        assert sum(ser['requests']) <= o['count'] and sum(ser['generations']) >= 8, (o, ser)
+        assert 'series' not in json.loads(urllib.request.urlopen(
+            'http://127.0.0.1:%d/stats?window=600' % port).read())
+        for bad in ('series=2', 'series=1&step=0', 'series=1&step=abc', 'series=1&window=3600&step=1'):
+            try:
+                urllib.request.urlopen('http://127.0.0.1:%d/stats?%s' % (port, bad))
+                raise AssertionError(bad + ': not refused')
+            except urllib.error.HTTPError as e:
+                assert e.code == 400, (bad, e.code)
+        names = json.loads(urllib.request.urlopen('http://127.0.0.1:%d/samples' % port).read())['samples']
+        assert set(n for n, _, _ in SAMPLE_ANSWERS) <= set(names), names
+        for name in names:
+            r = urllib.request.urlopen('http://127.0.0.1:%d/samples?name=%s' % (port, name))
+            with open(os.path.join(ROOT, 'tests', 'data', 'shapes', 'test', name), 'rb') as f:
+                assert r.read() == f.read(), name
+            assert r.headers['Content-Type'] == ('image/png' if name.endswith('.png') else 'image/jpeg')
+        try:
+            urllib.request.urlopen('http://127.0.0.1:%d/samples?name=../../etc/passwd' % port)
+            raise AssertionError('unknown sample served')
+        except urllib.error.HTTPError as e:
+            assert e.code == 404, e.code
+
         # 4. The demo model: click a sample picture and one of its questions, get its answer.
         model = os.path.join(ROOT, 'models', 'tern-demo-tq2_0.gguf')
         if not os.path.exists(model):
