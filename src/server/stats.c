@@ -484,8 +484,13 @@ void stats_close(struct stats *s)
 
 static const int pct[3] = {50, 95, 99};
 
-/* Bucket index of a timestamp column in SQL; ?1 = start, ?2 = step. */
-#define BUCKET(col) "CAST((" col " - ?1) / ?2 AS INTEGER)"
+/* Bucket index of a request's arrival or a sample's time in SQL; ?1 = start, ?2 = step. */
+#define BUCKET_AT "CAST((received_at - ?1) / ?2 AS INTEGER)"
+#define BUCKET_TS "CAST((ts - ?1) / ?2 AS INTEGER)"
+/* Decode time and the tokens it made: those after the first (the first one's time is TTFT). */
+#define DECODE_MS "CASE WHEN completion_tokens > 1 AND decode_ms IS NOT NULL THEN decode_ms END"
+#define DECODE_TOKENS                                                                              \
+    "CASE WHEN completion_tokens > 1 AND decode_ms IS NOT NULL THEN completion_tokens - 1 END"
 
 /* Nearest-rank rank (1-based) of percentile p (integer percent) of n values: ceil(p n / 100). */
 static long long rank_of(long long n, int p)
@@ -566,18 +571,14 @@ static long long count_by_index(sqlite3 *db, const char *col, double since)
 static int ranked(sqlite3 *db, const char *expr, double start, double step, double end, int nb,
                   double (*out)[3])
 {
+    static const char fmt[] =
+        "SELECT b, n, rn, v FROM (SELECT b, v,"
+        " row_number() OVER (PARTITION BY b ORDER BY v) rn, count(*) OVER (PARTITION BY b) n"
+        " FROM (SELECT " BUCKET_AT " b, %s v FROM requests INDEXED BY requests_received_at"
+        " WHERE received_at >= ?1 AND received_at < ?3 AND " GEN_ROWS " AND (%s) IS NOT NULL))"
+        " WHERE rn IN ((50 * n + 99) / 100, (95 * n + 99) / 100, (99 * n + 99) / 100)";
     char sql[1024];
-    snprintf(sql, sizeof sql,
-             "SELECT b, n, rn, v FROM (SELECT b, v,"
-             " row_number() OVER (PARTITION BY b ORDER BY v) rn, count(*) OVER (PARTITION BY b) n"
-             " FROM (SELECT " BUCKET(
-                 "received_at") " b, %s v"
-                                " FROM requests INDEXED BY requests_received_at"
-                                " WHERE received_at >= ?1 AND received_at < ?3 AND " GEN_ROWS
-                                " AND (%s) IS NOT NULL))"
-                                " WHERE rn IN ((50 * n + 99) / 100, (95 * n + 99) / 100, (99 * n + "
-                                "99) / 100)",
-             expr, expr);
+    snprintf(sql, sizeof sql, fmt, expr, expr);
     for (int b = 0; b < nb; b++)
         out[b][0] = out[b][1] = out[b][2] = -1;
     sqlite3_stmt *st;
@@ -622,16 +623,12 @@ static void percentiles(sqlite3 *db, const char *col, double since, long long ge
  * from the oldest arrival). Returns -1 when the query cannot be prepared. */
 static int query_totals(sqlite3 *db, double since, double now, struct stats_summary *out)
 {
-    const char *sql = "SELECT count(*),"
-                      " sum(completion_tokens IS NOT NULL),"
-                      " sum(http_status >= 400 OR status IN ('error','timeout')),"
-                      " coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0),"
-                      " coalesce(sum(CASE WHEN completion_tokens > 1 AND decode_ms IS NOT NULL "
-                      "THEN decode_ms END),0),"
-                      " coalesce(sum(CASE WHEN completion_tokens > 1 AND decode_ms IS NOT NULL "
-                      "THEN completion_tokens - 1 END),0),"
-                      " coalesce(max(rss_peak_kb),0), min(received_at)"
-                      " FROM requests WHERE received_at >= ?";
+    static const char sql[] = "SELECT count(*), sum(completion_tokens IS NOT NULL),"
+                              " sum(http_status >= 400 OR status IN ('error','timeout')),"
+                              " coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0),"
+                              " coalesce(sum(" DECODE_MS "),0), coalesce(sum(" DECODE_TOKENS "),0),"
+                              " coalesce(max(rss_peak_kb),0), min(received_at)"
+                              " FROM requests WHERE received_at >= ?";
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
     sqlite3_bind_double(st, 1, since);
@@ -710,22 +707,15 @@ static int bucket_index(const struct stats_series *s, sqlite3_stmt *st)
 
 static int series_requests(sqlite3 *db, struct stats_series *s, double end)
 {
+    static const char sql[] =
+        "SELECT " BUCKET_AT
+        " b, count(*), sum(http_status >= 400 OR status IN ('error','timeout')),"
+        " sum(completion_tokens IS NOT NULL), coalesce(sum(completion_tokens),0),"
+        " sum(" DECODE_MS "), sum(" DECODE_TOKENS ")"
+        " FROM requests INDEXED BY requests_received_at"
+        " WHERE received_at >= ?1 AND received_at < ?3 GROUP BY b";
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(
-            db,
-            "SELECT " BUCKET(
-                "received_at") " b, count(*),"
-                               " sum(http_status >= 400 OR status IN ('error','timeout')),"
-                               " sum(completion_tokens IS NOT NULL), "
-                               "coalesce(sum(completion_tokens),0),"
-                               " sum(CASE WHEN completion_tokens > 1 AND decode_ms IS NOT NULL "
-                               "THEN decode_ms END),"
-                               " sum(CASE WHEN completion_tokens > 1 AND decode_ms IS NOT NULL "
-                               "THEN completion_tokens - 1 END)"
-                               " FROM requests INDEXED BY requests_received_at"
-                               " WHERE received_at >= ?1 AND received_at < ?3 GROUP BY b",
-            -1, &st, NULL) != SQLITE_OK)
-        return -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
     sqlite3_bind_double(st, 1, s->start);
     sqlite3_bind_double(st, 2, s->step);
     sqlite3_bind_double(st, 3, end);
@@ -745,12 +735,11 @@ static int series_requests(sqlite3 *db, struct stats_series *s, double end)
 static int series_samples(sqlite3 *db, struct stats_series *s, double end)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(
-            db,
-            "SELECT " BUCKET("ts") " b, avg(tokens_per_s), max(queued),"
-                                   " max(active_slots), max(rss_kb)"
-                                   " FROM samples WHERE ts >= ?1 AND ts < ?3 GROUP BY b",
-            -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db,
+                           "SELECT " BUCKET_TS " b, avg(tokens_per_s), max(queued),"
+                           " max(active_slots), max(rss_kb)"
+                           " FROM samples WHERE ts >= ?1 AND ts < ?3 GROUP BY b",
+                           -1, &st, NULL) != SQLITE_OK)
         return -1;
     sqlite3_bind_double(st, 1, s->start);
     sqlite3_bind_double(st, 2, s->step);
