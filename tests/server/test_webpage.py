@@ -49,6 +49,7 @@ class WebSocket:
         if b' 101 ' not in head.split(b'\r\n')[0]:
             raise RuntimeError('websocket handshake failed: %r' % head)
         self.next_id = 0
+        self.events = []  # events that arrived while waiting for a reply
 
     def _recv_exact(self, n):
         buf = b''
@@ -93,8 +94,15 @@ class WebSocket:
                 if 'error' in m:
                     raise RuntimeError('%s: %s' % (method, m['error']))
                 return m.get('result', {})
+            if 'method' in m:
+                self.events = self.events[-200:] + [m]
 
     def wait_event(self, name, timeout=20):
+        for i, m in enumerate(self.events):
+            if m['method'] == name:
+                del self.events[:i + 1]
+                return m
+        self.events = []
         end = time.time() + timeout
         while time.time() < end:
             m = self.recv()
@@ -221,6 +229,16 @@ def main():
             return answer, timings, partial
 
         goto(port)
+        # 0. Both picture buttons open a file chooser (the camera one asks for the camera).
+        ws.call('Page.setInterceptFileChooserDialog', enabled=True)
+        for inp in ('camera', 'image'):
+            ws.call('Runtime.evaluate', userGesture=True,
+                    expression="document.getElementById('%s').parentNode.click()" % inp)
+            ws.wait_event('Page.fileChooserOpened', 10)
+        ws.call('Page.setInterceptFileChooserDialog', enabled=False)
+        assert js("document.getElementById('camera').getAttribute('capture')") == 'environment'
+        assert js("document.getElementById('camera').accept") == 'image/*'
+
         # 1. A picture from a file, streamed answer (the echo engine names the picture's size).
         choose_file(IMAGE)
         wait_js("document.getElementById('picinfo').textContent.includes('KB sent')")
