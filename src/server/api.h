@@ -51,6 +51,7 @@ int api_ready(struct http_req *r);
 int api_metrics(struct http_req *r);
 int api_stats(struct http_req *r);
 int api_index(struct http_req *r);
+int api_samples(struct http_req *r);
 int api_ollama_tags(struct http_req *r);
 int api_ollama_version(struct http_req *r);
 int api_ollama_show(struct http_req *r); /* POST: reads the body */

@@ -49,6 +49,7 @@ static const struct route routes[] = {
     {"GET", "/metrics", NULL, api_metrics, 0},
     {"GET", "/stats", NULL, api_stats, 0},
     {"GET", "/", NULL, api_index, 1},
+    {"GET", "/samples", NULL, api_samples, 1},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 

@@ -77,9 +77,34 @@ struct stats_summary {
 };
 
 /* Aggregates rows with received_at >= now - window_s (window_s <= 0: all rows). Opens its own
- * read-only connection. */
+ * read-only connection. Percentiles are computed in SQL (the rows are not loaded). */
 int stats_query(const char *path, double window_s, double now, struct stats_summary *out, char *err,
                 size_t errlen);
+/* A time series over the last window_s seconds in buckets of step_s seconds, aligned on
+ * multiples of step_s: the first holds now - window_s, the last now (both partial, so there are
+ * up to window_s / step_s + 1 buckets). Requests go in the bucket of
+ * their arrival. Negative values: nothing to report in that bucket. */
+#define STATS_SERIES_MAX 1440
+struct stats_bucket {
+    long long requests, errors, generations, completion_tokens;
+    double decode_tokens_per_s;     /* tokens after the first / decode time */
+    double ttft_ms[3], token_ms[3]; /* p50, p95, p99; token_ms = decode_ms per token after the
+                                       first, of generations with more than one token */
+    double tokens_per_s;            /* samples: mean generation throughput of the daemon */
+    int queued, active_slots;       /* samples: the bucket's largest */
+    long rss_kb;                    /* samples: the bucket's largest */
+};
+struct stats_series {
+    double start, step; /* bucket i spans [start + i step, start + (i + 1) step) */
+    int n;
+    struct stats_bucket *b;
+};
+/* Bucketing and percentiles run in SQL: the rows never come into memory. Fails (err) on a bad
+ * window/step (more than STATS_SERIES_MAX buckets) or an unreadable database. Free with
+ * stats_series_free. */
+int stats_series_query(const char *path, double window_s, double step_s, double now,
+                       struct stats_series *out, char *err, size_t errlen);
+void stats_series_free(struct stats_series *s);
 /* Nearest-rank percentile (p in 0..100) of n sorted values; 0 when n == 0. */
 double stats_percentile(const double *sorted, long n, double p);
 /* Current and peak resident set size in kB (from /proc and getrusage). */

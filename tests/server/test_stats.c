@@ -1,6 +1,7 @@
 /* Unit tests: percentiles, the writer (rows, schema version, samples), aggregation windows,
  * and surviving an unwritable database. */
 #include <check.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,6 +292,224 @@ START_TEST(retry_buffer_bounded)
 }
 END_TEST
 
+/* ---- SQL percentiles and series against a brute-force computation on random rows ---- */
+
+static unsigned long long rng_state = 0x9e3779b97f4a7c15ULL;
+
+static double urand(void) /* [0, 1) */
+{
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+#define NRAND 4000
+#define SPAN 7200.0
+
+static struct stats_record rand_rows[NRAND];
+
+/* Rows over the last SPAN seconds: all statuses, NULL timings and token counts, ties (times in
+ * whole ms half of the time). */
+static void make_random_db(const char *path, double now)
+{
+    static const char *statuses[] = {"stop", "stop", "length", "error", "cancelled", "timeout"};
+    char err[256];
+    struct stats_options o = {path, NRAND, 3600, 0, 0, 0};
+    struct stats *s = stats_open(&o, NULL, NULL, err, sizeof err);
+    ck_assert_ptr_nonnull(s);
+    for (int i = 0; i < NRAND; i++) {
+        const char *st = statuses[(int)(urand() * 6)];
+        int tokens = urand() < 0.1 ? -1 : (int)(urand() * 40);
+        double total = urand() < 0.5 ? floor(urand() * 50) : urand() * 3000;
+        struct stats_record r =
+            gen(now - SPAN * urand(), total, tokens, urand() * 2000, st, st[0] == 'e' ? 500 : 200);
+        r.ttft_ms = urand() < 0.1 ? -1 : floor(urand() * 200);
+        if (urand() < 0.05) r.total_ms = -1;
+        if (urand() < 0.05) r.decode_ms = -1;
+        rand_rows[i] = r;
+        stats_record(s, &r);
+    }
+    stats_flush(s);
+    ck_assert_int_eq(stats_dropped(s), 0);
+    stats_close(s);
+}
+
+static int is_gen(const struct stats_record *r)
+{
+    return r->completion_tokens >= 0 &&
+           (strcmp(r->status, "stop") == 0 || strcmp(r->status, "length") == 0);
+}
+
+/* The field the SQL reads, or < 0 when that row has none. */
+static double token_ms(const struct stats_record *r)
+{
+    return r->completion_tokens > 1 && r->decode_ms >= 0 ? r->decode_ms / (r->completion_tokens - 1)
+                                                         : -1;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Brute force: p50/p95/p99 (nearest rank) of what() over the generations in [lo, hi); -1 when
+ * there are none. */
+static void brute_percentiles(double lo, double hi, double (*what)(const struct stats_record *),
+                              double out[3])
+{
+    static double v[NRAND];
+    long n = 0;
+    for (int i = 0; i < NRAND; i++) {
+        const struct stats_record *r = &rand_rows[i];
+        if (r->received_at >= lo && r->received_at < hi && is_gen(r) && what(r) >= 0)
+            v[n++] = what(r);
+    }
+    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
+    static const double p[3] = {50, 95, 99};
+    for (int i = 0; i < 3; i++)
+        out[i] = n ? stats_percentile(v, n, p[i]) : -1;
+}
+
+static double total_of(const struct stats_record *r)
+{
+    return r->total_ms;
+}
+static double ttft_of(const struct stats_record *r)
+{
+    return r->ttft_ms;
+}
+
+/* Windows of 60 and 120 s hold less than 1/32 of the table (SQLite sorts them); the others more
+ * (the value indexes are walked). Both must give the nearest-rank percentiles exactly. */
+START_TEST(sql_percentiles_match_brute_force)
+{
+    char dir[] = "/tmp/ternd-stats-XXXXXX", path[64], err[256];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/s.db", dir);
+    double now = stats_wall_now();
+    make_random_db(path, now);
+    static const double windows[] = {60, 120, 900, 3600, 0};
+    for (size_t w = 0; w < sizeof windows / sizeof *windows; w++) {
+        struct stats_summary sum;
+        ck_assert_int_eq(stats_query(path, windows[w], now, &sum, err, sizeof err), 0);
+        double lo = windows[w] > 0 ? now - windows[w] : -1e300, total[3], ttft[3];
+        brute_percentiles(lo, 1e300, total_of, total);
+        brute_percentiles(lo, 1e300, ttft_of, ttft);
+        double got_total[3] = {sum.latency_p50_ms, sum.latency_p95_ms, sum.latency_p99_ms};
+        double got_ttft[3] = {sum.ttft_p50_ms, sum.ttft_p95_ms, sum.ttft_p99_ms};
+        long long requests = 0;
+        for (int i = 0; i < NRAND; i++)
+            requests += rand_rows[i].received_at >= lo;
+        ck_assert_int_eq(sum.requests, requests);
+        for (int i = 0; i < 3; i++) {
+            ck_assert_double_eq(got_total[i], total[i] < 0 ? 0 : total[i]);
+            ck_assert_double_eq(got_ttft[i], ttft[i] < 0 ? 0 : ttft[i]);
+        }
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+START_TEST(sql_series_match_brute_force)
+{
+    char dir[] = "/tmp/ternd-stats-XXXXXX", path[64], err[256];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/s.db", dir);
+    double now = stats_wall_now();
+    make_random_db(path, now);
+    /* Samples every 7 s over the span, written the way the writer does. */
+    enum { NSAMPLES = (int)(SPAN / 7) };
+    static struct {
+        double ts, tps;
+        int queued, active;
+        long rss;
+    } smp[NSAMPLES];
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+    for (int i = 0; i < NSAMPLES; i++) {
+        smp[i].ts = now - SPAN + 7 * i + urand();
+        smp[i].tps = floor(urand() * 100);
+        smp[i].queued = (int)(urand() * 9);
+        smp[i].active = (int)(urand() * 4);
+        smp[i].rss = 1000 + (long)(urand() * 5000);
+        char sql[256];
+        snprintf(sql, sizeof sql, "INSERT INTO samples VALUES(%.17g, %ld, %d, %d, %.17g)",
+                 smp[i].ts, smp[i].rss, smp[i].active, smp[i].queued, smp[i].tps);
+        ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    }
+    ck_assert_int_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    struct stats_series ser;
+    ck_assert_int_ne(stats_series_query(path, 3600, 0.5, now, &ser, err, sizeof err), 0);
+    ck_assert_int_ne(stats_series_query(path, 3600, 0, now, &ser, err, sizeof err), 0);
+    ck_assert_int_eq(stats_series_query(path, 3600, 60, now, &ser, err, sizeof err), 0);
+    ck_assert_int_eq(ser.n, 61);
+    ck_assert_double_eq(ser.step, 60);
+    ck_assert_double_eq(fmod(ser.start, 60), 0);
+    ck_assert(ser.start <= now - 3600 && ser.start > now - 3660 && ser.start + 60 * ser.n > now);
+    long long seen = 0;
+    for (int b = 0; b < ser.n; b++) {
+        double lo = ser.start + b * 60.0, hi = lo + 60;
+        long long requests = 0, errors = 0, gens = 0, tokens = 0;
+        double dec_ms = 0, dec_tokens = 0;
+        for (int i = 0; i < NRAND; i++) {
+            const struct stats_record *r = &rand_rows[i];
+            if (!(r->received_at >= lo && r->received_at < hi)) continue;
+            requests++;
+            errors += r->http_status >= 400 || strcmp(r->status, "error") == 0 ||
+                      strcmp(r->status, "timeout") == 0;
+            gens += r->completion_tokens >= 0;
+            tokens += r->completion_tokens > 0 ? r->completion_tokens : 0;
+            if (r->completion_tokens > 1 && r->decode_ms >= 0) {
+                dec_ms += r->decode_ms;
+                dec_tokens += r->completion_tokens - 1;
+            }
+        }
+        const struct stats_bucket *k = &ser.b[b];
+        ck_assert_int_eq(k->requests, requests);
+        ck_assert_int_eq(k->errors, errors);
+        ck_assert_int_eq(k->generations, gens);
+        ck_assert_int_eq(k->completion_tokens, tokens);
+        if (dec_ms > 0)
+            ck_assert_double_eq_tol(k->decode_tokens_per_s, dec_tokens / (dec_ms / 1e3), 1e-6);
+        else
+            ck_assert_double_eq(k->decode_tokens_per_s, -1);
+        double want[3];
+        brute_percentiles(lo, hi, ttft_of, want);
+        for (int i = 0; i < 3; i++)
+            ck_assert_double_eq(k->ttft_ms[i], want[i]);
+        brute_percentiles(lo, hi, token_ms, want);
+        for (int i = 0; i < 3; i++)
+            ck_assert_double_eq_tol(k->token_ms[i], want[i], 1e-9 * (1 + fabs(want[i])));
+        double tps = 0;
+        int ns = 0, queued = -1, active = -1;
+        long rss = -1;
+        for (int i = 0; i < NSAMPLES; i++) {
+            if (!(smp[i].ts >= lo && smp[i].ts < hi)) continue;
+            tps += smp[i].tps;
+            ns++;
+            queued = smp[i].queued > queued ? smp[i].queued : queued;
+            active = smp[i].active > active ? smp[i].active : active;
+            rss = smp[i].rss > rss ? smp[i].rss : rss;
+        }
+        ck_assert_double_eq_tol(k->tokens_per_s, ns ? tps / ns : -1, 1e-9);
+        ck_assert_int_eq(k->queued, queued);
+        ck_assert_int_eq(k->active_slots, active);
+        ck_assert_int_eq(k->rss_kb, rss);
+        seen += requests;
+    }
+    ck_assert_int_gt(seen, NRAND / 3); /* the hour of a two-hour span */
+    stats_series_free(&ser);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("stats");
@@ -304,6 +523,8 @@ int main(void)
     tcase_add_test(tc, sync_commits_before_returning);
     tcase_add_test(tc, full_disk_rows_kept_and_retried);
     tcase_add_test(tc, retry_buffer_bounded);
+    tcase_add_test(tc, sql_percentiles_match_brute_force);
+    tcase_add_test(tc, sql_series_match_brute_force);
     suite_add_tcase(s, tc);
     return tu_run(s, CK_FORK);
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""The web page at GET / in headless Chromium: load it, choose a picture, ask, and watch the
-answer stream in. Talks to Chromium over the DevTools protocol with a minimal WebSocket
-client (standard library only). Exits 77 (skipped) when Chromium is not installed.
+"""The web page at GET / in headless Chromium. On the echo engine: choose a picture, ask, and
+watch the answer stream in; a large picture is shrunk before upload; after some requests the
+dashboard's charts show non-empty series. On the shipped demo model (when models/ has it):
+click a sample picture and one of its questions, Ask, and get the model's right answer. Talks
+to Chromium over the DevTools protocol with a minimal WebSocket client (standard library only).
+Exits 77 (skipped) when Chromium is not installed.
 
 usage: test_webpage.py PATH/TO/ternd
 """
@@ -15,10 +18,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import struct
+import urllib.error
 import urllib.request
+import zlib
 
-IMAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'shapes.jpg')
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, '..', '..'))
+IMAGE = os.path.join(HERE, 'data', 'shapes.jpg')
 PROMPT = 'which colours are in this picture'
+# Sample pictures the page offers, a question each lists, and the demo model's answer.
+SAMPLE_ANSWERS = [('00000.jpg', 'How many shapes are there?', 'Two.'),
+                  ('00002.png', 'What shape is the blue object?', 'A circle.')]
 
 
 class WebSocket:
@@ -38,6 +49,7 @@ class WebSocket:
         if b' 101 ' not in head.split(b'\r\n')[0]:
             raise RuntimeError('websocket handshake failed: %r' % head)
         self.next_id = 0
+        self.events = []  # events that arrived while waiting for a reply
 
     def _recv_exact(self, n):
         buf = b''
@@ -82,14 +94,51 @@ class WebSocket:
                 if 'error' in m:
                     raise RuntimeError('%s: %s' % (method, m['error']))
                 return m.get('result', {})
+            if 'method' in m:
+                self.events = self.events[-200:] + [m]
 
     def wait_event(self, name, timeout=20):
+        for i, m in enumerate(self.events):
+            if m['method'] == name:
+                del self.events[:i + 1]
+                return m
+        self.events = []
         end = time.time() + timeout
         while time.time() < end:
             m = self.recv()
             if m.get('method') == name:
                 return m
         raise TimeoutError(name)
+
+
+def png(path, w, h):
+    """A grey w x h PNG (8-bit greyscale), written with the standard library."""
+    def chunk(kind, data):
+        return (struct.pack('>I', len(data)) + kind + data +
+                struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+    raw = b''.join(b'\0' + bytes([128]) * w for _ in range(h))
+    with open(path, 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0)) +
+                chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b''))
+
+
+def wait_health(port):
+    for _ in range(600):
+        try:
+            urllib.request.urlopen('http://127.0.0.1:%d/health' % port)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError('ternd on port %d did not come up' % port)
+
+
+def post(port, path, body, ctype='application/json'):
+    req = urllib.request.Request('http://127.0.0.1:%d%s' % (port, path), data=body,
+                                 headers={'Content-Type': ctype})
+    try:
+        return urllib.request.urlopen(req).status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 def free_port():
@@ -107,21 +156,18 @@ def main():
         print('chromium not installed: skipped')
         return 77
     port = free_port()
+    tmp = tempfile.mkdtemp(prefix='ternd-webpage-')
     d = subprocess.Popen([ternd, '--config', '/dev/null', '--engine', 'echo', '--port', str(port),
-                          '--echo-delay-ms', '60'], stderr=subprocess.DEVNULL)
-    profile = tempfile.mkdtemp(prefix='ternd-chromium-')
+                          '--echo-delay-ms', '60', '--db', tmp + '/stats.db', '--sample-interval', '1'],
+                         stderr=subprocess.DEVNULL)
+    demo = None
     browser = None
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen('http://127.0.0.1:%d/health' % port)
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_health(port)
         browser = subprocess.Popen([chromium, '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
                                     '--disable-background-networking', '--disable-component-update',
                                     '--disable-sync', '--disable-dev-shm-usage',
-                                    '--user-data-dir=' + profile, '--remote-debugging-port=0',
+                                    '--user-data-dir=' + tmp + '/profile', '--remote-debugging-port=0',
                                     'about:blank'], stderr=subprocess.PIPE, text=True)
         ws_url = None
         end = time.time() + 60
@@ -137,36 +183,155 @@ def main():
         page = next(t for t in targets if t['type'] == 'page')
         ws = WebSocket(page['webSocketDebuggerUrl'])
         ws.call('Page.enable')
-        ws.call('Page.navigate', url='http://127.0.0.1:%d/' % port)
-        ws.wait_event('Page.loadEventFired')
 
         def js(expr):
-            r = ws.call('Runtime.evaluate', expression=expr, returnByValue=True)
+            r = ws.call('Runtime.evaluate', expression=expr, returnByValue=True, awaitPromise=True)
+            if 'exceptionDetails' in r:
+                raise RuntimeError('%s: %s' % (expr, r['exceptionDetails']))
             return r['result'].get('value')
 
-        assert js('document.title') == 'tern', js('document.title')
-        doc = ws.call('DOM.getDocument')
-        node = ws.call('DOM.querySelector', nodeId=doc['root']['nodeId'], selector='#image')['nodeId']
-        ws.call('DOM.setFileInputFiles', files=[os.path.abspath(IMAGE)], nodeId=node)
-        js("document.getElementById('image').dispatchEvent(new Event('change'))")
-        js("document.getElementById('prompt').value = %s; document.getElementById('ask').click(); 1"
-           % json.dumps(PROMPT))
+        def wait_js(expr, timeout=30):
+            end = time.time() + timeout
+            while time.time() < end:
+                v = js(expr)
+                if v:
+                    return v
+                time.sleep(0.1)
+            raise TimeoutError(expr)
+
+        def goto(p):
+            ws.call('Page.navigate', url='http://127.0.0.1:%d/' % p)
+            ws.wait_event('Page.loadEventFired')
+            assert js('document.title') == 'tern', js('document.title')
+
+        def choose_file(path):
+            doc = ws.call('DOM.getDocument')
+            node = ws.call('DOM.querySelector', nodeId=doc['root']['nodeId'], selector='#image')['nodeId']
+            ws.call('DOM.setFileInputFiles', files=[os.path.abspath(path)], nodeId=node)
+            js("document.getElementById('image').dispatchEvent(new Event('change')); 1")
+
+        def ask(prompt=None):
+            """Clicks Ask (with prompt, if given); returns the answer, its timings and the
+            partial answers seen while it streamed."""
+            if prompt is not None:
+                js("document.getElementById('prompt').value = %s" % json.dumps(prompt))
+            js("document.getElementById('ask').click(); 1")
+            partial, answer, timings = set(), '', ''
+            end = time.time() + 30
+            while time.time() < end:
+                answer = js("document.getElementById('answer').textContent")
+                timings = js("document.getElementById('timings').textContent")
+                if 'stop' in timings:
+                    break
+                if answer:
+                    partial.add(answer)
+                time.sleep(0.03)
+            return answer, timings, partial
+
+        goto(port)
+        # 0. Both picture buttons open a file chooser (the camera one asks for the camera).
+        ws.call('Page.setInterceptFileChooserDialog', enabled=True)
+        for inp in ('camera', 'image'):
+            ws.call('Runtime.evaluate', userGesture=True,
+                    expression="document.getElementById('%s').parentNode.click()" % inp)
+            ws.wait_event('Page.fileChooserOpened', 10)
+        ws.call('Page.setInterceptFileChooserDialog', enabled=False)
+        assert js("document.getElementById('camera').getAttribute('capture')") == 'environment'
+        assert js("document.getElementById('camera').accept") == 'image/*'
+
+        # 1. A picture from a file, streamed answer (the echo engine names the picture's size).
+        choose_file(IMAGE)
+        wait_js("document.getElementById('picinfo').textContent.includes('KB sent')")
+        answer, timings, partial = ask(PROMPT)
         want = '[image 64x48] ' + PROMPT
-        partial, answer, timings = set(), '', ''
-        end = time.time() + 30
-        while time.time() < end:
-            answer = js("document.getElementById('answer').textContent")
-            timings = js("document.getElementById('timings').textContent")
-            if answer and answer != want:
-                partial.add(answer)
-            if 'stop' in timings:
-                break
-            time.sleep(0.03)
         assert answer == want, 'answer %r, timings %r' % (answer, timings)
         assert 'tokens/s' in timings and 'first token' in timings, timings
-        assert any(want.startswith(p) for p in partial), 'no partial text seen: not streamed? %r' % partial
+        assert any(want.startswith(p) and p != want for p in partial), \
+            'no partial text seen: not streamed? %r' % partial
         assert js("document.getElementById('preview').style.display") == 'block'
         print('web page: picture sent, %d partial states seen, answer %r, %s' % (len(partial), answer, timings))
+
+        # 2. A large picture (a phone photo's size) is shrunk to 1024 px before it is sent.
+        png(tmp + '/big.png', 2000, 1000)
+        choose_file(tmp + '/big.png')
+        info = wait_js("document.getElementById('picinfo').textContent.includes('resized') &&"
+                       " document.getElementById('picinfo').textContent")
+        assert '2000×1000 to 1024×512' in info, info
+        answer, timings, _ = ask('size')
+        assert answer == '[image 1024x512] size', answer
+        print('web page: large picture shrunk before upload: %s' % info)
+
+        # 3. The dashboard: after more requests (and one refused), its next polls draw them. As
+        # on a busy server, the polls ask for the last minutes only and merge them in.
+        js('fullMs = 1e9; polls = 1')
+        for i in range(6):
+            assert post(port, '/generate', json.dumps({'prompt': 'a b c %d' % i}).encode()) == 200
+        assert post(port, '/generate', b'{not json') == 400
+        drawn = ("(() => { const pts = (sel) => [...document.querySelectorAll(sel)]"
+                 ".map((p) => +p.dataset.points);"
+                 " const sum = (a) => a.reduce((x, y) => x + (y || 0), 0);"
+                 " return series && sum(series.generations) >= 8 && sum(series.errors) >= 1 &&"
+                 " ['rate', 'ttft', 'token', 'tps', 'queue', 'rss', 'errors'].every((c) =>"
+                 " pts('#chart-' + c + ' path.line').some((n) => n > 0)) &&"
+                 " pts('#chart-ttft path.line').length === 3 && pts('#chart-token path.line').length === 3"
+                 " && pts('#chart-rss path.line')[0] })()")
+        t0 = time.time()
+        wait_js(drawn, 40)
+        tiles = js("document.getElementById('tiles').textContent")
+        print('web page: dashboard drew the requests %.1f s after them; every chart has a series (tiles: %s)'
+              % (time.time() - t0, tiles))
+
+        # The JSON behind the charts: index-aligned columns on minute boundaries; bad asks 400.
+        o = json.loads(urllib.request.urlopen('http://127.0.0.1:%d/stats?series=1&window=600&step=60' % port).read())
+        ser = o['series']
+        assert ser['step'] == 60 and ser['start'] % 60 == 0 and ser['start'] <= ser['now'] - 600, ser
+        cols = [ser[k] for k in ser if isinstance(ser[k], list)] + \
+            [v for k in ('ttft_ms', 'token_ms') for v in ser[k].values()]
+        assert len(cols) == 16 and all(len(c) == len(ser['t']) == 11 for c in cols), ser
+        assert sum(ser['requests']) <= o['count'] and sum(ser['generations']) >= 8, (o, ser)
+        assert 'series' not in json.loads(urllib.request.urlopen(
+            'http://127.0.0.1:%d/stats?window=600' % port).read())
+        for bad in ('series=2', 'series=1&step=0', 'series=1&step=abc', 'series=1&window=3600&step=1'):
+            try:
+                urllib.request.urlopen('http://127.0.0.1:%d/stats?%s' % (port, bad))
+                raise AssertionError(bad + ': not refused')
+            except urllib.error.HTTPError as e:
+                assert e.code == 400, (bad, e.code)
+        names = json.loads(urllib.request.urlopen('http://127.0.0.1:%d/samples' % port).read())['samples']
+        assert set(n for n, _, _ in SAMPLE_ANSWERS) <= set(names), names
+        for name in names:
+            r = urllib.request.urlopen('http://127.0.0.1:%d/samples?name=%s' % (port, name))
+            with open(os.path.join(ROOT, 'tests', 'data', 'shapes', 'test', name), 'rb') as f:
+                assert r.read() == f.read(), name
+            assert r.headers['Content-Type'] == ('image/png' if name.endswith('.png') else 'image/jpeg')
+        try:
+            urllib.request.urlopen('http://127.0.0.1:%d/samples?name=../../etc/passwd' % port)
+            raise AssertionError('unknown sample served')
+        except urllib.error.HTTPError as e:
+            assert e.code == 404, e.code
+
+        # 4. The demo model: click a sample picture and one of its questions, get its answer.
+        model = os.path.join(ROOT, 'models', 'tern-demo-tq2_0.gguf')
+        if not os.path.exists(model):
+            print('demo model not in models/: sample-picture answers not checked')
+            return 0
+        dport = free_port()
+        demo = subprocess.Popen([ternd, '--config', '/dev/null', '--engine', 'model', '--model', model,
+                                 '--mmproj', os.path.join(ROOT, 'models', 'tern-demo-mmproj-tq2_0.gguf'),
+                                 '--port', str(dport), '--threads', '1'], stderr=subprocess.DEVNULL)
+        wait_health(dport)
+        goto(dport)
+        for name, question, right in SAMPLE_ANSWERS:
+            js("document.querySelector('.sample[data-name=\"%s\"]').click(); 1" % name)
+            wait_js("document.getElementById('picinfo').textContent.includes(%s)" % json.dumps(name))
+            assert js("document.getElementById('preview').src").endswith('/samples?name=' + name)
+            chips = js("[...document.querySelectorAll('#questions .q')].map((b) => b.textContent)")
+            assert question in chips, chips
+            js("[...document.querySelectorAll('#questions .q')].find((b) => b.textContent === %s).click(); 1"
+               % json.dumps(question))
+            answer, timings, _ = ask()
+            assert answer.strip() == right, 'sample %s: %r: answer %r, timings %r' % (name, question, answer, timings)
+            print('web page: sample %s, %r -> %r (%s)' % (name, question, answer.strip(), timings))
         return 0
     finally:
         if browser:
@@ -175,9 +340,11 @@ def main():
                 browser.wait(10)
             except subprocess.TimeoutExpired:
                 browser.kill()
-        d.terminate()
-        d.wait(20)
-        shutil.rmtree(profile, ignore_errors=True)
+        for p in (d, demo):
+            if p:
+                p.terminate()
+                p.wait(20)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == '__main__':
