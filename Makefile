@@ -27,7 +27,7 @@ FUZZ_SECONDS ?= 20
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 
-.PHONY: all deps build test test-release test-attack test-asan test-arm test-deb test-fleet test-dnssd test-training fuzz fuzz-long format format-check serve deb clean
+.PHONY: all deps clients build test test-release test-attack test-asan test-arm test-deb test-fleet test-dnssd test-training fuzz fuzz-long format format-check serve deb clean
 
 all: build
 
@@ -56,7 +56,13 @@ deps:
 $(BUILD)/build.ninja:
 	meson setup $(BUILD)
 
-build: deps $(BUILD)/build.ninja
+# The official openai/ollama npm clients the API tests drive (tests/server/clients); the npm
+# registry is the one network place besides Debian's packages. Without npm the test skips.
+clients:
+	@if command -v npm >/dev/null && [ ! -d tests/server/clients/node_modules ]; then \
+	  npm ci --prefix tests/server/clients --no-audit --no-fund; fi
+
+build: deps clients $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
 $(ASAN_BUILD)/build.ninja:
