@@ -32,24 +32,26 @@ struct route {
     const struct api_gen *gen;          /* generation endpoint, or */
     int (*handler)(struct http_req *r); /* plain handler */
     int open;                           /* no API key needed */
+    int probe; /* health checks, scrapes and the page's polls: counted in /metrics and logged
+                  at debug, but a success is not a stats row (the dashboard polls every 5 s) */
 };
 
 static const struct route routes[] = {
-    {"POST", "/generate", &api_native_generate, NULL, 0},
-    {"POST", "/api/generate", &api_ollama_generate, NULL, 0},
-    {"POST", "/api/chat", &api_ollama_chat, NULL, 0},
-    {"GET", "/api/tags", NULL, api_ollama_tags, 0},
-    {"GET", "/api/version", NULL, api_ollama_version, 0},
-    {"POST", "/api/show", NULL, api_ollama_show, 0},
-    {"GET", "/api/ps", NULL, api_ollama_ps, 0},
-    {"POST", "/v1/chat/completions", &api_openai_chat, NULL, 0},
-    {"GET", "/v1/models", NULL, api_openai_models, 0},
-    {"GET", "/health", NULL, api_health, 1},
-    {"GET", "/ready", NULL, api_ready, 1},
-    {"GET", "/metrics", NULL, api_metrics, 0},
-    {"GET", "/stats", NULL, api_stats, 0},
-    {"GET", "/", NULL, api_index, 1},
-    {"GET", "/samples", NULL, api_samples, 1},
+    {"POST", "/generate", &api_native_generate, NULL, 0, 0},
+    {"POST", "/api/generate", &api_ollama_generate, NULL, 0, 0},
+    {"POST", "/api/chat", &api_ollama_chat, NULL, 0, 0},
+    {"GET", "/api/tags", NULL, api_ollama_tags, 0, 0},
+    {"GET", "/api/version", NULL, api_ollama_version, 0, 0},
+    {"POST", "/api/show", NULL, api_ollama_show, 0, 0},
+    {"GET", "/api/ps", NULL, api_ollama_ps, 0, 0},
+    {"POST", "/v1/chat/completions", &api_openai_chat, NULL, 0, 0},
+    {"GET", "/v1/models", NULL, api_openai_models, 0, 0},
+    {"GET", "/health", NULL, api_health, 1, 1},
+    {"GET", "/ready", NULL, api_ready, 1, 1},
+    {"GET", "/metrics", NULL, api_metrics, 0, 1},
+    {"GET", "/stats", NULL, api_stats, 0, 1},
+    {"GET", "/", NULL, api_index, 1, 1},
+    {"GET", "/samples", NULL, api_samples, 1, 1},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
@@ -1127,6 +1129,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                 sup > 0 ? " (earlier lines about refused requests suppressed)" : "");
     if (r->stranger) {
         /* refused before any route ran: /metrics counts it, the stats DB does not */
+    } else if (r->route && r->route->probe && r->status < 400) {
+        /* a probe that succeeded: /metrics counts it */
     } else if (r->job) {
         struct job *j = r->job;
         job_set_http_result(j, r->status, r->error);

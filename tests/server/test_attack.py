@@ -98,6 +98,10 @@ class Slowloris(unittest.TestCase):
         with lock:
             for s in socks:
                 s.close()
+        for _ in range(50):  # the watchdog logs once per sweep; a loaded machine is slow
+            if 'too slow to send a request' in open(d.log).read():
+                break
+            time.sleep(0.1)
         self.assertIn('too slow to send a request', open(d.log).read())
 
 
@@ -240,6 +244,23 @@ class Strangers(unittest.TestCase):
         for line in log.splitlines():
             self.assertFalse(line.startswith('FORGED'), line)
         self.assertNotIn('\x1b', log)
+
+    def test_probes_not_stored(self):
+        """Health checks, scrapes and the dashboard's polls are counted, not stored: a page
+        left open polls /stats every 5 s."""
+        d = Daemon()
+        for path in ('/health', '/ready', '/metrics', '/stats', '/stats?series=1', '/',
+                     '/samples'):
+            for _ in range(5):
+                self.assertEqual(d.request('GET', path)[0], 200, path)
+        st, h, _ = d.json('POST', '/generate', {'prompt': 'member', 'stream': False})
+        self.assertEqual(st, 200)
+        self.assertEqual(d.request('GET', '/samples?name=no-such')[0], 404)
+        time.sleep(2.5)   # two writer intervals
+        rows = d.rows('SELECT endpoint, http_status FROM requests')
+        self.assertEqual(sorted(rows), sorted([('/generate', 200), ('/samples', 404)]))
+        text = d.request('GET', '/metrics')[2].decode()
+        self.assertIn('ternd_requests_total{endpoint="/ready",code="200"} 5', text)
 
     def test_strangers_log_lines_limited(self):
         """A flood of 404s writes about 20 log lines a second, not one per request."""
