@@ -74,10 +74,12 @@ grammar_state *grammar_state_create(const grammar *g, const grammar_vocab *v);
 void grammar_state_destroy(grammar_state *s);
 /* Back to the start, for a new answer. */
 void grammar_state_reset(grammar_state *s);
-/* Sets logits[id] = -INFINITY for every token whose bytes cannot continue the answer. */
+/* Sets logits[id] = -INFINITY for every token whose bytes cannot continue the answer (or, with
+ * a budget, cannot let it finish in time; then it notes the cut, see grammar_state_cut_short). */
 void grammar_state_mask(grammar_state *s, float *logits);
-/* Whether token id may come next (the state is not changed): a sampler checks its unconstrained
- * pick with this and computes the whole mask only when the pick does not fit. */
+/* Whether token id may come next (the state is not changed, but for noting a token the budget
+ * turns away): a sampler checks its unconstrained pick with this and computes the whole mask
+ * only when the pick does not fit. */
 bool grammar_state_allows(grammar_state *s, int32_t id);
 /* Advances past token id (which the mask allowed). -1 if it did not fit (state unchanged). */
 int grammar_state_accept(grammar_state *s, int32_t id);
@@ -86,7 +88,8 @@ bool grammar_state_complete(const grammar_state *s);
 /* tokens_left: how many more tokens the answer may have, counting the one about to be picked
  * (< 0: no limit, as after create and reset). Set it before each pick. */
 void grammar_state_set_budget(grammar_state *s, int tokens_left);
-/* The budget turned away a token the grammar allowed: the value was closed early to fit. */
+/* The budget turned away a token the grammar allowed (a pick, or tokens of a mask): the value
+ * was closed early to fit. Cleared by reset. */
 bool grammar_state_cut_short(const grammar_state *s);
 /* The fewest bytes that complete the value from here (0: complete). */
 int grammar_state_min_bytes(const grammar_state *s);
