@@ -847,7 +847,6 @@ START_TEST(budgets_close_answers)
         cJSON *schema = cJSON_Parse(schemas[i]);
         int need = grammar_min_bytes(g, "", 0);
         for (size_t b = 0; b < sizeof budgets / sizeof *budgets; b++) {
-            if (budgets[b] < need) continue; /* no answer fits */
             for (int k = 0; k < 6; k++) {
                 bool stopped, cut;
                 uint64_t seed = 500 + 31 * i + 7 * b + (uint64_t)k;
@@ -855,6 +854,13 @@ START_TEST(budgets_close_answers)
                                       &stopped, scratch, &cut);
                 ck_assert_msg(n >= 0, "%s: no token allowed after \"%s\"", schemas[i], out);
                 ck_assert_int_le(n, budgets[b]);
+                if (budgets[b] < need) {
+                    /* the shortest answer has more bytes than the budget has tokens: the mask
+                     * still leaves the tokens that shorten it most (long ones may still fit it) */
+                    ck_assert_int_ge(grammar_match(g, out, strlen(out)), 0);
+                    ck_assert(cut);
+                    continue;
+                }
                 ck_assert_msg(grammar_match(g, out, strlen(out)) == 1,
                               "%s, %d tokens: incomplete answer %s", schemas[i], budgets[b], out);
                 cJSON *v = cJSON_Parse(out);
