@@ -204,6 +204,7 @@ static int generate(eng_ctx *c, const chat_ctx *cc, const chat_prompt *p, const 
     const char *tail = tok_stream_flush(ts, &len);
     fwrite(tail, 1, len, stdout);
     fputc('\n', stdout);
+    fflush(stdout); /* before a note on stderr */
     if (gs && !grammar_state_complete(gs))
         fprintf(stderr, "tern run: the answer was cut at %d tokens: it is incomplete JSON\n",
                 *n_gen);
