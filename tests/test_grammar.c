@@ -929,6 +929,7 @@ START_TEST(stop_only_when_complete)
     grammar_state *s = grammar_state_create(g, d.v);
     int32_t eos = tok_special(d.t, "<end_of_utterance>");
     ck_assert(!grammar_state_complete(s));
+    ck_assert_int_eq(grammar_state_min_bytes(s), 4); /* true */
     ck_assert(!grammar_state_allows(s, eos));
     ck_assert_int_eq(grammar_state_accept(s, eos), -1);
     int32_t ids[8];
@@ -937,6 +938,7 @@ START_TEST(stop_only_when_complete)
     for (int i = 0; i < n; i++)
         ck_assert_int_eq(grammar_state_accept(s, ids[i]), 0);
     ck_assert(grammar_state_complete(s));
+    ck_assert_int_eq(grammar_state_min_bytes(s), 0);
     float *l = calloc((size_t)d.n_vocab, sizeof *l);
     grammar_state_mask(s, l);
     for (int i = 0; i < d.n_vocab; i++)
