@@ -703,6 +703,9 @@ static int decode_budget(demo *d, grammar *g, float temp, uint64_t seed, int cap
         ck_assert_int_eq(eng_step(d->c, &it, 1, err, sizeof err), ENG_OK);
         logits = eng_logits(d->c, 0);
         n++;
+        /* with a budget that fits the schema, what is left always fits in the tokens left */
+        if (budgeted && grammar_min_bytes(g, "", 0) <= cap)
+            ck_assert_int_le(grammar_state_min_bytes(gs), cap - n);
     }
     out[w] = 0;
     if (cut) *cut = grammar_state_cut_short(gs);
