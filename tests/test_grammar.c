@@ -209,6 +209,124 @@ START_TEST(literals_anyof_refs)
 END_TEST
 
 /* err names what is not supported, and where. */
+/* ---- shortest completions ---- */
+
+static int min_bytes(const grammar *g, const char *text, size_t len)
+{
+    int r = grammar_min_bytes(g, text, len);
+    ck_assert_int_ne(r, -2);
+    return r;
+}
+
+/* The shortest completion of buf[0, len) (room for one more byte) is exact: 0 exactly when
+ * it is complete, else one more than the best next byte's, so that some byte always brings it
+ * one closer (what a budget needs). Returns that byte, or -1 when complete. */
+static int check_exact(const grammar *g, char *buf, size_t len)
+{
+    int r = min_bytes(g, buf, len);
+    ck_assert_msg(r >= 0, "not a prefix: %.*s", (int)len, buf);
+    ck_assert_msg((r == 0) == (grammar_match(g, buf, len) == 1), "%.*s: %d to go", (int)len, buf,
+                  r);
+    if (r == 0) return -1;
+    int best = -1, best_b = -1;
+    for (int b = 1; b < 256; b++) {
+        buf[len] = (char)b;
+        int rb = min_bytes(g, buf, len + 1);
+        if (rb >= 0 && (best < 0 || rb < best)) best = rb, best_b = b;
+    }
+    ck_assert_msg(best == r - 1, "%.*s: shortest %d, but the best next byte leaves %d", (int)len,
+                  buf, r, best);
+    return best_b;
+}
+
+/* check_exact along text's shortest completion, which must end complete. */
+static void check_descent(const grammar *g, const char *text)
+{
+    char buf[512];
+    size_t len = strlen(text);
+    ck_assert(len < sizeof buf - 64);
+    memcpy(buf, text, len);
+    int start = min_bytes(g, buf, len), r = start;
+    for (int b; (b = check_exact(g, buf, len)) >= 0; r--)
+        buf[len++] = (char)b;
+    ck_assert_int_eq(r, 0);
+    ck_assert_msg(grammar_match(g, buf, len) == 1, "%s: %d bytes on, \"%.*s\" is not complete",
+                  text, start, (int)len, buf);
+}
+
+/* grammar_min_bytes of text under schema is want, and exact. */
+static void expect_min(const char *schema, const char *text, int want)
+{
+    char err[256];
+    grammar *g = grammar_compile(schema, err, sizeof err);
+    ck_assert_msg(g != NULL, "%s: %s", schema, err);
+    int r = min_bytes(g, text, strlen(text));
+    ck_assert_msg(r == want, "%s | %s: shortest completion %d, want %d", schema, text, r, want);
+    check_descent(g, text);
+    grammar_destroy(g);
+}
+
+START_TEST(shortest_completion)
+{
+    const char *any = "{}";
+    expect_min(any, "", 1); /* 0 */
+    expect_min(any, "12", 0);
+    expect_min(any, "-", 1);
+    expect_min(any, "1.", 1);
+    expect_min(any, "1e", 1);
+    expect_min(any, "1e+", 1);
+    expect_min(any, "tr", 2);
+    expect_min(any, "\"ab", 1);
+    expect_min(any, "\"\\", 2);       /* the escaped character, the quote */
+    expect_min(any, "\"\\u00", 3);    /* two hex digits, the quote */
+    expect_min(any, "\"\xe2\x82", 2); /* the last UTF-8 byte, the quote */
+    expect_min(any, "{", 1);
+    expect_min(any, "{\"", 4); /* ":0} */
+    expect_min(any, "{\"a\":", 2);
+    expect_min(any, "{\"a\":1,", 5); /* "":0} */
+    expect_min(any, "[1,", 2);
+    expect_min(any, "[[[", 3);
+    expect_min(any, "{\"a\":[{\"b\":\"x", 4);
+    REJECT(any, "{\"a\"}");
+
+    const char *obj =
+        "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"minLength\":3},"
+        "\"n\":{\"type\":\"integer\",\"minimum\":100},\"tags\":{\"type\":\"array\","
+        "\"items\":{\"type\":\"string\"},\"minItems\":2}},\"required\":[\"name\",\"tags\"]}";
+    expect_min(obj, "", 29); /* {"name":"aaa","tags":["",""]} */
+    expect_min(obj, "{\"name\":\"a", 19);
+    expect_min(obj, "{\"name\":\"abcd\",", 15);        /* the required "tags", not "n" first */
+    expect_min(obj, "{\"name\":\"abcd\",\"n\":", 19);  /* 100 */
+    expect_min(obj, "{\"name\":\"abcd\",\"n\":5", 18); /* 500 */
+    expect_min(obj, "{\"name\":\"abcd\",\"tags\":[\"\"", 5);
+    const char *opt = "{\"properties\":{\"a\":{\"type\":\"boolean\"},\"bb\":{\"type\":\"null\"}}}";
+    expect_min(opt, "", 2);
+    expect_min(opt, "{\"a\":true,", 10); /* "bb":null} */
+    expect_min(opt, "{\"", 8);           /* a":true} */
+
+    const char *num = "{\"type\":\"number\",\"minimum\":1.25,\"maximum\":1.5}";
+    expect_min(num, "", 3); /* 1.3 */
+    expect_min(num, "1.", 1);
+    expect_min(num, "1.2", 1); /* 1.25 .. 1.29 */
+    const char *neg = "{\"type\":\"integer\",\"minimum\":-20,\"maximum\":-10}";
+    expect_min(neg, "", 3); /* -10 */
+    expect_min(neg, "-", 2);
+    expect_min(neg, "-2", 1);
+    expect_min("{\"type\":\"integer\",\"minimum\":1000}", "", 4);
+    expect_min("{\"type\":\"number\",\"minimum\":0.001,\"maximum\":0.002}", "0", 4);
+    expect_min("{\"enum\":[\"red\",\"green\",7]}", "", 1);
+    expect_min("{\"enum\":[\"red\",\"green\",7]}", "\"g", 5);
+    const char *arr = "{\"type\":\"array\",\"items\":{\"type\":\"integer\",\"minimum\":10},"
+                      "\"minItems\":3}";
+    expect_min(arr, "", 10); /* [10,10,10] */
+    expect_min(arr, "[5", 8);
+    expect_min(arr, "[10,10,10,", 3);
+    expect_min("{\"type\":\"string\",\"minLength\":2}", "\"\xc3", 3);
+    expect_min("{\"anyOf\":[{\"type\":\"string\",\"minLength\":4},{\"type\":\"null\"}]}", "", 4);
+    expect_min("{\"type\":\"object\",\"additionalProperties\":false}", "", 2);
+}
+END_TEST
+
 static void expect_error(const char *schema, const char *want1, const char *want2)
 {
     char err[256];
@@ -538,9 +656,10 @@ static void demo_close(demo *d)
 }
 
 /* Decodes under g at temperature temp until a stop token or cap tokens; out gets the answer.
- * Returns the number of tokens, or -1 if the mask ever left no token. */
-static int decode(demo *d, grammar *g, float temp, uint64_t seed, int cap, char *out, size_t outcap,
-                  bool *stopped, float *scratch)
+ * With budgeted, the grammar is told the tokens left of cap before each pick. Returns the
+ * number of tokens, or -1 if the mask ever left no token. */
+static int decode_budget(demo *d, grammar *g, float temp, uint64_t seed, int cap, bool budgeted,
+                         char *out, size_t outcap, bool *stopped, float *scratch, bool *cut)
 {
     char err[512];
     sampler_params sp = sampler_default_params();
@@ -557,6 +676,7 @@ static int decode(demo *d, grammar *g, float temp, uint64_t seed, int cap, char 
     *stopped = false;
     int rc = 0;
     while (n < cap) {
+        if (budgeted) grammar_state_set_budget(gs, cap - n);
         /* the mask never leaves nothing */
         memcpy(scratch, logits, (size_t)d->n_vocab * sizeof *scratch);
         grammar_state_mask(gs, scratch);
@@ -583,11 +703,21 @@ static int decode(demo *d, grammar *g, float temp, uint64_t seed, int cap, char 
         ck_assert_int_eq(eng_step(d->c, &it, 1, err, sizeof err), ENG_OK);
         logits = eng_logits(d->c, 0);
         n++;
+        /* with a budget that fits the schema, what is left always fits in the tokens left */
+        if (budgeted && grammar_min_bytes(g, "", 0) <= cap)
+            ck_assert_int_le(grammar_state_min_bytes(gs), cap - n);
     }
     out[w] = 0;
+    if (cut) *cut = grammar_state_cut_short(gs);
     grammar_state_destroy(gs);
     sampler_destroy(s);
     return rc < 0 ? rc : n;
+}
+
+static int decode(demo *d, grammar *g, float temp, uint64_t seed, int cap, char *out, size_t outcap,
+                  bool *stopped, float *scratch)
+{
+    return decode_budget(d, g, temp, seed, cap, false, out, outcap, stopped, scratch, NULL);
 }
 
 #ifndef N_SCHEMAS
@@ -627,6 +757,12 @@ START_TEST(random_schemas)
         ck_assert_msg(v != NULL, "schema %s: not JSON: %s", text, out);
         ck_assert_msg(valid(v, body, body), "schema %s: invalid answer %s", text, out);
         cJSON_Delete(v);
+        /* shortest completions are exact on every prefix of the first answers */
+        char pre[4096];
+        for (size_t k = 0; done < 25 && k <= strlen(out); k++) {
+            memcpy(pre, out, k);
+            check_exact(g, pre, k);
+        }
         if (getenv("GV")) fprintf(stderr, "%s\n  -> %s\n", text, out);
         grammar_destroy(g);
         free(text);
@@ -662,6 +798,88 @@ START_TEST(any_json_never_stuck)
         }
     }
     grammar_destroy(g);
+    free(scratch);
+    demo_close(&d);
+}
+END_TEST
+
+START_TEST(vocab_has_single_bytes)
+{
+    /* the budget's guarantee counts one token per byte of the shortest completion */
+    demo d;
+    demo_open(&d);
+    bool have[256] = {0};
+    for (int i = 0; i < d.n_vocab; i++) {
+        size_t len;
+        tok_type ty = tok_type_of(d.t, i);
+        if (ty != TOK_TYPE_NORMAL && ty != TOK_TYPE_BYTE) continue;
+        const char *p = tok_piece(d.t, i, false, &len);
+        if (len == 1) have[(unsigned char)p[0]] = true;
+    }
+    for (int b = 0x20; b < 0xC0; b++)
+        ck_assert_msg(have[b] || b == 0x7F, "no one-byte token for 0x%02x", b);
+    demo_close(&d);
+}
+END_TEST
+
+/* Unbounded schemas under small budgets, at temperature 1: every answer is complete and valid,
+ * however long the model would have gone on. */
+START_TEST(budgets_close_answers)
+{
+    static const char *const schemas[] = {
+        "{}",
+        "{\"type\":\"object\"}",
+        "{\"type\":\"array\"}",
+        "{\"type\":\"string\"}",
+        "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"note\":{\"type\":"
+        "\"string\"},\"n\":{\"type\":\"integer\"}},\"required\":[\"name\",\"note\"]}",
+        "{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"k\":{\"type\":"
+        "\"string\",\"minLength\":2},\"v\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}},"
+        "\"required\":[\"k\",\"v\"]},\"minItems\":2}",
+        "{\"type\":\"number\",\"minimum\":0.25,\"maximum\":0.5}",
+    };
+    static const int budgets[] = {8, 20, 60};
+    demo d;
+    demo_open(&d);
+    float *scratch = malloc((size_t)d.n_vocab * sizeof *scratch);
+    char out[4096], err[512];
+    int n_runs = 0, n_cut = 0;
+    for (size_t i = 0; i < sizeof schemas / sizeof *schemas; i++) {
+        grammar *g = grammar_compile(schemas[i], err, sizeof err);
+        ck_assert_msg(g != NULL, "%s: %s", schemas[i], err);
+        cJSON *schema = cJSON_Parse(schemas[i]);
+        int need = grammar_min_bytes(g, "", 0);
+        for (size_t b = 0; b < sizeof budgets / sizeof *budgets; b++) {
+            for (int k = 0; k < 6; k++) {
+                bool stopped, cut;
+                uint64_t seed = 500 + 31 * i + 7 * b + (uint64_t)k;
+                int n = decode_budget(&d, g, 1.0f, seed, budgets[b], true, out, sizeof out,
+                                      &stopped, scratch, &cut);
+                ck_assert_msg(n >= 0, "%s: no token allowed after \"%s\"", schemas[i], out);
+                ck_assert_int_le(n, budgets[b]);
+                if (budgets[b] < need) {
+                    /* the shortest answer has more bytes than the budget has tokens: the mask
+                     * still leaves the tokens that shorten it most (long ones may still fit it) */
+                    ck_assert_int_ge(grammar_match(g, out, strlen(out)), 0);
+                    ck_assert(cut);
+                    continue;
+                }
+                ck_assert_msg(grammar_match(g, out, strlen(out)) == 1,
+                              "%s, %d tokens: incomplete answer %s", schemas[i], budgets[b], out);
+                cJSON *v = cJSON_Parse(out);
+                ck_assert_msg(v && valid(v, schema, schema), "%s: invalid answer %s", schemas[i],
+                              out);
+                cJSON_Delete(v);
+                if (getenv("GV")) fprintf(stderr, "%s [%d] -> %s\n", schemas[i], budgets[b], out);
+                n_runs++;
+                n_cut += cut;
+            }
+        }
+        cJSON_Delete(schema);
+        grammar_destroy(g);
+    }
+    /* the budgets bit: without them these answers would run on (see any_json_never_stuck) */
+    ck_assert_int_gt(n_cut, n_runs / 4);
     free(scratch);
     demo_close(&d);
 }
@@ -714,6 +932,7 @@ START_TEST(stop_only_when_complete)
     grammar_state *s = grammar_state_create(g, d.v);
     int32_t eos = tok_special(d.t, "<end_of_utterance>");
     ck_assert(!grammar_state_complete(s));
+    ck_assert_int_eq(grammar_state_min_bytes(s), 4); /* true */
     ck_assert(!grammar_state_allows(s, eos));
     ck_assert_int_eq(grammar_state_accept(s, eos), -1);
     int32_t ids[8];
@@ -722,6 +941,7 @@ START_TEST(stop_only_when_complete)
     for (int i = 0; i < n; i++)
         ck_assert_int_eq(grammar_state_accept(s, ids[i]), 0);
     ck_assert(grammar_state_complete(s));
+    ck_assert_int_eq(grammar_state_min_bytes(s), 0);
     float *l = calloc((size_t)d.n_vocab, sizeof *l);
     grammar_state_mask(s, l);
     for (int i = 0; i < d.n_vocab; i++)
@@ -745,12 +965,15 @@ int main(void)
     tcase_add_test(tc, numbers);
     tcase_add_test(tc, literals_anyof_refs);
     tcase_add_test(tc, unsupported);
+    tcase_add_test(tc, shortest_completion);
     suite_add_tcase(s, tc);
     TCase *tm = tcase_create("model");
     tcase_set_timeout(tm, 600);
     tcase_add_test(tm, stop_only_when_complete);
     tcase_add_test(tm, greedy_is_masked_argmax);
     tcase_add_test(tm, any_json_never_stuck);
+    tcase_add_test(tm, vocab_has_single_bytes);
+    tcase_add_test(tm, budgets_close_answers);
     tcase_add_test(tm, random_schemas);
     suite_add_tcase(s, tm);
     return tu_run(s, CK_FORK_GETENV);

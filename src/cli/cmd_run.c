@@ -169,7 +169,8 @@ static grammar *load_format(const char *format)
 }
 
 /* Streams the answer to stdout: sample, print, feed, until a stop token or a limit. With gs,
- * the answer follows its grammar. */
+ * the answer follows its grammar, which is told the tokens left so that it closes the value in
+ * time. */
 static int generate(eng_ctx *c, const chat_ctx *cc, const chat_prompt *p, const run_opts *o,
                     grammar_state *gs, int *n_gen, char *err, size_t errlen)
 {
@@ -183,8 +184,13 @@ static int generate(eng_ctx *c, const chat_ctx *cc, const chat_prompt *p, const 
         goto out;
     }
     sampler_set_grammar(s, gs);
-    int32_t next = sampler_sample(s, eng_logits(c, 0));
-    while (!chat_is_stop(cc, next) && *n_gen < o->max_tokens && p->n + *n_gen < n_ctx) {
+    const int room = n_ctx - p->n; /* positions left for the answer's tokens */
+    const int limit = o->max_tokens < room ? (int)o->max_tokens : room;
+    bool stopped = false;
+    while (*n_gen < limit) {
+        if (gs) grammar_state_set_budget(gs, limit - *n_gen);
+        int32_t next = sampler_sample(s, eng_logits(c, 0));
+        if ((stopped = chat_is_stop(cc, next))) break;
         size_t len;
         const char *piece = tok_stream_push(ts, next, &len);
         fwrite(piece, 1, len, stdout);
@@ -192,16 +198,18 @@ static int generate(eng_ctx *c, const chat_ctx *cc, const chat_prompt *p, const 
         eng_item it = {
             .slot = 0, .n_tokens = 1, .tokens = &next, .pos = p->n + *n_gen, .want_logits = true};
         ++*n_gen;
-        if (eng_step(c, &it, 1, err, errlen) != ENG_OK) goto out;
-        next = sampler_sample(s, eng_logits(c, 0));
+        if (*n_gen < limit && eng_step(c, &it, 1, err, errlen) != ENG_OK) goto out;
     }
     size_t len;
     const char *tail = tok_stream_flush(ts, &len);
     fwrite(tail, 1, len, stdout);
     fputc('\n', stdout);
-    if (gs && !chat_is_stop(cc, next))
+    fflush(stdout); /* before a note on stderr */
+    if (gs && !grammar_state_complete(gs))
         fprintf(stderr, "tern run: the answer was cut at %d tokens: it is incomplete JSON\n",
                 *n_gen);
+    else if (gs && (grammar_state_cut_short(gs) || !stopped))
+        fprintf(stderr, "tern run: the answer was closed at the %d-token limit (length)\n", limit);
     rc = 0;
 out:
     sampler_destroy(s);

@@ -27,7 +27,8 @@ enum {
     G_NUM_DIGITS = 12, /* a number's integer digits (micro-units stay in int64) */
     G_FRAC_DIGITS = 6,
     G_EXP_DIGITS = 3,
-    G_EOF = 256, /* the byte after the last one: completes the value or is rejected */
+    G_EOF = 256,     /* the byte after the last one: completes the value or is rejected */
+    G_BIG = 1 << 28, /* "too many bytes": shortest completions saturate here */
 };
 #define G_MICRO 1000000LL
 
@@ -48,6 +49,11 @@ struct gnode {
     gnode *items, *item2;
     int min, max; /* K_ARR items, K_STR characters; max < 0: none */
     int height;   /* nesting of containers in its values (a free container counts 1) */
+    /* The fewest bytes of a complete value (-1: not known yet, -2: being computed). K_OBJ, per
+     * property index i: tail[i], the required properties from i on, each with its ',', and the
+     * '}'; head[i], after a ',' with i next: the cheapest property that may come, and its tail. */
+    int minlen;
+    int *tail, *head;
     /* K_INT units, K_NUM micro-units */
     bool has_lo, has_hi;
     int64_t lo, hi;
@@ -109,6 +115,7 @@ static gnode *new_node(cctx *c, gkind k)
     }
     n->kind = k;
     n->max = -1;
+    n->minlen = -1;
     n->next_alloc = c->g->nodes;
     c->g->nodes = n;
     return n;
@@ -122,17 +129,21 @@ static void free_node(gnode *n)
     free(n->len);
     free(n->sub);
     free(n->next_req);
+    free(n->tail);
+    free(n->head);
     free(n);
 }
 
-/* Room for n entries of text/len/sub (and next_req for objects). */
+/* Room for n entries of text/len/sub (and next_req, tail, head for objects). */
 static bool node_arrays(cctx *c, gnode *n, int count)
 {
     n->text = calloc((size_t)count + 1, sizeof *n->text);
     n->len = calloc((size_t)count + 1, sizeof *n->len);
     n->sub = calloc((size_t)count + 1, sizeof *n->sub);
     n->next_req = calloc((size_t)count + 1, sizeof *n->next_req);
-    if (!n->text || !n->len || !n->sub || !n->next_req) {
+    n->tail = calloc((size_t)count + 1, sizeof *n->tail);
+    n->head = calloc((size_t)count + 1, sizeof *n->head);
+    if (!n->text || !n->len || !n->sub || !n->next_req || !n->tail || !n->head) {
         fail(c, "out of memory");
         return false;
     }
@@ -692,6 +703,8 @@ void grammar_destroy(grammar *g)
     free(g);
 }
 
+static void set_lengths(grammar *g);
+
 grammar *grammar_compile(const char *schema_json, char *err, size_t errlen)
 {
     if (errlen) err[0] = 0;
@@ -718,6 +731,7 @@ grammar *grammar_compile(const char *schema_json, char *err, size_t errlen)
         grammar_destroy(g);
         return NULL;
     }
+    set_lengths(g);
     return g;
 }
 
@@ -760,6 +774,14 @@ struct grammar_state {
     int arena_len, arena_cap;
     uint8_t *allowed; /* per token, for one mask */
     bool done;        /* a stop token was accepted */
+    int live;         /* frames in the live stack: arena[0, live), each the next one's parent */
+    int *below;       /* below[i]: the shortest completion of arena[0..i] */
+    bool budgeted;    /* limit holds: tokens that may follow the one being chosen */
+    int limit;
+    bool cut; /* the budget turned away a token the grammar allowed */
+    /* one mask's walk: a token within the limit was found; the shortest completion over it */
+    bool any_ok;
+    int best;
 };
 
 enum { R_EAT, R_POP, R_REJECT, R_AGAIN };
@@ -1150,6 +1172,196 @@ static bool step(grammar_state *s, gframe *f, int c)
     }
 }
 
+/* ---- shortest completions (for budgets) ----
+ *
+ * frame_rest(f) is the fewest bytes that finish f's value from its phase; a state's shortest
+ * completion is the sum over its frames (a parent's phase already counts the child being
+ * written). The counts are exact: the first byte of a shortest completion always leaves one
+ * byte fewer to write, which is what lets a budget be kept token by token. */
+
+static int64_t sat(int64_t x)
+{
+    return x > G_BIG ? G_BIG : x;
+}
+
+/* Is some multiple of step in the magnitudes [a, b] a value within the node's bounds? */
+static bool some_multiple(const gnode *n, bool neg, int64_t a, int64_t b, int64_t step)
+{
+    if (neg) {
+        if (n->has_hi && -n->hi > a) a = -n->hi;
+        if (n->has_lo && -n->lo < b) b = -n->lo;
+    } else {
+        if (n->has_lo && n->lo > a) a = n->lo;
+        if (n->has_hi && n->hi < b) b = n->hi;
+    }
+    return a <= b && (a + step - 1) / step * step <= b;
+}
+
+/* A number's shortest ending: k more integer digits, then '.' and j fraction digits (j = 0: no
+ * '.'), whichever is shortest with a value in bounds. Unbounded numbers need a digit after
+ * '-', '.', 'e' or its sign, and nothing else. */
+static int64_t num_rest(const gframe *f)
+{
+    const gnode *n = f->n;
+    static const uint8_t unbounded[9] = {1, 1, 0, 0, 1, 0, 1, 1, 0};
+    if (!n->has_lo && !n->has_hi) return f->phase < 9 ? unbounded[f->phase] : 0;
+    bool real = n->kind == K_NUM;
+    int64_t unit = real ? G_MICRO : 1;
+    int maxd = real ? G_NUM_DIGITS : G_INT_DIGITS;
+    int64_t best = G_BIG;
+    if (f->phase >= 4) { /* fraction digits: val holds them */
+        int nf = f->phase == 4 ? 0 : f->nf;
+        for (int j = f->phase == 4 ? 1 : 0; nf + j <= G_FRAC_DIGITS && j < best; j++) {
+            int64_t step = pow10i(G_FRAC_DIGITS - nf - j);
+            if (some_multiple(n, f->neg, f->val, f->val + pow10i(G_FRAC_DIGITS - nf) - step, step))
+                best = j;
+        }
+        return best;
+    }
+    /* phase 0 may take a '-' first */
+    bool can_neg = !(n->has_lo && n->lo >= 0);
+    int neg_last = f->phase == 0 && can_neg ? 1 : f->neg;
+    for (int neg = f->neg; neg <= neg_last; neg++) {
+        int extra = neg && f->phase == 0;
+        int nd = f->phase >= 2 ? f->nd : 0;
+        int64_t v = f->val / unit;
+        for (int k = f->phase >= 2 ? 0 : 1; nd + k <= maxd && (f->phase != 3 || k == 0); k++) {
+            int64_t p = pow10i(k), lo, hi;
+            if (f->phase >= 2) {
+                lo = v * p;
+                hi = v * p + p - 1;
+            } else {
+                lo = k == 1 ? 0 : p / 10;
+                hi = p - 1;
+            }
+            for (int j = 0; j <= (real ? G_FRAC_DIGITS : 0); j++) {
+                int64_t cost = extra + k + (j ? 1 + j : 0);
+                int64_t step = real ? pow10i(G_FRAC_DIGITS - j) : 1;
+                if (cost < best && some_multiple(n, neg, lo * unit, hi * unit + unit - step, step))
+                    best = cost;
+            }
+        }
+    }
+    return best;
+}
+
+static int64_t frame_rest(const gframe *f)
+{
+    const gnode *n = f->n;
+    int64_t more, best = G_BIG;
+    switch (n->kind) {
+    case K_ROOT: return f->phase ? 0 : n->items->minlen;
+    case K_ANYOF: return n->minlen;
+    case K_LIT:
+        if (!f->phase) return n->minlen;
+        for (uint64_t m = f->mask; m; m &= m - 1) {
+            int64_t left = (int64_t)n->len[__builtin_ctzll(m)] - f->count;
+            if (left < best) best = left;
+        }
+        return best;
+    case K_STR:
+        if (f->phase == 0) return 2 + n->min;
+        if (f->phase == 7) return 0;
+        more = n->min > (int)f->count ? n->min - (int)f->count : 0;
+        /* the pending UTF-8 bytes, an escape's character or \u's hex digits; then the quote */
+        return (f->phase == 1 ? f->utf_need : f->phase == 2 ? 1 : 7 - f->phase) + more + 1;
+    case K_INT:
+    case K_NUM: return num_rest(f);
+    case K_ARR: {
+        int64_t item = n->min > 0 || f->phase == 3 ? n->items->minlen : 0;
+        switch (f->phase) {
+        case 0: return n->minlen;
+        case 1: return n->min ? sat(n->min * (item + 1)) : 1;
+        case 2:
+            more = n->min > (int)f->count ? n->min - (int)f->count : 0;
+            return sat(more * (item + 1) + 1);
+        case 3:
+            more = n->min > (int)f->count + 1 ? n->min - (int)f->count : 1;
+            return sat(more * (item + 1));
+        default: return 0;
+        }
+    }
+    case K_OBJ:
+        switch (f->phase) {
+        case 0: return n->minlen;
+        case 1: return n->next_req[0] == n->n ? 1 : n->head[0];
+        case 5: return n->head[f->idx];
+        case 2:
+            for (uint64_t m = f->mask; m; m &= m - 1) {
+                int k = __builtin_ctzll(m);
+                int64_t c = (int64_t)n->len[k] - f->count + 1 + n->sub[k]->minlen + n->tail[k + 1];
+                if (c < best) best = c;
+            }
+            return sat(best);
+        case 3: return sat(1 + (int64_t)n->sub[f->idx]->minlen + n->tail[f->idx + 1]);
+        case 7: return sat((int64_t)n->sub[f->idx]->minlen + n->tail[f->idx + 1]);
+        case 4: return n->tail[f->idx < (uint32_t)n->n ? f->idx : (uint32_t)n->n];
+        default: return 0;
+        }
+    case K_ANYOBJ:
+        switch (f->phase) {
+        case 0: return 2;
+        case 1:
+        case 4: return 1;
+        case 2: return 2 + (int64_t)n->item2->minlen;
+        case 3: return 1 + (int64_t)n->item2->minlen;
+        case 5: return 2 + (int64_t)n->items->minlen + n->item2->minlen;
+        default: return 0;
+        }
+    }
+    return G_BIG;
+}
+
+/* n->minlen (and an object's tail and head), from its parts'. */
+static int node_min(gnode *n)
+{
+    if (n->minlen >= 0) return n->minlen;
+    if (n->minlen == -2) return G_BIG; /* only "{}" refers to itself, never on its shortest path */
+    n->minlen = -2;
+    int64_t m = G_BIG;
+    switch (n->kind) {
+    case K_ROOT: m = node_min(n->items); break;
+    case K_ANYOF:
+        for (int i = 0; i < n->n; i++)
+            if (node_min(n->sub[i]) < m) m = n->sub[i]->minlen;
+        break;
+    case K_LIT:
+        for (int i = 0; i < n->n; i++)
+            if ((int64_t)n->len[i] < m) m = (int64_t)n->len[i];
+        break;
+    case K_STR: m = 2 + (int64_t)n->min; break;
+    case K_INT:
+    case K_NUM: m = num_rest(&(gframe){.n = n}); break;
+    case K_ANYOBJ: m = 2; break;
+    case K_ARR: m = n->min ? sat(1 + n->min * ((int64_t)node_min(n->items) + 1)) : 2; break;
+    case K_OBJ: {
+        int64_t cheapest = G_BIG;
+        n->tail[n->n] = 1;
+        n->head[n->n] = G_BIG;
+        for (int i = n->n - 1; i >= 0; i--) {
+            int64_t cost = sat((int64_t)n->len[i] + 1 + node_min(n->sub[i]));
+            bool required = n->next_req[i] == i;
+            n->tail[i] = (int)sat((required ? 1 + cost : 0) + n->tail[i + 1]);
+            if (cost < cheapest) cheapest = cost;
+            int r = n->next_req[i];
+            n->head[i] =
+                (int)sat(r < n->n ? (int64_t)n->len[r] + 1 + node_min(n->sub[r]) + n->tail[r + 1]
+                                  : cheapest + 1);
+        }
+        m = 1 + (n->next_req[0] == n->n ? 1 : (int64_t)n->head[0]);
+        break;
+    }
+    }
+    n->minlen = (int)sat(m);
+    return n->minlen;
+}
+
+static void set_lengths(grammar *g)
+{
+    for (gnode *n = g->nodes; n; n = n->next_alloc)
+        node_min(n);
+}
+
 /* ---- the vocabulary trie ---- */
 
 void grammar_vocab_destroy(grammar_vocab *v)
@@ -1234,6 +1446,8 @@ fail:
 
 /* ---- one answer ---- */
 
+static void live_changed(grammar_state *s);
+
 grammar_state *grammar_state_create(const grammar *g, const grammar_vocab *v)
 {
     grammar_state *s = calloc(1, sizeof *s);
@@ -1245,7 +1459,8 @@ grammar_state *grammar_state_create(const grammar *g, const grammar_vocab *v)
     s->arena = malloc((size_t)s->arena_cap * sizeof *s->arena);
     s->scratch = malloc((size_t)s->arena_cap * sizeof *s->scratch);
     s->allowed = malloc((size_t)v->n_vocab);
-    if (!s->arena || !s->scratch || !s->allowed) {
+    s->below = malloc((size_t)s->arena_cap * sizeof *s->below);
+    if (!s->arena || !s->scratch || !s->allowed || !s->below) {
         grammar_state_destroy(s);
         return NULL;
     }
@@ -1258,6 +1473,8 @@ void grammar_state_reset(grammar_state *s)
     s->cur = (gframe){.n = s->g->root, .parent = -1};
     s->arena_len = 0;
     s->done = false;
+    s->budgeted = s->cut = false;
+    live_changed(s);
 }
 
 void grammar_state_destroy(grammar_state *s)
@@ -1266,6 +1483,7 @@ void grammar_state_destroy(grammar_state *s)
     free(s->arena);
     free(s->scratch);
     free(s->allowed);
+    free(s->below);
     free(s);
 }
 
@@ -1280,7 +1498,41 @@ bool grammar_state_complete(const grammar_state *s)
     return ok;
 }
 
-static void walk(grammar_state *s, int32_t node, const gframe *st)
+/* The shortest completion of state f: the frames the walk pushed, then the live stack's sum. */
+static int chain_rest(const grammar_state *s, const gframe *f)
+{
+    int64_t r = frame_rest(f);
+    int32_t p = f->parent;
+    for (; p >= s->live; p = s->arena[p].parent)
+        r += frame_rest(&s->arena[p]);
+    if (p >= 0) r += s->below[p];
+    return (int)sat(r);
+}
+
+/* After the live stack changed. */
+static void live_changed(grammar_state *s)
+{
+    s->live = s->arena_len;
+    int64_t sum = 0;
+    for (int i = 0; i < s->live; i++) {
+        assert(s->arena[i].parent == i - 1);
+        sum = sat(sum + frame_rest(&s->arena[i]));
+        s->below[i] = (int)sum;
+    }
+}
+
+/* Whether the state after a token still completes within the budget (limit tokens after it,
+ * each at least one byte); else notes the shortest completion seen over the limit. */
+static bool within(grammar_state *s, const gframe *f, int limit)
+{
+    if (!s->budgeted) return true;
+    int r = chain_rest(s, f);
+    if (r <= limit) return true;
+    if (r < s->best) s->best = r;
+    return false;
+}
+
+static void walk(grammar_state *s, int32_t node, const gframe *st, int limit)
 {
     const grammar_vocab *v = s->v;
     int base = s->arena_len;
@@ -1288,9 +1540,12 @@ static void walk(grammar_state *s, int32_t node, const gframe *st)
         gframe f = *st;
         s->arena_len = base;
         if (!step(s, &f, v->nodes[k].byte)) continue;
-        for (int32_t t = v->nodes[k].first_tok; t >= 0; t = v->tok_next[t])
-            s->allowed[t] = 1;
-        if (v->nodes[k].child >= 0) walk(s, k, &f);
+        if (v->nodes[k].first_tok >= 0 && within(s, &f, limit)) {
+            s->any_ok = true;
+            for (int32_t t = v->nodes[k].first_tok; t >= 0; t = v->tok_next[t])
+                s->allowed[t] = 1;
+        }
+        if (v->nodes[k].child >= 0) walk(s, k, &f, limit);
     }
     s->arena_len = base;
 }
@@ -1299,8 +1554,15 @@ void grammar_state_mask(grammar_state *s, float *logits)
 {
     const grammar_vocab *v = s->v;
     memset(s->allowed, 0, (size_t)v->n_vocab);
-    if (!s->done) walk(s, 0, &s->cur);
-    if (grammar_state_complete(s))
+    bool complete = grammar_state_complete(s);
+    s->any_ok = false;
+    s->best = G_BIG;
+    if (!s->done) walk(s, 0, &s->cur, s->limit);
+    if (s->best < G_BIG) s->cut = true; /* the budget narrowed the choice */
+    /* No token keeps the budget (it was too small from the start, or the vocabulary lacks a
+     * one-byte token the shortest completion needs): the tokens that leave the least to write. */
+    if (!complete && !s->any_ok && s->best < G_BIG) walk(s, 0, &s->cur, s->best);
+    if (complete)
         for (int i = 0; i < v->n_vocab; i++)
             s->allowed[i] |= v->is_stop[i];
     for (int i = 0; i < v->n_vocab; i++)
@@ -1326,8 +1588,25 @@ bool grammar_state_allows(grammar_state *s, int32_t id)
     int base = s->arena_len;
     gframe f;
     bool ok = try_token(s, id, &f);
+    if (ok && !within(s, &f, s->limit)) ok = false, s->cut = true;
     s->arena_len = base;
     return ok;
+}
+
+void grammar_state_set_budget(grammar_state *s, int tokens_left)
+{
+    s->budgeted = tokens_left >= 0;
+    s->limit = tokens_left - 1;
+}
+
+bool grammar_state_cut_short(const grammar_state *s)
+{
+    return s->cut;
+}
+
+int grammar_state_min_bytes(const grammar_state *s)
+{
+    return s->done ? 0 : chain_rest(s, &s->cur);
 }
 
 int grammar_state_accept(grammar_state *s, int32_t id)
@@ -1355,6 +1634,7 @@ int grammar_state_accept(grammar_state *s, int32_t id)
     s->arena_len = d;
     f.parent = d - 1;
     s->cur = f;
+    live_changed(s);
     return 0;
 }
 
@@ -1369,6 +1649,21 @@ int grammar_match(const grammar *g, const char *text, size_t len)
     for (size_t i = 0; i < len && rc == 0; i++)
         if (!step(&s, &f, (uint8_t)text[i])) rc = -1;
     if (rc == 0 && step(&s, &f, G_EOF)) rc = 1;
+    free(s.arena);
+    return rc;
+}
+
+int grammar_min_bytes(const grammar *g, const char *text, size_t len)
+{
+    grammar_state s = {.g = g, .arena_cap = G_MAX_DEPTH + 4};
+    if (len < (size_t)1 << 24) s.arena_cap += (int)len;
+    s.arena = malloc((size_t)s.arena_cap * sizeof *s.arena);
+    if (!s.arena) return -2;
+    gframe f = {.n = g->root, .parent = -1};
+    int rc = 0;
+    for (size_t i = 0; i < len && rc == 0; i++)
+        if (!step(&s, &f, (uint8_t)text[i])) rc = -1;
+    if (rc == 0) rc = chain_rest(&s, &f); /* live is 0: every frame is summed */
     free(s.arena);
     return rc;
 }

@@ -8,6 +8,17 @@
  * drawn (sampler_set_grammar). When the value is complete, only the stop tokens remain
  * allowed, so generation ends there.
  *
+ * Budgets: an answer must also end within the tokens it has left (max_tokens, the context's
+ * room). The caller says how many before each pick (grammar_state_set_budget); the mask then
+ * keeps only tokens after which the value can still be completed in time, counting one byte
+ * per token (the shortest completion: close the string, the missing required properties'
+ * shortest values, minItems, the brackets). Far from the limit nothing changes; near it, the
+ * tokens that close the value are what remains, so the answer is always complete JSON. This
+ * holds when the vocabulary has a one-byte token for each printable ASCII byte and each UTF-8
+ * continuation byte (byte-level BPE vocabularies do); otherwise the mask keeps the tokens that
+ * leave the least to write. Unbounded strings get no length cap of their own: the budget
+ * alone closes them.
+ *
  *     grammar *g = grammar_compile("{\"type\":\"object\", ...}", err, sizeof err);
  *     grammar_vocab *v = grammar_vocab_create(tok, stop_ids, n_stop);   (once per model)
  *     grammar_state *s = grammar_state_create(g, v);
@@ -63,14 +74,27 @@ grammar_state *grammar_state_create(const grammar *g, const grammar_vocab *v);
 void grammar_state_destroy(grammar_state *s);
 /* Back to the start, for a new answer. */
 void grammar_state_reset(grammar_state *s);
-/* Sets logits[id] = -INFINITY for every token whose bytes cannot continue the answer. */
+/* Sets logits[id] = -INFINITY for every token whose bytes cannot continue the answer (or, with
+ * a budget, cannot let it finish in time; then it notes the cut, see grammar_state_cut_short). */
 void grammar_state_mask(grammar_state *s, float *logits);
-/* Whether token id may come next (the state is not changed): a sampler checks its unconstrained
- * pick with this and computes the whole mask only when the pick does not fit. */
+/* Whether token id may come next (the state is not changed, but for noting a token the budget
+ * turns away): a sampler checks its unconstrained pick with this and computes the whole mask
+ * only when the pick does not fit. */
 bool grammar_state_allows(grammar_state *s, int32_t id);
 /* Advances past token id (which the mask allowed). -1 if it did not fit (state unchanged). */
 int grammar_state_accept(grammar_state *s, int32_t id);
 /* The bytes so far form one complete value (a stop token is allowed now). */
 bool grammar_state_complete(const grammar_state *s);
+/* tokens_left: how many more tokens the answer may have, counting the one about to be picked
+ * (< 0: no limit, as after create and reset). Set it before each pick. */
+void grammar_state_set_budget(grammar_state *s, int tokens_left);
+/* The budget turned away a token the grammar allowed (a pick, or tokens of a mask): the value
+ * was closed early to fit. Cleared by reset. */
+bool grammar_state_cut_short(const grammar_state *s);
+/* The fewest bytes that complete the value from here (0: complete). */
+int grammar_state_min_bytes(const grammar_state *s);
+/* The same for text run through g from the start: -1 if text is not a prefix of a valid
+ * answer, -2 on out of memory. For tests. */
+int grammar_min_bytes(const grammar *g, const char *text, size_t len);
 
 #endif

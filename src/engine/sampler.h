@@ -11,7 +11,8 @@
  * does not fit makes the sampler mask the logits (grammar_state_mask) and pick again from
  * them, so most steps never compute a mask. Greedy gives exactly the masked argmax; without
  * top-k/top-p/min-p the draw has exactly the masked distribution (a first draw kept when it
- * fits, else a draw from the masked rest, sums to p/P(fits)). */
+ * fits, else a draw from the masked rest, sums to p/P(fits)). The grammar's budget (the tokens
+ * the answer has left, grammar_state_set_budget) is the caller's to set before each pick. */
 #ifndef TERN_ENGINE_SAMPLER_H
 #define TERN_ENGINE_SAMPLER_H
 

@@ -25,8 +25,10 @@ struct backend_token {
     char text[256]; /* detokenized piece; may be empty (mid UTF-8 sequence) */
     size_t len;
     int eos; /* end of generation (end-of-utterance / EOS); text may still hold
-                the detokenizer's last bytes */
+                the detokenizer's last bytes. BACKEND_EOS_LENGTH: a limit ended it (the
+                slot's context is full, or a budget closed the answer early) */
 };
+enum { BACKEND_EOS_LENGTH = 2 };
 
 struct backend_info {
     const char *name;     /* model name for the APIs */

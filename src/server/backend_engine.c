@@ -62,6 +62,8 @@ struct eslot {
     sampler *s;
     grammar *g;        /* the request's schema, or NULL */
     grammar_state *gs; /* where its answer is in g; the sampler consults it */
+    int max_tokens;    /* the request's; with the context's room, its answer's budget */
+    int n_gen;         /* tokens generated so far */
     tok_stream *ts;
     chat_history h;        /* what the slot's KV holds; kept after release */
     uint64_t sig[SIG_MAX]; /* its last request's messages, for pick_slot */
@@ -124,6 +126,7 @@ static void slot_end_job(struct engb *e, struct eslot *p)
     p->g = NULL;
     p->ts = NULL;
     p->pos = p->queued = 0;
+    p->n_gen = 0;
 }
 
 static void slot_clear(struct engb *e, int i)
@@ -336,6 +339,8 @@ static int admit_ready(struct engb *e, int slot, struct job *j, struct backend_a
         }
         sampler_set_grammar(p->s, p->gs);
     }
+    p->max_tokens = j->params.max_tokens;
+    p->n_gen = 0;
     /* Keep what the slot shares with the new prompt; the last prompt token is always run again
      * because its logits are the first answer token's. */
     int keep = e->prefix_cache ? chat_history_common(&e->cc, &p->h, &p->prompt) : 0;
@@ -506,16 +511,26 @@ static int eb_decode(struct backend *b, int n, const int *slots, struct backend_
         const float *logits = eng_logits(e->c, slots[k]);
         o->len = 0;
         o->eos = 0;
+        /* The answer's budget: the tokens max_tokens leaves, and the positions the slot has
+         * (a token sampled with the context full is not kept). */
+        if (p->gs) {
+            int left = p->max_tokens - p->n_gen, room = e->n_ctx - p->pos;
+            grammar_state_set_budget(p->gs, left < room ? left : room);
+        }
         int32_t id = logits ? sampler_sample(p->s, logits) : e->cc.pc.eos;
-        if (chat_is_stop(&e->cc, id) || p->pos >= e->n_ctx) {
+        bool stop = chat_is_stop(&e->cc, id);
+        if (stop || p->pos >= e->n_ctx) {
             size_t len;
             const char *tail = tok_stream_flush(p->ts, &len);
             if (len >= sizeof o->text) len = sizeof o->text - 1;
             memcpy(o->text, tail, len);
             o->len = len;
-            o->eos = 1;
+            /* "length" when a limit ended it: the context, or the budget closing the value */
+            bool cut = !stop || (p->gs && grammar_state_cut_short(p->gs));
+            o->eos = cut ? BACKEND_EOS_LENGTH : 1;
             continue;
         }
+        p->n_gen++;
         size_t len;
         const char *piece = tok_stream_push(p->ts, id, &len);
         if (len >= sizeof o->text) len = sizeof o->text - 1;

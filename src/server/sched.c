@@ -262,7 +262,7 @@ static void deliver_tokens(struct sched *s, int n, double t0, double t1)
         assert(j && sl->state == SLOT_DECODE); /* batched slots finish only here */
         if (t->eos) {
             if (t->len) emit(sl, t->text, t->len); /* the detokenizer's last bytes */
-            finish_slot(s, sl, DONE_STOP, NULL);
+            finish_slot(s, sl, t->eos == BACKEND_EOS_LENGTH ? DONE_LENGTH : DONE_STOP, NULL);
             continue;
         }
         sl->generated++;

@@ -340,8 +340,7 @@ class Echo(unittest.TestCase):
 class DemoModel(unittest.TestCase):
     """The shipped demo model, sampling at temperature 1: every constrained answer is complete
     JSON that validates against its schema, through each API. Unbounded schemas ({}, "json",
-    json_object) are left out: an answer may then run out of the 256-token context inside a
-    string."""
+    json_object) have their own tests: a budget (max_tokens, the context's room) closes them."""
 
     @classmethod
     def setUpClass(cls):
@@ -387,6 +386,62 @@ class DemoModel(unittest.TestCase):
             text = ''.join(c['delta'].get('content', '') for l in lines if l.startswith('data: {')
                            for c in json.loads(l[6:]).get('choices', []))
             self.check(text, schema)
+
+    def test_small_budgets_close_unbounded_answers(self):
+        """"json" and json_object with a few tokens: the grammar closes the answer in time."""
+        n_length = 0
+        for i, n in enumerate((3, 6, 12, 20)):
+            sampling = {'temperature': 1, 'seed': 40 + i}
+            st, h, o = self.d.json('POST', '/api/generate', {
+                'prompt': 'Describe the picture in detail.', 'format': 'json', 'stream': False,
+                'options': dict(sampling, num_predict=n)})
+            self.assertEqual(st, 200, o)
+            self.assertTrue(o['done'])
+            json.loads(o['response'])
+            self.assertLessEqual(o['eval_count'], n)
+            self.assertIn(o['done_reason'], ('stop', 'length'))
+            n_length += o['done_reason'] == 'length'
+            st, h, o = self.d.json('POST', '/v1/chat/completions', dict(
+                sampling, max_tokens=n, response_format={'type': 'json_object'},
+                messages=[{'role': 'user', 'content': 'Describe the picture in detail.'}]))
+            self.assertEqual(st, 200, o)
+            json.loads(o['choices'][0]['message']['content'])
+            self.assertLessEqual(o['usage']['completion_tokens'], n)
+            n_length += o['choices'][0]['finish_reason'] == 'length'
+        self.assertGreater(n_length, 0)   # some were cut short, and say so
+
+    def test_context_full_is_length(self):
+        """An answer that fills the slot's context ends as "length", and a constrained one is
+        still complete JSON."""
+        ctx = self.d.json('GET', '/api/ps')[2]['models'][0]['context_length']
+
+        def gen(prompt, seed, **kw):
+            st, h, o = self.d.json('POST', '/api/generate', dict(kw, prompt=prompt, stream=False, options={
+                'temperature': 1, 'seed': seed, 'num_predict': 200}))
+            self.assertEqual(st, 200, o)
+            return o
+        # a prompt that leaves about 4 positions (' a' is one token; measured, then corrected)
+        words = ctx - 4 - gen('x', 1)['prompt_eval_count']
+        for _ in range(3):
+            room = ctx - gen('x' + ' a' * words, 1)['prompt_eval_count']
+            if 2 <= room <= 8:
+                break
+            words += room - 4
+        self.assertTrue(2 <= room <= 8, room)
+        prompt = 'x' + ' a' * words
+        lengths = 0
+        for seed in range(6):
+            o = gen(prompt, seed)
+            self.assertLessEqual(o['eval_count'], room)
+            # the context ran out, unless the model stopped (perhaps with its last sample)
+            if o['eval_count'] < room:
+                self.assertEqual(o['done_reason'], 'stop', o)
+            lengths += o['done_reason'] == 'length'
+            o = gen(prompt, seed, format='json')
+            json.loads(o['response'])
+            self.assertLessEqual(o['eval_count'], room)
+            self.assertIn(o['done_reason'], ('stop', 'length'))
+        self.assertGreater(lengths, 0)
 
     def test_official_shapes_schema(self):
         schema = {'type': 'object', 'additionalProperties': False, 'required': ['count', 'colour', 'where'],
