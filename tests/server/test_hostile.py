@@ -240,7 +240,11 @@ class Durable(unittest.TestCase):
             rid = r.getheader('X-Request-Id')
             while True:
                 line = r.readline()
-                self.assertTrue(line, 'stream ended without a done line')
+                if not line:
+                    d.proc.kill()
+                    out = d.proc.communicate()[0].decode(errors='replace')
+                    self.fail('attempt %d: stream ended without a done line\n%s\n%s'
+                              % (i, out[-3000:], open(d.log, errors='replace').read()[-3000:]))
                 if json.loads(line).get('done'):
                     break
             os.kill(d.proc.pid, signal.SIGKILL)
