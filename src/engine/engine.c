@@ -130,16 +130,17 @@ oom:
     return ENG_ERR;
 }
 
-/* HF computes inv_freq = theta^(-2i/hd) and angle = pos * inv_freq. */
+/* HF computes inv_freq = theta^(-2i/n_rot) and angle = pos * inv_freq
+ * (n_rot: the rotated dimensions, the whole head unless partial). */
 static void fill_rope(eng_ctx *c)
 {
-    int hd = c->m->head_dim;
+    int nr = c->m->n_rot;
     for (int pos = 0; pos < c->p.n_ctx; pos++)
-        for (int i = 0; i < hd / 2; i++) {
-            double inv = pow((double)c->m->info.rope_theta, -2.0 * i / hd);
+        for (int i = 0; i < nr / 2; i++) {
+            double inv = pow((double)c->m->info.rope_theta, -2.0 * i / nr);
             float a = (float)pos * (float)inv; /* rounded as torch's float32 outer product */
-            c->rope_cos[(size_t)pos * hd / 2 + i] = (float)cos(a);
-            c->rope_sin[(size_t)pos * hd / 2 + i] = (float)sin(a);
+            c->rope_cos[(size_t)pos * nr / 2 + i] = (float)cos(a);
+            c->rope_sin[(size_t)pos * nr / 2 + i] = (float)sin(a);
         }
 }
 

@@ -7,32 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-static void layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps)
-{
-    /* eight partial sums: the loops vectorise without reassociating floats */
-    float s8[8] = {0}, v8[8] = {0};
-    int n8 = n - n % 8;
-    for (int i = 0; i < n8; i += 8)
-        for (int k = 0; k < 8; k++)
-            s8[k] += x[i + k];
-    float mean = 0.0f, var = 0.0f;
-    for (int i = n8; i < n; i++)
-        mean += x[i];
-    for (int k = 0; k < 8; k++)
-        mean += s8[k];
-    mean /= (float)n;
-    for (int i = 0; i < n8; i += 8)
-        for (int k = 0; k < 8; k++)
-            v8[k] += (x[i + k] - mean) * (x[i + k] - mean);
-    for (int i = n8; i < n; i++)
-        var += (x[i] - mean) * (x[i] - mean);
-    for (int k = 0; k < 8; k++)
-        var += v8[k];
-    float r = 1.0f / sqrtf(var / (float)n + eps);
-    for (int i = 0; i < n; i++)
-        out[i] = (x[i] - mean) * r * w[i] + b[i];
-}
-
 /* Row-wise float work split over the pool: layer norms, biases, residuals,
  * GELU. One job kind per call; rows are independent, so the split never
  * changes a result. */
@@ -56,7 +30,7 @@ static void vrow_worker(void *arg, int ith, int nth)
         float *o = j->out + r * n;
         const float *x = j->x ? j->x + r * n : NULL;
         switch (j->op) {
-        case VROW_NORM: layernorm(o, x, j->w, j->b, j->n, j->eps); break;
+        case VROW_NORM: ctx_layernorm(o, x, j->w, j->b, j->n, j->eps); break;
         case VROW_BIAS:
             for (size_t i = 0; i < n; i++)
                 o[i] += j->b[i];
