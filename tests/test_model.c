@@ -3,7 +3,7 @@
  * their own dequantized weights, and batched steps against single ones.
  * The SmolVLM golden checkpoints are Hugging Face directories, converted here
  * with `tern convert`'s convert_hf before the tests run; the Phi one
- * (training/phi_reference.py) is a GGUF as llama.cpp writes moondream2's. */
+ * (training/phi_reference.py) is a GGUF pair as llama.cpp writes moondream2's. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -349,7 +349,7 @@ END_TEST
 
 START_TEST(test_golden_phi)
 {
-    check_golden("phi-tiny", false);
+    check_golden("phi-tiny", true);
 }
 END_TEST
 
@@ -808,12 +808,16 @@ static int convert_goldens(void)
         return -1;
     }
     const char *names[] = {"tiny", "odd"};
-    /* The Phi golden is already a GGUF (F16): derive() reads it from here. */
-    char phi[512];
-    tmp_path(phi, sizeof phi, "phi-tiny.gguf");
-    if (symlink(GOLDEN "phi-tiny.gguf", phi) != 0) {
-        perror(phi);
-        return -1;
+    /* The Phi golden is already a GGUF pair (F16): derive() reads it from here. */
+    const char *phi[2] = {"phi-tiny.gguf", "phi-tiny-mmproj.gguf"};
+    for (int i = 0; i < 2; i++) {
+        char src[512], dst[512];
+        snprintf(src, sizeof src, GOLDEN "%s", phi[i]);
+        tmp_path(dst, sizeof dst, phi[i]);
+        if (symlink(src, dst) != 0) {
+            perror(dst);
+            return -1;
+        }
     }
     for (int i = 0; i < 2; i++) {
         char dir[512], prefix[512];
@@ -829,9 +833,9 @@ static int convert_goldens(void)
 
 static void remove_goldens(void)
 {
-    const char *files[] = {"tiny.gguf", "tiny-mmproj.gguf", "odd.gguf", "odd-mmproj.gguf",
-                           "phi-tiny.gguf"};
-    for (int i = 0; i < 5; i++) {
+    const char *files[] = {"tiny.gguf",       "tiny-mmproj.gguf", "odd.gguf",
+                           "odd-mmproj.gguf", "phi-tiny.gguf",    "phi-tiny-mmproj.gguf"};
+    for (int i = 0; i < 6; i++) {
         char p[512];
         tmp_path(p, sizeof p, files[i]);
         unlink(p);

@@ -1,5 +1,6 @@
-"""The Phi decoder (moondream2's text model, llama.cpp's "phi2") in PyTorch, written from its
-equations, and golden outputs for tests/test_model.c.
+"""moondream2's model in PyTorch, written from its equations: the Phi decoder (llama.cpp's
+"phi2"), and the SigLIP-style vision tower with the two-layer MLP projector (llama.cpp's clip
+mmproj, projector_type "mlp"); golden outputs for tests/test_model.c.
 
 The model, per layer l, on hidden rows x (one per position):
 
@@ -15,12 +16,24 @@ The model, per layer l, on hidden rows x (one per position):
 
 then logits = (LayerNorm(x) * w + b) Wout^T + bout (not tied to the embedding).
 
+The vision side, on one normalised tile of S x S pixels cut into (S/p)^2 patches of p x p:
+
+    x     = Conv2d(p, stride p)(pixels) + b, one row per patch (row-major), + position table
+    x     = x + attn(LN1(x)), x = x + mlp(LN2(x))    per block: bidirectional multi-head
+                                                     attention, every linear biased, GELU (tanh)
+    f     = LN_post(x)
+    rows  = gelu_tanh(f W0^T + b0) W2^T + b2          llama.cpp's mm.0 / mm.2: one row per patch
+
+and the prompt's image positions take those rows in place of token embeddings.
+
 It writes, under tests/data/golden/:
 
   phi-tiny.gguf         the model as llama.cpp's converter lays out moondream2's text GGUF
                         (general.architecture "phi2", q/k/v fused in blk.N.attn_qkv, biases,
                         F16 matrices and F32 vectors), random weights from a seed
-  phi-tiny.golden.gguf  the reference run: prompt ids, the logits at every prompt position and a
+  phi-tiny-mmproj.gguf  its vision tower and projector as llama.cpp's clip GGUF ("mlp")
+  phi-tiny.golden.gguf  the reference run: prompt ids (BOS, the image's rows, text), the input
+                        tile's pixels, the image rows, the logits at every prompt position and a
                         32-token greedy continuation (the format of make_goldens.py's goldens)
 
 The reference runs in float64 on the weights rounded to float16 (what the file stores), so the
@@ -37,7 +50,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from make_goldens import GGML_F16, GGML_F32, N_GREEDY, write_gguf  # noqa: E402
+from make_goldens import GGML_F16, GGML_F32, N_GREEDY, test_image, write_gguf  # noqa: E402
 
 OUT = os.path.join("tests", "data", "golden")
 
@@ -47,6 +60,12 @@ OUT = os.path.join("tests", "data", "golden")
 # every matrix row is a multiple of 256, so every tensor type applies.
 TINY = dict(n_vocab=320, n_embd=256, n_layer=2, n_head=4, n_ff=512, n_rot=32, eps=1e-5,
             theta=10000.0, n_ctx=128)
+# moondream2's vision side is SigLIP-so400m at 378 px, patch 14 (1152 wide, ffn 4304, 27 blocks of
+# 16 heads) and an MLP 1152 -> 8192 -> 2048 (`tern mkmodel --like moondream2 --mmproj`); the
+# tiny one keeps the patch size.
+TINY_VISION = dict(v_embd=256, v_ff=512, v_layer=2, v_head=4, image=56, patch=14, proj_ff=512,
+                   eps=1e-6)
+IMAGE_ID = TINY["n_vocab"] - 1  # what the golden prompt holds at image positions
 
 
 def make_weights(cfg, seed):
@@ -82,6 +101,44 @@ def make_weights(cfg, seed):
     return {k: v.half().double() for k, v in w.items()}
 
 
+def make_vision_weights(vc, n_embd, seed):
+    """As make_weights, for the mmproj; keyed by llama.cpp's clip names."""
+    g = torch.Generator().manual_seed(seed)
+    Dv, Fv, p = vc["v_embd"], vc["v_ff"], vc["patch"]
+    n_patch = (vc["image"] // p) ** 2
+    w = {}
+
+    def mat(name, n_out, n_in):
+        w[name] = torch.randn(n_out, n_in, generator=g, dtype=torch.float64) / n_in ** 0.5
+
+    def vec(name, n, mean, std):
+        w[name] = mean + std * torch.randn(n, generator=g, dtype=torch.float64)
+
+    w["v.patch_embd.weight"] = torch.randn(Dv, 3, p, p, generator=g, dtype=torch.float64) / \
+        (3 * p * p) ** 0.5
+    vec("v.patch_embd.bias", Dv, 0.0, 0.1)
+    w["v.position_embd.weight"] = torch.randn(n_patch, Dv, generator=g, dtype=torch.float64)
+    for l in range(vc["v_layer"]):
+        b = "v.blk.%d." % l
+        for ln in ("ln1", "ln2"):
+            vec(b + ln + ".weight", Dv, 1.0, 0.1)
+            vec(b + ln + ".bias", Dv, 0.0, 0.1)
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            mat(b + name + ".weight", Dv, Dv)
+            vec(b + name + ".bias", Dv, 0.0, 0.1)
+        mat(b + "ffn_up.weight", Fv, Dv)
+        vec(b + "ffn_up.bias", Fv, 0.0, 0.1)
+        mat(b + "ffn_down.weight", Dv, Fv)
+        vec(b + "ffn_down.bias", Dv, 0.0, 0.1)
+    vec("v.post_ln.weight", Dv, 1.0, 0.1)
+    vec("v.post_ln.bias", Dv, 0.0, 0.1)
+    mat("mm.0.weight", vc["proj_ff"], Dv)
+    vec("mm.0.bias", vc["proj_ff"], 0.0, 0.1)
+    mat("mm.2.weight", n_embd, vc["proj_ff"])
+    vec("mm.2.bias", n_embd, 0.0, 0.1)
+    return {k: v.half().double() for k, v in w.items()}
+
+
 def layer_norm(x, w, b, eps):
     mu = x.mean(-1, keepdim=True)
     var = ((x - mu) ** 2).mean(-1, keepdim=True)
@@ -101,12 +158,41 @@ def rotate(x, pos, r, theta):
     return torch.cat([u * cos - w * sin, w * cos + u * sin, rest], dim=-1)
 
 
-def forward(w, cfg, ids):
-    """Logits [T, V] of every position of ids."""
+def image_rows(vw, vc, pixels):
+    """pixels [3, S, S] (normalised) -> one embedding row per patch, [P, n_embd]."""
+    p, Dv, H = vc["patch"], vc["v_embd"], vc["v_head"]
+    x = torch.nn.functional.conv2d(pixels[None], vw["v.patch_embd.weight"],
+                                   vw["v.patch_embd.bias"], stride=p)[0]  # [Dv, S/p, S/p]
+    x = x.flatten(1).T + vw["v.position_embd.weight"]  # [P, Dv], patches row-major
+    P, d = x.shape[0], Dv // H
+    for l in range(vc["v_layer"]):
+        b = "v.blk.%d." % l
+
+        def lin(name, t):
+            return t @ vw[b + name + ".weight"].T + vw[b + name + ".bias"]
+
+        h = layer_norm(x, vw[b + "ln1.weight"], vw[b + "ln1.bias"], vc["eps"])
+        q, k, v = (lin(n, h).reshape(P, H, d) for n in ("attn_q", "attn_k", "attn_v"))
+        s = torch.einsum("thd,uhd->htu", q, k) / math.sqrt(d)
+        a = torch.einsum("htu,uhd->thd", torch.softmax(s, dim=-1), v).reshape(P, Dv)
+        x = x + lin("attn_out", a)
+        h = layer_norm(x, vw[b + "ln2.weight"], vw[b + "ln2.bias"], vc["eps"])
+        x = x + lin("ffn_down", gelu_tanh(lin("ffn_up", h)))
+    f = layer_norm(x, vw["v.post_ln.weight"], vw["v.post_ln.bias"], vc["eps"])
+    f = gelu_tanh(f @ vw["mm.0.weight"].T + vw["mm.0.bias"])
+    return f @ vw["mm.2.weight"].T + vw["mm.2.bias"]
+
+
+def forward(w, cfg, ids, rows=None):
+    """Logits [T, V] of every position of ids; rows (if given) replace the embeddings at the
+    prompt's IMAGE_ID positions, in order."""
     T, D, H = len(ids), cfg["n_embd"], cfg["n_head"]
     d = D // H
     pos = torch.arange(T)
-    x = w["token_embd.weight"][torch.tensor(ids)]
+    x = w["token_embd.weight"][torch.tensor(ids)].clone()
+    if rows is not None:
+        at = [i for i, t in enumerate(ids) if t == IMAGE_ID][: rows.shape[0]]
+        x[at] = rows
     mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
     for l in range(cfg["n_layer"]):
         p = "blk.%d." % l
@@ -138,17 +224,36 @@ def model_gguf(path, w, cfg):
     write_gguf(path, kvs, ts)
 
 
-def prompt_ids(n_vocab, n=28):
+def mmproj_gguf(path, vw, vc, n_embd):
+    kvs = {"general.architecture": "clip", "general.name": "phi-tiny mmproj (tern golden)",
+           "clip.has_vision_encoder": True, "clip.projector_type": "mlp",
+           "clip.vision.image_size": vc["image"], "clip.vision.patch_size": vc["patch"],
+           "clip.vision.embedding_length": vc["v_embd"],
+           "clip.vision.feed_forward_length": vc["v_ff"],
+           "clip.vision.block_count": vc["v_layer"],
+           "clip.vision.attention.head_count": vc["v_head"],
+           "clip.vision.attention.layer_norm_epsilon": vc["eps"],
+           "clip.vision.projection_dim": n_embd,
+           "clip.vision.image_mean": [0.5, 0.5, 0.5], "clip.vision.image_std": [0.5, 0.5, 0.5]}
+    ts = [(k, v.numpy(), GGML_F16 if v.ndim >= 2 else GGML_F32) for k, v in vw.items()]
+    write_gguf(path, kvs, ts)
+
+
+def prompt_ids(n_vocab, n_image, n=27):
+    """BOS (id 1 in the tests' vocabulary), the image's positions, then words."""
     g = np.random.default_rng(11)
-    return [int(t) for t in g.integers(1, n_vocab, size=n)]
+    words = [int(t) for t in g.integers(2, IMAGE_ID, size=n)]
+    return [1] + [IMAGE_ID] * n_image + words
 
 
-def run_reference(w, cfg, ids):
+def run_reference(w, cfg, ids, rows):
     with torch.no_grad():
-        logits = forward(w, cfg, ids)
+        logits = forward(w, cfg, ids, rows)
         seq, greedy = list(ids), []
         for _ in range(N_GREEDY):
-            nxt = forward(w, cfg, seq)[-1]
+            # rows go to the first IMAGE_ID positions, all in the prompt: a generated IMAGE_ID
+            # is an ordinary token, as in the engine
+            nxt = forward(w, cfg, seq, rows)[-1]
             top2 = torch.topk(nxt, 2).values
             if float(top2[0] - top2[1]) < 1e-3:
                 print("warning: near tie in greedy step %d" % len(greedy))
@@ -160,13 +265,21 @@ def run_reference(w, cfg, ids):
 def main():
     os.makedirs(OUT, exist_ok=True)
     w = make_weights(TINY, 3)
-    ids = prompt_ids(TINY["n_vocab"])
-    logits, greedy = run_reference(w, TINY, ids)
+    vw = make_vision_weights(TINY_VISION, TINY["n_embd"], 4)
+    pixels = test_image(TINY_VISION["image"])[0]
+    with torch.no_grad():
+        rows = image_rows(vw, TINY_VISION, pixels)
+    ids = prompt_ids(TINY["n_vocab"], rows.shape[0])
+    logits, greedy = run_reference(w, TINY, ids, rows)
     model_gguf(os.path.join(OUT, "phi-tiny.gguf"), w, TINY)
-    kvs = {"golden.image_token_id": -1, "golden.n_prompt": len(ids),
+    mmproj_gguf(os.path.join(OUT, "phi-tiny-mmproj.gguf"), vw, TINY_VISION, TINY["n_embd"])
+    kvs = {"golden.image_token_id": IMAGE_ID, "golden.n_prompt": len(ids),
            "golden.n_greedy": len(greedy), "golden.prompt": ids, "golden.greedy": greedy}
-    write_gguf(os.path.join(OUT, "phi-tiny.golden.gguf"), kvs, [("logits", logits, GGML_F32)])
-    print("phi-tiny: %d prompt tokens, greedy %s" % (len(ids), greedy))
+    write_gguf(os.path.join(OUT, "phi-tiny.golden.gguf"), kvs,
+               [("logits", logits, GGML_F32), ("pixels", pixels.numpy(), GGML_F32),
+                ("image_embd", rows.numpy(), GGML_F32)])
+    print("phi-tiny: %d prompt tokens (%d image rows), greedy %s" %
+          (len(ids), rows.shape[0], greedy))
 
 
 if __name__ == "__main__":

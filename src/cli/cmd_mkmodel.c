@@ -39,22 +39,27 @@ typedef struct {
     int v_dim, v_ffn, v_layers, v_heads, image, patch, scale;
     bool phi; /* llama.cpp's "phi2" decoder, rotating rot dimensions of each head */
     int rot;
+    int proj_ff; /* > 0: llama.cpp's "mlp" projector (mm.0, GELU, mm.2) of this width, no
+                    pixel shuffle; 0: Idefics3's */
 } arch;
 
 static const arch archs[] = {
-    {"tiny", 256, 512, 2, 4, 2,  512, 2048, 10000.0f, false,
-     true,   256, 512, 2, 4, 64, 16,  2,    false,    0},
-    {"smolvlm-256m", 576, 1536, 30, 9,  3,   49280, 8192, 100000.0f, false,
-     true,           768, 3072, 12, 12, 512, 16,    4,    false,     0},
-    {"smolvlm-500m", 960, 2560, 32, 15, 5,   49280, 8192, 100000.0f, false,
-     true,           768, 3072, 12, 12, 512, 16,    4,    false,     0},
-    {"smollm2-1.7b", 2048, 8192, 24, 32, 32, 49152, 8192, 130000.0f, true,
-     false,          0,    0,    0,  0,  0,  0,     0,    false,     0},
-    /* moondream2's text_config (Phi-1.5): partial_rotary_factor 0.5 of head 64 */
-    {"phi-tiny", 256, 512, 2, 4, 4, 512, 2048, 10000.0f, false,
-     false,      0,   0,   0, 0, 0, 0,   0,    true,     32},
-    {"moondream2", 2048, 8192, 24, 32, 32, 51200, 2048, 10000.0f, false,
-     false,        0,    0,    0,  0,  0,  0,     0,    true,     32},
+    {"tiny", 256, 512, 2, 4,  2,  512, 2048,  10000.0f, false, true,
+     256,    512, 2,   4, 64, 16, 2,   false, 0,        0},
+    {"smolvlm-256m", 576, 1536, 30,  9,  3, 49280, 8192, 100000.0f, false, true, 768,
+     3072,           12,  12,   512, 16, 4, false, 0,    0},
+    {"smolvlm-500m", 960, 2560, 32,  15, 5, 49280, 8192, 100000.0f, false, true, 768,
+     3072,           12,  12,   512, 16, 4, false, 0,    0},
+    {"smollm2-1.7b", 2048,  8192, 24, 32, 32, 49152, 8192, 130000.0f,
+     true,           false, 0,    0,  0,  0,  0,     0,    0,
+     false,          0,     0},
+    /* moondream2: Phi-1.5 (partial_rotary_factor 0.5 of head 64), SigLIP-so400m at 378 px
+     * and patch 14 (27 x 27 patches, one embedding row each), MLP projector 1152 -> 8192 ->
+     * 2048 */
+    {"phi-tiny", 256, 512, 2, 4,  4,  512, 2048, 10000.0f, false, true,
+     256,        512, 2,   4, 56, 14, 1,   true, 32,       512},
+    {"moondream2", 2048, 8192, 24, 32,  32, 51200, 2048, 10000.0f, false, true,
+     1152,         4304, 27,   16, 378, 14, 1,     true, 32,       8192},
 };
 
 #define WEIGHT_STD 0.02f
@@ -513,7 +518,7 @@ static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const ch
 static void mmproj_hparams(gguf_writer *w, const arch *a)
 {
     gguf_set_bool(w, "clip.has_vision_encoder", true);
-    gguf_set_str(w, "clip.projector_type", "idefics3");
+    gguf_set_str(w, "clip.projector_type", a->proj_ff ? "mlp" : "idefics3");
     gguf_set_bool(w, "clip.use_gelu", true);
     gguf_set_u32(w, "clip.vision.image_size", (uint32_t)a->image);
     gguf_set_u32(w, "clip.vision.patch_size", (uint32_t)a->patch);
@@ -526,7 +531,7 @@ static void mmproj_hparams(gguf_writer *w, const arch *a)
     const float half[3] = {0.5f, 0.5f, 0.5f};
     gguf_set_arr(w, "clip.vision.image_mean", GGUF_FLOAT32, half, 3);
     gguf_set_arr(w, "clip.vision.image_std", GGUF_FLOAT32, half, 3);
-    gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)a->scale);
+    if (!a->proj_ff) gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)a->scale);
 }
 
 static void mmproj_tensors(builder *b, const arch *a)
@@ -560,7 +565,12 @@ static void mmproj_tensors(builder *b, const arch *a)
     }
     vec(b, "v.post_ln.weight", vd, 1.0f, WEIGHT_STD);
     vec(b, "v.post_ln.bias", vd, 0.0f, WEIGHT_STD);
-    matrix(b, "mm.model.fc.weight", vd * a->scale * a->scale, a->dim);
+    if (a->proj_ff) {
+        linear(b, "mm.0", vd, a->proj_ff);
+        linear(b, "mm.2", a->proj_ff, a->dim);
+    } else {
+        matrix(b, "mm.model.fc.weight", vd * a->scale * a->scale, a->dim);
+    }
 }
 
 static int make_mmproj(const arch *a, const ttype_info *t, uint64_t seed, const char *path)

@@ -376,11 +376,15 @@ static int vision_hparams(eng_model *m, const gguf_file *f, char *err, size_t er
     eng_model_info *in = &m->info;
     const char *pt = gguf_get_str(f, "clip.projector_type");
     if (!pt) pt = gguf_get_str(f, "clip.vision.projector_type");
-    if (!pt || strcmp(pt, "idefics3") != 0)
-        return eng_seterr(err, errlen, "%s: clip.projector_type is '%s', want 'idefics3'",
+    if (pt && strcmp(pt, "idefics3") == 0)
+        m->proj = PROJ_IDEFICS3;
+    else if (pt && strcmp(pt, "mlp") == 0)
+        m->proj = PROJ_MLP;
+    else
+        return eng_seterr(err, errlen, "%s: clip.projector_type is '%s', want 'idefics3' or 'mlp'",
                           gguf_path(f), pt ? pt : "(missing)");
     m->v_eps = 1e-6f;
-    in->scale_factor = 2;
+    in->scale_factor = m->proj == PROJ_MLP ? 1 : 2; /* mlp: one embedding row per patch */
     if (get_int(f, "clip.vision.image_size", true, 1, &in->image_size, err, errlen) ||
         get_int(f, "clip.vision.patch_size", true, 1, &in->patch_size, err, errlen) ||
         get_int(f, "clip.vision.embedding_length", true, 1, &m->v_embd, err, errlen) ||
@@ -388,7 +392,8 @@ static int vision_hparams(eng_model *m, const gguf_file *f, char *err, size_t er
         get_int(f, "clip.vision.block_count", true, 1, &m->v_layer, err, errlen) ||
         get_int(f, "clip.vision.attention.head_count", true, 1, &m->v_head, err, errlen) ||
         get_float(f, "clip.vision.attention.layer_norm_epsilon", false, &m->v_eps, err, errlen) ||
-        get_int(f, "clip.vision.projector.scale_factor", false, 1, &in->scale_factor, err, errlen))
+        (m->proj == PROJ_IDEFICS3 && get_int(f, "clip.vision.projector.scale_factor", false, 1,
+                                             &in->scale_factor, err, errlen)))
         return ENG_ERR;
     int side = in->image_size / in->patch_size, s = in->scale_factor;
     if (in->image_size % in->patch_size || side % s || m->v_embd % m->v_head)
@@ -459,6 +464,23 @@ static int vision_layer(eng_model *m, const gguf_file *f, int l, char *err, size
     return ENG_OK;
 }
 
+/* llama.cpp's "mlp" connector: mm.0 (v_embd -> its rows), GELU, mm.2 (-> n_embd). */
+static int load_mlp_projector(eng_model *m, const gguf_file *f, char *err, size_t errlen)
+{
+    const gguf_tensor *t = find(f, "mm.0.weight", err, errlen);
+    if (!t) return ENG_ERR;
+    if (t->ne[1] < 1 || t->ne[1] > (1 << 24))
+        return eng_seterr(err, errlen, "%s: tensor 'mm.0.weight' has %lld rows", gguf_path(f),
+                          (long long)t->ne[1]);
+    m->mm_ff = (int)t->ne[1];
+    return load_mat(f, "mm.0.weight", m->v_embd, m->mm_ff, &m->mm_fc, err, errlen) ||
+                   load_vec(m, f, "mm.0.bias", m->mm_ff, &m->mm_b, err, errlen) ||
+                   load_mat(f, "mm.2.weight", m->mm_ff, m->info.n_embd, &m->mm_fc2, err, errlen) ||
+                   load_vec(m, f, "mm.2.bias", m->info.n_embd, &m->mm_b2, err, errlen)
+               ? ENG_ERR
+               : ENG_OK;
+}
+
 static int load_vision(eng_model *m, char *err, size_t errlen)
 {
     const gguf_file *f = m->vision;
@@ -466,16 +488,22 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
     if (vision_hparams(m, f, err, errlen)) return ENG_ERR;
 
     int Dv = m->v_embd, ps = in->patch_size, s = in->scale_factor;
+    /* Idefics3 files always end the encoder with a LayerNorm; LLaVA-style ones may not. */
+    bool post_ln = m->proj == PROJ_IDEFICS3 || gguf_find_tensor(f, "v.post_ln.weight");
     if (load_mat(f, "v.patch_embd.weight", 3 * ps * ps, Dv, &m->patch_embd, err, errlen) ||
         load_vec(m, f, "v.patch_embd.bias", Dv, &m->patch_bias, err, errlen) ||
-        load_vec(m, f, "v.post_ln.weight", Dv, &m->post_ln_w, err, errlen) ||
-        load_vec(m, f, "v.post_ln.bias", Dv, &m->post_ln_b, err, errlen) ||
-        load_mat(f, "mm.model.fc.weight", Dv * s * s, in->n_embd, &m->mm_fc, err, errlen) ||
+        (post_ln && (load_vec(m, f, "v.post_ln.weight", Dv, &m->post_ln_w, err, errlen) ||
+                     load_vec(m, f, "v.post_ln.bias", Dv, &m->post_ln_b, err, errlen))) ||
+        (m->proj == PROJ_IDEFICS3 &&
+         load_mat(f, "mm.model.fc.weight", Dv * s * s, in->n_embd, &m->mm_fc, err, errlen)) ||
+        (m->proj == PROJ_MLP && load_mlp_projector(m, f, err, errlen)) ||
         load_pos_table(m, f, err, errlen))
         return ENG_ERR;
     /* vision_forward: a tile's patches in, n_image_tokens rows of n_embd out. */
-    assert(m->patch_embd.n_in == 3 * ps * ps && m->mm_fc.n_in == Dv * s * s &&
-           m->mm_fc.n_out == in->n_embd);
+    assert(m->patch_embd.n_in == 3 * ps * ps);
+    assert(m->proj == PROJ_MLP
+               ? m->mm_fc.n_in == Dv && m->mm_fc2.n_in == m->mm_ff && m->mm_fc2.n_out == in->n_embd
+               : m->mm_fc.n_in == Dv * s * s && m->mm_fc.n_out == in->n_embd);
     assert(in->n_image_tokens * s * s == m->v_patches);
 
     m->vlayers = calloc((size_t)m->v_layer, sizeof *m->vlayers);

@@ -55,6 +55,11 @@ typedef struct {
     const float *b_up, *b_down;
 } eng_vlayer;
 
+/* The connector from the encoder's rows to the decoder's embeddings:
+ * Idefics3's pixel shuffle and one linear layer, or llama.cpp's "mlp"
+ * (LLaVA's, moondream2's): mm.0, GELU, mm.2, both with biases. */
+typedef enum { PROJ_IDEFICS3, PROJ_MLP } model_projector;
+
 struct eng_model {
     eng_model_info info;
     const model_family *fam;
@@ -77,8 +82,13 @@ struct eng_model {
     const float *patch_bias;
     const float *pos_embd; /* v_patches x v_embd */
     eng_vlayer *vlayers;
-    const float *post_ln_w, *post_ln_b;
-    eng_weight mm_fc; /* n_embd rows of v_embd * scale^2 */
+    const float *post_ln_w, *post_ln_b; /* NULL when an mlp-projector file has none */
+    model_projector proj;
+    eng_weight mm_fc;   /* idefics3: n_embd rows of v_embd * scale^2; mlp: mm.0, mm_ff rows */
+    const float *mm_b;  /* mlp: mm.0's bias */
+    eng_weight mm_fc2;  /* mlp: mm.2, n_embd rows of mm_ff */
+    const float *mm_b2; /* mlp: mm.2's bias */
+    int mm_ff;          /* mlp: the hidden width (0 for idefics3) */
 
     /* float copies made at load; freed with the model */
     buflist owned;

@@ -1,6 +1,7 @@
-/* The SigLIP-style vision encoder and Idefics3 connector, one tile at a
- * time: patch embedding (a matmul over flattened patches), learned position
- * embedding, pre-LN blocks, post-LayerNorm, pixel shuffle, linear. */
+/* The SigLIP-style vision encoder and its connector, one tile at a time:
+ * patch embedding (a matmul over flattened patches), learned position
+ * embedding, pre-LN blocks, post-LayerNorm, then Idefics3's pixel shuffle
+ * and linear, or (llama.cpp's "mlp", moondream2) linear, GELU, linear. */
 #include "engine/ctx.h"
 
 #include <math.h>
@@ -191,11 +192,26 @@ void vision_forward(eng_ctx *c, const float *pixels, float *out)
         linear_residual(c, &L->w_down, L->b_down, c->vff, P, c->vtmp, c->vx);
         vis_mark(c, ENG_VK_FFN_DOWN, &t);
     }
-    vrows(c,
-          (vrow_job){VROW_NORM, c->vxn, c->vx, m->post_ln_w, m->post_ln_b, P, Dv, m->v_eps, NULL});
+    const float *feat = c->vx;
+    if (m->post_ln_w) {
+        vrows(c, (vrow_job){VROW_NORM, c->vxn, c->vx, m->post_ln_w, m->post_ln_b, P, Dv, m->v_eps,
+                            NULL});
+        feat = c->vxn;
+    }
     vis_mark(c, ENG_VK_NORM, &t);
 
-    pixel_shuffle(m, c->vxn, c->vshuf);
-    ctx_linear(c, &m->mm_fc, c->vshuf, m->info.n_image_tokens, out);
+    if (m->proj == PROJ_MLP) {
+        ctx_linear(c, &m->mm_fc, feat, P, c->vff);
+        vrows(c, (vrow_job){.op = VROW_GELU,
+                            .out = c->vff,
+                            .b = m->mm_b,
+                            .rows = P,
+                            .n = m->mm_ff,
+                            .gelu = c->gelu});
+        linear_bias(c, &m->mm_fc2, m->mm_b2, c->vff, P, out);
+    } else {
+        pixel_shuffle(m, feat, c->vshuf);
+        ctx_linear(c, &m->mm_fc, c->vshuf, m->info.n_image_tokens, out);
+    }
     vis_mark(c, ENG_VK_CONNECTOR, &t);
 }
