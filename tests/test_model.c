@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli/convert.h"
+#include "engine/chat.h"
 #include "engine/engine.h"
 #include "engine/gguf.h"
 #include "engine/quant.h"
@@ -668,6 +669,122 @@ START_TEST(test_phi_layouts)
 }
 END_TEST
 
+/* The Phi golden text model with a byte-level vocabulary of its size:
+ * <|endoftext|> (EOS) 0, <s> (BOS) 1, the 256 byte tokens, then fillers. */
+static void with_tokenizer(const char *src, const char *dst)
+{
+    gguf_file *f;
+    ck_assert_int_eq(gguf_open(src, &f, g_err, sizeof g_err), GGUF_OK);
+    gguf_writer *w = gguf_writer_create();
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        gguf_set_from(w, f, i);
+    int V = (int)gguf_find_tensor(f, "token_embd.weight")->ne[1];
+    char(*names)[16] = calloc((size_t)V, sizeof *names);
+    const char **toks = calloc((size_t)V, sizeof *toks);
+    int32_t *types = calloc((size_t)V, sizeof *types);
+    for (int i = 0; i < V; i++) {
+        if (i == 0 || i == 1)
+            snprintf(names[i], sizeof names[i], "%s", i ? "<s>" : "<|endoftext|>");
+        else if (i < 258)
+            tok_byte_str((uint8_t)(i - 2), names[i]);
+        else
+            snprintf(names[i], sizeof names[i], "[PAD%d]", i);
+        toks[i] = names[i];
+        types[i] = i < 2 ? TOK_TYPE_CONTROL : TOK_TYPE_NORMAL;
+    }
+    gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_set_str(w, "tokenizer.ggml.pre", "gpt-2");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)V);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, types, (uint64_t)V);
+    gguf_set_arr_str(w, "tokenizer.ggml.merges", toks, 0);
+    gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 0);
+    for (int i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        ck_assert_int_eq(
+            gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, g_err, sizeof g_err),
+            GGUF_OK);
+    }
+    ck_assert_msg(gguf_write(w, dst, g_err, sizeof g_err) == GGUF_OK, "%s", g_err);
+    gguf_writer_destroy(w);
+    gguf_close(f);
+    free(names);
+    free(toks);
+    free(types);
+}
+
+/* moondream2's prompt through chat.c, as tern run, perplexity and ternd
+ * build it: BOS, the picture's rows (the encoder's output for the
+ * preprocessed picture), "\n\nQuestion: ...\n\nAnswer:"; prefilled, it
+ * gives the logits of the same rows and ids stepped by hand. */
+START_TEST(test_phi_chat_prompt)
+{
+    char text[512], vis[512];
+    tmp_path(text, sizeof text, "phi-tok.gguf");
+    snprintf(vis, sizeof vis, "%s/phi-tiny-mmproj.gguf", g_tmp);
+    char src[512];
+    snprintf(src, sizeof src, "%s/phi-tiny.gguf", g_tmp);
+    with_tokenizer(src, text);
+    eng_model *m;
+    ck_assert_msg(eng_model_load(text, vis, &m, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
+    const eng_model_info *in = eng_model_get_info(m);
+    ck_assert_int_eq(in->n_image_tokens, 16); /* 56 / 14 squared: one row per patch */
+    tok *t;
+    ck_assert_int_eq(tok_load(eng_model_text_file(m), &t, g_err, sizeof g_err), 0);
+    chat_ctx cc;
+    ck_assert_msg(chat_init(&cc, m, t, g_err, sizeof g_err) == 0, "%s", g_err);
+    eng_ctx *c = make_ctx(m, 2, 1);
+
+    uint8_t px[40 * 30 * 3];
+    for (size_t i = 0; i < sizeof px; i++)
+        px[i] = (uint8_t)(i * 7 % 251);
+    img_rgb im = {.w = 40, .h = 30, .rgb = px};
+    chat_msg msg = {.role = PROMPT_USER, .text = "What is this?", .n_images = 1};
+    chat_prompt p;
+    ck_assert_msg(chat_prompt_build(&cc, c, &msg, 1, &im, 1, &p, g_err, sizeof g_err) == 0, "%s",
+                  g_err);
+    ck_assert_int_eq(p.ids[0], 1);
+    ck_assert_ptr_null(p.rows[0]);
+    for (int i = 1; i <= 16; i++)
+        ck_assert_ptr_eq(p.rows[i], p.embd + (size_t)(i - 1) * in->n_embd);
+    char out[256];
+    tok_decode(t, p.ids + 17, p.n - 17, true, out, sizeof out);
+    ck_assert_str_eq(out, "\n\nQuestion: What is this?\n\nAnswer:");
+    for (int i = 17; i < p.n; i++)
+        ck_assert_ptr_null(p.rows[i]);
+    ck_assert(chat_is_stop(&cc, 0) && !chat_is_stop(&cc, 1));
+
+    /* the rows are the encoder's for the preprocessed tile */
+    img_tiles tiles;
+    ck_assert_int_eq(img_preprocess(&im, &cc.icfg, &tiles, g_err, sizeof g_err), 0);
+    ck_assert_int_eq(tiles.n, 1);
+    float *e = malloc((size_t)16 * in->n_embd * sizeof *e);
+    ck_assert_int_eq(eng_vision_encode(c, tiles.pixels, 1, e, g_err, sizeof g_err), ENG_OK);
+    ck_assert(memcmp(e, p.embd, (size_t)16 * in->n_embd * sizeof *e) == 0);
+
+    ck_assert_msg(chat_prefill(c, 0, &p, 0, g_err, sizeof g_err) == 0, "%s", g_err);
+    float *lg = malloc((size_t)in->n_vocab * sizeof *lg);
+    memcpy(lg, eng_logits(c, 0), (size_t)in->n_vocab * sizeof *lg);
+    eng_item it = {.slot = 1,
+                   .n_tokens = p.n,
+                   .tokens = p.ids,
+                   .embd = (const float *const *)p.rows,
+                   .pos = 0,
+                   .want_logits = true};
+    ck_assert_int_eq(eng_step(c, &it, 1, g_err, sizeof g_err), ENG_OK);
+    ck_assert(rel_err(lg, eng_logits(c, 1), in->n_vocab) <= 1e-6);
+
+    free(lg);
+    free(e);
+    img_tiles_free(&tiles);
+    chat_prompt_free(&p);
+    eng_ctx_destroy(c);
+    tok_free(t);
+    eng_model_free(m);
+    unlink(text);
+}
+END_TEST
+
 START_TEST(test_bad_input)
 {
     eng_model *m;
@@ -859,6 +976,7 @@ int main(void)
     tcase_add_loop_test(tc, test_batched, 0,
                         (int)(sizeof batched_models / sizeof batched_models[0]));
     tcase_add_test(tc, test_phi_layouts);
+    tcase_add_test(tc, test_phi_chat_prompt);
     tcase_add_test(tc, test_kv_f16);
     tcase_add_test(tc, test_tied_and_shapes);
     tcase_add_test(tc, test_bad_input);
