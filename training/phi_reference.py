@@ -28,19 +28,23 @@ and the prompt's image positions take those rows in place of token embeddings.
 
 It writes, under tests/data/golden/:
 
-  phi-tiny.gguf         the model as llama.cpp's converter lays out moondream2's text GGUF
-                        (general.architecture "phi2", q/k/v fused in blk.N.attn_qkv, biases,
-                        F16 matrices and F32 vectors), random weights from a seed
-  phi-tiny-mmproj.gguf  its vision tower and projector as llama.cpp's clip GGUF ("mlp")
+  phi-tiny-hf/          a tiny random-weight checkpoint in moondream2's Hugging Face layout
+                        (revision 2024-05-08: text_model.transformer.* with fused Wqkv,
+                        text_model.lm_head.{ln,linear}, vision_encoder.encoder.model.visual.*
+                        with a linear patch embedding and fused qkv, vision_encoder.projection.*;
+                        config.json with model_type "moondream1" and phi_config), F16, with the
+                        byte-level tokenizer of tests/make_hf_fixture.py; tests/test_model.c
+                        converts it with `tern convert`'s convert_hf
   phi-tiny.golden.gguf  the reference run: prompt ids (BOS, the image's rows, text), the input
                         tile's pixels, the image rows, the logits at every prompt position and a
                         32-token greedy continuation (the format of make_goldens.py's goldens)
 
-The reference runs in float64 on the weights rounded to float16 (what the file stores), so the
-engine's F32 path must agree to float32 rounding. Run from the repository root:
+The reference runs in float64 on the weights rounded to float16 (what the checkpoint stores), so
+the engine's F32 path must agree to float32 rounding. Run from the repository root:
     python3 training/phi_reference.py
 """
 
+import json
 import math
 import os
 import sys
@@ -50,7 +54,10 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from make_goldens import GGML_F16, GGML_F32, N_GREEDY, test_image, write_gguf  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+from make_goldens import GGML_F32, N_GREEDY, test_image, write_gguf  # noqa: E402
+from make_hf_fixture import make_tokenizer  # noqa: E402
+from model import save_safetensors  # noqa: E402
 
 OUT = os.path.join("tests", "data", "golden")
 
@@ -61,10 +68,10 @@ OUT = os.path.join("tests", "data", "golden")
 TINY = dict(n_vocab=320, n_embd=256, n_layer=2, n_head=4, n_ff=512, n_rot=32, eps=1e-5,
             theta=10000.0, n_ctx=128)
 # moondream2's vision side is SigLIP-so400m at 378 px, patch 14 (1152 wide, ffn 4304, 27 blocks of
-# 16 heads) and an MLP 1152 -> 8192 -> 2048 (`tern mkmodel --like moondream2 --mmproj`); the
-# tiny one keeps the patch size.
-TINY_VISION = dict(v_embd=256, v_ff=512, v_layer=2, v_head=4, image=56, patch=14, proj_ff=512,
-                   eps=1e-6)
+# 16 heads) and an MLP 1152 -> 8192 -> 2048 (`tern mkmodel --like moondream2 --mmproj`); its code
+# fixes 16 heads and nn.LayerNorm's epsilon, so the tiny one keeps those and the patch size.
+TINY_VISION = dict(v_embd=256, v_ff=512, v_layer=2, v_head=16, image=56, patch=14, proj_ff=512,
+                   eps=1e-5)
 IMAGE_ID = TINY["n_vocab"] - 1  # what the golden prompt holds at image positions
 
 
@@ -211,32 +218,59 @@ def forward(w, cfg, ids, rows=None):
     return x @ w["output.weight"].T + w["output.bias"]
 
 
-def model_gguf(path, w, cfg):
-    D = cfg["n_embd"]
-    kvs = {"general.architecture": "phi2", "general.name": "phi-tiny (tern golden)",
-           "phi2.context_length": cfg["n_ctx"], "phi2.embedding_length": D,
-           "phi2.feed_forward_length": cfg["n_ff"], "phi2.block_count": cfg["n_layer"],
-           "phi2.attention.head_count": cfg["n_head"],
-           "phi2.attention.head_count_kv": cfg["n_head"],
-           "phi2.attention.layer_norm_epsilon": cfg["eps"],
-           "phi2.rope.dimension_count": cfg["n_rot"]}
-    ts = [(k, v.numpy(), GGML_F16 if v.ndim == 2 else GGML_F32) for k, v in w.items()]
-    write_gguf(path, kvs, ts)
-
-
-def mmproj_gguf(path, vw, vc, n_embd):
-    kvs = {"general.architecture": "clip", "general.name": "phi-tiny mmproj (tern golden)",
-           "clip.has_vision_encoder": True, "clip.projector_type": "mlp",
-           "clip.vision.image_size": vc["image"], "clip.vision.patch_size": vc["patch"],
-           "clip.vision.embedding_length": vc["v_embd"],
-           "clip.vision.feed_forward_length": vc["v_ff"],
-           "clip.vision.block_count": vc["v_layer"],
-           "clip.vision.attention.head_count": vc["v_head"],
-           "clip.vision.attention.layer_norm_epsilon": vc["eps"],
-           "clip.vision.projection_dim": n_embd,
-           "clip.vision.image_mean": [0.5, 0.5, 0.5], "clip.vision.image_std": [0.5, 0.5, 0.5]}
-    ts = [(k, v.numpy(), GGML_F16 if v.ndim >= 2 else GGML_F32) for k, v in vw.items()]
-    write_gguf(path, kvs, ts)
+def save_moondream_hf(out_dir, w, vw, cfg, vc):
+    """The weights under moondream2's checkpoint names (the GGUF names' sources in tern
+    convert), F16, with config.json and the tokenizer."""
+    os.makedirs(out_dir, exist_ok=True)
+    T, V, P = "text_model.transformer.", "vision_encoder.encoder.model.visual.", \
+        "vision_encoder.projection.mlp."
+    sd = {T + "embd.wte.weight": w["token_embd.weight"]}
+    for l in range(cfg["n_layer"]):
+        g, h = "blk.%d." % l, T + "h.%d." % l
+        for gg, hh in (("attn_norm", "ln"), ("attn_qkv", "mixer.Wqkv"),
+                       ("attn_output", "mixer.out_proj"), ("ffn_up", "mlp.fc1"),
+                       ("ffn_down", "mlp.fc2")):
+            for kind in ("weight", "bias"):
+                sd[h + hh + "." + kind] = w[g + gg + "." + kind]
+    for gg, hh in (("output_norm", "text_model.lm_head.ln"),
+                   ("output", "text_model.lm_head.linear")):
+        for kind in ("weight", "bias"):
+            sd[hh + "." + kind] = w[gg + "." + kind]
+    Dv = vc["v_embd"]
+    sd[V + "patch_embed.linear.weight"] = vw["v.patch_embd.weight"].reshape(Dv, -1)
+    sd[V + "patch_embed.linear.bias"] = vw["v.patch_embd.bias"]
+    sd[V + "pos_embed"] = vw["v.position_embd.weight"][None]
+    for l in range(vc["v_layer"]):
+        g, h = "v.blk.%d." % l, V + "blocks.%d." % l
+        for kind in ("weight", "bias"):
+            for gg, hh in (("ln1", "norm1"), ("ln2", "norm2"), ("attn_out", "attn.proj"),
+                           ("ffn_up", "mlp.fc1"), ("ffn_down", "mlp.fc2")):
+                sd[h + hh + "." + kind] = vw[g + gg + "." + kind]
+            sd[h + "attn.qkv." + kind] = torch.cat(
+                [vw[g + n + "." + kind] for n in ("attn_q", "attn_k", "attn_v")])
+    for kind in ("weight", "bias"):
+        sd[V + "norm." + kind] = vw["v.post_ln." + kind]
+        sd[P + "fc1." + kind] = vw["mm.0." + kind]
+        sd[P + "fc2." + kind] = vw["mm.2." + kind]
+    save_safetensors({k: v.half() for k, v in sd.items()},
+                     os.path.join(out_dir, "model.safetensors"), {"format": "pt"})
+    config = {"architectures": ["Moondream"], "model_type": "moondream1",
+              "phi_config": {"model_type": "phi", "vocab_size": cfg["n_vocab"],
+                             "hidden_size": cfg["n_embd"], "intermediate_size": cfg["n_ff"],
+                             "num_hidden_layers": cfg["n_layer"],
+                             "num_attention_heads": cfg["n_head"],
+                             "max_position_embeddings": cfg["n_ctx"],
+                             "layer_norm_eps": cfg["eps"], "rope_theta": cfg["theta"],
+                             "partial_rotary_factor": cfg["n_rot"] / (cfg["n_embd"] //
+                                                                      cfg["n_head"])},
+              "torch_dtype": "float16"}
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    with open(os.path.join(out_dir, "tokenizer.json"), "w") as f:
+        json.dump(make_tokenizer(), f, ensure_ascii=False, indent=1)
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+                   "tokenizer_class": "CodeGenTokenizer"}, f, indent=2)
 
 
 def prompt_ids(n_vocab, n_image, n=27):
@@ -271,8 +305,7 @@ def main():
         rows = image_rows(vw, TINY_VISION, pixels)
     ids = prompt_ids(TINY["n_vocab"], rows.shape[0])
     logits, greedy = run_reference(w, TINY, ids, rows)
-    model_gguf(os.path.join(OUT, "phi-tiny.gguf"), w, TINY)
-    mmproj_gguf(os.path.join(OUT, "phi-tiny-mmproj.gguf"), vw, TINY_VISION, TINY["n_embd"])
+    save_moondream_hf(os.path.join(OUT, "phi-tiny-hf"), w, vw, TINY, TINY_VISION)
     kvs = {"golden.image_token_id": IMAGE_ID, "golden.n_prompt": len(ids),
            "golden.n_greedy": len(greedy), "golden.prompt": ids, "golden.greedy": greedy}
     write_gguf(os.path.join(OUT, "phi-tiny.golden.gguf"), kvs,
