@@ -690,6 +690,7 @@ START_TEST(test_phi_chat_prompt)
     ck_assert_int_eq(bos, tok_eos(t));
     chat_ctx cc;
     ck_assert_msg(chat_init(&cc, m, t, g_err, sizeof g_err) == 0, "%s", g_err);
+    ck_assert(cc.icfg.squash && cc.icfg.filter == IMG_BICUBIC); /* Resize((S, S), BICUBIC) */
     eng_ctx *c = make_ctx(m, 2, 1);
 
     uint8_t px[40 * 30 * 3];

@@ -54,7 +54,8 @@ int chat_image_min_edge(const chat_ctx *c)
 embcache_key chat_image_key(const chat_ctx *c, const img_rgb *im)
 {
     const img_proc_cfg *g = &c->icfg;
-    const int32_t dims[5] = {g->longest_edge, g->tile, g->split, im->w, im->h};
+    const int32_t dims[7] = {g->longest_edge,    g->tile, g->split, g->squash,
+                             (int32_t)g->filter, im->w,   im->h};
     embcache_hasher h;
     embcache_hash_init(&h, embcache_seed(c->cache));
     embcache_hash_add(&h, &c->model_key, sizeof c->model_key);
