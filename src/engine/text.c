@@ -51,13 +51,14 @@ void ctx_layernorm(float *out, const float *x, const float *w, const float *b, i
         out[i] = (x[i] - mean) * r * w[i] + b[i];
 }
 
-/* The family's norm of `rows` rows of n: LayerNorm where it has a bias. */
+/* The family's norm of `rows` rows of n_embd: LayerNorm (weight and bias) or RMSNorm. */
 static void norm_rows(const eng_model *m, float *out, const float *x, const float *w,
                       const float *b, int rows)
 {
     int n = m->info.n_embd;
+    assert(!m->fam->layer_norm || b);
     for (int r = 0; r < rows; r++) {
-        if (b)
+        if (m->fam->layer_norm)
             ctx_layernorm(out + (size_t)r * n, x + (size_t)r * n, w, b, n, m->info.norm_eps);
         else
             rmsnorm(out + (size_t)r * n, x + (size_t)r * n, w, n, m->info.norm_eps);
