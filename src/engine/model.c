@@ -162,11 +162,21 @@ static const model_family families[] = {
      .biases = true},
 };
 
-/* "<arch>.<suffix>": the family's metadata key. */
-static const char *akey(const eng_model *m, const char *suffix, char *buf, size_t n)
+/* get_int and get_float on the family's key "<arch>.<suffix>". */
+static int get_aint(const eng_model *m, const gguf_file *f, const char *suffix, bool required,
+                    int lo, int *out, char *err, size_t errlen)
 {
-    snprintf(buf, n, "%s.%s", m->fam->name, suffix);
-    return buf;
+    char key[96];
+    snprintf(key, sizeof key, "%s.%s", m->fam->name, suffix);
+    return get_int(f, key, required, lo, out, err, errlen);
+}
+
+static int get_afloat(const eng_model *m, const gguf_file *f, const char *suffix, float *out,
+                      char *err, size_t errlen)
+{
+    char key[96];
+    snprintf(key, sizeof key, "%s.%s", m->fam->name, suffix);
+    return get_float(f, key, false, out, err, errlen);
 }
 
 static int text_family(eng_model *m, const gguf_file *f, char *err, size_t errlen)
@@ -189,36 +199,34 @@ static int text_hparams(eng_model *m, const gguf_file *f, char *err, size_t errl
 {
     eng_model_info *in = &m->info;
     if (text_family(m, f, err, errlen)) return ENG_ERR;
-    char k[8][96];
     in->n_ctx_train = 2048;
     in->rope_theta = 10000.0f;
     in->norm_eps = 1e-5f;
-    if (get_int(f, akey(m, "block_count", k[0], 96), true, 1, &in->n_layer, err, errlen) ||
-        get_int(f, akey(m, "embedding_length", k[1], 96), true, 1, &in->n_embd, err, errlen) ||
-        get_int(f, akey(m, "feed_forward_length", k[2], 96), true, 1, &in->n_ff, err, errlen) ||
-        get_int(f, akey(m, "attention.head_count", k[3], 96), true, 1, &in->n_head, err, errlen) ||
-        get_int(f, akey(m, "context_length", k[4], 96), false, 1, &in->n_ctx_train, err, errlen) ||
-        get_float(f, akey(m, "rope.freq_base", k[5], 96), false, &in->rope_theta, err, errlen) ||
-        get_float(f, akey(m, m->fam->eps_key, k[6], 96), false, &in->norm_eps, err, errlen))
+    if (get_aint(m, f, "block_count", true, 1, &in->n_layer, err, errlen) ||
+        get_aint(m, f, "embedding_length", true, 1, &in->n_embd, err, errlen) ||
+        get_aint(m, f, "feed_forward_length", true, 1, &in->n_ff, err, errlen) ||
+        get_aint(m, f, "attention.head_count", true, 1, &in->n_head, err, errlen) ||
+        get_aint(m, f, "context_length", false, 1, &in->n_ctx_train, err, errlen) ||
+        get_afloat(m, f, "rope.freq_base", &in->rope_theta, err, errlen) ||
+        get_afloat(m, f, m->fam->eps_key, &in->norm_eps, err, errlen))
         return ENG_ERR;
     in->n_head_kv = in->n_head;
-    if (get_int(f, akey(m, "attention.head_count_kv", k[0], 96), false, 1, &in->n_head_kv, err,
-                errlen))
-        return ENG_ERR;
     m->head_dim = in->n_embd / in->n_head;
-    if (get_int(f, akey(m, "attention.key_length", k[0], 96), false, 2, &m->head_dim, err, errlen))
+    if (get_aint(m, f, "attention.head_count_kv", false, 1, &in->n_head_kv, err, errlen) ||
+        get_aint(m, f, "attention.key_length", false, 2, &m->head_dim, err, errlen))
         return ENG_ERR;
     m->n_rot = m->head_dim;
-    if (get_int(f, akey(m, "rope.dimension_count", k[1], 96), false, 2, &m->n_rot, err, errlen))
-        return ENG_ERR;
+    if (get_aint(m, f, "rope.dimension_count", false, 2, &m->n_rot, err, errlen)) return ENG_ERR;
     if (m->head_dim % 2 || in->n_head % in->n_head_kv)
         return eng_seterr(err, errlen,
                           "%s: head_dim %d must be even and head_count %d a multiple of "
                           "head_count_kv %d",
                           gguf_path(f), m->head_dim, in->n_head, in->n_head_kv);
     if (m->n_rot % 2 || m->n_rot > m->head_dim)
-        return eng_seterr(err, errlen, "%s: %s = %d must be even and at most the head size %d",
-                          gguf_path(f), k[1], m->n_rot, m->head_dim);
+        return eng_seterr(err, errlen,
+                          "%s: %s.rope.dimension_count = %d must be even and at most the head "
+                          "size %d",
+                          gguf_path(f), m->fam->name, m->n_rot, m->head_dim);
     in->n_rot = m->n_rot;
     return ENG_OK;
 }
@@ -231,11 +239,10 @@ static int text_vocab(eng_model *m, const gguf_file *f, char *err, size_t errlen
     if (!te) return ENG_ERR;
     in->n_vocab = (int)te->ne[1];
     int nv = 0;
-    char k[96];
-    if (get_int(f, akey(m, "vocab_size", k, sizeof k), false, 1, &nv, err, errlen)) return ENG_ERR;
+    if (get_aint(m, f, "vocab_size", false, 1, &nv, err, errlen)) return ENG_ERR;
     if (nv && nv != in->n_vocab)
-        return eng_seterr(err, errlen, "%s: %s %d but token_embd.weight has %d rows", gguf_path(f),
-                          k, nv, in->n_vocab);
+        return eng_seterr(err, errlen, "%s: %s.vocab_size %d but token_embd.weight has %d rows",
+                          gguf_path(f), m->fam->name, nv, in->n_vocab);
     return ENG_OK;
 }
 
