@@ -682,8 +682,9 @@ START_TEST(test_phi_chat_prompt)
     ck_assert_msg(eng_model_load(text, vis, &m, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
     const eng_model_info *in = eng_model_get_info(m);
     ck_assert_int_eq(in->n_image_tokens, 16); /* 56 / 14 squared: one row per patch */
-    /* converted as moondream2's: CodeGen's GPT-2 pre-tokenizer, BOS and EOS both <|endoftext|> */
-    ck_assert_str_eq(gguf_get_str(eng_model_text_file(m), "tokenizer.ggml.pre"), "gpt-2");
+    /* converted as llama.cpp converts moondream2: CodeGen's pre-tokenizer ("phi-2", GPT-2's
+     * regex), BOS and EOS both <|endoftext|> */
+    ck_assert_str_eq(gguf_get_str(eng_model_text_file(m), "tokenizer.ggml.pre"), "phi-2");
     tok *t;
     ck_assert_int_eq(tok_load(eng_model_text_file(m), &t, g_err, sizeof g_err), 0);
     int bos = tok_bos(t);

@@ -442,7 +442,7 @@ static int read_token_table(conv *c, const cJSON *tj, long long vocab_size, toke
     return read_merges(c, path, mlist, v);
 }
 
-/* pre: the pre-tokenizer's llama.cpp name ("smollm" splits digits one by one, "gpt-2" not). */
+/* pre: the pre-tokenizer's llama.cpp name ("smollm" splits digits one by one, "phi-2" not). */
 static void set_token_table(gguf_writer *w, const token_table *v, const char *pre)
 {
     gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
@@ -986,8 +986,9 @@ static int md_text_model(conv *c, const cJSON *cfg, const char *out_path)
     gguf_set_f32(w, "phi2.attention.layer_norm_epsilon", (float)p.eps);
     gguf_set_f32(w, "phi2.rope.freq_base", (float)p.theta);
     gguf_set_u32(w, "phi2.rope.dimension_count", (uint32_t)n_rot);
-    /* CodeGen's pre-tokenizer is GPT-2's: digits are not split one by one */
-    int rc = write_tokenizer(c, w, cfg, cJSON_IsObject(pc) ? pc : NULL, p.vocab, "gpt-2");
+    /* CodeGen's tokenizer, which llama.cpp calls "phi-2": GPT-2's pre-tokenizer, digits not
+     * split one by one */
+    int rc = write_tokenizer(c, w, cfg, cJSON_IsObject(pc) ? pc : NULL, p.vocab, "phi-2");
     long long d = p.hidden, qkv = (p.n_head + 2 * p.n_kv) * p.head_dim;
     if (rc == 0)
         rc = add(c, w, MD_TEXT "embd.wte.weight", "token_embd.weight", OUTTYPE, 0, p.vocab, d);
