@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/convert.h"
@@ -743,6 +744,36 @@ START_TEST(test_phi_chat_prompt)
 }
 END_TEST
 
+/* A moondream2 checkpoint whose phi_config disagrees with its tensors (3
+ * blocks said, 2 there) is refused, naming both. */
+START_TEST(test_phi_convert_refusals)
+{
+    char dir[512], path[600], src[600], prefix[512];
+    tmp_path(dir, sizeof dir, "bad-hf");
+    tmp_path(prefix, sizeof prefix, "bad-out");
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(src, sizeof src, GOLDEN "phi-tiny-hf/model.safetensors");
+    ck_assert_int_eq(symlink(src, path), 0);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"model_type\": \"moondream1\", \"phi_config\": {\"hidden_size\": 256, "
+          "\"intermediate_size\": 512, \"num_hidden_layers\": 3, \"num_attention_heads\": 4, "
+          "\"vocab_size\": 320}}",
+          f);
+    fclose(f);
+    ck_assert_int_ne(convert_hf(dir, prefix, KT_F32, g_err, sizeof g_err), 0);
+    ck_assert_msg(strstr(g_err, "phi_config") && strstr(g_err, "2 blocks"), "%s", g_err);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    unlink(path);
+    rmdir(dir);
+    snprintf(path, sizeof path, "%s.gguf", prefix);
+    unlink(path);
+}
+END_TEST
+
 START_TEST(test_bad_input)
 {
     eng_model *m;
@@ -924,6 +955,7 @@ int main(void)
                         (int)(sizeof batched_models / sizeof batched_models[0]));
     tcase_add_test(tc, test_phi_layouts);
     tcase_add_test(tc, test_phi_chat_prompt);
+    tcase_add_test(tc, test_phi_convert_refusals);
     tcase_add_test(tc, test_kv_f16);
     tcase_add_test(tc, test_tied_and_shapes);
     tcase_add_test(tc, test_bad_input);
