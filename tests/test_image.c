@@ -249,6 +249,61 @@ START_TEST(resize_matches_pillow)
 }
 END_TEST
 
+/* Pillow's BICUBIC (a = -0.5): 100, 200 doubled in width starts at
+ * (100 k(0.25) + 200 k(1.25)) / (k(0.25) + k(1.25)) = 91.18 -> 91, where
+ * Lanczos gives another value; a flat picture stays flat at any size. */
+START_TEST(bicubic_resize)
+{
+    uint8_t two[6] = {100, 100, 100, 200, 200, 200};
+    img_rgb in = {2, 1, two}, out;
+    ck_assert_int_eq(img_resize_filter(&in, 4, 1, IMG_BICUBIC, &out), 0);
+    ck_assert_int_eq(out.rgb[0], 91);
+    ck_assert_int_eq(out.rgb[3 * 3], 209); /* the mirror image at the other end */
+    img_free(&out);
+    ck_assert_int_eq(img_resize_filter(&in, 4, 1, IMG_LANCZOS, &out), 0);
+    ck_assert_int_ne(out.rgb[0], 91);
+    img_free(&out);
+
+    uint8_t *flat = malloc(40 * 30 * 3);
+    memset(flat, 123, 40 * 30 * 3);
+    img_rgb f = {40, 30, flat};
+    ck_assert_int_eq(img_resize_filter(&f, 56, 56, IMG_BICUBIC, &out), 0);
+    for (int i = 0; i < 56 * 56 * 3; i++)
+        ck_assert_int_eq(out.rgb[i], 123);
+    img_free(&out);
+    free(flat);
+}
+END_TEST
+
+/* moondream2's processor: the whole picture straight to the tile, bicubic. */
+START_TEST(squash_preprocess)
+{
+    uint8_t *px = malloc(40 * 30 * 3);
+    for (int i = 0; i < 40 * 30 * 3; i++)
+        px[i] = (uint8_t)(i * 7 % 251);
+    img_rgb im = {40, 30, px};
+    img_proc_cfg cfg = {.longest_edge = 56,
+                        .tile = 56,
+                        .squash = true,
+                        .filter = IMG_BICUBIC,
+                        .rescale = 1.0 / 255.0,
+                        .mean = {0.5f, 0.5f, 0.5f},
+                        .std = {0.5f, 0.5f, 0.5f}};
+    img_rgb *tiles, want;
+    int n, rows, cols;
+    char err[256];
+    ck_assert_msg(img_preprocess_u8(&im, &cfg, &tiles, &n, &rows, &cols, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert(n == 1 && rows == 0 && cols == 0 && tiles[0].w == 56 && tiles[0].h == 56);
+    ck_assert_int_eq(img_resize_filter(&im, 56, 56, IMG_BICUBIC, &want), 0);
+    ck_assert(memcmp(tiles[0].rgb, want.rgb, 56 * 56 * 3) == 0);
+    img_free(&want);
+    img_free(&tiles[0]);
+    free(tiles);
+    free(px);
+}
+END_TEST
+
 START_TEST(preprocess_matches_idefics3)
 {
     size_t len;
@@ -363,6 +418,8 @@ int main(void)
     tcase_add_test(tc, jpeg_scans_bounded);
     tcase_add_test(tc, jpeg_dct_scale);
     tcase_add_test(tc, resize_matches_pillow);
+    tcase_add_test(tc, bicubic_resize);
+    tcase_add_test(tc, squash_preprocess);
     tcase_add_test(tc, preprocess_matches_idefics3);
     tcase_add_test(tc, settings_from_mmproj);
     suite_add_tcase(s, tc);

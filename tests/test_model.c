@@ -1,16 +1,19 @@
 /* The forward pass against golden outputs of the PyTorch reference
  * (training/make_goldens.py -> tests/data/golden/), quantized models against
  * their own dequantized weights, and batched steps against single ones.
- * The golden checkpoints are Hugging Face directories, converted here with
- * `tern convert`'s convert_hf before the tests run. */
+ * The golden checkpoints are Hugging Face directories (SmolVLM's layout, and
+ * moondream2's from training/phi_reference.py), converted here with `tern
+ * convert`'s convert_hf before the tests run. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/convert.h"
+#include "engine/chat.h"
 #include "engine/engine.h"
 #include "engine/gguf.h"
 #include "engine/quant.h"
@@ -346,6 +349,12 @@ START_TEST(test_golden_odd)
 }
 END_TEST
 
+START_TEST(test_golden_phi)
+{
+    check_golden("phi-tiny", true);
+}
+END_TEST
+
 /* A quantized model against the float model holding the same (dequantized)
  * weights: only the activation handling differs. Returns the worst
  * per-position relative error; greedy picks at each prompt position are
@@ -402,9 +411,12 @@ static const struct {
     kt_type type;
     double tol;
 } quant_cases[] = {
-    {"tiny", true, KT_F16, 1e-4},  {"tiny", true, KT_BF16, 1e-4}, {"tiny", true, KT_Q8_0, 0.1},
-    {"tiny", true, KT_TQ2_0, 0.1}, {"tiny", true, KT_TQ1_0, 0.1}, {"tiny", true, KT_Q1_0, 0.1},
-    {"tiny", true, KT_Q2_0, 0.1},  {"odd", true, KT_Q2_0, 0.1},   {"odd", true, KT_Q8_0, 0.1},
+    {"tiny", true, KT_F16, 1e-4},      {"tiny", true, KT_BF16, 1e-4},
+    {"tiny", true, KT_Q8_0, 0.1},      {"tiny", true, KT_TQ2_0, 0.1},
+    {"tiny", true, KT_TQ1_0, 0.1},     {"tiny", true, KT_Q1_0, 0.1},
+    {"tiny", true, KT_Q2_0, 0.1},      {"odd", true, KT_Q2_0, 0.1},
+    {"odd", true, KT_Q8_0, 0.1},       {"phi-tiny", false, KT_F16, 1e-4},
+    {"phi-tiny", false, KT_Q8_0, 0.1}, {"phi-tiny", false, KT_TQ2_0, 0.1},
 };
 
 START_TEST(test_quantized)
@@ -421,12 +433,14 @@ START_TEST(test_quantized)
 END_TEST
 
 /* Three sequences stepped together (prefill chunks mixed with decodes, in
- * varying order) give the logits each gets alone. */
+ * varying order) give the logits each gets alone, for each decoder family. */
+static const char *const batched_models[] = {"odd", "phi-tiny"};
+
 START_TEST(test_batched)
 {
     golden g;
-    golden_open(&g, "odd");
-    eng_model *m = load_derived("odd", false, KT_F32, false);
+    golden_open(&g, batched_models[_i]);
+    eng_model *m = load_derived(batched_models[_i], false, KT_F32, false);
     int V = eng_model_get_info(m)->n_vocab;
     eng_ctx *solo = make_ctx(m, 1, 1), *c = make_ctx(m, 3, 2);
     int len[3] = {g.n_prompt, 17, 9}, off[3] = {0, 3, 11};
@@ -551,6 +565,212 @@ START_TEST(test_tied_and_shapes)
     unlink(tied);
     unlink(copy);
     unlink(bad);
+}
+END_TEST
+
+/* Copy src (F32) to dst with each blk.N.attn_qkv split into attn_q, attn_k
+ * and attn_v (weight and bias), the layout of llama.cpp's converter for HF's
+ * PhiForCausalLM; every other tensor unchanged, or left out when its name
+ * is `drop`. */
+static void split_qkv(const char *src, const char *dst, int n_embd, const char *drop)
+{
+    gguf_file *f;
+    ck_assert_msg(gguf_open(src, &f, g_err, sizeof g_err) == GGUF_OK, "%s", g_err);
+    gguf_writer *w = gguf_writer_create();
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        gguf_set_from(w, f, i);
+    for (int i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        const char *fused = strstr(t->name, "attn_qkv.");
+        if (drop && strcmp(t->name, drop) == 0) continue;
+        if (!fused) {
+            ck_assert_int_eq(gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, g_err,
+                                             sizeof g_err),
+                             GGUF_OK);
+            continue;
+        }
+        ck_assert_int_eq(t->type, KT_F32);
+        static const char *const part[3] = {"attn_q", "attn_k", "attn_v"};
+        int64_t row = t->n_dims == 2 ? t->ne[0] : 1; /* floats per output feature */
+        for (int k = 0; k < 3; k++) {
+            char name[96];
+            snprintf(name, sizeof name, "%.*s%s.%s", (int)(fused - t->name), t->name, part[k],
+                     fused + strlen("attn_qkv."));
+            if (drop && strcmp(name, drop) == 0) continue;
+            int64_t ne[GGUF_MAX_DIMS] = {t->ne[0], t->ne[1], 1, 1};
+            ne[t->n_dims - 1] = n_embd;
+            const float *data = (const float *)t->data + (size_t)k * n_embd * row;
+            ck_assert_msg(gguf_add_tensor(w, name, KT_F32, t->n_dims, ne, data, g_err,
+                                          sizeof g_err) == GGUF_OK,
+                          "%s", g_err);
+        }
+    }
+    ck_assert_msg(gguf_write(w, dst, g_err, sizeof g_err) == GGUF_OK, "%s", g_err);
+    gguf_writer_destroy(w);
+    gguf_close(f);
+}
+
+/* Phi: q, k and v as three tensors give the fused file's logits bit for
+ * bit; a missing bias and a rotary size past the head are refused by name. */
+START_TEST(test_phi_layouts)
+{
+    char src[512], f32[512], split[512], bad[512];
+    snprintf(src, sizeof src, "%s/phi-tiny.gguf", g_tmp);
+    tmp_path(f32, sizeof f32, "phi-f32.gguf");
+    tmp_path(split, sizeof split, "phi-split.gguf");
+    tmp_path(bad, sizeof bad, "phi-bad.gguf");
+    derive(src, f32, KT_F32, false);
+    eng_model *mf, *ms;
+    ck_assert_msg(eng_model_load(f32, NULL, &mf, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
+    const eng_model_info *in = eng_model_get_info(mf);
+    ck_assert_int_eq(in->arch, ENG_ARCH_PHI2);
+    ck_assert_int_eq(in->n_rot, 32);
+    split_qkv(f32, split, in->n_embd, NULL);
+    ck_assert_msg(eng_model_load(split, NULL, &ms, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
+    eng_ctx *cf = make_ctx(mf, 1, 2), *cs = make_ctx(ms, 1, 2);
+    int32_t toks[6] = {1, 20, 30, 40, 50, 60};
+    eng_item it = {.slot = 0, .n_tokens = 6, .tokens = toks, .pos = 0, .want_logits = true};
+    ck_assert_int_eq(eng_step(cf, &it, 1, g_err, sizeof g_err), ENG_OK);
+    ck_assert_int_eq(eng_step(cs, &it, 1, g_err, sizeof g_err), ENG_OK);
+    ck_assert(memcmp(eng_logits(cf, 0), eng_logits(cs, 0), (size_t)in->n_vocab * sizeof(float)) ==
+              0);
+    eng_ctx_destroy(cf);
+    eng_ctx_destroy(cs);
+    eng_model_free(ms);
+
+    eng_model *m;
+    split_qkv(f32, bad, in->n_embd, "blk.1.attn_k.bias");
+    ck_assert_int_eq(eng_model_load(bad, NULL, &m, g_err, sizeof g_err), ENG_ERR);
+    ck_assert_msg(strstr(g_err, "blk.1.attn_k.bias") && strstr(g_err, "missing"), "%s", g_err);
+    edit_copy(f32, bad, "output.bias", NULL, NULL);
+    ck_assert_int_eq(eng_model_load(bad, NULL, &m, g_err, sizeof g_err), ENG_ERR);
+    ck_assert_msg(strstr(g_err, "output.bias") != NULL, "%s", g_err);
+
+    gguf_file *f;
+    ck_assert_int_eq(gguf_open(f32, &f, g_err, sizeof g_err), GGUF_OK);
+    gguf_writer *w = gguf_writer_create();
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        gguf_set_from(w, f, i);
+    gguf_set_u32(w, "phi2.rope.dimension_count", 96); /* head size is 64 */
+    for (int i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        ck_assert_int_eq(
+            gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, g_err, sizeof g_err),
+            GGUF_OK);
+    }
+    ck_assert_int_eq(gguf_write(w, bad, g_err, sizeof g_err), GGUF_OK);
+    gguf_writer_destroy(w);
+    gguf_close(f);
+    ck_assert_int_eq(eng_model_load(bad, NULL, &m, g_err, sizeof g_err), ENG_ERR);
+    ck_assert_msg(strstr(g_err, "rope.dimension_count") != NULL, "%s", g_err);
+    eng_model_free(mf);
+    unlink(f32);
+    unlink(split);
+    unlink(bad);
+}
+END_TEST
+
+/* moondream2's prompt through chat.c, as tern run, perplexity and ternd
+ * build it: BOS, the picture's rows (the encoder's output for the
+ * preprocessed picture), "\n\nQuestion: ...\n\nAnswer:"; prefilled, it
+ * gives the logits of the same rows and ids stepped by hand. */
+START_TEST(test_phi_chat_prompt)
+{
+    char text[512], vis[512];
+    snprintf(text, sizeof text, "%s/phi-tiny.gguf", g_tmp);
+    snprintf(vis, sizeof vis, "%s/phi-tiny-mmproj.gguf", g_tmp);
+    eng_model *m;
+    ck_assert_msg(eng_model_load(text, vis, &m, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
+    const eng_model_info *in = eng_model_get_info(m);
+    ck_assert_int_eq(in->n_image_tokens, 16); /* 56 / 14 squared: one row per patch */
+    /* converted as llama.cpp converts moondream2: CodeGen's pre-tokenizer ("phi-2", GPT-2's
+     * regex), BOS and EOS both <|endoftext|> */
+    ck_assert_str_eq(gguf_get_str(eng_model_text_file(m), "tokenizer.ggml.pre"), "phi-2");
+    tok *t;
+    ck_assert_int_eq(tok_load(eng_model_text_file(m), &t, g_err, sizeof g_err), 0);
+    int bos = tok_bos(t);
+    ck_assert_int_eq(bos, tok_eos(t));
+    chat_ctx cc;
+    ck_assert_msg(chat_init(&cc, m, t, g_err, sizeof g_err) == 0, "%s", g_err);
+    ck_assert(cc.icfg.squash && cc.icfg.filter == IMG_BICUBIC); /* Resize((S, S), BICUBIC) */
+    eng_ctx *c = make_ctx(m, 2, 1);
+
+    uint8_t px[40 * 30 * 3];
+    for (size_t i = 0; i < sizeof px; i++)
+        px[i] = (uint8_t)(i * 7 % 251);
+    img_rgb im = {.w = 40, .h = 30, .rgb = px};
+    chat_msg msg = {.role = PROMPT_USER, .text = "What is this?", .n_images = 1};
+    chat_prompt p;
+    ck_assert_msg(chat_prompt_build(&cc, c, &msg, 1, &im, 1, &p, g_err, sizeof g_err) == 0, "%s",
+                  g_err);
+    ck_assert_int_eq(p.ids[0], bos);
+    ck_assert_ptr_null(p.rows[0]);
+    for (int i = 1; i <= 16; i++)
+        ck_assert_ptr_eq(p.rows[i], p.embd + (size_t)(i - 1) * in->n_embd);
+    char out[256];
+    tok_decode(t, p.ids + 17, p.n - 17, true, out, sizeof out);
+    ck_assert_str_eq(out, "\n\nQuestion: What is this?\n\nAnswer:");
+    for (int i = 17; i < p.n; i++)
+        ck_assert_ptr_null(p.rows[i]);
+    ck_assert(chat_is_stop(&cc, bos) && !chat_is_stop(&cc, p.ids[1]));
+
+    /* the rows are the encoder's for the preprocessed tile */
+    img_tiles tiles;
+    ck_assert_int_eq(img_preprocess(&im, &cc.icfg, &tiles, g_err, sizeof g_err), 0);
+    ck_assert_int_eq(tiles.n, 1);
+    float *e = malloc((size_t)16 * in->n_embd * sizeof *e);
+    ck_assert_int_eq(eng_vision_encode(c, tiles.pixels, 1, e, g_err, sizeof g_err), ENG_OK);
+    ck_assert(memcmp(e, p.embd, (size_t)16 * in->n_embd * sizeof *e) == 0);
+
+    ck_assert_msg(chat_prefill(c, 0, &p, 0, g_err, sizeof g_err) == 0, "%s", g_err);
+    float *lg = malloc((size_t)in->n_vocab * sizeof *lg);
+    memcpy(lg, eng_logits(c, 0), (size_t)in->n_vocab * sizeof *lg);
+    eng_item it = {.slot = 1,
+                   .n_tokens = p.n,
+                   .tokens = p.ids,
+                   .embd = (const float *const *)p.rows,
+                   .pos = 0,
+                   .want_logits = true};
+    ck_assert_int_eq(eng_step(c, &it, 1, g_err, sizeof g_err), ENG_OK);
+    ck_assert(rel_err(lg, eng_logits(c, 1), in->n_vocab) <= 1e-6);
+
+    free(lg);
+    free(e);
+    img_tiles_free(&tiles);
+    chat_prompt_free(&p);
+    eng_ctx_destroy(c);
+    tok_free(t);
+    eng_model_free(m);
+}
+END_TEST
+
+/* A moondream2 checkpoint whose phi_config disagrees with its tensors (3
+ * blocks said, 2 there) is refused, naming both. */
+START_TEST(test_phi_convert_refusals)
+{
+    char dir[512], path[600], src[600], prefix[512];
+    tmp_path(dir, sizeof dir, "bad-hf");
+    tmp_path(prefix, sizeof prefix, "bad-out");
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(src, sizeof src, GOLDEN "phi-tiny-hf/model.safetensors");
+    ck_assert_int_eq(symlink(src, path), 0);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"model_type\": \"moondream1\", \"phi_config\": {\"hidden_size\": 256, "
+          "\"intermediate_size\": 512, \"num_hidden_layers\": 3, \"num_attention_heads\": 4, "
+          "\"vocab_size\": 320}}",
+          f);
+    fclose(f);
+    ck_assert_int_ne(convert_hf(dir, prefix, KT_F32, g_err, sizeof g_err), 0);
+    ck_assert_msg(strstr(g_err, "phi_config") && strstr(g_err, "2 blocks"), "%s", g_err);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    unlink(path);
+    rmdir(dir);
+    snprintf(path, sizeof path, "%s.gguf", prefix);
+    unlink(path);
 }
 END_TEST
 
@@ -693,8 +913,8 @@ static int convert_goldens(void)
         perror("mkdtemp");
         return -1;
     }
-    const char *names[] = {"tiny", "odd"};
-    for (int i = 0; i < 2; i++) {
+    const char *names[] = {"tiny", "odd", "phi-tiny"};
+    for (int i = 0; i < 3; i++) {
         char dir[512], prefix[512];
         snprintf(dir, sizeof dir, GOLDEN "%s-hf", names[i]);
         snprintf(prefix, sizeof prefix, "%s/%s", g_tmp, names[i]);
@@ -708,8 +928,9 @@ static int convert_goldens(void)
 
 static void remove_goldens(void)
 {
-    const char *files[] = {"tiny.gguf", "tiny-mmproj.gguf", "odd.gguf", "odd-mmproj.gguf"};
-    for (int i = 0; i < 4; i++) {
+    const char *files[] = {"tiny.gguf",       "tiny-mmproj.gguf", "odd.gguf",
+                           "odd-mmproj.gguf", "phi-tiny.gguf",    "phi-tiny-mmproj.gguf"};
+    for (int i = 0; i < 6; i++) {
         char p[512];
         tmp_path(p, sizeof p, files[i]);
         unlink(p);
@@ -728,8 +949,13 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_golden_tiny);
     tcase_add_test(tc, test_golden_odd);
+    tcase_add_test(tc, test_golden_phi);
     tcase_add_loop_test(tc, test_quantized, 0, (int)(sizeof quant_cases / sizeof quant_cases[0]));
-    tcase_add_test(tc, test_batched);
+    tcase_add_loop_test(tc, test_batched, 0,
+                        (int)(sizeof batched_models / sizeof batched_models[0]));
+    tcase_add_test(tc, test_phi_layouts);
+    tcase_add_test(tc, test_phi_chat_prompt);
+    tcase_add_test(tc, test_phi_convert_refusals);
     tcase_add_test(tc, test_kv_f16);
     tcase_add_test(tc, test_tied_and_shapes);
     tcase_add_test(tc, test_bad_input);

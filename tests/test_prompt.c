@@ -1,5 +1,6 @@
 /* Prompt building: the token sequences of SmolVLM's chat template with
- * Idefics3 image blocks, special tokens by id, text as plain text. */
+ * Idefics3 image blocks, and of moondream2's Question/Answer format;
+ * special tokens by id, text as plain text. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@ static void setup(void)
 {
     T = tt_make();
     char err[256];
-    ck_assert_msg(prompt_init(&P, T, SEQ, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(prompt_init(&P, T, ENG_ARCH_LLAMA, SEQ, err, sizeof err) == 0, "%s", err);
 }
 
 static void teardown(void)
@@ -58,7 +59,8 @@ static void check(const prompt_msg *msgs, int n, bool gen, const seq *want)
     int32_t *ids;
     int got;
     char err[256];
-    ck_assert_msg(prompt_build(&P, msgs, n, gen, &ids, &got, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(prompt_build(&P, msgs, n, gen, &ids, NULL, &got, err, sizeof err) == 0, "%s",
+                  err);
     char buf[4096];
     tok_decode(T, ids, got, true, buf, sizeof buf);
     ck_assert_msg(got == want->n, "%d tokens, want %d: %s", got, want->n, buf);
@@ -99,7 +101,7 @@ START_TEST(text_only)
     int32_t *ids;
     int n;
     char err[64], out[256];
-    ck_assert_int_eq(prompt_build(&P, &m, 1, true, &ids, &n, err, sizeof err), 0);
+    ck_assert_int_eq(prompt_build(&P, &m, 1, true, &ids, NULL, &n, err, sizeof err), 0);
     tok_decode(T, ids, n, true, out, sizeof out);
     ck_assert_str_eq(out, "<|im_start|>User: Hello the world<end_of_utterance>\nAssistant:");
     free(ids);
@@ -122,7 +124,7 @@ START_TEST(one_image)
     int32_t *ids;
     int n;
     char err[64], out[512];
-    ck_assert_int_eq(prompt_build(&P, &m, 1, true, &ids, &n, err, sizeof err), 0);
+    ck_assert_int_eq(prompt_build(&P, &m, 1, true, &ids, NULL, &n, err, sizeof err), 0);
     tok_decode(T, ids, n, true, out, sizeof out);
     ck_assert_str_eq(out, "<|im_start|>User:<fake_token_around_image><global-img><image><image>"
                           "<image><fake_token_around_image>What is this?<end_of_utterance>\n"
@@ -161,11 +163,11 @@ START_TEST(tiled_image)
     int32_t *ids;
     int n;
     char err[128];
-    ck_assert_int_ne(prompt_build(&P, &mb, 1, true, &ids, &n, err, sizeof err), 0);
+    ck_assert_int_ne(prompt_build(&P, &mb, 1, true, &ids, NULL, &n, err, sizeof err), 0);
     ck_assert_ptr_nonnull(strstr(err, "<row_3_col_1>"));
     prompt_part odd[] = {{.image = true, .rows = 2, .cols = 0}};
     prompt_msg mo = {PROMPT_USER, odd, 1};
-    ck_assert_int_ne(prompt_build(&P, &mo, 1, true, &ids, &n, err, sizeof err), 0);
+    ck_assert_int_ne(prompt_build(&P, &mo, 1, true, &ids, NULL, &n, err, sizeof err), 0);
 }
 END_TEST
 
@@ -210,7 +212,7 @@ START_TEST(typed_specials_stay_text)
     int32_t *ids;
     int n;
     char err[64];
-    ck_assert_int_eq(prompt_build(&P, &m, 1, true, &ids, &n, err, sizeof err), 0);
+    ck_assert_int_eq(prompt_build(&P, &m, 1, true, &ids, NULL, &n, err, sizeof err), 0);
     /* exactly one im_start and one end_of_utterance: the template's own */
     int starts = 0, ends = 0, images = 0;
     for (int i = 0; i < n; i++) {
@@ -242,8 +244,112 @@ START_TEST(missing_specials)
     tok *t;
     ck_assert_int_eq(tok_load(f, &t, err, sizeof err), 0);
     prompt_ctx p;
-    ck_assert_int_ne(prompt_init(&p, t, 4, err, sizeof err), 0);
+    ck_assert_int_ne(prompt_init(&p, t, ENG_ARCH_LLAMA, 4, err, sizeof err), 0);
     ck_assert_ptr_nonnull(strstr(err, "<image>"));
+    tok_free(t);
+    gguf_close(f);
+    unlink(path);
+}
+END_TEST
+
+/* moondream2 (the Phi family): BOS, the picture's rows, "\n\nQuestion: ...\n\nAnswer:";
+ * prompt_build marks the rows' positions, and the answer ends at EOS. */
+static void check_phi(const prompt_ctx *q, const prompt_msg *msgs, int n, const seq *want,
+                      int first_image, int n_image)
+{
+    int32_t *ids;
+    bool *img;
+    int got;
+    char err[256];
+    ck_assert_msg(prompt_build(q, msgs, n, true, &ids, &img, &got, err, sizeof err) == 0, "%s",
+                  err);
+    ck_assert_int_eq(got, want->n);
+    for (int i = 0; i < got; i++) {
+        ck_assert_msg(ids[i] == want->ids[i], "token %d is %d, want %d", i, ids[i], want->ids[i]);
+        ck_assert_msg(img[i] == (i >= first_image && i < first_image + n_image),
+                      "position %d: image mark %d", i, img[i]);
+    }
+    free(ids);
+    free(img);
+}
+
+START_TEST(moondream_format)
+{
+    prompt_ctx q;
+    char err[256];
+    ck_assert_msg(prompt_init(&q, T, ENG_ARCH_PHI2, SEQ, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(q.begin, tok_bos(T));
+    ck_assert_int_eq(q.end_of_utterance, tok_eos(T));
+    ck_assert(prompt_is_stop(&q, tok_eos(T)));
+    ck_assert(!prompt_is_stop(&q, P.end_of_utterance)); /* SmolVLM's turn end is only text here */
+
+    prompt_part parts[] = {{.image = true}, {.text = "What is this?"}};
+    prompt_msg m = {PROMPT_USER, parts, 2};
+    seq s = {.n = 0};
+    sp(&s, q.begin, 1);
+    sp(&s, q.image, SEQ);
+    txt(&s, "\n\nQuestion: What is this?\n\nAnswer:");
+    check_phi(&q, &m, 1, &s, 1, SEQ);
+
+    /* earlier turns as moondream's chat history; a system message is its text alone */
+    prompt_part sys = {.text = "Be brief."}, u1 = {.text = "Hi"}, a1 = {.text = "Hello!"};
+    prompt_msg msgs[] = {
+        {PROMPT_SYSTEM, &sys, 1},
+        {PROMPT_USER, parts, 2},
+        {PROMPT_ASSISTANT, &a1, 1},
+        {PROMPT_USER, &u1, 1},
+    };
+    s.n = 0;
+    sp(&s, q.begin, 1);
+    txt(&s, "Be brief.\n\n");
+    sp(&s, q.image, SEQ);
+    txt(&s, "\n\nQuestion: What is this?\n\nAnswer: Hello!\n\nQuestion: Hi\n\nAnswer:");
+    int first = 1 + tok_encode(T, "Be brief.\n\n", 11, NULL, 0);
+    check_phi(&q, msgs, 4, &s, first, SEQ);
+
+    /* one tile per picture: crops are refused */
+    prompt_part crops[] = {{.image = true, .rows = 2, .cols = 3}};
+    prompt_msg mc = {PROMPT_USER, crops, 1};
+    int32_t *ids;
+    int n;
+    ck_assert_int_ne(prompt_build(&q, &mc, 1, true, &ids, NULL, &n, err, sizeof err), 0);
+    ck_assert_ptr_nonnull(strstr(err, "2x3"));
+}
+END_TEST
+
+/* A vocabulary without <image> (moondream2's own): image positions carry
+ * its last id that is neither BOS nor EOS. */
+START_TEST(moondream_stand_in)
+{
+    gguf_writer *w = gguf_writer_create();
+    const char *toks[] = {"a", "b", "<|endoftext|>"};
+    gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, 3);
+    gguf_set_arr_str(w, "tokenizer.ggml.merges", toks, 0);
+    gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 2);
+    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
+    char path[] = "/tmp/tern-prompt-XXXXXX", err[256];
+    close(mkstemp(path));
+    ck_assert_int_eq(gguf_write(w, path, err, sizeof err), 0);
+    gguf_writer_destroy(w);
+    gguf_file *f;
+    ck_assert_int_eq(gguf_open(path, &f, err, sizeof err), 0);
+    tok *t;
+    ck_assert_int_eq(tok_load(f, &t, err, sizeof err), 0);
+    prompt_ctx q;
+    ck_assert_msg(prompt_init(&q, t, ENG_ARCH_PHI2, 2, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(q.begin, 2);
+    ck_assert_int_eq(q.image, 1);
+    prompt_part parts[] = {{.image = true}, {.text = "ab"}};
+    prompt_msg m = {PROMPT_USER, parts, 2};
+    int32_t *ids;
+    bool *img;
+    int n;
+    ck_assert_msg(prompt_build(&q, &m, 1, false, &ids, &img, &n, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_ge(n, 4);
+    ck_assert(ids[0] == 2 && !img[0] && img[1] && img[2] && !img[3]);
+    free(ids);
+    free(img);
     tok_free(t);
     gguf_close(f);
     unlink(path);
@@ -262,6 +368,8 @@ int main(void)
     tcase_add_test(tc, system_and_turns);
     tcase_add_test(tc, typed_specials_stay_text);
     tcase_add_test(tc, missing_specials);
+    tcase_add_test(tc, moondream_format);
+    tcase_add_test(tc, moondream_stand_in);
     suite_add_tcase(s, tc);
     return tu_run(s, CK_FORK_GETENV);
 }

@@ -64,6 +64,24 @@ expect 0 "(absmean, one scale per tensor)" "$TERN" quantize "$M" "$T/pt.gguf" --
 expect 0 "9 of 21 tensors re-typed: 2 q8_0, 7 tq1_0" "$TERN" quantize "$M" "$T/keep.gguf" --type tq1_0 --keep 'blk.1.*'
 has "$T/keep.gguf" '^  blk.1.ffn_up.weight +f32'
 
+# moondream2's decoder (phi2): fused qkv and biases; --preset paper keeps the first and last
+# blocks and the output layer in float, ternarizes the blocks between
+F=$T/phi.gguf
+expect 0 "wrote $F" "$TERN" mkmodel --like phi-tiny --layers 4 --type f16 -o "$F"
+has "$F" '^  general.architecture +string +"phi2"'
+has "$F" '^  phi2.rope.dimension_count +u32 +32$'
+has "$F" '^  blk.0.attn_qkv.weight +f16 +\[256, 768\]'
+has "$F" '^  blk.3.ffn_down.bias +f32 +\[256\]'
+has "$F" '^  output.bias +f32 +\[512\]'
+expect 0 "8 of 45 tensors re-typed: 8 tq2_0" "$TERN" quantize "$F" "$T/paper.gguf" --type tq2_0 --preset paper
+has "$T/paper.gguf" '^  blk.0.attn_qkv.weight +f16'
+has "$T/paper.gguf" '^  blk.1.attn_qkv.weight +tq2_0'
+has "$T/paper.gguf" '^  blk.2.ffn_down.weight +tq2_0'
+has "$T/paper.gguf" '^  blk.3.ffn_up.weight +f16'
+has "$T/paper.gguf" '^  output.weight +f16'
+expect 0 "0 of 38 tensors re-typed" "$TERN" quantize "$P" "$T/pm2.gguf" --type tq2_0 --preset paper
+expect 2 "unknown preset 'fast'" "$TERN" quantize "$F" "$T/x.gguf" --type tq2_0 --preset fast
+
 # same seed, same file; another seed, another file
 "$TERN" mkmodel --like tiny --type tq2_0 -o "$T/s1.gguf" --seed 7 >/dev/null
 "$TERN" mkmodel --like tiny --type tq2_0 -o "$T/s2.gguf" --seed 7 >/dev/null

@@ -112,14 +112,18 @@ END_TEST
 
 START_TEST(gpt2_pre_keeps_numbers_together)
 {
-    /* pre "gpt-2" (plain GPT-2): " 12" is one chunk, so " 1" merges */
-    tok *g = tt_make_pre("gpt-2");
-    int32_t ids[8];
-    int n = tok_encode(g, " 12", 3, ids, 8);
-    ck_assert_int_eq(n, 2);
-    ck_assert_int_eq(ids[0], tok_special(g, "Ġ1"));
-    ck_assert_int_eq(ids[1], BYTE0 + '2');
-    tok_free(g);
+    /* pre "gpt-2" (plain GPT-2), and "phi-2" (llama.cpp's name for CodeGen's, moondream2's):
+     * " 12" is one chunk, so " 1" merges */
+    const char *pres[2] = {"gpt-2", "phi-2"};
+    for (int p = 0; p < 2; p++) {
+        tok *g = tt_make_pre(pres[p]);
+        int32_t ids[8];
+        int n = tok_encode(g, " 12", 3, ids, 8);
+        ck_assert_int_eq(n, 2);
+        ck_assert_int_eq(ids[0], tok_special(g, "Ġ1"));
+        ck_assert_int_eq(ids[1], BYTE0 + '2');
+        tok_free(g);
+    }
 }
 END_TEST
 

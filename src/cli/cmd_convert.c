@@ -1,10 +1,17 @@
-/* tern convert: a Hugging Face Idefics3/SmolVLM checkpoint to a GGUF pair.
+/* tern convert: a Hugging Face Idefics3/SmolVLM or moondream2 checkpoint to
+ * a GGUF pair.
  *
  * The text model follows llama.cpp's LlamaModel conversion (llama names and
  * keys, q/k rows permuted so RoPE rotates adjacent pairs, tokenizer.ggml.*
  * from tokenizer.json); the vision tower and connector follow its
  * SmolVLMModel mmproj conversion (clip.* keys, projector type idefics3,
- * v.blk.N.* and mm.model.fc names, embeddings kept F32). */
+ * v.blk.N.* and mm.model.fc names, embeddings kept F32).
+ *
+ * moondream2 (revision 2024-05-08: Phi-1.5 in the mixformer layout, a
+ * SigLIP tower with a linear patch embedding and fused qkv, an MLP
+ * projector) becomes llama.cpp's "phi2" text model (fused attn_qkv) and a
+ * clip mmproj with projector type "mlp"; the vision sizes are read from the
+ * tensors' shapes, as moondream's code fixes them rather than its config. */
 #include "cli/convert.h"
 
 #include <assert.h>
@@ -435,10 +442,11 @@ static int read_token_table(conv *c, const cJSON *tj, long long vocab_size, toke
     return read_merges(c, path, mlist, v);
 }
 
-static void set_token_table(gguf_writer *w, const token_table *v)
+/* pre: the pre-tokenizer's llama.cpp name ("smollm" splits digits one by one, "phi-2" not). */
+static void set_token_table(gguf_writer *w, const token_table *v, const char *pre)
 {
     gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
-    gguf_set_str(w, "tokenizer.ggml.pre", "smollm");
+    gguf_set_str(w, "tokenizer.ggml.pre", pre);
     gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens, (uint64_t)v->n);
     gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, v->types, (uint64_t)v->n);
     gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges,
@@ -494,7 +502,7 @@ static void set_chat_template(conv *c, gguf_writer *w, const cJSON *tcfg)
 }
 
 static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSON *text_cfg,
-                           long long vocab_size)
+                           long long vocab_size, const char *pre)
 {
     bool bad;
     cJSON *tj = load_json(c, "tokenizer.json", false, &bad);
@@ -510,7 +518,7 @@ static int write_tokenizer(conv *c, gguf_writer *w, const cJSON *cfg, const cJSO
     token_table v = {0};
     int rc = bad ? -1 : read_token_table(c, tj, vocab_size, &v);
     if (rc == 0) {
-        set_token_table(w, &v);
+        set_token_table(w, &v, pre);
         rc = set_special_ids(c, w, tcfg, cfg, text_cfg, &v);
     }
     if (rc == 0) {
@@ -535,7 +543,7 @@ int convert_tokenizer(const char *hf_dir, gguf_writer *w, long long vocab_size, 
         return -1;
     }
     fclose(f);
-    return write_tokenizer(&c, w, NULL, NULL, vocab_size);
+    return write_tokenizer(&c, w, NULL, NULL, vocab_size, "smollm");
 }
 
 /* ---- the two files ---- */
@@ -684,7 +692,7 @@ static int text_model(conv *c, const cJSON *cfg, const char *out_path)
     gguf_writer *w = new_writer(c, "llama", "model");
     if (!w) return -1;
     set_text_keys(w, &p);
-    int rc = write_tokenizer(c, w, cfg, tc == cfg ? NULL : tc, p.vocab);
+    int rc = write_tokenizer(c, w, cfg, tc == cfg ? NULL : tc, p.vocab, "smollm");
     if (rc == 0) rc = add_text_tensors(c, w, &p);
     return finish_writer(c, w, rc, out_path);
 }
@@ -759,10 +767,12 @@ static int read_preprocess(conv *c, long long image_size, preprocess *pp)
     return 0;
 }
 
-static void set_vision_keys(gguf_writer *w, const vision_params *p, const preprocess *pp)
+/* proj: "idefics3" (pixel shuffle by p->scale) or "mlp". */
+static void set_vision_keys(gguf_writer *w, const vision_params *p, const preprocess *pp,
+                            const char *proj)
 {
     gguf_set_bool(w, "clip.has_vision_encoder", true);
-    gguf_set_str(w, "clip.projector_type", "idefics3");
+    gguf_set_str(w, "clip.projector_type", proj);
     gguf_set_u32(w, "clip.vision.projection_dim", (uint32_t)p->text_hidden);
     gguf_set_u32(w, "clip.vision.image_size", (uint32_t)p->image_size);
     gguf_set_u32(w, "clip.vision.preproc_image_size", (uint32_t)pp->longest_edge);
@@ -772,7 +782,8 @@ static void set_vision_keys(gguf_writer *w, const vision_params *p, const prepro
     gguf_set_u32(w, "clip.vision.block_count", (uint32_t)p->n_layer);
     gguf_set_u32(w, "clip.vision.attention.head_count", (uint32_t)p->n_head);
     gguf_set_f32(w, "clip.vision.attention.layer_norm_epsilon", (float)p->eps);
-    gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)p->scale);
+    if (!strcmp(proj, "idefics3"))
+        gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)p->scale);
     gguf_set_bool(w, "clip.use_gelu", true);
     gguf_set_arr(w, "clip.vision.image_mean", GGUF_FLOAT32, pp->mean, 3);
     gguf_set_arr(w, "clip.vision.image_std", GGUF_FLOAT32, pp->std, 3);
@@ -840,8 +851,264 @@ static int vision_model(conv *c, const cJSON *cfg, const char *out_path)
         return -1;
     gguf_writer *w = new_writer(c, "clip", "mmproj");
     if (!w) return -1;
-    set_vision_keys(w, &p, &pp);
+    set_vision_keys(w, &p, &pp, "idefics3");
     return finish_writer(c, w, add_vision_tensors(c, w, &p), out_path);
+}
+
+/* ---- moondream2 ---- */
+
+/* Elements [first, first + count) of checkpoint tensor hf (read as floats)
+ * as GGUF tensor `name` of shape ne (n_dims of them): a part of a fused
+ * matrix, or a tensor whose shape GGUF spells otherwise. */
+static int add_slice(conv *c, gguf_writer *w, const char *hf, const char *name, type_rule rule,
+                     int64_t first, int n_dims, const int64_t *ne)
+{
+    const st_tensor *t = st_find(c->st, hf);
+    if (!t) {
+        cli_seterr(c->err, c->errlen, "%s: tensor '%s' (for %s) is missing from the checkpoint",
+                   c->dir, hf, name);
+        return -1;
+    }
+    c->used[t - st_at(c->st, 0)] = true;
+    int64_t count = 1;
+    for (int d = 0; d < n_dims; d++)
+        count *= ne[d];
+    if (first < 0 || first + count > t->numel) {
+        cli_seterr(c->err, c->errlen, "%s: tensor '%s' has %lld values, too few for %s", t->file,
+                   hf, (long long)t->numel, name);
+        return -1;
+    }
+    float *f = read_f32(c, t, hf, 0);
+    if (!f) return -1;
+    kt_type type = rule == KEEP_F32 || n_dims < 2 ? KT_F32 : c->outtype;
+    void *out = store_as(w, f + first, count, type);
+    free(f);
+    if (!out) {
+        cli_seterr(c->err, c->errlen, "%s: out of memory", hf);
+        return -1;
+    }
+    char terr[512];
+    if (gguf_add_tensor(w, name, type, n_dims, ne, out, terr, sizeof terr) != 0) {
+        cli_seterr(c->err, c->errlen, "%s: %s", name, terr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Torch dimension d of checkpoint tensor hf, or -1 when it is missing. */
+static int64_t dim_of(const conv *c, const char *hf, int d)
+{
+    const st_tensor *t = st_find(c->st, hf);
+    return t && d < t->n_dims ? t->shape[d] : -1;
+}
+
+/* Blocks named pre + N + "." + probe for N = 0, 1, ...: how many there are. */
+static long long count_blocks(const conv *c, const char *pre, const char *probe)
+{
+    long long n = 0;
+    for (;; n++) {
+        char hf[256];
+        snprintf(hf, sizeof hf, "%s%lld.%s", pre, n, probe);
+        if (!st_find(c->st, hf)) return n;
+    }
+}
+
+#define MD_TEXT "text_model.transformer."
+#define MD_VIS "vision_encoder.encoder.model.visual."
+#define MD_PROJ "vision_encoder.projection.mlp."
+
+/* A weight and its bias: GGUF name "<gg>.weight"/".bias" from "<hf>.weight"/".bias". */
+static int add_wb(conv *c, gguf_writer *w, const char *hf, const char *gg, type_rule rule,
+                  int64_t rows, int64_t cols)
+{
+    char h[256], g[128];
+    snprintf(h, sizeof h, "%s.weight", hf);
+    snprintf(g, sizeof g, "%s.weight", gg);
+    if (add(c, w, h, g, rule, 0, rows, cols) != 0) return -1;
+    snprintf(h, sizeof h, "%s.bias", hf);
+    snprintf(g, sizeof g, "%s.bias", gg);
+    return add(c, w, h, g, KEEP_F32, 0, rows, 0);
+}
+
+/* The text model's shape: phi_config over PhiConfig's defaults (moondream2's
+ * config.json leaves them all out), sizes checked against the tensors. */
+static int md_text_params(conv *c, const cJSON *pc, text_params *p, long long *n_rot)
+{
+    *p = (text_params){.hidden = 2048,
+                       .ffn = 8192,
+                       .n_layer = 24,
+                       .n_head = 32,
+                       .n_ctx = 2048,
+                       .vocab = 51200,
+                       .eps = 1e-5,
+                       .theta = 10000.0};
+    double rot = 0.5;
+    jint(pc, NULL, "hidden_size", &p->hidden);
+    jint(pc, NULL, "intermediate_size", &p->ffn);
+    jint(pc, NULL, "num_hidden_layers", &p->n_layer);
+    jint(pc, NULL, "num_attention_heads", &p->n_head);
+    p->n_kv = p->n_head;
+    jint(pc, NULL, "num_key_value_heads", &p->n_kv);
+    jint(pc, NULL, "max_position_embeddings", &p->n_ctx);
+    jint(pc, NULL, "vocab_size", &p->vocab);
+    jnum(pc, NULL, "layer_norm_eps", &p->eps);
+    jnum(pc, NULL, "rope_theta", &p->theta);
+    jnum(pc, NULL, "partial_rotary_factor", &rot);
+    p->head_dim = p->n_head > 0 ? p->hidden / p->n_head : 0;
+    *n_rot = (long long)(p->head_dim * rot);
+    long long layers = count_blocks(c, MD_TEXT "h.", "ln.weight");
+    if (p->n_head <= 0 || p->n_kv <= 0 || p->n_head % p->n_kv || p->hidden % p->n_head ||
+        *n_rot <= 0 || *n_rot % 2 || *n_rot > p->head_dim || layers != p->n_layer) {
+        cli_seterr(c->err, c->errlen,
+                   "%s: phi_config (hidden %lld, heads %lld/%lld, layers %lld, rotary %lld) does "
+                   "not fit the checkpoint's %lld blocks",
+                   c->dir, p->hidden, p->n_head, p->n_kv, p->n_layer, *n_rot, layers);
+        return -1;
+    }
+    return 0;
+}
+
+static int md_text_model(conv *c, const cJSON *cfg, const char *out_path)
+{
+    const cJSON *pc = cJSON_GetObjectItemCaseSensitive(cfg, "phi_config");
+    text_params p;
+    long long n_rot;
+    if (md_text_params(c, cJSON_IsObject(pc) ? pc : NULL, &p, &n_rot) != 0) return -1;
+    gguf_writer *w = new_writer(c, "phi2", "model");
+    if (!w) return -1;
+    gguf_set_u32(w, "phi2.vocab_size", (uint32_t)p.vocab);
+    gguf_set_u32(w, "phi2.context_length", (uint32_t)p.n_ctx);
+    gguf_set_u32(w, "phi2.embedding_length", (uint32_t)p.hidden);
+    gguf_set_u32(w, "phi2.feed_forward_length", (uint32_t)p.ffn);
+    gguf_set_u32(w, "phi2.block_count", (uint32_t)p.n_layer);
+    gguf_set_u32(w, "phi2.attention.head_count", (uint32_t)p.n_head);
+    gguf_set_u32(w, "phi2.attention.head_count_kv", (uint32_t)p.n_kv);
+    gguf_set_f32(w, "phi2.attention.layer_norm_epsilon", (float)p.eps);
+    gguf_set_f32(w, "phi2.rope.freq_base", (float)p.theta);
+    gguf_set_u32(w, "phi2.rope.dimension_count", (uint32_t)n_rot);
+    /* CodeGen's tokenizer, which llama.cpp calls "phi-2": GPT-2's pre-tokenizer, digits not
+     * split one by one */
+    int rc = write_tokenizer(c, w, cfg, cJSON_IsObject(pc) ? pc : NULL, p.vocab, "phi-2");
+    long long d = p.hidden, qkv = (p.n_head + 2 * p.n_kv) * p.head_dim;
+    if (rc == 0)
+        rc = add(c, w, MD_TEXT "embd.wte.weight", "token_embd.weight", OUTTYPE, 0, p.vocab, d);
+    for (long long i = 0; rc == 0 && i < p.n_layer; i++) {
+        char hf[256], gg[64];
+#define HF(s) (snprintf(hf, sizeof hf, MD_TEXT "h.%lld." s, i), hf)
+#define GG(s) (snprintf(gg, sizeof gg, "blk.%lld." s, i), gg)
+        rc = add_wb(c, w, HF("ln"), GG("attn_norm"), KEEP_F32, d, 0) ||
+                     add_wb(c, w, HF("mixer.Wqkv"), GG("attn_qkv"), OUTTYPE, qkv, d) ||
+                     add_wb(c, w, HF("mixer.out_proj"), GG("attn_output"), OUTTYPE, d, d) ||
+                     add_wb(c, w, HF("mlp.fc1"), GG("ffn_up"), OUTTYPE, p.ffn, d) ||
+                     add_wb(c, w, HF("mlp.fc2"), GG("ffn_down"), OUTTYPE, d, p.ffn)
+                 ? -1
+                 : 0;
+#undef HF
+#undef GG
+    }
+    if (rc == 0)
+        rc = add_wb(c, w, "text_model.lm_head.ln", "output_norm", KEEP_F32, d, 0) ||
+                     add_wb(c, w, "text_model.lm_head.linear", "output", OUTTYPE, p.vocab, d)
+                 ? -1
+                 : 0;
+    return finish_writer(c, w, rc, out_path);
+}
+
+/* The tower's sizes from its tensors; moondream's code fixes 16 heads and
+ * LayerNorm's default epsilon (1e-5), and resizes to the tile, normalising
+ * with 0.5. */
+static int md_vision_params(conv *c, vision_params *p, long long *proj_ff)
+{
+    *p = (vision_params){.n_head = 16, .scale = 1, .eps = 1e-5};
+    p->hidden = dim_of(c, MD_VIS "patch_embed.linear.weight", 0);
+    long long kin = dim_of(c, MD_VIS "patch_embed.linear.weight", 1);
+    p->n_patches = dim_of(c, MD_VIS "pos_embed", 1);
+    p->ffn = dim_of(c, MD_VIS "blocks.0.mlp.fc1.weight", 0);
+    p->n_layer = count_blocks(c, MD_VIS "blocks.", "norm1.weight");
+    *proj_ff = dim_of(c, MD_PROJ "fc1.weight", 0);
+    p->text_hidden = dim_of(c, MD_PROJ "fc2.weight", 0);
+    for (p->patch = 1; 3 * (p->patch + 1) * (p->patch + 1) <= kin; p->patch++)
+        ;
+    long long side = 1;
+    for (; (side + 1) * (side + 1) <= p->n_patches; side++)
+        ;
+    p->image_size = side * p->patch;
+    if (p->hidden <= 0 || p->hidden % p->n_head || 3 * p->patch * p->patch != kin ||
+        side * side != p->n_patches || p->ffn <= 0 || p->n_layer <= 0 || *proj_ff <= 0 ||
+        p->text_hidden <= 0) {
+        cli_seterr(c->err, c->errlen,
+                   "%s: the vision tensors do not make a moondream2 tower (width %lld, patch "
+                   "input %lld, %lld positions, %lld blocks)",
+                   c->dir, p->hidden, kin, p->n_patches, p->n_layer);
+        return -1;
+    }
+    return 0;
+}
+
+static int md_vision_layer(conv *c, gguf_writer *w, long long i, const vision_params *p)
+{
+    int64_t D = p->hidden, F = p->ffn;
+    char hf[256], gg[64];
+#define HF(s) (snprintf(hf, sizeof hf, MD_VIS "blocks.%lld." s, i), hf)
+#define GG(s) (snprintf(gg, sizeof gg, "v.blk.%lld." s, i), gg)
+    if (add_wb(c, w, HF("norm1"), GG("ln1"), KEEP_F32, D, 0) ||
+        add_wb(c, w, HF("norm2"), GG("ln2"), KEEP_F32, D, 0) ||
+        add_wb(c, w, HF("attn.proj"), GG("attn_out"), OUTTYPE, D, D) ||
+        add_wb(c, w, HF("mlp.fc1"), GG("ffn_up"), OUTTYPE, F, D) ||
+        add_wb(c, w, HF("mlp.fc2"), GG("ffn_down"), OUTTYPE, D, F))
+        return -1;
+    /* qkv is q's rows, then k's, then v's: tern's clip tensors keep them apart */
+    static const char *const part[3] = {"attn_q", "attn_k", "attn_v"};
+    for (int k = 0; k < 3; k++) {
+        int64_t ne_w[2] = {D, D}, ne_b[1] = {D};
+        char gw[64], gb[64], hw[256], hb[256];
+        snprintf(hw, sizeof hw, MD_VIS "blocks.%lld.attn.qkv.weight", i);
+        snprintf(hb, sizeof hb, MD_VIS "blocks.%lld.attn.qkv.bias", i);
+        snprintf(gw, sizeof gw, "v.blk.%lld.%s.weight", i, part[k]);
+        snprintf(gb, sizeof gb, "v.blk.%lld.%s.bias", i, part[k]);
+        if (dim_of(c, hw, 0) != 3 * D) {
+            cli_seterr(c->err, c->errlen, "%s: tensor '%s' should have %lld rows", c->dir, hw,
+                       (long long)(3 * D));
+            return -1;
+        }
+        if (add_slice(c, w, hw, gw, OUTTYPE, k * D * D, 2, ne_w) ||
+            add_slice(c, w, hb, gb, KEEP_F32, k * D, 1, ne_b))
+            return -1;
+    }
+#undef HF
+#undef GG
+    return 0;
+}
+
+static int md_vision_model(conv *c, const char *out_path)
+{
+    vision_params p;
+    long long proj_ff;
+    if (md_vision_params(c, &p, &proj_ff) != 0) return -1;
+    gguf_writer *w = new_writer(c, "clip", "mmproj");
+    if (!w) return -1;
+    preprocess pp = {
+        .mean = {0.5f, 0.5f, 0.5f}, .std = {0.5f, 0.5f, 0.5f}, .longest_edge = p.image_size};
+    set_vision_keys(w, &p, &pp, "mlp");
+    /* the linear patch embedding reads (c, ky, kx) like the conv kernel it becomes */
+    int64_t D = p.hidden, ne_patch[4] = {p.patch, p.patch, 3, D}, ne_pos[2] = {D, p.n_patches};
+    int rc = add_slice(c, w, MD_VIS "patch_embed.linear.weight", "v.patch_embd.weight", KEEP_F32, 0,
+                       4, ne_patch) ||
+                     add(c, w, MD_VIS "patch_embed.linear.bias", "v.patch_embd.bias", KEEP_F32, 0,
+                         D, 0) ||
+                     add_slice(c, w, MD_VIS "pos_embed", "v.position_embd.weight", KEEP_F32, 0, 2,
+                               ne_pos)
+                 ? -1
+                 : 0;
+    for (long long i = 0; rc == 0 && i < p.n_layer; i++)
+        rc = md_vision_layer(c, w, i, &p);
+    if (rc == 0)
+        rc = add_wb(c, w, MD_VIS "norm", "v.post_ln", KEEP_F32, D, 0) ||
+                     add_wb(c, w, MD_PROJ "fc1", "mm.0", OUTTYPE, proj_ff, D) ||
+                     add_wb(c, w, MD_PROJ "fc2", "mm.2", OUTTYPE, p.text_hidden, proj_ff)
+                 ? -1
+                 : 0;
+    return finish_writer(c, w, rc, out_path);
 }
 
 /* Buffers that torch registers but that are not weights. */
@@ -875,11 +1142,13 @@ int convert_hf(const char *hf_dir, const char *prefix, kt_type outtype, char *er
     }
     char path[4096];
     snprintf(path, sizeof path, "%s.gguf", prefix);
-    if (text_model(&c, cfg, path) != 0) goto out;
-    if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(cfg, "vision_config"))) {
-        snprintf(path, sizeof path, "%s-mmproj.gguf", prefix);
-        if (vision_model(&c, cfg, path) != 0) goto out;
-    }
+    bool moondream = st_find(c.st, MD_TEXT "embd.wte.weight") != NULL;
+    if ((moondream ? md_text_model(&c, cfg, path) : text_model(&c, cfg, path)) != 0) goto out;
+    snprintf(path, sizeof path, "%s-mmproj.gguf", prefix);
+    if (moondream ? st_find(c.st, MD_PROJ "fc1.weight") && md_vision_model(&c, path) != 0
+                  : cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(cfg, "vision_config")) &&
+                        vision_model(&c, cfg, path) != 0)
+        goto out;
     for (int i = 0; i < st_count(c.st); i++)
         if (!c.used[i] && !ignorable(st_at(c.st, i)->name)) {
             cli_seterr(

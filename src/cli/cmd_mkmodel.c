@@ -2,8 +2,13 @@
  * names, shapes and metadata (llama.cpp conventions), for tests and
  * benchmarks.
  *
- *   tern mkmodel --like tiny|smolvlm-256m|smolvlm-500m|smollm2-1.7b
+ *   tern mkmodel --like tiny|smolvlm-256m|smolvlm-500m|smollm2-1.7b|
+ *                       phi-tiny|moondream2
  *                [--layers N] [--seed S] --type T -o FILE [--mmproj FILE]
+ *
+ * The Llama shapes are SmolVLM's (SmolLM2 decoder); phi-tiny and moondream2
+ * are llama.cpp's "phi2" (moondream2's Phi-1.5 decoder: LayerNorm, fused
+ * attn_qkv, biases everywhere, GELU MLP, partial rotary).
  *
  * Matrices are N(0, 0.02^2) quantized to T with the same quantizers and
  * fallbacks as tern quantize; norms are F32 near 1; embeddings are F16 (or
@@ -32,16 +37,29 @@ typedef struct {
     bool tied; /* output shares token_embd: no output.weight */
     bool vision;
     int v_dim, v_ffn, v_layers, v_heads, image, patch, scale;
+    bool phi; /* llama.cpp's "phi2" decoder, rotating rot dimensions of each head */
+    int rot;
+    int proj_ff; /* > 0: llama.cpp's "mlp" projector (mm.0, GELU, mm.2) of this width, no
+                    pixel shuffle; 0: Idefics3's */
 } arch;
 
 static const arch archs[] = {
-    {"tiny", 256, 512, 2, 4, 2, 512, 2048, 10000.0f, false, true, 256, 512, 2, 4, 64, 16, 2},
-    {"smolvlm-256m", 576, 1536, 30, 9, 3, 49280, 8192, 100000.0f, false, true, 768, 3072, 12, 12,
-     512, 16, 4},
-    {"smolvlm-500m", 960, 2560, 32, 15, 5, 49280, 8192, 100000.0f, false, true, 768, 3072, 12, 12,
-     512, 16, 4},
-    {"smollm2-1.7b", 2048, 8192, 24, 32, 32, 49152, 8192, 130000.0f, true, false, 0, 0, 0, 0, 0, 0,
-     0},
+    {"tiny", 256, 512, 2, 4,  2,  512, 2048,  10000.0f, false, true,
+     256,    512, 2,   4, 64, 16, 2,   false, 0,        0},
+    {"smolvlm-256m", 576, 1536, 30,  9,  3, 49280, 8192, 100000.0f, false, true, 768,
+     3072,           12,  12,   512, 16, 4, false, 0,    0},
+    {"smolvlm-500m", 960, 2560, 32,  15, 5, 49280, 8192, 100000.0f, false, true, 768,
+     3072,           12,  12,   512, 16, 4, false, 0,    0},
+    {"smollm2-1.7b", 2048,  8192, 24, 32, 32, 49152, 8192, 130000.0f,
+     true,           false, 0,    0,  0,  0,  0,     0,    0,
+     false,          0,     0},
+    /* moondream2: Phi-1.5 (partial_rotary_factor 0.5 of head 64), SigLIP-so400m at 378 px
+     * and patch 14 (27 x 27 patches, one embedding row each), MLP projector 1152 -> 8192 ->
+     * 2048 */
+    {"phi-tiny", 256, 512, 2, 4,  4,  512, 2048, 10000.0f, false, true,
+     256,        512, 2,   4, 56, 14, 1,   true, 32,       512},
+    {"moondream2", 2048, 8192, 24, 32,  32, 51200, 2048, 10000.0f, false, true,
+     1152,         4304, 27,   16, 378, 14, 1,     true, 32,       8192},
 };
 
 #define WEIGHT_STD 0.02f
@@ -345,8 +363,27 @@ static void builder_free(builder *b)
     gguf_writer_destroy(b->w);
 }
 
+/* llama.cpp's phi2 keys: no gate, LayerNorm epsilon, partial rotary. */
+static void phi_hparams(gguf_writer *w, const arch *a)
+{
+    gguf_set_u32(w, "phi2.vocab_size", (uint32_t)a->vocab);
+    gguf_set_u32(w, "phi2.context_length", (uint32_t)a->ctx);
+    gguf_set_u32(w, "phi2.embedding_length", (uint32_t)a->dim);
+    gguf_set_u32(w, "phi2.feed_forward_length", (uint32_t)a->ffn);
+    gguf_set_u32(w, "phi2.block_count", (uint32_t)a->layers);
+    gguf_set_u32(w, "phi2.attention.head_count", (uint32_t)a->heads);
+    gguf_set_u32(w, "phi2.attention.head_count_kv", (uint32_t)a->kv_heads);
+    gguf_set_f32(w, "phi2.attention.layer_norm_epsilon", 1e-5f);
+    gguf_set_f32(w, "phi2.rope.freq_base", a->rope_base);
+    gguf_set_u32(w, "phi2.rope.dimension_count", (uint32_t)a->rot);
+}
+
 static void text_hparams(gguf_writer *w, const arch *a)
 {
+    if (a->phi) {
+        phi_hparams(w, a);
+        return;
+    }
     gguf_set_u32(w, "llama.vocab_size", (uint32_t)a->vocab);
     gguf_set_u32(w, "llama.context_length", (uint32_t)a->ctx);
     gguf_set_u32(w, "llama.embedding_length", (uint32_t)a->dim);
@@ -374,17 +411,64 @@ static bool text_tokenizer(gguf_writer *w, const arch *a)
     gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, v.type, (uint64_t)v.n);
     gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v.merge, (uint64_t)v.n_merge);
     gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
-    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", a->vision ? (uint32_t)eou : 2);
+    /* Phi's text ends at <|endoftext|> (id 0 here, 50256 in CodeGen's vocabulary) */
+    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", a->phi ? 0 : a->vision ? (uint32_t)eou : 2);
     gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0);
     gguf_set_u32(w, "tokenizer.ggml.padding_token_id", 2);
     gguf_set_bool(w, "tokenizer.ggml.add_bos_token", false);
-    gguf_set_str(w, "tokenizer.chat_template", a->vision ? smolvlm_template : chatml_template);
+    /* moondream2 has no chat template: its prompt is the family's (engine/prompt.c) */
+    if (!a->phi)
+        gguf_set_str(w, "tokenizer.chat_template", a->vision ? smolvlm_template : chatml_template);
     vocab_free(&v);
     return true;
 }
 
+/* A linear layer's weight and its bias. */
+static void linear(builder *b, const char *name, int64_t in, int64_t out)
+{
+    char n[96];
+    snprintf(n, sizeof n, "%s.weight", name);
+    matrix(b, n, in, out);
+    snprintf(n, sizeof n, "%s.bias", name);
+    vec(b, n, out, 0.0f, WEIGHT_STD);
+}
+
+static void layer_norm(builder *b, const char *name, int64_t n)
+{
+    char s[96];
+    snprintf(s, sizeof s, "%s.weight", name);
+    vec(b, s, n, 1.0f, WEIGHT_STD);
+    snprintf(s, sizeof s, "%s.bias", name);
+    vec(b, s, n, 0.0f, WEIGHT_STD);
+}
+
+/* As llama.cpp's converter writes moondream2's decoder: q, k and v fused. */
+static void phi_tensors(builder *b, const arch *a)
+{
+    int hd = a->dim / a->heads;
+    int64_t ne[2] = {a->dim, a->vocab};
+    add_tensor(b, "token_embd.weight", 2, ne, 0.0f, WEIGHT_STD, b->embd);
+    for (int l = 0; l < a->layers; l++) {
+        char n[64];
+#define BLK(suffix) (snprintf(n, sizeof n, "blk.%d." suffix, l), n)
+        layer_norm(b, BLK("attn_norm"), a->dim);
+        linear(b, BLK("attn_qkv"), a->dim, (int64_t)(a->heads + 2 * a->kv_heads) * hd);
+        linear(b, BLK("attn_output"), (int64_t)a->heads * hd, a->dim);
+        linear(b, BLK("ffn_up"), a->dim, a->ffn);
+        linear(b, BLK("ffn_down"), a->ffn, a->dim);
+#undef BLK
+    }
+    layer_norm(b, "output_norm", a->dim);
+    add_tensor(b, "output.weight", 2, ne, 0.0f, WEIGHT_STD, b->embd);
+    vec(b, "output.bias", a->vocab, 0.0f, WEIGHT_STD);
+}
+
 static void text_tensors(builder *b, const arch *a)
 {
+    if (a->phi) {
+        phi_tensors(b, a);
+        return;
+    }
     int hd = a->dim / a->heads;
     int64_t ne[2] = {a->dim, a->vocab};
     add_tensor(b, "token_embd.weight", 2, ne, 0.0f, WEIGHT_STD, b->embd);
@@ -411,7 +495,7 @@ static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const ch
     char name[96];
     snprintf(name, sizeof name, "tern-mkmodel-%s", a->like);
     builder b;
-    if (builder_start(&b, t, seed, "llama", name) != 0) return 1;
+    if (builder_start(&b, t, seed, a->phi ? "phi2" : "llama", name) != 0) return 1;
     /* as tern quantize makes them: Q8_0 beside ternary and binary matrices */
     b.embd = (t->id == KT_F32 || t->id == KT_F16 || t->id == KT_BF16) ? t->id
              : (t->ternary || t->binary)                              ? KT_Q8_0
@@ -434,7 +518,7 @@ static int make_text(const arch *a, const ttype_info *t, uint64_t seed, const ch
 static void mmproj_hparams(gguf_writer *w, const arch *a)
 {
     gguf_set_bool(w, "clip.has_vision_encoder", true);
-    gguf_set_str(w, "clip.projector_type", "idefics3");
+    gguf_set_str(w, "clip.projector_type", a->proj_ff ? "mlp" : "idefics3");
     gguf_set_bool(w, "clip.use_gelu", true);
     gguf_set_u32(w, "clip.vision.image_size", (uint32_t)a->image);
     gguf_set_u32(w, "clip.vision.patch_size", (uint32_t)a->patch);
@@ -447,7 +531,7 @@ static void mmproj_hparams(gguf_writer *w, const arch *a)
     const float half[3] = {0.5f, 0.5f, 0.5f};
     gguf_set_arr(w, "clip.vision.image_mean", GGUF_FLOAT32, half, 3);
     gguf_set_arr(w, "clip.vision.image_std", GGUF_FLOAT32, half, 3);
-    gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)a->scale);
+    if (!a->proj_ff) gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)a->scale);
 }
 
 static void mmproj_tensors(builder *b, const arch *a)
@@ -481,7 +565,12 @@ static void mmproj_tensors(builder *b, const arch *a)
     }
     vec(b, "v.post_ln.weight", vd, 1.0f, WEIGHT_STD);
     vec(b, "v.post_ln.bias", vd, 0.0f, WEIGHT_STD);
-    matrix(b, "mm.model.fc.weight", vd * a->scale * a->scale, a->dim);
+    if (a->proj_ff) {
+        linear(b, "mm.0", vd, a->proj_ff);
+        linear(b, "mm.2", a->proj_ff, a->dim);
+    } else {
+        matrix(b, "mm.model.fc.weight", vd * a->scale * a->scale, a->dim);
+    }
 }
 
 static int make_mmproj(const arch *a, const ttype_info *t, uint64_t seed, const char *path)
@@ -505,7 +594,8 @@ static const char usage_text[] =
     "usage: tern mkmodel --like ARCH --type TYPE -o FILE [--mmproj FILE]\n"
     "                    [--layers N] [--seed S]\n"
     "Writes a random-weight model with ARCH's tensor names, shapes and metadata.\n"
-    "  -l, --like ARCH    tiny, smolvlm-256m, smolvlm-500m, smollm2-1.7b\n"
+    "  -l, --like ARCH    tiny, smolvlm-256m, smolvlm-500m, smollm2-1.7b (Llama);\n"
+    "                     phi-tiny, moondream2 (Phi: moondream2's decoder)\n"
     "  -t, --type TYPE    the weight matrices' type: tq2_0 tq1_0 q2_0 q1_0 q8_0\n"
     "                     f16 bf16 f32 (rows that do not fit fall back as in\n"
     "                     tern quantize)\n"
@@ -536,7 +626,7 @@ int cmd_mkmodel(int argc, char **argv)
             if (!like)
                 return cli_usage_error(CMD,
                                        "unknown --like '%s' (tiny, smolvlm-256m, smolvlm-500m, "
-                                       "smollm2-1.7b)",
+                                       "smollm2-1.7b, phi-tiny, moondream2)",
                                        optarg);
             break;
         case 'n':

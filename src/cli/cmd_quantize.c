@@ -1,7 +1,8 @@
 /* tern quantize: re-type the weight matrices of a GGUF file.
  *
  *   tern quantize IN OUT --type T [--method kmeans|absmean|twn] [--keep GLOB]...
- *                 [--output-type T|keep] [--strict] [--per-tensor] [--report]
+ *                 [--output-type T|keep] [--preset default|paper] [--strict]
+ *                 [--per-tensor] [--report]
  *
  * Every 2-D weight matrix not kept is decoded to floats and re-encoded as T
  * (ternary types through the chosen ternarizer, one scale per row). Token
@@ -11,7 +12,10 @@
  * --output-type re-types output.weight and token_embd.weight (the output
  * layer when tied): it is the largest matrix read per token, a third to two
  * thirds of a ternary file's bytes when left F16, so ternary and binary
- * targets make it Q8_0 unless told otherwise. */
+ * targets make it Q8_0 unless told otherwise.
+ * --preset paper is the moondream2 paper's recipe: only the decoder's linear
+ * layers change, and of those not the first and last blocks'; the output
+ * layer, the vision tower and the projector keep their type. */
 #include <fnmatch.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -45,6 +49,8 @@ typedef struct {
     quant_method method;
     const char *keep[MAX_KEEP];
     int n_keep;
+    bool paper;              /* --preset paper: see the top of the file */
+    char edge_blocks[2][32]; /* its "blk.0.*" and "blk.<last>.*" globs */
     bool strict, per_tensor, report;
 } qopts;
 
@@ -65,6 +71,10 @@ static const char usage_text[] =
     "  -k, --keep GLOB   also keep tensors whose name matches (repeatable)\n"
     "      --output-type T  re-type output.weight and token_embd.weight: a type, or\n"
     "                    keep (default: q8_0 for tq2_0 tq1_0 q2_0 q1_0, else keep)\n"
+    "      --preset P    default, or paper: also keep the first and last decoder\n"
+    "                    blocks, the vision tower (v.*) and projector (mm.*), and\n"
+    "                    output.weight (unless --output-type), as the moondream2\n"
+    "                    paper ternarizes\n"
     "      --strict      fail instead of falling back when rows do not fit TYPE\n"
     "      --per-tensor  one scale per tensor instead of one per row\n"
     "      --report      also print k-means / absmean / TWN errors per matrix\n"
@@ -77,15 +87,11 @@ static const char usage_text[] =
 static int parse(int argc, char **argv, qopts *o)
 {
     static const struct option longopts[] = {
-        {"type", required_argument, NULL, 't'},
-        {"method", required_argument, NULL, 'm'},
-        {"keep", required_argument, NULL, 'k'},
-        {"strict", no_argument, NULL, 's'},
-        {"per-tensor", no_argument, NULL, 'p'},
-        {"report", no_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {"output-type", required_argument, NULL, 'o'},
-        {NULL, 0, NULL, 0},
+        {"type", required_argument, NULL, 't'},   {"method", required_argument, NULL, 'm'},
+        {"keep", required_argument, NULL, 'k'},   {"strict", no_argument, NULL, 's'},
+        {"per-tensor", no_argument, NULL, 'p'},   {"report", no_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},         {"output-type", required_argument, NULL, 'o'},
+        {"preset", required_argument, NULL, 'P'}, {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
     o->method = QUANT_KMEANS;
@@ -114,6 +120,11 @@ static int parse(int argc, char **argv, qopts *o)
             o->out_type = ttype_by_name(optarg);
             if (!o->out_type) return cli_usage_error(CMD, "unknown type '%s'", optarg);
             break;
+        case 'P':
+            if (strcmp(optarg, "paper") != 0 && strcmp(optarg, "default") != 0)
+                return cli_usage_error(CMD, "unknown preset '%s' (default, paper)", optarg);
+            o->paper = strcmp(optarg, "paper") == 0;
+            break;
         case 's': o->strict = true; break;
         case 'p': o->per_tensor = true; break;
         case 'r': o->report = true; break;
@@ -130,7 +141,28 @@ static int parse(int argc, char **argv, qopts *o)
     /* Ternary and binary files: the output layer in Q8_0 reads half the
      * bytes of F16 per token, at no measurable loss on the demo model
      * (docs/model-format.md). */
-    if (!o->out_type_set && (o->type->ternary || o->type->binary)) o->out_type = ttype_get(KT_Q8_0);
+    if (!o->out_type_set && !o->paper && (o->type->ternary || o->type->binary))
+        o->out_type = ttype_get(KT_Q8_0);
+    return 0;
+}
+
+/* --preset paper's globs: the first and last decoder blocks (the block count
+ * from "<general.architecture>.block_count"), the vision tower, the projector. */
+static int add_paper_keeps(qopts *o, const gguf_file *f)
+{
+    const char *arch = gguf_get_str(f, "general.architecture");
+    char key[96];
+    int64_t n = 0;
+    snprintf(key, sizeof key, "%s.block_count", arch ? arch : "");
+    if (o->n_keep + 4 > MAX_KEEP) return cli_usage_error(CMD, "too many --keep patterns");
+    if (arch && gguf_get_i64(f, key, &n) && n > 0) {
+        snprintf(o->edge_blocks[0], sizeof o->edge_blocks[0], "blk.0.*");
+        snprintf(o->edge_blocks[1], sizeof o->edge_blocks[1], "blk.%lld.*", (long long)n - 1);
+        o->keep[o->n_keep++] = o->edge_blocks[0];
+        o->keep[o->n_keep++] = o->edge_blocks[1];
+    }
+    o->keep[o->n_keep++] = "v.*";
+    o->keep[o->n_keep++] = "mm.*";
     return 0;
 }
 
@@ -361,11 +393,15 @@ static void print_summary(const qopts *o, const gguf_file *f, const qrow *rows)
            o->out);
 }
 
-static int run(const qopts *o)
+static int run(qopts *o)
 {
     char err[512];
     gguf_file *f = NULL;
     if (gguf_open(o->in, &f, err, sizeof err) != GGUF_OK) return cli_error(CMD, "%s", err);
+    if (o->paper && add_paper_keeps(o, f) != 0) {
+        gguf_close(f);
+        return CLI_USAGE;
+    }
     int nt = gguf_n_tensors(f);
     gguf_writer *w = gguf_writer_create();
     void **bufs = calloc((size_t)nt + 1, sizeof *bufs);

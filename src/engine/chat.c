@@ -28,7 +28,8 @@ static embcache_key model_key(const gguf_file *f)
 int chat_init(chat_ctx *c, const eng_model *m, const tok *t, char *err, size_t errlen)
 {
     *c = (chat_ctx){.m = m, .info = eng_model_get_info(m), .t = t};
-    if (prompt_init(&c->pc, t, c->info->has_vision ? c->info->n_image_tokens : 0, err, errlen) != 0)
+    if (prompt_init(&c->pc, t, c->info->arch, c->info->has_vision ? c->info->n_image_tokens : 0,
+                    err, errlen) != 0)
         return -1;
     if (c->info->has_vision) {
         if (img_proc_cfg_from_gguf(eng_model_vision_file(m), &c->icfg, err, errlen) != 0) return -1;
@@ -53,7 +54,8 @@ int chat_image_min_edge(const chat_ctx *c)
 embcache_key chat_image_key(const chat_ctx *c, const img_rgb *im)
 {
     const img_proc_cfg *g = &c->icfg;
-    const int32_t dims[5] = {g->longest_edge, g->tile, g->split, im->w, im->h};
+    const int32_t dims[7] = {g->longest_edge,    g->tile, g->split, g->squash,
+                             (int32_t)g->filter, im->w,   im->h};
     embcache_hasher h;
     embcache_hash_init(&h, embcache_seed(c->cache));
     embcache_hash_add(&h, &c->model_key, sizeof c->model_key);
@@ -123,7 +125,8 @@ static int encode_images(const chat_ctx *c, eng_ctx *ctx, const chat_image_sourc
 
 /* The template's parts: per message its pictures, then its text. */
 static int build_ids(const chat_ctx *c, const chat_msg *msgs, int n_msgs, int n_images,
-                     const int (*grid)[2], chat_prompt *out, char *err, size_t errlen)
+                     const int (*grid)[2], chat_prompt *out, bool **image_pos, char *err,
+                     size_t errlen)
 {
     prompt_msg *pm = calloc((size_t)n_msgs, sizeof *pm);
     prompt_part *parts = calloc((size_t)(n_msgs + n_images), sizeof *parts);
@@ -149,22 +152,23 @@ static int build_ids(const chat_ctx *c, const chat_msg *msgs, int n_msgs, int n_
         eng_seterr(err, errlen, "%d of the request's images belong to no message", n_images - img);
         goto out;
     }
-    rc = prompt_build(&c->pc, pm, n_msgs, true, &out->ids, &out->n, err, errlen);
+    rc = prompt_build(&c->pc, pm, n_msgs, true, &out->ids, image_pos, &out->n, err, errlen);
 out:
     free(pm);
     free(parts);
     return rc;
 }
 
-/* Image rows go, in order, to the <image> ids: prompt_build lays out exactly n_image_tokens
- * of them, in img_tiles' order, picture after picture. */
-static int place_rows(const chat_ctx *c, chat_prompt *out, char *err, size_t errlen)
+/* Image rows go, in order, to the image positions: prompt_build lays out exactly
+ * n_image_tokens of them, in img_tiles' order, picture after picture. */
+static int place_rows(const chat_ctx *c, chat_prompt *out, const bool *image_pos, char *err,
+                      size_t errlen)
 {
     out->rows = calloc((size_t)out->n, sizeof *out->rows);
     if (!out->rows) return eng_seterr(err, errlen, "out of memory");
     int k = 0;
     for (int i = 0; i < out->n; i++)
-        if (out->ids[i] == c->pc.image && k < out->n_image_tokens)
+        if (image_pos[i] && k < out->n_image_tokens)
             out->rows[i] = out->embd + (size_t)(k++) * c->info->n_embd;
     if (k != out->n_image_tokens)
         return eng_seterr(err, errlen, "the prompt holds %d image tokens for %d image rows", k,
@@ -185,8 +189,12 @@ int chat_prompt_build_from(const chat_ctx *c, eng_ctx *ctx, const chat_msg *msgs
     double t0 = now_ms();
     int rc = encode_images(c, ctx, src, n_images, grid, out, err, errlen);
     out->vision_ms = n_images > out->image_hits ? now_ms() - t0 : 0;
-    if (rc == 0) rc = build_ids(c, msgs, n_msgs, n_images, (const int(*)[2])grid, out, err, errlen);
-    if (rc == 0) rc = place_rows(c, out, err, errlen);
+    bool *image_pos = NULL;
+    if (rc == 0)
+        rc = build_ids(c, msgs, n_msgs, n_images, (const int(*)[2])grid, out, &image_pos, err,
+                       errlen);
+    if (rc == 0) rc = place_rows(c, out, image_pos, err, errlen);
+    free(image_pos);
     free(grid);
     if (rc != 0) chat_prompt_free(out);
     return rc;

@@ -29,7 +29,7 @@ struct eng_ctx {
     size_t kv_f32_stride; /* n_ctx * head_dim */
     kern_f16_row_fn f16_row;
     const kern_attn_ops *attn;
-    float *rope_cos, *rope_sin; /* n_ctx * head_dim/2: angles depend only on position */
+    float *rope_cos, *rope_sin; /* n_ctx * n_rot/2: angles depend only on position */
 
     /* logits: one row per slot, and which slots hold fresh ones */
     float *logits;
@@ -98,6 +98,10 @@ void ctx_linear(eng_ctx *c, const eng_weight *w, const float *x, int rows, float
  * q, k and v, or gate and up, pay one thread hand-off per step, not three. */
 void ctx_linear3(eng_ctx *c, const eng_weight *a, const eng_weight *b, const eng_weight *d,
                  const float *x, int rows, float *oa, float *ob, float *od);
+
+/* out = LayerNorm(x) * w + b over n floats (the Phi decoder's and the vision
+ * encoder's norm). */
+void ctx_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps);
 
 /* Decoder forward over the rows already embedded in c->x; see text.c. */
 void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n_rows);

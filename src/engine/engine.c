@@ -43,8 +43,8 @@ static size_t scratch_bytes(const eng_model *m, int n_text, int n_vision)
         }
     }
     if (!m->info.has_vision || n_vision == 0) return best;
-    const eng_weight *vs[] = {&m->patch_embd, &m->mm_fc};
-    for (size_t i = 0; i < 2; i++) {
+    const eng_weight *vs[] = {&m->patch_embd, &m->mm_fc, &m->mm_fc2};
+    for (size_t i = 0; i < 3; i++) {
         size_t b = mm_scratch_bytes(&vs[i]->mm, n_vision);
         best = b > best ? b : best;
     }
@@ -130,16 +130,17 @@ oom:
     return ENG_ERR;
 }
 
-/* HF computes inv_freq = theta^(-2i/hd) and angle = pos * inv_freq. */
+/* HF computes inv_freq = theta^(-2i/n_rot) and angle = pos * inv_freq
+ * (n_rot: the rotated dimensions, the whole head unless partial). */
 static void fill_rope(eng_ctx *c)
 {
-    int hd = c->m->head_dim;
+    int nr = c->m->n_rot;
     for (int pos = 0; pos < c->p.n_ctx; pos++)
-        for (int i = 0; i < hd / 2; i++) {
-            double inv = pow((double)c->m->info.rope_theta, -2.0 * i / hd);
+        for (int i = 0; i < nr / 2; i++) {
+            double inv = pow((double)c->m->info.rope_theta, -2.0 * i / nr);
             float a = (float)pos * (float)inv; /* rounded as torch's float32 outer product */
-            c->rope_cos[(size_t)pos * hd / 2 + i] = (float)cos(a);
-            c->rope_sin[(size_t)pos * hd / 2 + i] = (float)sin(a);
+            c->rope_cos[(size_t)pos * nr / 2 + i] = (float)cos(a);
+            c->rope_sin[(size_t)pos * nr / 2 + i] = (float)sin(a);
         }
 }
 
@@ -156,7 +157,7 @@ static int alloc_vision(eng_ctx *c)
     ALLOC(c->vv, (size_t)P * Dv);
     ALLOC(c->vatt, (size_t)P * Dv);
     ALLOC(c->vtmp, (size_t)P * Dv);
-    ALLOC(c->vff, (size_t)P * m->v_ff);
+    ALLOC(c->vff, (size_t)P * (m->v_ff > m->mm_ff ? m->v_ff : m->mm_ff)); /* also mlp's hidden */
     ALLOC(c->vshuf, (size_t)P * Dv);
     c->vkt_stride = (size_t)P + 16;
     ALLOC(c->vkt, c->vkt_stride * Dv);

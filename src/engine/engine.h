@@ -38,18 +38,24 @@
 typedef struct eng_model eng_model;
 typedef struct eng_ctx eng_ctx;
 
+/* The decoder family, from general.architecture: Llama (SmolVLM's SmolLM2)
+ * or Phi (llama.cpp's "phi2": Phi-1.5/2, moondream2's decoder). */
+typedef enum { ENG_ARCH_LLAMA, ENG_ARCH_PHI2 } eng_arch;
+
 /* What a caller needs to know about a loaded model. */
 typedef struct {
     /* text decoder */
+    eng_arch arch;
     int n_vocab;
     int n_embd; /* hidden size: the width of an embedding row */
     int n_layer;
     int n_head;
     int n_head_kv;
     int n_ff;
-    int n_ctx_train; /* llama.context_length */
+    int n_ctx_train; /* <arch>.context_length */
     float rope_theta;
-    float rms_eps;
+    int n_rot;      /* rotary dimensions per head (<= head size; Phi rotates part of it) */
+    float norm_eps; /* the RMSNorm's or LayerNorm's epsilon */
     /* vision (all zero when no mmproj was loaded) */
     bool has_vision;
     int image_size; /* tile side in pixels; a tile is 3 x image_size x image_size floats, CHW */

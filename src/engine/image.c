@@ -439,6 +439,21 @@ static double lanczos3(double x)
     return (x >= -3.0 && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0;
 }
 
+/* Pillow's bicubic: Keys' cubic convolution with a = -0.5, support 2. */
+static double bicubic(double x)
+{
+    const double a = -0.5;
+    x = fabs(x);
+    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+    if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+    return 0.0;
+}
+
+static const struct {
+    double (*fn)(double);
+    double support;
+} filters[] = {[IMG_LANCZOS] = {lanczos3, 3.0}, [IMG_BICUBIC] = {bicubic, 2.0}};
+
 typedef struct {
     int ksize;
     int *bounds; /* per output pixel: first input index, count */
@@ -449,10 +464,10 @@ typedef struct {
  * precompute_coeffs + normalize_coeffs_8bpc compute them: the kernel is
  * widened by the downscale factor (antialiasing), normalised to sum 1 in
  * doubles, then rounded half away from zero to fixed point. */
-static int precompute(int in_size, int out_size, coeffs *c)
+static int precompute(int in_size, int out_size, img_filter f, coeffs *c)
 {
     double scale = (double)in_size / out_size, filterscale = scale < 1.0 ? 1.0 : scale;
-    double support = 3.0 * filterscale;
+    double support = filters[f].support * filterscale;
     int ksize = (int)ceil(support) * 2 + 1;
     double *kd = malloc((size_t)ksize * sizeof *kd);
     c->ksize = ksize;
@@ -469,7 +484,7 @@ static int precompute(int in_size, int out_size, coeffs *c)
         if (xmax > in_size) xmax = in_size;
         xmax -= xmin;
         for (int x = 0; x < xmax; x++) {
-            kd[x] = lanczos3((x + xmin - center + 0.5) * ss);
+            kd[x] = filters[f].fn((x + xmin - center + 0.5) * ss);
             ww += kd[x];
         }
         for (int x = 0; x < xmax; x++) {
@@ -546,6 +561,11 @@ static void pass_v(const uint8_t *src, int w, uint8_t *dst, int h_out, const coe
 
 int img_resize(const img_rgb *src, int w, int h, img_rgb *dst)
 {
+    return img_resize_filter(src, w, h, IMG_LANCZOS, dst);
+}
+
+int img_resize_filter(const img_rgb *src, int w, int h, img_filter filter, img_rgb *dst)
+{
     dst->w = dst->h = 0;
     dst->rgb = NULL;
     if (w <= 0 || h <= 0 || src->w <= 0 || src->h <= 0) return -1;
@@ -561,7 +581,8 @@ int img_resize(const img_rgb *src, int w, int h, img_rgb *dst)
     uint8_t *tmp = NULL, *out = malloc(out_bytes);
     int32_t *acc = malloc((size_t)w * 3 * sizeof *acc);
     int rc = -1;
-    if (!out || !acc || precompute(src->w, w, &ch) != 0 || precompute(src->h, h, &cv) != 0)
+    if ((unsigned)filter >= sizeof filters / sizeof filters[0] || !out || !acc ||
+        precompute(src->w, w, filter, &ch) != 0 || precompute(src->h, h, filter, &cv) != 0)
         goto done;
     /* horizontal first, over only the rows the vertical pass will read */
     const uint8_t *mid = src->rgb;
@@ -669,6 +690,13 @@ int img_preprocess_u8(const img_rgb *im, const img_proc_cfg *cfg, img_rgb **tile
     img_rgb *tiles = NULL;
     int n = 0, rows = 0, cols = 0;
     int h, w;
+    if (cfg->squash) {
+        tiles = calloc(1, sizeof *tiles);
+        if (!tiles || img_resize_filter(im, T, T, cfg->filter, &tiles[0]) != 0) goto oom;
+        *tiles_out = tiles;
+        *n_out = 1;
+        return 0;
+    }
     longest_edge_size(im->h, im->w, cfg->longest_edge, &h, &w);
     if (img_resize(im, w, h, &a) != 0) goto oom;
     if (!cfg->split) {
@@ -735,6 +763,11 @@ int img_proc_cfg_from_gguf(const gguf_file *f, img_proc_cfg *cfg, char *err, siz
                           .rescale = 1.0 / 255.0,
                           .mean = {0.5f, 0.5f, 0.5f},
                           .std = {0.5f, 0.5f, 0.5f}};
+    const char *pt = gguf_get_str(f, "clip.projector_type");
+    if (pt && strcmp(pt, "mlp") == 0) { /* moondream2: Resize((S, S), BICUBIC) */
+        cfg->squash = true;
+        cfg->filter = IMG_BICUBIC;
+    }
     get_floats3(f, "clip.vision.image_mean", cfg->mean);
     if (get_floats3(f, "clip.vision.image_std", cfg->std))
         for (int c = 0; c < 3; c++)

@@ -44,23 +44,32 @@ void img_free(img_rgb *im);
 /* EXIF orientation (1..8) of a JPEG's APP1 segment, 1 when there is none. */
 int img_jpeg_orientation(const void *data, size_t len);
 
+/* Pillow's resampling filters. */
+typedef enum { IMG_LANCZOS, IMG_BICUBIC } img_filter;
+
 /* Pillow's Image.resize(..., LANCZOS) on RGB8, exactly. */
 int img_resize(const img_rgb *src, int w, int h, img_rgb *dst);
+/* The same with another of Pillow's filters. */
+int img_resize_filter(const img_rgb *src, int w, int h, img_filter filter, img_rgb *dst);
 
-/* The Idefics3 processor's settings (preprocessor_config.json, or the
- * mmproj's clip.vision.* keys). */
+/* The image processor's settings (preprocessor_config.json, or the
+ * mmproj's clip.vision.* keys): Idefics3's, or moondream2's (squash). */
 typedef struct {
-    int longest_edge; /* size.longest_edge: first resize, aspect kept */
-    int tile;         /* max_image_size.longest_edge = the encoder's image_size */
-    bool split;       /* do_image_splitting */
-    double rescale;   /* rescale_factor, 1/255 */
+    int longest_edge;  /* size.longest_edge: first resize, aspect kept */
+    int tile;          /* max_image_size.longest_edge = the encoder's image_size */
+    bool split;        /* do_image_splitting */
+    bool squash;       /* instead: one resize of the whole picture to tile x tile with `filter`
+                          (moondream2's Resize((378, 378), BICUBIC)) */
+    img_filter filter; /* of the squash (Idefics3's resizes are Lanczos) */
+    double rescale;    /* rescale_factor, 1/255 */
     float mean[3], std[3];
 } img_proc_cfg;
 
 /* The settings a mmproj GGUF records: tile = clip.vision.image_size,
  * longest_edge = clip.vision.preproc_image_size (else the tile),
  * mean/std = clip.vision.image_mean/std (else 0.5), rescale 1/255, no
- * splitting. Fails naming the file when image_size is missing or bad. */
+ * splitting; with clip.projector_type "mlp" (moondream2) the squash, bicubic.
+ * Fails naming the file when image_size is missing or bad. */
 int img_proc_cfg_from_gguf(const gguf_file *f, img_proc_cfg *cfg, char *err, size_t errlen);
 
 /* Tiles in the order the prompt lists them: rows x cols crops row by row,

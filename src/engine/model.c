@@ -148,39 +148,86 @@ static int get_float(const gguf_file *f, const char *key, bool required, float *
     return ENG_OK;
 }
 
+static const model_family families[] = {
+    {.name = "llama",
+     .arch = ENG_ARCH_LLAMA,
+     .eps_key = "attention.layer_norm_rms_epsilon",
+     .gated = true},
+    {.name = "phi2",
+     .arch = ENG_ARCH_PHI2,
+     .eps_key = "attention.layer_norm_epsilon",
+     .layer_norm = true,
+     .parallel = true,
+     .rope_neox = true,
+     .biases = true},
+};
+
+/* get_int and get_float on the family's key "<arch>.<suffix>". */
+static int get_aint(const eng_model *m, const gguf_file *f, const char *suffix, bool required,
+                    int lo, int *out, char *err, size_t errlen)
+{
+    char key[96];
+    snprintf(key, sizeof key, "%s.%s", m->fam->name, suffix);
+    return get_int(f, key, required, lo, out, err, errlen);
+}
+
+static int get_afloat(const eng_model *m, const gguf_file *f, const char *suffix, float *out,
+                      char *err, size_t errlen)
+{
+    char key[96];
+    snprintf(key, sizeof key, "%s.%s", m->fam->name, suffix);
+    return get_float(f, key, false, out, err, errlen);
+}
+
+static int text_family(eng_model *m, const gguf_file *f, char *err, size_t errlen)
+{
+    const char *arch = gguf_get_str(f, "general.architecture");
+    if (!arch)
+        return eng_seterr(err, errlen, "%s: missing key 'general.architecture'", gguf_path(f));
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+        if (strcmp(arch, families[i].name) == 0) m->fam = &families[i];
+    if (!m->fam)
+        return eng_seterr(err, errlen,
+                          "%s: architecture '%s' is not supported (want 'llama' or 'phi2')",
+                          gguf_path(f), arch);
+    m->info.arch = m->fam->arch;
+    return ENG_OK;
+}
+
 /* The decoder's hyperparameters; llama.cpp's defaults where a key is optional. */
 static int text_hparams(eng_model *m, const gguf_file *f, char *err, size_t errlen)
 {
     eng_model_info *in = &m->info;
-    const char *arch = gguf_get_str(f, "general.architecture");
-    if (!arch)
-        return eng_seterr(err, errlen, "%s: missing key 'general.architecture'", gguf_path(f));
-    if (strcmp(arch, "llama") != 0)
-        return eng_seterr(err, errlen, "%s: architecture '%s' is not supported (want 'llama')",
-                          gguf_path(f), arch);
-
+    if (text_family(m, f, err, errlen)) return ENG_ERR;
     in->n_ctx_train = 2048;
     in->rope_theta = 10000.0f;
-    in->rms_eps = 1e-5f;
-    if (get_int(f, "llama.block_count", true, 1, &in->n_layer, err, errlen) ||
-        get_int(f, "llama.embedding_length", true, 1, &in->n_embd, err, errlen) ||
-        get_int(f, "llama.feed_forward_length", true, 1, &in->n_ff, err, errlen) ||
-        get_int(f, "llama.attention.head_count", true, 1, &in->n_head, err, errlen) ||
-        get_int(f, "llama.context_length", false, 1, &in->n_ctx_train, err, errlen) ||
-        get_float(f, "llama.rope.freq_base", false, &in->rope_theta, err, errlen) ||
-        get_float(f, "llama.attention.layer_norm_rms_epsilon", false, &in->rms_eps, err, errlen))
+    in->norm_eps = 1e-5f;
+    if (get_aint(m, f, "block_count", true, 1, &in->n_layer, err, errlen) ||
+        get_aint(m, f, "embedding_length", true, 1, &in->n_embd, err, errlen) ||
+        get_aint(m, f, "feed_forward_length", true, 1, &in->n_ff, err, errlen) ||
+        get_aint(m, f, "attention.head_count", true, 1, &in->n_head, err, errlen) ||
+        get_aint(m, f, "context_length", false, 1, &in->n_ctx_train, err, errlen) ||
+        get_afloat(m, f, "rope.freq_base", &in->rope_theta, err, errlen) ||
+        get_afloat(m, f, m->fam->eps_key, &in->norm_eps, err, errlen))
         return ENG_ERR;
     in->n_head_kv = in->n_head;
-    if (get_int(f, "llama.attention.head_count_kv", false, 1, &in->n_head_kv, err, errlen))
-        return ENG_ERR;
     m->head_dim = in->n_embd / in->n_head;
-    if (get_int(f, "llama.attention.key_length", false, 2, &m->head_dim, err, errlen))
+    if (get_aint(m, f, "attention.head_count_kv", false, 1, &in->n_head_kv, err, errlen) ||
+        get_aint(m, f, "attention.key_length", false, 2, &m->head_dim, err, errlen))
         return ENG_ERR;
+    m->n_rot = m->head_dim;
+    if (get_aint(m, f, "rope.dimension_count", false, 2, &m->n_rot, err, errlen)) return ENG_ERR;
     if (m->head_dim % 2 || in->n_head % in->n_head_kv)
         return eng_seterr(err, errlen,
                           "%s: head_dim %d must be even and head_count %d a multiple of "
                           "head_count_kv %d",
                           gguf_path(f), m->head_dim, in->n_head, in->n_head_kv);
+    if (m->n_rot % 2 || m->n_rot > m->head_dim)
+        return eng_seterr(err, errlen,
+                          "%s: %s.rope.dimension_count = %d must be even and at most the head "
+                          "size %d",
+                          gguf_path(f), m->fam->name, m->n_rot, m->head_dim);
+    in->n_rot = m->n_rot;
     return ENG_OK;
 }
 
@@ -192,38 +239,102 @@ static int text_vocab(eng_model *m, const gguf_file *f, char *err, size_t errlen
     if (!te) return ENG_ERR;
     in->n_vocab = (int)te->ne[1];
     int nv = 0;
-    if (get_int(f, "llama.vocab_size", false, 1, &nv, err, errlen)) return ENG_ERR;
+    if (get_aint(m, f, "vocab_size", false, 1, &nv, err, errlen)) return ENG_ERR;
     if (nv && nv != in->n_vocab)
-        return eng_seterr(err, errlen, "%s: llama.vocab_size %d but token_embd.weight has %d rows",
-                          gguf_path(f), nv, in->n_vocab);
+        return eng_seterr(err, errlen, "%s: %s.vocab_size %d but token_embd.weight has %d rows",
+                          gguf_path(f), m->fam->name, nv, in->n_vocab);
+    return ENG_OK;
+}
+
+/* "blk.<l>.<what>.weight" and, where the family has biases, its ".bias". */
+static int load_linear(eng_model *m, const gguf_file *f, int l, const char *what, int n_in,
+                       int n_out, eng_weight *w, const float **b, char *err, size_t errlen)
+{
+    char n[96];
+    snprintf(n, sizeof n, "blk.%d.%s.weight", l, what);
+    if (load_mat(f, n, n_in, n_out, w, err, errlen)) return ENG_ERR;
+    if (!m->fam->biases) return ENG_OK;
+    snprintf(n, sizeof n, "blk.%d.%s.bias", l, what);
+    return load_vec(m, f, n, n_out, b, err, errlen);
+}
+
+/* A norm's weight, and its bias in a LayerNorm family. */
+static int load_norm(eng_model *m, const gguf_file *f, const char *name, const float **w,
+                     const float **b, char *err, size_t errlen)
+{
+    char n[96];
+    int D = m->info.n_embd;
+    snprintf(n, sizeof n, "%s.weight", name);
+    if (load_vec(m, f, n, D, w, err, errlen)) return ENG_ERR;
+    if (!m->fam->layer_norm) return ENG_OK;
+    snprintf(n, sizeof n, "%s.bias", name);
+    return load_vec(m, f, n, D, b, err, errlen);
+}
+
+/* Rows [r0, r0 + n) of w: a matrix of its own for the matmul. */
+static eng_weight row_view(const eng_weight *w, int r0, int n)
+{
+    eng_weight v = *w;
+    v.data = (const char *)w->data + (size_t)r0 * w->row_bytes;
+    v.n_out = n;
+    v.mm.data = v.data;
+    v.mm.rows = n;
+    return v;
+}
+
+/* q, k and v: three matrices, or llama.cpp's fused attn_qkv (q's rows, then
+ * k's, then v's; the bias likewise) split into views. */
+static int load_qkv(eng_model *m, const gguf_file *f, int l, eng_layer *L, char *err, size_t errlen)
+{
+    int D = m->info.n_embd, qd = m->info.n_head * m->head_dim;
+    int kvd = m->info.n_head_kv * m->head_dim;
+    char n[96];
+    snprintf(n, sizeof n, "blk.%d.attn_qkv.weight", l);
+    if (!gguf_find_tensor(f, n))
+        return load_linear(m, f, l, "attn_q", D, qd, &L->wq, &L->bq, err, errlen) ||
+                       load_linear(m, f, l, "attn_k", D, kvd, &L->wk, &L->bk, err, errlen) ||
+                       load_linear(m, f, l, "attn_v", D, kvd, &L->wv, &L->bv, err, errlen)
+                   ? ENG_ERR
+                   : ENG_OK;
+    eng_weight qkv;
+    const float *b = NULL;
+    if (load_linear(m, f, l, "attn_qkv", D, qd + 2 * kvd, &qkv, &b, err, errlen)) return ENG_ERR;
+    L->wq = row_view(&qkv, 0, qd);
+    L->wk = row_view(&qkv, qd, kvd);
+    L->wv = row_view(&qkv, qd + kvd, kvd);
+    if (b) {
+        L->bq = b;
+        L->bk = b + qd;
+        L->bv = b + qd + kvd;
+    }
     return ENG_OK;
 }
 
 static int text_layer(eng_model *m, const gguf_file *f, int l, char *err, size_t errlen)
 {
     const eng_model_info *in = &m->info;
+    const model_family *fam = m->fam;
     eng_layer *L = &m->layers[l];
     int D = in->n_embd, F = in->n_ff, hd = m->head_dim;
-    static const char *const suf[9] = {"attn_norm", "attn_q",   "attn_k", "attn_v",  "attn_output",
-                                       "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
-    char n[9][64];
-    for (int i = 0; i < 9; i++)
-        snprintf(n[i], sizeof n[i], "blk.%d.%s.weight", l, suf[i]);
-    if (load_vec(m, f, n[0], D, &L->attn_norm, err, errlen) ||
-        load_mat(f, n[1], D, in->n_head * hd, &L->wq, err, errlen) ||
-        load_mat(f, n[2], D, in->n_head_kv * hd, &L->wk, err, errlen) ||
-        load_mat(f, n[3], D, in->n_head_kv * hd, &L->wv, err, errlen) ||
-        load_mat(f, n[4], in->n_head * hd, D, &L->wo, err, errlen) ||
-        load_vec(m, f, n[5], D, &L->ffn_norm, err, errlen) ||
-        load_mat(f, n[6], D, F, &L->w_gate, err, errlen) ||
-        load_mat(f, n[7], D, F, &L->w_up, err, errlen) ||
-        load_mat(f, n[8], F, D, &L->w_down, err, errlen))
+    char n[64];
+    snprintf(n, sizeof n, "blk.%d.attn_norm", l);
+    if (load_norm(m, f, n, &L->attn_norm, &L->attn_norm_b, err, errlen) ||
+        load_qkv(m, f, l, L, err, errlen) ||
+        load_linear(m, f, l, "attn_output", in->n_head * hd, D, &L->wo, &L->bo, err, errlen))
+        return ENG_ERR;
+    snprintf(n, sizeof n, "blk.%d.ffn_norm.weight", l);
+    if (!fam->parallel && load_vec(m, f, n, D, &L->ffn_norm, err, errlen)) return ENG_ERR;
+    snprintf(n, sizeof n, "blk.%d.ffn_gate.weight", l);
+    if ((fam->gated && load_mat(f, n, D, F, &L->w_gate, err, errlen)) ||
+        load_linear(m, f, l, "ffn_up", D, F, &L->w_up, &L->b_up, err, errlen) ||
+        load_linear(m, f, l, "ffn_down", F, D, &L->w_down, &L->b_down, err, errlen))
         return ENG_ERR;
     /* text_forward's row sizes: q and the attention output are n_head heads,
-     * k and v n_head_kv heads, and the FFN's three matrices agree on F. */
+     * k and v n_head_kv heads, and the FFN's matrices agree on F. */
     assert(L->wq.n_out == in->n_head * hd && L->wo.n_in == L->wq.n_out);
     assert(L->wk.n_out == in->n_head_kv * hd && L->wv.n_out == L->wk.n_out);
-    assert(L->w_gate.n_out == F && L->w_up.n_out == F && L->w_down.n_in == F);
+    assert((!fam->gated || L->w_gate.n_out == F) && L->w_up.n_out == F && L->w_down.n_in == F);
+    assert(!fam->biases || (L->bq && L->bk && L->bv && L->bo && L->b_up && L->b_down));
     return ENG_OK;
 }
 
@@ -235,10 +346,12 @@ static int load_text(eng_model *m, char *err, size_t errlen)
 
     int D = in->n_embd;
     if (load_mat(f, "token_embd.weight", D, in->n_vocab, &m->tok_embd, err, errlen) ||
-        load_vec(m, f, "output_norm.weight", D, &m->out_norm, err, errlen))
+        load_norm(m, f, "output_norm", &m->out_norm, &m->out_norm_b, err, errlen))
         return ENG_ERR;
     if (gguf_find_tensor(f, "output.weight")) {
         if (load_mat(f, "output.weight", D, in->n_vocab, &m->output, err, errlen)) return ENG_ERR;
+        if (m->fam->biases && load_vec(m, f, "output.bias", in->n_vocab, &m->output_b, err, errlen))
+            return ENG_ERR;
     } else {
         m->output = m->tok_embd;
     }
@@ -270,11 +383,15 @@ static int vision_hparams(eng_model *m, const gguf_file *f, char *err, size_t er
     eng_model_info *in = &m->info;
     const char *pt = gguf_get_str(f, "clip.projector_type");
     if (!pt) pt = gguf_get_str(f, "clip.vision.projector_type");
-    if (!pt || strcmp(pt, "idefics3") != 0)
-        return eng_seterr(err, errlen, "%s: clip.projector_type is '%s', want 'idefics3'",
+    if (pt && strcmp(pt, "idefics3") == 0)
+        m->proj = PROJ_IDEFICS3;
+    else if (pt && strcmp(pt, "mlp") == 0)
+        m->proj = PROJ_MLP;
+    else
+        return eng_seterr(err, errlen, "%s: clip.projector_type is '%s', want 'idefics3' or 'mlp'",
                           gguf_path(f), pt ? pt : "(missing)");
     m->v_eps = 1e-6f;
-    in->scale_factor = 2;
+    in->scale_factor = m->proj == PROJ_MLP ? 1 : 2; /* mlp: one embedding row per patch */
     if (get_int(f, "clip.vision.image_size", true, 1, &in->image_size, err, errlen) ||
         get_int(f, "clip.vision.patch_size", true, 1, &in->patch_size, err, errlen) ||
         get_int(f, "clip.vision.embedding_length", true, 1, &m->v_embd, err, errlen) ||
@@ -282,7 +399,8 @@ static int vision_hparams(eng_model *m, const gguf_file *f, char *err, size_t er
         get_int(f, "clip.vision.block_count", true, 1, &m->v_layer, err, errlen) ||
         get_int(f, "clip.vision.attention.head_count", true, 1, &m->v_head, err, errlen) ||
         get_float(f, "clip.vision.attention.layer_norm_epsilon", false, &m->v_eps, err, errlen) ||
-        get_int(f, "clip.vision.projector.scale_factor", false, 1, &in->scale_factor, err, errlen))
+        (m->proj == PROJ_IDEFICS3 && get_int(f, "clip.vision.projector.scale_factor", false, 1,
+                                             &in->scale_factor, err, errlen)))
         return ENG_ERR;
     int side = in->image_size / in->patch_size, s = in->scale_factor;
     if (in->image_size % in->patch_size || side % s || m->v_embd % m->v_head)
@@ -353,6 +471,23 @@ static int vision_layer(eng_model *m, const gguf_file *f, int l, char *err, size
     return ENG_OK;
 }
 
+/* llama.cpp's "mlp" connector: mm.0 (v_embd -> its rows), GELU, mm.2 (-> n_embd). */
+static int load_mlp_projector(eng_model *m, const gguf_file *f, char *err, size_t errlen)
+{
+    const gguf_tensor *t = find(f, "mm.0.weight", err, errlen);
+    if (!t) return ENG_ERR;
+    if (t->ne[1] < 1 || t->ne[1] > (1 << 24))
+        return eng_seterr(err, errlen, "%s: tensor 'mm.0.weight' has %lld rows", gguf_path(f),
+                          (long long)t->ne[1]);
+    m->mm_ff = (int)t->ne[1];
+    return load_mat(f, "mm.0.weight", m->v_embd, m->mm_ff, &m->mm_fc, err, errlen) ||
+                   load_vec(m, f, "mm.0.bias", m->mm_ff, &m->mm_b, err, errlen) ||
+                   load_mat(f, "mm.2.weight", m->mm_ff, m->info.n_embd, &m->mm_fc2, err, errlen) ||
+                   load_vec(m, f, "mm.2.bias", m->info.n_embd, &m->mm_b2, err, errlen)
+               ? ENG_ERR
+               : ENG_OK;
+}
+
 static int load_vision(eng_model *m, char *err, size_t errlen)
 {
     const gguf_file *f = m->vision;
@@ -360,16 +495,22 @@ static int load_vision(eng_model *m, char *err, size_t errlen)
     if (vision_hparams(m, f, err, errlen)) return ENG_ERR;
 
     int Dv = m->v_embd, ps = in->patch_size, s = in->scale_factor;
+    /* Idefics3 files always end the encoder with a LayerNorm; LLaVA-style ones may not. */
+    bool post_ln = m->proj == PROJ_IDEFICS3 || gguf_find_tensor(f, "v.post_ln.weight");
     if (load_mat(f, "v.patch_embd.weight", 3 * ps * ps, Dv, &m->patch_embd, err, errlen) ||
         load_vec(m, f, "v.patch_embd.bias", Dv, &m->patch_bias, err, errlen) ||
-        load_vec(m, f, "v.post_ln.weight", Dv, &m->post_ln_w, err, errlen) ||
-        load_vec(m, f, "v.post_ln.bias", Dv, &m->post_ln_b, err, errlen) ||
-        load_mat(f, "mm.model.fc.weight", Dv * s * s, in->n_embd, &m->mm_fc, err, errlen) ||
+        (post_ln && (load_vec(m, f, "v.post_ln.weight", Dv, &m->post_ln_w, err, errlen) ||
+                     load_vec(m, f, "v.post_ln.bias", Dv, &m->post_ln_b, err, errlen))) ||
+        (m->proj == PROJ_IDEFICS3 &&
+         load_mat(f, "mm.model.fc.weight", Dv * s * s, in->n_embd, &m->mm_fc, err, errlen)) ||
+        (m->proj == PROJ_MLP && load_mlp_projector(m, f, err, errlen)) ||
         load_pos_table(m, f, err, errlen))
         return ENG_ERR;
     /* vision_forward: a tile's patches in, n_image_tokens rows of n_embd out. */
-    assert(m->patch_embd.n_in == 3 * ps * ps && m->mm_fc.n_in == Dv * s * s &&
-           m->mm_fc.n_out == in->n_embd);
+    assert(m->patch_embd.n_in == 3 * ps * ps);
+    assert(m->proj == PROJ_MLP
+               ? m->mm_fc.n_in == Dv && m->mm_fc2.n_in == m->mm_ff && m->mm_fc2.n_out == in->n_embd
+               : m->mm_fc.n_in == Dv * s * s && m->mm_fc.n_out == in->n_embd);
     assert(in->n_image_tokens * s * s == m->v_patches);
 
     m->vlayers = calloc((size_t)m->v_layer, sizeof *m->vlayers);

@@ -7,6 +7,33 @@
 
 #include "engine/errmsg.h"
 
+/* A family's prompt, as data: what prompt_build puts around each message. */
+struct prompt_format {
+    eng_arch arch;
+    const char *begin;       /* special token first; NULL: the vocabulary's BOS */
+    const char *role[3];     /* per prompt_role: the name before ": "; NULL: none */
+    bool images_first;       /* pictures lead the message, before its role name */
+    bool tiled;              /* Idefics3 image blocks (the specials around <image> runs) */
+    const char *after_image; /* text after a picture's rows */
+    const char *turn_end;    /* special token that ends a message (and an answer); NULL: EOS */
+    const char *turn_sep;    /* text after a message */
+};
+
+static const prompt_format formats[] = {
+    {.arch = ENG_ARCH_LLAMA,
+     .begin = "<|im_start|>",
+     .role = {"System", "User", "Assistant"},
+     .tiled = true,
+     .after_image = "",
+     .turn_end = "<end_of_utterance>",
+     .turn_sep = "\n"},
+    {.arch = ENG_ARCH_PHI2,
+     .role = {NULL, "Question", "Answer"},
+     .images_first = true,
+     .after_image = "\n\n",
+     .turn_sep = "\n\n"},
+};
+
 static int need(const tok *t, const char *name, int *id, char *err, size_t errlen)
 {
     *id = tok_special(t, name);
@@ -17,14 +44,42 @@ static int need(const tok *t, const char *name, int *id, char *err, size_t errle
     return 0;
 }
 
-int prompt_init(prompt_ctx *p, const tok *t, int image_seq_len, char *err, size_t errlen)
+/* The id image positions carry where the vocabulary has no <image>. */
+static int stand_in(const tok *t)
+{
+    int bos = tok_bos(t), eos = tok_eos(t);
+    for (int id = tok_n_vocab(t) - 1; id >= 0; id--)
+        if (id != bos && id != eos) return id;
+    return 0;
+}
+
+int prompt_init(prompt_ctx *p, const tok *t, eng_arch arch, int image_seq_len, char *err,
+                size_t errlen)
 {
     memset(p, 0, sizeof *p);
     p->t = t;
     p->image_seq_len = image_seq_len;
-    if (need(t, "<|im_start|>", &p->im_start, err, errlen) ||
-        need(t, "<end_of_utterance>", &p->end_of_utterance, err, errlen) ||
-        need(t, "<image>", &p->image, err, errlen) ||
+    p->im_start = p->fake_around = p->global_img = -1;
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)
+        if (formats[i].arch == arch) p->fmt = &formats[i];
+    if (!p->fmt) return eng_seterr(err, errlen, "no prompt format for this architecture");
+    const prompt_format *f = p->fmt;
+    p->eos = tok_eos(t);
+    for (int r = 0; r < PROMPT_MAX_GRID; r++)
+        for (int c = 0; c < PROMPT_MAX_GRID; c++)
+            p->row_col[r][c] = -1;
+    if (f->begin ? need(t, f->begin, &p->begin, err, errlen) != 0 : (p->begin = tok_bos(t)) < 0)
+        return f->begin ? -1 : eng_seterr(err, errlen, "the tokenizer names no BOS token");
+    if (f->turn_end ? need(t, f->turn_end, &p->end_of_utterance, err, errlen) != 0
+                    : (p->end_of_utterance = p->eos) < 0)
+        return f->turn_end ? -1 : eng_seterr(err, errlen, "the tokenizer names no EOS token");
+    if (!f->tiled) {
+        p->image = tok_special(t, "<image>");
+        if (p->image < 0) p->image = stand_in(t);
+        return 0;
+    }
+    p->im_start = p->begin;
+    if (need(t, "<image>", &p->image, err, errlen) ||
         need(t, "<fake_token_around_image>", &p->fake_around, err, errlen) ||
         need(t, "<global-img>", &p->global_img, err, errlen))
         return -1;
@@ -34,7 +89,6 @@ int prompt_init(prompt_ctx *p, const tok *t, int image_seq_len, char *err, size_
             snprintf(name, sizeof name, "<row_%d_col_%d>", r + 1, c + 1);
             p->row_col[r][c] = tok_special(t, name);
         }
-    p->eos = tok_eos(t);
     return 0;
 }
 
@@ -49,6 +103,7 @@ bool prompt_is_stop(const prompt_ctx *p, int id)
 typedef struct {
     const prompt_ctx *p;
     int32_t *ids;
+    bool *img; /* per id: an image row's position */
     int n, cap;
     char *text;
     size_t tlen, tcap;
@@ -81,11 +136,13 @@ static bool grow(builder *b, int more)
     while (c < b->n + more)
         c *= 2;
     int32_t *ni = realloc(b->ids, (size_t)c * sizeof *ni);
-    if (!ni) {
+    if (ni) b->ids = ni;
+    bool *nm = ni ? realloc(b->img, (size_t)c * sizeof *nm) : NULL;
+    if (!nm) {
         b->oom = true;
         return false;
     }
-    b->ids = ni;
+    b->img = nm;
     b->cap = c;
     return true;
 }
@@ -99,6 +156,7 @@ static void flush(builder *b)
         return;
     }
     tok_encode(b->p->t, b->text, b->tlen, b->ids + b->n, need);
+    memset(b->img + b->n, 0, (size_t)need * sizeof *b->img);
     b->n += need;
     b->tlen = 0;
 }
@@ -107,8 +165,19 @@ static void special(builder *b, int id, int times)
 {
     flush(b);
     if (!grow(b, times)) return;
-    for (int i = 0; i < times; i++)
+    for (int i = 0; i < times; i++) {
+        b->img[b->n] = false;
         b->ids[b->n++] = id;
+    }
+}
+
+/* The positions of one tile's embedding rows. */
+static void image_rows(builder *b)
+{
+    special(b, b->p->image, b->p->image_seq_len);
+    if (!b->oom)
+        for (int i = b->n - b->p->image_seq_len; i < b->n; i++)
+            b->img[i] = true;
 }
 
 static int image_block(builder *b, int rows, int cols, char *err, size_t errlen)
@@ -128,47 +197,71 @@ static int image_block(builder *b, int rows, int cols, char *err, size_t errlen)
             }
             special(b, p->fake_around, 1);
             special(b, p->row_col[r][c], 1);
-            special(b, p->image, p->image_seq_len);
+            image_rows(b);
         }
         text(b, "\n");
     }
     if (rows > 0) text(b, "\n");
     special(b, p->fake_around, 1);
     special(b, p->global_img, 1);
-    special(b, p->image, p->image_seq_len);
+    image_rows(b);
     special(b, p->fake_around, 1);
     return 0;
 }
 
-int prompt_build(const prompt_ctx *p, const prompt_msg *msgs, int n_msgs, bool add_generation,
-                 int32_t **ids, int *n, char *err, size_t errlen)
+/* A picture: the Idefics3 block, or (untiled formats: one tile) its rows alone. */
+static int image(builder *b, const prompt_part *part, char *err, size_t errlen)
 {
-    static const char *const role_names[] = {"System", "User", "Assistant"};
+    if (b->p->fmt->tiled) return image_block(b, part->rows, part->cols, err, errlen);
+    if (part->rows || part->cols) {
+        eng_seterr(err, errlen, "this model's prompt takes one tile per image, not %dx%d crops",
+                   part->rows, part->cols);
+        return -1;
+    }
+    image_rows(b);
+    text(b, b->p->fmt->after_image);
+    return 0;
+}
+
+int prompt_build(const prompt_ctx *p, const prompt_msg *msgs, int n_msgs, bool add_generation,
+                 int32_t **ids, bool **image_pos, int *n, char *err, size_t errlen)
+{
+    const prompt_format *f = p->fmt;
     builder b = {.p = p};
     *ids = NULL;
+    if (image_pos) *image_pos = NULL;
     *n = 0;
-    special(&b, p->im_start, 1);
+    special(&b, p->begin, 1);
     for (int m = 0; m < n_msgs; m++) {
         const prompt_msg *msg = &msgs[m];
         if ((unsigned)msg->role > PROMPT_ASSISTANT) {
             eng_seterr(err, errlen, "message %d: unknown role", m);
             goto fail;
         }
-        text(&b, role_names[msg->role]);
-        /* the template puts no space after the colon when an image comes first */
-        text(&b, msg->n_parts > 0 && msg->parts[0].image ? ":" : ": ");
-        for (int i = 0; i < msg->n_parts; i++) {
+        int i = 0;
+        for (; f->images_first && i < msg->n_parts && msg->parts[i].image; i++)
+            if (image(&b, &msg->parts[i], err, errlen) != 0) goto fail;
+        const char *role = f->role[msg->role];
+        if (role) {
+            text(&b, role);
+            /* SmolVLM's template puts no space after the colon when an image comes first */
+            text(&b, i < msg->n_parts && msg->parts[i].image ? ":" : ": ");
+        }
+        for (; i < msg->n_parts; i++) {
             const prompt_part *part = &msg->parts[i];
             if (part->image) {
-                if (image_block(&b, part->rows, part->cols, err, errlen) != 0) goto fail;
+                if (image(&b, part, err, errlen) != 0) goto fail;
             } else if (part->text) {
                 text(&b, part->text);
             }
         }
-        special(&b, p->end_of_utterance, 1);
-        text(&b, "\n");
+        if (f->turn_end) special(&b, p->end_of_utterance, 1);
+        text(&b, f->turn_sep);
     }
-    if (add_generation) text(&b, "Assistant:");
+    if (add_generation) {
+        text(&b, f->role[PROMPT_ASSISTANT]);
+        text(&b, ":");
+    }
     flush(&b);
     if (b.oom) {
         eng_seterr(err, errlen, "out of memory building the prompt");
@@ -176,10 +269,15 @@ int prompt_build(const prompt_ctx *p, const prompt_msg *msgs, int n_msgs, bool a
     }
     free(b.text);
     *ids = b.ids;
+    if (image_pos)
+        *image_pos = b.img;
+    else
+        free(b.img);
     *n = b.n;
     return 0;
 fail:
     free(b.text);
     free(b.ids);
+    free(b.img);
     return -1;
 }

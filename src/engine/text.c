@@ -1,6 +1,12 @@
-/* The Llama text decoder over one batch of rows: RMSNorm, RoPE on adjacent
- * pairs (llama.cpp stores q/k rows permuted so this equals HF's rotate_half),
- * grouped-query attention against each slot's KV cache, SwiGLU, final norm
+/* The text decoder over one batch of rows, one loop for every family, whose
+ * differences are data (model_family in model.h):
+ *   Llama: x += attn(rms(x)); x += swiglu(rms(x)); RoPE on adjacent pairs of
+ *          the whole head (llama.cpp stores q/k rows permuted so this equals
+ *          HF's rotate_half); no biases.
+ *   Phi:   h = ln(x); x += attn(h) + gelu_mlp(h) (one LayerNorm with bias,
+ *          attention and MLP in parallel); RoPE on the halves of the first
+ *          n_rot dimensions of each head (NeoX style); every linear biased.
+ * Then grouped-query attention against each slot's KV cache, the final norm
  * and the output layer for the rows that want logits. */
 #include "engine/ctx.h"
 
@@ -19,15 +25,68 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
         out[i] = w[i] * (x[i] * r);
 }
 
-/* Rotate pairs (2i, 2i+1) of each head by the position's angles. */
-static void rope(float *x, int n_heads, int hd, const float *cs, const float *sn)
+void ctx_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps)
 {
+    /* eight partial sums: the loops vectorise without reassociating floats */
+    float s8[8] = {0}, v8[8] = {0};
+    int n8 = n - n % 8;
+    for (int i = 0; i < n8; i += 8)
+        for (int k = 0; k < 8; k++)
+            s8[k] += x[i + k];
+    float mean = 0.0f, var = 0.0f;
+    for (int i = n8; i < n; i++)
+        mean += x[i];
+    for (int k = 0; k < 8; k++)
+        mean += s8[k];
+    mean /= (float)n;
+    for (int i = 0; i < n8; i += 8)
+        for (int k = 0; k < 8; k++)
+            v8[k] += (x[i + k] - mean) * (x[i + k] - mean);
+    for (int i = n8; i < n; i++)
+        var += (x[i] - mean) * (x[i] - mean);
+    for (int k = 0; k < 8; k++)
+        var += v8[k];
+    float r = 1.0f / sqrtf(var / (float)n + eps);
+    for (int i = 0; i < n; i++)
+        out[i] = (x[i] - mean) * r * w[i] + b[i];
+}
+
+/* The family's norm of `rows` rows of n_embd: LayerNorm (weight and bias) or RMSNorm. */
+static void norm_rows(const eng_model *m, float *out, const float *x, const float *w,
+                      const float *b, int rows)
+{
+    int n = m->info.n_embd;
+    assert(!m->fam->layer_norm || b);
+    for (int r = 0; r < rows; r++) {
+        if (m->fam->layer_norm)
+            ctx_layernorm(out + (size_t)r * n, x + (size_t)r * n, w, b, n, m->info.norm_eps);
+        else
+            rmsnorm(out + (size_t)r * n, x + (size_t)r * n, w, n, m->info.norm_eps);
+    }
+}
+
+/* x[r] += b for rows of n; nothing when the layer has no bias. */
+static void add_bias(float *x, const float *b, int rows, int n)
+{
+    if (!b) return;
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++)
+            x[(size_t)r * n + i] += b[i];
+}
+
+/* Rotate the first n_rot dimensions of each head by the position's angles:
+ * pairs (2i, 2i+1), or with neox the halves (i, i + n_rot/2). */
+static void rope(float *x, int n_heads, int hd, int n_rot, bool neox, const float *cs,
+                 const float *sn)
+{
+    int half = n_rot / 2, step = neox ? 1 : 2, other = neox ? half : 1;
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (size_t)h * hd;
-        for (int i = 0; i < hd / 2; i++) {
-            float a = v[2 * i], b = v[2 * i + 1];
-            v[2 * i] = a * cs[i] - b * sn[i];
-            v[2 * i + 1] = a * sn[i] + b * cs[i];
+        for (int i = 0; i < half; i++) {
+            float *pa = v + i * step, *pb = pa + other;
+            float a = *pa, b = *pb;
+            *pa = a * cs[i] - b * sn[i];
+            *pb = a * sn[i] + b * cs[i];
         }
     }
 }
@@ -154,12 +213,13 @@ static void output_logits(eng_ctx *c, const eng_item *items, int n_items)
     for (int i = 0; i < n_items; i++) {
         r += items[i].n_tokens;
         if (!items[i].want_logits) continue;
-        rmsnorm(c->lhid + (size_t)nl * D, c->x + (size_t)(r - 1) * D, m->out_norm, D,
-                m->info.rms_eps);
+        norm_rows(m, c->lhid + (size_t)nl * D, c->x + (size_t)(r - 1) * D, m->out_norm,
+                  m->out_norm_b, 1);
         c->lslot[nl++] = items[i].slot;
     }
     if (nl == 0) return;
     ctx_linear(c, &m->output, c->lhid, nl, c->ltmp);
+    add_bias(c->ltmp, m->output_b, nl, V);
     for (int j = 0; j < nl; j++) {
         memcpy(c->logits + (size_t)c->lslot[j] * V, c->ltmp + (size_t)j * V,
                (size_t)V * sizeof(float));
@@ -167,11 +227,38 @@ static void output_logits(eng_ctx *c, const eng_item *items, int n_items)
     }
 }
 
+/* The MLP's activation over rows [r0, r1) of g: SiLU(g) * u, or GELU(g + b_up). */
+typedef struct {
+    const eng_ctx *c;
+    const eng_layer *L;
+    int rows;
+} act_job;
+
+static void act_worker(void *arg, int ith, int nth)
+{
+    const act_job *j = arg;
+    const eng_ctx *c = j->c;
+    size_t F = (size_t)c->m->info.n_ff;
+    size_t r0 = (size_t)j->rows * ith / nth, r1 = (size_t)j->rows * (ith + 1) / nth;
+    for (size_t r = r0; r < r1; r++) {
+        float *g = c->g + r * F;
+        if (c->m->fam->gated) {
+            const float *u = c->u + r * F;
+            for (size_t i = 0; i < F; i++)
+                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        } else {
+            add_bias(g, j->L->b_up, 1, (int)F);
+            c->gelu(g, F);
+        }
+    }
+}
+
 void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
 {
     const eng_model *m = c->m;
+    const model_family *fam = m->fam;
     const eng_model_info *in = &m->info;
-    int D = in->n_embd, hd = m->head_dim, F = in->n_ff;
+    int D = in->n_embd, hd = m->head_dim, F = in->n_ff, half = m->n_rot / 2;
     int qd = in->n_head * hd, kvd = in->n_head_kv * hd;
 
     assert(n > 0 && n <= c->p.n_batch);
@@ -181,14 +268,16 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
 
     for (int l = 0; l < in->n_layer; l++) {
         const eng_layer *L = &m->layers[l];
-        for (int r = 0; r < n; r++)
-            rmsnorm(c->xn + (size_t)r * D, c->x + (size_t)r * D, L->attn_norm, D, in->rms_eps);
+        norm_rows(m, c->xn, c->x, L->attn_norm, L->attn_norm_b, n);
         ctx_linear3(c, &L->wq, &L->wk, &L->wv, c->xn, n, c->q, c->k, c->v);
+        add_bias(c->q, L->bq, n, qd);
+        add_bias(c->k, L->bk, n, kvd);
+        add_bias(c->v, L->bv, n, kvd);
         for (int r = 0; r < n; r++) {
-            const float *cs = c->rope_cos + (size_t)c->row_pos[r] * hd / 2;
-            const float *sn = c->rope_sin + (size_t)c->row_pos[r] * hd / 2;
-            rope(c->q + (size_t)r * qd, in->n_head, hd, cs, sn);
-            rope(c->k + (size_t)r * kvd, in->n_head_kv, hd, cs, sn);
+            const float *cs = c->rope_cos + (size_t)c->row_pos[r] * half;
+            const float *sn = c->rope_sin + (size_t)c->row_pos[r] * half;
+            rope(c->q + (size_t)r * qd, in->n_head, hd, m->n_rot, fam->rope_neox, cs, sn);
+            rope(c->k + (size_t)r * kvd, in->n_head_kv, hd, m->n_rot, fam->rope_neox, cs, sn);
         }
         for (int r = 0; r < n; r++) {
             size_t off = kv_off(c, items[c->row_item[r]].slot, l, c->row_pos[r]);
@@ -197,17 +286,20 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
         }
         attend(c, items, n_items, l, att_macs);
         ctx_linear(c, &L->wo, c->att, n, c->tmp);
+        add_bias(c->tmp, L->bo, n, D);
         for (size_t i = 0; i < (size_t)n * D; i++)
             c->x[i] += c->tmp[i];
 
-        for (int r = 0; r < n; r++)
-            rmsnorm(c->xn + (size_t)r * D, c->x + (size_t)r * D, L->ffn_norm, D, in->rms_eps);
-        ctx_linear3(c, &L->w_gate, &L->w_up, NULL, c->xn, n, c->g, c->u, NULL);
-        for (size_t i = 0; i < (size_t)n * F; i++) {
-            float g = c->g[i];
-            c->g[i] = g / (1.0f + expf(-g)) * c->u[i];
-        }
+        /* parallel: the MLP reads the same normed rows as attention (xn is intact) */
+        if (!fam->parallel) norm_rows(m, c->xn, c->x, L->ffn_norm, NULL, n);
+        if (fam->gated)
+            ctx_linear3(c, &L->w_gate, &L->w_up, NULL, c->xn, n, c->g, c->u, NULL);
+        else
+            ctx_linear(c, &L->w_up, c->xn, n, c->g);
+        act_job aj = {.c = c, .L = L, .rows = n};
+        ctx_run(c, act_worker, &aj, (long)n * F * 8);
         ctx_linear(c, &L->w_down, c->g, n, c->tmp);
+        add_bias(c->tmp, L->b_down, n, D);
         for (size_t i = 0; i < (size_t)n * D; i++)
             c->x[i] += c->tmp[i];
     }

@@ -233,11 +233,13 @@ static int read_kind(const gguf_file *f, bool *split_digits, char *err, size_t e
     const char *pre = gguf_get_str(f, "tokenizer.ggml.pre");
     if (!pre || !strcmp(pre, "smollm")) {
         *split_digits = true;
-    } else if (!strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2") || !strcmp(pre, "default")) {
+    } else if (!strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2") || !strcmp(pre, "default") ||
+               !strcmp(pre, "phi-2")) { /* phi-2: CodeGen's (moondream2's), GPT-2's regex */
         *split_digits = false;
     } else {
         eng_seterr(err, errlen,
-                   "%s: tokenizer.ggml.pre \"%s\" is not supported (smollm, gpt-2 are)", path, pre);
+                   "%s: tokenizer.ggml.pre \"%s\" is not supported (smollm, gpt-2, phi-2 are)",
+                   path, pre);
         return -1;
     }
     return 0;

@@ -1,37 +1,12 @@
-/* The SigLIP-style vision encoder and Idefics3 connector, one tile at a
- * time: patch embedding (a matmul over flattened patches), learned position
- * embedding, pre-LN blocks, post-LayerNorm, pixel shuffle, linear. */
+/* The SigLIP-style vision encoder and its connector, one tile at a time:
+ * patch embedding (a matmul over flattened patches), learned position
+ * embedding, pre-LN blocks, post-LayerNorm, then Idefics3's pixel shuffle
+ * and linear, or (llama.cpp's "mlp", moondream2) linear, GELU, linear. */
 #include "engine/ctx.h"
 
 #include <math.h>
 #include <string.h>
 #include <time.h>
-
-static void layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps)
-{
-    /* eight partial sums: the loops vectorise without reassociating floats */
-    float s8[8] = {0}, v8[8] = {0};
-    int n8 = n - n % 8;
-    for (int i = 0; i < n8; i += 8)
-        for (int k = 0; k < 8; k++)
-            s8[k] += x[i + k];
-    float mean = 0.0f, var = 0.0f;
-    for (int i = n8; i < n; i++)
-        mean += x[i];
-    for (int k = 0; k < 8; k++)
-        mean += s8[k];
-    mean /= (float)n;
-    for (int i = 0; i < n8; i += 8)
-        for (int k = 0; k < 8; k++)
-            v8[k] += (x[i + k] - mean) * (x[i + k] - mean);
-    for (int i = n8; i < n; i++)
-        var += (x[i] - mean) * (x[i] - mean);
-    for (int k = 0; k < 8; k++)
-        var += v8[k];
-    float r = 1.0f / sqrtf(var / (float)n + eps);
-    for (int i = 0; i < n; i++)
-        out[i] = (x[i] - mean) * r * w[i] + b[i];
-}
 
 /* Row-wise float work split over the pool: layer norms, biases, residuals,
  * GELU. One job kind per call; rows are independent, so the split never
@@ -56,7 +31,7 @@ static void vrow_worker(void *arg, int ith, int nth)
         float *o = j->out + r * n;
         const float *x = j->x ? j->x + r * n : NULL;
         switch (j->op) {
-        case VROW_NORM: layernorm(o, x, j->w, j->b, j->n, j->eps); break;
+        case VROW_NORM: ctx_layernorm(o, x, j->w, j->b, j->n, j->eps); break;
         case VROW_BIAS:
             for (size_t i = 0; i < n; i++)
                 o[i] += j->b[i];
@@ -217,11 +192,26 @@ void vision_forward(eng_ctx *c, const float *pixels, float *out)
         linear_residual(c, &L->w_down, L->b_down, c->vff, P, c->vtmp, c->vx);
         vis_mark(c, ENG_VK_FFN_DOWN, &t);
     }
-    vrows(c,
-          (vrow_job){VROW_NORM, c->vxn, c->vx, m->post_ln_w, m->post_ln_b, P, Dv, m->v_eps, NULL});
+    const float *feat = c->vx;
+    if (m->post_ln_w) {
+        vrows(c, (vrow_job){VROW_NORM, c->vxn, c->vx, m->post_ln_w, m->post_ln_b, P, Dv, m->v_eps,
+                            NULL});
+        feat = c->vxn;
+    }
     vis_mark(c, ENG_VK_NORM, &t);
 
-    pixel_shuffle(m, c->vxn, c->vshuf);
-    ctx_linear(c, &m->mm_fc, c->vshuf, m->info.n_image_tokens, out);
+    if (m->proj == PROJ_MLP) {
+        ctx_linear(c, &m->mm_fc, feat, P, c->vff);
+        vrows(c, (vrow_job){.op = VROW_GELU,
+                            .out = c->vff,
+                            .b = m->mm_b,
+                            .rows = P,
+                            .n = m->mm_ff,
+                            .gelu = c->gelu});
+        linear_bias(c, &m->mm_fc2, m->mm_b2, c->vff, P, out);
+    } else {
+        pixel_shuffle(m, feat, c->vshuf);
+        ctx_linear(c, &m->mm_fc, c->vshuf, m->info.n_image_tokens, out);
+    }
     vis_mark(c, ENG_VK_CONNECTOR, &t);
 }

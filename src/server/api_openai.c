@@ -1,6 +1,7 @@
 /* OpenAI-compatible API: POST /v1/chat/completions (content parts with image_url data URIs,
  * SSE stream ending "data: [DONE]", stream_options.include_usage, response_format) and
  * GET /v1/models. */
+#include <assert.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
@@ -121,6 +122,7 @@ static const char *const openai_supported[] = {
 /* Like OpenAI, an unknown field is an error rather than a silently ignored wish. */
 static int check_fields(const cJSON *root, struct api_error *e)
 {
+    assert(cJSON_IsObject(root)); /* http.c refuses other bodies */
     const cJSON *it;
     cJSON_ArrayForEach(it, root)
     {

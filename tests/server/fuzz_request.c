@@ -16,6 +16,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                            &api_ollama_chat, &api_openai_chat};
     cJSON *root = cJSON_ParseWithLength((const char *)data, size);
     if (!root) return 0;
+    if (!cJSON_IsObject(root)) { /* http.c answers 400 before any parser sees it */
+        cJSON_Delete(root);
+        return 0;
+    }
     for (size_t g = 0; g < sizeof gens / sizeof *gens; g++) {
         struct job *j = job_create();
         if (!j) break;

@@ -1,0 +1,319 @@
+"""moondream2's model in PyTorch, written from its equations: the Phi decoder (llama.cpp's
+"phi2"), and the SigLIP-style vision tower with the two-layer MLP projector (llama.cpp's clip
+mmproj, projector_type "mlp"); golden outputs for tests/test_model.c.
+
+The model, per layer l, on hidden rows x (one per position):
+
+    h     = LayerNorm(x) * w + b                        one norm feeds both branches
+    q,k,v = h Wq^T + bq, h Wk^T + bk, h Wv^T + bv        split into heads of size d
+    q,k   : the first r = rope.dimension_count dimensions of each head rotate by the position's
+            angles, as halves: (u, w) -> (u cos - w sin, w cos + u sin) for u = dims [0, r/2),
+            w = dims [r/2, r), angle_i = pos * theta^(-2i/r); the other d - r dims pass through
+    a     = softmax(q k^T / sqrt(d) + causal mask) v, heads concatenated, a Wo^T + bo
+    m     = gelu_tanh(h W1^T + b1) W2^T + b2             gelu_tanh(z) = z/2 (1 + tanh(sqrt(2/pi)
+                                                                          (z + 0.044715 z^3)))
+    x     = x + a + m                                    attention and MLP in parallel
+
+then logits = (LayerNorm(x) * w + b) Wout^T + bout (not tied to the embedding).
+
+The vision side, on one normalised tile of S x S pixels cut into (S/p)^2 patches of p x p:
+
+    x     = Conv2d(p, stride p)(pixels) + b, one row per patch (row-major), + position table
+    x     = x + attn(LN1(x)), x = x + mlp(LN2(x))    per block: bidirectional multi-head
+                                                     attention, every linear biased, GELU (tanh)
+    f     = LN_post(x)
+    rows  = gelu_tanh(f W0^T + b0) W2^T + b2          llama.cpp's mm.0 / mm.2: one row per patch
+
+and the prompt's image positions take those rows in place of token embeddings.
+
+It writes, under tests/data/golden/:
+
+  phi-tiny-hf/          a tiny random-weight checkpoint in moondream2's Hugging Face layout
+                        (revision 2024-05-08: text_model.transformer.* with fused Wqkv,
+                        text_model.lm_head.{ln,linear}, vision_encoder.encoder.model.visual.*
+                        with a linear patch embedding and fused qkv, vision_encoder.projection.*;
+                        config.json with model_type "moondream1" and phi_config), F16, with the
+                        byte-level tokenizer of tests/make_hf_fixture.py; tests/test_model.c
+                        converts it with `tern convert`'s convert_hf
+  phi-tiny.golden.gguf  the reference run: prompt ids (BOS, the image's rows, text), the input
+                        tile's pixels, the image rows, the logits at every prompt position and a
+                        32-token greedy continuation (the format of make_goldens.py's goldens)
+
+The reference runs in float64 on the weights rounded to float16 (what the checkpoint stores), so
+the engine's F32 path must agree to float32 rounding. Run from the repository root:
+    python3 training/phi_reference.py
+"""
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+from make_goldens import GGML_F32, N_GREEDY, test_image, write_gguf  # noqa: E402
+from make_hf_fixture import make_tokenizer  # noqa: E402
+from model import save_safetensors  # noqa: E402
+
+OUT = os.path.join("tests", "data", "golden")
+
+# moondream2's text_config (Phi-1.5) is n_vocab 51200, n_embd 2048, 24 layers of 32 heads, n_ff
+# 8192, n_rot 32 (partial_rotary_factor 0.5), eps 1e-5, theta 10000, 2048 positions (`tern mkmodel
+# --like moondream2`). The tests use a tiny one with the same head size and rotary share, whose
+# every matrix row is a multiple of 256, so every tensor type applies.
+TINY = dict(n_vocab=320, n_embd=256, n_layer=2, n_head=4, n_ff=512, n_rot=32, eps=1e-5,
+            theta=10000.0, n_ctx=128)
+# moondream2's vision side is SigLIP-so400m at 378 px, patch 14 (1152 wide, ffn 4304, 27 blocks of
+# 16 heads) and an MLP 1152 -> 8192 -> 2048 (`tern mkmodel --like moondream2 --mmproj`); its code
+# fixes 16 heads and nn.LayerNorm's epsilon, so the tiny one keeps those and the patch size.
+TINY_VISION = dict(v_embd=256, v_ff=512, v_layer=2, v_head=16, image=56, patch=14, proj_ff=512,
+                   eps=1e-5)
+IMAGE_ID = TINY["n_vocab"] - 1  # what the golden prompt holds at image positions
+
+
+def make_weights(cfg, seed):
+    """Unit-gain random weights (activations and logits O(1): near-uniform logits would make a
+    weak test), rounded to float16, as float64 tensors keyed by GGUF name."""
+    g = torch.Generator().manual_seed(seed)
+    D, F, V = cfg["n_embd"], cfg["n_ff"], cfg["n_vocab"]
+    w = {}
+
+    def mat(name, n_out, n_in, gain=1.0):
+        w[name] = torch.randn(n_out, n_in, generator=g, dtype=torch.float64) * gain / n_in ** 0.5
+
+    def vec(name, n, mean, std):
+        w[name] = mean + std * torch.randn(n, generator=g, dtype=torch.float64)
+
+    w["token_embd.weight"] = torch.randn(V, D, generator=g, dtype=torch.float64)
+    for l in range(cfg["n_layer"]):
+        p = "blk.%d." % l
+        vec(p + "attn_norm.weight", D, 1.0, 0.1)
+        vec(p + "attn_norm.bias", D, 0.0, 0.1)
+        mat(p + "attn_qkv.weight", 3 * D, D)
+        vec(p + "attn_qkv.bias", 3 * D, 0.0, 0.1)
+        mat(p + "attn_output.weight", D, D)
+        vec(p + "attn_output.bias", D, 0.0, 0.1)
+        mat(p + "ffn_up.weight", F, D)
+        vec(p + "ffn_up.bias", F, 0.0, 0.1)
+        mat(p + "ffn_down.weight", D, F)
+        vec(p + "ffn_down.bias", D, 0.0, 0.1)
+    vec("output_norm.weight", D, 1.0, 0.1)
+    vec("output_norm.bias", D, 0.0, 0.1)
+    mat("output.weight", V, D)
+    vec("output.bias", V, 0.0, 0.1)
+    return {k: v.half().double() for k, v in w.items()}
+
+
+def make_vision_weights(vc, n_embd, seed):
+    """As make_weights, for the mmproj; keyed by llama.cpp's clip names."""
+    g = torch.Generator().manual_seed(seed)
+    Dv, Fv, p = vc["v_embd"], vc["v_ff"], vc["patch"]
+    n_patch = (vc["image"] // p) ** 2
+    w = {}
+
+    def mat(name, n_out, n_in):
+        w[name] = torch.randn(n_out, n_in, generator=g, dtype=torch.float64) / n_in ** 0.5
+
+    def vec(name, n, mean, std):
+        w[name] = mean + std * torch.randn(n, generator=g, dtype=torch.float64)
+
+    w["v.patch_embd.weight"] = torch.randn(Dv, 3, p, p, generator=g, dtype=torch.float64) / \
+        (3 * p * p) ** 0.5
+    vec("v.patch_embd.bias", Dv, 0.0, 0.1)
+    w["v.position_embd.weight"] = torch.randn(n_patch, Dv, generator=g, dtype=torch.float64)
+    for l in range(vc["v_layer"]):
+        b = "v.blk.%d." % l
+        for ln in ("ln1", "ln2"):
+            vec(b + ln + ".weight", Dv, 1.0, 0.1)
+            vec(b + ln + ".bias", Dv, 0.0, 0.1)
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            mat(b + name + ".weight", Dv, Dv)
+            vec(b + name + ".bias", Dv, 0.0, 0.1)
+        mat(b + "ffn_up.weight", Fv, Dv)
+        vec(b + "ffn_up.bias", Fv, 0.0, 0.1)
+        mat(b + "ffn_down.weight", Dv, Fv)
+        vec(b + "ffn_down.bias", Dv, 0.0, 0.1)
+    vec("v.post_ln.weight", Dv, 1.0, 0.1)
+    vec("v.post_ln.bias", Dv, 0.0, 0.1)
+    mat("mm.0.weight", vc["proj_ff"], Dv)
+    vec("mm.0.bias", vc["proj_ff"], 0.0, 0.1)
+    mat("mm.2.weight", n_embd, vc["proj_ff"])
+    vec("mm.2.bias", n_embd, 0.0, 0.1)
+    return {k: v.half().double() for k, v in w.items()}
+
+
+def layer_norm(x, w, b, eps):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + eps) * w + b
+
+
+def gelu_tanh(z):
+    return 0.5 * z * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z ** 3)))
+
+
+def rotate(x, pos, r, theta):
+    """x: [T, H, d]. The first r dims of each head turn as two halves."""
+    i = torch.arange(r // 2, dtype=torch.float64)
+    ang = pos[:, None].double() * theta ** (-2.0 * i / r)  # [T, r/2]
+    cos, sin = torch.cos(ang)[:, None, :], torch.sin(ang)[:, None, :]
+    u, w, rest = x[..., : r // 2], x[..., r // 2: r], x[..., r:]
+    return torch.cat([u * cos - w * sin, w * cos + u * sin, rest], dim=-1)
+
+
+def image_rows(vw, vc, pixels):
+    """pixels [3, S, S] (normalised) -> one embedding row per patch, [P, n_embd]."""
+    p, Dv, H = vc["patch"], vc["v_embd"], vc["v_head"]
+    x = torch.nn.functional.conv2d(pixels[None], vw["v.patch_embd.weight"],
+                                   vw["v.patch_embd.bias"], stride=p)[0]  # [Dv, S/p, S/p]
+    x = x.flatten(1).T + vw["v.position_embd.weight"]  # [P, Dv], patches row-major
+    P, d = x.shape[0], Dv // H
+    for l in range(vc["v_layer"]):
+        b = "v.blk.%d." % l
+
+        def lin(name, t):
+            return t @ vw[b + name + ".weight"].T + vw[b + name + ".bias"]
+
+        h = layer_norm(x, vw[b + "ln1.weight"], vw[b + "ln1.bias"], vc["eps"])
+        q, k, v = (lin(n, h).reshape(P, H, d) for n in ("attn_q", "attn_k", "attn_v"))
+        s = torch.einsum("thd,uhd->htu", q, k) / math.sqrt(d)
+        a = torch.einsum("htu,uhd->thd", torch.softmax(s, dim=-1), v).reshape(P, Dv)
+        x = x + lin("attn_out", a)
+        h = layer_norm(x, vw[b + "ln2.weight"], vw[b + "ln2.bias"], vc["eps"])
+        x = x + lin("ffn_down", gelu_tanh(lin("ffn_up", h)))
+    f = layer_norm(x, vw["v.post_ln.weight"], vw["v.post_ln.bias"], vc["eps"])
+    f = gelu_tanh(f @ vw["mm.0.weight"].T + vw["mm.0.bias"])
+    return f @ vw["mm.2.weight"].T + vw["mm.2.bias"]
+
+
+def forward(w, cfg, ids, rows=None):
+    """Logits [T, V] of every position of ids; rows (if given) replace the embeddings at the
+    prompt's IMAGE_ID positions, in order."""
+    T, D, H = len(ids), cfg["n_embd"], cfg["n_head"]
+    d = D // H
+    pos = torch.arange(T)
+    x = w["token_embd.weight"][torch.tensor(ids)].clone()
+    if rows is not None:
+        at = [i for i, t in enumerate(ids) if t == IMAGE_ID][: rows.shape[0]]
+        x[at] = rows
+    mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+    for l in range(cfg["n_layer"]):
+        p = "blk.%d." % l
+        h = layer_norm(x, w[p + "attn_norm.weight"], w[p + "attn_norm.bias"], cfg["eps"])
+        qkv = h @ w[p + "attn_qkv.weight"].T + w[p + "attn_qkv.bias"]
+        q, k, v = (t.reshape(T, H, d) for t in qkv.split(D, dim=-1))
+        q = rotate(q, pos, cfg["n_rot"], cfg["theta"])
+        k = rotate(k, pos, cfg["n_rot"], cfg["theta"])
+        s = torch.einsum("thd,uhd->htu", q, k) / math.sqrt(d) + mask
+        a = torch.einsum("htu,uhd->thd", torch.softmax(s, dim=-1), v).reshape(T, D)
+        a = a @ w[p + "attn_output.weight"].T + w[p + "attn_output.bias"]
+        m = gelu_tanh(h @ w[p + "ffn_up.weight"].T + w[p + "ffn_up.bias"])
+        m = m @ w[p + "ffn_down.weight"].T + w[p + "ffn_down.bias"]
+        x = x + a + m
+    x = layer_norm(x, w["output_norm.weight"], w["output_norm.bias"], cfg["eps"])
+    return x @ w["output.weight"].T + w["output.bias"]
+
+
+def save_moondream_hf(out_dir, w, vw, cfg, vc):
+    """The weights under moondream2's checkpoint names (the GGUF names' sources in tern
+    convert), F16, with config.json and the tokenizer."""
+    os.makedirs(out_dir, exist_ok=True)
+    T, V, P = "text_model.transformer.", "vision_encoder.encoder.model.visual.", \
+        "vision_encoder.projection.mlp."
+    sd = {T + "embd.wte.weight": w["token_embd.weight"]}
+    for l in range(cfg["n_layer"]):
+        g, h = "blk.%d." % l, T + "h.%d." % l
+        for gg, hh in (("attn_norm", "ln"), ("attn_qkv", "mixer.Wqkv"),
+                       ("attn_output", "mixer.out_proj"), ("ffn_up", "mlp.fc1"),
+                       ("ffn_down", "mlp.fc2")):
+            for kind in ("weight", "bias"):
+                sd[h + hh + "." + kind] = w[g + gg + "." + kind]
+    for gg, hh in (("output_norm", "text_model.lm_head.ln"),
+                   ("output", "text_model.lm_head.linear")):
+        for kind in ("weight", "bias"):
+            sd[hh + "." + kind] = w[gg + "." + kind]
+    Dv = vc["v_embd"]
+    sd[V + "patch_embed.linear.weight"] = vw["v.patch_embd.weight"].reshape(Dv, -1)
+    sd[V + "patch_embed.linear.bias"] = vw["v.patch_embd.bias"]
+    sd[V + "pos_embed"] = vw["v.position_embd.weight"][None]
+    for l in range(vc["v_layer"]):
+        g, h = "v.blk.%d." % l, V + "blocks.%d." % l
+        for kind in ("weight", "bias"):
+            for gg, hh in (("ln1", "norm1"), ("ln2", "norm2"), ("attn_out", "attn.proj"),
+                           ("ffn_up", "mlp.fc1"), ("ffn_down", "mlp.fc2")):
+                sd[h + hh + "." + kind] = vw[g + gg + "." + kind]
+            sd[h + "attn.qkv." + kind] = torch.cat(
+                [vw[g + n + "." + kind] for n in ("attn_q", "attn_k", "attn_v")])
+    for kind in ("weight", "bias"):
+        sd[V + "norm." + kind] = vw["v.post_ln." + kind]
+        sd[P + "fc1." + kind] = vw["mm.0." + kind]
+        sd[P + "fc2." + kind] = vw["mm.2." + kind]
+    save_safetensors({k: v.half() for k, v in sd.items()},
+                     os.path.join(out_dir, "model.safetensors"), {"format": "pt"})
+    config = {"architectures": ["Moondream"], "model_type": "moondream1",
+              "phi_config": {"model_type": "phi", "vocab_size": cfg["n_vocab"],
+                             "hidden_size": cfg["n_embd"], "intermediate_size": cfg["n_ff"],
+                             "num_hidden_layers": cfg["n_layer"],
+                             "num_attention_heads": cfg["n_head"],
+                             "max_position_embeddings": cfg["n_ctx"],
+                             "layer_norm_eps": cfg["eps"], "rope_theta": cfg["theta"],
+                             "partial_rotary_factor": cfg["n_rot"] / (cfg["n_embd"] //
+                                                                      cfg["n_head"])},
+              "torch_dtype": "float16"}
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    with open(os.path.join(out_dir, "tokenizer.json"), "w") as f:
+        json.dump(make_tokenizer(), f, ensure_ascii=False, indent=1)
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+                   "tokenizer_class": "CodeGenTokenizer"}, f, indent=2)
+
+
+def prompt_ids(n_vocab, n_image, n=27):
+    """BOS (id 1 in the tests' vocabulary), the image's positions, then words."""
+    g = np.random.default_rng(11)
+    words = [int(t) for t in g.integers(2, IMAGE_ID, size=n)]
+    return [1] + [IMAGE_ID] * n_image + words
+
+
+def run_reference(w, cfg, ids, rows):
+    with torch.no_grad():
+        logits = forward(w, cfg, ids, rows)
+        seq, greedy = list(ids), []
+        for _ in range(N_GREEDY):
+            # rows go to the first IMAGE_ID positions, all in the prompt: a generated IMAGE_ID
+            # is an ordinary token, as in the engine
+            nxt = forward(w, cfg, seq, rows)[-1]
+            top2 = torch.topk(nxt, 2).values
+            if float(top2[0] - top2[1]) < 1e-3:
+                print("warning: near tie in greedy step %d" % len(greedy))
+            greedy.append(int(nxt.argmax()))
+            seq.append(greedy[-1])
+    return logits.numpy(), greedy
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    w = make_weights(TINY, 3)
+    vw = make_vision_weights(TINY_VISION, TINY["n_embd"], 4)
+    pixels = test_image(TINY_VISION["image"])[0]
+    with torch.no_grad():
+        rows = image_rows(vw, TINY_VISION, pixels)
+    ids = prompt_ids(TINY["n_vocab"], rows.shape[0])
+    logits, greedy = run_reference(w, TINY, ids, rows)
+    save_moondream_hf(os.path.join(OUT, "phi-tiny-hf"), w, vw, TINY, TINY_VISION)
+    kvs = {"golden.image_token_id": IMAGE_ID, "golden.n_prompt": len(ids),
+           "golden.n_greedy": len(greedy), "golden.prompt": ids, "golden.greedy": greedy}
+    write_gguf(os.path.join(OUT, "phi-tiny.golden.gguf"), kvs,
+               [("logits", logits, GGML_F32), ("pixels", pixels.numpy(), GGML_F32),
+                ("image_embd", rows.numpy(), GGML_F32)])
+    print("phi-tiny: %d prompt tokens (%d image rows), greedy %s" %
+          (len(ids), rows.shape[0], greedy))
+
+
+if __name__ == "__main__":
+    main()
