@@ -46,6 +46,7 @@ typedef enum { ENG_ARCH_LLAMA, ENG_ARCH_PHI2 } eng_arch;
 typedef struct {
     /* text decoder */
     eng_arch arch;
+    const char *arch_name; /* its general.architecture: "llama", "phi2" */
     int n_vocab;
     int n_embd; /* hidden size: the width of an embedding row */
     int n_layer;

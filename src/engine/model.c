@@ -191,6 +191,7 @@ static int text_family(eng_model *m, const gguf_file *f, char *err, size_t errle
                           "%s: architecture '%s' is not supported (want 'llama' or 'phi2')",
                           gguf_path(f), arch);
     m->info.arch = m->fam->arch;
+    m->info.arch_name = m->fam->name;
     return ENG_OK;
 }
 

@@ -32,7 +32,7 @@ enum { BACKEND_EOS_LENGTH = 2 };
 
 struct backend_info {
     const char *name;     /* model name for the APIs */
-    const char *family;   /* "llama" */
+    const char *family;   /* general.architecture: "llama", "phi2" */
     const char *quant;    /* "TQ2_0" */
     long long size_bytes; /* model files on disk */
     long long params;     /* parameter count, 0 when unknown */

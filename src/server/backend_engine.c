@@ -535,6 +535,15 @@ static int eb_decode(struct backend *b, int n, const int *slots, struct backend_
         const char *piece = tok_stream_push(p->ts, id, &len);
         if (len >= sizeof o->text) len = sizeof o->text - 1;
         memcpy(o->text, piece, len);
+        if (p->n_gen >= p->max_tokens) {
+            /* the scheduler ends the answer at max_tokens: the bytes the detokenizer holds
+             * (an unfinished UTF-8 sequence) go out now, as tern run prints them */
+            size_t tl;
+            const char *tail = tok_stream_flush(p->ts, &tl);
+            if (tl > sizeof o->text - 1 - len) tl = sizeof o->text - 1 - len;
+            memcpy(o->text + len, tail, tl);
+            len += tl;
+        }
         o->text[len] = 0;
         o->len = len;
         p->next = id;
@@ -586,7 +595,7 @@ static int eb_count(struct backend *b, const char *text)
 static void eb_info(struct backend *b, struct backend_info *out)
 {
     struct engb *e = (struct engb *)b;
-    *out = (struct backend_info){e->name,   "llama",           e->quant, e->size,
+    *out = (struct backend_info){e->name,   e->in->arch_name,  e->quant, e->size,
                                  e->params, e->in->has_vision, e->n_ctx};
 }
 

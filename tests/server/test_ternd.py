@@ -856,6 +856,48 @@ class RealEngine(unittest.TestCase):
             self.assertEqual(cold.stop(), 0)
 
 
+class PhiModel(unittest.TestCase):
+    """moondream2's family (Phi decoder, SigLIP + MLP projector, Question/Answer prompt) behind
+    the same HTTP paths: a tiny random-weight pair from `tern mkmodel --like phi-tiny`.
+    The answers are gibberish; what is checked is that ternd serves the family with a picture
+    exactly as `tern run` does."""
+
+    @classmethod
+    def setUpClass(cls):
+        tern = os.environ.get('TERN_CLI')
+        if not tern:
+            raise unittest.SkipTest('TERN_CLI not set')
+        cls.tmp = tempfile.mkdtemp(prefix='ternd-phi-')
+        cls.model, cls.mmproj = cls.tmp + '/phi.gguf', cls.tmp + '/phi-mmproj.gguf'
+        subprocess.run([tern, 'mkmodel', '--like', 'phi-tiny', '--type', 'tq2_0', '-o', cls.model,
+                        '--mmproj', cls.mmproj], check=True, capture_output=True)
+        cls.d = Daemon('--engine', 'model', '--model', cls.model, '--mmproj', cls.mmproj,
+                       '--threads', '1', '--slots', '2')
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.d.stop() == 0
+
+    def test_served_like_tern_run(self):
+        image = os.path.join(DATA, 'shapes.jpg')
+        same_as_tern_run(self, self.d, self.model, self.mmproj, image, 'what color',
+                         {'temperature': 0, 'max_tokens': 8})
+        same_as_tern_run(self, self.d, self.model, self.mmproj, image, 'what shape',
+                         {'temperature': 1.5, 'top_k': 0, 'top_p': 1, 'min_p': 0, 'seed': 5,
+                          'max_tokens': 8})
+
+    def test_family_reported(self):
+        st, h, o = self.d.json('GET', '/api/tags')
+        self.assertEqual(st, 200)
+        self.assertEqual(o['models'][0]['details']['family'], 'phi2')
+        img = base64.b64encode(read_file('shapes.png')).decode()
+        st, h, o = self.d.json('POST', '/generate', {'prompt': 'what', 'image': img,
+                                                     'max_tokens': 4, 'stream': False})
+        self.assertEqual(st, 200, o)
+        self.assertGreater(o['usage']['image_tokens'], 0)
+        self.assertGreater(o['timings']['vision_ms'], 0)
+
+
 class DemoModel(unittest.TestCase):
     """The shipped demo model (models/tern-demo-tq2_0.gguf) answering questions about held-out
     test pictures (tests/data/shapes) that it answers correctly with greedy decoding: each API
