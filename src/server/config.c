@@ -317,9 +317,7 @@ static int parse_cidr(const char *s, size_t n, unsigned char a[16], int *bits)
     return 0;
 }
 
-/* Calls fn on each entry of a comma-separated list (spaces around entries ignored) until it
- * returns nonzero; returns that value, or 0. */
-static int each_entry(const char *list, int (*fn)(const char *s, size_t n, void *arg), void *arg)
+int config_list_each(const char *list, int (*fn)(const char *s, size_t n, void *arg), void *arg)
 {
     for (const char *p = list; *p;) {
         while (*p == ' ' || *p == ',')
@@ -355,7 +353,7 @@ int config_addr_listed(const char *list, const char *addr)
     unsigned char a[16];
     int bits;
     if (parse_cidr(addr, strlen(addr), a, &bits) != 0 || bits != 128) return 0;
-    return each_entry(list, entry_matches, a);
+    return config_list_each(list, entry_matches, a);
 }
 
 struct bad_entry {
@@ -377,7 +375,7 @@ static int entry_invalid(const char *s, size_t n, void *arg)
 int config_validate(const struct config *c, char *err, size_t errlen)
 {
     struct bad_entry bad = {err, errlen};
-    if (each_entry(c->trusted_proxies, entry_invalid, &bad)) return CONFIG_ERR;
+    if (config_list_each(c->trusted_proxies, entry_invalid, &bad)) return CONFIG_ERR;
     if (strcmp(c->engine, "model") != 0 && strcmp(c->engine, "echo") != 0) {
         snprintf(err, errlen, "engine: '%s' is not one of model, echo", c->engine);
         return CONFIG_ERR;

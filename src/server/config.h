@@ -99,4 +99,8 @@ int config_addr_listed(const char *list, const char *addr);
 /* Name of the i-th key, NULL past the last (for documentation checks). */
 const char *config_key_at(int i);
 
+/* Calls fn on each entry of a comma-separated list (spaces around entries ignored, empty
+ * entries skipped) until it returns nonzero; returns that value, or 0. */
+int config_list_each(const char *list, int (*fn)(const char *s, size_t n, void *arg), void *arg);
+
 #endif

@@ -773,24 +773,22 @@ static void check_body_headers(struct http_req *r, const char *url)
               "Content-Type %s: send application/json or multipart/form-data", ct ? ct : "(none)");
 }
 
+struct list_item {
+    const char *item;
+    size_t n;
+};
+
+static int item_matches(const char *p, size_t len, void *arg)
+{
+    const struct list_item *it = arg;
+    return (len == 1 && *p == '*') || (len == it->n && strncasecmp(p, it->item, it->n) == 0);
+}
+
 /* In a comma-separated list (case-insensitive, spaces around items ignored); "*" matches all. */
 static int in_list(const char *list, const char *item, size_t n)
 {
-    for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > p && t[-1] == ' ')
-            t--;
-        size_t len = (size_t)(t - p);
-        if (len && ((len == 1 && *p == '*') || (len == n && strncasecmp(p, item, n) == 0)))
-            return 1;
-        p = e;
-    }
-    return 0;
+    struct list_item it = {item, n};
+    return config_list_each(list, item_matches, &it);
 }
 
 /* DNS rebinding needs a name the attacker controls: IP literals, localhost and the names in
