@@ -1090,6 +1090,10 @@ static int md_vision_model(conv *c, const char *out_path)
     preprocess pp = {
         .mean = {0.5f, 0.5f, 0.5f}, .std = {0.5f, 0.5f, 0.5f}, .longest_edge = p.image_size};
     set_vision_keys(w, &p, &pp, "mlp");
+    /* llama.cpp's clip runs an "mlp" file's block_count - 1 blocks (LLaVA's penultimate layer)
+     * unless feature_layer names the last one; moondream uses every block */
+    const int32_t last = (int32_t)p.n_layer;
+    gguf_set_arr(w, "clip.vision.feature_layer", GGUF_INT32, &last, 1);
     /* the linear patch embedding reads (c, ky, kx) like the conv kernel it becomes */
     int64_t D = p.hidden, ne_patch[4] = {p.patch, p.patch, 3, D}, ne_pos[2] = {D, p.n_patches};
     int rc = add_slice(c, w, MD_VIS "patch_embed.linear.weight", "v.patch_embd.weight", KEEP_F32, 0,
