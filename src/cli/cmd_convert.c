@@ -986,6 +986,9 @@ static int md_text_model(conv *c, const cJSON *cfg, const char *out_path)
     gguf_set_f32(w, "phi2.attention.layer_norm_epsilon", (float)p.eps);
     gguf_set_f32(w, "phi2.rope.freq_base", (float)p.theta);
     gguf_set_u32(w, "phi2.rope.dimension_count", (uint32_t)n_rot);
+    /* moondream's prompt places BOS itself; llama.cpp's phi2 converters say so (the tokenizer's
+     * own config, when it has the key, wins below) */
+    gguf_set_bool(w, "tokenizer.ggml.add_bos_token", false);
     /* CodeGen's tokenizer, which llama.cpp calls "phi-2": GPT-2's pre-tokenizer, digits not
      * split one by one */
     int rc = write_tokenizer(c, w, cfg, cJSON_IsObject(pc) ? pc : NULL, p.vocab, "phi-2");
