@@ -1097,6 +1097,8 @@ static int md_vision_model(conv *c, const char *out_path)
      * unless feature_layer names the last one; moondream uses every block */
     const int32_t last = (int32_t)p.n_layer;
     gguf_set_arr(w, "clip.vision.feature_layer", GGUF_INT32, &last, 1);
+    /* what llava-cli builds before projector_type read to pick the LLaVA graph */
+    gguf_set_bool(w, "clip.has_llava_projector", true);
     /* the linear patch embedding reads (c, ky, kx) like the conv kernel it becomes */
     int64_t D = p.hidden, ne_patch[4] = {p.patch, p.patch, 3, D}, ne_pos[2] = {D, p.n_patches};
     int rc = add_slice(c, w, MD_VIS "patch_embed.linear.weight", "v.patch_embd.weight", KEEP_F32, 0,
