@@ -670,6 +670,98 @@ START_TEST(test_phi_layouts)
 }
 END_TEST
 
+/* vis rewritten in moondream's own mmproj layout (its exporter, which
+ * llama.cpp's clip reads): block_count one past the blocks run, a copy of the
+ * last block stored there, fc1 named "ffn_down" and fc2 "ffn_up", no
+ * feature_layer; feature_layer >= 0 writes that key instead of dropping it. */
+static void upstream_mmproj(const char *vis, const char *dst, int feature_layer)
+{
+    gguf_file *f;
+    ck_assert_msg(gguf_open(vis, &f, g_err, sizeof g_err) == GGUF_OK, "%s", g_err);
+    int64_t n64 = 0;
+    ck_assert(gguf_get_i64(f, "clip.vision.block_count", &n64) && n64 >= 1);
+    int n = (int)n64;
+    gguf_writer *w = gguf_writer_create();
+    for (int i = 0; i < gguf_n_kv(f); i++)
+        if (strcmp(gguf_key(f, i), "clip.vision.feature_layer") != 0) gguf_set_from(w, f, i);
+    gguf_set_u32(w, "clip.vision.block_count", (uint32_t)n + 1);
+    if (feature_layer >= 0)
+        gguf_set_arr(w, "clip.vision.feature_layer", GGUF_INT32, &feature_layer, 1);
+    for (int i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        char name[96];
+        const char *up = strstr(t->name, ".ffn_up."), *dn = strstr(t->name, ".ffn_down.");
+        if (up)
+            snprintf(name, sizeof name, "%.*s.ffn_down.%s", (int)(up - t->name), t->name, up + 8);
+        else if (dn)
+            snprintf(name, sizeof name, "%.*s.ffn_up.%s", (int)(dn - t->name), t->name, dn + 10);
+        else
+            snprintf(name, sizeof name, "%s", t->name);
+        ck_assert_int_eq(
+            gguf_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data, g_err, sizeof g_err),
+            GGUF_OK);
+        int l;
+        char rest[64];
+        if (sscanf(name, "v.blk.%d.%63s", &l, rest) == 2 && l == n - 1) {
+            snprintf(name, sizeof name, "v.blk.%d.%s", n, rest);
+            ck_assert_int_eq(
+                gguf_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data, g_err, sizeof g_err),
+                GGUF_OK);
+        }
+    }
+    ck_assert_msg(gguf_write(w, dst, g_err, sizeof g_err) == GGUF_OK, "%s", g_err);
+    gguf_writer_destroy(w);
+    gguf_close(f);
+}
+
+static float *encode_with(const char *text, const char *vis, const golden *g)
+{
+    eng_model *m;
+    ck_assert_msg(eng_model_load(text, vis, &m, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
+    eng_ctx *c = make_ctx(m, 1, 2);
+    float *e = encode_image(c, m, g);
+    ck_assert_ptr_nonnull(e);
+    eng_ctx_destroy(c);
+    eng_model_free(m);
+    return e;
+}
+
+/* An "mlp" mmproj in moondream's upstream layout gives the embeddings of
+ * tern convert's (which names every block it runs in feature_layer), bit for
+ * bit: llama.cpp's block count and swapped-FFN rules. A feature_layer past
+ * block_count is refused by name. */
+START_TEST(test_phi_mmproj_upstream)
+{
+    char text[512], vis[512], up[512];
+    snprintf(text, sizeof text, "%s/phi-tiny.gguf", g_tmp);
+    snprintf(vis, sizeof vis, "%s/phi-tiny-mmproj.gguf", g_tmp);
+    tmp_path(up, sizeof up, "phi-mmproj-upstream.gguf");
+    golden g;
+    golden_open(&g, "phi-tiny");
+    const eng_model_info *in;
+    eng_model *m;
+    ck_assert_msg(eng_model_load(text, vis, &m, g_err, sizeof g_err) == ENG_OK, "%s", g_err);
+    in = eng_model_get_info(m);
+    size_t n = (size_t)in->n_image_tokens * in->n_embd;
+    eng_model_free(m);
+    float *ours = encode_with(text, vis, &g);
+    upstream_mmproj(vis, up, -1);
+    float *theirs = encode_with(text, up, &g);
+    ck_assert(memcmp(ours, theirs, n * sizeof *ours) == 0);
+    free(theirs);
+    upstream_mmproj(vis, up, 3); /* all three stored blocks: not what the converter wrote */
+    theirs = encode_with(text, up, &g);
+    ck_assert(memcmp(ours, theirs, n * sizeof *ours) != 0);
+    free(theirs);
+    upstream_mmproj(vis, up, 9);
+    ck_assert_int_eq(eng_model_load(text, up, &m, g_err, sizeof g_err), ENG_ERR);
+    ck_assert_msg(strstr(g_err, "feature_layer") != NULL, "%s", g_err);
+    free(ours);
+    golden_close(&g);
+    unlink(up);
+}
+END_TEST
+
 /* moondream2's prompt through chat.c, as tern run, perplexity and ternd
  * build it: BOS, the picture's rows (the encoder's output for the
  * preprocessed picture), "\n\nQuestion: ...\n\nAnswer:"; prefilled, it
@@ -955,6 +1047,7 @@ int main(void)
                         (int)(sizeof batched_models / sizeof batched_models[0]));
     tcase_add_test(tc, test_phi_layouts);
     tcase_add_test(tc, test_phi_chat_prompt);
+    tcase_add_test(tc, test_phi_mmproj_upstream);
     tcase_add_test(tc, test_phi_convert_refusals);
     tcase_add_test(tc, test_kv_f16);
     tcase_add_test(tc, test_tied_and_shapes);

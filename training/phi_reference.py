@@ -42,8 +42,11 @@ It writes, under tests/data/golden/:
 The reference runs in float64 on the weights rounded to float16 (what the checkpoint stores), so
 the engine's F32 path must agree to float32 rounding. Run from the repository root:
     python3 training/phi_reference.py
+`--config moondream2 --out DIR` writes instead a random-weight checkpoint at moondream2's real
+configuration (same layout and tokenizer, 3.7 GB) for full-size runs and benchmarks.
 """
 
+import argparse
 import json
 import math
 import os
@@ -72,23 +75,29 @@ TINY = dict(n_vocab=320, n_embd=256, n_layer=2, n_head=4, n_ff=512, n_rot=32, ep
 # fixes 16 heads and nn.LayerNorm's epsilon, so the tiny one keeps those and the patch size.
 TINY_VISION = dict(v_embd=256, v_ff=512, v_layer=2, v_head=16, image=56, patch=14, proj_ff=512,
                    eps=1e-5)
+# The real shapes, for `--config moondream2`: a random-weight checkpoint only (no reference run).
+MOONDREAM2 = dict(n_vocab=51200, n_embd=2048, n_layer=24, n_head=32, n_ff=8192, n_rot=32,
+                  eps=1e-5, theta=10000.0, n_ctx=2048)
+MOONDREAM2_VISION = dict(v_embd=1152, v_ff=4304, v_layer=27, v_head=16, image=378, patch=14,
+                         proj_ff=8192, eps=1e-5)
 IMAGE_ID = TINY["n_vocab"] - 1  # what the golden prompt holds at image positions
 
 
-def make_weights(cfg, seed):
+def make_weights(cfg, seed, dt=torch.float64):
     """Unit-gain random weights (activations and logits O(1): near-uniform logits would make a
-    weak test), rounded to float16, as float64 tensors keyed by GGUF name."""
+    weak test), rounded to float16, as float64 tensors keyed by GGUF name (dt float32: drawn in
+    float32 and kept as float16, for the real-size checkpoint)."""
     g = torch.Generator().manual_seed(seed)
     D, F, V = cfg["n_embd"], cfg["n_ff"], cfg["n_vocab"]
     w = {}
 
     def mat(name, n_out, n_in, gain=1.0):
-        w[name] = torch.randn(n_out, n_in, generator=g, dtype=torch.float64) * gain / n_in ** 0.5
+        w[name] = _keep(torch.randn(n_out, n_in, generator=g, dtype=dt) * gain / n_in ** 0.5, dt)
 
     def vec(name, n, mean, std):
-        w[name] = mean + std * torch.randn(n, generator=g, dtype=torch.float64)
+        w[name] = _keep(mean + std * torch.randn(n, generator=g, dtype=dt), dt)
 
-    w["token_embd.weight"] = torch.randn(V, D, generator=g, dtype=torch.float64)
+    w["token_embd.weight"] = _keep(torch.randn(V, D, generator=g, dtype=dt), dt)
     for l in range(cfg["n_layer"]):
         p = "blk.%d." % l
         vec(p + "attn_norm.weight", D, 1.0, 0.1)
@@ -105,10 +114,20 @@ def make_weights(cfg, seed):
     vec("output_norm.bias", D, 0.0, 0.1)
     mat("output.weight", V, D)
     vec("output.bias", V, 0.0, 0.1)
-    return {k: v.half().double() for k, v in w.items()}
+    return {k: _round(v) for k, v in w.items()}
 
 
-def make_vision_weights(vc, n_embd, seed):
+def _keep(t, dt):
+    """float64 stays until the end (the goldens' rounding); float32 goes to float16 at once, so
+    the real-size weights never sit in memory wider than the checkpoint."""
+    return t if dt == torch.float64 else t.half()
+
+
+def _round(t):
+    return t.half().double() if t.dtype == torch.float64 else t
+
+
+def make_vision_weights(vc, n_embd, seed, dt=torch.float64):
     """As make_weights, for the mmproj; keyed by llama.cpp's clip names."""
     g = torch.Generator().manual_seed(seed)
     Dv, Fv, p = vc["v_embd"], vc["v_ff"], vc["patch"]
@@ -116,15 +135,15 @@ def make_vision_weights(vc, n_embd, seed):
     w = {}
 
     def mat(name, n_out, n_in):
-        w[name] = torch.randn(n_out, n_in, generator=g, dtype=torch.float64) / n_in ** 0.5
+        w[name] = _keep(torch.randn(n_out, n_in, generator=g, dtype=dt) / n_in ** 0.5, dt)
 
     def vec(name, n, mean, std):
-        w[name] = mean + std * torch.randn(n, generator=g, dtype=torch.float64)
+        w[name] = _keep(mean + std * torch.randn(n, generator=g, dtype=dt), dt)
 
-    w["v.patch_embd.weight"] = torch.randn(Dv, 3, p, p, generator=g, dtype=torch.float64) / \
-        (3 * p * p) ** 0.5
+    w["v.patch_embd.weight"] = _keep(torch.randn(Dv, 3, p, p, generator=g, dtype=dt) /
+                                     (3 * p * p) ** 0.5, dt)
     vec("v.patch_embd.bias", Dv, 0.0, 0.1)
-    w["v.position_embd.weight"] = torch.randn(n_patch, Dv, generator=g, dtype=torch.float64)
+    w["v.position_embd.weight"] = _keep(torch.randn(n_patch, Dv, generator=g, dtype=dt), dt)
     for l in range(vc["v_layer"]):
         b = "v.blk.%d." % l
         for ln in ("ln1", "ln2"):
@@ -143,7 +162,7 @@ def make_vision_weights(vc, n_embd, seed):
     vec("mm.0.bias", vc["proj_ff"], 0.0, 0.1)
     mat("mm.2.weight", n_embd, vc["proj_ff"])
     vec("mm.2.bias", n_embd, 0.0, 0.1)
-    return {k: v.half().double() for k, v in w.items()}
+    return {k: _round(v) for k, v in w.items()}
 
 
 def layer_norm(x, w, b, eps):
@@ -296,7 +315,29 @@ def run_reference(w, cfg, ids, rows):
     return logits.numpy(), greedy
 
 
+def save_moondream2(out_dir):
+    """A random-weight checkpoint at moondream2's real configuration (1.9 G parameters, 3.7 GB in
+    F16) with the tests' small byte-level tokenizer: for tern convert / quantize / run / ternd at
+    full size. Weights are drawn in float32 and kept as float16 (about 8 GB of memory at the
+    peak, while the file is written)."""
+    w = make_weights(MOONDREAM2, 5, torch.float32)
+    vw = make_vision_weights(MOONDREAM2_VISION, MOONDREAM2["n_embd"], 6, torch.float32)
+    save_moondream_hf(out_dir, w, vw, MOONDREAM2, MOONDREAM2_VISION)
+    print("moondream2-shaped checkpoint in %s" % out_dir)
+
+
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", choices=("tiny", "moondream2"), default="tiny",
+                    help="tiny: the goldens under tests/data/golden/ (default); moondream2: only "
+                    "a random-weight checkpoint at the real shapes, in --out")
+    ap.add_argument("--out", help="where --config moondream2 writes its checkpoint")
+    args = ap.parse_args()
+    if args.config == "moondream2":
+        if not args.out:
+            ap.error("--config moondream2 needs --out DIR")
+        save_moondream2(args.out)
+        return
     os.makedirs(OUT, exist_ok=True)
     w = make_weights(TINY, 3)
     vw = make_vision_weights(TINY_VISION, TINY["n_embd"], 4)

@@ -986,6 +986,9 @@ static int md_text_model(conv *c, const cJSON *cfg, const char *out_path)
     gguf_set_f32(w, "phi2.attention.layer_norm_epsilon", (float)p.eps);
     gguf_set_f32(w, "phi2.rope.freq_base", (float)p.theta);
     gguf_set_u32(w, "phi2.rope.dimension_count", (uint32_t)n_rot);
+    /* moondream's prompt places BOS itself; llama.cpp's phi2 converters say so (the tokenizer's
+     * own config, when it has the key, wins below) */
+    gguf_set_bool(w, "tokenizer.ggml.add_bos_token", false);
     /* CodeGen's tokenizer, which llama.cpp calls "phi-2": GPT-2's pre-tokenizer, digits not
      * split one by one */
     int rc = write_tokenizer(c, w, cfg, cJSON_IsObject(pc) ? pc : NULL, p.vocab, "phi-2");
@@ -1090,6 +1093,12 @@ static int md_vision_model(conv *c, const char *out_path)
     preprocess pp = {
         .mean = {0.5f, 0.5f, 0.5f}, .std = {0.5f, 0.5f, 0.5f}, .longest_edge = p.image_size};
     set_vision_keys(w, &p, &pp, "mlp");
+    /* llama.cpp's clip runs an "mlp" file's block_count - 1 blocks (LLaVA's penultimate layer)
+     * unless feature_layer names the last one; moondream uses every block */
+    const int32_t last = (int32_t)p.n_layer;
+    gguf_set_arr(w, "clip.vision.feature_layer", GGUF_INT32, &last, 1);
+    /* what llava-cli builds before projector_type read to pick the LLaVA graph */
+    gguf_set_bool(w, "clip.has_llava_projector", true);
     /* the linear patch embedding reads (c, ky, kx) like the conv kernel it becomes */
     int64_t D = p.hidden, ne_patch[4] = {p.patch, p.patch, 3, D}, ne_pos[2] = {D, p.n_patches};
     int rc = add_slice(c, w, MD_VIS "patch_embed.linear.weight", "v.patch_embd.weight", KEEP_F32, 0,

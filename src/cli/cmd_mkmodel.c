@@ -532,6 +532,12 @@ static void mmproj_hparams(gguf_writer *w, const arch *a)
     gguf_set_arr(w, "clip.vision.image_mean", GGUF_FLOAT32, half, 3);
     gguf_set_arr(w, "clip.vision.image_std", GGUF_FLOAT32, half, 3);
     if (!a->proj_ff) gguf_set_u32(w, "clip.vision.projector.scale_factor", (uint32_t)a->scale);
+    /* llama.cpp runs an "mlp" file's block_count - 1 blocks unless told the last one */
+    const int32_t last = a->v_layers;
+    if (a->proj_ff) {
+        gguf_set_arr(w, "clip.vision.feature_layer", GGUF_INT32, &last, 1);
+        gguf_set_bool(w, "clip.has_llava_projector", true);
+    }
 }
 
 static void mmproj_tensors(builder *b, const arch *a)

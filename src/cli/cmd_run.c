@@ -20,8 +20,9 @@
 static const char usage_text[] =
     "usage: tern run -m TEXT.gguf [--mmproj VISION.gguf] [--image FILE] -p PROMPT [options]\n"
     "\n"
-    "Answer PROMPT (about FILE, a JPEG or PNG, when given) with the SmolVLM chat\n"
-    "template, streaming the answer to stdout. A timing line goes to stderr.\n"
+    "Answer PROMPT (about FILE, a JPEG or PNG, when given) in the model family's prompt\n"
+    "format (SmolVLM's chat template, moondream2's \"Question: ... Answer:\"), streaming\n"
+    "the answer to stdout. A timing line goes to stderr.\n"
     "\n"
     "  -m, --model FILE       text model GGUF\n"
     "      --mmproj FILE      vision projector GGUF (needed with --image)\n"

@@ -378,6 +378,42 @@ static int load_floats(const gguf_file *f, const char *key, float *out, int n, c
     return ENG_OK;
 }
 
+/* How many encoder blocks run, as llama.cpp's clip does it. An "mlp" (LLaVA-style) file runs
+ * block_count - 1 blocks unless clip.vision.feature_layer names the last one to run (moondream's
+ * own mmproj stores 27 + 1 blocks, the last a copy that is never run; tern convert writes 27 and
+ * feature_layer [27]). Idefics3 runs them all. Several feature layers, concatenated (granite),
+ * are not supported. */
+static int vision_depth(eng_model *m, const gguf_file *f, int n_block, char *err, size_t errlen)
+{
+    m->v_layer = n_block;
+    if (m->proj != PROJ_MLP) return ENG_OK;
+    const char *key = "clip.vision.feature_layer";
+    int i = gguf_find_key(f, key);
+    if (i < 0) {
+        m->v_layer = n_block - 1;
+        if (m->v_layer < 1)
+            return eng_seterr(err, errlen,
+                              "%s: clip.vision.block_count = %d: an \"mlp\" mmproj without %s "
+                              "runs block_count - 1 blocks, so it needs at least 2",
+                              gguf_path(f), n_block, key);
+        return ENG_OK;
+    }
+    gguf_vtype t = gguf_arr_type(f, i);
+    if (gguf_kv_type(f, i) != GGUF_ARRAY || (t != GGUF_INT32 && t != GGUF_UINT32) ||
+        gguf_arr_len(f, i) != 1)
+        return eng_seterr(err, errlen,
+                          "%s: key '%s' must be an array of one int32 (several feature layers "
+                          "are not supported)",
+                          gguf_path(f), key);
+    int32_t v;
+    memcpy(&v, gguf_arr_data(f, i), sizeof v);
+    if (v < 1 || v > n_block)
+        return eng_seterr(err, errlen, "%s: %s = [%d] is out of range 1..%d (block_count)",
+                          gguf_path(f), key, (int)v, n_block);
+    m->v_layer = v;
+    return ENG_OK;
+}
+
 /* The encoder's hyperparameters and the image processor's normalisation. */
 static int vision_hparams(eng_model *m, const gguf_file *f, char *err, size_t errlen)
 {
@@ -393,11 +429,13 @@ static int vision_hparams(eng_model *m, const gguf_file *f, char *err, size_t er
                           gguf_path(f), pt ? pt : "(missing)");
     m->v_eps = 1e-6f;
     in->scale_factor = m->proj == PROJ_MLP ? 1 : 2; /* mlp: one embedding row per patch */
+    int n_block = 0;
     if (get_int(f, "clip.vision.image_size", true, 1, &in->image_size, err, errlen) ||
         get_int(f, "clip.vision.patch_size", true, 1, &in->patch_size, err, errlen) ||
         get_int(f, "clip.vision.embedding_length", true, 1, &m->v_embd, err, errlen) ||
         get_int(f, "clip.vision.feed_forward_length", true, 1, &m->v_ff, err, errlen) ||
-        get_int(f, "clip.vision.block_count", true, 1, &m->v_layer, err, errlen) ||
+        get_int(f, "clip.vision.block_count", true, 1, &n_block, err, errlen) ||
+        vision_depth(m, f, n_block, err, errlen) ||
         get_int(f, "clip.vision.attention.head_count", true, 1, &m->v_head, err, errlen) ||
         get_float(f, "clip.vision.attention.layer_norm_epsilon", false, &m->v_eps, err, errlen) ||
         (m->proj == PROJ_IDEFICS3 && get_int(f, "clip.vision.projector.scale_factor", false, 1,
@@ -450,6 +488,18 @@ static int vision_layer(eng_model *m, const gguf_file *f, int l, char *err, size
     for (int i = 0; i < 8; i++) {
         snprintf(w[i], sizeof w[i], "v.blk.%d.%s.weight", l, nm[i]);
         snprintf(b[i], sizeof b[i], "v.blk.%d.%s.bias", l, nm[i]);
+    }
+    /* Old LLaVA-style exporters (moondream's own mmproj among them) named fc1 "ffn_down" and fc2
+     * "ffn_up"; llama.cpp swaps them back when "ffn_down" reads v_embd inputs, and so do we. */
+    const gguf_tensor *dn = gguf_find_tensor(f, w[7]);
+    if (Dv != Fv && dn && dn->ne[0] == Dv) {
+        char t[64];
+        for (int k = 0; k < 2; k++) {
+            char(*x)[64] = k ? b : w;
+            memcpy(t, x[6], sizeof t);
+            memcpy(x[6], x[7], sizeof t);
+            memcpy(x[7], t, sizeof t);
+        }
     }
     if (load_vec(m, f, w[0], Dv, &L->ln1_w, err, errlen) ||
         load_vec(m, f, b[0], Dv, &L->ln1_b, err, errlen) ||
