@@ -47,13 +47,15 @@ def main():
     ap.add_argument('--tern', default='build/src/cli/tern')
     ap.add_argument('--models', default='models')
     ap.add_argument('--data', default='tests/data/shapes/test.jsonl')
-    ap.add_argument('--ood', default='tests/data/ood/ood.jsonl',
+    ap.add_argument('--ood', default='tests/data/ood/test.jsonl',
                     help="the second renderer's split ('' to leave out)")
-    ap.add_argument('--ood-single', default='tests/data/ood/ood_single_color.jsonl',
+    ap.add_argument('--ood-single', default='tests/data/ood/test_single_color.jsonl',
                     help='its colour questions on single filled shapes, plain backgrounds')
     ap.add_argument('--wide', default='', help="training/data.py's test_wide.jsonl")
     ap.add_argument('--threads', default='1')
     ap.add_argument('--reps', default='3')
+    ap.add_argument('--json', default='',
+                    help='also write the rows as JSON here (training/figures.py plots them)')
     ap.add_argument('--post-training', action='store_true',
                     help='also rows for the f16 file re-typed to tq2_0 / q1_0 without fine-tuning')
     a = ap.parse_args()
@@ -66,12 +68,12 @@ def main():
             ' | '.join(QTYPES) + ' |')
     print(head)
     print('|' + '---|' * (7 + len(extra) + len(QTYPES)))
-    ood_rows = []
+    ood_rows, records = [], []
     for t in TYPES:
         text = os.path.join(a.models, 'tern-demo-%s.gguf' % t)
         mm = os.path.join(a.models, 'tern-demo-mmproj-%s.gguf' % t)
         if os.path.exists(text):
-            line, by_q = row(a, t, text, mm, extra)
+            line, by_q = row(a, t, text, mm, extra, records)
             print(line, flush=True)
             ood_rows.append((t, by_q))
     if a.post_training:
@@ -85,9 +87,14 @@ def main():
                     dst = os.path.join(tmp, 'ptq%s-%s.gguf' % (part, t))
                     run([a.tern, 'quantize', src, dst, '--type', t])
                     pair.append(dst)
-                line, by_q = row(a, '%s post-training only (f16 re-typed)' % t, *pair, extra)
+                line, by_q = row(a, '%s post-training only (f16 re-typed)' % t, *pair, extra,
+                                 records)
                 print(line, flush=True)
                 ood_rows.append(('%s post-training only' % t, by_q))
+    if a.json:
+        with open(a.json, 'w') as f:
+            json.dump({'threads': a.threads, 'reps': a.reps, 'data': a.data, 'ood': a.ood,
+                       'rows': records}, f, indent=1)
     if a.ood:
         print('\nOOD split (second renderer, %s) by question type, exact %%:\n' % a.ood)
         print('| file | perplexity | exact % | ' + ' | '.join(QTYPES) + ' |')
@@ -110,8 +117,9 @@ def exact(a, text, mm, data):
     return rows
 
 
-def row(a, label, text, mm, extra=()):
-    """A table line, and the OOD split's exact match by question type (or None)."""
+def row(a, label, text, mm, extra=(), records=None):
+    """A table line, and the OOD split's exact match by question type (or None); appends the
+    numbers to `records` (for --json)."""
     mb = (os.path.getsize(text) + os.path.getsize(mm)) / 1e6
     bench = json.loads(run([a.tern, 'bench', '-m', text, '--mmproj', mm, '-t', a.threads,
                             '-r', a.reps, '-p', '64', '-n', '64', '--json']).stdout)
@@ -120,13 +128,20 @@ def row(a, label, text, mm, extra=()):
     rows = exact(a, text, mm, a.data)
     cells = ' | '.join('%.0f' % (100 * rows[q][1]) if q in rows else '-' for q in QTYPES)
     more, by_q = '', None
-    for _, path in extra:
+    rec = {'file': label, 'mb': mb, 'bpw': linear_bpw(a.tern, [text, mm]), 'peak_rss_mb': rss,
+           'tg_tok_s': tg, 'perplexity': rows['all'][0],
+           'exact': {'in_distribution': rows['all'][1]}}
+    for head, path in extra:
         r = exact(a, text, mm, path)
         more += '%.1f | ' % (100 * r['all'][1])
+        rec['exact'][head] = r['all'][1]
         if path == a.ood:
             by_q = r
+            rec['ood_perplexity'] = r['all'][0]
+    if records is not None:
+        records.append(rec)
     return ('| %s | %.1f | %.3f | %.1f | %.0f | %.3f | %.1f | %s%s |'
-            % (label, mb, linear_bpw(a.tern, [text, mm]), rss, tg, rows['all'][0],
+            % (label, mb, rec['bpw'], rss, tg, rows['all'][0],
                100 * rows['all'][1], more, cells)), by_q
 
 

@@ -21,7 +21,8 @@ background pixel near it could pass for that colour.
 writes DIR/test_ood/NNNNN.{png,jpg}, DIR/test_ood.jsonl (lines {"image", "prompt", "answer",
 "qtype", "layout"}) and DIR/test_ood_single_color.jsonl: the colour questions about single
 filled shapes on plain backgrounds (the issue's 98 % target).
-  python3 data_ood.py --tests tests/data/ood --n 40   # a few small pictures for the test suite
+  python3 data_ood.py --tests tests/data/ood --n 48   # small pictures for the test suite:
+    tests/data/ood/test/, test.jsonl, test_single_color.jsonl (another seed range)
 """
 
 import argparse
@@ -370,7 +371,7 @@ def main():
     a = ap.parse_args()
     if a.tests:
         exs = [e for e in examples(a.n * 3, a.seed + 500_000) if len(e["bytes"]) < 20_000][:a.n]
-        write(exs, a.tests, "ood")
+        write(exs, a.tests, "test")
         print(f"{len(exs)} pictures in {a.tests}", file=sys.stderr)
         return
     exs = examples(a.n, a.seed)

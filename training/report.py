@@ -59,6 +59,9 @@ def main():
                         for r in jl(os.path.join(out, c, "log.jsonl"))]
             d = last
         e = {"loss_curve": curve(log), "val": [r for r in log if "val_acc" in r]}
+        q = [(r["step"], round(r["qerr"], 5)) for r in log if "qerr" in r]
+        if q:  # relative quantization error of the latent weights (ternarize.py)
+            e["qerr_curve"] = q
         sp = [r["s_per_step"] for r in log if "s_per_step" in r]
         if sp:
             e["s_per_step_median"] = sorted(sp)[len(sp) // 2]
