@@ -60,6 +60,10 @@ def kmeans_init(res, out):
     plt.close(fig)
 
 
+def short(r):
+    return r["file"].replace(" post-training only (f16 re-typed)", " PTQ")
+
+
 def by(table, key, xlabel, name, out):
     rows = table["rows"]
     heads = [h for h in rows[0]["exact"]]
@@ -69,10 +73,10 @@ def by(table, key, xlabel, name, out):
         a.plot(xs, [100 * r["exact"][h] for r in rows], "o",
                label={"in_distribution": "held-out split"}.get(h, h))
     for r in rows:
-        a.annotate(r["file"].split(" ")[0], (r[key], 100 * r["exact"]["in_distribution"]),
+        a.annotate(short(r), (r[key], 100 * r["exact"]["in_distribution"]),
                    textcoords="offset points", xytext=(4, 4), fontsize=8)
         b.plot(r[key], r["perplexity"], "o", color="C0")
-        b.annotate(r["file"].split(" ")[0], (r[key], r["perplexity"]),
+        b.annotate(short(r), (r[key], r["perplexity"]),
                    textcoords="offset points", xytext=(4, 4), fontsize=8)
     a.set(xlabel=xlabel, ylabel="exact match %", title="Exact match")
     b.set(xlabel=xlabel, ylabel="perplexity (held-out split)", title="Perplexity")
@@ -88,8 +92,8 @@ def tokens(table, out):
     rows = [r for r in table["rows"] if "post-training" not in r["file"]]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.bar([r["file"] for r in rows], [r["tg_tok_s"] for r in rows], color="C2")
-    ax.set(ylabel="generation tokens/s", title="tern bench, %s thread(s), 64 tokens"
-           % table.get("threads", "?"))
+    ax.set(ylabel="generation tokens/s", title="tern bench, %s thread(s), 64 tokens, %s rounds"
+           " (shared machine: noisy)" % (table.get("threads", "?"), table.get("reps", "?")))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "tokens_per_s.png"), dpi=110)

@@ -41,7 +41,7 @@ def pct(x):
 def main():
     out, rj, rm = sys.argv[1:4]
     res = {"stages": {}}
-    cycles = [c for c in ("float2", "world") if os.path.isdir(os.path.join(out, c))]
+    cycles = [c for c in ("float2", "world", "world2") if os.path.isdir(os.path.join(out, c))]
     last = os.path.join(out, cycles[-1] if cycles else "float")
     cfg = js(os.path.join(last, "hf", "config.json"))
     if cfg:

@@ -16,7 +16,7 @@
 #
 # Environment: PYTHON (default /usr/bin/python3, Debian's, which has python3-torch),
 # OUT, FLOAT_STEPS (float steps of the first cycle, default 6900), FLOAT2_STEPS (second
-# cycle, default 4000), WORLD_STEPS (the wider-world cycle), WORLD_FROM (an HF float model to
+# cycle, default 4000), WORLD_STEPS and WORLD2_STEPS (the two wider-world cycles), WORLD_FROM (an HF float model to
 # start the wider-world cycle from instead of training float/ and float2/: the shipped models
 # were made with WORLD_FROM = models/hf/float as of commit a7381e4), QAT_STEPS, ABSMEAN_STEPS,
 # EVAL_GREEDY (images decoded for real by evaluate.py, default 60), TERN (the tern CLI for the
@@ -35,7 +35,7 @@ if [ $smoke = 1 ]; then
   world_data_args=(--train 48 --val 12 --test 8 --test-wide 8 --workers 1)
   ood_n=8
   float_args=(--images 4 --qpi 2 --eval-every 2 --eval-limit 4 --ckpt-every 2 --log-every 1)
-  world_args=("${float_args[@]}" --steps 4 --attn-sup 3,0.5)
+  world_args=("${float_args[@]}" --steps 4 --attn-sup 3,0.5); ws2=0
   threads=1
   fs=4; grow_at=2; fs2=6
   float2_args=("${float_args[@]}" --steps 4 --attn-sup 3,0.5)
@@ -55,12 +55,12 @@ else
   float2_args=(--steps "$fs3" --images 16 --qpi 6 --lr 7e-4 --aux 1.0 --aux-steps $((fs3 - 250))
                --qkeep describe=0.3,count=0.2,color=0.6,exists=0.6 --attn-sup 3,1.0 --seed 12
                --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
-  ws="${WORLD_STEPS:-500}"
+  ws="${WORLD_STEPS:-500}"; ws2="${WORLD2_STEPS:-500}"
   world_args=(--steps "$ws" --images 16 --qpi 6 --lr 6e-4 --warmup 30 --aux 0.3
               --aux-steps $((ws - 100)) --qkeep describe=0.5,count=0.5 --attn-sup 3,1.0 --seed 21
               --eval-every 100 --eval-limit 150 --ckpt-every 25 --log-every 10)
-  qat_args=(--steps "${QAT_STEPS:-300}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
-  abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 6 --eval-every 1000)
+  qat_args=(--steps "${QAT_STEPS:-150}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
+  abs_args=(--steps "${ABSMEAN_STEPS:-50}" --images 16 --qpi 6 --eval-every 1000)
   eval_args=(--greedy-limit "${EVAL_GREEDY:-60}")
 fi
 echo "training pipeline: OUT=$OUT smoke=$smoke"
@@ -110,25 +110,34 @@ F="$OUT/world"
 [ -f "$F/hf/config.json" ] ||
   "$PY" "$here/train.py" --data "$OUT/data-world" --out "$F" --resume --init "$F2" \
     --threads "$threads" --config '{"text_config": {"num_hidden_layers": 5}}' "${world_args[@]}"
+# 2d. a second wider-world cycle (warm restart from world/): the first one's loss on the wider
+#     world was still falling fast when its learning rate had decayed.
+if [ "$ws2" -gt 0 ]; then
+  [ -f "$OUT/world2/hf/config.json" ] ||
+    "$PY" "$here/train.py" --data "$OUT/data-world" --out "$OUT/world2" --resume --init "$F/hf" \
+      --threads "$threads" --config '{"text_config": {"num_hidden_layers": 5}}' \
+      "${world_args[@]}" --steps "$ws2" --aux-steps $((ws2 - 100)) --lr 4e-4 --seed 22
+  F="$OUT/world2"
+fi
+fl=$(basename "$F")
 [ -f "$F/hf16/config.json" ] || "$PY" "$here/export.py" "$F/hf" "$F/hf16"
 
-# 3. ternary (k-means) and binary fine-tuning side by side (one thread each), then absmean
+# 3. ternary (k-means), binary and absmean (the comparison) fine-tuning side by side, one
+#    thread each
 pids=()
-for mode in kmeans binary; do
-  dir=ternary; [ $mode = binary ] && dir=binary
+for mode in kmeans binary absmean; do
+  dir=ternary; [ $mode = binary ] && dir=binary; [ $mode = absmean ] && dir=absmean
+  args=("${qat_args[@]}"); [ $mode = absmean ] && args=("${abs_args[@]}")
   if [ ! -f "$OUT/$dir/eval.json" ]; then
     "$PY" "$here/ternarize.py" --data "$OUT/data-world" --float "$F/hf" --out "$OUT/$dir" \
-      --mode $mode "${qat_args[@]}" > "$OUT/$dir.out" 2>&1 &
+      --mode $mode "${args[@]}" > "$OUT/$dir.out" 2>&1 &
     pids+=($!)
   fi
 done
 for p in "${pids[@]}"; do wait "$p"; done
-[ -f "$OUT/absmean/eval.json" ] ||
-  "$PY" "$here/ternarize.py" --data "$OUT/data-world" --float "$F/hf" --out "$OUT/absmean" \
-    --mode absmean "${abs_args[@]}" > "$OUT/absmean.out" 2>&1
 
 # 4. accuracy of the exported files (what tern convert will read)
-for st in world:hf16 ternary:hf binary:hf; do
+for st in $fl:hf16 ternary:hf binary:hf; do
   name=${st%%:*}; sub=${st#*:}
   [ -f "$OUT/$name/eval_hf.json" ] ||
     "$PY" "$here/evaluate.py" --model "$OUT/$name/$sub" --data "$OUT/data-world" "${eval_args[@]}" \
@@ -143,7 +152,7 @@ if [ $smoke = 1 ]; then
   exit 0
 fi
 "$PY" "$here/report.py" "$OUT" "$here/results.json" "$here/RESULTS.md"
-for st in world:hf16:float ternary:hf:ternary binary:hf:binary; do
+for st in $fl:hf16:float ternary:hf:ternary binary:hf:binary; do
   IFS=: read -r src sub name <<< "$st"
   mkdir -p "$OUT/export/$name"
   cp "$OUT/$src/$sub"/* "$OUT/export/$name/"
