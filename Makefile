@@ -12,6 +12,7 @@ PKGS := gcc make meson ninja-build pkg-config clang libclang-rt-14-dev \
         libmicrohttpd-dev libcjson-dev libjpeg62-turbo-dev libspng-dev libinih-dev \
         libsystemd-dev libsqlite3-dev sqlite3 check curl openssl systemd clang-format \
         python3 python3-torch python3-numpy python3-pil libopenblas0-pthread \
+        python3-cairo python3-matplotlib \
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium \
         $(ARM64_PKGS) debhelper dpkg-dev lintian \
         haproxy python3-yaml avahi-daemon avahi-utils iproute2

@@ -267,23 +267,299 @@ def make_example(seed, size=96):
             "pixels": small}
 
 
+# ---------------------------------------------------------------------------------------------
+# The wider world: what a newcomer draws. Any background at any brightness, shapes of 7-70 % of
+# the picture anywhere, filled or outlined, anti-aliased or hard-edged, square and non-square
+# pictures of 32..1024 px, PNG with and without alpha and JPEG. The answers use the same words:
+# a shape's place is the 3x3 cell its centre is in (never near a cell border), "small" is a
+# diameter of at most 15 % of the picture's shorter side and a large one at least 21 %.
+
+SMALL_D = (0.07, 0.15)
+LARGE_D = (0.21, 0.70)
+MIN_PX = 8            # no shape narrower than this in the source picture ...
+MIN_VIEW = 7.0        # ... or in the model's 96 px view
+BORDER = 0.045        # a centre is at least this far (fraction of the side) from a cell border
+NEAR = 95.0           # RGB distance under which a background pixel could pass for the colour
+# What people draw as each colour: the first world's shade and paint-program ones (the wider
+# world's shapes take any of these, jittered).
+SHADES = {
+    "red": [(220, 35, 35), (255, 0, 0), (190, 20, 30), (235, 60, 50)],
+    "green": [(35, 165, 60), (0, 128, 0), (40, 200, 40), (20, 140, 90)],
+    "blue": [(35, 80, 225), (0, 0, 255), (30, 110, 210), (20, 40, 160)],
+    "yellow": [(245, 220, 35), (255, 255, 0), (255, 215, 0), (240, 230, 70)],
+    "orange": [(250, 140, 25), (255, 150, 0), (255, 120, 0), (235, 110, 20)],
+    "purple": [(145, 55, 190), (128, 0, 128), (150, 50, 220), (110, 40, 150)],
+    "white": [(248, 248, 248), (255, 255, 255), (238, 238, 238)],
+    "black": [(18, 18, 18), (0, 0, 0), (35, 35, 35)],
+}
+
+
+def model_view(img, size):
+    """The processor's resize (model.preprocess): longest edge to `size`, then square."""
+    w, h = img.size
+    if max(w, h) != size:
+        if w >= h:
+            img = img.resize((size, max(1, round(h * size / w))), Image.LANCZOS)
+        else:
+            img = img.resize((max(1, round(w * size / h)), size), Image.LANCZOS)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.LANCZOS)
+    return img
+
+
+def to_rgb(img):
+    """RGBA over opaque white, as the C engine's PNG decoder (and Idefics3's convert_to_rgb)."""
+    if img.mode in ("RGBA", "LA", "P"):
+        img = img.convert("RGBA")
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def _hsv(h, s, v):
+    import colorsys
+    return np.array(colorsys.hsv_to_rgb(h, s, v)) * 255
+
+
+def wide_color(rng):
+    """A background colour of any kind: white, black, grey, saturated, pastel, dark, muted."""
+    k = rng.choice(["white", "black", "grey", "saturated", "saturated", "pastel", "pastel",
+                    "dark", "mid"])
+    if k == "white":
+        return _hsv(rng.random(), rng.uniform(0, 0.06), rng.uniform(0.93, 1.0))
+    if k == "black":
+        return _hsv(rng.random(), rng.uniform(0, 0.3), rng.uniform(0.0, 0.12))
+    if k == "grey":
+        return _hsv(rng.random(), rng.uniform(0, 0.08), rng.uniform(0.1, 0.95))
+    if k == "saturated":
+        return _hsv(rng.random(), rng.uniform(0.6, 1.0), rng.uniform(0.45, 1.0))
+    if k == "pastel":
+        return _hsv(rng.random(), rng.uniform(0.12, 0.4), rng.uniform(0.82, 1.0))
+    if k == "dark":
+        return _hsv(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.12, 0.4))
+    return _mid_color(rng)
+
+
+def wide_background(rng, nrng, w, h):
+    """(h, w, 3) float background of any kind and brightness."""
+    kind = rng.choice(["plain", "plain", "plain", "gradient", "gradient", "noise", "stripes",
+                       "checker", "blotch"])
+    c1, c2 = wide_color(rng), wide_color(rng)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if kind == "plain":
+        img = np.broadcast_to(c1, (h, w, 3)).astype(np.float32)
+    elif kind == "gradient":
+        if rng.random() < 0.7:
+            ang = rng.uniform(0, 2 * math.pi)
+            t = xx / w * math.cos(ang) + yy / h * math.sin(ang)
+        else:  # radial
+            t = np.hypot(xx / w - rng.random(), yy / h - rng.random())
+        t = (t - t.min()) / max(1e-6, float(t.max() - t.min()))
+        img = c1 * (1 - t[..., None]) + c2 * t[..., None]
+    elif kind in ("stripes", "checker"):
+        period = rng.uniform(0.02, 0.15) * min(w, h) + 1
+        if kind == "stripes":
+            ang = rng.uniform(0, math.pi)
+            m = ((xx * math.cos(ang) + yy * math.sin(ang)) // period) % 2
+        else:
+            m = ((xx // period) + (yy // period)) % 2
+        c2 = c1 + (c2 - c1) * rng.uniform(0.15, 1.0)
+        img = c1 * (1 - m[..., None]) + c2 * m[..., None]
+    elif kind == "blotch":
+        g = nrng.random((rng.randint(3, 9), rng.randint(3, 9), 1))
+        g = np.asarray(Image.fromarray((g[..., 0] * 255).astype(np.uint8)).resize(
+            (w, h), Image.BICUBIC), dtype=np.float32)[..., None] / 255
+        img = c1 * (1 - g) + c2 * g
+    else:
+        img = np.broadcast_to(c1, (h, w, 3)).astype(np.float32)
+    if kind == "noise" or rng.random() < 0.25:  # photo-like grain, colour or grey
+        sigma = rng.uniform(4, 40)
+        n = nrng.normal(0, sigma, (h, w, 1 if rng.random() < 0.5 else 3))
+        img = img + n
+    return np.clip(img, 0, 255).astype(np.float32)
+
+
+def _cell(u):
+    return min(2, int(u * 3))
+
+
+def _place(rng, d_frac, W, H, cell):
+    """A centre (px) in `cell` for a shape of diameter d_frac * min(W, H), fully in the picture
+    and BORDER away from the cell's borders; None if it cannot fit."""
+    r = d_frac * min(W, H) / 2
+    row, col = divmod(cell, 3)
+    lo_x = max(r * 1.1, (col / 3 + BORDER) * W)
+    hi_x = min(W - r * 1.1, ((col + 1) / 3 - BORDER) * W)
+    lo_y = max(r * 1.1, (row / 3 + BORDER) * H)
+    hi_y = min(H - r * 1.1, ((row + 1) / 3 - BORDER) * H)
+    if lo_x > hi_x or lo_y > hi_y:
+        return None
+    return rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
+
+
+def sample_wide_scene(rng):
+    """Picture size and 1-3 objects: shape, size label, diameter (fraction of the shorter side),
+    centre (px), cell; colours are chosen later against the background."""
+    side = int(round(math.exp(rng.uniform(math.log(32), math.log(1024)))))
+    if rng.random() < 0.5:
+        W = H = side
+    else:
+        ratio = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+        W, H = side, int(min(1024, max(32, round(side * ratio))))
+        if rng.random() < 0.5:
+            W, H = H, W
+    n = rng.choice([1, 1, 2, 2, 3])
+    for _ in range(50):
+        objs = []
+        for c in rng.sample(range(9), n):
+            small = rng.random() < 0.4
+            d_lo, d_hi = SMALL_D if small else (LARGE_D[0], LARGE_D[1] if n == 1 else 0.34)
+            # never too small to tell apart, in the source or in the model's view
+            short = min(W, H)
+            d_lo = max(d_lo, MIN_PX / short, MIN_VIEW / 96 * max(W, H) / short)
+            if d_lo > d_hi:
+                break
+            d = rng.uniform(d_lo, d_hi)
+            at = _place(rng, d, W, H, c)
+            if at is None:
+                break
+            objs.append({"shape": rng.choice(SHAPES), "size": "small" if small else "large",
+                         "d": d, "cx": at[0], "cy": at[1], "row": c // 3, "col": c % 3})
+        if len(objs) != n:
+            continue
+        rad = [o["d"] * min(W, H) / 2 for o in objs]
+        if all(math.hypot(a["cx"] - b["cx"], a["cy"] - b["cy"]) > 1.35 * (ra + rb) + 2
+               for i, (a, ra) in enumerate(zip(objs, rad)) for b, rb in zip(objs[i + 1:], rad[i + 1:])):
+            objs.sort(key=lambda o: o["row"] * 3 + o["col"])  # reading order
+            return W, H, objs
+        n = max(1, n - (rng.random() < 0.3))
+    # a last resort that always fits: one large shape in the centre
+    d = max(0.3, MIN_VIEW / 96 * max(W, H) / min(W, H), MIN_PX / min(W, H))
+    return W, H, [{"shape": rng.choice(SHAPES), "size": "large", "d": min(d, 0.7),
+                   "cx": W / 2, "cy": H / 2, "row": 1, "col": 1}]
+
+
+def _allowed_colors(bg, o, W, H):
+    """Named colours no background pixel around the object could pass for."""
+    r = o["d"] * min(W, H) / 2 * 1.3
+    x0, x1 = int(max(0, o["cx"] - r)), int(min(W, o["cx"] + r + 1))
+    y0, y1 = int(max(0, o["cy"] - r)), int(min(H, o["cy"] + r + 1))
+    patch = bg[y0:y1, x0:x1].reshape(-1, 3)
+    if len(patch) > 4096:
+        patch = patch[:: len(patch) // 4096]
+    out = []
+    for name, shades in SHADES.items():
+        near = min(float(np.percentile(np.sqrt(((patch - np.array(c, dtype=np.float32)) ** 2)
+                                               .sum(1)), 1)) for c in shades)
+        if near > NEAR:
+            out.append(name)
+    return out
+
+
+def render_wide(rng, nrng):
+    """(objects, encoded bytes, ext) of one wider-world picture."""
+    W, H, objs = sample_wide_scene(rng)
+    for _ in range(20):
+        bg0 = bg = wide_background(rng, nrng, W, H)
+        alpha = None
+        if rng.random() < 0.15:  # PNG with alpha: the background fades to white (or vanishes)
+            alpha = rng.choice([0.0, rng.uniform(0.3, 1.0)])
+            bg = bg0 * alpha + 255 * (1 - alpha)  # what the model sees: over white
+        allowed = [_allowed_colors(bg, o, W, H) for o in objs]
+        if all(allowed):
+            break
+    else:
+        bg0 = bg = np.full((H, W, 3), 128, dtype=np.float32)
+        alpha, allowed = None, [[c for c in COLOR_NAMES] for _ in objs]
+    for o, al in zip(objs, allowed):
+        o["color"] = rng.choice(al)
+    hard = rng.random() < 0.25
+    ss = 1 if hard else (4 if max(W, H) <= 256 else 2 if max(W, H) <= 512 else 1)
+    canvas = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
+    if ss > 1:
+        canvas = canvas.resize((W * ss, H * ss), Image.BILINEAR)
+    draw = ImageDraw.Draw(canvas)
+    for o in objs:
+        r = o["d"] * min(W, H) / 2 * ss
+        cx, cy = o["cx"] * ss, o["cy"] * ss
+        col = tuple(int(np.clip(v + rng.uniform(-15, 15), 0, 255))
+                    for v in rng.choice(SHADES[o["color"]]))
+        rot = math.radians(rng.uniform(-12, 12))
+        view_d = o["d"] * min(W, H) * 96 / max(W, H)
+        outline = view_d >= 16 and rng.random() < 0.3
+        lw = max(int(round(r * rng.uniform(0.18, 0.3))), int(math.ceil(2.2 * ss * max(W, H) / 96)))
+        if o["shape"] == "circle":
+            box = [cx - r, cy - r, cx + r, cy + r]
+            if outline:
+                draw.ellipse(box, outline=col, width=lw)
+            else:
+                draw.ellipse(box, fill=col)
+        else:
+            pts = polygon(o["shape"], cx, cy, r, rot)
+            if outline:
+                draw.line(pts + pts[:2], fill=col, width=lw, joint="curve")
+            else:
+                draw.polygon(pts, fill=col)
+        for k in ("d", "cx", "cy"):
+            o[k] = round(o[k], 4)
+    img = canvas if ss == 1 else canvas.resize((W, H), Image.LANCZOS)
+    if not hard and rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.8) * max(W, H) / 96))
+    buf = io.BytesIO()
+    if alpha is not None:
+        # store the true background colour under the alpha, so only compositing shows white
+        a = np.asarray(img, dtype=np.float32)
+        shape_mask = np.abs(a - bg).sum(2) > 24
+        al = np.where(shape_mask, 255, int(round(alpha * 255))).astype(np.uint8)
+        rgb = np.where(shape_mask[..., None], a, bg0)
+        rgba = np.dstack([np.clip(rgb, 0, 255).astype(np.uint8), al])
+        Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+        return objs, buf.getvalue(), "png"
+    if rng.random() < 0.65:
+        img.save(buf, format="JPEG", quality=rng.randint(30, 95))
+        return objs, buf.getvalue(), "jpg"
+    img.save(buf, format="PNG")
+    return objs, buf.getvalue(), "png"
+
+
+def make_wide_example(seed, size=96):
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    objs, data, ext = render_wide(rng, nrng)
+    qs = questions(objs, rng)
+    img = to_rgb(Image.open(io.BytesIO(data)))
+    return {"seed": seed, "objects": objs, "questions": qs, "bytes": data, "ext": ext,
+            "pixels": np.asarray(model_view(img, size), dtype=np.uint8)}
+
+
 SPLIT_SEEDS = {"train": 1_000_000, "val": 2_000_000, "test": 3_000_000}
+# the wider world's seeds: disjoint from the first world's and from each other
+WIDE_SEEDS = {"train": 5_000_000, "val": 6_000_000, "test": 7_000_000}
 
 
 def _job(args):
-    seed, size, keep_bytes = args
-    ex = make_example(seed, size)
+    seed, size, keep_bytes, wide = args
+    ex = (make_wide_example if wide else make_example)(seed, size)
     if not keep_bytes:
         ex["bytes"] = None
     return ex
 
 
-def make_split(split, n, size=96, workers=2, keep_bytes=False):
-    base = SPLIT_SEEDS[split]
-    jobs = [(base + i, size, keep_bytes) for i in range(n)]
+def split_jobs(split, n, size=96, keep_bytes=False, wide=0.0):
+    """Example i of a split with a `wide` fraction of wider-world pictures: the first world's
+    example i (seed base+i) or the wider world's (its own seed range), interleaved evenly.
+    wide=0 is the first world exactly as before; the test split is kept that way (the held-out
+    in-distribution split), the wider world's test split is written separately."""
+    base, wbase = SPLIT_SEEDS[split], WIDE_SEEDS[split]
+    return [(wbase + i if w else base + i, size, keep_bytes, w)
+            for i in range(n) for w in [int((i + 1) * wide) > int(i * wide)]]
+
+
+def make_split(split, n, size=96, workers=2, keep_bytes=False, wide=0.0):
+    jobs = split_jobs(split, n, size, keep_bytes, wide)
     if workers > 1:
         with Pool(workers) as p:
-            return p.map(_job, jobs, chunksize=64)
+            return p.map(_job, jobs, chunksize=16)
     return [_job(j) for j in jobs]
 
 
@@ -299,19 +575,19 @@ def load_split(path):
     return z["pixels"], json.loads(z["meta"].tobytes().decode())
 
 
-def write_test_files(examples, out_dir):
-    """Source images + test.jsonl for the C engine (`tern perplexity`, accuracy)."""
-    img_dir = os.path.join(out_dir, "test")
+def write_test_files(examples, out_dir, name="test"):
+    """Source images + NAME.jsonl for the C engine (`tern perplexity`, accuracy)."""
+    img_dir = os.path.join(out_dir, name)
     os.makedirs(img_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "test.jsonl"), "w") as f:
+    with open(os.path.join(out_dir, name + ".jsonl"), "w") as f:
         for i, e in enumerate(examples):
-            name = os.path.join("test", f"{i:05d}.{e['ext']}")
-            with open(os.path.join(out_dir, name), "wb") as g:
+            name_i = os.path.join(name, f"{i:05d}.{e['ext']}")
+            with open(os.path.join(out_dir, name_i), "wb") as g:
                 g.write(e["bytes"])
             for qt in QTYPES:
                 if qt in e["questions"]:
                     p, a = e["questions"][qt]
-                    f.write(json.dumps({"image": name, "prompt": p, "answer": a,
+                    f.write(json.dumps({"image": name_i, "prompt": p, "answer": a,
                                         "qtype": qt}) + "\n")
 
 
@@ -339,6 +615,10 @@ def main():
     ap.add_argument("--test", type=int, default=400)
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--wide", type=float, default=0.5,
+                    help="fraction of the train and val splits drawn from the wider world")
+    ap.add_argument("--test-wide", type=int, default=400,
+                    help="pictures in the wider world's test split (test_wide.jsonl)")
     ap.add_argument("--splits", default="test,val,train",
                     help="which splits to write (e.g. 'test' for the C engine's evaluation only)")
     a = ap.parse_args()
@@ -350,10 +630,15 @@ def main():
     for split, n in (("test", a.test), ("val", a.val), ("train", a.train)):
         if split not in a.splits.split(","):
             continue
-        ex = make_split(split, n, a.size, a.workers, keep_bytes=(split == "test"))
+        ex = make_split(split, n, a.size, a.workers, keep_bytes=(split == "test"),
+                        wide=0.0 if split == "test" else a.wide)
         save_split(ex, os.path.join(a.out, f"{split}.npz"))
         if split == "test":
             write_test_files(ex, a.out)
+            if a.test_wide:
+                exw = make_split(split, a.test_wide, a.size, a.workers, True, wide=1.0)
+                save_split(exw, os.path.join(a.out, "test_wide.npz"))
+                write_test_files(exw, a.out, "test_wide")
         print(f"{split}: {n} images, {sum(len(e['questions']) for e in ex)} questions",
               file=sys.stderr)
 

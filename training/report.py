@@ -4,7 +4,8 @@
 
 Reads OUT/data, OUT/float/{log.jsonl,eval.json}, OUT/{ternary,binary,absmean}/{log.jsonl,eval.json}
 and OUT/*/eval_hf.json (accuracy of the exported files), whatever exists. OUT/float2 (run.sh's
-second float cycle) continues the float stage: its steps are counted on from float's last.
+second float cycle) and OUT/world (the wider-world cycle) continue the float stage: their steps
+are counted on from the previous cycle's last; the last cycle present is the float model.
 """
 
 import json
@@ -40,22 +41,27 @@ def pct(x):
 def main():
     out, rj, rm = sys.argv[1:4]
     res = {"stages": {}}
-    f2 = os.path.join(out, "float2")
-    has_f2 = os.path.isdir(f2)
-    cfg = js(os.path.join(f2 if has_f2 else os.path.join(out, "float"), "hf", "config.json"))
+    cycles = [c for c in ("float2", "world", "world2") if os.path.isdir(os.path.join(out, c))]
+    last = os.path.join(out, cycles[-1] if cycles else "float")
+    cfg = js(os.path.join(last, "hf", "config.json"))
     if cfg:
         res["config"] = {"vision": cfg["vision_config"], "text": cfg["text_config"],
                          "scale_factor": cfg["scale_factor"]}
     for st in ("float", "ternary", "binary", "absmean"):
         d = os.path.join(out, st)
-        if not os.path.isdir(d):
+        if not os.path.isdir(d) and not (st == "float" and cycles):
             continue
         log = jl(os.path.join(d, "log.jsonl"))
-        if st == "float" and has_f2:
-            base = max((r["step"] for r in log), default=0)
-            log += [dict(r, step=r["step"] + base) for r in jl(os.path.join(f2, "log.jsonl"))]
-            d = f2
+        if st == "float":
+            for c in cycles:
+                base = max((r["step"] for r in log), default=0)
+                log += [dict(r, step=r["step"] + base, cycle=c)
+                        for r in jl(os.path.join(out, c, "log.jsonl"))]
+            d = last
         e = {"loss_curve": curve(log), "val": [r for r in log if "val_acc" in r]}
+        q = [(r["step"], round(r["qerr"], 5)) for r in log if "qerr" in r]
+        if q:  # relative quantization error of the latent weights (ternarize.py)
+            e["qerr_curve"] = q
         sp = [r["s_per_step"] for r in log if "s_per_step" in r]
         if sp:
             e["s_per_step_median"] = sorted(sp)[len(sp) // 2]

@@ -8,10 +8,20 @@
 #   training/run.sh --smoke    the whole pipeline on a tiny data set with a few steps, in a
 #                              temporary directory (or $OUT), nothing copied; < 3 minutes
 #
+# Stages: the first world (data.py --wide 0: shapes on a 3x3 grid over dull backgrounds) trains
+# the float model in two cosine cycles (float/, float2/); a third cycle (world/) goes on from
+# it on the wider world mixed half and half with the first (data.py --wide 0.5: any background,
+# shapes of any size anywhere, any picture size and format); the ternary and binary copies are
+# fine-tuned from that.
+#
 # Environment: PYTHON (default /usr/bin/python3, Debian's, which has python3-torch),
 # OUT, FLOAT_STEPS (float steps of the first cycle, default 6900), FLOAT2_STEPS (second
-# cycle, default 4000), QAT_STEPS, ABSMEAN_STEPS, TERN (the tern
-# CLI for the C-side hooks).
+# cycle, default 4000), WORLD_STEPS and WORLD2_STEPS (the two wider-world cycles), WORLD_FROM (an HF float model to
+# start the wider-world cycle from instead of training float/ and float2/: the shipped models
+# were made with WORLD_FROM = models/hf/float as of commit a7381e4), QAT_STEPS, ABSMEAN_STEPS,
+# EVAL_GREEDY (images decoded for real by evaluate.py, default 60), TERN (the tern CLI for the
+# C-side hooks), MODELS (where the shipped files are written, default
+# models/ of this checkout; another directory to compare before replacing them), THREADS (torch threads per process, default 1).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -21,8 +31,12 @@ smoke=0
 
 if [ $smoke = 1 ]; then
   OUT="${OUT:-$(mktemp -d /tmp/tern-training-smoke.XXXXXX)}"
-  data_args=(--train 48 --val 12 --test 8 --workers 1)
+  data_args=(--train 48 --val 12 --test 8 --test-wide 8 --workers 1)
+  world_data_args=(--train 48 --val 12 --test 8 --test-wide 8 --workers 1)
+  ood_n=8
   float_args=(--images 4 --qpi 2 --eval-every 2 --eval-limit 4 --ckpt-every 2 --log-every 1)
+  world_args=("${float_args[@]}" --steps 4 --attn-sup 3,0.5); ws2=0
+  threads=1
   fs=4; grow_at=2; fs2=6
   float2_args=("${float_args[@]}" --steps 4 --attn-sup 3,0.5)
   qat_args=(--steps 3 --images 4 --qpi 2 --eval-every 2 --eval-limit 4 --log-every 1)
@@ -30,7 +44,10 @@ if [ $smoke = 1 ]; then
   eval_args=(--limit 4)
 else
   OUT="${OUT:-$here/out}"
-  data_args=()
+  data_args=(--test-wide 0)
+  world_data_args=(--train 8000 --val 300 --test 400 --test-wide 400)
+  ood_n=300
+  threads="${THREADS:-1}"
   fs="${FLOAT_STEPS:-6900}"; grow_at=2800; fs2=$fs
   float_args=(--images 16 --qpi 6 --lr 1.5e-3 --aux 1.0 --aux-steps $((fs - 250))
               --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
@@ -38,61 +55,92 @@ else
   float2_args=(--steps "$fs3" --images 16 --qpi 6 --lr 7e-4 --aux 1.0 --aux-steps $((fs3 - 250))
                --qkeep describe=0.3,count=0.2,color=0.6,exists=0.6 --attn-sup 3,1.0 --seed 12
                --eval-every 500 --eval-limit 150 --ckpt-every 200 --log-every 50)
-  qat_args=(--steps "${QAT_STEPS:-300}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
-  abs_args=(--steps "${ABSMEAN_STEPS:-150}" --images 16 --qpi 6 --eval-every 1000)
-  eval_args=()
+  ws="${WORLD_STEPS:-500}"; ws2="${WORLD2_STEPS:-500}"
+  world_args=(--steps "$ws" --images 16 --qpi 6 --lr 6e-4 --warmup 30 --aux 0.3
+              --aux-steps $((ws - 100)) --qkeep describe=0.5,count=0.5 --attn-sup 3,1.0 --seed 21
+              --eval-every 100 --eval-limit 150 --ckpt-every 25 --log-every 10)
+  qat_args=(--steps "${QAT_STEPS:-150}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
+  abs_args=(--steps "${ABSMEAN_STEPS:-50}" --images 16 --qpi 6 --eval-every 1000)
+  eval_args=(--greedy-limit "${EVAL_GREEDY:-60}")
 fi
 echo "training pipeline: OUT=$OUT smoke=$smoke"
 mkdir -p "$OUT"
 t0=$(date +%s)
 
-# 1. data + tokenizer + test split files for the C engine
-[ -f "$OUT/data/train.npz" ] || "$PY" "$here/data.py" --out "$OUT/data" "${data_args[@]}"
+# 1. data + tokenizer + test split files for the C engine: the first world (float/, float2/),
+#    the wider world mixed with it (world/ and the fine-tunings), and the second renderer's
+#    out-of-distribution test split (data_ood.py, never trained on)
+[ -n "${WORLD_FROM:-}" ] || [ -f "$OUT/data/train.npz" ] ||
+  "$PY" "$here/data.py" --out "$OUT/data" --wide 0 "${data_args[@]}"
+[ -f "$OUT/data-world/train.npz" ] ||
+  "$PY" "$here/data.py" --out "$OUT/data-world" --wide 0.5 "${world_data_args[@]}"
+if "$PY" -c 'import cairo' 2>/dev/null; then
+  [ -f "$OUT/data-world/test_ood.jsonl" ] ||
+    "$PY" "$here/data_ood.py" --out "$OUT/data-world" --n "$ood_n"
+else
+  echo "python3-cairo not installed: no out-of-distribution split (data_ood.py)"
+fi
 
 # 2. float training (resumable). A 3-layer decoder learns to read the image quickly, but
 #    finding an object named in the question stalls there, so at grow_at two identity layers
 #    are inserted (grow.py) and training goes on with 5 layers, asking the questions that need
 #    that (colour, shape, where, exists) more often than count and describe, with a hint on
 #    where to look (--attn-sup: see train.py's attn_sup_loss).
-if [ ! -f "$OUT/float/grown" ]; then
+if [ -z "${WORLD_FROM:-}" ] && [ ! -f "$OUT/float/grown" ]; then
   "$PY" "$here/train.py" --data "$OUT/data" --out "$OUT/float" --resume "${float_args[@]}" \
     --steps $fs --stop-at $grow_at
   "$PY" "$here/grow.py" "$OUT/float/ckpt.pt" "$OUT/float/ckpt.pt" --after 0,1
   touch "$OUT/float/grown"
 fi
-[ -f "$OUT/float/hf/config.json" ] ||
+[ -n "${WORLD_FROM:-}" ] || [ -f "$OUT/float/hf/config.json" ] ||
   "$PY" "$here/train.py" --data "$OUT/data" --out "$OUT/float" --resume "${float_args[@]}" \
     --steps "$fs2" --config '{"text_config": {"num_hidden_layers": 5}}' \
     --qkeep describe=0.5,count=0.3 --attn-sup 3,0.5 --seed 3
 # 2b. a second cosine cycle (warm restart) from that model: the object-finding questions are
 #     still improving when the first cycle's learning rate has decayed. This cycle asks mostly
 #     "What shape is the red object?" and "Where is ...?" and doubles the attention hint.
-F="$OUT/float2"
-[ -f "$F/hf/config.json" ] ||
-  "$PY" "$here/train.py" --data "$OUT/data" --out "$F" --resume --init "$OUT/float/hf" \
+F2="${WORLD_FROM:-$OUT/float2/hf}"
+[ -f "$F2/config.json" ] ||
+  "$PY" "$here/train.py" --data "$OUT/data" --out "$OUT/float2" --resume --init "$OUT/float/hf" \
     --config '{"text_config": {"num_hidden_layers": 5}}' "${float2_args[@]}"
+# 2c. the wider world: a third cosine cycle from that model on the wider world mixed half and
+#     half with the first (which keeps its accuracy there); colour and count questions are
+#     what the wider world changes most, so nothing is asked much less often than the rest.
+F="$OUT/world"
+[ -f "$F/hf/config.json" ] ||
+  "$PY" "$here/train.py" --data "$OUT/data-world" --out "$F" --resume --init "$F2" \
+    --threads "$threads" --config '{"text_config": {"num_hidden_layers": 5}}' "${world_args[@]}"
+# 2d. a second wider-world cycle (warm restart from world/): the first one's loss on the wider
+#     world was still falling fast when its learning rate had decayed.
+if [ "$ws2" -gt 0 ]; then
+  [ -f "$OUT/world2/hf/config.json" ] ||
+    "$PY" "$here/train.py" --data "$OUT/data-world" --out "$OUT/world2" --resume --init "$F/hf" \
+      --threads "$threads" --config '{"text_config": {"num_hidden_layers": 5}}' \
+      "${world_args[@]}" --steps "$ws2" --aux-steps $((ws2 - 100)) --lr 4e-4 --seed 22
+  F="$OUT/world2"
+fi
+fl=$(basename "$F")
 [ -f "$F/hf16/config.json" ] || "$PY" "$here/export.py" "$F/hf" "$F/hf16"
 
-# 3. ternary (k-means) and binary fine-tuning side by side (one thread each), then absmean
+# 3. ternary (k-means), binary and absmean (the comparison) fine-tuning side by side, one
+#    thread each
 pids=()
-for mode in kmeans binary; do
-  dir=ternary; [ $mode = binary ] && dir=binary
+for mode in kmeans binary absmean; do
+  dir=ternary; [ $mode = binary ] && dir=binary; [ $mode = absmean ] && dir=absmean
+  args=("${qat_args[@]}"); [ $mode = absmean ] && args=("${abs_args[@]}")
   if [ ! -f "$OUT/$dir/eval.json" ]; then
-    "$PY" "$here/ternarize.py" --data "$OUT/data" --float "$F/hf" --out "$OUT/$dir" \
-      --mode $mode "${qat_args[@]}" > "$OUT/$dir.out" 2>&1 &
+    "$PY" "$here/ternarize.py" --data "$OUT/data-world" --float "$F/hf" --out "$OUT/$dir" \
+      --mode $mode "${args[@]}" > "$OUT/$dir.out" 2>&1 &
     pids+=($!)
   fi
 done
 for p in "${pids[@]}"; do wait "$p"; done
-[ -f "$OUT/absmean/eval.json" ] ||
-  "$PY" "$here/ternarize.py" --data "$OUT/data" --float "$F/hf" --out "$OUT/absmean" \
-    --mode absmean "${abs_args[@]}" > "$OUT/absmean.out" 2>&1
 
 # 4. accuracy of the exported files (what tern convert will read)
-for st in float2:hf16 ternary:hf binary:hf; do
+for st in $fl:hf16 ternary:hf binary:hf; do
   name=${st%%:*}; sub=${st#*:}
   [ -f "$OUT/$name/eval_hf.json" ] ||
-    "$PY" "$here/evaluate.py" --model "$OUT/$name/$sub" --data "$OUT/data" "${eval_args[@]}" \
+    "$PY" "$here/evaluate.py" --model "$OUT/$name/$sub" --data "$OUT/data-world" "${eval_args[@]}" \
       --out "$OUT/$name/eval_hf.json" > /dev/null
 done
 
@@ -104,14 +152,15 @@ if [ $smoke = 1 ]; then
   exit 0
 fi
 "$PY" "$here/report.py" "$OUT" "$here/results.json" "$here/RESULTS.md"
-for st in float2:hf16:float ternary:hf:ternary binary:hf:binary; do
+for st in $fl:hf16:float ternary:hf:ternary binary:hf:binary; do
   IFS=: read -r src sub name <<< "$st"
   mkdir -p "$OUT/export/$name"
   cp "$OUT/$src/$sub"/* "$OUT/export/$name/"
 done
 # The float checkpoint ships too, so that training can go on from it.
-mkdir -p "$root/models/hf/float"
-cp "$OUT/export/float"/* "$root/models/hf/float/"
+MODELS="${MODELS:-$root/models}"
+mkdir -p "$MODELS/hf/float"
+cp "$OUT/export/float"/* "$MODELS/hf/float/"
 
 # 6. The C side: convert, re-type and write the shipped GGUF pairs into models/, then measure
 #    them (bench/demo_table.py: size, bits/weight, RSS, tok/s, perplexity, accuracy per type).
@@ -124,15 +173,20 @@ if [ -x "$TERN" ]; then
     "$TERN" convert "$OUT/export/$name" "$g/$name" --outtype f16
   done
   for f in "" -mmproj; do
-    cp "$g/float$f.gguf" "$root/models/tern-demo$f-f16.gguf"
-    "$TERN" quantize "$g/float$f.gguf" "$root/models/tern-demo$f-q8_0.gguf" --type q8_0 > /dev/null
-    "$TERN" quantize "$g/ternary$f.gguf" "$root/models/tern-demo$f-tq2_0.gguf" --type tq2_0 > /dev/null
-    "$TERN" quantize "$g/ternary$f.gguf" "$root/models/tern-demo$f-tq1_0.gguf" --type tq1_0 > /dev/null
-    "$TERN" quantize "$g/binary$f.gguf" "$root/models/tern-demo$f-q1_0.gguf" --type q1_0 > /dev/null
+    cp "$g/float$f.gguf" "$MODELS/tern-demo$f-f16.gguf"
+    "$TERN" quantize "$g/float$f.gguf" "$MODELS/tern-demo$f-q8_0.gguf" --type q8_0 > /dev/null
+    "$TERN" quantize "$g/ternary$f.gguf" "$MODELS/tern-demo$f-tq2_0.gguf" --type tq2_0 > /dev/null
+    "$TERN" quantize "$g/ternary$f.gguf" "$MODELS/tern-demo$f-tq1_0.gguf" --type tq1_0 > /dev/null
+    "$TERN" quantize "$g/binary$f.gguf" "$MODELS/tern-demo$f-q1_0.gguf" --type q1_0 > /dev/null
   done
   # the whole test split (400 images), not just the 50 committed in tests/data/shapes
-  (cd "$root" && python3 bench/demo_table.py --tern "$TERN" --data "$OUT/data/test.jsonl" \
-                     --post-training) |
+  w="$OUT/data-world"
+  ood=("--ood" "" "--ood-single" "")
+  [ -f "$w/test_ood.jsonl" ] &&
+    ood=(--ood "$w/test_ood.jsonl" --ood-single "$w/test_ood_single_color.jsonl")
+  (cd "$root" && python3 bench/demo_table.py --tern "$TERN" --models "$MODELS" --data "$w/test.jsonl" \
+     "${ood[@]}" \
+     --wide "$w/test_wide.jsonl" --post-training) |
     tee "$OUT/demo_table.md"
 else
   echo "no tern CLI at $TERN (run make build first): GGUF conversion and C-engine evaluation skipped"

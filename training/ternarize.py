@@ -109,6 +109,19 @@ def export_weights(model, mode):
     return out, stats
 
 
+@torch.no_grad()
+def quant_error(model, mode):
+    """Relative quantization error ||W - Q(W)|| / ||W|| over all quantized layers' latent
+    weights (what the fine-tuning moves; k-means vs absmean in the figures)."""
+    num = den = 0.0
+    for _, m in quant_layers(model):
+        w = m.weight.detach().float()
+        t, s = QUANT[mode](w)
+        num += float(((w - t * s) ** 2).sum())
+        den += float((w ** 2).sum())
+    return (num / max(den, 1e-30)) ** 0.5
+
+
 def check_exact(model, mode):
     """Every quantized row is {-s, 0, +s} with s an f16 value (what TQ2_0/Q1_0 store)."""
     for n, m in quant_layers(model):
@@ -161,7 +174,8 @@ def main():
     acc, vl = TR.evaluate(model, test, dev)
     result["ptq_test"] = acc
     result["ptq_test_loss"] = vl
-    TR.log(logf, {"step": 0, "ptq_test_acc": acc, "test_loss": vl})
+    TR.log(logf, {"step": 0, "ptq_test_acc": acc, "test_loss": vl,
+                  "qerr": quant_error(model, a.mode)})
 
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
@@ -185,7 +199,8 @@ def main():
         rn += 1
         if step % a.log_every == 0 or step == a.steps:
             now = time.time()
-            TR.log(logf, {"step": step, "loss": run / rn, "lr": lr, "s_per_step": (now - tl) / rn})
+            TR.log(logf, {"step": step, "loss": run / rn, "lr": lr, "s_per_step": (now - tl) / rn,
+                          "qerr": quant_error(model, a.mode)})
             run, rn, tl = 0.0, 0, now
         if step % a.eval_every == 0 and step != a.steps:
             acc, vl = TR.evaluate(model, val, dev, limit=a.eval_limit)
