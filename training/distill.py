@@ -294,6 +294,7 @@ class Pairs:
         os.makedirs(self.dir, exist_ok=True)
         self.eou = tok.token_id("<end_of_utterance>")
         self.feat_cache = {}
+        self.teacher_s = 0.0  # seconds spent on teacher answers and features
 
     def pixels(self, i):
         from PIL import Image
@@ -326,13 +327,17 @@ class Pairs:
             if i not in self.feat_cache:
                 if len(self.feat_cache) >= self.a.feature_cache:
                     self.feat_cache.pop(next(iter(self.feat_cache)))
+                t0 = time.time()
                 self.feat_cache[i] = self.teacher_feats(px)
+                self.teacher_s += time.time() - t0
             feats = self.feat_cache[i]
         if os.path.exists(path):
             rec = torch.load(path)
         else:
+            t0 = time.time()
             tf = feats if feats is not None else self.teacher_feats(px)
             ans, lg = teacher_answer(self.teacher, prompt, tf, self.eou, self.a.max_new)
+            self.teacher_s += time.time() - t0
             rec = {"answer": ans, "logits": lg.half()}
             torch.save(rec, path + ".tmp")
             os.replace(path + ".tmp", path)
@@ -365,16 +370,17 @@ def held_out_kl(student, pairs, val, temp, student_vision):
 # Export
 
 
-def export(student, kept, mode, teacher, tok_path, out_dir):
+def export(student, kept, mode, proc, tok_path, out_dir):
     """OUT/hf: the student with every ternary layer replaced by exactly t * scale, in f16 (exact:
-    scale is an f16 value). The image processor settings are the original checkpoint's."""
+    scale is an f16 value). The image processor settings are those it was fine-tuned with
+    (the checkpoint's unless --longest-edge changed them)."""
     q = M.Idefics3(student.config)
     sd = {k: v.detach().clone() for k, v in student.state_dict().items()}
     for n, m in ternary_layers(student, kept):
         t, s = TZ.QUANT[mode](m.weight.detach().float())
         sd[n + ".weight"] = t * s
     q.load_state_dict(sd)
-    q.processor = dict(teacher.processor)
+    q.processor = dict(proc)
     names = sorted(kept)
     M.save_hf(q, out_dir, tok_path, dtype=torch.float16,
               extra_config={"quantization": {
@@ -429,6 +435,11 @@ def progress(step, total, kl, sps):
     sys.stderr.flush()
 
 
+def peak_rss_mib():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def log(path, rec):
     with open(path, "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -473,7 +484,8 @@ def parser():
     ap.add_argument("--longest-edge", type=int, default=0,
                     help="resize pictures so their longest edge is this (0: the checkpoint's "
                          "preprocessor setting). Set it to the tile size (512 for SmolVLM) to "
-                         "train on the global tile only: one tile instead of up to 17")
+                         "train on the global tile only: one tile instead of up to 17. The "
+                         "exported preprocessor_config.json records the value trained with")
     ap.add_argument("--grad-ckpt", action="store_true",
                     help="gradient checkpointing: recompute each layer in the backward pass")
     ap.add_argument("--feature-cache", type=int, default=256,
@@ -554,7 +566,7 @@ def main(argv=None):
         log(logf, {"step": 0, "val_kl": kl0, "mode": a.mode})
         print(f"distill: held-out KL after {a.mode} initialisation {kl0:.4f}", file=sys.stderr)
     student.train()
-    run, rn, tl = 0.0, 0, time.time()
+    run, rn, tl, t_teacher = 0.0, 0, time.time(), pairs.teacher_s
     sps = 0.0
     while step < a.steps:
         lr = TZ.TR.lr_at(step, a.steps, a.lr, a.warmup)
@@ -576,13 +588,18 @@ def main(argv=None):
         sps = (now - tl) / rn
         progress(step, a.steps, run / rn, sps)
         if step % 10 == 0 or step == a.steps:
-            log(logf, {"step": step, "kl": run / rn, "lr": lr, "s_per_step": sps})
-            run, rn, tl = 0.0, 0, time.time()
+            # s_per_step includes the teacher's answers to prompts seen for the first time;
+            # student_s_per_step leaves them out (what a step costs once they are cached)
+            tt = pairs.teacher_s - t_teacher
+            log(logf, {"step": step, "kl": run / rn, "lr": lr, "s_per_step": sps,
+                       "student_s_per_step": (now - tl - tt) / rn,
+                       "peak_rss_mib": peak_rss_mib()})
+            run, rn, tl, t_teacher = 0.0, 0, time.time(), pairs.teacher_s
         if step % a.eval_every == 0 or step == a.steps:
             vk = held_out_kl(student, pairs, val, a.temperature, student_vision)
             log(logf, {"step": step, "val_kl": vk})
             sys.stderr.write(f"\ndistill: step {step}: held-out KL {vk:.4f}\n")
-            tl = time.time()
+            tl, t_teacher = time.time(), pairs.teacher_s
         if step % a.ckpt_every == 0 or step == a.steps:
             torch.save({"model": student.state_dict(), "opt": opt.state_dict(), "step": step,
                         "rng": rng.getstate()}, ckpt + ".tmp")
@@ -599,7 +616,7 @@ def main(argv=None):
                                 "answer": pairs.answer_text(rec["answer"])}) + "\n")
     student.eval()
     hf = os.path.join(a.out, "hf")
-    export(student, kept, a.mode, teacher, tok_path, hf)
+    export(student, kept, a.mode, pairs.proc, tok_path, hf)
     summary = {"steps": step, "mode": a.mode, "float_layers": sorted(kept),
                "val_kl": [json.loads(x)["val_kl"] for x in open(logf) if "val_kl" in x]}
     if types:

@@ -32,6 +32,30 @@ import model as M  # noqa: E402
 from tokenizer import Tokenizer  # noqa: E402
 
 
+def check_model_io(tmp):
+    """model.py reads tests/make_hf_fixture.py's sharded BF16/F16/F32 checkpoint, and a tied
+    lm_head survives save_hf/load_hf (not written, shared again on load)."""
+    fx = os.path.join(tmp, "fixture")
+    subprocess.run([sys.executable, os.path.join(HERE, "..", "tests", "make_hf_fixture.py"),
+                    fx], check=True)
+    m = M.load_hf(fx)
+    assert not M.tied(m.config) and m.tcfg["rope_theta"] == 100000.0
+    assert m.processor["split"] and m.processor["tile"] == 32, m.processor
+    assert not torch.equal(m.lm_head.weight, m.model.text_model.embed_tokens.weight)
+    cfg = M.demo_config(300, 4, tie_word_embeddings=True)
+    t = M.build_model(cfg)
+    assert t.lm_head.weight is t.model.text_model.embed_tokens.weight
+    M.save_hf(t, os.path.join(tmp, "tied"))
+    names = M.load_safetensors(os.path.join(tmp, "tied", "model.safetensors"))
+    assert "lm_head.weight" not in names
+    t2 = M.load_hf(os.path.join(tmp, "tied"))
+    assert t2.lm_head.weight is t2.model.text_model.embed_tokens.weight
+    ids = torch.tensor([[1, 5, 9, 4, 4, 4, 4, 4, 4, 4, 4, 4, 7]])
+    px = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(t.eval()(ids, px), t2.eval()(ids, px), atol=1e-6)
+
+
 def pictures(out):
     """Four demo pictures (square, 96-256 px) and one wide picture, so tiling has rows != cols."""
     src = os.path.join(HERE, "..", "tests", "data", "shapes", "test")
@@ -90,6 +114,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="distill-smoke-") as tmp:
+        check_model_io(tmp)
         ckpt, pics, out = (os.path.join(tmp, d) for d in ("hf", "pics", "out"))
         subprocess.run([sys.executable, os.path.join(HERE, "make_random_hf.py"), "--like",
                         a.like, "--out", ckpt], check=True)
