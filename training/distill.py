@@ -188,9 +188,24 @@ def keep_globs(model, kept):
     return out
 
 
+def cached_ste(fn):
+    """ternarize.ste, with the quantized weight kept until the latent weight changes (the
+    optimizer's in-place update bumps its version counter): k-means then runs once per step,
+    not once per forward pass of every prompt of the batch and of the held-out set."""
+    memo = {}
+
+    def q(w):
+        if memo.get("version") != w._version:
+            with torch.no_grad():
+                t, s = fn(w)
+                memo["wq"], memo["version"] = t * s, w._version
+        return w + (memo["wq"] - w).detach()
+    return q
+
+
 def set_student_quant(model, kept, mode):
     for n, m in TZ.quant_layers(model):
-        m.quant = None if n in kept else TZ.ste(TZ.QUANT[mode])
+        m.quant = None if n in kept else cached_ste(TZ.QUANT[mode])
 
 
 # ---------------------------------------------------------------------------------------------

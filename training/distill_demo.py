@@ -28,7 +28,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import data as D  # noqa: E402
-import distill  # noqa: E402
 
 
 def write_inputs(data_dir, out, n):
@@ -56,25 +55,31 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=240)
+    ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--images", type=int, default=600)
-    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--images", type=int, default=150)
+    ap.add_argument("--eval-every", type=int, default=20)
+    ap.add_argument("--val", type=int, default=48, help="held-out prompts")
     ap.add_argument("--tern", default=os.path.join(ROOT, "build", "src", "cli", "tern"))
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     prompts = write_inputs(a.data, a.out, a.images)
     teacher = os.path.join(ROOT, "models", "hf", "float")
-    curves = {}
-    for mode in ("kmeans", "absmean"):
-        out = os.path.join(a.out, mode)
-        distill.main(["--from", teacher, "--images", prompts, "--out", out, "--keep", "none",
-                      "--mode", mode, "--steps", str(a.steps), "--batch", str(a.batch),
-                      "--lr", str(a.lr), "--eval-every", str(a.eval_every), "--val", "64",
-                      "--ckpt-every", str(a.steps), "--tern", a.tern,
-                      "--types", "tq2_0" if mode == "kmeans" else "none"])
-        log = [json.loads(x) for x in open(os.path.join(out, "log.jsonl"))]
+    curves, runs = {}, {}
+    for mode in ("kmeans", "absmean"):  # side by side, one thread each
+        args = ["--from", teacher, "--images", prompts, "--out", os.path.join(a.out, mode),
+                "--keep", "none", "--mode", mode, "--steps", str(a.steps),
+                "--batch", str(a.batch), "--lr", str(a.lr), "--eval-every", str(a.eval_every),
+                "--val", str(a.val), "--ckpt-every", str(a.eval_every), "--tern", a.tern,
+                "--types", "tq2_0" if mode == "kmeans" else "none"]
+        if os.path.exists(os.path.join(a.out, mode, "ckpt.pt")):
+            args.append("--resume")
+        runs[mode] = subprocess.Popen([sys.executable, os.path.join(HERE, "distill.py")] + args)
+    for mode, p in runs.items():
+        if p.wait() != 0:
+            raise SystemExit(f"distill.py --mode {mode} failed")
+        log = [json.loads(x) for x in open(os.path.join(a.out, mode, "log.jsonl"))]
         curves[mode] = [(r["step"], r["val_kl"]) for r in log if "val_kl" in r]
     target = curves["absmean"][-1][1]
     reach = next((s for s, k in curves["kmeans"] if k <= target), None)

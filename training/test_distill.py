@@ -122,7 +122,10 @@ def main():
         # lr 1e-3: random weights at std 0.02 need a larger step than a trained model's 1e-4
         args = ["--from", ckpt, "--images", pics, "--out", out, "--steps", str(a.steps),
                 "--eval-every", str(a.steps), "--ckpt-every", str(a.steps), "--max-new", "8",
-                "--val", "3", "--lr", "1e-3", "--tern", a.tern] + a.extra
+                "--val", "3", "--lr", "1e-3", "--tern", a.tern]
+        if a.like == "smolvlm-256m":  # one 512 px tile, float vision: the CPU settings
+            args += ["--longest-edge", "512", "--keep-vision"]
+        args += a.extra
         subprocess.run([sys.executable, os.path.join(HERE, "ternarize.py")] + args, check=True)
 
         log = [json.loads(x) for x in open(os.path.join(out, "log.jsonl"))]
