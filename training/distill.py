@@ -462,7 +462,7 @@ def log(path, rec):
 
 def parser():
     ap = argparse.ArgumentParser(
-        prog="ternarize.py --from",
+        prog="ternarize.py",
         description="k-means ternarization + self-distillation of a Hugging Face "
                     "SmolVLM/Idefics3 checkpoint on your own pictures, no labels needed; "
                     "writes OUT/hf and the GGUF pair for tern.",
