@@ -508,6 +508,8 @@ def parser():
     ap.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
     ap.add_argument("--ckpt-every", type=int, default=50, help="steps between checkpoints")
     ap.add_argument("--eval-every", type=int, default=50, help="steps between held-out KLs")
+    ap.add_argument("--log-every", type=int, default=10,
+                    help="steps between training-KL lines in OUT/log.jsonl")
     ap.add_argument("--types", default=None,
                     help="GGUF types to write, comma-separated (tq2_0, tq1_0, q2_0, q1_0); "
                          "default tq2_0, or q1_0 with --mode binary; 'none' for no GGUF")
@@ -602,7 +604,7 @@ def main(argv=None):
         now = time.time()
         sps = (now - tl) / rn
         progress(step, a.steps, run / rn, sps)
-        if step % 10 == 0 or step == a.steps:
+        if step % a.log_every == 0 or step == a.steps:
             # s_per_step includes the teacher's answers to prompts seen for the first time;
             # student_s_per_step leaves them out (what a step costs once they are cached)
             tt = pairs.teacher_s - t_teacher

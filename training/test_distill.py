@@ -122,7 +122,8 @@ def main():
         # lr 1e-3: random weights at std 0.02 need a larger step than a trained model's 1e-4
         args = ["--from", ckpt, "--images", pics, "--out", out, "--steps", str(a.steps),
                 "--eval-every", str(a.steps), "--ckpt-every", str(a.steps), "--max-new", "8",
-                "--val", "3", "--lr", "1e-3", "--tern", a.tern]
+                "--val", "3", "--lr", "1e-3", "--log-every", str(max(1, a.steps // 3)),
+                "--tern", a.tern]
         if a.like == "smolvlm-256m":  # one 512 px tile, float vision: the CPU settings
             args += ["--longest-edge", "512", "--keep-vision"]
         args += a.extra
@@ -131,8 +132,11 @@ def main():
         log = [json.loads(x) for x in open(os.path.join(out, "log.jsonl"))]
         val = [r["val_kl"] for r in log if "val_kl" in r]
         kl = [r["kl"] for r in log if "kl" in r]
+        last = [r for r in log if "kl" in r][-1]
         print(f"held-out KL {val[0]:.5f} -> {val[-1]:.5f}; training KL {kl[0]:.5f} -> "
-              f"{kl[-1]:.5f}; {log[-2].get('s_per_step', float('nan')):.2f} s/step")
+              f"{kl[-1]:.5f}; last steps: {last['s_per_step']:.2f} s/step "
+              f"({last['student_s_per_step']:.2f} without the teacher's answers), peak RSS "
+              f"{last['peak_rss_mib']:.0f} MiB")
         assert val[-1] < val[0], f"held-out KL did not fall: {val}"
         assert kl[-1] < kl[0], f"training KL did not fall: {kl}"
 
