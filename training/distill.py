@@ -531,11 +531,16 @@ def main(argv=None):
     tern = find_tern(a.tern) if types else None
     if types and not tern:
         raise SystemExit("no tern binary: build it (ninja -C build), pass --tern, or --types none")
+    for need in ("config.json", "tokenizer.json"):
+        if not os.path.exists(os.path.join(a.src, need)):
+            raise SystemExit(f"{a.src}: no {need} (a Hugging Face checkpoint folder is needed)")
     tok_path = os.path.join(a.src, "tokenizer.json")
-    if not os.path.exists(tok_path):
-        raise SystemExit(f"{a.src}: no tokenizer.json")
+    sources = read_sources(a.images)
     t0 = time.time()
-    teacher = M.load_hf(a.src)
+    try:
+        teacher = M.load_hf(a.src)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"{a.src}: cannot load the checkpoint: {e}")
     teacher.eval().requires_grad_(False)
     student = M.load_hf(a.src)
     kept = kept_names(student, [k.strip() for k in a.keep.split(",") if k.strip()],
@@ -559,7 +564,6 @@ def main(argv=None):
           f"loaded in {time.time() - t0:.1f} s", file=sys.stderr)
 
     tok = Tokenizer.load(tok_path)
-    sources = read_sources(a.images)
     pairs = Pairs(a, teacher, student_vision, tok, sources, read_questions(a.questions))
     order = list(range(len(pairs.pairs)))
     random.Random(a.seed).shuffle(order)
