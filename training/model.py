@@ -7,13 +7,17 @@ so one code path trains the demo model and loads a real SmolVLM checkpoint:
           blocks (LayerNorm with bias, multi-head attention with biases, tanh-GELU MLP),
           post_layernorm.
   connector  Idefics3 pixel shuffle (scale_factor) then one linear layer without bias.
-  text    Llama decoder: RMSNorm, RoPE (HF rotate_half convention), grouped-query attention,
-          SwiGLU MLP, final norm, untied lm_head.
+  text    Llama decoder: RMSNorm, RoPE (HF rotate_half convention, rope_theta from the config),
+          grouped-query attention, SwiGLU MLP, final norm, lm_head (tied to the token
+          embeddings when the config says tie_word_embeddings, as SmolVLM's is).
 
 Image features replace the `<image>` tokens of the prompt in order (Idefics3's inputs_merger).
 
-Files: save_hf()/load_hf() write and read an HF-style directory (config.json, model.safetensors,
-preprocessor_config.json, processor_config.json, chat_template.json, tokenizer.json). The
+Files: save_hf()/load_hf() write and read an HF-style directory (config.json, model.safetensors
+or sharded model-*.safetensors with model.safetensors.index.json, preprocessor_config.json,
+processor_config.json, chat_template.json, tokenizer.json). The image processor's settings
+(longest edge, tile size, splitting) travel with the model as `model.processor`, and
+preprocess_tiles()/image_block() reproduce Idefics3's image splitting and prompt. The
 safetensors format is written by hand (no PyPI here): u64 little-endian header length, a JSON
 header {name: {dtype, shape, data_offsets}}, then the raw little-endian tensor bytes.
 
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 # ---------------------------------------------------------------------------------------------
 # Config
@@ -88,6 +93,14 @@ def demo_config(vocab_size, image_token_id, **over):
         else:
             cfg[k] = v
     return cfg
+
+
+def tied(cfg):
+    """Whether lm_head shares the token embedding matrix (SmolVLM: yes, the demo: no). HF reads
+    the top-level key; a text_config one is honoured when the top level says nothing."""
+    if "tie_word_embeddings" in cfg:
+        return bool(cfg["tie_word_embeddings"])
+    return bool(cfg.get("text_config", {}).get("tie_word_embeddings", False))
 
 
 def _filled(cfg):
@@ -181,6 +194,7 @@ class VisionEncoder(nn.Module):
     def __init__(self, v):
         super().__init__()
         self.layers = nn.ModuleList([VisionLayer(v) for _ in range(v["num_hidden_layers"])])
+        self.checkpointing = False
 
 
 class VisionModel(nn.Module):
@@ -193,7 +207,10 @@ class VisionModel(nn.Module):
     def forward(self, pixel_values):
         x = self.embeddings(pixel_values)
         for layer in self.encoder.layers:
-            x = layer(x)
+            if self.encoder.checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
         return self.post_layernorm(x)
 
 
@@ -305,6 +322,7 @@ class TextModel(nn.Module):
         hd = t["head_dim"]
         inv = 1.0 / (t["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
         self.register_buffer("inv_freq", inv.float(), persistent=False)
+        self.checkpointing = False  # recompute each layer in backward: memory for time
 
     def forward(self, h):
         n = h.shape[1]
@@ -314,7 +332,11 @@ class TextModel(nn.Module):
         cos, sin = emb.cos()[None, None], emb.sin()[None, None]
         mask = torch.full((n, n), float("-inf"), device=h.device).triu(1)
         for layer in self.layers:
-            h = layer(h, cos, sin, mask)
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                h = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, mask,
+                                                      use_reentrant=False)
+            else:
+                h = layer(h, cos, sin, mask)
         return self.norm(h)
 
 
@@ -338,6 +360,14 @@ class Idefics3(nn.Module):
         self.image_token_id = config["image_token_id"]
         self.model = Idefics3Inner(v, t, config.get("scale_factor", 2))
         self.lm_head = QLinear(t["hidden_size"], t["vocab_size"], bias=False)
+        if tied(config):
+            self.lm_head.weight = self.model.text_model.embed_tokens.weight
+        self.processor = processor_settings(config)
+
+    def set_checkpointing(self, on):
+        """Gradient checkpointing of every decoder and vision layer (training only)."""
+        self.model.text_model.checkpointing = on
+        self.model.vision_model.encoder.checkpointing = on
 
     def image_features(self, pixel_values):
         """(B,3,H,W) -> (B, image_seq_len, text_hidden): what replaces the <image> tokens."""
@@ -453,9 +483,26 @@ def image_seq_len(config):
     return (v["image_size"] // v["patch_size"]) ** 2 // config.get("scale_factor", 2) ** 2
 
 
+def processor_settings(config, pp=None):
+    """The image processor's settings: tile = the encoder's image_size (max_image_size), the
+    first resize's longest edge (size.longest_edge) and the normalisation, from a
+    preprocessor_config.json dict when given. Splitting follows tern's engine: an image is cut
+    into tiles whenever the longest edge is larger than a tile (src/engine/chat.c)."""
+    v, _ = _filled(config)
+    out = {"tile": v["image_size"], "longest_edge": v["image_size"],
+           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    if pp:
+        out["longest_edge"] = int(pp.get("size", {}).get("longest_edge", out["longest_edge"]))
+        out["mean"] = list(pp.get("image_mean", out["mean"]))
+        out["std"] = list(pp.get("image_std", out["std"]))
+    out["split"] = out["longest_edge"] > out["tile"]
+    return out
+
+
 def save_hf(model, out_dir, tokenizer_json=None, dtype=torch.float32, extra_config=None):
     """Write config.json, model.safetensors, preprocessor/processor configs, chat template and
-    (if given, as a path or a dict) tokenizer.json. dtype applies to floating tensors."""
+    (if given, as a path or a dict) tokenizer.json. dtype applies to floating tensors. A tied
+    lm_head is not written (HF layout: it is the token embedding matrix)."""
     os.makedirs(out_dir, exist_ok=True)
     cfg = dict(model.config)
     cfg["torch_dtype"] = {torch.float32: "float32", torch.float16: "float16",
@@ -466,9 +513,16 @@ def save_hf(model, out_dir, tokenizer_json=None, dtype=torch.float32, extra_conf
         json.dump(cfg, f, indent=2)
     sd = {k: (v.to(dtype) if v.is_floating_point() else v)
           for k, v in model.state_dict().items()}
+    if tied(model.config):
+        del sd["lm_head.weight"]
     save_safetensors(sd, os.path.join(out_dir, "model.safetensors"), {"format": "pt"})
-    size = model.vcfg["image_size"]
-    pp = dict(PREPROCESSOR, size={"longest_edge": size}, max_image_size={"longest_edge": size})
+    pr = model.processor
+    pp = dict(PREPROCESSOR, size={"longest_edge": pr["longest_edge"]},
+              max_image_size={"longest_edge": pr["tile"]})
+    if pr["split"]:
+        pp["do_image_splitting"] = True
+    if pr["mean"] != PREPROCESSOR["image_mean"] or pr["std"] != PREPROCESSOR["image_std"]:
+        pp["image_mean"], pp["image_std"] = pr["mean"], pr["std"]
     with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
         json.dump(pp, f, indent=2)
     with open(os.path.join(out_dir, "processor_config.json"), "w") as f:
@@ -484,19 +538,43 @@ def save_hf(model, out_dir, tokenizer_json=None, dtype=torch.float32, extra_conf
             json.dump(tokenizer_json, f, ensure_ascii=False, indent=1)
 
 
+def load_state(in_dir):
+    """All tensors of an HF directory: model.safetensors, or the shards that
+    model.safetensors.index.json lists."""
+    single = os.path.join(in_dir, "model.safetensors")
+    if os.path.exists(single):
+        return load_safetensors(single)
+    index = os.path.join(in_dir, "model.safetensors.index.json")
+    if not os.path.exists(index):
+        raise ValueError(f"{in_dir}: no model.safetensors nor model.safetensors.index.json")
+    with open(index) as f:
+        files = sorted(set(json.load(f)["weight_map"].values()))
+    sd = {}
+    for name in files:
+        sd.update(load_safetensors(os.path.join(in_dir, name)))
+    return sd
+
+
 def load_hf(in_dir, dtype=torch.float32):
-    """Model from an HF directory (ours or a real SmolVLM/Idefics3 one with one safetensors
-    file). A missing lm_head.weight means tied embeddings."""
+    """Model from an HF directory (ours or a real SmolVLM/Idefics3 one, one safetensors file or
+    shards). A missing lm_head.weight means tied embeddings."""
     with open(os.path.join(in_dir, "config.json")) as f:
         cfg = json.load(f)
+    sd = load_state(in_dir)
+    if "lm_head.weight" not in sd and not tied(cfg):
+        cfg = dict(cfg, tie_word_embeddings=True)
     model = Idefics3(cfg)
-    sd = load_safetensors(os.path.join(in_dir, "model.safetensors"))
-    if "lm_head.weight" not in sd:
-        sd["lm_head.weight"] = sd["model.text_model.embed_tokens.weight"]
+    if tied(cfg):
+        sd.pop("lm_head.weight", None)
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()},
                                                 strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and tied(cfg))]
     if missing or unexpected:
         raise ValueError(f"{in_dir}: missing tensors {missing}, unexpected {unexpected}")
+    pp_path = os.path.join(in_dir, "preprocessor_config.json")
+    if os.path.exists(pp_path):
+        with open(pp_path) as f:
+            model.processor = processor_settings(cfg, json.load(f))
     return model.to(dtype)
 
 
@@ -527,3 +605,78 @@ def to_pixels(u8):
     x = u8.float() * (1.0 / 255.0)
     x = (x - 0.5) / 0.5
     return x.movedim(-1, -3).contiguous()
+
+
+def _longest_edge_size(h0, w0, longest):
+    """Idefics3's first resize (tern's image.c longest_edge_size): the longest edge becomes
+    `longest`, the other keeps the aspect, rounded up to even; at most 4096."""
+    aspect = w0 / h0
+    if w0 >= h0:
+        w = longest
+        h = int(w / aspect)
+        h += h % 2
+    else:
+        h = longest
+        w = int(h * aspect)
+        w += w % 2
+    h, w = max(1, h), max(1, w)
+    aspect = w / h
+    if w >= h and w > 4096:
+        w, h = 4096, int(4096 / aspect)
+    elif h > w and h > 4096:
+        h, w = 4096, int(4096 * aspect)
+    return h, w
+
+
+def _ceil_to(x, m):
+    return (x + m - 1) // m * m
+
+
+def preprocess_tiles(img, proc):
+    """PIL image -> (rows, cols, (rows*cols+1, 3, T, T) float tensor) as tern's engine prepares
+    it (src/engine/image.c): resize to the longest edge; without splitting one T x T image;
+    with splitting, resize to multiples of T, crop rows x cols tiles, then the whole image
+    resized to T x T as the global tile, last. Normalised with the processor's mean and std."""
+    from PIL import Image
+    img = img.convert("RGB")
+    T = proc["tile"]
+    h, w = _longest_edge_size(img.size[1], img.size[0], proc["longest_edge"])
+    a = img.resize((w, h), Image.LANCZOS)
+    rows = cols = 0
+    tiles = []
+    if proc["split"]:
+        aspect = w / h
+        if w >= h:
+            W = _ceil_to(w, T)
+            H = _ceil_to(int(W / aspect), T)
+        else:
+            H = _ceil_to(h, T)
+            W = _ceil_to(int(H * aspect), T)
+        H, W = max(H, T), max(W, T)
+        b = a.resize((W, H), Image.LANCZOS)
+        if H > T or W > T:
+            rows, cols = H // T, W // T
+        for r in range(rows):
+            for c in range(cols):
+                tiles.append(b.crop((c * T, r * T, c * T + T, r * T + T)))
+        tiles.append(b.resize((T, T), Image.LANCZOS))
+    else:
+        tiles.append(a.resize((T, T), Image.LANCZOS))
+    u8 = torch.from_numpy(np.stack([np.asarray(t, dtype=np.uint8) for t in tiles]))
+    x = u8.float() * (1.0 / 255.0)
+    mean = torch.tensor(proc["mean"]).view(1, 1, 1, 3)
+    std = torch.tensor(proc["std"]).view(1, 1, 1, 3)
+    return rows, cols, ((x - mean) / std).movedim(-1, -3).contiguous()
+
+
+def image_block(rows, cols, n):
+    """The prompt text of one image of rows x cols tiles plus the global tile, n <image> tokens
+    each (SmolVLM's processor; tern's src/engine/prompt.c)."""
+    s = ""
+    for r in range(rows):
+        for c in range(cols):
+            s += f"<fake_token_around_image><row_{r + 1}_col_{c + 1}>" + "<image>" * n
+        s += "\n"
+    if rows:
+        s += "\n"
+    return s + "<fake_token_around_image><global-img>" + "<image>" * n + "<fake_token_around_image>"

@@ -2,6 +2,7 @@
 
   python3 ternarize.py --data DIR --float OUT/float/hf --out OUT/ternary --mode kmeans|absmean|binary
                        [--steps N] [--lr X]
+  python3 ternarize.py --from HF_DIR --images DIR_OR_JSONL --out OUT [...]   (distill.py)
 
 Which weights: every QLinear except lm_head, i.e. all linear layers of the vision encoder,
 the connector and the decoder. The patch embedding (a Conv2d), token and position embeddings,
@@ -135,7 +136,12 @@ def check_exact(model, mode):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    if "--from" in sys.argv[1:]:  # anyone's HF checkpoint: k-means + self-distillation
+        import distill
+        return distill.main(sys.argv[1:])
+    ap = argparse.ArgumentParser(epilog="ternarize.py --from HF_DIR --images DIR_OR_JSONL --out "
+                                        "OUT: a Hugging Face checkpoint, no labels (distill.py; "
+                                        "its options: ternarize.py --from x --help)")
     ap.add_argument("--data", required=True)
     ap.add_argument("--float", required=True, help="HF directory of the float model")
     ap.add_argument("--out", required=True)
@@ -227,4 +233,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
