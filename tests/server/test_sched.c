@@ -2,7 +2,6 @@
  * "generates" the last user message back one word per token (" word" after the first), and
  * the stop-string matcher it applies to that text. */
 #include <check.h>
-#include <spng.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "server/sched.h"
 
 #include "../testutil.h"
+#include "testpng.h"
 
 struct rig {
     struct backend *be;
@@ -314,25 +314,8 @@ END_TEST
 /* A grey w x h PNG, as a client sends it: jobs hold compressed bytes, decoded at admission. */
 static void png_bytes(int w, int h, struct job_image *out)
 {
-    spng_ctx *ctx = spng_ctx_new(SPNG_CTX_ENCODER);
-    ck_assert_ptr_nonnull(ctx);
-    spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
-    struct spng_ihdr ihdr = {.width = (uint32_t)w,
-                             .height = (uint32_t)h,
-                             .bit_depth = 8,
-                             .color_type = SPNG_COLOR_TYPE_TRUECOLOR};
-    spng_set_ihdr(ctx, &ihdr);
-    size_t n = (size_t)w * h * 3;
-    unsigned char *px = malloc(n);
-    ck_assert_ptr_nonnull(px);
-    memset(px, 128, n);
-    ck_assert_int_eq(spng_encode_image(ctx, px, n, SPNG_FMT_PNG, SPNG_ENCODE_FINALIZE), 0);
-    int e;
-    out->data = spng_get_png_buffer(ctx, &out->len, &e);
-    ck_assert_ptr_nonnull(out->data);
+    out->data = test_grey_png(w, h, &out->len);
     out->w = w, out->h = h;
-    free(px);
-    spng_ctx_free(ctx);
 }
 
 /* A job with one w x h picture before its text. */

@@ -1,7 +1,6 @@
 /* Unit tests: the decoder (src/server/upload.c) that decodes admitted jobs' pictures one at a
  * time per job, and the header checks made before admission. */
 #include <check.h>
-#include <spng.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,32 +9,16 @@
 #include "server/upload.h"
 
 #include "../testutil.h"
+#include "testpng.h"
 
 /* A w x h grey RGB PNG, as a job holds it after upload_image_check. */
 static void png_bytes(int w, int h, struct job_image *out)
 {
-    spng_ctx *ctx = spng_ctx_new(SPNG_CTX_ENCODER);
-    ck_assert_ptr_nonnull(ctx);
-    spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
-    struct spng_ihdr ihdr = {.width = (uint32_t)w,
-                             .height = (uint32_t)h,
-                             .bit_depth = 8,
-                             .color_type = SPNG_COLOR_TYPE_TRUECOLOR};
-    spng_set_ihdr(ctx, &ihdr);
-    size_t n = (size_t)w * h * 3;
-    unsigned char *px = malloc(n);
-    ck_assert_ptr_nonnull(px);
-    memset(px, 128, n);
-    ck_assert_int_eq(spng_encode_image(ctx, px, n, SPNG_FMT_PNG, SPNG_ENCODE_FINALIZE), 0);
-    int e;
-    unsigned char *png = spng_get_png_buffer(ctx, &out->len, &e);
-    ck_assert_ptr_nonnull(png);
+    unsigned char *png = test_grey_png(w, h, &out->len);
     char err[256];
     ck_assert_int_eq(upload_image_check(png, out->len, 1 << 20, 1 << 20, out, err, sizeof err), 0);
     ck_assert_int_eq(out->w, w);
     free(png);
-    free(px);
-    spng_ctx_free(ctx);
 }
 
 /* A job with n pictures, picture i being (8 + i) x (4 + 2i). */
