@@ -174,9 +174,12 @@ test-dnssd: build
 
 # The demo model's Python pipeline on a tiny data set (skipped without python3-torch). It must
 # leave the shipped models alone: checked against their checksums.
+# The training smoke run, then self-distillation of a random checkpoint at SmolVLM-256M's real
+# shapes (a few steps: about 6 GB and a few minutes; issue 17's evidence at real scale).
 test-training:
 	@sums=$$(cat models/*.gguf models/hf/float/* | md5sum); \
 	$(MAKE) -C training smoke && \
+	$(MAKE) -C training distill-smoke DISTILL_LIKE=smolvlm-256m DISTILL_STEPS=4 && \
 	if [ "$$(cat models/*.gguf models/hf/float/* | md5sum)" != "$$sums" ]; then \
 	  echo "training smoke run changed models/"; exit 1; fi
 
