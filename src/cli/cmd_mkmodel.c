@@ -363,37 +363,28 @@ static void builder_free(builder *b)
     gguf_writer_destroy(b->w);
 }
 
-/* llama.cpp's phi2 keys: no gate, LayerNorm epsilon, partial rotary. */
-static void phi_hparams(gguf_writer *w, const arch *a)
-{
-    gguf_set_u32(w, "phi2.vocab_size", (uint32_t)a->vocab);
-    gguf_set_u32(w, "phi2.context_length", (uint32_t)a->ctx);
-    gguf_set_u32(w, "phi2.embedding_length", (uint32_t)a->dim);
-    gguf_set_u32(w, "phi2.feed_forward_length", (uint32_t)a->ffn);
-    gguf_set_u32(w, "phi2.block_count", (uint32_t)a->layers);
-    gguf_set_u32(w, "phi2.attention.head_count", (uint32_t)a->heads);
-    gguf_set_u32(w, "phi2.attention.head_count_kv", (uint32_t)a->kv_heads);
-    gguf_set_f32(w, "phi2.attention.layer_norm_epsilon", 1e-5f);
-    gguf_set_f32(w, "phi2.rope.freq_base", a->rope_base);
-    gguf_set_u32(w, "phi2.rope.dimension_count", (uint32_t)a->rot);
-}
-
+/* The decoder's keys under its architecture's prefix. phi2 (llama.cpp's) differs from llama
+ * in its norm (LayerNorm epsilon, not RMS) and its partial rotary. */
 static void text_hparams(gguf_writer *w, const arch *a)
 {
-    if (a->phi) {
-        phi_hparams(w, a);
-        return;
-    }
-    gguf_set_u32(w, "llama.vocab_size", (uint32_t)a->vocab);
-    gguf_set_u32(w, "llama.context_length", (uint32_t)a->ctx);
-    gguf_set_u32(w, "llama.embedding_length", (uint32_t)a->dim);
-    gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)a->ffn);
-    gguf_set_u32(w, "llama.block_count", (uint32_t)a->layers);
-    gguf_set_u32(w, "llama.attention.head_count", (uint32_t)a->heads);
-    gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)a->kv_heads);
-    gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    gguf_set_f32(w, "llama.rope.freq_base", a->rope_base);
-    gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)(a->dim / a->heads));
+    const char *pre = a->phi ? "phi2" : "llama";
+    char key[96];
+#define SET_U32(suffix, v)                                                                         \
+    (snprintf(key, sizeof key, "%s." suffix, pre), gguf_set_u32(w, key, (uint32_t)(v)))
+    SET_U32("vocab_size", a->vocab);
+    SET_U32("context_length", a->ctx);
+    SET_U32("embedding_length", a->dim);
+    SET_U32("feed_forward_length", a->ffn);
+    SET_U32("block_count", a->layers);
+    SET_U32("attention.head_count", a->heads);
+    SET_U32("attention.head_count_kv", a->kv_heads);
+    snprintf(key, sizeof key, "%s.attention.%s", pre,
+             a->phi ? "layer_norm_epsilon" : "layer_norm_rms_epsilon");
+    gguf_set_f32(w, key, 1e-5f);
+    snprintf(key, sizeof key, "%s.rope.freq_base", pre);
+    gguf_set_f32(w, key, a->rope_base);
+    SET_U32("rope.dimension_count", a->phi ? a->rot : a->dim / a->heads);
+#undef SET_U32
 }
 
 /* The vocabulary, special tokens and chat template; false if out of memory. */
