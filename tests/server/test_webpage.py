@@ -222,6 +222,9 @@ def main():
                 answer = js("document.getElementById('answer').textContent")
                 timings = js("document.getElementById('timings').textContent")
                 if 'stop' in timings:
+                    # The answer was read before the timings: a short answer may have
+                    # arrived and finished in between, so read it again.
+                    answer = js("document.getElementById('answer').textContent")
                     break
                 if answer:
                     partial.add(answer)
