@@ -7,7 +7,8 @@
 
 What it measures (each figure is taken by this script, client side, unless it says server):
   rss_*        VmRSS / VmHWM of the ternd process (/proc/PID/status): right after /ready, and
-               idle again after a warm-up (one image request, one generation)
+               idle again after a warm-up (one image request, one generation); RssAnon is the
+               part that is not mapped model pages (heap: KV cache, buffers, caches)
   ttft         a small JPEG + a short prompt, streamed, one request at a time: time from
                sending the request to the first NDJSON line; median of --ttft-n (server's own
                queue/vision/prefill/ttft split from the final line, medians too)
@@ -66,7 +67,7 @@ class Server:
         try:
             with open('/proc/%d/status' % self.pid) as f:
                 kv = dict(l.split(':', 1) for l in f if ':' in l)
-            return {k: int(kv[k].split()[0]) for k in ('VmRSS', 'VmHWM')}
+            return {k: int(kv[k].split()[0]) for k in ('VmRSS', 'VmHWM', 'RssAnon', 'RssFile')}
         except OSError:
             return None
 
@@ -360,8 +361,9 @@ def render(res):
     for k, label in (('rss_after_load', 'RSS after load'),
                      ('rss_idle_after_warmup', 'RSS idle after warm-up')):
         if res[k]:
-            print('| %s | %.1f MB (peak %.1f MB) |' % (label, res[k]['VmRSS'] / 1024,
-                                                       res[k]['VmHWM'] / 1024))
+            print('| %s | %.1f MB (peak %.1f MB; anonymous %.1f MB, file pages %.1f MB) |'
+                  % (label, res[k]['VmRSS'] / 1024, res[k]['VmHWM'] / 1024,
+                     res[k].get('RssAnon', 0) / 1024, res[k].get('RssFile', 0) / 1024))
     print('| TTFT, image + short prompt (client) | %s ms |'
           % spread([r['ttft']['ttft_ms'] for r in runs], '%.1f'))
     for k in ('queue_ms', 'vision_ms', 'prefill_ms', 'ttft_ms'):
