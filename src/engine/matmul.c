@@ -187,8 +187,8 @@ int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x,
         j.n_chunks += (ws[i]->rows + j.chunk - 1) / j.chunk;
     }
     atomic_init(&j.next, 0);
-    if (p)
-        pool_run(p, gemm_rows, &j);
+    if (p) /* chunks are claimed, so a descheduled worker need not be waited for */
+        pool_run_dynamic(p, gemm_rows, &j);
     else
         gemm_rows(&j, 0, 1);
     return 0;
