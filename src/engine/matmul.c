@@ -20,7 +20,7 @@
  * matmuls (20-260 KB) must not split, as they ran 20-50x slower on two
  * threads than on one. Slower CPUs take longer per byte, which only makes
  * a split pay more; large models' layers (MBs) always split. */
-#define MM_SPLIT_BYTES (256 * 1024)
+#define MM_SPLIT_BYTES (32 * 1024)
 
 /* One weight of a job: its kernel, row bytes, output and first chunk. */
 typedef struct {
