@@ -388,6 +388,67 @@ START_TEST(tq1_all_ff_is_plus_one)
 }
 END_TEST
 
+/* Decode's one-row kernels for the ternary types take the codes apart with
+ * their own byte arithmetic (kern_x86.h: kx_dot_tq1_0, kx_dot_tq2_0): every
+ * byte value at every position of a block, in five rows (a four-row pass
+ * and a single row), must give the reference's bits, and a row must get
+ * the same bits alone as in a batch of two (the tile kernels). */
+START_TEST(decode_every_byte)
+{
+    static const kt_type tt[] = {KT_TQ2_0, KT_TQ1_0};
+    const int rows = 5, nb = 256;
+    for (size_t ti = 0; ti < 2; ti++) {
+        kt_type t = tt[ti];
+        size_t bb;
+        int bs = blk_of(t, &bb), n = nb * bs;
+        size_t stride = (size_t)nb * bb;
+        uint8_t *w = malloc(stride * rows);
+        for (int exact = 0; exact <= 1; exact++) {
+            for (int r = 0; r < rows; r++)
+                for (int v = 0; v < nb; v++) {
+                    uint8_t *blk = w + (size_t)r * stride + (size_t)v * bb;
+                    for (size_t i = 0; i < bb; i++)
+                        blk[i] = (uint8_t)(v + 97 * r + (exact ? 0 : 13 * (int)i));
+                    *scale_ptr(t, blk) = kt_f32_to_f16(exact ? 1.0f : frand(0.001f, 0.1f));
+                }
+            acts A;
+            make_acts(&A, 2, n, exact);
+            memcpy(A.q + n, A.q, (size_t)n); /* the batch's second row repeats the first */
+            memcpy(A.g + n / KERN_GROUP, A.g, sizeof(int16_t) * (n / KERN_GROUP));
+            A.s[1] = A.s[0];
+            float want[5], one[5], two[10];
+            A.a.rows = 1;
+            kern_ref_ops(t)->gemm(w, stride, 0, rows, &A.a, want, rows);
+            for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
+                const kern_ops *ops = kern_get_isa(t, (kern_isa)isa);
+                if (!ops) continue;
+                A.a.rows = 1;
+                ops->gemm(w, stride, 0, rows, &A.a, one, rows);
+                A.a.rows = 2;
+                ops->gemm(w, stride, 0, rows, &A.a, two, rows);
+                for (int r = 0; r < rows; r++) {
+                    if (exact)
+                        ck_assert_msg(one[r] == want[r], "%s type %d row %d: %.9g != %.9g",
+                                      kern_isa_name((kern_isa)isa), t, r, one[r], want[r]);
+                    else
+                        ck_assert_msg(fabsf(one[r] - want[r]) <=
+                                          (nb + 8) * FLT_EPSILON *
+                                              (float)abs_dot(t, w, stride, r, &A, 0),
+                                      "%s type %d row %d: %.9g vs %.9g",
+                                      kern_isa_name((kern_isa)isa), t, r, one[r], want[r]);
+                    ck_assert_msg(one[r] == two[r] && one[r] == two[rows + r],
+                                  "%s type %d row %d: alone %.9g, in a batch %.9g %.9g",
+                                  kern_isa_name((kern_isa)isa), t, r, one[r], two[r],
+                                  two[rows + r]);
+                }
+            }
+            free_acts(&A);
+        }
+        free(w);
+    }
+}
+END_TEST
+
 START_TEST(quantize_bit_identical)
 {
     static const int ns[] = {32, 96, 576, 14336};
@@ -652,6 +713,12 @@ static void pool_body(void *ctx, int ith, int nth)
         atomic_fetch_add(&c->hits[i], 1);
 }
 
+static void pool_body_noop(void *ctx, int ith, int nth)
+{
+    (void)ctx;
+    ck_assert(ith >= 0 && ith < nth);
+}
+
 static void pool_case(int threads)
 {
     char err[128];
@@ -680,6 +747,51 @@ START_TEST(pool_many_threads)
 {
     pool_case(2);
     pool_case(5);
+}
+END_TEST
+
+/* pool_run_dynamic: items claimed from a counter are each done once, the
+ * caller may end up doing all of them, and no worker touches the context
+ * after the call returns (one that comes late skips the run). */
+typedef struct {
+    atomic_int next, calls, after;
+    atomic_int hits[POOL_ITEMS];
+    int items;
+    atomic_bool returned;
+} dyn_ctx;
+
+static void dyn_body(void *ctx, int ith, int nth)
+{
+    dyn_ctx *c = ctx;
+    ck_assert(ith >= 0 && ith < nth);
+    if (atomic_load(&c->returned)) atomic_fetch_add(&c->after, 1);
+    atomic_fetch_add(&c->calls, 1);
+    for (int i; (i = atomic_fetch_add(&c->next, 1)) < c->items;)
+        atomic_fetch_add(&c->hits[i], 1);
+}
+
+START_TEST(pool_dynamic_claims)
+{
+    char err[128];
+    static dyn_ctx c;
+    for (int threads = 1; threads <= 5; threads += 2) {
+        pool *p = pool_create(threads, err, sizeof err);
+        ck_assert_msg(p != NULL, "%s", err);
+        for (int round = 0; round < 2000; round++) {
+            memset(&c, 0, sizeof c);
+            c.items = round % 3 ? POOL_ITEMS : 1; /* 1: most workers come too late */
+            pool_run_dynamic(p, dyn_body, &c);
+            atomic_store(&c.returned, true);
+            int calls = atomic_load(&c.calls);
+            ck_assert(calls >= 1 && calls <= threads);
+            for (int i = 0; i < c.items; i++)
+                ck_assert_int_eq(atomic_load(&c.hits[i]), 1);
+            if (round % 100 == 0) pool_run(p, pool_body_noop, NULL); /* the two kinds mix */
+            ck_assert_int_eq(atomic_load(&c.after), 0);
+            ck_assert_int_eq(atomic_load(&c.calls), calls);
+        }
+        pool_destroy(p);
+    }
 }
 END_TEST
 
@@ -832,12 +944,14 @@ static Suite *suite(void)
     tcase_add_test(k, simd_exact);
     tcase_add_test(k, simd_random);
     tcase_add_test(k, overflow_worst_case);
+    tcase_add_test(k, decode_every_byte);
     suite_add_tcase(s, k);
     TCase *p = tcase_create("pool");
     tcase_set_timeout(p, 120);
     tcase_add_test(p, pool_one_thread);
     tcase_add_test(p, pool_many_threads);
     tcase_add_test(p, pool_create_destroy_idle);
+    tcase_add_test(p, pool_dynamic_claims);
     suite_add_tcase(s, p);
     TCase *m = tcase_create("matmul");
     tcase_set_timeout(m, 120);

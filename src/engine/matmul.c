@@ -11,16 +11,16 @@
 
 /* A matmul is split over the pool only when every thread gets at least this
  * many bytes of weights x activation rows; smaller ones run on the calling
- * thread. Measured on an AMD EPYC (AVX-512 VNNI): one thread does ~10 KB x
- * rows per microsecond in TQ2_0 and ~30 in F16, and a pool_run costs 1-3 us
- * when every worker is on a CPU. So 256 KB per thread is 8-25 us of work:
- * the barrier is a small share of it on a dedicated box, and below it a
- * split would save only a few microseconds. On a shared machine a barrier
- * also waits for any descheduled worker (milliseconds): a tiny model's
- * matmuls (20-260 KB) must not split, as they ran 20-50x slower on two
- * threads than on one. Slower CPUs take longer per byte, which only makes
- * a split pay more; large models' layers (MBs) always split. */
-#define MM_SPLIT_BYTES (256 * 1024)
+ * thread. One thread does ~10-17 KB x rows per microsecond in TQ2_0 and a
+ * hand-off costs ~1 us when the workers spin, so at 32 KB per thread two
+ * threads already save most of half the time; SmolVLM-256M's layer matmuls
+ * (90-500 KB) ran on one thread under the former 256 KB. The split runs
+ * through pool_run_dynamic: chunks are claimed from a counter, so a worker
+ * the OS has descheduled before it started (a shared machine) is skipped,
+ * not waited for: that wait once made a tiny model's matmuls 20-50x slower
+ * on two threads than on one. One descheduled while holding a chunk is
+ * still waited for. */
+#define MM_SPLIT_BYTES (32 * 1024)
 
 /* One weight of a job: its kernel, row bytes, output and first chunk. */
 typedef struct {
@@ -187,8 +187,8 @@ int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x,
         j.n_chunks += (ws[i]->rows + j.chunk - 1) / j.chunk;
     }
     atomic_init(&j.next, 0);
-    if (p)
-        pool_run(p, gemm_rows, &j);
+    if (p) /* chunks are claimed, so a descheduled worker need not be waited for */
+        pool_run_dynamic(p, gemm_rows, &j);
     else
         gemm_rows(&j, 0, 1);
     return 0;

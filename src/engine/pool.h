@@ -24,4 +24,12 @@ int pool_threads(const pool *p);
 /* Runs fn(ctx, ith, nth) on all threads and returns when every one is done. */
 void pool_run(pool *p, pool_fn fn, void *ctx);
 
+/* For fn that take their work from a shared counter, so that any one
+ * thread may end up doing all of it: runs fn on the caller and on each
+ * worker that starts before the caller's own call returns, and returns
+ * once those are done; a worker that comes later skips this run. So a
+ * worker the OS has descheduled costs nothing here, where pool_run would
+ * wait for it. ith is then no share of the work, only a thread's name. */
+void pool_run_dynamic(pool *p, pool_fn fn, void *ctx);
+
 #endif

@@ -86,6 +86,8 @@ KG_INLINE __m256i kx_trit(__m256i s)
 {
     __m256i ge1 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8(-43));
     __m256i ge2 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8(42));
+    /* opaque to gcc, which otherwise turns one compare into min + cmpeq */
+    __asm__("" : "+x"(ge1));
     return _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge1, ge2));
 }
 
@@ -102,6 +104,31 @@ KG_INLINE float kx_unpack_tq2_0(const uint8_t *p, __m256i *c)
         c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3);
     }
     return kg_f16(b->d);
+}
+
+/* TQ1_0's last 96 weights into c[0..3): qs[32..48) (weights 160 + 16n + m)
+ * and qh (240 + 4n + j), byte operations on both 128-bit halves. */
+KG_INLINE void kx_tq1_0_tail(const blk_tq1_0 *b, __m256i *c)
+{
+    __m256i y =
+        kx_bias(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32))));
+    __m256i z = _mm256_blend_epi32(y, kx_mul3(y), 0xF0); /* trits 0 | 1 */
+    c[0] = kx_trit(z);
+    z = kx_mul3(kx_mul3(z)); /* trits 2 | 3 */
+    c[1] = kx_trit(z);
+    z = kx_mul3(kx_mul3(z)); /* trit 4 in the low half */
+    uint32_t qh;
+    memcpy(&qh, b->qh, 4);
+    /* byte p of the high half: qh[p % 4] * 3^(p / 4); 16-bit multiplies
+     * keep each byte's product modulo 256 when done per byte. */
+    __m128i h = _mm_set1_epi32((int)qh);
+    const __m128i pw = _mm_setr_epi16(1, 1, 3, 3, 9, 9, 27, 27);
+    const __m128i lo8 = _mm_set1_epi16(0x00FF);
+    __m128i lo = _mm_and_si128(_mm_mullo_epi16(h, pw), lo8);
+    __m128i hi = _mm_andnot_si128(lo8, _mm_mullo_epi16(_mm_andnot_si128(lo8, h), pw));
+    __m128i hq = _mm_xor_si128(_mm_or_si128(lo, hi), _mm_set1_epi8((char)0x80));
+    __m256i hv = _mm256_inserti128_si256(z, hq, 1);
+    c[2] = kx_trit(hv);
 }
 
 /* TQ1_0: qs[0..32): trit n of byte m is weight 32n + m (n = 0..4);
@@ -124,25 +151,7 @@ KG_INLINE float kx_unpack_tq1_0(const uint8_t *p, __m256i *c)
         ev = _mm256_mullo_epi16(ev, three);
         od = _mm256_mullo_epi16(od, three);
     }
-    __m256i y =
-        kx_bias(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32))));
-    __m256i z = _mm256_blend_epi32(y, kx_mul3(y), 0xF0); /* trits 0 | 1 */
-    c[5] = kx_trit(z);
-    z = kx_mul3(kx_mul3(z)); /* trits 2 | 3 */
-    c[6] = kx_trit(z);
-    z = kx_mul3(kx_mul3(z)); /* trit 4 in the low half */
-    uint32_t qh;
-    memcpy(&qh, b->qh, 4);
-    /* byte p of the high half: qh[p % 4] * 3^(p / 4); 16-bit multiplies
-     * keep each byte's product modulo 256 when done per byte. */
-    __m128i h = _mm_set1_epi32((int)qh);
-    const __m128i pw = _mm_setr_epi16(1, 1, 3, 3, 9, 9, 27, 27);
-    const __m128i lo8 = _mm_set1_epi16(0x00FF);
-    __m128i lo = _mm_and_si128(_mm_mullo_epi16(h, pw), lo8);
-    __m128i hi = _mm_andnot_si128(lo8, _mm_mullo_epi16(_mm_andnot_si128(lo8, h), pw));
-    __m128i hq = _mm_xor_si128(_mm_or_si128(lo, hi), _mm_set1_epi8((char)0x80));
-    __m256i hv = _mm256_inserti128_si256(z, hq, 1);
-    c[7] = kx_trit(hv);
+    kx_tq1_0_tail(b, c + 5);
     return kg_f16(b->d);
 }
 
@@ -475,9 +484,127 @@ KG_INLINE void kx_gemv4_q8_0(const uint8_t *w, size_t stride, const kern_acts *a
         out[r + i] = kx_hsum(_mm256_add_ps(acc0[i], acc1[i])) * a->scale[0];
 }
 
+#if !KX_VNNI
+/* ---- Decode of TQ1_0 and Q2_0 without VNNI: one fused pass per block ----
+ * Each 32-weight plane is unpacked and multiplied at once, the int16 sums
+ * of the whole block are widened once, and the four rows' f16 scales are
+ * converted together. The lanes hold the same integers as kx_tile_codes'
+ * and the float steps are the same, so a row gets the same bits here as
+ * in a batch. (TQ2_0 written the same way measured no faster than
+ * kx_gemv4_codes: it already issues four vector operations a cycle.) */
+
+KG_INLINE uint64_t kx_f16x4(const uint8_t *p, size_t stride)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        uint16_t h;
+        memcpy(&h, p + (size_t)i * stride, 2);
+        v |= (uint64_t)h << 16 * i;
+    }
+    return v;
+}
+
+/* Lanes 0..3: the f16 scales at p + i * stride (i < 4) as floats. */
+KG_INLINE __m256 kx_scales4(const uint8_t *p, size_t stride)
+{
+    return _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)kx_f16x4(p, stride))));
+}
+
+/* int16 sums of c * q over one TQ1_0 block. The first 160 weights are five
+ * trits of each of 32 bytes y, two at a time: with y in the high byte of a
+ * 16-bit lane, a high multiply by 9 gives floor(9y / 256) = 3 c_n + c_{n+1}
+ * (c_n the top trit of y, c_{n+1} that of 3y mod 256), one vpshufb per trit
+ * splits that pair, and a low multiply by 9 moves on to 9y mod 256. That is
+ * four operations per 32 trits where kx_unpack_tq1_0 spends six. The last
+ * 96 weights are kx_unpack_tq1_0's. */
+KG_INLINE __m256i kx_dot_tq1_0(const uint8_t *p, const int8_t *q)
+{
+    const blk_tq1_0 *b = (const blk_tq1_0 *)p;
+    const __m256i div3 = _mm256_setr_epi8(0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                          1, 1, 1, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0);
+    const __m256i mod3 = _mm256_setr_epi8(0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2,
+                                          0, 1, 2, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0);
+    const __m256i nine = _mm256_set1_epi16(9), three = _mm256_set1_epi16(3);
+    __m256i x = _mm256_loadu_si256((const __m256i *)b->qs);
+    __m256i ev = _mm256_slli_epi16(x, 8);                               /* even bytes, high */
+    __m256i od = _mm256_and_si256(x, _mm256_set1_epi16((short)0xFF00)); /* odd bytes, high */
+    __m256i acc = _mm256_setzero_si256();
+    for (int n = 0; n < 4; n += 2) {
+        __m256i pair = _mm256_or_si256(_mm256_mulhi_epu16(ev, nine),
+                                       _mm256_slli_epi16(_mm256_mulhi_epu16(od, nine), 8));
+        __m256i c0 = _mm256_shuffle_epi8(div3, pair), c1 = _mm256_shuffle_epi8(mod3, pair);
+        acc = _mm256_add_epi16(
+            acc, _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)(q + 32 * n))));
+        acc = _mm256_add_epi16(
+            acc, _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(q + 32 * n + 32))));
+        ev = _mm256_mullo_epi16(ev, nine);
+        od = _mm256_mullo_epi16(od, nine);
+    }
+    __m256i c4 = _mm256_or_si256(_mm256_mulhi_epu16(ev, three),
+                                 _mm256_slli_epi16(_mm256_mulhi_epu16(od, three), 8));
+    acc = _mm256_add_epi16(
+        acc, _mm256_maddubs_epi16(c4, _mm256_loadu_si256((const __m256i *)(q + 128))));
+    __m256i c[3];
+    kx_tq1_0_tail(b, c);
+    for (int k = 0; k < 3; k++)
+        acc = _mm256_add_epi16(
+            acc,
+            _mm256_maddubs_epi16(c[k], _mm256_loadu_si256((const __m256i *)(q + 160 + 32 * k))));
+    return acc;
+}
+
+/* int16 sums of c * q over one Q2_0 block against kern_permute64's order. */
+KG_INLINE __m256i kx_dot_q2_0_p64(const uint8_t *p, const int8_t *q)
+{
+    __m256i c[2];
+    kx_unpack_q2_0_p64(p, c);
+    return _mm256_add_epi16(
+        _mm256_maddubs_epi16(c[0], _mm256_loadu_si256((const __m256i *)q)),
+        _mm256_maddubs_epi16(c[1], _mm256_loadu_si256((const __m256i *)(q + 32))));
+}
+
+/* TQ1_0 and Q2_0 (against permuted activations): four rows, the
+ * activations and block sums loaded once for the four. */
+KG_INLINE void kx_gemv4_fused(kt_type t, const uint8_t *w, size_t stride, const kern_acts *a,
+                              float *out, int r)
+{
+    const int qk = kg_block(t), nb = a->n / qk;
+    const size_t bytes = kg_block_bytes(t), pf = 4 * stride;
+    const int every = bytes >= 64 ? 1 : (int)(64 / bytes);
+    const size_t doff = t == KT_TQ1_0 ? offsetof(blk_tq1_0, d) : offsetof(blk_q2_0, d);
+    const int8_t *qa = t == KT_Q2_0 ? a->q64 : a->q;
+    __m256 acc[4];
+    for (int i = 0; i < 4; i++)
+        acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *p = w + (size_t)b * bytes;
+        const int8_t *q = qa + (size_t)b * qk;
+        __m256i g = kx_block_sum(t, a->gsum + (size_t)b * (qk / KERN_GROUP));
+        __m256 d4 = kx_scales4(p + doff, stride);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *pi = p + (size_t)i * stride;
+            if (b % every == 0) kx_prefetch(pi + pf);
+            __m256i s = t == KT_TQ1_0 ? kx_dot_tq1_0(pi, q) : kx_dot_q2_0_p64(pi, q);
+            __m256i si = _mm256_sub_epi32(KX_I32(s), g);
+            __m256 d = _mm256_permutevar8x32_ps(d4, _mm256_set1_epi32(i));
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), d, acc[i]);
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        out[r + i] = kx_hsum(acc[i]) * a->scale[0];
+}
+#endif
+
 KG_INLINE void kg_gemv4(kt_type t, const uint8_t *wrow, size_t w_stride, const kern_acts *a,
                         float *out, int r)
 {
+#if !KX_VNNI
+    if (t == KT_TQ1_0 || (t == KT_Q2_0 && a->q64)) {
+        kx_gemv4_fused(t, wrow, w_stride, a, out, r);
+        return;
+    }
+#endif
     if (t == KT_Q8_0)
         kx_gemv4_q8_0(wrow, w_stride, a, out, r);
     else if (t == KT_Q2_0 && a->q64)
