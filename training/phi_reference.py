@@ -333,7 +333,8 @@ class LazyWeights:
     each access (a forward pass holds one layer's weights at a time)."""
 
     def __init__(self, ck, layout, dtype, patch):
-        self.ck, self.layout, self.dtype, self.patch = ck, layout, dtype, patch
+        self.ck, self.layout, self.np_type, self.patch = ck, layout, \
+            {torch.float64: np.float64, torch.float32: np.float32}[dtype], patch
 
     def _block(self, name):
         hf, i, n = self.layout[name]
@@ -342,9 +343,7 @@ class LazyWeights:
         return a[i * rows:(i + 1) * rows]
 
     def __getitem__(self, name):
-        # copied as float16 (the map is read-only), widened by torch: numpy's float16
-        # conversion is several times slower, and the greedy steps widen every weight again
-        t = torch.from_numpy(self._block(name).copy()).to(self.dtype)
+        t = torch.from_numpy(self._block(name).astype(self.np_type))
         if name == "v.patch_embd.weight":
             return t.reshape(t.shape[0], 3, self.patch, self.patch)
         if name == "v.position_embd.weight":
@@ -352,7 +351,7 @@ class LazyWeights:
         return t
 
     def rows(self, name, ids):
-        return torch.from_numpy(self._block(name)[np.asarray(ids)]).to(self.dtype)
+        return torch.from_numpy(self._block(name)[np.asarray(ids)].astype(self.np_type))
 
 
 def save_moondream_hf(out_dir, w, vw, cfg, vc):
