@@ -44,13 +44,24 @@ the engine's F32 path must agree to float32 rounding. Run from the repository ro
     python3 training/phi_reference.py
 `--config moondream2 --out DIR` writes instead a random-weight checkpoint at moondream2's real
 configuration (same layout and tokenizer, 3.7 GB) for full-size runs and benchmarks.
+
+`--reference DIR --image PIC --golden OUT` is the full-size check's reference run (too big for
+CI; `make -C training moondream2-check` runs it and tests/golden_check.c against it): the
+checkpoint in DIR at moondream2's configuration, read tensor by tensor from the mapped file, on
+the picture (squashed to 378 x 378, bicubic, as moondream2's processor does) and "\n\nQuestion:
+Q\n\nAnswer:" after BOS and the image rows; it writes the pixels, the image rows, the logits at
+every prompt position, and 32 greedy tokens with the logits that chose each (KV cache), in
+float64 (`--dtype float32` to measure what float32 arithmetic alone moves).
 """
 
 import argparse
 import json
 import math
 import os
+import resource
+import struct
 import sys
+import time
 
 import numpy as np
 import torch
@@ -61,6 +72,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from make_goldens import GGML_F32, N_GREEDY, test_image, write_gguf  # noqa: E402
 from make_hf_fixture import make_tokenizer  # noqa: E402
 from model import save_safetensors  # noqa: E402
+from tokenizer import Tokenizer  # noqa: E402
 
 OUT = os.path.join("tests", "data", "golden")
 
@@ -179,7 +191,8 @@ def rotate(x, pos, r, theta):
     """x: [T, H, d]. The first r dims of each head turn as two halves."""
     i = torch.arange(r // 2, dtype=torch.float64)
     ang = pos[:, None].double() * theta ** (-2.0 * i / r)  # [T, r/2]
-    cos, sin = torch.cos(ang)[:, None, :], torch.sin(ang)[:, None, :]
+    cos = torch.cos(ang)[:, None, :].to(x.dtype)
+    sin = torch.sin(ang)[:, None, :].to(x.dtype)
     u, w, rest = x[..., : r // 2], x[..., r // 2: r], x[..., r:]
     return torch.cat([u * cos - w * sin, w * cos + u * sin, rest], dim=-1)
 
@@ -212,14 +225,27 @@ def image_rows(vw, vc, pixels):
 def forward(w, cfg, ids, rows=None):
     """Logits [T, V] of every position of ids; rows (if given) replace the embeddings at the
     prompt's IMAGE_ID positions, in order."""
-    T, D, H = len(ids), cfg["n_embd"], cfg["n_head"]
-    d = D // H
-    pos = torch.arange(T)
-    x = w["token_embd.weight"][torch.tensor(ids)].clone()
+    x = embed(w, ids)
     if rows is not None:
         at = [i for i, t in enumerate(ids) if t == IMAGE_ID][: rows.shape[0]]
         x[at] = rows
-    mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+    return decode(w, cfg, x, [], 0)
+
+
+def embed(w, ids):
+    """The token embeddings of ids, [T, D] (a Checkpoint's weights read only those rows)."""
+    if isinstance(w, LazyWeights):
+        return w.rows("token_embd.weight", ids)
+    return w["token_embd.weight"][torch.tensor(ids)].clone()
+
+
+def decode(w, cfg, x, kv, pos0):
+    """Logits [T, V] of the rows x [T, D] at positions pos0.., after the pos0 positions whose
+    keys and values kv holds (per layer (K, V), each [pos0, H, d]; extended in place)."""
+    T, D, H = x.shape[0], cfg["n_embd"], cfg["n_head"]
+    d = D // H
+    pos = torch.arange(pos0, pos0 + T)
+    mask = torch.full((T, pos0 + T), float("-inf"), dtype=x.dtype).triu(pos0 + 1)
     for l in range(cfg["n_layer"]):
         p = "blk.%d." % l
         h = layer_norm(x, w[p + "attn_norm.weight"], w[p + "attn_norm.bias"], cfg["eps"])
@@ -227,6 +253,11 @@ def forward(w, cfg, ids, rows=None):
         q, k, v = (t.reshape(T, H, d) for t in qkv.split(D, dim=-1))
         q = rotate(q, pos, cfg["n_rot"], cfg["theta"])
         k = rotate(k, pos, cfg["n_rot"], cfg["theta"])
+        if l < len(kv):
+            k, v = torch.cat([kv[l][0], k]), torch.cat([kv[l][1], v])
+            kv[l] = (k, v)
+        else:
+            kv.append((k, v))
         s = torch.einsum("thd,uhd->htu", q, k) / math.sqrt(d) + mask
         a = torch.einsum("htu,uhd->thd", torch.softmax(s, dim=-1), v).reshape(T, D)
         a = a @ w[p + "attn_output.weight"].T + w[p + "attn_output.bias"]
@@ -237,40 +268,105 @@ def forward(w, cfg, ids, rows=None):
     return x @ w["output.weight"].T + w["output.bias"]
 
 
-def save_moondream_hf(out_dir, w, vw, cfg, vc):
-    """The weights under moondream2's checkpoint names (the GGUF names' sources in tern
-    convert), F16, with config.json and the tokenizer."""
-    os.makedirs(out_dir, exist_ok=True)
+def hf_layout(cfg, vc):
+    """Where each GGUF-named weight sits in moondream2's checkpoint: {gguf: (name, i, n)}, the
+    i-th of n equal row blocks of that tensor (n = 3 for the vision tower's fused qkv, else 1);
+    the patch embedding is stored flat ([Dv, 3 p p]) and the position table as [1, P, Dv]."""
     T, V, P = "text_model.transformer.", "vision_encoder.encoder.model.visual.", \
         "vision_encoder.projection.mlp."
-    sd = {T + "embd.wte.weight": w["token_embd.weight"]}
+    m = {"token_embd.weight": (T + "embd.wte.weight", 0, 1)}
+    kinds = ("weight", "bias")
     for l in range(cfg["n_layer"]):
         g, h = "blk.%d." % l, T + "h.%d." % l
         for gg, hh in (("attn_norm", "ln"), ("attn_qkv", "mixer.Wqkv"),
                        ("attn_output", "mixer.out_proj"), ("ffn_up", "mlp.fc1"),
                        ("ffn_down", "mlp.fc2")):
-            for kind in ("weight", "bias"):
-                sd[h + hh + "." + kind] = w[g + gg + "." + kind]
+            for kind in kinds:
+                m[g + gg + "." + kind] = (h + hh + "." + kind, 0, 1)
     for gg, hh in (("output_norm", "text_model.lm_head.ln"),
                    ("output", "text_model.lm_head.linear")):
-        for kind in ("weight", "bias"):
-            sd[hh + "." + kind] = w[gg + "." + kind]
-    Dv = vc["v_embd"]
-    sd[V + "patch_embed.linear.weight"] = vw["v.patch_embd.weight"].reshape(Dv, -1)
-    sd[V + "patch_embed.linear.bias"] = vw["v.patch_embd.bias"]
-    sd[V + "pos_embed"] = vw["v.position_embd.weight"][None]
+        for kind in kinds:
+            m[gg + "." + kind] = (hh + "." + kind, 0, 1)
+    m["v.patch_embd.weight"] = (V + "patch_embed.linear.weight", 0, 1)
+    m["v.patch_embd.bias"] = (V + "patch_embed.linear.bias", 0, 1)
+    m["v.position_embd.weight"] = (V + "pos_embed", 0, 1)
     for l in range(vc["v_layer"]):
         g, h = "v.blk.%d." % l, V + "blocks.%d." % l
-        for kind in ("weight", "bias"):
+        for kind in kinds:
             for gg, hh in (("ln1", "norm1"), ("ln2", "norm2"), ("attn_out", "attn.proj"),
                            ("ffn_up", "mlp.fc1"), ("ffn_down", "mlp.fc2")):
-                sd[h + hh + "." + kind] = vw[g + gg + "." + kind]
-            sd[h + "attn.qkv." + kind] = torch.cat(
-                [vw[g + n + "." + kind] for n in ("attn_q", "attn_k", "attn_v")])
-    for kind in ("weight", "bias"):
-        sd[V + "norm." + kind] = vw["v.post_ln." + kind]
-        sd[P + "fc1." + kind] = vw["mm.0." + kind]
-        sd[P + "fc2." + kind] = vw["mm.2." + kind]
+                m[g + gg + "." + kind] = (h + hh + "." + kind, 0, 1)
+            for i, gg in enumerate(("attn_q", "attn_k", "attn_v")):
+                m[g + gg + "." + kind] = (h + "attn.qkv." + kind, i, 3)
+    for kind in kinds:
+        m["v.post_ln." + kind] = (V + "norm." + kind, 0, 1)
+        m["mm.0." + kind] = (P + "fc1." + kind, 0, 1)
+        m["mm.2." + kind] = (P + "fc2." + kind, 0, 1)
+    return m
+
+
+class Checkpoint:
+    """A model.safetensors mapped read-only: a tensor's bytes are read when it is asked for, so
+    memory holds the tensors in use rather than the file."""
+
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            self.header = json.loads(f.read(n))
+        self.base = 8 + n
+        self.map = np.memmap(path, dtype=np.uint8, mode="r")
+
+    def array(self, name):
+        info = self.header[name]
+        types = {"F16": np.float16, "F32": np.float32}
+        if info["dtype"] not in types:
+            raise SystemExit("%s: %s is %s (the reference reads F16 and F32)" %
+                             (self.map.filename, name, info["dtype"]))
+        dt = np.dtype(types[info["dtype"]]).newbyteorder("<")
+        a, b = info["data_offsets"]
+        return np.frombuffer(self.map, dtype=dt, count=(b - a) // dt.itemsize,
+                             offset=self.base + a).reshape(info["shape"])
+
+
+class LazyWeights:
+    """The reference's weights by GGUF name, read from a Checkpoint and widened to dtype at
+    each access (a forward pass holds one layer's weights at a time)."""
+
+    def __init__(self, ck, layout, dtype, patch):
+        self.ck, self.layout, self.np_type, self.patch = ck, layout, \
+            {torch.float64: np.float64, torch.float32: np.float32}[dtype], patch
+
+    def _block(self, name):
+        hf, i, n = self.layout[name]
+        a = self.ck.array(hf)
+        rows = a.shape[0] // n
+        return a[i * rows:(i + 1) * rows]
+
+    def __getitem__(self, name):
+        t = torch.from_numpy(self._block(name).astype(self.np_type))
+        if name == "v.patch_embd.weight":
+            return t.reshape(t.shape[0], 3, self.patch, self.patch)
+        if name == "v.position_embd.weight":
+            return t.reshape(-1, t.shape[-1])
+        return t
+
+    def rows(self, name, ids):
+        return torch.from_numpy(self._block(name)[np.asarray(ids)].astype(self.np_type))
+
+
+def save_moondream_hf(out_dir, w, vw, cfg, vc):
+    """The weights under moondream2's checkpoint names (the GGUF names' sources in tern
+    convert), F16, with config.json and the tokenizer."""
+    os.makedirs(out_dir, exist_ok=True)
+    parts = {}
+    for g, (hf, i, n) in hf_layout(cfg, vc).items():
+        t = w[g] if g in w else vw[g]
+        if g == "v.patch_embd.weight":
+            t = t.reshape(t.shape[0], -1)
+        elif g == "v.position_embd.weight":
+            t = t[None]
+        parts.setdefault(hf, [None] * n)[i] = t
+    sd = {hf: torch.cat(p) if len(p) > 1 else p[0] for hf, p in parts.items()}
     save_safetensors({k: v.half() for k, v in sd.items()},
                      os.path.join(out_dir, "model.safetensors"), {"format": "pt"})
     config = {"architectures": ["Moondream"], "model_type": "moondream1",
@@ -326,13 +422,103 @@ def save_moondream2(out_dir):
     print("moondream2-shaped checkpoint in %s" % out_dir)
 
 
+def picture_pixels(path, size):
+    """moondream2's preprocessing: the picture (EXIF orientation applied, as tern's decoder
+    does) squashed to size x size, bicubic, then scaled to [-1, 1] (mean = std = 0.5):
+    [3, size, size] float64."""
+    from PIL import Image, ImageOps
+    im = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    a = np.asarray(im.resize((size, size), Image.BICUBIC), dtype=np.float64) / 255.0
+    return torch.from_numpy(((a - 0.5) / 0.5).transpose(2, 0, 1).copy())
+
+
+def reference_run(hf_dir, image, question, out, dtype):
+    """The full-size check's golden: a checkpoint at moondream2's configuration (from `--config
+    moondream2`, or any with its shapes) on one picture and question, in dtype on the
+    checkpoint's float16 weights; written as OUT for tests/golden_check.c."""
+    t_start = time.time()
+    with open(os.path.join(hf_dir, "config.json")) as f:
+        pc = json.load(f)["phi_config"]
+    cfg, vc = MOONDREAM2, MOONDREAM2_VISION
+    for key, want in (("vocab_size", cfg["n_vocab"]), ("hidden_size", cfg["n_embd"]),
+                      ("num_hidden_layers", cfg["n_layer"]),
+                      ("num_attention_heads", cfg["n_head"]),
+                      ("intermediate_size", cfg["n_ff"])):
+        if pc.get(key) != want:
+            raise SystemExit("%s: phi_config.%s is %s, moondream2's is %s" %
+                             (hf_dir, key, pc.get(key), want))
+    ck = Checkpoint(os.path.join(hf_dir, "model.safetensors"))
+    layout = hf_layout(cfg, vc)
+    missing = sorted({hf for hf, _, _ in layout.values()} - set(ck.header))
+    if missing:
+        raise SystemExit("%s: no %s" % (hf_dir, ", ".join(missing[:3])))
+    w = LazyWeights(ck, layout, dtype, vc["patch"])
+
+    pixels = picture_pixels(image, vc["image"])
+    with torch.no_grad():
+        rows = image_rows(w, vc, pixels.to(dtype))
+    t_vision = time.time()
+
+    tk = Tokenizer.load(os.path.join(hf_dir, "tokenizer.json"))
+    bos = tk.token_id("<|endoftext|>")
+    image_id = tk.token_id("<image>")
+    text = tk.encode("\n\nQuestion: %s\n\nAnswer:" % question)
+    ids = [bos] + [image_id] * rows.shape[0] + text
+    with torch.no_grad():
+        x = embed(w, ids)
+        x[1:1 + rows.shape[0]] = rows
+        kv = []
+        logits = decode(w, cfg, x, kv, 0)
+        t_prompt = time.time()
+        step, greedy, margin = logits[-1], [], float("inf")
+        steps = []
+        for k in range(N_GREEDY):
+            steps.append(step.float().numpy())
+            top2 = torch.topk(step, 2).values
+            margin = min(margin, float(top2[0] - top2[1]))
+            greedy.append(int(step.argmax()))
+            if k + 1 < N_GREEDY:
+                step = decode(w, cfg, embed(w, greedy[-1:]), kv, len(ids) + k)[-1]
+    kvs = {"golden.image_token_id": image_id, "golden.n_prompt": len(ids),
+           "golden.n_greedy": len(greedy), "golden.prompt": ids, "golden.greedy": greedy,
+           "golden.image": os.path.abspath(image), "golden.question": question,
+           "golden.dtype": str(dtype).replace("torch.", "")}
+    write_gguf(out, kvs, [("logits", logits.float().numpy(), GGML_F32),
+                          ("greedy_logits", np.stack(steps), GGML_F32),
+                          ("pixels", pixels.float().numpy(), GGML_F32),
+                          ("image_embd", rows.float().numpy(), GGML_F32)])
+    print("reference (%s): %d prompt positions (%d image rows); greedy %s; smallest top-2 "
+          "margin of a greedy step %.3g" % (kvs["golden.dtype"], len(ids), rows.shape[0],
+                                           greedy, margin))
+    print("time: vision %.1f s, prompt %.1f s, greedy %.1f s; peak RSS %d MB; wrote %s" %
+          (t_vision - t_start, t_prompt - t_vision, time.time() - t_prompt,
+           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, out))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=("tiny", "moondream2"), default="tiny",
                     help="tiny: the goldens under tests/data/golden/ (default); moondream2: only "
                     "a random-weight checkpoint at the real shapes, in --out")
     ap.add_argument("--out", help="where --config moondream2 writes its checkpoint")
+    ap.add_argument("--reference", metavar="HF_DIR",
+                    help="instead: the reference run of a checkpoint at moondream2's real "
+                    "configuration on --image and --question, written to --golden (the "
+                    "full-size check, make moondream2-check)")
+    ap.add_argument("--image", help="the picture of --reference")
+    ap.add_argument("--question", default="What is in the picture?")
+    ap.add_argument("--golden", help="the golden file --reference writes")
+    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                    help="arithmetic of --reference (default float64)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for --reference")
     args = ap.parse_args()
+    if args.reference:
+        if not args.image or not args.golden:
+            ap.error("--reference needs --image and --golden")
+        torch.set_num_threads(args.threads)
+        reference_run(args.reference, args.image, args.question, args.golden,
+                      getattr(torch, args.dtype))
+        return
     if args.config == "moondream2":
         if not args.out:
             ap.error("--config moondream2 needs --out DIR")
