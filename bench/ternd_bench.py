@@ -364,10 +364,12 @@ def render(res):
             print('| %s | %.1f MB (peak %.1f MB; anonymous %.1f MB, file pages %.1f MB) |'
                   % (label, res[k]['VmRSS'] / 1024, res[k]['VmHWM'] / 1024,
                      res[k].get('RssAnon', 0) / 1024, res[k].get('RssFile', 0) / 1024))
-    print('| TTFT, image + short prompt (client) | %s ms |'
-          % spread([r['ttft']['ttft_ms'] for r in runs], '%.1f'))
-    for k in ('queue_ms', 'vision_ms', 'prefill_ms', 'ttft_ms'):
-        print('| … server %s | %s |' % (k, spread([r['ttft']['server_' + k] for r in runs], '%.1f')))
+    if runs[0]['ttft']:
+        print('| TTFT, image + short prompt (client) | %s ms |'
+              % spread([r['ttft']['ttft_ms'] for r in runs], '%.1f'))
+        for k in ('queue_ms', 'vision_ms', 'prefill_ms', 'ttft_ms'):
+            print('| … server %s | %s |'
+                  % (k, spread([r['ttft']['server_' + k] for r in runs], '%.1f')))
     for n in sorted(int(k) for k in runs[0]['streams']):
         s = [r['streams'][str(n)] for r in runs]
         print('| %d stream%s: aggregate tokens/s | %s |'
@@ -408,7 +410,7 @@ def main():
                    help='stream phase with "stream": false (no per-token HTTP writes)')
     p.add_argument('--gen-prompt', default='Tell me a long story about the shapes.')
     p.add_argument('--ttft-prompt', default='What is in the picture?')
-    p.add_argument('--ttft-n', type=int, default=15)
+    p.add_argument('--ttft-n', type=int, default=15, help='TTFT requests per repeat (0: skip)')
     p.add_argument('--image', default=os.path.join(HERE, 'data', 'shapes96.jpg'))
     p.add_argument('--repeat', type=int, default=3)
     p.add_argument('--repeat-image', type=int, default=0, metavar='N',
@@ -466,7 +468,8 @@ def main():
         res['rss_idle_after_warmup'] = srv.status()
         runs = []
         for r in range(a.repeat):
-            run = {'loadavg': loadavg(), 'ttft': ttft(srv, a, image_b64), 'streams': {}}
+            run = {'loadavg': loadavg(), 'ttft': ttft(srv, a, image_b64) if a.ttft_n else None,
+                   'streams': {}}
             for n in counts:
                 if n > res['server_slots'] and not a.url:
                     if n not in extra:

@@ -997,6 +997,86 @@ START_TEST(test_sampler)
 }
 END_TEST
 
+/* ---- sampler without top_k over a large vocabulary ---- */
+
+enum { SV = 3000 };
+static float g_big[SV];
+static int g_order[SV];
+
+static int by_logit_desc(const void *a, const void *b)
+{
+    int i = *(const int *)a, j = *(const int *)b;
+    if (g_big[i] != g_big[j]) return g_big[i] > g_big[j] ? -1 : 1;
+    return i - j;
+}
+
+/* How many of the best (in g_order) the cuts keep, computed the slow way:
+ * the whole vocabulary sorted, probabilities over all of it; a hair
+ * generous at both cuts, so float rounding at a boundary is no failure. */
+static int kept_by_cuts(float temperature, float top_p, float min_p)
+{
+    double z = 0.0, cum = 0.0;
+    float mx = g_big[g_order[0]];
+    for (int i = 0; i < SV; i++)
+        z += exp((g_big[i] - mx) / temperature);
+    int n = SV;
+    for (int i = 0; i < SV; i++) {
+        cum += exp((g_big[g_order[i]] - mx) / temperature) / z;
+        if (cum >= top_p + 1e-4) {
+            n = i + 1;
+            break;
+        }
+    }
+    int keep = 1;
+    while (keep < n && exp((g_big[g_order[keep]] - mx) / temperature) >= min_p * (1 - 1e-4))
+        keep++;
+    return keep;
+}
+
+/* Without top_k the sampler selects only what min_p and top_p can keep
+ * rather than sorting the vocabulary: every token drawn is one the cuts
+ * keep, the draws spread over them, and the same seed gives the same tokens. */
+START_TEST(test_sampler_no_top_k)
+{
+    for (int i = 0; i < SV; i++) {
+        g_big[i] = (float)((i * 7919) % 1009) / 100.0f; /* 0 .. 10.08, each value ~3 times */
+        g_order[i] = i;
+    }
+    qsort(g_order, SV, sizeof *g_order, by_logit_desc);
+    /* min_p alone; top_p within the first few hundred; top_p past them; both */
+    const float cases[][3] = {
+        {1.0f, 1.0f, 0.05f}, {1.0f, 0.5f, 0.0f}, {4.0f, 0.5f, 0.0f}, {2.0f, 0.9f, 0.2f}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        sampler_params p = sampler_default_params();
+        p.top_k = 0;
+        p.temperature = cases[c][0];
+        p.top_p = cases[c][1];
+        p.min_p = cases[c][2];
+        p.seed = 7 + c;
+        int keep = kept_by_cuts(p.temperature, p.top_p, p.min_p);
+        ck_assert_int_gt(keep, 10);
+        static bool in_set[SV], seen[SV];
+        memset(in_set, 0, sizeof in_set);
+        memset(seen, 0, sizeof seen);
+        for (int i = 0; i < keep; i++)
+            in_set[g_order[i]] = true;
+        sampler *s = sampler_create(SV, &p), *s2 = sampler_create(SV, &p);
+        int distinct = 0;
+        for (int i = 0; i < 2000; i++) {
+            int t = sampler_sample(s, g_big);
+            ck_assert_int_eq(sampler_sample(s2, g_big), t);
+            ck_assert_msg(t >= 0 && t < SV && in_set[t], "case %zu: token %d outside the cuts", c,
+                          t);
+            distinct += !seen[t];
+            seen[t] = true;
+        }
+        ck_assert_int_gt(distinct, keep / 4);
+        sampler_destroy(s);
+        sampler_destroy(s2);
+    }
+}
+END_TEST
+
 /* Convert the golden checkpoints once, before the (forked) tests run. */
 static int convert_goldens(void)
 {
@@ -1053,6 +1133,7 @@ int main(void)
     tcase_add_test(tc, test_tied_and_shapes);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_sampler);
+    tcase_add_test(tc, test_sampler_no_top_k);
     suite_add_tcase(s, tc);
     int rc = tu_run(s, CK_FORK_GETENV);
     remove_goldens();

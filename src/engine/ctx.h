@@ -31,12 +31,11 @@ struct eng_ctx {
     const kern_attn_ops *attn;
     float *rope_cos, *rope_sin; /* n_ctx * n_rot/2: angles depend only on position */
 
-    /* logits: one row per slot, and which slots hold fresh ones */
-    float *logits;
-    bool *has_logits;
-    float *lhid; /* n_slots x n_embd: final hidden rows that want logits */
-    float *ltmp; /* n_slots x n_vocab */
-    int *lslot;
+    /* logits of the latest step: one row per item that asked, read where the
+     * output layer wrote them (no copy per slot) */
+    float *lhid;    /* n_slots x n_embd: final hidden rows that want logits */
+    float *ltmp;    /* n_slots x n_vocab: their logits */
+    int *logit_row; /* per slot: its row of ltmp, or -1 */
 
     /* mm_matmul's scratch: int8 activations for the integer kernels */
     void *mm_scratch;

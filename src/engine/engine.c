@@ -120,11 +120,11 @@ static int alloc_text(eng_ctx *c)
     }
     ALLOC(c->rope_cos, (size_t)p->n_ctx * hd / 2);
     ALLOC(c->rope_sin, (size_t)p->n_ctx * hd / 2);
-    ALLOC(c->logits, (size_t)p->n_slots * V);
-    ALLOC(c->has_logits, p->n_slots);
     ALLOC(c->lhid, (size_t)p->n_slots * D);
     ALLOC(c->ltmp, (size_t)p->n_slots * V);
-    ALLOC(c->lslot, p->n_slots);
+    ALLOC(c->logit_row, p->n_slots);
+    for (int s = 0; s < p->n_slots; s++)
+        c->logit_row[s] = -1;
     return ENG_OK;
 oom:
     return ENG_ERR;
@@ -205,12 +205,12 @@ oom:
 void eng_ctx_destroy(eng_ctx *c)
 {
     if (!c) return;
-    void *bufs[] = {c->k_cache,    c->v_cache, c->slot_len, c->x,        c->xn,         c->tmp,
-                    c->q,          c->att,     c->k,        c->v,        c->g,          c->u,
-                    c->row_pos,    c->scores,  c->kv_f32,   c->rope_cos, c->rope_sin,   c->logits,
-                    c->has_logits, c->lhid,    c->ltmp,     c->lslot,    c->mm_scratch, c->row_item,
-                    c->vx,         c->vxn,     c->vq,       c->vk,       c->vv,         c->vatt,
-                    c->vtmp,       c->vff,     c->vshuf,    c->vkt,      c->vscores};
+    void *bufs[] = {c->k_cache, c->v_cache, c->slot_len,   c->x,        c->xn,       c->tmp,
+                    c->q,       c->att,     c->k,          c->v,        c->g,        c->u,
+                    c->row_pos, c->scores,  c->kv_f32,     c->rope_cos, c->rope_sin, c->logit_row,
+                    c->lhid,    c->ltmp,    c->mm_scratch, c->row_item, c->vx,       c->vxn,
+                    c->vq,      c->vk,      c->vv,         c->vatt,     c->vtmp,     c->vff,
+                    c->vshuf,   c->vkt,     c->vscores};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     pool_destroy(c->pool);
@@ -278,7 +278,7 @@ int eng_step(eng_ctx *c, const eng_item *items, int n_items, char *err, size_t e
     }
     assert(r == n_rows && n_rows <= c->p.n_batch);
     for (int s = 0; s < c->p.n_slots; s++)
-        c->has_logits[s] = false;
+        c->logit_row[s] = -1;
     if (n_rows > 0) text_forward(c, items, n_items, n_rows);
     for (int i = 0; i < n_items; i++)
         c->slot_len[items[i].slot] = items[i].pos + items[i].n_tokens;
@@ -287,8 +287,8 @@ int eng_step(eng_ctx *c, const eng_item *items, int n_items, char *err, size_t e
 
 const float *eng_logits(const eng_ctx *c, int slot)
 {
-    if (slot < 0 || slot >= c->p.n_slots || !c->has_logits[slot]) return NULL;
-    return c->logits + (size_t)slot * c->m->info.n_vocab;
+    if (slot < 0 || slot >= c->p.n_slots || c->logit_row[slot] < 0) return NULL;
+    return c->ltmp + (size_t)c->logit_row[slot] * c->m->info.n_vocab;
 }
 
 int eng_slot_len(const eng_ctx *c, int slot)
@@ -300,7 +300,7 @@ void eng_slot_reset(eng_ctx *c, int slot)
 {
     if (slot >= 0 && slot < c->p.n_slots) {
         c->slot_len[slot] = 0;
-        c->has_logits[slot] = false;
+        c->logit_row[slot] = -1;
     }
 }
 

@@ -14,12 +14,12 @@
  * thread. One thread does ~10-17 KB x rows per microsecond in TQ2_0 and a
  * hand-off costs ~1 us when the workers spin, so at 32 KB per thread two
  * threads already save most of half the time; SmolVLM-256M's layer matmuls
- * (90-500 KB) ran on one thread under the former 256 KB. The split runs
- * through pool_run_dynamic: chunks are claimed from a counter, so a worker
- * the OS has descheduled before it started (a shared machine) is skipped,
- * not waited for: that wait once made a tiny model's matmuls 20-50x slower
- * on two threads than on one. One descheduled while holding a chunk is
- * still waited for. */
+ * (90-500 KB) ran on one thread under the former 256 KB. Chunks are
+ * claimed from a counter by whichever shares run, and pool_run never waits
+ * for a thread that has not started (pool.h), so a worker the OS has
+ * descheduled (a shared machine) costs nothing: that wait once made a tiny
+ * model's matmuls 20-50x slower on two threads than on one. One descheduled
+ * while holding a chunk is still waited for. */
 #define MM_SPLIT_BYTES (32 * 1024)
 
 /* One weight of a job: its kernel, row bytes, output and first chunk. */
@@ -187,8 +187,8 @@ int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x,
         j.n_chunks += (ws[i]->rows + j.chunk - 1) / j.chunk;
     }
     atomic_init(&j.next, 0);
-    if (p) /* chunks are claimed, so a descheduled worker need not be waited for */
-        pool_run_dynamic(p, gemm_rows, &j);
+    if (p) /* chunks are claimed, so the shares that run first do them all */
+        pool_run(p, gemm_rows, &j);
     else
         gemm_rows(&j, 0, 1);
     return 0;

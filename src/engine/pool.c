@@ -1,8 +1,7 @@
-/* Thread pool: a generation counter announces work, a pending counter
- * collects completions; both on their own cache lines so workers polling
- * one do not slow the writer of the other. A worker joins a run through
- * the entry word, which names the run it belongs to, so a worker that
- * wakes late cannot join a run that is over (pool_run_dynamic's). */
+/* Thread pool: one 64-bit word announces a call and hands out its shares
+ * (generation, share count, next share), a counter collects finished
+ * shares; both on their own cache lines so threads claiming from one do not
+ * slow the writer of the other. See pool.h for why shares, not threads. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -19,6 +18,8 @@
  * not to burn a core while the daemon idles or the machine is shared. */
 #define POOL_SPIN 4000
 
+#define POOL_MAX_THREADS 0xffff /* a share index fits the word's 16-bit fields */
+
 #if defined(__x86_64__) || defined(__i386__)
 #define cpu_relax() __builtin_ia32_pause()
 #elif defined(__aarch64__)
@@ -27,79 +28,74 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* The entry word: the run's generation (high 32 bits), whether the run is
- * closed to late workers, and how many workers are inside its fn. */
-#define ENTRY_CLOSED ((uint64_t)1 << 31)
-#define ENTRY_COUNT ((uint64_t)0xFFFF)
-#define ENTRY_GEN(e) ((unsigned)((e) >> 32))
+/* The work word: generation << 32 | shares << 16 | next unclaimed share. */
+#define W_GEN(w) ((uint32_t)((w) >> 32))
+#define W_COUNT(w) ((int)(((w) >> 16) & 0xffff))
+#define W_NEXT(w) ((int)((w)&0xffff))
 
 struct pool {
-    _Alignas(64) atomic_uint gen;        /* bumped once per run */
-    _Alignas(64) atomic_int pending;     /* pool_run: workers still to finish fn */
-    _Alignas(64) _Atomic uint64_t entry; /* see ENTRY_* */
-    _Alignas(64) pool_fn fn;
+    _Alignas(64) _Atomic uint64_t work;
+    _Alignas(64) atomic_int done; /* shares of the current call finished */
+    _Alignas(64) pool_fn fn;      /* written before work publishes a call */
     void *ctx;
     int n;
+    uint32_t gen;            /* the caller's: last generation published */
+    atomic_int sleepers;     /* workers asleep (or about to be) on wake */
+    atomic_bool caller_wait; /* the caller asleep (or about to be) on done_cv */
     atomic_bool stop;
-    bool dynamic; /* the current run is pool_run_dynamic's */
     pthread_mutex_t mu;
-    pthread_cond_t wake; /* workers wait here for a new gen */
-    pthread_cond_t done; /* the caller waits here for its run to end */
+    pthread_cond_t wake;    /* workers wait here for a new generation */
+    pthread_cond_t done_cv; /* the caller waits here for the last share */
     pthread_t *threads;
-    struct worker *workers;
 };
 
-struct worker {
-    pool *p;
-    int ith;
-};
-
-/* Joins run g unless it is closed or already replaced by a newer one. */
-static bool enter(pool *p, unsigned g)
+/* Claim and run shares of generation gen until none is left (or a newer
+ * call replaced it). A successful claim happens while the caller still waits
+ * for that share, so fn and ctx are the call's own: the acquire of the claim
+ * pairs with the release that published them. */
+static void run_shares(pool *p, uint32_t gen)
 {
-    uint64_t e = atomic_load_explicit(&p->entry, memory_order_acquire);
+    uint64_t w = atomic_load_explicit(&p->work, memory_order_relaxed);
     for (;;) {
-        if (ENTRY_GEN(e) != g || (e & ENTRY_CLOSED)) return false;
-        if (atomic_compare_exchange_weak_explicit(&p->entry, &e, e + 1, memory_order_acq_rel,
-                                                  memory_order_acquire))
-            return true;
+        if (W_GEN(w) != gen || W_NEXT(w) >= W_COUNT(w)) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->work, &w, w + 1, memory_order_acquire,
+                                                   memory_order_relaxed))
+            continue; /* w was reloaded */
+        int n = W_COUNT(w);
+        p->fn(p->ctx, W_NEXT(w), n);
+        if (atomic_fetch_add_explicit(&p->done, 1, memory_order_seq_cst) + 1 == n &&
+            atomic_load_explicit(&p->caller_wait, memory_order_seq_cst)) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+        w = atomic_load_explicit(&p->work, memory_order_relaxed);
     }
 }
 
 static void *worker_main(void *arg)
 {
-    struct worker *w = arg;
-    pool *p = w->p;
-    unsigned seen = 0;
+    pool *p = arg;
+    uint32_t seen = 0;
     for (;;) {
-        unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
-        for (int i = 0; g == seen && i < POOL_SPIN; i++) {
+        uint64_t w = atomic_load_explicit(&p->work, memory_order_acquire);
+        for (int i = 0; W_GEN(w) == seen && i < POOL_SPIN; i++) {
             cpu_relax();
-            g = atomic_load_explicit(&p->gen, memory_order_acquire);
+            w = atomic_load_explicit(&p->work, memory_order_acquire);
         }
-        if (g == seen) {
+        if (W_GEN(w) == seen) {
+            /* sleepers is raised before the last look at work, and the caller
+             * stores work before it reads sleepers: one of them sees the other */
             pthread_mutex_lock(&p->mu);
-            while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen)
+            atomic_fetch_add_explicit(&p->sleepers, 1, memory_order_seq_cst);
+            while (W_GEN(w = atomic_load_explicit(&p->work, memory_order_seq_cst)) == seen)
                 pthread_cond_wait(&p->wake, &p->mu);
+            atomic_fetch_sub_explicit(&p->sleepers, 1, memory_order_relaxed);
             pthread_mutex_unlock(&p->mu);
         }
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) return NULL;
-        seen = g;
-        if (!enter(p, g)) continue; /* that run is over: a newer gen is on its way */
-        p->fn(p->ctx, w->ith, p->n);
-        bool wake;
-        if (p->dynamic) {
-            uint64_t e = atomic_fetch_sub_explicit(&p->entry, 1, memory_order_acq_rel);
-            wake = (e & ENTRY_CLOSED) && (e & ENTRY_COUNT) == 1;
-        } else {
-            atomic_fetch_sub_explicit(&p->entry, 1, memory_order_relaxed);
-            wake = atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1;
-        }
-        if (wake) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        seen = W_GEN(w);
+        run_shares(p, seen);
     }
 }
 
@@ -109,6 +105,7 @@ pool *pool_create(int n_threads, char *err, size_t errlen)
         long c = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = c > 0 ? (int)c : 1;
     }
+    if (n_threads > POOL_MAX_THREADS) n_threads = POOL_MAX_THREADS;
     pool *p = aligned_alloc(64, (sizeof *p + 63) / 64 * 64);
     if (!p) {
         snprintf(err, errlen, "pool: out of memory");
@@ -116,24 +113,23 @@ pool *pool_create(int n_threads, char *err, size_t errlen)
     }
     memset(p, 0, sizeof *p);
     p->n = n_threads;
+    atomic_init(&p->work, 0);
+    atomic_init(&p->done, 0);
+    atomic_init(&p->sleepers, 0);
+    atomic_init(&p->caller_wait, false);
     atomic_init(&p->stop, false);
-    atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
-    atomic_init(&p->entry, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
-    pthread_cond_init(&p->done, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
-    p->workers = calloc((size_t)n_threads, sizeof *p->workers);
-    if (!p->threads || !p->workers) {
+    if (!p->threads) {
         snprintf(err, errlen, "pool: out of memory");
         p->n = 1;
         pool_destroy(p);
         return NULL;
     }
     for (int i = 1; i < n_threads; i++) {
-        p->workers[i] = (struct worker){p, i};
-        int rc = pthread_create(&p->threads[i], NULL, worker_main, &p->workers[i]);
+        int rc = pthread_create(&p->threads[i], NULL, worker_main, p);
         if (rc != 0) {
             snprintf(err, errlen, "pool: cannot start thread %d of %d (error %d)", i, n_threads,
                      rc);
@@ -150,16 +146,16 @@ void pool_destroy(pool *p)
     if (!p) return;
     pthread_mutex_lock(&p->mu);
     atomic_store_explicit(&p->stop, true, memory_order_release);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    /* a generation with no shares: every worker wakes, sees stop, leaves */
+    atomic_store_explicit(&p->work, (uint64_t)(p->gen + 1) << 32, memory_order_seq_cst);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n; i++)
         pthread_join(p->threads[i], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->wake);
-    pthread_cond_destroy(&p->done);
+    pthread_cond_destroy(&p->done_cv);
     free(p->threads);
-    free(p->workers);
     free(p);
 }
 
@@ -168,66 +164,37 @@ int pool_threads(const pool *p)
     return p->n;
 }
 
-/* Publishes fn and ctx as run gen + 1 and wakes the workers. */
-static void start(pool *p, pool_fn fn, void *ctx, bool dynamic)
+void pool_run(pool *p, pool_fn fn, void *ctx)
 {
+    int n = p->n;
+    if (n == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
     p->fn = fn;
     p->ctx = ctx;
-    p->dynamic = dynamic;
-    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
-    unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
-    atomic_store_explicit(&p->entry, (uint64_t)g << 32, memory_order_relaxed);
-    /* The lock orders the bump against a worker about to sleep, so none
-     * misses it; the release publishes the fields above to spinning workers. */
-    pthread_mutex_lock(&p->mu);
-    atomic_store_explicit(&p->gen, g, memory_order_release);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->mu);
-}
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    p->gen++;
+    /* the store publishes fn, ctx and done to every claim of this generation */
+    atomic_store_explicit(&p->work, (uint64_t)p->gen << 32 | (uint64_t)n << 16,
+                          memory_order_seq_cst);
+    if (atomic_load_explicit(&p->sleepers, memory_order_seq_cst) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->mu);
+    }
 
-/* Waits, spinning first, until done(p) holds. */
-static void wait_until(pool *p, bool (*done)(pool *))
-{
+    run_shares(p, p->gen);
+
+    /* every share is claimed; wait only for those still running elsewhere */
     for (int i = 0; i < POOL_SPIN; i++) {
-        if (done(p)) return;
+        if (atomic_load_explicit(&p->done, memory_order_acquire) == n) return;
         cpu_relax();
     }
     pthread_mutex_lock(&p->mu);
-    while (!done(p))
-        pthread_cond_wait(&p->done, &p->mu);
+    atomic_store_explicit(&p->caller_wait, true, memory_order_seq_cst);
+    while (atomic_load_explicit(&p->done, memory_order_seq_cst) != n)
+        pthread_cond_wait(&p->done_cv, &p->mu);
+    atomic_store_explicit(&p->caller_wait, false, memory_order_relaxed);
     pthread_mutex_unlock(&p->mu);
-}
-
-static bool all_finished(pool *p)
-{
-    return atomic_load_explicit(&p->pending, memory_order_acquire) == 0;
-}
-
-static bool none_inside(pool *p)
-{
-    return (atomic_load_explicit(&p->entry, memory_order_acquire) & ENTRY_COUNT) == 0;
-}
-
-void pool_run(pool *p, pool_fn fn, void *ctx)
-{
-    if (p->n == 1) {
-        fn(ctx, 0, 1);
-        return;
-    }
-    start(p, fn, ctx, false);
-    fn(ctx, 0, p->n);
-    wait_until(p, all_finished);
-}
-
-void pool_run_dynamic(pool *p, pool_fn fn, void *ctx)
-{
-    if (p->n == 1) {
-        fn(ctx, 0, 1);
-        return;
-    }
-    start(p, fn, ctx, true);
-    fn(ctx, 0, p->n);
-    /* closed: a worker that has not joined yet never will */
-    atomic_fetch_or_explicit(&p->entry, ENTRY_CLOSED, memory_order_acq_rel);
-    wait_until(p, none_inside);
 }

@@ -111,31 +111,61 @@ static void kv_store(eng_ctx *c, void *cache, size_t off, const float *src, int 
 
 /* Attention works in units of (item, chunk of ATT_CHUNK of its rows, KV
  * head): a unit converts the KV head's f16 cache rows up to its last row's
- * position into the thread's f32 scratch once, then every query head of
+ * position into the share's f32 scratch once, then every query head of
  * the group and every row of the chunk reads them with the kernels' dots
- * and weighted sums. A
- * row's result does not depend on which unit it is in, so batched rows give
- * the same bits as rows run alone. */
+ * and weighted sums. A row's result does not depend on which unit it is in,
+ * so batched rows give the same bits as rows run alone.
+ *
+ * When every item fits one chunk (decode steps, short prompts), a unit also
+ * rotates its rows' queries of the group and key of the head and stores the
+ * key and value in the cache: no other unit reads those positions, and the
+ * work that was serial between the q/k/v matmul and attention is spread
+ * over the pool with it. Longer items store first, in a pass of their own,
+ * as a later chunk reads the positions of the earlier ones. */
 #define ATT_CHUNK 16
 
 typedef struct {
-    const eng_ctx *c;
+    eng_ctx *c;
     const eng_item *items;
     int n_items, layer, n_units;
+    bool fused;                   /* units rotate and store their own rows first */
     _Alignas(64) atomic_int next; /* next unit to hand out */
 } attn_job;
 
+/* Rotate row r's query heads of group g (all groups when g < 0) and key
+ * head(s), and store its keys and values at its position. */
+static void rope_store(eng_ctx *c, const eng_item *items, int layer, int r, int g)
+{
+    const eng_model *m = c->m;
+    const eng_model_info *in = &m->info;
+    int hd = m->head_dim, rep = in->n_head / in->n_head_kv, half = m->n_rot / 2;
+    int qd = in->n_head * hd, kvd = in->n_head_kv * hd;
+    int g0 = g < 0 ? 0 : g, ng = g < 0 ? in->n_head_kv : 1;
+    const float *cs = c->rope_cos + (size_t)c->row_pos[r] * half;
+    const float *sn = c->rope_sin + (size_t)c->row_pos[r] * half;
+    float *k = c->k + (size_t)r * kvd + (size_t)g0 * hd;
+    rope(c->q + (size_t)r * qd + (size_t)g0 * rep * hd, ng * rep, hd, m->n_rot, m->fam->rope_neox,
+         cs, sn);
+    rope(k, ng, hd, m->n_rot, m->fam->rope_neox, cs, sn);
+    size_t off = kv_off(c, items[c->row_item[r]].slot, layer, c->row_pos[r]) + (size_t)g0 * hd;
+    kv_store(c, c->k_cache, off, k, ng * hd);
+    kv_store(c, c->v_cache, off, c->v + (size_t)r * kvd + (size_t)g0 * hd, ng * hd);
+}
+
 /* Rows [r0, r1) of one slot (positions increasing), KV head g. */
-static void attend_unit(const eng_ctx *c, int layer, int slot, int r0, int r1, int g, int ith)
+static void attend_unit(eng_ctx *c, const attn_job *j, int slot, int r0, int r1, int g, int ith)
 {
     const eng_model_info *in = &c->m->info;
-    int hd = c->m->head_dim, H = in->n_head, rep = H / in->n_head_kv;
+    int hd = c->m->head_dim, H = in->n_head, rep = H / in->n_head_kv, layer = j->layer;
     size_t kvd = (size_t)in->n_head_kv * hd;
     size_t base = kv_off(c, slot, layer, 0) + (size_t)g * hd;
     int last = c->row_pos[r1 - 1];
     /* A unit is consecutive positions of one item, inside the context. */
     assert(r0 < r1 && last - c->row_pos[r0] == r1 - 1 - r0);
     assert(last < c->p.n_ctx && c->slot_len[slot] <= c->row_pos[r0]);
+    if (j->fused)
+        for (int r = r0; r < r1; r++)
+            rope_store(c, j->items, layer, r, g);
     float *sc = c->scores + (size_t)ith * c->scores_stride;
     const float *K, *V;
     size_t ks; /* floats between the positions' rows in K and V */
@@ -173,7 +203,7 @@ static void attend_worker(void *arg, int ith, int nth)
 {
     (void)nth;
     attn_job *j = arg;
-    const eng_ctx *c = j->c;
+    eng_ctx *c = j->c;
     int G = c->m->info.n_head_kv;
     for (;;) {
         int u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
@@ -184,7 +214,7 @@ static void attend_worker(void *arg, int ith, int nth)
             if (chunk < nc) {
                 int r0 = r + chunk * ATT_CHUNK;
                 int r1 = r0 + ATT_CHUNK < r + n ? r0 + ATT_CHUNK : r + n;
-                attend_unit(c, j->layer, j->items[i].slot, r0, r1, g, ith);
+                attend_unit(c, j, j->items[i].slot, r0, r1, g, ith);
                 break;
             }
             chunk -= nc;
@@ -193,18 +223,43 @@ static void attend_worker(void *arg, int ith, int nth)
     }
 }
 
-/* Every item's rows against its slot's cache for layer l, on the pool. */
-static void attend(eng_ctx *c, const eng_item *items, int n_items, int layer, long macs)
+/* Rotation and cache stores by rows, for steps whose units do not do them. */
+typedef struct {
+    eng_ctx *c;
+    const eng_item *items;
+    int layer, rows;
+} store_job;
+
+static void store_worker(void *arg, int ith, int nth)
 {
-    attn_job job = {.c = c, .items = items, .n_items = n_items, .layer = layer};
-    for (int i = 0; i < n_items; i++)
+    const store_job *j = arg;
+    for (int r = j->rows * ith / nth; r < j->rows * (ith + 1) / nth; r++)
+        rope_store(j->c, j->items, j->layer, r, -1);
+}
+
+/* Every item's rows against its slot's cache for layer l, on the pool;
+ * macs is the step's attention work, rows its row count. */
+static void attend(eng_ctx *c, const eng_item *items, int n_items, int layer, int rows, long macs)
+{
+    const eng_model_info *in = &c->m->info;
+    /* rotating and storing a row: about a multiply-add per query and key
+     * element, and a few per converted key and value element */
+    long store_macs = (long)rows * (in->n_head + 4 * in->n_head_kv) * c->m->head_dim;
+    attn_job job = {.c = c, .items = items, .n_items = n_items, .layer = layer, .fused = true};
+    for (int i = 0; i < n_items; i++) {
         job.n_units += (items[i].n_tokens + ATT_CHUNK - 1) / ATT_CHUNK * c->m->info.n_head_kv;
+        job.fused = job.fused && items[i].n_tokens <= ATT_CHUNK;
+    }
+    if (!job.fused) {
+        store_job sj = {.c = c, .items = items, .layer = layer, .rows = rows};
+        ctx_run(c, store_worker, &sj, store_macs);
+    }
     atomic_init(&job.next, 0);
-    ctx_run(c, attend_worker, &job, macs);
+    ctx_run(c, attend_worker, &job, macs + (job.fused ? store_macs : 0));
 }
 
 /* Only the last row of each item that asks for logits goes through the
- * (large) output layer. */
+ * (large) output layer; the slot's logits stay in that row of ltmp. */
 static void output_logits(eng_ctx *c, const eng_item *items, int n_items)
 {
     const eng_model *m = c->m;
@@ -215,19 +270,18 @@ static void output_logits(eng_ctx *c, const eng_item *items, int n_items)
         if (!items[i].want_logits) continue;
         norm_rows(m, c->lhid + (size_t)nl * D, c->x + (size_t)(r - 1) * D, m->out_norm,
                   m->out_norm_b, 1);
-        c->lslot[nl++] = items[i].slot;
+        c->logit_row[items[i].slot] = nl++;
     }
     if (nl == 0) return;
     ctx_linear(c, &m->output, c->lhid, nl, c->ltmp);
     add_bias(c->ltmp, m->output_b, nl, V);
-    for (int j = 0; j < nl; j++) {
-        memcpy(c->logits + (size_t)c->lslot[j] * V, c->ltmp + (size_t)j * V,
-               (size_t)V * sizeof(float));
-        c->has_logits[c->lslot[j]] = true;
-    }
 }
 
-/* The MLP's activation over rows [r0, r1) of g: SiLU(g) * u, or GELU(g + b_up). */
+/* The MLP's activation over rows [r0, r1) of g: SiLU(g) * u, or GELU(g + b_up).
+ * Its cost per element in ctx_run's multiply-adds: an expf and a division
+ * are ~8 ns, ~48 of them (so a decode step of 4 or more rows splits). */
+#define ACT_MACS 48
+
 typedef struct {
     const eng_ctx *c;
     const eng_layer *L;
@@ -258,7 +312,7 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
     const eng_model *m = c->m;
     const model_family *fam = m->fam;
     const eng_model_info *in = &m->info;
-    int D = in->n_embd, hd = m->head_dim, F = in->n_ff, half = m->n_rot / 2;
+    int D = in->n_embd, hd = m->head_dim, F = in->n_ff;
     int qd = in->n_head * hd, kvd = in->n_head_kv * hd;
 
     assert(n > 0 && n <= c->p.n_batch);
@@ -273,18 +327,7 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
         add_bias(c->q, L->bq, n, qd);
         add_bias(c->k, L->bk, n, kvd);
         add_bias(c->v, L->bv, n, kvd);
-        for (int r = 0; r < n; r++) {
-            const float *cs = c->rope_cos + (size_t)c->row_pos[r] * half;
-            const float *sn = c->rope_sin + (size_t)c->row_pos[r] * half;
-            rope(c->q + (size_t)r * qd, in->n_head, hd, m->n_rot, fam->rope_neox, cs, sn);
-            rope(c->k + (size_t)r * kvd, in->n_head_kv, hd, m->n_rot, fam->rope_neox, cs, sn);
-        }
-        for (int r = 0; r < n; r++) {
-            size_t off = kv_off(c, items[c->row_item[r]].slot, l, c->row_pos[r]);
-            kv_store(c, c->k_cache, off, c->k + (size_t)r * kvd, kvd);
-            kv_store(c, c->v_cache, off, c->v + (size_t)r * kvd, kvd);
-        }
-        attend(c, items, n_items, l, att_macs);
+        attend(c, items, n_items, l, n, att_macs);
         ctx_linear(c, &L->wo, c->att, n, c->tmp);
         add_bias(c->tmp, L->bo, n, D);
         for (size_t i = 0; i < (size_t)n * D; i++)
@@ -297,7 +340,7 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
         else
             ctx_linear(c, &L->w_up, c->xn, n, c->g);
         act_job aj = {.c = c, .L = L, .rows = n};
-        ctx_run(c, act_worker, &aj, (long)n * F * 8);
+        ctx_run(c, act_worker, &aj, (long)n * F * ACT_MACS);
         ctx_linear(c, &L->w_down, c->g, n, c->tmp);
         add_bias(c->tmp, L->b_down, n, D);
         for (size_t i = 0; i < (size_t)n * D; i++)
