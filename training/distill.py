@@ -646,7 +646,9 @@ def main(argv=None):
             torch.save({"model": student.state_dict(), "opt": opt.state_dict(), "step": step,
                         "rng": rng.getstate()}, ckpt + ".tmp")
             if step in keep_ckpt:
-                shutil.copyfile(ckpt + ".tmp", os.path.join(a.out, f"ckpt-{step}.pt"))
+                kept_ckpt = os.path.join(a.out, f"ckpt-{step}.pt")
+                shutil.copyfile(ckpt + ".tmp", kept_ckpt + ".tmp")
+                os.replace(kept_ckpt + ".tmp", kept_ckpt)
             os.replace(ckpt + ".tmp", ckpt)
     sys.stderr.write("\n")
 
