@@ -45,27 +45,7 @@ def f16(x):
 
 
 def kmeans_row_scale(w, rounds=30):
-    """Per-row k-means scale m (see module doc), iterated to a fixed point. A row that reached
-    its fixed point keeps it, so each round works on the rows still moving only: the same
-    result as iterating every row (kmeans_row_scale_ref) in about half the work, which matters
-    because self-distillation recomputes it for every matrix at every step."""
-    a = w.abs()
-    m = a.mean(1, keepdim=True)
-    rows, sub = torch.arange(a.shape[0]), a
-    for _ in range(rounds):
-        old = m[rows]
-        sel = (sub > old / 2).to(sub.dtype)
-        nm = (sub * sel).sum(1, keepdim=True) / sel.sum(1, keepdim=True).clamp_min(1)
-        moving = (nm != old)[:, 0]
-        m[rows] = nm
-        if not bool(moving.any()):
-            break
-        rows, sub = rows[moving], sub[moving]
-    return m
-
-
-def kmeans_row_scale_ref(w, rounds=30):
-    """kmeans_row_scale's reference: every row iterated until none changes."""
+    """Per-row k-means scale m (see module doc), iterated to a fixed point."""
     a = w.abs()
     m = a.mean(1, keepdim=True)
     for _ in range(rounds):

@@ -57,21 +57,6 @@ def check_model_io(tmp):
         assert torch.allclose(t.eval()(ids, px), t2.eval()(ids, px), atol=1e-6)
 
 
-def check_kmeans():
-    """ternarize.kmeans_row_scale (rows still moving only) equals its reference (every row every
-    round) bit for bit: on the demo model's matrices, on them after a training-sized nudge, and
-    on random ones of odd shapes."""
-    import ternarize as TZ
-    g = torch.Generator().manual_seed(3)
-    demo = M.load_hf(os.path.join(HERE, "..", "models", "hf", "float"))
-    ws = [m.weight.detach().float() for _, m in TZ.quant_layers(demo)]
-    ws += [w + 1e-4 * torch.randn(w.shape, generator=g) for w in ws[:8]]
-    ws += [torch.randn(r, c, generator=g) * 0.02 for r, c in ((1, 7), (37, 300), (64, 576))]
-    ws.append(torch.zeros(3, 16))
-    for w in ws:
-        assert torch.equal(TZ.kmeans_row_scale(w), TZ.kmeans_row_scale_ref(w)), w.shape
-
-
 def pictures(out):
     """Four demo pictures (square, 96-256 px) and one wide picture, so tiling has rows != cols."""
     src = os.path.join(HERE, "..", "tests", "data", "shapes", "test")
@@ -156,7 +141,6 @@ def main():
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="distill-smoke-") as tmp:
         check_model_io(tmp)
-        check_kmeans()
         ckpt, pics, out = (os.path.join(tmp, d) for d in ("hf", "pics", "out"))
         subprocess.run([sys.executable, os.path.join(HERE, "make_random_hf.py"), "--like",
                         a.like, "--out", ckpt], check=True)
