@@ -346,14 +346,17 @@ class Pairs:
                 self.feat_cache[i] = self.teacher_feats(px)
                 self.teacher_s += time.time() - t0
             feats = self.feat_cache[i]
-        if os.path.exists(path):
-            rec = torch.load(path)
-        else:
+        # The cache is indexed by pair number; the key says which picture, question and answer
+        # length a record was made for, so a changed --questions or picture set recomputes it
+        # (records written before the key existed are trusted).
+        key = [os.path.abspath(self.sources[i][0]), q, self.a.max_new]
+        rec = torch.load(path) if os.path.exists(path) else None
+        if rec is None or rec.get("key", key) != key:
             t0 = time.time()
             tf = feats if feats is not None else self.teacher_feats(px)
             ans, lg = teacher_answer(self.teacher, prompt, tf, self.eou, self.a.max_new)
             self.teacher_s += time.time() - t0
-            rec = {"answer": ans, "logits": lg.half()}
+            rec = {"answer": ans, "logits": lg.half(), "key": key}
             torch.save(rec, path + ".tmp")
             os.replace(path + ".tmp", path)
         ids = torch.tensor([prompt + rec["answer"]])
@@ -506,7 +509,16 @@ def parser():
     ap.add_argument("--feature-cache", type=int, default=256,
                     help="pictures whose frozen vision features stay in memory (--keep-vision)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    ap.add_argument("--init", metavar="CKPT",
+                    help="start the student from another run's ckpt.pt instead of the k-means "
+                         "initialisation, with a fresh optimizer and learning-rate schedule (a "
+                         "new warm-up and cosine cycle over --steps); --resume takes precedence "
+                         "once OUT/ckpt.pt exists")
     ap.add_argument("--ckpt-every", type=int, default=50, help="steps between checkpoints")
+    ap.add_argument("--keep-ckpt", default="", metavar="STEPS",
+                    help="comma-separated steps at which OUT/ckpt-STEP.pt is kept as well (to "
+                         "export and score intermediate models: copy it to ckpt.pt of a new OUT "
+                         "and run with --resume --steps STEP)")
     ap.add_argument("--eval-every", type=int, default=50, help="steps between held-out KLs")
     ap.add_argument("--log-every", type=int, default=10,
                     help="steps between training-KL lines in OUT/log.jsonl")
@@ -579,13 +591,22 @@ def main(argv=None):
         step = st["step"]
         rng.setstate(st["rng"])
         print(f"distill: resumed at step {step}", file=sys.stderr)
-    elif os.path.exists(logf):
-        os.remove(logf)
+    else:
+        if os.path.exists(logf):
+            os.remove(logf)
+        if a.init:
+            try:
+                student.load_state_dict(torch.load(a.init, weights_only=False)["model"])
+            except (OSError, KeyError, RuntimeError) as e:
+                raise SystemExit(f"{a.init}: not a checkpoint of this model ({e})")
+            print(f"distill: student initialised from {a.init}", file=sys.stderr)
+    keep_ckpt = {int(x) for x in a.keep_ckpt.split(",") if x.strip()}
 
     if step == 0:
         kl0 = held_out_kl(student, pairs, val, a.temperature, student_vision)
-        log(logf, {"step": 0, "val_kl": kl0, "mode": a.mode})
-        print(f"distill: held-out KL after {a.mode} initialisation {kl0:.4f}", file=sys.stderr)
+        init = a.init or a.mode
+        log(logf, {"step": 0, "val_kl": kl0, "mode": a.mode, "init": init})
+        print(f"distill: held-out KL after {init} initialisation {kl0:.4f}", file=sys.stderr)
     student.train()
     run, rn, tl, t_teacher = 0.0, 0, time.time(), pairs.teacher_s
     sps = 0.0
@@ -621,9 +642,13 @@ def main(argv=None):
             log(logf, {"step": step, "val_kl": vk})
             sys.stderr.write(f"\ndistill: step {step}: held-out KL {vk:.4f}\n")
             tl, t_teacher = time.time(), pairs.teacher_s
-        if step % a.ckpt_every == 0 or step == a.steps:
+        if step % a.ckpt_every == 0 or step == a.steps or step in keep_ckpt:
             torch.save({"model": student.state_dict(), "opt": opt.state_dict(), "step": step,
                         "rng": rng.getstate()}, ckpt + ".tmp")
+            if step in keep_ckpt:
+                kept_ckpt = os.path.join(a.out, f"ckpt-{step}.pt")
+                shutil.copyfile(ckpt + ".tmp", kept_ckpt + ".tmp")
+                os.replace(kept_ckpt + ".tmp", kept_ckpt)
             os.replace(ckpt + ".tmp", ckpt)
     sys.stderr.write("\n")
 

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,31 @@ def tern_nll(tern, prefix, data):
     return float(m.group(1))
 
 
+def check_init_and_cache(out, args, out2):
+    """A second run in a new OUT with the first run's teacher cache copied in, other questions,
+    --init from the first run's checkpoint: the cached answers were made for other questions, so
+    the held-out prompts must get new ones (the records' keys name picture, question and answer
+    length); the step-0 log line names the checkpoint; --keep-ckpt keeps ckpt-1.pt."""
+    shutil.copytree(os.path.join(out, "teacher"), os.path.join(out2, "teacher"))
+    qfile = os.path.join(out2, "questions.txt")
+    with open(qfile, "w") as f:
+        f.write("Is it dark?\nWhat is at the bottom?\n")
+    init = os.path.join(out, "ckpt.pt")
+    more = ["--out", out2, "--init", init, "--questions", qfile, "--steps", "2",
+            "--keep-ckpt", "1", "--types", "none", "--eval-every", "2", "--ckpt-every", "2"]
+    subprocess.run([sys.executable, os.path.join(HERE, "ternarize.py")] + args + more,
+                   check=True)
+    first = json.loads(open(os.path.join(out2, "log.jsonl")).readline())
+    assert first["step"] == 0 and first["init"] == init, first
+    assert os.path.exists(os.path.join(out2, "ckpt-1.pt"))
+    keys = [torch.load(os.path.join(out2, "teacher", f))["key"]
+            for f in sorted(os.listdir(os.path.join(out2, "teacher")))]
+    for line in open(os.path.join(out2, "check.jsonl")):
+        r = json.loads(line)
+        assert r["prompt"] in ("Is it dark?", "What is at the bottom?"), r
+        assert [r["image"], r["prompt"], 8] in keys, (r, keys)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tern", required=True)
@@ -156,6 +182,7 @@ def main():
                             "-t", "1"], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         print(f"tern run: {r.stdout!r}")
+        check_init_and_cache(out, args, os.path.join(tmp, "out2"))
         print("distill smoke test passed")
 
 
