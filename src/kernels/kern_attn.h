@@ -6,8 +6,8 @@
  * The tiles: up to KA_QB queries x KA_W keys of scores, or up to KA_QB queries
  * x KA_W value columns of output, held in registers while the shared key or
  * value rows stream past; the query count is a parameter the driver makes a
- * constant (KA_ROWS), so a block of any size runs in tiles. A file may define KA_TILES and its own ka_scores_tile and
- * ka_wsum_tile in intrinsics (kern_avx2.c does: compilers keep these plain
+ * constant (KA_ROWS), so a block of any size runs in tiles. A file may define KA_TILES and its own
+ * ka_scores_tile and ka_wsum_tile in intrinsics (kern_avx2.c does: compilers keep these plain
  * loops' accumulators in memory); the plain loops are the fallback. Pass 1 writes scaled scores,
  * then each row's softmax, then pass 2 sums the values; keys are cut in KA_TB blocks there so a
  * block's values stay in L1 for every query tile. */
@@ -92,7 +92,8 @@ static inline void ka_wsum_tile(int qa, const float *p, int T, const float *v, s
 #endif
 
 #define KA_SCORES(QA)                                                                              \
-    ka_scores_tile(QA, q + (size_t)i * qs, qs, kt + t, kts, n, scale, scratch + (size_t)i * T + t, T)
+    ka_scores_tile(QA, q + (size_t)i * qs, qs, kt + t, kts, n, scale, scratch + (size_t)i * T + t, \
+                   T)
 #define KA_WSUM(QA)                                                                                \
     ka_wsum_tile(QA, scratch + (size_t)i * T, T, v + c, vs, t0, t1, out + (size_t)i * os + c, os)
 

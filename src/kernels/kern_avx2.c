@@ -184,9 +184,9 @@ static float ka_exp_sum(float *s, int T)
 #define KA_PF 16
 #endif
 
-static inline __attribute__((always_inline)) void
-ka_scores_tile(int qa, const float *q, size_t qs, const float *kt, size_t kts, int n, float scale,
-               float *s, int T)
+static inline __attribute__((always_inline)) void ka_scores_tile(int qa, const float *q, size_t qs,
+                                                                 const float *kt, size_t kts, int n,
+                                                                 float scale, float *s, int T)
 {
     __m256 a0[KA_QB], a1[KA_QB];
     for (int a = 0; a < qa; a++)

@@ -150,23 +150,24 @@ KG_INLINE void kg_gemm_float(kt_type t, const uint8_t *wb, size_t w_stride, int 
 #ifdef KG_PANEL
 /* Float weights against at least KG_PANEL_MIN activation rows: compute-bound,
  * so the weights are widened once per panel of KG_PANEL_NR rows and
- * KG_PANEL_KC columns into a float panel on the stack (16 KB: stays in L1),
- * which every tile of KG_PANEL_MR activation rows then reads with whole-vector
- * loads while each activation is broadcast: no conversion, no horizontal sum
- * in the inner loop. Each output is one chain of FMAs in k order, carried
- * through out between column blocks, so its bits do not depend on the tiling
- * or on how rows are split; they differ (by rounding) from the few-row tiles'
- * lane sums, so a row can change in its last bits when its batch crosses
- * KG_PANEL_MIN rows. */
+ * KG_PANEL_KC columns into float panels on the stack, which every tile of
+ * KG_PANEL_MR activation rows then reads with whole-vector loads while each
+ * activation is broadcast: no conversion, no horizontal sum in the inner loop. Each output is one
+ * chain of FMAs in k order, carried through out between column blocks, so its bits do not depend on
+ * the tiling or on how rows are split; they differ (by rounding) from the few-row tiles' lane sums,
+ * so a row can change in its last bits when its batch crosses KG_PANEL_MIN rows. */
 #define KG_PANEL_NR 16
 #define KG_PANEL_MR 6
 #define KG_PANEL_KC 256
-#define KG_PANEL_NP 1 /* panels packed together; a tile of activations serves each */
+#define KG_PANEL_NP                                                                                \
+    4 /* panels packed together (64 KB, in L2): a tile of activations                              \
+       * read once serves all four from L1 (~9 % faster than one) */
 #define KG_PANEL_MIN 16
 
 #define KG_PT(MR)                                                                                  \
-    kg_panel_tile(MR, nw, x + (size_t)j0 * n, (size_t)n, wp + (size_t)p * KG_PANEL_KC * KG_PANEL_NR, \
-                  kc, k0 == 0, out + (size_t)j0 * ldo + rp, ldo)
+    kg_panel_tile(MR, nw, x + (size_t)j0 * n, (size_t)n,                                           \
+                  wp + (size_t)p * KG_PANEL_KC * KG_PANEL_NR, kc, k0 == 0,                         \
+                  out + (size_t)j0 * ldo + rp, ldo)
 KG_INLINE void kg_gemm_panel(kt_type t, const uint8_t *wb, size_t w_stride, int r0, int r1,
                              const kern_acts *a, float *out, size_t ldo)
 {
@@ -185,7 +186,8 @@ KG_INLINE void kg_gemm_panel(kt_type t, const uint8_t *wb, size_t w_stride, int 
             const float *x = a->f + k0;
             for (int j0 = 0; j0 < m; j0 += KG_PANEL_MR)
                 for (int p = 0; p < np; p++) {
-                    int rp = r + p * KG_PANEL_NR, nw = r1 - rp < KG_PANEL_NR ? r1 - rp : KG_PANEL_NR;
+                    int rp = r + p * KG_PANEL_NR,
+                        nw = r1 - rp < KG_PANEL_NR ? r1 - rp : KG_PANEL_NR;
                     switch (m - j0 < KG_PANEL_MR ? m - j0 : KG_PANEL_MR) { /* constant shapes */
                     case 6: KG_PT(6); break;
                     case 5: KG_PT(5); break;

@@ -39,7 +39,7 @@
 #include <string.h>
 
 #define KG_FLOAT_ROWS 3 /* kg_tile_float_rows, below */
-#define KG_PANEL 1       /* kg_pack_float and kg_panel_tile, below */
+#define KG_PANEL 1      /* kg_pack_float and kg_panel_tile, below */
 #define KG_GEMV4 1
 #include "kernels/kern_gemm.h"
 
