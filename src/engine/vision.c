@@ -75,11 +75,9 @@ static void linear_residual(eng_ctx *c, const eng_weight *W, const float *b, con
           (vrow_job){.op = VROW_BIAS_ADD, .out = x, .x = tmp, .b = b, .rows = rows, .n = W->n_out});
 }
 
-/* K transposed, one row per feature, so a block of queries reads each key's
- * features as contiguous runs of keys (kern_attn_ops.block). */
 #define VIS_TBLOCK 16 /* features per transpose unit: one cache line of a K row */
 
-/* V head by head into vtmp (free until the output projection): head h's value
+/* V head by head in vtmp (free until the output projection): head h's value
  * rows contiguous at vtmp + h * P * hd. In place, a head's rows lie Dv floats
  * apart, a multiple of 1 KB, so the rows a key block reads fall into a
  * quarter of L1's sets and evict each other. */
@@ -88,6 +86,9 @@ static float *vis_vheads(const eng_ctx *c)
     return c->vtmp;
 }
 
+/* The attention's operands: K transposed, one row per feature, so a block of
+ * queries reads each key's features as contiguous runs of keys
+ * (kern_attn_ops.block), and V head by head. */
 static void layout_worker(void *arg, int ith, int nth)
 {
     eng_ctx *c = arg;
@@ -112,7 +113,7 @@ static void layout_worker(void *arg, int ith, int nth)
 }
 
 /* Queries per attention unit: a multiple of every level's tile (4 or 6
- * queries), so only a tile's last block runs short; within the scratch. */
+ * queries), so only a head's last unit takes a short tile; within the scratch. */
 #define VIS_QB 24
 _Static_assert(VIS_QB <= VIS_QBLOCK, "the scores scratch holds VIS_QBLOCK queries");
 

@@ -6,11 +6,12 @@
  * The tiles: up to KA_QB queries x KA_W keys of scores, or up to KA_QB queries
  * x KA_W value columns of output, held in registers while the shared key or
  * value rows stream past; the query count is a parameter the driver makes a
- * constant (KA_ROWS), so a block of any size runs in tiles. A file may define KA_TILES and its own
- * ka_scores_tile and ka_wsum_tile in intrinsics (kern_avx2.c does: compilers keep these plain
- * loops' accumulators in memory); the plain loops are the fallback. Pass 1 writes scaled scores,
- * then each row's softmax, then pass 2 sums the values; keys are cut in KA_TB blocks there so a
- * block's values stay in L1 for every query tile. */
+ * constant (KA_ROWS), so a block of any size runs in tiles. A file may define
+ * KA_TILES and its own ka_scores_tile and ka_wsum_tile in intrinsics
+ * (kern_avx2.c does: compilers keep these plain loops' accumulators in
+ * memory); the plain loops are the fallback. Pass 1 writes scaled scores,
+ * then each row's softmax, then pass 2 sums the values; keys are cut in KA_TB
+ * blocks there so a block's values stay in L1 for every query tile. */
 #ifndef TERN_KERNELS_KERN_ATTN_H
 #define TERN_KERNELS_KERN_ATTN_H
 

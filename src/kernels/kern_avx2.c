@@ -180,9 +180,9 @@ static float ka_exp_sum(float *s, int T)
 #define KA_TILES
 #define KA_QB 6
 #define KA_W 16
-#ifndef KA_PF
+/* Prefetch distances: the next key tile (K^T rows lie pages apart, where the
+ * hardware prefetcher stops) and the value row KA_PF ahead. */
 #define KA_PF 16
-#endif
 
 static inline __attribute__((always_inline)) void ka_scores_tile(int qa, const float *q, size_t qs,
                                                                  const float *kt, size_t kts, int n,
