@@ -268,6 +268,88 @@ static void run_all(int exact)
 #endif
 }
 
+/* out[j * ldo + r] for rows [r0, r1) of w against activation rows j0 .. j0 + m - 1 of A. */
+static void gemm_subset(const kern_ops *ops, const uint8_t *w, size_t stride, int r0, int r1,
+                        const acts *A, int j0, int m, float *out, size_t ldo)
+{
+    int n = A->a.n, ng = n / KERN_GROUP;
+    kern_acts a = A->a;
+    a.rows = m;
+    a.f = A->x + (size_t)j0 * n;
+    a.q = A->q + (size_t)j0 * n;
+    a.gsum = A->g + (size_t)j0 * ng;
+    a.scale = A->s + j0;
+    a.q64 = NULL;
+    ops->gemm(w, stride, r0, r1, &a, out, ldo);
+}
+
+/* Many activation rows (prefill, the vision encoder): the kernels tile them
+ * differently from a few rows (packed float panels). Against the reference
+ * on awkward shapes (short last panels and tiles, rows past one column
+ * block), and each row's bits the same whichever rows come with it, as long
+ * as there are many. */
+static void many_rows(int exact)
+{
+    static const int float_n[] = {1, 7, 256, 263, 600};
+    static const int shapes[][4] = {/* weight rows, r0, r1, activation rows */
+                                    {16, 0, 16, 16},
+                                    {40, 0, 40, 23},
+                                    {37, 5, 30, 47},
+                                    {3, 1, 3, 64}};
+    int checked = 0;
+    for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++)
+        for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+            kt_type t = all_types[ti];
+            const kern_ops *ops = kern_get_isa(t, (kern_isa)isa);
+            if (!ops) continue;
+            size_t bb;
+            int bs = blk_of(t, &bb), base = bs < KERN_GROUP ? KERN_GROUP : bs;
+            int ns[5], cnt = 0;
+            if (is_float(t))
+                for (; cnt < 5; cnt++)
+                    ns[cnt] = float_n[cnt];
+            else
+                ns[cnt++] = base, ns[cnt++] = 3 * base, ns[cnt++] = 12 * base;
+            for (int k = 0; k < cnt; k++)
+                for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
+                    compare(ops, shapes[sh][0], ns[k], shapes[sh][3], exact, shapes[sh][1],
+                            shapes[sh][2]);
+            /* 40 rows at once, the first 16, the last 24: the same bits */
+            int n = ns[cnt - 1], rows = 21, m = 40;
+            size_t stride;
+            uint8_t *w = make_weights(t, rows, n, exact, &stride);
+            acts A;
+            make_acts(&A, m, n, exact);
+            float *all = malloc(sizeof(float) * rows * m), *part = malloc(sizeof(float) * rows * m);
+            gemm_subset(ops, w, stride, 0, rows, &A, 0, m, all, rows);
+            gemm_subset(ops, w, stride, 0, rows, &A, 0, 16, part, rows);
+            gemm_subset(ops, w, stride, 0, rows, &A, 16, m - 16, part + 16 * rows, rows);
+            ck_assert_msg(memcmp(all, part, sizeof(float) * rows * m) == 0,
+                          "%s type %d: a row's bits depend on the rows beside it",
+                          kern_isa_name(ops->isa), (int)t);
+            free(all);
+            free(part);
+            free(w);
+            free_acts(&A);
+            checked++;
+        }
+#if defined(__x86_64__) || defined(__aarch64__)
+    ck_assert_int_gt(checked, 0);
+#endif
+}
+
+START_TEST(simd_many_rows_exact)
+{
+    many_rows(1);
+}
+END_TEST
+
+START_TEST(simd_many_rows_random)
+{
+    many_rows(0);
+}
+END_TEST
+
 START_TEST(simd_exact)
 {
     run_all(1);
@@ -527,9 +609,9 @@ END_TEST
  * exp and the differently ordered sums. */
 START_TEST(attn_block_matches_reference)
 {
-    static const int nqs[] = {1, 3, 4, 9}, Ts[] = {1, 5, 16, 17, 130, 300},
+    static const int nqs[] = {1, 3, 4, 6, 9, 13}, Ts[] = {1, 5, 16, 17, 130, 300},
                      ns[] = {1, 7, 16, 64, 72};
-    enum { QMAX = 9, TMAX = 300, NMAX = 72, QS = NMAX + 3, KTS = TMAX + 5, VS = NMAX + 9 };
+    enum { QMAX = 13, TMAX = 300, NMAX = 72, QS = NMAX + 3, KTS = TMAX + 5, VS = NMAX + 9 };
     float *q = malloc(sizeof(float) * QMAX * QS), *kt = malloc(sizeof(float) * NMAX * KTS);
     float *v = malloc(sizeof(float) * TMAX * VS),
           *scratch = malloc(sizeof(float) * QMAX * (TMAX + 1));
@@ -544,7 +626,7 @@ START_TEST(attn_block_matches_reference)
     for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
         const kern_attn_ops *o = kern_get_attn_isa((kern_isa)isa);
         if (!o) continue;
-        for (int a = 0; a < 4; a++)
+        for (int a = 0; a < 6; a++)
             for (int b = 0; b < 6; b++)
                 for (int c = 0; c < 5; c++) {
                     int nq = nqs[a], T = Ts[b], n = ns[c];
@@ -943,6 +1025,8 @@ static Suite *suite(void)
     tcase_add_test(k, tq1_all_ff_is_plus_one);
     tcase_add_test(k, simd_exact);
     tcase_add_test(k, simd_random);
+    tcase_add_test(k, simd_many_rows_exact);
+    tcase_add_test(k, simd_many_rows_random);
     tcase_add_test(k, overflow_worst_case);
     tcase_add_test(k, decode_every_byte);
     suite_add_tcase(s, k);

@@ -75,34 +75,66 @@ static void linear_residual(eng_ctx *c, const eng_weight *W, const float *b, con
           (vrow_job){.op = VROW_BIAS_ADD, .out = x, .x = tmp, .b = b, .rows = rows, .n = W->n_out});
 }
 
-/* K transposed, one row per feature, so a block of queries reads each key's
- * features as contiguous runs of keys (kern_attn_ops.block). */
-static void transpose_worker(void *arg, int ith, int nth)
+#define VIS_TBLOCK 16 /* features per transpose unit: one cache line of a K row */
+
+/* V head by head in vtmp (free until the output projection): head h's value
+ * rows contiguous at vtmp + h * P * hd. In place, a head's rows lie Dv floats
+ * apart, a multiple of 1 KB, so the rows a key block reads fall into a
+ * quarter of L1's sets and evict each other. */
+static float *vis_vheads(const eng_ctx *c)
 {
-    eng_ctx *c = arg;
-    int P = c->m->v_patches, Dv = c->m->v_embd;
-    for (int d = ith; d < Dv; d += nth) {
-        float *dst = c->vkt + (size_t)d * c->vkt_stride;
-        for (int t = 0; t < P; t++)
-            dst[t] = c->vk[(size_t)t * Dv + d];
-    }
+    return c->vtmp;
 }
 
-/* Full bidirectional attention, one head and VIS_QBLOCK queries per unit. */
+/* The attention's operands: K transposed, one row per feature, so a block of
+ * queries reads each key's features as contiguous runs of keys
+ * (kern_attn_ops.block), and V head by head. */
+static void layout_worker(void *arg, int ith, int nth)
+{
+    eng_ctx *c = arg;
+    int P = c->m->v_patches, Dv = c->m->v_embd, H = c->m->v_head, hd = Dv / H;
+    /* a unit reads each K row's line once and writes VIS_TBLOCK rows of K^T in
+     * step; one feature per unit read every line of K once per feature */
+    for (int d0 = ith * VIS_TBLOCK; d0 < Dv; d0 += nth * VIS_TBLOCK) {
+        int d1 = Dv - d0 < VIS_TBLOCK ? Dv : d0 + VIS_TBLOCK;
+        float *dst = c->vkt + (size_t)d0 * c->vkt_stride;
+        for (int t = 0; t < P; t++) {
+            const float *src = c->vk + (size_t)t * Dv;
+            for (int d = d0; d < d1; d++)
+                dst[(size_t)(d - d0) * c->vkt_stride + t] = src[d];
+        }
+    }
+    float *vh = vis_vheads(c);
+    int t0 = (int)((long)P * ith / nth), t1 = (int)((long)P * (ith + 1) / nth);
+    for (int t = t0; t < t1; t++)
+        for (int h = 0; h < H; h++)
+            memcpy(vh + ((size_t)h * P + t) * hd, c->vv + (size_t)t * Dv + (size_t)h * hd,
+                   (size_t)hd * sizeof(float));
+}
+
+/* Queries per attention unit: a multiple of every level's tile (4 or 6
+ * queries), so only a head's last unit takes a short tile; within the scratch. */
+#define VIS_QB 24
+_Static_assert(VIS_QB <= VIS_QBLOCK, "the scores scratch holds VIS_QBLOCK queries");
+
+/* Full bidirectional attention, one head and VIS_QB queries per unit. */
 static void attend_worker(void *arg, int ith, int nth)
 {
     const eng_ctx *c = arg;
     int P = c->m->v_patches, Dv = c->m->v_embd, H = c->m->v_head, hd = Dv / H;
-    int nb = (P + VIS_QBLOCK - 1) / VIS_QBLOCK;
+    int nb = (P + VIS_QB - 1) / VIS_QB;
     float scale = 1.0f / sqrtf((float)hd);
     float *sc = c->vscores + (size_t)ith * VIS_QBLOCK * (P + 1);
+    /* a thread's next unit is the next query block of the same head (the
+     * threads go through one head together), so the head's keys and values
+     * are still in cache: ordered head by head they run ~12 % faster */
     for (int u = ith; u < nb * H; u += nth) {
-        int h = u % H, i0 = (u / H) * VIS_QBLOCK;
-        int nq = P - i0 < VIS_QBLOCK ? P - i0 : VIS_QBLOCK;
+        int h = u / nb, i0 = (u % nb) * VIS_QB;
+        int nq = P - i0 < VIS_QB ? P - i0 : VIS_QB;
         size_t off = (size_t)i0 * Dv + (size_t)h * hd;
         c->attn->block(c->vq + off, (size_t)Dv, c->vkt + (size_t)h * hd * c->vkt_stride,
-                       c->vkt_stride, c->vv + (size_t)h * hd, (size_t)Dv, nq, P, hd, scale,
-                       c->vatt + off, (size_t)Dv, sc);
+                       c->vkt_stride, vis_vheads(c) + (size_t)h * P * hd, (size_t)hd, nq, P, hd,
+                       scale, c->vatt + off, (size_t)Dv, sc);
     }
 }
 
@@ -170,11 +202,13 @@ void vision_forward(eng_ctx *c, const float *pixels, float *out)
         const eng_vlayer *L = &m->vlayers[l];
         vrows(c, (vrow_job){VROW_NORM, c->vxn, c->vx, L->ln1_w, L->ln1_b, P, Dv, m->v_eps, NULL});
         vis_mark(c, ENG_VK_NORM, &t);
-        linear_bias(c, &L->wq, L->bq, c->vxn, P, c->vq);
-        linear_bias(c, &L->wk, L->bk, c->vxn, P, c->vk);
-        linear_bias(c, &L->wv, L->bv, c->vxn, P, c->vv);
+        /* one pool call on activations quantized once, then the three biases */
+        ctx_linear3(c, &L->wq, &L->wk, &L->wv, c->vxn, P, c->vq, c->vk, c->vv);
+        vrows(c, (vrow_job){.op = VROW_BIAS, .out = c->vq, .b = L->bq, .rows = P, .n = Dv});
+        vrows(c, (vrow_job){.op = VROW_BIAS, .out = c->vk, .b = L->bk, .rows = P, .n = Dv});
+        vrows(c, (vrow_job){.op = VROW_BIAS, .out = c->vv, .b = L->bv, .rows = P, .n = Dv});
         vis_mark(c, ENG_VK_QKV, &t);
-        ctx_run(c, transpose_worker, c, (long)P * Dv);
+        ctx_run(c, layout_worker, c, 2L * P * Dv);
         ctx_run(c, attend_worker, c, 2L * P * P * Dv);
         vis_mark(c, ENG_VK_ATTN, &t);
         linear_residual(c, &L->wo, L->bo, c->vatt, P, c->vtmp, c->vx);

@@ -174,64 +174,63 @@ static float ka_exp_sum(float *s, int T)
     return sum;
 }
 
-/* kern_attn.h's tiles: 4 queries x 16 keys or value columns in eight
- * accumulators, two loads and four broadcasts per step. */
+/* kern_attn.h's tiles: up to 6 queries x 16 keys or value columns in twelve
+ * accumulators, two loads and six broadcasts per step (eight accumulators,
+ * at four queries, left the FMA units no slack for their latency). */
 #define KA_TILES
-#define KA_QB 4
+#define KA_QB 6
 #define KA_W 16
+/* Prefetch distances: the next key tile (K^T rows lie pages apart, where the
+ * hardware prefetcher stops) and the value row KA_PF ahead. */
+#define KA_PF 16
 
-static inline void ka_scores_tile(const float *q, size_t qs, const float *kt, size_t kts, int n,
-                                  float scale, float *s, int T)
+static inline __attribute__((always_inline)) void ka_scores_tile(int qa, const float *q, size_t qs,
+                                                                 const float *kt, size_t kts, int n,
+                                                                 float scale, float *s, int T)
 {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
-    const float *q1 = q + qs, *q2 = q1 + qs, *q3 = q2 + qs;
+    __m256 a0[KA_QB], a1[KA_QB];
+    for (int a = 0; a < qa; a++)
+        a0[a] = a1[a] = _mm256_setzero_ps();
     for (int d = 0; d < n; d++) {
         const float *kr = kt + (size_t)d * kts;
-        __m256 k0 = _mm256_loadu_ps(kr), k1 = _mm256_loadu_ps(kr + 8), x;
-        x = _mm256_broadcast_ss(q + d);
-        a0 = _mm256_fmadd_ps(x, k0, a0), a1 = _mm256_fmadd_ps(x, k1, a1);
-        x = _mm256_broadcast_ss(q1 + d);
-        b0 = _mm256_fmadd_ps(x, k0, b0), b1 = _mm256_fmadd_ps(x, k1, b1);
-        x = _mm256_broadcast_ss(q2 + d);
-        c0 = _mm256_fmadd_ps(x, k0, c0), c1 = _mm256_fmadd_ps(x, k1, c1);
-        x = _mm256_broadcast_ss(q3 + d);
-        d0 = _mm256_fmadd_ps(x, k0, d0), d1 = _mm256_fmadd_ps(x, k1, d1);
+        _mm_prefetch((const char *)(kr + KA_W), _MM_HINT_T0); /* the next key tile */
+        __m256 k0 = _mm256_loadu_ps(kr), k1 = _mm256_loadu_ps(kr + 8);
+        for (int a = 0; a < qa; a++) {
+            __m256 x = _mm256_broadcast_ss(q + (size_t)a * qs + d);
+            a0[a] = _mm256_fmadd_ps(x, k0, a0[a]);
+            a1[a] = _mm256_fmadd_ps(x, k1, a1[a]);
+        }
     }
     __m256 sc = _mm256_set1_ps(scale);
-    _mm256_storeu_ps(s, _mm256_mul_ps(a0, sc)), _mm256_storeu_ps(s + 8, _mm256_mul_ps(a1, sc));
-    s += T;
-    _mm256_storeu_ps(s, _mm256_mul_ps(b0, sc)), _mm256_storeu_ps(s + 8, _mm256_mul_ps(b1, sc));
-    s += T;
-    _mm256_storeu_ps(s, _mm256_mul_ps(c0, sc)), _mm256_storeu_ps(s + 8, _mm256_mul_ps(c1, sc));
-    s += T;
-    _mm256_storeu_ps(s, _mm256_mul_ps(d0, sc)), _mm256_storeu_ps(s + 8, _mm256_mul_ps(d1, sc));
+    for (int a = 0; a < qa; a++) {
+        _mm256_storeu_ps(s + (size_t)a * T, _mm256_mul_ps(a0[a], sc));
+        _mm256_storeu_ps(s + (size_t)a * T + 8, _mm256_mul_ps(a1[a], sc));
+    }
 }
 
-static inline void ka_wsum_tile(const float *p, int T, const float *v, size_t vs, int t0, int t1,
-                                float *out, size_t os)
+static inline __attribute__((always_inline)) void ka_wsum_tile(int qa, const float *p, int T,
+                                                               const float *v, size_t vs, int t0,
+                                                               int t1, float *out, size_t os)
 {
-    float *o1 = out + os, *o2 = o1 + os, *o3 = o2 + os;
-    __m256 a0 = _mm256_loadu_ps(out), a1 = _mm256_loadu_ps(out + 8);
-    __m256 b0 = _mm256_loadu_ps(o1), b1 = _mm256_loadu_ps(o1 + 8);
-    __m256 c0 = _mm256_loadu_ps(o2), c1 = _mm256_loadu_ps(o2 + 8);
-    __m256 d0 = _mm256_loadu_ps(o3), d1 = _mm256_loadu_ps(o3 + 8);
-    const float *p1 = p + T, *p2 = p1 + T, *p3 = p2 + T;
+    __m256 a0[KA_QB], a1[KA_QB];
+    for (int a = 0; a < qa; a++) {
+        a0[a] = _mm256_loadu_ps(out + (size_t)a * os);
+        a1[a] = _mm256_loadu_ps(out + (size_t)a * os + 8);
+    }
     for (int t = t0; t < t1; t++) {
         const float *vr = v + (size_t)t * vs;
-        __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8), x;
-        x = _mm256_broadcast_ss(p + t);
-        a0 = _mm256_fmadd_ps(x, v0, a0), a1 = _mm256_fmadd_ps(x, v1, a1);
-        x = _mm256_broadcast_ss(p1 + t);
-        b0 = _mm256_fmadd_ps(x, v0, b0), b1 = _mm256_fmadd_ps(x, v1, b1);
-        x = _mm256_broadcast_ss(p2 + t);
-        c0 = _mm256_fmadd_ps(x, v0, c0), c1 = _mm256_fmadd_ps(x, v1, c1);
-        x = _mm256_broadcast_ss(p3 + t);
-        d0 = _mm256_fmadd_ps(x, v0, d0), d1 = _mm256_fmadd_ps(x, v1, d1);
+        _mm_prefetch((const char *)(vr + KA_PF * vs), _MM_HINT_T0);
+        __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
+        for (int a = 0; a < qa; a++) {
+            __m256 x = _mm256_broadcast_ss(p + (size_t)a * T + t);
+            a0[a] = _mm256_fmadd_ps(x, v0, a0[a]);
+            a1[a] = _mm256_fmadd_ps(x, v1, a1[a]);
+        }
     }
-    _mm256_storeu_ps(out, a0), _mm256_storeu_ps(out + 8, a1);
-    _mm256_storeu_ps(o1, b0), _mm256_storeu_ps(o1 + 8, b1);
-    _mm256_storeu_ps(o2, c0), _mm256_storeu_ps(o2 + 8, c1);
-    _mm256_storeu_ps(o3, d0), _mm256_storeu_ps(o3 + 8, d1);
+    for (int a = 0; a < qa; a++) {
+        _mm256_storeu_ps(out + (size_t)a * os, a0[a]);
+        _mm256_storeu_ps(out + (size_t)a * os + 8, a1[a]);
+    }
 }
 
 #include "kernels/kern_attn.h"

@@ -40,6 +40,21 @@ KG_INLINE void kg_tile_float_rows(kt_type t, int nw, int nr, const uint8_t *w, s
                                   const kern_acts *a, int j0, float *out, size_t ldo, int r);
 #endif
 
+#ifdef KG_PANEL
+/* A level may also run float weights against many activation rows (prefill,
+ * the vision encoder's patches) as a packed-panel GEMM, see kg_gemm_panel:
+ *   kg_pack_float: weight rows r..r+nw-1 (nw <= KG_PANEL_NR), columns
+ *     k0..k0+kc-1, widened to float and transposed into wp[k * KG_PANEL_NR + i],
+ *     rows past nw zero;
+ *   kg_panel_tile: activation rows j0..j0+mr-1 (mr <= KG_PANEL_MR) times the
+ *     packed panel into out[(j0 + jj) * ldo + r + i] for i < nw, adding to what
+ *     is there unless first. */
+KG_INLINE void kg_pack_float(kt_type t, const uint8_t *w, size_t w_stride, int nw, int k0, int kc,
+                             float *wp);
+KG_INLINE void kg_panel_tile(int mr, int nw, const float *x, size_t ldx, const float *wp, int kc,
+                             bool first, float *out, size_t ldo);
+#endif
+
 #if KG_GEMV4
 /* Optional: four weight rows r..r+3 (w_stride apart) times the one
  * activation row, into out[r..r+3]; for Q8_0 and the code types. */
@@ -132,10 +147,72 @@ KG_INLINE void kg_gemm_float(kt_type t, const uint8_t *wb, size_t w_stride, int 
 }
 #endif
 
+#ifdef KG_PANEL
+/* Float weights against at least KG_PANEL_MIN activation rows: compute-bound,
+ * so the weights are widened once per panel of KG_PANEL_NR rows and
+ * KG_PANEL_KC columns into float panels on the stack, which every tile of
+ * KG_PANEL_MR activation rows then reads with whole-vector loads while each
+ * activation is broadcast: no conversion, no horizontal sum in the inner loop. Each output is one
+ * chain of FMAs in k order, carried through out between column blocks, so its bits do not depend on
+ * the tiling or on how rows are split; they differ (by rounding) from the few-row tiles' lane sums,
+ * so a row can change in its last bits when its batch crosses KG_PANEL_MIN rows. */
+#define KG_PANEL_NR 16
+#define KG_PANEL_MR 6
+#define KG_PANEL_KC 256
+#define KG_PANEL_NP                                                                                \
+    4 /* panels packed together (64 KB, in L2): a tile of activations                              \
+       * read once serves all four from L1 (~9 % faster than one) */
+#define KG_PANEL_MIN 16
+
+#define KG_PT(MR)                                                                                  \
+    kg_panel_tile(MR, nw, x + (size_t)j0 * n, (size_t)n,                                           \
+                  wp + (size_t)p * KG_PANEL_KC * KG_PANEL_NR, kc, k0 == 0,                         \
+                  out + (size_t)j0 * ldo + rp, ldo)
+KG_INLINE void kg_gemm_panel(kt_type t, const uint8_t *wb, size_t w_stride, int r0, int r1,
+                             const kern_acts *a, float *out, size_t ldo)
+{
+    _Alignas(64) float wp[KG_PANEL_NP * KG_PANEL_KC * KG_PANEL_NR];
+    const int n = a->n, m = a->rows;
+    for (int r = r0; r < r1; r += KG_PANEL_NP * KG_PANEL_NR) {
+        int np = (r1 - r + KG_PANEL_NR - 1) / KG_PANEL_NR;
+        np = np < KG_PANEL_NP ? np : KG_PANEL_NP;
+        for (int k0 = 0; k0 < n; k0 += KG_PANEL_KC) {
+            int kc = n - k0 < KG_PANEL_KC ? n - k0 : KG_PANEL_KC;
+            for (int p = 0; p < np; p++) {
+                int rp = r + p * KG_PANEL_NR, nw = r1 - rp < KG_PANEL_NR ? r1 - rp : KG_PANEL_NR;
+                kg_pack_float(t, wb + (size_t)rp * w_stride, w_stride, nw, k0, kc,
+                              wp + (size_t)p * KG_PANEL_KC * KG_PANEL_NR);
+            }
+            const float *x = a->f + k0;
+            for (int j0 = 0; j0 < m; j0 += KG_PANEL_MR)
+                for (int p = 0; p < np; p++) {
+                    int rp = r + p * KG_PANEL_NR,
+                        nw = r1 - rp < KG_PANEL_NR ? r1 - rp : KG_PANEL_NR;
+                    switch (m - j0 < KG_PANEL_MR ? m - j0 : KG_PANEL_MR) { /* constant shapes */
+                    case 6: KG_PT(6); break;
+                    case 5: KG_PT(5); break;
+                    case 4: KG_PT(4); break;
+                    case 3: KG_PT(3); break;
+                    case 2: KG_PT(2); break;
+                    default: KG_PT(1); break;
+                    }
+                }
+        }
+    }
+}
+_Static_assert(KG_PANEL_MR == 6, "kg_gemm_panel's switch unrolls tiles of up to 6 rows");
+#endif
+
 KG_INLINE void kg_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1,
                        const kern_acts *a, float *out, size_t ldo)
 {
     const uint8_t *wb = (const uint8_t *)w;
+#ifdef KG_PANEL
+    if ((t == KT_F16 || t == KT_BF16 || t == KT_F32) && a->rows >= KG_PANEL_MIN) {
+        kg_gemm_panel(t, wb, w_stride, r0, r1, a, out, ldo);
+        return;
+    }
+#endif
 #ifdef KG_FLOAT_ROWS
     if (t == KT_F16 || t == KT_BF16 || t == KT_F32) {
         int chunk = (int)(KG_L2_BYTES / (w_stride ? w_stride : 1));

@@ -39,6 +39,7 @@
 #include <string.h>
 
 #define KG_FLOAT_ROWS 3 /* kg_tile_float_rows, below */
+#define KG_PANEL 1      /* kg_pack_float and kg_panel_tile, below */
 #define KG_GEMV4 1
 #include "kernels/kern_gemm.h"
 
@@ -414,6 +415,102 @@ KG_INLINE void kg_tile_float_rows(kt_type t, int nw, int nr, const uint8_t *w, s
                 sum += kg_load1(t, w + (size_t)i * w_stride, k) * f[(size_t)jj * n + k];
             out[(size_t)(j0 + jj) * ldo + r + i] = sum;
         }
+}
+
+/* ---- Float weights against many activation rows (kern_gemm.h's kg_gemm_panel) ---- */
+
+/* Eight rows' floats, one vector each, transposed: column e of the eight rows
+ * into d + e * KG_PANEL_NR. */
+KG_INLINE void kx_store8x8t(__m256 r0, __m256 r1, __m256 r2, __m256 r3, __m256 r4, __m256 r5,
+                            __m256 r6, __m256 r7, float *d)
+{
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_store_ps(d + 0 * KG_PANEL_NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_store_ps(d + 1 * KG_PANEL_NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_store_ps(d + 2 * KG_PANEL_NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_store_ps(d + 3 * KG_PANEL_NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_store_ps(d + 4 * KG_PANEL_NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_store_ps(d + 5 * KG_PANEL_NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_store_ps(d + 6 * KG_PANEL_NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_store_ps(d + 7 * KG_PANEL_NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* Eight weights of row i from column k, or zeros for a row past the panel's. */
+KG_INLINE __m256 kx_panel_load8(kt_type t, const uint8_t *w, size_t w_stride, int nw, int i, int k)
+{
+    return i < nw ? kx_load8(t, w + (size_t)i * w_stride, k) : _mm256_setzero_ps();
+}
+
+KG_INLINE void kg_pack_float(kt_type t, const uint8_t *w, size_t w_stride, int nw, int k0, int kc,
+                             float *wp)
+{
+    const int k8 = kc & ~7;
+    for (int h = 0; h < KG_PANEL_NR; h += 8) /* eight rows by eight columns at a time */
+        for (int k = 0; k < k8; k += 8)
+            kx_store8x8t(kx_panel_load8(t, w, w_stride, nw, h + 0, k0 + k),
+                         kx_panel_load8(t, w, w_stride, nw, h + 1, k0 + k),
+                         kx_panel_load8(t, w, w_stride, nw, h + 2, k0 + k),
+                         kx_panel_load8(t, w, w_stride, nw, h + 3, k0 + k),
+                         kx_panel_load8(t, w, w_stride, nw, h + 4, k0 + k),
+                         kx_panel_load8(t, w, w_stride, nw, h + 5, k0 + k),
+                         kx_panel_load8(t, w, w_stride, nw, h + 6, k0 + k),
+                         kx_panel_load8(t, w, w_stride, nw, h + 7, k0 + k),
+                         wp + (size_t)k * KG_PANEL_NR + h);
+    for (int k = k8; k < kc; k++)
+        for (int i = 0; i < KG_PANEL_NR; i++)
+            wp[(size_t)k * KG_PANEL_NR + i] =
+                i < nw ? kg_load1(t, w + (size_t)i * w_stride, k0 + k) : 0.0f;
+}
+
+/* mr activation rows x 16 weight rows in 2 * mr accumulators (12 of 16
+ * registers at mr = 6): per column, two panel loads and mr broadcasts feed
+ * 2 * mr FMAs. A short panel (nw < 16) reads and writes out through masks. */
+KG_INLINE void kg_panel_tile(int mr, int nw, const float *x, size_t ldx, const float *wp, int kc,
+                             bool first, float *out, size_t ldo)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nw), lane);
+    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nw - 8), lane);
+    const bool full = nw == KG_PANEL_NR;
+    __m256 c0[KG_PANEL_MR], c1[KG_PANEL_MR];
+    for (int j = 0; j < mr; j++) {
+        float *o = out + (size_t)j * ldo;
+        if (first) {
+            c0[j] = c1[j] = _mm256_setzero_ps();
+        } else if (full) {
+            c0[j] = _mm256_loadu_ps(o);
+            c1[j] = _mm256_loadu_ps(o + 8);
+        } else {
+            c0[j] = _mm256_maskload_ps(o, m0);
+            c1[j] = _mm256_maskload_ps(o + 8, m1);
+        }
+    }
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(wp + (size_t)k * KG_PANEL_NR);
+        __m256 b1 = _mm256_load_ps(wp + (size_t)k * KG_PANEL_NR + 8);
+        for (int j = 0; j < mr; j++) {
+            __m256 xv = _mm256_broadcast_ss(x + (size_t)j * ldx + k);
+            c0[j] = _mm256_fmadd_ps(xv, b0, c0[j]);
+            c1[j] = _mm256_fmadd_ps(xv, b1, c1[j]);
+        }
+    }
+    for (int j = 0; j < mr; j++) {
+        float *o = out + (size_t)j * ldo;
+        if (full) {
+            _mm256_storeu_ps(o, c0[j]);
+            _mm256_storeu_ps(o + 8, c1[j]);
+        } else {
+            _mm256_maskstore_ps(o, m0, c0[j]);
+            _mm256_maskstore_ps(o + 8, m1, c1[j]);
+        }
+    }
 }
 
 /* ---- Decode: four weight rows against one activation row ----
