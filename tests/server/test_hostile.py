@@ -238,13 +238,17 @@ class Durable(unittest.TestCase):
                       headers={'Content-Type': 'application/json'})
             r = c.getresponse()
             rid = r.getheader('X-Request-Id')
+            lines = []
             while True:
                 line = r.readline()
                 if not line:
                     d.proc.kill()
                     out = d.proc.communicate()[0].decode(errors='replace')
-                    self.fail('attempt %d: stream ended without a done line\n%s\n%s'
-                              % (i, out[-3000:], open(d.log, errors='replace').read()[-3000:]))
+                    self.fail('attempt %d: HTTP %d, stream ended without a done line after %r\n'
+                              'ternd output:\n%s\nlog:\n%s'
+                              % (i, r.status, lines[-5:], out[-3000:],
+                                 open(d.log, errors='replace').read()[-3000:]))
+                lines.append(line)
                 if json.loads(line).get('done'):
                     break
             os.kill(d.proc.pid, signal.SIGKILL)
