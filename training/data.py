@@ -379,6 +379,42 @@ def wide_background(rng, nrng, w, h):
     return np.clip(img, 0, 255).astype(np.float32)
 
 
+def wide_polygon(shape, cx, cy, r, rot, rng):
+    """The wider world's outline of a shape: the first world's forms and the other ways people
+    draw them (hexagons pointy or flat on top, squares with rounded corners, thinner or fatter
+    crosses, diamonds and stars), so no one drawing program's proportions define a shape."""
+    if shape == "hexagon":
+        return polygon(shape, cx, cy, r, rot + (math.pi / 6 if rng.random() < 0.5 else 0.0))
+    if shape not in ("square", "diamond", "star", "cross") or rng.random() < 0.4:
+        return polygon(shape, cx, cy, r, rot)
+    c, s = math.cos(rot), math.sin(rot)
+
+    def place(pts):
+        return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
+    if shape == "square":  # half side 0.74..0.92 r, corners rounded up to a fifth of the side
+        h = r * rng.uniform(0.74, 0.92)
+        k = h * rng.choice([0.0, rng.uniform(0.05, 0.4)])
+        pts = []
+        for (x, y), a0 in (((h - k, -h + k), -math.pi / 2), ((h - k, h - k), 0.0),
+                           ((-h + k, h - k), math.pi / 2), ((-h + k, -h + k), math.pi)):
+            pts += [(x + k * math.cos(a0 + math.pi / 2 * t / 6),
+                     y + k * math.sin(a0 + math.pi / 2 * t / 6)) for t in range(7)]
+        return place(pts)
+    if shape == "diamond":
+        ry = r * rng.uniform(0.95, 1.1)
+        rx = ry * rng.uniform(0.52, 0.75)
+        return place([(0, -ry), (rx, 0), (0, ry), (-rx, 0)])
+    if shape == "star":
+        ro = r * rng.uniform(1.0, 1.15)
+        ri = ro * rng.uniform(0.38, 0.55)
+        return place([((ro if k % 2 == 0 else ri) * math.cos(-math.pi / 2 + math.pi * k / 5),
+                       (ro if k % 2 == 0 else ri) * math.sin(-math.pi / 2 + math.pi * k / 5))
+                      for k in range(10)])
+    w = r * rng.uniform(0.24, 0.44)  # cross
+    return place([(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r),
+                  (-w, w), (-r, w), (-r, -w), (-w, -w)])
+
+
 def _cell(u):
     return min(2, int(u * 3))
 
@@ -495,11 +531,13 @@ def render_wide(rng, nrng):
             else:
                 draw.ellipse(box, fill=col)
         else:
-            pts = polygon(o["shape"], cx, cy, r, rot)
+            pts = wide_polygon(o["shape"], cx, cy, r, rot, rng)
             if outline:
                 draw.line(pts + pts[:2], fill=col, width=lw, joint="curve")
             else:
                 draw.polygon(pts, fill=col)
+        if outline:
+            o["outline"] = True
         for k in ("d", "cx", "cy"):
             o[k] = round(o[k], 4)
     img = canvas if ss == 1 else canvas.resize((W, H), Image.LANCZOS)
@@ -545,18 +583,19 @@ def _job(args):
     return ex
 
 
-def split_jobs(split, n, size=96, keep_bytes=False, wide=0.0):
+def split_jobs(split, n, size=96, keep_bytes=False, wide=0.0, wide_offset=0):
     """Example i of a split with a `wide` fraction of wider-world pictures: the first world's
     example i (seed base+i) or the wider world's (its own seed range), interleaved evenly.
     wide=0 is the first world exactly as before; the test split is kept that way (the held-out
-    in-distribution split), the wider world's test split is written separately."""
-    base, wbase = SPLIT_SEEDS[split], WIDE_SEEDS[split]
+    in-distribution split), the wider world's test split is written separately. wide_offset
+    skips that many of the wider world's seeds (pictures a set made before already has)."""
+    base, wbase = SPLIT_SEEDS[split], WIDE_SEEDS[split] + wide_offset
     return [(wbase + i if w else base + i, size, keep_bytes, w)
             for i in range(n) for w in [int((i + 1) * wide) > int(i * wide)]]
 
 
-def make_split(split, n, size=96, workers=2, keep_bytes=False, wide=0.0):
-    jobs = split_jobs(split, n, size, keep_bytes, wide)
+def make_split(split, n, size=96, workers=2, keep_bytes=False, wide=0.0, wide_offset=0):
+    jobs = split_jobs(split, n, size, keep_bytes, wide, wide_offset)
     if workers > 1:
         with Pool(workers) as p:
             return p.map(_job, jobs, chunksize=16)
@@ -619,6 +658,10 @@ def main():
                     help="fraction of the train and val splits drawn from the wider world")
     ap.add_argument("--test-wide", type=int, default=400,
                     help="pictures in the wider world's test split (test_wide.jsonl)")
+    ap.add_argument("--wide-offset", type=int, default=0,
+                    help="start the train split's wider-world pictures this many seeds on "
+                         "(fresh pictures for a cycle that goes on from a model trained on the "
+                         "first ones)")
     ap.add_argument("--splits", default="test,val,train",
                     help="which splits to write (e.g. 'test' for the C engine's evaluation only)")
     a = ap.parse_args()
@@ -631,7 +674,8 @@ def main():
         if split not in a.splits.split(","):
             continue
         ex = make_split(split, n, a.size, a.workers, keep_bytes=(split == "test"),
-                        wide=0.0 if split == "test" else a.wide)
+                        wide=0.0 if split == "test" else a.wide,
+                        wide_offset=a.wide_offset if split == "train" else 0)
         save_split(ex, os.path.join(a.out, f"{split}.npz"))
         if split == "test":
             write_test_files(ex, a.out)

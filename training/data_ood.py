@@ -19,8 +19,9 @@ background pixel near it could pass for that colour.
 
   python3 data_ood.py --out DIR [--n 300] [--seed 9000000]
 writes DIR/test_ood/NNNNN.{png,jpg}, DIR/test_ood.jsonl (lines {"image", "prompt", "answer",
-"qtype", "layout"}) and DIR/test_ood_single_color.jsonl: the colour questions about single
-filled shapes on plain backgrounds (the issue's 98 % target).
+"qtype", "layout"}), DIR/test_ood_single_color.jsonl: the colour questions about single
+filled shapes on plain backgrounds (the issue's 98 % target), and DIR/test_ood.npz (the same
+pictures as the model sees them, for train.py --eval-extra).
   python3 data_ood.py --tests tests/data/ood --n 48   # small pictures for the test suite:
     tests/data/ood/test/, test.jsonl, test_single_color.jsonl (another seed range)
 """
@@ -341,6 +342,14 @@ def examples(n, seed0):
     return out
 
 
+def save_npz(exs, path):
+    """The split as train.py's Encoded reads it (pixels as the model sees them, objects and
+    questions), so training can follow its accuracy (train.py --eval-extra)."""
+    pix = [np.asarray(D.model_view(D.to_rgb(Image.open(io.BytesIO(e["bytes"]))), 96),
+                      dtype=np.uint8) for e in exs]
+    D.save_split([dict(e, pixels=p) for e, p in zip(exs, pix)], path)
+
+
 def write(exs, out_dir, name="test_ood"):
     os.makedirs(os.path.join(out_dir, name), exist_ok=True)
     f = open(os.path.join(out_dir, name + ".jsonl"), "w")
@@ -376,6 +385,7 @@ def main():
         return
     exs = examples(a.n, a.seed)
     write(exs, a.out)
+    save_npz(exs, os.path.join(a.out, "test_ood.npz"))
     nq = sum(len(e["questions"]) for e in exs)
     print(f"test_ood: {len(exs)} pictures, {nq} questions", file=sys.stderr)
 

@@ -4,8 +4,9 @@
 
 Reads OUT/data, OUT/float/{log.jsonl,eval.json}, OUT/{ternary,binary,absmean}/{log.jsonl,eval.json}
 and OUT/*/eval_hf.json (accuracy of the exported files), whatever exists. OUT/float2 (run.sh's
-second float cycle) and OUT/world (the wider-world cycle) continue the float stage: their steps
-are counted on from the previous cycle's last; the last cycle present is the float model.
+second float cycle) and OUT/world, world2, world3 (the wider-world cycles) continue the float
+stage: their steps are counted on from the previous cycle's last; the last cycle present is the
+float model.
 """
 
 import json
@@ -41,7 +42,8 @@ def pct(x):
 def main():
     out, rj, rm = sys.argv[1:4]
     res = {"stages": {}}
-    cycles = [c for c in ("float2", "world", "world2") if os.path.isdir(os.path.join(out, c))]
+    cycles = [c for c in ("float2", "world", "world2", "world3")
+              if os.path.isdir(os.path.join(out, c))]
     last = os.path.join(out, cycles[-1] if cycles else "float")
     cfg = js(os.path.join(last, "hf", "config.json"))
     if cfg:

@@ -333,6 +333,10 @@ def main():
     ap.add_argument("--attn-sup", default="",
                     help="LAYER,WEIGHT: supervise head 0 of that decoder layer to look at the "
                          "object the question names (see attn_sup_loss)")
+    ap.add_argument("--eval-extra", default="",
+                    help="NAME=FILE.npz,...: more splits scored at each evaluation (e.g. the "
+                         "second renderer's test_ood.npz and the wider world's test_wide.npz), "
+                         "logged as NAME_acc; never trained on")
     ap.add_argument("--config", default=None, help="JSON overrides for demo_config")
     ap.add_argument("--init", default=None,
                     help="start from the weights of this HF directory (e.g. models/hf/float) "
@@ -381,10 +385,21 @@ def main():
     print(f"params {M.num_params(model)}; train {len(train.items)} images "
           f"{len(train.flat())} questions; val {len(val.items)}; load {time.time() - t0:.1f}s; "
           f"device {dev}", flush=True)
+    extra = [(kv.split("=")[0], Encoded(kv.split("=", 1)[1], tok, n_img))
+             for kv in a.eval_extra.split(",") if kv]
     keep = {k: float(v) for k, v in (kv.split("=") for kv in a.qkeep.split(",") if kv)}
     attn_sup = (int(a.attn_sup.split(",")[0]), float(a.attn_sup.split(",")[1])) \
         if a.attn_sup else None
     rng = random.Random(a.seed * 1000003 + step)
+
+    def evaluate_all():
+        acc, vl = evaluate(model, val, dev, limit=a.eval_limit)
+        rec = {"step": step, "val_loss": vl, "val_acc": acc}
+        for name, ds in extra:
+            rec[name + "_acc"] = evaluate(model, ds, dev, limit=a.eval_limit)[0]
+        log(logf, rec)
+    if a.init and step == 0:  # where a cycle from another model starts, for its curve
+        evaluate_all()
     model.train()
     run_loss, run_n, t_last = 0.0, 0, time.time()
     end = a.steps if a.stop_at is None else min(a.steps, a.stop_at)
@@ -417,8 +432,7 @@ def main():
                         "config": cfg}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
         if step % a.eval_every == 0 or step == a.steps:
-            acc, vl = evaluate(model, val, dev, limit=a.eval_limit)
-            log(logf, {"step": step, "val_loss": vl, "val_acc": acc})
+            evaluate_all()
             t_last = time.time()
     if end < a.steps:
         print(f"stopped at step {end}", flush=True)
