@@ -35,6 +35,34 @@ def free_port():
     return port
 
 
+def listens_on(pid, port):
+    """True when process pid holds a listening TCP socket on port (Linux /proc). free_port's
+    port is free only when it is picked: a test running beside this one may take it first, and
+    then /health answers from that test's daemon while ours fails to bind."""
+    inodes = set()
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == '0A' and int(fields[1].rsplit(':', 1)[1], 16) == port:
+                        inodes.add('socket:[%s]' % fields[9])
+        except OSError:
+            pass
+    try:
+        fds = os.listdir('/proc/%d/fd' % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink('/proc/%d/fd/%s' % (pid, fd)) in inodes:
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def read_file(name):
     with open(os.path.join(DATA, name), 'rb') as f:
         return f.read()
@@ -98,22 +126,41 @@ class Daemon:
         self.dir = tempfile.mkdtemp(prefix='ternd-test-')
         self.db = os.path.join(self.dir, 'stats.db')
         self.log = os.path.join(self.dir, 'ternd.log')
-        self.port = free_port()
         self.auth = {}   # headers for protected operations endpoints
-        cmd = [TERND, '--config', '/dev/null', '--engine', 'echo', '--port', str(self.port),
-               '--db', self.db, '--log-file', self.log, '--sample-interval', '1'] + list(args)
-        self.proc = subprocess.Popen(cmd, env=dict(os.environ, **(env or {})),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         atexit.register(self._reap)   # a failed test must not leave a daemon behind
+        for attempt in range(3):
+            if attempt and os.path.exists(self.log):
+                os.remove(self.log)   # the failed start's lines are not this daemon's
+            self.port = free_port()
+            cmd = [TERND, '--config', '/dev/null', '--engine', 'echo', '--port', str(self.port),
+                   '--db', self.db, '--log-file', self.log, '--sample-interval', '1'] + list(args)
+            self.proc = subprocess.Popen(cmd, env=dict(os.environ, **(env or {})),
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if self._wait_up():
+                return
+        raise RuntimeError('ternd found its port taken three times')
+
+    def _wait_up(self):
+        """True once this daemon answers /health on its own socket; False when another process
+        took the port first (ours then exits, and the caller starts again on another port)."""
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError('ternd exited: %s' % self.proc.stdout.read().decode())
+                out = self.proc.stdout.read().decode(errors='replace')
+                try:
+                    with open(self.log, errors='replace') as f:
+                        out += f.read()
+                except OSError:
+                    pass
+                if 'Address already in use' in out:
+                    return False
+                raise RuntimeError('ternd exited: %s' % out)
             try:
-                if self.request('GET', '/health')[0] == 200:
-                    return
+                if self.request('GET', '/health')[0] == 200 and listens_on(self.proc.pid, self.port):
+                    return True
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError('ternd did not come up')
 
     def _reap(self):
