@@ -44,7 +44,7 @@ struct key {
 
 static const struct key keys[] = {
     S("server", bind, "address to listen on (127.0.0.1 = this machine only; 0.0.0.0 = LAN)"),
-    I("server", port, 1, 65535, "TCP port"),
+    I("server", port, 0, 65535, "TCP port (0 = any free port; the start-up log line names it)"),
     I("server", max_connections, 1, 100000, "simultaneous HTTP connections"),
     I("server", connection_timeout, 1, 86400, "seconds an idle or slow connection may live"),
     I("server", header_timeout, 1, 86400,

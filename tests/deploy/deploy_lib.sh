@@ -9,25 +9,24 @@ SHAPES=$DEPLOY_DIR/../data/shapes/test
 READY_TIMEOUT=${READY_TIMEOUT:-300}
 ANSWER_TIMEOUT=${ANSWER_TIMEOUT:-600}
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # ternd_start LOG CMD... : runs CMD (a ternd command line; --bind/--port are appended) in the
 # background with its output in LOG, and waits until /ready says 200. Sets TERND_PID, PORT.
+# Port 0: the kernel picks a free port as ternd binds (nothing can take it in between); PORT is
+# read from ternd's "listening on" line.
 ternd_start() {
     local log=$1; shift
-    PORT=$(free_port)
-    "$@" --bind 127.0.0.1 --port "$PORT" >"$log" 2>&1 &
+    PORT=
+    "$@" --bind 127.0.0.1 --port 0 >"$log" 2>&1 &
     TERND_PID=$!
     local t0=$SECONDS
-    until curl -sf -o /dev/null "http://127.0.0.1:$PORT/ready"; do
+    until [[ -n $PORT ]] && curl -sf -o /dev/null "http://127.0.0.1:$PORT/ready"; do
         if ! kill -0 "$TERND_PID" 2>/dev/null; then
             echo "ternd exited before it was ready:"; cat "$log"; return 1
         fi
         if (( SECONDS - t0 > READY_TIMEOUT )); then
             echo "ternd not ready after ${READY_TIMEOUT}s:"; cat "$log"; ternd_kill; return 1
         fi
+        PORT=$(sed -n 's|.*listening on http://[^ ]*:\([0-9][0-9]*\) .*|\1|p' "$log" | head -n 1)
         sleep 0.5
     done
 }

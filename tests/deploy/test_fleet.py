@@ -95,16 +95,27 @@ def wait_until(cond, timeout, what):
 
 class Box:
     def __init__(self, name, ternd, tmp):
-        self.name, self.port = name, free_port()
+        self.name = name
         self.log = os.path.join(tmp, name + '.log')
         with open(self.log, 'w') as log:
-            # One thread each: three boxes share this machine's cores.
+            # One thread each: three boxes share this machine's cores. Port 0: the kernel
+            # picks a free one as ternd binds; port() reads it from the start-up line.
             self.proc = subprocess.Popen(
-                [ternd, '--config', '/dev/null', '--bind', '127.0.0.1', '--port', str(self.port),
+                [ternd, '--config', '/dev/null', '--bind', '127.0.0.1', '--port', '0',
                  '--engine', 'model', '--model', MODEL, '--mmproj', MMPROJ,
                  '--db', os.path.join(tmp, name + '.db'), '--threads', '1',
                  '--slots', str(SLOTS), '--queue', '16'],
                 stdout=log, stderr=subprocess.STDOUT)
+        self.port = None
+
+    def wait_listening(self):
+        def listening():
+            if self.proc.poll() is not None:
+                raise RuntimeError('%s exited: %s' % (self.name, open(self.log).read()))
+            m = re.search(r'listening on http://\S+:(\d+) ', open(self.log).read())
+            self.port = int(m.group(1)) if m else None
+            return self.port is not None
+        wait_until(listening, READY_TIMEOUT, self.name + ' listening')
 
     def wait_ready(self):
         def ready():
@@ -292,6 +303,8 @@ def main():
     check(re.search(r'maxconn %d\b' % SLOTS, template) is not None,
           'config/haproxy.cfg: server maxconn equals the boxes\' slots (%d)' % SLOTS)
     boxes = [Box('box%d' % k, ternd, tmp) for k in (1, 2, 3)]
+    for b in boxes:
+        b.wait_listening()
     port, stats_port = free_port(), free_port()
     cfg = os.path.join(tmp, 'haproxy.cfg')
     with open(cfg, 'w') as f:

@@ -6,12 +6,12 @@ usage: test_api_doc.py PATH/TO/ternd docs/api.md tests/server/data/shapes.jpg
 """
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_ternd  # noqa: E402  (start_ternd)
 
 
 def check_field_tables(text, docdir):
@@ -34,21 +34,11 @@ def check_field_tables(text, docdir):
 
 def main():
     ternd, doc, photo = sys.argv[1:4]
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
     tmp = tempfile.mkdtemp(prefix='ternd-doc-')
-    d = subprocess.Popen([ternd, '--config', '/dev/null', '--engine', 'echo', '--port', str(port),
-                          '--db', os.path.join(tmp, 'stats.db')], stderr=subprocess.DEVNULL)
+    d, port = test_ternd.start_ternd([ternd, '--config', '/dev/null', '--engine', 'echo',
+                                      '--db', os.path.join(tmp, 'stats.db')], os.path.join(tmp, 'ternd.log'))
     url = 'http://127.0.0.1:%d' % port
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url + '/health')
-                break
-            except OSError:
-                time.sleep(0.05)
         text = open(doc).read()
         blocks = re.findall(r'```sh\n(.*?)```', text, re.S)
         assert len(blocks) >= 14, 'only %d examples found' % len(blocks)

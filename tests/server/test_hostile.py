@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -288,16 +287,8 @@ class Durable(unittest.TestCase):
         """Killed before any request: the requests table is there all the same."""
         dir = tempfile.mkdtemp(prefix='ternd-test-')
         db = os.path.join(dir, 'stats.db')
-        port = test_ternd.free_port()
-        p = subprocess.Popen([test_ternd.TERND, '--config', '/dev/null', '--engine', 'echo',
-                              '--port', str(port), '--db', db, '--log-file', os.path.join(dir, 'log')])
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                socket.create_connection(('127.0.0.1', port), 1).close()
-                break
-            except OSError:
-                time.sleep(0.02)
+        p, _ = test_ternd.start_ternd([test_ternd.TERND, '--config', '/dev/null', '--engine', 'echo',
+                                       '--db', db], os.path.join(dir, 'log'))
         p.kill()
         p.wait()
         import sqlite3

@@ -13,6 +13,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -27,40 +28,37 @@ TERND = None
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+LISTENING = re.compile(r'listening on https?://\S+:(\d+) ')
 
 
-def listens_on(pid, port):
-    """True when process pid holds a listening TCP socket on port (Linux /proc). free_port's
-    port is free only when it is picked: a test running beside this one may take it first, and
-    then /health answers from that test's daemon while ours fails to bind."""
-    inodes = set()
-    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+def start_ternd(cmd, log, timeout=60, **popen):
+    """Starts ternd (cmd: its command line without --port/--log-file) on port 0, so the kernel
+    picks a free port as ternd binds and no test running beside this one can take it first.
+    Returns (process, port), the port read from the log's "listening on" line. Raises with
+    what ternd said if it exits or never listens."""
+    proc = subprocess.Popen(list(cmd) + ['--port', '0', '--log-file', log], **popen)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
         try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[3] == '0A' and int(fields[1].rsplit(':', 1)[1], 16) == port:
-                        inodes.add('socket:[%s]' % fields[9])
+            with open(log, errors='replace') as f:
+                m = LISTENING.search(f.read())
+            if m:
+                assert int(m.group(1)) > 0, 'ternd names port 0, not the one the kernel picked'
+                return proc, int(m.group(1))
         except OSError:
             pass
-    try:
-        fds = os.listdir('/proc/%d/fd' % pid)
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink('/proc/%d/fd/%s' % (pid, fd)) in inodes:
-                return True
-        except OSError:
-            pass
-    return False
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors='replace') if proc.stdout else ''
+            try:
+                with open(log, errors='replace') as f:
+                    out += f.read()
+            except OSError:
+                pass
+            raise RuntimeError('ternd exited: %s' % out)
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError('ternd did not start listening in %d s' % timeout)
 
 
 def read_file(name):
@@ -127,41 +125,11 @@ class Daemon:
         self.db = os.path.join(self.dir, 'stats.db')
         self.log = os.path.join(self.dir, 'ternd.log')
         self.auth = {}   # headers for protected operations endpoints
+        cmd = [TERND, '--config', '/dev/null', '--engine', 'echo', '--db', self.db,
+               '--sample-interval', '1'] + list(args)
+        self.proc, self.port = start_ternd(cmd, self.log, env=dict(os.environ, **(env or {})),
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         atexit.register(self._reap)   # a failed test must not leave a daemon behind
-        for attempt in range(3):
-            if attempt and os.path.exists(self.log):
-                os.remove(self.log)   # the failed start's lines are not this daemon's
-            self.port = free_port()
-            cmd = [TERND, '--config', '/dev/null', '--engine', 'echo', '--port', str(self.port),
-                   '--db', self.db, '--log-file', self.log, '--sample-interval', '1'] + list(args)
-            self.proc = subprocess.Popen(cmd, env=dict(os.environ, **(env or {})),
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            if self._wait_up():
-                return
-        raise RuntimeError('ternd found its port taken three times')
-
-    def _wait_up(self):
-        """True once this daemon answers /health on its own socket; False when another process
-        took the port first (ours then exits, and the caller starts again on another port)."""
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode(errors='replace')
-                try:
-                    with open(self.log, errors='replace') as f:
-                        out += f.read()
-                except OSError:
-                    pass
-                if 'Address already in use' in out:
-                    return False
-                raise RuntimeError('ternd exited: %s' % out)
-            try:
-                if self.request('GET', '/health')[0] == 200 and listens_on(self.proc.pid, self.port):
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError('ternd did not come up')
 
     def _reap(self):
         if self.proc.poll() is None:

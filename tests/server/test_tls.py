@@ -22,15 +22,10 @@ import tempfile
 import time
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_ternd  # noqa: E402  (start_ternd)
+
 TERND = None
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def make_pair(d, name):
@@ -63,25 +58,16 @@ class TLSDaemon:
     def __init__(self, cert, key, wait=True):
         self.dir = tempfile.mkdtemp(prefix='ternd-tls-')
         self.log = os.path.join(self.dir, 'ternd.log')
-        self.port = free_port()
         self.cert = cert
-        cmd = [TERND, '--config', '/dev/null', '--engine', 'echo', '--port', str(self.port),
-               '--db', os.path.join(self.dir, 'stats.db'), '--log-file', self.log,
-               '--tls-cert', cert, '--tls-key', key]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cmd = [TERND, '--config', '/dev/null', '--engine', 'echo',
+               '--db', os.path.join(self.dir, 'stats.db'), '--tls-cert', cert, '--tls-key', key]
         atexit.register(self.kill)
-        if not wait:
+        if not wait:   # a bad pair: ternd is expected to exit; the caller reads why
+            self.proc = subprocess.Popen(cmd + ['--port', '0', '--log-file', self.log],
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             return
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError('ternd exited: %s' % self.proc.stdout.read().decode())
-            try:
-                if self.request('GET', '/health', cafile=cert)[0] == 200:
-                    return
-            except (OSError, ssl.SSLError):
-                time.sleep(0.05)
-        raise RuntimeError('ternd did not come up')
+        self.proc, self.port = test_ternd.start_ternd(cmd, self.log, stdout=subprocess.PIPE,
+                                                      stderr=subprocess.STDOUT)
 
     def conn(self, cafile):
         return http.client.HTTPSConnection('localhost', self.port, timeout=30,

@@ -25,6 +25,9 @@ import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, '..', '..'))
+sys.path.insert(0, HERE)
+import test_ternd  # noqa: E402  (start_ternd)
+
 IMAGE = os.path.join(HERE, 'data', 'shapes.jpg')
 PROMPT = 'which colours are in this picture'
 # Sample pictures the page offers, a question each lists, and the demo model's answer.
@@ -122,16 +125,6 @@ def png(path, w, h):
                 chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b''))
 
 
-def wait_health(port):
-    for _ in range(600):
-        try:
-            urllib.request.urlopen('http://127.0.0.1:%d/health' % port)
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError('ternd on port %d did not come up' % port)
-
-
 def post(port, path, body, ctype='application/json'):
     req = urllib.request.Request('http://127.0.0.1:%d%s' % (port, path), data=body,
                                  headers={'Content-Type': ctype})
@@ -141,29 +134,19 @@ def post(port, path, body, ctype='application/json'):
         return e.code
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def main():
     ternd = sys.argv[1]
     chromium = shutil.which('chromium') or shutil.which('chromium-browser')
     if not chromium:
         print('chromium not installed: skipped')
         return 77
-    port = free_port()
     tmp = tempfile.mkdtemp(prefix='ternd-webpage-')
-    d = subprocess.Popen([ternd, '--config', '/dev/null', '--engine', 'echo', '--port', str(port),
-                          '--echo-delay-ms', '60', '--db', tmp + '/stats.db', '--sample-interval', '1'],
-                         stderr=subprocess.DEVNULL)
+    d, port = test_ternd.start_ternd([ternd, '--config', '/dev/null', '--engine', 'echo',
+                                      '--echo-delay-ms', '60', '--db', tmp + '/stats.db',
+                                      '--sample-interval', '1'], tmp + '/ternd.log')
     demo = None
     browser = None
     try:
-        wait_health(port)
         browser = subprocess.Popen([chromium, '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
                                     '--disable-background-networking', '--disable-component-update',
                                     '--disable-sync', '--disable-dev-shm-usage',
@@ -318,11 +301,10 @@ def main():
         if not os.path.exists(model):
             print('demo model not in models/: sample-picture answers not checked')
             return 0
-        dport = free_port()
-        demo = subprocess.Popen([ternd, '--config', '/dev/null', '--engine', 'model', '--model', model,
-                                 '--mmproj', os.path.join(ROOT, 'models', 'tern-demo-mmproj-tq2_0.gguf'),
-                                 '--port', str(dport), '--threads', '1'], stderr=subprocess.DEVNULL)
-        wait_health(dport)
+        demo, dport = test_ternd.start_ternd(
+            [ternd, '--config', '/dev/null', '--engine', 'model', '--model', model,
+             '--mmproj', os.path.join(ROOT, 'models', 'tern-demo-mmproj-tq2_0.gguf'), '--threads', '1'],
+            tmp + '/demo.log')
         goto(dport)
         for name, question, right in SAMPLE_ANSWERS:
             js("document.querySelector('.sample[data-name=\"%s\"]').click(); 1" % name)
