@@ -43,6 +43,8 @@ typedef struct {
     int16_t *gsum;
     float *scale;
     int chunk;
+    mm_rows_fn epi; /* non-NULL: two parts of equal rows, chunked together */
+    void *epi_ctx;
     _Alignas(64) atomic_int next; /* next chunk to hand out */
 } mm_job;
 
@@ -96,6 +98,16 @@ static void gemm_rows(void *ctx, int ith, int nth)
     for (;;) {
         int c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (c >= j->n_chunks) return;
+        if (j->epi) {
+            int rows = j->part[0].w->rows, r0 = c * j->chunk;
+            int r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
+            for (int k = 0; k < 2; k++) {
+                const mm_part *pt = &j->part[k];
+                pt->ops->gemm(pt->w->data, pt->stride, r0, r1, &j->acts, pt->out, (size_t)rows);
+            }
+            j->epi(j->epi_ctx, r0, r1);
+            continue;
+        }
         int k = 0;
         while (k + 1 < j->n_parts && c >= j->part[k + 1].chunk0)
             k++;
@@ -123,8 +135,8 @@ static bool mm_compatible(const mm_weight *const *ws, int nw)
     return true;
 }
 
-int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x, int n,
-                    float *const *outs, void *scratch)
+static int run_multi(pool *p, const mm_weight *const *ws, int nw, const float *x, int n,
+                     float *const *outs, void *scratch, mm_rows_fn epi, void *epi_ctx)
 {
     char err[128]; /* unread: the return value says it */
     if (n <= 0) return 0;
@@ -137,7 +149,7 @@ int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x,
         return 0;
     }
     int nth = p ? pool_threads(p) : 1;
-    mm_job j = {.n_parts = nw, .cols = ws[0]->cols, .x = x};
+    mm_job j = {.n_parts = nw, .cols = ws[0]->cols, .x = x, .epi = epi, .epi_ctx = epi_ctx};
     size_t bytes = 0;
     int rows = 0;
     for (int i = 0; i < nw; i++) {
@@ -178,11 +190,13 @@ int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x,
         j.acts.f = x;
     }
     /* about four chunks per thread over all parts, whole cache lines of
-     * out each; a part's last chunk may be short */
+     * out each; a part's last chunk may be short. Paired parts share their
+     * chunks, so the rows to split are one part's. */
+    if (epi) rows = ws[0]->rows;
     int chunk = (rows + 4 * nth - 1) / (4 * nth);
     chunk = (chunk + MM_ROW_ALIGN - 1) / MM_ROW_ALIGN * MM_ROW_ALIGN;
     j.chunk = chunk > 0 ? chunk : MM_ROW_ALIGN;
-    for (int i = 0; i < nw; i++) {
+    for (int i = 0; i < (epi ? 1 : nw); i++) {
         j.part[i].chunk0 = j.n_chunks;
         j.n_chunks += (ws[i]->rows + j.chunk - 1) / j.chunk;
     }
@@ -192,4 +206,24 @@ int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x,
     else
         gemm_rows(&j, 0, 1);
     return 0;
+}
+
+int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x, int n,
+                    float *const *outs, void *scratch)
+{
+    return run_multi(p, ws, nw, x, n, outs, scratch, NULL, NULL);
+}
+
+int mm_matmul_pair(pool *p, const mm_weight *a, const mm_weight *b, const float *x, int n,
+                   float *out_a, float *out_b, mm_rows_fn epi, void *epi_ctx, void *scratch)
+{
+    const mm_weight *ws[2] = {a, b};
+    float *outs[2] = {out_a, out_b};
+    if (n <= 0) return 0;
+    if (a->rows != b->rows || !mm_compatible(ws, 2)) {
+        if (run_multi(p, ws, 2, x, n, outs, scratch, NULL, NULL)) return -1;
+        epi(epi_ctx, 0, a->rows);
+        return 0;
+    }
+    return run_multi(p, ws, 2, x, n, outs, scratch, epi, epi_ctx);
 }
