@@ -22,6 +22,16 @@
  * while holding a chunk is still waited for. */
 #define MM_SPLIT_BYTES (32 * 1024)
 
+/* A decode step's (up to MM_SMALL_N rows) chunks hold at most this many
+ * weight bytes: the threads finish a matmul within one chunk of each
+ * other, and four chunks per thread of SmolVLM-256M's output matrix (30 MB
+ * in Q8_0) were 3.7 MB each, ~0.3 ms that one thread could run alone at
+ * the end of every token. ~6 us a chunk; a claim costs ~50 ns. Bigger
+ * batches keep four chunks per thread (their GEMM tiles reuse each weight
+ * row over many activation rows). */
+#define MM_CHUNK_BYTES (64 * 1024)
+#define MM_SMALL_N 8
+
 /* One weight of a job: its kernel, row bytes, output and first chunk. */
 typedef struct {
     const kern_ops *ops;
@@ -150,10 +160,11 @@ static int run_multi(pool *p, const mm_weight *const *ws, int nw, const float *x
     }
     int nth = p ? pool_threads(p) : 1;
     mm_job j = {.n_parts = nw, .cols = ws[0]->cols, .x = x, .epi = epi, .epi_ctx = epi_ctx};
-    size_t bytes = 0;
+    size_t bytes = 0, max_stride = 0;
     int rows = 0;
     for (int i = 0; i < nw; i++) {
         size_t stride = ttype_row_bytes(ttype_get(ws[i]->type), ws[i]->cols);
+        max_stride = stride > max_stride ? stride : max_stride;
         j.part[i] =
             (mm_part){.ops = kern_get(ws[i]->type), .w = ws[i], .stride = stride, .out = outs[i]};
         bytes += stride * (size_t)ws[i]->rows;
@@ -194,6 +205,8 @@ static int run_multi(pool *p, const mm_weight *const *ws, int nw, const float *x
      * chunks, so the rows to split are one part's. */
     if (epi) rows = ws[0]->rows;
     int chunk = (rows + 4 * nth - 1) / (4 * nth);
+    if (n <= MM_SMALL_N && (size_t)chunk * max_stride > MM_CHUNK_BYTES)
+        chunk = (int)(MM_CHUNK_BYTES / max_stride);
     chunk = (chunk + MM_ROW_ALIGN - 1) / MM_ROW_ALIGN * MM_ROW_ALIGN;
     j.chunk = chunk > 0 ? chunk : MM_ROW_ALIGN;
     for (int i = 0; i < (epi ? 1 : nw); i++) {
