@@ -471,15 +471,15 @@ START_TEST(tq1_all_ff_is_plus_one)
 END_TEST
 
 /* Decode's one-row kernels for the ternary types take the codes apart with
- * their own byte arithmetic (kern_x86.h: kx_dot_tq1_0, kx_dot_tq2_0): every
+ * their own byte arithmetic (kern_x86.h: kx_dot_tq1_0, kx_dot_q2_0_x4): every
  * byte value at every position of a block, in five rows (a four-row pass
  * and a single row), must give the reference's bits, and a row must get
  * the same bits alone as in a batch of two (the tile kernels). */
 START_TEST(decode_every_byte)
 {
-    static const kt_type tt[] = {KT_TQ2_0, KT_TQ1_0};
+    static const kt_type tt[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0};
     const int rows = 5, nb = 256;
-    for (size_t ti = 0; ti < 2; ti++) {
+    for (size_t ti = 0; ti < 3; ti++) {
         kt_type t = tt[ti];
         size_t bb;
         int bs = blk_of(t, &bb), n = nb * bs;
@@ -496,6 +496,8 @@ START_TEST(decode_every_byte)
             acts A;
             make_acts(&A, 2, n, exact);
             memcpy(A.q + n, A.q, (size_t)n); /* the batch's second row repeats the first */
+            memcpy(A.q64 + n, A.q64, (size_t)n);
+            A.a.q64 = A.q64; /* Q2_0 reads the permuted order, as mm_matmul gives it */
             memcpy(A.g + n / KERN_GROUP, A.g, sizeof(int16_t) * (n / KERN_GROUP));
             A.s[1] = A.s[0];
             float want[5], one[5], two[10];
