@@ -471,15 +471,15 @@ START_TEST(tq1_all_ff_is_plus_one)
 END_TEST
 
 /* Decode's one-row kernels for the ternary types take the codes apart with
- * their own byte arithmetic (kern_x86.h: kx_dot_tq1_0, kx_dot_tq2_0): every
+ * their own byte arithmetic (kern_x86.h: kx_dot_tq1_0, kx_dot_q2_0_x4): every
  * byte value at every position of a block, in five rows (a four-row pass
  * and a single row), must give the reference's bits, and a row must get
  * the same bits alone as in a batch of two (the tile kernels). */
 START_TEST(decode_every_byte)
 {
-    static const kt_type tt[] = {KT_TQ2_0, KT_TQ1_0};
+    static const kt_type tt[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0};
     const int rows = 5, nb = 256;
-    for (size_t ti = 0; ti < 2; ti++) {
+    for (size_t ti = 0; ti < 3; ti++) {
         kt_type t = tt[ti];
         size_t bb;
         int bs = blk_of(t, &bb), n = nb * bs;
@@ -496,6 +496,8 @@ START_TEST(decode_every_byte)
             acts A;
             make_acts(&A, 2, n, exact);
             memcpy(A.q + n, A.q, (size_t)n); /* the batch's second row repeats the first */
+            memcpy(A.q64 + n, A.q64, (size_t)n);
+            A.a.q64 = A.q64; /* Q2_0 reads the permuted order, as mm_matmul gives it */
             memcpy(A.g + n / KERN_GROUP, A.g, sizeof(int16_t) * (n / KERN_GROUP));
             A.s[1] = A.s[0];
             float want[5], one[5], two[10];
@@ -998,6 +1000,77 @@ START_TEST(mm_multi_matches_single)
 }
 END_TEST
 
+/* mm_matmul_pair: both outputs are mm_matmul's bits, and the epilogue sees
+ * every row once, after both of its outputs are written (it records the
+ * sum of the two, which it can only get right then). */
+typedef struct {
+    const float *a, *b;
+    float *sum;
+    int *seen;
+    int rows, n;
+} pair_check;
+
+static void pair_epi(void *ctx, int r0, int r1)
+{
+    pair_check *pc = ctx;
+    ck_assert(0 <= r0 && r0 < r1 && r1 <= pc->rows);
+    for (int r = r0; r < r1; r++) {
+        pc->seen[r]++;
+        for (int j = 0; j < pc->n; j++)
+            pc->sum[j * pc->rows + r] = pc->a[j * pc->rows + r] + pc->b[j * pc->rows + r];
+    }
+}
+
+static void mm_pair_case(kt_type ta, kt_type tb, int rows, int n, int threads)
+{
+    char err[128];
+    int cols = 768;
+    pool *p = threads ? pool_create(threads, err, sizeof err) : NULL;
+    size_t stride, fl = ((sizeof(float) * rows * n) + 63) / 64 * 64;
+    acts A;
+    make_acts(&A, n, cols, 0);
+    uint8_t *wa = make_weights(ta, rows, cols, 0, &stride),
+            *wb = make_weights(tb, rows, cols, 1, &stride);
+    mm_weight ma = {ta, wa, rows, cols}, mb = {tb, wb, rows, cols};
+    size_t sa = mm_scratch_bytes(&ma, n), sbb = mm_scratch_bytes(&mb, n), sb = sa > sbb ? sa : sbb;
+    void *scratch = sb ? aligned_alloc(64, (sb + 63) / 64 * 64) : NULL;
+    float *ga = aligned_alloc(64, fl), *gb = aligned_alloc(64, fl), *sum = aligned_alloc(64, fl);
+    float *wa_ = aligned_alloc(64, fl), *wb_ = aligned_alloc(64, fl);
+    pair_check pc = {ga, gb, sum, calloc((size_t)rows, sizeof(int)), rows, n};
+    ck_assert_int_eq(mm_matmul_pair(p, &ma, &mb, A.x, n, ga, gb, pair_epi, &pc, scratch), 0);
+    ck_assert_int_eq(mm_matmul(p, &ma, A.x, n, wa_, scratch), 0);
+    ck_assert_int_eq(mm_matmul(p, &mb, A.x, n, wb_, scratch), 0);
+    ck_assert_msg(!memcmp(ga, wa_, sizeof(float) * rows * n) &&
+                      !memcmp(gb, wb_, sizeof(float) * rows * n),
+                  "types %d/%d rows %d n %d threads %d differ", ta, tb, rows, n, threads);
+    for (int r = 0; r < rows; r++) {
+        ck_assert_msg(pc.seen[r] == 1, "row %d seen %d times", r, pc.seen[r]);
+        for (int j = 0; j < n; j++)
+            ck_assert(sum[j * rows + r] == wa_[j * rows + r] + wb_[j * rows + r]);
+    }
+    free(pc.seen);
+    free(ga);
+    free(gb);
+    free(sum);
+    free(wa_);
+    free(wb_);
+    free(scratch);
+    free(wa);
+    free(wb);
+    free_acts(&A);
+    pool_destroy(p);
+}
+
+START_TEST(mm_pair_matches_single)
+{
+    for (int threads = 0; threads <= 3; threads++) {
+        mm_pair_case(KT_Q2_0, KT_Q2_0, 1536, 1, threads); /* split: chunks of both */
+        mm_pair_case(KT_TQ2_0, KT_Q8_0, 37, 5, threads);  /* one job, small */
+        mm_pair_case(KT_Q2_0, KT_F16, 100, 2, threads);   /* integer and float: one by one */
+    }
+}
+END_TEST
+
 START_TEST(mm_rejects_bad_shapes)
 {
     char err[128];
@@ -1041,6 +1114,7 @@ static Suite *suite(void)
     tcase_set_timeout(m, 120);
     tcase_add_test(m, mm_matches_reference);
     tcase_add_test(m, mm_multi_matches_single);
+    tcase_add_test(m, mm_pair_matches_single);
     tcase_add_test(m, mm_rejects_bad_shapes);
     suite_add_tcase(s, m);
     return s;

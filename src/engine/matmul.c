@@ -22,6 +22,16 @@
  * while holding a chunk is still waited for. */
 #define MM_SPLIT_BYTES (32 * 1024)
 
+/* A decode step's (up to MM_SMALL_N rows) chunks hold at most this many
+ * weight bytes: the threads finish a matmul within one chunk of each
+ * other, and four chunks per thread of SmolVLM-256M's output matrix (30 MB
+ * in Q8_0) were 3.7 MB each, ~0.3 ms that one thread could run alone at
+ * the end of every token. ~6 us a chunk; a claim costs ~50 ns. Bigger
+ * batches keep four chunks per thread (their GEMM tiles reuse each weight
+ * row over many activation rows). */
+#define MM_CHUNK_BYTES (64 * 1024)
+#define MM_SMALL_N 8
+
 /* One weight of a job: its kernel, row bytes, output and first chunk. */
 typedef struct {
     const kern_ops *ops;
@@ -43,6 +53,8 @@ typedef struct {
     int16_t *gsum;
     float *scale;
     int chunk;
+    mm_rows_fn epi; /* non-NULL: two parts of equal rows, chunked together */
+    void *epi_ctx;
     _Alignas(64) atomic_int next; /* next chunk to hand out */
 } mm_job;
 
@@ -96,6 +108,16 @@ static void gemm_rows(void *ctx, int ith, int nth)
     for (;;) {
         int c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (c >= j->n_chunks) return;
+        if (j->epi) {
+            int rows = j->part[0].w->rows, r0 = c * j->chunk;
+            int r1 = r0 + j->chunk < rows ? r0 + j->chunk : rows;
+            for (int k = 0; k < 2; k++) {
+                const mm_part *pt = &j->part[k];
+                pt->ops->gemm(pt->w->data, pt->stride, r0, r1, &j->acts, pt->out, (size_t)rows);
+            }
+            j->epi(j->epi_ctx, r0, r1);
+            continue;
+        }
         int k = 0;
         while (k + 1 < j->n_parts && c >= j->part[k + 1].chunk0)
             k++;
@@ -123,8 +145,8 @@ static bool mm_compatible(const mm_weight *const *ws, int nw)
     return true;
 }
 
-int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x, int n,
-                    float *const *outs, void *scratch)
+static int run_multi(pool *p, const mm_weight *const *ws, int nw, const float *x, int n,
+                     float *const *outs, void *scratch, mm_rows_fn epi, void *epi_ctx)
 {
     char err[128]; /* unread: the return value says it */
     if (n <= 0) return 0;
@@ -137,11 +159,12 @@ int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x,
         return 0;
     }
     int nth = p ? pool_threads(p) : 1;
-    mm_job j = {.n_parts = nw, .cols = ws[0]->cols, .x = x};
-    size_t bytes = 0;
+    mm_job j = {.n_parts = nw, .cols = ws[0]->cols, .x = x, .epi = epi, .epi_ctx = epi_ctx};
+    size_t bytes = 0, max_stride = 0;
     int rows = 0;
     for (int i = 0; i < nw; i++) {
         size_t stride = ttype_row_bytes(ttype_get(ws[i]->type), ws[i]->cols);
+        max_stride = stride > max_stride ? stride : max_stride;
         j.part[i] =
             (mm_part){.ops = kern_get(ws[i]->type), .w = ws[i], .stride = stride, .out = outs[i]};
         bytes += stride * (size_t)ws[i]->rows;
@@ -178,11 +201,15 @@ int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x,
         j.acts.f = x;
     }
     /* about four chunks per thread over all parts, whole cache lines of
-     * out each; a part's last chunk may be short */
+     * out each; a part's last chunk may be short. Paired parts share their
+     * chunks, so the rows to split are one part's. */
+    if (epi) rows = ws[0]->rows;
     int chunk = (rows + 4 * nth - 1) / (4 * nth);
+    if (n <= MM_SMALL_N && (size_t)chunk * max_stride > MM_CHUNK_BYTES)
+        chunk = (int)(MM_CHUNK_BYTES / max_stride);
     chunk = (chunk + MM_ROW_ALIGN - 1) / MM_ROW_ALIGN * MM_ROW_ALIGN;
     j.chunk = chunk > 0 ? chunk : MM_ROW_ALIGN;
-    for (int i = 0; i < nw; i++) {
+    for (int i = 0; i < (epi ? 1 : nw); i++) {
         j.part[i].chunk0 = j.n_chunks;
         j.n_chunks += (ws[i]->rows + j.chunk - 1) / j.chunk;
     }
@@ -192,4 +219,24 @@ int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x,
     else
         gemm_rows(&j, 0, 1);
     return 0;
+}
+
+int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x, int n,
+                    float *const *outs, void *scratch)
+{
+    return run_multi(p, ws, nw, x, n, outs, scratch, NULL, NULL);
+}
+
+int mm_matmul_pair(pool *p, const mm_weight *a, const mm_weight *b, const float *x, int n,
+                   float *out_a, float *out_b, mm_rows_fn epi, void *epi_ctx, void *scratch)
+{
+    const mm_weight *ws[2] = {a, b};
+    float *outs[2] = {out_a, out_b};
+    if (n <= 0) return 0;
+    if (a->rows != b->rows || !mm_compatible(ws, 2)) {
+        if (run_multi(p, ws, 2, x, n, outs, scratch, NULL, NULL)) return -1;
+        epi(epi_ctx, 0, a->rows);
+        return 0;
+    }
+    return run_multi(p, ws, 2, x, n, outs, scratch, epi, epi_ctx);
 }

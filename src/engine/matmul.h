@@ -53,4 +53,14 @@ int mm_matmul(pool *p, const mm_weight *w, const float *x, int n, float *out, vo
 int mm_matmul_multi(pool *p, const mm_weight *const *ws, int nw, const float *x, int n,
                     float *const *outs, void *scratch);
 
+/* Two weights of one shape on the same input (an MLP's gate and up): each
+ * chunk computes the same output rows of both, then calls epi(ctx, r0, r1)
+ * for those rows (of every activation row) while they are in cache. The
+ * MLP's activation thus runs in the matmul's shares, not serially after
+ * it. Weights that cannot share a job run one after the other, then epi
+ * once over all rows. Returns 0, or -1 if mm_check fails for one. */
+typedef void (*mm_rows_fn)(void *ctx, int r0, int r1);
+int mm_matmul_pair(pool *p, const mm_weight *a, const mm_weight *b, const float *x, int n,
+                   float *out_a, float *out_b, mm_rows_fn epi, void *epi_ctx, void *scratch);
+
 #endif

@@ -277,9 +277,11 @@ static void output_logits(eng_ctx *c, const eng_item *items, int n_items)
     add_bias(c->ltmp, m->output_b, nl, V);
 }
 
-/* The MLP's activation over rows [r0, r1) of g: SiLU(g) * u, or GELU(g + b_up).
- * Its cost per element in ctx_run's multiply-adds: an expf and a division
- * are ~8 ns, ~48 of them (so a decode step of 4 or more rows splits). */
+/* The MLP's activation: GELU(g + b_up) over rows [r0, r1) of g, split by
+ * rows. Its cost per element in ctx_run's multiply-adds: an expf and a
+ * division are ~8 ns, ~48 of them (so a decode step of 4 or more rows
+ * splits). The gated families' SiLU(g) * u runs inside the gate/up
+ * matmul instead (swiglu_cols). */
 #define ACT_MACS 48
 
 typedef struct {
@@ -296,14 +298,23 @@ static void act_worker(void *arg, int ith, int nth)
     size_t r0 = (size_t)j->rows * ith / nth, r1 = (size_t)j->rows * (ith + 1) / nth;
     for (size_t r = r0; r < r1; r++) {
         float *g = c->g + r * F;
-        if (c->m->fam->gated) {
-            const float *u = c->u + r * F;
-            for (size_t i = 0; i < F; i++)
-                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        } else {
-            add_bias(g, j->L->b_up, 1, (int)F);
-            c->gelu(g, F);
-        }
+        add_bias(g, j->L->b_up, 1, (int)F);
+        c->gelu(g, F);
+    }
+}
+
+/* g = SiLU(g) * u over features [f0, f1) of every row: called by the
+ * gate/up matmul for the features a chunk has just computed. */
+static void swiglu_cols(void *arg, int f0, int f1)
+{
+    const act_job *j = arg;
+    const eng_ctx *c = j->c;
+    size_t F = (size_t)c->m->info.n_ff;
+    for (size_t r = 0; r < (size_t)j->rows; r++) {
+        float *g = c->g + r * F;
+        const float *u = c->u + r * F;
+        for (int i = f0; i < f1; i++)
+            g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     }
 }
 
@@ -335,12 +346,14 @@ void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)
 
         /* parallel: the MLP reads the same normed rows as attention (xn is intact) */
         if (!fam->parallel) norm_rows(m, c->xn, c->x, L->ffn_norm, NULL, n);
-        if (fam->gated)
-            ctx_linear3(c, &L->w_gate, &L->w_up, NULL, c->xn, n, c->g, c->u, NULL);
-        else
-            ctx_linear(c, &L->w_up, c->xn, n, c->g);
         act_job aj = {.c = c, .L = L, .rows = n};
-        ctx_run(c, act_worker, &aj, (long)n * F * ACT_MACS);
+        if (fam->gated) {
+            mm_matmul_pair(c->pool, &L->w_gate.mm, &L->w_up.mm, c->xn, n, c->g, c->u, swiglu_cols,
+                           &aj, c->mm_scratch);
+        } else {
+            ctx_linear(c, &L->w_up, c->xn, n, c->g);
+            ctx_run(c, act_worker, &aj, (long)n * F * ACT_MACS);
+        }
         ctx_linear(c, &L->w_down, c->g, n, c->tmp);
         add_bias(c->tmp, L->b_down, n, D);
         for (size_t i = 0; i < (size_t)n * D; i++)
