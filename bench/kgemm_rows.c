@@ -115,7 +115,11 @@ int main(int argc, char **argv)
         printf("%-26s", shapes[s].name);
         double one[2] = {0, 0};
         for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
-            kern_acts a = {.n = n, .rows = counts[ci], .q = q, .gsum = g, .scale = sc,
+            kern_acts a = {.n = n,
+                           .rows = counts[ci],
+                           .q = q,
+                           .gsum = g,
+                           .scale = sc,
                            .q64 = t == KT_Q2_0 ? q64 : NULL};
             int reps = (int)(4e7 / ((double)R * n * counts[ci])) + 1;
             double best[2] = {1e30, 1e30};

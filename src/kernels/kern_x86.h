@@ -741,9 +741,9 @@ KG_INLINE bool kg_few_prep(kt_type t, const kern_acts *a, int j0, int nr, void *
     return true;
 }
 
-KG_INLINE void kx_few_codes(kt_type t, bool p64, int nr, const uint8_t *wrow, size_t w_stride,
-                            const kern_acts *a, int j0, const __m256i *gp, float *out, size_t ldo,
-                            int r)
+KG_INLINE void kx_few_codes(kt_type t, bool p64, bool pre, int nr, const uint8_t *wrow,
+                            size_t w_stride, const kern_acts *a, int j0, const __m256i *gp,
+                            float *out, size_t ldo, int r)
 {
     const int qk = kg_block(t), nk = qk / 32, nb = a->n / qk, ng = a->n / KERN_GROUP;
     const size_t n = (size_t)a->n, bytes = kg_block_bytes(t), pf = 4 * w_stride;
@@ -759,11 +759,11 @@ KG_INLINE void kx_few_codes(kt_type t, bool p64, int nr, const uint8_t *wrow, si
         __m256 d = _mm256_set1_ps(p64 ? kx_unpack_q2_0_p64(p, c) : kx_unpack(t, p, c));
         for (int jj = 0; jj < nr; jj++) {
             const int8_t *q = qa + (size_t)jj * n + (size_t)b * qk;
-            __m256i s = gp ? gp[b * nr + jj] : _mm256_setzero_si256();
+            __m256i s = pre ? gp[b * nr + jj] : _mm256_setzero_si256();
             for (int k = 0; k < nk; k++)
                 s = KX_DOT(s, c[k], _mm256_loadu_si256((const __m256i *)(q + 32 * k)));
             __m256i i = KX_I32(s);
-            if (!gp)
+            if (!pre)
                 i = _mm256_sub_epi32(
                     i, kx_block_sum(t, a->gsum + (size_t)(j0 + jj) * ng + (size_t)b * nk));
             acc[jj] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, acc[jj]);
@@ -816,9 +816,14 @@ KG_INLINE void kg_few_tile(kt_type t, int nr, const uint8_t *wrow, size_t w_stri
     if (t == KT_Q8_0) {
         assert(nr <= KG_FEW_Q8);
         kx_few_q8_0(nr, wrow, w_stride, a, j0, out, ldo, r);
-    } else if (t == KT_Q2_0 && a->q64)
-        kx_few_codes(t, true, nr, wrow, w_stride, a, j0, gp, out, ldo, r);
+    } else if (t == KT_Q2_0 && a->q64) {
+        if (gp)
+            kx_few_codes(t, true, true, nr, wrow, w_stride, a, j0, gp, out, ldo, r);
+        else
+            kx_few_codes(t, true, false, nr, wrow, w_stride, a, j0, gp, out, ldo, r);
+    } else if (gp)
+        kx_few_codes(t, false, true, nr, wrow, w_stride, a, j0, gp, out, ldo, r);
     else
-        kx_few_codes(t, false, nr, wrow, w_stride, a, j0, gp, out, ldo, r);
+        kx_few_codes(t, false, false, nr, wrow, w_stride, a, j0, gp, out, ldo, r);
 }
 #endif
