@@ -87,8 +87,9 @@ int main(int argc, char **argv)
                 }
         }
         if (ci == 0) one = best;
-        printf("  %d rows: %.2f ms, %.2f ms per row (%.2fx); %d rows' tokens/s over 1 row's: %.2fx\n",
-               n, best, best / n, best / n / one, n, n * one / best);
+        printf(
+            "  %d rows: %.2f ms, %.2f ms per row (%.2fx); %d rows' tokens/s over 1 row's: %.2fx\n",
+            n, best, best / n, best / n / one, n, n * one / best);
     }
     eng_ctx_destroy(c);
     eng_model_free(m);

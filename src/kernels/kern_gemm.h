@@ -228,7 +228,7 @@ _Static_assert(KG_PANEL_MR == 6, "kg_gemm_panel's switch unrolls tiles of up to 
 #define KG_FEW_MAX 15
 #define KG_FEW_ROWS 8
 #define KG_FEW_Q8 4
-#define KG_FEW_PREP (16 * 1024) /* prepared sums of 8 rows of 64 Q2_0 blocks */
+#define KG_FEW_PREP (32 * 1024) /* 8 rows of 2688 Q2_0 or 3584 TQ2_0 columns */
 #define KG_FT(NR) kg_few_tile(t, NR, wrow, w_stride, a, j0, pp, out, ldo, r)
 KG_INLINE void kg_gemm_few(kt_type t, const uint8_t *wb, size_t w_stride, int r0, int r1,
                            const kern_acts *a, float *out, size_t ldo)
