@@ -534,8 +534,8 @@ END_TEST
 /* Decode steps of several streams (2 to 15 rows) take the few-row tiles
  * (kern_gemm.h: kg_gemm_few): each row must get the bits it gets alone (the
  * one-row kernels), whatever rows come with it, with and without
- * kern_permute64's activations, on a row short enough for the tile's
- * prepared group sums and one too long for them. */
+ * kern_permute64's activations, on a short row and on one too long for
+ * eight rows' activations in the tile's copy (smaller tiles). */
 START_TEST(few_rows_same_bits_as_alone)
 {
     static const kt_type tt[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0, KT_Q8_0};

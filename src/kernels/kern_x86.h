@@ -735,11 +735,15 @@ KG_INLINE size_t kx_few_block_bytes(kt_type t, int nr)
     return (size_t)nr * (t == KT_Q8_0 ? BLK_Q8_0 : sizeof(__m256i) + (size_t)kg_block(t));
 }
 
-KG_INLINE bool kg_few_prep(kt_type t, const kern_acts *a, int j0, int nr, void *buf, size_t cap)
+KG_INLINE size_t kg_few_row_bytes(kt_type t, int n)
+{
+    return (size_t)(n / kg_block(t)) * kx_few_block_bytes(t, 1);
+}
+
+KG_INLINE void kg_few_prep(kt_type t, const kern_acts *a, int j0, int nr, void *buf)
 {
     const int qk = kg_block(t), nk = qk / 32, nb = a->n / qk, ng = a->n / KERN_GROUP;
     const size_t bb = kx_few_block_bytes(t, nr), n = (size_t)a->n;
-    if ((size_t)nb * bb > cap) return false;
     const int8_t *qa = (t == KT_Q2_0 && a->q64 ? a->q64 : a->q) + (size_t)j0 * n;
     const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
     for (int b = 0; b < nb; b++) {
@@ -756,78 +760,66 @@ KG_INLINE bool kg_few_prep(kt_type t, const kern_acts *a, int j0, int nr, void *
         for (int jj = 0; jj < nr; jj++, pb += qk)
             memcpy(pb, qa + (size_t)jj * n + (size_t)b * qk, (size_t)qk);
     }
-    return true;
 }
 
-KG_INLINE void kx_few_codes(kt_type t, bool p64, bool pre, int nr, const uint8_t *wrow,
-                            size_t w_stride, const kern_acts *a, int j0, const uint8_t *prep,
-                            float *out, size_t ldo, int r)
+KG_INLINE void kx_few_codes(kt_type t, bool p64, int nr, const uint8_t *wrow, size_t w_stride,
+                            const kern_acts *a, int j0, const uint8_t *prep, float *out, size_t ldo,
+                            int r)
 {
-    const int qk = kg_block(t), nk = qk / 32, nb = a->n / qk, ng = a->n / KERN_GROUP;
-    const size_t n = (size_t)a->n, bytes = kg_block_bytes(t), pf = 4 * w_stride;
-    const size_t bb = kx_few_block_bytes(t, nr);
+    const int qk = kg_block(t), nb = a->n / qk;
+    const size_t bytes = kg_block_bytes(t), pf = 4 * w_stride, bb = kx_few_block_bytes(t, nr);
     const int every = bytes >= 64 ? 1 : (int)(64 / bytes);
-    const int8_t *qa = (p64 ? a->q64 : a->q) + (size_t)j0 * n;
     __m256 acc[KG_FEW_ROWS];
     for (int jj = 0; jj < nr; jj++)
         acc[jj] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        const uint8_t *p = wrow + (size_t)b * bytes;
-        const uint8_t *pb = pre ? prep + (size_t)b * bb : NULL;
+        const uint8_t *p = wrow + (size_t)b * bytes, *pb = prep + (size_t)b * bb;
         if (b % every == 0) kx_prefetch(p + pf);
         __m256i c[8];
         __m256 d = _mm256_set1_ps(p64 ? kx_unpack_q2_0_p64(p, c) : kx_unpack(t, p, c));
         for (int jj = 0; jj < nr; jj++) {
-            const int8_t *q = pre ? (const int8_t *)pb + (size_t)nr * 32 + (size_t)jj * qk
-                                  : qa + (size_t)jj * n + (size_t)b * qk;
-            __m256i s = pre ? _mm256_load_si256((const __m256i *)pb + jj) : _mm256_setzero_si256();
-            for (int k = 0; k < nk; k++)
-                s = KX_DOT(s, c[k], _mm256_loadu_si256((const __m256i *)(q + 32 * k)));
-            __m256i i = KX_I32(s);
-            if (!pre)
-                i = _mm256_sub_epi32(
-                    i, kx_block_sum(t, a->gsum + (size_t)(j0 + jj) * ng + (size_t)b * nk));
-            acc[jj] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, acc[jj]);
+            const int8_t *q = (const int8_t *)pb + (size_t)nr * 32 + (size_t)jj * qk;
+            __m256i s = _mm256_load_si256((const __m256i *)pb + jj);
+            for (int k = 0; k < qk / 32; k++)
+                s = KX_DOT(s, c[k], _mm256_load_si256((const __m256i *)(q + 32 * k)));
+            acc[jj] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(KX_I32(s)), d, acc[jj]);
         }
     }
     for (int jj = 0; jj < nr; jj++)
         out[(size_t)(j0 + jj) * ldo + r] = kx_hsum(acc[jj]) * a->scale[j0 + jj];
 }
 
-/* One Q8_0 block into nr rows' accumulators (activation rows qs apart):
+/* One Q8_0 block into nr rows' accumulators (activation rows 32 apart):
  * |w| and the scale once. */
-KG_INLINE void kx_few_q8_block(int nr, const blk_q8_0 *w, const int8_t *q, size_t qs, __m256 *acc)
+KG_INLINE void kx_few_q8_block(int nr, const blk_q8_0 *w, const int8_t *q, __m256 *acc)
 {
     __m256i x = _mm256_loadu_si256((const __m256i *)w->qs), ax = _mm256_sign_epi8(x, x);
     __m256 d = _mm256_set1_ps(kg_f16(w->d));
     for (int jj = 0; jj < nr; jj++) {
-        __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(q + (size_t)jj * qs)), x);
+        __m256i s = _mm256_sign_epi8(_mm256_load_si256((const __m256i *)(q + 32 * jj)), x);
         __m256i i = KX_I32(KX_DOT(_mm256_setzero_si256(), ax, s));
         acc[jj] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, acc[jj]);
     }
 }
 
-/* Even and odd blocks in separate sums, as kx_gemv4_q8_0 and kg_tile_q8_0.
- * The activations from prep when there is one (block b's rows 32 apart). */
-KG_INLINE void kx_few_q8_0(bool pre, int nr, const uint8_t *wrow, size_t w_stride,
-                           const kern_acts *a, int j0, const uint8_t *prep, float *out, size_t ldo,
-                           int r)
+/* Even and odd blocks in separate sums, as kx_gemv4_q8_0 and kg_tile_q8_0. */
+KG_INLINE void kx_few_q8_0(int nr, const uint8_t *wrow, size_t w_stride, const kern_acts *a, int j0,
+                           const uint8_t *prep, float *out, size_t ldo, int r)
 {
     const int nb = a->n / BLK_Q8_0;
-    const size_t n = (size_t)a->n, pf = 4 * w_stride;
-    const size_t qs = pre ? BLK_Q8_0 : n, qb = pre ? (size_t)nr * BLK_Q8_0 : BLK_Q8_0;
+    const size_t pf = 4 * w_stride, qb = (size_t)nr * BLK_Q8_0;
     const blk_q8_0 *w = (const blk_q8_0 *)wrow;
-    const int8_t *q = pre ? (const int8_t *)prep : a->q + (size_t)j0 * n;
+    const int8_t *q = (const int8_t *)prep;
     __m256 acc0[KG_FEW_Q8], acc1[KG_FEW_Q8];
     for (int jj = 0; jj < nr; jj++)
         acc0[jj] = acc1[jj] = _mm256_setzero_ps();
     int b = 0;
     for (; b + 2 <= nb; b += 2) {
         kx_prefetch((const uint8_t *)(w + b) + pf);
-        kx_few_q8_block(nr, w + b, q + (size_t)b * qb, qs, acc0);
-        kx_few_q8_block(nr, w + b + 1, q + (size_t)(b + 1) * qb, qs, acc1);
+        kx_few_q8_block(nr, w + b, q + (size_t)b * qb, acc0);
+        kx_few_q8_block(nr, w + b + 1, q + (size_t)(b + 1) * qb, acc1);
     }
-    if (b < nb) kx_few_q8_block(nr, w + b, q + (size_t)b * qb, qs, acc0);
+    if (b < nb) kx_few_q8_block(nr, w + b, q + (size_t)b * qb, acc0);
     for (int jj = 0; jj < nr; jj++)
         out[(size_t)(j0 + jj) * ldo + r] =
             kx_hsum(_mm256_add_ps(acc0[jj], acc1[jj])) * a->scale[j0 + jj];
@@ -840,18 +832,10 @@ KG_INLINE void kg_few_tile(kt_type t, int nr, const uint8_t *wrow, size_t w_stri
     const uint8_t *pp = (const uint8_t *)prep;
     if (t == KT_Q8_0) {
         assert(nr <= KG_FEW_Q8);
-        if (pp)
-            kx_few_q8_0(true, nr, wrow, w_stride, a, j0, pp, out, ldo, r);
-        else
-            kx_few_q8_0(false, nr, wrow, w_stride, a, j0, pp, out, ldo, r);
-    } else if (t == KT_Q2_0 && a->q64) {
-        if (pp)
-            kx_few_codes(t, true, true, nr, wrow, w_stride, a, j0, pp, out, ldo, r);
-        else
-            kx_few_codes(t, true, false, nr, wrow, w_stride, a, j0, pp, out, ldo, r);
-    } else if (pp)
-        kx_few_codes(t, false, true, nr, wrow, w_stride, a, j0, pp, out, ldo, r);
+        kx_few_q8_0(nr, wrow, w_stride, a, j0, pp, out, ldo, r);
+    } else if (t == KT_Q2_0 && a->q64)
+        kx_few_codes(t, true, nr, wrow, w_stride, a, j0, pp, out, ldo, r);
     else
-        kx_few_codes(t, false, false, nr, wrow, w_stride, a, j0, pp, out, ldo, r);
+        kx_few_codes(t, false, nr, wrow, w_stride, a, j0, pp, out, ldo, r);
 }
 #endif
