@@ -237,7 +237,7 @@ static const kt_type all_types[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0,
 static void run_all(int exact)
 {
     static const int wrows[] = {1, 7, 33};
-    static const int arows[] = {1, 3, 4, 5};
+    static const int arows[] = {1, 3, 4, 5, 8, 13};
     int checked = 0;
     for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
         for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
@@ -248,7 +248,7 @@ static void run_all(int exact)
             int ns[4], cnt;
             sizes_for(all_types[ti], ns, &cnt);
             for (int k = 0; k < cnt; k++)
-                for (size_t a = 0; a < 4; a++)
+                for (size_t a = 0; a < sizeof arows / sizeof arows[0]; a++)
                     for (size_t r = 0; r < 3; r++) {
                         int big = ns[k] > 4096;
                         if (big && (wrows[r] > 7 || arows[a] > 3))
@@ -530,6 +530,65 @@ START_TEST(decode_every_byte)
         }
         free(w);
     }
+}
+END_TEST
+
+/* Decode steps of several streams (2 to 15 rows) take the few-row tiles
+ * (kern_gemm.h: kg_gemm_few): each row must get the bits it gets alone (the
+ * one-row kernels), whatever rows come with it, with and without
+ * kern_permute64's activations, on a short row and on one too long for
+ * eight rows' activations in the tile's copy (smaller tiles). */
+START_TEST(few_rows_same_bits_as_alone)
+{
+    static const kt_type tt[] = {KT_TQ2_0, KT_TQ1_0, KT_Q2_0, KT_Q1_0, KT_Q8_0};
+    static const int batches[] = {2, 5, 8, 15};
+    const int rows = 9, m = 15;
+    int checked = 0;
+    for (int isa = 1; isa <= KERN_ISA_NEON_DOTPROD; isa++)
+        for (size_t ti = 0; ti < sizeof tt / sizeof tt[0]; ti++) {
+            kt_type t = tt[ti];
+            const kern_ops *ops = kern_get_isa(t, (kern_isa)isa);
+            if (!ops) continue;
+            size_t bb;
+            int bs = blk_of(t, &bb), base = bs < KERN_GROUP ? KERN_GROUP : bs;
+            const int ns[] = {3 * base, (14336 / base) * base};
+            for (int k = 0; k < 2; k++) {
+                int n = ns[k], ng = n / KERN_GROUP;
+                size_t stride;
+                uint8_t *w = make_weights(t, rows, n, 0, &stride);
+                acts A;
+                make_acts(&A, m, n, 0);
+                float all[15 * 9], one[9];
+                for (int p64 = 0; p64 < 1 + (n % 64 == 0); p64++)
+                    for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
+                        kern_acts a = A.a;
+                        a.rows = batches[bi];
+                        a.q64 = p64 ? A.q64 : NULL;
+                        ops->gemm(w, stride, 0, rows, &a, all, rows);
+                        for (int j = 0; j < batches[bi]; j++) {
+                            kern_acts a1 = a;
+                            a1.rows = 1;
+                            a1.q = A.q + (size_t)j * n;
+                            a1.gsum = A.g + (size_t)j * ng;
+                            a1.scale = A.s + j;
+                            a1.q64 = p64 ? A.q64 + (size_t)j * n : NULL;
+                            ops->gemm(w, stride, 0, rows, &a1, one, rows);
+                            for (int r = 0; r < rows; r++)
+                                ck_assert_msg(one[r] == all[j * rows + r],
+                                              "%s type %d n %d p64 %d batch %d row %d/%d: "
+                                              "alone %.9g, in the batch %.9g",
+                                              kern_isa_name((kern_isa)isa), (int)t, n, p64,
+                                              batches[bi], j, r, one[r], all[j * rows + r]);
+                        }
+                    }
+                free_acts(&A);
+                free(w);
+                checked++;
+            }
+        }
+#if defined(__x86_64__) || defined(__aarch64__)
+    ck_assert_int_gt(checked, 0);
+#endif
 }
 END_TEST
 
@@ -1102,6 +1161,7 @@ static Suite *suite(void)
     tcase_add_test(k, simd_many_rows_random);
     tcase_add_test(k, overflow_worst_case);
     tcase_add_test(k, decode_every_byte);
+    tcase_add_test(k, few_rows_same_bits_as_alone);
     suite_add_tcase(s, k);
     TCase *p = tcase_create("pool");
     tcase_set_timeout(p, 120);

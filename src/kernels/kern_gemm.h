@@ -62,6 +62,21 @@ KG_INLINE void kg_gemv4(kt_type t, const uint8_t *wrow, size_t w_stride, const k
                         float *out, int r);
 #endif
 
+#ifdef KG_FEW
+/* Optional: a few activation rows (decode steps of several streams) of Q8_0
+ * and the code types, see kg_gemm_few:
+ *   kg_few_row_bytes: what kg_few_prep lays out per activation row of n;
+ *   kg_few_prep: activation rows j0..j0+nr-1 laid out in buf for the tile
+ *     (nr * kg_few_row_bytes bytes, 32-byte aligned);
+ *   kg_few_tile: weight row r (its rows w_stride apart, for prefetching)
+ *     times those rows, read from prep, into out[(j0 + jj) * ldo + r]. */
+KG_INLINE size_t kg_few_row_bytes(kt_type t, int n);
+KG_INLINE void kg_few_prep(kt_type t, const kern_acts *a, int j0, int nr, void *buf);
+KG_INLINE void kg_few_tile(kt_type t, int nr, const uint8_t *wrow, size_t w_stride,
+                           const kern_acts *a, int j0, const void *prep, float *out, size_t ldo,
+                           int r);
+#endif
+
 /* kg_block and kg_block_bytes restate the type table's block and block bytes
  * of Q8_0 and the code types as compile-time switches: the type is a
  * constant in each kg_gemm_<type>, so they fold to constants and the block
@@ -203,6 +218,62 @@ KG_INLINE void kg_gemm_panel(kt_type t, const uint8_t *wb, size_t w_stride, int 
 _Static_assert(KG_PANEL_MR == 6, "kg_gemm_panel's switch unrolls tiles of up to 6 rows");
 #endif
 
+#ifdef KG_FEW
+/* 2 to KG_FEW_MAX activation rows of Q8_0 or a code type: a weight row is
+ * read and each of its blocks unpacked into registers once for a tile of up
+ * to KG_FEW_ROWS activation rows (KG_FEW_Q8 for Q8_0, whose two
+ * accumulators per row fill the registers sooner), reading the tile's
+ * activations and group sums from a copy laid out once per pass
+ * (kg_few_prep). Rows too long for two of them in KG_FEW_PREP take kg_tile's
+ * tiles; false then. */
+#define KG_FEW_MAX 15
+#define KG_FEW_ROWS 8
+#define KG_FEW_Q8 4
+#define KG_FEW_PREP (64 * 1024) /* 8 rows of 5376 Q2_0 or 7168 TQ2_0 columns */
+#define KG_FT(NR) kg_few_tile(t, NR, wrow, w_stride, a, j0, prep, out, ldo, r)
+KG_INLINE bool kg_gemm_few(kt_type t, const uint8_t *wb, size_t w_stride, int r0, int r1,
+                           const kern_acts *a, float *out, size_t ldo)
+{
+    _Alignas(32) uint8_t prep[KG_FEW_PREP];
+    const int most = t == KT_Q8_0 ? KG_FEW_Q8 : KG_FEW_ROWS;
+    const int fit = (int)(KG_FEW_PREP / kg_few_row_bytes(t, a->n));
+    const int tile = fit < most ? fit : most;
+    if (tile < 2) return false;
+    int chunk = (int)(KG_L2_BYTES / (w_stride ? w_stride : 1));
+    if (chunk < 1) chunk = 1;
+    for (int rs = r0; rs < r1; rs += chunk) {
+        int re = rs + chunk < r1 ? rs + chunk : r1;
+        for (int j0 = 0; j0 < a->rows; j0 += tile) {
+            int nr = a->rows - j0 < tile ? a->rows - j0 : tile;
+            kg_few_prep(t, a, j0, nr, prep);
+            for (int r = rs; r < re; r++) {
+                const uint8_t *wrow = wb + (size_t)r * w_stride;
+                switch (t == KT_Q8_0 ? 0 : nr) { /* constant tile sizes, so the loops unroll */
+                case 8: KG_FT(8); break;
+                case 7: KG_FT(7); break;
+                case 6: KG_FT(6); break;
+                case 5: KG_FT(5); break;
+                case 0:
+                    switch (nr) {
+                    case 4: KG_FT(4); break;
+                    case 3: KG_FT(3); break;
+                    case 2: KG_FT(2); break;
+                    default: KG_FT(1); break;
+                    }
+                    break;
+                case 4: KG_FT(4); break;
+                case 3: KG_FT(3); break;
+                case 2: KG_FT(2); break;
+                default: KG_FT(1); break;
+                }
+            }
+        }
+    }
+    return true;
+}
+_Static_assert(KG_FEW_ROWS == 8 && KG_FEW_Q8 == 4, "kg_gemm_few's switch unrolls up to 8 rows");
+#endif
+
 KG_INLINE void kg_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1,
                        const kern_acts *a, float *out, size_t ldo)
 {
@@ -224,6 +295,11 @@ KG_INLINE void kg_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1
 #endif
     int chunk = (int)(KG_L2_BYTES / (w_stride ? w_stride : 1));
     if (chunk < 1) chunk = 1;
+#ifdef KG_FEW
+    if (a->rows >= 2 && a->rows <= KG_FEW_MAX && t != KT_F16 && t != KT_BF16 && t != KT_F32 &&
+        kg_gemm_few(t, wb, w_stride, r0, r1, a, out, ldo))
+        return;
+#endif
 #if KG_GEMV4
     /* Decode (one activation row) streams the weights once: four rows per
      * pass give independent chains and share the activation loads. */

@@ -41,6 +41,11 @@
 #define KG_FLOAT_ROWS 3 /* kg_tile_float_rows, below */
 #define KG_PANEL 1      /* kg_pack_float and kg_panel_tile, below */
 #define KG_GEMV4 1
+#if !KX_VNNI
+#define KG_FEW                                                                                     \
+    1 /* kg_few_prep and kg_few_tile, at the end; VNNI levels keep                                 \
+       * kx_tile_codes (no VNNI CPU here to test another path on) */
+#endif
 #include "kernels/kern_gemm.h"
 
 /* u8 x s8 dot products: acc += sum over groups of 4 (VNNI) or pairs (AVX2). */
@@ -739,3 +744,128 @@ KG_INLINE void kg_gemv4(kt_type t, const uint8_t *wrow, size_t w_stride, const k
     else
         kx_gemv4_codes(t, false, wrow, w_stride, a, out, r);
 }
+
+#if !KX_VNNI
+/* ---- A few activation rows: each weight block unpacked once for up to 8 ----
+ * Per block and activation row what is left is the dot products, one
+ * widening, one conversion and one FMA: the block's codes and scale are
+ * unpacked once for the tile, and the group-sum correction is prepared once
+ * per tile (kg_few_prep) as the value the int16 sums start from: each
+ * block's -sum in the low int16 of the int32 lane kx_block_sum puts it in,
+ * so vpmaddwd's widening gives the same int32 lanes (S - sum) as the
+ * subtraction after it in kx_tile_codes and kx_gemv4_*: a row gets the same
+ * bits here as alone. |S| + |sum| <= 6096 + 32 * 127 fits int16. */
+
+/* The tile's activations, block by block: for code types each block's nr
+ * group-sum start values then its nr rows of qk activations, for Q8_0 its
+ * nr rows of 32, so that the loops read them at constant offsets from one
+ * pointer (rows n apart need a register each, which 8 rows run out of). */
+KG_INLINE size_t kx_few_block_bytes(kt_type t, int nr)
+{
+    return (size_t)nr * (t == KT_Q8_0 ? BLK_Q8_0 : sizeof(__m256i) + (size_t)kg_block(t));
+}
+
+KG_INLINE size_t kg_few_row_bytes(kt_type t, int n)
+{
+    return (size_t)(n / kg_block(t)) * kx_few_block_bytes(t, 1);
+}
+
+KG_INLINE void kg_few_prep(kt_type t, const kern_acts *a, int j0, int nr, void *buf)
+{
+    const int qk = kg_block(t), nk = qk / 32, nb = a->n / qk, ng = a->n / KERN_GROUP;
+    const size_t bb = kx_few_block_bytes(t, nr), n = (size_t)a->n;
+    const int8_t *qa = (t == KT_Q2_0 && a->q64 ? a->q64 : a->q) + (size_t)j0 * n;
+    const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
+    for (int b = 0; b < nb; b++) {
+        uint8_t *pb = (uint8_t *)buf + (size_t)b * bb;
+        if (t != KT_Q8_0) {
+            for (int jj = 0; jj < nr; jj++) {
+                __m256i s = kx_block_sum(t, a->gsum + (size_t)(j0 + jj) * ng + (size_t)b * nk);
+                _mm256_store_si256(
+                    (__m256i *)pb,
+                    _mm256_and_si256(_mm256_sub_epi32(_mm256_setzero_si256(), s), lo16));
+                pb += sizeof(__m256i);
+            }
+        }
+        for (int jj = 0; jj < nr; jj++, pb += qk)
+            memcpy(pb, qa + (size_t)jj * n + (size_t)b * qk, (size_t)qk);
+    }
+}
+
+KG_INLINE void kx_few_codes(kt_type t, bool p64, int nr, const uint8_t *wrow, size_t w_stride,
+                            const kern_acts *a, int j0, const uint8_t *prep, float *out, size_t ldo,
+                            int r)
+{
+    const int qk = kg_block(t), nb = a->n / qk;
+    const size_t bytes = kg_block_bytes(t), pf = 4 * w_stride, bb = kx_few_block_bytes(t, nr);
+    const int every = bytes >= 64 ? 1 : (int)(64 / bytes);
+    __m256 acc[KG_FEW_ROWS];
+    for (int jj = 0; jj < nr; jj++)
+        acc[jj] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *p = wrow + (size_t)b * bytes, *pb = prep + (size_t)b * bb;
+        if (b % every == 0) kx_prefetch(p + pf);
+        __m256i c[8];
+        __m256 d = _mm256_set1_ps(p64 ? kx_unpack_q2_0_p64(p, c) : kx_unpack(t, p, c));
+        for (int jj = 0; jj < nr; jj++) {
+            const int8_t *q = (const int8_t *)pb + (size_t)nr * 32 + (size_t)jj * qk;
+            __m256i s = _mm256_load_si256((const __m256i *)pb + jj);
+            for (int k = 0; k < qk / 32; k++)
+                s = KX_DOT(s, c[k], _mm256_load_si256((const __m256i *)(q + 32 * k)));
+            acc[jj] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(KX_I32(s)), d, acc[jj]);
+        }
+    }
+    for (int jj = 0; jj < nr; jj++)
+        out[(size_t)(j0 + jj) * ldo + r] = kx_hsum(acc[jj]) * a->scale[j0 + jj];
+}
+
+/* One Q8_0 block into nr rows' accumulators (activation rows 32 apart):
+ * |w| and the scale once. */
+KG_INLINE void kx_few_q8_block(int nr, const blk_q8_0 *w, const int8_t *q, __m256 *acc)
+{
+    __m256i x = _mm256_loadu_si256((const __m256i *)w->qs), ax = _mm256_sign_epi8(x, x);
+    __m256 d = _mm256_set1_ps(kg_f16(w->d));
+    for (int jj = 0; jj < nr; jj++) {
+        __m256i s = _mm256_sign_epi8(_mm256_load_si256((const __m256i *)(q + 32 * jj)), x);
+        __m256i i = KX_I32(KX_DOT(_mm256_setzero_si256(), ax, s));
+        acc[jj] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, acc[jj]);
+    }
+}
+
+/* Even and odd blocks in separate sums, as kx_gemv4_q8_0 and kg_tile_q8_0. */
+KG_INLINE void kx_few_q8_0(int nr, const uint8_t *wrow, size_t w_stride, const kern_acts *a, int j0,
+                           const uint8_t *prep, float *out, size_t ldo, int r)
+{
+    const int nb = a->n / BLK_Q8_0;
+    const size_t pf = 4 * w_stride, qb = (size_t)nr * BLK_Q8_0;
+    const blk_q8_0 *w = (const blk_q8_0 *)wrow;
+    const int8_t *q = (const int8_t *)prep;
+    __m256 acc0[KG_FEW_Q8], acc1[KG_FEW_Q8];
+    for (int jj = 0; jj < nr; jj++)
+        acc0[jj] = acc1[jj] = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        kx_prefetch((const uint8_t *)(w + b) + pf);
+        kx_few_q8_block(nr, w + b, q + (size_t)b * qb, acc0);
+        kx_few_q8_block(nr, w + b + 1, q + (size_t)(b + 1) * qb, acc1);
+    }
+    if (b < nb) kx_few_q8_block(nr, w + b, q + (size_t)b * qb, acc0);
+    for (int jj = 0; jj < nr; jj++)
+        out[(size_t)(j0 + jj) * ldo + r] =
+            kx_hsum(_mm256_add_ps(acc0[jj], acc1[jj])) * a->scale[j0 + jj];
+}
+
+KG_INLINE void kg_few_tile(kt_type t, int nr, const uint8_t *wrow, size_t w_stride,
+                           const kern_acts *a, int j0, const void *prep, float *out, size_t ldo,
+                           int r)
+{
+    const uint8_t *pp = (const uint8_t *)prep;
+    if (t == KT_Q8_0) {
+        assert(nr <= KG_FEW_Q8);
+        kx_few_q8_0(nr, wrow, w_stride, a, j0, pp, out, ldo, r);
+    } else if (t == KT_Q2_0 && a->q64)
+        kx_few_codes(t, true, nr, wrow, w_stride, a, j0, pp, out, ldo, r);
+    else
+        kx_few_codes(t, false, nr, wrow, w_stride, a, j0, pp, out, ldo, r);
+}
+#endif
