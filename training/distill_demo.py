@@ -1,6 +1,8 @@
 """Evidence for the self-distillation process on the demo model (docs/ternarize.md).
 
   python3 distill_demo.py --data DIR --out OUT [--steps N] [--batch B] [--images N]
+  python3 distill_demo.py ground --pics DIR --out OUT   (questions grounded in the teacher's
+                                                         descriptions, see write_grounded)
 
 DIR is a data.py output with train.npz (python3 data.py --out DIR --splits train --train 600).
 Only its *pictures* and *questions* are used, never its answers: the pictures are written as
@@ -124,7 +126,19 @@ def exact(tern, model, mmproj, data):
     return {"nll": float(m.group(1)), "exact": float(m.group(2))}
 
 
+def main_ground():
+    ap = argparse.ArgumentParser(prog="distill_demo.py ground", description=write_grounded.__doc__)
+    ap.add_argument("--pics", required=True, help="a folder of pictures")
+    ap.add_argument("--out", required=True, help="writes OUT/prompts.jsonl (OUT/teacher: cache)")
+    ap.add_argument("--from", dest="src", default=os.path.join(ROOT, "models", "hf", "float"))
+    ap.add_argument("--seed", type=int, default=1, help="draws the phrasings")
+    a = ap.parse_args(sys.argv[2:])
+    write_grounded(a.src, a.pics, a.out, a.seed)
+
+
 def main():
+    if sys.argv[1:2] == ["ground"]:
+        return main_ground()
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
