@@ -109,6 +109,8 @@ def read_sources(path):
 def read_questions(path):
     if path is None:
         return list(QUESTIONS)
+    if path == "none":  # only each JSONL line's own question
+        return []
     with open(path) as f:
         qs = [q.strip() for q in f if q.strip()]
     if not qs:
@@ -305,6 +307,9 @@ class Pairs:
         self.n_img = M.image_seq_len(teacher.config)
         self.sources = sources
         self.pairs = [(i, q) for i, (_, own) in enumerate(sources) for q in own + questions]
+        if not self.pairs:
+            raise SystemExit(f"{a.images}: no questions (--questions none needs a JSONL with "
+                             "\"prompt\" lines)")
         self.dir = os.path.join(a.out, "teacher")
         os.makedirs(self.dir, exist_ok=True)
         self.eou = tok.token_id("<end_of_utterance>")
@@ -493,7 +498,8 @@ def parser():
                     help="keep the vision tower and connector float and frozen (their features "
                          "are then computed once per picture: much faster)")
     ap.add_argument("--questions", metavar="FILE",
-                    help="one question per line instead of the built-in generic set")
+                    help="one question per line instead of the built-in generic set, asked of every "
+                    "picture; 'none': only the JSONL's own questions")
     ap.add_argument("--max-new", type=int, default=48,
                     help="longest teacher answer, in tokens")
     ap.add_argument("--temperature", type=float, default=1.0, help="KL temperature")

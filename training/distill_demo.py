@@ -1,6 +1,8 @@
 """Evidence for the self-distillation process on the demo model (docs/ternarize.md).
 
   python3 distill_demo.py --data DIR --out OUT [--steps N] [--batch B] [--images N]
+  python3 distill_demo.py ground --pics DIR --out OUT   (questions grounded in the teacher's
+                                                         descriptions, see write_grounded)
 
 DIR is a data.py output with train.npz (python3 data.py --out DIR --splits train --train 600).
 Only its *pictures* and *questions* are used, never its answers: the pictures are written as
@@ -17,6 +19,7 @@ TQ2_0 (tern quantize of the float GGUF, no fine-tuning); OUT/kl.png: the two KL 
 import argparse
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -44,6 +47,78 @@ def write_inputs(data_dir, out, n):
     return path
 
 
+# The demo camera's user-written question list (docs/ternarize.md, "Which questions") with its
+# colour and shape left open: filled per picture with what the teacher itself says it sees.
+ASK = {
+    "color": ["What color is the {shape}?", "What colour is the {shape}?",
+              "Which color is the {shape}?", "What is the color of the {shape}?"],
+    "shape": ["What shape is the {color} object?", "What shape is the {color} one?",
+              "Which shape is {color}?", "What is the {color} shape?"],
+    "where": ["Where is the {shape}?", "Where is the {shape} located?",
+              "In which part of the image is the {shape}?", "Where can you see the {shape}?"],
+    "exists": ["Is there {a} {color} {shape}?", "Is there {a} {color} {shape} in the image?",
+               "Do you see {a} {color} {shape}?", "Can you see {a} {color} {shape}?"],
+}
+GENERIC = ["Describe the image.", "What do you see?", "What is in the image?",
+           "Describe this picture.", "What does the image show?", "How many shapes are there?",
+           "How many objects are in the image?", "Count the shapes."]
+
+
+def named_objects(text):
+    """(colour, shape) pairs a description names, in order ("a small black cross": black, cross)."""
+    rx = re.compile(r"\b(%s)\s+(%s)" % ("|".join(D.COLOR_NAMES), "|".join(D.SHAPES)), re.I)
+    return [(c.lower(), s.lower()) for c, s in rx.findall(text)]
+
+
+def grounded_questions(objs, rng):
+    """Questions about what a picture has, from the (colour, shape) pairs the teacher named: per
+    object its colour (when its shape is named once), its shape (when its colour is named once),
+    where it is and whether it is there; one 'is there' about a pair not named (a 'no'), and
+    two generic lines (a description, a count)."""
+    qs = []
+    shapes, colors = [s for _, s in objs], [c for c, _ in objs]
+    for c, s in dict.fromkeys(objs):
+        a = "an" if c[0] in "aeiou" else "a"
+        if shapes.count(s) == 1:
+            qs.append(rng.choice(ASK["color"]).format(shape=s))
+        if colors.count(c) == 1:
+            qs.append(rng.choice(ASK["shape"]).format(color=c))
+        if shapes.count(s) == 1:
+            qs.append(rng.choice(ASK["where"]).format(shape=s))
+        qs.append(rng.choice(ASK["exists"]).format(a=a, color=c, shape=s))
+    absent = [(c, s) for c in D.COLOR_NAMES for s in D.SHAPES if (c, s) not in objs]
+    c, s = rng.choice(absent)
+    qs.append(rng.choice(ASK["exists"]).format(a="an" if c[0] in "aeiou" else "a", color=c,
+                                               shape=s))
+    qs += rng.sample(GENERIC[:5], 1) + rng.sample(GENERIC[5:], 1)
+    return qs
+
+
+def write_grounded(src, images, out, seed=1):
+    """OUT/prompts.jsonl: for every picture the teacher's description (OUT/teacher/ caches it),
+    then grounded_questions() of what it names. No labels: only the float model's own words."""
+    import distill as DS
+    import model as M
+    from tokenizer import Tokenizer
+    a = DS.parser().parse_args(["--from", src, "--images", images, "--out", out,
+                                "--types", "none"])
+    teacher = M.load_hf(src).eval().requires_grad_(False)
+    tok = Tokenizer.load(os.path.join(src, "tokenizer.json"))
+    sources = DS.read_sources(images)
+    pairs = DS.Pairs(a, teacher, False, tok, sources, ["Describe the image."])
+    rng, n_obj = random.Random(seed), 0
+    with open(os.path.join(out, "prompts.jsonl"), "w") as f:
+        for k, (i, _q) in enumerate(pairs.pairs):
+            text = pairs.answer_text(pairs.get(k)["answer"])
+            objs = named_objects(text)
+            n_obj += len(objs)
+            for q in grounded_questions(objs, rng):
+                f.write(json.dumps({"image": os.path.abspath(sources[i][0]), "prompt": q,
+                                    "teacher_description": text}) + "\n")
+    print(f"grounded questions: {len(sources)} pictures, {n_obj} objects named by the teacher",
+          file=sys.stderr)
+
+
 def exact(tern, model, mmproj, data):
     out = subprocess.run([tern, "perplexity", "-m", model, "--mmproj", mmproj, "--data", data,
                           "-t", "1"], check=True, capture_output=True, text=True).stdout
@@ -51,7 +126,19 @@ def exact(tern, model, mmproj, data):
     return {"nll": float(m.group(1)), "exact": float(m.group(2))}
 
 
+def main_ground():
+    ap = argparse.ArgumentParser(prog="distill_demo.py ground", description=write_grounded.__doc__)
+    ap.add_argument("--pics", required=True, help="a folder of pictures")
+    ap.add_argument("--out", required=True, help="writes OUT/prompts.jsonl (OUT/teacher: cache)")
+    ap.add_argument("--from", dest="src", default=os.path.join(ROOT, "models", "hf", "float"))
+    ap.add_argument("--seed", type=int, default=1, help="draws the phrasings")
+    a = ap.parse_args(sys.argv[2:])
+    write_grounded(a.src, a.pics, a.out, a.seed)
+
+
 def main():
+    if sys.argv[1:2] == ["ground"]:
+        return main_ground()
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)

@@ -105,17 +105,46 @@ def tern_nll(tern, prefix, data):
     return float(m.group(1))
 
 
+def check_grounded():
+    """distill_demo's questions grounded in the teacher's description: the (colour, shape) pairs
+    it names, a colour question only for a shape named once, a 'no' question about a pair not
+    named, no question about a shape not named."""
+    import random
+    import distill_demo as DD
+    objs = DD.named_objects("A small Black cross at the bottom right and a red circle, "
+                            "and a red star.")
+    assert objs == [("black", "cross"), ("red", "circle"), ("red", "star")], objs
+    assert DD.named_objects("Three shapes.") == []
+    qs = DD.grounded_questions(objs, random.Random(0))
+    shape_qs = [q for q in qs if q in [t.format(color=c) for t in DD.ASK["shape"]
+                                       for c in ("red", "black")]]
+    assert len(shape_qs) == 1 and "black" in shape_qs[0], qs  # red is named twice
+    for shape in ("cross", "circle", "star"):
+        assert any(q == t.format(shape=shape) for t in DD.ASK["color"] for q in qs), (shape, qs)
+    for shape in ("square", "triangle", "hexagon", "diamond"):
+        assert not any(q == t.format(shape=shape) for t in DD.ASK["where"] for q in qs), qs
+    exists = [q for q in qs if q.startswith(("Is there", "Do you", "Can you"))]
+    named = sum(any(f"{c} {s}" in q for c, s in objs) for q in exists)
+    assert len(exists) == 4 and named == 3, exists
+    assert len(DD.grounded_questions([], random.Random(0))) == 3
+
+
 def check_init_and_cache(out, args, out2):
-    """A second run in a new OUT with the first run's teacher cache copied in, other questions,
-    --init from the first run's checkpoint: the cached answers were made for other questions, so
-    the held-out prompts must get new ones (the records' keys name picture, question and answer
-    length); the step-0 log line names the checkpoint; --keep-ckpt keeps ckpt-1.pt."""
+    """A second run in a new OUT with the first run's teacher cache copied in, other questions
+    (a JSONL's own, --questions none), --init from the first run's checkpoint: the cached answers
+    were made for other questions, so the held-out prompts must get new ones (the records' keys
+    name picture, question and answer length), and only the JSONL's questions are asked; the
+    step-0 log line names the checkpoint; --keep-ckpt keeps ckpt-1.pt."""
     shutil.copytree(os.path.join(out, "teacher"), os.path.join(out2, "teacher"))
-    qfile = os.path.join(out2, "questions.txt")
-    with open(qfile, "w") as f:
-        f.write("Is it dark?\nWhat is at the bottom?\n")
+    jsonl = os.path.join(out2, "prompts.jsonl")
+    pics = sorted({json.loads(x)["image"] for x in open(os.path.join(out, "check.jsonl"))})
+    with open(jsonl, "w") as f:
+        for img in pics:
+            for q in ("Is it dark?", "What is at the bottom?"):
+                f.write(json.dumps({"image": img, "prompt": q, "answer": "ignored"}) + "\n")
     init = os.path.join(out, "ckpt.pt")
-    more = ["--out", out2, "--init", init, "--questions", qfile, "--steps", "2",
+    args = [jsonl if x == args[args.index("--images") + 1] else x for x in args]
+    more = ["--out", out2, "--init", init, "--questions", "none", "--steps", "2",
             "--keep-ckpt", "1", "--types", "none", "--eval-every", "2", "--ckpt-every", "2"]
     subprocess.run([sys.executable, os.path.join(HERE, "ternarize.py")] + args + more,
                    check=True)
@@ -139,6 +168,7 @@ def main():
                     help="further distill.py options (last on the line)")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    check_grounded()
     with tempfile.TemporaryDirectory(prefix="distill-smoke-") as tmp:
         check_model_io(tmp)
         ckpt, pics, out = (os.path.join(tmp, d) for d in ("hf", "pics", "out"))
