@@ -51,6 +51,8 @@ class Encoded:
         self.items = []
         # per-cell labels for the auxiliary vision loss: (shape, colour, size), 0 = empty cell
         self.cells = torch.zeros((len(meta), 9, 3), dtype=torch.long)
+        # first-world pictures (shapes centred in their grid cells): the ones --shift moves
+        self.first = torch.tensor(["d" not in m["objects"][0] for m in meta], dtype=torch.bool)
         for n, m in enumerate(meta):
             for o in m["objects"]:
                 c = o["row"] * 3 + o["col"]
@@ -86,6 +88,27 @@ def question_target(objs, qt, q, a):
         if qt == "exists" and a == "Yes." and o["shape"] in words and o["color"] in words:
             return cell
     return -1
+
+
+def shift_pictures(pixels_u8, which, max_px, rng):
+    """Each picture with which[i] set moved by a random (dx, dy) in [-max_px, max_px], the edge
+    pixels repeated into the gap. The first world centres its shapes in the 3x3 cells, which is
+    one fixed offset to the 16 px patches and the 2x2 patch blocks of the image tokens: the
+    encoder learned shapes at that offset only (moved 8 px, held-out shape answers fall from
+    92 % to 26 %, training/RESULTS-world.md). Moves up to 8 px keep every centre in its cell,
+    so every answer and per-cell label stays true."""
+    if max_px <= 0 or not bool(which.any()):
+        return pixels_u8
+    out = pixels_u8.clone()
+    n, h, w, _ = out.shape
+    for i in range(n):
+        if not which[i]:
+            continue
+        dx, dy = rng.randint(-max_px, max_px), rng.randint(-max_px, max_px)
+        ys = (torch.arange(h) - dy).clamp(0, h - 1)
+        xs = (torch.arange(w) - dx).clamp(0, w - 1)
+        out[i] = pixels_u8[i][ys][:, xs]
+    return out
 
 
 def collate(seqs, device):
@@ -337,11 +360,16 @@ def main():
                     help="NAME=FILE.npz,...: more splits scored at each evaluation (e.g. the "
                          "second renderer's test_ood.npz and the wider world's test_wide.npz), "
                          "logged as NAME_acc; never trained on")
+    ap.add_argument("--shift", type=int, default=0,
+                    help="move each first-world training picture by up to this many px "
+                         "(see shift_pictures; at most 8)")
     ap.add_argument("--config", default=None, help="JSON overrides for demo_config")
     ap.add_argument("--init", default=None,
                     help="start from the weights of this HF directory (e.g. models/hf/float) "
                          "instead of a random initialisation; ignored when resuming")
     a = ap.parse_args()
+    if not 0 <= a.shift <= 8:
+        ap.error("--shift: 0..8 px (more moves first-world centres out of their cells)")
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -408,6 +436,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         pix, seqs, idx = sample_batch(train, rng, a.images, a.qpi, with_idx=True, keep=keep)
+        pix = shift_pictures(pix, train.first[idx], a.shift, rng)
         w_aux = a.aux if step < a.aux_steps else 0.0
         sup = attn_sup if w_aux > 0 else None
         loss, _, _ = batch_loss(model, pix, seqs, dev, groups=a.groups,
