@@ -54,6 +54,8 @@ class Encoded:
         # first-world pictures (shapes centred in their grid cells): the ones --shift moves
         self.first = torch.tensor(["d" not in m["objects"][0] for m in meta], dtype=torch.bool)
         for n, m in enumerate(meta):
+            for c in reached_cells(m):
+                self.cells[n, c] = -100  # part of a shape, neither empty nor its centre: no label
             for o in m["objects"]:
                 c = o["row"] * 3 + o["col"]
                 self.cells[n, c, 0] = D.SHAPES.index(o["shape"]) + 1
@@ -74,6 +76,27 @@ class Encoded:
     def flat(self):
         """All (image index, qtype, prompt ids, answer ids)."""
         return [(i, qt, p, a) for i, qs in enumerate(self.items) for qt, (p, a) in qs.items()]
+
+
+def reached_cells(meta):
+    """Grid cells a wider-world picture's shapes reach into besides their centres' (the 96 px
+    view, stretched as the processor does). The per-cell vision loss would call them empty: more
+    than half the wider world's shapes reach into another cell. The picture's size is not in
+    the metadata; data.py's sampler gives it again from the seed (checked against the stored
+    centres, so the second renderer's pictures and the first world's give [])."""
+    objs = meta["objects"]
+    if "d" not in objs[0]:
+        return []
+    W, H, again = D.sample_wide_scene(random.Random(meta["seed"]))
+    if len(again) != len(objs) or any(abs(a["cx"] - o["cx"]) > 1e-3 for a, o in zip(again, objs)):
+        return []
+    out = set()
+    for o in objs:
+        r = o["d"] * min(W, H) / 2
+        c0, c1 = max(0, int((o["cx"] - r) / W * 3)), min(2, int((o["cx"] + r) / W * 3))
+        r0, r1 = max(0, int((o["cy"] - r) / H * 3)), min(2, int((o["cy"] + r) / H * 3))
+        out |= {row * 3 + col for row in range(r0, r1 + 1) for col in range(c0, c1 + 1)}
+    return sorted(out - {o["row"] * 3 + o["col"] for o in objs})
 
 
 def question_target(objs, qt, q, a):
