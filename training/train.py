@@ -45,7 +45,7 @@ def prompt_text(question, n_image_tokens):
 class Encoded:
     """A split, tokenized: pixels (N,H,W,3) uint8 and per image {qtype: (prompt_ids, ans_ids)}."""
 
-    def __init__(self, path, tok, n_img):
+    def __init__(self, path, tok, n_img, unlabel_reached=False):
         self.pixels, meta = D.load_split(path)
         self.pixels = torch.from_numpy(self.pixels)
         self.items = []
@@ -54,7 +54,7 @@ class Encoded:
         # first-world pictures (shapes centred in their grid cells): the ones --shift moves
         self.first = torch.tensor(["d" not in m["objects"][0] for m in meta], dtype=torch.bool)
         for n, m in enumerate(meta):
-            for c in reached_cells(m):
+            for c in reached_cells(m) if unlabel_reached else []:
                 self.cells[n, c] = -100  # part of a shape, neither empty nor its centre: no label
             for o in m["objects"]:
                 c = o["row"] * 3 + o["col"]
@@ -383,6 +383,9 @@ def main():
                     help="NAME=FILE.npz,...: more splits scored at each evaluation (e.g. the "
                          "second renderer's test_ood.npz and the wider world's test_wide.npz), "
                          "logged as NAME_acc; never trained on")
+    ap.add_argument("--unlabel-reached", action="store_true",
+                    help="the per-cell vision loss leaves the cells a wider-world shape reaches "
+                         "into beside its own unlabelled instead of 'empty' (see reached_cells)")
     ap.add_argument("--shift", type=int, default=0,
                     help="move each first-world training picture by up to this many px "
                          "(see shift_pictures; at most 8)")
@@ -431,7 +434,7 @@ def main():
         print(f"resumed at step {step}", flush=True)
 
     t0 = time.time()
-    train = Encoded(os.path.join(a.data, "train.npz"), tok, n_img)
+    train = Encoded(os.path.join(a.data, "train.npz"), tok, n_img, a.unlabel_reached)
     val = Encoded(os.path.join(a.data, "val.npz"), tok, n_img)
     print(f"params {M.num_params(model)}; train {len(train.items)} images "
           f"{len(train.flat())} questions; val {len(val.items)}; load {time.time() - t0:.1f}s; "
