@@ -45,13 +45,17 @@ def prompt_text(question, n_image_tokens):
 class Encoded:
     """A split, tokenized: pixels (N,H,W,3) uint8 and per image {qtype: (prompt_ids, ans_ids)}."""
 
-    def __init__(self, path, tok, n_img):
+    def __init__(self, path, tok, n_img, unlabel_reached=False):
         self.pixels, meta = D.load_split(path)
         self.pixels = torch.from_numpy(self.pixels)
         self.items = []
         # per-cell labels for the auxiliary vision loss: (shape, colour, size), 0 = empty cell
         self.cells = torch.zeros((len(meta), 9, 3), dtype=torch.long)
+        # first-world pictures (shapes centred in their grid cells): the ones --shift moves
+        self.first = torch.tensor(["d" not in m["objects"][0] for m in meta], dtype=torch.bool)
         for n, m in enumerate(meta):
+            for c in reached_cells(m) if unlabel_reached else []:
+                self.cells[n, c] = -100  # part of a shape, neither empty nor its centre: no label
             for o in m["objects"]:
                 c = o["row"] * 3 + o["col"]
                 self.cells[n, c, 0] = D.SHAPES.index(o["shape"]) + 1
@@ -74,6 +78,27 @@ class Encoded:
         return [(i, qt, p, a) for i, qs in enumerate(self.items) for qt, (p, a) in qs.items()]
 
 
+def reached_cells(meta):
+    """Grid cells a wider-world picture's shapes reach into besides their centres' (the 96 px
+    view, stretched as the processor does). The per-cell vision loss would call them empty: more
+    than half the wider world's shapes reach into another cell. The picture's size is not in
+    the metadata; data.py's sampler gives it again from the seed (checked against the stored
+    centres, so the second renderer's pictures and the first world's give [])."""
+    objs = meta["objects"]
+    if "d" not in objs[0]:
+        return []
+    W, H, again = D.sample_wide_scene(random.Random(meta["seed"]))
+    if len(again) != len(objs) or any(abs(a["cx"] - o["cx"]) > 1e-3 for a, o in zip(again, objs)):
+        return []
+    out = set()
+    for o in objs:
+        r = o["d"] * min(W, H) / 2
+        c0, c1 = max(0, int((o["cx"] - r) / W * 3)), min(2, int((o["cx"] + r) / W * 3))
+        r0, r1 = max(0, int((o["cy"] - r) / H * 3)), min(2, int((o["cy"] + r) / H * 3))
+        out |= {row * 3 + col for row in range(r0, r1 + 1) for col in range(c0, c1 + 1)}
+    return sorted(out - {o["row"] * 3 + o["col"] for o in objs})
+
+
 def question_target(objs, qt, q, a):
     """Cell (row*3+col) of the one object the question names, or -1."""
     words = set(q.lower().rstrip("?.").split())
@@ -86,6 +111,27 @@ def question_target(objs, qt, q, a):
         if qt == "exists" and a == "Yes." and o["shape"] in words and o["color"] in words:
             return cell
     return -1
+
+
+def shift_pictures(pixels_u8, which, max_px, rng):
+    """Each picture with which[i] set moved by a random (dx, dy) in [-max_px, max_px], the edge
+    pixels repeated into the gap. The first world centres its shapes in the 3x3 cells, which is
+    one fixed offset to the 16 px patches and the 2x2 patch blocks of the image tokens: the
+    encoder learned shapes at that offset only (moved 8 px, held-out shape answers fall from
+    92 % to 26 %, training/RESULTS-world.md). Moves up to 8 px keep every centre in its cell,
+    so every answer and per-cell label stays true."""
+    if max_px <= 0 or not bool(which.any()):
+        return pixels_u8
+    out = pixels_u8.clone()
+    n, h, w, _ = out.shape
+    for i in range(n):
+        if not which[i]:
+            continue
+        dx, dy = rng.randint(-max_px, max_px), rng.randint(-max_px, max_px)
+        ys = (torch.arange(h) - dy).clamp(0, h - 1)
+        xs = (torch.arange(w) - dx).clamp(0, w - 1)
+        out[i] = pixels_u8[i][ys][:, xs]
+    return out
 
 
 def collate(seqs, device):
@@ -337,11 +383,19 @@ def main():
                     help="NAME=FILE.npz,...: more splits scored at each evaluation (e.g. the "
                          "second renderer's test_ood.npz and the wider world's test_wide.npz), "
                          "logged as NAME_acc; never trained on")
+    ap.add_argument("--unlabel-reached", action="store_true",
+                    help="the per-cell vision loss leaves the cells a wider-world shape reaches "
+                         "into beside its own unlabelled instead of 'empty' (see reached_cells)")
+    ap.add_argument("--shift", type=int, default=0,
+                    help="move each first-world training picture by up to this many px "
+                         "(see shift_pictures; at most 8)")
     ap.add_argument("--config", default=None, help="JSON overrides for demo_config")
     ap.add_argument("--init", default=None,
                     help="start from the weights of this HF directory (e.g. models/hf/float) "
                          "instead of a random initialisation; ignored when resuming")
     a = ap.parse_args()
+    if not 0 <= a.shift <= 8:
+        ap.error("--shift: 0..8 px (more moves first-world centres out of their cells)")
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -380,7 +434,7 @@ def main():
         print(f"resumed at step {step}", flush=True)
 
     t0 = time.time()
-    train = Encoded(os.path.join(a.data, "train.npz"), tok, n_img)
+    train = Encoded(os.path.join(a.data, "train.npz"), tok, n_img, a.unlabel_reached)
     val = Encoded(os.path.join(a.data, "val.npz"), tok, n_img)
     print(f"params {M.num_params(model)}; train {len(train.items)} images "
           f"{len(train.flat())} questions; val {len(val.items)}; load {time.time() - t0:.1f}s; "
@@ -408,6 +462,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         pix, seqs, idx = sample_batch(train, rng, a.images, a.qpi, with_idx=True, keep=keep)
+        pix = shift_pictures(pix, train.first[idx], a.shift, rng)
         w_aux = a.aux if step < a.aux_steps else 0.0
         sup = attn_sup if w_aux > 0 else None
         loss, _, _ = batch_loss(model, pix, seqs, dev, groups=a.groups,

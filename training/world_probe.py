@@ -1,0 +1,297 @@
+"""Why the demo model does not name wider-world shapes (issue 13): the probes of
+training/RESULTS-world.md, section "Why shapes are not learned". Data: a data.py directory D
+(train.npz mixed first/wider world, test.npz, test_wide.npz, test_ood.npz; default
+/tmp/world/data = run.sh's data-world3 with data_ood.py's split). CPU, one thread, minutes each.
+
+  world_probe.py frozen MODEL          linear shape heads on MODEL's frozen vision features at
+                                       the object's cell (vision or decoder?)
+  world_probe.py sizes MODEL           the frozen head's accuracy by object size / aspect
+  world_probe.py train MODEL|scratch P STEPS [MORE.npz...]
+                                       tower (patch P) + head trained on wider-world objects
+  world_probe.py shift MODEL|scratch16|scratch8 STEPS
+                                       tower + head trained on first-world pictures moved by
+                                       up to 8 px, scored on held-out moved 0 / 8 px
+  world_probe.py moved MODEL [N]       the model's own answers (teacher forced) on the first
+                                       N held-out pictures moved 0/4/8/16 px right
+  world_probe.py span                  how many wider-world shapes reach beyond their cell
+"""
+import json, math, os, random, sys, time
+import numpy as np, torch, torch.nn.functional as F
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import data as D, model as M
+torch.manual_seed(0)
+torch.set_num_threads(1)
+W = os.environ.get("WORLD_DATA", "/tmp/world/data")
+
+
+def objs(path, wide_only=True):
+    px, meta = D.load_split(path)
+    I, C, S = [], [], []
+    keep = []
+    for i, m in enumerate(meta):
+        if wide_only and "d" not in m["objects"][0]:
+            continue
+        keep.append(i)
+    idx = {old: new for new, old in enumerate(keep)}
+    for i in keep:
+        for o in meta[i]["objects"]:
+            I.append(idx[i]); C.append(o["row"] * 3 + o["col"]); S.append(D.SHAPES.index(o["shape"]))
+    return (torch.from_numpy(px[keep]), torch.tensor(I), torch.tensor(C), torch.tensor(S),
+            [len(meta[i]["objects"]) for i in keep])
+
+
+def cells(vis):
+    """(B, N, D) vision output -> (B, 9, D): mean over each 3x3 cell's patches."""
+    b, n, d = vis.shape
+    g = int(round(math.sqrt(n)))
+    x = vis.view(b, g, g, d).permute(0, 3, 1, 2)
+    return F.adaptive_avg_pool2d(x, 3).flatten(2).transpose(1, 2)
+
+
+def feats(model, px, bs=100):
+    out = {"vcell": [], "conn": [], "vmean": []}
+    with torch.no_grad():
+        for k in range(0, len(px), bs):
+            x = M.to_pixels(px[k:k + bs])
+            v = model.model.vision_model(x)
+            out["vcell"].append(cells(v)); out["vmean"].append(v.mean(1, keepdim=True).expand(-1, 9, -1))
+            out["conn"].append(model.model.connector(v))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def fit(Xtr, ytr, evals, steps=400):
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-5
+    head = torch.nn.Linear(Xtr.shape[1], 7)
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3, weight_decay=1e-4)
+    for s in range(steps):
+        loss = F.cross_entropy(head((Xtr - mu) / sd), ytr)
+        opt.zero_grad(); loss.backward(); opt.step()
+    with torch.no_grad():
+        acc = lambda X, y: (head((X - mu) / sd).argmax(1) == y).float().mean().item() * 100
+        return acc(Xtr, ytr), {k: acc(X, y) for k, (X, y) in evals.items()}
+
+
+def frozen(path):
+    model = M.load_hf(path).eval()
+    sets = {"wide_tr": objs(W + "/train.npz"), "first_tr": None,
+            "wide": objs(W + "/test_wide.npz"), "ood": objs(W + "/test_ood.npz")}
+    # first world (grid) objects: the in-distribution control
+    px, meta = D.load_split(W + "/train.npz")
+    first = [i for i, m in enumerate(meta) if "d" not in m["objects"][0]]
+    px2, meta2 = D.load_split(W + "/test.npz")
+    def fw(pxa, metaa, ids):
+        I, C, S = [], [], []
+        for n, i in enumerate(ids):
+            for o in metaa[i]["objects"]:
+                I.append(n); C.append(o["row"] * 3 + o["col"]); S.append(D.SHAPES.index(o["shape"]))
+        return torch.from_numpy(pxa[ids]), torch.tensor(I), torch.tensor(C), torch.tensor(S), None
+    sets["first_tr"] = fw(px, meta, first)
+    sets["held"] = fw(px2, meta2, list(range(len(meta2))))
+    F_ = {k: feats(model, v[0]) for k, v in sets.items()}
+    for kind in ("vcell", "conn", "vmean"):
+        def X(k):
+            _, I, C, S, _ = sets[k]
+            return F_[k][kind][I, C], S
+        tr = X("wide_tr")
+        a_tr, ev = fit(*tr, {k: X(k) for k in ("wide", "ood", "held")})
+        b_tr, evf = fit(*X("first_tr"), {k: X(k) for k in ("held", "wide", "ood")})
+        print(f"{kind}: trained on wide objects: train {a_tr:.1f} " +
+              " ".join(f"{k} {v:.1f}" for k, v in ev.items()) +
+              f" | trained on first world: train {b_tr:.1f} " +
+              " ".join(f"{k} {v:.1f}" for k, v in evf.items()), flush=True)
+
+
+def train(src, patch, steps, extra):
+    if src == "scratch":
+        cfg = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints/world-float/config.json")))
+        cfg["vision_config"]["patch_size"] = patch
+        model = M.build_model(cfg)
+    else:
+        model = M.load_hf(src)
+        assert patch == 16
+    vis = model.model.vision_model.train()
+    sets = [objs(W + "/train.npz")] + [objs(p) for p in extra]
+    px = torch.cat([s[0] for s in sets]); off = np.cumsum([0] + [len(s[0]) for s in sets])
+    I = torch.cat([s[1] + o for s, o in zip(sets, off)]); C = torch.cat([s[2] for s in sets])
+    S = torch.cat([s[3] for s in sets])
+    by_img = [[] for _ in range(len(px))]
+    for n, i in enumerate(I.tolist()):
+        by_img[i].append(n)
+    head = torch.nn.Linear(256, 7)
+    opt = torch.optim.AdamW(list(vis.parameters()) + list(head.parameters()), lr=3e-4, weight_decay=0.01)
+    ev = {"wide": objs(W + "/test_wide.npz"), "ood": objs(W + "/test_ood.npz")}
+    rng = np.random.default_rng(0)
+    t0 = time.time()
+    print(f"{src} patch {patch}: {len(px)} pictures, {len(S)} objects", flush=True)
+    for s in range(steps + 1):
+        if s % 50 == 0:
+            vis.eval()
+            with torch.no_grad():
+                r = {}
+                for k, (epx, eI, eC, eS, _) in ev.items():
+                    c = cells(vis(M.to_pixels(epx)))
+                    r[k] = (head(c[eI, eC]).argmax(1) == eS).float().mean().item() * 100
+            vis.train()
+            print(f"step {s} " + " ".join(f"{k} {v:.1f}" for k, v in r.items()) +
+                  f" ({time.time() - t0:.0f} s)", flush=True)
+        if s == steps:
+            break
+        b = rng.choice(len(px), 32, replace=False)
+        ob = torch.tensor([n for i in b for n in by_img[i]])
+        pos = {int(i): k for k, i in enumerate(b)}
+        c = cells(vis(M.to_pixels(px[b])))
+        lo = head(c[torch.tensor([pos[int(i)] for i in I[ob]]), C[ob]])
+        lr = 3e-4 * min(1, (s + 1) / 20)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = F.cross_entropy(lo, S[ob])
+        opt.zero_grad(); loss.backward(); opt.step()
+
+
+def shifted(px, s):
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(
+        [np.repeat(px[:, :, :1], s, axis=2), px[:, :, :-s]], axis=2))) if s else torch.from_numpy(px)
+
+
+def first_objs(path):
+    px, meta = D.load_split(path)
+    keep = [i for i, m in enumerate(meta) if "d" not in m["objects"][0]]
+    I, C, S = [], [], []
+    for n, i in enumerate(keep):
+        for o in meta[i]["objects"]:
+            I.append(n); C.append(o["row"] * 3 + o["col"]); S.append(D.SHAPES.index(o["shape"]))
+    return px[keep], torch.tensor(I), torch.tensor(C), torch.tensor(S)
+
+
+class P_cells(torch.nn.Module):
+    def forward(self, v):
+        return cells(v)
+
+
+def train_shift(src, steps):
+    """Tower + connector + linear head on the object's image token, first-world pictures moved
+    by up to 8 px (as train.py --shift 8); scored on held-out moved by 0 and 8 px."""
+    import train as T
+    if src.startswith("scratch"):  # scratch8 / scratch16: a new tower, cell-pooled features
+        cfg = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints/world-float/config.json")))
+        cfg["vision_config"]["patch_size"] = int(src[7:])
+        model = M.build_model(cfg)
+        net = torch.nn.ModuleList([model.model.vision_model, P_cells()]).train()
+    else:
+        model = M.load_hf(src)
+        net = torch.nn.ModuleList([model.model.vision_model, model.model.connector]).train()
+    px, I, C, S = first_objs(W + "/train.npz")
+    px = torch.from_numpy(px)
+    hp, hI, hC, hS = first_objs(W + "/test.npz")
+    hp = np.asarray(hp)
+    by_img = [[] for _ in range(len(px))]
+    for n, i in enumerate(I.tolist()):
+        by_img[i].append(n)
+    head = torch.nn.Linear(256, 7)
+    opt = torch.optim.AdamW(list(net.parameters()) + list(head.parameters()), lr=3e-4, weight_decay=0.01)
+    rng, prng = np.random.default_rng(0), random.Random(0)
+    t0 = time.time()
+    for s in range(steps + 1):
+        if s % 50 == 0:
+            net.eval()
+            with torch.no_grad():
+                r = {}
+                for sh in (0, 8):
+                    f = net[1](net[0](M.to_pixels(shifted(hp, sh))))
+                    r[sh] = (head(f[hI, hC]).argmax(1) == hS).float().mean().item() * 100
+            net.train()
+            print(f"step {s} held-out moved 0 px {r[0]:.1f}, 8 px {r[8]:.1f} ({time.time() - t0:.0f} s)", flush=True)
+        if s == steps:
+            break
+        b = rng.choice(len(px), 32, replace=False)
+        x = T.shift_pictures(px[b], torch.ones(32, dtype=torch.bool), 8, prng)
+        ob = torch.tensor([n for i in b for n in by_img[i]])
+        pos = {int(i): k for k, i in enumerate(b)}
+        f = net[1](net[0](M.to_pixels(x)))
+        lo = head(f[torch.tensor([pos[int(i)] for i in I[ob]]), C[ob]])
+        for g in opt.param_groups:
+            g["lr"] = 3e-4 * min(1, (s + 1) / 20)
+        loss = F.cross_entropy(lo, S[ob])
+        opt.zero_grad(); loss.backward(); opt.step()
+
+
+def view(path):
+    """(view diameter px, aspect, objects in the picture, outlined) of each wider-world object."""
+    px, meta = D.load_split(path)
+    out = []
+    for m in meta:
+        if "d" not in m["objects"][0]:
+            continue
+        W_, H_, _ = D.sample_wide_scene(random.Random(m["seed"]))
+        for o in m["objects"]:
+            out.append((o["d"] * min(W_, H_) * 96 / max(W_, H_), max(W_, H_) / min(W_, H_),
+                        len(m["objects"]), o.get("outline", False)))
+    return np.array(out, dtype=np.float32)
+
+
+def sizes(path):
+    model = M.load_hf(path).eval()
+    tr = objs(W + "/train.npz"); te = objs(W + "/test_wide.npz")
+    ftr = feats(model, tr[0])["conn"][tr[1], tr[2]]; fte = feats(model, te[0])["conn"][te[1], te[2]]
+    mu, sd = ftr.mean(0), ftr.std(0) + 1e-5
+    head = torch.nn.Linear(256, 7); opt = torch.optim.Adam(head.parameters(), lr=3e-3, weight_decay=1e-4)
+    for s in range(400):
+        l = F.cross_entropy(head((ftr - mu) / sd), tr[3]); opt.zero_grad(); l.backward(); opt.step()
+    with torch.no_grad():
+        ok_tr = (head((ftr - mu) / sd).argmax(1) == tr[3]).numpy()
+        ok_te = (head((fte - mu) / sd).argmax(1) == te[3]).numpy()
+    vtr, vte = view(W + "/train.npz"), view(W + "/test_wide.npz")
+    for name, v, ok in (("train", vtr, ok_tr), ("test_wide", vte, ok_te)):
+        for lo, hi in ((0, 12), (12, 20), (20, 32), (32, 200)):
+            sel = (v[:, 0] >= lo) & (v[:, 0] < hi)
+            print(f"{name} view diameter {lo}-{hi} px: {sel.sum()} objects, probe {ok[sel].mean()*100:.1f}")
+        for nm, sel in (("single object", v[:, 2] == 1), ("aspect<=1.1", v[:, 1] <= 1.1),
+                        ("aspect>1.5", v[:, 1] > 1.5), ("outline", v[:, 3] > 0),
+                        ("single, >=24 px, square, filled",
+                         (v[:, 2] == 1) & (v[:, 0] >= 24) & (v[:, 1] <= 1.1) & (v[:, 3] == 0))):
+            print(f"{name} {nm}: {sel.sum()} objects, probe {ok[sel].mean()*100:.1f}")
+
+
+def moved(path, lim):
+    import train as T
+    from tokenizer import Tokenizer
+    m = M.load_hf(path).eval()
+    tok = Tokenizer.load(W + "/tokenizer.json")
+    ds = T.Encoded(W + "/test.npz", tok, M.image_seq_len(m.config))
+    orig = ds.pixels.numpy()
+    for s in (0, 4, 8, 16):
+        ds.pixels = shifted(orig, s)
+        acc, _ = T.evaluate(m, ds, "cpu", limit=lim)
+        print(f"held-out moved {s:2d} px: " + " ".join(f"{k} {v*100:.1f}" for k, v in acc.items()), flush=True)
+
+
+def span():
+    px, meta = D.load_split(W + "/train.npz")
+    n = reach = big = extra = 0
+    for m in meta:
+        if "d" not in m["objects"][0]:
+            continue
+        W_, H_, _ = D.sample_wide_scene(random.Random(m["seed"]))
+        for o in m["objects"]:
+            r = o["d"] * min(W_, H_) / 2
+            cols = min(2, int((o["cx"] + r) / W_ * 3)) - max(0, int((o["cx"] - r) / W_ * 3)) + 1
+            rows = min(2, int((o["cy"] + r) / H_ * 3)) - max(0, int((o["cy"] - r) / H_ * 3)) + 1
+            n += 1; reach += cols * rows > 1; big += cols * rows >= 4; extra += cols * rows - 1
+    print(f"{n} wider-world objects: {reach/n*100:.1f} % reach into another cell, "
+          f"{big/n*100:.1f} % into 4 or more; {extra/n:.2f} covered cells per object")
+
+
+if __name__ != "__main__":
+    pass
+elif sys.argv[1] == "shift":
+    train_shift(sys.argv[2], int(sys.argv[3]))
+elif sys.argv[1] == "sizes":
+    sizes(sys.argv[2])
+elif sys.argv[1] == "moved":
+    moved(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 200)
+elif sys.argv[1] == "span":
+    span()
+elif sys.argv[1] == "frozen":
+    frozen(sys.argv[2])
+else:
+    train(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:])
