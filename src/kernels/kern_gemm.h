@@ -55,19 +55,6 @@ KG_INLINE void kg_panel_tile(int mr, int nw, const float *x, size_t ldx, const f
                              bool first, float *out, size_t ldo);
 #endif
 
-#ifdef KG_CODES_PANEL
-/* A level may also run the 256-weight ternary blocks against many activation
- * rows from codes unpacked once, see kg_gemm_codes_panel:
- *   kg_unpack_codes: one block's codes as u8, in weight order, into cp[0..256),
- *     returning the block's scale;
- *   kg_codes_tile: activation rows j0..j0+mr-1 (mr <= KG_CODES_MR) times one
- *     weight row's unpacked codes cw (nb blocks, scales d) into
- *     out[(j0 + jj) * ldo + r], with kg_tile_codes' operations in its order. */
-KG_INLINE float kg_unpack_codes(kt_type t, const uint8_t *blk, uint8_t *cp);
-KG_INLINE void kg_codes_tile(kt_type t, int mr, const uint8_t *cw, const float *d, int nb,
-                             const kern_acts *a, int j0, float *out, size_t ldo, int r);
-#endif
-
 #if KG_GEMV4
 /* Optional: four weight rows r..r+3 (w_stride apart) times the one
  * activation row, into out[r..r+3]; for Q8_0 and the code types. */
@@ -287,64 +274,10 @@ KG_INLINE bool kg_gemm_few(kt_type t, const uint8_t *wb, size_t w_stride, int r0
 _Static_assert(KG_FEW_ROWS == 8 && KG_FEW_Q8 == 4, "kg_gemm_few's switch unrolls up to 8 rows");
 #endif
 
-#ifdef KG_CODES_PANEL
-/* TQ2_0 and TQ1_0 weights against at least KG_CODES_MIN activation rows (the
- * vision encoder's 1024 patches, prefill): the few-row tiles unpack every
- * block again for each tile of KG_TILE rows, and four rows leave the integer
- * units idle between dependent adds. Here a chunk of weight rows is unpacked
- * once into u8 codes on the stack (KG_CODES_BYTES, in L2) and each row's
- * codes meet KG_CODES_MR activation rows per tile. Every output is the same
- * integer block sums and the same float chain as kg_tile_codes, so its bits
- * do not depend on the row count, the tiling or the split. */
-#define KG_CODES_MR 8
-#define KG_CODES_MIN 16
-#define KG_CODES_BYTES (64 * 1024) /* unpacked codes per chunk of weight rows, in L2 */
-
-#define KG_CT(MR)                                                                                  \
-    kg_codes_tile(t, MR, cp + (size_t)(r - rs) * n, dp + (size_t)(r - rs) * nb, nb, a, j0, out,    \
-                  ldo, r)
-KG_INLINE void kg_gemm_codes_panel(kt_type t, const uint8_t *wb, size_t w_stride, int r0, int r1,
-                                   const kern_acts *a, float *out, size_t ldo)
-{
-    _Alignas(64) uint8_t cp[KG_CODES_BYTES];
-    float dp[KG_CODES_BYTES / 256];
-    const int n = a->n, m = a->rows, nb = n / 256, cr = KG_CODES_BYTES / n;
-    const size_t bytes = kg_block_bytes(t);
-    assert(kg_block(t) == 256 && cr >= 1);
-    for (int rs = r0; rs < r1; rs += cr) {
-        int re = r1 - rs < cr ? r1 : rs + cr;
-        for (int r = rs; r < re; r++)
-            for (int b = 0; b < nb; b++)
-                dp[(size_t)(r - rs) * nb + b] =
-                    kg_unpack_codes(t, wb + (size_t)r * w_stride + (size_t)b * bytes,
-                                    cp + (size_t)(r - rs) * n + (size_t)b * 256);
-        for (int j0 = 0; j0 < m; j0 += KG_CODES_MR)
-            for (int r = rs; r < re; r++)
-                switch (m - j0 < KG_CODES_MR ? m - j0 : KG_CODES_MR) { /* constant shapes */
-                case 8: KG_CT(8); break;
-                case 7: KG_CT(7); break;
-                case 6: KG_CT(6); break;
-                case 5: KG_CT(5); break;
-                case 4: KG_CT(4); break;
-                case 3: KG_CT(3); break;
-                case 2: KG_CT(2); break;
-                default: KG_CT(1); break;
-                }
-    }
-}
-_Static_assert(KG_CODES_MR == 8, "kg_gemm_codes_panel's switch unrolls tiles of up to 8 rows");
-#endif
-
 KG_INLINE void kg_gemm(kt_type t, const void *w, size_t w_stride, int r0, int r1,
                        const kern_acts *a, float *out, size_t ldo)
 {
     const uint8_t *wb = (const uint8_t *)w;
-#ifdef KG_CODES_PANEL
-    if ((t == KT_TQ2_0 || t == KT_TQ1_0) && a->rows >= KG_CODES_MIN && a->n <= KG_CODES_BYTES) {
-        kg_gemm_codes_panel(t, wb, w_stride, r0, r1, a, out, ldo);
-        return;
-    }
-#endif
 #ifdef KG_PANEL
     if ((t == KT_F16 || t == KT_BF16 || t == KT_F32) && a->rows >= KG_PANEL_MIN) {
         kg_gemm_panel(t, wb, w_stride, r0, r1, a, out, ldo);

@@ -38,14 +38,13 @@
 #include <immintrin.h>
 #include <string.h>
 
-#define KG_FLOAT_ROWS 3  /* kg_tile_float_rows, below */
-#define KG_PANEL 1       /* kg_pack_float and kg_panel_tile, below */
-#define KG_CODES_PANEL 1 /* kg_unpack_codes and kg_codes_tile, below */
+#define KG_FLOAT_ROWS 3 /* kg_tile_float_rows, below */
+#define KG_PANEL 1      /* kg_pack_float and kg_panel_tile, below */
 #define KG_GEMV4 1
-/* kg_few_prep and kg_few_tile, at the end. The VNNI levels keep kx_tile_codes:
- * there is no VNNI CPU here to test another path on. */
 #if !KX_VNNI
-#define KG_FEW 1
+#define KG_FEW                                                                                     \
+    1 /* kg_few_prep and kg_few_tile, at the end; VNNI levels keep                                 \
+       * kx_tile_codes (no VNNI CPU here to test another path on) */
 #endif
 #include "kernels/kern_gemm.h"
 
@@ -517,48 +516,6 @@ KG_INLINE void kg_panel_tile(int mr, int nw, const float *x, size_t ldx, const f
             _mm256_maskstore_ps(o + 8, m1, c1[j]);
         }
     }
-}
-
-/* ---- Ternary weights against many activation rows (kern_gemm.h's kg_gemm_codes_panel) ---- */
-
-KG_INLINE float kg_unpack_codes(kt_type t, const uint8_t *blk, uint8_t *cp)
-{
-    __m256i c[8];
-    float d = kx_unpack(t, blk, c);
-    for (int k = 0; k < 8; k++)
-        _mm256_store_si256((__m256i *)(cp + 32 * k), c[k]);
-    return d;
-}
-
-/* mr int16 (VNNI: int32) block sums in registers, each code vector loaded
- * once for the mr rows; the float accumulators are touched once a block. */
-KG_INLINE void kg_codes_tile(kt_type t, int mr, const uint8_t *cw, const float *d, int nb,
-                             const kern_acts *a, int j0, float *out, size_t ldo, int r)
-{
-    const int n = a->n, ng = n / KERN_GROUP;
-    __m256 acc[KG_CODES_MR];
-    for (int j = 0; j < mr; j++)
-        acc[j] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        __m256i s[KG_CODES_MR];
-        for (int j = 0; j < mr; j++)
-            s[j] = _mm256_setzero_si256();
-        const int8_t *q = a->q + (size_t)j0 * n + (size_t)b * 256;
-        for (int k = 0; k < 8; k++) {
-            __m256i c = _mm256_load_si256((const __m256i *)(cw + (size_t)b * 256 + 32 * k));
-            for (int j = 0; j < mr; j++)
-                s[j] = KX_DOT(s[j], c,
-                              _mm256_loadu_si256((const __m256i *)(q + (size_t)j * n + 32 * k)));
-        }
-        __m256 dv = _mm256_set1_ps(d[b]);
-        for (int j = 0; j < mr; j++) {
-            __m256i i = _mm256_sub_epi32(
-                KX_I32(s[j]), kx_block_sum(t, a->gsum + (size_t)(j0 + j) * ng + (size_t)b * 8));
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), dv, acc[j]);
-        }
-    }
-    for (int j = 0; j < mr; j++)
-        out[(size_t)(j0 + j) * ldo + r] = kx_hsum(acc[j]) * a->scale[j0 + j];
 }
 
 /* ---- Decode: four weight rows against one activation row ----
