@@ -41,10 +41,10 @@
 #define KG_FLOAT_ROWS 3 /* kg_tile_float_rows, below */
 #define KG_PANEL 1      /* kg_pack_float and kg_panel_tile, below */
 #define KG_GEMV4 1
+/* kg_few_prep and kg_few_tile, at the end. The VNNI levels keep kx_tile_codes:
+ * there is no VNNI CPU here to test another path on. */
 #if !KX_VNNI
-#define KG_FEW                                                                                     \
-    1 /* kg_few_prep and kg_few_tile, at the end; VNNI levels keep                                 \
-       * kx_tile_codes (no VNNI CPU here to test another path on) */
+#define KG_FEW 1
 #endif
 #include "kernels/kern_gemm.h"
 
