@@ -48,17 +48,9 @@ def write_inputs(data_dir, out, n):
 
 
 # The demo camera's user-written question list (docs/ternarize.md, "Which questions") with its
-# colour and shape left open: filled per picture with what the teacher itself says it sees.
-ASK = {
-    "color": ["What color is the {shape}?", "What colour is the {shape}?",
-              "Which color is the {shape}?", "What is the color of the {shape}?"],
-    "shape": ["What shape is the {color} object?", "What shape is the {color} one?",
-              "Which shape is {color}?", "What is the {color} shape?"],
-    "where": ["Where is the {shape}?", "Where is the {shape} located?",
-              "In which part of the image is the {shape}?", "Where can you see the {shape}?"],
-    "exists": ["Is there {a} {color} {shape}?", "Is there {a} {color} {shape} in the image?",
-               "Do you see {a} {color} {shape}?", "Can you see {a} {color} {shape}?"],
-}
+# colour and shape left open, filled per picture with what the teacher itself says it sees: the
+# same phrasings as the training data's.
+ASK = {k: D.PHRASES[k] for k in ("color", "shape", "where", "exists")}
 GENERIC = ["Describe the image.", "What do you see?", "What is in the image?",
            "Describe this picture.", "What does the image show?", "How many shapes are there?",
            "How many objects are in the image?", "Count the shapes."]
