@@ -759,6 +759,42 @@ START_TEST(exp_and_gelu_match)
 }
 END_TEST
 
+/* SwiGLU's reference against SiLU(g) * u through libm, and the SIMD rows
+ * against the reference on lengths around the vector widths; u stays unread
+ * past n and g unwritten. */
+START_TEST(swiglu_matches)
+{
+    enum { N = 203 };
+    float g[N], u[N], want[N], got[N];
+    for (int i = 0; i < N; i++) {
+        g[i] = i < 8 ? (float)(i * 30 - 120) : frand(-12, 12);
+        u[i] = frand(-3, 3);
+    }
+    for (int i = 0; i < N; i++) {
+        double t = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        want[i] = g[i];
+        kern_swiglu_row(&want[i], &u[i], 1);
+        ck_assert_msg(fabs(want[i] - t) <= 1e-6 * (1.0 + fabs(t)), "swiglu(%g, %g): %g vs %g",
+                      (double)g[i], (double)u[i], (double)want[i], t);
+    }
+    for (int isa = 0; isa <= KERN_ISA_NEON_DOTPROD; isa++) {
+        kern_swiglu_fn f = kern_get_swiglu_isa((kern_isa)isa);
+        if (!f) continue;
+        for (int n = 0; n <= N; n += n < 20 ? 1 : 61) {
+            memcpy(got, g, sizeof g);
+            f(got, u, (size_t)n);
+            for (int i = 0; i < N; i++) {
+                float w = i < n ? want[i] : g[i];
+                ck_assert_msg(fabsf(got[i] - w) <= 4 * FLT_EPSILON * (1.0f + fabsf(w)),
+                              "%s swiglu n %d [%d]: %g vs %g", kern_isa_name((kern_isa)isa), n, i,
+                              (double)got[i], (double)w);
+            }
+        }
+    }
+    ck_assert(kern_get_swiglu() != NULL);
+}
+END_TEST
+
 /* dots and wsum against the reference on awkward T, n and strides, within
  * the bound for two differently ordered float sums of k products. */
 START_TEST(attn_ops_match_reference)
@@ -1154,6 +1190,7 @@ static Suite *suite(void)
     tcase_add_test(k, attn_ops_match_reference);
     tcase_add_test(k, attn_block_matches_reference);
     tcase_add_test(k, exp_and_gelu_match);
+    tcase_add_test(k, swiglu_matches);
     tcase_add_test(k, tq1_all_ff_is_plus_one);
     tcase_add_test(k, simd_exact);
     tcase_add_test(k, simd_random);

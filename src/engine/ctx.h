@@ -46,6 +46,7 @@ struct eng_ctx {
     size_t vkt_stride; /* v_patches plus a pad, so feature rows do not share cache sets */
     float *vscores;    /* per thread: VIS_QBLOCK x (v_patches + 1) attention weights and sums */
     kern_gelu_fn gelu;
+    kern_swiglu_fn swiglu;
     double *vprof; /* NULL, or ENG_VK_COUNT milliseconds the encoder adds to */
 };
 

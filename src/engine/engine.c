@@ -186,6 +186,7 @@ int eng_ctx_create(const eng_model *m, const eng_params *pp, eng_ctx **out, char
     c->f16_row = kern_get_f16_to_f32();
     c->attn = kern_get_attn();
     c->gelu = kern_get_gelu();
+    c->swiglu = kern_get_swiglu();
     bool vision = m->info.has_vision && !p.text_only;
     if (alloc_text(c) != ENG_OK || (vision && alloc_vision(c) != ENG_OK)) goto oom;
     fill_rope(c);

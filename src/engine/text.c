@@ -310,12 +310,8 @@ static void swiglu_cols(void *arg, int f0, int f1)
     const act_job *j = arg;
     const eng_ctx *c = j->c;
     size_t F = (size_t)c->m->info.n_ff;
-    for (size_t r = 0; r < (size_t)j->rows; r++) {
-        float *g = c->g + r * F;
-        const float *u = c->u + r * F;
-        for (int i = f0; i < f1; i++)
-            g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-    }
+    for (size_t r = 0; r < (size_t)j->rows; r++)
+        c->swiglu(c->g + r * F + f0, c->u + r * F + f0, (size_t)(f1 - f0));
 }
 
 void text_forward(eng_ctx *c, const eng_item *items, int n_items, int n)

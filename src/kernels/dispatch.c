@@ -168,20 +168,21 @@ typedef struct {
     kern_f16_row_fn f16_to_f32;
     const kern_attn_ops *attn;
     kern_gelu_fn gelu;
+    kern_swiglu_fn swiglu;
 } family_fns;
 
 static const family_fns scalar_fns = {kern_quantize_row, kern_f16_to_f32_row, &kern_ref_attn,
-                                      kern_gelu_row};
+                                      kern_gelu_row, kern_swiglu_row};
 
 /* NULL where this CPU or build lacks the level. */
 static const family_fns *family_of(kern_isa isa)
 {
 #if defined(__x86_64__)
     static const family_fns x86_fns = {kern_avx2_quantize_row, kern_avx2_f16_to_f32_row,
-                                       &kern_avx2_attn, kern_avx2_gelu_row};
+                                       &kern_avx2_attn, kern_avx2_gelu_row, kern_avx2_swiglu_row};
 #elif defined(__aarch64__)
     static const family_fns arm_fns = {kern_neon_quantize_row, kern_neon_f16_to_f32_row,
-                                       &kern_neon_attn, kern_neon_gelu_row};
+                                       &kern_neon_attn, kern_neon_gelu_row, kern_neon_swiglu_row};
 #endif
     if (!kern_isa_supported(isa)) return NULL;
     switch (isa) {
@@ -247,4 +248,15 @@ kern_gelu_fn kern_get_gelu_isa(kern_isa isa)
 kern_gelu_fn kern_get_gelu(void)
 {
     return best_family()->gelu;
+}
+
+kern_swiglu_fn kern_get_swiglu_isa(kern_isa isa)
+{
+    const family_fns *f = family_of(isa);
+    return f ? f->swiglu : NULL;
+}
+
+kern_swiglu_fn kern_get_swiglu(void)
+{
+    return best_family()->swiglu;
 }

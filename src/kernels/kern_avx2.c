@@ -249,3 +249,15 @@ void kern_avx2_gelu_row(float *x, size_t n)
     }
     kern_gelu_row(x + i, n - i);
 }
+
+void kern_avx2_swiglu_row(float *g, const float *u, size_t n)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(g + i);
+        __m256 s = _mm256_div_ps(v, _mm256_add_ps(one, avx2_exp(_mm256_xor_ps(v, neg))));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    kern_swiglu_row(g + i, u + i, n - i);
+}

@@ -21,6 +21,9 @@ void kern_neon_f16_to_f32_row(const kt_f16 *x, float *y, size_t n);
 void kern_avx2_gelu_row(float *x, size_t n);
 void kern_neon_gelu_row(float *x, size_t n);
 
+void kern_avx2_swiglu_row(float *g, const float *u, size_t n);
+void kern_neon_swiglu_row(float *g, const float *u, size_t n);
+
 extern const kern_attn_ops kern_ref_attn, kern_avx2_attn, kern_neon_attn;
 
 #endif

@@ -162,3 +162,14 @@ void kern_neon_gelu_row(float *x, size_t n)
     }
     kern_gelu_row(x + i, n - i);
 }
+
+void kern_neon_swiglu_row(float *g, const float *u, size_t n)
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vld1q_f32(g + i);
+        float32x4_t s = vdivq_f32(v, vaddq_f32(vdupq_n_f32(1.0f), neon_exp(vnegq_f32(v))));
+        vst1q_f32(g + i, vmulq_f32(s, vld1q_f32(u + i)));
+    }
+    kern_swiglu_row(g + i, u + i, n - i);
+}

@@ -80,6 +80,12 @@ void kern_gelu_row(float *x, size_t n)
     }
 }
 
+void kern_swiglu_row(float *g, const float *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + kern_exp_approx(-g[i])) * u[i];
+}
+
 /* One query at a time: scores, softmax, weighted sum, as the definition reads. */
 static void ref_block(const float *q, size_t qs, const float *kt, size_t kts, const float *v,
                       size_t vs, int nq, int T, int n, float scale, float *out, size_t os,

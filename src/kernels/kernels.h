@@ -133,4 +133,12 @@ void kern_gelu_row(float *x, size_t n);       /* reference */
 kern_gelu_fn kern_get_gelu(void);             /* best, honouring the cap */
 kern_gelu_fn kern_get_gelu_isa(kern_isa isa); /* NULL if unavailable */
 
+/* SwiGLU, in place over n floats: g = SiLU(g) * u = g / (1 + exp(-g)) * u,
+ * through kern_exp_approx (a gated MLP's activation, between its gate/up
+ * and down matmuls). */
+typedef void (*kern_swiglu_fn)(float *g, const float *u, size_t n);
+void kern_swiglu_row(float *g, const float *u, size_t n); /* reference */
+kern_swiglu_fn kern_get_swiglu(void);                     /* best, honouring the cap */
+kern_swiglu_fn kern_get_swiglu_isa(kern_isa isa);         /* NULL if unavailable */
+
 #endif
