@@ -127,7 +127,7 @@ def generate(srv, body):
 
     A raw socket and one parse at the end: at thousands of tokens/s a per-line Python client
     (http.client's chunked reader + json per line) would cost more CPU than the server."""
-    data = json.dumps(body).encode()
+    data = json.dumps({k: v for k, v in body.items() if v is not None}).encode()
     req = (b'POST /generate HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n'
            b'Content-Length: %d\r\nConnection: close\r\n\r\n' % (srv.host.encode(), len(data)))
     s = socket.create_connection((srv.host, srv.port), timeout=600)
@@ -259,7 +259,7 @@ def streams(srv, a, n):
 def stream_gaps(srv, body, stop_at):
     """Token-to-token gaps (ms) of streamed /generate requests sent one after another until
     stop_at (each request's first token excluded: it waits for admission and prefill)."""
-    data = json.dumps(body).encode()
+    data = json.dumps({k: v for k, v in body.items() if v is not None}).encode()
     req = (b'POST /generate HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n'
            b'Content-Length: %d\r\nConnection: close\r\n\r\n' % (srv.host.encode(), len(data)))
     gaps = []
@@ -353,7 +353,7 @@ def render(res):
           'temperature %g, %g s windows; load average %s -> %s\n'
           % (res['model'],
              '? (attached)' if res['threads'] is None else res['threads'] or 'one per core',
-             res['server_slots'], res['image'],
+             res['server_slots'], res['image'] or 'none',
              'streamed' if res['streamed'] else '"stream": false', res['max_tokens'],
              res['temperature'], res['seconds'], res['loadavg_start'], res['loadavg_end']))
     print('| measure | median (min..max over %d repeats) |' % len(runs))
@@ -365,8 +365,9 @@ def render(res):
                   % (label, res[k]['VmRSS'] / 1024, res[k]['VmHWM'] / 1024,
                      res[k].get('RssAnon', 0) / 1024, res[k].get('RssFile', 0) / 1024))
     if runs[0]['ttft']:
-        print('| TTFT, image + short prompt (client) | %s ms |'
-              % spread([r['ttft']['ttft_ms'] for r in runs], '%.1f'))
+        print('| TTFT, %sshort prompt (client) | %s ms |'
+              % ('image + ' if res['image'] else '',
+                 spread([r['ttft']['ttft_ms'] for r in runs], '%.1f')))
         for k in ('queue_ms', 'vision_ms', 'prefill_ms', 'ttft_ms'):
             print('| … server %s | %s |'
                   % (k, spread([r['ttft']['server_' + k] for r in runs], '%.1f')))
@@ -432,10 +433,16 @@ def main():
             render_gaps(res) if 'gap_runs' in res else render(res)
         return
     counts = [int(x) for x in a.streams.split(',') if x]
-    with open(a.image, 'rb') as f:
-        image_b64 = base64.b64encode(f.read()).decode()
+    # A text-only model (started here without --mmproj) is measured without pictures.
+    text_only = not a.url and not a.mmproj
+    if text_only and (a.gaps or a.repeat_image):
+        sys.exit('--gaps and --repeat-image need --mmproj: they send pictures')
+    image_b64 = None
+    if not text_only:
+        with open(a.image, 'rb') as f:
+            image_b64 = base64.b64encode(f.read()).decode()
 
-    res = {'loadavg_start': loadavg(), 'image': os.path.basename(a.image),
+    res = {'loadavg_start': loadavg(), 'image': None if text_only else os.path.basename(a.image),
            'threads': None if a.url else a.threads, 'slots': a.slots, 'max_tokens': a.max_tokens,
            'seconds': a.seconds, 'temperature': a.temperature, 'streamed': not a.whole}
     if a.url:

@@ -88,7 +88,7 @@ struct backend_options {
     int echo_delay_ms;
     long image_cache_bytes; /* picture embeddings kept; 0 = none */
     int prefix_cache;       /* reuse a slot's KV for the prompt prefix it shares */
-    int vision_threads;     /* the vision encoder's own pool; <= 0: half the cores, at least 1 */
+    int vision_threads;     /* the vision encoder's own pool; <= 0: one per core */
     int vision_nice;        /* its threads' nice value (0-19): decoding streams come first */
     int echo_vision_ms;     /* echo engine only: a request with images takes this long to admit,
                                off the engine thread (0: admitted at once) */

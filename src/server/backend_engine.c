@@ -442,7 +442,7 @@ static int vision_start(struct engb *e, const struct backend_options *o, char *e
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     vw->m = e->m;
     vw->cc = &e->cc;
-    vw->threads = o->vision_threads > 0 ? o->vision_threads : cpus > 1 ? (int)(cpus / 2) : 1;
+    vw->threads = o->vision_threads > 0 ? o->vision_threads : cpus > 0 ? (int)cpus : 1;
     vw->nice = o->vision_nice;
     pthread_mutex_init(&vw->mu, NULL);
     pthread_cond_init(&vw->cv, NULL);

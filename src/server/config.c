@@ -74,7 +74,7 @@ static const struct key keys[] = {
     I("model", echo_vision_ms, 0, 60000,
       "echo engine only: milliseconds a request with images takes to admit, off the engine thread"),
     I("model", vision_threads, 0, 1024,
-      "threads of the vision encoder's own pool; 0 = half the cores (at least 1)"),
+      "threads of the vision encoder's own pool; 0 = one per core"),
     I("model", vision_nice, 0, 19, "nice value of the vision encoder's threads (streams first)"),
     I("scheduler", slots, 1, 256, "sequences generated at once"),
     I("scheduler", queue, 0, 100000, "requests that may wait for a slot; more get 503"),

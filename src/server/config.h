@@ -39,7 +39,7 @@ struct config {
     int ctx_size;              /* tokens of KV cache per slot */
     int echo_delay_ms;         /* echo engine only: sleep per step */
     int echo_vision_ms;        /* echo engine only: a request with images admits this late */
-    int vision_threads;        /* the vision encoder's pool; 0 = half the cores */
+    int vision_threads;        /* the vision encoder's pool; 0 = one per core */
     int vision_nice;           /* its threads' nice value */
     /* [scheduler] */
     int slots;
