@@ -27,7 +27,7 @@ import sys
 from multiprocessing import Pool
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 SHAPES = ["circle", "square", "triangle", "star", "hexagon", "diamond", "cross"]
 COLORS = {
@@ -308,7 +308,11 @@ def model_view(img, size):
 
 
 def to_rgb(img):
-    """RGBA over opaque white, as the C engine's PNG decoder (and Idefics3's convert_to_rgb)."""
+    """A picture's pixels as the C engine decodes them (src/engine/image.c): a JPEG's EXIF
+    orientation applied (as transformers' load_image does), alpha over opaque white (as the
+    PNG decoder and Idefics3's convert_to_rgb do). model.py's preprocessing starts here too."""
+    if img.format == "JPEG":
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("RGBA", "LA", "P"):
         img = img.convert("RGBA")
         white = Image.new("RGBA", img.size, (255, 255, 255, 255))

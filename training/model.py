@@ -582,12 +582,19 @@ def load_hf(in_dir, dtype=torch.float32):
 # Image preprocessing (Idefics3 processor with do_image_splitting=False)
 
 
+def engine_rgb(img):
+    """data.to_rgb: EXIF orientation and alpha over white, as the C engine decodes pictures, so
+    that a user's camera JPEGs and transparent PNGs train on the pixels ternd will see."""
+    import data  # PIL and numpy only; training/ is on the path of every script here
+    return data.to_rgb(img)
+
+
 def preprocess(img, size):
     """PIL image -> (3,size,size) float tensor: RGB, resize with LANCZOS (the processor first
     scales the longest edge to `size`, then squares to max_image_size=`size`; for the square
     images used here both are one resize), rescale 1/255, normalize mean 0.5 std 0.5."""
     from PIL import Image
-    img = img.convert("RGB")
+    img = engine_rgb(img)
     w, h = img.size
     if max(w, h) != size:
         if w >= h:
@@ -638,7 +645,7 @@ def preprocess_tiles(img, proc):
     with splitting, resize to multiples of T, crop rows x cols tiles, then the whole image
     resized to T x T as the global tile, last. Normalised with the processor's mean and std."""
     from PIL import Image
-    img = img.convert("RGB")
+    img = engine_rgb(img)
     T = proc["tile"]
     h, w = _longest_edge_size(img.size[1], img.size[0], proc["longest_edge"])
     a = img.resize((w, h), Image.LANCZOS)

@@ -57,6 +57,26 @@ def check_model_io(tmp):
         assert torch.allclose(t.eval()(ids, px), t2.eval()(ids, px), atol=1e-6)
 
 
+def check_engine_pixels():
+    """Python's pictures are the engine's: tests/data/images' transparent PNGs and EXIF-rotated
+    JPEGs load (data.to_rgb) as their committed references, the pixels the C engine's tests
+    hold src/engine/image.c to, and preprocess_tiles starts from those pixels."""
+    import numpy as np
+    import data as D
+    imgs = os.path.join(HERE, "..", "tests", "data", "images")
+    names = ["rgba.png", "palette.png", "rgb.png"] + [f"orient{i}.jpg" for i in range(1, 9)]
+    proc = {"tile": 16, "longest_edge": 32, "split": True, "mean": [0.5] * 3, "std": [0.5] * 3}
+    for name in names:
+        with Image.open(os.path.join(imgs, name)) as im:
+            got = np.asarray(D.to_rgb(im), dtype=np.uint8)
+            tiles = M.preprocess_tiles(im, proc)
+        want = np.fromfile(os.path.join(imgs, os.path.splitext(name)[0] + ".rgb"), np.uint8)
+        assert got.tobytes() == want.tobytes(), f"{name}: to_rgb differs from its .rgb reference"
+        ref = Image.fromarray(got)
+        assert tiles[:2] == M.preprocess_tiles(ref, proc)[:2], name
+        assert torch.equal(tiles[2], M.preprocess_tiles(ref, proc)[2]), name
+
+
 def pictures(out):
     """Four demo pictures (square, 96-256 px) and one wide picture, so tiling has rows != cols."""
     src = os.path.join(HERE, "..", "tests", "data", "shapes", "test")
@@ -169,6 +189,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     check_grounded()
+    check_engine_pixels()
     with tempfile.TemporaryDirectory(prefix="distill-smoke-") as tmp:
         check_model_io(tmp)
         ckpt, pics, out = (os.path.join(tmp, d) for d in ("hf", "pics", "out"))
