@@ -284,8 +284,9 @@ def image_arrivals(srv, a, image_b64, stop_at, count):
     """Image requests one after another (a.gap_image_pause apart) until stop_at."""
     body = {'prompt': a.ttft_prompt, 'image': image_b64, 'max_tokens': 1}
     while time.time() < stop_at:
+        t0 = time.perf_counter()
         generate(srv, body)
-        count.append(1)
+        count.append(time.perf_counter() - t0)
         time.sleep(a.gap_image_pause)
 
 
@@ -309,17 +310,21 @@ def gaps(srv, a, image_b64):
     out['images'] = gap_stats(stream_gaps(srv, body, stop_at))
     t.join()
     out['images']['image_requests'] = len(count)
+    out['images']['image_request_s'] = statistics.median(count) if count else None
     return out
 
 
 def render_gaps(res):
     print('ternd: %s\n' % res['command'])
-    print('| repeat | image arrivals | tokens | median gap ms | p99 ms | max ms | load |')
+    print('| repeat | image arrivals (median seconds each) | tokens | median gap ms | p99 ms | '
+          'max ms | load |')
     print('|---:|---|---:|---:|---:|---:|---|')
     for i, run in enumerate(res['gap_runs']):
         for k in ('quiet', 'images'):
             g = run[k]
             label = 'none' if k == 'quiet' else '%d image requests' % g['image_requests']
+            if g.get('image_request_s') is not None:
+                label += ' (%.1f s)' % g['image_request_s']
             if not g['tokens']:
                 print('| %d | %s | 0 | | | | |' % (i + 1, label))
                 continue

@@ -133,7 +133,7 @@ void config_defaults(struct config *c)
     c->ctx_size = 2048;
     c->echo_delay_ms = 0;
     c->vision_threads = 0;
-    c->vision_nice = 10;
+    c->vision_nice = 19;
     c->slots = 4;
     c->queue = 16;
     c->prefill_chunk = 64;
