@@ -89,7 +89,7 @@ struct http {
     struct listener *cur;     /* accepts new connections */
     struct listener *retired; /* quiesced by a reload, serving their last connections; under mu */
     int port;
-    int streams; /* atomic */
+    int generating; /* generation requests past the drain check, not yet completed; atomic */
     /* connections and their phases, under mu; the watchdog cuts the slow ones */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -127,6 +127,7 @@ struct http_req {
     char cors[256];  /* the Origin to allow in the reply ("" = no CORS headers) */
     int preflight;   /* an OPTIONS request */
     int stranger;    /* refused before any route ran: counted in metrics, never stored */
+    int counted;     /* in h->generating until on_completed */
     long long discarded;
 };
 
@@ -371,7 +372,6 @@ static void stream_free(void *cls)
 {
     struct stream *st = cls;
     if (!st->eof) job_cancel(st->job);
-    __atomic_sub_fetch(&st->h->streams, 1, __ATOMIC_RELAXED);
     job_unref(st->job);
     sbuf_free(&st->out);
     free(st->take);
@@ -561,7 +561,6 @@ static void reply_stream(struct http_req *r, struct job *j, const struct api_ctx
     }
     job_ref(j);
     st->h = r->h;
-    __atomic_add_fetch(&r->h->streams, 1, __ATOMIC_RELAXED);
     st->job = j;
     st->gen = gen;
     st->ctx = *ctx;
@@ -898,9 +897,17 @@ static void first_call(struct http_req *r, const char *method, const char *url)
         r->stranger = 1;
         return;
     }
-    if (r->route->gen && !__atomic_load_n(&r->srv->ready, __ATOMIC_ACQUIRE)) {
-        early(r, 503, "unavailable", "the server is draining: send it elsewhere");
-        return;
+    if (r->route->gen) {
+        /* Counted before the check, both sequentially consistent: shut_down either sees this
+         * request in its count and waits for its answer to be sent, or this request sees the
+         * drain. Counting only running jobs or open streams missed a request between its
+         * check and its stream (body still arriving, or its job already done). */
+        __atomic_add_fetch(&r->h->generating, 1, __ATOMIC_SEQ_CST);
+        r->counted = 1;
+        if (!__atomic_load_n(&r->srv->ready, __ATOMIC_SEQ_CST)) {
+            early(r, 503, "unavailable", "the server is draining: send it elsewhere");
+            return;
+        }
     }
     if (strcmp(r->route->method, "POST") == 0) check_body_headers(r, url);
 }
@@ -1111,6 +1118,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct http_req *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
+    if (r->counted) __atomic_sub_fetch(&h->generating, 1, __ATOMIC_SEQ_CST);
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status == 0) r->status = 499;
     if (r->status == 0) r->status = 500;
     metrics_request(r->srv->metrics, r->endpoint, r->status);
@@ -1392,9 +1400,9 @@ int http_port(const struct http *h)
     return h->port;
 }
 
-int http_active_streams(struct http *h)
+int http_active_generations(struct http *h)
 {
-    return __atomic_load_n(&h->streams, __ATOMIC_RELAXED);
+    return __atomic_load_n(&h->generating, __ATOMIC_SEQ_CST);
 }
 
 void http_stop(struct http *h)

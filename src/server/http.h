@@ -13,14 +13,14 @@ struct http_req;
 
 struct http *http_start(struct server *srv, char *err, size_t errlen);
 void http_stop(struct http *h);
-int http_port(const struct http *h);
-int http_tls(const struct http *h); /* serving HTTPS */
+int http_port(const struct http *h); /* the bound port (useful with port 0) */
+int http_tls(const struct http *h);  /* serving HTTPS */
 /* SIGHUP: rereads tls_cert/tls_key; new connections get the new pair, open ones keep the old.
  * On error (err says which file) the old pair stays in use. No-op without TLS. */
-int http_reload_tls(struct http *h, char *err,
-                    size_t errlen); /* the bound port (useful with port 0) */
-/* Streaming responses still sending (shutdown waits for them briefly). */
-int http_active_streams(struct http *h);
+int http_reload_tls(struct http *h, char *err, size_t errlen);
+/* Generation requests accepted before the drain whose answer is not yet all sent, streamed or
+ * whole (shutdown waits for them briefly). */
+int http_active_generations(struct http *h);
 
 /* For route handlers. */
 struct server *http_server(struct http_req *r);

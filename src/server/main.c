@@ -168,10 +168,10 @@ static void shut_down(const struct config *cfg, struct server *srv, struct http 
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
     /* Still listening: /ready says "draining" (503) so a load balancer sees it, and
      * generation endpoints answer 503 "unavailable". */
-    __atomic_store_n(&srv->ready, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&srv->ready, 0, __ATOMIC_SEQ_CST); /* pairs with http.c's first_call */
     sched_drain(srv->sched, cfg->drain_timeout);
     /* Let the last final lines reach their clients before the sockets close. */
-    for (int i = 0; i < 40 && http_active_streams(http) > 0; i++) {
+    for (int i = 0; i < 40 && http_active_generations(http) > 0; i++) {
         struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
     }

@@ -637,6 +637,30 @@ class Lifecycle(unittest.TestCase):
         # The stats were flushed before exit.
         self.assertEqual(d.rows('SELECT count(*) FROM requests WHERE status = ?', ('stop',))[0][0], 1)
 
+    def test_sigterm_answers_request_whose_body_is_arriving(self):
+        # The head arrives before SIGTERM, the body after it: the request was accepted before
+        # the drain, so it gets a whole answer (its job ran, or 503 "shutting down"), never a
+        # connection cut before any reply because no job or stream was counted yet.
+        d = Daemon('--drain-timeout', '10')
+        body = json.dumps({'prompt': 'late body', 'stream': False}).encode()
+        s = socket.create_connection(('127.0.0.1', d.port), timeout=20)
+        s.sendall(b'POST /generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n'
+                  b'Content-Length: %d\r\n\r\n' % len(body))
+        time.sleep(0.3)
+        d.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        s.sendall(body)
+        r = http.client.HTTPResponse(s)
+        r.begin()
+        o = json.loads(r.read())
+        s.close()
+        if r.status == 200:
+            self.assertEqual(o['text'], 'late body')
+        else:
+            self.assertEqual(r.status, 503, o)
+            self.assertEqual(o['error']['type'], 'unavailable')
+        self.assertEqual(d.proc.wait(20), 0)
+
     def test_sigterm_grace_cancels(self):
         d = Daemon('--echo-delay-ms', '50', '--drain-timeout', '0')
         c = d.conn()
