@@ -901,13 +901,15 @@ static void first_call(struct http_req *r, const char *method, const char *url)
         /* Counted before the check, both sequentially consistent: shut_down either sees this
          * request in its count and waits for its answer to be sent, or this request sees the
          * drain. Counting only running jobs or open streams missed a request between its
-         * check and its stream (body still arriving, or its job already done). */
+         * check and its stream (body still arriving, or its job already done). A refused one
+         * is not waited for: a balancer's retries must not keep a draining box up. */
         __atomic_add_fetch(&r->h->generating, 1, __ATOMIC_SEQ_CST);
-        r->counted = 1;
         if (!__atomic_load_n(&r->srv->ready, __ATOMIC_SEQ_CST)) {
+            __atomic_sub_fetch(&r->h->generating, 1, __ATOMIC_SEQ_CST);
             early(r, 503, "unavailable", "the server is draining: send it elsewhere");
             return;
         }
+        r->counted = 1;
     }
     if (strcmp(r->route->method, "POST") == 0) check_body_headers(r, url);
 }
