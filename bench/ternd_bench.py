@@ -122,17 +122,23 @@ def start(a, slots, caches=False):
     sys.exit('ternd did not become ready in 60 s')
 
 
+def generate_request(srv, body):
+    """The bytes of a POST /generate with body (keys set to None left out), one per connection."""
+    data = json.dumps({k: v for k, v in body.items() if v is not None}).encode()
+    return (b'POST /generate HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n'
+            b'Content-Length: %d\r\nConnection: close\r\n\r\n%s'
+            % (srv.host.encode(), len(data), data))
+
+
 def generate(srv, body):
     """One streamed /generate. Returns (seconds to the first line, final object).
 
     A raw socket and one parse at the end: at thousands of tokens/s a per-line Python client
     (http.client's chunked reader + json per line) would cost more CPU than the server."""
-    data = json.dumps({k: v for k, v in body.items() if v is not None}).encode()
-    req = (b'POST /generate HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n'
-           b'Content-Length: %d\r\nConnection: close\r\n\r\n' % (srv.host.encode(), len(data)))
+    req = generate_request(srv, body)
     s = socket.create_connection((srv.host, srv.port), timeout=600)
     t0 = time.perf_counter()
-    s.sendall(req + data)
+    s.sendall(req)
     buf, first, head = [], None, b''
     while True:
         b = s.recv(65536)
@@ -259,13 +265,11 @@ def streams(srv, a, n):
 def stream_gaps(srv, body, stop_at):
     """Token-to-token gaps (ms) of streamed /generate requests sent one after another until
     stop_at (each request's first token excluded: it waits for admission and prefill)."""
-    data = json.dumps({k: v for k, v in body.items() if v is not None}).encode()
-    req = (b'POST /generate HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n'
-           b'Content-Length: %d\r\nConnection: close\r\n\r\n' % (srv.host.encode(), len(data)))
+    req = generate_request(srv, body)
     gaps = []
     while time.time() < stop_at:
         s = socket.create_connection((srv.host, srv.port), timeout=600)
-        s.sendall(req + data)
+        s.sendall(req)
         last = None
         while True:
             b = s.recv(65536)
