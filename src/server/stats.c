@@ -29,6 +29,7 @@ struct stats {
     long long seq_committed;    /* records accepted before the last successful commit */
     long page_limit;            /* tests: max_page_count (0 = none) */
     long pages_applied;         /* writer: the max_page_count the connection has */
+    int page_bytes;             /* writer: the database's page size */
 
     sqlite3 *db; /* writer thread only */
     int failing; /* logged the current failure already */
@@ -101,6 +102,29 @@ static void fail(struct stats *s, const char *what)
     s->db = NULL;
 }
 
+/* SQLite's autocheckpoint copies the WAL back every STATS_CHECKPOINT_PAGES pages but leaves
+ * the file at its size until the next write restarts it, and only then applies
+ * journal_size_limit: the file stayed above the limit whenever the last commit was the one
+ * that checkpointed. So the checkpoint is ours: where the file has grown past wal_bytes it
+ * truncates the file at once; below, it is the plain passive one. */
+#define STATS_CHECKPOINT_PAGES 1000
+
+static long wal_limit(const struct stats *s)
+{
+    return s->o.wal_bytes > 0 ? s->o.wal_bytes : 4L << 20;
+}
+
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    const struct stats *s = arg;
+    if (pages < STATS_CHECKPOINT_PAGES) return SQLITE_OK;
+    /* a WAL frame is a page and its 24-byte header */
+    int over = (long long)pages * (s->page_bytes + 24) > wal_limit(s);
+    (void)sqlite3_wal_checkpoint_v2(
+        db, name, over ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return SQLITE_OK;
+}
+
 static int db_open(struct stats *s)
 {
     if (s->db) return 0;
@@ -127,10 +151,8 @@ static int db_open(struct stats *s)
     char *msg = NULL, pragmas[192];
     /* NORMAL: in WAL mode a commit is in the OS before the call returns (a crash of ternd keeps
      * it; only a power cut may lose the last ones). The WAL is truncated after checkpoints. */
-    snprintf(pragmas, sizeof pragmas,
-             "PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=%ld;"
-             " PRAGMA wal_autocheckpoint=1000",
-             s->o.wal_bytes > 0 ? s->o.wal_bytes : 4L << 20);
+    snprintf(pragmas, sizeof pragmas, "PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=%ld",
+             wal_limit(s));
     s->pages_applied = 0;
     if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(s->db, pragmas, NULL, NULL, &msg) != SQLITE_OK ||
@@ -142,6 +164,12 @@ static int db_open(struct stats *s)
         fail(s, m);
         return -1;
     }
+    s->page_bytes = 4096;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA page_size", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) s->page_bytes = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_wal_hook(s->db, wal_hook, s);
     /* "writable again" only after a commit: an open can succeed on a full disk. */
     return 0;
 }
