@@ -51,6 +51,8 @@ import time
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import ternd_proc  # noqa: E402
 
 
 class Server:
@@ -89,37 +91,18 @@ class Server:
                 self.proc.wait()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def start(a, slots, caches=False):
-    port = free_port()
-    cmd = [a.ternd, '--config', '/dev/null', '--port', str(port), '--model', a.model,
+    cmd = [a.ternd, '--config', '/dev/null', '--model', a.model,
            '--mmproj', a.mmproj or '', '--slots', str(slots), '--threads', str(a.threads),
            '--log-level', 'warn', '--db', '']
     if not caches:
         cmd += ['--image-cache-bytes', '0', '--prefix-cache', '0']
     cmd += a.server_arg
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE if a.quiet else None)
-    srv = Server('127.0.0.1', port, proc)
-    t0 = time.time()
-    while time.time() - t0 < 60:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if a.quiet else ''
-            sys.exit('ternd exited with %d: %s' % (proc.returncode, err.strip()))
-        try:
-            if srv.get('/ready')[0] == 200:
-                return srv, ' '.join(cmd)
-        except OSError:
-            pass
-        time.sleep(0.02)
-    srv.stop()
-    sys.exit('ternd did not become ready in 60 s')
+    try:
+        proc, port = ternd_proc.start(cmd, stderr=subprocess.PIPE if a.quiet else None)
+    except RuntimeError as e:
+        sys.exit(str(e))
+    return Server('127.0.0.1', port, proc), ' '.join(cmd)
 
 
 def generate_request(srv, body):

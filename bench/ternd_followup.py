@@ -5,24 +5,23 @@ standard library only; 2 threads, greedy, 16-token answers.
 
   bench/ternd_followup.py build/src/server/ternd MODEL.gguf MMPROJ.gguf PICTURE.png
 """
-import base64, http.client, json, socket, subprocess, sys, time
+import base64, http.client, json, os, sys, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ternd_proc  # noqa: E402
 ternd, model, mmproj, image = sys.argv[1:5]
 def start(caches):
-    s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()
-    cmd = [ternd, '--config', '/dev/null', '--port', str(port), '--model', model, '--mmproj', mmproj,
+    cmd = [ternd, '--config', '/dev/null', '--model', model, '--mmproj', mmproj,
            '--threads', '2', '--db', '', '--log-level', 'warn']
     if not caches: cmd += ['--image-cache-bytes', '0', '--prefix-cache', '0']
-    p = subprocess.Popen(cmd)
-    for _ in range(600):
-        try:
-            c = http.client.HTTPConnection('127.0.0.1', port); c.request('GET', '/ready')
-            if c.getresponse().status == 200: return p, port
-        except OSError: time.sleep(0.1)
+    return ternd_proc.start(cmd)
 def chat(port, msgs):
     c = http.client.HTTPConnection('127.0.0.1', port, timeout=600)
     body = json.dumps({'model': 't', 'stream': True, 'max_tokens': 16, 'temperature': 0,
                        'stream_options': {'include_usage': True}, 'messages': msgs})
-    t0 = time.perf_counter(); c.request('POST', '/v1/chat/completions', body); r = c.getresponse()
+    t0 = time.perf_counter()
+    c.request('POST', '/v1/chat/completions', body, {'Content-Type': 'application/json'})
+    r = c.getresponse()
+    if r.status != 200: sys.exit('/v1/chat/completions: HTTP %d %s' % (r.status, r.read()[:200]))
     first, text, usage = None, '', None
     for line in r:
         line = line.decode().strip()

@@ -7,43 +7,42 @@ usage: bench/ternd_http.py build/src/server/ternd [CLIENTS] [SECONDS]
 """
 import http.client
 import json
-import socket
+import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ternd_proc  # noqa: E402
 
 
 def main():
     ternd = sys.argv[1]
     clients = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 5
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    d = subprocess.Popen([ternd, '--config', '/dev/null', '--engine', 'echo', '--port', str(port),
-                          '--slots', str(clients), '--log-level', 'warn'], stderr=subprocess.DEVNULL)
+    d, port = ternd_proc.start([ternd, '--config', '/dev/null', '--engine', 'echo', '--slots',
+                                str(clients), '--log-level', 'warn'], stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen('http://127.0.0.1:%d/health' % port)
-                break
-            except OSError:
-                time.sleep(0.05)
-
         def run(kind, counts, i):
             c = http.client.HTTPConnection('127.0.0.1', port)
             end = time.time() + seconds
             while time.time() < end:
                 if kind == 'short':
-                    c.request('POST', '/generate', json.dumps({'prompt': 'a b c d', 'stream': False}), {'Content-Type': 'application/json'})
-                    c.getresponse().read()
+                    c.request('POST', '/generate', json.dumps({'prompt': 'a b c d', 'stream': False}),
+                              {'Content-Type': 'application/json'})
+                    r = c.getresponse()
+                    r.read()
+                    if r.status != 200:
+                        raise RuntimeError('/generate: HTTP %d' % r.status)
                     counts[i] += 1
                 else:
-                    c.request('POST', '/generate', json.dumps({'prompt': ' '.join(['w'] * 500), 'max_tokens': 500}), {'Content-Type': 'application/json'})
+                    c.request('POST', '/generate',
+                              json.dumps({'prompt': ' '.join(['w'] * 500), 'max_tokens': 500}),
+                              {'Content-Type': 'application/json'})
                     r = c.getresponse()
+                    if r.status != 200:
+                        raise RuntimeError('/generate: HTTP %d' % r.status)
                     for line in r:
                         counts[i] += 1
             c.close()

@@ -14,14 +14,16 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ternd_proc  # noqa: E402
 
 
 def png(side):
@@ -52,23 +54,12 @@ def cpu_s(pid):
 
 
 def run_one(a, conc, body):
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
     tmp = tempfile.mkdtemp(prefix='ternd-flood-')
     pixels = a.side * a.side
-    cmd = [a.ternd, '--config', '/dev/null', '--engine', 'echo', '--port', str(port),
-           '--slots', str(a.slots), '--queue', str(a.clients), '--decode-concurrency', str(conc),
+    cmd = [a.ternd, '--config', '/dev/null', '--engine', 'echo', '--slots', str(a.slots), '--queue', str(a.clients), '--decode-concurrency', str(conc),
            '--max-image-pixels', str(pixels), '--db', '', '--log-level', 'warn']
-    d = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    d, port = ternd_proc.start(cmd, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen('http://127.0.0.1:%d/health' % port)
-                break
-            except OSError:
-                time.sleep(0.05)
         idle = rss_kb(d.pid, 'VmRSS')
         counts, errors = [0] * a.clients, [0] * a.clients
 

@@ -10,41 +10,39 @@ usage: bench/ternd_stats_cost.py [--clients N] [--seconds S] TERND[:FLAGS...] ..
 import argparse
 import http.client
 import json
+import os
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ternd_proc  # noqa: E402
 
 
 def run_one(spec, clients, seconds):
     path, _, flags = spec.partition(':')
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
     tmp = tempfile.mkdtemp(prefix='ternd-bench-')
-    cmd = [path, '--config', '/dev/null', '--engine', 'echo', '--port', str(port), '--slots',
-           str(clients), '--db', tmp + '/stats.db', '--log-level', 'warn'] + flags.split()
-    d = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    cmd = [path, '--config', '/dev/null', '--engine', 'echo', '--slots', str(clients), '--db',
+           tmp + '/stats.db', '--log-level', 'warn'] + flags.split()
+    d, port = ternd_proc.start(cmd, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen('http://127.0.0.1:%d/health' % port)
-                break
-            except OSError:
-                time.sleep(0.05)
-        counts = [0] * clients
+        counts, errors = [0] * clients, [0] * clients
 
         def client(i):
             c = http.client.HTTPConnection('127.0.0.1', port)
             end = time.time() + seconds
             while time.time() < end:
-                c.request('POST', '/generate', json.dumps({'prompt': 'a b c d', 'stream': False}))
-                c.getresponse().read()
-                counts[i] += 1
+                c.request('POST', '/generate', json.dumps({'prompt': 'a b c d', 'stream': False}),
+                          {'Content-Type': 'application/json'})
+                r = c.getresponse()
+                r.read()
+                if r.status == 200:
+                    counts[i] += 1
+                else:
+                    errors[i] += 1
             c.close()
         ts = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
         t0 = time.time()
@@ -53,7 +51,9 @@ def run_one(spec, clients, seconds):
         for t in ts:
             t.join()
         rps = sum(counts) / (time.time() - t0)
-        print('%-60s %8.0f req/s  %7.3f ms/request' % (spec, rps, 1e3 / rps * clients))
+        print('%-60s %8.0f req/s  %7.3f ms/request%s'
+              % (spec, rps, 1e3 / rps * clients,
+                 '  (%d refused, not counted)' % sum(errors) if sum(errors) else ''))
     finally:
         d.terminate()
         d.wait()
