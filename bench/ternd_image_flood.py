@@ -10,7 +10,6 @@ usage: bench/ternd_image_flood.py [--ternd PATH] [--slots N] [--clients N] [--im
 """
 import argparse
 import base64
-import http.client
 import json
 import os
 import shutil
@@ -18,8 +17,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -61,34 +58,14 @@ def run_one(a, conc, body):
     d, port = ternd_proc.start(cmd, stderr=subprocess.DEVNULL)
     try:
         idle = rss_kb(d.pid, 'VmRSS')
-        counts, errors = [0] * a.clients, [0] * a.clients
-
-        def client(i):
-            c = http.client.HTTPConnection('127.0.0.1', port, timeout=600)
-            end = time.time() + a.seconds
-            while time.time() < end:
-                c.request('POST', '/generate', body, {'Content-Type': 'application/json'})
-                r = c.getresponse()
-                r.read()
-                if r.status == 200:
-                    counts[i] += 1
-                else:
-                    errors[i] += 1
-            c.close()
-        ts = [threading.Thread(target=client, args=(i,)) for i in range(a.clients)]
-        t0, c0 = time.time(), cpu_s(d.pid)
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        wall = time.time() - t0
+        c0 = cpu_s(d.pid)
+        n, errors, wall = ternd_proc.closed_loop(port, body, a.clients, a.seconds)
         cpu = cpu_s(d.pid) - c0
         peak = rss_kb(d.pid, 'VmHWM')
         bound = idle + (a.slots + conc) * pixels * 3 // 1024
-        n = sum(counts)
         print('decode_concurrency %d: %6.2f req/s  %6.2f pictures/s  (%d requests, %d errors, '
               '%.1f s, ternd CPU %.0f %%)  peak RSS %d MiB, bound %d MiB (idle %d MiB)'
-              % (conc, n / wall, n * a.images / wall, n, sum(errors), wall, 100 * cpu / wall,
+              % (conc, n / wall, n * a.images / wall, n, errors, wall, 100 * cpu / wall,
                  peak // 1024, bound // 1024, idle // 1024))
     finally:
         d.terminate()

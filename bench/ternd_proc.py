@@ -10,6 +10,7 @@ Python 3 standard library only.
 import http.client
 import socket
 import subprocess
+import threading
 import time
 
 
@@ -45,3 +46,29 @@ def start(cmd, ready='/ready', timeout=60, **popen):
     proc.kill()
     proc.wait()
     raise RuntimeError('ternd did not answer %s with 200 in %d s' % (ready, timeout))
+
+
+def closed_loop(port, body, clients, seconds, path='/generate'):
+    """`clients` threads each POST `body` (JSON) back to back for `seconds`, each on its own
+    kept-alive connection. Returns (answered with 200, answered otherwise, wall seconds)."""
+    ok, refused = [0] * clients, [0] * clients
+
+    def client(i):
+        c = http.client.HTTPConnection('127.0.0.1', port, timeout=600)
+        end = time.time() + seconds
+        while time.time() < end:
+            c.request('POST', path, body, {'Content-Type': 'application/json'})
+            r = c.getresponse()
+            r.read()
+            if r.status == 200:
+                ok[i] += 1
+            else:
+                refused[i] += 1
+        c.close()
+    ts = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    t0 = time.time()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sum(ok), sum(refused), time.time() - t0

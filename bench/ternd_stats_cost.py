@@ -8,15 +8,12 @@ usage: bench/ternd_stats_cost.py [--clients N] [--seconds S] TERND[:FLAGS...] ..
          'build/src/server/ternd:--stats-sync-ms 0'
 """
 import argparse
-import http.client
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ternd_proc  # noqa: E402
@@ -29,31 +26,12 @@ def run_one(spec, clients, seconds):
            tmp + '/stats.db', '--log-level', 'warn'] + flags.split()
     d, port = ternd_proc.start(cmd, stderr=subprocess.DEVNULL)
     try:
-        counts, errors = [0] * clients, [0] * clients
-
-        def client(i):
-            c = http.client.HTTPConnection('127.0.0.1', port)
-            end = time.time() + seconds
-            while time.time() < end:
-                c.request('POST', '/generate', json.dumps({'prompt': 'a b c d', 'stream': False}),
-                          {'Content-Type': 'application/json'})
-                r = c.getresponse()
-                r.read()
-                if r.status == 200:
-                    counts[i] += 1
-                else:
-                    errors[i] += 1
-            c.close()
-        ts = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        t0 = time.time()
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        rps = sum(counts) / (time.time() - t0)
+        ok, refused, wall = ternd_proc.closed_loop(
+            port, json.dumps({'prompt': 'a b c d', 'stream': False}), clients, seconds)
+        rps = ok / wall
         print('%-60s %8.0f req/s  %7.3f ms/request%s'
               % (spec, rps, 1e3 / rps * clients,
-                 '  (%d refused, not counted)' % sum(errors) if sum(errors) else ''))
+                 '  (%d refused, not counted)' % refused if refused else ''))
     finally:
         d.terminate()
         d.wait()

@@ -14,6 +14,11 @@ training/RESULTS-world.md, section "Why shapes are not learned". Data: a data.py
   world_probe.py moved MODEL [N]       the model's own answers (teacher forced) on the first
                                        N held-out pictures moved 0/4/8/16 px right
   world_probe.py span                  how many wider-world shapes reach beyond their cell
+  world_probe.py pool MODEL|scratch|scratch8 STEPS OUT [TRAIN.npz...]
+                                       tower + shape/colour heads on each object's own patches
+                                       (pooled by how much of each patch it covers), wider-world
+                                       pictures in the 8 flips/turns of the square; scored on the
+                                       wide and second-renderer test splits; the tower to OUT
 """
 import json, math, os, random, sys, time
 import numpy as np, torch, torch.nn.functional as F
@@ -281,6 +286,111 @@ def span():
           f"{big/n*100:.1f} % into 4 or more; {extra/n:.2f} covered cells per object")
 
 
+def geometry(meta, ood):
+    """(W, H) of each picture's source, from its seed (data.py / data_ood.py draw them first)."""
+    out = []
+    for m in meta:
+        rng = random.Random(m["seed"])
+        if ood:
+            import data_ood as O
+            W_, H_, _ = O.scene(rng, rng.choice(O.LAYOUTS))
+        else:
+            W_, H_, _ = D.sample_wide_scene(rng)
+        out.append((W_, H_))
+    return out
+
+
+def footprints(path, ood=False, g=6):
+    """Pixels (N, 96, 96, 3), and per object: picture index, shape, colour, and its weights over
+    the g x g patches (the share of each patch its disc covers, in the model's square view,
+    normalised; a shape smaller than a patch weighs on the patch it is in)."""
+    px, meta = D.load_split(path)
+    keep = [i for i, m in enumerate(meta) if "d" in m["objects"][0]]
+    geo = geometry([meta[i] for i in keep], ood)
+    yy, xx = np.mgrid[0:96, 0:96] + 0.5
+    I, S, C, Wt = [], [], [], []
+    for n, (i, (W_, H_)) in enumerate(zip(keep, geo)):
+        for o in meta[i]["objects"]:
+            r = o["d"] * min(W_, H_) / 2
+            vx, vy, rx, ry = o["cx"] * 96 / W_, o["cy"] * 96 / H_, r * 96 / W_, r * 96 / H_
+            m = ((xx - vx) / rx) ** 2 + ((yy - vy) / ry) ** 2 <= 1
+            w = m.reshape(g, 96 // g, g, 96 // g).mean((1, 3)).reshape(-1)
+            if w.sum() < 1e-6:
+                w[min(g - 1, int(vy * g / 96)) * g + min(g - 1, int(vx * g / 96))] = 1
+            I.append(n); S.append(D.SHAPES.index(o["shape"])); C.append(D.COLOR_NAMES.index(o["color"]))
+            Wt.append(w / w.sum())
+    return (px[keep], torch.tensor(I), torch.tensor(S), torch.tensor(C),
+            torch.tensor(np.array(Wt), dtype=torch.float32))
+
+
+def dihedral(px, wt, k, g=6):
+    """Picture batch (B, 96, 96, 3) and patch weights (n, g*g) turned k % 4 quarter turns and,
+    for k >= 4, mirrored: shape and colour names do not change."""
+    w = wt.view(-1, g, g)
+    px = torch.rot90(px, k % 4, (1, 2)); w = torch.rot90(w, k % 4, (1, 2))
+    if k >= 4:
+        px = torch.flip(px, (2,)); w = torch.flip(w, (2,))
+    return px.contiguous(), w.reshape(-1, g * g)
+
+
+def pool_train(src, steps, out, extra):
+    cfg = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                      "checkpoints/world-float/config.json")))
+    g = 6
+    if src.startswith("scratch"):  # scratch / scratch8: a new tower, 16 or 8 px patches
+        cfg["vision_config"]["patch_size"] = int(src[7:] or 16)
+        g = 96 // cfg["vision_config"]["patch_size"]
+        model = M.build_model(cfg)
+    else:
+        model = M.load_hf(src)
+    vis = model.model.vision_model.train()
+    sets = [footprints(p, g=g) for p in [W + "/train.npz"] + extra]
+    px = torch.from_numpy(np.concatenate([s[0] for s in sets]))
+    off = np.cumsum([0] + [len(s[0]) for s in sets])
+    I = torch.cat([s[1] + o for s, o in zip(sets, off)])
+    S, C, Wt = (torch.cat([s[k] for s in sets]) for k in (2, 3, 4))
+    by_img = [[] for _ in range(len(px))]
+    for n, i in enumerate(I.tolist()):
+        by_img[i].append(n)
+    ev = {"wide": footprints(W + "/test_wide.npz", g=g),
+          "ood": footprints(W + "/test_ood.npz", True, g=g)}
+    head = torch.nn.Linear(256, 7 + 8)
+    opt = torch.optim.AdamW(list(vis.parameters()) + list(head.parameters()), lr=3e-4,
+                            weight_decay=0.01)
+    rng = np.random.default_rng(0)
+    t0 = time.time()
+    print(f"{src}: {len(px)} pictures, {len(S)} objects", flush=True)
+    hit = seen = 0
+    for s in range(steps + 1):
+        if s % 100 == 0 or s == steps:
+            vis.eval()
+            r = []
+            with torch.no_grad():
+                for k, (epx, eI, eS, eC, eW) in ev.items():
+                    f = vis(M.to_pixels(torch.from_numpy(epx)))
+                    lo = head(torch.einsum("np,npd->nd", eW, f[eI]))
+                    r.append(f"{k} shape {(lo[:, :7].argmax(1) == eS).float().mean() * 100:.1f} "
+                             f"colour {(lo[:, 7:].argmax(1) == eC).float().mean() * 100:.1f}")
+            vis.train()
+            print(f"step {s} " + ", ".join(r) + f", train shape {hit / max(1, seen) * 100:.1f}"
+                  f" ({time.time() - t0:.0f} s)", flush=True)
+            hit = seen = 0
+            torch.save({"vision": vis.state_dict(), "head": head.state_dict(), "step": s}, out)
+        if s == steps:
+            break
+        b = rng.choice(len(px), 32, replace=False)
+        ob = torch.tensor([n for i in b for n in by_img[i]])
+        pos = torch.tensor([int(np.nonzero(b == int(i))[0][0]) for i in I[ob]])
+        x, w = dihedral(px[b], Wt[ob], int(rng.integers(8)), g)
+        f = vis(M.to_pixels(x))
+        lo = head(torch.einsum("np,npd->nd", w, f[pos]))
+        for gr in opt.param_groups:
+            gr["lr"] = 3e-4 * min(1, (s + 1) / 50)
+        loss = F.cross_entropy(lo[:, :7], S[ob]) + F.cross_entropy(lo[:, 7:], C[ob])
+        opt.zero_grad(); loss.backward(); opt.step()
+        hit += int((lo[:, :7].argmax(1) == S[ob]).sum()); seen += len(ob)
+
+
 if __name__ != "__main__":
     pass
 elif sys.argv[1] == "shift":
@@ -291,6 +401,8 @@ elif sys.argv[1] == "moved":
     moved(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 200)
 elif sys.argv[1] == "span":
     span()
+elif sys.argv[1] == "pool":
+    pool_train(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:])
 elif sys.argv[1] == "frozen":
     frozen(sys.argv[2])
 else:
