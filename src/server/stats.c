@@ -108,6 +108,7 @@ static void fail(struct stats *s, const char *what)
  * that checkpointed. So the checkpoint is ours: where the file has grown past wal_bytes it
  * truncates the file at once; below, it is the plain passive one. */
 #define STATS_CHECKPOINT_PAGES 1000
+#define STATS_BUSY_MS 2000 /* how long a statement waits for a lock */
 
 static long wal_limit(const struct stats *s)
 {
@@ -119,9 +120,15 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
     const struct stats *s = arg;
     if (pages < STATS_CHECKPOINT_PAGES) return SQLITE_OK;
     /* a WAL frame is a page and its 24-byte header */
-    int over = (long long)pages * (s->page_bytes + 24) > wal_limit(s);
-    (void)sqlite3_wal_checkpoint_v2(
-        db, name, over ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if ((long long)pages * (s->page_bytes + 24) <= wal_limit(s)) {
+        (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+    }
+    /* Truncating waits for readers of older snapshots (a /api/stats query); rather than hold
+     * the rows behind this commit, give up at once and try again after the next commit. */
+    sqlite3_busy_timeout(db, 0);
+    (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    sqlite3_busy_timeout(db, STATS_BUSY_MS);
     return SQLITE_OK;
 }
 
@@ -133,7 +140,7 @@ static int db_open(struct stats *s)
         fail(s, s->db ? sqlite3_errmsg(s->db) : "cannot open");
         return -1;
     }
-    sqlite3_busy_timeout(s->db, 2000);
+    sqlite3_busy_timeout(s->db, STATS_BUSY_MS);
     sqlite3_stmt *st;
     int version = -1;
     if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
@@ -536,7 +543,7 @@ static int open_ro(const char *path, sqlite3 **db, char *err, size_t errlen)
         *db = NULL;
         return -1;
     }
-    sqlite3_busy_timeout(*db, 2000);
+    sqlite3_busy_timeout(*db, STATS_BUSY_MS);
     return 0;
 }
 
