@@ -392,6 +392,10 @@ def main():
     ap.add_argument("--init", default=None,
                     help="start from the weights of this HF directory (e.g. models/hf/float) "
                          "instead of a random initialisation; ignored when resuming")
+    ap.add_argument("--vision-init", default=None,
+                    help="then replace the vision tower by the one in this checkpoint of "
+                         "world_probe.py pool (a tower taught to name each object's shape and "
+                         "colour); ignored when resuming")
     a = ap.parse_args()
     if not 0 <= a.shift <= 8:
         ap.error("--shift: 0..8 px (more moves first-world centres out of their cells)")
@@ -420,6 +424,9 @@ def main():
         src = M.load_hf(a.init)
         model.load_state_dict(src.state_dict())
         print(f"initialised from {a.init}", flush=True)
+    if a.vision_init and not (a.resume and os.path.exists(ckpt)):
+        model.model.vision_model.load_state_dict(torch.load(a.vision_init)["vision"])
+        print(f"vision tower from {a.vision_init}", flush=True)
     if a.resume and os.path.exists(ckpt):
         st = torch.load(ckpt, map_location=dev)
         model.load_state_dict(st["model"])

@@ -14,7 +14,7 @@ training/RESULTS-world.md, section "Why shapes are not learned". Data: a data.py
   world_probe.py moved MODEL [N]       the model's own answers (teacher forced) on the first
                                        N held-out pictures moved 0/4/8/16 px right
   world_probe.py span                  how many wider-world shapes reach beyond their cell
-  world_probe.py pool MODEL|scratch|scratch8 STEPS OUT [TRAIN.npz...]
+  world_probe.py pool MODEL|scratch|scratch8 STEPS OUT [--lr LR] [--resume PT] [TRAIN.npz...]
                                        tower + shape/colour heads on each object's own patches
                                        (pooled by how much of each patch it covers), wider-world
                                        pictures in the 8 flips/turns of the square; scored on the
@@ -333,7 +333,7 @@ def dihedral(px, wt, k, g=6):
     return px.contiguous(), w.reshape(-1, g * g)
 
 
-def pool_train(src, steps, out, extra):
+def pool_train(src, steps, out, extra, lr=3e-4, resume=None):
     cfg = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                       "checkpoints/world-float/config.json")))
     g = 6
@@ -344,6 +344,11 @@ def pool_train(src, steps, out, extra):
     else:
         model = M.load_hf(src)
     vis = model.model.vision_model.train()
+    head = torch.nn.Linear(256, 7 + 8)
+    first = 0
+    if resume:  # a tower and head this mode saved; the step count goes on from there
+        st = torch.load(resume)
+        vis.load_state_dict(st["vision"]); head.load_state_dict(st["head"]); first = st["step"]
     sets = [footprints(p, g=g) for p in [W + "/train.npz"] + extra]
     px = torch.from_numpy(np.concatenate([s[0] for s in sets]))
     off = np.cumsum([0] + [len(s[0]) for s in sets])
@@ -354,14 +359,13 @@ def pool_train(src, steps, out, extra):
         by_img[i].append(n)
     ev = {"wide": footprints(W + "/test_wide.npz", g=g),
           "ood": footprints(W + "/test_ood.npz", True, g=g)}
-    head = torch.nn.Linear(256, 7 + 8)
-    opt = torch.optim.AdamW(list(vis.parameters()) + list(head.parameters()), lr=3e-4,
+    opt = torch.optim.AdamW(list(vis.parameters()) + list(head.parameters()), lr=lr,
                             weight_decay=0.01)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(first)
     t0 = time.time()
     print(f"{src}: {len(px)} pictures, {len(S)} objects", flush=True)
     hit = seen = 0
-    for s in range(steps + 1):
+    for s in range(first, steps + 1):
         if s % 100 == 0 or s == steps:
             vis.eval()
             r = []
@@ -385,7 +389,7 @@ def pool_train(src, steps, out, extra):
         f = vis(M.to_pixels(x))
         lo = head(torch.einsum("np,npd->nd", w, f[pos]))
         for gr in opt.param_groups:
-            gr["lr"] = 3e-4 * min(1, (s + 1) / 50)
+            gr["lr"] = lr * min(1, (s + 1 - first) / 50)
         loss = F.cross_entropy(lo[:, :7], S[ob]) + F.cross_entropy(lo[:, 7:], C[ob])
         opt.zero_grad(); loss.backward(); opt.step()
         hit += int((lo[:, :7].argmax(1) == S[ob]).sum()); seen += len(ob)
@@ -402,7 +406,13 @@ elif sys.argv[1] == "moved":
 elif sys.argv[1] == "span":
     span()
 elif sys.argv[1] == "pool":
-    pool_train(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:])
+    import argparse
+    ap = argparse.ArgumentParser(prog="world_probe.py pool")
+    ap.add_argument("src"); ap.add_argument("steps", type=int); ap.add_argument("out")
+    ap.add_argument("extra", nargs="*"); ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--resume", default=None, help="a checkpoint this mode wrote")
+    a = ap.parse_intermixed_args(sys.argv[2:])
+    pool_train(a.src, a.steps, a.out, a.extra, a.lr, a.resume)
 elif sys.argv[1] == "frozen":
     frozen(sys.argv[2])
 else:
