@@ -22,9 +22,9 @@ def free_port():
     return port
 
 
-def start(cmd, ready='/ready', timeout=60, **popen):
+def start(cmd, timeout=60, **popen):
     """Starts ternd (cmd: its command line without --port) on a free port and waits until GET
-    `ready` answers 200. Returns (process, port). Raises RuntimeError with what ternd wrote on a
+    /ready answers 200. Returns (process, port). Raises RuntimeError with what ternd wrote on a
     piped stderr if it exits first, or after `timeout` seconds (ternd killed)."""
     port = free_port()
     proc = subprocess.Popen(list(cmd) + ['--port', str(port)], **popen)
@@ -35,7 +35,7 @@ def start(cmd, ready='/ready', timeout=60, **popen):
             raise RuntimeError('ternd exited with %d: %s' % (proc.returncode, err))
         try:
             c = http.client.HTTPConnection('127.0.0.1', port, timeout=5)
-            c.request('GET', ready)
+            c.request('GET', '/ready')
             if c.getresponse().status == 200:
                 c.close()
                 return proc, port
@@ -45,7 +45,7 @@ def start(cmd, ready='/ready', timeout=60, **popen):
         time.sleep(0.02)
     proc.kill()
     proc.wait()
-    raise RuntimeError('ternd did not answer %s with 200 in %d s' % (ready, timeout))
+    raise RuntimeError('ternd did not answer /ready with 200 in %d s' % timeout)
 
 
 def closed_loop(port, body, clients, seconds, path='/generate'):
