@@ -16,6 +16,8 @@ ANSWER_TIMEOUT=${ANSWER_TIMEOUT:-600}
 ternd_start() {
     local log=$1; shift
     PORT=
+    # The log exists before the loop reads it: the background child opens it only when it runs.
+    : >"$log"
     "$@" --bind 127.0.0.1 --port 0 >"$log" 2>&1 &
     TERND_PID=$!
     local t0=$SECONDS
