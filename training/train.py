@@ -396,6 +396,9 @@ def main():
                     help="then replace the vision tower by the one in this checkpoint of "
                          "world_probe.py pool (a tower taught to name each object's shape and "
                          "colour); ignored when resuming")
+    ap.add_argument("--freeze-vision", action="store_true",
+                    help="train the connector and the language side only: the vision tower "
+                         "(e.g. one from --vision-init) keeps what it was taught")
     a = ap.parse_args()
     if not 0 <= a.shift <= 8:
         ap.error("--shift: 0..8 px (more moves first-world centres out of their cells)")
@@ -410,8 +413,11 @@ def main():
     cfg = M.demo_config(len(tok), tok.token_id("<image>"), **over)
     n_img = M.image_seq_len(cfg)
     model = M.build_model(cfg).to(dev)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    if a.freeze_vision:
+        model.model.vision_model.requires_grad_(False)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.dim() >= 2 and "embed" not in n]
+    other = [p for n, p in params if not (p.dim() >= 2 and "embed" not in n)]
     head = aux_head(model).to(dev)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd},
                              {"params": other, "weight_decay": 0.0},

@@ -300,27 +300,54 @@ def geometry(meta, ood):
     return out
 
 
-def footprints(path, ood=False, g=6):
-    """Pixels (N, 96, 96, 3), and per object: picture index, shape, colour, and its weights over
-    the g x g patches (the share of each patch its disc covers, in the model's square view,
-    normalised; a shape smaller than a patch weighs on the patch it is in)."""
+def footprints(path, ood=False, first=False):
+    """Pixels (N, 96, 96, 3), and per object: picture index, shape, colour, and its disc in the
+    model's 96 px view (centre x, y, radii x, y). Wider-world and second-renderer objects from
+    their metadata (the picture's size from its seed); first-world ones (first=True) at their
+    cell's centre with data.py's radius (its jitter, under 4 px, is left out)."""
     px, meta = D.load_split(path)
-    keep = [i for i, m in enumerate(meta) if "d" in m["objects"][0]]
-    geo = geometry([meta[i] for i in keep], ood)
-    yy, xx = np.mgrid[0:96, 0:96] + 0.5
-    I, S, C, Wt = [], [], [], []
+    keep = [i for i, m in enumerate(meta) if ("d" not in m["objects"][0]) == first]
+    geo = [(96, 96)] * len(keep) if first else geometry([meta[i] for i in keep], ood)
+    I, S, C, G = [], [], [], []
     for n, (i, (W_, H_)) in enumerate(zip(keep, geo)):
         for o in meta[i]["objects"]:
-            r = o["d"] * min(W_, H_) / 2
-            vx, vy, rx, ry = o["cx"] * 96 / W_, o["cy"] * 96 / H_, r * 96 / W_, r * 96 / H_
-            m = ((xx - vx) / rx) ** 2 + ((yy - vy) / ry) ** 2 <= 1
-            w = m.reshape(g, 96 // g, g, 96 // g).mean((1, 3)).reshape(-1)
-            if w.sum() < 1e-6:
-                w[min(g - 1, int(vy * g / 96)) * g + min(g - 1, int(vx * g / 96))] = 1
+            if first:
+                r = 32 * (0.38 if o["size"] == "large" else 0.25)
+                G.append(((o["col"] + 0.5) * 32, (o["row"] + 0.5) * 32, r, r))
+            else:
+                r = o["d"] * min(W_, H_) / 2
+                G.append((o["cx"] * 96 / W_, o["cy"] * 96 / H_, r * 96 / W_, r * 96 / H_))
             I.append(n); S.append(D.SHAPES.index(o["shape"])); C.append(D.COLOR_NAMES.index(o["color"]))
-            Wt.append(w / w.sum())
     return (px[keep], torch.tensor(I), torch.tensor(S), torch.tensor(C),
-            torch.tensor(np.array(Wt), dtype=torch.float32))
+            torch.tensor(G, dtype=torch.float32))
+
+
+def weights(geo, g=6):
+    """Each object's weights over the g x g patches: the share of each patch its disc covers,
+    normalised; a shape smaller than a patch weighs on the patch it is in."""
+    yy, xx = np.mgrid[0:96, 0:96] + 0.5
+    out = np.zeros((len(geo), g * g), dtype=np.float32)
+    for k, (vx, vy, rx, ry) in enumerate(geo.tolist()):
+        m = ((xx - vx) / rx) ** 2 + ((yy - vy) / ry) ** 2 <= 1
+        w = m.reshape(g, 96 // g, g, 96 // g).mean((1, 3)).reshape(-1)
+        if w.sum() < 1e-6:
+            w[min(g - 1, max(0, int(vy * g / 96))) * g + min(g - 1, max(0, int(vx * g / 96)))] = 1
+        out[k] = w / w.sum()
+    return torch.from_numpy(out)
+
+
+def move(px, geo, img_of, dxy):
+    """Pictures moved by dxy[i] = (dx, dy) px, edge pixels repeated into the gap (as train.py
+    --shift), and their objects' discs with them."""
+    out = px.clone()
+    for i, (dx, dy) in enumerate(dxy):
+        ys = (torch.arange(96) - dy).clamp(0, 95)
+        xs = (torch.arange(96) - dx).clamp(0, 95)
+        out[i] = px[i][ys][:, xs]
+    geo = geo.clone()
+    geo[:, 0] += torch.tensor([dxy[i][0] for i in img_of], dtype=torch.float32)
+    geo[:, 1] += torch.tensor([dxy[i][1] for i in img_of], dtype=torch.float32)
+    return out, geo
 
 
 def dihedral(px, wt, k, g=6):
@@ -333,7 +360,10 @@ def dihedral(px, wt, k, g=6):
     return px.contiguous(), w.reshape(-1, g * g)
 
 
-def pool_train(src, steps, out, extra, lr=3e-4, resume=None):
+def pool_train(src, steps, out, extra, lr=3e-4, resume=None, first=(), first_share=0.0,
+               max_move=8):
+    """Tower + heads on pooled object features; `extra` wider-world sets, `first` first-world
+    sets (a `first_share` of each batch, every picture moved by up to `max_move` px)."""
     cfg = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                       "checkpoints/world-float/config.json")))
     g = 6
@@ -345,27 +375,37 @@ def pool_train(src, steps, out, extra, lr=3e-4, resume=None):
         model = M.load_hf(src)
     vis = model.model.vision_model.train()
     head = torch.nn.Linear(256, 7 + 8)
-    first = 0
+    start = 0
     if resume:  # a tower and head this mode saved; the step count goes on from there
         st = torch.load(resume)
-        vis.load_state_dict(st["vision"]); head.load_state_dict(st["head"]); first = st["step"]
-    sets = [footprints(p, g=g) for p in [W + "/train.npz"] + extra]
-    px = torch.from_numpy(np.concatenate([s[0] for s in sets]))
-    off = np.cumsum([0] + [len(s[0]) for s in sets])
-    I = torch.cat([s[1] + o for s, o in zip(sets, off)])
-    S, C, Wt = (torch.cat([s[k] for s in sets]) for k in (2, 3, 4))
-    by_img = [[] for _ in range(len(px))]
-    for n, i in enumerate(I.tolist()):
-        by_img[i].append(n)
-    ev = {"wide": footprints(W + "/test_wide.npz", g=g),
-          "ood": footprints(W + "/test_ood.npz", True, g=g)}
+        vis.load_state_dict(st["vision"]); head.load_state_dict(st["head"]); start = st["step"]
+
+    def pool(sets):
+        px = torch.from_numpy(np.concatenate([s[0] for s in sets]))
+        off = np.cumsum([0] + [len(s[0]) for s in sets])
+        I = torch.cat([s[1] + o for s, o in zip(sets, off)])
+        by_img = [[] for _ in range(len(px))]
+        for n, i in enumerate(I.tolist()):
+            by_img[i].append(n)
+        return (px, I, *(torch.cat([s[k] for s in sets]) for k in (2, 3, 4)), by_img)
+
+    pools = [pool([footprints(p) for p in [W + "/train.npz"] + extra])]
+    if first:
+        pools.append(pool([footprints(p, first=True) for p in first]))
+    ev = {"wide": footprints(W + "/test_wide.npz"), "ood": footprints(W + "/test_ood.npz", True),
+          "first": footprints(W + "/test.npz", first=True)}
+    fx, fI, fS, fC, fG = ev["first"]  # and the same moved 8 px right: off the learned phase
+    mx, mg = move(torch.from_numpy(fx), fG, fI.tolist(), [(8, 0)] * len(fx))
+    ev["first8"] = (mx.numpy(), fI, fS, fC, mg)
+    ev = {k: (x, i, s, c, weights(geo, g)) for k, (x, i, s, c, geo) in ev.items()}
     opt = torch.optim.AdamW(list(vis.parameters()) + list(head.parameters()), lr=lr,
                             weight_decay=0.01)
-    rng = np.random.default_rng(first)
+    rng = np.random.default_rng(start)
     t0 = time.time()
-    print(f"{src}: {len(px)} pictures, {len(S)} objects", flush=True)
+    print(f"{src}: " + ", ".join(f"{len(p[0])} pictures / {len(p[2])} objects" for p in pools),
+          flush=True)
     hit = seen = 0
-    for s in range(first, steps + 1):
+    for s in range(start, steps + 1):
         if s % 100 == 0 or s == steps:
             vis.eval()
             r = []
@@ -382,17 +422,30 @@ def pool_train(src, steps, out, extra, lr=3e-4, resume=None):
             torch.save({"vision": vis.state_dict(), "head": head.state_dict(), "step": s}, out)
         if s == steps:
             break
-        b = rng.choice(len(px), 32, replace=False)
-        ob = torch.tensor([n for i in b for n in by_img[i]])
-        pos = torch.tensor([int(np.nonzero(b == int(i))[0][0]) for i in I[ob]])
-        x, w = dihedral(px[b], Wt[ob], int(rng.integers(8)), g)
+        nf = int(rng.binomial(32, first_share)) if first else 0
+        xs, ws, ps, Ss, Cs = [], [], [], [], []
+        for k, nb in ((0, 32 - nf), (len(pools) - 1, nf)):
+            px, I, S, C, G, by_img = pools[k]
+            if nb == 0:
+                continue
+            b = rng.choice(len(px), nb, replace=False)
+            ob = torch.tensor([n for i in b for n in by_img[i]])
+            pos = [int(np.nonzero(b == int(i))[0][0]) for i in I[ob]]
+            x, geo = px[b], G[ob]
+            if k > 0:  # first world: each picture moved, its objects with it
+                dxy = [tuple(int(v) for v in rng.integers(-max_move, max_move + 1, 2)) for _ in b]
+                x, geo = move(x, geo, pos, dxy)
+            ps.append(torch.tensor(pos) + sum(len(v) for v in xs))
+            xs.append(x); ws.append(weights(geo, g)); Ss.append(S[ob]); Cs.append(C[ob])
+        x, w = dihedral(torch.cat(xs), torch.cat(ws), int(rng.integers(8)), g)
         f = vis(M.to_pixels(x))
-        lo = head(torch.einsum("np,npd->nd", w, f[pos]))
+        lo = head(torch.einsum("np,npd->nd", w, f[torch.cat(ps)]))
         for gr in opt.param_groups:
-            gr["lr"] = lr * min(1, (s + 1 - first) / 50)
-        loss = F.cross_entropy(lo[:, :7], S[ob]) + F.cross_entropy(lo[:, 7:], C[ob])
+            gr["lr"] = lr * min(1, (s + 1 - start) / 50)
+        S_, C_ = torch.cat(Ss), torch.cat(Cs)
+        loss = F.cross_entropy(lo[:, :7], S_) + F.cross_entropy(lo[:, 7:], C_)
         opt.zero_grad(); loss.backward(); opt.step()
-        hit += int((lo[:, :7].argmax(1) == S[ob]).sum()); seen += len(ob)
+        hit += int((lo[:, :7].argmax(1) == S_).sum()); seen += len(S_)
 
 
 if __name__ != "__main__":
@@ -411,8 +464,13 @@ elif sys.argv[1] == "pool":
     ap.add_argument("src"); ap.add_argument("steps", type=int); ap.add_argument("out")
     ap.add_argument("extra", nargs="*"); ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--resume", default=None, help="a checkpoint this mode wrote")
+    ap.add_argument("--first", action="append", default=[],
+                    help="a data.py split whose first-world pictures join the batches, moved")
+    ap.add_argument("--first-share", type=float, default=0.33)
+    ap.add_argument("--max-move", type=int, default=8)
     a = ap.parse_intermixed_args(sys.argv[2:])
-    pool_train(a.src, a.steps, a.out, a.extra, a.lr, a.resume)
+    pool_train(a.src, a.steps, a.out, a.extra, a.lr, a.resume, a.first, a.first_share,
+               a.max_move)
 elif sys.argv[1] == "frozen":
     frozen(sys.argv[2])
 else:
