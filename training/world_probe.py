@@ -14,11 +14,15 @@ training/RESULTS-world.md, section "Why shapes are not learned". Data: a data.py
   world_probe.py moved MODEL [N]       the model's own answers (teacher forced) on the first
                                        N held-out pictures moved 0/4/8/16 px right
   world_probe.py span                  how many wider-world shapes reach beyond their cell
-  world_probe.py pool MODEL|scratch|scratch8 STEPS OUT [--lr LR] [--resume PT] [TRAIN.npz...]
+  world_probe.py pool MODEL|scratch|scratch8 STEPS OUT [--lr LR] [--resume PT]
+                     [--first FIRST.npz [--first-share F] [--max-move PX]] [TRAIN.npz...]
                                        tower + shape/colour heads on each object's own patches
                                        (pooled by how much of each patch it covers), wider-world
-                                       pictures in the 8 flips/turns of the square; scored on the
-                                       wide and second-renderer test splits; the tower to OUT
+                                       pictures in the 8 flips/turns of the square, and with
+                                       --first a share F of first-world pictures, each moved by
+                                       up to PX px; scored on the wide and second-renderer test
+                                       splits and the held-out first world (unmoved, moved
+                                       8 px); the tower to OUT
 """
 import json, math, os, random, sys, time
 import numpy as np, torch, torch.nn.functional as F
