@@ -218,6 +218,10 @@ def polygon(shape, cx, cy, r, rot):
     raise ValueError(shape)
 
 
+# A first-world shape's radius, as a share of its cell's side (then jittered by -8 .. +4 %).
+RADIUS = {"large": 0.38, "small": 0.25}
+
+
 def render(objs, rng, nrng):
     """Source image (PIL, RGB) of the scene at a random resolution with its degradations."""
     # backgrounds are smooth: make them at a third of the canvas and upscale (3x cheaper)
@@ -226,7 +230,7 @@ def render(objs, rng, nrng):
     draw = ImageDraw.Draw(img)
     cell = RENDER / 3
     for o in objs:
-        r = cell * (0.38 if o["size"] == "large" else 0.25) * rng.uniform(0.92, 1.04)
+        r = cell * RADIUS[o["size"]] * rng.uniform(0.92, 1.04)
         slack = max(0.0, cell / 2 - r * 1.15) * 0.6
         cx = (o["col"] + 0.5) * cell + rng.uniform(-slack, slack)
         cy = (o["row"] + 0.5) * cell + rng.uniform(-slack, slack)

@@ -122,15 +122,17 @@ def shift_pictures(pixels_u8, which, max_px, rng):
     if max_px <= 0 or not bool(which.any()):
         return pixels_u8
     out = pixels_u8.clone()
-    n, h, w, _ = out.shape
-    for i in range(n):
-        if not which[i]:
-            continue
-        dx, dy = rng.randint(-max_px, max_px), rng.randint(-max_px, max_px)
-        ys = (torch.arange(h) - dy).clamp(0, h - 1)
-        xs = (torch.arange(w) - dx).clamp(0, w - 1)
-        out[i] = pixels_u8[i][ys][:, xs]
+    for i in range(len(out)):
+        if which[i]:
+            out[i] = move_picture(pixels_u8[i], rng.randint(-max_px, max_px),
+                                  rng.randint(-max_px, max_px))
     return out
+
+
+def move_picture(img, dx, dy):
+    """One (H, W, C) picture moved dx px right and dy px down, edge pixels repeated into the gap."""
+    h, w = img.shape[:2]
+    return img[(torch.arange(h) - dy).clamp(0, h - 1)][:, (torch.arange(w) - dx).clamp(0, w - 1)]
 
 
 def collate(seqs, device):

@@ -158,8 +158,9 @@ def train(src, patch, steps, extra):
 
 
 def shifted(px, s):
-    return torch.from_numpy(np.ascontiguousarray(np.concatenate(
-        [np.repeat(px[:, :, :1], s, axis=2), px[:, :, :-s]], axis=2))) if s else torch.from_numpy(px)
+    """Numpy pictures (N, 96, 96, 3) moved s px right, as a tensor."""
+    px = torch.from_numpy(px)
+    return move(px, None, [], [(s, 0)] * len(px))[0] if s else px
 
 
 def first_objs(path):
@@ -316,7 +317,7 @@ def footprints(path, ood=False, first=False):
     for n, (i, (W_, H_)) in enumerate(zip(keep, geo)):
         for o in meta[i]["objects"]:
             if first:
-                r = 32 * (0.38 if o["size"] == "large" else 0.25)
+                r = 32 * D.RADIUS[o["size"]]
                 G.append(((o["col"] + 0.5) * 32, (o["row"] + 0.5) * 32, r, r))
             else:
                 r = o["d"] * min(W_, H_) / 2
@@ -342,12 +343,11 @@ def weights(geo, g=6):
 
 def move(px, geo, img_of, dxy):
     """Pictures moved by dxy[i] = (dx, dy) px, edge pixels repeated into the gap (as train.py
-    --shift), and their objects' discs with them."""
-    out = px.clone()
-    for i, (dx, dy) in enumerate(dxy):
-        ys = (torch.arange(96) - dy).clamp(0, 95)
-        xs = (torch.arange(96) - dx).clamp(0, 95)
-        out[i] = px[i][ys][:, xs]
+    --shift), and their objects' discs (geo, the object of picture img_of[k]) with them."""
+    import train as T
+    out = torch.stack([T.move_picture(p, dx, dy) for p, (dx, dy) in zip(px, dxy)])
+    if geo is None:
+        return out, None
     geo = geo.clone()
     geo[:, 0] += torch.tensor([dxy[i][0] for i in img_of], dtype=torch.float32)
     geo[:, 1] += torch.tensor([dxy[i][1] for i in img_of], dtype=torch.float32)
