@@ -6,7 +6,9 @@ Reads OUT/data, OUT/float/{log.jsonl,eval.json}, OUT/{ternary,binary,absmean}/{l
 and OUT/*/eval_hf.json (accuracy of the exported files), whatever exists. OUT/float2 (run.sh's
 second float cycle) and OUT/world, world2, world3 (the wider-world cycles) continue the float
 stage: their steps are counted on from the previous cycle's last; the last cycle present is the
-float model.
+float model. OUT/cycles, when run.sh wrote it, lists those cycles in order instead (one
+directory name a line: the language-side stages after the tower, or the model the fine-tunings
+were continued from).
 """
 
 import json
@@ -42,8 +44,12 @@ def pct(x):
 def main():
     out, rj, rm = sys.argv[1:4]
     res = {"stages": {}}
-    cycles = [c for c in ("float2", "world", "world2", "world3")
-              if os.path.isdir(os.path.join(out, c))]
+    listed = os.path.join(out, "cycles")
+    names = ("float2", "world", "world2", "world3")
+    if os.path.exists(listed):
+        with open(listed) as f:
+            names = [line.strip() for line in f if line.strip()]
+    cycles = [c for c in names if os.path.isdir(os.path.join(out, c))]
     last = os.path.join(out, cycles[-1] if cycles else "float")
     cfg = js(os.path.join(last, "hf", "config.json"))
     if cfg:

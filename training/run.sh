@@ -13,7 +13,10 @@
 # it on the wider world mixed half and half with the first (data.py --wide 0.5: any background,
 # shapes of any size anywhere, any picture size and format); the ternary and binary copies are
 # fine-tuned from that. A fourth (world3/) goes on from the third on a larger set of fresh
-# wider-world pictures (data-world3/) with the per-cell vision loss at full weight.
+# wider-world pictures (data-world3/) with the per-cell vision loss at full weight. Then the
+# vision tower alone is taught each object's shape (tower/, world_probe.py pool) and the
+# language side learns to read it in 900-step stages (B, C, E, F, G, ... on the picture mixes
+# of data-shapes/); the ternary and binary copies are fine-tuned from the last stage.
 #
 # Environment: PYTHON (default /usr/bin/python3, Debian's, which has python3-torch),
 # OUT, FLOAT_STEPS (float steps of the first cycle, default 6900), FLOAT2_STEPS (second
@@ -25,7 +28,12 @@
 # is world3/'s output, so that runs one more such cycle from it), QAT_STEPS, ABSMEAN_STEPS, EVAL_GREEDY (images decoded for real by
 # evaluate.py, default 60), TERN (the tern CLI for the C-side hooks), MODELS (where the shipped
 # files are written, default models/ of this checkout; another directory to compare before
-# replacing them), THREADS (torch threads per process, default 1).
+# replacing them), THREADS (torch threads per process, default 1), SHAPES (0: stop after
+# world3/, no tower or stages), TOWER_FROM (a world_probe.py pool checkpoint to use instead of
+# training tower/: training/checkpoints/world-tower.pt is tower/'s output), SHAPES_CONTINUE (an
+# HF float model to fine-tune the ternary and binary copies from, skipping all float training:
+# training/checkpoints/world-shapes is the last stage's output) with SHAPES_DATA (the data.py
+# directory they train on then; default data-world3/).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -45,6 +53,12 @@ if [ $smoke = 1 ]; then
   threads=1
   fs=4; grow_at=2; fs2=6
   float2_args=("${float_args[@]}" --steps 4 --attn-sup 3,0.5)
+  first_args=(--train 16 --workers 1)
+  wide_sets=(500000:12 600000:12)
+  tower_segments=(3:3e-4:500000 5:1e-3:600000 7:1e-3:first)
+  mixes=("lm3=w3 500000" "lm4=600000")
+  stages=(B:lm3:3e-4:31 C:lm4:2e-4:32)
+  shapes_args=("${float_args[@]}" --steps 3 --aux 1.0 --unlabel-reached --attn-sup 3,1.0)
   qat_args=(--steps 3 --images 4 --qpi 2 --eval-every 2 --eval-limit 4 --log-every 1)
   abs_args=("${qat_args[@]}")
   eval_args=(--limit 4)
@@ -70,10 +84,24 @@ else
   world3_args=(--steps "$ws3" --images 24 --qpi 3 --lr 3e-4 --warmup 20 --aux 1.0
                --aux-steps $((ws3 - 50)) --qkeep describe=0.5,count=0.5 --attn-sup 3,1.0
                --seed 23 --eval-every 60 --eval-limit 100 --ckpt-every 10 --log-every 5)
-  qat_args=(--steps "${QAT_STEPS:-150}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
+  # 2f-2g as run (RESULTS-world.md sections 6-7): the tower's picture sets (data.py --wide 1.0
+  # --wide-offset OFFSET, N pictures each), the step by which each had joined, the three
+  # picture mixes of the language stages and the stages themselves
+  first_args=(--train 4000)
+  wide_sets=(500000:3000 600000:6000 700000:12000 800000:12000 900000:12000 920000:12000
+             940000:12000 952000:12000)
+  tower_segments=(4900:3e-4:500000 6900:1e-3: 9000:1e-3:600000 11700:1e-3:700000
+                  13900:1e-3:800000 16500:1e-3:900000 22800:1e-3:920000 27000:1e-3:first)
+  mixes=("lm3=w3 700000" "lm4=800000 940000" "lm5=900000 920000 952000")
+  stages=(B:lm3:3e-4:31 C:lm4:2e-4:32 E:lm5:1.5e-4:34 F:lm4:1.5e-4:35 G:lm5:1.5e-4:36)
+  shapes_args=(--steps 900 --images 24 --qpi 3 --warmup 20 --aux 1.0 --aux-steps 850
+               --unlabel-reached --qkeep describe=0.5,count=0.5 --attn-sup 3,1.0
+               --eval-every 300 --eval-limit 100 --ckpt-every 50 --log-every 10)
+  qat_args=(--steps "${QAT_STEPS:-600}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
   abs_args=(--steps "${ABSMEAN_STEPS:-50}" --images 16 --qpi 6 --eval-every 1000)
   eval_args=(--greedy-limit "${EVAL_GREEDY:-60}")
 fi
+shapes="${SHAPES:-1}"
 echo "training pipeline: OUT=$OUT smoke=$smoke"
 mkdir -p "$OUT"
 t0=$(date +%s)
@@ -81,9 +109,9 @@ t0=$(date +%s)
 # 1. data + tokenizer + test split files for the C engine: the first world (float/, float2/),
 #    the wider world mixed with it (world/ and the fine-tunings), and the second renderer's
 #    out-of-distribution test split (data_ood.py, never trained on)
-[ -n "${WORLD_FROM:-}" ] || [ -f "$OUT/data/train.npz" ] ||
+[ -n "${WORLD_FROM:-}${SHAPES_CONTINUE:-}" ] || [ -f "$OUT/data/train.npz" ] ||
   "$PY" "$here/data.py" --out "$OUT/data" --wide 0 "${data_args[@]}"
-[ -n "${WORLD_CONTINUE:-}" ] || [ -f "$OUT/data-world/train.npz" ] ||
+[ -n "${WORLD_CONTINUE:-}${SHAPES_CONTINUE:-}" ] || [ -f "$OUT/data-world/train.npz" ] ||
   "$PY" "$here/data.py" --out "$OUT/data-world" --wide 0.5 "${world_data_args[@]}"
 [ "$ws3" = 0 ] || [ -f "$OUT/data-world3/train.npz" ] ||
   "$PY" "$here/data.py" --out "$OUT/data-world3" --wide 0.5 "${world3_data_args[@]}"
@@ -102,7 +130,7 @@ fi
 #    are inserted (grow.py) and training goes on with 5 layers, asking the questions that need
 #    that (colour, shape, where, exists) more often than count and describe, with a hint on
 #    where to look (--attn-sup: see train.py's attn_sup_loss).
-skip_early=${WORLD_CONTINUE:+1}
+skip_early=${WORLD_CONTINUE:+1}${SHAPES_CONTINUE:+1}
 if [ -z "${WORLD_FROM:-}${skip_early}" ] && [ ! -f "$OUT/float/grown" ]; then
   "$PY" "$here/train.py" --data "$OUT/data" --out "$OUT/float" --resume "${float_args[@]}" \
     --steps $fs --stop-at $grow_at
@@ -152,7 +180,7 @@ fi
 #     splits): held-out 94.1 -> 93.7 %, OOD 54.2 -> 56.1 %, OOD single colour 79.8 -> 85.4 %;
 #     shape recognition barely moved (training/checkpoints/README.md).
 W3="$OUT/data-world3"
-if [ "$ws3" -gt 0 ]; then
+if [ "$ws3" -gt 0 ] && [ -z "${SHAPES_CONTINUE:-}" ]; then
   src="${WORLD_CONTINUE:-$F/hf}"
   ev=held="$W3/test.npz",wide="$W3/test_wide.npz"
   [ -f "$W3/test_ood.npz" ] && ev="$ev,ood=$W3/test_ood.npz"
@@ -165,8 +193,75 @@ if [ "$ws3" -gt 0 ]; then
   [ -f "$OUT/world3/hf/config.json" ] || "${w3[@]}"
   F="$OUT/world3"
 fi
-# the data the fine-tunings and the evaluations below use: the last cycle's
+# the float cycles in order, for report.py
+for c in float2 world world2 world3; do [ -d "$OUT/$c" ] && echo $c; done > "$OUT/cycles"
+# the data the evaluations below use: the last cycle's test splits
 WD="$OUT/data-world"; [ "$ws3" -gt 0 ] && WD="$W3"
+QD="$WD"  # ... and the data the fine-tunings train on
+
+# 2f. the tower taught shapes directly (world_probe.py pool; RESULTS-world.md sections 6-7).
+#     After 2e the vision tower knew shapes only at the first world's offset to its patches, so
+#     the tower alone (with a linear shape/colour head) learns each object's shape from the
+#     patches its disc covers, on wider-world pictures only (fresh ones added as it goes: what
+#     limits it is pictures, not steps), then with a third of each batch from first-world
+#     pictures moved by up to 8 px so that the first world is not given up. Each segment is a
+#     resume (fresh optimiser, 50-step warm-up) to its end step.
+# 2g. the language side reads the new tower: world3/'s model with it (train.py --vision-init),
+#     then 900-step warm restarts alternating between picture sets that hold the first world
+#     three times and 24 000-36 000 wider-world pictures (mix.py), as listed in $stages.
+if [ "$shapes" = 1 ] && [ -z "${SHAPES_CONTINUE:-}" ]; then
+  WS="$OUT/data-shapes"; mkdir -p "$WS"
+  [ -f "$WS/first/train.npz" ] ||
+    "$PY" "$here/data.py" --out "$WS/first" --splits train --wide 0 "${first_args[@]}"
+  for set in "${wide_sets[@]}"; do  # OFFSET:N
+    [ -f "$WS/w${set%%:*}/train.npz" ] ||
+      "$PY" "$here/data.py" --out "$WS/w${set%%:*}" --splits train --wide 1.0 \
+        --train "${set#*:}" --wide-offset "${set%%:*}" --workers 1
+  done
+  tower="${TOWER_FROM:-$OUT/tower/tower.pt}"
+  if [ -z "${TOWER_FROM:-}" ]; then
+    mkdir -p "$OUT/tower"
+    sets=(); resume=()
+    for seg in "${tower_segments[@]}"; do  # END_STEP:LR:OFFSET_ADDED|first
+      IFS=: read -r end lr add <<< "$seg"
+      if [ "$add" = first ]; then sets+=(--first "$WS/first/train.npz")
+      elif [ -n "$add" ]; then sets+=("$WS/w$add/train.npz"); fi
+      if [ ! -f "$OUT/tower/done-$end" ]; then
+        WORLD_DATA="$W3" "$PY" "$here/world_probe.py" pool "$F/hf" "$end" "$tower" \
+          --lr "$lr" "${resume[@]}" "${sets[@]}" > "$OUT/tower/log-$end" 2>&1
+        touch "$OUT/tower/done-$end"
+      fi
+      resume=(--resume "$tower")
+    done
+  fi
+  for mx in "${mixes[@]}"; do  # NAME=OFFSET,OFFSET...: the first world three times + those
+    name=${mx%%=*}; ins=()
+    for o in ${mx#*=}; do
+      if [ "$o" = w3 ]; then ins+=("$W3/train.npz:wide"); else ins+=("$WS/w$o/train.npz"); fi
+    done
+    d="$WS/$name"; mkdir -p "$d"
+    [ -f "$d/train.npz" ] || (cd "$here" && "$PY" mix.py "$d/train.npz" \
+      "$WS/first/train.npz" "$WS/first/train.npz" "$WS/first/train.npz" "${ins[@]}")
+    for f in val.npz test.npz tokenizer.json; do ln -sf "$W3/$f" "$d/$f"; done
+  done
+  ev=held="$W3/test.npz",wide="$W3/test_wide.npz"
+  [ -f "$W3/test_ood.npz" ] && ev="$ev,ood=$W3/test_ood.npz"
+  prev="$F/hf"; init=(--vision-init "$tower")
+  for st in "${stages[@]}"; do  # NAME:MIX:LR:SEED
+    IFS=: read -r name mix lr seed <<< "$st"
+    [ -f "$OUT/$name/hf/config.json" ] ||
+      "$PY" "$here/train.py" --data "$WS/$mix" --out "$OUT/$name" --resume --init "$prev" \
+        "${init[@]}" --threads "$threads" --config '{"text_config": {"num_hidden_layers": 5}}' \
+        --eval-extra "$ev" --lr "$lr" --seed "$seed" "${shapes_args[@]}"
+    prev="$OUT/$name/hf"; init=(); F="$OUT/$name"; QD="$WS/$mix"; echo "$name" >> "$OUT/cycles"
+  done
+fi
+if [ -n "${SHAPES_CONTINUE:-}" ]; then  # start the fine-tunings from a model made as above
+  F="$OUT/shapes-continue"; mkdir -p "$F"
+  ln -sfn "$(cd "$SHAPES_CONTINUE" && pwd)" "$F/hf"
+  echo shapes-continue > "$OUT/cycles"
+  QD="${SHAPES_DATA:-$WD}"
+fi
 fl=$(basename "$F")
 [ -f "$F/hf16/config.json" ] || "$PY" "$here/export.py" "$F/hf" "$F/hf16"
 
@@ -177,7 +272,7 @@ for mode in kmeans binary absmean; do
   dir=ternary; [ $mode = binary ] && dir=binary; [ $mode = absmean ] && dir=absmean
   args=("${qat_args[@]}"); [ $mode = absmean ] && args=("${abs_args[@]}")
   if [ ! -f "$OUT/$dir/eval.json" ]; then
-    "$PY" "$here/ternarize.py" --data "$WD" --float "$F/hf" --out "$OUT/$dir" \
+    "$PY" "$here/ternarize.py" --data "$QD" --float "$F/hf" --out "$OUT/$dir" \
       --mode $mode "${args[@]}" > "$OUT/$dir.out" 2>&1 &
     pids+=($!)
   fi

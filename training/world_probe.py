@@ -396,8 +396,9 @@ def pool_train(src, steps, out, extra, lr=3e-4, resume=None, first=(), first_sha
     pools = [pool([footprints(p) for p in [W + "/train.npz"] + extra])]
     if first:
         pools.append(pool([footprints(p, first=True) for p in first]))
-    ev = {"wide": footprints(W + "/test_wide.npz"), "ood": footprints(W + "/test_ood.npz", True),
-          "first": footprints(W + "/test.npz", first=True)}
+    ev = {"wide": footprints(W + "/test_wide.npz"), "first": footprints(W + "/test.npz", first=True)}
+    if os.path.exists(W + "/test_ood.npz"):  # data_ood.py's split (needs python3-cairo)
+        ev["ood"] = footprints(W + "/test_ood.npz", True)
     fx, fI, fS, fC, fG = ev["first"]  # and the same moved 8 px right: off the learned phase
     mx, mg = move(torch.from_numpy(fx), fG, fI.tolist(), [(8, 0)] * len(fx))
     ev["first8"] = (mx.numpy(), fI, fS, fC, mg)
