@@ -58,7 +58,7 @@ if [ $smoke = 1 ]; then
   tower_segments=(3:3e-4:500000 5:1e-3:600000 7:1e-3:first)
   mixes=("lm3=w3 500000" "lm4=600000")
   stages=(B:lm3:3e-4:31 C:lm4:2e-4:32)
-  shapes_args=("${float_args[@]}" --steps 3 --aux 1.0 --unlabel-reached --attn-sup 3,1.0)
+  shapes_args=("${float_args[@]}" --aux 1.0 --unlabel-reached --attn-sup 3,1.0); stage_steps=3
   qat_args=(--steps 3 --images 4 --qpi 2 --eval-every 2 --eval-limit 4 --log-every 1)
   abs_args=("${qat_args[@]}")
   eval_args=(--limit 4)
@@ -94,9 +94,10 @@ else
                   13900:1e-3:800000 16500:1e-3:900000 22800:1e-3:920000 27000:1e-3:first)
   mixes=("lm3=w3 700000" "lm4=800000 940000" "lm5=900000 920000 952000")
   stages=(B:lm3:3e-4:31 C:lm4:2e-4:32 E:lm5:1.5e-4:34 F:lm4:1.5e-4:35 G:lm5:1.5e-4:36)
-  shapes_args=(--steps 900 --images 24 --qpi 3 --warmup 20 --aux 1.0 --aux-steps 850
-               --unlabel-reached --qkeep describe=0.5,count=0.5 --attn-sup 3,1.0
+  shapes_args=(--images 24 --qpi 3 --warmup 20 --aux 1.0 --unlabel-reached
+               --qkeep describe=0.5,count=0.5 --attn-sup 3,1.0
                --eval-every 300 --eval-limit 100 --ckpt-every 50 --log-every 10)
+  stage_steps=900
   qat_args=(--steps "${QAT_STEPS:-600}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
   abs_args=(--steps "${ABSMEAN_STEPS:-50}" --images 16 --qpi 6 --eval-every 1000)
   eval_args=(--greedy-limit "${EVAL_GREEDY:-60}")
@@ -109,7 +110,7 @@ t0=$(date +%s)
 # 1. data + tokenizer + test split files for the C engine: the first world (float/, float2/),
 #    the wider world mixed with it (world/ and the fine-tunings), and the second renderer's
 #    out-of-distribution test split (data_ood.py, never trained on)
-[ -n "${WORLD_FROM:-}${SHAPES_CONTINUE:-}" ] || [ -f "$OUT/data/train.npz" ] ||
+[ -n "${WORLD_FROM:-}${WORLD_CONTINUE:-}${SHAPES_CONTINUE:-}" ] || [ -f "$OUT/data/train.npz" ] ||
   "$PY" "$here/data.py" --out "$OUT/data" --wide 0 "${data_args[@]}"
 [ -n "${WORLD_CONTINUE:-}${SHAPES_CONTINUE:-}" ] || [ -f "$OUT/data-world/train.npz" ] ||
   "$PY" "$here/data.py" --out "$OUT/data-world" --wide 0.5 "${world_data_args[@]}"
@@ -247,12 +248,14 @@ if [ "$shapes" = 1 ] && [ -z "${SHAPES_CONTINUE:-}" ]; then
   ev=held="$W3/test.npz",wide="$W3/test_wide.npz"
   [ -f "$W3/test_ood.npz" ] && ev="$ev,ood=$W3/test_ood.npz"
   prev="$F/hf"; init=(--vision-init "$tower")
-  for st in "${stages[@]}"; do  # NAME:MIX:LR:SEED
-    IFS=: read -r name mix lr seed <<< "$st"
+  for st in "${stages[@]}"; do  # NAME:MIX:LR:SEED[:STEPS]; the per-cell loss stops 50 before
+    IFS=: read -r name mix lr seed n <<< "$st"
+    n=${n:-$stage_steps}
     [ -f "$OUT/$name/hf/config.json" ] ||
       "$PY" "$here/train.py" --data "$WS/$mix" --out "$OUT/$name" --resume --init "$prev" \
         "${init[@]}" --threads "$threads" --config '{"text_config": {"num_hidden_layers": 5}}' \
-        --eval-extra "$ev" --lr "$lr" --seed "$seed" "${shapes_args[@]}"
+        --eval-extra "$ev" --lr "$lr" --seed "$seed" "${shapes_args[@]}" --steps "$n" \
+        --aux-steps $((n > 100 ? n - 50 : n))
     prev="$OUT/$name/hf"; init=(); F="$OUT/$name"; QD="$WS/$mix"; echo "$name" >> "$OUT/cycles"
   done
 fi
