@@ -93,7 +93,8 @@ else
   tower_segments=(4900:3e-4:500000 6900:1e-3: 9000:1e-3:600000 11700:1e-3:700000
                   13900:1e-3:800000 16500:1e-3:900000 22800:1e-3:920000 27000:1e-3:first)
   mixes=("lm3=w3 700000" "lm4=800000 940000" "lm5=900000 920000 952000")
-  stages=(B:lm3:3e-4:31 C:lm4:2e-4:32 E:lm5:1.5e-4:34 F:lm4:1.5e-4:35 G:lm5:1.5e-4:36)
+  stages=(B:lm3:3e-4:31 C:lm4:2e-4:32 E:lm5:1.5e-4:34 F:lm4:1.5e-4:35 G:lm5:1.5e-4:36
+          H:lm4:1.5e-4:8 I:lm5:1.5e-4:10 J:lm4:7.5e-5:11)
   shapes_args=(--images 24 --qpi 3 --warmup 20 --aux 1.0 --unlabel-reached
                --qkeep describe=0.5,count=0.5 --attn-sup 3,1.0
                --eval-every 300 --eval-limit 100 --ckpt-every 50 --log-every 10)
@@ -188,7 +189,7 @@ if [ "$ws3" -gt 0 ] && [ -z "${SHAPES_CONTINUE:-}" ]; then
   w3=("$PY" "$here/train.py" --data "$W3" --out "$OUT/world3" --resume --init "$src"
       --threads "$threads" --config '{"text_config": {"num_hidden_layers": 5}}'
       --eval-extra "$ev" "${world3_args[@]}")
-  if [ ! -f "$OUT/world3/ckpt.pt" ] && [ $smoke = 0 ]; then
+  if [ ! -f "$OUT/world3/ckpt.pt" ] && [ ! -f "$OUT/world3/hf/config.json" ] && [ $smoke = 0 ]; then
     "${w3[@]}" --steps 240 --lr 5e-4 --aux-steps 190 --stop-at "$ws3_first"
   fi
   [ -f "$OUT/world3/hf/config.json" ] || "${w3[@]}"
