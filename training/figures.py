@@ -64,6 +64,19 @@ def short(r):
     return r["file"].replace(" post-training only (f16 re-typed)", " PTQ")
 
 
+def offsets(points):
+    """Label offsets (points) that keep labels of near-coincident points apart: each one that
+    falls close to an earlier point's goes one line lower (tq1_0 sits beside tq2_0)."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    dx, dy = (max(xs) - min(xs)) or 1, (max(ys) - min(ys)) or 1
+    out = []
+    for i, (x, y) in enumerate(points):
+        near = sum(abs(x - points[j][0]) < 0.04 * dx and abs(y - points[j][1]) < 0.04 * dy
+                   for j in range(i))
+        out.append((4, 4 - 10 * near))
+    return out
+
+
 def by(table, key, xlabel, name, out):
     rows = table["rows"]
     heads = [h for h in rows[0]["exact"]]
@@ -72,12 +85,12 @@ def by(table, key, xlabel, name, out):
         xs = [r[key] for r in rows]
         a.plot(xs, [100 * r["exact"][h] for r in rows], "o",
                label={"in_distribution": "held-out split"}.get(h, h))
-    for r in rows:
-        a.annotate(short(r), (r[key], 100 * r["exact"]["in_distribution"]),
-                   textcoords="offset points", xytext=(4, 4), fontsize=8)
-        b.plot(r[key], r["perplexity"], "o", color="C0")
-        b.annotate(short(r), (r[key], r["perplexity"]),
-                   textcoords="offset points", xytext=(4, 4), fontsize=8)
+    pa = [(r[key], 100 * r["exact"]["in_distribution"]) for r in rows]
+    pb = [(r[key], r["perplexity"]) for r in rows]
+    for r, xa, xb, oa, ob in zip(rows, pa, pb, offsets(pa), offsets(pb)):
+        a.annotate(short(r), xa, textcoords="offset points", xytext=oa, fontsize=8)
+        b.plot(*xb, "o", color="C0")
+        b.annotate(short(r), xb, textcoords="offset points", xytext=ob, fontsize=8)
     a.set(xlabel=xlabel, ylabel="exact match %", title="Exact match")
     b.set(xlabel=xlabel, ylabel="perplexity (held-out split)", title="Perplexity")
     a.legend(fontsize=8)

@@ -121,7 +121,10 @@ def main():
         if k <= 30 or k in (50, 100) or k % 250 == 0 or k == steps[-1]:
             L.append(f"| {k} | " + " | ".join(str(curves.get(st, {}).get(k, "-"))
                                                for st in ("ternary", "absmean", "binary")) + " |")
-    if "float" in s:
+    if "float" in s and not s["float"]["loss_curve"]:  # run.sh SHAPES_CONTINUE: no float steps
+        given = os.path.basename(os.path.realpath(os.path.join(last, "hf")))
+        L += ["", f"No float training in this run: the float model was given ({given})."]
+    elif "float" in s:
         fc = s["float"]["loss_curve"]
         L += ["", "Float training loss: " + ", ".join(f"{a}: {b}" for a, b in fc
                                                      if a % 500 == 0 or a == fc[-1][0]),

@@ -33,7 +33,8 @@
 # training tower/: training/checkpoints/world-tower.pt is tower/'s output), SHAPES_CONTINUE (an
 # HF float model to fine-tune the ternary and binary copies from, skipping all float training:
 # training/checkpoints/world-shapes is the last stage's output, G) with SHAPES_DATA (the data.py
-# directory they train on then; default data-world3/), MORE_STAGES (1: stages H, I, J after G).
+# directory they train on then; default: the last stage's picture mix, made as 2g makes it),
+# MORE_STAGES (1: stages H, I, J after G).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -213,15 +214,38 @@ QD="$WD"  # ... and the data the fine-tunings train on
 # 2g. the language side reads the new tower: world3/'s model with it (train.py --vision-init),
 #     then 900-step warm restarts alternating between picture sets that hold the first world
 #     three times and 24 000-36 000 wider-world pictures (mix.py), as listed in $stages.
-if [ "$shapes" = 1 ] && [ -z "${SHAPES_CONTINUE:-}" ]; then
-  WS="$OUT/data-shapes"; mkdir -p "$WS"
+WS="$OUT/data-shapes"
+wide_set() {  # OFFSET: its N wider-world pictures (wide_sets' OFFSET:N), made once
+  local set
+  for set in "${wide_sets[@]}"; do
+    [ "${set%%:*}" = "$1" ] && [ ! -f "$WS/w$1/train.npz" ] &&
+      "$PY" "$here/data.py" --out "$WS/w$1" --splits train --wide 1.0 --train "${set#*:}" \
+        --wide-offset "$1" --workers 1
+  done
+  return 0
+}
+first_set() {  # the first world's pictures the tower and the mixes use, made once
   [ -f "$WS/first/train.npz" ] ||
     "$PY" "$here/data.py" --out "$WS/first" --splits train --wide 0 "${first_args[@]}"
-  for set in "${wide_sets[@]}"; do  # OFFSET:N
-    [ -f "$WS/w${set%%:*}/train.npz" ] ||
-      "$PY" "$here/data.py" --out "$WS/w${set%%:*}" --splits train --wide 1.0 \
-        --train "${set#*:}" --wide-offset "${set%%:*}" --workers 1
+}
+make_mix() {  # NAME of mixes: the first world three times + its wider-world sets, made once
+  local mx name o ins=() f d
+  first_set
+  for mx in "${mixes[@]}"; do  # NAME=OFFSET OFFSET...; w3: data-world3's wider-world pictures
+    name=${mx%%=*}; [ "$name" = "$1" ] || continue
+    for o in ${mx#*=}; do
+      if [ "$o" = w3 ]; then ins+=("$W3/train.npz:wide"); else wide_set "$o"; ins+=("$WS/w$o/train.npz"); fi
+    done
+    d="$WS/$name"; mkdir -p "$d"
+    [ -f "$d/train.npz" ] || (cd "$here" && "$PY" mix.py "$d/train.npz" \
+      "$WS/first/train.npz" "$WS/first/train.npz" "$WS/first/train.npz" "${ins[@]}")
+    for f in val.npz test.npz tokenizer.json; do ln -sf "$W3/$f" "$d/$f"; done
   done
+}
+if [ "$shapes" = 1 ] && [ -z "${SHAPES_CONTINUE:-}" ]; then
+  mkdir -p "$WS"
+  for set in "${wide_sets[@]}"; do wide_set "${set%%:*}"; done
+  first_set
   tower="${TOWER_FROM:-$OUT/tower/tower.pt}"
   if [ -z "${TOWER_FROM:-}" ]; then
     mkdir -p "$OUT/tower"
@@ -238,16 +262,7 @@ if [ "$shapes" = 1 ] && [ -z "${SHAPES_CONTINUE:-}" ]; then
       resume=(--resume "$tower")
     done
   fi
-  for mx in "${mixes[@]}"; do  # NAME=OFFSET,OFFSET...: the first world three times + those
-    name=${mx%%=*}; ins=()
-    for o in ${mx#*=}; do
-      if [ "$o" = w3 ]; then ins+=("$W3/train.npz:wide"); else ins+=("$WS/w$o/train.npz"); fi
-    done
-    d="$WS/$name"; mkdir -p "$d"
-    [ -f "$d/train.npz" ] || (cd "$here" && "$PY" mix.py "$d/train.npz" \
-      "$WS/first/train.npz" "$WS/first/train.npz" "$WS/first/train.npz" "${ins[@]}")
-    for f in val.npz test.npz tokenizer.json; do ln -sf "$W3/$f" "$d/$f"; done
-  done
+  for mx in "${mixes[@]}"; do make_mix "${mx%%=*}"; done
   ev=held="$W3/test.npz",wide="$W3/test_wide.npz"
   [ -f "$W3/test_ood.npz" ] && ev="$ev,ood=$W3/test_ood.npz"
   prev="$F/hf"; init=(--vision-init "$tower")
@@ -266,7 +281,9 @@ if [ -n "${SHAPES_CONTINUE:-}" ]; then  # start the fine-tunings from a model ma
   F="$OUT/shapes-continue"; mkdir -p "$F"
   ln -sfn "$(cd "$SHAPES_CONTINUE" && pwd)" "$F/hf"
   echo shapes-continue > "$OUT/cycles"
-  QD="${SHAPES_DATA:-$WD}"
+  last="${stages[${#stages[@]}-1]}"; last="${last#*:}"; last="${last%%:*}"
+  [ -n "${SHAPES_DATA:-}" ] || { mkdir -p "$WS"; make_mix "$last"; }
+  QD="${SHAPES_DATA:-$WS/$last}"  # as run: the last stage's picture mix
 fi
 fl=$(basename "$F")
 [ -f "$F/hf16/config.json" ] || "$PY" "$here/export.py" "$F/hf" "$F/hf16"
