@@ -185,10 +185,10 @@ fi
 #     splits): held-out 94.1 -> 93.7 %, OOD 54.2 -> 56.1 %, OOD single colour 79.8 -> 85.4 %;
 #     shape recognition barely moved (training/checkpoints/README.md).
 W3="$OUT/data-world3"
+ev=held="$W3/test.npz",wide="$W3/test_wide.npz"  # what train.py --eval-extra scores
+[ -f "$W3/test_ood.npz" ] && ev="$ev,ood=$W3/test_ood.npz"
 if [ "$ws3" -gt 0 ] && [ -z "${SHAPES_CONTINUE:-}" ]; then
   src="${WORLD_CONTINUE:-$F/hf}"
-  ev=held="$W3/test.npz",wide="$W3/test_wide.npz"
-  [ -f "$W3/test_ood.npz" ] && ev="$ev,ood=$W3/test_ood.npz"
   w3=("$PY" "$here/train.py" --data "$W3" --out "$OUT/world3" --resume --init "$src"
       --threads "$threads" --config '{"text_config": {"num_hidden_layers": 5}}'
       --eval-extra "$ev" "${world3_args[@]}")
@@ -263,8 +263,6 @@ if [ "$shapes" = 1 ] && [ -z "${SHAPES_CONTINUE:-}" ]; then
     done
   fi
   for mx in "${mixes[@]}"; do make_mix "${mx%%=*}"; done
-  ev=held="$W3/test.npz",wide="$W3/test_wide.npz"
-  [ -f "$W3/test_ood.npz" ] && ev="$ev,ood=$W3/test_ood.npz"
   prev="$F/hf"; init=(--vision-init "$tower")
   for st in "${stages[@]}"; do  # NAME:MIX:LR:SEED[:STEPS]; the per-cell loss stops 50 before
     IFS=: read -r name mix lr seed n <<< "$st"
