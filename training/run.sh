@@ -15,7 +15,7 @@
 # fine-tuned from that. A fourth (world3/) goes on from the third on a larger set of fresh
 # wider-world pictures (data-world3/) with the per-cell vision loss at full weight. Then the
 # vision tower alone is taught each object's shape (tower/, world_probe.py pool) and the
-# language side learns to read it in 900-step stages (B, C, E, F, G, ... on the picture mixes
+# language side learns to read it in 900-step stages (B, C, E-J on the picture mixes
 # of data-shapes/); the ternary and binary copies are fine-tuned from the last stage.
 #
 # Environment: PYTHON (default /usr/bin/python3, Debian's, which has python3-torch),
@@ -32,9 +32,8 @@
 # world3/, no tower or stages), TOWER_FROM (a world_probe.py pool checkpoint to use instead of
 # training tower/: training/checkpoints/world-tower.pt is tower/'s output), SHAPES_CONTINUE (an
 # HF float model to fine-tune the ternary and binary copies from, skipping all float training:
-# training/checkpoints/world-shapes is the last stage's output, G) with SHAPES_DATA (the data.py
-# directory they train on then; default: the last stage's picture mix, made as 2g makes it),
-# MORE_STAGES (1: stages H, I, J after G).
+# training/checkpoints/world-shapes-j is the last stage's output, J) with SHAPES_DATA (the data.py
+# directory they train on then; default: the last stage's picture mix, made as 2g makes it).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -94,10 +93,8 @@ else
   tower_segments=(4900:3e-4:500000 6900:1e-3: 9000:1e-3:600000 11700:1e-3:700000
                   13900:1e-3:800000 16500:1e-3:900000 22800:1e-3:920000 27000:1e-3:first)
   mixes=("lm3=w3 700000" "lm4=800000 940000" "lm5=900000 920000 952000")
-  stages=(B:lm3:3e-4:31 C:lm4:2e-4:32 E:lm5:1.5e-4:34 F:lm4:1.5e-4:35 G:lm5:1.5e-4:36)
-  # three more that were measured better than G (RESULTS-world.md section 8) but whose
-  # checkpoint was lost before it shipped: MORE_STAGES=1 adds them
-  [ "${MORE_STAGES:-0}" = 1 ] && stages+=(H:lm4:1.5e-4:8 I:lm5:1.5e-4:10 J:lm4:7.5e-5:11)
+  stages=(B:lm3:3e-4:31 C:lm4:2e-4:32 E:lm5:1.5e-4:34 F:lm4:1.5e-4:35 G:lm5:1.5e-4:36
+          H:lm4:1.5e-4:8 I:lm5:1.5e-4:10 J:lm4:7.5e-5:11)
   shapes_args=(--images 24 --qpi 3 --warmup 20 --aux 1.0 --unlabel-reached
                --qkeep describe=0.5,count=0.5 --attn-sup 3,1.0
                --eval-every 300 --eval-limit 100 --ckpt-every 50 --log-every 10)
