@@ -59,7 +59,7 @@ if [ $smoke = 1 ]; then
   mixes=("lm3=w3 500000" "lm4=600000")
   stages=(B:lm3:3e-4:31 C:lm4:2e-4:32)
   shapes_args=("${float_args[@]}" --aux 1.0 --unlabel-reached --attn-sup 3,1.0); stage_steps=3
-  qat_args=(--steps 3 --images 4 --qpi 2 --eval-every 2 --eval-limit 4 --log-every 1)
+  qat_args=(--steps 3 --images 4 --qpi 2 --eval-every 2 --eval-limit 4 --log-every 1 --feat-kd 1.0)
   abs_args=("${qat_args[@]}")
   eval_args=(--limit 4)
 else
@@ -99,7 +99,8 @@ else
                --qkeep describe=0.5,count=0.5 --attn-sup 3,1.0
                --eval-every 300 --eval-limit 100 --ckpt-every 50 --log-every 10)
   stage_steps=900
-  qat_args=(--steps "${QAT_STEPS:-600}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100)
+  qat_args=(--steps "${QAT_STEPS:-600}" --images 16 --qpi 6 --eval-every 500 --eval-limit 100
+            --feat-kd "${FEAT_KD:-1.0}")
   abs_args=(--steps "${ABSMEAN_STEPS:-50}" --images 16 --qpi 6 --eval-every 1000)
   eval_args=(--greedy-limit "${EVAL_GREEDY:-60}")
 fi
@@ -284,7 +285,11 @@ fl=$(basename "$F")
 [ -f "$F/hf16/config.json" ] || "$PY" "$here/export.py" "$F/hf" "$F/hf16"
 
 # 3. ternary (k-means), binary and absmean (the comparison) fine-tuning side by side, one
-#    thread each
+#    thread each. The ternary and binary copies also learn to give the float model's image
+#    features (--feat-kd: the frozen float tower runs beside them): trained on the answers
+#    alone, the quantized tower kept what the training pictures' questions need and lost
+#    shape on pictures unlike them (from J, C engine: second renderer's shape questions
+#    88 % float, 77 % TQ2_0 without it, 79 % with it; Q1_0 held-out 93.8 -> 95.2 %).
 pids=()
 for mode in kmeans binary absmean; do
   dir=ternary; [ $mode = binary ] && dir=binary; [ $mode = absmean ] && dir=absmean

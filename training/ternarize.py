@@ -158,6 +158,9 @@ def main():
     # waits when a thread is descheduled). Measured 02:40 UTC, load average ~9.
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--feat-kd", type=float, default=0.0, metavar="W",
+                    help="pull the quantized image features towards the float model's: W times "
+                         "their relative squared error is added to the loss (0: off)")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -174,8 +177,13 @@ def main():
     train = TR.Encoded(os.path.join(a.data, "train.npz"), tok, n_img)
     val = TR.Encoded(os.path.join(a.data, "val.npz"), tok, n_img)
     test = TR.Encoded(os.path.join(a.data, "test.npz"), tok, n_img)
-    result = {"mode": a.mode, "steps": a.steps}
+    result = {"mode": a.mode, "steps": a.steps, "feat_kd": a.feat_kd}
 
+    teacher = None
+    if a.feat_kd > 0:  # the float model, frozen; only its tower runs
+        teacher = (M.load_hf(a.float).to(dev).eval(), a.feat_kd)
+        for p in teacher[0].parameters():
+            p.requires_grad_(False)
     set_quant(model, a.mode)
     acc, vl = TR.evaluate(model, test, dev)
     result["ptq_test"] = acc
@@ -190,24 +198,25 @@ def main():
                             betas=(0.9, 0.98))
     rng = random.Random(a.seed)
     model.train()
-    run, rn, tl = 0.0, 0, time.time()
+    run, kd, rn, tl = 0.0, 0.0, 0, time.time()
     for step in range(1, a.steps + 1):
         lr = TR.lr_at(step - 1, a.steps, a.lr, a.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         pix, seqs = TR.sample_batch(train, rng, a.images, a.qpi)
-        loss, _, _ = TR.batch_loss(model, pix, seqs, dev, groups=3)
+        loss, _, _ = TR.batch_loss(model, pix, seqs, dev, groups=3, feat_teacher=teacher)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        run += float(loss)
+        run += float(loss) - TR.batch_loss.last_aux  # the answers' loss alone, as absmean's
+        kd += TR.batch_loss.last_aux
         rn += 1
         if step % a.log_every == 0 or step == a.steps:
             now = time.time()
             TR.log(logf, {"step": step, "loss": run / rn, "lr": lr, "s_per_step": (now - tl) / rn,
-                          "qerr": quant_error(model, a.mode)})
-            run, rn, tl = 0.0, 0, now
+                          "qerr": quant_error(model, a.mode), "feat_kd_loss": kd / rn})
+            run, kd, rn, tl = 0.0, 0.0, 0, now
         if step % a.eval_every == 0 and step != a.steps:
             acc, vl = TR.evaluate(model, val, dev, limit=a.eval_limit)
             TR.log(logf, {"step": step, "val_loss": vl, "val_acc": acc})

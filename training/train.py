@@ -185,13 +185,20 @@ def attn_sup_loss(model, layer, ids, seqs):
     return loss / max(1, n)
 
 
-def batch_loss(model, pixels_u8, seqs, device, groups=1, aux=None, attn_sup=None):
+def batch_loss(model, pixels_u8, seqs, device, groups=1, aux=None, attn_sup=None,
+               feat_teacher=None):
     """Mean cross-entropy over answer tokens. With groups > 1 the sequences are sorted by length
     and run in that many chunks, so short questions are not padded to the long descriptions.
-    Also returns (logits, labels) of the last chunk (groups=1: the whole batch, in order)."""
+    Also returns (logits, labels) of the last chunk (groups=1: the whole batch, in order).
+    feat_teacher: (model, weight): adds weight * the relative squared error of this model's
+    image features (the connector's output) against that frozen model's."""
     px = M.to_pixels(pixels_u8.to(device))
     feats = model.image_features(px)
     extra = 0.0
+    if feat_teacher is not None:
+        with torch.no_grad():
+            want = feat_teacher[0].image_features(px)
+        extra = feat_teacher[1] * ((feats - want) ** 2).mean() / (want ** 2).mean()
     if aux is not None:  # (head, cells (B,9,3), weight)
         extra = aux[2] * aux_loss(aux[0], feats, aux[1].to(device))
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][1]) + len(seqs[i][2]))
